@@ -1,0 +1,94 @@
+"""The stream format: the one layout shared by training, evaluation and live inference.
+
+A training sequence in *online* mode (see DESIGN.md) is, position by position::
+
+    <bos> <online> <sys> instruction tokens </sys>
+    chunk 0:  <audio> <a>×k <decide>                          decision SILENT
+    chunk 1:  <audio> <a>×k <decide> r r r  (≤ tokens_per_chunk)  decision SPEAK
+    chunk 2:  <audio> <a>×k <decide> r <eor>                   decision SPEAK
+    chunk 3:  <audio> <a>×k <decide>                          decision SILENT
+
+Why there is no ``<speak>`` token between ``<decide>`` and the reply: the decision
+head and the LM head both read the hidden state at ``<decide>``, so one forward pass
+over a chunk yields the decision *and* the first reply token. The LM target at
+``<decide>`` is the first reply token of that chunk when the decision is SPEAK and is
+masked otherwise. ``<eor>`` is a reply token (it counts in the chunk's budget); a
+reply cut by a barge-in simply stops, with no ``<eor>``.
+
+``<a>`` positions are audio slots: their embeddings come from the audio encoder's
+adapter (k slots per chunk, in stream order), not from the token table.
+
+*Offline* mode::
+
+    <bos> <offline> <audio> <a>×(k·n_chunks) <sys> instruction </sys> answer <eor>
+
+with LM loss on ``answer <eor>`` only.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+# Special tokens occupy the first ids of every vocabulary, in this order, so that a
+# checkpoint's tokenizer and the model agree on them without a lookup table.
+SPECIAL_TOKENS: Final[tuple[str, ...]] = (
+    "<pad>",
+    "<bos>",
+    "<eos>",
+    "<unk>",
+    "<online>",
+    "<offline>",
+    "<sys>",
+    "</sys>",
+    "<audio>",
+    "<a>",
+    "<decide>",
+    "<eor>",
+)
+_ID = {name: index for index, name in enumerate(SPECIAL_TOKENS)}
+PAD_ID: Final[int] = _ID["<pad>"]
+BOS_ID: Final[int] = _ID["<bos>"]
+EOS_ID: Final[int] = _ID["<eos>"]
+UNK_ID: Final[int] = _ID["<unk>"]
+ONLINE_ID: Final[int] = _ID["<online>"]
+OFFLINE_ID: Final[int] = _ID["<offline>"]
+SYS_ID: Final[int] = _ID["<sys>"]
+END_SYS_ID: Final[int] = _ID["</sys>"]
+AUDIO_ID: Final[int] = _ID["<audio>"]
+AUDIO_SLOT_ID: Final[int] = _ID["<a>"]
+DECIDE_ID: Final[int] = _ID["<decide>"]
+EOR_ID: Final[int] = _ID["<eor>"]
+NUM_SPECIAL_TOKENS: Final[int] = len(SPECIAL_TOKENS)
+
+
+class Decision(enum.IntEnum):
+  """Classes of the fused decision head, read at every ``<decide>`` position."""
+
+  SILENT = 0
+  SPEAK = 1
+
+
+NUM_DECISIONS: Final[int] = len(Decision)
+
+# Value of `audio_slot_index` / `decision_target` at positions that have none.
+NO_INDEX: Final[int] = -1
+
+
+def chunk_prefix_length(slots_per_chunk: int) -> int:
+  """Positions a chunk occupies before its reply tokens: ``<audio>``, k slots, ``<decide>``."""
+  return slots_per_chunk + 2
+
+
+# One serialized example (before batching/padding). `L` is the number of sequence
+# positions, `S = num_chunks * chunk_samples` the number of audio samples (16 kHz).
+# Position i's LM target is the token the model must write *after* position i.
+EXAMPLE_FIELDS: Final[dict[str, tuple[str, str]]] = {
+    "tokens": ("int32[L]", "token ids; audio slots hold AUDIO_SLOT_ID"),
+    "audio_slot_index": ("int32[L]", "index of the audio slot (chunk*k + j) or NO_INDEX"),
+    "lm_targets": ("int32[L]", "next-token target at each position (PAD_ID where none)"),
+    "lm_weights": ("float32[L]", "1.0 where the LM target is trained, else 0.0"),
+    "decision_targets": ("int32[L]", "Decision at <decide> positions, NO_INDEX elsewhere"),
+    "audio": ("float32[S]", "16 kHz mono waveform, num_chunks whole chunks"),
+    "num_chunks": ("int32[]", "number of audio chunks (k slots each)"),
+}

@@ -1,0 +1,43 @@
+r"""Tiny streaming audio-interaction model: a few M parameters, trains on one CPU.
+
+Run the model on a generated stream (smoke run)::
+
+  audio-interaction smoke --config experiments/tiny.py
+
+Variants are picked by one string after the file name, big_vision style, e.g.
+``--config experiments/tiny.py:conformer`` swaps the encoder blocks for conformer
+blocks. Any field can be overridden: ``--config.model.decoder.num_layers=2``.
+"""
+
+import ml_collections
+
+from audio_interaction import config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the tiny config; `arg` is a comma-separated list of variant names."""
+  variants = config_lib.parse_variants(arg, allowed=("conformer",))
+  config = config_lib.base_config()
+
+  encoder = config.model.encoder
+  encoder.d_model = 128
+  encoder.num_layers = 3
+  encoder.num_heads = 4
+  encoder.mlp_dim = 384
+  encoder.conv_channels = 64
+  encoder.left_chunks = 8
+  encoder.block = "conformer" if "conformer" in variants else "transformer"
+
+  decoder = config.model.decoder
+  decoder.vocab_size = 1024
+  decoder.d_model = 192
+  decoder.num_layers = 4
+  decoder.num_heads = 4
+  decoder.num_kv_heads = 2
+  decoder.head_dim = 48
+  decoder.mlp_dim = 512
+  decoder.window = 512
+
+  config.model.slots_per_chunk = 2
+  config.model.tokens_per_chunk = 4
+  return config

@@ -1,0 +1,33 @@
+"""audio_interaction: streaming audio language models that decide when to speak."""
+
+import setuptools
+
+setuptools.setup(
+    name="audio_interaction",
+    version="0.1.0",
+    description="A JAX/Flax library for streaming audio interaction models "
+    "(perceive -> decide -> respond).",
+    packages=setuptools.find_packages(include=["audio_interaction", "audio_interaction.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.12",
+        "grain>=0.2.18",
+        "tensorflow-datasets>=4.9.10",
+        "ml-collections>=1.1",
+        "librosa>=0.11",
+        "soundfile>=0.13",
+        "numpy>=2.0",
+        "absl-py",
+        "tqdm",
+        "rich",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist"],
+        "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
+    },
+    entry_points={"console_scripts": ["audio-interaction=audio_interaction.cli:main"]},
+)
