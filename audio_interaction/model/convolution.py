@@ -1,0 +1,102 @@
+"""Causal convolutions over time with an explicit left-context state.
+
+A causal convolution with kernel K and stride S lets output t see inputs up to the
+last frame of its stride block, `S*t + S - 1`; the full forward left-pads K - S
+frames. The streaming state is the last K - S input frames, so stepping over chunks
+whose length is a multiple of S reproduces the full forward exactly.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from audio_interaction.model.layers import Array, DType, dense_init
+
+
+def _with_context(x: Array, context: Array | None, left: int) -> tuple[Array, Array | None]:
+  """Prepends the left context (zeros in full mode) and returns the next step's context."""
+  if left == 0:
+    return x, context
+  if context is None:
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (left, 0)
+    return jnp.pad(x, pad), None
+  joined = jnp.concatenate([context.astype(x.dtype), x], axis=1)
+  return joined, joined[:, -left:]
+
+
+class CausalConvSubsampling(nn.Module):
+  """log2(factor) causal Conv2D layers of stride 2 over (time, mel), then a projection.
+
+  Input [B, F, n_mels] frames become [B, F / factor, d_model].
+  """
+
+  factor: int
+  channels: int
+  d_model: int
+  kernel: int = 3
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  @property
+  def num_layers(self) -> int:
+    return self.factor.bit_length() - 1
+
+  def context_frames(self) -> int:
+    """Left context each conv layer keeps between steps (K - S frames)."""
+    return self.kernel - 2
+
+  def init_state(self, batch: int, n_mels: int, dtype: DType) -> tuple[Array, ...]:
+    """Zero left context per conv layer: tuple of [B, K - S, freq, channels_in]."""
+    states, freq, channels = [], n_mels, 1
+    for _ in range(self.num_layers):
+      states.append(jnp.zeros((batch, self.context_frames(), freq, channels), dtype))
+      freq, channels = (freq - self.kernel) // 2 + 1, self.channels
+    return tuple(states)
+
+  @nn.compact
+  def __call__(self, frames: Array, state: tuple[Array, ...] | None = None
+               ) -> tuple[Array, tuple[Array, ...] | None]:
+    """frames: [B, F, n_mels] (F a multiple of `factor`) -> ([B, F/factor, d_model], state)."""
+    x = frames[..., None]  # [B, F, n_mels, 1]
+    new_state = []
+    for layer in range(self.num_layers):
+      x, context = _with_context(x, None if state is None else state[layer],
+                                 self.context_frames())
+      new_state.append(context)
+      x = nn.Conv(self.channels, (self.kernel, self.kernel), strides=(2, 2),
+                  padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
+                  kernel_init=dense_init(("conv_kernel", "conv_kernel", "conv_in", "conv_out")),
+                  name=f"conv{layer}")(x)
+      x = nn.gelu(x)
+    batch, length = x.shape[:2]
+    x = x.reshape(batch, length, -1)
+    x = nn.DenseGeneral(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=dense_init(("mlp", "embed")), name="project")(x)
+    return x, (None if state is None else tuple(new_state))
+
+
+class CausalDepthwiseConv(nn.Module):
+  """Depthwise causal Conv1D (stride 1), the conformer's local mixing; state = last K-1 frames."""
+
+  kernel: int
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def init_state(self, batch: int, channels: int, dtype: DType) -> Array:
+    """Zero left context: [B, K - 1, channels]."""
+    return jnp.zeros((batch, self.kernel - 1, channels), dtype)
+
+  @nn.compact
+  def __call__(self, x: Array, state: Array | None = None) -> tuple[Array, Array | None]:
+    """x: [B, T, C] -> ([B, T, C], new state [B, K-1, C] or None)."""
+    channels = x.shape[-1]
+    joined, new_state = _with_context(x, state, self.kernel - 1)
+    kernel = self.param("kernel", dense_init(("conv_kernel", "embed")),
+                        (self.kernel, channels), self.param_dtype).astype(self.dtype)
+    length = x.shape[1]
+    # A sum of K shifted products: explicit, exact, and cheap for small kernels.
+    out = sum(joined[:, i:i + length] * kernel[i] for i in range(self.kernel))
+    return out.astype(self.dtype), new_state
+

@@ -1,0 +1,120 @@
+"""Causal LM decoder over one interleaved sequence of text tokens and audio slots.
+
+RMSNorm, RoPE, SwiGLU, grouped-query attention restricted to a sliding window, so
+the ring KV cache (one `window`-slot buffer per layer) bounds memory and compute per
+step however long the stream runs. The LM head and the fused decision head read
+the same final hidden state in one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from audio_interaction.data.stream_format import AUDIO_SLOT_ID, NUM_DECISIONS
+from audio_interaction.model import layers
+from audio_interaction.model.layers import Array, DType
+from audio_interaction.model.model_config import ModelConfig
+
+DecoderCache = tuple[dict[str, Array], ...]
+
+
+class DecoderBlock(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, valid: Array, segment_ids: Array | None,
+               cache: dict[str, Array] | None):
+    """x: [B, T, D] -> ([B, T, D], updated cache)."""
+    cfg, dec = self.config, self.config.decoder
+    kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
+    h, cache = layers.Attention(
+        num_heads=dec.num_heads, num_kv_heads=dec.num_kv_heads, head_dim=dec.head_dim,
+        mask_fn=layers.sliding_window_mask(dec.window), rope_theta=dec.rope_theta,
+        name="attention", **kw)(layers.RMSNorm(cfg.norm_eps, name="attention_norm", **kw)(x),
+                                positions, valid=valid, segment_ids=segment_ids, cache=cache)
+    x = x + h
+    x = x + layers.SwiGLU(dec.mlp_dim, name="mlp", **kw)(
+        layers.RMSNorm(cfg.norm_eps, name="mlp_norm", **kw)(x))
+    return layers.constrain(x, ("batch", "length", "act_embed")), cache
+
+
+class FusedHeads(nn.Module):
+  """LM head and decision head over one hidden state: one call, one pass."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, hidden: Array) -> tuple[Array, Array]:
+    """hidden: [B, T, D] -> (lm logits [B, T, V] float32, decision logits [B, T, NUM_DECISIONS])."""
+    cfg = self.config
+    kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, use_bias=False)
+    lm = nn.DenseGeneral(cfg.decoder.vocab_size, kernel_init=layers.dense_init(("embed", "vocab")),
+                         name="lm", **kw)(hidden)
+    decision = nn.DenseGeneral(NUM_DECISIONS,
+                               kernel_init=layers.dense_init(("embed", "decisions")),
+                               name="decision", **kw)(hidden)
+    lm = layers.constrain(lm.astype(jnp.float32), ("batch", "length", "act_vocab"))
+    return lm, decision.astype(jnp.float32)
+
+
+class Decoder(nn.Module):
+  """Causal LM over token embeddings with audio-slot embeddings placed at `<a>` positions."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, audio_embeddings: Array | None, positions: Array, *,
+               valid: Array | None = None, segment_ids: Array | None = None,
+               cache: DecoderCache | None = None, heads_at_last: bool = False
+               ) -> tuple[Array, Array, DecoderCache | None]:
+    """Runs the decoder over T positions (a whole sequence, or one step after `cache`).
+
+    Args:
+      tokens: [B, T] int32 token ids; audio slots hold `<a>`.
+      audio_embeddings: [B, T, D] embeddings to add at `<a>` positions (others are
+        ignored), or None when the positions hold no audio.
+      positions: [B, T] int32 absolute positions.
+      valid: [B, T] bool; False positions (padding) are not attended to or cached.
+      segment_ids: [B, T] int32 for packed rows (full-sequence mode only).
+      cache: per-layer ring caches for the step mode (see `init_decoder_cache`).
+      heads_at_last: compute the heads at the last position only ([B, 1, ...]); the
+        streaming step needs only the `<decide>` position.
+    Returns:
+      (lm logits [B, T', V], decision logits [B, T', NUM_DECISIONS], new cache or None),
+      with T' = 1 when `heads_at_last` else T.
+    """
+    cfg = self.config
+    if valid is None:
+      valid = jnp.ones(tokens.shape, bool)
+    embed = nn.Embed(cfg.decoder.vocab_size, cfg.decoder.d_model,
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(1.0), ("vocab", "embed")),
+                     dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="embed")
+    x = embed(tokens)
+    if audio_embeddings is not None:
+      is_slot = (tokens == AUDIO_SLOT_ID)[..., None]
+      x = x + jnp.where(is_slot, audio_embeddings.astype(x.dtype), 0)
+    x = layers.constrain(x, ("batch", "length", "act_embed"))
+
+    new_cache = []
+    for i in range(cfg.decoder.num_layers):
+      x, layer_cache = DecoderBlock(cfg, name=f"block{i}")(
+          x, positions, valid, segment_ids, None if cache is None else cache[i])
+      new_cache.append(layer_cache)
+    if heads_at_last:
+      x = x[:, -1:]
+    hidden = layers.RMSNorm(cfg.norm_eps, dtype=cfg.compute_dtype,
+                            param_dtype=cfg.weight_dtype, name="final_norm")(x)
+    lm_logits, decision_logits = FusedHeads(cfg, name="heads")(hidden)
+    return lm_logits, decision_logits, (None if cache is None else tuple(new_cache))
+
+
+def init_decoder_cache(config: ModelConfig, batch: int, dtype: DType = jnp.float32
+                       ) -> DecoderCache:
+  """Empty per-layer ring caches of `window` slots: tuple of {"k","v": [B, W, K, Dh], "pos": [B, W]}."""
+  dec = config.decoder
+  return tuple(layers.init_kv_cache(batch, dec.window, dec.num_kv_heads, dec.head_dim, dtype)
+               for _ in range(dec.num_layers))

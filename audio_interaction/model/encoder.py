@@ -1,0 +1,156 @@
+"""Chunked causal audio encoder: log-mel frames -> k decoder "audio slots" per chunk.
+
+Causal conv subsampling, then transformer or conformer blocks whose attention is
+chunk-causal (a frame sees its own chunk and `left_chunks` chunks before it), then
+an adapter that maps each chunk's encoder frames to `slots_per_chunk` decoder
+positions. Streaming state: the conv left contexts and, per block, a ring KV cache
+holding the last `left_chunks` chunks (plus the conformer conv context).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from audio_interaction.model import layers
+from audio_interaction.model.convolution import CausalConvSubsampling, CausalDepthwiseConv
+from audio_interaction.model.layers import Array, DType
+from audio_interaction.model.model_config import ModelConfig
+
+EncoderState = dict[str, Any]
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm transformer block, or a conformer block (macaron FFNs + causal conv module)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, *, cache=None, conv_state=None):
+    """x: [B, T, D]; positions: [B, T] frame indices -> ([B, T, D], cache, conv_state)."""
+    cfg, enc = self.config, self.config.encoder
+    kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
+    norm = lambda name: layers.RMSNorm(cfg.norm_eps, name=name, **kw)
+    conformer = enc.block == "conformer"
+    ffn_scale = 0.5 if conformer else 1.0
+
+    if conformer:
+      x = x + ffn_scale * layers.SwiGLU(enc.mlp_dim, name="ffn_in", **kw)(norm("ffn_in_norm")(x))
+    attention = layers.Attention(
+        num_heads=enc.num_heads, num_kv_heads=enc.num_heads,
+        head_dim=enc.d_model // enc.num_heads,
+        mask_fn=layers.chunk_causal_mask(cfg.encoder_frames_per_chunk, enc.left_chunks),
+        rope_theta=enc.rope_theta, name="attention", **kw)
+    h, cache = attention(norm("attention_norm")(x), positions, cache=cache)
+    x = x + h
+    if conformer:
+      h = norm("conv_norm")(x)
+      h = nn.DenseGeneral(2 * enc.d_model, kernel_init=layers.dense_init(("embed", "mlp")),
+                          name="conv_in", **kw)(h)
+      h = nn.glu(h, axis=-1)
+      h, conv_state = CausalDepthwiseConv(enc.conformer_kernel, name="depthwise", **kw)(
+          h, conv_state)
+      h = nn.silu(norm("depthwise_norm")(h))
+      h = nn.DenseGeneral(enc.d_model, kernel_init=layers.dense_init(("mlp", "embed")),
+                          name="conv_out", **kw)(h)
+      x = x + h
+    x = x + ffn_scale * layers.SwiGLU(enc.mlp_dim, name="ffn", **kw)(norm("ffn_norm")(x))
+    if conformer:
+      x = norm("out_norm")(x)
+    x = layers.constrain(x, ("batch", "frames", "act_embed"))
+    return x, cache, conv_state
+
+
+class AudioEncoder(nn.Module):
+  """Log-mel frames -> audio-slot embeddings for the decoder (and frame states for CTC)."""
+
+  config: ModelConfig
+
+  def _subsampling(self) -> CausalConvSubsampling:
+    cfg = self.config
+    return CausalConvSubsampling(
+        factor=cfg.encoder.subsampling, channels=cfg.encoder.conv_channels,
+        d_model=cfg.encoder.d_model, kernel=cfg.encoder.conv_kernel,
+        dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="subsampling")
+
+  @nn.compact
+  def __call__(self, frames: Array, state: EncoderState | None = None
+               ) -> tuple[Array, Array, EncoderState | None]:
+    """Encodes whole chunks of log-mel frames.
+
+    Args:
+      frames: [B, F, n_mels], F a multiple of `frames_per_chunk`. In step mode, the
+        frames of the chunk(s) that follow the state.
+      state: None for the full forward from the stream's start, or the state from
+        `init_encoder_state` / a previous call.
+    Returns:
+      (slots [B, C*k, D_dec], encoder frames [B, F/subsampling, D_enc], new state),
+      C = number of chunks in `frames`, k = slots_per_chunk.
+    """
+    cfg, enc = self.config, self.config.encoder
+    if frames.shape[1] % cfg.frames_per_chunk:
+      raise ValueError(f"encoder input has {frames.shape[1]} frames, not a whole number of "
+                       f"{cfg.frames_per_chunk}-frame chunks")
+    frames = layers.constrain(frames.astype(cfg.compute_dtype), ("batch", "frames", "mel"))
+    x, conv_state = self._subsampling()(frames, None if state is None else state["conv"])
+    batch, length = x.shape[:2]
+    start = jnp.zeros((batch,), jnp.int32) if state is None else state["next_frame"]
+    positions = start[:, None] + jnp.arange(length, dtype=jnp.int32)[None]
+
+    new_blocks = []
+    for i in range(enc.num_layers):
+      block_state = None if state is None else state["blocks"][i]
+      x, cache, conv = EncoderBlock(cfg, name=f"block{i}")(
+          x, positions,
+          cache=None if block_state is None else block_state["attention"],
+          conv_state=None if block_state is None else block_state.get("conv"))
+      new_blocks.append({"attention": cache} if conv is None else
+                        {"attention": cache, "conv": conv})
+    encoded = layers.RMSNorm(cfg.norm_eps, dtype=cfg.compute_dtype,
+                             param_dtype=cfg.weight_dtype, name="final_norm")(x)
+
+    chunks = length // cfg.encoder_frames_per_chunk
+    k = cfg.slots_per_chunk
+    grouped = encoded.reshape(batch, chunks * k, -1)  # consecutive frames of one slot
+    kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
+    slots = nn.DenseGeneral(cfg.decoder.d_model, kernel_init=layers.dense_init(("mlp", "embed")),
+                            name="adapter_in", **kw)(grouped)
+    slots = nn.DenseGeneral(cfg.decoder.d_model, kernel_init=layers.dense_init(("embed", "embed")),
+                            name="adapter_out", **kw)(nn.gelu(slots))
+    slots = layers.constrain(slots, ("batch", "length", "act_embed"))
+
+    new_state = None
+    if state is not None:
+      new_state = {"conv": conv_state, "blocks": tuple(new_blocks),
+                   "next_frame": start + length}
+    return slots, encoded, new_state
+
+
+def init_encoder_state(config: ModelConfig, batch: int, dtype: DType = jnp.float32
+                       ) -> EncoderState:
+  """Streaming state at the start of a stream (all context empty).
+
+  Returns:
+    {"conv": tuple of [B, K-2, freq, ch], "blocks": per block {"attention": ring cache
+    of left_chunks*frames_per_chunk slots [, "conv": [B, K-1, D]]},
+    "next_frame": [B] int32}.
+  """
+  enc = config.encoder
+  subsampling = CausalConvSubsampling(factor=enc.subsampling, channels=enc.conv_channels,
+                                      d_model=enc.d_model, kernel=enc.conv_kernel)
+  cache_size = max(1, enc.left_chunks * config.encoder_frames_per_chunk)
+  head_dim = enc.d_model // enc.num_heads
+  blocks = []
+  for _ in range(enc.num_layers):
+    block = {"attention": layers.init_kv_cache(batch, cache_size, enc.num_heads, head_dim, dtype)}
+    if enc.block == "conformer":
+      block["conv"] = CausalDepthwiseConv(enc.conformer_kernel).init_state(
+          batch, enc.d_model, dtype)
+    blocks.append(block)
+  return {
+      "conv": subsampling.init_state(batch, config.n_mels, dtype),
+      "blocks": tuple(blocks),
+      "next_frame": jnp.zeros((batch,), jnp.int32),
+  }

@@ -1,0 +1,236 @@
+"""Building blocks shared by the encoder and the decoder.
+
+Every streaming layer follows one contract: a full-sequence call, and a step call
+that takes an explicit state (a pytree of arrays) and returns the new state. The
+state is always an argument, never a Flax mutable collection, so that a step is a
+pure function that `jax.jit` can donate and that nothing recompiles mid-stream.
+
+Shapes use: B batch, T new positions, S keys, D model width, H query heads,
+K key/value heads, Dh head width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+DType = Any
+# Visibility of key position k from query position q (both int32 arrays, broadcastable).
+MaskFn = Callable[[Array, Array], Array]
+
+# Stored position of a cache slot that holds nothing; far enough below any real
+# position that every mask function treats it as invisible.
+EMPTY_POSITION = -(2**30)
+
+
+def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
+  """Names the logical axes of an activation; a no-op outside a mesh + rules context."""
+  return nn.with_logical_constraint(x, names)
+
+
+def dense_init(names: tuple[str | None, ...], scale: float = 1.0) -> Callable:
+  """A fan-in scaled initializer whose parameter carries logical axis names."""
+  return nn.with_logical_partitioning(
+      nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal"), names)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square norm over the last axis, computed in float32."""
+
+  eps: float = 1e-6
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """x: [..., D] -> [..., D]."""
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def apply_rope(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary position embedding (rotate-half form).
+
+  Args:
+    x: [B, T, heads, Dh] with Dh even.
+    positions: [B, T] int32 absolute positions.
+    theta: base wavelength.
+  Returns:
+    [B, T, heads, Dh], same dtype as `x`.
+  """
+  half = x.shape[-1] // 2
+  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, half]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+class SwiGLU(nn.Module):
+  """Gated MLP: down(silu(gate(x)) * up(x))."""
+
+  mlp_dim: int
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """x: [B, T, D] -> [B, T, D]."""
+    dense = lambda features, names, name: nn.DenseGeneral(
+        features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=dense_init(names), name=name)
+    gate = dense(self.mlp_dim, ("embed", "mlp"), "gate")(x)
+    up = dense(self.mlp_dim, ("embed", "mlp"), "up")(x)
+    hidden = constrain(nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+    return dense(x.shape[-1], ("mlp", "embed"), "down")(hidden)
+
+
+def init_kv_cache(batch: int, size: int, num_kv_heads: int, head_dim: int,
+                  dtype: DType) -> dict[str, Array]:
+  """An empty ring-buffer KV cache.
+
+  Returns:
+    {"k", "v": [B, size, K, Dh], "pos": [B, size] int32 with EMPTY_POSITION}.
+  """
+  return {
+      "k": jnp.zeros((batch, size, num_kv_heads, head_dim), dtype),
+      "v": jnp.zeros((batch, size, num_kv_heads, head_dim), dtype),
+      "pos": jnp.full((batch, size), EMPTY_POSITION, jnp.int32),
+  }
+
+
+def write_ring(cache: dict[str, Array], k: Array, v: Array, positions: Array,
+               valid: Array) -> dict[str, Array]:
+  """Writes new keys/values at slot `position % size`; invalid entries leave slots untouched.
+
+  Args:
+    cache: ring cache from `init_kv_cache`, slots [B, size, ...].
+    k, v: [B, T, K, Dh] new entries.
+    positions: [B, T] int32 absolute positions of the entries.
+    valid: [B, T] bool; False entries (padding) are not written.
+  Returns:
+    The updated cache (same shapes).
+  """
+  size = cache["pos"].shape[1]
+  # Entries older than the newest `size` would collide with newer ones in the ring;
+  # invalid entries are routed to slot `size`, out of bounds, and dropped.
+  newest = jnp.max(jnp.where(valid, positions, EMPTY_POSITION), axis=1, keepdims=True)
+  keep = valid & (positions > newest - size)
+  slots = jnp.where(keep, jnp.mod(positions, size), size)
+
+  def write(old, new):
+    return jax.vmap(lambda o, s, n: o.at[s].set(n, mode="drop"))(old, slots, new.astype(old.dtype))
+
+  return {"k": write(cache["k"], k), "v": write(cache["v"], v),
+          "pos": write(cache["pos"], positions)}
+
+
+class Attention(nn.Module):
+  """Grouped-query attention with RoPE, a position-based mask and an optional ring KV cache.
+
+  The mask is a function of (query position, key position), so the same rule serves
+  the full-sequence forward (keys = the sequence) and the cached step (keys = the
+  ring cache followed by the step's own keys). That is what makes the streaming step
+  equal the full forward.
+  """
+
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mask_fn: MaskFn
+  rope_theta: float = 10000.0
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def _project(self, x: Array, heads: int, name: str, names: tuple[str, ...]) -> Array:
+    return nn.DenseGeneral((heads, self.head_dim), use_bias=False, dtype=self.dtype,
+                           param_dtype=self.param_dtype, kernel_init=dense_init(names),
+                           name=name)(x)
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, *, valid: Array | None = None,
+               segment_ids: Array | None = None,
+               cache: dict[str, Array] | None = None
+               ) -> tuple[Array, dict[str, Array] | None]:
+    """Attends from `x` to itself (and to the cache when given).
+
+    Args:
+      x: [B, T, D] inputs.
+      positions: [B, T] int32 absolute positions.
+      valid: [B, T] bool; invalid positions are neither attended to nor cached.
+      segment_ids: [B, T] int32, full-sequence mode only: attention stays inside a
+        segment (packed rows).
+      cache: ring cache (see `init_kv_cache`) for the step mode, or None.
+    Returns:
+      ([B, T, D] outputs, updated cache or None).
+    """
+    if valid is None:
+      valid = jnp.ones(positions.shape, bool)
+    q = self._project(x, self.num_heads, "query", ("embed", "heads", "head_dim"))
+    k = self._project(x, self.num_kv_heads, "key", ("embed", "kv_heads", "head_dim"))
+    v = self._project(x, self.num_kv_heads, "value", ("embed", "kv_heads", "head_dim"))
+    q = apply_rope(q, positions, self.rope_theta)
+    k = apply_rope(k, positions, self.rope_theta)
+    q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
+
+    key_pos = jnp.where(valid, positions, EMPTY_POSITION)
+    if cache is None:
+      keys, values, all_key_pos = k, v, key_pos
+      if segment_ids is not None:
+        same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
+    else:
+      if segment_ids is not None:
+        raise ValueError("segment_ids are only supported in full-sequence mode")
+      keys = jnp.concatenate([cache["k"].astype(k.dtype), k], axis=1)
+      values = jnp.concatenate([cache["v"].astype(v.dtype), v], axis=1)
+      all_key_pos = jnp.concatenate([cache["pos"], key_pos], axis=1)
+
+    visible = self.mask_fn(positions[:, :, None], all_key_pos[:, None, :])
+    visible &= all_key_pos[:, None, :] != EMPTY_POSITION
+    if cache is None and segment_ids is not None:
+      visible &= same_segment
+
+    batch, length = positions.shape
+    groups = self.num_heads // self.num_kv_heads
+    q = q.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32)
+    scores *= self.head_dim ** -0.5
+    scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    # A query with no visible key (a padded position) would average garbage.
+    weights = jnp.where(visible[:, None, None].any(-1, keepdims=True), weights, 0.0)
+    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(values.dtype), values)
+    out = out.reshape(batch, length, self.num_heads, self.head_dim)
+    out = constrain(out, ("batch", "length", "act_heads", "head_dim"))
+    out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), use_bias=False, dtype=self.dtype,
+                          param_dtype=self.param_dtype,
+                          kernel_init=dense_init(("heads", "head_dim", "embed")),
+                          name="out")(out)
+
+    new_cache = None if cache is None else write_ring(cache, k, v, positions, valid)
+    return out, new_cache
+
+
+def sliding_window_mask(window: int) -> MaskFn:
+  """Causal mask over the last `window` positions (the query's own included)."""
+  def mask(q_pos: Array, k_pos: Array) -> Array:
+    distance = q_pos - k_pos
+    return (distance >= 0) & (distance < window)
+  return mask
+
+
+def chunk_causal_mask(frames_per_chunk: int, left_chunks: int) -> MaskFn:
+  """A frame sees every frame of its own chunk and of the `left_chunks` chunks before."""
+  def mask(q_pos: Array, k_pos: Array) -> Array:
+    distance = q_pos // frames_per_chunk - k_pos // frames_per_chunk
+    return (distance >= 0) & (distance <= left_chunks) & (k_pos >= 0)
+  return mask

@@ -1,0 +1,242 @@
+"""AudioInteractionModel: front end + chunked encoder + decoder with fused heads.
+
+Two ways to run the same parameters:
+
+* `forward`: the full-sequence pass over the stream format (training, evaluation).
+* the streaming steps, each a pure function of (params, state, input) with every
+  piece of state in one explicit pytree (`StreamState`):
+    - `prefill`: feed text tokens (the instruction, or reply tokens as they are
+      written), T at a time, with a validity mask for ragged batches;
+    - `perceive`: one audio chunk -> `<audio> <a>×k <decide>` -> decision logits and
+      the first reply token's logits from the same forward pass.
+  Shapes are static per config, so jitted steps compile once for the whole stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from audio_interaction.audio.features import LogMelConfig, StreamingLogMel, log_mel
+from audio_interaction.data import stream_format as sf
+from audio_interaction.model.decoder import Decoder, DecoderCache, init_decoder_cache
+from audio_interaction.model.encoder import AudioEncoder, EncoderState, init_encoder_state
+from audio_interaction.model.layers import Array
+from audio_interaction.model.model_config import ModelConfig
+
+Params = Any
+
+
+@flax.struct.dataclass
+class StreamState:
+  """Everything a stream carries between steps (a pytree; donate it to the jitted steps).
+
+  Attributes:
+    mel: [B, n_fft - hop] last samples of the front end.
+    encoder: encoder conv contexts and ring KV caches (see `init_encoder_state`).
+    decoder: per-layer ring KV caches of `window` slots.
+    next_position: [B] int32 decoder position of the next token.
+  """
+
+  mel: Array
+  encoder: EncoderState
+  decoder: DecoderCache
+  next_position: Array
+
+
+@flax.struct.dataclass
+class ForwardOutputs:
+  """Outputs of the full-sequence forward.
+
+  Attributes:
+    lm_logits: [B, L, V] float32, next-token logits at every position.
+    decision_logits: [B, L, NUM_DECISIONS] float32 (meaningful at `<decide>`).
+    encoder_frames: [B, F', D_enc] encoder outputs (e.g. for an auxiliary CTC loss).
+  """
+
+  lm_logits: Array
+  decision_logits: Array
+  encoder_frames: Array
+
+
+class AudioInteractionNetwork(nn.Module):
+  """The Linen module: encoder + decoder. Inputs are log-mel frames and token ids."""
+
+  config: ModelConfig
+
+  def setup(self):
+    self.encoder = AudioEncoder(self.config)
+    self.decoder = Decoder(self.config)
+
+  def __call__(self, tokens: Array, mel: Array, audio_slot_index: Array,
+               positions: Array, valid: Array, segment_ids: Array | None = None):
+    """Full forward. tokens/audio_slot_index/positions/valid: [B, L]; mel: [B, F, n_mels]."""
+    slots, encoded, _ = self.encoder(mel)
+    index = jnp.clip(audio_slot_index, 0, slots.shape[1] - 1)
+    audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
+    lm_logits, decision_logits, _ = self.decoder(
+        tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
+    return lm_logits, decision_logits, encoded
+
+  def encode_step(self, mel: Array, state: EncoderState):
+    return self.encoder(mel, state)
+
+  def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
+                  valid: Array, cache: DecoderCache, heads_at_last: bool):
+    return self.decoder(tokens, audio_embeddings, positions, valid=valid, cache=cache,
+                        heads_at_last=heads_at_last)
+
+
+class AudioInteractionModel:
+  """The model as pure functions over explicit params and state.
+
+  Example::
+
+    model = AudioInteractionModel(config_lib.load_config("experiments/tiny.py"))
+    params = model.init(jax.random.key(0))
+    state = model.init_state(batch=1)
+    state, _ = model.prefill(params, state, instruction_ids)       # [1, P]
+    state, decision_logits, lm_logits = model.perceive(params, state, chunk)  # [1, 2560]
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict | ModelConfig,
+               frontend: LogMelConfig | None = None):
+    if isinstance(config, ModelConfig):
+      self.config = config
+      self.frontend = frontend or LogMelConfig()
+    else:
+      self.config = ModelConfig.from_config(config)
+      self.frontend = frontend or LogMelConfig.from_config(config.audio)
+    if (self.frontend.hop_length, self.frontend.n_mels, self.frontend.sample_rate) != (
+        self.config.hop_length, self.config.n_mels, self.config.sample_rate):
+      raise ValueError("front-end settings disagree with the model config")
+    self.network = AudioInteractionNetwork(self.config)
+    self.streaming_frontend = StreamingLogMel(self.frontend)
+
+  # ---------------------------------------------------------------- parameters
+  def init_boxed(self, rng: Array) -> Params:
+    """Parameters with their logical axis names (`nn.LogicallyPartitioned` leaves)."""
+    cfg = self.config
+    length = sf.chunk_prefix_length(cfg.slots_per_chunk)
+    tokens = jnp.full((1, length), sf.AUDIO_SLOT_ID, jnp.int32)
+    mel = jnp.zeros((1, cfg.frames_per_chunk, cfg.n_mels), jnp.float32)
+    index = jnp.zeros((1, length), jnp.int32)
+    positions = jnp.arange(length, dtype=jnp.int32)[None]
+    return self.network.init(rng, tokens, mel, index, positions, jnp.ones((1, length), bool))
+
+  def init(self, rng: Array) -> Params:
+    """Plain parameter pytree {"params": ...} (logical names stripped)."""
+    return nn.unbox(self.init_boxed(rng))
+
+  def logical_axes(self) -> Params:
+    """Pytree of `PartitionSpec`s of logical axis names, matching `init`'s structure."""
+    boxed = jax.eval_shape(self.init_boxed, jax.random.key(0))
+    return nn.get_partition_spec(boxed)
+
+  # ------------------------------------------------------------- full forward
+  def features(self, audio: Array) -> Array:
+    """audio: [B, S] float samples (S a multiple of the chunk) -> log-mel [B, S/hop, n_mels]."""
+    if audio.shape[-1] % self.config.chunk_samples:
+      raise ValueError(f"audio has {audio.shape[-1]} samples, not a whole number of "
+                       f"{self.config.chunk_samples}-sample chunks")
+    return log_mel(audio.astype(jnp.float32), self.frontend)
+
+  def forward(self, params: Params, tokens: Array, audio: Array, audio_slot_index: Array,
+              *, positions: Array | None = None, segment_ids: Array | None = None
+              ) -> ForwardOutputs:
+    """Full-sequence forward over the stream format.
+
+    Args:
+      params: from `init`.
+      tokens: [B, L] int32, `<pad>` (id 0) marks padding.
+      audio: [B, S] float32 16 kHz samples, whole chunks.
+      audio_slot_index: [B, L] int32 slot index (chunk*k + j) at `<a>` positions.
+      positions: [B, L] int32; defaults to 0..L-1 (one example per row).
+      segment_ids: [B, L] int32 for rows that pack several examples.
+    Returns:
+      `ForwardOutputs`.
+    """
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    valid = tokens != sf.PAD_ID
+    lm_logits, decision_logits, encoded = self.network.apply(
+        params, tokens, self.features(audio), audio_slot_index, positions, valid, segment_ids)
+    return ForwardOutputs(lm_logits, decision_logits, encoded)
+
+  # ---------------------------------------------------------------- streaming
+  def init_state(self, batch: int) -> StreamState:
+    """State at the start of `batch` independent streams."""
+    dtype = self.config.compute_dtype
+    return StreamState(
+        mel=self.streaming_frontend.init_state(batch, jnp.float32),
+        encoder=init_encoder_state(self.config, batch, dtype),
+        decoder=init_decoder_cache(self.config, batch, dtype),
+        next_position=jnp.zeros((batch,), jnp.int32),
+    )
+
+  def _decode(self, params: Params, state: StreamState, tokens: Array,
+              audio_embeddings: Array | None, valid: Array, heads_at_last: bool):
+    positions = state.next_position[:, None] + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
+    lm_logits, decision_logits, cache = self.network.apply(
+        params, tokens, audio_embeddings, positions, valid, state.decoder, heads_at_last,
+        method=AudioInteractionNetwork.decode_step)
+    state = state.replace(decoder=cache,
+                          next_position=state.next_position + valid.sum(1, dtype=jnp.int32))
+    return state, lm_logits, decision_logits
+
+  def prefill(self, params: Params, state: StreamState, tokens: Array,
+              valid: Array | None = None) -> tuple[StreamState, Array]:
+    """Feeds text tokens (instruction, or reply tokens as they are written).
+
+    Args:
+      tokens: [B, T] int32.
+      valid: [B, T] bool; streams with False entries do not advance there (ragged
+        batches: right-pad and mark padding False).
+    Returns:
+      (state, lm logits [B, T, V] for the token after each position).
+    """
+    if valid is None:
+      valid = jnp.ones(tokens.shape, bool)
+    state, lm_logits, _ = self._decode(params, state, tokens, None, valid, heads_at_last=False)
+    return state, lm_logits
+
+  def perceive(self, params: Params, state: StreamState, chunk: Array
+               ) -> tuple[StreamState, Array, Array]:
+    """Perceives one audio chunk and decides.
+
+    Args:
+      chunk: [B, chunk_samples] float32 samples.
+    Returns:
+      (state, decision logits [B, NUM_DECISIONS], lm logits [B, V] of the first reply
+      token), both read at the chunk's `<decide>` position in one forward pass.
+    """
+    cfg = self.config
+    if chunk.shape[-1] != cfg.chunk_samples:
+      raise ValueError(f"chunk has {chunk.shape[-1]} samples, expected {cfg.chunk_samples} "
+                       f"({1000 * cfg.chunk_samples // cfg.sample_rate} ms at "
+                       f"{cfg.sample_rate} Hz)")
+    mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
+    slots, _, encoder_state = self.network.apply(
+        params, frames, state.encoder, method=AudioInteractionNetwork.encode_step)
+    batch, k = chunk.shape[0], cfg.slots_per_chunk
+    tokens = jnp.concatenate([
+        jnp.full((batch, 1), sf.AUDIO_ID, jnp.int32),
+        jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32),
+        jnp.full((batch, 1), sf.DECIDE_ID, jnp.int32)], axis=1)
+    no_audio = jnp.zeros((batch, 1, slots.shape[-1]), slots.dtype)
+    audio_embeddings = jnp.concatenate([no_audio, slots, no_audio], axis=1)
+    state = state.replace(mel=mel_state, encoder=encoder_state)
+    state, lm_logits, decision_logits = self._decode(
+        params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
+        heads_at_last=True)
+    return state, decision_logits[:, 0], lm_logits[:, 0]
+
+
+def count_params(params: Params) -> int:
+  """Number of scalars in a parameter pytree (boxed or not)."""
+  return sum(x.size for x in jax.tree_util.tree_leaves(nn.unbox(params)))

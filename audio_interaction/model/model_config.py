@@ -1,0 +1,96 @@
+"""Typed, frozen views of `config.model` / `config.audio` that the modules take.
+
+ConfigDicts are convenient to write and override; modules want hashable, typed
+values with derived quantities computed once. This module is the only bridge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+
+from audio_interaction import config_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  d_model: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  conv_channels: int
+  conv_kernel: int
+  subsampling: int
+  left_chunks: int
+  block: str
+  conformer_kernel: int
+  rope_theta: float = 10000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  vocab_size: int
+  d_model: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  window: int
+  rope_theta: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything the model needs, with the chunk geometry derived from the audio settings."""
+
+  encoder: EncoderConfig
+  decoder: DecoderConfig
+  sample_rate: int
+  n_mels: int
+  hop_length: int
+  chunk_samples: int
+  slots_per_chunk: int
+  tokens_per_chunk: int
+  dtype: str
+  param_dtype: str
+  norm_eps: float
+
+  @property
+  def frames_per_chunk(self) -> int:
+    """Log-mel frames per chunk."""
+    return self.chunk_samples // self.hop_length
+
+  @property
+  def encoder_frames_per_chunk(self) -> int:
+    """Encoder frames per chunk, after subsampling."""
+    return self.frames_per_chunk // self.encoder.subsampling
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weight_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
+    """Builds the typed view from a full experiment config (validated first)."""
+    config_lib.validate(config)
+    audio, model = config.audio, config.model
+    return cls(
+        encoder=EncoderConfig(**model.encoder.to_dict()),
+        decoder=DecoderConfig(**model.decoder.to_dict()),
+        sample_rate=audio.sample_rate,
+        n_mels=audio.n_mels,
+        hop_length=audio.hop_length,
+        chunk_samples=audio.sample_rate * audio.chunk_ms // 1000,
+        slots_per_chunk=model.slots_per_chunk,
+        tokens_per_chunk=model.tokens_per_chunk,
+        dtype=model.dtype,
+        param_dtype=model.param_dtype,
+        norm_eps=model.norm_eps,
+    )

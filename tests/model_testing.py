@@ -1,0 +1,58 @@
+"""Small configs and stream-format sequences shared by the model tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audio_interaction import config_lib
+from audio_interaction.data import stream_format as sf
+
+TINY = str(config_lib.experiments_dir() / "tiny.py")
+
+
+def small_config(block: str = "transformer", **overrides):
+  """The tiny config shrunk so equivalence tests compile fast; windows kept short on purpose."""
+  settings = {
+      "model.encoder.num_layers": 2,
+      "model.encoder.left_chunks": 2,
+      "model.encoder.block": block,
+      "model.decoder.num_layers": 2,
+      "model.decoder.window": 24,
+      "model.decoder.vocab_size": 64,
+  }
+  settings.update(overrides)
+  return config_lib.load_config(TINY, [f"{k}={v}" for k, v in settings.items()])
+
+
+def online_sequence(rng: np.random.Generator, num_chunks: int, slots_per_chunk: int,
+                    tokens_per_chunk: int, vocab_size: int, prompt_length: int = 5):
+  """A random sequence in the online layout.
+
+  Returns:
+    (tokens [L], audio_slot_index [L], prompt length incl. specials, per-chunk lists
+    of reply tokens).
+  """
+  prompt = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID]
+  prompt += list(rng.integers(sf.NUM_SPECIAL_TOKENS, vocab_size, prompt_length))
+  prompt += [sf.END_SYS_ID]
+  tokens, slots = list(prompt), [sf.NO_INDEX] * len(prompt)
+  replies = []
+  for chunk in range(num_chunks):
+    tokens += [sf.AUDIO_ID] + [sf.AUDIO_SLOT_ID] * slots_per_chunk + [sf.DECIDE_ID]
+    slots += [sf.NO_INDEX] + [chunk * slots_per_chunk + j for j in range(slots_per_chunk)]
+    slots += [sf.NO_INDEX]
+    reply = list(rng.integers(sf.NUM_SPECIAL_TOKENS, vocab_size,
+                              rng.integers(0, tokens_per_chunk + 1)))
+    tokens += reply
+    slots += [sf.NO_INDEX] * len(reply)
+    replies.append(reply)
+  return np.array(tokens, np.int32), np.array(slots, np.int32), len(prompt), replies
+
+
+def random_splits(rng: np.random.Generator, total: int, max_piece: int) -> list[int]:
+  """Random positive piece lengths summing to `total`."""
+  pieces = []
+  while total > 0:
+    pieces.append(int(rng.integers(1, min(max_piece, total) + 1)))
+    total -= pieces[-1]
+  return pieces

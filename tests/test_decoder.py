@@ -1,0 +1,78 @@
+"""Decoder: token-by-token with the ring cache equals the full forward, past the window."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from audio_interaction.model.decoder import init_decoder_cache
+from audio_interaction.model.model import AudioInteractionModel, AudioInteractionNetwork
+import model_testing
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def decoder_setup():
+  model = AudioInteractionModel(model_testing.small_config())
+  params = model.init(jax.random.key(2))
+  decode = jax.jit(lambda p, tokens, emb, positions, valid, cache: model.network.apply(
+      p, tokens, emb, positions, valid, cache, False,
+      method=AudioInteractionNetwork.decode_step))
+  return model, params, decode
+
+
+def _full(model, params, tokens, emb, positions):
+  valid = jnp.ones(tokens.shape, bool)
+  return model.network.apply(params, tokens, emb, positions, valid, None, False,
+                             method=AudioInteractionNetwork.decode_step)
+
+
+@pytest.mark.parametrize("seed,max_piece", [(0, 1), (1, 5), (2, 30)])
+def test_cached_steps_equal_full_forward_beyond_window(decoder_setup, seed, max_piece):
+  """max_piece=1 is token by token; 30 > window writes more than the ring holds at once."""
+  model, params, decode = decoder_setup
+  cfg = model.config
+  window = cfg.decoder.window
+  length = 3 * window + 7  # the stream outlives the cache three times over
+  rng = np.random.default_rng(seed)
+  tokens = jnp.asarray(rng.integers(0, cfg.decoder.vocab_size, (2, length)), jnp.int32)
+  emb = jnp.asarray(rng.normal(size=(2, length, cfg.decoder.d_model)), jnp.float32)
+  positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (2, length))
+  want_lm, want_decision, _ = _full(model, params, tokens, emb, positions)
+
+  cache = init_decoder_cache(cfg, batch=2)
+  got_lm, got_decision, start = [], [], 0
+  for piece in model_testing.random_splits(rng, length, max_piece):
+    stop = start + piece
+    lm, decision, cache = decode(params, tokens[:, start:stop], emb[:, start:stop],
+                                 positions[:, start:stop], jnp.ones((2, piece), bool), cache)
+    got_lm.append(lm)
+    got_decision.append(decision)
+    start = stop
+  np.testing.assert_allclose(np.concatenate(got_lm, 1), want_lm, atol=ATOL, rtol=0)
+  np.testing.assert_allclose(np.concatenate(got_decision, 1), want_decision, atol=ATOL, rtol=0)
+
+
+def test_window_really_bounds_attention(decoder_setup):
+  """A token influences exactly num_layers * (window - 1) positions ahead, no further:
+  each layer looks back window - 1 positions and the layers chain."""
+  model, params, _ = decoder_setup
+  cfg = model.config
+  reach = cfg.decoder.num_layers * (cfg.decoder.window - 1)
+  length = reach + 20
+  rng = np.random.default_rng(3)
+  tokens = rng.integers(0, cfg.decoder.vocab_size, (1, length)).astype(np.int32)
+  positions = jnp.arange(length, dtype=jnp.int32)[None]
+  base, _, _ = _full(model, params, jnp.asarray(tokens), None, positions)
+  changed = tokens.copy()
+  changed[0, 5] = (changed[0, 5] + 1) % cfg.decoder.vocab_size
+  moved, _, _ = _full(model, params, jnp.asarray(changed), None, positions)
+  np.testing.assert_array_equal(base[0, 5 + reach + 1:], moved[0, 5 + reach + 1:])
+  assert np.abs(np.asarray(base[0, 5 + reach] - moved[0, 5 + reach])).max() > 1e-6
+
+
+def test_cache_memory_is_fixed(decoder_setup):
+  model, _, _ = decoder_setup
+  cache = init_decoder_cache(model.config, batch=3)
+  assert all(layer["k"].shape[1] == model.config.decoder.window for layer in cache)

@@ -1,0 +1,115 @@
+"""The whole model: the streaming steps reproduce the full-sequence forward."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from audio_interaction.data import stream_format as sf
+from audio_interaction.model.model import AudioInteractionModel
+import model_testing
+
+ATOL = 2e-5  # fp32 through the front end, encoder and decoder
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = AudioInteractionModel(model_testing.small_config())
+  params = model.init(jax.random.key(0))
+  return model, params, jax.jit(model.prefill), jax.jit(model.perceive)
+
+
+def _stream(model, params, prefill, perceive, tokens, audio, prompt_length, replies, batch=1):
+  """Runs the streaming steps over a sequence in the online layout; returns the logits
+  they produced, keyed by the sequence position whose next token they predict."""
+  cfg = model.config
+  state = model.init_state(batch)
+  state, lm = prefill(params, state, jnp.asarray(tokens[None, :prompt_length]))
+  lm_at, decision_at = {prompt_length - 1: lm[0, -1]}, {}
+  position = prompt_length
+  for chunk, reply in enumerate(replies):
+    samples = audio[None, chunk * cfg.chunk_samples:(chunk + 1) * cfg.chunk_samples]
+    state, decision, lm = perceive(params, state, jnp.asarray(samples))
+    position += sf.chunk_prefix_length(cfg.slots_per_chunk)
+    lm_at[position - 1], decision_at[position - 1] = lm[0], decision[0]
+    for token in reply:  # reply tokens are fed back one by one, as when speaking
+      state, lm = prefill(params, state, jnp.full((1, 1), token, jnp.int32))
+      lm_at[position] = lm[0, 0]
+      position += 1
+  return state, lm_at, decision_at
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streaming_steps_equal_full_forward(setup, seed):
+  model, params, prefill, perceive = setup
+  cfg = model.config
+  rng = np.random.default_rng(seed)
+  num_chunks = 12  # long enough that the decoder window (24) and encoder ring wrap
+  tokens, slot_index, prompt_length, replies = model_testing.online_sequence(
+      rng, num_chunks, cfg.slots_per_chunk, cfg.tokens_per_chunk, cfg.decoder.vocab_size)
+  audio = (0.1 * rng.normal(size=num_chunks * cfg.chunk_samples)).astype(np.float32)
+  full = model.forward(params, jnp.asarray(tokens[None]), jnp.asarray(audio[None]),
+                       jnp.asarray(slot_index[None]))
+  state, lm_at, decision_at = _stream(model, params, prefill, perceive, tokens, audio,
+                                      prompt_length, replies)
+  assert len(tokens) > 2 * cfg.decoder.window
+  assert int(state.next_position[0]) == len(tokens)
+  for position, logits in lm_at.items():
+    np.testing.assert_allclose(logits, full.lm_logits[0, position], atol=ATOL, rtol=0,
+                               err_msg=f"lm logits at position {position}")
+  assert len(decision_at) == num_chunks
+  decide_positions = np.flatnonzero(tokens == sf.DECIDE_ID)
+  assert sorted(decision_at) == list(decide_positions)
+  for position, logits in decision_at.items():
+    np.testing.assert_allclose(logits, full.decision_logits[0, position], atol=ATOL, rtol=0)
+
+
+def test_ragged_batch_of_streams_matches_each_stream_alone(setup):
+  """Two streams with different instruction lengths served in one batch."""
+  model, params, prefill, perceive = setup
+  cfg = model.config
+  rng = np.random.default_rng(7)
+  prompts = [rng.integers(sf.NUM_SPECIAL_TOKENS, cfg.decoder.vocab_size, n).astype(np.int32)
+             for n in (3, 7)]
+  padded = np.zeros((2, 7), np.int32)
+  valid = np.zeros((2, 7), bool)
+  for row, prompt in enumerate(prompts):
+    padded[row, :len(prompt)], valid[row, :len(prompt)] = prompt, True
+  chunks = (0.1 * rng.normal(size=(3, 2, cfg.chunk_samples))).astype(np.float32)
+
+  state = model.init_state(2)
+  state, _ = prefill(params, state, jnp.asarray(padded), jnp.asarray(valid))
+  batched = []
+  for chunk in chunks:
+    state, decision, _ = perceive(params, state, jnp.asarray(chunk))
+    batched.append(decision)
+  for row, prompt in enumerate(prompts):
+    alone = model.init_state(1)
+    alone, _ = prefill(params, alone, jnp.asarray(prompt[None]))
+    for step, chunk in enumerate(chunks):
+      alone, decision, _ = perceive(params, alone, jnp.asarray(chunk[row:row + 1]))
+      np.testing.assert_allclose(decision[0], batched[step][row], atol=ATOL, rtol=0)
+
+
+def test_perceive_compiles_once_over_100_chunks(setup):
+  model, params, _, _ = setup
+  traces = []
+
+  def counted(p, state, chunk):
+    traces.append(1)  # runs only while tracing
+    return model.perceive(p, state, chunk)
+
+  step = jax.jit(counted, donate_argnums=1)
+  state = model.init_state(1)
+  chunk = jnp.zeros((1, model.config.chunk_samples), jnp.float32)
+  for _ in range(100):
+    state, decision, _ = step(params, state, chunk)
+  assert len(traces) == 1
+  assert step._cache_size() == 1
+  assert int(state.next_position[0]) == 100 * sf.chunk_prefix_length(model.config.slots_per_chunk)
+
+
+def test_wrong_chunk_length_is_a_clear_error(setup):
+  model, params, _, _ = setup
+  with pytest.raises(ValueError, match=r"chunk has 2000 samples, expected 2560 \(160 ms"):
+    model.perceive(params, model.init_state(1), jnp.zeros((1, 2000)))
