@@ -67,7 +67,7 @@ class CausalConvSubsampling(nn.Module):
       new_state.append(context)
       x = nn.Conv(self.channels, (self.kernel, self.kernel), strides=(2, 2),
                   padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
-                  kernel_init=dense_init(("conv_kernel", "conv_kernel", "conv_in", "conv_out")),
+                  kernel_init=dense_init((None, None, "conv_in", "conv_out")),
                   name=f"conv{layer}")(x)
       x = nn.gelu(x)
     batch, length = x.shape[:2]

@@ -117,7 +117,7 @@ class AudioEncoder(nn.Module):
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
     slots = nn.DenseGeneral(cfg.decoder.d_model, kernel_init=layers.dense_init(("mlp", "embed")),
                             name="adapter_in", **kw)(grouped)
-    slots = nn.DenseGeneral(cfg.decoder.d_model, kernel_init=layers.dense_init(("embed", "embed")),
+    slots = nn.DenseGeneral(cfg.decoder.d_model, kernel_init=layers.dense_init(("mlp", "embed")),
                             name="adapter_out", **kw)(nn.gelu(slots))
     slots = layers.constrain(slots, ("batch", "length", "act_embed"))
 

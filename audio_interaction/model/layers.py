@@ -33,10 +33,16 @@ def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
   return nn.with_logical_constraint(x, names)
 
 
-def dense_init(names: tuple[str | None, ...], scale: float = 1.0) -> Callable:
-  """A fan-in scaled initializer whose parameter carries logical axis names."""
+def dense_init(names: tuple[str | None, ...], scale: float = 1.0, in_axes: int = 1
+               ) -> Callable:
+  """A fan-in scaled initializer whose parameter carries logical axis names.
+
+  The first `in_axes` axes of the kernel are its inputs (fan-in), the rest outputs.
+  """
   return nn.with_logical_partitioning(
-      nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal"), names)
+      nn.initializers.variance_scaling(
+          scale, "fan_in", "truncated_normal", in_axis=tuple(range(in_axes)),
+          out_axis=tuple(range(in_axes, len(names)))), names)
 
 
 class RMSNorm(nn.Module):
@@ -151,10 +157,16 @@ class Attention(nn.Module):
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
+  def _kernel(self, name: str, shape: tuple[int, ...], names: tuple[str, ...],
+              in_axes: int = 1) -> Array:
+    # An explicit multi-axis kernel: DenseGeneral initializes a flattened kernel,
+    # whose rank would not match the logical names.
+    return self.param(name, dense_init(names, in_axes=in_axes), shape,
+                      self.param_dtype).astype(self.dtype)
+
   def _project(self, x: Array, heads: int, name: str, names: tuple[str, ...]) -> Array:
-    return nn.DenseGeneral((heads, self.head_dim), use_bias=False, dtype=self.dtype,
-                           param_dtype=self.param_dtype, kernel_init=dense_init(names),
-                           name=name)(x)
+    kernel = self._kernel(name, (x.shape[-1], heads, self.head_dim), names)
+    return jnp.einsum("btd,dhk->bthk", x.astype(self.dtype), kernel)
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, *, valid: Array | None = None,
@@ -211,10 +223,9 @@ class Attention(nn.Module):
     out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(values.dtype), values)
     out = out.reshape(batch, length, self.num_heads, self.head_dim)
     out = constrain(out, ("batch", "length", "act_heads", "head_dim"))
-    out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), use_bias=False, dtype=self.dtype,
-                          param_dtype=self.param_dtype,
-                          kernel_init=dense_init(("heads", "head_dim", "embed")),
-                          name="out")(out)
+    out_kernel = self._kernel("out", (self.num_heads, self.head_dim, x.shape[-1]),
+                              ("heads", "head_dim", "embed"), in_axes=2)
+    out = jnp.einsum("bthk,hkd->btd", out, out_kernel)
 
     new_cache = None if cache is None else write_ring(cache, k, v, positions, valid)
     return out, new_cache
