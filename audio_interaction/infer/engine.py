@@ -1,0 +1,158 @@
+"""Stepwise inference engine: jitted `perceive` and `speak` over a donated state pytree.
+
+One `perceive` call per audio chunk gives the decision probabilities and the logits of
+the first reply token (the fused head, one forward pass). When the decision is SPEAK,
+`speak` writes up to `n` reply tokens, feeding each one back so the cache holds the
+reply exactly as the stream format lays it out, and stops at `<eor>`. Several
+independent streams run as one batch; streams that stay silent do not advance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audio_interaction.data import stream_format as sf
+from audio_interaction.model.layers import Array
+from audio_interaction.model.model import AudioInteractionModel, Params, StreamState
+
+
+@flax.struct.dataclass
+class EngineState:
+  """Model state plus what the engine needs between calls.
+
+  Attributes:
+    stream: the model's `StreamState`.
+    next_logits: [B, V] float32 logits of the next token (from the last fed position).
+    rng: PRNG key for sampling.
+  """
+
+  stream: StreamState
+  next_logits: Array
+  rng: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """temperature 0 means greedy; top_p < 1 keeps the smallest nucleus of that mass."""
+
+  temperature: float = 0.0
+  top_p: float = 1.0
+
+
+def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
+  """logits: [B, V] -> token ids [B] int32 (greedy, temperature, or nucleus sampling)."""
+  if sampling.temperature <= 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / sampling.temperature
+  if sampling.top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+    # The smallest logit still inside the nucleus; everything below it is cut.
+    cutoff_index = jnp.sum(cumulative < sampling.top_p, axis=-1, keepdims=True)
+    cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+class Engine:
+  """Jitted streaming steps of one model.
+
+  Example::
+
+    engine = Engine(model)
+    state = engine.init_state(params, instruction_ids, batch=1)
+    state, probs = engine.perceive(params, state, chunk)        # [1, 2]
+    if probs[0, SPEAK] > threshold:
+      state, tokens, count = engine.speak(params, state, active, n=4)
+  """
+
+  def __init__(self, model: AudioInteractionModel, sampling: SamplingConfig = SamplingConfig()):
+    self.model = model
+    self.sampling = sampling
+    self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
+    self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
+    self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
+
+  @property
+  def vocab_size(self) -> int:
+    return self.model.config.decoder.vocab_size
+
+  def init_state(self, params: Params, instruction_ids: np.ndarray | list[list[int]],
+                 seed: int = 0, online: bool = True) -> EngineState:
+    """Starts `B` streams with their instructions (`<bos> <online> <sys> … </sys>`).
+
+    Args:
+      instruction_ids: B lists of instruction token ids (ragged is fine).
+    """
+    mode = sf.ONLINE_ID if online else sf.OFFLINE_ID
+    prompts = [[sf.BOS_ID, mode, sf.SYS_ID, *map(int, ids), sf.END_SYS_ID]
+               for ids in instruction_ids]
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    tokens = np.zeros((batch, width), np.int32)
+    valid = np.zeros((batch, width), bool)
+    for row, prompt in enumerate(prompts):
+      tokens[row, :len(prompt)], valid[row, :len(prompt)] = prompt, True
+    state = EngineState(self.model.init_state(batch),
+                        jnp.zeros((batch, self.vocab_size), jnp.float32),
+                        jax.random.key(seed))
+    return self._prefill(params, state, jnp.asarray(tokens), jnp.asarray(valid))
+
+  def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
+           valid: np.ndarray | None = None) -> EngineState:
+    """Feeds text tokens [B, T] (e.g. a changed instruction) without writing a reply."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    valid = jnp.ones(tokens.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    return self._prefill(params, state, tokens, valid)
+
+  def perceive(self, params: Params, state: EngineState, chunk: Array
+               ) -> tuple[EngineState, Array]:
+    """chunk: [B, chunk_samples] -> (state, decision probabilities [B, NUM_DECISIONS])."""
+    return self._perceive(params, state, jnp.asarray(chunk, jnp.float32))
+
+  def speak(self, params: Params, state: EngineState, active: Array, n: int
+            ) -> tuple[EngineState, Array, Array]:
+    """Writes up to `n` reply tokens for the `active` [B] streams, stopping at `<eor>`.
+
+    Returns:
+      (state, tokens [B, n] int32 (PAD after a stream stopped), count [B] int32).
+    """
+    return self._speak(params, state, jnp.asarray(active, bool), n=n)
+
+  # ----------------------------------------------------------------- jitted
+  def _prefill_impl(self, params, state: EngineState, tokens, valid) -> EngineState:
+    stream, logits = self.model.prefill(params, state.stream, tokens, valid)
+    last = jnp.maximum(valid.sum(1) - 1, 0)
+    last_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+    fed = valid.any(1)[:, None]
+    return state.replace(stream=stream, next_logits=jnp.where(fed, last_logits, state.next_logits))
+
+  def _perceive_impl(self, params, state: EngineState, chunk):
+    stream, decision_logits, lm_logits = self.model.perceive(params, state.stream, chunk)
+    probs = jax.nn.softmax(decision_logits, axis=-1)
+    return state.replace(stream=stream, next_logits=lm_logits), probs
+
+  def _speak_impl(self, params, state: EngineState, active, n: int):
+    batch = active.shape[0]
+
+    def write_one(i, carry):
+      state, tokens, done = carry
+      rng, key = jax.random.split(state.rng)
+      token = sample_tokens(state.next_logits, key, self.sampling)
+      writing = active & ~done
+      token = jnp.where(writing, token, sf.PAD_ID)
+      stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])
+      next_logits = jnp.where(writing[:, None], logits[:, 0], state.next_logits)
+      tokens = tokens.at[:, i].set(token)
+      done = done | (token == sf.EOR_ID) | ~active
+      return state.replace(stream=stream, next_logits=next_logits, rng=rng), tokens, done
+
+    tokens = jnp.zeros((batch, n), jnp.int32)
+    state, tokens, _ = jax.lax.fori_loop(0, n, write_one, (state, tokens, ~active))
+    count = jnp.sum(tokens != sf.PAD_ID, axis=1, dtype=jnp.int32)
+    return state, tokens, count
+

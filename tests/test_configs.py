@@ -1,0 +1,64 @@
+"""Configs: every experiment loads, has the advertised size, lowers; typos are errors."""
+
+import pytest
+
+from audio_interaction import config_lib
+from audio_interaction.model.inspect_model import summarize
+from audio_interaction.model.model import AudioInteractionModel
+
+
+def _load(name, overrides=()):
+  return config_lib.load_config(str(config_lib.experiments_dir() / name), overrides)
+
+
+@pytest.mark.parametrize("name,low,high", [
+    ("tiny.py", 1e6, 10e6),
+    ("base.py", 100e6, 300e6),
+    ("pod.py", 1e9, 5e9),
+])
+def test_config_size_and_aot_lowering(name, low, high):
+  summary = summarize(AudioInteractionModel(_load(name)))
+  assert low <= summary.total_params <= high, summary.describe()
+  assert summary.encoder_params + summary.decoder_params == summary.total_params
+
+
+def test_variant_selects_conformer():
+  assert _load("tiny.py:conformer").model.encoder.block == "conformer"
+  with pytest.raises(ValueError, match="unknown config variant"):
+    _load("tiny.py:conformr")
+
+
+def test_override_typo_is_an_error():
+  with pytest.raises(KeyError, match="no field 'model.decoder.num_layer'"):
+    _load("tiny.py", ["model.decoder.num_layer=3"])
+
+
+def test_override_changes_value_with_type():
+  config = _load("tiny.py", ["model.decoder.num_layers=2", "audio.fmin=20",
+                             "model.encoder.block=conformer"])
+  assert config.model.decoder.num_layers == 2
+  assert config.audio.fmin == 20.0 and isinstance(config.audio.fmin, float)
+  assert config.model.encoder.block == "conformer"
+
+
+def test_typo_inside_a_config_file_is_an_error(tmp_path):
+  file = tmp_path / "typo.py"
+  file.write_text(
+      "from audio_interaction import config_lib\n"
+      "def get_config(arg=None):\n"
+      "  config = config_lib.base_config()\n"
+      "  config.model.decoder.num_layer = 3\n"
+      "  return config\n")
+  with pytest.raises(KeyError, match="'model.decoder.num_layer' is not a known field"):
+    config_lib.load_config(str(file))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("audio.chunk_ms=165", "whole number of hops"),
+    ("model.slots_per_chunk=3", "not divisible by model.slots_per_chunk"),
+    ("model.decoder.num_kv_heads=3", "multiple of"),
+    ("model.encoder.block=lstm", "encoder.block"),
+])
+def test_inconsistent_values_are_errors(override, message):
+  with pytest.raises(ValueError, match=message):
+    _load("tiny.py", [override])
