@@ -87,7 +87,8 @@ def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
       ax.axvspan(chunk.start, chunk.end, color="tab:green", alpha=0.2, linewidth=0)
   for start, tokens in trace.replies:
     text = decode(tokens) if decode else " ".join(map(str, tokens))
-    ax.annotate(text[:60], (start, 1.02), fontsize=7, rotation=20, xycoords=("data", "axes fraction"))
+    ax.text(start, 0.06, text[:60], fontsize=7, clip_on=True,
+            bbox=dict(facecolor="white", alpha=0.8, linewidth=0))
   ax.set_ylim(0, 1)
   ax.set_ylabel("decision")
   ax.set_xlabel("stream time (s)")

@@ -1,0 +1,7 @@
+"""`python -m audio_interaction <verb>` == `audio-interaction <verb>`."""
+
+import sys
+
+from audio_interaction.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""`audio-interaction <verb>`: the one entry point. Thin: every verb calls a library function.
+
+Verbs:
+  demo      the main job: the model listens to a generated example stream, decides
+            chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
+  inspect   parameter counts and AOT lowering of a config (works for pod configs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from audio_interaction import config_lib
+
+DEFAULT_CONFIG = str(config_lib.experiments_dir() / "tiny.py")
+
+
+def _config_from(args: argparse.Namespace, overrides: list[str]):
+  return config_lib.load_config(args.config, overrides)
+
+
+def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.infer import demo
+  config = _config_from(args, overrides)
+  demo.run_demo(config, out_dir=args.out, threshold=args.threshold, seed=args.seed,
+                subtask=args.subtask)
+  return 0
+
+
+def _inspect(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.model.inspect_model import summarize
+  from audio_interaction.model.model import AudioInteractionModel
+  config = _config_from(args, overrides)
+  print(f"{args.config}: {summarize(AudioInteractionModel(config)).describe()}")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="audio-interaction", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  verbs = parser.add_subparsers(dest="verb", required=True)
+
+  def add_config(sub):
+    sub.add_argument("--config", default=DEFAULT_CONFIG,
+                     help="experiments/NAME.py[:variant]; fields are overridden with "
+                          "--config.a.b=value")
+
+  demo = verbs.add_parser("demo", help="run the model on a generated example stream")
+  add_config(demo)
+  demo.add_argument("--out", default="runs/demo", help="where the timeline and log go")
+  demo.add_argument("--threshold", type=float, default=0.5, help="P(SPEAK) to start speaking")
+  demo.add_argument("--seed", type=int, default=0)
+  demo.add_argument("--subtask", default="chat_mid_pause",
+                    help="which of the 28 sub-tasks builds the example stream")
+  demo.set_defaults(run=_demo)
+
+  inspect = verbs.add_parser("inspect", help="parameter count and AOT lowering of a config")
+  add_config(inspect)
+  inspect.set_defaults(run=_inspect)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  # `--config.a.b=value` overrides are ours, not argparse's.
+  overrides = [a for a in argv if a.startswith("--config.")]
+  args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
+  try:
+    return args.run(args, overrides)
+  except (KeyError, ValueError, FileNotFoundError) as error:
+    print(f"audio-interaction {args.verb}: error: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,124 @@
+"""The main job: the model listens to a generated stream, decides per chunk, and replies.
+
+The stream is one of the 28 sub-tasks, rendered with real TTS speech and sounds, so
+the timeline also knows what a correct listener would have done (the expected
+replies and their ready times), and the picture shows both.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+from rich.console import Console
+
+from audio_interaction.audio.features import log_mel
+from audio_interaction.data import stream_format as sf
+from audio_interaction.data import tasks
+from audio_interaction.data.timeline import Timeline
+from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
+from audio_interaction.eval.timeline_plot import Span, plot_timeline
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.run_stream import ChunkRecord, run_stream
+from audio_interaction.model.model import AudioInteractionModel, Params
+
+
+def default_sources():
+  """The speech and sound sources installed on this machine (TTS engines, sound banks)."""
+  from audio_interaction.data import sounds, speech
+  return speech.MultiVoiceSpeech(), sounds.SoundBank()
+
+
+def reference_spans(timeline: Timeline) -> list[Span]:
+  """Words, sound events and expected replies of a timeline, for the picture."""
+  spans = []
+  for utterance in timeline.utterances:
+    spans += [Span(w.start, w.end, w.text, "word") for w in utterance.words]
+  for event in timeline.sounds:
+    spans.append(Span(event.start, event.end, event.label, "event"))
+  for reply in timeline.replies:
+    spans.append(Span(reply.ready_time, reply.ready_time + 0.5, reply.text, "expected_reply"))
+  return spans
+
+
+def load_model(config: ml_collections.ConfigDict, seed: int = 0
+               ) -> tuple[AudioInteractionModel, Params, Tokenizer, str]:
+  """The model to demo and a note on where its weights came from."""
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(seed))
+  return model, params, ByteTokenizer(), "randomly initialised (untrained) weights"
+
+
+def run_demo(config: ml_collections.ConfigDict, out_dir: str | pathlib.Path = "runs/demo",
+             threshold: float = 0.5, seed: int = 0, subtask: str = "chat_mid_pause"
+             ) -> dict:
+  """Builds the example stream, runs the model over it, writes the timeline and log.
+
+  Returns:
+    A summary dict (paths, decisions, replies, real-time factor).
+  """
+  console = Console()
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  model, params, tokenizer, weights_note = load_model(config, seed)
+  console.print(f"[bold]model[/]: {config.model.decoder.num_layers}-layer decoder, "
+                f"{config.model.encoder.num_layers}-layer {config.model.encoder.block} encoder; "
+                f"{weights_note}")
+
+  speech, sounds = default_sources()
+  timeline = tasks.build(subtask, seed, speech, sounds)
+  from audio_interaction.data.timeline import render
+  audio = render(timeline, chunk_ms=config.audio.chunk_ms)
+  console.print(f"[bold]stream[/]: sub-task {subtask!r}, {len(audio) / 16000:.1f} s; "
+                f"instruction: {timeline.instruction!r}")
+  for utterance in timeline.utterances:
+    words = " ".join(w.text for w in utterance.words)
+    console.print(f"  user {utterance.words[0].start:5.2f}-{utterance.words[-1].end:5.2f} s: {words}")
+  for reply in timeline.replies:
+    console.print(f"  expected reply from {reply.ready_time:5.2f} s: {reply.text!r}")
+
+  log_path = out / "events.jsonl"
+  with open(log_path, "w") as log:
+
+    def show(record: ChunkRecord) -> None:
+      text = tokenizer.decode(record.reply_tokens) if record.reply_tokens else ""
+      marker = "[green]SPEAK[/]" if record.spoke else "silent"
+      console.print(f"  {record.start:6.2f}-{record.end:5.2f} s  P(speak)={record.speak_probability:4.2f} "
+                    f"{marker} {text!r}" if record.spoke else
+                    f"  {record.start:6.2f}-{record.end:5.2f} s  P(speak)={record.speak_probability:4.2f} {marker}",
+                    highlight=False)
+      log.write(json.dumps({"chunk": record.index, "start": record.start, "end": record.end,
+                            "speak_probability": record.speak_probability,
+                            "spoke": record.spoke, "reply_tokens": record.reply_tokens,
+                            "reply_text": text,
+                            "compute_seconds": record.compute_seconds}) + "\n")
+      log.flush()
+
+    engine = Engine(model)
+    trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction),
+                       threshold=threshold, on_chunk=show)
+
+  mel = np.asarray(log_mel(audio[None], model.frontend))[0]
+  picture = plot_timeline(out / "timeline.png", audio, 16000, trace, threshold=threshold,
+                          decode=tokenizer.decode, log_mel=mel,
+                          reference=reference_spans(timeline),
+                          title=f"{subtask}: {weights_note}")
+  replies = [(start, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
+             for start, tokens in trace.replies]
+  # The first chunk includes compilation; the steady state is what a live run sees.
+  steady = [c.compute_seconds for c in trace.chunks[2:]] or [c.compute_seconds for c in trace.chunks]
+  summary = {
+      "timeline_png": str(picture), "events_jsonl": str(log_path),
+      "chunks": len(trace.chunks), "speak_chunks": sum(c.spoke for c in trace.chunks),
+      "replies": replies,
+      "median_chunk_ms": 1000 * float(np.median(steady)),
+      "real_time_factor": float(np.median(steady)) / trace.chunk_seconds,
+  }
+  console.print(f"[bold]done[/]: {summary['chunks']} chunks, spoke in {summary['speak_chunks']}; "
+                f"median compute {summary['median_chunk_ms']:.1f} ms per "
+                f"{1000 * trace.chunk_seconds:.0f} ms chunk (real-time factor "
+                f"{summary['real_time_factor']:.3f}); timeline: {picture}; log: {log_path}")
+  return summary
