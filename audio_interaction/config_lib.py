@@ -92,6 +92,45 @@ def base_config() -> ml_collections.ConfigDict:
   config.sharding.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
   config.sharding.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
 
+  config.data = ml_collections.ConfigDict()
+  config.data.dir = "data/tiny"  # built by `audio-interaction build-data`
+  config.data.train_split = "train"
+  config.data.eval_split = "eval"
+  config.data.batch_size = 8  # rows per batch per process
+  config.data.max_len = 384  # positions per row
+  config.data.max_chunks = 48  # 160 ms chunks per row (7.7 s)
+  # {ability name: weight}; None reads the split uniformly. Curriculum stages may
+  # override it (train.stages).
+  config.data.mixture = ml_collections.config_dict.placeholder(dict)
+  config.data.packing = False  # the encoder does not mask across packed examples yet
+  config.data.overflow = "truncate"
+  config.data.read_threads = 2
+  config.data.prefetch_batches = 2
+  config.data.num_workers = 0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.steps = 2000
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 100
+  config.train.end_learning_rate_fraction = 0.05
+  config.train.weight_decay = 0.01
+  config.train.clip_norm = 1.0
+  config.train.grad_accum_steps = 1
+  config.train.reply_loss_weight = 1.0
+  config.train.decision_loss_weight = 1.0
+  # SPEAK is rare; its cross-entropy term is weighted up by this factor.
+  config.train.speak_class_weight = 4.0
+  config.train.log_every = 20
+  config.train.eval_every = 200
+  config.train.eval_batches = 8
+  config.train.checkpoint_every = 200
+  config.train.keep_checkpoints = 3
+  # Curriculum: ((until_step, {ability: weight}), ...); empty = config.data.mixture
+  # throughout.
+  config.train.stages = ()
+  # Peak FLOP/s per device for MFU; 0 measures a matmul at start-up.
+  config.train.peak_flops_per_device = 0.0
+
   config.seed = 0
   return config
 

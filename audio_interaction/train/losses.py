@@ -1,0 +1,95 @@
+"""Losses and training metrics over the stream format ("comprehension-aware training").
+
+Reply cross-entropy on the positions the serializer marked (`lm_weights`), and a
+class-weighted cross-entropy on the decision head at `<decide>` positions: SPEAK is
+rare (a few chunks per stream), so its term is weighted up. Metrics are returned as
+sums and counts so they add up exactly across devices, accumulation steps and
+batches; `finalize_metrics` turns them into rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from audio_interaction.data.stream_format import Decision
+from audio_interaction.model.layers import Array
+from audio_interaction.model.model import ForwardOutputs
+
+
+def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
+                  reply_weight: float, decision_weight: float, speak_class_weight: float
+                  ) -> tuple[Array, dict[str, Array]]:
+  """Total loss and summable metrics of one batch.
+
+  Args:
+    outputs: the model's full forward ([B, L, V] and [B, L, 2] logits).
+    batch: `lm_targets` int32 [B, L], `lm_weights` float32 [B, L], `decision_targets`
+      int32 [B, L] (-1 where no decision is trained).
+    reply_weight, decision_weight: weights of the two terms in the total.
+    speak_class_weight: weight of SPEAK targets relative to SILENT ones.
+  Returns:
+    (scalar loss, dict of sums: reply_nll, reply_tokens, reply_correct, decision_nll,
+    decision_weight, decisions, tp, fp, fn).
+  """
+  lm_weights = batch["lm_weights"].astype(jnp.float32)
+  reply_nll = optax.softmax_cross_entropy_with_integer_labels(
+      outputs.lm_logits, batch["lm_targets"])
+  reply_tokens = lm_weights.sum()
+  reply_loss = (reply_nll * lm_weights).sum() / jnp.maximum(reply_tokens, 1.0)
+  reply_correct = ((jnp.argmax(outputs.lm_logits, -1) == batch["lm_targets"]) * lm_weights).sum()
+
+  targets = batch["decision_targets"]
+  has_decision = targets >= 0
+  safe_targets = jnp.where(has_decision, targets, 0)
+  decision_nll = optax.softmax_cross_entropy_with_integer_labels(
+      outputs.decision_logits, safe_targets)
+  is_speak = safe_targets == Decision.SPEAK
+  weights = jnp.where(has_decision, jnp.where(is_speak, speak_class_weight, 1.0), 0.0)
+  decision_loss = (decision_nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+  predicted_speak = jnp.argmax(outputs.decision_logits, -1) == Decision.SPEAK
+  counted = lambda mask: (mask & has_decision).sum().astype(jnp.float32)
+  metrics = {
+      "reply_nll": (reply_nll * lm_weights).sum(),
+      "reply_tokens": reply_tokens,
+      "reply_correct": reply_correct,
+      "decision_nll": (decision_nll * weights).sum(),
+      "decision_weight": weights.sum(),
+      "decisions": has_decision.sum().astype(jnp.float32),
+      "tp": counted(predicted_speak & is_speak),
+      "fp": counted(predicted_speak & ~is_speak),
+      "fn": counted(~predicted_speak & is_speak),
+  }
+  return reply_weight * reply_loss + decision_weight * decision_loss, metrics
+
+
+def finalize_metrics(sums: Mapping[str, float]) -> dict[str, float]:
+  """Rates from summed metrics: losses per token/decision, accuracy, precision/recall/F1.
+
+  Precision is 1 when nothing was predicted SPEAK and recall is 1 when nothing was
+  to be said (no false triggers / nothing missed); F1 follows from them.
+  """
+  def ratio(a, b, empty):
+    return float(a) / float(b) if float(b) > 0 else empty
+
+  tp, fp, fn = (float(sums[k]) for k in ("tp", "fp", "fn"))
+  precision = ratio(tp, tp + fp, 1.0)
+  recall = ratio(tp, tp + fn, 1.0)
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+  return {
+      "reply_loss": ratio(sums["reply_nll"], sums["reply_tokens"], 0.0),
+      "token_accuracy": ratio(sums["reply_correct"], sums["reply_tokens"], 0.0),
+      "decision_loss": ratio(sums["decision_nll"], sums["decision_weight"], 0.0),
+      "decision_precision": precision,
+      "decision_recall": recall,
+      "decision_f1": f1,
+  }
+
+
+def add_metrics(a: Mapping[str, Array], b: Mapping[str, Array]) -> dict[str, Array]:
+  """Elementwise sum of two metric dicts with the same keys."""
+  return jax.tree_util.tree_map(jnp.add, dict(a), dict(b))

@@ -1,0 +1,170 @@
+"""The sharded train step: state, optimizer, shardings, compiled once ahead of the loop.
+
+`Trainer` owns the model, the optax optimizer, the mesh and the logical-axis rules.
+Parameter and optimizer-state shardings are derived from the logical names the
+modules give their parameters (Flax boxes survive `optax.init`), so one table in
+the config decides how everything is split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from audio_interaction.model.model import AudioInteractionModel, Params
+from audio_interaction.train import losses, sharding
+
+Batch = Mapping[str, jax.Array]
+# Fields of a pipeline batch the step reads.
+STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "lm_targets", "lm_weights",
+               "decision_targets")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Params
+  opt_state: optax.OptState
+
+
+def make_optimizer(train: ml_collections.ConfigDict
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
+      decay_steps=max(train.steps, train.warmup_steps + 1),
+      end_value=train.learning_rate * train.end_learning_rate_fraction)
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(train.clip_norm),
+      optax.adamw(schedule, weight_decay=train.weight_decay))
+  return optimizer, schedule
+
+
+@dataclasses.dataclass
+class CompiledStep:
+  """A train step compiled ahead of the loop, with XLA's cost and memory figures."""
+
+  fn: Any
+  flops_per_step: float
+  memory: str
+
+
+class Trainer:
+  """Builds and runs the sharded train and eval steps of one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
+    self.config = config
+    self.model = AudioInteractionModel(config)
+    self.optimizer, self.schedule = make_optimizer(config.train)
+    self.mesh = mesh if mesh is not None else sharding.make_mesh(config.sharding.mesh)
+    self.rules = tuple(config.sharding.logical_axis_rules)
+    self.state_shardings = self._state_shardings()
+
+  # ------------------------------------------------------------------ state
+  def _init_boxed(self, rng: jax.Array) -> TrainState:
+    params = self.model.init_boxed(rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.optimizer.init(params))
+
+  def _state_shardings(self) -> TrainState:
+    abstract = jax.eval_shape(self._init_boxed, jax.random.key(0))
+    return sharding.logical_to_sharding(nn.get_partition_spec(abstract), self.mesh, self.rules)
+
+  def init_state(self, seed: int) -> TrainState:
+    """Fresh parameters and optimizer state, created directly in their shardings."""
+    init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)),
+                   out_shardings=self.state_shardings)
+    with sharding.activate(self.mesh, self.rules):
+      return init(jax.random.key(seed))
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the state: the target for checkpoint restore."""
+    shapes = jax.eval_shape(lambda: nn.unbox(self._init_boxed(jax.random.key(0))))
+    return jax.tree_util.tree_map(
+        lambda shape, s: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=s),
+        shapes, self.state_shardings)
+
+  def batch_sharding(self, ndim: int) -> NamedSharding:
+    return sharding.batch_sharding(self.mesh, self.rules, ndim)
+
+  def batch_partition_spec(self) -> PartitionSpec:
+    return self.batch_sharding(2).spec
+
+  # ------------------------------------------------------------------- step
+  def _loss(self, params: Params, batch: Batch):
+    train = self.config.train
+    outputs = self.model.forward(params, batch["tokens"], batch["audio"],
+                                 batch["audio_slot_index"], positions=batch["positions"])
+    return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
+                                decision_weight=train.decision_loss_weight,
+                                speak_class_weight=train.speak_class_weight)
+
+  def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    accum = self.config.train.grad_accum_steps
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    if accum == 1:
+      (loss, metrics), grads = grad_fn(state.params, batch)
+    else:
+      # Micro-batches in sequence, gradients averaged: the update equals one step on
+      # the whole batch when each micro-batch loss is a mean of equal weight.
+      micro = jax.tree_util.tree_map(
+          lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), dict(batch))
+
+      def accumulate(carry, micro_batch):
+        (loss, metrics), grads = grad_fn(state.params, micro_batch)
+        total_loss, total_metrics, total_grads = carry
+        return (total_loss + loss, losses.add_metrics(total_metrics, metrics),
+                jax.tree_util.tree_map(jnp.add, total_grads, grads)), None
+
+      zero_metrics = jax.eval_shape(lambda: self._loss(state.params, jax.tree_util.tree_map(
+          lambda x: x[0], micro))[1])
+      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics)
+      zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+      (loss, metrics, grads), _ = jax.lax.scan(accumulate, (0.0, zeros, zero_grads), micro)
+      loss = loss / accum
+      grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                   learning_rate=self.schedule(state.step))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def _eval_step(self, params: Params, batch: Batch) -> dict:
+    loss, metrics = self._loss(params, batch)
+    return dict(metrics, loss=loss)
+
+  def compile_train_step(self, batch_shapes: Mapping[str, jax.ShapeDtypeStruct]
+                         ) -> CompiledStep:
+    """jit with explicit shardings and donated state, lowered and compiled now."""
+    batch_shapes = {k: batch_shapes[k] for k in STEP_FIELDS}
+    batch_shardings = {k: self.batch_sharding(len(v.shape)) for k, v in batch_shapes.items()}
+    jitted = jax.jit(self._train_step, in_shardings=(self.state_shardings, batch_shardings),
+                     out_shardings=(self.state_shardings, None), donate_argnums=0)
+    with sharding.activate(self.mesh, self.rules):
+      compiled = jitted.lower(self.abstract_state(), batch_shapes).compile()
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    return CompiledStep(fn=compiled, flops_per_step=float(cost.get("flops", 0.0)),
+                        memory=str(compiled.memory_analysis()))
+
+  def compile_eval_step(self, batch_shapes: Mapping[str, jax.ShapeDtypeStruct]):
+    batch_shapes = {k: batch_shapes[k] for k in STEP_FIELDS}
+    batch_shardings = {k: self.batch_sharding(len(v.shape)) for k, v in batch_shapes.items()}
+    jitted = jax.jit(self._eval_step, in_shardings=(self.state_shardings.params, batch_shardings))
+    with sharding.activate(self.mesh, self.rules):
+      return jitted.lower(self.abstract_state().params, batch_shapes).compile()
+
+  def device_batch(self, local_batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """This process's numpy batch -> global jax.Arrays sharded over the batch axes."""
+    from audio_interaction.data.pipeline import make_global_batch
+    local = {k: local_batch[k] for k in STEP_FIELDS}
+    return make_global_batch(local, self.mesh, self.batch_partition_spec())

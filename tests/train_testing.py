@@ -1,0 +1,29 @@
+"""A small training config and fixed batches shared by the training tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import model_testing
+from audio_interaction.data.pipeline import PipelineConfig, batch_spec, make_dataset
+from audio_interaction.data.storage import SyntheticExamples
+
+
+def train_config(**overrides):
+  settings = {"data.batch_size": 4, "data.max_len": 96, "data.max_chunks": 8,
+              "data.prefetch_batches": 0, "train.learning_rate": 3e-3,
+              "train.warmup_steps": 5, "train.steps": 60}
+  settings.update(overrides)
+  return model_testing.small_config(**settings)
+
+
+def fixed_batches(config, count: int, seed: int = 0):
+  """`count` pipeline batches of synthetic stream-format examples, and their shapes."""
+  pipeline = PipelineConfig.from_config(config)
+  make = SyntheticExamples(chunk_samples=pipeline.chunk_samples, max_chunks=config.data.max_chunks,
+                           vocab_size=config.model.decoder.vocab_size,
+                           slots_per_chunk=config.model.slots_per_chunk,
+                           tokens_per_chunk=config.model.tokens_per_chunk)
+  source = [dict(make(i, seed), example_index=i) for i in range(count * pipeline.batch_size)]
+  iterator = iter(make_dataset(source, pipeline, shard_index=0, shard_count=1))
+  return [next(iterator) for _ in range(count)], batch_spec(pipeline)
