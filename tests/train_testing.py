@@ -12,18 +12,25 @@ from audio_interaction.data.storage import SyntheticExamples
 def train_config(**overrides):
   settings = {"data.batch_size": 4, "data.max_len": 96, "data.max_chunks": 8,
               "data.prefetch_batches": 0, "train.learning_rate": 3e-3,
-              "train.warmup_steps": 5, "train.steps": 60}
+              "train.warmup_steps": 5, "train.steps": 60,
+              # Room for the byte tokenizer the loop falls back to (268 ids).
+              "model.decoder.vocab_size": 272}
   settings.update(overrides)
   return model_testing.small_config(**settings)
+
+
+def synthetic_examples(config) -> SyntheticExamples:
+  return SyntheticExamples(chunk_samples=config.audio.sample_rate * config.audio.chunk_ms // 1000,
+                           max_chunks=config.data.max_chunks,
+                           vocab_size=config.model.decoder.vocab_size,
+                           slots_per_chunk=config.model.slots_per_chunk,
+                           tokens_per_chunk=config.model.tokens_per_chunk)
 
 
 def fixed_batches(config, count: int, seed: int = 0):
   """`count` pipeline batches of synthetic stream-format examples, and their shapes."""
   pipeline = PipelineConfig.from_config(config)
-  make = SyntheticExamples(chunk_samples=pipeline.chunk_samples, max_chunks=config.data.max_chunks,
-                           vocab_size=config.model.decoder.vocab_size,
-                           slots_per_chunk=config.model.slots_per_chunk,
-                           tokens_per_chunk=config.model.tokens_per_chunk)
+  make = synthetic_examples(config)
   source = [dict(make(i, seed), example_index=i) for i in range(count * pipeline.batch_size)]
   iterator = iter(make_dataset(source, pipeline, shard_index=0, shard_count=1))
   return [next(iterator) for _ in range(count)], batch_spec(pipeline)

@@ -1,0 +1,256 @@
+"""The training loop: data → sharded step → metrics, evals and checkpoints; resumable.
+
+`train(config, workdir)` resumes from the newest good checkpoint in `workdir` (params,
+optimizer state, step, the Grain iterator's position), so killing a run and starting
+it again continues exactly where the last checkpoint was, with the same data order.
+Metrics of step N are read after step N+1 is dispatched, so logging never stalls the
+device. SIGTERM/SIGINT save a checkpoint and end the run cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from audio_interaction.data import pipeline as pipeline_lib
+from audio_interaction.data import storage
+from audio_interaction.data import tokenizer as tokenizer_lib
+from audio_interaction.train import checkpoint as checkpoint_lib
+from audio_interaction.train import losses
+from audio_interaction.train.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-process run when the launcher set JAX_COORDINATOR_ADDRESS & co.
+
+  On CPU the processes talk over gloo. Safe to call more than once.
+  """
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address or jax.distributed.is_initialized():
+    return
+  if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=address,
+                             num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                             process_id=int(os.environ["JAX_PROCESS_ID"]))
+
+
+def measure_peak_flops(size: int = 1024, repeats: int = 5) -> float:
+  """FLOP/s of one device on a float32 matmul: the MFU denominator when none is given."""
+  a = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    began = time.perf_counter()
+    matmul(a).block_until_ready()
+    times.append(time.perf_counter() - began)
+  return 2 * size ** 3 / min(times)
+
+
+def stage_mixture(config: ml_collections.ConfigDict, step: int) -> dict[str, float] | None:
+  """The data mixture of the curriculum stage that `step` belongs to."""
+  for until_step, mixture in config.train.stages:
+    if step < until_step:
+      return dict(mixture)
+  return None if config.data.mixture is None else dict(config.data.mixture)
+
+
+def stage_index(config: ml_collections.ConfigDict, step: int) -> int:
+  for index, (until_step, _) in enumerate(config.train.stages):
+    if step < until_step:
+      return index
+  return len(config.train.stages)
+
+
+def data_dir(config: ml_collections.ConfigDict) -> pathlib.Path:
+  return pathlib.Path(config.data.dir)
+
+
+def load_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
+  """The tokenizer saved next to the data (byte-level when the data has none)."""
+  directory = data_dir(config) / "tokenizer"
+  if directory.exists():
+    return tokenizer_lib.Tokenizer.load(directory)
+  return tokenizer_lib.ByteTokenizer()
+
+
+def make_iterator(config: ml_collections.ConfigDict, split: str, mixture,
+                  num_epochs: int | None = None):
+  """A Grain iterator over a built split with this process's shard."""
+  pipeline = pipeline_lib.PipelineConfig.from_config(config, mixture=mixture,
+                                                     num_epochs=num_epochs)
+  dataset = pipeline_lib.load_dataset(data_dir(config), split, pipeline)
+  return iter(dataset), pipeline
+
+
+@dataclasses.dataclass
+class MetricWriter:
+  """TensorBoard scalars (process 0 only) plus an in-memory history for curves."""
+
+  directory: pathlib.Path
+  history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+  def __post_init__(self):
+    self._writer = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter
+      self._writer = SummaryWriter(str(self.directory))
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    self.history.append({"step": step, **scalars})
+    if self._writer is not None:
+      for name, value in scalars.items():
+        self._writer.add_scalar(name, value, step)
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+    if jax.process_index() == 0:
+      with open(self.directory / "history.jsonl", "a") as file:
+        for row in self.history:
+          file.write(json.dumps(row) + "\n")
+
+
+def evaluate(trainer: Trainer, eval_step, params, config: ml_collections.ConfigDict
+             ) -> dict[str, float]:
+  """Rates over `config.train.eval_batches` batches of the held-out split (same each time)."""
+  iterator, _ = make_iterator(config, config.data.eval_split, None)
+  sums = None
+  for _, local in zip(range(config.train.eval_batches), iterator):
+    metrics = eval_step(params, trainer.device_batch(local))
+    sums = metrics if sums is None else losses.add_metrics(sums, metrics)
+  sums = jax.device_get(sums)
+  rates = losses.finalize_metrics(sums)
+  rates["loss"] = float(sums["loss"]) / config.train.eval_batches
+  return rates
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+          *, progress: bool = True) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its newest good checkpoint.
+
+  Returns:
+    {"step": last step, "train": last logged train rates, "eval": last eval rates,
+    "stopped_by": signal name or None}.
+  """
+  maybe_initialize_distributed()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  train_config = config.train
+  trainer = Trainer(config)
+  tokenizer = load_tokenizer(config)
+  if tokenizer.vocab_size > config.model.decoder.vocab_size:
+    raise ValueError(f"the data's tokenizer has {tokenizer.vocab_size} ids but "
+                     f"model.decoder.vocab_size is {config.model.decoder.vocab_size}")
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir / "checkpoints",
+      checkpoint_lib.CheckpointOptions(save_interval_steps=train_config.checkpoint_every,
+                                       max_to_keep=train_config.keep_checkpoints,
+                                       keep_best=1, best_metric="eval_loss"),
+      config=config, tokenizer=tokenizer)
+
+  latest = checkpointer.latest_step() or 0
+  stage = stage_index(config, latest)
+  iterator, pipeline = make_iterator(config, config.data.train_split, stage_mixture(config, latest))
+  restored = checkpointer.restore_latest(trainer.abstract_state(), data_iterator=iterator)
+  if restored is not None and stage_index(config, restored.step) != stage:
+    # The newest step was unreadable and an older one of another stage restored.
+    stage = stage_index(config, restored.step)
+    iterator, pipeline = make_iterator(config, config.data.train_split,
+                                       stage_mixture(config, restored.step))
+    restored = checkpointer.restore(restored.step, trainer.abstract_state(),
+                                    data_iterator=iterator)
+  state = restored.state if restored is not None else trainer.init_state(config.seed)
+  start = int(restored.step) if restored is not None else 0
+
+  spec = pipeline_lib.batch_spec(pipeline, jax.process_count())
+  compiled = trainer.compile_train_step(spec)
+  eval_step = trainer.compile_eval_step(spec)
+  peak = train_config.peak_flops_per_device or measure_peak_flops()
+  devices = jax.device_count()
+  if jax.process_index() == 0:
+    logger.info("train step compiled: %.3g FLOP/step; memory %s", compiled.flops_per_step,
+                compiled.memory)
+    (workdir / "compiled_step.txt").write_text(
+        f"flops_per_step {compiled.flops_per_step}\npeak_flops_per_device {peak}\n"
+        f"{compiled.memory}\n")
+
+  writer = MetricWriter(workdir / "tensorboard")
+  bar = tqdm(total=train_config.steps, initial=start, disable=not progress or jax.process_index(),
+             desc="train", dynamic_ncols=True)
+  last_train: dict[str, float] = {}
+  last_eval: dict[str, float] = {}
+  stopped_by = None
+  window_sums, window_began, window_steps, window_tokens = None, time.perf_counter(), 0, 0.0
+  pending = None  # (step, metrics) of the previous step: read after the next is dispatched
+
+  def log_window(step: int) -> None:
+    nonlocal window_sums, window_began, window_steps, window_tokens, last_train
+    elapsed = time.perf_counter() - window_began
+    sums = jax.device_get(window_sums)
+    rates = losses.finalize_metrics(sums)
+    step_time = elapsed / max(window_steps, 1)
+    flops = compiled.flops_per_step / step_time / devices
+    rates.update(loss=float(sums["loss"]) / window_steps,
+                 learning_rate=float(pending_metrics_lr), step_time=step_time,
+                 tokens_per_second_per_device=window_tokens / elapsed / devices,
+                 tflops_per_device=flops / 1e12, mfu=flops / peak)
+    writer.write(step, rates)
+    last_train = rates
+    bar.set_postfix(loss=f"{rates['loss']:.3f}", f1=f"{rates['decision_f1']:.2f}")
+    window_sums, window_began, window_steps, window_tokens = None, time.perf_counter(), 0, 0.0
+
+  pending_metrics_lr = 0.0
+  with checkpoint_lib.PreemptionGuard() as guard:
+    for step in range(start, train_config.steps):
+      if stage_index(config, step) != stage:
+        stage = stage_index(config, step)
+        iterator, pipeline = make_iterator(config, config.data.train_split,
+                                           stage_mixture(config, step))
+      local = next(iterator)
+      state, metrics = compiled.fn(state, trainer.device_batch(local))
+      window_tokens += float(np.sum(local["tokens"] != 0)) * jax.process_count()
+      if pending is not None:
+        _, previous = pending
+        summed = {k: v for k, v in previous.items() if k not in ("learning_rate", "grad_norm")}
+        window_sums = summed if window_sums is None else losses.add_metrics(window_sums, summed)
+        pending_metrics_lr = previous["learning_rate"]
+        window_steps += 1
+      pending = (step + 1, metrics)
+      done = step + 1
+      bar.update(1)
+      if window_steps and done % train_config.log_every == 0:
+        log_window(done - 1)
+      eval_metrics = None
+      if done % train_config.eval_every == 0 or done == train_config.steps:
+        last_eval = evaluate(trainer, eval_step, state.params, config)
+        writer.write(done, {f"eval/{k}": v for k, v in last_eval.items()})
+        eval_metrics = {"eval_loss": last_eval["loss"]}
+      checkpointer.save(done, state, data_iterator=iterator, metrics=eval_metrics)
+      if guard.should_stop:
+        stopped_by = guard.signal_name
+        checkpointer.save(done, state, data_iterator=iterator, force=True, wait=True)
+        logger.warning("stopping at step %d on %s after saving a checkpoint", done, stopped_by)
+        break
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  bar.close()
+  writer.close()
+  return {"step": int(jax.device_get(state.step)), "train": last_train, "eval": last_eval,
+          "stopped_by": stopped_by, "history": writer.history}

@@ -1,0 +1,41 @@
+"""Child process: `loop.train` on a small synthetic dataset; writes final params to --out.
+
+Multi-process runs are driven by the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID environment variables, as a real launcher would set them.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--data", required=True)
+parser.add_argument("--workdir", required=True)
+parser.add_argument("--steps", type=int, default=6)
+parser.add_argument("--batch", type=int, default=4, help="rows per process")
+parser.add_argument("--out", default="")
+args = parser.parse_args()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import train_testing  # noqa: E402
+from audio_interaction.train import loop  # noqa: E402
+
+config = train_testing.train_config(**{
+    "data.dir": args.data, "data.batch_size": args.batch, "train.steps": args.steps,
+    "train.checkpoint_every": 2, "train.eval_every": 1000, "train.eval_batches": 1,
+    "train.log_every": 2, "train.peak_flops_per_device": 1e11})
+result = loop.train(config, args.workdir, progress=False)
+if args.out and jax.process_index() == 0:
+  from audio_interaction.train import checkpoint as checkpoint_lib
+  from audio_interaction.train.trainer import Trainer
+  restored = checkpoint_lib.Checkpointer(os.path.join(args.workdir, "checkpoints")).restore_latest(
+      Trainer(config).abstract_state())
+  flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in
+          jax.tree_util.tree_flatten_with_path(jax.device_get(restored.state.params))[0]}
+  np.savez(args.out, **flat)
+print(json.dumps({"step": result["step"], "stopped_by": result["stopped_by"],
+                  "processes": jax.process_count()}))
