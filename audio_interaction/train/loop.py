@@ -42,8 +42,9 @@ def maybe_initialize_distributed() -> None:
   address = os.environ.get("JAX_COORDINATOR_ADDRESS")
   if not address or jax.distributed.is_initialized():
     return
-  if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # CPU processes exchange collectives over gloo (it only affects the CPU backend;
+  # asking which backend is in use would initialise it too early).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=address,
                              num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                              process_id=int(os.environ["JAX_PROCESS_ID"]))

@@ -29,13 +29,17 @@ config = train_testing.train_config(**{
     "train.checkpoint_every": 2, "train.eval_every": 1000, "train.eval_batches": 1,
     "train.log_every": 2, "train.peak_flops_per_device": 1e11})
 result = loop.train(config, args.workdir, progress=False)
-if args.out and jax.process_index() == 0:
+if args.out:
+  # Every process restores (a collective) and gathers the params; process 0 writes them.
+  from jax.experimental import multihost_utils
   from audio_interaction.train import checkpoint as checkpoint_lib
   from audio_interaction.train.trainer import Trainer
   restored = checkpoint_lib.Checkpointer(os.path.join(args.workdir, "checkpoints")).restore_latest(
       Trainer(config).abstract_state())
-  flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in
-          jax.tree_util.tree_flatten_with_path(jax.device_get(restored.state.params))[0]}
-  np.savez(args.out, **flat)
+  params = multihost_utils.process_allgather(restored.state.params, tiled=True)
+  if jax.process_index() == 0:
+    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in
+            jax.tree_util.tree_flatten_with_path(params)[0]}
+    np.savez(args.out, **flat)
 print(json.dumps({"step": result["step"], "stopped_by": result["stopped_by"],
                   "processes": jax.process_count()}))
