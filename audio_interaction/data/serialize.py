@@ -1,0 +1,257 @@
+"""Timeline -> stream-format example (`stream_format.EXAMPLE_FIELDS`), and back for reading.
+
+`serialize` is the one path from a composed `Timeline` to the arrays the model trains
+and is evaluated on; `decode_example` / `describe` invert it from the arrays alone
+(no timeline), for debugging: which chunk decided what, and what was said when.
+
+Online layout (see `stream_format`)::
+
+    <bos> <online> <sys> instruction </sys>
+    per chunk c:  <audio> <a>*k <decide> [reply tokens of chunk c]
+
+Decision labels and the placement of reply tokens come from `timeline.schedule`.
+LM loss (`lm_weights` = 1) is on every position whose next token is a reply token:
+the `<decide>` of a SPEAK chunk (its target is the chunk's first reply token) and the
+reply tokens before the chunk's last one. A chunk's output ends at the budget or
+after `<eor>`, so the `<audio>` that follows is never a trained target.
+
+Offline layout::
+
+    <bos> <offline> <audio> <a>*(k*n) <sys> instruction </sys> answer <eor>
+
+with LM loss on `answer <eor>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+import numpy as np
+
+from audio_interaction.data import stream_format as sf
+from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.data.tasks import ABILITIES
+from audio_interaction.data.timeline import (
+    OFFLINE, ONLINE, Timeline, chunk_samples_of, render, schedule)
+from audio_interaction.data.tokenizer import Tokenizer
+
+METADATA_FIELDS: Final[tuple[str, ...]] = ("ability", "subtask", "seed", "split", "mode")
+
+
+def metadata(timeline: Timeline) -> dict[str, str]:
+  """String metadata of an example, kept apart from the arrays of `EXAMPLE_FIELDS`.
+
+  `ability` is the ability's name (`tasks.ABILITIES`, e.g. "voice_chat").
+  """
+  return {"ability": ABILITIES[timeline.ability], "subtask": timeline.task,
+          "seed": str(timeline.seed), "split": timeline.split, "mode": timeline.mode}
+
+
+def _encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
+  ids = tokenizer.encode(text)
+  bad = [i for i in ids if (i < sf.NUM_SPECIAL_TOKENS and i != sf.UNK_ID)
+         or i >= tokenizer.vocab_size]
+  if bad:
+    raise ValueError(f"tokenizer produced special or out-of-range ids {bad} for {text!r}")
+  return ids
+
+
+def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
+              sample_rate: int = SAMPLE_RATE, slots_per_chunk: int,
+              tokens_per_chunk: int) -> dict[str, np.ndarray]:
+  """The example of `timeline`: exactly the fields of `stream_format.EXAMPLE_FIELDS`.
+
+  Arrays: `tokens`, `audio_slot_index`, `lm_targets`, `decision_targets` int32[L],
+  `lm_weights` float32[L], `audio` float32[num_chunks * chunk_samples] (16 kHz),
+  `num_chunks` int32[]. Deterministic: same timeline and arguments, same bytes.
+  """
+  if sample_rate != SAMPLE_RATE:
+    raise ValueError(f"the stream format is {SAMPLE_RATE} Hz audio, got sample_rate={sample_rate}")
+  if slots_per_chunk < 1:
+    raise ValueError(f"slots_per_chunk must be >= 1, got {slots_per_chunk}")
+  chunk = chunk_samples_of(chunk_ms)
+  instruction = _encode_text(tokenizer, timeline.instruction)
+  replies = [_encode_text(tokenizer, r.text) + [sf.EOR_ID] for r in timeline.replies]
+
+  tokens: list[int] = []
+  slots: list[int] = []
+  decisions: list[int] = []
+  is_reply: list[bool] = []
+
+  def emit(ids, *, slot=None, decision=sf.NO_INDEX, reply=False):
+    for token in ids:
+      tokens.append(token)
+      slots.append(sf.NO_INDEX if slot is None else slot)
+      decisions.append(decision)
+      is_reply.append(reply)
+
+  def emit_audio(first_slot: int, count: int):
+    for j in range(count):
+      emit([sf.AUDIO_SLOT_ID], slot=first_slot + j)
+
+  if timeline.mode == OFFLINE:
+    num_chunks = max(1, -(-timeline.num_samples // chunk))
+    emit([sf.BOS_ID, sf.OFFLINE_ID, sf.AUDIO_ID])
+    emit_audio(0, num_chunks * slots_per_chunk)
+    emit([sf.SYS_ID] + instruction + [sf.END_SYS_ID])
+    emit(replies[0], reply=True)
+  elif timeline.mode == ONLINE:
+    plan = schedule(timeline, [len(r) for r in replies], chunk_samples=chunk,
+                    tokens_per_chunk=tokens_per_chunk)
+    num_chunks = plan.num_chunks
+    said: dict[int, list[int]] = {}
+    for reply_tokens, reply_plan in zip(replies, plan.plans):
+      position = 0
+      for c, count in zip(reply_plan.chunks, reply_plan.counts):
+        said.setdefault(c, []).extend(reply_tokens[position:position + count])
+        position += count
+    emit([sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID] + instruction + [sf.END_SYS_ID])
+    for c in range(num_chunks):
+      emit([sf.AUDIO_ID])
+      emit_audio(c * slots_per_chunk, slots_per_chunk)
+      emit([sf.DECIDE_ID], decision=int(plan.decisions[c]))
+      emit(said.get(c, []), reply=True)
+  else:
+    raise ValueError(f"unknown mode {timeline.mode!r}")
+
+  tokens_array = np.asarray(tokens, np.int32)
+  targets = np.full_like(tokens_array, sf.PAD_ID)
+  targets[:-1] = tokens_array[1:]
+  weights = np.zeros(len(tokens), np.float32)
+  weights[:-1] = np.asarray(is_reply[1:], np.float32)
+  if tokens_array.max() >= tokenizer.vocab_size:
+    raise ValueError("token id beyond the tokenizer's vocabulary")
+  return {
+      "tokens": tokens_array,
+      "audio_slot_index": np.asarray(slots, np.int32),
+      "lm_targets": targets,
+      "lm_weights": weights,
+      "decision_targets": np.asarray(decisions, np.int32),
+      "audio": render(timeline, chunk_ms=chunk_ms, num_chunks=num_chunks),
+      "num_chunks": np.asarray(num_chunks, np.int32),
+  }
+
+
+# -------------------------------------------------------------------------- inverse
+
+@dataclasses.dataclass(frozen=True)
+class ChunkView:
+  """One chunk read back: [start, end) in seconds, its decision and the tokens after it."""
+
+  index: int
+  start: float
+  end: float
+  decision: sf.Decision
+  tokens: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyView:
+  """One reply read back: its text, the chunks it spans, and whether `<eor>` ended it."""
+
+  text: str
+  first_chunk: int
+  last_chunk: int
+  completed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleView:
+  """An example decoded from its arrays alone."""
+
+  mode: str
+  instruction: str
+  num_chunks: int
+  chunk_ms: float
+  slots_per_chunk: int
+  chunks: tuple[ChunkView, ...]  # online only
+  replies: tuple[ReplyView, ...]  # offline: the answer
+
+
+def decode_example(example: dict[str, np.ndarray], tokenizer: Tokenizer) -> ExampleView:
+  """Reads an example back into chunks, decisions and replies (inverse of `serialize`).
+
+  A reply ends at `<eor>` (completed) or at the first SILENT chunk after it started
+  (cut by a barge-in): `schedule` never leaves a running reply silent otherwise.
+  """
+  tokens = [int(t) for t in example["tokens"]]
+  decisions = example["decision_targets"]
+  num_chunks = int(example["num_chunks"])
+  chunk_ms = len(example["audio"]) / num_chunks / SAMPLE_RATE * 1000
+  if tokens[:2] == [sf.BOS_ID, sf.OFFLINE_ID]:
+    sys_at = tokens.index(sf.SYS_ID)
+    end_sys = tokens.index(sf.END_SYS_ID, sys_at)
+    answer = tokens[end_sys + 1:]
+    completed = bool(answer) and answer[-1] == sf.EOR_ID
+    slots = tokens.count(sf.AUDIO_SLOT_ID)
+    return ExampleView(
+        mode=OFFLINE, instruction=tokenizer.decode(tokens[sys_at + 1:end_sys]),
+        num_chunks=num_chunks, chunk_ms=chunk_ms, slots_per_chunk=slots // num_chunks,
+        chunks=(), replies=(ReplyView(tokenizer.decode(answer), 0, num_chunks - 1, completed),))
+  if tokens[:3] != [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID]:
+    raise ValueError(f"not a stream-format example: starts with {tokens[:3]}")
+  end_sys = tokens.index(sf.END_SYS_ID)
+  instruction = tokenizer.decode(tokens[3:end_sys])
+  chunk_starts = [i for i, t in enumerate(tokens) if t == sf.AUDIO_ID]
+  if len(chunk_starts) != num_chunks:
+    raise ValueError(f"{len(chunk_starts)} <audio> markers for num_chunks={num_chunks}")
+  chunks: list[ChunkView] = []
+  slots_per_chunk = 0
+  for c, begin in enumerate(chunk_starts):
+    stop = chunk_starts[c + 1] if c + 1 < num_chunks else len(tokens)
+    decide = tokens.index(sf.DECIDE_ID, begin, stop)
+    slots_per_chunk = decide - begin - 1
+    chunks.append(ChunkView(
+        index=c, start=c * chunk_ms / 1000, end=(c + 1) * chunk_ms / 1000,
+        decision=sf.Decision(int(decisions[decide])), tokens=tuple(tokens[decide + 1:stop])))
+
+  replies: list[ReplyView] = []
+  current: list[int] = []
+  first = -1
+
+  def close(last: int, completed: bool):
+    nonlocal current, first
+    replies.append(ReplyView(tokenizer.decode(current), first, last, completed))
+    current, first = [], -1
+
+  for chunk in chunks:
+    if chunk.decision == sf.Decision.SILENT or not chunk.tokens:
+      if first >= 0:
+        close(chunk.index - 1, False)
+      continue
+    for token in chunk.tokens:
+      if first < 0:
+        first = chunk.index
+      if token == sf.EOR_ID:
+        close(chunk.index, True)
+      else:
+        current.append(token)
+  if first >= 0:
+    close(num_chunks - 1, False)
+  return ExampleView(mode=ONLINE, instruction=instruction, num_chunks=num_chunks,
+                     chunk_ms=chunk_ms, slots_per_chunk=slots_per_chunk, chunks=tuple(chunks),
+                     replies=tuple(replies))
+
+
+def describe(example: dict[str, np.ndarray], tokenizer: Tokenizer) -> str:
+  """A readable per-chunk timeline of an example, e.g.::
+
+    chunk  12 (1.92-2.08 s) SPEAK 'twelve <eor>'
+
+  followed by the replies read back ("reply 0: chunks 12-12 complete 'twelve'").
+  """
+  view = decode_example(example, tokenizer)
+  lines = [f"{view.mode} example: {view.num_chunks} chunks of {view.chunk_ms:g} ms, "
+           f"{view.slots_per_chunk} audio slots per chunk",
+           f"instruction: {view.instruction!r}"]
+  for chunk in view.chunks:
+    line = f"chunk {chunk.index:3d} ({chunk.start:.2f}-{chunk.end:.2f} s) {chunk.decision.name}"
+    if chunk.tokens:
+      line += f" '{tokenizer.decode(chunk.tokens, keep_special=True)}'"
+    lines.append(line)
+  for i, reply in enumerate(view.replies):
+    status = "complete" if reply.completed else "cut"
+    lines.append(f"reply {i}: chunks {reply.first_chunk}-{reply.last_chunk} {status} "
+                 f"'{reply.text}'")
+  return "\n".join(lines)
