@@ -1,6 +1,8 @@
 """`audio-interaction <verb>`: the one entry point. Thin: every verb calls a library function.
 
 Verbs:
+  build-data  generate a split of the streaming corpus (28 sub-tasks) as ArrayRecord.
+  train       train a config in a workdir (resumes from its newest good checkpoint).
   demo      the main job: the model listens to a generated example stream, decides
             chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
   inspect   parameter counts and AOT lowering of a config (works for pod configs).
@@ -22,9 +24,31 @@ def _config_from(args: argparse.Namespace, overrides: list[str]):
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.infer import demo
+  # The embedded bundle brings its own config; --config matters only without one.
   config = _config_from(args, overrides)
   demo.run_demo(config, out_dir=args.out, threshold=args.threshold, seed=args.seed,
-                subtask=args.subtask)
+                subtask=args.subtask, bundle=args.bundle)
+  return 0
+
+
+def _build_data(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.data import corpus
+  config = _config_from(args, overrides)
+  summary = corpus.build_corpus_split(config, args.split, args.num_examples,
+                                      num_workers=args.workers,
+                                      subtasks=args.subtasks.split(",") if args.subtasks else None)
+  print(f"{args.split}: {summary}")
+  return 0
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  import logging
+  from audio_interaction.train import loop
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  config = _config_from(args, overrides)
+  result = loop.train(config, args.workdir)
+  print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
   return 0
 
 
@@ -51,9 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument("--out", default="runs/demo", help="where the timeline and log go")
   demo.add_argument("--threshold", type=float, default=0.5, help="P(SPEAK) to start speaking")
   demo.add_argument("--seed", type=int, default=0)
+  demo.add_argument("--bundle", default=None,
+                    help="model bundle directory (default: the embedded tiny model)")
   demo.add_argument("--subtask", default="chat_mid_pause",
                     help="which of the 28 sub-tasks builds the example stream")
   demo.set_defaults(run=_demo)
+
+  build = verbs.add_parser("build-data", help="generate a corpus split (resumable)")
+  add_config(build)
+  build.add_argument("--split", default="train", choices=("train", "eval", "test"))
+  build.add_argument("--num-examples", type=int, required=True)
+  build.add_argument("--workers", type=int, default=1, help="worker processes")
+  build.add_argument("--subtasks", default="", help="comma-separated sub-tasks (default: all 28)")
+  build.set_defaults(run=_build_data)
+
+  train = verbs.add_parser("train", help="train a config; resumes from --workdir")
+  add_config(train)
+  train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
+  train.set_defaults(run=_train)
 
   inspect = verbs.add_parser("inspect", help="parameter count and AOT lowering of a config")
   add_config(inspect)

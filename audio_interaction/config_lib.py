@@ -254,3 +254,30 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 def experiments_dir() -> pathlib.Path:
   """The repository's ``experiments/`` folder (configs ship beside the package)."""
   return pathlib.Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _as_tuples(value):
+  """JSON lists back to the nested tuples configs use (e.g. the axis rules)."""
+  return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _assign(node: ml_collections.ConfigDict, values: dict, path: str) -> None:
+  for key, value in values.items():
+    where = f"{path}{key}"
+    if key not in node:
+      raise KeyError(f"saved config has field {where!r}, unknown to this version")
+    if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _assign(node[key], value, where + ".")
+    else:
+      if isinstance(node[key], tuple) and isinstance(value, list):
+        value = _as_tuples(value)
+      node[key] = value
+
+
+def from_dict(values: dict) -> ml_collections.ConfigDict:
+  """Rebuilds a full config from its JSON dict (as saved in checkpoints and exports)."""
+  config = base_config()
+  config.lock()
+  _assign(config, values, "")
+  validate(config)
+  return config

@@ -1,8 +1,11 @@
 r"""Tiny streaming audio-interaction model: a few M parameters, trains on one CPU.
 
-Run the model on a generated stream (smoke run)::
+Build the corpus, train, and run the demo on the result::
 
-  audio-interaction smoke --config experiments/tiny.py
+  audio-interaction build-data --config experiments/tiny.py --split train --num-examples 2400 --workers 2
+  audio-interaction build-data --config experiments/tiny.py --split eval --num-examples 112
+  audio-interaction train --config experiments/tiny.py --workdir runs/tiny
+  audio-interaction demo
 
 Variants are picked by one string after the file name, big_vision style, e.g.
 ``--config experiments/tiny.py:conformer`` swaps the encoder blocks for conformer
@@ -29,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   encoder.block = "conformer" if "conformer" in variants else "transformer"
 
   decoder = config.model.decoder
-  decoder.vocab_size = 1024
+  decoder.vocab_size = 512  # the corpus SentencePiece model has ~450 pieces
   decoder.d_model = 192
   decoder.num_layers = 4
   decoder.num_heads = 4
@@ -40,4 +43,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.model.slots_per_chunk = 2
   config.model.tokens_per_chunk = 4
+
+  config.data.dir = "data/tiny"
+  config.data.batch_size = 4
+  config.data.max_chunks = 64  # 10.2 s: longer online streams are cut at a chunk boundary
+  config.data.max_len = 320
+
+  config.train.steps = 2000
+  config.train.learning_rate = 2e-3
+  config.train.warmup_steps = 100
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+  config.train.eval_batches = 16
   return config

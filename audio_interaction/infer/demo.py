@@ -17,9 +17,10 @@ from rich.console import Console
 
 from audio_interaction.audio.features import log_mel
 from audio_interaction.data import stream_format as sf
-from audio_interaction.data import tasks
-from audio_interaction.data.timeline import Timeline
+from audio_interaction.data import tasks, worlds
+from audio_interaction.data.timeline import Timeline, render
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
+from audio_interaction.export import portable
 from audio_interaction.eval.timeline_plot import Span, plot_timeline
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.run_stream import ChunkRecord, run_stream
@@ -27,9 +28,9 @@ from audio_interaction.model.model import AudioInteractionModel, Params
 
 
 def default_sources():
-  """The speech and sound sources installed on this machine (TTS engines, sound banks)."""
+  """Held-out speech and sound sources installed on this machine (TTS engines, sound banks)."""
   from audio_interaction.data import sounds, speech
-  return speech.MultiVoiceSpeech(), sounds.SoundBank()
+  return speech.MultiVoiceSpeech(split=worlds.HELDOUT), sounds.SoundBank(split=worlds.HELDOUT)
 
 
 def reference_spans(timeline: Timeline) -> list[Span]:
@@ -44,17 +45,31 @@ def reference_spans(timeline: Timeline) -> list[Span]:
   return spans
 
 
-def load_model(config: ml_collections.ConfigDict, seed: int = 0
-               ) -> tuple[AudioInteractionModel, Params, Tokenizer, str]:
-  """The model to demo and a note on where its weights came from."""
+# The embedded default model: trained by the command in the README, shipped in the repo.
+EMBEDDED_BUNDLE = pathlib.Path(__file__).resolve().parent.parent / "assets" / "tiny"
+
+
+def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.Path | None = None,
+               seed: int = 0) -> tuple[AudioInteractionModel, Params, Tokenizer, str]:
+  """The model to demo and a note on where its weights came from.
+
+  A bundle (default: the embedded one) brings its own config; without one, `config`'s
+  model is randomly initialised, and the note says so.
+  """
+  bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
+  if (bundle / portable.PARAMS_FILE).exists():
+    config, params, tokenizer = portable.load_bundle(bundle)
+    return AudioInteractionModel(config), params, tokenizer, f"trained weights from {bundle}"
+  if config is None:
+    raise FileNotFoundError(f"no model bundle at {bundle} and no config to initialise one")
   model = AudioInteractionModel(config)
   params = model.init(jax.random.key(seed))
   return model, params, ByteTokenizer(), "randomly initialised (untrained) weights"
 
 
-def run_demo(config: ml_collections.ConfigDict, out_dir: str | pathlib.Path = "runs/demo",
-             threshold: float = 0.5, seed: int = 0, subtask: str = "chat_mid_pause"
-             ) -> dict:
+def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Path = "runs/demo",
+             threshold: float = 0.5, seed: int = 0, subtask: str = "chat_mid_pause",
+             bundle: str | pathlib.Path | None = None) -> dict:
   """Builds the example stream, runs the model over it, writes the timeline and log.
 
   Returns:
@@ -63,15 +78,17 @@ def run_demo(config: ml_collections.ConfigDict, out_dir: str | pathlib.Path = "r
   console = Console()
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  model, params, tokenizer, weights_note = load_model(config, seed)
-  console.print(f"[bold]model[/]: {config.model.decoder.num_layers}-layer decoder, "
-                f"{config.model.encoder.num_layers}-layer {config.model.encoder.block} encoder; "
-                f"{weights_note}")
+  model, params, tokenizer, weights_note = load_model(config, bundle, seed)
+  cfg = model.config
+  console.print(f"[bold]model[/]: {cfg.decoder.num_layers}-layer decoder, "
+                f"{cfg.encoder.num_layers}-layer {cfg.encoder.block} encoder; {weights_note}")
 
   speech, sounds = default_sources()
-  timeline = tasks.build(subtask, seed, speech, sounds)
-  from audio_interaction.data.timeline import render
-  audio = render(timeline, chunk_ms=config.audio.chunk_ms)
+  chunk_ms = 1000 * cfg.chunk_samples // cfg.sample_rate
+  # Held-out voices, sounds and world items: the demo never replays training data.
+  task_config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)
+  timeline = tasks.build(subtask, seed, speech, sounds, task_config)
+  audio = render(timeline, chunk_ms=chunk_ms)
   console.print(f"[bold]stream[/]: sub-task {subtask!r}, {len(audio) / 16000:.1f} s; "
                 f"instruction: {timeline.instruction!r}")
   for utterance in timeline.utterances:
