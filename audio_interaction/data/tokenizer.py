@@ -59,11 +59,15 @@ class Tokenizer(abc.ABC):
     """Text of `ids`. Special tokens are dropped, or written by name with `keep_special`.
 
     Text between special tokens is decoded as one run, so subword pieces join up.
+    Ids beyond the vocabulary (a model's output layer may be wider than the
+    tokenizer) decode as `<unk>`.
     """
     out: list[str] = []
     run: list[int] = []
     for token in ids:
       token = int(token)
+      if token >= self.vocab_size:
+        token = stream_format.UNK_ID
       if token < stream_format.NUM_SPECIAL_TOKENS and token != stream_format.UNK_ID:
         if run:
           out.append(self._decode_text(run))

@@ -1,0 +1,110 @@
+"""Free-running check of a model on held-out generated streams: when it spoke, what it said.
+
+Teacher-forced metrics (the training loop's eval) say how well the model predicts
+the labels; this says what it *does* when it runs alone, chunk by chunk, greedy, on
+streams made from held-out voices, sounds and world items. Each expected reply has a
+ready chunk (the first chunk at which it is warranted); a model reply that starts
+within `window_chunks` after it counts as a hit, and its text is compared, after
+normalization, with the expected text. Model replies that match no expected reply
+are false triggers. Offline examples are skipped here (they have no timing).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from audio_interaction.data import stream_format as sf
+from audio_interaction.data import tasks
+from audio_interaction.data.timeline import first_chunk_reaching, render
+from audio_interaction.data.tokenizer import Tokenizer, normalize_text
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.model.model import Params
+
+
+@dataclasses.dataclass
+class StreamScore:
+  subtask: str
+  ability: str
+  expected: int  # replies the stream warrants
+  hits: int  # of them, answered within the window
+  exact: int  # of the hits, with the exact expected text
+  model_replies: int
+  false_triggers: int
+  latencies: list[float]  # seconds from ready chunk end to the first reply token
+
+
+def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
+                 *, threshold: float, window_chunks: int) -> StreamScore:
+  """Runs the engine over one rendered timeline and matches its replies to the expected ones."""
+  config = engine.model.config
+  chunk_ms = 1000 * config.chunk_samples // config.sample_rate
+  audio = render(timeline, chunk_ms=chunk_ms)
+  trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction),
+                     threshold=threshold)
+  chunk_s = trace.chunk_seconds
+  model = [(int(round(start / chunk_s)) - 1, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
+           for start, tokens in trace.replies]
+  used = set()
+  hits = exact = 0
+  latencies = []
+  for reply in sorted(timeline.replies, key=lambda r: r.ready_time):
+    ready = first_chunk_reaching(reply.ready_time, config.chunk_samples)
+    for index, (start, text) in enumerate(model):
+      if index in used or not ready <= start <= ready + window_chunks:
+        continue
+      used.add(index)
+      hits += 1
+      exact += normalize_text(text) == normalize_text(reply.text)
+      latencies.append((start - ready) * chunk_s)
+      break
+  return StreamScore(timeline.task, tasks.ABILITIES[timeline.ability], len(timeline.replies),
+                     hits, exact, len(model), len(model) - len(used), latencies)
+
+
+def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speech, sounds, *,
+                     streams_per_subtask: int = 2, seed: int = 5000, threshold: float = 0.5,
+                     window_chunks: int = 6, progress: bool = True) -> dict:
+  """Scores every online sub-task on `streams_per_subtask` held-out streams.
+
+  Returns:
+    {"per_ability": {ability: rates}, "overall": rates, "streams": [StreamScore...]},
+    rates = reply recall (hit rate), exact-match rate (over expected replies),
+    precision (hits / model replies), false triggers per stream, median latency (s).
+  """
+  config = engine.model.config
+  task_config = tasks.TaskConfig(split="heldout",
+                                 chunk_ms=1000 * config.chunk_samples // config.sample_rate)
+  names = [n for n, spec in tasks.SUBTASKS.items() if spec.mode != "offline"]
+  scores = []
+  jobs = [(name, seed + k) for name in names for k in range(streams_per_subtask)]
+  for name, stream_seed in tqdm(jobs, desc="held-out streams", disable=not progress):
+    timeline = tasks.build(name, stream_seed, speech, sounds, task_config)
+    scores.append(score_stream(engine, params, tokenizer, timeline, threshold=threshold,
+                               window_chunks=window_chunks))
+  by_ability = collections.defaultdict(list)
+  for score in scores:
+    by_ability[score.ability].append(score)
+  return {"per_ability": {a: rates(s) for a, s in sorted(by_ability.items())},
+          "overall": rates(scores), "streams": scores}
+
+
+def rates(scores: list[StreamScore]) -> dict[str, float]:
+  """Aggregate rates over streams (see `evaluate_heldout`)."""
+  expected = sum(s.expected for s in scores)
+  hits = sum(s.hits for s in scores)
+  replies = sum(s.model_replies for s in scores)
+  latencies = [l for s in scores for l in s.latencies]
+  return {
+      "streams": len(scores),
+      "expected_replies": expected,
+      "recall": hits / expected if expected else 1.0,
+      "exact_match": sum(s.exact for s in scores) / expected if expected else 1.0,
+      "precision": hits / replies if replies else 1.0,
+      "false_triggers_per_stream": sum(s.false_triggers for s in scores) / max(len(scores), 1),
+      "median_latency_s": float(np.median(latencies)) if latencies else float("nan"),
+  }
