@@ -1,0 +1,129 @@
+"""The generated corpus: sub-task streams → serialized examples, one per index.
+
+`CorpusExamples(config, split)` is the `make_example(index, seed)` that
+`storage.build_split` calls (in worker processes, so it is picklable and opens its
+TTS engines and sound bank lazily). Example i of a split is sub-task
+`subtasks[i % len(subtasks)]` built from seed `(seed, i)`, so every split covers
+the sub-tasks evenly and any example can be rebuilt from its index alone.
+Held-out splits use held-out voices, recordings and world items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from audio_interaction.data import serialize as serialize_lib
+from audio_interaction.data import storage, tasks, worlds
+from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
+
+TOKENIZER_DIR = "tokenizer"
+# Corpus split name -> the voices/recordings/world items it draws from.
+SOURCE_SPLIT = {"train": worlds.TRAIN, "eval": worlds.HELDOUT, "test": worlds.HELDOUT}
+
+
+def tokenizer_path(config: ml_collections.ConfigDict) -> pathlib.Path:
+  return pathlib.Path(config.data.dir) / TOKENIZER_DIR
+
+
+def build_tokenizer(config: ml_collections.ConfigDict, examples_per_task: int = 40
+                    ) -> Tokenizer:
+  """Trains the corpus SentencePiece model (vocab ≤ the decoder's) next to the data.
+
+  Reuses the saved one when it exists, so rebuilding a split never changes ids.
+  """
+  directory = tokenizer_path(config)
+  if directory.exists():
+    return Tokenizer.load(directory)
+  texts = tasks.training_texts(examples_per_task)
+  return train_sentencepiece(texts, config.model.decoder.vocab_size, directory)
+
+
+@dataclasses.dataclass
+class CorpusExamples:
+  """make_example(index, seed) -> stream-format example + metadata (see module doc)."""
+
+  chunk_ms: int
+  slots_per_chunk: int
+  tokens_per_chunk: int
+  tokenizer_dir: str
+  split: str
+  subtasks: Sequence[str] = tuple(tasks.SUBTASKS)
+
+  def __post_init__(self):
+    unknown = [s for s in self.subtasks if s not in tasks.SUBTASKS]
+    if unknown:
+      raise KeyError(f"unknown sub-tasks {unknown}; known: {list(tasks.SUBTASKS)}")
+    if self.split not in SOURCE_SPLIT:
+      raise ValueError(f"split must be one of {list(SOURCE_SPLIT)}, got {self.split!r}")
+    self._sources = None
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, split: str,
+                  subtasks: Sequence[str] | None = None) -> "CorpusExamples":
+    return cls(chunk_ms=config.audio.chunk_ms, slots_per_chunk=config.model.slots_per_chunk,
+               tokens_per_chunk=config.model.tokens_per_chunk,
+               tokenizer_dir=str(tokenizer_path(config)), split=split,
+               subtasks=tuple(subtasks or tasks.SUBTASKS))
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = dict(self.__dict__)
+    state["_sources"] = None  # engines and caches are rebuilt in each worker
+    return state
+
+  def _open(self):
+    if self._sources is None:
+      from audio_interaction.data import sounds, speech
+      source_split = SOURCE_SPLIT[self.split]
+      self._sources = (speech.MultiVoiceSpeech(split=source_split),
+                       sounds.SoundBank(split=source_split),
+                       Tokenizer.load(self.tokenizer_dir))
+    return self._sources
+
+  def timeline(self, index: int, seed: int):
+    """The timeline of example `index` (for looking at it, or rendering it again)."""
+    speech, sounds, _ = self._open()
+    name = self.subtasks[index % len(self.subtasks)]
+    # A 31-bit seed from (seed, index, split), stable across Python versions.
+    example_seed = zlib.crc32(f"{seed}/{index}/{self.split}".encode()) & 0x7FFFFFFF
+    config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms)
+    return tasks.build(name, example_seed, speech, sounds, config)
+
+  def __call__(self, index: int, seed: int) -> dict[str, Any]:
+    _, _, tokenizer = self._open()
+    timeline = self.timeline(index, seed)
+    example = serialize_lib.serialize(
+        timeline, tokenizer, chunk_ms=self.chunk_ms, slots_per_chunk=self.slots_per_chunk,
+        tokens_per_chunk=self.tokens_per_chunk)
+    meta = serialize_lib.metadata(timeline)
+    example.update({name: meta[name] for name in storage.METADATA_FIELDS})
+    return example
+
+
+def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_examples: int, *,
+                       num_workers: int = 1, seed: int | None = None,
+                       subtasks: Sequence[str] | None = None, progress: bool = True
+                       ) -> storage.SplitSummary:
+  """Builds (or resumes building) one split of the generated corpus in `config.data.dir`."""
+  tokenizer = build_tokenizer(config)
+  if tokenizer.vocab_size > config.model.decoder.vocab_size:
+    raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids, more than "
+                     f"model.decoder.vocab_size={config.model.decoder.vocab_size}")
+  make = CorpusExamples.from_config(config, split, subtasks)
+  split_seed = config.seed if seed is None else seed
+  if split != "train":
+    split_seed += 1000  # held-out streams never share a seed with training ones
+  return storage.build_split(config.data.dir, split, num_examples, make, seed=split_seed,
+                             num_workers=num_workers, shard_size=64, progress=progress,
+                             chunk_samples=config.audio.sample_rate * config.audio.chunk_ms // 1000)
+
+
+def example_lengths(example: dict[str, np.ndarray]) -> tuple[int, int]:
+  """(positions, chunks) of an example: what decides whether it fits a row."""
+  return len(example["tokens"]), int(example["num_chunks"])
