@@ -8,6 +8,8 @@ tested without any TTS engine or sound bank (its timing must not depend on the v
 
 from __future__ import annotations
 
+import os
+import tempfile
 import zlib
 
 import numpy as np
@@ -21,6 +23,14 @@ def _tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
   t = np.arange(int(round(seconds * SAMPLE_RATE))) / SAMPLE_RATE
   ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.005) if len(t) else t
   return (amplitude * ramp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+# Tests start many processes that compile the same small programs (a run, the run
+# that resumes it, ...): a persistent compilation cache shared by the session and its
+# subprocesses turns the repeats into cache hits. Numbers are unaffected.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "audio_interaction_test_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 class ToneSpeech:

@@ -10,7 +10,8 @@ from audio_interaction.data.storage import SyntheticExamples
 
 
 def train_config(**overrides):
-  settings = {"data.batch_size": 4, "data.max_len": 96, "data.max_chunks": 8,
+  settings = {"model.encoder.num_layers": 1, "model.decoder.num_layers": 1,
+              "data.batch_size": 4, "data.max_len": 96, "data.max_chunks": 8,
               "data.prefetch_batches": 0, "train.learning_rate": 3e-3,
               "train.warmup_steps": 5, "train.steps": 60,
               # Room for the byte tokenizer the loop falls back to (268 ids).
