@@ -3,6 +3,7 @@
 Verbs:
   build-data  generate a split of the streaming corpus (28 sub-tasks) as ArrayRecord.
   train       train a config in a workdir (resumes from its newest good checkpoint).
+  export      write a portable bundle (params, tokenizer, config) from a workdir.
   demo      the main job: the model listens to a generated example stream, decides
             chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
   inspect   parameter counts and AOT lowering of a config (works for pod configs).
@@ -52,6 +53,14 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _export(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.export import portable
+  config = _config_from(args, overrides)
+  out = portable.export_checkpoint(config, args.workdir, args.out, use_best=not args.latest)
+  print(f"bundle written to {out}")
+  return 0
+
+
 def _inspect(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.model.inspect_model import summarize
   from audio_interaction.model.model import AudioInteractionModel
@@ -93,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
   add_config(train)
   train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
   train.set_defaults(run=_train)
+
+  export = verbs.add_parser("export", help="write a portable bundle from a training workdir")
+  add_config(export)
+  export.add_argument("--workdir", required=True)
+  export.add_argument("--out", required=True)
+  export.add_argument("--latest", action="store_true", help="newest step instead of best eval")
+  export.set_defaults(run=_export)
 
   inspect = verbs.add_parser("inspect", help="parameter count and AOT lowering of a config")
   add_config(inspect)

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from audio_interaction.data import storage
+from audio_interaction.export import portable
 import train_testing
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "train_run.py"
@@ -41,11 +43,35 @@ def _run(command, env=None):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
+def uninterrupted_workdir(data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
   report = _run(_command(data_dir, workdir, workdir / "params.npz"))
   assert report["step"] == STEPS
-  return np.load(workdir / "params.npz")
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_workdir):
+  return np.load(uninterrupted_workdir / "params.npz")
+
+
+def test_run_wrote_metrics_and_exports_a_bundle(data_dir, uninterrupted_workdir, uninterrupted,
+                                                tmp_path):
+  history = [json.loads(line) for line in
+             (uninterrupted_workdir / "tensorboard" / "history.jsonl").read_text().splitlines()]
+  logged = [row for row in history if "decision_f1" in row]
+  assert logged and {"tokens_per_second_per_device", "tflops_per_device", "mfu",
+                     "learning_rate", "step_time"} <= set(logged[-1])
+  assert list((uninterrupted_workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert [row["step"] for row in history if "eval/loss" in row] == [STEPS]
+  config = train_testing.loop_config(data_dir)
+  portable.export_checkpoint(config, uninterrupted_workdir, tmp_path / "bundle", use_best=False)
+  _, params, tokenizer = portable.load_bundle(tmp_path / "bundle")
+  flat = {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  for key in uninterrupted.files:
+    np.testing.assert_array_equal(flat[key], uninterrupted[key])
+  assert tokenizer.vocab_size == 268
 
 
 def _assert_same_params(got, want, atol):

@@ -35,3 +35,11 @@ def fixed_batches(config, count: int, seed: int = 0):
   source = [dict(make(i, seed), example_index=i) for i in range(count * pipeline.batch_size)]
   iterator = iter(make_dataset(source, pipeline, shard_index=0, shard_count=1))
   return [next(iterator) for _ in range(count)], batch_spec(pipeline)
+
+
+def loop_config(data_dir, *, batch: int = 4, steps: int = 6):
+  """The config tests/scripts/train_run.py trains with."""
+  return train_config(**{
+      "data.dir": str(data_dir), "data.batch_size": batch, "train.steps": steps,
+      "train.checkpoint_every": 2, "train.eval_every": 1000, "train.eval_batches": 1,
+      "train.log_every": 2, "train.peak_flops_per_device": 1e11})

@@ -24,10 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_testing  # noqa: E402
 from audio_interaction.train import loop  # noqa: E402
 
-config = train_testing.train_config(**{
-    "data.dir": args.data, "data.batch_size": args.batch, "train.steps": args.steps,
-    "train.checkpoint_every": 2, "train.eval_every": 1000, "train.eval_batches": 1,
-    "train.log_every": 2, "train.peak_flops_per_device": 1e11})
+config = train_testing.loop_config(args.data, batch=args.batch, steps=args.steps)
 result = loop.train(config, args.workdir, progress=False)
 if args.out:
   # Every process restores (a collective) and gathers the params; process 0 writes them.
