@@ -128,6 +128,27 @@ class MetricWriter:
           file.write(json.dumps(row) + "\n")
 
 
+class _MetricWindow:
+  """Summed train metrics of the steps since the last log line, for rates and throughput."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self.sums, self.steps, self.tokens, self.learning_rate = None, 0, 0.0, 0.0
+    self.began = time.perf_counter()
+
+  def add(self, metrics: Mapping[str, jax.Array], tokens: float) -> None:
+    summable = {k: v for k, v in metrics.items() if k not in ("learning_rate", "grad_norm")}
+    self.sums = summable if self.sums is None else losses.add_metrics(self.sums, summable)
+    self.steps += 1
+    self.tokens += tokens
+    self.learning_rate = float(metrics["learning_rate"])
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.began
+
+
 def evaluate(trainer: Trainer, eval_step, params, config: ml_collections.ConfigDict
              ) -> dict[str, float]:
   """Rates over `config.train.eval_batches` batches of the held-out split (same each time)."""
@@ -198,26 +219,24 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   last_train: dict[str, float] = {}
   last_eval: dict[str, float] = {}
   stopped_by = None
-  window_sums, window_began, window_steps, window_tokens = None, time.perf_counter(), 0, 0.0
-  pending = None  # (step, metrics) of the previous step: read after the next is dispatched
+  window = _MetricWindow()
+  pending = None  # (metrics, tokens) of the last step: read after the next is dispatched
 
   def log_window(step: int) -> None:
-    nonlocal window_sums, window_began, window_steps, window_tokens, last_train
-    elapsed = time.perf_counter() - window_began
-    sums = jax.device_get(window_sums)
+    nonlocal last_train
+    sums, steps, elapsed = jax.device_get(window.sums), window.steps, window.elapsed()
     rates = losses.finalize_metrics(sums)
-    step_time = elapsed / max(window_steps, 1)
+    step_time = elapsed / steps
     flops = compiled.flops_per_step / step_time / devices
-    rates.update(loss=float(sums["loss"]) / window_steps,
-                 learning_rate=float(pending_metrics_lr), step_time=step_time,
-                 tokens_per_second_per_device=window_tokens / elapsed / devices,
+    rates.update(loss=float(sums["loss"]) / steps, learning_rate=window.learning_rate,
+                 step_time=step_time,
+                 tokens_per_second_per_device=window.tokens / elapsed / devices,
                  tflops_per_device=flops / 1e12, mfu=flops / peak)
     writer.write(step, rates)
     last_train = rates
     bar.set_postfix(loss=f"{rates['loss']:.3f}", f1=f"{rates['decision_f1']:.2f}")
-    window_sums, window_began, window_steps, window_tokens = None, time.perf_counter(), 0, 0.0
+    window.reset()
 
-  pending_metrics_lr = 0.0
   with checkpoint_lib.PreemptionGuard() as guard:
     for step in range(start, train_config.steps):
       if stage_index(config, step) != stage:
@@ -226,17 +245,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                                            stage_mixture(config, step))
       local = next(iterator)
       state, metrics = compiled.fn(state, trainer.device_batch(local))
-      window_tokens += float(np.sum(local["tokens"] != 0)) * jax.process_count()
       if pending is not None:
-        _, previous = pending
-        summed = {k: v for k, v in previous.items() if k not in ("learning_rate", "grad_norm")}
-        window_sums = summed if window_sums is None else losses.add_metrics(window_sums, summed)
-        pending_metrics_lr = previous["learning_rate"]
-        window_steps += 1
-      pending = (step + 1, metrics)
+        window.add(*pending)  # the previous step's metrics are ready by now
+      pending = (metrics, float(np.sum(local["tokens"] != 0)) * jax.process_count())
       done = step + 1
       bar.update(1)
-      if window_steps and done % train_config.log_every == 0:
+      if window.steps and done % train_config.log_every == 0:
         log_window(done - 1)
       eval_metrics = None
       if done % train_config.eval_every == 0 or done == train_config.steps:
