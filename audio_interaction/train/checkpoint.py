@@ -47,6 +47,7 @@ import base64
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import re
 import signal
@@ -369,7 +370,10 @@ class Checkpointer:
         the saved one to explain shape mismatches.
       tokenizer: saved with every checkpoint.
     """
+    # Orbax's tensorstore back end rejects relative paths; URLs (gs://...) pass through.
     self.directory = epath.Path(directory)
+    if "://" not in str(directory):
+      self.directory = epath.Path(os.path.abspath(str(directory)))
     self.options = options
     self._config_json = config_to_json(config) if config is not None else None
     # The tokenizer does not change during a run: encode it once.

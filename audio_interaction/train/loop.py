@@ -172,7 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     "stopped_by": signal name or None}.
   """
   maybe_initialize_distributed()
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).resolve()  # Orbax's tensorstore needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   train_config = config.train
   trainer = Trainer(config)
