@@ -38,6 +38,42 @@ class StreamScore:
   latencies: list[float]  # seconds from ready chunk end to the first reply token
 
 
+@dataclasses.dataclass(frozen=True)
+class Match:
+  hits: int
+  exact: int
+  false_triggers: int
+  latency_chunks: tuple[int, ...]
+
+
+def match_replies(expected: list[tuple[int, str]], model: list[tuple[int, str]],
+                  window_chunks: int) -> Match:
+  """Matches model replies to expected ones, in order of readiness.
+
+  Args:
+    expected: (ready chunk, text) of each warranted reply.
+    model: (start chunk, text) of each reply the model wrote.
+    window_chunks: a model reply starting in [ready, ready + window] answers it; one
+      that starts before `ready` is early, i.e. a false trigger, never a hit.
+  Returns:
+    hits, exact-text hits (after `normalize_text`), model replies matching nothing,
+    and each hit's delay in chunks.
+  """
+  used: set[int] = set()
+  hits = exact = 0
+  latencies = []
+  for ready, text in sorted(expected):
+    for index, (start, said) in enumerate(model):
+      if index in used or not ready <= start <= ready + window_chunks:
+        continue
+      used.add(index)
+      hits += 1
+      exact += normalize_text(said) == normalize_text(text)
+      latencies.append(start - ready)
+      break
+  return Match(hits, exact, len(model) - len(used), tuple(latencies))
+
+
 def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
                  *, threshold: float, window_chunks: int) -> StreamScore:
   """Runs the engine over one rendered timeline and matches its replies to the expected ones."""
@@ -49,21 +85,12 @@ def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
   chunk_s = trace.chunk_seconds
   model = [(int(round(start / chunk_s)) - 1, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
            for start, tokens in trace.replies]
-  used = set()
-  hits = exact = 0
-  latencies = []
-  for reply in sorted(timeline.replies, key=lambda r: r.ready_time):
-    ready = first_chunk_reaching(reply.ready_time, config.chunk_samples)
-    for index, (start, text) in enumerate(model):
-      if index in used or not ready <= start <= ready + window_chunks:
-        continue
-      used.add(index)
-      hits += 1
-      exact += normalize_text(text) == normalize_text(reply.text)
-      latencies.append((start - ready) * chunk_s)
-      break
-  return StreamScore(timeline.task, tasks.ABILITIES[timeline.ability], len(timeline.replies),
-                     hits, exact, len(model), len(model) - len(used), latencies)
+  expected = [(first_chunk_reaching(r.ready_time, config.chunk_samples), r.text)
+              for r in timeline.replies]
+  match = match_replies(expected, model, window_chunks)
+  return StreamScore(timeline.task, tasks.ABILITIES[timeline.ability], len(expected),
+                     match.hits, match.exact, len(model), match.false_triggers,
+                     [c * chunk_s for c in match.latency_chunks])
 
 
 def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speech, sounds, *,
