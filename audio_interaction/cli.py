@@ -3,6 +3,7 @@
 Verbs:
   build-data  generate a split of the streaming corpus (28 sub-tasks) as ArrayRecord.
   train       train a config in a workdir (resumes from its newest good checkpoint).
+  heldout     run a model alone over held-out streams: when it spoke, what it said.
   export      write a portable bundle (params, tokenizer, config) from a workdir.
   demo      the main job: the model listens to a generated example stream, decides
             chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
@@ -50,6 +51,24 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
   config = _config_from(args, overrides)
   result = loop.train(config, args.workdir)
   print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+  return 0
+
+
+def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.eval import heldout
+  from audio_interaction.infer import demo
+  from audio_interaction.infer.engine import Engine
+  model, params, tokenizer, note = demo.load_model(_config_from(args, overrides), args.bundle)
+  speech, sounds = demo.default_sources()
+  result = heldout.evaluate_heldout(Engine(model), params, tokenizer, speech, sounds,
+                                    streams_per_subtask=args.streams, threshold=args.threshold)
+  print(f"model: {note}; {args.streams} held-out streams per online sub-task, "
+        f"threshold {args.threshold}")
+  print(heldout.format_table(result))
+  if args.json:
+    with open(args.json, "w") as file:
+      json.dump({k: v for k, v in result.items() if k != "streams"}, file, indent=1)
   return 0
 
 
@@ -102,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
   add_config(train)
   train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
   train.set_defaults(run=_train)
+
+  held = verbs.add_parser("heldout", help="free-running check on held-out generated streams")
+  add_config(held)
+  held.add_argument("--bundle", default=None, help="model bundle (default: the embedded one)")
+  held.add_argument("--streams", type=int, default=2, help="streams per online sub-task")
+  held.add_argument("--threshold", type=float, default=0.5)
+  held.add_argument("--json", default="", help="also write the rates here")
+  held.set_defaults(run=_heldout)
 
   export = verbs.add_parser("export", help="write a portable bundle from a training workdir")
   add_config(export)

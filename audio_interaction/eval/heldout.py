@@ -135,3 +135,16 @@ def rates(scores: list[StreamScore]) -> dict[str, float]:
       "false_triggers_per_stream": sum(s.false_triggers for s in scores) / max(len(scores), 1),
       "median_latency_s": float(np.median(latencies)) if latencies else float("nan"),
   }
+
+
+def format_table(result: dict) -> str:
+  """A Markdown table of `evaluate_heldout`'s per-ability and overall rates."""
+  lines = ["| ability | streams | replies warranted | answered in time (recall) | exact text | "
+           "precision | false triggers / stream | median latency |",
+           "|---|---|---|---|---|---|---|---|"]
+  rows = list(result["per_ability"].items()) + [("**all online**", result["overall"])]
+  for name, r in rows:
+    lines.append(f"| {name} | {r['streams']} | {r['expected_replies']} | {r['recall']:.0%} | "
+                 f"{r['exact_match']:.0%} | {r['precision']:.0%} | "
+                 f"{r['false_triggers_per_stream']:.2f} | {r['median_latency_s']:.2f} s |")
+  return "\n".join(lines)
