@@ -1,0 +1,73 @@
+"""Engine: what the jitted perceive/speak loop did equals the full forward of the same model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from audio_interaction.data import stream_format as sf
+from audio_interaction.infer.engine import Engine, SamplingConfig, sample_tokens
+from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.model.model import AudioInteractionModel
+import model_testing
+
+
+def test_greedy_loop_equals_full_forward_on_its_own_sequence():
+  model = AudioInteractionModel(model_testing.small_config())
+  params = model.init(jax.random.key(4))
+  engine = Engine(model)
+  rng = np.random.default_rng(0)
+  cfg = model.config
+  audio = (0.1 * rng.normal(size=10 * cfg.chunk_samples)).astype(np.float32)
+  instruction = [20, 21, 22]
+  probe = run_stream(engine, params, audio, instruction, threshold=2.0)  # never speaks
+  # A threshold inside the observed range makes the model speak on some chunks only.
+  threshold = float(np.median([c.speak_probability for c in probe.chunks]))
+  trace = run_stream(engine, params, audio, instruction, threshold=threshold)
+  spoke = [c.spoke for c in trace.chunks]
+  assert any(spoke) and not all(spoke)
+
+  # Lay out what happened in the stream format and run the full forward over it.
+  tokens = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID, *instruction, sf.END_SYS_ID]
+  slots = [sf.NO_INDEX] * len(tokens)
+  decide_at, reply_at = [], []
+  for chunk in trace.chunks:
+    k = cfg.slots_per_chunk
+    tokens += [sf.AUDIO_ID] + [sf.AUDIO_SLOT_ID] * k + [sf.DECIDE_ID]
+    slots += [sf.NO_INDEX] + [chunk.index * k + j for j in range(k)] + [sf.NO_INDEX]
+    decide_at.append(len(tokens) - 1)
+    for token in chunk.reply_tokens:
+      reply_at.append((len(tokens) - 1, token))  # predicted at the previous position
+      tokens.append(token)
+      slots.append(sf.NO_INDEX)
+  full = model.forward(params, jnp.asarray([tokens]), jnp.asarray(audio[None]),
+                       jnp.asarray([slots]))
+  probs = jax.nn.softmax(full.decision_logits[0], -1)[:, sf.Decision.SPEAK]
+  np.testing.assert_allclose([c.speak_probability for c in trace.chunks],
+                             np.asarray(probs)[decide_at], atol=2e-5)
+  greedy = np.asarray(jnp.argmax(full.lm_logits[0], -1))
+  assert reply_at and all(greedy[position] == token for position, token in reply_at)
+  # Replies stop at <eor> or at the per-chunk budget.
+  for chunk in trace.chunks:
+    assert len(chunk.reply_tokens) <= cfg.tokens_per_chunk
+    assert sf.EOR_ID not in chunk.reply_tokens[:-1]
+
+
+def test_nucleus_sampling_keeps_only_the_nucleus():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  keys = jax.random.split(jax.random.key(0), 400)
+  draws = np.array([int(sample_tokens(logits, key, SamplingConfig(1.0, 0.7))[0]) for key in keys])
+  # The smallest set with mass >= 0.7 is {0, 1}; tokens 2 and 3 are never drawn.
+  assert set(draws) == {0, 1}
+  assert 0.55 < np.mean(draws == 0) < 0.70  # 0.5 / 0.8 renormalised
+  greedy = sample_tokens(logits, keys[0], SamplingConfig())
+  assert int(greedy[0]) == 0
+
+
+def test_bad_frames_are_refused_with_a_clear_error():
+  model = AudioInteractionModel(model_testing.small_config())
+  params = model.init(jax.random.key(4))
+  audio = np.zeros(3 * model.config.chunk_samples, np.float32)
+  audio[100] = np.nan
+  with pytest.raises(ValueError, match="NaN"):
+    run_stream(Engine(model), params, audio, [20])
