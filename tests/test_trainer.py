@@ -75,3 +75,31 @@ def test_three_steps_on_8_devices_equal_one_device(tmp_path):
     # Adam normalises updates, so tiny reduction-order differences stay tiny.
     np.testing.assert_allclose(eight_params[key], one_params[key], atol=2e-5, rtol=0,
                                err_msg=key)
+
+
+def test_bf16_compute_keeps_fp32_master_params_and_learns():
+  config = train_testing.train_config(**{"model.dtype": "bfloat16"})
+  trainer = Trainer(config)
+  state = trainer.init_state(0)
+  (batch,), spec = train_testing.fixed_batches(config, count=1)
+  step = trainer.compile_train_step(spec)
+  device_batch = trainer.device_batch(batch)
+  losses_seen = []
+  for _ in range(15):
+    state, metrics = step.fn(state, device_batch)
+    losses_seen.append(float(metrics["loss"]))
+  assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
+  assert np.isfinite(losses_seen).all() and losses_seen[-1] < 0.5 * losses_seen[0]
+
+
+def test_curriculum_stages_pick_the_mixture_by_step():
+  from audio_interaction.train import loop
+  config = train_testing.train_config(**{
+      "train.stages": ((100, {"offline_understanding": 1.0}),
+                       (300, {"offline_understanding": 1.0, "voice_chat": 3.0})),
+      "data.mixture": {"voice_chat": 1.0}})
+  assert loop.stage_mixture(config, 0) == {"offline_understanding": 1.0}
+  assert loop.stage_index(config, 99) == 0 and loop.stage_index(config, 100) == 1
+  assert loop.stage_mixture(config, 299) == {"offline_understanding": 1.0, "voice_chat": 3.0}
+  assert loop.stage_mixture(config, 300) == {"voice_chat": 1.0}  # after the last stage
+  assert loop.stage_index(config, 10_000) == 2
