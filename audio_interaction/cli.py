@@ -2,6 +2,7 @@
 
 Verbs:
   build-data  generate a split of the streaming corpus (28 sub-tasks) as ArrayRecord.
+  show-example  one corpus example as a timeline PNG (labels per chunk), a WAV and text.
   train       train a config in a workdir (resumes from its newest good checkpoint).
   heldout     run a model alone over held-out streams: when it spoke, what it said.
   export      write a portable bundle (params, tokenizer, config) from a workdir.
@@ -40,6 +41,20 @@ def _build_data(args: argparse.Namespace, overrides: list[str]) -> int:
                                       num_workers=args.workers,
                                       subtasks=args.subtasks.split(",") if args.subtasks else None)
   print(f"{args.split}: {summary}")
+  return 0
+
+
+def _show_example(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.data import show
+  config = _config_from(args, overrides)
+  shown = show.show_example(config, args.split, args.index, args.out,
+                            subtask=args.subtask or None, seed=args.seed,
+                            subtasks=args.subtasks.split(",") if args.subtasks else None,
+                            play=args.play)
+  print(shown.txt.read_text().splitlines()[0])
+  print(f"wrote {shown.png}, {shown.wav}, {shown.txt}")
+  if shown.played:
+    print(shown.played)
   return 0
 
 
@@ -116,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
   build.add_argument("--workers", type=int, default=1, help="worker processes")
   build.add_argument("--subtasks", default="", help="comma-separated sub-tasks (default: all 28)")
   build.set_defaults(run=_build_data)
+
+  show = verbs.add_parser("show-example", help="picture, audio and text of one corpus example")
+  add_config(show)
+  show.add_argument("--split", default="train", choices=("train", "eval", "test"))
+  show.add_argument("--index", type=int, default=0, help="example index in the split")
+  show.add_argument("--subtask", default="", help="build this sub-task directly instead")
+  show.add_argument("--seed", type=int, default=None,
+                    help="with --subtask: the example's seed (default 0); without: the "
+                         "split seed (default: the one build-data used)")
+  show.add_argument("--subtasks", default="",
+                    help="the --subtasks build-data was given, so --index matches")
+  show.add_argument("--out", default="runs/show", help="where example.png/.wav/.txt go")
+  show.add_argument("--play", action="store_true", help="also play the audio (sounddevice)")
+  show.set_defaults(run=_show_example)
 
   train = verbs.add_parser("train", help="train a config; resumes from --workdir")
   add_config(train)

@@ -21,6 +21,7 @@ import numpy as np
 
 from audio_interaction.data import serialize as serialize_lib
 from audio_interaction.data import storage, tasks, worlds
+from audio_interaction.data.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
 
 TOKENIZER_DIR = "tokenizer"
@@ -86,24 +87,41 @@ class CorpusExamples:
                        Tokenizer.load(self.tokenizer_dir))
     return self._sources
 
-  def timeline(self, index: int, seed: int):
-    """The timeline of example `index` (for looking at it, or rendering it again)."""
+  @property
+  def tokenizer(self) -> Tokenizer:
+    return self._open()[2]
+
+  def build(self, name: str, example_seed: int) -> Timeline:
+    """Sub-task `name` built from `example_seed` with this split's sources."""
     speech, sounds, _ = self._open()
-    name = self.subtasks[index % len(self.subtasks)]
-    # A 31-bit seed from (seed, index, split), stable across Python versions.
-    example_seed = zlib.crc32(f"{seed}/{index}/{self.split}".encode()) & 0x7FFFFFFF
     config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms)
     return tasks.build(name, example_seed, speech, sounds, config)
 
-  def __call__(self, index: int, seed: int) -> dict[str, Any]:
-    _, _, tokenizer = self._open()
-    timeline = self.timeline(index, seed)
+  def timeline(self, index: int, seed: int) -> Timeline:
+    """The timeline of example `index` (for looking at it, or rendering it again)."""
+    name = self.subtasks[index % len(self.subtasks)]
+    # A 31-bit seed from (seed, index, split), stable across Python versions.
+    example_seed = zlib.crc32(f"{seed}/{index}/{self.split}".encode()) & 0x7FFFFFFF
+    return self.build(name, example_seed)
+
+  def example(self, timeline: Timeline) -> dict[str, Any]:
+    """The stream-format example of `timeline`, with its metadata strings."""
     example = serialize_lib.serialize(
-        timeline, tokenizer, chunk_ms=self.chunk_ms, slots_per_chunk=self.slots_per_chunk,
+        timeline, self.tokenizer, chunk_ms=self.chunk_ms, slots_per_chunk=self.slots_per_chunk,
         tokens_per_chunk=self.tokens_per_chunk)
     meta = serialize_lib.metadata(timeline)
     example.update({name: meta[name] for name in storage.METADATA_FIELDS})
     return example
+
+  def __call__(self, index: int, seed: int) -> dict[str, Any]:
+    return self.example(self.timeline(index, seed))
+
+
+def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:
+  """The seed `build_corpus_split` passes to every example of `split` (`seed`: config.seed)."""
+  base = config.seed if seed is None else seed
+  # Held-out streams never share a seed with training ones.
+  return base if split == "train" else base + 1000
 
 
 def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_examples: int, *,
@@ -116,10 +134,8 @@ def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_exampl
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids, more than "
                      f"model.decoder.vocab_size={config.model.decoder.vocab_size}")
   make = CorpusExamples.from_config(config, split, subtasks)
-  split_seed = config.seed if seed is None else seed
-  if split != "train":
-    split_seed += 1000  # held-out streams never share a seed with training ones
-  return storage.build_split(config.data.dir, split, num_examples, make, seed=split_seed,
+  return storage.build_split(config.data.dir, split, num_examples, make,
+                             seed=split_seed(config, split, seed),
                              num_workers=num_workers, shard_size=64, progress=progress,
                              chunk_samples=config.audio.sample_rate * config.audio.chunk_ms // 1000)
 

@@ -1,9 +1,12 @@
 """Timeline pictures of a stream: audio, what was said and heard, and what the model did.
 
-Rows, top to bottom: waveform; log-mel; reference spans (words, sound events, the
-chunks where a reply was warranted); P(SPEAK) per chunk against the threshold, with
-the chunks where the model spoke shaded and its reply text written where it began.
-The point is to show *why* the model spoke: which chunk, which probability.
+Rows, top to bottom: waveform; log-mel; reference spans (words with fillers and
+mid-utterance pauses marked, sound events, the times where a reply was warranted);
+then a decision row. `plot_timeline` draws a model's run there: P(SPEAK) per chunk
+against the threshold, with the chunks where the model spoke shaded and its reply
+text written where it began -- to show *why* the model spoke: which chunk, which
+probability. `plot_labels` draws a training example's targets there instead: the
+SILENT/SPEAK label of every chunk and the reply tokens written after it.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import pathlib
 from collections.abc import Callable, Sequence
 
 import matplotlib
+import matplotlib.patches
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from audio_interaction.data.timeline import Timeline  # noqa: E402
 from audio_interaction.infer.run_stream import StreamTrace  # noqa: E402
 
 
@@ -28,10 +33,40 @@ class Span:
   start: float
   end: float
   label: str
-  kind: str = "word"  # "word", "event", "expected_reply"
+  kind: str = "word"  # "word", "filler", "pause", "event", "expected_reply"
 
 
-_KIND_COLOURS = {"word": "tab:blue", "event": "tab:orange", "expected_reply": "tab:green"}
+_KIND_COLOURS = {"word": "tab:blue", "filler": "tab:purple", "pause": "0.75",
+                 "event": "tab:orange", "expected_reply": "tab:green"}
+# Reference row level of each kind: fillers and pauses sit among the words.
+_KIND_LEVELS = {"word": 2, "filler": 2, "pause": 2, "event": 1, "expected_reply": 0}
+
+
+def timeline_spans(timeline: Timeline) -> list[Span]:
+  """Reference spans of a composed timeline: words (fillers as "filler"), the
+  mid-utterance holds that must stay SILENT ("pause"), sound events, and each
+  expected reply from its ready time."""
+  spans = []
+  for utterance in timeline.utterances:
+    spans += [Span(w.start, w.end, w.text, "filler" if filler else "word")
+              for w, filler in zip(utterance.words, utterance.fillers)]
+    # Unlabelled: a hold spans the filler words it contains, whose text is drawn.
+    spans += [Span(h.start, h.end, "", "pause") for h in utterance.holds]
+  spans += [Span(e.start, e.end, e.label, "event") for e in timeline.sounds]
+  spans += [Span(r.ready_time, r.ready_time + 0.5, r.text, "expected_reply")
+            for r in timeline.replies]
+  return spans
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkLabel:
+  """A chunk's training target: [start, end) in seconds, SPEAK or not, and the text of
+  the reply tokens that follow its `<decide>` ("" if none)."""
+
+  start: float
+  end: float
+  speak: bool
+  text: str = ""
 
 
 def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
@@ -49,8 +84,60 @@ def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
     log_mel: optional [F, n_mels] features to show.
     reference: ground-truth spans to draw (words, events, expected replies).
   """
-  path = pathlib.Path(path)
   duration = max(len(audio) / sample_rate, trace.chunks[-1].end if trace.chunks else 0.0)
+  figure, ax = _figure(audio, sample_rate, duration, log_mel, reference)
+  ends = np.array([c.end for c in trace.chunks])
+  probs = np.array([c.speak_probability for c in trace.chunks])
+  ax.step(ends, probs, where="post", color="tab:red", label="P(SPEAK) at <decide>")
+  ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold}")
+  for chunk in trace.chunks:
+    if chunk.spoke:
+      ax.axvspan(chunk.start, chunk.end, color="tab:green", alpha=0.2, linewidth=0)
+  for start, tokens in trace.replies:
+    text = decode(tokens) if decode else " ".join(map(str, tokens))
+    ax.text(start, 0.06, text[:60], fontsize=7, clip_on=True,
+            bbox=dict(facecolor="white", alpha=0.8, linewidth=0))
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("decision")
+  ax.legend(loc="lower right", fontsize=7)
+  return _save(figure, path, title)
+
+
+def plot_labels(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
+                chunks: Sequence[ChunkLabel], *, log_mel: np.ndarray | None = None,
+                reference: Sequence[Span] = (), note: str = "", title: str = ""
+                ) -> pathlib.Path:
+  """Writes the timeline PNG of a training example's targets and returns its path.
+
+  Args:
+    audio: [S] samples of the stream.
+    chunks: every chunk's label and reply text, in order (empty for offline examples).
+    log_mel: optional [F, n_mels] features to show.
+    reference: spans to draw (see `timeline_spans`).
+    note: text written in the decision row (e.g. an offline example's answer).
+  """
+  duration = max(len(audio) / sample_rate, chunks[-1].end if chunks else 0.0)
+  figure, ax = _figure(audio, sample_rate, duration, log_mel, reference)
+  for chunk in chunks:
+    if chunk.speak:
+      ax.axvspan(chunk.start, chunk.end, ymax=0.5, color="tab:green", alpha=0.5, linewidth=0)
+    ax.axvline(chunk.start, color="0.85", linewidth=0.4)
+    if chunk.text:
+      # One chunk is narrow: its tokens are written upwards from the chunk's start.
+      ax.text(chunk.start, 0.55, chunk.text, rotation=90, fontsize=6, va="bottom",
+              clip_on=True)
+  if note:
+    ax.text(0.01, 0.25, note[:120], transform=ax.transAxes, fontsize=8,
+            bbox=dict(facecolor="white", alpha=0.8, linewidth=0))
+  ax.set_ylim(0, 1)
+  ax.set_yticks([0.25, 0.75], ["SPEAK\nlabel", "reply\ntokens"], fontsize=7)
+  ax.set_ylabel("targets")
+  return _save(figure, path, title)
+
+
+def _figure(audio: np.ndarray, sample_rate: int, duration: float, log_mel: np.ndarray | None,
+            reference: Sequence[Span]) -> tuple[plt.Figure, plt.Axes]:
+  """The waveform, log-mel and reference rows; returns the figure and its decision row."""
   rows = [("wave", 1.0)] + ([("mel", 1.2)] if log_mel is not None else [])
   rows += [("reference", 0.9)] if reference else []
   rows += [("decision", 1.4)]
@@ -68,32 +155,26 @@ def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
     axes["mel"].set_ylabel("log-mel")
   if reference:
     ax = axes["reference"]
-    levels = {"word": 2, "event": 1, "expected_reply": 0}
     for span in reference:
-      level = levels.get(span.kind, 1)
+      level = _KIND_LEVELS.get(span.kind, 1)
       ax.broken_barh([(span.start, max(span.end - span.start, 0.02))], (level + 0.1, 0.8),
                      color=_KIND_COLOURS.get(span.kind, "tab:gray"), alpha=0.5)
       ax.text(span.start, level + 0.5, span.label, fontsize=7, va="center", clip_on=True)
     ax.set_ylim(0, 3)
     ax.set_yticks([0.5, 1.5, 2.5], ["expected\nreply", "events", "words"], fontsize=7)
-
+    marks = [k for k in ("filler", "pause") if any(span.kind == k for span in reference)]
+    if marks:
+      ax.legend(handles=[matplotlib.patches.Patch(color=_KIND_COLOURS[k], alpha=0.5,
+                                                  label="hold (stay silent)" if k == "pause" else k)
+                         for k in marks], loc="upper right", fontsize=7)
   ax = axes["decision"]
-  ends = np.array([c.end for c in trace.chunks])
-  probs = np.array([c.speak_probability for c in trace.chunks])
-  ax.step(ends, probs, where="post", color="tab:red", label="P(SPEAK) at <decide>")
-  ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold}")
-  for chunk in trace.chunks:
-    if chunk.spoke:
-      ax.axvspan(chunk.start, chunk.end, color="tab:green", alpha=0.2, linewidth=0)
-  for start, tokens in trace.replies:
-    text = decode(tokens) if decode else " ".join(map(str, tokens))
-    ax.text(start, 0.06, text[:60], fontsize=7, clip_on=True,
-            bbox=dict(facecolor="white", alpha=0.8, linewidth=0))
-  ax.set_ylim(0, 1)
-  ax.set_ylabel("decision")
   ax.set_xlabel("stream time (s)")
-  ax.legend(loc="lower right", fontsize=7)
   ax.set_xlim(0, duration)
+  return figure, ax
+
+
+def _save(figure: plt.Figure, path: str | pathlib.Path, title: str) -> pathlib.Path:
+  path = pathlib.Path(path)
   if title:
     figure.suptitle(title)
   figure.tight_layout()

@@ -18,10 +18,10 @@ from rich.console import Console
 from audio_interaction.audio.features import log_mel
 from audio_interaction.data import stream_format as sf
 from audio_interaction.data import tasks, worlds
-from audio_interaction.data.timeline import Timeline, render
+from audio_interaction.data.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
 from audio_interaction.export import portable
-from audio_interaction.eval.timeline_plot import Span, plot_timeline
+from audio_interaction.eval.timeline_plot import plot_timeline, timeline_spans
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.run_stream import ChunkRecord, run_stream
 from audio_interaction.model.model import AudioInteractionModel, Params
@@ -31,18 +31,6 @@ def default_sources():
   """Held-out speech and sound sources installed on this machine (TTS engines, sound banks)."""
   from audio_interaction.data import sounds, speech
   return speech.MultiVoiceSpeech(split=worlds.HELDOUT), sounds.SoundBank(split=worlds.HELDOUT)
-
-
-def reference_spans(timeline: Timeline) -> list[Span]:
-  """Words, sound events and expected replies of a timeline, for the picture."""
-  spans = []
-  for utterance in timeline.utterances:
-    spans += [Span(w.start, w.end, w.text, "word") for w in utterance.words]
-  for event in timeline.sounds:
-    spans.append(Span(event.start, event.end, event.label, "event"))
-  for reply in timeline.replies:
-    spans.append(Span(reply.ready_time, reply.ready_time + 0.5, reply.text, "expected_reply"))
-  return spans
 
 
 # The embedded default model: trained by the command in the README, shipped in the repo.
@@ -121,7 +109,7 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
   mel = np.asarray(log_mel(audio[None], model.frontend))[0]
   picture = plot_timeline(out / "timeline.png", audio, 16000, trace, threshold=threshold,
                           decode=tokenizer.decode, log_mel=mel,
-                          reference=reference_spans(timeline),
+                          reference=timeline_spans(timeline),
                           title=f"{subtask}: {weights_note}")
   replies = [(start, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
              for start, tokens in trace.replies]

@@ -1,0 +1,581 @@
+"""Real corpora as speech and sound sources: JSONL manifests and TFDS-style examples.
+
+The 28 sub-task builders (`tasks.py`) compose streams from any `SpeechSource` and
+`SoundSource`. `ManifestSpeech` and `ManifestSounds` serve real recordings through
+those Protocols, so the same builders compose streams from a researcher's corpus:
+
+    report = read_manifest("my_corpus/manifest.jsonl")
+    timeline = tasks.build("alert_alarm", seed, ManifestSpeech(report.rows),
+                           ManifestSounds(report.rows))
+
+A manifest is one JSON object per line (blank lines are ignored)::
+
+    {"audio": "clips/0001.flac",        # relative to the manifest's folder, or absolute
+     "transcript": "what is two plus two",   # optional: what is said
+     "words": [["what", 0.31, 0.52], ...],   # optional: exact word times (s, clip start)
+     "speaker": "spk17",                # optional: keeps one voice per speaker in a stream
+     "label": "smoke_alarm",            # optional: sound event class (`worlds.SOUNDS`)
+     "recognisable_after": 0.9,         # optional: s after which the sound can be named
+     "reply": "four", "reply_time": 1.2}  # optional: an expected reply and when (s) it is due
+
+A row needs `audio` and a `transcript`/`words` or a `label`. `reply`/`reply_time` are
+read, checked and kept on the row for builders of one's own; the built-in builders
+take their replies from the closed worlds.
+
+Word timing. Comprehension-aware labels are only as exact as the word times: a reply
+to a question is warranted at the end of its last word. Rows with `words` give exact
+times. Rows without them get *approximate* times: the words are laid end to end over
+the clip's voiced region (energy-based trim, `effects.trim_silence`), each taking a
+share proportional to its length in letters; such clips are `ManifestClip`s with
+`approximate_timing=True`. For exact labels, give `words` (e.g. from a forced aligner
+such as the Montreal Forced Aligner, or a CTC aligner) or pass
+`exact_timing_only=True` to `ManifestSpeech`.
+
+Matching text. `ManifestSpeech.say(text)` serves a row whose transcript equals `text`
+after `tokenizer.normalize_text` ("Two plus 2?" == "two plus two"), or raises
+`NotInManifest` (a KeyError) naming the text. Builders that split an utterance
+(mid-utterance pauses, fillers) ask for the pieces, so those need rows of their own. `utterances()` lists every transcribed row, for builders that can
+take any utterance (transcription).
+
+Validation (`read_manifest`, `from_tfds_examples`): every row is checked and decoded
+once; a bad row is skipped and counted by reason in `ManifestReport.skipped`, with one
+`logging.warning` per reason (its count and the first offending line), or, with
+`strict=True`, raises `ManifestError` naming the line and the problem. Reasons:
+`malformed_json`, `unknown_keys`, `bad_field` (wrong type or value, words that do not
+match the transcript or lie outside the clip), `no_annotation` (neither transcript nor
+label), `empty_transcript`, `missing_file`, `corrupt_audio` (undecodable or empty),
+`nan_audio` (NaN/Inf samples), `wrong_sample_rate` (only with `resample=False`;
+otherwise the audio is resampled and counted in `ManifestReport.resampled`), and
+`unmapped_label` (TFDS labels outside a given `label_map`). Audio files are not kept
+in memory (a LibriSpeech-sized manifest would not fit): rows reload them on use,
+through a small LRU cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import soundfile
+
+from audio_interaction.audio import io as audio_io
+from audio_interaction.data import effects, sounds
+from audio_interaction.data.sources import SAMPLE_RATE, SoundClip, SpeechClip, Word
+from audio_interaction.data.speech import split_words
+from audio_interaction.data.tokenizer import normalize_text
+
+log = logging.getLogger(__name__)
+
+KEYS: Final[frozenset[str]] = frozenset({
+    "audio", "transcript", "words", "speaker", "label", "recognisable_after", "reply",
+    "reply_time"})
+
+# Seconds after a sound's first onset at which a listener can name it, per class: about
+# one unit of the sound (a bark, a siren sweep, the second beep of a smoke alarm). The
+# recorded classes share `sounds.RECORDING_DELAY_S`; a row's `recognisable_after`
+# overrides it.
+RECOGNISABLE_AFTER_S: Final[Mapping[str, float]] = {
+    **sounds.RECORDING_DELAY_S,
+    "smoke_alarm": 1.0, "doorbell": 0.4, "knock": 0.3, "glass_break": 0.2, "crash": 0.2,
+    "baby_cry": 0.6, "rain": 1.0, "keyboard": 0.6, "clock_tick": 1.0, "footsteps": 0.8,
+}
+DEFAULT_RECOGNISABLE_AFTER_S: Final[float] = 0.5
+
+# ESC-50 class names -> our event classes (`worlds.SOUNDS`), for `from_tfds_examples(...,
+# label_map=ESC50_LABELS)`. Classes with no counterpart (sneezing, chainsaw, church
+# bells, ...) are left out, so their clips are skipped as `unmapped_label`.
+ESC50_LABELS: Final[Mapping[str, str]] = {
+    "dog": "dog_bark", "cat": "cat", "crying_baby": "baby_cry", "crow": "bird",
+    "chirping_birds": "bird", "rooster": "farm_animal", "hen": "farm_animal",
+    "pig": "farm_animal", "cow": "farm_animal", "sheep": "farm_animal", "insects": "insect",
+    "rain": "rain", "pouring_water": "water", "toilet_flush": "water",
+    "thunderstorm": "thunder", "footsteps": "footsteps", "door_wood_knock": "knock",
+    "keyboard_typing": "keyboard", "vacuum_cleaner": "vacuum_cleaner",
+    "clock_alarm": "alarm_clock", "clock_tick": "clock_tick",
+    "glass_breaking": "glass_break", "siren": "siren", "fireworks": "fireworks",
+}
+
+_AUDIO_CACHE_CLIPS = 128  # file rows decoded on use; LibriSpeech clips are ~0.5 MB
+
+
+class ManifestError(ValueError):
+  """A bad manifest row in strict mode; the message names the line and the problem."""
+
+
+class NotInManifest(KeyError):
+  """No row has the requested transcript or label."""
+
+  def __str__(self) -> str:
+    return str(self.args[0])  # KeyError would print the repr, escaping every quote
+
+
+class _RowProblem(Exception):
+  """Why one row cannot be used: `reason` (a `ManifestReport.skipped` key) and details."""
+
+  def __init__(self, reason: str, message: str):
+    super().__init__(message)
+    self.reason = reason
+
+
+# ------------------------------------------------------------------------------ rows
+
+@functools.lru_cache(maxsize=_AUDIO_CACHE_CLIPS)
+def _load_file(path: str, sample_rate: int) -> np.ndarray:
+  audio = audio_io.load_audio(path, sample_rate, resample=True)
+  audio.setflags(write=False)  # shared by every clip drawn from the cache
+  return audio
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ManifestRow:
+  """One validated recording.
+
+  `source` is the audio file's path, or "<name>:<index>" for in-memory examples
+  (whose samples are in `audio`; file rows have `audio` None and load on use).
+  `where` locates the row for messages ("line 3", "example 3"). Times are seconds
+  from the clip's start; `words` is None when the row gave no word times.
+  """
+
+  source: str
+  where: str
+  sample_rate: int
+  duration: float
+  transcript: str | None = None
+  words: tuple[Word, ...] | None = None
+  speaker: str | None = None
+  label: str | None = None
+  recognisable_after: float | None = None
+  reply: str | None = None
+  reply_time: float | None = None
+  audio: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+  def load(self) -> np.ndarray:
+    """The samples: float32[round(duration * sample_rate)], read-only."""
+    if self.audio is not None:
+      return self.audio
+    return _load_file(self.source, self.sample_rate)
+
+  @property
+  def voice(self) -> str:
+    """Voice name of this row's speech: "manifest:<speaker>", or "manifest"."""
+    return "manifest" if self.speaker is None else f"manifest:{self.speaker}"
+
+
+def _number(value: Any, name: str) -> float:
+  # bool is an int subclass; `true` as a time is a mistake, not 1 s.
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise _RowProblem("bad_field", f"{name} must be a finite number, got {value!r}")
+  if value < 0:
+    raise _RowProblem("bad_field", f"{name} must be >= 0, got {value!r}")
+  return float(value)
+
+
+def _text(value: Any, name: str) -> str:
+  if not isinstance(value, str) or not value.strip():
+    raise _RowProblem("bad_field", f"{name} must be a non-empty string, got {value!r}")
+  return value
+
+
+def _fields(row: Mapping[str, Any]) -> dict[str, Any]:
+  """The optional fields of a row, type-checked (times not yet against the clip length)."""
+  out: dict[str, Any] = {}
+  if "transcript" in row:
+    if not isinstance(row["transcript"], str):
+      raise _RowProblem("bad_field", f"transcript must be a string, got {row['transcript']!r}")
+    if not normalize_text(row["transcript"]):
+      raise _RowProblem("empty_transcript",
+                        f"transcript {row['transcript']!r} is empty after normalization")
+    out["transcript"] = row["transcript"]
+  if "words" in row:
+    words = row["words"]
+    if not isinstance(words, (list, tuple)) or not words:
+      raise _RowProblem("bad_field", f"words must be a non-empty list of [word, start, end], "
+                                     f"got {words!r}")
+    parsed = []
+    for item in words:
+      if not isinstance(item, (list, tuple)) or len(item) != 3:
+        raise _RowProblem("bad_field", f"each word must be [word, start, end], got {item!r}")
+      parsed.append(Word(_text(item[0], "a word"), _number(item[1], "a word start"),
+                         _number(item[2], "a word end")))
+    times = [t for w in parsed for t in (w.start, w.end)]
+    if times != sorted(times):
+      raise _RowProblem("bad_field", f"word times must increase and not overlap: {words!r}")
+    spoken = " ".join(normalize_text(w.text) for w in parsed)
+    if "transcript" in out and normalize_text(spoken) != normalize_text(out["transcript"]):
+      raise _RowProblem("bad_field", f"words {spoken!r} do not match the transcript "
+                                     f"{normalize_text(out['transcript'])!r}")
+    out["words"] = tuple(parsed)
+    out.setdefault("transcript", " ".join(w.text for w in parsed))
+  for name in ("speaker", "label", "reply"):
+    if name in row:
+      out[name] = _text(row[name], name)
+  for name in ("recognisable_after", "reply_time"):
+    if name in row:
+      out[name] = _number(row[name], name)
+  if "transcript" not in out and "label" not in out:
+    raise _RowProblem("no_annotation", "the row has neither a transcript/words nor a label, "
+                                       "so neither source can use it")
+  return out
+
+
+def _row(source: str, where: str, fields: Mapping[str, Any], num_samples: int,
+         sample_rate: int, audio: np.ndarray | None = None) -> ManifestRow:
+  """A row from checked fields and its decoded length; times must lie within the clip."""
+  duration = num_samples / sample_rate
+  slack = 1.0 / sample_rate  # times rounded to the sample are still inside
+  late = [f"{name}={fields[name]:g}" for name in ("recognisable_after", "reply_time")
+          if name in fields and fields[name] > duration + slack]
+  late += [f"word {w.text!r} ends at {w.end:g}" for w in fields.get("words", ())
+           if w.end > duration + slack]
+  if late:
+    raise _RowProblem("bad_field", f"times beyond the clip's {duration:.3f} s: {', '.join(late)}")
+  return ManifestRow(source=source, where=where, sample_rate=sample_rate, duration=duration,
+                     audio=audio, **fields)
+
+
+class _Collector:
+  """Counts skipped rows per reason and logs them; in strict mode the first one raises."""
+
+  def __init__(self, name: str, strict: bool):
+    self.name, self.strict = name, strict
+    self.skipped: collections.Counter[str] = collections.Counter()
+    self.first: dict[str, tuple[str, str]] = {}
+
+  def skip(self, where: str, problem: _RowProblem) -> None:
+    if self.strict:
+      raise ManifestError(f"{self.name}, {where}: {problem.reason}: {problem}") from problem
+    self.skipped[problem.reason] += 1
+    self.first.setdefault(problem.reason, (where, str(problem)))
+
+  def log(self, resampled: int, target_rate: int) -> None:
+    for reason, count in sorted(self.skipped.items()):
+      where, message = self.first[reason]
+      log.warning("%s: skipped %d row(s): %s (first at %s: %s)", self.name, count, reason,
+                  where, message)
+    if resampled:
+      log.warning("%s: %d row(s) not at %d Hz are resampled on load", self.name, resampled,
+                  target_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestReport:
+  """What a manifest (or a TFDS iterable) yielded.
+
+  `rows`: the usable rows, in order. `skipped`: reason -> number of rows skipped
+  (see the module docstring). `resampled`: rows whose audio is at another rate and
+  is converted to `sample_rate` on load.
+  """
+
+  name: str
+  sample_rate: int
+  rows: tuple[ManifestRow, ...]
+  skipped: dict[str, int]
+  resampled: int
+
+  @property
+  def num_skipped(self) -> int:
+    return sum(self.skipped.values())
+
+
+# -------------------------------------------------------------------------- readers
+
+def _file_rate(path: str) -> int | None:
+  """The file's rate from its header, or None if soundfile cannot read it (`load_audio`
+  may still decode it through its fallback)."""
+  try:
+    return int(soundfile.info(path).samplerate)
+  except (soundfile.SoundFileError, RuntimeError):
+    return None
+
+
+def _has_non_finite(path: str) -> bool:
+  try:
+    data, _ = soundfile.read(path, dtype="float32")
+  except (soundfile.SoundFileError, RuntimeError):
+    return False
+  return not np.isfinite(data).all()
+
+
+def _decode_row(row: Mapping[str, Any], base: pathlib.Path, sample_rate: int,
+                resample: bool, where: str) -> tuple[ManifestRow, bool]:
+  """A manifest row checked and its audio decoded once; and whether it needs resampling."""
+  unknown = sorted(set(row) - KEYS)
+  if unknown:
+    raise _RowProblem("unknown_keys", f"unknown keys {unknown}; known: {sorted(KEYS)}")
+  if "audio" not in row:
+    raise _RowProblem("bad_field", "the row has no 'audio' path")
+  path = os.path.join(base, _text(row["audio"], "audio"))  # absolute paths stay absolute
+  fields = _fields(row)
+  if not os.path.isfile(path):
+    raise _RowProblem("missing_file", f"audio file {path} not found")
+  rate = _file_rate(path)
+  if rate is not None and rate != sample_rate and not resample:
+    raise _RowProblem("wrong_sample_rate", f"{path} is at {rate} Hz, expected {sample_rate} Hz "
+                                           "(resample=True converts it)")
+  try:
+    audio = audio_io.load_audio(path, sample_rate, resample=True)
+  except audio_io.AudioError as error:
+    reason = "nan_audio" if _has_non_finite(path) else "corrupt_audio"
+    raise _RowProblem(reason, str(error)) from error
+  return _row(path, where, fields, len(audio), sample_rate), rate not in (None, sample_rate)
+
+
+def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
+                  strict: bool = False, resample: bool = True) -> ManifestReport:
+  """Reads and validates a JSONL manifest (format and checks: module docstring).
+
+  Args:
+    path: the manifest; relative audio paths are taken from its folder.
+    sample_rate: the rate (Hz) rows are served at; the sources need `SAMPLE_RATE`.
+    strict: raise `ManifestError` at the first bad row instead of skipping it.
+    resample: convert audio at other rates; False makes them bad rows.
+
+  Every audio file is decoded once here (to find corrupt and NaN audio), so reading
+  takes about as long as decoding the corpus.
+  """
+  path = pathlib.Path(path)
+  collector = _Collector(str(path), strict)
+  rows: list[ManifestRow] = []
+  resampled = 0
+  with open(path, encoding="utf-8") as file:
+    for number, line in enumerate(file, start=1):
+      if not line.strip():
+        continue
+      where = f"line {number}"
+      try:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as error:
+          raise _RowProblem("malformed_json", f"not JSON: {error}") from error
+        if not isinstance(row, dict):
+          raise _RowProblem("malformed_json", f"expected a JSON object, got {type(row).__name__}")
+        parsed, needs_resampling = _decode_row(row, path.parent, sample_rate, resample, where)
+      except _RowProblem as problem:
+        collector.skip(where, problem)
+        continue
+      rows.append(parsed)
+      resampled += needs_resampling
+  collector.log(resampled, sample_rate)
+  return ManifestReport(name=str(path), sample_rate=sample_rate, rows=tuple(rows),
+                        skipped=dict(collector.skipped), resampled=resampled)
+
+
+def _as_text(value: Any) -> str:
+  """TFDS text features come out of `tfds.as_numpy` as bytes."""
+  if isinstance(value, np.ndarray) and value.ndim == 0:
+    value = value.item()
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _as_float_audio(samples: Any) -> np.ndarray:
+  """float32 mono from a TFDS audio feature: [n] or [n, channels]; integer PCM (TFDS's
+  default, 16-bit values in int16/int32/int64) is scaled by 1/32768."""
+  samples = np.asarray(samples)
+  if samples.ndim == 2:
+    samples = samples.mean(axis=1)
+  if samples.ndim != 1:
+    raise _RowProblem("bad_field", f"audio must be [n] or [n, channels], got {samples.shape}")
+  if np.issubdtype(samples.dtype, np.integer):
+    return (samples / 32768.0).astype(np.float32)
+  if not np.issubdtype(samples.dtype, np.floating):
+    raise _RowProblem("bad_field", f"audio has dtype {samples.dtype}, expected numbers")
+  return samples.astype(np.float32)
+
+
+def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: int,
+                       audio_key: str = "audio", text_key: str = "text",
+                       label_key: str = "label", speaker_key: str | None = None,
+                       label_names: Sequence[str] | None = None,
+                       label_map: Mapping[str, str] | None = None,
+                       target_rate: int = SAMPLE_RATE, strict: bool = False,
+                       name: str = "tfds") -> ManifestReport:
+  """In-memory rows from dict examples, as `tfds.as_numpy(tfds.load(...))` yields them.
+
+  E.g. LibriSpeech (`text_key="text"`, `speaker_key="speaker_id"`, 16 kHz) or an
+  ESC-50-style set (`label_names=info.features["label"].names`,
+  `label_map=ESC50_LABELS`). Examples are kept in memory: take a subset
+  (`ds.take(n)`) of a large dataset.
+
+  Args:
+    examples: dicts with `audio_key` (samples at `sample_rate`, float or integer PCM)
+      and `text_key` and/or `label_key`; other keys are ignored.
+    sample_rate: the dataset's audio rate (Hz); other rates are resampled to `target_rate`.
+    label_names: names of integer class labels (a TFDS `ClassLabel`'s `names`).
+    label_map: dataset class -> our event class; classes outside it are skipped.
+    strict: raise `ManifestError` at the first bad example.
+  """
+  collector = _Collector(name, strict)
+  rows: list[ManifestRow] = []
+  resampled = 0
+  for index, example in enumerate(examples):
+    where = f"example {index}"
+    try:
+      if audio_key not in example:
+        raise _RowProblem("bad_field", f"no {audio_key!r} in the example (keys {sorted(example)})")
+      row: dict[str, Any] = {}
+      if text_key in example:
+        row["transcript"] = _as_text(example[text_key])
+      if label_key in example:
+        label = example[label_key]
+        if label_names is not None and np.issubdtype(np.asarray(label).dtype, np.integer):
+          label = label_names[int(label)]
+        label = _as_text(label)
+        if label_map is not None:
+          if label not in label_map:
+            raise _RowProblem("unmapped_label", f"class {label!r} is not in the label map")
+          label = label_map[label]
+        row["label"] = label
+      if speaker_key is not None and speaker_key in example:
+        row["speaker"] = _as_text(example[speaker_key])
+      fields = _fields(row)
+      audio = _as_float_audio(example[audio_key])
+      if not len(audio):
+        raise _RowProblem("corrupt_audio", "audio is empty")
+      if not np.isfinite(audio).all():
+        raise _RowProblem("nan_audio", f"audio has {int((~np.isfinite(audio)).sum())} "
+                                       "NaN/Inf samples")
+      if sample_rate != target_rate:
+        audio = effects.resample(audio, sample_rate, target_rate)
+        resampled += 1
+      audio.setflags(write=False)
+      rows.append(_row(f"{name}:{index}", where, fields, len(audio), target_rate, audio))
+    except _RowProblem as problem:
+      collector.skip(where, problem)
+  collector.log(resampled, target_rate)
+  return ManifestReport(name=name, sample_rate=target_rate, rows=tuple(rows),
+                        skipped=dict(collector.skipped), resampled=resampled)
+
+
+# -------------------------------------------------------------------------- sources
+
+@dataclasses.dataclass(frozen=True)
+class ManifestClip(SpeechClip):
+  """A `SpeechClip` from a manifest row; `approximate_timing` is True when its word
+  times were spread over the voiced region rather than given (module docstring)."""
+
+  approximate_timing: bool = False
+  source: str = ""
+
+
+def spread_words(text: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE
+                 ) -> tuple[Word, ...]:
+  """Approximate word times for `text` spoken in `audio` float32[n].
+
+  The words (`speech.split_words`) are laid end to end over the voiced region
+  (`effects.trim_silence`; the whole clip if it is silent), each taking a share
+  proportional to its normalized letters. Times in seconds from the clip's start.
+  """
+  tokens = split_words(text)
+  if not tokens:
+    raise ValueError(f"no words in {text!r}")
+  lo, hi = effects.trim_silence(audio)
+  if hi <= lo:
+    lo, hi = 0, len(audio)
+  weights = np.array([max(1, len(normalize_text(t).replace(" ", ""))) for t in tokens], float)
+  edges = lo + (hi - lo) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
+  return tuple(Word(t, edges[i] / sample_rate, edges[i + 1] / sample_rate)
+               for i, t in enumerate(tokens))
+
+
+def _check_rate(rows: Sequence[ManifestRow]) -> None:
+  wrong = [r for r in rows if r.sample_rate != SAMPLE_RATE]
+  if wrong:
+    raise ValueError(f"sources serve {SAMPLE_RATE} Hz audio; {wrong[0].where} of "
+                     f"{wrong[0].source} was read at {wrong[0].sample_rate} Hz")
+
+
+class ManifestSpeech:
+  """A `SpeechSource` over transcribed manifest rows (module docstring).
+
+  Args:
+    rows: rows of `read_manifest` / `from_tfds_examples`; rows without a transcript
+      are ignored.
+    exact_timing_only: use only rows with given word times.
+  """
+
+  def __init__(self, rows: Iterable[ManifestRow], *, exact_timing_only: bool = False):
+    self._rows = tuple(r for r in rows if r.transcript is not None
+                       and (r.words is not None or not exact_timing_only))
+    if not self._rows:
+      raise ValueError("no transcribed rows" + (" with word times" if exact_timing_only else ""))
+    _check_rate(self._rows)
+    self._by_text: dict[str, list[ManifestRow]] = collections.defaultdict(list)
+    for row in self._rows:
+      self._by_text[normalize_text(row.transcript)].append(row)
+
+  def voices(self) -> tuple[str, ...]:
+    return tuple(sorted({r.voice for r in self._rows}))
+
+  def utterances(self) -> tuple[ManifestRow, ...]:
+    """Every transcribed row, in manifest order."""
+    return self._rows
+
+  def clip(self, row: ManifestRow) -> ManifestClip:
+    """The row's audio and words (given, or spread over the voiced region)."""
+    audio = row.load()
+    words = row.words
+    if words is None:
+      words = spread_words(row.transcript, audio, row.sample_rate)
+    return ManifestClip(audio=audio, words=words, voice=row.voice,
+                        approximate_timing=row.words is None, source=row.source)
+
+  def say(self, text: str, rng: np.random.Generator, voice: str | None = None) -> ManifestClip:
+    """A recording of `text` (compared after `normalize_text`), chosen with `rng`.
+
+    Prefers rows of `voice` (a speaker's voice stays the same within a stream) and
+    falls back to any speaker. Raises `NotInManifest` (a KeyError) if no row says `text`.
+    """
+    key = normalize_text(text)
+    rows = self._by_text.get(key)
+    if not rows:
+      known = sorted(self._by_text)
+      raise NotInManifest(f"no manifest row has the transcript {key!r} (asked for {text!r}); "
+                     f"{len(known)} transcripts, e.g. {known[:3]}")
+    same_voice = [r for r in rows if r.voice == voice]
+    rows = same_voice or rows
+    return self.clip(rows[int(rng.integers(len(rows)))])
+
+
+class ManifestSounds:
+  """A `SoundSource` over labelled manifest rows.
+
+  `recognisable_after` is the row's value if given, else the clip's first onset
+  (`effects.trim_silence`) plus `RECOGNISABLE_AFTER_S[label]`
+  (`DEFAULT_RECOGNISABLE_AFTER_S` for other classes), at most the clip's length.
+  """
+
+  def __init__(self, rows: Iterable[ManifestRow]):
+    self._by_label: dict[str, list[ManifestRow]] = collections.defaultdict(list)
+    for row in rows:
+      if row.label is not None:
+        self._by_label[row.label].append(row)
+    if not self._by_label:
+      raise ValueError("no labelled rows")
+    _check_rate([r for rs in self._by_label.values() for r in rs])
+
+  def labels(self) -> tuple[str, ...]:
+    return tuple(sorted(self._by_label))
+
+  def sample(self, label: str, rng: np.random.Generator) -> SoundClip:
+    """A recording of class `label`, chosen with `rng`; `NotInManifest` (a KeyError) if none."""
+    rows = self._by_label.get(label)
+    if not rows:
+      raise NotInManifest(f"no manifest row has the label {label!r}; labels: {list(self.labels())}")
+    row = rows[int(rng.integers(len(rows)))]
+    audio = row.load()
+    recognisable = row.recognisable_after
+    if recognisable is None:
+      onset, _ = effects.trim_silence(audio, threshold_db=-45.0)
+      recognisable = onset / row.sample_rate + RECOGNISABLE_AFTER_S.get(
+          label, DEFAULT_RECOGNISABLE_AFTER_S)
+    return SoundClip(audio=audio, label=label, source=row.source,
+                     recognisable_after=min(recognisable, row.duration))
