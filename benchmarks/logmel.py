@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import librosa
 import numpy as np
 

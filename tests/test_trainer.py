@@ -8,7 +8,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer

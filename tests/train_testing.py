@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 import model_testing
 from audio_interaction.data.pipeline import PipelineConfig, batch_spec, make_dataset

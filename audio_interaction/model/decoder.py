@@ -8,7 +8,6 @@ the same final hidden state in one call.
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

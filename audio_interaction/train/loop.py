@@ -15,7 +15,7 @@ import logging
 import os
 import pathlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -25,7 +25,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audio_interaction.data import pipeline as pipeline_lib
-from audio_interaction.data import storage
 from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.train import checkpoint as checkpoint_lib
 from audio_interaction.train import losses
