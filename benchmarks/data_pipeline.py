@@ -71,6 +71,54 @@ def build_synthetic(out_dir: pathlib.Path, num_examples: int, chunk_samples: int
                       num_workers=num_workers, shard_size=64, chunk_samples=chunk_samples)
 
 
+def measure_generation(data_dir: pathlib.Path, num_examples: int = 28) -> dict[str, float]:
+  """Examples/s of the real corpus generator (TTS, sounds, render, serialize), one process."""
+  from audio_interaction import config_lib
+  from audio_interaction.data import corpus
+  config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py"),
+                                  [f"data.dir={data_dir}"])
+  corpus.build_tokenizer(config, examples_per_task=10)
+  make = corpus.CorpusExamples.from_config(config, "train")
+  make(0, 0)  # engines and caches warm up once per worker process
+  start = time.perf_counter()
+  for index in range(1, num_examples + 1):  # one pass over the 28 sub-tasks
+    make(index, 0)
+  seconds = time.perf_counter() - start
+  return {"examples_per_s": num_examples / seconds, "seconds": seconds}
+
+
+def measure_train_step(batch_size: int, max_chunks: int, max_len: int, steps: int = 5
+                       ) -> dict[str, float]:
+  """Seconds per step of the tiny config at this row shape (synthetic batch)."""
+  import jax
+  import numpy as np
+  from audio_interaction import config_lib
+  from audio_interaction.train.trainer import Trainer
+  config = config_lib.load_config(
+      str(config_lib.experiments_dir() / "tiny.py"),
+      [f"data.batch_size={batch_size}", f"data.max_chunks={max_chunks}",
+       f"data.max_len={max_len}", "data.prefetch_batches=0"])
+  trainer = Trainer(config)
+  state = trainer.init_state(0)
+  cfg = pipeline.PipelineConfig.from_config(config)
+  generator = storage.SyntheticExamples(chunk_samples=cfg.chunk_samples, min_chunks=max_chunks,
+                                        max_chunks=max_chunks, vocab_size=256,
+                                        offline_fraction=0.0)
+  source = [dict(generator(i, 0), example_index=i) for i in range(batch_size)]
+  batch = next(iter(pipeline.make_dataset(source, cfg, shard_index=0, shard_count=1)))
+  step = trainer.compile_train_step(pipeline.batch_spec(cfg))
+  device_batch = trainer.device_batch(batch)
+  state, metrics = step.fn(state, device_batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = step.fn(state, device_batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return {"step_s": float(np.median(times))}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data_dir", default=None, help="default: a fresh temp dir")
@@ -82,6 +130,8 @@ def main() -> None:
   parser.add_argument("--read_threads", type=int, default=2)
   parser.add_argument("--num_batches", type=int, default=40)
   parser.add_argument("--build_workers", type=int, default=1)
+  parser.add_argument("--skip_model", action="store_true",
+                      help="only the Grain pipeline (no generator, no train step)")
   args = parser.parse_args()
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +155,20 @@ def main() -> None:
       print(f"{name:<12} {config.batch_size:>5} {result['batches_per_s']:>10.1f} "
             f"{result['examples_per_s']:>11.1f} {result['tokens_per_s']:>10.0f} "
             f"{result['fill']:>5.2f}")
+      if name == "padded":
+        padded_batches_per_s = result["batches_per_s"]
+    if not args.skip_model:
+      generation = measure_generation(pathlib.Path(tmp) / "corpus")
+      train = measure_train_step(args.batch_size, args.max_chunks, args.max_len)
+      consumed = args.batch_size / train["step_s"]
+      print(f"\ncorpus generation (TTS + sounds + render + serialize, 1 process): "
+            f"{generation['examples_per_s']:.2f} examples/s")
+      print(f"tiny train step at batch {args.batch_size} x {args.max_chunks} chunks "
+            f"({args.max_len} positions): {1000 * train['step_s']:.0f} ms "
+            f"= {consumed:.1f} examples/s consumed")
+      print(f"Grain (padded) feeds {padded_batches_per_s * train['step_s']:.0f}x what the step "
+            f"needs; live generation would need {consumed / generation['examples_per_s']:.1f} "
+            f"generator processes to keep up (so the corpus is built ahead, stored).")
     # Let Grain's iterators finalize before interpreter shutdown tears modules down.
     gc.collect()
 
