@@ -266,5 +266,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   checkpointer.close()
   bar.close()
   writer.close()
+  if jax.process_index() == 0:
+    from audio_interaction.eval.training_curves import plot_training_curves
+    plot_training_curves(workdir / "tensorboard" / "history.jsonl",
+                         workdir / "training_curves.png", title=f"{workdir.name}")
   return {"step": int(jax.device_get(state.step)), "train": last_train, "eval": last_eval,
           "stopped_by": stopped_by, "history": writer.history}
