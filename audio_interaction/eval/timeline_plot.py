@@ -88,7 +88,8 @@ def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
   figure, ax = _figure(audio, sample_rate, duration, log_mel, reference)
   ends = np.array([c.end for c in trace.chunks])
   probs = np.array([c.speak_probability for c in trace.chunks])
-  ax.step(ends, probs, where="post", color="tab:red", label="P(SPEAK) at <decide>")
+  # Each value spans its own chunk: decided at the chunk end, from what it heard in it.
+  ax.step(ends, probs, where="pre", color="tab:red", label="P(SPEAK) at <decide>")
   ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold}")
   for chunk in trace.chunks:
     if chunk.spoke:
