@@ -5,7 +5,7 @@ r"""Train-step throughput: tokens/s, TFLOP/s and MFU, against this machine's mat
 
 Each measurement runs in its own subprocess (the simulated device count must be set
 before JAX starts); the peak is a float32 matmul timed in the same run. FLOPs per
-step are XLA's cost analysis of the compiled step. Batches are synthetic examples in
+step are XLA's cost analysis of the compiled step (of one device's partition). Batches are synthetic examples in
 the stream format at the config's row shape (or a shorter one for base, which is
 labelled).
 """
@@ -111,7 +111,8 @@ def main() -> None:
         "TFLOP/s/device | MFU vs measured peak | compile |")
   print("|---|---|---|---|---|---|---|---|")
   for row in rows:
-    flops = row["flops_per_step"] / row["step_s"] / row["devices"]
+    # XLA's cost analysis of the partitioned program is per device already.
+    flops = row["flops_per_step"] / row["step_s"]
     print(f"| {row['config']} ({row['params'] / 1e6:.0f} M) | {row['devices']} | "
           f"{row['batch']} × {row['chunks']} ({row['length']}) | {1000 * row['step_s']:.0f} ms | "
           f"{row['tokens_per_s'] / row['devices']:.0f} | {flops / 1e12:.4f} | "

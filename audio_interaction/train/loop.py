@@ -226,7 +226,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     sums, steps, elapsed = jax.device_get(window.sums), window.steps, window.elapsed()
     rates = losses.finalize_metrics(sums)
     step_time = elapsed / steps
-    flops = compiled.flops_per_step / step_time / devices
+    # XLA's cost analysis of an SPMD program counts one device's share of the work.
+    flops = compiled.flops_per_step / step_time
     rates.update(loss=float(sums["loss"]) / steps, learning_rate=window.learning_rate,
                  step_time=step_time,
                  tokens_per_second_per_device=window.tokens / elapsed / devices,

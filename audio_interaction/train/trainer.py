@@ -51,7 +51,10 @@ def make_optimizer(train: ml_collections.ConfigDict
 
 @dataclasses.dataclass
 class CompiledStep:
-  """A train step compiled ahead of the loop, with XLA's cost and memory figures."""
+  """A train step compiled ahead of the loop, with XLA's cost and memory figures.
+
+  `flops_per_step` is XLA's estimate for one device's partition of the program.
+  """
 
   fn: Any
   flops_per_step: float
