@@ -86,8 +86,19 @@ class Span:
   kind: str
 
 
+class _Placed:
+  """Audio placed on the timeline at `start` (s); it ends when its samples do."""
+
+  start: float
+  audio: np.ndarray
+
+  @property
+  def end(self) -> float:
+    return self.start + len(self.audio) / SAMPLE_RATE
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Utterance:
+class Utterance(_Placed):
   """Speech placed on the stream.
 
   `audio` float32[n] at 16 kHz starts at `start` (s) and is mixed with gain `gain`
@@ -106,10 +117,6 @@ class Utterance:
   addressed: bool
   gain: float
   level_db: float
-
-  @property
-  def end(self) -> float:
-    return self.start + len(self.audio) / SAMPLE_RATE
 
   @property
   def content_words(self) -> tuple[Word, ...]:
@@ -131,7 +138,7 @@ class Utterance:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SoundEvent:
+class SoundEvent(_Placed):
   """A sound event placed at `start` (s); nameable from `recognisable_at` (s) on."""
 
   start: float
@@ -143,13 +150,9 @@ class SoundEvent:
   gain: float
   level_db: float
 
-  @property
-  def end(self) -> float:
-    return self.start + len(self.audio) / SAMPLE_RATE
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Background:
+class Background(_Placed):
   """A continuous sound under [start, end) at `snr_db` below the stream's speech level."""
 
   start: float
@@ -157,10 +160,6 @@ class Background:
   label: str
   snr_db: float
   gain: float
-
-  @property
-  def end(self) -> float:
-    return self.start + len(self.audio) / SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)
