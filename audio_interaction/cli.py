@@ -5,10 +5,14 @@ Verbs:
   show-example  one corpus example as a timeline PNG (labels per chunk), a WAV and text.
   train       train a config in a workdir (resumes from its newest good checkpoint).
   heldout     run a model alone over held-out streams: when it spoke, what it said.
+  eval        the benchmark suites B1-B8 (model, silence-timer baseline, PocketSphinx),
+              on held-out streams or a manifest: JSON + Markdown report with plots.
   export      write a portable bundle (params, tokenizer, config) from a workdir.
   demo      the main job: the model listens to a generated example stream, decides
             chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
   inspect   parameter counts and AOT lowering of a config (works for pod configs).
+  listen    the model listens to a file, the microphone or raw PCM on stdin, live:
+            decides when to speak, replies; writes events.jsonl and timeline.png.
 """
 
 from __future__ import annotations
@@ -31,6 +35,29 @@ def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
   config = _config_from(args, overrides)
   demo.run_demo(config, out_dir=args.out, threshold=args.threshold, seed=args.seed,
                 subtask=args.subtask, bundle=args.bundle)
+  return 0
+
+
+def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
+  del overrides  # a bundle brings its own config
+  from audio_interaction.infer import live, sources
+  try:
+    if args.mic:
+      device = int(args.device) if args.device and args.device.isdigit() else args.device
+      source = sources.MicSource(device)
+    elif args.stdin:
+      # Piped from a live recorder unless said otherwise: `--speed inf` = a file, never drop.
+      source = sources.StdinSource(args.format, sample_rate=args.rate,
+                                   paced=args.speed != float("inf"))
+    else:
+      source = sources.FileSource(args.path, speed=args.speed)
+    live.listen(source, bundle=args.checkpoint,
+                instruction=args.instruction or live.DEFAULT_INSTRUCTION,
+                threshold=args.threshold, out_dir=args.out, speak=args.speak,
+                stall_timeout=args.stall_timeout, every_chunk=args.every_chunk)
+  except sources.SourceUnavailable as error:
+    print(f"audio-interaction listen: error: {error}", file=sys.stderr)
+    return 2
   return 0
 
 
@@ -87,6 +114,24 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.eval import report, suites
+  config = _config_from(args, overrides) if args.checkpoint else None
+  eval_config = suites.EvalConfig(
+      threshold=args.threshold, vad=args.vad, silence_seconds=args.silence,
+      sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()))
+  command = f"audio-interaction eval --suites {args.suites} --streams {args.streams}" + "".join(
+      f" --{name} {value}" for name, value in (("checkpoint", args.checkpoint),
+                                               ("manifest", args.manifest)) if value)
+  done = report.run_eval(checkpoint=args.checkpoint, suites=args.suites, manifest=args.manifest,
+                         streams=args.streams, out_dir=args.out, config=config,
+                         eval_config=eval_config, command=command)
+  print(report.summary_table(done["results"]))
+  timing = done["results"]["timing"]
+  print(f"{timing['cases']} cases in {done['seconds']:.0f} s; report: {done['paths']['markdown']}")
+  return 0
+
+
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.export import portable
   config = _config_from(args, overrides)
@@ -124,6 +169,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which of the 28 sub-tasks builds the example stream")
   demo.set_defaults(run=_demo)
 
+  listen = verbs.add_parser("listen", help="the model listens live to a file, the mic or stdin")
+  where = listen.add_mutually_exclusive_group(required=True)
+  where.add_argument("path", nargs="?", help="an audio file (played at --speed)")
+  where.add_argument("--mic", action="store_true", help="the microphone (sounddevice)")
+  where.add_argument("--stdin", action="store_true", help="raw mono PCM on standard input")
+  listen.add_argument("--checkpoint", default=None,
+                      help="model bundle directory (default: the embedded tiny model)")
+  listen.add_argument("--instruction", default=None, help="what the model is told to do")
+  listen.add_argument("--threshold", type=float, default=0.5, help="P(SPEAK) to start speaking")
+  listen.add_argument("--speak", action="store_true",
+                      help="also speak the replies (espeak-ng) into OUT/replies.wav")
+  listen.add_argument("--speed", type=float, default=1.0,
+                      help="file playback speed, 1 = real time, inf = as fast as possible "
+                           "(with --stdin, inf: the input is not live, never drop audio)")
+  listen.add_argument("--out", default="runs/listen", help="where the log and timeline go")
+  listen.add_argument("--format", default="s16le", choices=("s16le", "f32le"),
+                      help="--stdin PCM sample format")
+  listen.add_argument("--rate", type=int, default=16000, help="--stdin sample rate (Hz)")
+  listen.add_argument("--device", default=None, help="--mic device name or index")
+  listen.add_argument("--stall-timeout", type=float, default=2.0,
+                      help="seconds without audio before a stall is reported")
+  listen.add_argument("--every-chunk", action="store_true", help="print a line per chunk")
+  listen.set_defaults(run=_listen)
+
   build = verbs.add_parser("build-data", help="generate a corpus split (resumable)")
   add_config(build)
   build.add_argument("--split", default="train", choices=("train", "eval", "test"))
@@ -158,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
   held.add_argument("--threshold", type=float, default=0.5)
   held.add_argument("--json", default="", help="also write the rates here")
   held.set_defaults(run=_heldout)
+
+  evaluate = verbs.add_parser("eval", help="benchmark suites B1-B8 with baselines; writes a report")
+  add_config(evaluate)
+  evaluate.add_argument("--checkpoint", default=None,
+                        help="model bundle or training workdir (default: the embedded model)")
+  evaluate.add_argument("--suites", default="all", help="all, or a comma list like B1,B5")
+  evaluate.add_argument("--manifest", default=None,
+                        help="JSONL manifest of recordings (default: held-out generated streams)")
+  evaluate.add_argument("--streams", type=int, default=2, help="generated streams per sub-task")
+  evaluate.add_argument("--out", default="runs/eval", help="where the report goes")
+  evaluate.add_argument("--threshold", type=float, default=0.5, help="operating P(SPEAK)")
+  evaluate.add_argument("--vad", default="silero", choices=("silero", "webrtc", "energy"),
+                        help="the silence-timer baseline's voice activity detector")
+  evaluate.add_argument("--silence", type=float, default=0.7,
+                        help="the baseline's silence before it answers (s)")
+  evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
+                        help="decision thresholds swept for B5/B6 (each one a run)")
+  evaluate.set_defaults(run=_eval)
 
   export = verbs.add_parser("export", help="write a portable bundle from a training workdir")
   add_config(export)

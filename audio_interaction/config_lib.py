@@ -99,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.batch_size = 8  # rows per batch per process
   config.data.max_len = 384  # positions per row
   config.data.max_chunks = 48  # 160 ms chunks per row (7.7 s)
+  config.data.max_transcript = 128  # transcript tokens per row (CTC targets)
   # {ability name: weight}; None reads the split uniformly. Curriculum stages may
   # override it (train.stages).
   config.data.mixture = ml_collections.config_dict.placeholder(dict)
@@ -118,6 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.grad_accum_steps = 1
   config.train.reply_loss_weight = 1.0
   config.train.decision_loss_weight = 1.0
+  # Auxiliary CTC loss of the encoder's frames against the transcript of what is
+  # heard: it teaches the encoder words before the decoder needs them. 0 turns it off.
+  config.train.ctc_loss_weight = 0.3
   # SPEAK is rare; its cross-entropy term is weighted up by this factor.
   config.train.speak_class_weight = 4.0
   config.train.log_every = 20

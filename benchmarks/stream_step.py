@@ -183,7 +183,7 @@ def timed_step(perceive: Callable, params, state, chunk) -> tuple[Any, float]:
   import jax
   import numpy as np
   start = time.perf_counter()
-  state, decision, lm = perceive(params, state, chunk)
+  state, decision, lm, _ = perceive(params, state, chunk)
   np.asarray(decision)  # the live loop reads the decision to act on it
   jax.block_until_ready((state, lm))
   return state, time.perf_counter() - start
@@ -286,9 +286,9 @@ def section_recompute(quick: bool) -> dict:
     # then timed from copies of that state (a donated step consumes its input).
     state = start_stream(model, params, prefill, prompt)
     for chunk in chunks[:-1]:
-      state, _, _ = perceive(params, state, chunk)
+      state, _, _, _ = perceive(params, state, chunk)
     copy = lambda tree: jax.block_until_ready(jax.tree_util.tree_map(jnp.copy, tree))
-    _, decision, _ = perceive(params, copy(state), chunks[-1])
+    _, decision, _, _ = perceive(params, copy(state), chunks[-1])
 
     # Side by side: each recompute is followed by its share of cached steps, so a
     # change in the machine's load hits both columns alike.

@@ -48,11 +48,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.batch_size = 4
   config.data.max_chunks = 64  # 10.2 s: longer online streams are cut at a chunk boundary
   config.data.max_len = 320
+  config.data.max_transcript = 96
 
-  config.train.steps = 2000
+  config.train.steps = 3600
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 100
-  config.train.eval_every = 250
-  config.train.checkpoint_every = 250
+  config.train.eval_every = 400
+  config.train.checkpoint_every = 400
   config.train.eval_batches = 16
+  # Comprehension first: transcribing and naming what is heard (offline clips and
+  # real-time ASR), then every ability, with the ones the first tiny model (2,000
+  # uniform steps) never learned -- alerts, instruction following, environment
+  # answers -- read more often.
+  config.train.stages = (
+      (400, {"offline_understanding": 1.0, "realtime_asr": 1.0}),
+  )
+  config.data.mixture = {
+      "offline_understanding": 0.7, "realtime_asr": 0.8, "instruction_following": 1.5,
+      "voice_chat": 1.0, "proactive_help": 1.5, "environment_answers": 1.5,
+      "interaction_control": 1.0,
+  }
   return config

@@ -26,17 +26,19 @@ def _stream(model, params, prefill, perceive, tokens, audio, prompt_length, repl
   state = model.init_state(batch)
   state, lm = prefill(params, state, jnp.asarray(tokens[None, :prompt_length]))
   lm_at, decision_at = {prompt_length - 1: lm[0, -1]}, {}
+  ctc_chunks = []
   position = prompt_length
   for chunk, reply in enumerate(replies):
     samples = audio[None, chunk * cfg.chunk_samples:(chunk + 1) * cfg.chunk_samples]
-    state, decision, lm = perceive(params, state, jnp.asarray(samples))
+    state, decision, lm, ctc = perceive(params, state, jnp.asarray(samples))
+    ctc_chunks.append(ctc[0])
     position += sf.chunk_prefix_length(cfg.slots_per_chunk)
     lm_at[position - 1], decision_at[position - 1] = lm[0], decision[0]
     for token in reply:  # reply tokens are fed back one by one, as when speaking
       state, lm = prefill(params, state, jnp.full((1, 1), token, jnp.int32))
       lm_at[position] = lm[0, 0]
       position += 1
-  return state, lm_at, decision_at
+  return state, lm_at, decision_at, np.concatenate(ctc_chunks)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -50,8 +52,8 @@ def test_streaming_steps_equal_full_forward(setup, seed):
   audio = (0.1 * rng.normal(size=num_chunks * cfg.chunk_samples)).astype(np.float32)
   full = model.forward(params, jnp.asarray(tokens[None]), jnp.asarray(audio[None]),
                        jnp.asarray(slot_index[None]))
-  state, lm_at, decision_at = _stream(model, params, prefill, perceive, tokens, audio,
-                                      prompt_length, replies)
+  state, lm_at, decision_at, ctc = _stream(model, params, prefill, perceive, tokens, audio,
+                                           prompt_length, replies)
   assert len(tokens) > 2 * cfg.decoder.window
   assert int(state.next_position[0]) == len(tokens)
   for position, logits in lm_at.items():
@@ -62,6 +64,8 @@ def test_streaming_steps_equal_full_forward(setup, seed):
   assert sorted(decision_at) == list(decide_positions)
   for position, logits in decision_at.items():
     np.testing.assert_allclose(logits, full.decision_logits[0, position], atol=ATOL, rtol=0)
+  assert ctc.shape == (num_chunks * cfg.encoder_frames_per_chunk, cfg.decoder.vocab_size)
+  np.testing.assert_allclose(ctc, full.ctc_logits[0], atol=ATOL, rtol=0)
 
 
 def test_ragged_batch_of_streams_matches_each_stream_alone(setup):
@@ -81,13 +85,13 @@ def test_ragged_batch_of_streams_matches_each_stream_alone(setup):
   state, _ = prefill(params, state, jnp.asarray(padded), jnp.asarray(valid))
   batched = []
   for chunk in chunks:
-    state, decision, _ = perceive(params, state, jnp.asarray(chunk))
+    state, decision, _, _ = perceive(params, state, jnp.asarray(chunk))
     batched.append(decision)
   for row, prompt in enumerate(prompts):
     alone = model.init_state(1)
     alone, _ = prefill(params, alone, jnp.asarray(prompt[None]))
     for step, chunk in enumerate(chunks):
-      alone, decision, _ = perceive(params, alone, jnp.asarray(chunk[row:row + 1]))
+      alone, decision, _, _ = perceive(params, alone, jnp.asarray(chunk[row:row + 1]))
       np.testing.assert_allclose(decision[0], batched[step][row], atol=ATOL, rtol=0)
 
 
@@ -103,7 +107,7 @@ def test_perceive_compiles_once_over_100_chunks(setup):
   state = model.init_state(1)
   chunk = jnp.zeros((1, model.config.chunk_samples), jnp.float32)
   for _ in range(100):
-    state, decision, _ = step(params, state, chunk)
+    state, decision, _, _ = step(params, state, chunk)
   assert len(traces) == 1
   assert step._cache_size() == 1
   assert int(state.next_position[0]) == 100 * sf.chunk_prefix_length(model.config.slots_per_chunk)

@@ -206,8 +206,17 @@ def test_validate_example_rejects_bad_examples():
   storage.validate_example(good, chunk_samples=CHUNK)
   with pytest.raises(ValueError, match="missing"):
     storage.validate_example({k: v for k, v in good.items() if k != "lm_weights"})
-  with pytest.raises(ValueError, match="disagree on L"):
+  with pytest.raises(ValueError, match="length L disagree"):
     storage.validate_example(dict(good, lm_targets=good["lm_targets"][:-1]))
+  with pytest.raises(ValueError, match="length N disagree"):
+    storage.validate_example(dict(good, transcript=np.append(good["transcript"], 20)))
+  num_chunks = int(good["num_chunks"])
+  with pytest.raises(ValueError, match="transcript_chunks must be non-decreasing"):
+    storage.validate_example(dict(good, transcript=np.asarray([20, 21], np.int32),
+                                  transcript_chunks=np.asarray([0, num_chunks], np.int32)))
+  with pytest.raises(ValueError, match="transcript_chunks must be non-decreasing"):
+    storage.validate_example(dict(good, transcript=np.asarray([20, 21], np.int32),
+                                  transcript_chunks=np.asarray([1, 0], np.int32)))
   with pytest.raises(ValueError, match="num_chunks"):
     storage.validate_example(dict(good, audio=good["audio"][:-1]), chunk_samples=CHUNK)
   with pytest.raises(ValueError, match="dtype"):

@@ -14,7 +14,9 @@ def train_config(**overrides):
               "data.prefetch_batches": 0, "train.learning_rate": 3e-3,
               "train.warmup_steps": 5, "train.steps": 60,
               # Room for the byte tokenizer the loop falls back to (268 ids).
-              "model.decoder.vocab_size": 272}
+              "model.decoder.vocab_size": 272,
+              # Synthetic examples are read uniformly, in one stage.
+              "data.mixture": None, "train.stages": ()}
   settings.update(overrides)
   return model_testing.small_config(**settings)
 

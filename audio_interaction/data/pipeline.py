@@ -87,6 +87,7 @@ BATCH_FIELDS: dict[str, tuple[str, str]] = {
     "chunk_segment_ids": ("int32[C]", "segment of each audio chunk, 0 = padding chunk"),
     "segment_num_chunks": ("int32[G]", "chunks of each segment (0 for unused segments)"),
     "segment_example_index": ("int32[G]", "example index in the split, -1 if unused"),
+    "transcript": ("int32[N]", "tokens heard in the row's audio, in order, PAD_ID after"),
 }
 
 
@@ -98,6 +99,8 @@ class PipelineConfig:
     batch_size: rows per batch *per process*.
     max_len: L, positions per row.
     max_chunks: C, audio chunks per row (S = C * chunk_samples samples).
+    max_transcript: N, transcript tokens per row (targets of the CTC loss); an
+      online stream whose transcript is longer is cut at an earlier chunk.
     chunk_samples: audio samples per chunk (sample_rate * chunk_ms / 1000).
     slots_per_chunk: k, audio slots per chunk (offsets packed slot indices).
     seed: shuffle seed (each ability stream derives its own).
@@ -122,6 +125,7 @@ class PipelineConfig:
   max_chunks: int
   chunk_samples: int
   slots_per_chunk: int
+  max_transcript: int = 64
   seed: int = 0
   num_epochs: int | None = None
   mixture: Mapping[str, float] | None = None
@@ -138,7 +142,7 @@ class PipelineConfig:
     if self.overflow not in ("truncate", "drop"):
       raise ValueError(f"overflow must be 'truncate' or 'drop', got {self.overflow!r}")
     for name in ("batch_size", "max_len", "max_chunks", "chunk_samples", "slots_per_chunk",
-                 "max_segments"):
+                 "max_segments", "max_transcript"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.mixture is not None:
@@ -200,6 +204,8 @@ def select_fields(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
   example = {name: np.asarray(record[name]) for name in _POSITION_FIELDS}
   example["audio"] = np.asarray(record["audio"])
   example["num_chunks"] = np.asarray(record["num_chunks"], np.int32)
+  example["transcript"] = np.asarray(record["transcript"], np.int32)
+  example["transcript_chunks"] = np.asarray(record["transcript_chunks"], np.int32)
   example["example_index"] = np.asarray(record[storage.INDEX_FIELD], np.int32)
   return example
 
@@ -215,9 +221,10 @@ def fit_example(example: Mapping[str, np.ndarray], config: PipelineConfig,
     counters: incremented (examples, truncated, dropped) if given.
 
   Returns:
-    The example unchanged if L_ex <= max_len and num_chunks <= max_chunks; else,
-    for an online stream with `overflow="truncate"`, the prefix holding the most
-    whole chunks (with their replies) that fits; else None.
+    The example unchanged if L_ex <= max_len, num_chunks <= max_chunks and its
+    transcript <= max_transcript; else, for an online stream with
+    `overflow="truncate"`, the prefix holding the most whole chunks (with their
+    replies and the words that ended in them) that fits; else None.
   """
   tokens = example["tokens"]
   length, num_chunks = len(tokens), int(example["num_chunks"])
@@ -227,7 +234,9 @@ def fit_example(example: Mapping[str, np.ndarray], config: PipelineConfig,
         f"for {num_chunks} chunks of {config.chunk_samples}; is chunk_samples right?")
   if counters is not None:
     counters.examples += 1
-  if length <= config.max_len and num_chunks <= config.max_chunks:
+  heard_chunks = example["transcript_chunks"]
+  if (length <= config.max_len and num_chunks <= config.max_chunks
+      and len(heard_chunks) <= config.max_transcript):
     return dict(example)
   online = length > 1 and tokens[1] == sf.ONLINE_ID
   keep = 0
@@ -239,8 +248,10 @@ def fit_example(example: Mapping[str, np.ndarray], config: PipelineConfig,
           f"<audio> tokens but num_chunks={num_chunks}")
     # ends[c] = positions taken by the prefix holding chunks 0..c-1 and their replies.
     ends = np.append(starts, length)
+    # heard[c] = transcript tokens of words that ended within chunks 0..c-1.
+    heard = np.searchsorted(heard_chunks, np.arange(num_chunks + 1), side="left")
     fits = [c for c in range(1, min(num_chunks, config.max_chunks) + 1)
-            if ends[c] <= config.max_len]
+            if ends[c] <= config.max_len and heard[c] <= config.max_transcript]
     keep = fits[-1] if fits else 0
   if not keep:
     if counters is not None:
@@ -252,6 +263,9 @@ def fit_example(example: Mapping[str, np.ndarray], config: PipelineConfig,
   out = {name: example[name][:cut] for name in _POSITION_FIELDS}
   out["audio"] = example["audio"][:keep * config.chunk_samples]
   out["num_chunks"] = np.asarray(keep, np.int32)
+  heard = heard_chunks < keep
+  out["transcript"] = example["transcript"][heard]
+  out["transcript_chunks"] = heard_chunks[heard]
   out["example_index"] = example["example_index"]
   return out
 
@@ -272,13 +286,15 @@ def pad_example(example: Mapping[str, np.ndarray],
   row["chunk_segment_ids"] = (np.arange(config.max_chunks) < num_chunks).astype(np.int32)
   row["segment_num_chunks"] = np.asarray([num_chunks], np.int32)
   row["segment_example_index"] = np.asarray([example["example_index"]], np.int32)
+  row["transcript"] = np.full(config.max_transcript, sf.PAD_ID, np.int32)
+  row["transcript"][:len(example["transcript"])] = example["transcript"]
   return row
 
 
 def _packable(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   # The packer concatenates along axis 0, so per-example scalars become length-1
   # arrays and end up as one entry per segment.
-  out = {name: example[name] for name in (*_POSITION_FIELDS, "audio")}
+  out = {name: example[name] for name in (*_POSITION_FIELDS, "audio", "transcript")}
   out["num_chunks"] = np.reshape(example["num_chunks"], (1,)).astype(np.int32)
   out["example_index"] = np.reshape(example["example_index"], (1,)).astype(np.int32)
   return out
@@ -287,8 +303,9 @@ def _packable(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _packing_structs(config: PipelineConfig) -> tuple[dict[str, int], dict[str, Any]]:
   lengths = {name: config.max_len for name in _POSITION_FIELDS}
   lengths.update(audio=config.max_samples, num_chunks=config.max_segments,
-                 example_index=config.max_segments)
-  padding = dict(_POSITION_FIELDS, audio=0.0, num_chunks=0, example_index=-1)
+                 example_index=config.max_segments, transcript=config.max_transcript)
+  padding = dict(_POSITION_FIELDS, audio=0.0, num_chunks=0, example_index=-1,
+                 transcript=sf.PAD_ID)
   return lengths, padding
 
 
@@ -311,6 +328,8 @@ def finish_packed_row(packed: Mapping[str, np.ndarray],
   row["chunk_segment_ids"] = packed["audio_segment_ids"][::config.chunk_samples].astype(np.int32)
   row["segment_num_chunks"] = num_chunks.astype(np.int32)
   row["segment_example_index"] = packed["example_index"].astype(np.int32)
+  # Segments' transcripts follow each other like their audio does: one CTC target.
+  row["transcript"] = packed["transcript"].astype(np.int32)
   return row
 
 
@@ -442,7 +461,7 @@ def load_dataset(out_dir: str | os.PathLike, split: str, config: PipelineConfig,
 def batch_spec(config: PipelineConfig, num_processes: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of a batch: per process, or global for `num_processes` processes."""
   dims = {"L": config.max_len, "S": config.max_samples, "C": config.max_chunks,
-          "G": config.num_segments}
+          "G": config.num_segments, "N": config.max_transcript}
   spec = {}
   for name, (field, _) in BATCH_FIELDS.items():
     dtype, _, dim = field.partition("[")

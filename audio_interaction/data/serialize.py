@@ -20,6 +20,11 @@ Offline layout::
     <bos> <offline> <audio> <a>*(k*n) <sys> instruction </sys> answer <eor>
 
 with LM loss on `answer <eor>`.
+
+Both layouts also carry the transcript of what is heard (the content words of every
+utterance, fillers left out, ordered by end time) with the chunk in which each word
+ends: the target of the encoder's auxiliary CTC loss, and what lets a pipeline cut a
+stream at a chunk boundary and keep exactly the words that ended before the cut.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from audio_interaction.data import stream_format as sf
 from audio_interaction.data.sources import SAMPLE_RATE
 from audio_interaction.data.tasks import ABILITIES
 from audio_interaction.data.timeline import (
-    OFFLINE, ONLINE, Timeline, chunk_samples_of, render, schedule)
-from audio_interaction.data.tokenizer import Tokenizer
+    OFFLINE, ONLINE, Timeline, chunk_samples_of, first_chunk_reaching, render, schedule)
+from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 
 METADATA_FIELDS: Final[tuple[str, ...]] = ("ability", "subtask", "seed", "split", "mode")
 
@@ -57,6 +62,27 @@ def _encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
   return ids
 
 
+def transcript(timeline: Timeline, tokenizer: Tokenizer, chunk_samples: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """Token ids of the words heard in `timeline` and the chunk in which each word ends.
+
+  Content words of every utterance (any speaker, addressed or not: the encoder hears
+  them all), ordered by end time; each word is tokenized alone so that its tokens
+  carry its chunk. Returns (ids int32[N], chunks int32[N]).
+  """
+  words = sorted((word.end, normalize_text(word.text))
+                 for utterance in timeline.utterances for word in utterance.content_words)
+  ids: list[int] = []
+  chunks: list[int] = []
+  for end, text in words:
+    if not text:
+      continue
+    word_ids = _encode_text(tokenizer, text)
+    ids += word_ids
+    chunks += [first_chunk_reaching(end, chunk_samples)] * len(word_ids)
+  return np.asarray(ids, np.int32), np.asarray(chunks, np.int32)
+
+
 def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
               sample_rate: int = SAMPLE_RATE, slots_per_chunk: int,
               tokens_per_chunk: int) -> dict[str, np.ndarray]:
@@ -64,7 +90,8 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
 
   Arrays: `tokens`, `audio_slot_index`, `lm_targets`, `decision_targets` int32[L],
   `lm_weights` float32[L], `audio` float32[num_chunks * chunk_samples] (16 kHz),
-  `num_chunks` int32[]. Deterministic: same timeline and arguments, same bytes.
+  `num_chunks` int32[], `transcript` and `transcript_chunks` int32[N] (see
+  `transcript`). Deterministic: same timeline and arguments, same bytes.
   """
   if sample_rate != SAMPLE_RATE:
     raise ValueError(f"the stream format is {SAMPLE_RATE} Hz audio, got sample_rate={sample_rate}")
@@ -122,6 +149,7 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
   weights[:-1] = np.asarray(is_reply[1:], np.float32)
   if tokens_array.max() >= tokenizer.vocab_size:
     raise ValueError("token id beyond the tokenizer's vocabulary")
+  heard, heard_chunks = transcript(timeline, tokenizer, chunk)
   return {
       "tokens": tokens_array,
       "audio_slot_index": np.asarray(slots, np.int32),
@@ -130,6 +158,8 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
       "decision_targets": np.asarray(decisions, np.int32),
       "audio": render(timeline, chunk_ms=chunk_ms, num_chunks=num_chunks),
       "num_chunks": np.asarray(num_chunks, np.int32),
+      "transcript": heard,
+      "transcript_chunks": np.minimum(heard_chunks, num_chunks - 1).astype(np.int32),
   }
 
 

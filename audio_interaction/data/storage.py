@@ -63,7 +63,8 @@ from tensorflow_datasets.core import splits as tfds_splits
 from audio_interaction.data import stream_format as sf
 
 DEFAULT_NAME = "audio_interaction"
-DEFAULT_VERSION = "1.0.0"
+# 1.1.0: examples carry the transcript (`transcript`, `transcript_chunks`).
+DEFAULT_VERSION = "1.1.0"
 # String fields every generated example carries besides `EXAMPLE_FIELDS`.
 METADATA_FIELDS: tuple[str, ...] = ("ability", "subtask")
 # Stored with every record: its index in the split (record i == make_example(i, seed)).
@@ -153,12 +154,19 @@ def validate_example(example: Mapping[str, Any], *,
         raise ValueError(f"field {name!r} must be {field}, got dtype {value.dtype}")
       value = cast
     out[name] = value
-  lengths = {n: len(out[n]) for n, (f, _) in sf.EXAMPLE_FIELDS.items() if f.endswith("[L]")}
-  if len(set(lengths.values())) > 1:
-    raise ValueError(f"per-position fields disagree on L: {lengths}")
+  for dim in ("L", "N"):
+    lengths = {n: len(out[n]) for n, (f, _) in sf.EXAMPLE_FIELDS.items()
+               if f.endswith(f"[{dim}]")}
+    if len(set(lengths.values())) > 1:
+      raise ValueError(f"fields of length {dim} disagree: {lengths}")
   num_chunks, num_samples = int(out["num_chunks"]), len(out["audio"])
   if num_chunks < 0:
     raise ValueError(f"num_chunks must be >= 0, got {num_chunks}")
+  heard_chunks = out["transcript_chunks"]
+  if len(heard_chunks) and (heard_chunks.min() < 0 or heard_chunks.max() >= num_chunks
+                            or np.any(np.diff(heard_chunks) < 0)):
+    raise ValueError(f"transcript_chunks must be non-decreasing chunk indices in "
+                     f"[0, {num_chunks}), got {heard_chunks.tolist()}")
   if chunk_samples is not None and num_samples != num_chunks * chunk_samples:
     raise ValueError(
         f"audio has {num_samples} samples, expected num_chunks*chunk_samples = "
@@ -521,8 +529,18 @@ def load_split(out_dir: str | os.PathLike, split: str):
 
   ``source[i]`` is a dict of NumPy arrays: the `EXAMPLE_FIELDS`, `example_index`
   and the metadata strings as bytes.
+
+  Raises:
+    ValueError: the split was written with other fields (an older format version).
   """
-  return tfds.builder_from_directory(os.fspath(out_dir)).as_data_source(split)
+  builder = tfds.builder_from_directory(os.fspath(out_dir))
+  missing = sorted(set(sf.EXAMPLE_FIELDS) - set(builder.info.features.keys()))
+  if missing:
+    raise ValueError(
+        f"{out_dir} holds examples without the fields {missing} (format "
+        f"{builder.info.version}, this code writes {DEFAULT_VERSION}); rebuild the split "
+        f"with `audio-interaction build-data` into an empty directory")
+  return builder.as_data_source(split)
 
 
 def read_split_metadata(out_dir: str | os.PathLike, split: str) -> SplitMetadata:
@@ -623,14 +641,18 @@ class SyntheticExamples:
     train = np.asarray(trained)
     lm_targets = np.full_like(tokens_arr, sf.PAD_ID)
     lm_targets[:-1] = np.where(train[:-1], tokens_arr[1:], sf.PAD_ID)
+    audio = rng.standard_normal(num_chunks * self.chunk_samples).astype(np.float32) * 0.1
+    heard_chunks = np.sort(rng.integers(0, num_chunks, size=int(rng.integers(0, num_chunks + 1))))
     return {
         "tokens": tokens_arr,
         "audio_slot_index": np.asarray(slots, np.int32),
         "lm_targets": lm_targets,
         "lm_weights": (lm_targets != sf.PAD_ID).astype(np.float32),
         "decision_targets": np.asarray(decisions, np.int32),
-        "audio": rng.standard_normal(num_chunks * self.chunk_samples).astype(np.float32) * 0.1,
+        "audio": audio,
         "num_chunks": np.int32(num_chunks),
+        "transcript": np.asarray(word(len(heard_chunks)), np.int32),
+        "transcript_chunks": heard_chunks.astype(np.int32),
         "ability": ability,
         "subtask": subtask,
     }

@@ -91,4 +91,6 @@ EXAMPLE_FIELDS: Final[dict[str, tuple[str, str]]] = {
     "decision_targets": ("int32[L]", "Decision at <decide> positions, NO_INDEX elsewhere"),
     "audio": ("float32[S]", "16 kHz mono waveform, num_chunks whole chunks"),
     "num_chunks": ("int32[]", "number of audio chunks (k slots each)"),
+    "transcript": ("int32[N]", "token ids of the words heard (every speaker), by end time"),
+    "transcript_chunks": ("int32[N]", "chunk in which each transcript token's word ends"),
 }

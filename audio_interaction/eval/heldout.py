@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from audio_interaction.data import stream_format as sf
 from audio_interaction.data import tasks
+from audio_interaction.data.sources import SAMPLE_RATE
 from audio_interaction.data.timeline import first_chunk_reaching, render
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.infer.run_stream import StreamTrace, run_stream
 from audio_interaction.model.model import Params
 
 
@@ -82,10 +83,22 @@ def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
   audio = render(timeline, chunk_ms=chunk_ms)
   trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction),
                      threshold=threshold)
+  return score_trace(timeline, trace, tokenizer, window_chunks=window_chunks)
+
+
+def reply_texts(trace: StreamTrace, tokenizer: Tokenizer) -> list[tuple[float, str]]:
+  """(stream time s of the first token, decoded text without `<eor>`) of each reply."""
+  return [(start, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
+          for start, tokens in trace.replies]
+
+
+def score_trace(timeline, trace: StreamTrace, tokenizer: Tokenizer, *,
+                window_chunks: int) -> StreamScore:
+  """Matches the replies of a trace (from `run_stream` or any driver) to the expected ones."""
   chunk_s = trace.chunk_seconds
-  model = [(int(round(start / chunk_s)) - 1, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
-           for start, tokens in trace.replies]
-  expected = [(first_chunk_reaching(r.ready_time, config.chunk_samples), r.text)
+  chunk_samples = int(round(chunk_s * SAMPLE_RATE))
+  model = [(int(round(start / chunk_s)) - 1, text) for start, text in reply_texts(trace, tokenizer)]
+  expected = [(first_chunk_reaching(r.ready_time, chunk_samples), r.text)
               for r in timeline.replies]
   match = match_replies(expected, model, window_chunks)
   return StreamScore(timeline.task, tasks.ABILITIES[timeline.ability], len(expected),

@@ -7,7 +7,7 @@ replies and their ready times), and the picture shows both.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import pathlib
 
 import jax
@@ -15,15 +15,15 @@ import ml_collections
 import numpy as np
 from rich.console import Console
 
-from audio_interaction.audio.features import log_mel
 from audio_interaction.data import stream_format as sf
 from audio_interaction.data import tasks, worlds
 from audio_interaction.data.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
 from audio_interaction.export import portable
-from audio_interaction.eval.timeline_plot import plot_timeline, timeline_spans
+from audio_interaction.eval.timeline_plot import timeline_spans
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.run_stream import ChunkRecord, run_stream
+from audio_interaction.infer.live import LiveSession, LiveView, write_timeline
+from audio_interaction.infer.sources import ArraySource
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 
@@ -85,32 +85,19 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
   for reply in timeline.replies:
     console.print(f"  expected reply from {reply.ready_time:5.2f} s: {reply.text!r}")
 
+  # The live loop over the stream read as fast as the model goes (an unpaced source
+  # is never dropped from, so this is exactly `run_stream`'s run), with its view.
   log_path = out / "events.jsonl"
-  with open(log_path, "w") as log:
-
-    def show(record: ChunkRecord) -> None:
-      text = tokenizer.decode(record.reply_tokens) if record.reply_tokens else ""
-      marker = "[green]SPEAK[/]" if record.spoke else "silent"
-      console.print(f"  {record.start:6.2f}-{record.end:5.2f} s  P(speak)={record.speak_probability:4.2f} "
-                    f"{marker} {text!r}" if record.spoke else
-                    f"  {record.start:6.2f}-{record.end:5.2f} s  P(speak)={record.speak_probability:4.2f} {marker}",
-                    highlight=False)
-      log.write(json.dumps({"chunk": record.index, "start": record.start, "end": record.end,
-                            "speak_probability": record.speak_probability,
-                            "spoke": record.spoke, "reply_tokens": record.reply_tokens,
-                            "reply_text": text,
-                            "compute_seconds": record.compute_seconds}) + "\n")
-      log.flush()
-
-    engine = Engine(model)
-    trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction),
-                       threshold=threshold, on_chunk=show)
-
-  mel = np.asarray(log_mel(audio[None], model.frontend))[0]
-  picture = plot_timeline(out / "timeline.png", audio, 16000, trace, threshold=threshold,
-                          decode=tokenizer.decode, log_mel=mel,
-                          reference=timeline_spans(timeline),
-                          title=f"{subtask}: {weights_note}")
+  session = LiveSession(Engine(model), params, tokenizer, instruction=timeline.instruction,
+                        threshold=threshold, log_path=log_path,
+                        keep_seconds=len(audio) / cfg.sample_rate + 1,
+                        view=LiveView(console, every_chunk=True))
+  result = asyncio.run(session.run(ArraySource(audio, speed=float("inf"))))
+  trace = result.trace
+  picture = write_timeline(result, out / "timeline.png", threshold=threshold,
+                           decode=tokenizer.decode, frontend=model.frontend,
+                           reference=timeline_spans(timeline),
+                           title=f"{subtask}: {weights_note}")
   replies = [(start, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
              for start, tokens in trace.replies]
   # The first chunk includes compilation; the steady state is what a live run sees.

@@ -29,11 +29,14 @@ class EngineState:
     stream: the model's `StreamState`.
     next_logits: [B, V] float32 logits of the next token (from the last fed position).
     rng: PRNG key for sampling.
+    heard: [B, F_c] int32 CTC argmax label of each encoder frame of the last chunk
+      (the streaming transcript before merging; see `infer.transcript.collapse_ctc`).
   """
 
   stream: StreamState
   next_logits: Array
   rng: Array
+  heard: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +100,10 @@ class Engine:
     valid = np.zeros((batch, width), bool)
     for row, prompt in enumerate(prompts):
       tokens[row, :len(prompt)], valid[row, :len(prompt)] = prompt, True
+    frames = self.model.config.encoder_frames_per_chunk
     state = EngineState(self.model.init_state(batch),
                         jnp.zeros((batch, self.vocab_size), jnp.float32),
-                        jax.random.key(seed))
+                        jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32))
     return self._prefill(params, state, jnp.asarray(tokens), jnp.asarray(valid))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
@@ -132,9 +136,11 @@ class Engine:
     return state.replace(stream=stream, next_logits=jnp.where(fed, last_logits, state.next_logits))
 
   def _perceive_impl(self, params, state: EngineState, chunk):
-    stream, decision_logits, lm_logits = self.model.perceive(params, state.stream, chunk)
+    stream, decision_logits, lm_logits, ctc_logits = self.model.perceive(
+        params, state.stream, chunk)
     probs = jax.nn.softmax(decision_logits, axis=-1)
-    return state.replace(stream=stream, next_logits=lm_logits), probs
+    heard = jnp.argmax(ctc_logits, axis=-1).astype(jnp.int32)
+    return state.replace(stream=stream, next_logits=lm_logits, heard=heard), probs
 
   def _speak_impl(self, params, state: EngineState, active, n: int):
     batch = active.shape[0]

@@ -25,7 +25,8 @@ class ModelSummary:
 
   def describe(self) -> str:
     flops = "n/a" if self.forward_flops is None else f"{self.forward_flops / 1e9:.2f} GFLOP"
-    return (f"params {self.total_params / 1e6:.1f} M (encoder {self.encoder_params / 1e6:.1f} M, "
+    return (f"params {self.total_params / 1e6:.1f} M (encoder + CTC head "
+            f"{self.encoder_params / 1e6:.1f} M, "
             f"decoder {self.decoder_params / 1e6:.1f} M); full forward and streaming step "
             f"lower; forward cost {flops}")
 
@@ -53,6 +54,7 @@ def summarize(model: AudioInteractionModel, sequence_chunks: int = 8) -> ModelSu
   jax.jit(model.perceive, donate_argnums=1).lower(params, state, chunk)
   return ModelSummary(
       total_params=count_params(params),
-      encoder_params=count_params(params["params"]["encoder"]),
+      # The CTC head reads the encoder's frames: it is counted with the encoder.
+      encoder_params=count_params((params["params"]["encoder"], params["params"]["ctc_head"])),
       decoder_params=count_params(params["params"]["decoder"]),
       forward_flops=flops)

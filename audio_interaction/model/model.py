@@ -8,7 +8,8 @@ Two ways to run the same parameters:
     - `prefill`: feed text tokens (the instruction, or reply tokens as they are
       written), T at a time, with a validity mask for ragged batches;
     - `perceive`: one audio chunk -> `<audio> <a>×k <decide>` -> decision logits and
-      the first reply token's logits from the same forward pass.
+      the first reply token's logits from the same forward pass, and the chunk's
+      CTC logits (what the encoder hears, as tokens: a streaming transcript).
   Shapes are static per config, so jitted steps compile once for the whole stream.
 """
 
@@ -26,6 +27,7 @@ from audio_interaction.audio.features import LogMelConfig, StreamingLogMel, log_
 from audio_interaction.data import stream_format as sf
 from audio_interaction.model.decoder import Decoder, DecoderCache, init_decoder_cache
 from audio_interaction.model.encoder import AudioEncoder, EncoderState, init_encoder_state
+from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model_config import ModelConfig
 
@@ -56,12 +58,13 @@ class ForwardOutputs:
   Attributes:
     lm_logits: [B, L, V] float32, next-token logits at every position.
     decision_logits: [B, L, NUM_DECISIONS] float32 (meaningful at `<decide>`).
-    encoder_frames: [B, F', D_enc] encoder outputs (e.g. for an auxiliary CTC loss).
+    ctc_logits: [B, F', V] float32 per encoder frame (F' = F / subsampling); class
+      `PAD_ID` is the CTC blank.
   """
 
   lm_logits: Array
   decision_logits: Array
-  encoder_frames: Array
+  ctc_logits: Array
 
 
 class AudioInteractionNetwork(nn.Module):
@@ -70,8 +73,16 @@ class AudioInteractionNetwork(nn.Module):
   config: ModelConfig
 
   def setup(self):
-    self.encoder = AudioEncoder(self.config)
-    self.decoder = Decoder(self.config)
+    cfg = self.config
+    self.encoder = AudioEncoder(cfg)
+    self.decoder = Decoder(cfg)
+    # The auxiliary CTC head: encoder frames -> the decoder's vocabulary, <pad> = blank.
+    self.ctc_head = nn.DenseGeneral(
+        cfg.decoder.vocab_size, kernel_init=layers.dense_init(("embed", "vocab")),
+        dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="ctc_head")
+
+  def _ctc_logits(self, encoded: Array) -> Array:
+    return self.ctc_head(encoded).astype(jnp.float32)
 
   def __call__(self, tokens: Array, mel: Array, audio_slot_index: Array,
                positions: Array, valid: Array, segment_ids: Array | None = None):
@@ -81,10 +92,11 @@ class AudioInteractionNetwork(nn.Module):
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
     lm_logits, decision_logits, _ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
-    return lm_logits, decision_logits, encoded
+    return lm_logits, decision_logits, self._ctc_logits(encoded)
 
   def encode_step(self, mel: Array, state: EncoderState):
-    return self.encoder(mel, state)
+    slots, encoded, state = self.encoder(mel, state)
+    return slots, self._ctc_logits(encoded), state
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
                   valid: Array, cache: DecoderCache, heads_at_last: bool):
@@ -101,7 +113,7 @@ class AudioInteractionModel:
     params = model.init(jax.random.key(0))
     state = model.init_state(batch=1)
     state, _ = model.prefill(params, state, instruction_ids)       # [1, P]
-    state, decision_logits, lm_logits = model.perceive(params, state, chunk)  # [1, 2560]
+    state, decision_logits, lm_logits, ctc_logits = model.perceive(params, state, chunk)
   """
 
   def __init__(self, config: ml_collections.ConfigDict | ModelConfig,
@@ -164,9 +176,9 @@ class AudioInteractionModel:
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     valid = tokens != sf.PAD_ID
-    lm_logits, decision_logits, encoded = self.network.apply(
+    lm_logits, decision_logits, ctc_logits = self.network.apply(
         params, tokens, self.features(audio), audio_slot_index, positions, valid, segment_ids)
-    return ForwardOutputs(lm_logits, decision_logits, encoded)
+    return ForwardOutputs(lm_logits, decision_logits, ctc_logits)
 
   # ---------------------------------------------------------------- streaming
   def init_state(self, batch: int) -> StreamState:
@@ -206,14 +218,15 @@ class AudioInteractionModel:
     return state, lm_logits
 
   def perceive(self, params: Params, state: StreamState, chunk: Array
-               ) -> tuple[StreamState, Array, Array]:
+               ) -> tuple[StreamState, Array, Array, Array]:
     """Perceives one audio chunk and decides.
 
     Args:
       chunk: [B, chunk_samples] float32 samples.
     Returns:
       (state, decision logits [B, NUM_DECISIONS], lm logits [B, V] of the first reply
-      token), both read at the chunk's `<decide>` position in one forward pass.
+      token, CTC logits [B, F_c, V] of the chunk's F_c encoder frames); the first two
+      are read at the chunk's `<decide>` position in one forward pass.
     """
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:
@@ -221,7 +234,7 @@ class AudioInteractionModel:
                        f"({1000 * cfg.chunk_samples // cfg.sample_rate} ms at "
                        f"{cfg.sample_rate} Hz)")
     mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
-    slots, _, encoder_state = self.network.apply(
+    slots, ctc_logits, encoder_state = self.network.apply(
         params, frames, state.encoder, method=AudioInteractionNetwork.encode_step)
     batch, k = chunk.shape[0], cfg.slots_per_chunk
     tokens = jnp.concatenate([
@@ -234,7 +247,7 @@ class AudioInteractionModel:
     state, lm_logits, decision_logits = self._decode(
         params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
         heads_at_last=True)
-    return state, decision_logits[:, 0], lm_logits[:, 0]
+    return state, decision_logits[:, 0], lm_logits[:, 0], ctc_logits
 
 
 def count_params(params: Params) -> int:

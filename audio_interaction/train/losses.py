@@ -2,7 +2,9 @@
 
 Reply cross-entropy on the positions the serializer marked (`lm_weights`), and a
 class-weighted cross-entropy on the decision head at `<decide>` positions: SPEAK is
-rare (a few chunks per stream), so its term is weighted up. Metrics are returned as
+rare (a few chunks per stream), so its term is weighted up. An auxiliary CTC loss
+aligns the encoder's frames with the transcript of what is heard (blank = `<pad>`),
+so the encoder learns words even where no reply depends on them yet. Metrics are returned as
 sums and counts so they add up exactly across devices, accumulation steps and
 batches; `finalize_metrics` turns them into rates.
 """
@@ -15,25 +17,46 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from audio_interaction.data.stream_format import Decision
+from audio_interaction.data.stream_format import PAD_ID, Decision
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import ForwardOutputs
 
 
+def ctc_loss(ctc_logits: Array, transcript: Array, chunk_segment_ids: Array
+             ) -> tuple[Array, Array]:
+  """CTC negative log-likelihood of each row's transcript under its encoder frames.
+
+  Args:
+    ctc_logits: [B, F', V] float32; F' = C * frames per chunk; class `PAD_ID` is blank.
+    transcript: [B, N] int32 token ids, `PAD_ID` after the last.
+    chunk_segment_ids: [B, C] int32, 0 on padding chunks (their frames are ignored).
+  Returns:
+    (nll [B] float32 per row, number of transcript tokens [B] float32).
+  """
+  frames_per_chunk = ctc_logits.shape[1] // chunk_segment_ids.shape[1]
+  frame_padding = jnp.repeat(chunk_segment_ids == 0, frames_per_chunk, axis=1)
+  label_padding = transcript == PAD_ID
+  nll = optax.ctc_loss(ctc_logits, frame_padding.astype(jnp.float32), transcript,
+                       label_padding.astype(jnp.float32), blank_id=PAD_ID)
+  return nll, (~label_padding).sum(axis=1).astype(jnp.float32)
+
+
 def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
-                  reply_weight: float, decision_weight: float, speak_class_weight: float
-                  ) -> tuple[Array, dict[str, Array]]:
+                  reply_weight: float, decision_weight: float, speak_class_weight: float,
+                  ctc_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:
   """Total loss and summable metrics of one batch.
 
   Args:
-    outputs: the model's full forward ([B, L, V] and [B, L, 2] logits).
+    outputs: the model's full forward ([B, L, V], [B, L, 2] and [B, F', V] logits).
     batch: `lm_targets` int32 [B, L], `lm_weights` float32 [B, L], `decision_targets`
-      int32 [B, L] (-1 where no decision is trained).
-    reply_weight, decision_weight: weights of the two terms in the total.
+      int32 [B, L] (-1 where no decision is trained); with `ctc_weight` > 0 also
+      `transcript` int32 [B, N] and `chunk_segment_ids` int32 [B, C].
+    reply_weight, decision_weight, ctc_weight: weights of the terms in the total; the
+      CTC term is the summed NLL per transcript token.
     speak_class_weight: weight of SPEAK targets relative to SILENT ones.
   Returns:
     (scalar loss, dict of sums: reply_nll, reply_tokens, reply_correct, decision_nll,
-    decision_weight, decisions, tp, fp, fn).
+    decision_weight, decisions, tp, fp, fn, and with CTC ctc_nll, ctc_tokens).
   """
   lm_weights = batch["lm_weights"].astype(jnp.float32)
   reply_nll = optax.softmax_cross_entropy_with_integer_labels(
@@ -64,7 +87,12 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
       "fp": counted(predicted_speak & ~is_speak),
       "fn": counted(~predicted_speak & is_speak),
   }
-  return reply_weight * reply_loss + decision_weight * decision_loss, metrics
+  total = reply_weight * reply_loss + decision_weight * decision_loss
+  if ctc_weight:
+    nll, heard = ctc_loss(outputs.ctc_logits, batch["transcript"], batch["chunk_segment_ids"])
+    metrics["ctc_nll"], metrics["ctc_tokens"] = nll.sum(), heard.sum()
+    total = total + ctc_weight * nll.sum() / jnp.maximum(heard.sum(), 1.0)
+  return total, metrics
 
 
 def finalize_metrics(sums: Mapping[str, float]) -> dict[str, float]:
@@ -80,7 +108,10 @@ def finalize_metrics(sums: Mapping[str, float]) -> dict[str, float]:
   precision = ratio(tp, tp + fp, 1.0)
   recall = ratio(tp, tp + fn, 1.0)
   f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-  return {
+  rates = {}
+  if "ctc_nll" in sums:
+    rates["ctc_loss"] = ratio(sums["ctc_nll"], sums["ctc_tokens"], 0.0)
+  return rates | {
       "reply_loss": ratio(sums["reply_nll"], sums["reply_tokens"], 0.0),
       "token_accuracy": ratio(sums["reply_correct"], sums["reply_tokens"], 0.0),
       "decision_loss": ratio(sums["decision_nll"], sums["decision_weight"], 0.0),

@@ -26,7 +26,7 @@ from audio_interaction.train import losses, sharding
 Batch = Mapping[str, jax.Array]
 # Fields of a pipeline batch the step reads.
 STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "lm_targets", "lm_weights",
-               "decision_targets")
+               "decision_targets", "transcript", "chunk_segment_ids")
 
 
 @flax.struct.dataclass
@@ -109,7 +109,8 @@ class Trainer:
                                  batch["audio_slot_index"], positions=batch["positions"])
     return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
                                 decision_weight=train.decision_loss_weight,
-                                speak_class_weight=train.speak_class_weight)
+                                speak_class_weight=train.speak_class_weight,
+                                ctc_weight=train.ctc_loss_weight)
 
   def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     accum = self.config.train.grad_accum_steps

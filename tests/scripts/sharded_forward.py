@@ -49,7 +49,7 @@ def main(block: str) -> None:
       "devices": jax.device_count(),
       "lm_logits": max_diff(sharded.lm_logits, single.lm_logits),
       "decision_logits": max_diff(sharded.decision_logits, single.decision_logits),
-      "encoder_frames": max_diff(sharded.encoder_frames, single.encoder_frames),
+      "ctc_logits": max_diff(sharded.ctc_logits, single.ctc_logits),
       "output_spec": str(sharded.lm_logits.sharding.spec),
       "param_bytes_full": full_bytes,
       "param_bytes_device0": sharding.device_memory_per_shard(sharded_params),

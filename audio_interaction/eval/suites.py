@@ -1,0 +1,644 @@
+"""The eight benchmark suites (DESIGN.md, B1-B8) over held-out streams or a user manifest.
+
+Data. Generated cases are the 28 sub-tasks built with `TaskConfig(split="heldout")`
+from held-out sources (`infer.demo.default_sources()`): voices, sound recordings and
+world items (questions, facts, sentences) that training never used (`worlds.py`,
+`speech.voice_split`, `sounds.py`), with stream seeds from `EvalConfig.seed` on
+(training corpora use other seeds; the split, not the seed, keeps them apart).
+Manifest cases come from a JSONL manifest (`data/manifest.py`): each row's recording
+becomes one case per suite its annotations allow (`cases_from_manifest`).
+
+Which sub-tasks feed which suite (`SUITE_SUBTASKS`; every one of the 28 is in at least
+one, chat sub-tasks are in both B4 for *what* and B5 for *when*):
+
+| suite | sub-tasks | model | beside it |
+|---|---|---|---|
+| B1 offline ASR | offline_asr | offline answer (`offline.py`) | PocketSphinx, whole clip |
+| B2 streaming ASR | asr_* (4) | one reply per word | PocketSphinx, same 160 ms chunks |
+| B3 sound events | offline_sound_label/count_events/clip_qa, env_what_sound, env_speech_and_event | | |
+| B4 spoken QA / chat | chat_single/multi_turn/fillers, env_scene_question, env_time_since | | |
+| B5 turn-taking | chat_single/multi_turn/mid_pause/fillers | threshold sweep | silence timer + same model |
+| B6 proactive sound | alert_* (4) | threshold sweep | |
+| B7 instruction following | follow_* (4), control_instruction_change | | |
+| B8 interaction control | control_barge_in/not_addressed/backchannel | | silence timer + same model |
+
+Runs. Each case's stream is run once as a batch (`silence_timer.drive`): one row at the
+operating threshold, one row per sweep threshold (B5/B6 cases), one row driven by the
+silence timer (B5/B8 cases). The reply trajectory depends on the threshold (a reply
+written changes the state), so the sweep is *exact*: every threshold is its own run
+of the model, not a re-thresholding of one run's P(SPEAK). The timer's silence-length
+sweep needs no model: its firing times come from the VAD scores alone (`drive`
+uses the same firings), so it is exact too; only its timing is swept, not its text.
+
+Timing matches (see `metrics.py`): a reply answers a turn / an alert an event when it
+starts within `answer_window_s` after the turn ended / the event's onset became
+recognisable; reply *accuracy* (B3/B4/B7, per-sub-task bars) uses the held-out
+matching of `heldout.score_trace` (a reply within `window_chunks` of its ready chunk,
+exact normalized text).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from audio_interaction.data import effects, tasks, worlds
+from audio_interaction.data.manifest import (
+    DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestRow, read_manifest, spread_words)
+from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.data.timeline import (
+    OFFLINE, ONLINE, Reply, SoundEvent, Span, Timeline, Utterance, estimated_reply_end, render)
+from audio_interaction.data.tokenizer import Tokenizer, normalize_text
+from audio_interaction.eval import metrics
+from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
+from audio_interaction.eval.heldout import reply_texts, score_trace
+from audio_interaction.eval.offline import offline_answer
+from audio_interaction.eval.silence_timer import (
+    SilenceTimer, drive, fire_chunks_from_scores, timer_policy)
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.run_stream import StreamTrace
+from audio_interaction.model.model import Params
+
+SUITE_NAMES: Final[dict[str, str]] = {
+    "B1": "offline ASR", "B2": "streaming ASR", "B3": "sound events",
+    "B4": "spoken QA / voice chat", "B5": "turn-taking", "B6": "proactive sound",
+    "B7": "streaming instruction following", "B8": "interaction control",
+}
+SUITE_SUBTASKS: Final[dict[str, tuple[str, ...]]] = {
+    "B1": ("offline_asr",),
+    "B2": ("asr_clean", "asr_noisy", "asr_long_pauses", "asr_two_speakers"),
+    "B3": ("offline_sound_label", "offline_count_events", "offline_clip_qa", "env_what_sound",
+           "env_speech_and_event"),
+    "B4": ("chat_single", "chat_multi_turn", "chat_fillers", "env_scene_question",
+           "env_time_since"),
+    "B5": ("chat_single", "chat_multi_turn", "chat_mid_pause", "chat_fillers"),
+    "B6": ("alert_alarm", "alert_door", "alert_breakage", "alert_baby_dog"),
+    "B7": ("follow_keyword", "follow_sound_class", "follow_count", "follow_summary_cue",
+           "control_instruction_change"),
+    "B8": ("control_barge_in", "control_not_addressed", "control_backchannel"),
+}
+SWEEP_SUITES: Final[frozenset[str]] = frozenset({"B5", "B6"})
+TIMER_SUITES: Final[frozenset[str]] = frozenset({"B5", "B8"})
+
+# Instructions for manifest cases: phrasings the training corpus uses (`tasks.py`).
+MANIFEST_INSTRUCTIONS: Final[dict[str, str]] = {
+    "B1": "Transcribe the audio.",
+    "B2": "Transcribe the speech as you hear it.",
+    "B3": "What sound is this?",
+    "B4": "You are a helpful voice assistant. Answer briefly.",
+    "B5": "You are a helpful voice assistant. Answer briefly.",
+    "B6": "Let me know if anything needs my attention.",
+}
+MANIFEST_TAIL_S: Final[float] = 2.0  # silence after a manifest clip, time to answer
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Knobs of a benchmark run (times in seconds).
+
+  streams_per_subtask: generated streams per sub-task; seed: first stream seed.
+  threshold: the model's operating decision threshold.
+  sweep_thresholds: thresholds run for the B5/B6 sweep (each a full run).
+  silence_seconds, vad: the baseline timer; sweep_silences: its swept silence lengths.
+  answer_window_s: a reply starting within this after a turn end / alert onset answers it.
+  window_chunks: accuracy matching window (as `heldout.evaluate_heldout`).
+  yield_within_s: a barge-in is yielded to if speech stops within this after its onset.
+  unaddressed_grace_s: a reply this long after unaddressed speech still answers it.
+  """
+
+  streams_per_subtask: int = 2
+  seed: int = 9000
+  threshold: float = 0.5
+  sweep_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+  silence_seconds: float = 0.7
+  vad: str = "silero"
+  sweep_silences: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 1.5)
+  answer_window_s: float = 2.0
+  window_chunks: int = 6
+  yield_within_s: float = 0.5
+  unaddressed_grace_s: float = 0.8
+
+
+@dataclasses.dataclass(eq=False)
+class Case:
+  """One stream or clip to evaluate: its timeline (what should happen), the audio
+  (float32[S], 16 kHz, whole chunks for online cases) and the suites it feeds."""
+
+  name: str
+  timeline: Timeline
+  audio: np.ndarray
+  suites: frozenset[str]
+
+  @property
+  def subtask(self) -> str:
+    return self.timeline.task
+
+  @property
+  def duration(self) -> float:
+    return len(self.audio) / SAMPLE_RATE
+
+
+@dataclasses.dataclass(eq=False)
+class CaseRun:
+  """What the systems did on one case.
+
+  sweep: threshold -> the model's trace at that threshold (the operating one included).
+  timer: the silence-timer-driven trace (B5/B8 cases), or None.
+  timer_fires: silence length -> the timer's firing times (s) (B5 cases).
+  peer_stream / peer_clip: PocketSphinx's streaming (B2) / whole-clip (B1) output.
+  answer: the model's offline answer (offline cases).
+  seconds: wall time spent on the case (all systems).
+  """
+
+  case: Case
+  threshold: float
+  sweep: dict[float, StreamTrace] = dataclasses.field(default_factory=dict)
+  timer: StreamTrace | None = None
+  timer_fires: dict[float, list[float]] = dataclasses.field(default_factory=dict)
+  peer_stream: StreamingTranscript | None = None
+  peer_clip: str | None = None
+  answer: str | None = None
+  seconds: float = 0.0
+
+  @property
+  def model(self) -> StreamTrace | None:
+    return self.sweep.get(self.threshold)
+
+
+# ------------------------------------------------------------------------------ cases
+
+def parse_suites(text: str) -> list[str]:
+  """ "all" or a comma list like "B1,B5" -> suite names, checked."""
+  names = list(SUITE_NAMES) if text.strip().lower() == "all" else [
+      s.strip().upper() for s in text.split(",") if s.strip()]
+  unknown = [s for s in names if s not in SUITE_NAMES]
+  if unknown or not names:
+    raise ValueError(f"unknown suites {unknown or text!r}; known: {list(SUITE_NAMES)} or 'all'")
+  return names
+
+
+def generated_cases(suites: Sequence[str], speech, sounds, *, streams_per_subtask: int,
+                    seed: int, chunk_ms: int = 160) -> list[Case]:
+  """Held-out streams of every sub-task the suites use, `streams_per_subtask` each."""
+  task_config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)
+  subtasks = [n for n in tasks.SUBTASKS if any(n in SUITE_SUBTASKS[s] for s in suites)]
+  cases = []
+  for name in subtasks:
+    used = frozenset(s for s in suites if name in SUITE_SUBTASKS[s])
+    for k in range(streams_per_subtask):
+      timeline = tasks.build(name, seed + k, speech, sounds, task_config)
+      cases.append(Case(f"{name}/{seed + k}", timeline,
+                        render(timeline, chunk_ms=chunk_ms), used))
+  return cases
+
+
+def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: str,
+                       replies: Sequence[Reply], *, words=None, sound: str | None = None,
+                       quiet: Sequence[Span] = ()) -> Timeline:
+  """A timeline around one recording placed at 0 (its gain 1: the file as it is)."""
+  utterances, sounds = (), ()
+  if words is not None:
+    utterances = (Utterance(start=0.0, audio=audio, words=tuple(words),
+                            fillers=(False,) * len(words), holds=(), speaker=row.voice,
+                            voice=row.voice, addressed=True, gain=1.0, level_db=0.0),)
+  if sound is not None:
+    lo, _ = effects.trim_silence(audio)
+    onset = lo / SAMPLE_RATE
+    after = row.recognisable_after
+    if after is None:
+      after = RECOGNISABLE_AFTER_S.get(sound, DEFAULT_RECOGNISABLE_AFTER_S)
+    role = "alert" if sound in worlds.ALERT_LABELS else "benign"
+    sounds = (SoundEvent(start=0.0, audio=audio, label=sound, source=row.source,
+                         recognisable_at=min(onset + after, len(audio) / SAMPLE_RATE),
+                         role=role, gain=1.0, level_db=0.0),)
+  ability = {"B1": 1, "B2": 2, "B3": 1, "B4": 4, "B5": 4, "B6": 5}[suite]
+  return Timeline(task=f"manifest_{suite}", ability=ability, seed=0, split="manifest",
+                  mode=mode, instruction=MANIFEST_INSTRUCTIONS[suite],
+                  duration=len(audio) / SAMPLE_RATE, speech_level_db=0.0,
+                  utterances=utterances, sounds=sounds, backgrounds=(),
+                  replies=tuple(replies), quiet=tuple(quiet))
+
+
+def cases_from_manifest(path: str, suites: Sequence[str], *, chunk_ms: int = 160,
+                        strict: bool = False) -> list[Case]:
+  """Cases from a JSONL manifest (audio path + reference fields, see `data/manifest.py`).
+
+  Per row, as its fields allow:
+    transcript (+ optional exact `words`): B1 (the clip, offline) and B2 (streamed;
+      emission delays use `words` if given, else approximate times from
+      `manifest.spread_words`, flagged in the case name with "~");
+    label: B3 (offline "what sound is this?", answer `worlds.sound_name`) and B6
+      (streamed: an alert class warrants `worlds.alert_message` once recognisable
+      (`recognisable_after`), any other class must stay silent);
+    reply (+ `reply_time`, default the end of the last word): B4 (its text) and B5
+      (its timing: the turn is the clip's speech).
+  Online cases get `MANIFEST_TAIL_S` of silence after the clip, to answer in.
+  """
+  report = read_manifest(path, strict=strict)
+  chunk = SAMPLE_RATE * chunk_ms // 1000
+  cases = []
+  for index, row in enumerate(report.rows):
+    clip = np.asarray(row.load(), np.float32)
+    total = -(-(len(clip) + int(MANIFEST_TAIL_S * SAMPLE_RATE)) // chunk) * chunk
+    streamed = np.zeros(total, np.float32)
+    streamed[:len(clip)] = clip
+    words = row.words
+    exact = words is not None
+    if row.transcript is not None and words is None:
+      words = spread_words(row.transcript, clip)
+    name = f"{_file_name(row.source)}#{index}{'' if exact else '~'}"
+
+    def add(suite, audio, mode, replies, **kw):
+      if suite in suites:
+        cases.append(Case(f"{suite}:{name}", _manifest_timeline(
+            suite, row, audio, mode, replies, **kw), audio, frozenset({suite})))
+
+    if row.transcript is not None:
+      add("B1", clip, OFFLINE, [Reply(normalize_text(row.transcript), len(clip) / SAMPLE_RATE,
+                                      "end of clip", kind="transcript")], words=words)
+      per_word = [Reply(normalize_text(w.text), w.end, "word ended", kind="transcript")
+                  for w in words if normalize_text(w.text)]
+      add("B2", streamed, ONLINE, per_word, words=words)
+    if row.label is not None:
+      add("B3", clip, OFFLINE, [Reply(worlds.sound_name(row.label), len(clip) / SAMPLE_RATE,
+                                      "end of clip")], sound=row.label)
+      timeline = _manifest_timeline("B6", row, streamed, ONLINE, [], sound=row.label)
+      event = timeline.sounds[0]
+      if event.role == "alert":
+        replies = [Reply(worlds.alert_message(row.label), event.recognisable_at,
+                         "alert recognisable", kind="alert")]
+        add("B6", streamed, ONLINE, replies, sound=row.label)
+      else:
+        add("B6", streamed, ONLINE, [], sound=row.label,
+            quiet=[Span(0.0, len(clip) / SAMPLE_RATE, "benign")])
+    if row.reply is not None and words is not None:
+      ready = row.reply_time if row.reply_time is not None else words[-1].end
+      for suite in ("B4", "B5"):
+        add(suite, streamed, ONLINE, [Reply(row.reply, ready, "turn ended")], words=words)
+  return cases
+
+
+def _file_name(source: str) -> str:
+  """The file name of a row's source path (or the in-memory name)."""
+  return source.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+# ------------------------------------------------------------------------------- runs
+
+class Runner:
+  """Runs the model and the baselines/peers over cases (see the module docstring)."""
+
+  def __init__(self, engine: Engine, params: Params, tokenizer: Tokenizer,
+               config: EvalConfig = EvalConfig()):
+    self.engine, self.params, self.tokenizer, self.config = engine, params, tokenizer, config
+    model_config = engine.model.config
+    self.chunk_seconds = model_config.chunk_samples / model_config.sample_rate
+    self.timer = SilenceTimer(config.silence_seconds, vad=config.vad,
+                              chunk_seconds=self.chunk_seconds)
+    self._peer: Pocketsphinx | None = None
+
+  @property
+  def peer(self) -> Pocketsphinx:
+    if self._peer is None:  # loads its model only when B1/B2 run
+      self._peer = Pocketsphinx()
+    return self._peer
+
+  def run(self, case: Case) -> CaseRun:
+    """Runs every system the case's suites need; one model batch per online case."""
+    began = time.perf_counter()
+    cfg = self.config
+    result = CaseRun(case, cfg.threshold)
+    timeline = case.timeline
+    if timeline.mode == OFFLINE:
+      result.answer = offline_answer(self.engine.model, self.params, self.tokenizer,
+                                     case.audio, timeline.instruction)
+      if "B1" in case.suites:
+        result.peer_clip = self.peer.transcribe_clip(case.audio)
+      result.seconds = time.perf_counter() - began
+      return result
+    thresholds = [cfg.threshold]
+    if case.suites & SWEEP_SUITES:
+      thresholds += [t for t in cfg.sweep_thresholds if t != cfg.threshold]
+    policies: list = list(thresholds)
+    if case.suites & TIMER_SUITES:
+      scores = self.timer.speech_probabilities(case.audio)
+      policies.append(timer_policy(self.timer, scores))
+      for seconds in cfg.sweep_silences:
+        fires = fire_chunks_from_scores(scores, self.timer.frame_seconds, self.chunk_seconds,
+                                        seconds, self.timer.threshold,
+                                        self.timer.min_speech_seconds)
+        result.timer_fires[seconds] = [(c + 1) * self.chunk_seconds for c in fires]
+    traces = drive(self.engine, self.params, case.audio,
+                   self.tokenizer.encode(timeline.instruction), policies)
+    result.sweep = dict(zip(thresholds, traces))
+    if case.suites & TIMER_SUITES:
+      result.timer = traces[-1]
+    if "B2" in case.suites:
+      result.peer_stream = self.peer.transcribe_stream(
+          case.audio, int(round(self.chunk_seconds * SAMPLE_RATE)))
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+# ------------------------------------------------------------- what a timeline warrants
+
+def turns(timeline: Timeline) -> list[tuple[float, float]]:
+  """User turns that warrant a reply: (first word start, end of last content word)."""
+  readies = {round(r.ready_time, 6) for r in timeline.replies}
+  return [(u.speech_start, u.speech_end) for u in timeline.utterances
+          if u.addressed and round(u.speech_end, 6) in readies]
+
+
+def reference_words(timeline: Timeline) -> list[tuple[str, float, float]]:
+  """(word, start s, end s) of every word to transcribe (the transcript replies, each
+  ready at its word's end; the start comes from the utterance's word ending there)."""
+  starts = {round(w.end, 6): w.start for u in timeline.utterances for w in u.content_words}
+  return [(word, starts.get(round(r.ready_time, 6), r.ready_time), r.ready_time)
+          for r in timeline.replies if r.kind == "transcript"
+          for word in normalize_text(r.text).split()]
+
+
+def alert_events(timeline: Timeline, window: float) -> list[tuple[float, float]]:
+  """(onset, deadline) s of each event that warrants an alert; deadline = recognisable + window."""
+  out = []
+  for reply in timeline.replies:
+    if reply.kind != "alert":
+      continue
+    event = min((e for e in timeline.sounds if e.role == "alert"),
+                key=lambda e: abs(e.recognisable_at - reply.ready_time))
+    out.append((event.start, reply.ready_time + window))
+  return out
+
+
+def barge_in_onsets(timeline: Timeline) -> list[float]:
+  """Onsets (s) of user speech talking over a reply to stop it."""
+  return [r.interrupted_at for r in timeline.replies if r.interrupted_at is not None]
+
+
+def backchannel_onsets(timeline: Timeline) -> list[float]:
+  """Onsets (s) of user speech during an uninterrupted reply ("uh-huh": not a barge-in)."""
+  spans = [(r.ready_time, estimated_reply_end(r)) for r in timeline.replies
+           if r.interrupted_at is None]
+  return [u.speech_start for u in timeline.utterances
+          if any(start < u.speech_start < end for start, end in spans)]
+
+
+def unaddressed_spans(timeline: Timeline, grace: float) -> list[tuple[float, float]]:
+  """[start, end + grace) of each utterance not addressed to the assistant."""
+  return [(u.start, u.end + grace) for u in timeline.utterances if not u.addressed]
+
+
+def reply_starts(trace: StreamTrace) -> list[float]:
+  return [start for start, _ in trace.replies]
+
+
+def speaking(trace: StreamTrace) -> list[tuple[float, float]]:
+  """The trace's speaking segments (`metrics.speaking_segments`)."""
+  return metrics.speaking_segments([(c.start, c.end) for c in trace.chunks
+                                    if c.spoke and c.reply_tokens])
+
+
+# ------------------------------------------------------------------------- the suites
+
+def _runs(runs: Sequence[CaseRun], suite: str) -> list[CaseRun]:
+  return [r for r in runs if suite in r.case.suites]
+
+
+def _accuracy(runs: Sequence[CaseRun], tokenizer: Tokenizer, window_chunks: int) -> dict:
+  """Exact-match accuracy per sub-task and overall: offline answers and online replies."""
+  per: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+  for run in runs:
+    counts = per[run.case.subtask]
+    if run.answer is not None:
+      counts[0] += metrics.exact_match(run.case.timeline.replies[0].text, run.answer)
+      counts[1] += 1
+    else:
+      score = score_trace(run.case.timeline, run.model, tokenizer, window_chunks=window_chunks)
+      counts[0] += score.exact
+      counts[1] += score.expected
+  overall = [sum(c[0] for c in per.values()), sum(c[1] for c in per.values())]
+  return {"accuracy": metrics.rate(*overall), "correct": overall[0], "expected": overall[1],
+          "per_subtask": {k: {"accuracy": metrics.rate(*v), "correct": v[0], "expected": v[1]}
+                          for k, v in sorted(per.items())}}
+
+
+def _wer_block(references: list[str], hypotheses: list[str]) -> dict:
+  return metrics.word_error_rate(references, hypotheses).to_dict()
+
+
+def suite_b1(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B1 offline ASR: WER of the model's offline transcript and of PocketSphinx's."""
+  del tokenizer, cfg
+  refs = [r.case.timeline.replies[0].text for r in runs]
+  return {"cases": len(runs), "model": _wer_block(refs, [r.answer or "" for r in runs]),
+          "pocketsphinx": _wer_block(refs, [r.peer_clip or "" for r in runs])}
+
+
+def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B2 streaming ASR: WER and emission delay (median, p90) of ours (replies of the real-time
+  ASR sub-tasks, and the encoder's CTC transcript) and PocketSphinx's."""
+  del cfg
+  out = {"cases": len(runs)}
+  systems: dict[str, Callable[[CaseRun], list[tuple[str, float]]]] = {
+      "model": lambda r: [(w, start) for start, text in reply_texts(r.model, tokenizer)
+                          for w in normalize_text(text).split()],
+      "pocketsphinx": lambda r: list(r.peer_stream.words) if r.peer_stream else [],
+      # The encoder's CTC head, read at every chunk of the same run (no extra pass).
+      "model_ctc": lambda r: [(normalize_text(w), t) for w, t in r.model.heard_words(
+          tokenizer.decode) if normalize_text(w)],
+  }
+  for name, emitted_of in systems.items():
+    refs, hyps, delays = [], [], []
+    for run in runs:
+      reference = reference_words(run.case.timeline)
+      emitted = emitted_of(run)
+      refs.append(" ".join(w for w, _, _ in reference))
+      hyps.append(" ".join(w for w, _ in emitted))
+      delays += metrics.emission_delays(reference, emitted)
+    out[name] = {**_wer_block(refs, hyps), "emission_delay_s": metrics.summarize(delays),
+                 "delays": delays}
+  peer_compute = sum(r.peer_stream.compute_seconds for r in runs if r.peer_stream)
+  out["pocketsphinx"]["real_time_factor"] = metrics.rate(
+      peer_compute, sum(r.case.duration for r in runs))
+  return out
+
+
+def suite_b3(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B3 sound events: exact-match accuracy of sound answers (offline clips and online)."""
+  return {"cases": len(runs), "model": _accuracy(runs, tokenizer, cfg.window_chunks)}
+
+
+def suite_b4(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B4 spoken QA / chat: exact-match accuracy of normalized answers given in time."""
+  return {"cases": len(runs), "model": _accuracy(runs, tokenizer, cfg.window_chunks)}
+
+
+def turn_taking(runs: Sequence[CaseRun], starts_of: Callable[[CaseRun], list[float]],
+                cfg: EvalConfig) -> dict:
+  """Response latency (median, p90), false cut-in rate and miss rate over the runs' turns."""
+  latencies: list[float | None] = []
+  cut_ins: list[bool] = []
+  for run in runs:
+    user_turns = turns(run.case.timeline)
+    starts = starts_of(run)
+    latencies += metrics.response_latencies([end for _, end in user_turns], starts,
+                                            cfg.answer_window_s)
+    cut_ins += metrics.spans_with_reply(user_turns, starts)
+  return {"turns": len(latencies), "response_latency_s": metrics.summarize(latencies),
+          "false_cut_in_rate": metrics.rate(sum(cut_ins), len(cut_ins)),
+          "miss_rate": metrics.miss_rate(latencies),
+          "latencies": [v for v in latencies if v is not None]}
+
+
+def suite_b5(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B5 turn-taking: the model at its threshold vs the silence timer driving the same model;
+  sweeps: the model's threshold, the timer's silence length."""
+  del tokenizer
+  return {
+      "cases": len(runs),
+      "model": turn_taking(runs, lambda r: reply_starts(r.model), cfg),
+      "silence_timer": {**turn_taking(runs, lambda r: reply_starts(r.timer), cfg),
+                        "silence_s": cfg.silence_seconds, "vad": cfg.vad},
+      "sweep_model": {str(t): _strip(turn_taking(runs, lambda r, t=t: reply_starts(r.sweep[t]),
+                                                 cfg))
+                      for t in _sweep_keys(runs)},
+      "sweep_silence_timer": {str(s): _strip(turn_taking(runs, lambda r, s=s: r.timer_fires[s],
+                                                         cfg))
+                              for s in cfg.sweep_silences},
+  }
+
+
+def alerts(runs: Sequence[CaseRun], starts_of: Callable[[CaseRun], list[float]],
+           cfg: EvalConfig) -> dict:
+  """Alert precision/recall/F1, onset latency and false alarms per hour over the runs."""
+  matches = [metrics.match_alerts(alert_events(r.case.timeline, cfg.answer_window_s),
+                                  starts_of(r)) for r in runs]
+  latencies = [v for m in matches for v in m.onset_latencies]
+  seconds = sum(r.case.duration for r in runs)
+  return {**metrics.alert_scores(matches), "onset_latency_s": metrics.summarize(latencies),
+          "false_alarms_per_hour": metrics.false_alarms_per_hour(
+              sum(m.false_alarms for m in matches), seconds),
+          "hours": seconds / 3600, "latencies": [v for v in latencies if v is not None]}
+
+
+def suite_b6(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B6 proactive sound: alerts at the operating threshold, alert text accuracy, sweep."""
+  return {"cases": len(runs),
+          "model": {**alerts(runs, lambda r: reply_starts(r.model), cfg),
+                    "text": _accuracy(runs, tokenizer, cfg.window_chunks)},
+          "sweep_model": {str(t): _strip(alerts(runs, lambda r, t=t: reply_starts(r.sweep[t]),
+                                                cfg))
+                          for t in _sweep_keys(runs)}}
+
+
+def suite_b7(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B7 instruction following: accuracy of triggered replies, recall in time, latency."""
+  scores = [score_trace(r.case.timeline, r.model, tokenizer, window_chunks=cfg.window_chunks)
+            for r in runs]
+  latencies = [v for s in scores for v in s.latencies]
+  expected = sum(s.expected for s in scores)
+  return {"cases": len(runs), "model": {
+      **_accuracy(runs, tokenizer, cfg.window_chunks),
+      "recall": metrics.rate(sum(s.hits for s in scores), expected),
+      "false_triggers_per_stream": metrics.rate(sum(s.false_triggers for s in scores),
+                                                len(scores)),
+      "latency_from_ready_s": metrics.summarize(latencies)}}
+
+
+def interaction_control(runs: Sequence[CaseRun], trace_of: Callable[[CaseRun], StreamTrace],
+                        cfg: EvalConfig) -> dict:
+  """Barge-in yield rate/latency, backchannel yield rate, false reply rate (unaddressed)."""
+  barge, backchannel, unaddressed = [], [], []
+  for run in runs:
+    trace, timeline = trace_of(run), run.case.timeline
+    segments = speaking(trace)
+    barge += metrics.yield_latencies(barge_in_onsets(timeline), segments)
+    backchannel += metrics.yield_latencies(backchannel_onsets(timeline), segments)
+    unaddressed += metrics.spans_with_reply(
+        unaddressed_spans(timeline, cfg.unaddressed_grace_s), reply_starts(trace))
+  return {
+      "barge_ins_while_speaking": sum(v is not None for v in barge),
+      "barge_ins": len(barge),
+      "barge_in_yield_rate": metrics.yield_rate(barge, cfg.yield_within_s),
+      "yield_latency_s": metrics.summarize(barge),
+      "backchannels": len(backchannel),
+      "backchannels_while_speaking": sum(v is not None for v in backchannel),
+      "backchannel_yield_rate": metrics.yield_rate(backchannel, cfg.yield_within_s),
+      "unaddressed_utterances": len(unaddressed),
+      "false_reply_rate": metrics.rate(sum(unaddressed), len(unaddressed)),
+  }
+
+
+def suite_b8(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """B8 interaction control: the model vs the silence timer (VAD barge-in) on the same streams."""
+  del tokenizer
+  return {"cases": len(runs),
+          "model": interaction_control(runs, lambda r: r.model, cfg),
+          "silence_timer": interaction_control(runs, lambda r: r.timer, cfg)}
+
+
+SUITES: Final[dict[str, Callable[[Sequence[CaseRun], Tokenizer, EvalConfig], dict]]] = {
+    "B1": suite_b1, "B2": suite_b2, "B3": suite_b3, "B4": suite_b4,
+    "B5": suite_b5, "B6": suite_b6, "B7": suite_b7, "B8": suite_b8,
+}
+
+
+def _sweep_keys(runs: Sequence[CaseRun]) -> list[float]:
+  keys = set.intersection(*(set(r.sweep) for r in runs)) if runs else set()
+  return sorted(keys)
+
+
+def _strip(result: dict) -> dict:
+  """A sweep point without its raw latency list."""
+  return {k: v for k, v in result.items() if k != "latencies"}
+
+
+# ---------------------------------------------------------------------------- the whole run
+
+def evaluate(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[Case],
+             suites: Sequence[str], config: EvalConfig = EvalConfig(), *,
+             progress: bool = True) -> dict[str, Any]:
+  """Runs the systems over `cases` and scores the `suites`.
+
+  Returns a JSON-able dict: {"config", "suites": {name: result}, "per_subtask":
+  {sub-task: accuracy}, "timing": {...}}. NaN marks undefined rates.
+  """
+  runner = Runner(engine, params, tokenizer, config)
+  runs = [runner.run(case) for case in tqdm(cases, desc="eval streams", disable=not progress)]
+  results: dict[str, Any] = {"config": dataclasses.asdict(config), "suites": {}}
+  for suite in suites:
+    chosen = _runs(runs, suite)
+    results["suites"][suite] = {"name": SUITE_NAMES[suite], **(
+        SUITES[suite](chosen, tokenizer, config) if chosen else {"cases": 0})}
+  results["per_subtask"] = _accuracy(runs, tokenizer, config.window_chunks)["per_subtask"]
+  online = [r for r in runs if r.model is not None]
+  chunks = sum(len(r.model.chunks) for r in online)
+  results["timing"] = {
+      "cases": len(runs), "stream_seconds": sum(r.case.duration for r in runs),
+      "wall_seconds": sum(r.seconds for r in runs),
+      "wall_seconds_per_case": metrics.summarize([r.seconds for r in runs]),
+      "model_compute_ms_per_chunk_per_row": metrics.rate(
+          1000 * sum(c.compute_seconds for r in online for c in r.model.chunks), chunks),
+  }
+  return results
+
+
+def json_safe(value: Any) -> Any:
+  """Replaces NaN/inf by None (strict JSON) and numpy scalars by Python ones, recursively."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    return None if not math.isfinite(float(value)) else float(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+

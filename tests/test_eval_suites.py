@@ -1,0 +1,198 @@
+"""Benchmark suites end to end on a tiny random model, manifests, the batched driver, the CLI."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+import soundfile
+
+from audio_interaction import cli
+from audio_interaction.data import speech as speech_lib
+from audio_interaction.data import stream_format as sf
+from audio_interaction.data import tasks, worlds
+from audio_interaction.data.tokenizer import ByteTokenizer
+from audio_interaction.eval import report, suites
+from audio_interaction.eval.silence_timer import TimerPolicy, drive
+from audio_interaction.export import portable
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.model.model import AudioInteractionModel
+import model_testing
+
+FAST = suites.EvalConfig(vad="energy", sweep_thresholds=(0.3, 0.7), sweep_silences=(0.5, 0.7))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = model_testing.small_config(**{"model.decoder.vocab_size": 288})
+  model = AudioInteractionModel(config)
+  return config, model, model.init(jax.random.key(0)), Engine(model)
+
+
+def test_every_subtask_is_in_a_suite():
+  covered = {name for names in suites.SUITE_SUBTASKS.values() for name in names}
+  assert covered == set(tasks.SUBTASKS)
+  assert suites.parse_suites("all") == list(suites.SUITE_NAMES)
+  assert suites.parse_suites("b1, B5") == ["B1", "B5"]
+  with pytest.raises(ValueError, match="unknown suites"):
+    suites.parse_suites("B9")
+
+
+def test_threshold_rows_equal_run_stream_and_timer_rows_follow_the_timer(tiny):
+  _, model, params, engine = tiny
+  rng = np.random.default_rng(0)
+  audio = (0.1 * rng.normal(size=12 * model.config.chunk_samples)).astype(np.float32)
+  instruction = [20, 21, 22]
+  probe = run_stream(engine, params, audio, instruction, threshold=2.0)
+  threshold = float(np.median([c.speak_probability for c in probe.chunks]))
+  alone = run_stream(engine, params, audio, instruction, threshold=threshold)
+  timer = TimerPolicy(fire_chunks=frozenset({3}), voice_chunks=frozenset({5}),
+                      max_reply_tokens=100)
+  row, timed, never = drive(engine, params, audio, instruction, [threshold, timer, 2.0])
+  assert [c.spoke for c in row.chunks] == [c.spoke for c in alone.chunks]
+  assert [c.reply_tokens for c in row.chunks] == [c.reply_tokens for c in alone.chunks]
+  np.testing.assert_allclose([c.speak_probability for c in row.chunks],
+                             [c.speak_probability for c in alone.chunks], atol=1e-5)
+  assert not any(c.spoke for c in never.chunks)
+  # The timer row starts at its firing chunk and speaks until <eor> or the voice at chunk 5.
+  spoke = [c.index for c in timed.chunks if c.spoke]
+  assert spoke[0] == 3 and spoke == list(range(3, 3 + len(spoke))) and max(spoke) <= 4
+  if max(spoke) < 4:
+    assert timed.chunks[max(spoke)].reply_tokens[-1] == sf.EOR_ID
+
+
+def test_what_a_timeline_warrants(speech, sounds):
+  heldout = tasks.TaskConfig(split="heldout")
+  paused = tasks.build("chat_mid_pause", 1, speech, sounds, heldout)
+  (start, end), = suites.turns(paused)
+  hold = paused.utterances[0].holds[0]
+  assert start < hold.start < hold.end < end == paused.replies[0].ready_time
+  barge = tasks.build("control_barge_in", 1, speech, sounds, heldout)
+  assert suites.barge_in_onsets(barge) == [barge.replies[0].interrupted_at]
+  backchannel = tasks.build("control_backchannel", 2, speech, sounds, heldout)
+  onsets = suites.backchannel_onsets(backchannel)
+  assert onsets and onsets == [u.speech_start for u in backchannel.utterances[1:]]
+  asr = tasks.build("asr_clean", 3, speech, sounds, heldout)
+  words = suites.reference_words(asr)
+  assert [w for w, _, _ in words] == " ".join(r.text for r in asr.replies).split()
+  assert all(start < end for _, start, end in words)
+  alert = next(t for seed in range(20)
+               if (t := tasks.build("alert_alarm", seed, speech, sounds, heldout)).replies)
+  (onset, deadline), = suites.alert_events(alert, window=2.0)
+  assert onset < alert.replies[0].ready_time and deadline == alert.replies[0].ready_time + 2.0
+
+
+def _in_unit(value):
+  return value is None or 0.0 <= value <= 1.0
+
+
+def test_all_suites_end_to_end_one_stream_each(tiny, speech, sounds, tmp_path):
+  _, _, params, engine = tiny
+  cases = suites.generated_cases(list(suites.SUITE_NAMES), speech, sounds,
+                                 streams_per_subtask=1, seed=9000)
+  assert len(cases) == 28
+  results = suites.evaluate(engine, params, ByteTokenizer(), cases, list(suites.SUITE_NAMES),
+                            FAST, progress=False)
+  safe = suites.json_safe(results)
+  json.dumps(safe, allow_nan=False)  # strict JSON
+  got = safe["suites"]
+  assert set(got) == set(suites.SUITE_NAMES)
+  assert got["B1"]["model"]["reference_words"] > 0 and "pocketsphinx" in got["B1"]
+  assert got["B2"]["pocketsphinx"]["reference_words"] == got["B2"]["model"]["reference_words"]
+  for system in ("model", "silence_timer"):
+    b5 = got["B5"][system]
+    assert b5["turns"] >= 4
+    assert _in_unit(b5["false_cut_in_rate"]) and _in_unit(b5["miss_rate"])
+    assert all(0.0 <= v <= FAST.answer_window_s for v in b5["latencies"])
+    assert _in_unit(got["B8"][system]["false_reply_rate"])
+  # The timer answers every turn of tone speech (clear silences) within the window.
+  assert got["B5"]["silence_timer"]["miss_rate"] == 0.0
+  assert set(got["B5"]["sweep_model"]) == {"0.3", "0.5", "0.7"}
+  assert set(got["B5"]["sweep_silence_timer"]) == {"0.5", "0.7"}
+  assert set(got["B6"]["sweep_model"]) == {"0.3", "0.5", "0.7"}
+  assert _in_unit(got["B6"]["model"]["recall"]) and got["B6"]["model"]["hours"] > 0
+  assert len(safe["per_subtask"]) == 28
+  assert all(_in_unit(v["accuracy"]) for v in safe["per_subtask"].values())
+  assert safe["timing"]["cases"] == 28 and safe["timing"]["wall_seconds"] > 0
+
+  paths = report.write_report(results, tmp_path, note="random weights")
+  markdown = paths["markdown"].read_text()
+  assert "| B5 turn-taking" in markdown and "silence timer" in markdown
+  assert "PocketSphinx" in markdown
+  for name in ("cdfs", "sweeps", "per_subtask"):
+    assert paths[name].stat().st_size > 1000
+
+
+def _write_manifest(tmp_path):
+  espeak = speech_lib.MultiVoiceSpeech(engines=("espeak",))
+  clip = espeak.say("what is two plus two", np.random.default_rng(0))
+  soundfile.write(tmp_path / "q.wav", clip.audio, 16000)
+  t = np.arange(16000) / 16000
+  soundfile.write(tmp_path / "alarm.wav", (0.3 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32),
+                  16000)
+  soundfile.write(tmp_path / "rain.wav", (0.05 * np.random.default_rng(1).normal(size=16000)
+                                          ).astype(np.float32), 16000)
+  words = [[w.text, w.start, w.end] for w in clip.words]
+  rows = [{"audio": "q.wav", "words": words, "reply": "four"},
+          {"audio": "q.wav", "transcript": "what is two plus two"},
+          {"audio": "alarm.wav", "label": "smoke_alarm", "recognisable_after": 0.5},
+          {"audio": "rain.wav", "label": "rain"}]
+  path = tmp_path / "manifest.jsonl"
+  path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  return path, clip
+
+
+def test_manifest_cases(tmp_path):
+  path, clip = _write_manifest(tmp_path)
+  cases = suites.cases_from_manifest(str(path), list(suites.SUITE_NAMES))
+  by_suite = {}
+  for case in cases:
+    (suite,) = case.suites
+    by_suite.setdefault(suite, []).append(case)
+  assert {k: len(v) for k, v in by_suite.items()} == {
+      "B1": 2, "B2": 2, "B3": 2, "B4": 1, "B5": 1, "B6": 2}
+  b5 = by_suite["B5"][0]
+  assert suites.turns(b5.timeline) == [(clip.words[0].start, clip.words[-1].end)]
+  assert b5.timeline.replies[0].text == "four"
+  assert len(b5.audio) % 2560 == 0 and b5.duration >= clip.duration + suites.MANIFEST_TAIL_S
+  # Exact word times from the row with words; spread ones (flagged "~") for the other.
+  assert [c.name.endswith("~") for c in by_suite["B2"]] == [False, True]
+  assert [w for w, _, _ in suites.reference_words(by_suite["B2"][0].timeline)] == (
+      "what is two plus two".split())
+  alarm, rain = by_suite["B6"]
+  assert alarm.timeline.replies[0].kind == "alert" and not rain.timeline.replies
+  assert alarm.timeline.replies[0].ready_time == pytest.approx(0.5, abs=0.02)
+  assert by_suite["B3"][0].timeline.replies[0].text == worlds.sound_name("smoke_alarm")
+  assert suites.cases_from_manifest(str(path), ["B5"]) and all(
+      c.suites == {"B5"} for c in suites.cases_from_manifest(str(path), ["B5"]))
+
+
+def test_manifest_suites_run(tiny, tmp_path):
+  _, _, params, engine = tiny
+  path, _ = _write_manifest(tmp_path)
+  names = ["B1", "B5", "B6"]
+  cases = suites.cases_from_manifest(str(path), names)
+  results = suites.json_safe(suites.evaluate(engine, params, ByteTokenizer(), cases, names,
+                                             FAST, progress=False))
+  assert results["suites"]["B1"]["model"]["reference_words"] == 10  # two rows
+  assert results["suites"]["B5"]["silence_timer"]["turns"] == 1
+  assert results["suites"]["B6"]["model"]["events"] == 1
+
+
+def test_cli_eval_smoke(tiny, tmp_path, capsys):
+  config, model, params, _ = tiny
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  out = tmp_path / "report"
+  code = cli.main(["eval", "--checkpoint", str(bundle), "--suites", "B5", "--streams", "1",
+                   "--out", str(out), "--vad", "energy", "--sweep", "0.5"])
+  assert code == 0
+  printed = capsys.readouterr().out
+  assert "B5 turn-taking" in printed and "4 cases" in printed
+  results = json.loads((out / "results.json").read_text())
+  assert results["suites"]["B5"]["cases"] == 4
+  assert results["suites"]["B5"]["silence_timer"]["vad"] == "energy"
+  assert (out / "report.md").exists() and (out / "sweeps.png").exists()
+  assert cli.main(["eval", "--checkpoint", str(tmp_path), "--suites", "B5"]) == 2
+  assert not math.isnan(results["timing"]["wall_seconds"])
