@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument("--seed", type=int, default=0)
   demo.add_argument("--bundle", default=None,
                     help="model bundle directory (default: the embedded tiny model)")
-  demo.add_argument("--subtask", default="chat_mid_pause",
-                    help="which of the 28 sub-tasks builds the example stream")
+  demo.add_argument("--subtask", default="demo_tour",
+                    help="which sub-task builds the example stream: demo_tour (a question "
+                    "with a pause, an alarm, a barge-in) or one of the 28")
   demo.set_defaults(run=_demo)
 
   listen = verbs.add_parser("listen", help="the model listens live to a file, the mic or stdin")

@@ -380,3 +380,19 @@ def test_every_subtask_on_installed_sources(installed_sources):
       previous = None
       for question, reply in zip([u for u in tl.utterances if u.addressed], tl.replies):
         previous = check_answer(question.text, reply.text, previous)
+
+
+def test_demo_tour_strings_a_paused_question_an_alarm_and_a_barge_in(speech, sounds):
+  tokenizer = ByteTokenizer()
+  for seed in SEEDS:
+    timeline = tasks.build("demo_tour", seed, speech, sounds,
+                           tasks.TaskConfig(split=worlds.HELDOUT))
+    timeline.validate()
+    kinds = [reply.kind for reply in timeline.replies]
+    assert kinds[:2] == ["answer", "alert"]
+    assert any(reply.interrupted_at is not None for reply in timeline.replies)
+    assert {span.kind for span in timeline.quiet} >= {"pause", "yield"}
+    # The interrupted reply is cut: it is serialized without <eor>.
+    example = serialize(timeline, tokenizer, slots_per_chunk=2, tokens_per_chunk=4)
+    assert example["tokens"].tolist().count(sf.EOR_ID) == len(timeline.replies) - 1
+  assert "demo_tour" not in tasks.SUBTASKS  # never trained on

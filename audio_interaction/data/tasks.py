@@ -468,6 +468,30 @@ def instruction_change(c: Composer, cfg: TaskConfig) -> str:
   return f"Tell me when you hear {worlds.sound_name(old)}."
 
 
+def demo_tour(c: Composer, cfg: TaskConfig) -> str:
+  """The demo's stream: a question with a long pause inside, an alarm, then a question
+  whose long answer the user talks over ("stop", or a new question: barge-in).
+
+  Not a training sub-task: it strings three scenarios together under one instruction,
+  so it shows the whole loop in one picture (and how a model copes with a mix it was
+  not trained on).
+  """
+  chat(c, cfg, pause=True)
+  c.wait(0.8, 1.5)
+  alarm = choose(c.rng, _labels(c, worlds.ALARM_LABELS))
+  event = c.play(alarm, role="alert")
+  c.after_reply(c.reply(worlds.alert_message(alarm), event.recognisable_at,
+                        f"{alarm} recognisable", kind="alert"))
+  long_reply(c, cfg, interrupt=True)
+  return ("You are a helpful voice assistant. Answer briefly, and tell me at once "
+          "if something needs my attention.")
+
+
+# The demo's stream (`demo_tour`), built like a sub-task but never trained on.
+DEMO_TOUR: Final[SubTask] = SubTask("demo_tour", 4, "question with a pause, alarm, barge-in",
+                                    demo_tour)
+
+
 # ------------------------------------------------------------------------ registry
 
 def _specs() -> list[SubTask]:
@@ -529,9 +553,12 @@ def subtasks_of(ability: int) -> list[SubTask]:
 
 def build(name: str, seed: int, speech: SpeechSource, sounds: SoundSource,
           cfg: TaskConfig | None = None) -> Timeline:
-  """Builds sub-task `name` (see `SUBTASKS`) from `seed`."""
+  """Builds sub-task `name` (see `SUBTASKS`, or "demo_tour": `DEMO_TOUR`) from `seed`."""
+  if name == DEMO_TOUR.name:
+    return DEMO_TOUR.build(seed, speech, sounds, cfg)
   if name not in SUBTASKS:
-    raise KeyError(f"unknown sub-task {name!r}; known: {list(SUBTASKS)}")
+    raise KeyError(f"unknown sub-task {name!r}; known: {list(SUBTASKS)} and "
+                   f"{DEMO_TOUR.name!r}")
   return SUBTASKS[name].build(seed, speech, sounds, cfg)
 
 

@@ -14,7 +14,7 @@ one, chat sub-tasks are in both B4 for *what* and B5 for *when*):
 | suite | sub-tasks | model | beside it |
 |---|---|---|---|
 | B1 offline ASR | offline_asr | offline answer (`offline.py`) | PocketSphinx, whole clip |
-| B2 streaming ASR | asr_* (4) | one reply per word | PocketSphinx, same 160 ms chunks |
+| B2 streaming ASR | asr_* (4) | one reply per word; the encoder's CTC transcript | PocketSphinx, same 160 ms chunks |
 | B3 sound events | offline_sound_label/count_events/clip_qa, env_what_sound, env_speech_and_event | | |
 | B4 spoken QA / chat | chat_single/multi_turn/fillers, env_scene_question, env_time_since | | |
 | B5 turn-taking | chat_single/multi_turn/mid_pause/fillers | threshold sweep | silence timer + same model |

@@ -56,7 +56,7 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
 
 
 def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Path = "runs/demo",
-             threshold: float = 0.5, seed: int = 0, subtask: str = "chat_mid_pause",
+             threshold: float = 0.5, seed: int = 0, subtask: str = "demo_tour",
              bundle: str | pathlib.Path | None = None) -> dict:
   """Builds the example stream, runs the model over it, writes the timeline and log.
 
