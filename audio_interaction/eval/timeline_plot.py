@@ -42,6 +42,11 @@ _KIND_COLOURS = {"word": "tab:blue", "filler": "tab:purple", "pause": "0.75",
 _KIND_LEVELS = {"word": 2, "filler": 2, "pause": 2, "event": 1, "expected_reply": 0}
 
 
+
+def _printable(text: str) -> str:
+  """Text a font can draw: control characters (an untrained byte model writes them) as '?'."""
+  return "".join(ch if ch.isprintable() else "?" for ch in text)
+
 def timeline_spans(timeline: Timeline) -> list[Span]:
   """Reference spans of a composed timeline: words (fillers as "filler"), the
   mid-utterance holds that must stay SILENT ("pause"), sound events, and each
@@ -95,9 +100,14 @@ def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
     if chunk.spoke:
       ax.axvspan(chunk.start, chunk.end, color="tab:green", alpha=0.2, linewidth=0)
   for start, tokens in trace.replies:
-    text = decode(tokens) if decode else " ".join(map(str, tokens))
+    text = _printable(decode(tokens) if decode else " ".join(map(str, tokens)))
     ax.text(start, 0.06, text[:60], fontsize=7, clip_on=True,
             bbox=dict(facecolor="white", alpha=0.8, linewidth=0))
+  if decode is not None:
+    # What the encoder's CTC head heard, each word at the time it was emitted.
+    for word, emitted in trace.heard_words(decode):
+      ax.text(emitted, 0.93, _printable(word), fontsize=6, color="tab:purple", rotation=30,
+              va="top", clip_on=True)
   ax.set_ylim(0, 1)
   ax.set_ylabel("decision")
   ax.legend(loc="lower right", fontsize=7)
@@ -125,7 +135,7 @@ def plot_labels(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
     ax.axvline(chunk.start, color="0.85", linewidth=0.4)
     if chunk.text:
       # One chunk is narrow: its tokens are written upwards from the chunk's start.
-      ax.text(chunk.start, 0.55, chunk.text, rotation=90, fontsize=6, va="bottom",
+      ax.text(chunk.start, 0.55, _printable(chunk.text), rotation=90, fontsize=6, va="bottom",
               clip_on=True)
   if note:
     ax.text(0.01, 0.25, note[:120], transform=ax.transAxes, fontsize=8,
