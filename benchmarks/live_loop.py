@@ -402,18 +402,9 @@ def main() -> None:
     return
   start = time.perf_counter()
   command = "python benchmarks/live_loop.py" + (" --quick" if args.quick else "")
-  info = stream_step.machine()
-  print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
-        f"load {info['load_1min']:.2f} at start; python {info['python']}, jax {info['jax']}")
-  print("each section in a subprocess with " +
-        " ".join(f"{k}={v}" for k, v in ONE_THREAD_ENV.items()))
-  print(f"mode: {'quick (smoke test)' if args.quick else 'full'}\n")
-  with tempfile.TemporaryDirectory(prefix="live_loop_jax_cache_") as cache_dir:
-    results = run_and_print(args, cache_dir)
-  wall_s = time.perf_counter() - start
-  print("Markdown (paste into the README):\n")
-  print(markdown_table(info, results, command, wall_s))
-  print(f"\ntotal wall time: {wall_s:.0f} s")
+  stream_step.run_report(command, args.quick, "each section in a subprocess", "live_loop",
+                         lambda cache_dir: run_and_print(args, cache_dir), markdown_table,
+                         start)
 
 
 if __name__ == "__main__":

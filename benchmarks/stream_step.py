@@ -590,6 +590,25 @@ def markdown_table(info: dict, results: dict[str, Any], command: str, wall_s: fl
   return "\n".join(lines)
 
 
+def run_report(command: str, quick: bool, setup: str, name: str,
+               run_sections: Callable[[str], dict], table: Callable[..., str],
+               start: float) -> None:
+  """The parent's part of a benchmark: prints the machine and `setup`, runs the sections
+  (`run_sections(cache_dir)`, sharing a fresh compilation cache), then the Markdown
+  `table(info, results, command, wall_s)` and the wall time since `start`."""
+  info = machine()
+  print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
+        f"load {info['load_1min']:.2f} at start; python {info['python']}, jax {info['jax']}")
+  print(f"{setup} with " + " ".join(f"{k}={v}" for k, v in ONE_THREAD_ENV.items()))
+  print(f"mode: {'quick (smoke test)' if quick else 'full'}\n")
+  with tempfile.TemporaryDirectory(prefix=f"{name}_jax_cache_") as cache_dir:
+    results = run_sections(cache_dir)
+  wall_s = time.perf_counter() - start
+  print("Markdown (paste into the README):\n")
+  print(table(info, results, command, wall_s))
+  print(f"\ntotal wall time: {wall_s:.0f} s")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
@@ -608,18 +627,10 @@ def main() -> None:
   start = time.perf_counter()
   command = "python benchmarks/stream_step.py" + (" --quick" if args.quick else "") + (
       " --simulate-long" if args.simulate_long and not args.quick else "")
-  info = machine()
-  print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
-        f"load {info['load_1min']:.2f} at start; python {info['python']}, jax {info['jax']}")
-  print(f"config: {CONFIG} (batch 1, float32); each section in its own subprocess with "
-        + " ".join(f"{k}={v}" for k, v in ONE_THREAD_ENV.items()))
-  print(f"mode: {'quick (smoke test)' if args.quick else 'full'}\n")
-  with tempfile.TemporaryDirectory(prefix="stream_step_jax_cache_") as cache_dir:
-    results = run_and_print(args.quick, simulate, cache_dir)
-  wall_s = time.perf_counter() - start
-  print("Markdown (paste into the README):\n")
-  print(markdown_table(info, results, command, wall_s))
-  print(f"\ntotal wall time: {wall_s:.0f} s")
+  run_report(command, args.quick, f"config: {CONFIG} (batch 1, float32); each section in "
+             "its own subprocess", "stream_step",
+             lambda cache_dir: run_and_print(args.quick, simulate, cache_dir), markdown_table,
+             start)
 
 
 if __name__ == "__main__":

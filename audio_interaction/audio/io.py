@@ -96,6 +96,12 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000,
   return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+def to_pcm16(samples: np.ndarray) -> bytes:
+  """float[n] samples in [-1, 1] -> int16 PCM bytes (clipped), what C audio libraries take."""
+  scaled = np.round(np.asarray(samples, np.float64) * 32767.0)
+  return np.clip(scaled, -32768, 32767).astype(np.int16).tobytes()
+
+
 def _format_indices(mask: np.ndarray) -> str:
   where = np.argwhere(mask)
   shown = [int(i[0]) if len(i) == 1 else tuple(int(j) for j in i) for i in where[:_MAX_LISTED]]

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from audio_interaction.audio.io import validate_samples
+from audio_interaction.audio.io import to_pcm16, validate_samples
 from audio_interaction.infer.transcript import stable_emissions
 
 SAMPLE_RATE = 16000
@@ -40,11 +40,6 @@ class StreamingTranscript:
     return " ".join(w for w, _ in self.words)
 
 
-def _pcm16(audio: np.ndarray) -> bytes:
-  return np.clip(np.round(np.asarray(audio, np.float64) * 32767.0), -32768, 32767
-                 ).astype(np.int16).tobytes()
-
-
 class Pocketsphinx:
   """PocketSphinx's default en-US recogniser (acoustic model, dictionary, 3-gram LM)."""
 
@@ -64,7 +59,7 @@ class Pocketsphinx:
     began = time.perf_counter()
     self._decoder.start_utt()
     for start in range(0, len(audio), chunk_samples):
-      self._decoder.process_raw(_pcm16(audio[start:start + chunk_samples]), False, False)
+      self._decoder.process_raw(to_pcm16(audio[start:start + chunk_samples]), False, False)
       hypothesis = self._decoder.hyp()
       partials.append(hypothesis.hypstr.split() if hypothesis is not None else [])
     self._decoder.end_utt()
@@ -75,7 +70,7 @@ class Pocketsphinx:
     """The transcript of a whole clip float32[S] at 16 kHz (one utterance, final pass)."""
     audio = self._check(audio)
     self._decoder.start_utt()
-    self._decoder.process_raw(_pcm16(audio), False, True)
+    self._decoder.process_raw(to_pcm16(audio), False, True)
     self._decoder.end_utt()
     hypothesis = self._decoder.hyp()
     return hypothesis.hypstr if hypothesis is not None else ""

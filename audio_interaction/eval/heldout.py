@@ -17,11 +17,11 @@ import dataclasses
 import numpy as np
 from tqdm.auto import tqdm
 
-from audio_interaction.data import stream_format as sf
 from audio_interaction.data import tasks
 from audio_interaction.data.sources import SAMPLE_RATE
 from audio_interaction.data.timeline import first_chunk_reaching, render
-from audio_interaction.data.tokenizer import Tokenizer, normalize_text
+from audio_interaction.data.tokenizer import Tokenizer
+from audio_interaction.eval import metrics
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.run_stream import StreamTrace, run_stream
 from audio_interaction.model.model import Params
@@ -69,7 +69,7 @@ def match_replies(expected: list[tuple[int, str]], model: list[tuple[int, str]],
         continue
       used.add(index)
       hits += 1
-      exact += normalize_text(said) == normalize_text(text)
+      exact += metrics.exact_match(text, said)
       latencies.append(start - ready)
       break
   return Match(hits, exact, len(model) - len(used), tuple(latencies))
@@ -86,18 +86,12 @@ def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
   return score_trace(timeline, trace, tokenizer, window_chunks=window_chunks)
 
 
-def reply_texts(trace: StreamTrace, tokenizer: Tokenizer) -> list[tuple[float, str]]:
-  """(stream time s of the first token, decoded text without `<eor>`) of each reply."""
-  return [(start, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
-          for start, tokens in trace.replies]
-
-
 def score_trace(timeline, trace: StreamTrace, tokenizer: Tokenizer, *,
                 window_chunks: int) -> StreamScore:
   """Matches the replies of a trace (from `run_stream` or any driver) to the expected ones."""
   chunk_s = trace.chunk_seconds
   chunk_samples = int(round(chunk_s * SAMPLE_RATE))
-  model = [(int(round(start / chunk_s)) - 1, text) for start, text in reply_texts(trace, tokenizer)]
+  model = [(int(round(start / chunk_s)) - 1, text) for start, text in trace.reply_texts(tokenizer.decode)]
   expected = [(first_chunk_reaching(r.ready_time, chunk_samples), r.text)
               for r in timeline.replies]
   match = match_replies(expected, model, window_chunks)

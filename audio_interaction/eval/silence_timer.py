@@ -36,7 +36,7 @@ from typing import Final, Protocol
 
 import numpy as np
 
-from audio_interaction.audio.io import validate_samples
+from audio_interaction.audio.io import to_pcm16, validate_samples
 from audio_interaction.data import effects
 from audio_interaction.data import stream_format as sf
 from audio_interaction.infer.engine import Engine
@@ -90,8 +90,7 @@ class WebrtcDetector:
     self.reset()
 
   def score(self, frame: np.ndarray) -> float:
-    pcm = np.clip(np.round(np.asarray(frame) * 32767.0), -32768, 32767).astype(np.int16)
-    return float(self._vad.is_speech(pcm.tobytes(), SAMPLE_RATE))
+    return float(self._vad.is_speech(to_pcm16(frame), SAMPLE_RATE))
 
   def reset(self) -> None:
     import webrtcvad  # pylint: disable=import-outside-toplevel

@@ -58,7 +58,7 @@ from audio_interaction.data.timeline import (
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 from audio_interaction.eval import metrics
 from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
-from audio_interaction.eval.heldout import reply_texts, score_trace
+from audio_interaction.eval.heldout import score_trace
 from audio_interaction.eval.offline import offline_answer
 from audio_interaction.eval.silence_timer import (
     SilenceTimer, drive, fire_chunks_from_scores, timer_policy)
@@ -447,7 +447,7 @@ def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
   del cfg
   out = {"cases": len(runs)}
   systems: dict[str, Callable[[CaseRun], list[tuple[str, float]]]] = {
-      "model": lambda r: [(w, start) for start, text in reply_texts(r.model, tokenizer)
+      "model": lambda r: [(w, start) for start, text in r.model.reply_texts(tokenizer.decode)
                           for w in normalize_text(text).split()],
       "pocketsphinx": lambda r: list(r.peer_stream.words) if r.peer_stream else [],
       # The encoder's CTC head, read at every chunk of the same run (no extra pass).

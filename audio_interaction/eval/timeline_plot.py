@@ -42,10 +42,10 @@ _KIND_COLOURS = {"word": "tab:blue", "filler": "tab:purple", "pause": "0.75",
 _KIND_LEVELS = {"word": 2, "filler": 2, "pause": 2, "event": 1, "expected_reply": 0}
 
 
-
 def _printable(text: str) -> str:
   """Text a font can draw: control characters (an untrained byte model writes them) as '?'."""
   return "".join(ch if ch.isprintable() else "?" for ch in text)
+
 
 def timeline_spans(timeline: Timeline) -> list[Span]:
   """Reference spans of a composed timeline: words (fillers as "filler"), the

@@ -15,7 +15,6 @@ import ml_collections
 import numpy as np
 from rich.console import Console
 
-from audio_interaction.data import stream_format as sf
 from audio_interaction.data import tasks, worlds
 from audio_interaction.data.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
@@ -98,8 +97,7 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
                            decode=tokenizer.decode, frontend=model.frontend,
                            reference=timeline_spans(timeline),
                            title=f"{subtask}: {weights_note}")
-  replies = [(start, tokenizer.decode([t for t in tokens if t != sf.EOR_ID]))
-             for start, tokens in trace.replies]
+  replies = trace.reply_texts(tokenizer.decode)
   # The first chunk includes compilation; the steady state is what a live run sees.
   steady = [c.compute_seconds for c in trace.chunks[2:]] or [c.compute_seconds for c in trace.chunks]
   summary = {

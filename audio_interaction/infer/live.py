@@ -36,8 +36,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any
@@ -50,7 +48,10 @@ from rich.text import Text
 
 from audio_interaction.audio.chunking import ChunkAssembler
 from audio_interaction.audio.io import validate_samples
+from audio_interaction.data import effects
 from audio_interaction.data import stream_format as sf
+from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.data.speech import EspeakEngine
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.run_stream import (REPLY_END, REPLY_START, YIELD, ChunkRecord,
@@ -252,12 +253,9 @@ class LiveSession:
         listener(record)
     return record
 
-  def _decode(self, tokens: Sequence[int]) -> str:
-    return self.tokenizer.decode([t for t in tokens if t != sf.EOR_ID])
-
   def _end_reply(self, how: str, time_s: float, chunk: int, **fields: Any) -> None:
     reply, self._reply = self._reply, None
-    text = self._decode(reply.tokens)
+    text = self.tokenizer.decode(reply.tokens)
     self._replies.append((reply.start, text, how))
     name = "yield" if how == "yield" else "reply_end"
     self.emit(name, time_s, chunk=chunk, reply_start=reply.start, text=text,
@@ -272,12 +270,12 @@ class LiveSession:
     self._heard.extend(record.heard_tokens)
     heard = {"heard_tokens": record.heard_tokens}
     if record.heard_tokens:
-      heard["transcript_tail"] = self._decode(list(self._heard))
+      heard["transcript_tail"] = self.tokenizer.decode(self._heard)
     # The chunk first: a reply's events follow the decision that caused them.
     self.emit("chunk", record.end, chunk=record.index, start=record.start, end=record.end,
               speak_probability=probability, threshold=self.threshold,
               decision="SPEAK" if record.spoke else "SILENT", spoke=record.spoke,
-              reply_tokens=record.reply_tokens, reply_text=self._decode(record.reply_tokens),
+              reply_tokens=record.reply_tokens, reply_text=self.tokenizer.decode(record.reply_tokens),
               lag_seconds=round(lag, 4), compute_ms=round(1000 * record.compute_seconds, 3),
               queued=len(self._queue) if self._queue is not None else 0, dropped=self.dropped,
               **heard)
@@ -591,11 +589,14 @@ class SpokenReplies:
   file is written sequentially as replies finish, so its memory use is bounded.
   """
 
+  # espeak-ng's own default speed; the corpus engine counts rates from its BASE_WPM.
+  _DEFAULT_WPM = 175
+
   def __init__(self, path: str | os.PathLike[str], *, voice: str = "en-us",
-               sample_rate: int = 16000, command: str = "espeak-ng"):
-    self.program = shutil.which(command)
-    if self.program is None:
-      raise SourceUnavailable(f"spoken replies need {command} (apt-get install espeak-ng)")
+               sample_rate: int = 16000):
+    if not EspeakEngine.is_available():
+      raise SourceUnavailable("spoken replies need espeak-ng (apt-get install espeak-ng)")
+    self._engine = EspeakEngine()
     self.path, self.voice, self.sample_rate = pathlib.Path(path), voice, sample_rate
     self._queue: asyncio.Queue | None = None
     self._task: asyncio.Task | None = None
@@ -617,20 +618,12 @@ class SpokenReplies:
       self._queue.put_nowait((event["reply_start"], event["text"], cut))
 
   async def synthesize(self, text: str) -> np.ndarray:
-    """text -> [n] float32 speech at `sample_rate` (espeak-ng in a subprocess)."""
-    import librosa
-    with tempfile.TemporaryDirectory() as tmp:
-      wav = os.path.join(tmp, "reply.wav")
-      process = await asyncio.create_subprocess_exec(
-          self.program, "-v", self.voice, "-w", wav, "--", text,
-          stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-      _, stderr = await process.communicate()
-      if process.returncode:
-        raise RuntimeError(f"espeak-ng failed ({process.returncode}): {stderr.decode().strip()}")
-      audio, rate = soundfile.read(wav, dtype="float32")
-    if rate != self.sample_rate:
-      audio = librosa.resample(audio, orig_sr=rate, target_sr=self.sample_rate)
-    return audio.astype(np.float32)
+    """text -> [n] float32 speech at `sample_rate` (the corpus's espeak-ng engine, off the
+    event loop)."""
+    (audio,) = await asyncio.to_thread(
+        self._engine.synthesize, self.voice, [text],
+        self._DEFAULT_WPM / EspeakEngine.BASE_WPM, 0.0)
+    return effects.resample(audio, SAMPLE_RATE, self.sample_rate)
 
   async def _work(self) -> None:
     while (item := await self._queue.get()) is not None:

@@ -55,6 +55,11 @@ class StreamTrace:
   chunks: list[ChunkRecord]
   chunk_seconds: float
 
+  def reply_texts(self, decode: Callable[[list[int]], str]) -> list[tuple[float, str]]:
+    """(stream time s of the first token, text) of each reply; `decode` drops `<eor>`
+    (as `Tokenizer.decode` does with every special token)."""
+    return [(start, decode(tokens)) for start, tokens in self.replies]
+
   def heard_words(self, decode: Callable[[list[int]], str]) -> tuple[tuple[str, float], ...]:
     """The streaming transcript's words with their emission times (stream seconds)."""
     return heard_words([c.heard_tokens for c in self.chunks], decode, self.chunk_seconds)

@@ -69,8 +69,11 @@ def heard_words(heard_per_chunk: Sequence[Sequence[int]], decode, chunk_seconds:
     chunk_seconds: chunk length.
   """
   tokens: list[int] = []
+  words: list[str] = []
   partials = []
   for heard in heard_per_chunk:
-    tokens += heard
-    partials.append(decode(tokens).split())
+    if heard:  # most chunks emit nothing: their partial is the previous one
+      tokens += heard
+      words = decode(tokens).split()
+    partials.append(words)
   return stable_emissions(partials, chunk_seconds)
