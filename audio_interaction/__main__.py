@@ -2,6 +2,6 @@
 
 import sys
 
-from audio_interaction.cli import main
+from audio_interaction.apps.cli import main
 
 sys.exit(main())

@@ -135,6 +135,24 @@ def base_config() -> ml_collections.ConfigDict:
   # Peak FLOP/s per device for MFU; 0 measures a matmul at start-up.
   config.train.peak_flops_per_device = 0.0
 
+  # The operating point of inference: saved in bundles and used by default by demo,
+  # listen, heldout and eval (each may override it on its command line).
+  config.infer = ml_collections.ConfigDict()
+  # Who decides when to speak: "model" (P(SPEAK) >= threshold), "silence_timer"
+  # (voice activity + `silence_seconds` of silence), or "hybrid" (the model once
+  # `min_silence_seconds` of silence have passed, or the timer at `silence_seconds`).
+  config.infer.policy = "model"
+  config.infer.threshold = 0.5
+  config.infer.vad = "silero"  # "silero", "webrtc" or "energy"
+  config.infer.silence_seconds = 0.7
+  config.infer.min_silence_seconds = 0.2
+  # Sampling of reply tokens: temperature 0 is greedy; top_p < 1 is nucleus sampling.
+  config.infer.temperature = 0.0
+  config.infer.top_p = 1.0
+  # The longest reply (tokens, <eor> included) and the longest offline answer.
+  config.infer.max_reply_tokens = 64
+  config.infer.max_answer_tokens = 96
+
   config.seed = 0
   return config
 

@@ -74,7 +74,7 @@ def build_synthetic(out_dir: pathlib.Path, num_examples: int, chunk_samples: int
 def measure_generation(data_dir: pathlib.Path, num_examples: int = 28) -> dict[str, float]:
   """Examples/s of the real corpus generator (TTS, sounds, render, serialize), one process."""
   from audio_interaction import config_lib
-  from audio_interaction.data import corpus
+  from audio_interaction.corpus import build as corpus
   config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py"),
                                   [f"data.dir={data_dir}"])
   corpus.build_tokenizer(config, examples_per_task=10)

@@ -73,7 +73,7 @@ SEED = 9000  # held-out streams, away from heldout.py's seeds
 # --------------------------------------------------------------------- helpers
 def load(bundle: str | None):
   """(engine, params, tokenizer, note) of the bundle (default: the embedded tiny model)."""
-  from audio_interaction.infer.demo import load_model
+  from audio_interaction.export.portable import load_model
   from audio_interaction.infer.engine import Engine
   model, params, tokenizer, note = load_model(None, bundle)
   return Engine(model), params, tokenizer, note
@@ -81,9 +81,9 @@ def load(bundle: str | None):
 
 def build_streams(names: tuple[str, ...], per_name: int, chunk_ms: int) -> list:
   """[(sub-task, timeline, audio [S])] from held-out voices, sounds and world items."""
-  from audio_interaction.data import tasks, worlds
-  from audio_interaction.data.timeline import render
-  from audio_interaction.infer.demo import default_sources
+  from audio_interaction.corpus import tasks, worlds
+  from audio_interaction.corpus.timeline import render
+  from audio_interaction.corpus.build import heldout_sources as default_sources
   speech, sounds = default_sources()
   config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)
   streams = []

@@ -15,8 +15,9 @@ import zlib
 import numpy as np
 import pytest
 
-from audio_interaction.data import worlds
-from audio_interaction.data.sources import SAMPLE_RATE, SoundClip, SpeechClip, Word
+from audio_interaction.corpus import worlds
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.clips import SoundClip, SpeechClip, Word
 
 
 def _tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from audio_interaction import config_lib
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 
 TINY = str(config_lib.experiments_dir() / "tiny.py")
 

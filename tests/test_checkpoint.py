@@ -28,7 +28,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 import model_testing
-from audio_interaction.data import pipeline, storage, worlds
+from audio_interaction.data import pipeline, storage
+from audio_interaction.corpus import worlds
 from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import checkpoint, sharding

@@ -4,8 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from audio_interaction import cli, config_lib
-from audio_interaction.data import corpus, storage
+from audio_interaction import config_lib
+from audio_interaction.apps import cli
+from audio_interaction.corpus import build as corpus
+from audio_interaction.data import storage
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel

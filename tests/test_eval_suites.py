@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_interaction import cli
-from audio_interaction.data import speech as speech_lib
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data import tasks, worlds
+from audio_interaction.apps import cli
+from audio_interaction.corpus import speech as speech_lib
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks, worlds
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.eval import report, suites
 from audio_interaction.eval.silence_timer import TimerPolicy, drive

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_interaction import cli
+from audio_interaction.apps import cli
 from audio_interaction.audio.io import AudioError
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data import tasks
-from audio_interaction.data.timeline import render
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks
+from audio_interaction.corpus.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable
+from audio_interaction.apps import live_view
 from audio_interaction.infer import live, sources
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.run_stream import run_stream, stream_sequence
@@ -242,7 +243,7 @@ def test_barge_in_with_the_embedded_model(tmp_path):
 
 
 def live_load_embedded():
-  from audio_interaction.infer.demo import load_model
+  from audio_interaction.export.portable import load_model
   return load_model(None)
 
 
@@ -429,7 +430,7 @@ def test_a_file_source_streams_the_file(tmp_path):
 def test_spoken_replies_are_aligned_at_stream_time(tmp_path):
   reply = ByteTokenizer().encode("hello there") + [sf.EOR_ID]
   probs = [0.0] * 10 + [0.9] * 10 + [0.0] * 20
-  speaker = live.SpokenReplies(tmp_path / "replies.wav")
+  speaker = live_view.SpokenReplies(tmp_path / "replies.wav")
   session = session_for(ScriptedEngine(probs, reply, tokens_per_chunk=4), tmp_path,
                         speaker=speaker)
   result = asyncio.run(session.run(sources.ArraySource(np.zeros(40 * CHUNK, np.float32))))

@@ -15,6 +15,7 @@ import pytest
 
 from audio_interaction.data import storage
 from audio_interaction.export import portable
+from audio_interaction.train import export as train_export
 import train_testing
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "train_run.py"
@@ -65,7 +66,7 @@ def test_run_wrote_metrics_and_exports_a_bundle(data_dir, uninterrupted_workdir,
   assert list((uninterrupted_workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert [row["step"] for row in history if "eval/loss" in row] == [STEPS]
   config = train_testing.loop_config(data_dir)
-  portable.export_checkpoint(config, uninterrupted_workdir, tmp_path / "bundle", use_best=False)
+  train_export.export_checkpoint(config, uninterrupted_workdir, tmp_path / "bundle", use_best=False)
   _, params, tokenizer = portable.load_bundle(tmp_path / "bundle")
   flat = {jax.tree_util.keystr(p): np.asarray(v)
           for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 from audio_interaction.train import losses
 
 

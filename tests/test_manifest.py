@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_interaction.data import effects, manifest, tasks
-from audio_interaction.data import speech as tts_lib
-from audio_interaction.data.sources import SAMPLE_RATE, SpeechClip
-from audio_interaction.data.timeline import render, snap
+from audio_interaction.corpus import effects, manifest, tasks
+from audio_interaction.corpus import speech as tts_lib
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.clips import SpeechClip
+from audio_interaction.corpus.timeline import render, snap
 from audio_interaction.data.tokenizer import normalize_text
 
 SR = SAMPLE_RATE

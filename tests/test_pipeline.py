@@ -14,7 +14,7 @@ import pytest
 from audio_interaction import config_lib
 from audio_interaction.data import pipeline
 from audio_interaction.data import storage
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 
 CHUNK = 160
 K = 2

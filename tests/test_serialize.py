@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data import tasks
-from audio_interaction.data.serialize import decode_example, describe, metadata, serialize
-from audio_interaction.data.sources import SAMPLE_RATE
-from audio_interaction.data.timeline import render
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks
+from audio_interaction.corpus.serialize import decode_example, describe, metadata, serialize
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer, train_sentencepiece
 
 K, BUDGET = 2, 4

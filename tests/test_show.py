@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_interaction import cli, config_lib
-from audio_interaction.data import corpus, show, storage
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data.timeline import chunk_samples_of, first_chunk_reaching, render
+from audio_interaction import config_lib
+from audio_interaction.apps import cli
+from audio_interaction.corpus import build as corpus
+from audio_interaction.viz import example as show
+from audio_interaction.data import storage
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus.timeline import chunk_samples_of, first_chunk_reaching, render
 from audio_interaction.data.tokenizer import ByteTokenizer
 
 TINY = str(config_lib.experiments_dir() / "tiny.py")

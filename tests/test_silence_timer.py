@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from audio_interaction.data import speech as speech_lib
+from audio_interaction.corpus import speech as speech_lib
 from audio_interaction.eval.silence_timer import (
     SilenceTimer, fire_chunks_from_scores, voice_chunks)
 

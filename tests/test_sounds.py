@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from audio_interaction.data import effects, sounds
-from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.corpus import effects, sounds
+from audio_interaction.stream_format import SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import logging
 import numpy as np
 import pytest
 
-from audio_interaction.data import effects, speech
-from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.corpus import effects, speech
+from audio_interaction.stream_format import SAMPLE_RATE
 
 TEXT = "please turn on the kitchen lights, then tell me the time?"
 DRY = speech.RenderConfig(effects=False)

@@ -17,7 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from audio_interaction.data import storage
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 
 CHUNK = 160  # Small chunks keep the shards tiny.
 GENERATOR = storage.SyntheticExamples(chunk_samples=CHUNK, max_chunks=8)

@@ -14,12 +14,12 @@ import re
 import numpy as np
 import pytest
 
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data import tasks, worlds
-from audio_interaction.data.serialize import serialize
-from audio_interaction.data.sources import SAMPLE_RATE
-from audio_interaction.data.effects import active_rms_db
-from audio_interaction.data.timeline import BARGE_IN_AUDIBLE_S, render
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks, worlds
+from audio_interaction.corpus.serialize import serialize
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.effects import active_rms_db
+from audio_interaction.corpus.timeline import BARGE_IN_AUDIBLE_S, render
 from audio_interaction.data.tokenizer import ByteTokenizer, normalize_text
 
 SEEDS = range(4)
@@ -358,13 +358,13 @@ def test_missing_sound_classes_are_reported(speech):
 def installed_sources(sounds):
   """TTS speech (espeak/flite) and the sound bank when installed; tones stand in for
   a missing sound bank."""
-  speech_module = pytest.importorskip("audio_interaction.data.speech")
+  speech_module = pytest.importorskip("audio_interaction.corpus.speech")
   try:
     speech = speech_module.MultiVoiceSpeech(engines=("espeak", "flite"))
   except RuntimeError as e:
     pytest.skip(f"no TTS engine: {e}")
   try:
-    from audio_interaction.data import sounds as sounds_module  # pylint: disable=g-import-not-at-top
+    from audio_interaction.corpus import sounds as sounds_module  # pylint: disable=g-import-not-at-top
     bank = sounds_module.SoundBank()
   except ImportError:
     bank = sounds

@@ -2,8 +2,8 @@
 
 import pytest
 
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data import tasks, worlds
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks, worlds
 from audio_interaction.data.tokenizer import (
     ByteTokenizer, SentencePieceTokenizer, Tokenizer, normalize_text, number_to_words,
     train_sentencepiece)

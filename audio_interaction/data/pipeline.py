@@ -62,7 +62,7 @@ import jax
 import numpy as np
 
 from audio_interaction.data import storage
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 
 # Per-position fields of `EXAMPLE_FIELDS` and the value that pads them.
 _POSITION_FIELDS: dict[str, int | float] = {

@@ -60,7 +60,7 @@ from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import naming
 from tensorflow_datasets.core import splits as tfds_splits
 
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 
 DEFAULT_NAME = "audio_interaction"
 # 1.1.0: examples carry the transcript (`transcript`, `transcript_chunks`).
@@ -557,10 +557,6 @@ def read_split_metadata(out_dir: str | os.PathLike, split: str) -> SplitMetadata
 # ----------------------------------------------------------------------------
 # A synthetic generator: valid stream-format examples with random content.
 
-ABILITIES: tuple[str, ...] = (
-    "offline_understanding", "realtime_asr", "instruction_following", "voice_chat",
-    "proactive_help", "environment_answers", "interaction_control",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -580,7 +576,7 @@ class SyntheticExamples:
   min_chunks: int = 1
   max_chunks: int = 12
   vocab_size: int = 256
-  abilities: tuple[str, ...] = ABILITIES
+  abilities: tuple[str, ...] = sf.ABILITIES
   offline_fraction: float = 0.2
   speak_probability: float = 0.2
 

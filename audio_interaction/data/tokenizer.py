@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-from audio_interaction.data import stream_format
+from audio_interaction import stream_format
 
 _META_FILE = "tokenizer.json"
 _SP_MODEL_FILE = "tokenizer.model"

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
+from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.audio.io import to_pcm16, validate_samples
 from audio_interaction.infer.transcript import stable_emissions
 
-SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,9 +17,10 @@ import dataclasses
 import numpy as np
 from tqdm.auto import tqdm
 
-from audio_interaction.data import tasks
-from audio_interaction.data.sources import SAMPLE_RATE
-from audio_interaction.data.timeline import first_chunk_reaching, render
+from audio_interaction.corpus import tasks
+from audio_interaction import stream_format as sf
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.timeline import first_chunk_reaching, render
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.eval import metrics
 from audio_interaction.infer.engine import Engine
@@ -95,7 +96,7 @@ def score_trace(timeline, trace: StreamTrace, tokenizer: Tokenizer, *,
   expected = [(first_chunk_reaching(r.ready_time, chunk_samples), r.text)
               for r in timeline.replies]
   match = match_replies(expected, model, window_chunks)
-  return StreamScore(timeline.task, tasks.ABILITIES[timeline.ability], len(expected),
+  return StreamScore(timeline.task, sf.ability_name(timeline.ability), len(expected),
                      match.hits, match.exact, len(model), match.false_triggers,
                      [c * chunk_s for c in match.latency_chunks])
 

@@ -21,7 +21,7 @@ import functools
 import jax
 import numpy as np
 
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.model.model import AudioInteractionModel, Params
 

@@ -36,15 +36,15 @@ from typing import Final, Protocol
 
 import numpy as np
 
+from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.audio.io import to_pcm16, validate_samples
-from audio_interaction.data import effects
-from audio_interaction.data import stream_format as sf
+from audio_interaction.corpus import effects
+from audio_interaction import stream_format as sf
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.run_stream import ChunkRecord, StreamTrace
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc
 from audio_interaction.model.model import Params
 
-SAMPLE_RATE: Final[int] = 16000
 VADS: Final[tuple[str, ...]] = ("silero", "webrtc", "energy")
 ENERGY_FLOOR_DB: Final[float] = -60.0
 ENERGY_RANGE_DB: Final[float] = 30.0

@@ -49,11 +49,11 @@ from typing import Any, Final
 import numpy as np
 from tqdm.auto import tqdm
 
-from audio_interaction.data import effects, tasks, worlds
-from audio_interaction.data.manifest import (
+from audio_interaction.corpus import effects, tasks, worlds
+from audio_interaction.corpus.manifest import (
     DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestRow, read_manifest, spread_words)
-from audio_interaction.data.sources import SAMPLE_RATE
-from audio_interaction.data.timeline import (
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.timeline import (
     OFFLINE, ONLINE, Reply, SoundEvent, Span, Timeline, Utterance, estimated_reply_end, render)
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 from audio_interaction.eval import metrics

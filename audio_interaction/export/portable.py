@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from audio_interaction import config_lib
-from audio_interaction.data.tokenizer import Tokenizer
+from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 PARAMS_FILE = "params.msgpack"
@@ -60,21 +60,23 @@ def load_bundle(directory: str | pathlib.Path
   return config, params, Tokenizer.load(directory / TOKENIZER_DIR)
 
 
-def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                      out: str | pathlib.Path, *, use_best: bool = True,
-                      metadata: dict | None = None) -> pathlib.Path:
-  """Writes a bundle from a training workdir's best (or newest) checkpoint."""
-  from audio_interaction.train import checkpoint as checkpoint_lib
-  from audio_interaction.train.trainer import Trainer
-  checkpointer = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints")
-  step = checkpointer.best_step() if use_best else None
-  abstract = Trainer(config).abstract_state()
-  restored = (checkpointer.restore(step, abstract) if step is not None
-              else checkpointer.restore_latest(abstract))
-  checkpointer.close()
-  if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}")
-  if restored.tokenizer is None:
-    raise ValueError(f"checkpoint step {restored.step} in {workdir} has no tokenizer")
-  info = {"step": restored.step, "checkpoint_metrics": restored.metrics, **(metadata or {})}
-  return save_bundle(out, restored.state.params, restored.tokenizer, config, info)
+# The embedded default model: trained by the command in the README, shipped in the repo.
+EMBEDDED_BUNDLE = pathlib.Path(__file__).resolve().parent.parent / "assets" / "tiny"
+
+
+def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.Path | None = None,
+               seed: int = 0) -> tuple[AudioInteractionModel, Params, Tokenizer, str]:
+  """The model to demo and a note on where its weights came from.
+
+  A bundle (default: the embedded one) brings its own config; without one, `config`'s
+  model is randomly initialised, and the note says so.
+  """
+  bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
+  if (bundle / PARAMS_FILE).exists():
+    config, params, tokenizer = load_bundle(bundle)
+    return AudioInteractionModel(config), params, tokenizer, f"trained weights from {bundle}"
+  if config is None:
+    raise FileNotFoundError(f"no model bundle at {bundle} and no config to initialise one")
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(seed))
+  return model, params, ByteTokenizer(), "randomly initialised (untrained) weights"

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import AudioInteractionModel, Params, StreamState
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from audio_interaction.audio.io import validate_samples
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 from audio_interaction.infer.engine import Engine, EngineState
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
 from audio_interaction.model.model import Params

@@ -34,7 +34,7 @@ import numpy as np
 import soundfile
 
 from audio_interaction.audio.io import AudioError, load_audio
-from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.stream_format import SAMPLE_RATE
 
 # Raw PCM layouts accepted on stdin and websockets: little-endian, mono, interleaved.
 PCM_FORMATS: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}

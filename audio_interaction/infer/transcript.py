@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 
 BLANK_ID = sf.PAD_ID
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from audio_interaction.data.stream_format import AUDIO_SLOT_ID, NUM_DECISIONS
+from audio_interaction.stream_format import AUDIO_SLOT_ID, NUM_DECISIONS
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array, DType
 from audio_interaction.model.model_config import ModelConfig

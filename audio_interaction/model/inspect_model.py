@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 from audio_interaction.model.model import AudioInteractionModel, count_params
 
 

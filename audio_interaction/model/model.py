@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from audio_interaction.audio.features import LogMelConfig, StreamingLogMel, log_mel
-from audio_interaction.data import stream_format as sf
+from audio_interaction import stream_format as sf
 from audio_interaction.model.decoder import Decoder, DecoderCache, init_decoder_cache
 from audio_interaction.model.encoder import AudioEncoder, EncoderState, init_encoder_state
 from audio_interaction.model import layers

@@ -29,6 +29,7 @@ from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.train import checkpoint as checkpoint_lib
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer
+from audio_interaction.viz.training_curves import plot_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   bar.close()
   writer.close()
   if jax.process_index() == 0:
-    from audio_interaction.eval.training_curves import plot_training_curves
     plot_training_curves(workdir / "tensorboard" / "history.jsonl",
                          workdir / "training_curves.png", title=f"{workdir.name}")
   return {"step": int(jax.device_get(state.step)), "train": last_train, "eval": last_eval,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from audio_interaction.data.stream_format import PAD_ID, Decision
+from audio_interaction.stream_format import PAD_ID, Decision
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import ForwardOutputs
 

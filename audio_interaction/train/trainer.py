@@ -20,6 +20,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from audio_interaction.data.pipeline import make_global_batch
 from audio_interaction.model.model import AudioInteractionModel, Params
 from audio_interaction.train import losses, sharding
 
@@ -169,6 +170,5 @@ class Trainer:
 
   def device_batch(self, local_batch: Mapping[str, Any]) -> dict[str, jax.Array]:
     """This process's numpy batch -> global jax.Arrays sharded over the batch axes."""
-    from audio_interaction.data.pipeline import make_global_batch
     local = {k: local_batch[k] for k in STEP_FIELDS}
     return make_global_batch(local, self.mesh, self.batch_partition_spec())

@@ -19,9 +19,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from audio_interaction.data import serialize as serialize_lib
-from audio_interaction.data import storage, tasks, worlds
-from audio_interaction.data.timeline import Timeline
+from audio_interaction.corpus import serialize as serialize_lib
+from audio_interaction.data import storage
+from audio_interaction.corpus import sounds, speech, tasks, worlds
+from audio_interaction.corpus.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
 
 TOKENIZER_DIR = "tokenizer"
@@ -80,7 +81,6 @@ class CorpusExamples:
 
   def _open(self):
     if self._sources is None:
-      from audio_interaction.data import sounds, speech
       source_split = SOURCE_SPLIT[self.split]
       self._sources = (speech.MultiVoiceSpeech(split=source_split),
                        sounds.SoundBank(split=source_split),
@@ -143,3 +143,8 @@ def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_exampl
 def example_lengths(example: dict[str, np.ndarray]) -> tuple[int, int]:
   """(positions, chunks) of an example: what decides whether it fits a row."""
   return len(example["tokens"]), int(example["num_chunks"])
+
+
+def heldout_sources() -> tuple[speech.MultiVoiceSpeech, sounds.SoundBank]:
+  """Held-out speech and sound sources installed on this machine (TTS engines, sound banks)."""
+  return speech.MultiVoiceSpeech(split=worlds.HELDOUT), sounds.SoundBank(split=worlds.HELDOUT)

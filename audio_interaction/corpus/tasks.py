@@ -32,24 +32,13 @@ from typing import Any, Final
 
 import numpy as np
 
-from audio_interaction.data import worlds
-from audio_interaction.data.sources import SoundClip, SoundSource, SpeechClip, SpeechSource, Word
-from audio_interaction.data.timeline import (
+from audio_interaction.corpus import worlds
+from audio_interaction.corpus.clips import SoundClip, SoundSource, SpeechClip, SpeechSource, Word
+from audio_interaction.corpus.timeline import (
     BARGE_IN_AUDIBLE_S, OFFLINE, ONLINE, Composer, Filler, Pause, Timeline)
 from audio_interaction.data.tokenizer import normalize_text
-from audio_interaction.data.worlds import choose
+from audio_interaction.corpus.worlds import choose
 
-# Ability number (DESIGN.md's table) -> the name examples carry (`serialize.metadata`)
-# and input-pipeline mixtures are keyed by (same names as `storage.ABILITIES`).
-ABILITIES: Final[dict[int, str]] = {
-    1: "offline_understanding",
-    2: "realtime_asr",
-    3: "instruction_following",
-    4: "voice_chat",
-    5: "proactive_help",
-    6: "environment_answers",
-    7: "interaction_control",
-}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,8 +28,9 @@ from typing import Final
 
 import numpy as np
 
-from audio_interaction.data import effects, stream_format
-from audio_interaction.data.sources import (
+from audio_interaction.corpus import effects
+from audio_interaction import stream_format
+from audio_interaction.corpus.clips import (
     SAMPLE_RATE, SoundSource, SpeechClip, SpeechSource, Word)
 from audio_interaction.data.tokenizer import normalize_text
 

@@ -15,43 +15,18 @@ import ml_collections
 import numpy as np
 from rich.console import Console
 
-from audio_interaction.data import tasks, worlds
-from audio_interaction.data.timeline import render
+from audio_interaction.corpus import tasks, worlds
+from audio_interaction.corpus.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
 from audio_interaction.export import portable
-from audio_interaction.eval.timeline_plot import timeline_spans
+from audio_interaction.viz.timeline import timeline_spans, write_timeline
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.live import LiveSession, LiveView, write_timeline
+from audio_interaction.apps.live_view import LiveView
+from audio_interaction.corpus.build import heldout_sources
+from audio_interaction.export.portable import load_model
+from audio_interaction.infer.live import LiveSession
 from audio_interaction.infer.sources import ArraySource
 from audio_interaction.model.model import AudioInteractionModel, Params
-
-
-def default_sources():
-  """Held-out speech and sound sources installed on this machine (TTS engines, sound banks)."""
-  from audio_interaction.data import sounds, speech
-  return speech.MultiVoiceSpeech(split=worlds.HELDOUT), sounds.SoundBank(split=worlds.HELDOUT)
-
-
-# The embedded default model: trained by the command in the README, shipped in the repo.
-EMBEDDED_BUNDLE = pathlib.Path(__file__).resolve().parent.parent / "assets" / "tiny"
-
-
-def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.Path | None = None,
-               seed: int = 0) -> tuple[AudioInteractionModel, Params, Tokenizer, str]:
-  """The model to demo and a note on where its weights came from.
-
-  A bundle (default: the embedded one) brings its own config; without one, `config`'s
-  model is randomly initialised, and the note says so.
-  """
-  bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
-  if (bundle / portable.PARAMS_FILE).exists():
-    config, params, tokenizer = portable.load_bundle(bundle)
-    return AudioInteractionModel(config), params, tokenizer, f"trained weights from {bundle}"
-  if config is None:
-    raise FileNotFoundError(f"no model bundle at {bundle} and no config to initialise one")
-  model = AudioInteractionModel(config)
-  params = model.init(jax.random.key(seed))
-  return model, params, ByteTokenizer(), "randomly initialised (untrained) weights"
 
 
 def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Path = "runs/demo",
@@ -70,7 +45,7 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
   console.print(f"[bold]model[/]: {cfg.decoder.num_layers}-layer decoder, "
                 f"{cfg.encoder.num_layers}-layer {cfg.encoder.block} encoder; {weights_note}")
 
-  speech, sounds = default_sources()
+  speech, sounds = heldout_sources()
   chunk_ms = 1000 * cfg.chunk_samples // cfg.sample_rate
   # Held-out voices, sounds and world items: the demo never replays training data.
   task_config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)

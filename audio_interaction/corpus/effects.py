@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy import signal as sps
 
-from audio_interaction.data.sources import SAMPLE_RATE
+from audio_interaction.stream_format import SAMPLE_RATE
 
 # Power floor (about -200 dBFS) so levels of digital silence are finite.
 _EPS = 1e-20

@@ -42,8 +42,9 @@ from typing import Callable, Mapping
 import numpy as np
 import soundfile as sf
 
-from audio_interaction.data import effects
-from audio_interaction.data.sources import SAMPLE_RATE, SoundClip
+from audio_interaction.corpus import effects
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.clips import SoundClip
 
 log = logging.getLogger(__name__)
 

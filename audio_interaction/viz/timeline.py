@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from audio_interaction.data.timeline import Timeline  # noqa: E402
+from audio_interaction.corpus.timeline import Timeline  # noqa: E402
 from audio_interaction.infer.run_stream import StreamTrace  # noqa: E402
 
 
@@ -193,3 +193,27 @@ def _save(figure: plt.Figure, path: str | pathlib.Path, title: str) -> pathlib.P
   figure.savefig(path, dpi=110)
   plt.close(figure)
   return path
+
+
+# -------------------------------------------------------------- the timeline
+def write_timeline(result: "LiveResult", path: str | os.PathLike[str], *, threshold: float,
+                   decode: Callable[[list[int]], str] | None = None, frontend=None,
+                   reference: Sequence[Any] = (), title: str = "") -> pathlib.Path | None:
+  """The kept window as a timeline PNG (`eval.timeline_plot`): audio, log-mel when a
+  `frontend` is given, reference spans, P(SPEAK) per chunk against `threshold` and
+  what the model said where. Times are shifted to the window's start (the title says
+  by how much). Returns None when nothing was perceived."""
+  if not result.trace.chunks:
+    return None
+  offset = result.audio_start
+  chunks = [dataclasses.replace(c, start=c.start - offset, end=c.end - offset)
+            for c in result.trace.chunks if c.start >= offset]
+  spans = [dataclasses.replace(s, start=s.start - offset, end=s.end - offset)
+           for s in reference if s.end > offset]
+  mel = (np.asarray(log_mel(result.audio[None].astype(np.float32), frontend))[0]
+         if frontend is not None and len(result.audio) else None)
+  if offset > 0:
+    title = f"{title} (last {result.stream_seconds - offset:.0f} s; add {offset:.1f} s for stream time)"
+  return plot_timeline(path, result.audio, 16000, StreamTrace(chunks, result.trace.chunk_seconds),
+                       threshold=threshold, decode=decode, log_mel=mel, reference=spans,
+                       title=title)

@@ -30,7 +30,7 @@ def _config_from(args: argparse.Namespace, overrides: list[str]):
 
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
-  from audio_interaction.infer import demo
+  from audio_interaction.apps import demo
   # The embedded bundle brings its own config; --config matters only without one.
   config = _config_from(args, overrides)
   demo.run_demo(config, out_dir=args.out, threshold=args.threshold, seed=args.seed,
@@ -40,6 +40,7 @@ def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
   del overrides  # a bundle brings its own config
+  from audio_interaction.apps import listen as listen_app
   from audio_interaction.infer import live, sources
   try:
     if args.mic:
@@ -51,7 +52,7 @@ def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
                                    paced=args.speed != float("inf"))
     else:
       source = sources.FileSource(args.path, speed=args.speed)
-    live.listen(source, bundle=args.checkpoint,
+    listen_app.listen(source, bundle=args.checkpoint,
                 instruction=args.instruction or live.DEFAULT_INSTRUCTION,
                 threshold=args.threshold, out_dir=args.out, speak=args.speak,
                 stall_timeout=args.stall_timeout, every_chunk=args.every_chunk)
@@ -62,7 +63,7 @@ def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _build_data(args: argparse.Namespace, overrides: list[str]) -> int:
-  from audio_interaction.data import corpus
+  from audio_interaction.corpus import build as corpus
   config = _config_from(args, overrides)
   summary = corpus.build_corpus_split(config, args.split, args.num_examples,
                                       num_workers=args.workers,
@@ -72,7 +73,7 @@ def _build_data(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _show_example(args: argparse.Namespace, overrides: list[str]) -> int:
-  from audio_interaction.data import show
+  from audio_interaction.viz import example as show
   config = _config_from(args, overrides)
   shown = show.show_example(config, args.split, args.index, args.out,
                             subtask=args.subtask or None, seed=args.seed,
@@ -99,10 +100,11 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
   from audio_interaction.eval import heldout
-  from audio_interaction.infer import demo
+  from audio_interaction.corpus.build import heldout_sources
+  from audio_interaction.export.portable import load_model
   from audio_interaction.infer.engine import Engine
-  model, params, tokenizer, note = demo.load_model(_config_from(args, overrides), args.bundle)
-  speech, sounds = demo.default_sources()
+  model, params, tokenizer, note = load_model(_config_from(args, overrides), args.bundle)
+  speech, sounds = heldout_sources()
   result = heldout.evaluate_heldout(Engine(model), params, tokenizer, speech, sounds,
                                     streams_per_subtask=args.streams, threshold=args.threshold)
   print(f"model: {note}; {args.streams} held-out streams per online sub-task, "
@@ -115,6 +117,7 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.apps import eval_run
   from audio_interaction.eval import report, suites
   config = _config_from(args, overrides) if args.checkpoint else None
   eval_config = suites.EvalConfig(
@@ -123,7 +126,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   command = f"audio-interaction eval --suites {args.suites} --streams {args.streams}" + "".join(
       f" --{name} {value}" for name, value in (("checkpoint", args.checkpoint),
                                                ("manifest", args.manifest)) if value)
-  done = report.run_eval(checkpoint=args.checkpoint, suites=args.suites, manifest=args.manifest,
+  done = eval_run.run_eval(checkpoint=args.checkpoint, suites=args.suites, manifest=args.manifest,
                          streams=args.streams, out_dir=args.out, config=config,
                          eval_config=eval_config, command=command)
   print(report.summary_table(done["results"]))
@@ -133,9 +136,9 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
-  from audio_interaction.export import portable
+  from audio_interaction.train import export as train_export
   config = _config_from(args, overrides)
-  out = portable.export_checkpoint(config, args.workdir, args.out, use_best=not args.latest)
+  out = train_export.export_checkpoint(config, args.workdir, args.out, use_best=not args.latest)
   print(f"bundle written to {out}")
   return 0
 

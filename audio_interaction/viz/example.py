@@ -26,12 +26,12 @@ import numpy as np
 import soundfile
 
 from audio_interaction.audio.features import LogMelConfig, log_mel
-from audio_interaction.data import corpus, serialize
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data.sources import SAMPLE_RATE
-from audio_interaction.data.timeline import OFFLINE, Timeline
+from audio_interaction.corpus import build as corpus, serialize
+from audio_interaction import stream_format as sf
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.timeline import OFFLINE, Timeline
 from audio_interaction.data.tokenizer import Tokenizer
-from audio_interaction.eval import timeline_plot
+from audio_interaction.viz import timeline as timeline_plot
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,8 +51,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import soundfile as sf
 
-from audio_interaction.data import effects
-from audio_interaction.data.sources import SAMPLE_RATE, SpeechClip, Word
+from audio_interaction.corpus import effects
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.clips import SpeechClip, Word
 
 log = logging.getLogger(__name__)
 

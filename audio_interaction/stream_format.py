@@ -30,6 +30,24 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+# Audio everywhere in the library: 16 kHz mono float32.
+SAMPLE_RATE: Final[int] = 16000
+
+# The seven abilities (DESIGN.md's table), in order: ability number n is ABILITIES[n - 1].
+# Examples carry these names (`metadata`) and input-pipeline mixtures are keyed by them.
+ABILITIES: Final[tuple[str, ...]] = (
+    "offline_understanding", "realtime_asr", "instruction_following", "voice_chat",
+    "proactive_help", "environment_answers", "interaction_control",
+)
+
+
+def ability_name(number: int) -> str:
+  """The name of ability `number` (1-7, as in DESIGN.md's table)."""
+  if not 1 <= number <= len(ABILITIES):
+    raise ValueError(f"ability number must be in 1..{len(ABILITIES)}, got {number}")
+  return ABILITIES[number - 1]
+
+
 # Special tokens occupy the first ids of every vocabulary, in this order, so that a
 # checkpoint's tokenizer and the model agree on them without a lookup table.
 SPECIAL_TOKENS: Final[tuple[str, ...]] = (

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from audio_interaction.stream_format import SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)

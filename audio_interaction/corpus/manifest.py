@@ -68,9 +68,10 @@ import numpy as np
 import soundfile
 
 from audio_interaction.audio import io as audio_io
-from audio_interaction.data import effects, sounds
-from audio_interaction.data.sources import SAMPLE_RATE, SoundClip, SpeechClip, Word
-from audio_interaction.data.speech import split_words
+from audio_interaction.corpus import effects, sounds
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.clips import SoundClip, SpeechClip, Word
+from audio_interaction.corpus.speech import split_words
 from audio_interaction.data.tokenizer import normalize_text
 
 log = logging.getLogger(__name__)

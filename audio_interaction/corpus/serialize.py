@@ -34,10 +34,9 @@ from typing import Final
 
 import numpy as np
 
-from audio_interaction.data import stream_format as sf
-from audio_interaction.data.sources import SAMPLE_RATE
-from audio_interaction.data.tasks import ABILITIES
-from audio_interaction.data.timeline import (
+from audio_interaction import stream_format as sf
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus.timeline import (
     OFFLINE, ONLINE, Timeline, chunk_samples_of, first_chunk_reaching, render, schedule)
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 
@@ -47,9 +46,9 @@ METADATA_FIELDS: Final[tuple[str, ...]] = ("ability", "subtask", "seed", "split"
 def metadata(timeline: Timeline) -> dict[str, str]:
   """String metadata of an example, kept apart from the arrays of `EXAMPLE_FIELDS`.
 
-  `ability` is the ability's name (`tasks.ABILITIES`, e.g. "voice_chat").
+  `ability` is the ability's name (`stream_format.ABILITIES`, e.g. "voice_chat").
   """
-  return {"ability": ABILITIES[timeline.ability], "subtask": timeline.task,
+  return {"ability": sf.ability_name(timeline.ability), "subtask": timeline.task,
           "seed": str(timeline.seed), "split": timeline.split, "mode": timeline.mode}
 
 

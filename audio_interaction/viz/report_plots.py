@@ -1,0 +1,142 @@
+"""The evaluation report's pictures (matplotlib, Agg): latency CDFs (B5 response latency,
+model vs silence timer; B2 emission delay, model vs PocketSphinx; B6 alert onset
+latency), the threshold / silence-length sweeps, and per-sub-task accuracy."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+_COLORS = {"model": "tab:blue", "silence_timer": "tab:orange", "pocketsphinx": "tab:green",
+           "model_ctc": "tab:purple"}
+_LABELS = {"model": "our model", "silence_timer": "silence timer + same model",
+           "pocketsphinx": "PocketSphinx", "model_ctc": "our encoder's CTC transcript"}
+
+
+# ------------------------------------------------------------------------------ plots
+
+def _cdf(ax, values: Sequence[float], total: int, system: str) -> None:
+  """Fraction of all `total` items (answered or not) with a value <= x: the curve tops
+  out at the answered fraction, so a system that misses more sits lower."""
+  if not len(values) or not total:
+    return
+  xs = np.sort(np.asarray(values, np.float64))
+  ys = np.arange(1, len(xs) + 1) / total
+  ax.step(xs, ys, where="post", color=_COLORS[system],
+          label=f"{_LABELS[system]} ({len(xs)} of {total})")
+
+
+def plot_latency_cdfs(results: dict, path: pathlib.Path) -> pathlib.Path:
+  """CDFs of B5 response latency, B2 emission delay and B6 onset latency (s)."""
+  suites = results["suites"]
+  panels = [("B5", "response latency (s): end of speech → first reply token",
+             ("model", "silence_timer"), "latencies", "turns"),
+            ("B2", "emission delay (s): word emitted − word end",
+             ("model", "model_ctc", "pocketsphinx"),
+             "delays", "reference_words"),
+            ("B6", "alert latency (s) from the event onset", ("model",), "latencies", "events")]
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for ax, (suite, title, systems, key, total_key) in zip(axes, panels):
+    ax.set_title(f"{suite}: {title}", fontsize=9)
+    ax.set_ylabel("fraction of all turns / words / events")
+    ax.set_ylim(0, 1.02)
+    plotted = False
+    for system in systems:
+      block = suites.get(suite, {}).get(system, {})
+      values = block.get(key, [])
+      _cdf(ax, values, block.get(total_key) or 0, system)
+      plotted |= bool(values)
+    if plotted:
+      ax.legend(fontsize=8, loc="lower right")
+    else:
+      ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _curve(ax, points: dict, x_key, y_key, system: str, label_of) -> None:
+  xs, ys, names = [], [], []
+  for name, point in points.items():
+    x, y = x_key(point), y_key(point)
+    if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+      continue
+    xs.append(x)
+    ys.append(y)
+    names.append(name)
+  if not xs:
+    return
+  ax.plot(xs, ys, "o-", color=_COLORS[system], label=_LABELS[system])
+  for x, y, name in zip(xs, ys, names):
+    ax.annotate(label_of(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+
+
+def plot_sweeps(results: dict, path: pathlib.Path) -> pathlib.Path:
+  """Left: median response latency vs false cut-in rate (B5), the model's decision
+  threshold swept and the timer's silence length swept. Right: alert recall vs false
+  alarms per hour (B6), threshold swept."""
+  suites = results["suites"]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  b5 = suites.get("B5", {})
+  _curve(left, b5.get("sweep_model", {}), lambda p: p["false_cut_in_rate"],
+         lambda p: p["response_latency_s"]["median"], "model", lambda n: f"θ={n}")
+  _curve(left, b5.get("sweep_silence_timer", {}), lambda p: p["false_cut_in_rate"],
+         lambda p: p["response_latency_s"]["median"], "silence_timer", lambda n: f"{n} s")
+  left.set_xlabel("false cut-in rate (replies started before the turn ended)")
+  left.set_ylabel("median response latency (s)")
+  left.set_title("B5 turn-taking: latency vs cutting in", fontsize=10)
+  b6 = suites.get("B6", {})
+  _curve(right, b6.get("sweep_model", {}), lambda p: p["false_alarms_per_hour"],
+         lambda p: p["recall"], "model", lambda n: f"θ={n}")
+  right.set_ylim(-0.02, 1.02)
+  right.set_xlim(left=-0.5)
+  right.set_xlabel("false alarms per hour")
+  right.set_ylabel("alert recall")
+  right.set_title("B6 proactive sound: recall vs false alarms", fontsize=10)
+  for ax in (left, right):
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+    else:
+      ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_per_subtask(results: dict, path: pathlib.Path) -> pathlib.Path:
+  """Horizontal bars: exact-match accuracy per sub-task (the 28, in DESIGN.md's order)."""
+  per = results["per_subtask"]
+  names = [n for n in tasks.SUBTASKS if n in per] + sorted(n for n in per if n not in tasks.SUBTASKS)
+  fig, ax = plt.subplots(figsize=(8, 0.28 * len(names) + 1.2))
+  cmap = plt.get_cmap("tab10")
+  for row, name in enumerate(names):
+    value = per[name]["accuracy"]
+    ability = tasks.SUBTASKS[name].ability if name in tasks.SUBTASKS else 0
+    if value is None or not math.isfinite(value):
+      ax.text(0.005, row, "n/a (nothing expected)", va="center", fontsize=7, color="gray")
+      continue
+    ax.barh(row, value, color=cmap(ability % 10))
+    ax.text(value + 0.01, row, f"{value:.0%} ({per[name]['correct']}/{per[name]['expected']})",
+            va="center", fontsize=7)
+  ax.set_yticks(range(len(names)), names, fontsize=8)
+  ax.invert_yaxis()
+  ax.set_xlim(0, 1.15)
+  ax.set_xlabel("exact-match accuracy (replies in time with the exact normalized text)")
+  ax.set_title("accuracy per sub-task (colour: ability)", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ---------------------------------------------------------------------------- markdown
