@@ -33,6 +33,65 @@ _META_FILE = "tokenizer.json"
 _SP_MODEL_FILE = "tokenizer.model"
 
 
+class UnsafePathError(ValueError):
+  """A file name read from a checkpoint or bundle would leave its directory.
+
+  Attributes:
+    what: what the name is ("model_file", "tokenizer file name", ...).
+    name: the refused name, as read.
+    reason: why, e.g. "contains a '..' component".
+  """
+
+  def __init__(self, message: str, *, what: str, name: object, reason: str):
+    super().__init__(message)
+    self.what, self.name, self.reason = what, name, reason
+
+
+def unsafe_name_reason(name: object) -> str | None:
+  """Why `name` is not a plain relative file name (POSIX separators), or None if it is.
+
+  Checks the name alone: not a non-empty string, a NUL, a backslash, a drive
+  (``C:``), an absolute path or a ``..`` component are all refused.
+  """
+  if not isinstance(name, str):
+    return f"is a {type(name).__name__}, not a file name"
+  if not name:
+    return "is empty"
+  if "\x00" in name:
+    return "contains a NUL character"
+  if "\\" in name:
+    return "contains a backslash"
+  if name.startswith("/"):
+    return "is an absolute path"
+  if pathlib.PureWindowsPath(name).drive or (len(name) >= 2 and name[1] == ":"):
+    return "names a drive"
+  if ".." in pathlib.PurePosixPath(name).parts:
+    return "contains a '..' component"
+  return None
+
+
+def safe_join(directory: str | pathlib.Path, name: object, *, what: str = "file name"
+              ) -> pathlib.Path:
+  """`directory / name`, for a `name` read from untrusted data (checkpoint, bundle).
+
+  Raises `UnsafePathError` ("<what> <name> <reason>") if the name is not a plain
+  relative name (see `unsafe_name_reason`) or if the joined path, symlinks
+  resolved, is not inside `directory`.
+  """
+  reason = unsafe_name_reason(name)
+  if reason is None:
+    root = pathlib.Path(directory).resolve()
+    path = root / name
+    try:
+      if path.resolve().relative_to(root) == pathlib.Path("."):
+        reason = "names the directory itself"
+    except ValueError:
+      reason = "resolves outside the directory"
+  if reason is not None:
+    raise UnsafePathError(f"{what} {name!r} {reason}", what=what, name=name, reason=reason)
+  return path
+
+
 class Tokenizer(abc.ABC):
   """Text <-> ids with the special tokens at ids 0..NUM_SPECIAL_TOKENS-1."""
 
@@ -102,7 +161,13 @@ class Tokenizer(abc.ABC):
     if meta["kind"] == ByteTokenizer.kind:
       return ByteTokenizer()
     if meta["kind"] == SentencePieceTokenizer.kind:
-      return SentencePieceTokenizer((directory / meta["model_file"]).read_bytes())
+      try:
+        model_file = safe_join(directory, meta.get("model_file"), what="model_file")
+      except UnsafePathError as e:
+        raise UnsafePathError(
+            f"{directory / _META_FILE}: {e}; it must name a file inside {directory}",
+            what=e.what, name=e.name, reason=e.reason) from None
+      return SentencePieceTokenizer(model_file.read_bytes())
     raise ValueError(f"unknown tokenizer kind {meta['kind']!r} in {directory}")
 
 

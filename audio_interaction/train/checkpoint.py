@@ -112,6 +112,19 @@ class CheckpointMismatchError(CheckpointError, ValueError):
     self.unexpected = list(unexpected)
 
 
+class CheckpointUnsafeError(CheckpointError, ValueError):
+  """A checkpoint names a file outside the place it is restored to (a crafted checkpoint).
+
+  Not a `CheckpointCorruptError`: `restore_latest` stops instead of falling back to an
+  older step, so that the refusal is seen.
+  """
+
+  def __init__(self, step: int | None, reason: str):
+    super().__init__(f"checkpoint step {step}: {reason}" if step is not None else reason)
+    self.step = step
+    self.reason = reason
+
+
 class CheckpointCorruptError(CheckpointError):
   """A checkpoint step directory cannot be read (half-written, truncated, ...)."""
 
@@ -283,14 +296,33 @@ def _tokenizer_files(payload: Mapping[str, Any]) -> dict[str, bytes]:
   return {name: base64.b64decode(data, validate=True) for name, data in payload["files"].items()}
 
 
-def tokenizer_from_files(files: Mapping[str, bytes]) -> tokenizer_lib.Tokenizer:
-  """Rebuilds a tokenizer from the files `tokenizer.save` wrote (see `tokenizer_to_json`)."""
+def tokenizer_from_files(files: Mapping[str, bytes], *, step: int | None = None
+                         ) -> tokenizer_lib.Tokenizer:
+  """Rebuilds a tokenizer from the files `tokenizer.save` wrote (see `tokenizer_to_json`).
+
+  The names come from the checkpoint: each must be a plain relative name that stays
+  inside the temporary directory (no absolute path, ``..``, backslash, drive or NUL),
+  and so must the model file its ``tokenizer.json`` names. Every name is checked
+  before anything is written.
+
+  Raises:
+    CheckpointUnsafeError: naming `step` and the refused name.
+  """
   with tempfile.TemporaryDirectory() as tmp:
+    try:
+      paths = {name: tokenizer_lib.safe_join(tmp, name, what="tokenizer file name")
+               for name in files}
+    except tokenizer_lib.UnsafePathError as e:
+      raise CheckpointUnsafeError(step, f"{e}; refusing to restore its tokenizer") from None
     for name, data in files.items():
-      path = pathlib.Path(tmp, name)
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_bytes(data)
-    return tokenizer_lib.Tokenizer.load(tmp)
+      paths[name].parent.mkdir(parents=True, exist_ok=True)
+      paths[name].write_bytes(data)
+    try:
+      return tokenizer_lib.Tokenizer.load(tmp)
+    except tokenizer_lib.UnsafePathError as e:  # The temporary path would mean nothing.
+      raise CheckpointUnsafeError(
+          step, f"tokenizer.json: {e.what} {e.name!r} {e.reason}; refusing to restore its "
+          "tokenizer") from None
 
 
 def _describe(error: BaseException) -> str:
@@ -625,7 +657,8 @@ class Checkpointer:
       raise CheckpointCorruptError(
           step, _describe(error) if error else "unreadable on another process")
     # 4. Interpret: errors here are incompatibilities, not corruption, so they raise.
-    tokenizer = tokenizer_from_files(tokenizer_files) if tokenizer_files is not None else None
+    tokenizer = (tokenizer_from_files(tokenizer_files, step=step)
+                 if tokenizer_files is not None else None)
     config = result[CONFIG] if CONFIG in items else None
     logger.info("restored checkpoint step %d from %s", step, self.directory)
     return Restored(step=step, state=result[STATE],
