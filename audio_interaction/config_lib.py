@@ -7,11 +7,23 @@ field name (in a file or an override) is an error instead of a silent new field.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
+import math
 import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import ml_collections
+
+from audio_interaction import stream_format
+
+
+class ConfigError(ValueError):
+  """A config (file, override, saved JSON) names an unknown field or holds a bad value.
+
+  The message is one line and names the field.
+  """
 
 # Logical axis -> mesh axis. Activations and parameters name logical axes
 # (see `audio_interaction.model.layers`); only this table knows about the mesh.
@@ -157,6 +169,247 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+# ----------------------------------------------------------------------------- rules
+# Every field of `base_config` has one rule (tests check that none is missing):
+# its type and range, in the words the error message uses. Relations between
+# fields are checked in `validate` after every field passed its own rule.
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What a field may hold: `accepts(value)`, described by `describe` ("an int >= 1")."""
+
+  describe: str
+  accepts: Callable[[Any], bool]
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _bounds(lo, hi, lo_open: bool, hi_open: bool) -> str:
+  if lo is not None and hi is not None:
+    return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+  if lo is not None:
+    return f" {'>' if lo_open else '>='} {lo}"
+  if hi is not None:
+    return f" {'<' if hi_open else '<='} {hi}"
+  return ""
+
+
+def _in_bounds(value, lo, hi, lo_open: bool, hi_open: bool) -> bool:
+  return ((lo is None or (value > lo if lo_open else value >= lo)) and
+          (hi is None or (value < hi if hi_open else value <= hi)))
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Rule:
+  """An int (not a bool, not a float) in [lo, hi]."""
+  return Rule("an int" + _bounds(lo, hi, False, False),
+              lambda v: _is_int(v) and _in_bounds(v, lo, hi, False, False))
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False) -> Rule:
+  """A finite int or float (not a bool) within the bounds."""
+  return Rule("a number" + _bounds(lo, hi, lo_open, hi_open),
+              lambda v: _is_number(v) and _in_bounds(v, lo, hi, lo_open, hi_open))
+
+
+def one_of(*options) -> Rule:
+  return Rule("one of " + ", ".join(repr(o) for o in options),
+              lambda v: type(v) in {type(o) for o in options} and v in options)
+
+
+def text() -> Rule:
+  return Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))
+
+
+def flag() -> Rule:
+  return Rule("True or False", lambda v: isinstance(v, bool))
+
+
+def _is_mixture(value) -> bool:
+  return (isinstance(value, Mapping) and bool(value)
+          and all(k in stream_format.ABILITIES and _is_number(w) and w >= 0
+                  for k, w in value.items())
+          and any(w > 0 for w in value.values()))
+
+
+_MIXTURE = (f"a mapping of abilities ({', '.join(stream_format.ABILITIES)}) to weights >= 0, "
+            "one of them > 0")
+
+_MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def _is_mesh(value) -> bool:
+  return (isinstance(value, Mapping) and set(value) <= set(_MESH_AXES)
+          and all(_is_int(v) and (v == -1 or v >= 1) for v in value.values())
+          and sum(v == -1 for v in value.values()) <= 1)
+
+
+def _is_axis_rules(value) -> bool:
+  def mesh_axes(target):
+    if target is None or isinstance(target, str):
+      return True
+    return isinstance(target, tuple) and all(isinstance(t, str) for t in target)
+  return isinstance(value, tuple) and all(
+      isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], str)
+      and mesh_axes(rule[1]) for rule in value)
+
+
+def _is_stages(value) -> bool:
+  if not isinstance(value, tuple):
+    return False
+  steps = []
+  for stage in value:
+    if not (isinstance(stage, tuple) and len(stage) == 2 and _is_int(stage[0])
+            and stage[0] >= 1 and _is_mixture(stage[1])):
+      return False
+    steps.append(stage[0])
+  return all(a < b for a, b in zip(steps, steps[1:]))
+
+
+_SIZE = integer(1)
+_DTYPE = one_of("float32", "bfloat16", "float16")
+
+FIELD_RULES: dict[str, Rule] = {
+    "audio.sample_rate": integer(1000),
+    "audio.n_mels": _SIZE,
+    "audio.n_fft": _SIZE,
+    "audio.hop_length": _SIZE,
+    "audio.fmin": number(0),
+    "audio.fmax": number(0, lo_open=True),
+    "audio.log_style": one_of("whisper", "natural"),
+    "audio.log_floor": number(),
+    "audio.chunk_ms": _SIZE,
+    "model.encoder.d_model": _SIZE,
+    "model.encoder.num_layers": _SIZE,
+    "model.encoder.num_heads": _SIZE,
+    "model.encoder.mlp_dim": _SIZE,
+    "model.encoder.conv_channels": _SIZE,
+    "model.encoder.conv_kernel": _SIZE,
+    "model.encoder.subsampling": one_of(1, 2, 4, 8),
+    "model.encoder.left_chunks": integer(0),
+    "model.encoder.block": one_of("transformer", "conformer"),
+    "model.encoder.conformer_kernel": _SIZE,
+    "model.decoder.vocab_size": integer(stream_format.NUM_SPECIAL_TOKENS + 1),
+    "model.decoder.d_model": _SIZE,
+    "model.decoder.num_layers": _SIZE,
+    "model.decoder.num_heads": _SIZE,
+    "model.decoder.num_kv_heads": _SIZE,
+    "model.decoder.head_dim": _SIZE,
+    "model.decoder.mlp_dim": _SIZE,
+    "model.decoder.window": _SIZE,  # and at least one chunk's positions (validate)
+    "model.decoder.rope_theta": number(0, lo_open=True),
+    "model.slots_per_chunk": _SIZE,
+    "model.tokens_per_chunk": _SIZE,
+    "model.dtype": _DTYPE,
+    "model.param_dtype": _DTYPE,
+    "model.norm_eps": number(0, lo_open=True),
+    "sharding.mesh": Rule(
+        f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
+        _is_mesh),
+    "sharding.logical_axis_rules": Rule(
+        "a tuple of (logical axis, mesh axis or tuple of mesh axes or None) pairs",
+        _is_axis_rules),
+    "data.dir": text(),
+    "data.train_split": text(),
+    "data.eval_split": text(),
+    "data.batch_size": _SIZE,
+    "data.max_len": _SIZE,
+    "data.max_chunks": _SIZE,
+    "data.max_transcript": _SIZE,
+    "data.mixture": Rule(f"None or {_MIXTURE}", lambda v: v is None or _is_mixture(v)),
+    "data.packing": flag(),
+    "data.overflow": one_of("truncate", "drop"),
+    "data.read_threads": _SIZE,
+    "data.prefetch_batches": integer(0),
+    "data.num_workers": integer(0),
+    "train.steps": integer(0),
+    "train.learning_rate": number(0, lo_open=True),
+    "train.warmup_steps": integer(0),
+    "train.end_learning_rate_fraction": number(0, 1),
+    "train.weight_decay": number(0),
+    "train.clip_norm": number(0, lo_open=True),
+    "train.grad_accum_steps": _SIZE,
+    "train.reply_loss_weight": number(0),
+    "train.decision_loss_weight": number(0),
+    "train.ctc_loss_weight": number(0),
+    "train.speak_class_weight": number(0, lo_open=True),
+    "train.log_every": _SIZE,
+    "train.eval_every": _SIZE,
+    "train.eval_batches": _SIZE,
+    "train.checkpoint_every": _SIZE,
+    "train.keep_checkpoints": _SIZE,
+    "train.stages": Rule(
+        f"a tuple of (until_step >= 1, mixture) pairs with increasing steps; a mixture is "
+        f"{_MIXTURE}", _is_stages),
+    "train.peak_flops_per_device": number(0),
+    "infer.policy": one_of("model", "silence_timer", "hybrid"),
+    "infer.threshold": number(0, 1),
+    "infer.vad": one_of("silero", "webrtc", "energy"),
+    "infer.silence_seconds": number(0, lo_open=True),
+    "infer.min_silence_seconds": number(0),  # and <= silence_seconds (validate)
+    "infer.temperature": number(0),
+    "infer.top_p": number(0, 1, lo_open=True),
+    "infer.max_reply_tokens": _SIZE,
+    "infer.max_answer_tokens": _SIZE,
+    "seed": integer(0),
+}
+
+
+def leaf_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Dotted paths of the fields of `config` (a field with a rule is a leaf, even a mapping)."""
+  paths = []
+  for key in config.keys():
+    path = prefix + key
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict) and path not in FIELD_RULES:
+      paths += leaf_paths(value, path + ".")
+    else:
+      paths.append(path)
+  return paths
+
+
+def _get(config: ml_collections.ConfigDict, path: str):
+  for name in path.split("."):
+    config = config[name]
+  return config
+
+
+def _plain(value):
+  """ConfigDicts (a mesh assigned as a dict becomes one) as dicts, for rules and messages."""
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def _short_repr(value, limit: int = 120) -> str:
+  text_ = repr(value)
+  return text_ if len(text_) <= limit else text_[:limit - 3] + "..."
+
+
+def field_error(path: str, value) -> str:
+  """"path=value: must be ..." for a field whose value breaks its rule ('' if it holds)."""
+  rule = FIELD_RULES.get(path)
+  if rule is None:
+    return f"{path}: field has no validation rule (add one to config_lib.FIELD_RULES)"
+  value = _plain(value)
+  if rule.accepts(value):
+    return ""
+  return f"{path}={_short_repr(value)}: must be {rule.describe}"
+
+
+def _check_fields(config: ml_collections.ConfigDict) -> None:
+  for path in leaf_paths(config):
+    error = field_error(path, _get(config, path))
+    if error:
+      raise ConfigError(error)
+
+
 def parse_variants(arg: str | None, allowed: Iterable[str]) -> set[str]:
   """Parses the ``file.py:variant1,variant2`` suffix; unknown variants are errors."""
   allowed = set(allowed)
@@ -176,33 +429,56 @@ def _parse_value(text: str):
     return text  # bare strings: --config.model.encoder.block=conformer
 
 
+def _assign_leaf(node: ml_collections.ConfigDict, leaf: str, value, path: str,
+                 where: str) -> None:
+  """`node[leaf] = value`; ConfigDict's type errors become ConfigErrors naming `path`."""
+  try:
+    node[leaf] = value
+  except (TypeError, ValueError) as e:
+    rule = FIELD_RULES.get(path)
+    old = node[leaf]
+    want = (rule.describe if rule is not None else
+            "a group of fields" if isinstance(old, ml_collections.ConfigDict) else
+            f"a {type(old).__name__}")
+    raise ConfigError(f"{where}{path}={_short_repr(value)}: must be {want}") from e
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-  """Applies ``"a.b.c=value"`` overrides in place; an unknown field is an error."""
+  """Applies ``"a.b.c=value"`` overrides in place.
+
+  Raises:
+    ConfigError: bad syntax, an unknown field or a value of the wrong type (ranges
+      are checked by `validate`).
+  """
   for override in overrides:
     override = override.removeprefix("--").removeprefix("config.")
     if "=" not in override:
-      raise ValueError(f"override {override!r} is not of the form field.path=value")
-    path, text = override.split("=", 1)
+      raise ConfigError(f"override {override!r} is not of the form field.path=value")
+    path, text_ = override.split("=", 1)
     *parents, leaf = path.split(".")
     node = config
     for i, name in enumerate(parents):
-      if name not in node:
-        raise KeyError(f"config has no field {'.'.join(parents[:i + 1])!r} (override {override!r})")
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        raise ConfigError(f"config has no field {'.'.join(parents[:i + 1])!r} "
+                          f"(override {override!r})")
       node = node[name]
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise ConfigError(f"config field {'.'.join(parents)!r} has no fields; "
+                        f"override {override!r} cannot set {path!r}")
     if leaf not in node:
-      raise KeyError(
+      raise ConfigError(
           f"config has no field {path!r} (override {override!r}); "
           f"fields here: {sorted(node.keys())}"
       )
     old = node[leaf]
-    value = _parse_value(text)
+    value = _parse_value(text_)
     if isinstance(old, bool) and not isinstance(value, bool):
-      raise TypeError(f"{path} is a bool; got {text!r}")
+      raise ConfigError(f"{path}={text_}: must be True or False")
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if isinstance(old, tuple) and isinstance(value, list):
       value = tuple(value)
-    node[leaf] = value
+    _assign_leaf(node, leaf, value, path, "")
 
 
 def _check_against_defaults(config: ml_collections.ConfigDict,
@@ -210,7 +486,7 @@ def _check_against_defaults(config: ml_collections.ConfigDict,
   for key in config.keys():
     where = f"{path}{key}"
     if key not in defaults:
-      raise KeyError(
+      raise ConfigError(
           f"config field {where!r} is not a known field (a typo?); "
           f"known here: {sorted(defaults.keys())}"
       )
@@ -220,41 +496,57 @@ def _check_against_defaults(config: ml_collections.ConfigDict,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the relations between fields that the model relies on."""
+  """Checks every field against its rule (`FIELD_RULES`), then the relations between them.
+
+  Raises:
+    ConfigError: naming the first bad field and what it must be.
+  """
   _check_against_defaults(config, base_config())
-  audio, model = config.audio, config.model
+  _check_fields(config)
+  audio, model, infer = config.audio, config.model, config.infer
   chunk_samples = audio.sample_rate * audio.chunk_ms // 1000
   if audio.sample_rate * audio.chunk_ms % 1000 or chunk_samples % audio.hop_length:
-    raise ValueError(
+    raise ConfigError(
         f"audio.chunk_ms={audio.chunk_ms} must be a whole number of hops "
         f"({audio.hop_length} samples at {audio.sample_rate} Hz)"
     )
+  if audio.fmin >= audio.fmax or audio.fmax > audio.sample_rate / 2:
+    raise ConfigError(
+        f"audio.fmax={audio.fmax} must be above audio.fmin={audio.fmin} and at most half "
+        f"of audio.sample_rate={audio.sample_rate}")
   frames = chunk_samples // audio.hop_length
   if frames % model.encoder.subsampling:
-    raise ValueError(
-        f"a chunk has {frames} frames, not divisible by encoder.subsampling="
+    raise ConfigError(
+        f"a chunk has {frames} frames, not divisible by model.encoder.subsampling="
         f"{model.encoder.subsampling}"
     )
   encoder_frames = frames // model.encoder.subsampling
   if encoder_frames % model.slots_per_chunk:
-    raise ValueError(
+    raise ConfigError(
         f"a chunk has {encoder_frames} encoder frames, not divisible by "
         f"model.slots_per_chunk={model.slots_per_chunk}"
     )
-  if model.encoder.subsampling not in (1, 2, 4, 8):
-    raise ValueError(f"encoder.subsampling must be 1, 2, 4 or 8, got {model.encoder.subsampling}")
-  if model.encoder.block not in ("transformer", "conformer"):
-    raise ValueError(f"encoder.block must be 'transformer' or 'conformer', got {model.encoder.block!r}")
   decoder = model.decoder
   if decoder.num_heads % decoder.num_kv_heads:
-    raise ValueError(
-        f"decoder.num_heads={decoder.num_heads} must be a multiple of "
-        f"decoder.num_kv_heads={decoder.num_kv_heads}"
+    raise ConfigError(
+        f"model.decoder.num_heads={decoder.num_heads} must be a multiple of "
+        f"model.decoder.num_kv_heads={decoder.num_kv_heads}"
     )
   if model.encoder.d_model % model.encoder.num_heads:
-    raise ValueError("encoder.d_model must be a multiple of encoder.num_heads")
-  if audio.log_style not in ("whisper", "natural"):
-    raise ValueError(f"audio.log_style must be 'whisper' or 'natural', got {audio.log_style!r}")
+    raise ConfigError(
+        f"model.encoder.d_model={model.encoder.d_model} must be a multiple of "
+        f"model.encoder.num_heads={model.encoder.num_heads}")
+  chunk_positions = (stream_format.chunk_prefix_length(model.slots_per_chunk)
+                     + model.tokens_per_chunk)
+  if decoder.window < chunk_positions:
+    raise ConfigError(
+        f"model.decoder.window={decoder.window}: must hold at least one chunk's "
+        f"{chunk_positions} positions (<audio>, {model.slots_per_chunk} slots, <decide> and "
+        f"{model.tokens_per_chunk} reply tokens)")
+  if infer.min_silence_seconds > infer.silence_seconds:
+    raise ConfigError(
+        f"infer.min_silence_seconds={infer.min_silence_seconds}: must be at most "
+        f"infer.silence_seconds={infer.silence_seconds}")
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -266,7 +558,12 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  try:
+    config = module.get_config(arg or None)
+  except TypeError as e:  # ConfigDict's: a value of another type than the field's default
+    if "Could not override field" not in str(e):
+      raise
+    raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from e
   config.lock()
   apply_overrides(config, overrides)
   validate(config)
@@ -284,20 +581,32 @@ def _as_tuples(value):
 
 
 def _assign(node: ml_collections.ConfigDict, values: dict, path: str) -> None:
+  if not isinstance(values, dict):
+    raise ConfigError(f"saved config{' field ' + repr(path[:-1]) if path else ''} is a "
+                      f"{type(values).__name__}, not a group of fields")
   for key, value in values.items():
     where = f"{path}{key}"
     if key not in node:
-      raise KeyError(f"saved config has field {where!r}, unknown to this version")
-    if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      raise ConfigError(f"saved config has field {where!r}, unknown to this version")
+    if (isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict)
+        and where not in FIELD_RULES):
       _assign(node[key], value, where + ".")
     else:
       if isinstance(node[key], tuple) and isinstance(value, list):
         value = _as_tuples(value)
-      node[key] = value
+      if isinstance(node[key], float) and _is_int(value):
+        value = float(value)
+      _assign_leaf(node, key, value, where, "")
 
 
 def from_dict(values: dict) -> ml_collections.ConfigDict:
-  """Rebuilds a full config from its JSON dict (as saved in checkpoints and exports)."""
+  """Rebuilds a full config from its JSON dict (as saved in checkpoints and exports).
+
+  Fields the dict lacks keep their defaults (e.g. the `infer` block of older bundles).
+
+  Raises:
+    ConfigError: an unknown field, or a value of the wrong type or out of range.
+  """
   config = base_config()
   config.lock()
   _assign(config, values, "")

@@ -29,7 +29,7 @@ def test_variant_selects_conformer():
 
 
 def test_override_typo_is_an_error():
-  with pytest.raises(KeyError, match="no field 'model.decoder.num_layer'"):
+  with pytest.raises(config_lib.ConfigError, match="no field 'model.decoder.num_layer'"):
     _load("tiny.py", ["model.decoder.num_layer=3"])
 
 
@@ -49,7 +49,8 @@ def test_typo_inside_a_config_file_is_an_error(tmp_path):
       "  config = config_lib.base_config()\n"
       "  config.model.decoder.num_layer = 3\n"
       "  return config\n")
-  with pytest.raises(KeyError, match="'model.decoder.num_layer' is not a known field"):
+  with pytest.raises(config_lib.ConfigError,
+                     match="'model.decoder.num_layer' is not a known field"):
     config_lib.load_config(str(file))
 
 
@@ -60,5 +61,5 @@ def test_typo_inside_a_config_file_is_an_error(tmp_path):
     ("model.encoder.block=lstm", "encoder.block"),
 ])
 def test_inconsistent_values_are_errors(override, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(config_lib.ConfigError, match=message):
     _load("tiny.py", [override])

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from audio_interaction import config_lib
-from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
+from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer, UnsafePathError
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 PARAMS_FILE = "params.msgpack"
@@ -39,25 +39,81 @@ def save_bundle(directory: str | pathlib.Path, params: Params, tokenizer: Tokeni
   return directory
 
 
+class BundleError(ValueError):
+  """A model bundle cannot be loaded; the message names the bundle, the file and the fault."""
+
+
 def load_bundle(directory: str | pathlib.Path
                 ) -> tuple[ml_collections.ConfigDict, Params, Tokenizer]:
-  """Reads a bundle; the params are checked against the shapes its config implies."""
+  """Reads a bundle; the params are checked against the shapes its config implies.
+
+  A config.json without the `infer` block (bundles saved before it existed) gets its
+  defaults.
+
+  Raises:
+    FileNotFoundError: a file of the bundle is missing (named).
+    BundleError: a file is damaged or does not fit the others (named, with the fault:
+      "params.msgpack: truncated or not a msgpack file", "config.json: model.decoder.
+      window=0: must be ...", the first parameter whose shape differs, ...).
+  """
   directory = pathlib.Path(directory)
   for name in (PARAMS_FILE, CONFIG_FILE, TOKENIZER_DIR):
     if not (directory / name).exists():
       raise FileNotFoundError(f"{directory} is not a model bundle: {name} is missing")
-  config = config_lib.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+  try:
+    values = json.loads((directory / CONFIG_FILE).read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise BundleError(f"bundle {directory}: {CONFIG_FILE}: not JSON ({e})") from None
+  try:
+    config = config_lib.from_dict(values)
+  except config_lib.ConfigError as e:
+    raise BundleError(f"bundle {directory}: {CONFIG_FILE}: {e}") from None
   expected = jax.eval_shape(AudioInteractionModel(config).init, jax.random.key(0))
-  params = flax.serialization.msgpack_restore((directory / PARAMS_FILE).read_bytes())
+  try:
+    params = flax.serialization.msgpack_restore((directory / PARAMS_FILE).read_bytes())
+  except Exception as e:  # pylint: disable=broad-exception-caught  (any msgpack fault)
+    raise BundleError(f"bundle {directory}: {PARAMS_FILE}: truncated or not a msgpack file "
+                      f"({type(e).__name__}: {e})") from None
+  if not isinstance(params, dict):
+    raise BundleError(f"bundle {directory}: {PARAMS_FILE}: holds a {type(params).__name__}, "
+                      "not a parameter tree")
   want = {jax.tree_util.keystr(p): s.shape for p, s in
           jax.tree_util.tree_flatten_with_path(expected)[0]}
   got = {jax.tree_util.keystr(p): np.shape(v) for p, v in
          jax.tree_util.tree_flatten_with_path(params)[0]}
   problems = [f"{k}: bundle {got.get(k)}, config {v}" for k, v in want.items() if got.get(k) != v]
-  problems += [f"{k}: in the bundle only" for k in got.keys() - want.keys()]
+  problems += [f"{k}: in the bundle only" for k in sorted(got.keys() - want.keys())]
   if problems:
-    raise ValueError(f"bundle {directory} does not match its config:\n  " + "\n  ".join(problems))
-  return config, params, Tokenizer.load(directory / TOKENIZER_DIR)
+    raise BundleError(
+        f"bundle {directory}: {PARAMS_FILE} does not match its {CONFIG_FILE}: first "
+        f"{problems[0]} ({len(problems)} parameter(s) differ; a bundle of another config?)"
+        "\n  " + "\n  ".join(problems[:20]))
+  return config, params, _load_tokenizer(directory)
+
+
+def _load_tokenizer(directory: pathlib.Path) -> Tokenizer:
+  """The bundle's tokenizer; its faults name the file inside the bundle."""
+  meta = pathlib.Path(TOKENIZER_DIR, "tokenizer.json")
+  if not (directory / meta).is_file():
+    raise FileNotFoundError(f"bundle {directory}: {meta.as_posix()} is missing")
+  try:
+    return Tokenizer.load(directory / TOKENIZER_DIR)
+  except UnsafePathError as e:
+    raise BundleError(f"bundle {directory}: {meta.as_posix()}: {e.what} {e.name!r} {e.reason}; "
+                      f"it must name a file inside {TOKENIZER_DIR}/") from None
+  except FileNotFoundError as e:
+    missing = pathlib.Path(e.filename or "?")
+    try:
+      missing = missing.resolve().relative_to(directory.resolve())
+    except ValueError:
+      pass
+    raise FileNotFoundError(f"bundle {directory}: {missing.as_posix()} is missing "
+                            f"(named by {meta.as_posix()})") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise BundleError(f"bundle {directory}: {meta.as_posix()}: not JSON ({e})") from None
+  except (KeyError, TypeError, ValueError) as e:
+    detail = f"no field {e}" if isinstance(e, KeyError) else str(e)
+    raise BundleError(f"bundle {directory}: {meta.as_posix()}: {detail}") from None
 
 
 # The embedded default model: trained by the command in the README, shipped in the repo.
