@@ -282,3 +282,65 @@ def test_builders_compose_from_manifest_audio(corpus_dir, speech, sounds):
   assert alert.replies[0].ready_time == pytest.approx(event.start + 0.2 + 1.0, abs=0.01)
   assert {e.label for e in alert.sounds} <= {"smoke_alarm", "rain"}
   assert effects.rms_db(render(alert)) > -80
+
+
+# ------------------------------------------------ hostile lines: skipped, never a traceback
+
+def test_hostile_lines_are_counted_skips_with_file_and_line(corpus_dir, caplog):
+  """A non-UTF-8 line, 100k nested brackets, a huge integer and a line that is not an
+  object are skipped and counted; the rows around them are still read."""
+  good = [json.dumps(r).encode() for r in _good_rows(corpus_dir)[:2]]
+  lines = [good[0],
+           b'{"audio": "clips/hum.wav", "label": "r\xe9\xff\xfein"}',  # latin-1, not UTF-8
+           b"[" * 100_000 + b"]" * 100_000,
+           b'{"audio": "clips/hum.wav", "label": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+           b'{"audio": "clips/hum.wav", "reply_time": ' + b"9" * 5000 + b"}",  # > int digits limit
+           b'"just a string"', b"null",
+           good[1]]
+  path = corpus_dir / "hostile.jsonl"
+  path.write_bytes(b"\n".join(lines) + b"\n")
+  with caplog.at_level(logging.WARNING, logger=manifest.__name__):
+    report = manifest.read_manifest(path)
+  assert [r.label for r in report.rows] == ["smoke_alarm", "rain"]  # read to the end
+  assert report.skipped == {"bad_encoding": 1, "malformed_json": 5}
+  messages = [r.getMessage() for r in caplog.records]
+  assert any(str(path) in m and "bad_encoding (first at line 2" in m for m in messages)
+  assert any(str(path) in m and "skipped 5 row(s): malformed_json (first at line 3" in m
+             for m in messages)
+  with pytest.raises(manifest.ManifestError, match=r"hostile.jsonl, line 2: bad_encoding: "):
+    manifest.read_manifest(path, strict=True)
+  path.write_bytes(lines[0] + b"\n" + lines[2] + b"\n")
+  with pytest.raises(manifest.ManifestError, match=r"line 2: malformed_json: .*nested"):
+    manifest.read_manifest(path, strict=True)
+
+
+def test_a_utf8_bom_is_not_a_bad_row(corpus_dir):
+  path = corpus_dir / "bom.jsonl"
+  path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_good_rows(corpus_dir)[0]).encode() + b"\n")
+  report = manifest.read_manifest(path)
+  assert report.skipped == {} and len(report.rows) == 1
+
+
+def test_a_directory_or_missing_manifest_is_a_clear_error(corpus_dir, tmp_path):
+  with pytest.raises(manifest.ManifestError, match=f"{tmp_path}.*is a directory"):
+    manifest.read_manifest(tmp_path)
+  with pytest.raises(manifest.ManifestError, match="nope.jsonl.*not found"):
+    manifest.read_manifest(tmp_path / "nope.jsonl")
+
+
+def test_an_unknown_label_is_counted_not_kept(corpus_dir, caplog):
+  rows = _good_rows(corpus_dir)[:1] + [{"audio": "clips/hum.wav", "label": "smoke alarm"},
+                                       {"audio": "clips/hum.wav", "label": "toaster"}]
+  path = _write_manifest(corpus_dir / "labels.jsonl", rows)
+  with caplog.at_level(logging.WARNING, logger=manifest.__name__):
+    report = manifest.read_manifest(path)
+  assert [r.label for r in report.rows] == ["smoke_alarm"]
+  assert report.skipped == {"unknown_label": 2}
+  assert any("skipped 2 row(s): unknown_label (first at line 2: label 'smoke alarm'" in
+             r.getMessage() for r in caplog.records)
+  with pytest.raises(manifest.ManifestError, match="line 2: unknown_label: .*'smoke alarm'"):
+    manifest.read_manifest(path, strict=True)
+  # TFDS examples without a label map get the same check.
+  report = manifest.from_tfds_examples([{"audio": _noise(SR, 0.5), "label": b"toaster"}],
+                                       sample_rate=SR)
+  assert report.skipped == {"unknown_label": 1}

@@ -41,14 +41,18 @@ Validation (`read_manifest`, `from_tfds_examples`): every row is checked and dec
 once; a bad row is skipped and counted by reason in `ManifestReport.skipped`, with one
 `logging.warning` per reason (its count and the first offending line), or, with
 `strict=True`, raises `ManifestError` naming the line and the problem. Reasons:
-`malformed_json`, `unknown_keys`, `bad_field` (wrong type or value, words that do not
-match the transcript or lie outside the clip), `no_annotation` (neither transcript nor
-label), `empty_transcript`, `missing_file`, `corrupt_audio` (undecodable or empty),
+`bad_encoding` (a line that is not UTF-8), `malformed_json` (not JSON, nested too
+deeply, a number too long to read, or not a JSON object), `unknown_keys`, `bad_field`
+(wrong type or value, words that do not match the transcript or lie outside the clip),
+`unknown_label` (a `label` that is not one of `worlds.SOUNDS`: it would otherwise be
+scored as some benign sound), `no_annotation` (neither transcript nor label),
+`empty_transcript`, `missing_file`, `corrupt_audio` (undecodable or empty),
 `nan_audio` (NaN/Inf samples), `wrong_sample_rate` (only with `resample=False`;
 otherwise the audio is resampled and counted in `ManifestReport.resampled`), and
 `unmapped_label` (TFDS labels outside a given `label_map`). Audio files are not kept
 in memory (a LibriSpeech-sized manifest would not fit): rows reload them on use,
-through a small LRU cache.
+through a small LRU cache. A manifest path that is a directory, missing or unreadable
+is a `ManifestError` naming it.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ import numpy as np
 import soundfile
 
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import effects, sounds
+from audio_interaction.corpus import effects, sounds, worlds
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.clips import SoundClip, SpeechClip, Word
 from audio_interaction.corpus.speech import split_words
@@ -109,7 +113,8 @@ _AUDIO_CACHE_CLIPS = 128  # file rows decoded on use; LibriSpeech clips are ~0.5
 
 
 class ManifestError(ValueError):
-  """A bad manifest row in strict mode; the message names the line and the problem."""
+  """A bad manifest row in strict mode (the message names the file, the line and the
+  problem), or a manifest path that cannot be read (a directory, missing)."""
 
 
 class NotInManifest(KeyError):
@@ -219,6 +224,9 @@ def _fields(row: Mapping[str, Any]) -> dict[str, Any]:
   for name in ("speaker", "label", "reply"):
     if name in row:
       out[name] = _text(row[name], name)
+  if "label" in out and out["label"] not in worlds.SOUNDS:
+    raise _RowProblem("unknown_label", f"label {out['label']!r} is not a known sound class; "
+                                       f"known: {', '.join(sorted(worlds.SOUNDS))}")
   for name in ("recognisable_after", "reply_time"):
     if name in row:
       out[name] = _number(row[name], name)
@@ -330,6 +338,28 @@ def _decode_row(row: Mapping[str, Any], base: pathlib.Path, sample_rate: int,
   return _row(path, where, fields, len(audio), sample_rate), rate not in (None, sample_rate)
 
 
+def _line_text(data: bytes, first: bool) -> str:
+  """One manifest line as text; a byte-order mark before the first line is allowed."""
+  try:
+    return data.decode("utf-8-sig" if first else "utf-8")
+  except UnicodeDecodeError as error:
+    raise _RowProblem("bad_encoding", f"not UTF-8: byte {data[error.start]:#04x} at column "
+                                      f"{error.start + 1}") from error
+
+
+def _parse_line(line: str) -> dict[str, Any]:
+  """One JSON object; anything else (not JSON, too deep, not an object) is `malformed_json`."""
+  try:
+    row = json.loads(line)
+  except RecursionError as error:  # e.g. 100k nested brackets
+    raise _RowProblem("malformed_json", "JSON nested too deeply to read") from error
+  except ValueError as error:  # JSONDecodeError, or an integer beyond Python's digit limit
+    raise _RowProblem("malformed_json", f"not JSON: {error}") from error
+  if not isinstance(row, dict):
+    raise _RowProblem("malformed_json", f"expected a JSON object, got {type(row).__name__}")
+  return row
+
+
 def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
                   strict: bool = False, resample: bool = True) -> ManifestReport:
   """Reads and validates a JSONL manifest (format and checks: module docstring).
@@ -342,23 +372,31 @@ def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
 
   Every audio file is decoded once here (to find corrupt and NaN audio), so reading
   takes about as long as decoding the corpus.
+
+  Raises:
+    ManifestError: `path` is a directory, missing or unreadable; or, with `strict`, a bad row.
   """
   path = pathlib.Path(path)
   collector = _Collector(str(path), strict)
   rows: list[ManifestRow] = []
   resampled = 0
-  with open(path, encoding="utf-8") as file:
-    for number, line in enumerate(file, start=1):
-      if not line.strip():
-        continue
+  if path.is_dir():
+    raise ManifestError(f"manifest {path} is a directory, not a JSONL file (give the "
+                        "manifest file inside it)")
+  try:
+    file = open(path, "rb")  # bytes: one line that is not UTF-8 is one bad row
+  except FileNotFoundError as error:
+    raise ManifestError(f"manifest {path} not found") from error
+  except OSError as error:
+    raise ManifestError(f"manifest {path} cannot be read: {error.strerror or error}") from error
+  with file:
+    for number, data in enumerate(file, start=1):
       where = f"line {number}"
       try:
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as error:
-          raise _RowProblem("malformed_json", f"not JSON: {error}") from error
-        if not isinstance(row, dict):
-          raise _RowProblem("malformed_json", f"expected a JSON object, got {type(row).__name__}")
+        line = _line_text(data, first=number == 1)
+        if not line.strip():
+          continue
+        row = _parse_line(line)
         parsed, needs_resampling = _decode_row(row, path.parent, sample_rate, resample, where)
       except _RowProblem as problem:
         collector.skip(where, problem)

@@ -51,7 +51,8 @@ from tqdm.auto import tqdm
 
 from audio_interaction.corpus import effects, tasks, worlds
 from audio_interaction.corpus.manifest import (
-    DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestRow, read_manifest, spread_words)
+    DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestReport, ManifestRow, read_manifest,
+    spread_words)
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.timeline import (
     OFFLINE, ONLINE, Reply, SoundEvent, Span, Timeline, Utterance, estimated_reply_end, render)
@@ -226,9 +227,14 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
                   replies=tuple(replies), quiet=tuple(quiet))
 
 
-def cases_from_manifest(path: str, suites: Sequence[str], *, chunk_ms: int = 160,
-                        strict: bool = False) -> list[Case]:
-  """Cases from a JSONL manifest (audio path + reference fields, see `data/manifest.py`).
+def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
+                        chunk_ms: int = 160, strict: bool = False) -> list[Case]:
+  """Cases from a JSONL manifest (audio path + reference fields, see `corpus/manifest.py`).
+
+  `path` is the manifest, or the `ManifestReport` of one already read (`read_manifest`:
+  bad lines, unknown labels and missing audio are counted skips there, with a warning
+  naming the file and the first line of each reason; a directory or a missing file is
+  a `ManifestError`).
 
   Per row, as its fields allow:
     transcript (+ optional exact `words`): B1 (the clip, offline) and B2 (streamed;
@@ -241,7 +247,7 @@ def cases_from_manifest(path: str, suites: Sequence[str], *, chunk_ms: int = 160
       (its timing: the turn is the clip's speech).
   Online cases get `MANIFEST_TAIL_S` of silence after the clip, to answer in.
   """
-  report = read_manifest(path, strict=strict)
+  report = path if isinstance(path, ManifestReport) else read_manifest(path, strict=strict)
   chunk = SAMPLE_RATE * chunk_ms // 1000
   cases = []
   for index, row in enumerate(report.rows):
