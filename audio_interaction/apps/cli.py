@@ -101,20 +101,14 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
   from audio_interaction.eval import heldout
   from audio_interaction.corpus.build import heldout_sources
-  from audio_interaction.export.portable import bundle_infer_config, load_model
+  from audio_interaction.export.portable import load_model
   from audio_interaction.infer.engine import Engine
-  from audio_interaction.infer.policies import policy_from_config
   model, params, tokenizer, note = load_model(_config_from(args, overrides), args.bundle)
-  infer = bundle_infer_config(args.bundle)
-  chunk_seconds = model.config.chunk_samples / model.config.sample_rate
-  policy = policy_from_config(infer, chunk_seconds=chunk_seconds, threshold=args.threshold)
   speech, sounds = heldout_sources()
   result = heldout.evaluate_heldout(Engine(model), params, tokenizer, speech, sounds,
-                                    policy=policy, streams_per_subtask=args.streams,
-                                    max_reply_tokens=infer.max_reply_tokens)
+                                    streams_per_subtask=args.streams, threshold=args.threshold)
   print(f"model: {note}; {args.streams} held-out streams per online sub-task, "
-        f"policy {infer.policy}, threshold "
-        f"{infer.threshold if args.threshold is None else args.threshold}")
+        f"threshold {args.threshold}")
   print(heldout.format_table(result))
   if args.json:
     with open(args.json, "w") as file:
@@ -234,8 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
   add_config(held)
   held.add_argument("--bundle", default=None, help="model bundle (default: the embedded one)")
   held.add_argument("--streams", type=int, default=2, help="streams per online sub-task")
-  held.add_argument("--threshold", type=float, default=None,
-                    help="P(SPEAK) to speak (default: the bundle's infer.threshold)")
+  held.add_argument("--threshold", type=float, default=0.5)
   held.add_argument("--json", default="", help="also write the rates here")
   held.set_defaults(run=_heldout)
 
