@@ -488,3 +488,23 @@ def test_a_session_stopped_by_the_user_ends_its_log(tmp_path):
   events = read_log(tmp_path / "events.jsonl")
   assert events[-1]["event"] == "end" and events[-1]["interrupted"]
   assert 1 <= len(of_kind(events, "chunk")) <= 5
+
+
+# ------------------------------------------------ long runs: every reply is counted
+def test_the_reply_count_is_every_reply_not_the_ones_kept(tmp_path):
+  """A model that always speaks and always ends its reply at once: one reply per chunk,
+  more than the 64 the session keeps for display."""
+  engine = ScriptedEngine([0.9], [40, sf.EOR_ID])
+  session = session_for(engine, tmp_path, warm_up=False)
+  audio = np.zeros(100 * CHUNK, np.float32)
+  result = asyncio.run(asyncio.wait_for(session.run(sources.ArraySource(audio)), timeout=60))
+  events = read_log(tmp_path / "events.jsonl")
+  ended = of_kind(events, "reply_end")
+  assert len(ended) > 64
+  assert result.reply_count == len(ended)
+  assert len(result.replies) == 64  # the last 64, for display
+  assert [start for start, _, _ in result.replies] == [e["reply_start"] for e in ended[-64:]]
+  end = events[-1]
+  assert end["event"] == "end" and end["replies"] == len(ended) and end["replies_listed"] == 64
+  summary = session._summary(result)
+  assert (summary["replies"], summary["replies_listed"]) == (len(ended), 64)

@@ -123,6 +123,9 @@ class ChunkQueue:
 
 
 # ----------------------------------------------------------------- the result
+REPLIES_KEPT = 64  # replies a session keeps (text and times) for the summary and timeline
+
+
 @dataclasses.dataclass
 class LiveResult:
   """What a session did, for the timeline and the summary.
@@ -134,7 +137,9 @@ class LiveResult:
     stream_seconds: audio received in all.
     chunks, dropped, stalls: counts over the whole session.
     max_lag_seconds: worst stream time received minus stream time processed.
-    replies: (start time, text, how it ended) of the last replies.
+    replies: (start time, text, how it ended) of the last replies (at most
+      `REPLIES_KEPT`, for display: `len(replies)` of `reply_count` are listed).
+    reply_count: every reply of the session, however long it ran.
     compute_ms: per-chunk compute of the last chunks (at most 4096).
     log_path: the JSONL event log, if any.
   """
@@ -150,6 +155,7 @@ class LiveResult:
   replies: list[tuple[float, str, str]]
   compute_ms: list[float]
   log_path: pathlib.Path | None
+  reply_count: int
 
 
 @dataclasses.dataclass
@@ -203,7 +209,9 @@ class LiveSession:
     keep = max(1, math.ceil(keep_seconds / self.chunk_seconds))
     self._records: collections.deque[ChunkRecord] = collections.deque(maxlen=keep)
     self._audio: collections.deque[StreamChunk] = collections.deque(maxlen=keep)
-    self._replies: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=64)
+    self._replies: collections.deque[tuple[float, str, str]] = collections.deque(
+        maxlen=REPLIES_KEPT)  # the last ones, for display; `_reply_count` counts them all
+    self._reply_count = 0
     # The tail of the streaming (CTC) transcript: decoded whole, so pieces join into words.
     self._heard: collections.deque[int] = collections.deque(maxlen=48)
     self._compute_ms: collections.deque[float] = collections.deque(maxlen=4096)
@@ -249,6 +257,7 @@ class LiveSession:
     reply, self._reply = self._reply, None
     text = self.tokenizer.decode(reply.tokens)
     self._replies.append((reply.start, text, how))
+    self._reply_count += 1
     name = "yield" if how == "yield" else "reply_end"
     self.emit(name, time_s, chunk=chunk, reply_start=reply.start, text=text,
               tokens=reply.tokens, reason=how, **fields)
@@ -443,13 +452,15 @@ class LiveSession:
       audio, audio_start = np.zeros(0, np.float32), 0.0
     return LiveResult(StreamTrace(list(self._records), self.chunk_seconds), audio, audio_start,
                       self.received_seconds, self.chunks, self.dropped, self.stalls,
-                      self.max_lag, list(self._replies), list(self._compute_ms), self.log_path)
+                      self.max_lag, list(self._replies), list(self._compute_ms), self.log_path,
+                      reply_count=self._reply_count)
 
   def _summary(self, result: LiveResult) -> dict[str, Any]:
     # The first chunks include compilation; the steady state is what a live run sees.
     steady = result.compute_ms[2:] or result.compute_ms
     median = float(np.median(steady)) if steady else float("nan")
     return {"chunks": result.chunks, "dropped": result.dropped, "stalls": result.stalls,
-            "replies": len(result.replies), "max_lag_seconds": round(result.max_lag_seconds, 4),
+            "replies": result.reply_count, "replies_listed": len(result.replies),
+            "max_lag_seconds": round(result.max_lag_seconds, 4),
             "median_compute_ms": round(median, 3),
             "real_time_factor": round(median / 1000 / self.chunk_seconds, 5)}
