@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
@@ -346,31 +347,78 @@ class MicSource(AudioSource):
 class WebSocketSource(AudioSource):
   """A websocket client: binary frames are raw PCM (`pcm_format`), text frames are ignored.
 
-  The stream ends when the server closes the connection.
+  The stream ends when the server closes the connection normally (code 1000/1001).
+  Every other end is a `SourceUnavailable` with the reason, after the audio received
+  before it: a URL that is not ws:// or wss:// (raised at construction), a refused
+  connection, no answer within `open_timeout` s, a handshake the server rejects (its
+  HTTP status), a message larger than `max_message_bytes`, a connection dropped without
+  a close frame, or a server closing with an error code.
   """
 
   paced = True
 
-  def __init__(self, url: str, pcm_format: str = "s16le", *, sample_rate: int = SAMPLE_RATE):
+  def __init__(self, url: str, pcm_format: str = "s16le", *, sample_rate: int = SAMPLE_RATE,
+               max_message_bytes: int = 2**20, open_timeout: float = 10.0):
     PcmDecoder(pcm_format)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+      raise SourceUnavailable(f"websocket {url}: not a websocket URL: expected "
+                              "ws://host[:port][/path] or wss://...")
+    if max_message_bytes < 1 or not open_timeout > 0:
+      raise ValueError(f"max_message_bytes must be >= 1 and open_timeout > 0, got "
+                       f"{max_message_bytes} and {open_timeout}")
     self.url, self.pcm_format, self.sample_rate, self.name = url, pcm_format, int(sample_rate), url
+    self.max_message_bytes, self.open_timeout = int(max_message_bytes), float(open_timeout)
 
   async def pieces(self) -> AsyncIterator[np.ndarray]:
     try:
+      from websockets import exceptions as ws_errors
       from websockets.asyncio.client import connect
     except ImportError as error:
       raise SourceUnavailable(f"websocket sources need the Python package 'websockets' >= 13 "
                               f"({_INSTALL_LIVE}): {error}") from error
     decoder = PcmDecoder(self.pcm_format)
+    where = f"websocket {self.url}"
     try:
-      connection = await connect(self.url)
-    except (OSError, ValueError) as error:
-      raise SourceUnavailable(f"websocket {self.url}: cannot connect: {error}") from error
+      connection = await connect(self.url, max_size=self.max_message_bytes,
+                                 open_timeout=self.open_timeout)
+    except ws_errors.InvalidURI as error:
+      raise SourceUnavailable(f"{where}: not a websocket URL: {error}") from error
+    except ws_errors.InvalidStatus as error:
+      response = error.response
+      raise SourceUnavailable(f"{where}: the server rejected the connection: HTTP "
+                              f"{response.status_code} {response.reason_phrase}") from error
+    except ws_errors.InvalidHandshake as error:
+      raise SourceUnavailable(f"{where}: the websocket handshake failed: {error}") from error
+    except ConnectionRefusedError as error:
+      raise SourceUnavailable(f"{where}: connection refused (is the server running and "
+                              "listening on that port?)") from error
+    except TimeoutError as error:
+      raise SourceUnavailable(f"{where}: no answer within {self.open_timeout:g} s") from error
+    except (OSError, ValueError, ws_errors.WebSocketException) as error:
+      raise SourceUnavailable(f"{where}: cannot connect: {error}") from error
     async with connection:
-      async for message in connection:
-        if isinstance(message, str):
-          continue
-        samples = decoder.decode(message)
-        if samples.size:
-          yield samples
+      try:
+        async for message in connection:
+          if isinstance(message, str):
+            continue
+          samples = decoder.decode(message)
+          if samples.size:
+            yield samples
+      except ws_errors.ConnectionClosedError as error:
+        raise SourceUnavailable(f"{where}: {self._closed_reason(error, ws_errors)}") from error
     decoder.finish(self.name)
+
+  def _closed_reason(self, error: Any, ws_errors: Any) -> str:
+    """Why a connection closed abnormally, from the close frames sent and received."""
+    sent, received = error.sent, error.rcvd
+    if isinstance(error.__cause__, ws_errors.PayloadTooBig) or (
+        sent is not None and sent.code == 1009):
+      return (f"a message larger than {self.max_message_bytes} bytes arrived "
+              "(max_message_bytes)")
+    if received is not None:
+      return (f"the server closed the connection with code {received.code}"
+              + (f": {received.reason}" if received.reason else ""))
+    if sent is not None:
+      return f"connection lost (code {sent.code}" + (f": {sent.reason})" if sent.reason else ")")
+    return "connection dropped (closed without a close frame)"
