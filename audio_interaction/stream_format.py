@@ -28,6 +28,7 @@ with LM loss on ``answer <eor>`` only.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Final
 
 # Audio everywhere in the library: 16 kHz mono float32.
@@ -96,6 +97,44 @@ NO_INDEX: Final[int] = -1
 def chunk_prefix_length(slots_per_chunk: int) -> int:
   """Positions a chunk occupies before its reply tokens: ``<audio>``, k slots, ``<decide>``."""
   return slots_per_chunk + 2
+
+
+# ---------------------------------------------------------------------- builders
+# Every caller lays the format out through these, so the layout has one owner.
+
+def instruction_tokens(instruction_ids: Sequence[int]) -> list[int]:
+  """``<sys> instruction </sys>``: how an instruction (or a changed one) is fed."""
+  return [SYS_ID, *map(int, instruction_ids), END_SYS_ID]
+
+
+def online_prompt(instruction_ids: Sequence[int]) -> list[int]:
+  """``<bos> <online> <sys> instruction </sys>``: the start of every online stream."""
+  return [BOS_ID, ONLINE_ID, *instruction_tokens(instruction_ids)]
+
+
+def chunk_tokens(slots_per_chunk: int) -> list[int]:
+  """``<audio> <a>×k <decide>``: one perceived chunk (the slots take audio embeddings)."""
+  return [AUDIO_ID, *[AUDIO_SLOT_ID] * slots_per_chunk, DECIDE_ID]
+
+
+def offline_prefix() -> list[int]:
+  """``<bos> <offline> <audio>``: what comes before an offline clip's audio slots."""
+  return [BOS_ID, OFFLINE_ID, AUDIO_ID]
+
+
+def offline_prompt(num_chunks: int, slots_per_chunk: int, instruction_ids: Sequence[int]
+                   ) -> tuple[list[int], list[int]]:
+  """The offline prompt before the answer: (token ids [P], audio-slot index [P]).
+
+  ``<bos> <offline> <audio> <a>×(k·n) <sys> instruction </sys>``; slot j of the clip
+  has index j, every other position NO_INDEX.
+  """
+  slots = num_chunks * slots_per_chunk
+  prefix = offline_prefix()
+  tokens = prefix + [AUDIO_SLOT_ID] * slots + instruction_tokens(instruction_ids)
+  index = [NO_INDEX] * len(prefix) + list(range(slots))
+  index += [NO_INDEX] * (len(tokens) - len(index))
+  return tokens, index
 
 
 # One serialized example (before batching/padding). `L` is the number of sequence

@@ -4,6 +4,8 @@ Standalone run on a small synthetic dataset (built once into a temp dir, ~60 MB)
 
   python benchmarks/data_pipeline.py
   python benchmarks/data_pipeline.py --data_dir /tmp/ai_bench --batch_size 16 --read_threads 2
+  python benchmarks/data_pipeline.py --quick   # smoke test: small split, few batches,
+                                               # 3 generated examples, a 1+1-layer step
 
 It prints one row per pipeline variant (padded, packed): batches/s, examples/s,
 non-padding tokens/s and the fraction of row positions that hold data. Compare
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import pathlib
+import platform
 import tempfile
 import time
 from typing import Any
@@ -71,25 +75,29 @@ def build_synthetic(out_dir: pathlib.Path, num_examples: int, chunk_samples: int
                       num_workers=num_workers, shard_size=64, chunk_samples=chunk_samples)
 
 
-def measure_generation(data_dir: pathlib.Path, num_examples: int = 28) -> dict[str, float]:
+def measure_generation(data_dir: pathlib.Path, num_examples: int = 28,
+                       tokenizer_examples_per_task: int = 10) -> dict[str, float]:
   """Examples/s of the real corpus generator (TTS, sounds, render, serialize), one process."""
   from audio_interaction import config_lib
   from audio_interaction.corpus import build as corpus
   config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py"),
                                   [f"data.dir={data_dir}"])
-  corpus.build_tokenizer(config, examples_per_task=10)
+  corpus.build_tokenizer(config, examples_per_task=tokenizer_examples_per_task)
   make = corpus.CorpusExamples.from_config(config, "train")
   make(0, 0)  # engines and caches warm up once per worker process
   start = time.perf_counter()
-  for index in range(1, num_examples + 1):  # one pass over the 28 sub-tasks
+  for index in range(1, num_examples + 1):  # 28: one pass over the 28 sub-tasks
     make(index, 0)
   seconds = time.perf_counter() - start
   return {"examples_per_s": num_examples / seconds, "seconds": seconds}
 
 
-def measure_train_step(batch_size: int, max_chunks: int, max_len: int, steps: int = 5
-                       ) -> dict[str, float]:
-  """Seconds per step of the tiny config at this row shape (synthetic batch)."""
+def measure_train_step(batch_size: int, max_chunks: int, max_len: int, steps: int = 5,
+                       layers: int = 0) -> dict[str, float]:
+  """Seconds per step of the tiny config at this row shape (synthetic batch).
+
+  `layers` > 0 replaces the config's encoder and decoder depth (a quick smoke test).
+  """
   import jax
   import numpy as np
   from audio_interaction import config_lib
@@ -97,10 +105,13 @@ def measure_train_step(batch_size: int, max_chunks: int, max_len: int, steps: in
   config = config_lib.load_config(
       str(config_lib.experiments_dir() / "tiny.py"),
       [f"data.batch_size={batch_size}", f"data.max_chunks={max_chunks}",
-       f"data.max_len={max_len}", "data.prefetch_batches=0"])
+       f"data.max_len={max_len}", "data.prefetch_batches=0",
+       *([f"model.encoder.num_layers={layers}", f"model.decoder.num_layers={layers}"]
+         if layers else [])])
   trainer = Trainer(config)
   state = trainer.init_state(0)
-  cfg = pipeline.PipelineConfig.from_config(config)
+  # Uniform reading: the step's cost depends on the row shape, not the abilities.
+  cfg = pipeline.PipelineConfig.from_config(config, mixture=None)
   generator = storage.SyntheticExamples(chunk_samples=cfg.chunk_samples, min_chunks=max_chunks,
                                         max_chunks=max_chunks, vocab_size=256,
                                         offline_fraction=0.0)
@@ -132,14 +143,27 @@ def main() -> None:
   parser.add_argument("--build_workers", type=int, default=1)
   parser.add_argument("--skip_model", action="store_true",
                       help="only the Grain pipeline (no generator, no train step)")
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke test: 48 examples of up to 16 chunks, 8 batches, 3 generated "
+                           "examples, a 1+1-layer train step (figures not the README's)")
   args = parser.parse_args()
+  generated, layers, steps = 28, 0, 5
+  if args.quick:
+    args.num_examples, args.max_chunks, args.max_len, args.num_batches = 48, 16, 128, 8
+    args.batch_size = min(args.batch_size, 4)
+    generated, layers, steps = 3, 1, 2
+  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+              if line.startswith("model name")), platform.processor())
+  print(f"machine: {cpu}, {os.cpu_count()} cores; figures measured side by side in this run")
+  print(f"mode: {'quick (smoke test: small split, not comparable to the full run)' if args.quick else 'full'}")
 
   with tempfile.TemporaryDirectory() as tmp:
     out_dir = storage.dataset_dir(args.data_dir or tmp)
     start = time.perf_counter()
     build_synthetic(out_dir, args.num_examples, args.chunk_samples, args.max_chunks,
                     args.build_workers)
-    print(f"dataset: {out_dir} ({args.num_examples} examples, "
+    print(f"dataset: {'a temp dir' if args.data_dir is None else out_dir} "
+          f"({args.num_examples} examples of 4-{args.max_chunks} chunks, "
           f"{time.perf_counter() - start:.1f} s to build or reuse)")
     base = pipeline.PipelineConfig(
         batch_size=args.batch_size, max_len=args.max_len, max_chunks=args.max_chunks,
@@ -151,19 +175,22 @@ def main() -> None:
     print(f"{'pipeline':<12} {'batch':>5} {'batches/s':>10} {'examples/s':>11} "
           f"{'tokens/s':>10} {'fill':>5}")
     for name, config in variants.items():
-      result = measure_pipeline(out_dir, "train", config, num_batches=args.num_batches)
+      result = measure_pipeline(out_dir, "train", config, num_batches=args.num_batches,
+                                warmup_batches=2 if args.quick else 5)
       print(f"{name:<12} {config.batch_size:>5} {result['batches_per_s']:>10.1f} "
             f"{result['examples_per_s']:>11.1f} {result['tokens_per_s']:>10.0f} "
             f"{result['fill']:>5.2f}")
       if name == "padded":
         padded_batches_per_s = result["batches_per_s"]
     if not args.skip_model:
-      generation = measure_generation(pathlib.Path(tmp) / "corpus")
-      train = measure_train_step(args.batch_size, args.max_chunks, args.max_len)
+      generation = measure_generation(pathlib.Path(tmp) / "corpus", generated,
+                                      tokenizer_examples_per_task=2 if args.quick else 10)
+      train = measure_train_step(args.batch_size, args.max_chunks, args.max_len, steps, layers)
       consumed = args.batch_size / train["step_s"]
       print(f"\ncorpus generation (TTS + sounds + render + serialize, 1 process): "
             f"{generation['examples_per_s']:.2f} examples/s")
-      print(f"tiny train step at batch {args.batch_size} x {args.max_chunks} chunks "
+      print(f"tiny{f' ({layers}+{layers} layers)' if layers else ''} train step at batch "
+            f"{args.batch_size} x {args.max_chunks} chunks "
             f"({args.max_len} positions): {1000 * train['step_s']:.0f} ms "
             f"= {consumed:.1f} examples/s consumed")
       print(f"Grain (padded) feeds {padded_batches_per_s * train['step_s']:.0f}x what the step "

@@ -4,6 +4,7 @@ Run::
 
   python benchmarks/logmel.py            # 10 s of audio
   python benchmarks/logmel.py 60         # 60 s of audio
+  python benchmarks/logmel.py --quick    # smoke test: 2 s, 3 repeats
 
 Prints a table (median of several timed repeats after a warm-up) and the ratio
 librosa / JAX (> 1 means JAX is faster). Also times one streaming step on a single
@@ -13,8 +14,8 @@ figures as a dict for `benchmarks/stream_step.py`.
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -113,5 +114,16 @@ def measure(seconds: float = 10.0, repeats: int = 7, chunk_ms: int = 160,
   return result
 
 
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("seconds", type=float, nargs="?", default=10.0, help="audio length")
+  parser.add_argument("--repeats", type=int, default=7, help="timed repeats per method")
+  parser.add_argument("--quick", action="store_true", help="smoke test: 2 s, 3 repeats")
+  args = parser.parse_args()
+  if args.quick:
+    args.seconds, args.repeats = 2.0, 3
+  measure(args.seconds, args.repeats)
+
+
 if __name__ == "__main__":
-  measure(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0)
+  main()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from audio_interaction.corpus import speech as speech_lib
-from audio_interaction.eval.silence_timer import (
+from audio_interaction.infer.endpointing import (
     SilenceTimer, fire_chunks_from_scores, voice_chunks)
 
 RATE = 16000

@@ -7,6 +7,7 @@ import pytest
 
 from audio_interaction import stream_format as sf
 from audio_interaction.infer.engine import Engine, SamplingConfig, sample_tokens
+from audio_interaction.infer.policies import ThresholdPolicy
 from audio_interaction.infer.run_stream import run_stream
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
@@ -20,10 +21,10 @@ def test_greedy_loop_equals_full_forward_on_its_own_sequence():
   cfg = model.config
   audio = (0.1 * rng.normal(size=10 * cfg.chunk_samples)).astype(np.float32)
   instruction = [20, 21, 22]
-  probe = run_stream(engine, params, audio, instruction, threshold=2.0)  # never speaks
+  probe = run_stream(engine, params, audio, instruction, ThresholdPolicy(2.0))  # never speaks
   # A threshold inside the observed range makes the model speak on some chunks only.
   threshold = float(np.median([c.speak_probability for c in probe.chunks]))
-  trace = run_stream(engine, params, audio, instruction, threshold=threshold)
+  trace = run_stream(engine, params, audio, instruction, ThresholdPolicy(threshold))
   spoke = [c.spoke for c in trace.chunks]
   assert any(spoke) and not all(spoke)
 
@@ -70,4 +71,4 @@ def test_bad_frames_are_refused_with_a_clear_error():
   audio = np.zeros(3 * model.config.chunk_samples, np.float32)
   audio[100] = np.nan
   with pytest.raises(ValueError, match="NaN"):
-    run_stream(Engine(model), params, audio, [20])
+    run_stream(Engine(model), params, audio, [20], ThresholdPolicy(0.5))

@@ -14,10 +14,10 @@ from audio_interaction import stream_format as sf
 from audio_interaction.corpus import tasks, worlds
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.eval import report, suites
-from audio_interaction.eval.silence_timer import TimerPolicy, drive
 from audio_interaction.export import portable
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.infer.policies import ScheduledTimerPolicy, ThresholdPolicy
+from audio_interaction.infer.run_stream import run_policies, run_stream
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
@@ -45,22 +45,27 @@ def test_threshold_rows_equal_run_stream_and_timer_rows_follow_the_timer(tiny):
   rng = np.random.default_rng(0)
   audio = (0.1 * rng.normal(size=12 * model.config.chunk_samples)).astype(np.float32)
   instruction = [20, 21, 22]
-  probe = run_stream(engine, params, audio, instruction, threshold=2.0)
+  probe = run_stream(engine, params, audio, instruction, ThresholdPolicy(2.0))
   threshold = float(np.median([c.speak_probability for c in probe.chunks]))
-  alone = run_stream(engine, params, audio, instruction, threshold=threshold)
-  timer = TimerPolicy(fire_chunks=frozenset({3}), voice_chunks=frozenset({5}),
-                      max_reply_tokens=100)
-  row, timed, never = drive(engine, params, audio, instruction, [threshold, timer, 2.0])
+  alone = run_stream(engine, params, audio, instruction, ThresholdPolicy(threshold))
+  timer = ScheduledTimerPolicy(fire_chunks=frozenset({3}), voice_chunks=frozenset({5}))
+  deaf = ScheduledTimerPolicy(fire_chunks=frozenset({3}), voice_chunks=frozenset())
+  row, timed, deaf_row, never = run_policies(
+      engine, params, audio, instruction,
+      [ThresholdPolicy(threshold), timer, deaf, ThresholdPolicy(2.0)], max_reply_tokens=100)
   assert [c.spoke for c in row.chunks] == [c.spoke for c in alone.chunks]
   assert [c.reply_tokens for c in row.chunks] == [c.reply_tokens for c in alone.chunks]
   np.testing.assert_allclose([c.speak_probability for c in row.chunks],
                              [c.speak_probability for c in alone.chunks], atol=1e-5)
   assert not any(c.spoke for c in never.chunks)
-  # The timer row starts at its firing chunk and speaks until <eor> or the voice at chunk 5.
+  # Both timer rows start at the firing chunk; the deaf one runs to <eor> (or the cap), the
+  # other stops at the voice of chunk 5 unless its reply ended first.
+  deaf_spoke = [c.index for c in deaf_row.chunks if c.spoke]
+  assert deaf_spoke[0] == 3 and deaf_spoke == list(range(3, 3 + len(deaf_spoke)))
   spoke = [c.index for c in timed.chunks if c.spoke]
-  assert spoke[0] == 3 and spoke == list(range(3, 3 + len(spoke))) and max(spoke) <= 4
-  if max(spoke) < 4:
-    assert timed.chunks[max(spoke)].reply_tokens[-1] == sf.EOR_ID
+  assert spoke == [i for i in deaf_spoke if i < 5]
+  assert [timed.chunks[i].reply_tokens for i in spoke] == [
+      deaf_row.chunks[i].reply_tokens for i in spoke]
 
 
 def test_what_a_timeline_warrants(speech, sounds):

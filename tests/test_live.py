@@ -28,6 +28,7 @@ from audio_interaction.export import portable
 from audio_interaction.apps import live_view
 from audio_interaction.infer import live, sources
 from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.policies import ThresholdPolicy
 from audio_interaction.infer.run_stream import run_stream, stream_sequence
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
@@ -68,7 +69,7 @@ class ScriptedEngine:
     self.probs, self.reply, self.delay = list(probs), list(reply), delay
     self.fed: list[list[int]] = []
 
-  def init_state(self, params, instruction_ids):
+  def init_state(self, params, instruction_ids, seed=0):
     return ScriptedState()
 
   def feed(self, params, state, tokens, valid=None):
@@ -122,10 +123,10 @@ def test_live_loop_equals_run_stream_and_the_full_forward(small, speech, sounds,
   audio = generated_stream(speech, sounds)[:40 * CHUNK]
   instruction = "answer briefly"
   ids = tokenizer.encode(instruction)
-  probe = run_stream(engine, params, audio, ids, threshold=2.0)  # never speaks
+  probe = run_stream(engine, params, audio, ids, ThresholdPolicy(2.0))  # never speaks
   # A threshold inside the observed range: the random model speaks on some chunks only.
   threshold = float(np.median([c.speak_probability for c in probe.chunks]))
-  offline = run_stream(engine, params, audio, ids, threshold=threshold)
+  offline = run_stream(engine, params, audio, ids, ThresholdPolicy(threshold))
 
   session = live.LiveSession(engine, params, tokenizer, instruction=instruction,
                              threshold=threshold, log_path=tmp_path / "events.jsonl")
@@ -163,22 +164,28 @@ def test_instruction_change_mid_stream_is_in_the_forward_sequence(small, tmp_pat
   model, params, tokenizer, config = small
   engine = Engine(model)
   audio = (0.1 * np.random.default_rng(1).normal(size=16 * CHUNK)).astype(np.float32)
+  # Threshold 0 speaks at every chunk; change the instruction after a chunk whose reply
+  # is still running (found on a probe run: greedy, so the session repeats it).
+  probe = run_stream(engine, params, audio, tokenizer.encode("listen"), ThresholdPolicy(0.0))
+  running = [c.index for c in probe.chunks[3:12] if c.reply_tokens[-1] != sf.EOR_ID]
+  assert running, "the probe never had a reply running across chunks 3-11"
+  change_after = running[0]
   session = live.LiveSession(engine, params, tokenizer, instruction="listen",
                              threshold=0.0, log_path=tmp_path / "events.jsonl")
 
   def change(event):
-    if event["event"] == "chunk" and event["chunk"] == 5:
+    if event["event"] == "chunk" and event["chunk"] == change_after:
       session.set_instruction("now count")
 
   session.on_event = change
   trace = asyncio.run(session.run(sources.ArraySource(audio))).trace
-  assert trace.chunks[6].fed_tokens == [sf.SYS_ID, *tokenizer.encode("now count"), sf.END_SYS_ID]
+  assert trace.chunks[change_after + 1].fed_tokens == sf.instruction_tokens(
+      tokenizer.encode("now count"))
   events = read_log(tmp_path / "events.jsonl")
-  assert of_kind(events, "instruction")[0]["chunk"] == 6
-  # threshold 0: it speaks at every chunk; a reply still running is ended by the change.
-  if trace.chunks[5].reply_tokens[-1] != sf.EOR_ID:
-    assert [e["chunk"] for e in of_kind(events, "reply_end")
-            if e["reason"] == "instruction_changed"] == [6]
+  assert of_kind(events, "instruction")[0]["chunk"] == change_after + 1
+  # The running reply is ended by the change.
+  assert [e["chunk"] for e in of_kind(events, "reply_end")
+          if e["reason"] == "instruction_changed"] == [change_after + 1]
 
   tokens, slots, decide_at, reply_at = stream_sequence(trace, tokenizer.encode("listen"),
                                                        model.config.slots_per_chunk)
@@ -208,38 +215,43 @@ def test_barge_in_stops_the_reply_at_the_first_silent_chunk(tmp_path):
   assert not of_kind(events, "reply_end")
 
 
+class ThresholdSchedule:
+  """A `DecisionPolicy` whose threshold follows the chunk index: [(from chunk, threshold)]."""
+
+  def __init__(self, schedule):
+    self.schedule = list(schedule)
+
+  def start(self):
+    pass
+
+  def decide(self, index, chunk, speak_probability, replying):
+    threshold = [t for start, t in self.schedule if index >= start][-1]
+    return speak_probability >= threshold
+
+
 def test_barge_in_with_the_embedded_model(tmp_path):
-  try:
-    model, params, tokenizer, _ = live_load_embedded()
-  except ValueError as error:
-    pytest.skip(f"the embedded bundle does not load with the current model code: {error}")
+  model, params, tokenizer, _ = live_load_embedded()  # a broken bundle is a failure
   engine = Engine(model)
   rng = np.random.default_rng(0)
   audio = (0.05 * rng.normal(size=30 * CHUNK)).astype(np.float32)
-  probe = run_stream(engine, params, audio, tokenizer.encode(live.DEFAULT_INSTRUCTION),
-                     threshold=2.0)
-  # A threshold schedule: speak from chunk 10 on (threshold 0), then from chunk 14 a
-  # threshold above every probability plays a user who starts talking over the reply.
-  session = live.LiveSession(engine, params, tokenizer, threshold=2.0,
+  ids = tokenizer.encode(live.DEFAULT_INSTRUCTION)
+  # Silent until chunk 10, then speaking whatever it hears (threshold 0).
+  probe = run_stream(engine, params, audio, ids, ThresholdSchedule([(0, 2.0), (10, 0.0)]))
+  assert probe.chunks[10].spoke and probe.chunks[10].reply_tokens
+  running = [c.index for c in probe.chunks[10:28] if c.reply_tokens[-1] != sf.EOR_ID]
+  assert running, "the embedded model never had a reply running over two chunks"
+  # The user starts talking over the reply at the chunk after one where it runs: from
+  # there a threshold above every probability plays the model's SILENT.
+  barge_in = running[0] + 1
+  policy = ThresholdSchedule([(0, 2.0), (10, 0.0), (barge_in, 2.0)])
+  session = live.LiveSession(engine, params, tokenizer, policy=policy,
                              log_path=tmp_path / "events.jsonl")
-
-  def schedule(event):
-    if event["event"] == "chunk" and event["chunk"] == 9:
-      session.set_threshold(0.0)
-    if event["event"] == "chunk" and event["chunk"] == 13:
-      session.set_threshold(1.01)
-
-  session.on_event = schedule
   trace = asyncio.run(session.run(sources.ArraySource(audio))).trace
-  np.testing.assert_allclose([c.speak_probability for c in trace.chunks[:10]],
-                             [c.speak_probability for c in probe.chunks[:10]], atol=1e-6)
-  assert trace.chunks[10].spoke and trace.chunks[10].reply_tokens
+  np.testing.assert_allclose([c.speak_probability for c in trace.chunks[:barge_in]],
+                             [c.speak_probability for c in probe.chunks[:barge_in]], atol=1e-6)
   events = read_log(tmp_path / "events.jsonl")
-  stops = of_kind(events, "yield") + of_kind(events, "reply_end")
-  running_at_14 = trace.chunks[13].reply_tokens and trace.chunks[13].reply_tokens[-1] != sf.EOR_ID
-  if running_at_14:
-    assert of_kind(events, "yield")[-1]["chunk"] == 14
-  assert stops and all(not c.reply_tokens for c in trace.chunks[14:])
+  assert [e["chunk"] for e in of_kind(events, "yield")] == [barge_in]
+  assert all(not c.reply_tokens for c in trace.chunks[barge_in:])
 
 
 def live_load_embedded():

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.policies import ThresholdPolicy
 from audio_interaction.infer.run_stream import run_stream
 from audio_interaction.infer.transcript import (
     BLANK_ID, collapse_ctc, heard_words, stable_emissions)
@@ -45,7 +46,7 @@ def test_streaming_transcript_equals_greedy_ctc_of_the_full_forward():
   rng = np.random.default_rng(3)
   num_chunks = 9
   audio = (0.2 * rng.normal(size=num_chunks * cfg.chunk_samples)).astype(np.float32)
-  trace = run_stream(Engine(model), params, audio, [20, 21], threshold=2.0)
+  trace = run_stream(Engine(model), params, audio, [20, 21], ThresholdPolicy(2.0))
   tokens, slots = model_testing.online_sequence(
       rng, num_chunks, cfg.slots_per_chunk, cfg.tokens_per_chunk, cfg.decoder.vocab_size)[:2]
   full = model.forward(params, jnp.asarray(tokens[None]), jnp.asarray(audio[None]),

@@ -18,47 +18,82 @@ Verbs:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from audio_interaction import config_lib
 
 DEFAULT_CONFIG = str(config_lib.experiments_dir() / "tiny.py")
+# The fields of `config.infer` a `--config.infer.NAME=value` may set on demo and listen.
+INFER_PREFIX = "--config.infer."
+
+
+class UsageError(Exception):
+  """A bad command line or config: reported by `main` as one line, exit code 2."""
 
 
 def _config_from(args: argparse.Namespace, overrides: list[str]):
-  return config_lib.load_config(args.config, overrides)
+  try:
+    return config_lib.load_config(args.config, overrides)
+  except (ValueError, KeyError, TypeError) as error:
+    raise UsageError(_one_line(error)) from error
+
+
+def _infer_config(verb: str, bundle, overrides: list[str]):
+  """The bundle's `config.infer` with the command line's `--config.infer.*` applied.
+
+  A bundle brings its own model config, so on demo and listen only the inference
+  settings can be overridden; any other field is refused rather than ignored.
+  """
+  from audio_interaction.export.portable import bundle_infer_config
+  refused = [o for o in overrides if not o.startswith(INFER_PREFIX)]
+  if refused:
+    raise UsageError(
+        f"{refused[0].split('=')[0]}: {verb} runs a model bundle, which brings its own "
+        f"config; only its inference settings can be overridden "
+        f"({INFER_PREFIX}NAME=value with NAME one of "
+        f"{', '.join(sorted(config_lib.base_config().infer.keys()))})")
+  try:
+    infer = bundle_infer_config(bundle)
+    config_lib.apply_overrides(infer, [o.removeprefix(INFER_PREFIX) for o in overrides])
+  except (ValueError, KeyError, TypeError) as error:
+    raise UsageError(_one_line(error)) from error
+  if not 0.0 <= infer.threshold <= 1.0:
+    raise UsageError(f"infer.threshold must be in [0, 1], got {infer.threshold}")
+  return infer
 
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import demo
+  infer = _infer_config("demo", args.bundle, overrides)
   # The embedded bundle brings its own config; --config matters only without one.
-  config = _config_from(args, overrides)
-  demo.run_demo(config, out_dir=args.out, threshold=args.threshold, seed=args.seed,
-                subtask=args.subtask, bundle=args.bundle)
+  config = _config_from(args, [])
+  demo.run_demo(config, out_dir=args.out,
+                threshold=infer.threshold if args.threshold is None else args.threshold,
+                seed=args.seed, subtask=args.subtask, bundle=args.bundle)
   return 0
 
 
 def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
-  del overrides  # a bundle brings its own config
+  from audio_interaction.infer import sources
+  # Everything the user gave is checked before the model loads (seconds of JAX set-up).
+  if args.mic:
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    source = sources.MicSource(device)
+  elif args.stdin:
+    # Piped from a live recorder unless said otherwise: `--speed inf` = a file, never drop.
+    source = sources.StdinSource(args.format, sample_rate=args.rate,
+                                 paced=args.speed != float("inf"))
+  else:
+    source = sources.FileSource(args.path, speed=args.speed)  # opens and checks the file
+  infer = _infer_config("listen", args.checkpoint, overrides)
   from audio_interaction.apps import listen as listen_app
-  from audio_interaction.infer import live, sources
-  try:
-    if args.mic:
-      device = int(args.device) if args.device and args.device.isdigit() else args.device
-      source = sources.MicSource(device)
-    elif args.stdin:
-      # Piped from a live recorder unless said otherwise: `--speed inf` = a file, never drop.
-      source = sources.StdinSource(args.format, sample_rate=args.rate,
-                                   paced=args.speed != float("inf"))
-    else:
-      source = sources.FileSource(args.path, speed=args.speed)
-    listen_app.listen(source, bundle=args.checkpoint,
-                instruction=args.instruction or live.DEFAULT_INSTRUCTION,
-                threshold=args.threshold, out_dir=args.out, speak=args.speak,
-                stall_timeout=args.stall_timeout, every_chunk=args.every_chunk)
-  except sources.SourceUnavailable as error:
-    print(f"audio-interaction listen: error: {error}", file=sys.stderr)
-    return 2
+  from audio_interaction.infer import live
+  listen_app.listen(source, bundle=args.checkpoint,
+                    instruction=args.instruction or live.DEFAULT_INSTRUCTION,
+                    threshold=infer.threshold if args.threshold is None else args.threshold,
+                    out_dir=args.out, speak=args.speak, stall_timeout=args.stall_timeout,
+                    every_chunk=args.every_chunk)
   return 0
 
 
@@ -101,14 +136,20 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
   from audio_interaction.eval import heldout
   from audio_interaction.corpus.build import heldout_sources
-  from audio_interaction.export.portable import load_model
+  from audio_interaction.export.portable import bundle_infer_config, load_model
   from audio_interaction.infer.engine import Engine
+  from audio_interaction.infer.policies import policy_from_config
   model, params, tokenizer, note = load_model(_config_from(args, overrides), args.bundle)
+  infer = bundle_infer_config(args.bundle)
+  chunk_seconds = model.config.chunk_samples / model.config.sample_rate
+  policy = policy_from_config(infer, chunk_seconds=chunk_seconds, threshold=args.threshold)
   speech, sounds = heldout_sources()
   result = heldout.evaluate_heldout(Engine(model), params, tokenizer, speech, sounds,
-                                    streams_per_subtask=args.streams, threshold=args.threshold)
+                                    policy=policy, streams_per_subtask=args.streams,
+                                    max_reply_tokens=infer.max_reply_tokens)
   print(f"model: {note}; {args.streams} held-out streams per online sub-task, "
-        f"threshold {args.threshold}")
+        f"policy {infer.policy}, threshold "
+        f"{infer.threshold if args.threshold is None else args.threshold}")
   print(heldout.format_table(result))
   if args.json:
     with open(args.json, "w") as file:
@@ -151,10 +192,41 @@ def _inspect(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _number(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+  if math.isnan(value):
+    raise argparse.ArgumentTypeError("not a number: nan")
+  return value
+
+
+def _probability(text: str) -> float:
+  value = _number(text)
+  if not 0.0 <= value <= 1.0:
+    raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+  return value
+
+
+def _positive(text: str) -> float:
+  value = _number(text)
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+  return value
+
+
+class _Parser(argparse.ArgumentParser):
+  """Usage errors as one line (`audio-interaction VERB: error: ...`), exit code 2."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message} (--help for usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="audio-interaction", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  verbs = parser.add_subparsers(dest="verb", required=True)
+  parser = _Parser(prog="audio-interaction", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
   def add_config(sub):
     sub.add_argument("--config", default=DEFAULT_CONFIG,
@@ -164,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
   demo = verbs.add_parser("demo", help="run the model on a generated example stream")
   add_config(demo)
   demo.add_argument("--out", default="runs/demo", help="where the timeline and log go")
-  demo.add_argument("--threshold", type=float, default=0.5, help="P(SPEAK) to start speaking")
+  demo.add_argument("--threshold", type=_probability, default=None,
+                    help="P(SPEAK) to start speaking (default: the bundle's infer.threshold)")
   demo.add_argument("--seed", type=int, default=0)
   demo.add_argument("--bundle", default=None,
                     help="model bundle directory (default: the embedded tiny model)")
@@ -181,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
   listen.add_argument("--checkpoint", default=None,
                       help="model bundle directory (default: the embedded tiny model)")
   listen.add_argument("--instruction", default=None, help="what the model is told to do")
-  listen.add_argument("--threshold", type=float, default=0.5, help="P(SPEAK) to start speaking")
+  listen.add_argument("--threshold", type=_probability, default=None,
+                      help="P(SPEAK) to start speaking (default: the bundle's infer.threshold; "
+                           "other inference settings: --config.infer.NAME=value)")
   listen.add_argument("--speak", action="store_true",
                       help="also speak the replies (espeak-ng) into OUT/replies.wav")
-  listen.add_argument("--speed", type=float, default=1.0,
+  listen.add_argument("--speed", type=_positive, default=1.0,
                       help="file playback speed, 1 = real time, inf = as fast as possible "
                            "(with --stdin, inf: the input is not live, never drop audio)")
   listen.add_argument("--out", default="runs/listen", help="where the log and timeline go")
@@ -192,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="--stdin PCM sample format")
   listen.add_argument("--rate", type=int, default=16000, help="--stdin sample rate (Hz)")
   listen.add_argument("--device", default=None, help="--mic device name or index")
-  listen.add_argument("--stall-timeout", type=float, default=2.0,
+  listen.add_argument("--stall-timeout", type=_positive, default=2.0,
                       help="seconds without audio before a stall is reported")
   listen.add_argument("--every-chunk", action="store_true", help="print a line per chunk")
   listen.set_defaults(run=_listen)
@@ -228,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
   add_config(held)
   held.add_argument("--bundle", default=None, help="model bundle (default: the embedded one)")
   held.add_argument("--streams", type=int, default=2, help="streams per online sub-task")
-  held.add_argument("--threshold", type=float, default=0.5)
+  held.add_argument("--threshold", type=float, default=None,
+                    help="P(SPEAK) to speak (default: the bundle's infer.threshold)")
   held.add_argument("--json", default="", help="also write the rates here")
   held.set_defaults(run=_heldout)
 
@@ -265,15 +341,35 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _one_line(error: BaseException) -> str:
+  """An error's message on one line (a KeyError's without the quotes str() adds)."""
+  message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+  return "; ".join(lines) or type(error).__name__
+
+
+def _known(error: BaseException) -> bool:
+  """Errors that explain themselves: shown as one line instead of a traceback."""
+  if isinstance(error, (UsageError, FileNotFoundError, KeyError, ValueError)):
+    return True  # audio.io.AudioError is a ValueError
+  sources = sys.modules.get("audio_interaction.infer.sources")  # loaded if it raised
+  return sources is not None and isinstance(error, sources.SourceUnavailable)
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   # `--config.a.b=value` overrides are ours, not argparse's.
   overrides = [a for a in argv if a.startswith("--config.")]
-  args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
+  try:
+    args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
+  except SystemExit as done:  # a usage error (one line already printed) or --help
+    return int(done.code or 0)
   try:
     return args.run(args, overrides)
-  except (KeyError, ValueError, FileNotFoundError) as error:
-    print(f"audio-interaction {args.verb}: error: {error}", file=sys.stderr)
+  except Exception as error:
+    if not _known(error):
+      raise
+    print(f"audio-interaction {args.verb}: error: {_one_line(error)}", file=sys.stderr)
     return 2
 
 

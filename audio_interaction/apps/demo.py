@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import pathlib
 
-import jax
 import ml_collections
 import numpy as np
 from rich.console import Console
 
 from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.timeline import render
-from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer
-from audio_interaction.export import portable
 from audio_interaction.viz.timeline import timeline_spans, write_timeline
 from audio_interaction.infer.engine import Engine
 from audio_interaction.apps.live_view import LiveView
@@ -26,7 +23,6 @@ from audio_interaction.corpus.build import heldout_sources
 from audio_interaction.export.portable import load_model
 from audio_interaction.infer.live import LiveSession
 from audio_interaction.infer.sources import ArraySource
-from audio_interaction.model.model import AudioInteractionModel, Params
 
 
 def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Path = "runs/demo",

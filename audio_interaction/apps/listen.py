@@ -3,40 +3,54 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import pathlib
 from collections.abc import AsyncIterable
 from typing import Any
 
 import numpy as np
-import soundfile
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
+from rich.console import Console
 
 from audio_interaction.apps.live_view import LiveView, SpokenReplies
-from audio_interaction.export.portable import load_model
+from audio_interaction.export.portable import bundle_infer_config, load_model
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.live import DEFAULT_INSTRUCTION, LiveSession
 from audio_interaction.viz.timeline import write_timeline
 
 
+# Finished replies left on screen at the end (the live view's transcript).
+TRANSCRIPT_LINES = 6
+
+
+class _ListenView(LiveView):
+  """The live view without its error line: `listen` raises the error to its caller, which
+  reports it (the CLI: one line on stderr), so it is printed once."""
+
+  def __call__(self, event: dict[str, Any]) -> None:
+    if event["event"] != "error":
+      super().__call__(event)
+
+
 # -------------------------------------------------------------------- listen
 def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] | None = None,
-           instruction: str = DEFAULT_INSTRUCTION, threshold: float = 0.5,
+           instruction: str = DEFAULT_INSTRUCTION, threshold: float | None = None,
            out_dir: str | os.PathLike[str] = "runs/listen", speak: bool = False,
            stall_timeout: float = 2.0, console: Console | None = None,
            every_chunk: bool = False) -> dict[str, Any]:
   """`audio-interaction listen`: a model bundle (default: the embedded tiny model)
   listens to `source` with the live view; writes events.jsonl, timeline.png and,
-  with `speak`, replies.wav into `out_dir`.
+  with `speak`, replies.wav into `out_dir`. `threshold` None: the bundle's
+  `infer.threshold`. The terminal lines are never hard-wrapped (a piped log keeps one
+  line per event).
 
   Returns:
     A summary dict (paths, counts, replies, compute). On an error the log and the
     timeline of what came before are written, then the error is raised.
   """
-  console = console or Console()
+  # soft_wrap: rich would cut lines at 80 columns when stdout is not a terminal.
+  console = console or Console(soft_wrap=True)
+  if threshold is None:
+    threshold = bundle_infer_config(bundle).threshold
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   model, params, tokenizer, note = load_model(None, bundle)
@@ -47,7 +61,8 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
   session = LiveSession(Engine(model), params, tokenizer, instruction=instruction,
                         threshold=threshold, log_path=out / "events.jsonl",
                         stall_timeout=stall_timeout, speaker=speaker,
-                        view=LiveView(console, every_chunk=every_chunk))
+                        view=_ListenView(console, every_chunk=every_chunk,
+                                         transcript_lines=TRANSCRIPT_LINES))
   try:
     result = asyncio.run(session.run(source))
   except KeyboardInterrupt:  # Ctrl-C ends a microphone session: a normal end
@@ -58,10 +73,14 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
                              title=f"listen: {getattr(source, 'name', '')}")
   summary = {"events_jsonl": str(session.log_path), "timeline_png": str(picture),
              "replies_wav": str(speaker.path) if speaker else None,
-             "replies": [(round(start, 2), text, how) for start, text, how in result.replies],
-             **session._summary(result)}
+             **session._summary(result),  # "replies": how many
+             "last_replies": [(round(start, 2), text, how)
+                              for start, text, how in result.replies]}
+  listed = min(TRANSCRIPT_LINES, len(result.replies))
   console.print(f"[bold]done[/]: {summary['chunks']} chunks of {result.stream_seconds:.1f} s, "
-                f"{summary['replies']} replies, dropped {summary['dropped']}, max lag "
+                f"{summary['replies']} replies"
+                + (f" (the last {listed} listed above)" if listed else "")
+                + f", dropped {summary['dropped']}, max lag "
                 f"{summary['max_lag_seconds']:.2f} s, median compute "
                 f"{summary['median_compute_ms']:.1f} ms per chunk; log: {session.log_path}; "
                 f"timeline: {picture}" + (f"; speech: {speaker.path}" if speaker else ""),

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import os
 import pathlib
-from collections.abc import AsyncIterable
 from typing import Any
 
 import numpy as np
@@ -92,6 +91,7 @@ class LiveView:
                     f"P(speak)={event['speak_probability']:4.2f} {marker}")
     elif kind in ("reply_end", "yield"):
       cut = {"eor": "", "yield": " [yielded]", "stream_end": " [stream ended]",
+             "max_tokens": " [longest reply reached]",
              "instruction_changed": " [instruction changed]"}[event["reason"]]
       self._transcript.append(f"{event['reply_start']:7.2f} s  model: {event['text']}{cut}")
       self._current = ""

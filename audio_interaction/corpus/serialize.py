@@ -118,9 +118,9 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
 
   if timeline.mode == OFFLINE:
     num_chunks = max(1, -(-timeline.num_samples // chunk))
-    emit([sf.BOS_ID, sf.OFFLINE_ID, sf.AUDIO_ID])
+    emit(sf.offline_prefix())
     emit_audio(0, num_chunks * slots_per_chunk)
-    emit([sf.SYS_ID] + instruction + [sf.END_SYS_ID])
+    emit(sf.instruction_tokens(instruction))
     emit(replies[0], reply=True)
   elif timeline.mode == ONLINE:
     plan = schedule(timeline, [len(r) for r in replies], chunk_samples=chunk,
@@ -132,7 +132,7 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
       for c, count in zip(reply_plan.chunks, reply_plan.counts):
         said.setdefault(c, []).extend(reply_tokens[position:position + count])
         position += count
-    emit([sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID] + instruction + [sf.END_SYS_ID])
+    emit(sf.online_prompt(instruction))
     for c in range(num_chunks):
       emit([sf.AUDIO_ID])
       emit_audio(c * slots_per_chunk, slots_per_chunk)

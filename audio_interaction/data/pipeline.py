@@ -357,6 +357,21 @@ class _Subset(Sequence):
     return [self._source[k] for k in keys]
 
 
+def _abilities_of_records(source: Sequence[Mapping[str, Any]]) -> list[str] | None:
+  """The `ability` of every record of an in-memory source (list or tuple), else None.
+
+  Records in memory (e.g. ``make_example(i, seed)`` dicts) carry their ability;
+  reading it is free. A stored split is not read here (that would decode every
+  record): its abilities come from `storage.read_split_metadata`.
+  """
+  if not isinstance(source, (list, tuple)):
+    return None
+  if not all(isinstance(r, Mapping) and "ability" in r for r in source):
+    return None
+  return [r["ability"].decode() if isinstance(r["ability"], bytes) else str(r["ability"])
+          for r in source]
+
+
 def _derive_seed(seed: int, stream: int) -> int:
   return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
@@ -386,8 +401,9 @@ def make_dataset(
     source: e.g. `storage.load_split(out_dir, split)`: ``source[i]`` is a stored
       record (EXAMPLE_FIELDS + `example_index`).
     config: shapes, seed, epochs, mixture, packing, prefetching.
-    abilities: ability of every example (``len(source)`` strings), required with
-      a mixture (`storage.read_split_metadata(...).abilities`).
+    abilities: ability of every example (``len(source)`` strings), needed with
+      a mixture (`storage.read_split_metadata(...).abilities`); by default, for a
+      list or tuple of records, their own ``ability`` fields.
     shard_index: this process's shard; default `jax.process_index()`.
     shard_count: number of shards; default `jax.process_count()`.
     counters: filled by the fit stage (truncated / dropped examples).
@@ -405,8 +421,15 @@ def make_dataset(
     ds = grain.MapDataset.source(source).shuffle(_derive_seed(config.seed, 0))
     ds = _epochs_and_shard(ds, config, shard_index, shard_count)
   else:
+    if abilities is None:
+      abilities = _abilities_of_records(source)
     if abilities is None or len(abilities) != len(source):
-      raise ValueError("a mixture needs the ability of every example (`abilities`)")
+      raise ValueError(
+          f"a mixture ({dict(config.mixture)}) needs the ability of every example: pass "
+          f"`abilities` ({'none' if abilities is None else len(abilities)} given for "
+          f"{len(source)} examples; `storage.read_split_metadata(out_dir, split).abilities`, "
+          "or use `load_dataset`), give in-memory records an `ability` field, or read "
+          "uniformly with `mixture=None` (config.data.mixture=None)")
     abilities = np.asarray(abilities)
     streams, weights = [], []
     for stream, (ability, weight) in enumerate(sorted(config.mixture.items())):

@@ -24,6 +24,7 @@ from audio_interaction.corpus.timeline import first_chunk_reaching, render
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.eval import metrics
 from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.run_stream import StreamTrace, run_stream
 from audio_interaction.model.model import Params
 
@@ -77,13 +78,14 @@ def match_replies(expected: list[tuple[int, str]], model: list[tuple[int, str]],
 
 
 def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
-                 *, threshold: float, window_chunks: int) -> StreamScore:
+                 *, policy: DecisionPolicy, window_chunks: int,
+                 max_reply_tokens: int | None = None) -> StreamScore:
   """Runs the engine over one rendered timeline and matches its replies to the expected ones."""
   config = engine.model.config
   chunk_ms = 1000 * config.chunk_samples // config.sample_rate
   audio = render(timeline, chunk_ms=chunk_ms)
-  trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction),
-                     threshold=threshold)
+  trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction), policy,
+                     max_reply_tokens=max_reply_tokens)
   return score_trace(timeline, trace, tokenizer, window_chunks=window_chunks)
 
 
@@ -102,8 +104,9 @@ def score_trace(timeline, trace: StreamTrace, tokenizer: Tokenizer, *,
 
 
 def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speech, sounds, *,
-                     streams_per_subtask: int = 2, seed: int = 5000, threshold: float = 0.5,
-                     window_chunks: int = 6, progress: bool = True) -> dict:
+                     policy: DecisionPolicy, streams_per_subtask: int = 2, seed: int = 5000,
+                     max_reply_tokens: int | None = None, window_chunks: int = 6,
+                     progress: bool = True) -> dict:
   """Scores every online sub-task on `streams_per_subtask` held-out streams.
 
   Returns:
@@ -119,8 +122,8 @@ def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speec
   jobs = [(name, seed + k) for name in names for k in range(streams_per_subtask)]
   for name, stream_seed in tqdm(jobs, desc="held-out streams", disable=not progress):
     timeline = tasks.build(name, stream_seed, speech, sounds, task_config)
-    scores.append(score_stream(engine, params, tokenizer, timeline, threshold=threshold,
-                               window_chunks=window_chunks))
+    scores.append(score_stream(engine, params, tokenizer, timeline, policy=policy,
+                               window_chunks=window_chunks, max_reply_tokens=max_reply_tokens))
   by_ability = collections.defaultdict(list)
   for score in scores:
     by_ability[score.ability].append(score)

@@ -1,32 +1,19 @@
 """The benchmark report: `results.json`, `report.md` and its plots, from `suites.evaluate`.
 
-`run_eval` is what `audio-interaction eval` calls: load a model (a bundle, a training
-workdir, or the embedded one), build the cases (held-out streams or a manifest), run
-the suites, write the report. Plots (matplotlib, Agg): latency CDFs (B5 response
-latency, model vs silence timer; B2 emission delay, model vs PocketSphinx; B6 alert
-onset latency), the threshold / silence-length sweeps, and per-sub-task accuracy.
+The tables and the Markdown page; the pictures are drawn by `viz/report_plots.py` and
+`apps/eval_run.py` runs the whole evaluation.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import pathlib
-import tempfile
-import time
-from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-from audio_interaction.corpus import tasks  # pylint: disable=wrong-import-position
-from audio_interaction.eval import suites as suites_lib  # pylint: disable=wrong-import-position
-from audio_interaction.viz.report_plots import plot_latency_cdfs, plot_per_subtask, plot_sweeps  # pylint: disable=wrong-import-position
+from audio_interaction.eval import suites as suites_lib
+from audio_interaction.viz.report_plots import (
+    SYSTEM_LABELS, plot_latency_cdfs, plot_per_subtask, plot_sweeps)
 
 def _fmt(value: Any, kind: str = "f") -> str:
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -93,13 +80,13 @@ def summary_table(results: dict) -> str:
       continue
     # A row whose path starts with a system name reads that system of ours (e.g. the
     # CTC transcript) instead of the model's replies.
-    system = path[0] if path[0] in _LABELS else "model"
+    system = path[0] if path[0] in SYSTEM_LABELS else "model"
     path = path[1:] if system != "model" else path
     other_name = "silence_timer" if "silence_timer" in result else (
         "pocketsphinx" if "pocketsphinx" in result else None)
     other = "—"
     if other_name is not None:
-      other = f"{_fmt(_get(result[other_name], path), kind)} ({_LABELS[other_name]})"
+      other = f"{_fmt(_get(result[other_name], path), kind)} ({SYSTEM_LABELS[other_name]})"
     lines.append(f"| {suite} {result['name']} ({result['cases']}) | {label} | "
                  f"{_fmt(_get(result.get(system), path), kind)} | {other} |")
   return "\n".join(lines)

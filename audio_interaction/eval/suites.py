@@ -1,7 +1,7 @@
 """The eight benchmark suites (DESIGN.md, B1-B8) over held-out streams or a user manifest.
 
 Data. Generated cases are the 28 sub-tasks built with `TaskConfig(split="heldout")`
-from held-out sources (`infer.demo.default_sources()`): voices, sound recordings and
+from held-out sources (`corpus.build.heldout_sources()`): voices, sound recordings and
 world items (questions, facts, sentences) that training never used (`worlds.py`,
 `speech.voice_split`, `sounds.py`), with stream seeds from `EvalConfig.seed` on
 (training corpora use other seeds; the split, not the seed, keeps them apart).
@@ -46,9 +46,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from audio_interaction import config_lib
 from audio_interaction.corpus import effects, tasks, worlds
 from audio_interaction.corpus.manifest import (
     DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestReport, ManifestRow, read_manifest,
@@ -60,12 +62,15 @@ from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 from audio_interaction.eval import metrics
 from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
 from audio_interaction.eval.heldout import score_trace
-from audio_interaction.eval.offline import offline_answer
-from audio_interaction.eval.silence_timer import (
-    SilenceTimer, drive, fire_chunks_from_scores, timer_policy)
+from audio_interaction.infer.endpointing import (
+    SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.run_stream import StreamTrace
+from audio_interaction.infer.policies import ScheduledTimerPolicy, ThresholdPolicy
+from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.model.model import Params
+
+# The default operating point (`config.infer`): one owner for threshold, VAD, lengths.
+_INFER = config_lib.base_config().infer
 
 SUITE_NAMES: Final[dict[str, str]] = {
     "B1": "offline ASR", "B2": "streaming ASR", "B3": "sound events",
@@ -116,15 +121,25 @@ class EvalConfig:
 
   streams_per_subtask: int = 2
   seed: int = 9000
-  threshold: float = 0.5
+  threshold: float = _INFER.threshold
   sweep_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-  silence_seconds: float = 0.7
-  vad: str = "silero"
+  silence_seconds: float = _INFER.silence_seconds
+  vad: str = _INFER.vad
   sweep_silences: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 1.5)
   answer_window_s: float = 2.0
   window_chunks: int = 6
   yield_within_s: float = 0.5
   unaddressed_grace_s: float = 0.8
+  max_reply_tokens: int = _INFER.max_reply_tokens
+  max_answer_tokens: int = _INFER.max_answer_tokens
+
+  @classmethod
+  def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
+    """The operating point of a config's (or bundle's) `infer` block, with overrides."""
+    values = {"threshold": infer.threshold, "silence_seconds": infer.silence_seconds,
+              "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
+              "max_answer_tokens": infer.max_answer_tokens}
+    return cls(**{**values, **overrides})
 
 
 @dataclasses.dataclass(eq=False)
@@ -323,8 +338,9 @@ class Runner:
     result = CaseRun(case, cfg.threshold)
     timeline = case.timeline
     if timeline.mode == OFFLINE:
-      result.answer = offline_answer(self.engine.model, self.params, self.tokenizer,
-                                     case.audio, timeline.instruction)
+      result.answer = self.tokenizer.decode(self.engine.answer(
+          self.params, case.audio, self.tokenizer.encode(timeline.instruction),
+          max_tokens=cfg.max_answer_tokens))
       if "B1" in case.suites:
         result.peer_clip = self.peer.transcribe_clip(case.audio)
       result.seconds = time.perf_counter() - began
@@ -332,17 +348,24 @@ class Runner:
     thresholds = [cfg.threshold]
     if case.suites & SWEEP_SUITES:
       thresholds += [t for t in cfg.sweep_thresholds if t != cfg.threshold]
-    policies: list = list(thresholds)
+    policies: list = [ThresholdPolicy(t) for t in thresholds]
     if case.suites & TIMER_SUITES:
       scores = self.timer.speech_probabilities(case.audio)
-      policies.append(timer_policy(self.timer, scores))
+      timer = self.timer
+      fires = fire_chunks_from_scores(scores, timer.frame_seconds, self.chunk_seconds,
+                                      timer.silence_seconds, timer.threshold,
+                                      timer.min_speech_seconds)
+      voiced = voice_chunks_from_scores(scores, timer.frame_seconds, self.chunk_seconds,
+                                        timer.threshold)
+      policies.append(ScheduledTimerPolicy(frozenset(fires), voiced))
       for seconds in cfg.sweep_silences:
         fires = fire_chunks_from_scores(scores, self.timer.frame_seconds, self.chunk_seconds,
                                         seconds, self.timer.threshold,
                                         self.timer.min_speech_seconds)
         result.timer_fires[seconds] = [(c + 1) * self.chunk_seconds for c in fires]
-    traces = drive(self.engine, self.params, case.audio,
-                   self.tokenizer.encode(timeline.instruction), policies)
+    traces = run_policies(self.engine, self.params, case.audio,
+                          self.tokenizer.encode(timeline.instruction), policies,
+                          max_reply_tokens=cfg.max_reply_tokens)
     result.sweep = dict(zip(thresholds, traces))
     if case.suites & TIMER_SUITES:
       result.timer = traces[-1]

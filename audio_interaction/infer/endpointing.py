@@ -4,9 +4,11 @@ What most voice assistants do today: a voice activity detector (VAD) marks frame
 speech or not, and the system answers once the user has been silent for a fixed time
 (700 ms by default) after speaking. It cannot tell a pause inside a question from the
 end of it, a backchannel from a barge-in, or speech addressed to it from speech that
-is not; our model decides from what it hears. B5 (turn-taking) and B8 (interaction
-control) run both on the same streams: `drive_timer` lets the timer decide when and
-the *same* model write the reply, so only the timing policy differs.
+is not; our model decides from what it hears. It is also half of the hybrid
+policy (`infer/policies.py`). B5 (turn-taking) and B8 (interaction control) run the
+timer and the model on the same streams through one stepper (`infer/run_stream.py`):
+the timer decides when and the *same* model writes the reply, so only the timing
+policy differs.
 
 Three VADs, all from maintained packages, all causal (a frame's score uses only the
 audio up to its end):
@@ -30,8 +32,6 @@ of silence. The firing time is a chunk end because the system acts once per chun
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Sequence
 from typing import Final, Protocol
 
 import numpy as np
@@ -39,11 +39,6 @@ import numpy as np
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.audio.io import to_pcm16, validate_samples
 from audio_interaction.corpus import effects
-from audio_interaction import stream_format as sf
-from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.run_stream import ChunkRecord, StreamTrace
-from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc
-from audio_interaction.model.model import Params
 
 VADS: Final[tuple[str, ...]] = ("silero", "webrtc", "energy")
 ENERGY_FLOOR_DB: Final[float] = -60.0
@@ -152,6 +147,11 @@ class Endpointer:
   def time(self) -> float:
     """Stream time (s) of the end of the audio pushed so far."""
     return self.samples / SAMPLE_RATE
+
+  @property
+  def last_voice_end(self) -> float | None:
+    """Stream time (s) at which the last voiced frame ended; None before any voice."""
+    return self._last_voice_end
 
   def push(self, chunk: np.ndarray) -> bool:
     """Adds a chunk float32[n] of 16 kHz audio; True if the timer fires at its end.
@@ -301,26 +301,6 @@ def fire_chunks_from_scores(scores: np.ndarray, frame_seconds: float, chunk_seco
   return [c for c in range(len(scores) // per_chunk) if endpointer.push(frame)]
 
 
-# ------------------------------------------------------------------------ driving a model
-
-@dataclasses.dataclass(frozen=True)
-class TimerPolicy:
-  """When the timer-driven system speaks: it starts a reply at each firing chunk and
-  keeps writing until `<eor>` or `max_reply_tokens`; with `yield_on_voice`, a reply in
-  progress stops at the first chunk (after the first) whose VAD hears at least
-  `barge_in_seconds` of voice (the usual VAD barge-in: it cannot tell "uh-huh" from "stop").
-  A firing while a reply is in progress is ignored (one reply at a time).
-
-  fire_chunks: chunk indices at which the endpointer fires.
-  voice_chunks: chunk indices with >= `barge_in_seconds` of voiced frames.
-  """
-
-  fire_chunks: frozenset[int]
-  voice_chunks: frozenset[int]
-  yield_on_voice: bool = True
-  max_reply_tokens: int = 48
-
-
 def voice_chunks_from_scores(scores: np.ndarray, frame_seconds: float, chunk_seconds: float,
                              threshold: float = 0.5, barge_in_seconds: float = 0.1
                              ) -> frozenset[int]:
@@ -339,101 +319,3 @@ def voice_chunks(timer: SilenceTimer, audio: np.ndarray, barge_in_seconds: float
   """Chunks of `audio` (16 kHz float32[S]) holding >= `barge_in_seconds` of voice."""
   return voice_chunks_from_scores(timer.speech_probabilities(audio), timer.frame_seconds,
                                   timer.chunk_seconds, timer.threshold, barge_in_seconds)
-
-
-def timer_policy(timer: SilenceTimer, scores: np.ndarray, *, yield_on_voice: bool = True,
-                 barge_in_seconds: float = 0.1, max_reply_tokens: int = 48) -> TimerPolicy:
-  """The timer's decisions over a stream, from its VAD scores (`speech_probabilities`).
-
-  They are computed before the model runs: the VAD does not depend on what the model
-  says (the streams carry no echo of the assistant's voice).
-  """
-  fires = fire_chunks_from_scores(scores, timer.frame_seconds, timer.chunk_seconds,
-                                  timer.silence_seconds, timer.threshold,
-                                  timer.min_speech_seconds)
-  voiced = voice_chunks_from_scores(scores, timer.frame_seconds, timer.chunk_seconds,
-                                    timer.threshold, barge_in_seconds)
-  return TimerPolicy(frozenset(fires), voiced, yield_on_voice, max_reply_tokens)
-
-
-@dataclasses.dataclass
-class _Row:
-  """One stream row's bookkeeping in `drive`."""
-
-  speaking: bool = False  # a timer-driven reply is in progress
-  reply_tokens: int = 0
-  reply_started: int = -1
-
-
-def drive(engine: Engine, params: Params, audio: np.ndarray, instruction_ids: Sequence[int],
-          policies: Sequence[float | TimerPolicy], *, seed: int = 0) -> list[StreamTrace]:
-  """Runs the model once over `audio` for several decision policies, as one batch.
-
-  Every row perceives the same chunks; a row speaks at a chunk as its policy says and
-  then writes up to `tokens_per_chunk` reply tokens (`Engine.speak`), so its state
-  holds its own replies exactly as in the stream format. Rows are independent
-  streams, so a float policy (a decision threshold: speak iff P(SPEAK) >= it, chunk
-  by chunk) gives exactly `run_stream`'s trace, and a `TimerPolicy` row is the
-  silence-timer baseline with the same model writing the replies.
-
-  Args:
-    audio: float32[S] 16 kHz samples; a partial last chunk is zero-padded.
-    instruction_ids: the instruction's token ids (the same for every row).
-    policies: one per row.
-  Returns:
-    One `StreamTrace` per policy (`speak_probability` is the model's P(SPEAK) in that
-    row's own state; `compute_seconds` is the batch's step time divided by the rows).
-  """
-  config = engine.model.config
-  audio = validate_samples(np.asarray(audio), expected_rate=config.sample_rate,
-                           expected_ndim=(1,), where="drive")
-  size = config.chunk_samples
-  padded = np.pad(audio, (0, -len(audio) % size)).astype(np.float32)
-  rows = len(policies)
-  state = engine.init_state(params, [list(instruction_ids)] * rows, seed=seed)
-  records: list[list[ChunkRecord]] = [[] for _ in range(rows)]
-  book = [_Row() for _ in range(rows)]
-  chunk_s = size / config.sample_rate
-  last_label = np.full(rows, BLANK_ID)
-  for index in range(len(padded) // size):
-    began = time.perf_counter()
-    chunk = np.broadcast_to(padded[index * size:(index + 1) * size], (rows, size))
-    state, probs = engine.perceive(params, state, chunk)
-    heard, last_label = collapse_ctc(np.asarray(state.heard), last_label)
-    p_speak = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active = np.zeros(rows, bool)
-    for row, policy in enumerate(policies):
-      if isinstance(policy, TimerPolicy):
-        active[row] = _timer_speaks(policy, book[row], index)
-      else:
-        active[row] = p_speak[row] >= policy
-    written = np.zeros((rows, 0), np.int32)
-    counts = np.zeros(rows, np.int32)
-    if active.any():
-      state, tokens, count = engine.speak(params, state, active, n=config.tokens_per_chunk)
-      written, counts = np.asarray(tokens), np.asarray(count)
-    elapsed = (time.perf_counter() - began) / rows
-    for row, policy in enumerate(policies):
-      tokens = [int(t) for t in written[row, :counts[row]]] if active[row] else []
-      if isinstance(policy, TimerPolicy) and active[row]:
-        book[row].reply_tokens += len(tokens)
-        if (not tokens or tokens[-1] == sf.EOR_ID
-            or book[row].reply_tokens >= policy.max_reply_tokens):
-          book[row].speaking = False
-      records[row].append(ChunkRecord(index, index * chunk_s, (index + 1) * chunk_s,
-                                      float(p_speak[row]), bool(active[row]), tokens, elapsed,
-                                      heard_tokens=heard[row]))
-  return [StreamTrace(r, chunk_s) for r in records]
-
-
-def _timer_speaks(policy: TimerPolicy, row: _Row, index: int) -> bool:
-  """Whether a timer-driven row writes at chunk `index` (updates `row`)."""
-  if row.speaking:
-    if policy.yield_on_voice and index > row.reply_started and index in policy.voice_chunks:
-      row.speaking = False  # barge-in heard: stop, drop the rest of the reply
-      return False
-    return True
-  if index in policy.fire_chunks:
-    row.speaking, row.reply_tokens, row.reply_started = True, 0, index
-    return True
-  return False

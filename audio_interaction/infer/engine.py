@@ -80,21 +80,22 @@ class Engine:
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
     self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
+    self._feed_audio = jax.jit(model.feed_audio, donate_argnums=1)
 
   @property
   def vocab_size(self) -> int:
     return self.model.config.decoder.vocab_size
 
   def init_state(self, params: Params, instruction_ids: np.ndarray | list[list[int]],
-                 seed: int = 0, online: bool = True) -> EngineState:
-    """Starts `B` streams with their instructions (`<bos> <online> <sys> … </sys>`).
+                 seed: int = 0) -> EngineState:
+    """Starts `B` online streams with their instructions (`stream_format.online_prompt`).
 
     Args:
       instruction_ids: B lists of instruction token ids (ragged is fine).
     """
-    mode = sf.ONLINE_ID if online else sf.OFFLINE_ID
-    prompts = [[sf.BOS_ID, mode, sf.SYS_ID, *map(int, ids), sf.END_SYS_ID]
-               for ids in instruction_ids]
+    return self._start(params, [sf.online_prompt(ids) for ids in instruction_ids], seed)
+
+  def _start(self, params: Params, prompts: list[list[int]], seed: int) -> EngineState:
     batch, width = len(prompts), max(len(p) for p in prompts)
     tokens = np.zeros((batch, width), np.int32)
     valid = np.zeros((batch, width), bool)
@@ -126,6 +127,29 @@ class Engine:
       (state, tokens [B, n] int32 (PAD after a stream stopped), count [B] int32).
     """
     return self._speak(params, state, jnp.asarray(active, bool), n=n)
+
+  def answer(self, params: Params, audio: np.ndarray, instruction_ids: list[int], *,
+             max_tokens: int) -> list[int]:
+    """An offline answer through the cache: `<bos> <offline> <audio>`, the clip's slots
+    chunk by chunk (`feed_audio`), `<sys> instruction </sys>`, then up to `max_tokens`
+    reply tokens; the layout of `stream_format.offline_prompt`.
+
+    Args:
+      audio: float32[S] 16 kHz samples (zero-padded to whole chunks; at least one chunk).
+    Returns:
+      The answer's token ids, `<eor>` excluded.
+    """
+    size = self.model.config.chunk_samples
+    padded = np.zeros(max(1, -(-len(audio) // size)) * size, np.float32)
+    padded[:len(audio)] = audio
+    state = self._start(params, [sf.offline_prefix()], seed=0)
+    for start in range(0, len(padded), size):
+      state = state.replace(stream=self._feed_audio(params, state.stream,
+                                                    jnp.asarray(padded[None, start:start + size])))
+    state = self.feed(params, state, np.asarray([sf.instruction_tokens(instruction_ids)]))
+    state, tokens, count = self.speak(params, state, np.ones(1, bool), n=max_tokens)
+    answer = [int(t) for t in np.asarray(tokens[0, :int(count[0])])]
+    return answer[:-1] if answer and answer[-1] == sf.EOR_ID else answer
 
   # ----------------------------------------------------------------- jitted
   def _prefill_impl(self, params, state: EngineState, tokens, valid) -> EngineState:

@@ -37,24 +37,47 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterable, Callable
+from typing import Any, Protocol
 
 import numpy as np
 
+from audio_interaction import config_lib
 from audio_interaction.audio.chunking import ChunkAssembler
 from audio_interaction.audio.io import validate_samples
 from audio_interaction import stream_format as sf
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.run_stream import (REPLY_END, REPLY_START, YIELD, ChunkRecord,
-                                                StreamStepper, StreamTrace)
+from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy
+from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
+                                                ChunkRecord, StreamStepper, StreamTrace)
 from audio_interaction.model.model import Params
 
 # One of the chat instructions the corpus trains on (data/tasks.py), so the default
 # model hears a familiar prompt.
 DEFAULT_INSTRUCTION = "You are a helpful voice assistant. Answer briefly."
 OVERFLOW_POLICIES = ("auto", "drop_oldest", "block")
+DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
+
+
+class EventView(Protocol):
+  """Shows events as they happen (e.g. `apps.live_view.LiveView`)."""
+
+  def start(self) -> None: ...
+
+  def stop(self) -> None: ...
+
+  def __call__(self, event: dict[str, Any]) -> None: ...
+
+
+class EventSpeaker(Protocol):
+  """Voices finished replies (e.g. `apps.live_view.SpokenReplies`); runs in the event loop."""
+
+  def start(self) -> None: ...
+
+  async def finish(self, stream_seconds: float) -> None: ...
+
+  def __call__(self, event: dict[str, Any]) -> None: ...
 
 
 # ------------------------------------------------------------------ the queue
@@ -173,20 +196,24 @@ class LiveSession:
 
     session = LiveSession(engine, params, tokenizer, log_path="runs/live/events.jsonl")
     result = asyncio.run(session.run(FileSource("talk.wav", speed=1.0)))
-    write_timeline(result, "runs/live/timeline.png", threshold=0.5, decode=tokenizer.decode)
+    write_timeline(result, "runs/live/timeline.png", threshold=session.threshold, decode=tokenizer.decode)
   """
 
   def __init__(self, engine: Engine, params: Params, tokenizer: Tokenizer, *,
-               instruction: str = DEFAULT_INSTRUCTION, threshold: float = 0.5,
+               instruction: str = DEFAULT_INSTRUCTION, threshold: float = DEFAULT_THRESHOLD,
+               policy: DecisionPolicy | None = None, max_reply_tokens: int | None = None,
                log_path: str | os.PathLike[str] | None = None, queue_chunks: int = 8,
                overflow: str = "auto", stall_timeout: float = 2.0,
-               keep_seconds: float = 120.0, view: LiveView | None = None,
-               speaker: SpokenReplies | None = None,
+               keep_seconds: float = 120.0, view: EventView | None = None,
+               speaker: EventSpeaker | None = None,
                on_event: Callable[[dict[str, Any]], None] | None = None,
                warm_up: bool = True):
     """Args:
       instruction: the starting instruction (text).
-      threshold: P(SPEAK) to speak; `set_threshold` changes it live.
+      threshold: P(SPEAK) to speak (of the default policy, or of `policy` if it has one);
+        `set_threshold` changes it live.
+      policy: who decides when to speak (default: `ThresholdPolicy(threshold)`).
+      max_reply_tokens: the longest reply; None: no cap.
       log_path: JSONL event log (one line per event, flushed as written).
       queue_chunks: the most chunks waiting for perception.
       overflow: "drop_oldest", "block", or "auto" (drop for paced sources).
@@ -202,6 +229,8 @@ class LiveSession:
     self.sample_rate, self.chunk_samples = config.sample_rate, config.chunk_samples
     self.chunk_seconds = self.chunk_samples / self.sample_rate
     self.instruction, self.threshold = instruction, threshold
+    self.policy: DecisionPolicy = policy if policy is not None else ThresholdPolicy(threshold)
+    self.max_reply_tokens = max_reply_tokens
     self.log_path = pathlib.Path(log_path) if log_path is not None else None
     self.queue_chunks, self.overflow, self.stall_timeout = queue_chunks, overflow, stall_timeout
     self.view, self.speaker, self.on_event = view, speaker, on_event
@@ -230,8 +259,12 @@ class LiveSession:
     self._pending_instruction = text
 
   def set_threshold(self, threshold: float) -> None:
-    """Moves the decision threshold from the next chunk on."""
+    """Moves the decision threshold (of a policy that has one) from the next chunk on."""
+    if not math.isfinite(threshold):  # above 1 is allowed: never speak
+      raise ValueError(f"threshold must be a finite number, got {threshold}")
     self.threshold = threshold
+    if hasattr(self.policy, "threshold"):
+      self.policy.threshold = threshold
 
   @property
   def received_seconds(self) -> float:
@@ -289,6 +322,8 @@ class LiveSession:
       self._reply.tokens += record.reply_tokens
     if REPLY_END in record.events and self._reply is not None:
       self._end_reply("eor", record.end, record.index)
+    if REPLY_CAPPED in record.events and self._reply is not None:
+      self._end_reply("max_tokens", record.end, record.index)
 
   # ------------------------------------------------------------------- tasks
   async def _read(self, source: AsyncIterable[np.ndarray], queue: ChunkQueue) -> None:
@@ -385,13 +420,12 @@ class LiveSession:
       if self.warm_up:
         await loop.run_in_executor(compute, self._warm_up, instruction_ids)
       self.stepper = await loop.run_in_executor(
-          compute, lambda: StreamStepper(self.engine, self.params, instruction_ids,
-                                         threshold=self.threshold))
+          compute, lambda: StreamStepper(self.engine, self.params, [instruction_ids],
+                                         [self.policy], max_reply_tokens=self.max_reply_tokens))
       reader = asyncio.create_task(self._read(source, queue))
       while (item := await queue.get()) is not None:
         if self._pending_instruction is not None:
           await self._change_instruction(loop, compute, item.index)
-        self.stepper.threshold = self.threshold
         record = await loop.run_in_executor(compute, self.stepper.step, item.samples, item.index)
         # A zero-padded last chunk ends after the audio received: no lag, not negative.
         self._on_record(record, max(0.0, self.received_seconds - record.end))
@@ -428,7 +462,7 @@ class LiveSession:
   def _warm_up(self, instruction_ids: list[int]) -> None:
     """Compiles the steps on a throwaway stream (speaking, so `speak` compiles too): a
     paced source's first seconds are not dropped while XLA compiles."""
-    StreamStepper(self.engine, self.params, instruction_ids, threshold=0.0).step(
+    StreamStepper(self.engine, self.params, [instruction_ids], [ThresholdPolicy(0.0)]).step(
         np.zeros(self.chunk_samples, np.float32))
 
   async def _change_instruction(self, loop, compute, index: int) -> None:
@@ -436,7 +470,7 @@ class LiveSession:
     time_s = index * self.chunk_seconds
     if self._reply is not None:  # the model hears new text: its reply is over
       self._end_reply("instruction_changed", time_s, index)
-    tokens = [sf.SYS_ID, *self.tokenizer.encode(text), sf.END_SYS_ID]
+    tokens = sf.instruction_tokens(self.tokenizer.encode(text))
     await loop.run_in_executor(compute, self.stepper.feed_text, tokens)
     self.instruction = text
     self.emit("instruction", time_s, chunk=index, text=text, tokens=len(tokens))

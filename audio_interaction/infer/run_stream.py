@@ -1,10 +1,11 @@
-"""Run the engine over a recorded waveform, chunk by chunk, and keep a trace of what it did.
+"""The one stepping loop: perceive → decide → respond, chunk by chunk, for a batch of streams.
 
-This is the perceive → decide → respond loop without real-time pacing. Its one step,
-`StreamStepper.step`, is also the step of the live loop (`infer/live.py`): the same
-engine calls in the same order, so a trace made here is what a live run on the same
-audio does (greedy decoding is deterministic), and `stream_sequence` lays either out
-in the stream format for the full-sequence forward to check.
+`StreamStepper` is the only place that calls the engine for online streams: the live
+loop (`infer/live.py`), `run_stream` (a recording, no pacing), `run_policies` (one
+recording under several decision policies as one batch, for the evaluation sweeps and
+the silence-timer baseline) and the benchmarks all step through it, so their
+decisions agree by construction, and `stream_sequence` lays any run out in the stream
+format for the full-sequence forward to check.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import numpy as np
 from audio_interaction.audio.io import validate_samples
 from audio_interaction import stream_format as sf
 from audio_interaction.infer.engine import Engine, EngineState
+from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
 from audio_interaction.model.model import Params
 
 # Reply transitions a chunk can carry (`ChunkRecord.events`).
-REPLY_START, REPLY_END, YIELD = "reply_start", "reply_end", "yield"
+REPLY_START, REPLY_END, YIELD, REPLY_CAPPED = "reply_start", "reply_end", "yield", "reply_capped"
 
 
 @dataclasses.dataclass
@@ -34,7 +36,8 @@ class ChunkRecord:
     reply_tokens: tokens written after this chunk's `<decide>` (≤ tokens_per_chunk).
     fed_tokens: text tokens fed before this chunk's audio (e.g. a changed instruction).
     events: reply transitions at this chunk: REPLY_START (first token of a reply),
-      REPLY_END (`<eor>` written), YIELD (SILENT while a reply was running: barge-in).
+      REPLY_END (`<eor>` written), YIELD (SILENT while a reply was running: barge-in),
+      REPLY_CAPPED (the reply reached the stepper's `max_reply_tokens`).
     heard_tokens: tokens the streaming CTC transcript emitted at this chunk.
   """
 
@@ -88,104 +91,200 @@ class StreamTrace:
 
 
 class StreamStepper:
-  """One stream's perceive → decide → respond step, shared by `run_stream` and the live loop.
+  """The one perceive → decide → respond step, for B independent streams in one batch.
 
-  Each `step` perceives one chunk and, when P(SPEAK) ≥ threshold, writes up to
-  `tokens_per_chunk` reply tokens after it: exactly the stream format's layout, so a
-  reply never holds up the next chunk. A reply runs over chunks until `<eor>`; a
-  chunk decided SILENT while it runs cuts it (barge-in: the model yields).
+  Used by `run_stream`, the live loop (`infer/live.py`), the evaluation's policy
+  sweeps (`run_policies`) and the benchmarks. Each `step` perceives one chunk per row
+  (one batched `Engine.perceive`), asks each row's `DecisionPolicy` whether to speak,
+  and writes up to `tokens_per_chunk` reply tokens for the rows that do (one batched
+  `Engine.speak`): exactly the stream format's layout, so a reply never holds up the
+  next chunk. A reply runs over chunks until `<eor>`; a row whose policy says SILENT
+  while it runs stops it (YIELD); a reply reaching `max_reply_tokens` is cut
+  (REPLY_CAPPED) and its row stays silent until its policy says SILENT once.
 
   Attributes:
-    threshold: P(SPEAK) to speak; may be changed between steps (the latency ↔
-      false-trigger knob).
-    replying: a reply is running (the last chunk wrote tokens and no `<eor>`).
+    policies: one per row; may be replaced between steps.
+    replying: [B] a reply is running in that row.
   """
 
-  def __init__(self, engine: Engine, params: Params, instruction_ids: Sequence[int], *,
-               threshold: float = 0.5):
-    """Starts the stream with `<bos> <online> <sys> instruction </sys>` (compiles on first use)."""
-    self.engine, self.params, self.threshold = engine, params, threshold
+  def __init__(self, engine: Engine, params: Params,
+               instructions: Sequence[Sequence[int]], policies: Sequence[DecisionPolicy], *,
+               max_reply_tokens: int | None = None, seed: int = 0):
+    """Starts each row with `<bos> <online> <sys> instruction </sys>` (compiles on first use).
+
+    Args:
+      instructions: B lists of instruction token ids.
+      policies: B decision policies (`infer/policies.py`), started here.
+      max_reply_tokens: the longest reply (tokens, `<eor>` included); None: no cap.
+    """
+    if len(instructions) != len(policies):
+      raise ValueError(f"{len(instructions)} instructions but {len(policies)} policies")
+    if max_reply_tokens is not None and max_reply_tokens < 1:
+      raise ValueError(f"max_reply_tokens must be >= 1, got {max_reply_tokens}")
+    self.engine, self.params = engine, params
+    self.policies = list(policies)
+    for policy in self.policies:
+      policy.start()
+    self.max_reply_tokens = max_reply_tokens
     config = engine.model.config
     self.chunk_samples, self.sample_rate = config.chunk_samples, config.sample_rate
     self.tokens_per_chunk = config.tokens_per_chunk
-    self.state: EngineState = engine.init_state(params, [list(instruction_ids)])
-    self.replying = False
+    self.rows = len(self.policies)
+    self.state: EngineState = engine.init_state(params, [list(i) for i in instructions],
+                                                seed=seed)
+    self.replying = np.zeros(self.rows, bool)
+    self._reply_tokens = np.zeros(self.rows, np.int64)
+    self._capped = np.zeros(self.rows, bool)
     self.steps = 0
-    self._fed: list[int] = []
-    self._last_label = np.full(1, BLANK_ID)
+    self._fed: list[list[int]] = [[] for _ in range(self.rows)]
+    self._last_label = np.full(self.rows, BLANK_ID)
 
   @property
   def chunk_seconds(self) -> float:
     return self.chunk_samples / self.sample_rate
 
-  def feed_text(self, tokens: Sequence[int]) -> None:
-    """Feeds text tokens [T] before the next chunk (e.g. `<sys> new instruction </sys>`).
+  def feed_text(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> None:
+    """Feeds text tokens [T] to `rows` (default all) before the next chunk, e.g.
+    `stream_format.instruction_tokens(new instruction)`.
 
     A running reply is not continued across fed text: the model hears the text and
     decides afresh at the next chunk.
     """
     tokens = [int(t) for t in tokens]
-    self.state = self.engine.feed(self.params, self.state, np.asarray([tokens], np.int32))
-    self._fed += tokens
-    self.replying = False
+    rows = range(self.rows) if rows is None else list(rows)
+    valid = np.zeros((self.rows, len(tokens)), bool)
+    valid[list(rows)] = True
+    batch = np.broadcast_to(np.asarray(tokens, np.int32), (self.rows, len(tokens)))
+    self.state = self.engine.feed(self.params, self.state, batch, valid)
+    for row in rows:
+      self._fed[row] += tokens
+      self.replying[row] = False
+      self._reply_tokens[row] = 0
 
   def step(self, chunk: np.ndarray, index: int | None = None) -> ChunkRecord:
-    """Perceives chunk [chunk_samples] float32 (index in the stream: default the step count)."""
+    """One row's step: chunk [chunk_samples] float32 (index: default the step count)."""
+    if self.rows != 1:
+      raise ValueError(f"step() is for one row; this stepper has {self.rows}: use step_batch")
+    return self.step_batch(np.asarray(chunk)[None], index)[0]
+
+  def step_batch(self, chunks: np.ndarray, index: int | None = None) -> list[ChunkRecord]:
+    """Perceives chunks [B, chunk_samples] (or [chunk_samples], the same for every row).
+
+    Returns:
+      One `ChunkRecord` per row (`compute_seconds` is the batch's time over B).
+    """
     began = time.perf_counter()
     index = self.steps if index is None else index
-    chunk = validate_samples(chunk, expected_rate=self.sample_rate, expected_ndim=(1,),
-                             expected_length=self.chunk_samples, where=f"chunk {index}")
-    self.state, probs = self.engine.perceive(self.params, self.state, chunk[None])
-    (heard,), self._last_label = collapse_ctc(np.asarray(self.state.heard), self._last_label)
-    speak_probability = float(probs[0, sf.Decision.SPEAK])
-    spoke = speak_probability >= self.threshold
-    tokens: list[int] = []
-    if spoke:
-      self.state, written, count = self.engine.speak(self.params, self.state, np.ones(1, bool),
-                                                     n=self.tokens_per_chunk)
-      tokens = [int(t) for t in np.asarray(written[0, :int(count[0])])]
-    events = []
-    if self.replying and not spoke:
-      events.append(YIELD)
-    if tokens and not self.replying:
-      events.append(REPLY_START)
-    if tokens and tokens[-1] == sf.EOR_ID:
-      events.append(REPLY_END)
-    self.replying = bool(tokens) and tokens[-1] != sf.EOR_ID
+    chunks = np.asarray(chunks)
+    if chunks.ndim == 1:
+      chunks = np.broadcast_to(chunks, (self.rows, chunks.shape[0]))
+    for row in range(self.rows):
+      validate_samples(chunks[row], expected_rate=self.sample_rate, expected_ndim=(1,),
+                       expected_length=self.chunk_samples, where=f"chunk {index} row {row}")
+    chunks = np.asarray(chunks, np.float32)
+    self.state, probs = self.engine.perceive(self.params, self.state, chunks)
+    heard, self._last_label = collapse_ctc(np.asarray(self.state.heard), self._last_label)
+    speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
+    active = np.zeros(self.rows, bool)
+    for row, policy in enumerate(self.policies):
+      wants = bool(policy.decide(index, chunks[row], float(speak_probability[row]),
+                                 bool(self.replying[row])))
+      if self._capped[row]:  # a cut reply does not restart until the policy lets go
+        self._capped[row] = wants
+        wants = False
+      active[row] = wants
+    written = np.zeros((self.rows, 0), np.int32)
+    counts = np.zeros(self.rows, np.int64)
+    if active.any():
+      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
+                                                    n=self.tokens_per_chunk)
+      written, counts = np.asarray(tokens), np.asarray(count)
     seconds = self.chunk_seconds
-    record = ChunkRecord(index, index * seconds, (index + 1) * seconds, speak_probability, spoke,
-                         tokens, time.perf_counter() - began, self._fed, events, heard)
-    self._fed = []
+    elapsed = (time.perf_counter() - began) / self.rows
+    records = []
+    for row in range(self.rows):
+      tokens = [int(t) for t in written[row, :counts[row]]] if active[row] else []
+      events = []
+      if self.replying[row] and not active[row]:
+        events.append(YIELD)
+      if tokens and not self.replying[row]:
+        events.append(REPLY_START)
+        self._reply_tokens[row] = 0
+      self._reply_tokens[row] += len(tokens)
+      replying = bool(tokens) and tokens[-1] != sf.EOR_ID
+      if tokens and tokens[-1] == sf.EOR_ID:
+        events.append(REPLY_END)
+      elif replying and self.max_reply_tokens is not None and (
+          self._reply_tokens[row] >= self.max_reply_tokens):
+        events.append(REPLY_CAPPED)
+        replying, self._capped[row] = False, True
+      self.replying[row] = replying
+      records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds,
+                                 float(speak_probability[row]), bool(active[row]), tokens,
+                                 elapsed, self._fed[row], events, heard[row]))
+    self._fed = [[] for _ in range(self.rows)]
     self.steps += 1
-    return record
+    return records
+
+
+def _padded(engine: Engine, audio: np.ndarray, where: str) -> np.ndarray:
+  """`audio` [S] checked whole (so an error names the sample's index in the recording)
+  and zero-padded to whole chunks."""
+  config = engine.model.config
+  audio = validate_samples(np.asarray(audio), expected_rate=config.sample_rate,
+                           expected_ndim=(1,), where=where)
+  return np.pad(audio, (0, -len(audio) % config.chunk_samples)).astype(np.float32)
+
+
+def run_policies(engine: Engine, params: Params, audio: np.ndarray,
+                 instruction_ids: Sequence[int], policies: Sequence[DecisionPolicy], *,
+                 max_reply_tokens: int | None = None, seed: int = 0,
+                 on_chunk: Callable[[list[ChunkRecord]], None] | None = None
+                 ) -> list[StreamTrace]:
+  """Runs the model once over `audio` for several decision policies, as one batch.
+
+  Every row perceives the same chunks and holds its own replies (rows are
+  independent streams), so a `ThresholdPolicy` row is exactly `run_stream` with it,
+  and a timer row is the silence-timer baseline with the same model writing replies.
+
+  Args:
+    audio: float32[S] 16 kHz samples; a partial last chunk is zero-padded.
+    instruction_ids: the instruction's token ids (the same for every row).
+    policies: one per row.
+  Returns:
+    One `StreamTrace` per policy.
+  """
+  padded = _padded(engine, audio, "run_policies")
+  stepper = StreamStepper(engine, params, [list(instruction_ids)] * len(policies), policies,
+                          max_reply_tokens=max_reply_tokens, seed=seed)
+  size = stepper.chunk_samples
+  records: list[list[ChunkRecord]] = [[] for _ in policies]
+  for index in range(len(padded) // size):
+    step = stepper.step_batch(padded[index * size:(index + 1) * size])
+    for row, record in enumerate(step):
+      records[row].append(record)
+    if on_chunk is not None:
+      on_chunk(step)
+  return [StreamTrace(r, stepper.chunk_seconds) for r in records]
 
 
 def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_ids: list[int],
-               *, threshold: float = 0.5,
+               policy: DecisionPolicy, *, max_reply_tokens: int | None = None,
                on_chunk: Callable[[ChunkRecord], None] | None = None) -> StreamTrace:
-  """Perceives `audio` chunk by chunk and speaks when P(SPEAK) ≥ `threshold`.
+  """Perceives `audio` chunk by chunk and speaks when `policy` says so.
 
   Args:
     engine: the jitted steps.
     audio: [S] float32 16 kHz samples; a partial last chunk is zero-padded.
     instruction_ids: token ids of the instruction.
-    threshold: decision threshold, the latency ↔ false-trigger knob.
+    policy: e.g. `ThresholdPolicy(config.infer.threshold)` or `policy_from_config`.
+    max_reply_tokens: the longest reply; None: no cap.
     on_chunk: optional callback(ChunkRecord) for live views.
   """
-  config = engine.model.config
-  # Checked whole first, so that an error names the sample's index in the recording.
-  audio = validate_samples(np.asarray(audio), expected_rate=config.sample_rate,
-                           expected_ndim=(1,), where="run_stream")
-  size = config.chunk_samples
-  padded = np.pad(audio, (0, -len(audio) % size)).astype(np.float32)
-  stepper = StreamStepper(engine, params, instruction_ids, threshold=threshold)
-  records = []
-  for index in range(len(padded) // size):
-    record = stepper.step(padded[index * size:(index + 1) * size])
-    records.append(record)
-    if on_chunk is not None:
-      on_chunk(record)
-  return StreamTrace(records, stepper.chunk_seconds)
+  callback = None if on_chunk is None else (lambda records: on_chunk(records[0]))
+  (trace,) = run_policies(engine, params, audio, instruction_ids, [policy],
+                          max_reply_tokens=max_reply_tokens, on_chunk=callback)
+  return trace
 
 
 def stream_sequence(trace: StreamTrace, instruction_ids: Sequence[int], slots_per_chunk: int
@@ -203,13 +302,13 @@ def stream_sequence(trace: StreamTrace, instruction_ids: Sequence[int], slots_pe
     `<decide>` position of each chunk; (position, token) of each reply token, where
     position is the one whose LM output predicts it.
   """
-  tokens = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID, *map(int, instruction_ids), sf.END_SYS_ID]
+  tokens = sf.online_prompt(instruction_ids)
   slots = [sf.NO_INDEX] * len(tokens)
   decide_at, reply_at = [], []
   for perceived, chunk in enumerate(trace.chunks):
     tokens += chunk.fed_tokens
     slots += [sf.NO_INDEX] * len(chunk.fed_tokens)
-    tokens += [sf.AUDIO_ID] + [sf.AUDIO_SLOT_ID] * slots_per_chunk + [sf.DECIDE_ID]
+    tokens += sf.chunk_tokens(slots_per_chunk)
     slots += [sf.NO_INDEX] + [perceived * slots_per_chunk + j for j in range(slots_per_chunk)]
     slots += [sf.NO_INDEX]
     decide_at.append(len(tokens) - 1)

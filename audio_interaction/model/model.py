@@ -228,6 +228,34 @@ class AudioInteractionModel:
       token, CTC logits [B, F_c, V] of the chunk's F_c encoder frames); the first two
       are read at the chunk's `<decide>` position in one forward pass.
     """
+    state, slots, ctc_logits = self._encode_chunk(params, state, chunk)
+    batch = chunk.shape[0]
+    tokens = jnp.broadcast_to(jnp.asarray(sf.chunk_tokens(self.config.slots_per_chunk),
+                                          jnp.int32), (batch, slots.shape[1] + 2))
+    no_audio = jnp.zeros((batch, 1, slots.shape[-1]), slots.dtype)
+    audio_embeddings = jnp.concatenate([no_audio, slots, no_audio], axis=1)
+    state, lm_logits, decision_logits = self._decode(
+        params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
+        heads_at_last=True)
+    return state, decision_logits[:, 0], lm_logits[:, 0], ctc_logits
+
+  def feed_audio(self, params: Params, state: StreamState, chunk: Array) -> StreamState:
+    """Feeds one chunk's k audio slots with no `<audio>`/`<decide>` around them: the
+    offline layout, where a clip's slots follow one `<audio>` (`stream_format.offline_prompt`).
+
+    Args:
+      chunk: [B, chunk_samples] float32 samples.
+    """
+    state, slots, _ = self._encode_chunk(params, state, chunk)
+    batch, k = slots.shape[:2]
+    tokens = jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32)
+    state, _, _ = self._decode(params, state, tokens, slots, jnp.ones(tokens.shape, bool),
+                               heads_at_last=True)
+    return state
+
+  def _encode_chunk(self, params: Params, state: StreamState, chunk: Array
+                    ) -> tuple[StreamState, Array, Array]:
+    """chunk [B, chunk_samples] -> (state, adapter slots [B, k, D], CTC logits [B, F_c, V])."""
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:
       raise ValueError(f"chunk has {chunk.shape[-1]} samples, expected {cfg.chunk_samples} "
@@ -236,18 +264,7 @@ class AudioInteractionModel:
     mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
     slots, ctc_logits, encoder_state = self.network.apply(
         params, frames, state.encoder, method=AudioInteractionNetwork.encode_step)
-    batch, k = chunk.shape[0], cfg.slots_per_chunk
-    tokens = jnp.concatenate([
-        jnp.full((batch, 1), sf.AUDIO_ID, jnp.int32),
-        jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32),
-        jnp.full((batch, 1), sf.DECIDE_ID, jnp.int32)], axis=1)
-    no_audio = jnp.zeros((batch, 1, slots.shape[-1]), slots.dtype)
-    audio_embeddings = jnp.concatenate([no_audio, slots, no_audio], axis=1)
-    state = state.replace(mel=mel_state, encoder=encoder_state)
-    state, lm_logits, decision_logits = self._decode(
-        params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
-        heads_at_last=True)
-    return state, decision_logits[:, 0], lm_logits[:, 0], ctc_logits
+    return state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits
 
 
 def count_params(params: Params) -> int:

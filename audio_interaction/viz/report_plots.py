@@ -4,6 +4,7 @@ latency), the threshold / silence-length sweeps, and per-sub-task accuracy."""
 
 from __future__ import annotations
 
+import math
 import pathlib
 from collections.abc import Sequence
 
@@ -13,9 +14,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from audio_interaction.corpus import tasks  # pylint: disable=wrong-import-position
+
 _COLORS = {"model": "tab:blue", "silence_timer": "tab:orange", "pocketsphinx": "tab:green",
            "model_ctc": "tab:purple"}
-_LABELS = {"model": "our model", "silence_timer": "silence timer + same model",
+SYSTEM_LABELS = {"model": "our model", "silence_timer": "silence timer + same model",
            "pocketsphinx": "PocketSphinx", "model_ctc": "our encoder's CTC transcript"}
 
 
@@ -29,7 +32,7 @@ def _cdf(ax, values: Sequence[float], total: int, system: str) -> None:
   xs = np.sort(np.asarray(values, np.float64))
   ys = np.arange(1, len(xs) + 1) / total
   ax.step(xs, ys, where="post", color=_COLORS[system],
-          label=f"{_LABELS[system]} ({len(xs)} of {total})")
+          label=f"{SYSTEM_LABELS[system]} ({len(xs)} of {total})")
 
 
 def plot_latency_cdfs(results: dict, path: pathlib.Path) -> pathlib.Path:
@@ -74,7 +77,7 @@ def _curve(ax, points: dict, x_key, y_key, system: str, label_of) -> None:
     names.append(name)
   if not xs:
     return
-  ax.plot(xs, ys, "o-", color=_COLORS[system], label=_LABELS[system])
+  ax.plot(xs, ys, "o-", color=_COLORS[system], label=SYSTEM_LABELS[system])
   for x, y, name in zip(xs, ys, names):
     ax.annotate(label_of(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
 

@@ -12,8 +12,10 @@ SILENT/SPEAK label of every chunk and the reply tokens written after it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.patches
@@ -22,7 +24,9 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from audio_interaction.audio.features import log_mel  # noqa: E402
 from audio_interaction.corpus.timeline import Timeline  # noqa: E402
+from audio_interaction.infer.live import LiveResult  # noqa: E402
 from audio_interaction.infer.run_stream import StreamTrace  # noqa: E402
 
 
@@ -196,7 +200,7 @@ def _save(figure: plt.Figure, path: str | pathlib.Path, title: str) -> pathlib.P
 
 
 # -------------------------------------------------------------- the timeline
-def write_timeline(result: "LiveResult", path: str | os.PathLike[str], *, threshold: float,
+def write_timeline(result: LiveResult, path: str | os.PathLike[str], *, threshold: float,
                    decode: Callable[[list[int]], str] | None = None, frontend=None,
                    reference: Sequence[Any] = (), title: str = "") -> pathlib.Path | None:
   """The kept window as a timeline PNG (`eval.timeline_plot`): audio, log-mel when a
@@ -210,8 +214,13 @@ def write_timeline(result: "LiveResult", path: str | os.PathLike[str], *, thresh
             for c in result.trace.chunks if c.start >= offset]
   spans = [dataclasses.replace(s, start=s.start - offset, end=s.end - offset)
            for s in reference if s.end > offset]
-  mel = (np.asarray(log_mel(result.audio[None].astype(np.float32), frontend))[0]
-         if frontend is not None and len(result.audio) else None)
+  mel = None
+  if frontend is not None and len(result.audio):
+    # The picture shows all the audio; only the mel needs whole hops: the last partial
+    # hop is zero-padded (less than one frame, drawn over the audio's own length).
+    audio = np.asarray(result.audio, np.float32)
+    audio = np.pad(audio, (0, -len(audio) % frontend.hop_length))
+    mel = np.asarray(log_mel(audio[None], frontend))[0]
   if offset > 0:
     title = f"{title} (last {result.stream_seconds - offset:.0f} s; add {offset:.1f} s for stream time)"
   return plot_timeline(path, result.audio, 16000, StreamTrace(chunks, result.trace.chunk_seconds),

@@ -1,0 +1,190 @@
+"""Decision policies: who says, at each chunk, whether the stream's row writes reply tokens.
+
+The one stepper (`infer/run_stream.StreamStepper`) perceives every chunk with the
+model and asks a row's policy whether to write after it. The policies differ only in
+*when*; the reply itself is always the model's:
+
+* `ThresholdPolicy`: the model decides (P(SPEAK) >= threshold), chunk by chunk; a
+  chunk decided SILENT while a reply runs stops it (barge-in: the model yields).
+* `SilenceTimerPolicy`: the baseline endpointer (VAD + a fixed silence): it starts
+  a reply when the timer fires and keeps it until `<eor>`, stopping only when the
+  VAD hears voice (it cannot tell "uh-huh" from "stop").
+* `ScheduledTimerPolicy`: the same rule from firing and voiced chunks computed ahead
+  from VAD scores, so a silence-length sweep runs the VAD once.
+* `HybridPolicy`: what production turn detectors do, pairing a semantic model with
+  a VAD: speak when the model is confident after a short silence
+  (`min_silence_seconds`), or when the silence reaches `silence_seconds` whatever the
+  model says; a running reply yields when the VAD hears voice the model does not
+  want to talk over.
+
+`policy_from_config(config.infer)` builds the operating point stored in a bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import ml_collections
+import numpy as np
+
+from audio_interaction.infer.endpointing import Endpointer, SilenceTimer
+
+POLICIES = ("model", "silence_timer", "hybrid")
+# Voice (s) a chunk must hold for a VAD-driven reply to stop (the usual VAD barge-in).
+BARGE_IN_SECONDS = 0.1
+
+
+class DecisionPolicy(Protocol):
+  """Decides per chunk whether a row writes reply tokens after it."""
+
+  def start(self) -> None:
+    """Forgets everything before a new stream."""
+
+  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
+             replying: bool) -> bool:
+    """Whether to write reply tokens after chunk `index`.
+
+    Args:
+      index: the chunk's index in the stream.
+      chunk: float32[chunk_samples] 16 kHz audio of the chunk.
+      speak_probability: the model's P(SPEAK) at the chunk's `<decide>`.
+      replying: a reply is running (the previous chunk wrote tokens, no `<eor>` yet).
+    """
+
+
+@dataclasses.dataclass
+class ThresholdPolicy:
+  """Speak iff P(SPEAK) >= `threshold` (may change between chunks: the latency ↔
+  false-trigger knob)."""
+
+  threshold: float = 0.5
+
+  def start(self) -> None:
+    pass
+
+  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
+             replying: bool) -> bool:
+    del index, chunk, replying
+    return speak_probability >= self.threshold
+
+
+class _TimerReplyRule:
+  """A timer-driven reply: starts at a firing, runs until `<eor>` (the stepper ends it),
+  stops at a chunk after its first that holds voice, when `yield_on_voice`."""
+
+  yield_on_voice: bool = True
+
+  def _reset_rule(self) -> None:
+    self._reply_started = -1
+
+  def _rule(self, index: int, fires: bool, voiced: bool, replying: bool) -> bool:
+    if replying:
+      if self.yield_on_voice and index > self._reply_started and voiced:
+        return False
+      return True
+    if fires:
+      self._reply_started = index
+      return True
+    return False
+
+
+class ScheduledTimerPolicy(_TimerReplyRule):
+  """The silence timer's decisions computed ahead (`fire_chunks`, `voice_chunks` from VAD
+  scores, see `endpointing.fire_chunks_from_scores` / `voice_chunks_from_scores`)."""
+
+  def __init__(self, fire_chunks: frozenset[int], voice_chunks: frozenset[int], *,
+               yield_on_voice: bool = True):
+    self.fire_chunks, self.voice_chunks = frozenset(fire_chunks), frozenset(voice_chunks)
+    self.yield_on_voice = yield_on_voice
+    self._reset_rule()
+
+  def start(self) -> None:
+    self._reset_rule()
+
+  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
+             replying: bool) -> bool:
+    del chunk, speak_probability
+    return self._rule(index, index in self.fire_chunks, index in self.voice_chunks, replying)
+
+
+def _voiced_seconds(endpointer: Endpointer) -> float:
+  """Voice (s) in the frames the last pushed chunk completed."""
+  return sum(endpointer.voiced) * endpointer.frame_seconds
+
+
+class SilenceTimerPolicy(_TimerReplyRule):
+  """The silence timer, live: each chunk is pushed to its VAD endpointer as it comes."""
+
+  def __init__(self, timer: SilenceTimer, *, yield_on_voice: bool = True,
+               barge_in_seconds: float = BARGE_IN_SECONDS):
+    self.timer, self.yield_on_voice, self.barge_in_seconds = timer, yield_on_voice, barge_in_seconds
+    self.start()
+
+  def start(self) -> None:
+    self._endpointer = self.timer.stream()
+    self._reset_rule()
+
+  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
+             replying: bool) -> bool:
+    del speak_probability
+    fires = self._endpointer.push(chunk)
+    voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
+    return self._rule(index, fires, voiced, replying)
+
+
+class HybridPolicy:
+  """The model once a short silence has passed, the timer as a backstop.
+
+  Not replying: speak when P(SPEAK) >= `threshold` and the user has been silent for
+  at least `min_silence_seconds` (the model's semantic end of turn, confirmed by a
+  VAD so it never cuts into ongoing speech), or when the silence timer fires at
+  `timer.silence_seconds` (a finished turn the model missed). Replying: go on unless
+  the chunk holds voice and the model's P(SPEAK) is below `threshold` (a barge-in the
+  model agrees with; a backchannel the model wants to talk over does not stop it).
+  """
+
+  def __init__(self, timer: SilenceTimer, *, threshold: float = 0.5,
+               min_silence_seconds: float = 0.2,
+               barge_in_seconds: float = BARGE_IN_SECONDS):
+    if not 0 <= min_silence_seconds <= timer.silence_seconds:
+      raise ValueError(f"min_silence_seconds must be in [0, silence_seconds="
+                       f"{timer.silence_seconds}], got {min_silence_seconds}")
+    self.timer, self.threshold = timer, threshold
+    self.min_silence_seconds, self.barge_in_seconds = min_silence_seconds, barge_in_seconds
+    self.start()
+
+  def start(self) -> None:
+    self._endpointer = self.timer.stream()
+
+  def silence_seconds(self) -> float:
+    """Silence since the last voiced frame (s); 0 before any voice."""
+    last = self._endpointer.last_voice_end
+    return 0.0 if last is None else self._endpointer.time - last
+
+  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
+             replying: bool) -> bool:
+    del index
+    fires = self._endpointer.push(chunk)
+    confident = speak_probability >= self.threshold
+    if replying:
+      voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
+      return not (voiced and not confident)
+    heard_voice = self._endpointer.last_voice_end is not None
+    settled = heard_voice and self.silence_seconds() >= self.min_silence_seconds - 1e-9
+    return fires or (confident and settled)
+
+
+def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float,
+                       threshold: float | None = None) -> DecisionPolicy:
+  """The decision policy a config's `infer` block names (`threshold` overrides its own)."""
+  threshold = infer.threshold if threshold is None else threshold
+  if infer.policy == "model":
+    return ThresholdPolicy(threshold)
+  if infer.policy not in POLICIES:
+    raise ValueError(f"infer.policy must be one of {POLICIES}, got {infer.policy!r}")
+  timer = SilenceTimer(silence_seconds=infer.silence_seconds, vad=infer.vad,
+                       chunk_seconds=chunk_seconds)
+  if infer.policy == "silence_timer":
+    return SilenceTimerPolicy(timer)
+  return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.min_silence_seconds)
