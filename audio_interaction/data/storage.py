@@ -241,6 +241,30 @@ class SplitSummary:
   subtask_counts: dict[str, int]
   out_dir: pathlib.Path
 
+  def describe(self) -> str:
+    """A few readable lines: size and place, examples per ability, the sub-tasks' spread.
+
+    The first line does not repeat the split's name, so a caller can prefix it
+    (``f"{split}: {summary}"`` -- `__str__` is this text).
+    """
+    megabytes = self.num_bytes / 1e6
+    size = f"{megabytes:.1f} MB" if megabytes >= 0.1 else f"{self.num_bytes / 1e3:.1f} kB"
+    shards = f"{self.num_shards} shard{'s' if self.num_shards != 1 else ''}"
+    lines = [f"{self.num_examples:,} examples, {shards}, {size} in {self.out_dir}"]
+    if self.ability_counts:
+      lines.append("  by ability: " + ", ".join(
+          f"{name} {count:,}" for name, count in sorted(self.ability_counts.items())))
+    if self.subtask_counts:
+      counts = sorted(self.subtask_counts.items(), key=lambda item: (item[1], item[0]))
+      (fewest, low), (most, high) = counts[0], counts[-1]
+      spread = (f"{low:,} examples each" if low == high else
+                f"{low:,} ({fewest}) to {high:,} ({most}) examples each")
+      lines.append(f"  {len(counts)} sub-task{'s' if len(counts) != 1 else ''}, {spread}")
+    return "\n".join(lines)
+
+  def __str__(self) -> str:
+    return self.describe()
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitMetadata:
