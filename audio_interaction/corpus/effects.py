@@ -18,6 +18,7 @@ import math
 import numpy as np
 from scipy import signal as sps
 
+from audio_interaction.audio import io as audio_io
 from audio_interaction.stream_format import SAMPLE_RATE
 
 # Power floor (about -200 dBFS) so levels of digital silence are finite.
@@ -107,15 +108,9 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
-  """Polyphase resampling of float[n] from `rate_in` to `rate_out` Hz; float32.
-
-  Deterministic and anti-aliased; the output has round(n * rate_out / rate_in)
-  samples (up to the polyphase rounding of one sample).
-  """
-  if rate_in == rate_out:
-    return x.astype(np.float32)
-  g = math.gcd(int(rate_in), int(rate_out))
-  return sps.resample_poly(x.astype(np.float64), rate_out // g, rate_in // g).astype(np.float32)
+  """float[n] from `rate_in` to `rate_out` Hz; float32, with round(n * rate_out / rate_in)
+  samples. The library's one resampler, `audio.io.resample` (soxr, anti-aliased)."""
+  return audio_io.resample(x, rate_in, rate_out)
 
 
 def colored_noise(rng: np.random.Generator, n: int, exponent: float = 0.0) -> np.ndarray:

@@ -32,9 +32,8 @@ from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
 import numpy as np
-import soundfile
 
-from audio_interaction.audio.io import AudioError, load_audio
+from audio_interaction.audio.io import AudioError, probe_audio, stream_audio
 from audio_interaction.stream_format import SAMPLE_RATE
 
 # Raw PCM layouts accepted on stdin and websockets: little-endian, mono, interleaved.
@@ -162,44 +161,34 @@ class ArraySource(AudioSource):
 class FileSource(AudioSource):
   """An audio file played at `speed` × real time (float('inf'): as fast as possible).
 
-  A 16 kHz file libsndfile reads (wav, flac, ogg, ...) is streamed block by block, so
-  an hour-long file costs no memory; anything else is decoded and resampled whole by
-  `audio.io.load_audio` (``resample=False`` makes another rate an error instead).
-  Several channels are averaged to mono.
+  The file is checked when the source is made (`audio.io.probe_audio`: missing,
+  empty, corrupt or zero-length files are an `AudioError` at once, before any model
+  loads), then decoded block by block, mixed down to mono per block and, at another
+  rate than 16 kHz, resampled by a streaming resampler (`audio.io.stream_audio`):
+  memory stays flat whatever the file's length, rate and channels. ``resample=False``
+  makes another rate an error instead.
   """
 
   def __init__(self, path: str | os.PathLike[str], *, speed: float = 1.0,
                piece_ms: float = 20.0, resample: bool = True):
     self.path, self.speed, self.resample = os.fspath(path), speed, resample
     self.name = self.path
-    self.piece = max(1, int(round(piece_ms * SAMPLE_RATE / 1000)))
+    self.piece_ms = piece_ms
     self.paced = not math.isinf(speed)
     _Pacer(speed, SAMPLE_RATE)
-
-  def _streamable(self) -> bool:
-    try:
-      info = soundfile.info(self.path)
-    except (soundfile.SoundFileError, RuntimeError, OSError):
-      return False  # missing or another format: load_audio says what is wrong
-    return info.samplerate == SAMPLE_RATE and info.frames > 0
+    self.info = probe_audio(self.path)
+    if not resample and self.info.sample_rate != SAMPLE_RATE:
+      raise AudioError(f"{self.path}: sample rate is {self.info.sample_rate} Hz, expected "
+                       f"{SAMPLE_RATE} Hz (pass resample=True to convert)")
 
   async def pieces(self) -> AsyncIterator[np.ndarray]:
     pacer = _Pacer(self.speed, SAMPLE_RATE)
-    if not self._streamable():
-      whole = ArraySource(load_audio(self.path, SAMPLE_RATE, resample=self.resample),
-                          speed=self.speed, piece_ms=1000 * self.piece / SAMPLE_RATE)
-      async for piece in whole:
-        yield piece
-      return
     done = 0
-    with soundfile.SoundFile(self.path) as file:
-      while True:
-        block = file.read(self.piece, dtype="float32", always_2d=True)
-        if block.shape[0] == 0:
-          return
-        done += block.shape[0]
-        await pacer.until(done)
-        yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+    for piece in stream_audio(self.path, SAMPLE_RATE, block_seconds=self.piece_ms / 1000,
+                              resample=self.resample, info=self.info):
+      done += piece.shape[0]
+      await pacer.until(done)
+      yield piece
 
 
 async def _threaded_reads(read: Any, nbytes: int, max_pending: int = 32
