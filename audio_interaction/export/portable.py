@@ -130,7 +130,11 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
   bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
   if (bundle / PARAMS_FILE).exists():
     config, params, tokenizer = load_bundle(bundle)
-    return AudioInteractionModel(config), params, tokenizer, f"trained weights from {bundle}"
+    # Named relative to the package, or by its directory's name: never a machine's path.
+    package, where = EMBEDDED_BUNDLE.parent.parent, bundle.resolve()
+    where = (f"the embedded bundle {where.relative_to(package).as_posix()}"
+             if where.is_relative_to(package) else f"bundle {where.name}")
+    return AudioInteractionModel(config), params, tokenizer, f"trained weights from {where}"
   if config is None:
     raise FileNotFoundError(f"no model bundle at {bundle} and no config to initialise one")
   model = AudioInteractionModel(config)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
+import matplotlib.lines
 import matplotlib.patches
 
 matplotlib.use("Agg")  # files only; never needs a display
@@ -78,6 +79,55 @@ class ChunkLabel:
   text: str = ""
 
 
+def timeline_figure(audio: np.ndarray, sample_rate: int, trace: StreamTrace, *,
+                    threshold: float, decode: Callable[[list[int]], str] | None = None,
+                    log_mel: np.ndarray | None = None, reference: Sequence[Span] = (),
+                    title: str = "") -> plt.Figure:
+  """The figure `plot_timeline` writes, laid out, with every label placed (open: close it).
+
+  Reply labels (gid "reply") start where their reply began, each in the lowest free
+  row of the decision axes; a label that would run into the next one of its row or
+  past the axes is shortened with "…", so no two overlap and all stay inside. The
+  legends sit outside the axes, to the right.
+  """
+  duration = max(len(audio) / sample_rate, trace.chunks[-1].end if trace.chunks else 0.0)
+  figure, ax, reference_ax = _figure(audio, sample_rate, duration, log_mel, reference)
+  ends = np.array([c.end for c in trace.chunks])
+  probs = np.array([c.speak_probability for c in trace.chunks])
+  # Each value spans its own chunk: decided at the chunk end, from what it heard in it.
+  ax.step(ends, probs, where="pre", color="tab:red", label="P(SPEAK) at <decide>")
+  ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold}")
+  for chunk in trace.chunks:
+    if chunk.spoke:
+      ax.axvspan(chunk.start, chunk.end, color="tab:green", alpha=0.2, linewidth=0)
+  handles = [*ax.get_lines(),
+             matplotlib.patches.Patch(color="tab:green", alpha=0.2, label="chunk where it spoke"),
+             matplotlib.patches.Patch(facecolor="white", edgecolor="0.6", linewidth=0.6,
+                                      label="reply text, from its first token")]
+  if decode is not None:
+    # What the encoder's CTC head heard, each word at the time it was emitted.
+    for word, emitted in trace.heard_words(decode):
+      ax.text(emitted, 0.93, _printable(word), fontsize=6, color="tab:purple", rotation=30,
+              va="top", clip_on=True, transform=ax.get_xaxis_transform())
+    handles.append(matplotlib.lines.Line2D(
+        [], [], color="tab:purple", marker=r"$\mathit{word}$", markersize=16, linestyle="none",
+        label="heard: word the encoder's CTC\nhead emitted, at that time"))
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("decision")
+  legend = _outside_legend(ax, handles)
+  renderer = _layout(figure, title)
+  replies = [(start, _printable(decode(tokens) if decode else " ".join(map(str, tokens))))
+             for start, tokens in trace.replies]
+  dropped = _place_labels(ax, renderer, replies, band=(0.02, 0.74), fontsize=7, gid="reply",
+                          bbox=_LABEL_BOX)
+  if dropped:
+    legend.set_title(f"{dropped} reply label{'s' if dropped > 1 else ''} left out: no room",
+                     prop={"size": 7})
+  if reference_ax is not None:
+    _place_expected_replies(reference_ax, renderer, reference)
+  return figure
+
+
 def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
                   trace: StreamTrace, *, threshold: float,
                   decode: Callable[[list[int]], str] | None = None,
@@ -93,29 +143,9 @@ def plot_timeline(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
     log_mel: optional [F, n_mels] features to show.
     reference: ground-truth spans to draw (words, events, expected replies).
   """
-  duration = max(len(audio) / sample_rate, trace.chunks[-1].end if trace.chunks else 0.0)
-  figure, ax = _figure(audio, sample_rate, duration, log_mel, reference)
-  ends = np.array([c.end for c in trace.chunks])
-  probs = np.array([c.speak_probability for c in trace.chunks])
-  # Each value spans its own chunk: decided at the chunk end, from what it heard in it.
-  ax.step(ends, probs, where="pre", color="tab:red", label="P(SPEAK) at <decide>")
-  ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold}")
-  for chunk in trace.chunks:
-    if chunk.spoke:
-      ax.axvspan(chunk.start, chunk.end, color="tab:green", alpha=0.2, linewidth=0)
-  for start, tokens in trace.replies:
-    text = _printable(decode(tokens) if decode else " ".join(map(str, tokens)))
-    ax.text(start, 0.06, text[:60], fontsize=7, clip_on=True,
-            bbox=dict(facecolor="white", alpha=0.8, linewidth=0))
-  if decode is not None:
-    # What the encoder's CTC head heard, each word at the time it was emitted.
-    for word, emitted in trace.heard_words(decode):
-      ax.text(emitted, 0.93, _printable(word), fontsize=6, color="tab:purple", rotation=30,
-              va="top", clip_on=True)
-  ax.set_ylim(0, 1)
-  ax.set_ylabel("decision")
-  ax.legend(loc="lower right", fontsize=7)
-  return _save(figure, path, title)
+  figure = timeline_figure(audio, sample_rate, trace, threshold=threshold, decode=decode,
+                           log_mel=log_mel, reference=reference, title=title)
+  return _write(figure, path)
 
 
 def plot_labels(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
@@ -132,7 +162,7 @@ def plot_labels(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
     note: text written in the decision row (e.g. an offline example's answer).
   """
   duration = max(len(audio) / sample_rate, chunks[-1].end if chunks else 0.0)
-  figure, ax = _figure(audio, sample_rate, duration, log_mel, reference)
+  figure, ax, reference_ax = _figure(audio, sample_rate, duration, log_mel, reference)
   for chunk in chunks:
     if chunk.speak:
       ax.axvspan(chunk.start, chunk.end, ymax=0.5, color="tab:green", alpha=0.5, linewidth=0)
@@ -147,16 +177,26 @@ def plot_labels(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
   ax.set_ylim(0, 1)
   ax.set_yticks([0.25, 0.75], ["SPEAK\nlabel", "reply\ntokens"], fontsize=7)
   ax.set_ylabel("targets")
-  return _save(figure, path, title)
+  renderer = _layout(figure, title)
+  if reference_ax is not None:
+    _place_expected_replies(reference_ax, renderer, reference)
+  return _write(figure, path)
+
+
+# White box behind a label, over the curves and shading.
+_LABEL_BOX = dict(facecolor="white", alpha=0.8, linewidth=0, pad=2.0, boxstyle="square")
 
 
 def _figure(audio: np.ndarray, sample_rate: int, duration: float, log_mel: np.ndarray | None,
-            reference: Sequence[Span]) -> tuple[plt.Figure, plt.Axes]:
-  """The waveform, log-mel and reference rows; returns the figure and its decision row."""
+            reference: Sequence[Span]) -> tuple[plt.Figure, plt.Axes, plt.Axes | None]:
+  """The waveform, log-mel and reference rows; returns the figure, its decision row and
+  its reference row (None without reference spans). Expected-reply labels are placed
+  after the layout (`_place_expected_replies`)."""
   rows = [("wave", 1.0)] + ([("mel", 1.2)] if log_mel is not None else [])
   rows += [("reference", 0.9)] if reference else []
   rows += [("decision", 1.4)]
-  figure, axes = plt.subplots(len(rows), 1, figsize=(max(10, duration * 0.9), 2.0 * len(rows)),
+  figure, axes = plt.subplots(len(rows), 1, figsize=(max(10, duration * 0.9) + 2.2,
+                                                     2.0 * len(rows)),
                               sharex=True, height_ratios=[h for _, h in rows],
                               squeeze=False)
   axes = {name: ax for (name, _), ax in zip(rows, axes[:, 0])}
@@ -174,29 +214,141 @@ def _figure(audio: np.ndarray, sample_rate: int, duration: float, log_mel: np.nd
       level = _KIND_LEVELS.get(span.kind, 1)
       ax.broken_barh([(span.start, max(span.end - span.start, 0.02))], (level + 0.1, 0.8),
                      color=_KIND_COLOURS.get(span.kind, "tab:gray"), alpha=0.5)
-      ax.text(span.start, level + 0.5, span.label, fontsize=7, va="center", clip_on=True)
+      if span.kind != "expected_reply":
+        ax.text(span.start, level + 0.5, span.label, fontsize=7, va="center", clip_on=True)
     ax.set_ylim(0, 3)
     ax.set_yticks([0.5, 1.5, 2.5], ["expected\nreply", "events", "words"], fontsize=7)
     marks = [k for k in ("filler", "pause") if any(span.kind == k for span in reference)]
     if marks:
-      ax.legend(handles=[matplotlib.patches.Patch(color=_KIND_COLOURS[k], alpha=0.5,
-                                                  label="hold (stay silent)" if k == "pause" else k)
-                         for k in marks], loc="upper right", fontsize=7)
+      _outside_legend(ax, [matplotlib.patches.Patch(
+          color=_KIND_COLOURS[k], alpha=0.5, label="hold (stay silent)" if k == "pause" else k)
+          for k in marks])
   ax = axes["decision"]
   ax.set_xlabel("stream time (s)")
   ax.set_xlim(0, duration)
-  return figure, ax
+  return figure, ax, axes.get("reference")
 
 
-def _save(figure: plt.Figure, path: str | pathlib.Path, title: str) -> pathlib.Path:
-  path = pathlib.Path(path)
+def _outside_legend(ax: plt.Axes, handles: Sequence[Any]):
+  """A legend right of the axes (labels inside the axes can never run into it)."""
+  return ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0),
+                   borderaxespad=0.0, fontsize=7)
+
+
+def _layout(figure: plt.Figure, title: str):
+  """Title and tight layout, then a renderer: labels are placed in the final geometry."""
   if title:
     figure.suptitle(title)
   figure.tight_layout()
+  return figure.canvas.get_renderer()
+
+
+def _write(figure: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
+  """Saves a laid-out figure as is (a new layout would move the placed labels)."""
+  path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   figure.savefig(path, dpi=110)
   plt.close(figure)
   return path
+
+
+def _save(figure: plt.Figure, path: str | pathlib.Path, title: str) -> pathlib.Path:
+  _layout(figure, title)
+  return _write(figure, path)
+
+
+def _place_expected_replies(ax: plt.Axes, renderer, reference: Sequence[Span]) -> None:
+  """Expected-reply texts in their band of the reference row, inside the axes."""
+  labels = [(s.start, _printable(s.label)) for s in reference
+            if s.kind == "expected_reply" and s.label]
+  level = _KIND_LEVELS["expected_reply"]
+  y0, y1 = ax.get_ylim()
+  band = ((level + 0.1 - y0) / (y1 - y0), (level + 0.9 - y0) / (y1 - y0))
+  _place_labels(ax, renderer, labels, band=band, fontsize=7, gid="expected_reply")
+
+
+def _place_labels(ax: plt.Axes, renderer, labels: Sequence[tuple[float, str]], *,
+                  band: tuple[float, float], fontsize: float, gid: str,
+                  bbox: dict[str, Any] | None = None, margin_px: float = 4.0) -> int:
+  """Writes each (x, text) at data x in the lowest free row of `band` (axes fractions).
+
+  Rows are as tall as a line of text (with its box); a row is free at x when its last
+  label ends left of x. A label is shortened ("…") to end before the axes' right edge;
+  when no row is free, the row whose last label can be shortened the least gives way
+  (keeping at least a few characters). Extents are measured with the renderer, so
+  the figure's layout must be final. Returns how many labels found no room.
+  """
+  if not labels:
+    return 0
+  box = ax.get_window_extent(renderer)
+  to_px = renderer.points_to_pixels
+  pad = to_px(bbox.get("pad", 0.0)) if bbox else 0.0
+  probe = ax.text(0, 0, "Ag|", fontsize=fontsize, transform=ax.transAxes)
+  line_px = probe.get_window_extent(renderer).height
+  probe.remove()
+  pitch = line_px + 2 * pad + 2
+  low, high = box.y0 + band[0] * box.height, box.y0 + band[1] * box.height
+  num_rows = max(1, int((high - low) // pitch))
+  # Per row, its labels left to right: (Text, its full text).
+  rows: list[list[tuple[Any, str]]] = [[] for _ in range(num_rows)]
+  right = box.x1 - pad - 1
+  dropped = 0
+  for x, text in sorted(labels, key=lambda item: item[0]):
+    x_px = ax.transData.transform((x, 0))[0]
+    if not box.x0 - 1 <= x_px < right or not text:
+      dropped += bool(text)
+      continue
+    artist = ax.text(x, 0.0, text, fontsize=fontsize, va="bottom", ha="left", clip_on=True,
+                     transform=ax.get_xaxis_transform(), bbox=bbox, gid=gid)
+    start = x_px - pad - margin_px  # the previous label of a row must end before this
+    free = [i for i, row in enumerate(rows)
+            if not row or _extent(row[-1][0], renderer).x1 <= start]
+    if free:
+      row = free[0]
+    else:
+      # Shorten the last label of some row; the one keeping most of its text gives way.
+      best = max(range(num_rows), key=lambda i: start - _extent(rows[i][-1][0], renderer).x0)
+      last, last_text = rows[best][-1]
+      if not _fit(last, last_text, start - _extent(last, renderer).x0, renderer, min_chars=4):
+        artist.remove()
+        dropped += 1
+        continue
+      row = best
+    if not _fit(artist, text, right - x_px, renderer, min_chars=1):
+      artist.remove()
+      dropped += 1
+      continue
+    y_px = low + row * pitch + pad
+    artist.set_y((y_px - box.y0) / box.height)
+    rows[row].append((artist, text))
+  return dropped
+
+
+def _extent(artist, renderer):
+  return artist.get_window_extent(renderer)
+
+
+def _fit(artist, full: str, max_width: float, renderer, min_chars: int) -> bool:
+  """Shortens `artist`'s text to a prefix of `full` ending in "…", at most `max_width`
+  pixels wide. Returns False, leaving the text as it was, when `min_chars` characters
+  do not fit.
+  """
+  if artist.get_window_extent(renderer).width <= max_width:
+    return True
+  original = artist.get_text()
+  lo, hi = 0, len(full) - 1  # most characters kept before the "…" that fit
+  while lo < hi:
+    mid = (lo + hi + 1) // 2
+    artist.set_text(full[:mid].rstrip() + "…")
+    if artist.get_window_extent(renderer).width <= max_width:
+      lo = mid
+    else:
+      hi = mid - 1
+  if lo < min_chars:
+    artist.set_text(original)
+    return False
+  artist.set_text(full[:lo].rstrip() + "…")
+  return True
 
 
 # -------------------------------------------------------------- the timeline
