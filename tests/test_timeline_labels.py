@@ -79,6 +79,12 @@ def test_crowded_reply_labels_do_not_overlap_and_stay_inside(num_chunks, every):
       boxes = [t.get_window_extent(renderer) for t in texts]
       for (a, box_a), (b, box_b) in itertools.combinations(zip(texts, boxes), 2):
         assert not _overlap(box_a, box_b), f"{gid}: {a.get_text()!r} overlaps {b.get_text()!r}"
+      # A label's white box must not hide another label either.
+      patches = [(t, t.get_bbox_patch()) for t in texts if t.get_bbox_patch() is not None]
+      for (a, patch), b in itertools.product(patches, texts):
+        if a is not b:
+          assert not _overlap(patch.get_window_extent(renderer), b.get_window_extent(renderer)), (
+              f"{gid}: the box of {a.get_text()!r} covers {b.get_text()!r}")
       for text, box in zip(texts, boxes):
         assert _inside(box, text.axes.get_window_extent(renderer)), (
             f"{gid} label {text.get_text()!r} outside its axes")

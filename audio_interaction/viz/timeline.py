@@ -183,8 +183,13 @@ def plot_labels(path: str | pathlib.Path, audio: np.ndarray, sample_rate: int,
   return _write(figure, path)
 
 
-# White box behind a label, over the curves and shading.
-_LABEL_BOX = dict(facecolor="white", alpha=0.8, linewidth=0, pad=2.0, boxstyle="square")
+# Pictures are drawn at this resolution and labels measured at it: text extents do not
+# scale exactly with the dpi (hinting), so measuring at another would misplace them.
+_DPI = 110
+
+# White box behind a label, over the curves and shading; pad in points (no boxstyle:
+# with one, matplotlib reads pad in font sizes).
+_LABEL_BOX = dict(facecolor="white", alpha=0.8, linewidth=0, pad=2.0)
 
 
 def _figure(audio: np.ndarray, sample_rate: int, duration: float, log_mel: np.ndarray | None,
@@ -198,7 +203,7 @@ def _figure(audio: np.ndarray, sample_rate: int, duration: float, log_mel: np.nd
   figure, axes = plt.subplots(len(rows), 1, figsize=(max(10, duration * 0.9) + 2.2,
                                                      2.0 * len(rows)),
                               sharex=True, height_ratios=[h for _, h in rows],
-                              squeeze=False)
+                              squeeze=False, dpi=_DPI)
   axes = {name: ax for (name, _), ax in zip(rows, axes[:, 0])}
 
   times = np.arange(len(audio)) / sample_rate
@@ -247,7 +252,7 @@ def _write(figure: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
   """Saves a laid-out figure as is (a new layout would move the placed labels)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  figure.savefig(path, dpi=110)
+  figure.savefig(path, dpi=_DPI)
   plt.close(figure)
   return path
 
@@ -291,7 +296,7 @@ def _place_labels(ax: plt.Axes, renderer, labels: Sequence[tuple[float, str]], *
   num_rows = max(1, int((high - low) // pitch))
   # Per row, its labels left to right: (Text, its full text).
   rows: list[list[tuple[Any, str]]] = [[] for _ in range(num_rows)]
-  right = box.x1 - pad - 1
+  right = box.x1 - pad - 2
   dropped = 0
   for x, text in sorted(labels, key=lambda item: item[0]):
     x_px = ax.transData.transform((x, 0))[0]
