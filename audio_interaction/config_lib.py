@@ -144,6 +144,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Curriculum: ((until_step, {ability: weight}), ...); empty = config.data.mixture
   # throughout.
   config.train.stages = ()
+  # Evaluators run during training (big_vision style): {name: {"type": "heldout",
+  # "every": steps, "streams": per sub-task, "subtasks": (names,) or absent for all
+  # online ones}}. "heldout" runs the model free (greedy, chunk by chunk, through the
+  # stepper with `config.infer`'s policy) on new held-out streams and logs recall,
+  # exact text, precision and false triggers. Empty: only the teacher-forced eval.
+  config.train.evals = ml_collections.config_dict.placeholder(dict)
   # Peak FLOP/s per device for MFU; 0 measures a matmul at start-up.
   config.train.peak_flops_per_device = 0.0
 
@@ -277,6 +283,32 @@ def _is_stages(value) -> bool:
 _SIZE = integer(1)
 _DTYPE = one_of("float32", "bfloat16", "float16")
 
+EVALUATOR_TYPES = ("heldout",)
+_EVALUATOR_KEYS = {"type", "every", "streams", "subtasks"}
+
+
+def _is_evals(value) -> bool:
+  if value is None:
+    return True
+  if not isinstance(value, dict):
+    return False
+  for name, spec in value.items():
+    if not isinstance(name, str) or not isinstance(spec, dict) or set(spec) - _EVALUATOR_KEYS:
+      return False
+    if spec.get("type") not in EVALUATOR_TYPES:
+      return False
+    every = spec.get("every")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+      return False
+    streams = spec.get("streams", 1)
+    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+      return False
+    subtasks = spec.get("subtasks", ())
+    if not isinstance(subtasks, (tuple, list)) or not all(isinstance(s, str) for s in subtasks):
+      return False
+  return True
+
+
 FIELD_RULES: dict[str, Rule] = {
     "audio.sample_rate": integer(1000),
     "audio.n_mels": _SIZE,
@@ -350,6 +382,9 @@ FIELD_RULES: dict[str, Rule] = {
         f"a tuple of (until_step >= 1, mixture) pairs with increasing steps; a mixture is "
         f"{_MIXTURE}", _is_stages),
     "train.peak_flops_per_device": number(0),
+    "train.evals": Rule(
+        'None or {name: {"type": "heldout", "every": int >= 1, optional "streams": '
+        'int >= 1, optional "subtasks": a tuple of sub-task names}}', _is_evals),
     "infer.policy": one_of("model", "silence_timer", "hybrid"),
     "infer.threshold": number(0, 1),
     "infer.vad": one_of("silero", "webrtc", "energy"),

@@ -37,25 +37,40 @@ def test_overfits_a_fixed_batch():
   assert rates["ctc_loss"] < 0.5 * first["ctc_loss"]
 
 
+def _grads_with_accumulation(config, batch, accum: int):
+  config.unlock()
+  config.train.grad_accum_steps = accum
+  trainer = Trainer(config)
+  params = trainer.init_state(0).params
+  batch = {k: np.asarray(v) for k, v in batch.items()}
+  loss, metrics, grads = jax.jit(trainer.loss_and_grads)(params, trainer.device_batch(batch))
+  return float(loss), jax.device_get(metrics), jax.device_get(grads)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
+  """Micro-batches of very unequal fill: token-weighted accumulation gives the one big
+  batch's loss and gradients (a mean of per-micro-batch means would not)."""
   config = train_testing.train_config()
-  (batch,), spec = train_testing.fixed_batches(config, count=1)
-  results = []
-  for accum in (1, 2):
-    config.unlock()
-    config.train.grad_accum_steps = accum
-    trainer = Trainer(config)
-    state = trainer.init_state(0)
-    step = trainer.compile_train_step(spec)
-    state, metrics = step.fn(state, trainer.device_batch(batch))
-    results.append((jax.device_get(state.params), jax.device_get(metrics)))
-  # The loss is a mean per micro-batch, so the two agree when micro-batches carry
-  # equal weight; the synthetic rows differ in length, so compare the summed
-  # metrics exactly and the parameters loosely.
-  for key in ("reply_nll", "reply_tokens", "tp", "fp", "fn"):
-    np.testing.assert_allclose(results[0][1][key], results[1][1][key], rtol=1e-5)
-  diffs = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), results[0][0], results[1][0])
-  assert max(jax.tree_util.tree_leaves(diffs)) < 5e-3
+  (batch,), _ = train_testing.fixed_batches(config, count=1)
+  batch = dict(batch)
+  rows = batch["lm_weights"].shape[0]
+  assert rows >= 4
+  # The second half of the rows trains only a few reply tokens: unequal micro-batches.
+  weights = np.array(batch["lm_weights"])
+  for row in range(rows // 2, rows):
+    kept = np.flatnonzero(weights[row])[:1]
+    weights[row] = 0
+    weights[row, kept] = 1
+  batch["lm_weights"] = weights
+  assert weights[:rows // 2].sum() >= 3 * weights[rows // 2:].sum() > 0
+  whole = _grads_with_accumulation(config, batch, 1)
+  for accum in (2, 4):
+    loss, metrics, grads = _grads_with_accumulation(config, batch, accum)
+    np.testing.assert_allclose(loss, whole[0], rtol=1e-5)
+    for key in ("reply_nll", "reply_tokens", "decision_nll", "tp", "fp", "fn"):
+      np.testing.assert_allclose(metrics[key], whole[1][key], rtol=1e-5)
+    for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(whole[2])):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
 
 
 def _run(tmp_path, devices, mesh, name):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -106,7 +107,7 @@ def score_trace(timeline, trace: StreamTrace, tokenizer: Tokenizer, *,
 def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speech, sounds, *,
                      policy: DecisionPolicy, streams_per_subtask: int = 2, seed: int = 5000,
                      max_reply_tokens: int | None = None, window_chunks: int = 6,
-                     progress: bool = True) -> dict:
+                     subtasks: Sequence[str] | None = None, progress: bool = True) -> dict:
   """Scores every online sub-task on `streams_per_subtask` held-out streams.
 
   Returns:
@@ -118,6 +119,8 @@ def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speec
   task_config = tasks.TaskConfig(split="heldout",
                                  chunk_ms=1000 * config.chunk_samples // config.sample_rate)
   names = [n for n, spec in tasks.SUBTASKS.items() if spec.mode != "offline"]
+  if subtasks is not None:
+    names = [n for n in names if n in set(subtasks)]
   scores = []
   jobs = [(name, seed + k) for name in names for k in range(streams_per_subtask)]
   for name, stream_seed in tqdm(jobs, desc="held-out streams", disable=not progress):

@@ -28,6 +28,8 @@ from audio_interaction.data import pipeline as pipeline_lib
 from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.train import checkpoint as checkpoint_lib
 from audio_interaction.train import losses
+from audio_interaction.train.evaluators import evaluators_from_config
+from audio_interaction.train.hooks import Hooks, StepInfo
 from audio_interaction.train.trainer import Trainer
 from audio_interaction.viz.training_curves import plot_training_curves
 
@@ -202,13 +204,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   start = int(restored.step) if restored is not None else 0
 
   spec = pipeline_lib.batch_spec(pipeline, jax.process_count())
+  began = time.perf_counter()
+  logger.info("compiling the train and eval steps (%d device(s), batch %s)",
+              jax.device_count(), spec["tokens"].shape)
   compiled = trainer.compile_train_step(spec)
   eval_step = trainer.compile_eval_step(spec)
+  logger.info("compiled in %.1f s: %.3g FLOP per step per device", time.perf_counter() - began,
+              compiled.flops_per_step)
   peak = train_config.peak_flops_per_device or measure_peak_flops()
   devices = jax.device_count()
   if jax.process_index() == 0:
-    logger.info("train step compiled: %.3g FLOP/step; memory %s", compiled.flops_per_step,
-                compiled.memory)
+    logger.debug("train step memory: %s", compiled.memory)
     (workdir / "compiled_step.txt").write_text(
         f"flops_per_step {compiled.flops_per_step}\npeak_flops_per_device {peak}\n"
         f"{compiled.memory}\n")
@@ -216,14 +222,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   writer = MetricWriter(workdir / "tensorboard")
   bar = tqdm(total=train_config.steps, initial=start, disable=not progress or jax.process_index(),
              desc="train", dynamic_ncols=True)
-  last_train: dict[str, float] = {}
-  last_eval: dict[str, float] = {}
-  stopped_by = None
+  run = {"train": {}, "eval": {}, "eval_metrics": None, "iterator": iterator}
   window = _MetricWindow()
-  pending = None  # (metrics, tokens) of the last step: read after the next is dispatched
 
-  def log_window(step: int) -> None:
-    nonlocal last_train
+  def log_window(info: StepInfo) -> None:
+    if not window.steps:
+      return
     sums, steps, elapsed = jax.device_get(window.sums), window.steps, window.elapsed()
     rates = losses.finalize_metrics(sums)
     step_time = elapsed / steps
@@ -233,32 +237,68 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                  step_time=step_time,
                  tokens_per_second_per_device=window.tokens / elapsed / devices,
                  tflops_per_device=flops / 1e12, mfu=flops / peak)
-    writer.write(step, rates)
-    last_train = rates
+    # The window holds steps up to the previous one (metrics are read one step late).
+    writer.write(info.step - 1, rates)
+    run["train"] = rates
     bar.set_postfix(loss=f"{rates['loss']:.3f}", f1=f"{rates['decision_f1']:.2f}")
     window.reset()
 
+  def teacher_forced_eval(info: StepInfo) -> None:
+    began = time.perf_counter()
+    run["eval"] = evaluate(trainer, eval_step, info.state.params, config)
+    writer.write(info.step, {f"eval/{k}": v for k, v in run["eval"].items()})
+    run["eval_metrics"] = {"eval_loss": run["eval"]["loss"]}
+    logger.info("step %d: eval loss %.4f, token accuracy %.3f, decision F1 %.3f (%.1f s)",
+                info.step, run["eval"]["loss"], run["eval"]["token_accuracy"],
+                run["eval"]["decision_f1"], time.perf_counter() - began)
+
+  def scheduled_evaluator(scheduled):
+    def evaluate_free(info: StepInfo) -> None:
+      if jax.process_count() > 1:  # it steps one stream on this host's devices
+        logger.warning("skipping evaluator %s: single-process runs only", scheduled.name)
+        return
+      began = time.perf_counter()
+      scores = scheduled.evaluator.run(info.state.params)
+      writer.write(info.step, {f"{scheduled.name}/{k}": v for k, v in scores.items()})
+      logger.info("step %d: %s %s (%.1f s)", info.step, scheduled.name,
+                  ", ".join(f"{k} {v:.3g}" for k, v in sorted(scores.items())),
+                  time.perf_counter() - began)
+    return evaluate_free
+
+  def save_checkpoint(info: StepInfo) -> None:
+    metrics, run["eval_metrics"] = run["eval_metrics"], None
+    if checkpointer.save(info.step, info.state, data_iterator=run["iterator"], metrics=metrics,
+                         force=info.final):
+      logger.info("step %d: checkpoint saved%s", info.step,
+                  " (eval-ranked)" if metrics else "")
+
+  hooks = Hooks()
+  hooks.add("progress", lambda info: bar.update(1))
+  hooks.add("log", log_window, every=train_config.log_every, at_end=False)
+  hooks.add("eval", teacher_forced_eval, every=train_config.eval_every)
+  for scheduled in evaluators_from_config(config, tokenizer):
+    hooks.add(scheduled.name, scheduled_evaluator(scheduled), every=scheduled.every)
+  hooks.add("checkpoint", save_checkpoint)  # last: it saves the eval's ranking metric
+
+  stopped_by = None
+  pending = None  # (metrics, tokens) of the last step: read after the next is dispatched
+  logger.info("training steps %d to %d; hooks: %s", start, train_config.steps,
+              ", ".join(hooks.names))
   with checkpoint_lib.PreemptionGuard() as guard:
     for step in range(start, train_config.steps):
       if stage_index(config, step) != stage:
         stage = stage_index(config, step)
         iterator, pipeline = make_iterator(config, config.data.train_split,
                                            stage_mixture(config, step))
+        run["iterator"] = iterator
+        logger.info("step %d: curriculum stage %d", step, stage)
       local = next(iterator)
       state, metrics = compiled.fn(state, trainer.device_batch(local))
       if pending is not None:
         window.add(*pending)  # the previous step's metrics are ready by now
       pending = (metrics, float(np.sum(local["tokens"] != 0)) * jax.process_count())
       done = step + 1
-      bar.update(1)
-      if window.steps and done % train_config.log_every == 0:
-        log_window(done - 1)
-      eval_metrics = None
-      if done % train_config.eval_every == 0 or done == train_config.steps:
-        last_eval = evaluate(trainer, eval_step, state.params, config)
-        writer.write(done, {f"eval/{k}": v for k, v in last_eval.items()})
-        eval_metrics = {"eval_loss": last_eval["loss"]}
-      checkpointer.save(done, state, data_iterator=iterator, metrics=eval_metrics)
+      hooks.run(StepInfo(done, state, final=done == train_config.steps))
       if guard.should_stop:
         stopped_by = guard.signal_name
         checkpointer.save(done, state, data_iterator=iterator, force=True, wait=True)
@@ -271,5 +311,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if jax.process_index() == 0:
     plot_training_curves(workdir / "tensorboard" / "history.jsonl",
                          workdir / "training_curves.png", title=f"{workdir.name}")
+  last_train, last_eval = run["train"], run["eval"]
   return {"step": int(jax.device_get(state.step)), "train": last_train, "eval": last_eval,
           "stopped_by": stopped_by, "history": writer.history}

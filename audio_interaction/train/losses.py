@@ -41,9 +41,38 @@ def ctc_loss(ctc_logits: Array, transcript: Array, chunk_segment_ids: Array
   return nll, (~label_padding).sum(axis=1).astype(jnp.float32)
 
 
+def decision_class_weights(decision_targets: Array, speak_class_weight: float) -> Array:
+  """[B, L] weight of each `<decide>` target: `speak_class_weight` for SPEAK, 1 for
+  SILENT, 0 where no decision is trained (target < 0)."""
+  is_speak = decision_targets == Decision.SPEAK
+  return jnp.where(decision_targets >= 0, jnp.where(is_speak, speak_class_weight, 1.0), 0.0)
+
+
+def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
+                     ctc_weight: float = 0.0) -> dict[str, Array]:
+  """What each loss term is divided by, from the labels alone (never the parameters).
+
+  Computed once over a whole batch and handed to every micro-batch's `stream_losses`,
+  so summing micro-batch losses and gradients gives exactly the whole batch's, however
+  unequally the micro-batches are filled (MaxText's gradient accumulation does the same).
+
+  Returns:
+    {"reply_tokens", "decision_weight"[, "ctc_tokens"]}: float32 scalars, at least 1.
+  """
+  norms = {
+      "reply_tokens": batch["lm_weights"].astype(jnp.float32).sum(),
+      "decision_weight": decision_class_weights(batch["decision_targets"],
+                                                speak_class_weight).sum(),
+  }
+  if ctc_weight:
+    norms["ctc_tokens"] = (batch["transcript"] != PAD_ID).sum().astype(jnp.float32)
+  return {k: jnp.maximum(v, 1.0) for k, v in norms.items()}
+
+
 def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
                   reply_weight: float, decision_weight: float, speak_class_weight: float,
-                  ctc_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:
+                  ctc_weight: float = 0.0, normalizers: Mapping[str, Array] | None = None
+                  ) -> tuple[Array, dict[str, Array]]:
   """Total loss and summable metrics of one batch.
 
   Args:
@@ -54,15 +83,20 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
     reply_weight, decision_weight, ctc_weight: weights of the terms in the total; the
       CTC term is the summed NLL per transcript token.
     speak_class_weight: weight of SPEAK targets relative to SILENT ones.
+    normalizers: the denominators of the terms (`loss_normalizers` of the whole batch
+      when this is one micro-batch of it); default: this batch's own.
   Returns:
     (scalar loss, dict of sums: reply_nll, reply_tokens, reply_correct, decision_nll,
     decision_weight, decisions, tp, fp, fn, and with CTC ctc_nll, ctc_tokens).
   """
+  if normalizers is None:
+    normalizers = loss_normalizers(batch, speak_class_weight=speak_class_weight,
+                                   ctc_weight=ctc_weight)
   lm_weights = batch["lm_weights"].astype(jnp.float32)
   reply_nll = optax.softmax_cross_entropy_with_integer_labels(
       outputs.lm_logits, batch["lm_targets"])
   reply_tokens = lm_weights.sum()
-  reply_loss = (reply_nll * lm_weights).sum() / jnp.maximum(reply_tokens, 1.0)
+  reply_loss = (reply_nll * lm_weights).sum() / normalizers["reply_tokens"]
   reply_correct = ((jnp.argmax(outputs.lm_logits, -1) == batch["lm_targets"]) * lm_weights).sum()
 
   targets = batch["decision_targets"]
@@ -71,8 +105,8 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
   decision_nll = optax.softmax_cross_entropy_with_integer_labels(
       outputs.decision_logits, safe_targets)
   is_speak = safe_targets == Decision.SPEAK
-  weights = jnp.where(has_decision, jnp.where(is_speak, speak_class_weight, 1.0), 0.0)
-  decision_loss = (decision_nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+  weights = decision_class_weights(targets, speak_class_weight)
+  decision_loss = (decision_nll * weights).sum() / normalizers["decision_weight"]
 
   predicted_speak = jnp.argmax(outputs.decision_logits, -1) == Decision.SPEAK
   counted = lambda mask: (mask & has_decision).sum().astype(jnp.float32)
@@ -91,7 +125,7 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
   if ctc_weight:
     nll, heard = ctc_loss(outputs.ctc_logits, batch["transcript"], batch["chunk_segment_ids"])
     metrics["ctc_nll"], metrics["ctc_tokens"] = nll.sum(), heard.sum()
-    total = total + ctc_weight * nll.sum() / jnp.maximum(heard.sum(), 1.0)
+    total = total + ctc_weight * nll.sum() / normalizers["ctc_tokens"]
   return total, metrics
 
 

@@ -104,39 +104,49 @@ class Trainer:
     return self.batch_sharding(2).spec
 
   # ------------------------------------------------------------------- step
-  def _loss(self, params: Params, batch: Batch):
+  def _loss(self, params: Params, batch: Batch, normalizers=None):
     train = self.config.train
     outputs = self.model.forward(params, batch["tokens"], batch["audio"],
                                  batch["audio_slot_index"], positions=batch["positions"])
     return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
                                 decision_weight=train.decision_loss_weight,
                                 speak_class_weight=train.speak_class_weight,
-                                ctc_weight=train.ctc_loss_weight)
+                                ctc_weight=train.ctc_loss_weight, normalizers=normalizers)
 
-  def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-    accum = self.config.train.grad_accum_steps
+  def loss_and_grads(self, params: Params, batch: Batch) -> tuple[jax.Array, dict, Params]:
+    """(loss, summed metrics, gradients) of a batch, over `grad_accum_steps` micro-batches.
+
+    Each term is divided by the whole batch's normalizer (`losses.loss_normalizers`),
+    so the micro-batches' losses and gradients simply add up to the whole batch's,
+    however unequally their rows are filled: accumulation changes memory, not numbers.
+    """
+    train = self.config.train
+    accum = train.grad_accum_steps
+    normalizers = losses.loss_normalizers(batch, speak_class_weight=train.speak_class_weight,
+                                          ctc_weight=train.ctc_loss_weight)
     grad_fn = jax.value_and_grad(self._loss, has_aux=True)
     if accum == 1:
-      (loss, metrics), grads = grad_fn(state.params, batch)
-    else:
-      # Micro-batches in sequence, gradients averaged: the update equals one step on
-      # the whole batch when each micro-batch loss is a mean of equal weight.
-      micro = jax.tree_util.tree_map(
-          lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), dict(batch))
+      (loss, metrics), grads = grad_fn(params, batch, normalizers)
+      return loss, metrics, grads
+    micro = jax.tree_util.tree_map(
+        lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), dict(batch))
 
-      def accumulate(carry, micro_batch):
-        (loss, metrics), grads = grad_fn(state.params, micro_batch)
-        total_loss, total_metrics, total_grads = carry
-        return (total_loss + loss, losses.add_metrics(total_metrics, metrics),
-                jax.tree_util.tree_map(jnp.add, total_grads, grads)), None
+    def accumulate(carry, micro_batch):
+      (loss, metrics), grads = grad_fn(params, micro_batch, normalizers)
+      total_loss, total_metrics, total_grads = carry
+      return (total_loss + loss, losses.add_metrics(total_metrics, metrics),
+              jax.tree_util.tree_map(jnp.add, total_grads, grads)), None
 
-      zero_metrics = jax.eval_shape(lambda: self._loss(state.params, jax.tree_util.tree_map(
-          lambda x: x[0], micro))[1])
-      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics)
-      zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-      (loss, metrics, grads), _ = jax.lax.scan(accumulate, (0.0, zeros, zero_grads), micro)
-      loss = loss / accum
-      grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
+    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    zero_metrics = jax.eval_shape(lambda: self._loss(params, first, normalizers)[1])
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics)
+    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+    (loss, metrics, grads), _ = jax.lax.scan(
+        accumulate, (jnp.zeros((), jnp.float32), zeros, zero_grads), micro)
+    return loss, metrics, grads
+
+  def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    loss, metrics, grads = self.loss_and_grads(state.params, batch)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
