@@ -16,6 +16,8 @@ from typing import Any
 
 import ml_collections
 
+from audio_interaction import stream_format as sf
+
 from audio_interaction import stream_format
 
 
@@ -67,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Whisper clamps relative to the max over the whole clip, which a stream cannot
   # know; streaming uses this fixed floor in log10 units instead.
   config.audio.log_floor = -8.0
-  config.audio.chunk_ms = 160
+  config.audio.chunk_ms = sf.DEFAULT_CHUNK_MS
 
   config.model = ml_collections.ConfigDict()
   encoder = config.model.encoder = ml_collections.ConfigDict()
@@ -539,7 +541,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_against_defaults(config, base_config())
   _check_fields(config)
   audio, model, infer = config.audio, config.model, config.infer
-  chunk_samples = audio.sample_rate * audio.chunk_ms // 1000
+  chunk_samples = sf.ChunkGeometry.from_config(config).chunk_samples
   if audio.sample_rate * audio.chunk_ms % 1000 or chunk_samples % audio.hop_length:
     raise ConfigError(
         f"audio.chunk_ms={audio.chunk_ms} must be a whole number of hops "

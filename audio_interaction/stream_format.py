@@ -27,12 +27,57 @@ with LM loss on ``answer <eor>`` only.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from typing import Final
 
 # Audio everywhere in the library: 16 kHz mono float32.
 SAMPLE_RATE: Final[int] = 16000
+
+# The chunk length a config gets unless it says otherwise (`config.audio.chunk_ms`).
+DEFAULT_CHUNK_MS: Final[int] = 160
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkGeometry:
+  """How long a chunk is, in every unit a caller needs: computed once from the config.
+
+  Attributes:
+    sample_rate: audio samples per second.
+    chunk_ms: chunk length in milliseconds (`config.audio.chunk_ms`).
+    hop_length: samples per log-mel frame.
+    slots_per_chunk: decoder audio slots per chunk (k).
+  """
+
+  sample_rate: int = SAMPLE_RATE
+  chunk_ms: int = DEFAULT_CHUNK_MS
+  hop_length: int = 160
+  slots_per_chunk: int = 2
+
+  @classmethod
+  def from_config(cls, config) -> ChunkGeometry:
+    """From a full experiment config (`config.audio`, `config.model`)."""
+    return cls(int(config.audio.sample_rate), int(config.audio.chunk_ms),
+               int(config.audio.hop_length), int(config.model.slots_per_chunk))
+
+  @property
+  def chunk_samples(self) -> int:
+    return self.sample_rate * self.chunk_ms // 1000
+
+  @property
+  def chunk_seconds(self) -> float:
+    return self.chunk_ms / 1000
+
+  @property
+  def frames_per_chunk(self) -> int:
+    """Log-mel frames per chunk."""
+    return self.chunk_samples // self.hop_length
+
+  def chunk_of(self, seconds: float) -> int:
+    """The index of the chunk that holds stream time `seconds`."""
+    return int(seconds * 1000 // self.chunk_ms)
+
 
 # The seven abilities (DESIGN.md's table), in order: ability number n is ABILITIES[n - 1].
 # Examples carry these names (`metadata`) and input-pipeline mixtures are keyed by them.

@@ -32,9 +32,7 @@ def online_sequence(rng: np.random.Generator, num_chunks: int, slots_per_chunk: 
     (tokens [L], audio_slot_index [L], prompt length incl. specials, per-chunk lists
     of reply tokens).
   """
-  prompt = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID]
-  prompt += list(rng.integers(sf.NUM_SPECIAL_TOKENS, vocab_size, prompt_length))
-  prompt += [sf.END_SYS_ID]
+  prompt = sf.online_prompt(rng.integers(sf.NUM_SPECIAL_TOKENS, vocab_size, prompt_length))
   tokens, slots = list(prompt), [sf.NO_INDEX] * len(prompt)
   replies = []
   for chunk in range(num_chunks):

@@ -64,7 +64,7 @@ class ScriptedEngine:
 
   def __init__(self, probs, reply, *, delay: float = 0.0, tokens_per_chunk: int = 3):
     config = types.SimpleNamespace(chunk_samples=CHUNK, sample_rate=RATE,
-                                   tokens_per_chunk=tokens_per_chunk)
+                                   chunk_seconds=CHUNK / RATE, tokens_per_chunk=tokens_per_chunk)
     self.model = types.SimpleNamespace(config=config)
     self.probs, self.reply, self.delay = list(probs), list(reply), delay
     self.fed: list[list[int]] = []

@@ -141,8 +141,8 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.infer.policies import policy_from_config
   model, params, tokenizer, note = load_model(_config_from(args, overrides), args.bundle)
   infer = bundle_infer_config(args.bundle)
-  chunk_seconds = model.config.chunk_samples / model.config.sample_rate
-  policy = policy_from_config(infer, chunk_seconds=chunk_seconds, threshold=args.threshold)
+  policy = policy_from_config(infer, chunk_seconds=model.config.chunk_seconds,
+                              threshold=args.threshold)
   speech, sounds = heldout_sources()
   result = heldout.evaluate_heldout(Engine(model), params, tokenizer, speech, sounds,
                                     policy=policy, streams_per_subtask=args.streams,

@@ -42,7 +42,7 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
                 f"{cfg.encoder.num_layers}-layer {cfg.encoder.block} encoder; {weights_note}")
 
   speech, sounds = heldout_sources()
-  chunk_ms = 1000 * cfg.chunk_samples // cfg.sample_rate
+  chunk_ms = cfg.chunk_ms
   # Held-out voices, sounds and world items: the demo never replays training data.
   task_config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)
   timeline = tasks.build(subtask, seed, speech, sounds, task_config)

@@ -82,7 +82,7 @@ def run_eval(*, checkpoint: str | None, suites: str, manifest: str | None, strea
   # The manifest first: a bad one is reported before the model loads.
   manifest_report = read_manifest(manifest) if manifest else None
   model, params, tokenizer, note = load_checkpoint(checkpoint, config)
-  chunk_ms = 1000 * model.config.chunk_samples // model.config.sample_rate
+  chunk_ms = model.config.chunk_ms
   if manifest_report is not None:
     cases = suites_lib.cases_from_manifest(manifest_report, names, chunk_ms=chunk_ms)
     source = f"manifest {manifest}" + _skip_note(manifest_report)

@@ -19,6 +19,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
 from audio_interaction.data import storage
 from audio_interaction.corpus import sounds, speech, tasks, worlds
@@ -137,7 +138,7 @@ def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_exampl
   return storage.build_split(config.data.dir, split, num_examples, make,
                              seed=split_seed(config, split, seed),
                              num_workers=num_workers, shard_size=64, progress=progress,
-                             chunk_samples=config.audio.sample_rate * config.audio.chunk_ms // 1000)
+                             chunk_samples=sf.ChunkGeometry.from_config(config).chunk_samples)
 
 
 def example_lengths(example: dict[str, np.ndarray]) -> tuple[int, int]:

@@ -82,7 +82,7 @@ def transcript(timeline: Timeline, tokenizer: Tokenizer, chunk_samples: int
   return np.asarray(ids, np.int32), np.asarray(chunks, np.int32)
 
 
-def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = 160,
+def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = sf.DEFAULT_CHUNK_MS,
               sample_rate: int = SAMPLE_RATE, slots_per_chunk: int,
               tokens_per_chunk: int) -> dict[str, np.ndarray]:
   """The example of `timeline`: exactly the fields of `stream_format.EXAMPLE_FIELDS`.

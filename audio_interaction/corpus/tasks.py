@@ -35,7 +35,7 @@ import numpy as np
 from audio_interaction.corpus import worlds
 from audio_interaction.corpus.clips import SoundClip, SoundSource, SpeechClip, SpeechSource, Word
 from audio_interaction.corpus.timeline import (
-    BARGE_IN_AUDIBLE_S, OFFLINE, ONLINE, Composer, Filler, Pause, Timeline)
+    BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, OFFLINE, ONLINE, Composer, Filler, Pause, Timeline)
 from audio_interaction.data.tokenizer import normalize_text
 from audio_interaction.corpus.worlds import choose
 
@@ -57,7 +57,7 @@ class TaskConfig:
   background_snr_db: tuple[float, float] = (5.0, 20.0)  # noisy ASR, optional beds
   scene_snr_db: tuple[float, float] = (0.0, 10.0)  # a scene asked about must be audible
   negative_rate: float = 0.15  # proactive streams with benign sounds only
-  chunk_ms: int = 160
+  chunk_ms: int = DEFAULT_CHUNK_MS
 
 
 # A scenario composes the stream on the composer and returns the instruction text.

@@ -34,7 +34,7 @@ from audio_interaction.corpus.clips import (
     SAMPLE_RATE, SoundSource, SpeechClip, SpeechSource, Word)
 from audio_interaction.data.tokenizer import normalize_text
 
-DEFAULT_CHUNK_MS: Final[int] = 160
+DEFAULT_CHUNK_MS: Final[int] = stream_format.DEFAULT_CHUNK_MS
 # How long interrupting speech must have sounded before a listener can tell that the
 # user is talking over the reply (a syllable's onset); the reply yields from the chunk
 # whose end reaches `interrupted_at + BARGE_IN_AUDIBLE_S`.

@@ -83,7 +83,7 @@ def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
                  max_reply_tokens: int | None = None) -> StreamScore:
   """Runs the engine over one rendered timeline and matches its replies to the expected ones."""
   config = engine.model.config
-  chunk_ms = 1000 * config.chunk_samples // config.sample_rate
+  chunk_ms = config.chunk_ms
   audio = render(timeline, chunk_ms=chunk_ms)
   trace = run_stream(engine, params, audio, tokenizer.encode(timeline.instruction), policy,
                      max_reply_tokens=max_reply_tokens)
@@ -117,7 +117,7 @@ def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speec
   """
   config = engine.model.config
   task_config = tasks.TaskConfig(split="heldout",
-                                 chunk_ms=1000 * config.chunk_samples // config.sample_rate)
+                                 chunk_ms=config.chunk_ms)
   names = [n for n, spec in tasks.SUBTASKS.items() if spec.mode != "offline"]
   if subtasks is not None:
     names = [n for n in names if n in set(subtasks)]

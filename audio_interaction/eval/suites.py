@@ -55,6 +55,7 @@ from audio_interaction.corpus import effects, tasks, worlds
 from audio_interaction.corpus.manifest import (
     DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestReport, ManifestRow, read_manifest,
     spread_words)
+from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.timeline import (
     OFFLINE, ONLINE, Reply, SoundEvent, Span, Timeline, Utterance, estimated_reply_end, render)
@@ -201,7 +202,7 @@ def parse_suites(text: str) -> list[str]:
 
 
 def generated_cases(suites: Sequence[str], speech, sounds, *, streams_per_subtask: int,
-                    seed: int, chunk_ms: int = 160) -> list[Case]:
+                    seed: int, chunk_ms: int = sf.DEFAULT_CHUNK_MS) -> list[Case]:
   """Held-out streams of every sub-task the suites use, `streams_per_subtask` each."""
   task_config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)
   subtasks = [n for n in tasks.SUBTASKS if any(n in SUITE_SUBTASKS[s] for s in suites)]
@@ -243,7 +244,7 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
 
 
 def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
-                        chunk_ms: int = 160, strict: bool = False) -> list[Case]:
+                        chunk_ms: int = sf.DEFAULT_CHUNK_MS, strict: bool = False) -> list[Case]:
   """Cases from a JSONL manifest (audio path + reference fields, see `corpus/manifest.py`).
 
   `path` is the manifest, or the `ManifestReport` of one already read (`read_manifest`:
@@ -320,7 +321,7 @@ class Runner:
                config: EvalConfig = EvalConfig()):
     self.engine, self.params, self.tokenizer, self.config = engine, params, tokenizer, config
     model_config = engine.model.config
-    self.chunk_seconds = model_config.chunk_samples / model_config.sample_rate
+    self.chunk_seconds = model_config.chunk_seconds
     self.timer = SilenceTimer(config.silence_seconds, vad=config.vad,
                               chunk_seconds=self.chunk_seconds)
     self._peer: Pocketsphinx | None = None

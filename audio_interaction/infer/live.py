@@ -227,7 +227,7 @@ class LiveSession:
     self.engine, self.params, self.tokenizer = engine, params, tokenizer
     config = engine.model.config
     self.sample_rate, self.chunk_samples = config.sample_rate, config.chunk_samples
-    self.chunk_seconds = self.chunk_samples / self.sample_rate
+    self.chunk_seconds = config.chunk_seconds
     self.instruction, self.threshold = instruction, threshold
     self.policy: DecisionPolicy = policy if policy is not None else ThresholdPolicy(threshold)
     self.max_reply_tokens = max_reply_tokens

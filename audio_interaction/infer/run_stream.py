@@ -141,7 +141,7 @@ class StreamStepper:
 
   @property
   def chunk_seconds(self) -> float:
-    return self.chunk_samples / self.sample_rate
+    return self.engine.model.config.chunk_seconds
 
   def feed_text(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> None:
     """Feeds text tokens [T] to `rows` (default all) before the next chunk, e.g.

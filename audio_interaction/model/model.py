@@ -259,7 +259,7 @@ class AudioInteractionModel:
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:
       raise ValueError(f"chunk has {chunk.shape[-1]} samples, expected {cfg.chunk_samples} "
-                       f"({1000 * cfg.chunk_samples // cfg.sample_rate} ms at "
+                       f"({cfg.chunk_ms} ms at "
                        f"{cfg.sample_rate} Hz)")
     mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
     slots, ctc_logits, encoder_state = self.network.apply(

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from audio_interaction import config_lib
+from audio_interaction import stream_format as sf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,14 @@ class ModelConfig:
     return self.chunk_samples // self.hop_length
 
   @property
+  def chunk_ms(self) -> int:
+    return 1000 * self.chunk_samples // self.sample_rate
+
+  @property
+  def chunk_seconds(self) -> float:
+    return self.chunk_samples / self.sample_rate
+
+  @property
   def encoder_frames_per_chunk(self) -> int:
     """Encoder frames per chunk, after subsampling."""
     return self.frames_per_chunk // self.encoder.subsampling
@@ -87,7 +96,7 @@ class ModelConfig:
         sample_rate=audio.sample_rate,
         n_mels=audio.n_mels,
         hop_length=audio.hop_length,
-        chunk_samples=audio.sample_rate * audio.chunk_ms // 1000,
+        chunk_samples=sf.ChunkGeometry.from_config(config).chunk_samples,
         slots_per_chunk=model.slots_per_chunk,
         tokens_per_chunk=model.tokens_per_chunk,
         dtype=model.dtype,

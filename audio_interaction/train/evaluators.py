@@ -62,8 +62,7 @@ class HeldoutEvaluator:
     if self._sources is None:
       self._sources = heldout_sources()
     speech, sounds = self._sources
-    chunk_seconds = self.model.config.chunk_samples / self.model.config.sample_rate
-    policy = policy_from_config(self.infer, chunk_seconds=chunk_seconds)
+    policy = policy_from_config(self.infer, chunk_seconds=self.model.config.chunk_seconds)
     result = heldout.evaluate_heldout(
         self.engine, params, self.tokenizer, speech, sounds, policy=policy,
         streams_per_subtask=self.streams, max_reply_tokens=self.infer.max_reply_tokens,
