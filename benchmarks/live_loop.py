@@ -21,7 +21,13 @@ JSONL log; no terminal view) over generated held-out streams, it measures:
 3. stream-time response latency on voice-chat streams (end of the question -> first
    reply token) of the model vs the silence-timer baseline (a VAD + 700 ms of
    silence, `eval.silence_timer.SilenceTimer`) on the same streams, with miss and
-   cut-in rates (`eval.metrics`).
+   cut-in rates (`eval.metrics`);
+4. a 120-minute 44.1 kHz stereo FLAC (written on the fly in a temp dir) read by
+   `infer.sources.FileSource` as fast as it goes -- decoded block by block, mixed
+   down and resampled to 16 kHz by the streaming resampler (`audio.io.stream_audio`):
+   resident memory at minute 5 vs minute 120 of the file, and the process's peak.
+   The source alone (the loop's own memory over a long stream is section 2): this is
+   what used to decode the file whole (a 2-hour file peaked at 5.25 GB).
 
 As in `benchmarks/stream_step.py`, sections run in subprocesses restricted to one
 XLA thread (`ONE_THREAD_ENV`): one process per section in the full run (each RSS
@@ -143,6 +149,15 @@ class CyclingSource:
 
   def __aiter__(self):
     return self.pieces()
+
+
+def peak_rss_mb() -> float:
+  """Peak resident set size of this process in MB (VmHWM)."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  return float("nan")
 
 
 # -------------------------------------------------------------------- sections
@@ -271,7 +286,56 @@ def section_response(quick: bool, bundle: str | None, vad: str) -> dict:
   return out
 
 
-SECTIONS = {"latency": section_latency, "long": section_long, "response": section_response}
+def write_long_file(path: pathlib.Path, minutes: float, rate: int = 44100) -> None:
+  """A `minutes`-long 44.1 kHz stereo FLAC written second by second (two drifting tones
+  and noise, so the codec has work to do): what a long field recording looks like."""
+  import numpy as np
+  import soundfile
+  rng = np.random.default_rng(0)
+  t = np.arange(rate) / rate
+  with soundfile.SoundFile(path, "w", rate, 2, subtype="PCM_16") as file:
+    for second in range(int(minutes * 60)):
+      f = 200 + 5 * (second % 60)
+      left = 0.3 * np.sin(2 * np.pi * f * (t + second)) + 0.02 * rng.standard_normal(rate)
+      right = 0.2 * np.sin(2 * np.pi * 1.5 * f * (t + second)) + 0.02 * rng.standard_normal(rate)
+      file.write(np.stack([left, right], 1).astype(np.float32))
+    file.write(np.zeros((rate // 3 + 7, 2), np.float32))  # an odd length
+
+
+def section_file(quick: bool, bundle: str | None) -> dict:
+  """4. A long 44.1 kHz stereo file through FileSource: RSS at minute 5 vs minute 120."""
+  del bundle  # no model: the source's own memory
+  from audio_interaction.infer.sources import FileSource
+  minutes, early, late = (3.0, 1, 3) if quick else (120.0, 5, 120)
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / "long_44k_stereo.flac"
+    start = time.perf_counter()
+    write_long_file(path, minutes)
+    write_s = time.perf_counter() - start
+    file_mb = path.stat().st_size / 2 ** 20
+    gc.collect()
+    rss = {"start": rss_mb()}
+    marks = {m * 60 * 16000: f"minute_{m}" for m in (early, late)}
+
+    async def read() -> int:
+      done, pending = 0, sorted(marks)
+      async for piece in FileSource(path, speed=float("inf")):
+        done += len(piece)
+        while pending and done >= pending[0]:
+          gc.collect()
+          rss[marks[pending.pop(0)]] = rss_mb()
+      return done
+
+    start = time.perf_counter()
+    samples = asyncio.run(read())
+    read_s = time.perf_counter() - start
+  return {"minutes": minutes, "early": early, "late": late, "rss_mb": rss,
+          "peak_mb": peak_rss_mb(), "file_mb": file_mb, "write_s": write_s, "read_s": read_s,
+          "x_real_time": samples / 16000 / read_s, "seconds_at_16k": samples / 16000}
+
+
+SECTIONS = {"latency": section_latency, "long": section_long, "response": section_response,
+            "file": section_file}
 
 
 # ---------------------------------------------------------------------- parent
@@ -307,7 +371,7 @@ def worker(sections: list[str], args: argparse.Namespace) -> dict:
 
 def run_and_print(args: argparse.Namespace, cache_dir: str) -> dict:
   """Runs the sections (one process each, or one for all with --quick), printing each."""
-  order = ["latency", "long", "response"]
+  order = ["latency", "long", "response", "file"]
   batched = run_workers(order, args, cache_dir) if args.quick else {}
   get = lambda s: batched[s] if args.quick else run_workers([s], args, cache_dir)[s]
 
@@ -351,9 +415,20 @@ def run_and_print(args: argparse.Namespace, cache_dir: str) -> dict:
       print(f"   {label:<22} {r['median']:>7.2f}s {r['p90']:>7.2f}s {r['count']:>9} "
             f"{r['miss_rate']:>6.0%} {r['cut_in_rate']:>7.0%}")
     print(f"   [{resp['section_wall_s']:.0f} s]\n")
-  return {"latency": lat, "long": long, "response": resp,
+
+  file = get("file")
+  frss, fe, fl = file["rss_mb"], file["early"], file["late"]
+  flat_file = frss[f"minute_{fl}"] - frss[f"minute_{fe}"] <= max(20.0, 0.05 * frss[f"minute_{fe}"])
+  print(f"4. a {file['minutes']:.0f}-minute 44.1 kHz stereo FLAC ({file['file_mb']:.0f} MB, written "
+        f"in {file['write_s']:.0f} s) through FileSource (block decode, mix-down, streaming "
+        f"resample to 16 kHz): {file['seconds_at_16k']:.1f} s of audio in {file['read_s']:.0f} s "
+        f"({file['x_real_time']:.0f}x real time)")
+  print(f"   RSS: start {frss['start']:.0f} MB, minute {fe} {frss[f'minute_{fe}']:.0f} MB, minute "
+        f"{fl} {frss[f'minute_{fl}']:.0f} MB -> flat (within max(20 MB, 5%)): {check(flat_file)}; "
+        f"process peak {file['peak_mb']:.0f} MB  [{file['section_wall_s']:.0f} s]\n")
+  return {"latency": lat, "long": long, "response": resp, "file": file,
           "checks": {"RSS flat": flat_rss, "compute flat": flat_ms,
-                     "real time, no drops": rt["dropped"] == 0}}
+                     "real time, no drops": rt["dropped"] == 0, "file RSS flat": flat_file}}
 
 
 def markdown_table(info: dict, results: dict, command: str, wall_s: float) -> str:
@@ -383,6 +458,12 @@ def markdown_table(info: dict, results: dict, command: str, wall_s: float) -> st
       rows.append((f"Response latency, {label}: median / p90, miss, cut-in ({resp['turns']} turns)",
                    f"{r['median']:.2f} / {r['p90']:.2f} s, {r['miss_rate']:.0%}, "
                    f"{r['cut_in_rate']:.0%}"))
+  file = results["file"]
+  fe, fl = file["early"], file["late"]
+  rows.append((f"{file['minutes']:.0f}-minute 44.1 kHz stereo FLAC through FileSource: RSS minute "
+               f"{fe} / minute {fl}, peak",
+               f"{file['rss_mb'][f'minute_{fe}']:.0f} / {file['rss_mb'][f'minute_{fl}']:.0f} MB, "
+               f"{file['peak_mb']:.0f} MB ({file['x_real_time']:.0f}x real time)"))
   rows += [("Checks", ", ".join(f"{k} {check(v)}" for k, v in results["checks"].items())),
            ("Command, wall time", f"`{command}`, {wall_s:.0f} s")]
   lines = ["| Live loop, tiny model, batch 1, one XLA thread (`NPROC=1`) | Value |", "|---|---|"]
