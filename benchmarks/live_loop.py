@@ -20,7 +20,7 @@ JSONL log; no terminal view) over generated held-out streams, it measures:
    keeps something per chunk;
 3. stream-time response latency on voice-chat streams (end of the question -> first
    reply token) of the model vs the silence-timer baseline (a VAD + 700 ms of
-   silence, `eval.silence_timer.SilenceTimer`) on the same streams, with miss and
+   silence, `infer.endpointing.SilenceTimer`) on the same streams, with miss and
    cut-in rates (`eval.metrics`);
 4. a 120-minute 44.1 kHz stereo FLAC (written on the fly in a temp dir) read by
    `infer.sources.FileSource` as fast as it goes -- decoded block by block, mixed
@@ -103,7 +103,7 @@ def build_streams(names: tuple[str, ...], per_name: int, chunk_ms: int) -> list:
 def run_session(engine, params, tokenizer, source, *, instruction: str, log_path=None,
                 on_event=None, keep_seconds: float = 120.0, threshold: float = 0.5):
   """One `LiveSession` over `source`; returns (result, chunk events, wall seconds)."""
-  from audio_interaction.infer.live import LiveSession
+  from audio_interaction.infer.live import JsonlLog, LiveConfig, LiveSession
   chunks: list[dict] = []
 
   def collect(event: dict) -> None:
@@ -112,8 +112,9 @@ def run_session(engine, params, tokenizer, source, *, instruction: str, log_path
     if on_event is not None:
       on_event(event)
 
-  session = LiveSession(engine, params, tokenizer, instruction=instruction, threshold=threshold,
-                        log_path=log_path, on_event=collect, keep_seconds=keep_seconds)
+  config = LiveConfig(instruction=instruction, threshold=threshold, keep_seconds=keep_seconds)
+  sinks = ([JsonlLog(log_path)] if log_path is not None else []) + [collect]
+  session = LiveSession(engine, params, tokenizer, config, sinks)
   start = time.perf_counter()
   result = asyncio.run(session.run(source))
   return result, chunks, time.perf_counter() - start
@@ -244,19 +245,12 @@ def section_long(quick: bool, bundle: str | None) -> dict:
 def section_response(quick: bool, bundle: str | None, vad: str) -> dict:
   """3. End of question -> first reply token: the model vs the silence timer."""
   from audio_interaction.infer.sources import ArraySource
-  try:
-    from audio_interaction.eval import metrics
-    from audio_interaction.eval.silence_timer import SilenceTimer
-    timer = SilenceTimer(silence_seconds=0.7, vad=vad, chunk_seconds=0.16)
-  except Exception as error:  # noqa: BLE001 -- reported, the other sections still run
-    return {"error": f"silence-timer baseline unavailable ({type(error).__name__}: {error}); "
-                     "it needs audio_interaction/eval/silence_timer.py (SilenceTimer) and "
-                     "eval/metrics.py, and the VAD's package"}
+  from audio_interaction.eval import metrics
+  from audio_interaction.infer.endpointing import SilenceTimer
   engine, params, tokenizer, _ = load(bundle)
   cfg = engine.model.config
-  chunk_s = cfg.chunk_samples / cfg.sample_rate
-  if abs(timer.chunk_seconds - chunk_s) > 1e-9:
-    timer = SilenceTimer(silence_seconds=0.7, vad=vad, chunk_seconds=chunk_s)
+  chunk_s = cfg.chunk_seconds
+  timer = SilenceTimer(silence_seconds=0.7, vad=vad, chunk_seconds=chunk_s)
   streams = build_streams(CHAT, 1 if quick else 8, round(1000 * chunk_s))
   latencies = {"model": [], "timer": []}
   turns_all, starts_all = [], {"model": [], "timer": []}

@@ -97,9 +97,11 @@ class ScriptedEngine:
     return dataclasses.replace(state, said=said), row, np.asarray([len(tokens)])
 
 
-def session_for(engine, tmp_path, **kwargs) -> live.LiveSession:
-  return live.LiveSession(engine, None, ByteTokenizer(), log_path=tmp_path / "events.jsonl",
-                          **kwargs)
+def session_for(engine, tmp_path, *, sinks=(), params=None, tokenizer=None,
+                **config) -> live.LiveSession:
+  """A session logging to tmp_path/events.jsonl; `config` are `LiveConfig` fields."""
+  return live.LiveSession(engine, params, tokenizer or ByteTokenizer(), live.LiveConfig(**config),
+                          [live.JsonlLog(tmp_path / "events.jsonl"), *sinks])
 
 
 def generated_stream(speech, sounds, name: str = "chat_single", seed: int = 3) -> np.ndarray:
@@ -128,8 +130,8 @@ def test_live_loop_equals_run_stream_and_the_full_forward(small, speech, sounds,
   threshold = float(np.median([c.speak_probability for c in probe.chunks]))
   offline = run_stream(engine, params, audio, ids, ThresholdPolicy(threshold))
 
-  session = live.LiveSession(engine, params, tokenizer, instruction=instruction,
-                             threshold=threshold, log_path=tmp_path / "events.jsonl")
+  session = session_for(engine, tmp_path, params=params, tokenizer=tokenizer,
+                        instruction=instruction, threshold=threshold)
   result = asyncio.run(session.run(sources.ArraySource(audio, piece_ms=37)))
   trace = result.trace
   assert [c.index for c in trace.chunks] == list(range(len(offline.chunks)))
@@ -170,14 +172,14 @@ def test_instruction_change_mid_stream_is_in_the_forward_sequence(small, tmp_pat
   running = [c.index for c in probe.chunks[3:12] if c.reply_tokens[-1] != sf.EOR_ID]
   assert running, "the probe never had a reply running across chunks 3-11"
   change_after = running[0]
-  session = live.LiveSession(engine, params, tokenizer, instruction="listen",
-                             threshold=0.0, log_path=tmp_path / "events.jsonl")
+  session = session_for(engine, tmp_path, params=params, tokenizer=tokenizer,
+                        instruction="listen", threshold=0.0)
 
   def change(event):
     if event["event"] == "chunk" and event["chunk"] == change_after:
       session.set_instruction("now count")
 
-  session.on_event = change
+  session.sinks.append(change)
   trace = asyncio.run(session.run(sources.ArraySource(audio))).trace
   assert trace.chunks[change_after + 1].fed_tokens == sf.instruction_tokens(
       tokenizer.encode("now count"))
@@ -244,8 +246,7 @@ def test_barge_in_with_the_embedded_model(tmp_path):
   # there a threshold above every probability plays the model's SILENT.
   barge_in = running[0] + 1
   policy = ThresholdSchedule([(0, 2.0), (10, 0.0), (barge_in, 2.0)])
-  session = live.LiveSession(engine, params, tokenizer, policy=policy,
-                             log_path=tmp_path / "events.jsonl")
+  session = session_for(engine, tmp_path, params=params, tokenizer=tokenizer, policy=policy)
   trace = asyncio.run(session.run(sources.ArraySource(audio))).trace
   np.testing.assert_allclose([c.speak_probability for c in trace.chunks[:barge_in]],
                              [c.speak_probability for c in probe.chunks[:barge_in]], atol=1e-6)
@@ -444,7 +445,7 @@ def test_spoken_replies_are_aligned_at_stream_time(tmp_path):
   probs = [0.0] * 10 + [0.9] * 10 + [0.0] * 20
   speaker = live_view.SpokenReplies(tmp_path / "replies.wav")
   session = session_for(ScriptedEngine(probs, reply, tokens_per_chunk=4), tmp_path,
-                        speaker=speaker)
+                        sinks=[speaker])
   result = asyncio.run(session.run(sources.ArraySource(np.zeros(40 * CHUNK, np.float32))))
   spoken, rate = soundfile.read(tmp_path / "replies.wav")
   assert rate == RATE and len(spoken) == round(result.stream_seconds * RATE)

@@ -71,9 +71,8 @@ def test_every_caller_of_the_stepper_decides_the_same(setting, tmp_path):
   _assert_same(_summary(type(rows[0])(records, stepper.chunk_seconds)), alone)
 
   # The live session over the same audio (unpaced: nothing dropped).
-  session = live.LiveSession(engine, params, tokenizer, policy=ThresholdPolicy(threshold),
-                             warm_up=False)
-  session.instruction = "answer when asked"
+  session = live.LiveSession(engine, params, tokenizer, live.LiveConfig(
+      instruction="answer when asked", policy=ThresholdPolicy(threshold), warm_up=False))
   result = asyncio.run(session.run(sources.ArraySource(audio, speed=float("inf"))))
   _assert_same(_summary(result.trace), alone)
 

@@ -70,7 +70,7 @@ def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
   config = _config_from(args, [])
   demo.run_demo(config, out_dir=args.out,
                 threshold=infer.threshold if args.threshold is None else args.threshold,
-                seed=args.seed, subtask=args.subtask, bundle=args.bundle)
+                seed=args.seed, subtask=args.subtask, bundle=args.bundle, infer=infer)
   return 0
 
 
@@ -93,7 +93,7 @@ def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
                     instruction=args.instruction or live.DEFAULT_INSTRUCTION,
                     threshold=infer.threshold if args.threshold is None else args.threshold,
                     out_dir=args.out, speak=args.speak, stall_timeout=args.stall_timeout,
-                    every_chunk=args.every_chunk)
+                    every_chunk=args.every_chunk, infer=infer)
   return 0
 
 

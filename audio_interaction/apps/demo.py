@@ -16,19 +16,23 @@ from rich.console import Console
 
 from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.timeline import render
-from audio_interaction.viz.timeline import timeline_spans, write_timeline
-from audio_interaction.infer.engine import Engine
+from audio_interaction.viz.timeline import TimelinePicture, timeline_spans
+from audio_interaction.infer.engine import Engine, SamplingConfig
 from audio_interaction.apps.live_view import LiveView
 from audio_interaction.corpus.build import heldout_sources
-from audio_interaction.export.portable import load_model
-from audio_interaction.infer.live import LiveSession
+from audio_interaction.export.portable import bundle_infer_config, load_model
+from audio_interaction.infer.live import JsonlLog, LiveConfig, LiveSession
 from audio_interaction.infer.sources import ArraySource
 
 
 def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Path = "runs/demo",
-             threshold: float = 0.5, seed: int = 0, subtask: str = "demo_tour",
-             bundle: str | pathlib.Path | None = None) -> dict:
+             threshold: float | None = None, seed: int = 0, subtask: str = "demo_tour",
+             bundle: str | pathlib.Path | None = None,
+             infer: ml_collections.ConfigDict | None = None) -> dict:
   """Builds the example stream, runs the model over it, writes the timeline and log.
+
+  The operating point is `infer` (default: the bundle's `config.infer`); `threshold`
+  None: its threshold.
 
   Returns:
     A summary dict (paths, decisions, replies, real-time factor).
@@ -58,16 +62,20 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
   # The live loop over the stream read as fast as the model goes (an unpaced source
   # is never dropped from, so this is exactly `run_stream`'s run), with its view.
   log_path = out / "events.jsonl"
-  session = LiveSession(Engine(model), params, tokenizer, instruction=timeline.instruction,
-                        threshold=threshold, log_path=log_path,
-                        keep_seconds=len(audio) / cfg.sample_rate + 1,
-                        view=LiveView(console, every_chunk=True))
+  infer = infer if infer is not None else bundle_infer_config(bundle)
+  live_config = LiveConfig.from_infer(infer, chunk_seconds=cfg.chunk_seconds, threshold=threshold,
+                                      instruction=timeline.instruction,
+                                      keep_seconds=len(audio) / cfg.sample_rate + 1)
+  picture_sink = TimelinePicture(out / "timeline.png", threshold=live_config.threshold,
+                                 decode=tokenizer.decode, frontend=model.frontend,
+                                 reference=timeline_spans(timeline),
+                                 title=f"{subtask}: {weights_note}")
+  session = LiveSession(Engine(model, SamplingConfig.from_infer(infer)), params, tokenizer,
+                        live_config, [JsonlLog(log_path), LiveView(console, every_chunk=True),
+                                      picture_sink])
   result = asyncio.run(session.run(ArraySource(audio, speed=float("inf"))))
   trace = result.trace
-  picture = write_timeline(result, out / "timeline.png", threshold=threshold,
-                           decode=tokenizer.decode, frontend=model.frontend,
-                           reference=timeline_spans(timeline),
-                           title=f"{subtask}: {weights_note}")
+  picture = picture_sink.written
   replies = trace.reply_texts(tokenizer.decode)
   # The first chunk includes compilation; the steady state is what a live run sees.
   steady = [c.compute_seconds for c in trace.chunks[2:]] or [c.compute_seconds for c in trace.chunks]

@@ -8,14 +8,15 @@ import pathlib
 from collections.abc import AsyncIterable
 from typing import Any
 
+import ml_collections
 import numpy as np
 from rich.console import Console
 
 from audio_interaction.apps.live_view import LiveView, SpokenReplies
 from audio_interaction.export.portable import bundle_infer_config, load_model
-from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.live import DEFAULT_INSTRUCTION, LiveSession
-from audio_interaction.viz.timeline import write_timeline
+from audio_interaction.infer.engine import Engine, SamplingConfig
+from audio_interaction.infer.live import DEFAULT_INSTRUCTION, JsonlLog, LiveConfig, LiveSession
+from audio_interaction.viz.timeline import TimelinePicture
 
 
 # Finished replies left on screen at the end (the live view's transcript).
@@ -36,11 +37,13 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
            instruction: str = DEFAULT_INSTRUCTION, threshold: float | None = None,
            out_dir: str | os.PathLike[str] = "runs/listen", speak: bool = False,
            stall_timeout: float = 2.0, console: Console | None = None,
-           every_chunk: bool = False) -> dict[str, Any]:
+           every_chunk: bool = False, infer: ml_collections.ConfigDict | None = None
+           ) -> dict[str, Any]:
   """`audio-interaction listen`: a model bundle (default: the embedded tiny model)
   listens to `source` with the live view; writes events.jsonl, timeline.png and,
-  with `speak`, replies.wav into `out_dir`. `threshold` None: the bundle's
-  `infer.threshold`. The terminal lines are never hard-wrapped (a piped log keeps one
+  with `speak`, replies.wav into `out_dir`. The operating point (policy, sampling,
+  reply length) is `infer` (default: the bundle's `config.infer`); `threshold` None:
+  its threshold. The terminal lines are never hard-wrapped (a piped log keeps one
   line per event).
 
   Returns:
@@ -49,28 +52,30 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
   """
   # soft_wrap: rich would cut lines at 80 columns when stdout is not a terminal.
   console = console or Console(soft_wrap=True)
-  if threshold is None:
-    threshold = bundle_infer_config(bundle).threshold
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   model, params, tokenizer, note = load_model(None, bundle)
+  infer = infer if infer is not None else bundle_infer_config(bundle)
+  config = LiveConfig.from_infer(infer, chunk_seconds=model.config.chunk_seconds,
+                                 threshold=threshold, instruction=instruction,
+                                 stall_timeout=stall_timeout)
   console.print(f"[bold]model[/]: {note}; [bold]source[/]: "
-                f"{getattr(source, 'name', type(source).__name__)}; threshold {threshold}; "
+                f"{getattr(source, 'name', type(source).__name__)}; policy {infer.policy}, threshold {config.threshold}; "
                 f"instruction: {instruction!r}", highlight=False)
   speaker = SpokenReplies(out / "replies.wav") if speak else None
-  session = LiveSession(Engine(model), params, tokenizer, instruction=instruction,
-                        threshold=threshold, log_path=out / "events.jsonl",
-                        stall_timeout=stall_timeout, speaker=speaker,
-                        view=_ListenView(console, every_chunk=every_chunk,
-                                         transcript_lines=TRANSCRIPT_LINES))
+  timeline = TimelinePicture(out / "timeline.png", threshold=config.threshold,
+                             decode=tokenizer.decode, frontend=model.frontend,
+                             title=f"listen: {getattr(source, 'name', '')}")
+  sinks = [JsonlLog(out / "events.jsonl"),
+           _ListenView(console, every_chunk=every_chunk, transcript_lines=TRANSCRIPT_LINES),
+           *([speaker] if speaker else []), timeline]
+  session = LiveSession(Engine(model, SamplingConfig.from_infer(infer)), params, tokenizer,
+                        config, sinks)
   try:
     result = asyncio.run(session.run(source))
   except KeyboardInterrupt:  # Ctrl-C ends a microphone session: a normal end
     result = session.result()
-  finally:
-    picture = write_timeline(session.result(), out / "timeline.png", threshold=threshold,
-                             decode=tokenizer.decode, frontend=model.frontend,
-                             title=f"listen: {getattr(source, 'name', '')}")
+  picture = timeline.written
   summary = {"events_jsonl": str(session.log_path), "timeline_png": str(picture),
              "replies_wav": str(speaker.path) if speaker else None,
              **session._summary(result),  # "replies": how many

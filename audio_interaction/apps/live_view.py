@@ -16,6 +16,7 @@ from rich.text import Text
 
 from audio_interaction.corpus.effects import resample
 from audio_interaction.corpus.speech import EspeakEngine
+from audio_interaction.infer.live import LiveResult
 from audio_interaction.infer.sources import SourceUnavailable
 from audio_interaction.stream_format import SAMPLE_RATE
 
@@ -49,6 +50,11 @@ class LiveView:
     self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,
                       transient=True, redirect_stdout=False, redirect_stderr=False)
     self._live.start()
+
+  async def finish(self, result: LiveResult) -> None:
+    """The session ended: `stop`."""
+    del result
+    self.stop()
 
   def stop(self) -> None:
     """Removes the panel and leaves the transcript of the last replies on screen."""
@@ -173,8 +179,9 @@ class SpokenReplies:
       self._file.write(np.zeros(samples - self.written, np.float32))
       self.written = samples
 
-  async def finish(self, stream_seconds: float) -> None:
+  async def finish(self, result: LiveResult) -> None:
     """Speaks what is queued, pads the file to the stream's length and closes it."""
+    stream_seconds = result.stream_seconds
     if self._task is None:
       return
     task, self._task = self._task, None

@@ -46,6 +46,11 @@ class SamplingConfig:
   temperature: float = 0.0
   top_p: float = 1.0
 
+  @classmethod
+  def from_infer(cls, infer) -> SamplingConfig:
+    """The sampling of a config's (or bundle's) `infer` block."""
+    return cls(float(infer.temperature), float(infer.top_p))
+
 
 def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
   """logits: [B, V] -> token ids [B] int32 (greedy, temperature, or nucleus sampling)."""

@@ -37,9 +37,10 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Sequence
 from typing import Any, Protocol
 
+import ml_collections
 import numpy as np
 
 from audio_interaction import config_lib
@@ -48,7 +49,7 @@ from audio_interaction.audio.io import validate_samples
 from audio_interaction import stream_format as sf
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy
+from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy, policy_from_config
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper, StreamTrace)
 from audio_interaction.model.model import Params
@@ -60,24 +61,86 @@ OVERFLOW_POLICIES = ("auto", "drop_oldest", "block")
 DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
 
 
-class EventView(Protocol):
-  """Shows events as they happen (e.g. `apps.live_view.LiveView`)."""
+class EventSink(Protocol):
+  """Receives every event of a session (a dict with "event" and the stream "time").
 
-  def start(self) -> None: ...
-
-  def stop(self) -> None: ...
-
-  def __call__(self, event: dict[str, Any]) -> None: ...
-
-
-class EventSpeaker(Protocol):
-  """Voices finished replies (e.g. `apps.live_view.SpokenReplies`); runs in the event loop."""
-
-  def start(self) -> None: ...
-
-  async def finish(self, stream_seconds: float) -> None: ...
+  Only `__call__` is required: a plain function is a sink. A sink may also have
+  `start()` (called in the running event loop before the first event) and
+  `async finish(result)` (called once at the end, also after an error or Ctrl-C, with
+  what the session did so far), e.g. `JsonlLog`, `apps.live_view.LiveView`,
+  `apps.live_view.SpokenReplies`, `viz.timeline.TimelinePicture`.
+  """
 
   def __call__(self, event: dict[str, Any]) -> None: ...
+
+
+class JsonlLog:
+  """Writes each event as one JSON line, flushed at once: a crash or a kill loses
+  nothing already decided."""
+
+  def __init__(self, path: str | os.PathLike[str]):
+    self.path = pathlib.Path(path)
+    self._file = None
+
+  def start(self) -> None:
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._file = open(self.path, "w")
+
+  def __call__(self, event: dict[str, Any]) -> None:
+    if self._file is not None:
+      self._file.write(json.dumps(event) + "\n")
+      self._file.flush()
+
+  async def finish(self, result: LiveResult) -> None:
+    del result
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+
+@dataclasses.dataclass
+class LiveConfig:
+  """How a live session runs (one object, so apps and tests set it in one place).
+
+  Attributes:
+    instruction: the starting instruction (text).
+    policy: who decides when to speak (`infer/policies.py`); None: `ThresholdPolicy(threshold)`.
+    threshold: P(SPEAK) of the default policy (a `policy` keeps its own);
+      `LiveSession.set_threshold` changes either live.
+    max_reply_tokens: the longest reply; None: no cap.
+    queue_chunks: the most chunks waiting for perception.
+    overflow: "drop_oldest", "block", or "auto" (drop for paced sources).
+    stall_timeout: seconds without audio before a "stall" event.
+    keep_seconds: stream time of audio and decisions kept for `LiveResult`.
+    warm_up: compile the model's steps before reading the source.
+  """
+
+  instruction: str = DEFAULT_INSTRUCTION
+  policy: DecisionPolicy | None = None
+  threshold: float = DEFAULT_THRESHOLD
+  max_reply_tokens: int | None = None
+  queue_chunks: int = 8
+  overflow: str = "auto"
+  stall_timeout: float = 2.0
+  keep_seconds: float = 120.0
+  warm_up: bool = True
+
+  def __post_init__(self):
+    if self.overflow not in OVERFLOW_POLICIES:
+      raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {self.overflow!r}")
+    if not self.stall_timeout > 0:  # NaN too
+      raise ValueError(f"stall_timeout must be > 0, got {self.stall_timeout}")
+    if not math.isfinite(self.threshold):
+      raise ValueError(f"threshold must be a finite number, got {self.threshold}")
+
+  @classmethod
+  def from_infer(cls, infer: ml_collections.ConfigDict, *, chunk_seconds: float,
+                 threshold: float | None = None, **fields: Any) -> LiveConfig:
+    """The operating point of a config's (or bundle's) `infer` block, with overrides."""
+    threshold = infer.threshold if threshold is None else threshold
+    return cls(policy=policy_from_config(infer, chunk_seconds=chunk_seconds,
+                                         threshold=threshold),
+               threshold=threshold, max_reply_tokens=infer.max_reply_tokens, **fields)
 
 
 # ------------------------------------------------------------------ the queue
@@ -199,42 +262,26 @@ class LiveSession:
     write_timeline(result, "runs/live/timeline.png", threshold=session.threshold, decode=tokenizer.decode)
   """
 
-  def __init__(self, engine: Engine, params: Params, tokenizer: Tokenizer, *,
-               instruction: str = DEFAULT_INSTRUCTION, threshold: float = DEFAULT_THRESHOLD,
-               policy: DecisionPolicy | None = None, max_reply_tokens: int | None = None,
-               log_path: str | os.PathLike[str] | None = None, queue_chunks: int = 8,
-               overflow: str = "auto", stall_timeout: float = 2.0,
-               keep_seconds: float = 120.0, view: EventView | None = None,
-               speaker: EventSpeaker | None = None,
-               on_event: Callable[[dict[str, Any]], None] | None = None,
-               warm_up: bool = True):
+  def __init__(self, engine: Engine, params: Params, tokenizer: Tokenizer,
+               config: LiveConfig | None = None, sinks: Sequence[EventSink] = ()):
     """Args:
-      instruction: the starting instruction (text).
-      threshold: P(SPEAK) to speak (of the default policy, or of `policy` if it has one);
-        `set_threshold` changes it live.
-      policy: who decides when to speak (default: `ThresholdPolicy(threshold)`).
-      max_reply_tokens: the longest reply; None: no cap.
-      log_path: JSONL event log (one line per event, flushed as written).
-      queue_chunks: the most chunks waiting for perception.
-      overflow: "drop_oldest", "block", or "auto" (drop for paced sources).
-      stall_timeout: seconds without audio before a "stall" event.
-      keep_seconds: stream time of audio and decisions kept for `LiveResult`.
-      view, speaker, on_event: receive every event.
-      warm_up: compile the model's steps before reading the source.
+      config: how the session runs (`LiveConfig`; default: its defaults).
+      sinks: receive every event, in order (`EventSink`); `sinks` may be appended to
+        before `run`.
     """
-    if overflow not in OVERFLOW_POLICIES:
-      raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+    config = config if config is not None else LiveConfig()
+    self.config = config
     self.engine, self.params, self.tokenizer = engine, params, tokenizer
-    config = engine.model.config
-    self.sample_rate, self.chunk_samples = config.sample_rate, config.chunk_samples
-    self.chunk_seconds = config.chunk_seconds
-    self.instruction, self.threshold = instruction, threshold
-    self.policy: DecisionPolicy = policy if policy is not None else ThresholdPolicy(threshold)
-    self.max_reply_tokens = max_reply_tokens
-    self.log_path = pathlib.Path(log_path) if log_path is not None else None
-    self.queue_chunks, self.overflow, self.stall_timeout = queue_chunks, overflow, stall_timeout
-    self.view, self.speaker, self.on_event = view, speaker, on_event
-    self.warm_up = warm_up
+    model_config = engine.model.config
+    self.sample_rate, self.chunk_samples = model_config.sample_rate, model_config.chunk_samples
+    self.chunk_seconds = model_config.chunk_seconds
+    self.instruction = config.instruction
+    self.policy: DecisionPolicy = (config.policy if config.policy is not None
+                                   else ThresholdPolicy(config.threshold))
+    # What the picture and the log show: the policy's own threshold when it has one.
+    self.threshold = getattr(self.policy, "threshold", config.threshold)
+    self.sinks: list[EventSink] = list(sinks)
+    keep_seconds = config.keep_seconds
     keep = max(1, math.ceil(keep_seconds / self.chunk_seconds))
     self._records: collections.deque[ChunkRecord] = collections.deque(maxlen=keep)
     self._audio: collections.deque[StreamChunk] = collections.deque(maxlen=keep)
@@ -246,7 +293,6 @@ class LiveSession:
     self._compute_ms: collections.deque[float] = collections.deque(maxlen=4096)
     self._pending_instruction: str | None = None
     self._reply: _Reply | None = None
-    self._log = None
     self.stepper: StreamStepper | None = None
     self.received_samples = 0
     self.chunks = self.stalls = 0
@@ -276,15 +322,16 @@ class LiveSession:
 
   # ------------------------------------------------------------------ events
   def emit(self, event: str, time_s: float, **fields: Any) -> dict[str, Any]:
-    """Logs one event (stream time `time_s`) and hands it to the view, speaker and hook."""
+    """Hands one event (stream time `time_s`) to every sink, in order."""
     record = {"event": event, "time": round(time_s, 4), **fields}
-    if self._log is not None:
-      self._log.write(json.dumps(record) + "\n")
-      self._log.flush()  # a crash or a kill loses nothing already decided
-    for listener in (self.view, self.speaker, self.on_event):
-      if listener is not None:
-        listener(record)
+    for sink in self.sinks:
+      sink(record)
     return record
+
+  @property
+  def log_path(self) -> pathlib.Path | None:
+    """The JSONL log of the first `JsonlLog` sink, if any."""
+    return next((s.path for s in self.sinks if isinstance(s, JsonlLog)), None)
 
   def _end_reply(self, how: str, time_s: float, chunk: int, **fields: Any) -> None:
     reply, self._reply = self._reply, None
@@ -354,12 +401,12 @@ class LiveSession:
       stalled_since = None
       while True:
         pending = pending or asyncio.ensure_future(next_piece())
-        done, _ = await asyncio.wait({pending}, timeout=self.stall_timeout)
+        done, _ = await asyncio.wait({pending}, timeout=self.config.stall_timeout)
         if not done:
           if stalled_since is None:  # once per stall; the wait goes on
-            stalled_since = time.monotonic() - self.stall_timeout
+            stalled_since = time.monotonic() - self.config.stall_timeout
             self.stalls += 1
-            self.emit("stall", self.received_seconds, waited_seconds=self.stall_timeout,
+            self.emit("stall", self.received_seconds, waited_seconds=self.config.stall_timeout,
                       source=name)
           continue
         finished, pending = pending, None
@@ -398,11 +445,12 @@ class LiveSession:
     """
     loop = asyncio.get_running_loop()
     paced = getattr(source, "paced", True)
-    drop = self.overflow == "drop_oldest" or (self.overflow == "auto" and paced)
-    queue = self._queue = ChunkQueue(self.queue_chunks, drop_oldest=drop)
-    if self.log_path is not None:
-      self.log_path.parent.mkdir(parents=True, exist_ok=True)
-      self._log = open(self.log_path, "w")
+    config = self.config
+    drop = config.overflow == "drop_oldest" or (config.overflow == "auto" and paced)
+    queue = self._queue = ChunkQueue(config.queue_chunks, drop_oldest=drop)
+    for sink in self.sinks:
+      if hasattr(sink, "start"):
+        sink.start()
     # One thread for the model: steps stay in order, and the event loop stays free
     # to read audio (JAX releases the GIL while it computes).
     compute = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="perceive")
@@ -411,17 +459,14 @@ class LiveSession:
       self.emit("start", 0.0, source=getattr(source, "name", type(source).__name__),
                 paced=paced, overflow="drop_oldest" if drop else "block",
                 instruction=self.instruction, threshold=self.threshold,
-                chunk_seconds=self.chunk_seconds, queue_chunks=self.queue_chunks)
-      if self.speaker is not None:
-        self.speaker.start()
-      if self.view is not None:
-        self.view.start()
+                chunk_seconds=self.chunk_seconds, queue_chunks=config.queue_chunks,
+                policy=type(self.policy).__name__)
       instruction_ids = self.tokenizer.encode(self.instruction)
-      if self.warm_up:
+      if config.warm_up:
         await loop.run_in_executor(compute, self._warm_up, instruction_ids)
       self.stepper = await loop.run_in_executor(
           compute, lambda: StreamStepper(self.engine, self.params, [instruction_ids],
-                                         [self.policy], max_reply_tokens=self.max_reply_tokens))
+                                         [self.policy], max_reply_tokens=config.max_reply_tokens))
       reader = asyncio.create_task(self._read(source, queue))
       while (item := await queue.get()) is not None:
         if self._pending_instruction is not None:
@@ -432,10 +477,9 @@ class LiveSession:
       if self._reply is not None:  # the stream ended mid-reply
         self._end_reply("stream_end", self.received_seconds, self._reply.chunk)
       await reader
-      if self.speaker is not None:
-        await self.speaker.finish(self.received_seconds)
       result = self.result()
       self.emit("end", self.received_seconds, **self._summary(result))
+      await self._finish_sinks()
       return result
     except BaseException as error:
       if reader is not None and not reader.done():
@@ -448,16 +492,17 @@ class LiveSession:
         self.emit("error", self.received_seconds, type=type(error).__name__,
                   message=str(error) or type(error).__name__, chunks=self.chunks,
                   dropped=self.dropped)
-      if self.speaker is not None:
-        await asyncio.shield(self.speaker.finish(self.received_seconds))
+      await asyncio.shield(self._finish_sinks())
       raise
     finally:
       compute.shutdown(wait=True)
-      if self.view is not None:
-        self.view.stop()
-      if self._log is not None:
-        self._log.close()
-        self._log = None
+
+  async def _finish_sinks(self) -> None:
+    """Each sink's `finish(result)`, once, in order (also after an error)."""
+    result = self.result()
+    for sink in self.sinks:
+      if hasattr(sink, "finish"):
+        await sink.finish(result)
 
   def _warm_up(self, instruction_ids: list[int]) -> None:
     """Compiles the steps on a throwaway stream (speaking, so `speak` compiles too): a

@@ -383,3 +383,23 @@ def write_timeline(result: LiveResult, path: str | os.PathLike[str], *, threshol
   return plot_timeline(path, result.audio, 16000, StreamTrace(chunks, result.trace.chunk_seconds),
                        threshold=threshold, decode=decode, log_mel=mel, reference=spans,
                        title=title)
+
+
+class TimelinePicture:
+  """A live-session sink (`infer.live.EventSink`) that draws the kept window at the end
+  (`write_timeline`), also after an error or Ctrl-C: what came before is shown."""
+
+  def __init__(self, path: str | os.PathLike[str], *, threshold: float,
+               decode: Callable[[list[int]], str] | None = None, frontend=None,
+               reference: Sequence[Any] = (), title: str = ""):
+    self.path, self.threshold, self.decode = pathlib.Path(path), threshold, decode
+    self.frontend, self.reference, self.title = frontend, reference, title
+    self.written: pathlib.Path | None = None
+
+  def __call__(self, event: dict[str, Any]) -> None:
+    del event  # the picture is drawn from the session's result
+
+  async def finish(self, result: LiveResult) -> None:
+    self.written = write_timeline(result, self.path, threshold=self.threshold,
+                                  decode=self.decode, frontend=self.frontend,
+                                  reference=self.reference, title=self.title)
