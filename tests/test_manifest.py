@@ -101,8 +101,9 @@ BAD_ROWS = {
     "nan_audio": [{"audio": "clips/nan.wav", "label": "rain"}],
     "empty_transcript": [{"audio": "clips/hum.wav", "transcript": " ?! "}],
     "malformed_json": ['{"audio": "clips/hum.wav", "label": ', "[1, 2]"],
-    "unknown_keys": [{"audio": "clips/hum.wav", "transcipt": "typo in the key"}],
-    "no_annotation": [{"audio": "clips/hum.wav"}],
+    # An unknown key is ignored (one warning), so a typo'd key leaves no annotation.
+    "no_annotation": [{"audio": "clips/hum.wav"},
+                      {"audio": "clips/hum.wav", "transcipt": "typo in the key"}],
     "bad_field": [{"audio": "clips/hum.wav", "transcript": "one two",
                    "words": [["one", 0.1, 0.2], ["three", 0.3, 0.4]]},  # not the transcript
                   {"audio": "clips/hum.wav", "transcript": "late", "words": [["late", 0.5, 3.0]]},
@@ -127,7 +128,7 @@ def test_bad_rows_are_skipped_and_counted(corpus_dir, caplog):
 
 
 @pytest.mark.parametrize("reason", ["missing_file", "corrupt_audio", "nan_audio",
-                                    "empty_transcript", "malformed_json", "unknown_keys"])
+                                    "empty_transcript", "malformed_json", "no_annotation"])
 def test_strict_mode_names_the_line(corpus_dir, reason):
   path = _write_manifest(corpus_dir / f"strict_{reason}.jsonl",
                          _good_rows(corpus_dir)[:2] + BAD_ROWS[reason][:1])

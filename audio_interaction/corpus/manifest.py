@@ -18,9 +18,35 @@ A manifest is one JSON object per line (blank lines are ignored)::
      "recognisable_after": 0.9,         # optional: s after which the sound can be named
      "reply": "four", "reply_time": 1.2}  # optional: an expected reply and when (s) it is due
 
-A row needs `audio` and a `transcript`/`words` or a `label`. `reply`/`reply_time` are
-read, checked and kept on the row for builders of one's own; the built-in builders
-take their replies from the closed worlds.
+A row needs an audio path and a `transcript`/`words`, a `label`, `events` or `turns`.
+`reply`/`reply_time` are read, checked and kept on the row for builders of one's own;
+the built-in builders take their replies from the closed worlds.
+
+Other formats' field names are read as ours (`TEXT_KEYS`, `AUDIO_KEYS`): `text` and
+`sentence` for `transcript`; `audio_filepath` (NeMo) and `path` for `audio`. `id` names
+the row; `offset` and `duration` (s) select a segment of the file (NeMo). Keys we do
+not know are ignored, counted in `ManifestReport.ignored_keys` and named in one warning
+(the row is used). References are normalised by `tokenizer.normalize_text` (tags such
+as `<s>`, `</s>`, `[noise]`, `<unk>` dropped; case, punctuation; numbers as words).
+
+Annotated long recordings (docs/manifests.md has the schema with an example)::
+
+    {"audio": "kitchen_20min.flac", "id": "kitchen-1",
+     "instruction": "Tell me if anything needs my attention.",   # optional override
+     "alert_classes": ["kettle_whistle"],       # optional: this row's own alert classes
+     "events": [{"onset": 61.2, "offset": 64.0, "class": "kettle_whistle", "role": "alert"},
+                {"onset": 90.0, "offset": 91.5, "class": "dog", "role": "benign"},
+                {"onset": 120.3, "offset": 121.0, "class": "speech", "role": "barge_in"}],
+     "turns": [{"start": 10.0, "end": 12.4, "reply_expected": true}]}
+
+An event's `role` is one of `ROLES` (alert, benign, addressed_speech,
+unaddressed_speech, barge_in). Without a role, a class declared as an alert (the row's
+`alert_classes`, or `read_manifest(alert_classes=...)` from a class file,
+`read_classes`) is an alert, a class of `worlds.SOUNDS` takes its role from there, and
+any other class gets `UNKNOWN_ROLE`: counted in `ManifestReport.unknown_classes`,
+warned about, and never scored (not silently benign). A whole-clip `label` must be a
+known or declared class (else `unknown_label`). A turn's `reply_expected` defaults to
+true.
 
 Word timing. Comprehension-aware labels are only as exact as the word times: a reply
 to a question is warranted at the end of its last word. Rows with `words` give exact
@@ -42,7 +68,7 @@ once; a bad row is skipped and counted by reason in `ManifestReport.skipped`, wi
 `logging.warning` per reason (its count and the first offending line), or, with
 `strict=True`, raises `ManifestError` naming the line and the problem. Reasons:
 `bad_encoding` (a line that is not UTF-8), `malformed_json` (not JSON, nested too
-deeply, a number too long to read, or not a JSON object), `unknown_keys`, `bad_field`
+deeply, a number too long to read, or not a JSON object), `bad_field`
 (wrong type or value, words that do not match the transcript or lie outside the clip),
 `unknown_label` (a `label` that is not one of `worlds.SOUNDS`: it would otherwise be
 scored as some benign sound), `no_annotation` (neither transcript nor label),
@@ -65,7 +91,7 @@ import logging
 import math
 import os
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -80,9 +106,20 @@ from audio_interaction.data.tokenizer import normalize_text
 
 log = logging.getLogger(__name__)
 
+# Field names of other manifest formats, read as ours (the first one present wins; two
+# that disagree make a `bad_field`): NeMo's `audio_filepath` and `text`, Common Voice's
+# `path` and `sentence`.
+TEXT_KEYS: Final[tuple[str, ...]] = ("transcript", "text", "sentence")
+AUDIO_KEYS: Final[tuple[str, ...]] = ("audio", "audio_filepath", "path")
 KEYS: Final[frozenset[str]] = frozenset({
-    "audio", "transcript", "words", "speaker", "label", "recognisable_after", "reply",
-    "reply_time"})
+    *TEXT_KEYS, *AUDIO_KEYS, "words", "speaker", "label", "recognisable_after", "reply",
+    "reply_time", "duration", "id", "offset", "events", "turns", "instruction",
+    "alert_classes"})
+
+# Roles of an annotated event (`events`), see the module docstring.
+ROLES: Final[tuple[str, ...]] = (
+    "alert", "benign", "addressed_speech", "unaddressed_speech", "barge_in")
+UNKNOWN_ROLE: Final[str] = "unknown"  # an event whose class is neither declared nor known
 
 # Seconds after a sound's first onset at which a listener can name it, per class: about
 # one unit of the sound (a bark, a siren sweep, the second beep of a smoke alarm). The
@@ -124,6 +161,32 @@ class NotInManifest(KeyError):
     return str(self.args[0])  # KeyError would print the repr, escaping every quote
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+  """An annotated event inside a recording: [onset, offset) s from the row's start,
+  its class, and its role (one of `ROLES`, or `UNKNOWN_ROLE` when no role was given and
+  the class is neither a declared alert class nor one of `worlds.SOUNDS`)."""
+
+  onset: float
+  offset: float
+  label: str
+  role: str
+
+  @property
+  def duration(self) -> float:
+    return self.offset - self.onset
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+  """An annotated user turn [start, end) s; `reply_expected`: the assistant should answer
+  once it ends (False: speech that must not be answered)."""
+
+  start: float
+  end: float
+  reply_expected: bool
+
+
 class _RowProblem(Exception):
   """Why one row cannot be used: `reason` (a `ManifestReport.skipped` key) and details."""
 
@@ -163,12 +226,28 @@ class ManifestRow:
   reply: str | None = None
   reply_time: float | None = None
   audio: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  id: str | None = None
+  offset: float = 0.0
+  events: tuple[Event, ...] = ()
+  turns: tuple[Turn, ...] = ()
+  instruction: str | None = None
+  alert_classes: tuple[str, ...] = ()
 
   def load(self) -> np.ndarray:
-    """The samples: float32[round(duration * sample_rate)], read-only."""
+    """The samples: float32[round(duration * sample_rate)], read-only (the segment from
+    `offset` on, for rows that give one)."""
     if self.audio is not None:
       return self.audio
-    return _load_file(self.source, self.sample_rate)
+    audio = _load_file(self.source, self.sample_rate)
+    start = int(round(self.offset * self.sample_rate))
+    return audio[start:start + int(round(self.duration * self.sample_rate))]
+
+  @property
+  def name(self) -> str:
+    """The row's `id`, else its file name and place ("a.wav@line 3")."""
+    if self.id is not None:
+      return self.id
+    return f"{self.source.replace(chr(92), '/').rsplit('/', 1)[-1]}@{self.where}"
 
   @property
   def voice(self) -> str:
@@ -191,9 +270,84 @@ def _text(value: Any, name: str) -> str:
   return value
 
 
-def _fields(row: Mapping[str, Any]) -> dict[str, Any]:
-  """The optional fields of a row, type-checked (times not yet against the clip length)."""
+def _alias(row: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any] | None:
+  """(name, value) of the first of `names` in `row`; two that disagree are a bad field."""
+  present = [(n, row[n]) for n in names if n in row]
+  if not present:
+    return None
+  if any(v != present[0][1] for _, v in present[1:]):
+    raise _RowProblem("bad_field", f"{' and '.join(n for n, _ in present)} disagree: "
+                                   f"{[v for _, v in present]!r}")
+  return present[0]
+
+
+def _classes(value: Any) -> tuple[str, ...]:
+  if not isinstance(value, (list, tuple)):
+    raise _RowProblem("bad_field", f"alert_classes must be a list of class names, got {value!r}")
+  return tuple(_text(v, "an alert class").strip() for v in value)
+
+
+def _events(value: Any, alert_classes: Collection[str]) -> tuple[Event, ...]:
+  if not isinstance(value, (list, tuple)):
+    raise _RowProblem("bad_field", f"events must be a list of objects, got {value!r}")
+  events = []
+  for item in value:
+    if not isinstance(item, dict) or not {"onset", "offset", "class"} <= set(item):
+      raise _RowProblem("bad_field", f"each event needs onset, offset and class, got {item!r}")
+    extra = sorted(set(item) - {"onset", "offset", "class", "role"})
+    if extra:
+      raise _RowProblem("bad_field", f"unknown event keys {extra} in {item!r}")
+    onset, offset = _number(item["onset"], "an event onset"), _number(item["offset"],
+                                                                      "an event offset")
+    if offset <= onset:
+      raise _RowProblem("bad_field", f"an event's offset must follow its onset: {item!r}")
+    label = _text(item["class"], "an event class").strip()
+    role = item.get("role")
+    if role is None:
+      if label in alert_classes:
+        role = "alert"
+      elif label in worlds.SOUNDS:
+        role = "alert" if label in worlds.ALERT_LABELS else "benign"
+      else:
+        role = UNKNOWN_ROLE
+    elif role not in ROLES:
+      raise _RowProblem("bad_field", f"an event's role must be one of {list(ROLES)}, got "
+                                     f"{role!r}")
+    events.append(Event(onset, offset, label, role))
+  return tuple(sorted(events, key=lambda e: (e.onset, e.offset)))
+
+
+def _turns(value: Any) -> tuple[Turn, ...]:
+  if not isinstance(value, (list, tuple)):
+    raise _RowProblem("bad_field", f"turns must be a list of objects, got {value!r}")
+  turns = []
+  for item in value:
+    if not isinstance(item, dict) or not {"start", "end"} <= set(item):
+      raise _RowProblem("bad_field", f"each turn needs start and end, got {item!r}")
+    extra = sorted(set(item) - {"start", "end", "reply_expected"})
+    if extra:
+      raise _RowProblem("bad_field", f"unknown turn keys {extra} in {item!r}")
+    start, end = _number(item["start"], "a turn start"), _number(item["end"], "a turn end")
+    if end <= start:
+      raise _RowProblem("bad_field", f"a turn's end must follow its start: {item!r}")
+    expected = item.get("reply_expected", True)
+    if not isinstance(expected, bool):
+      raise _RowProblem("bad_field", f"reply_expected must be true or false, got {expected!r}")
+    turns.append(Turn(start, end, expected))
+  return tuple(sorted(turns, key=lambda t: (t.start, t.end)))
+
+
+def _fields(row: Mapping[str, Any], alert_classes: Collection[str] = ()) -> dict[str, Any]:
+  """The optional fields of a row, type-checked (times not yet against the clip length).
+
+  `alert_classes`: classes declared as alerts outside the row (a class file); the
+  row's own `alert_classes` add to them.
+  """
   out: dict[str, Any] = {}
+  text = _alias(row, TEXT_KEYS)
+  row = {k: v for k, v in row.items() if k not in TEXT_KEYS}
+  if text is not None:
+    row["transcript"] = text[1]
   if "transcript" in row:
     if not isinstance(row["transcript"], str):
       raise _RowProblem("bad_field", f"transcript must be a string, got {row['transcript']!r}")
@@ -221,30 +375,58 @@ def _fields(row: Mapping[str, Any]) -> dict[str, Any]:
                                      f"{normalize_text(out['transcript'])!r}")
     out["words"] = tuple(parsed)
     out.setdefault("transcript", " ".join(w.text for w in parsed))
-  for name in ("speaker", "label", "reply"):
+  for name in ("speaker", "label", "reply", "instruction"):
     if name in row:
       out[name] = _text(row[name], name)
-  if "label" in out and out["label"] not in worlds.SOUNDS:
-    raise _RowProblem("unknown_label", f"label {out['label']!r} is not a known sound class; "
+  if "id" in row:
+    if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
+      raise _RowProblem("bad_field", f"id must be a string or an integer, got {row['id']!r}")
+    out["id"] = str(row["id"])
+  if "alert_classes" in row:
+    out["alert_classes"] = _classes(row["alert_classes"])
+  declared = {*alert_classes, *out.get("alert_classes", ())}
+  if "label" in out and out["label"] not in worlds.SOUNDS and out["label"] not in declared:
+    raise _RowProblem("unknown_label", f"label {out['label']!r} is neither a known sound class "
+                                       "nor a declared alert class (alert_classes, --classes); "
                                        f"known: {', '.join(sorted(worlds.SOUNDS))}")
-  for name in ("recognisable_after", "reply_time"):
+  if "events" in row:
+    out["events"] = _events(row["events"], declared)
+  if "turns" in row:
+    out["turns"] = _turns(row["turns"])
+  for name in ("recognisable_after", "reply_time", "offset"):
     if name in row:
       out[name] = _number(row[name], name)
-  if "transcript" not in out and "label" not in out:
-    raise _RowProblem("no_annotation", "the row has neither a transcript/words nor a label, "
-                                       "so neither source can use it")
+  if "duration" in row:
+    out["duration"] = _number(row["duration"], "duration")
+    if out["duration"] == 0:
+      raise _RowProblem("bad_field", "duration must be > 0")
+  if not ({"transcript", "label", "events", "turns"} & set(out)):
+    raise _RowProblem("no_annotation", "the row has no transcript/words, label, events or "
+                                       "turns, so no suite can use it")
   return out
 
 
 def _row(source: str, where: str, fields: Mapping[str, Any], num_samples: int,
          sample_rate: int, audio: np.ndarray | None = None) -> ManifestRow:
   """A row from checked fields and its decoded length; times must lie within the clip."""
+  fields = dict(fields)
   duration = num_samples / sample_rate
   slack = 1.0 / sample_rate  # times rounded to the sample are still inside
+  offset = fields.get("offset", 0.0)
+  if "duration" in fields or offset:
+    # A segment of the file (NeMo's offset + duration): up to 0.1 s of rounding allowed.
+    wanted = fields.pop("duration", duration - offset)
+    if offset + wanted > duration + 0.1 or wanted <= 0:
+      raise _RowProblem("bad_field", f"offset {offset:g} + duration {wanted:g} s lie beyond the "
+                                     f"file's {duration:.3f} s")
+    duration = min(wanted, duration - offset)
   late = [f"{name}={fields[name]:g}" for name in ("recognisable_after", "reply_time")
           if name in fields and fields[name] > duration + slack]
   late += [f"word {w.text!r} ends at {w.end:g}" for w in fields.get("words", ())
            if w.end > duration + slack]
+  late += [f"event {e.label!r} ends at {e.offset:g}" for e in fields.get("events", ())
+           if e.offset > duration + slack]
+  late += [f"turn ends at {t.end:g}" for t in fields.get("turns", ()) if t.end > duration + slack]
   if late:
     raise _RowProblem("bad_field", f"times beyond the clip's {duration:.3f} s: {', '.join(late)}")
   return ManifestRow(source=source, where=where, sample_rate=sample_rate, duration=duration,
@@ -258,6 +440,17 @@ class _Collector:
     self.name, self.strict = name, strict
     self.skipped: collections.Counter[str] = collections.Counter()
     self.first: dict[str, tuple[str, str]] = {}
+    self.ignored_keys: collections.Counter[str] = collections.Counter()
+    self.ignored_first: str | None = None
+    self.unknown_classes: collections.Counter[str] = collections.Counter()
+
+  def ignore(self, where: str, keys: Sequence[str]) -> None:
+    self.ignored_keys.update(keys)
+    if self.ignored_first is None:
+      self.ignored_first = where
+
+  def kept(self, row: ManifestRow) -> None:
+    self.unknown_classes.update(e.label for e in row.events if e.role == UNKNOWN_ROLE)
 
   def skip(self, where: str, problem: _RowProblem) -> None:
     if self.strict:
@@ -273,6 +466,15 @@ class _Collector:
     if resampled:
       log.warning("%s: %d row(s) not at %d Hz are resampled on load", self.name, resampled,
                   target_rate)
+    if self.ignored_keys:  # one warning for all of them: the rows are used
+      keys = ", ".join(f"{k!r} ({n} row(s))" for k, n in sorted(self.ignored_keys.items()))
+      log.warning("%s: ignored unknown keys %s (first at %s); known: %s", self.name, keys,
+                  self.ignored_first, ", ".join(sorted(KEYS)))
+    if self.unknown_classes:
+      classes = ", ".join(f"{k!r} ({n})" for k, n in sorted(self.unknown_classes.items()))
+      log.warning("%s: events of unknown class with no role: %s; they are not scored (give "
+                  "them a role, or declare alert classes with alert_classes / --classes)",
+                  self.name, classes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +483,9 @@ class ManifestReport:
 
   `rows`: the usable rows, in order. `skipped`: reason -> number of rows skipped
   (see the module docstring). `resampled`: rows whose audio is at another rate and
-  is converted to `sample_rate` on load.
+  is converted to `sample_rate` on load. `ignored_keys`: unknown key -> rows that had
+  it (the rows are used; one warning). `unknown_classes`: class -> events of that
+  class with no role that are neither declared alerts nor known sounds (not scored).
   """
 
   name: str
@@ -289,6 +493,8 @@ class ManifestReport:
   rows: tuple[ManifestRow, ...]
   skipped: dict[str, int]
   resampled: int
+  ignored_keys: dict[str, int] = dataclasses.field(default_factory=dict)
+  unknown_classes: dict[str, int] = dataclasses.field(default_factory=dict)
 
   @property
   def num_skipped(self) -> int:
@@ -315,15 +521,19 @@ def _has_non_finite(path: str) -> bool:
 
 
 def _decode_row(row: Mapping[str, Any], base: pathlib.Path, sample_rate: int,
-                resample: bool, where: str) -> tuple[ManifestRow, bool]:
+                resample: bool, where: str, collector: _Collector,
+                alert_classes: Collection[str] = ()) -> tuple[ManifestRow, bool]:
   """A manifest row checked and its audio decoded once; and whether it needs resampling."""
   unknown = sorted(set(row) - KEYS)
+  row = {k: v for k, v in row.items() if k in KEYS}
+  audio_field = _alias(row, AUDIO_KEYS)
+  if audio_field is None:
+    raise _RowProblem("bad_field", f"the row has no audio path ({' / '.join(AUDIO_KEYS)})")
+  # absolute paths stay absolute
+  path = os.path.join(base, _text(audio_field[1], audio_field[0]))
+  fields = _fields({k: v for k, v in row.items() if k not in AUDIO_KEYS}, alert_classes)
   if unknown:
-    raise _RowProblem("unknown_keys", f"unknown keys {unknown}; known: {sorted(KEYS)}")
-  if "audio" not in row:
-    raise _RowProblem("bad_field", "the row has no 'audio' path")
-  path = os.path.join(base, _text(row["audio"], "audio"))  # absolute paths stay absolute
-  fields = _fields(row)
+    collector.ignore(where, unknown)
   if not os.path.isfile(path):
     raise _RowProblem("missing_file", f"audio file {path} not found")
   rate = _file_rate(path)
@@ -336,6 +546,22 @@ def _decode_row(row: Mapping[str, Any], base: pathlib.Path, sample_rate: int,
     reason = "nan_audio" if _has_non_finite(path) else "corrupt_audio"
     raise _RowProblem(reason, str(error)) from error
   return _row(path, where, fields, len(audio), sample_rate), rate not in (None, sample_rate)
+
+
+def read_classes(path: str | os.PathLike) -> tuple[str, ...]:
+  """Alert class names from a class file: one per line, or a JSON list; blank lines and
+  lines starting with '#' are ignored. A missing file is a `ManifestError`."""
+  try:
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+  except OSError as error:
+    raise ManifestError(f"class file {path} cannot be read: {error.strerror or error}") from error
+  if text.lstrip().startswith("["):
+    try:
+      return _classes(json.loads(text))
+    except (ValueError, _RowProblem) as error:
+      raise ManifestError(f"class file {path}: {error}") from error
+  return tuple(line.strip() for line in text.splitlines()
+               if line.strip() and not line.lstrip().startswith("#"))
 
 
 def _line_text(data: bytes, first: bool) -> str:
@@ -361,7 +587,8 @@ def _parse_line(line: str) -> dict[str, Any]:
 
 
 def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
-                  strict: bool = False, resample: bool = True) -> ManifestReport:
+                  strict: bool = False, resample: bool = True,
+                  alert_classes: Collection[str] = ()) -> ManifestReport:
   """Reads and validates a JSONL manifest (format and checks: module docstring).
 
   Args:
@@ -369,6 +596,7 @@ def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
     sample_rate: the rate (Hz) rows are served at; the sources need `SAMPLE_RATE`.
     strict: raise `ManifestError` at the first bad row instead of skipping it.
     resample: convert audio at other rates; False makes them bad rows.
+    alert_classes: classes declared as alerts for every row (e.g. `read_classes`).
 
   Every audio file is decoded once here (to find corrupt and NaN audio), so reading
   takes about as long as decoding the corpus.
@@ -397,15 +625,19 @@ def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
         if not line.strip():
           continue
         row = _parse_line(line)
-        parsed, needs_resampling = _decode_row(row, path.parent, sample_rate, resample, where)
+        parsed, needs_resampling = _decode_row(row, path.parent, sample_rate, resample, where,
+                                               collector, alert_classes)
       except _RowProblem as problem:
         collector.skip(where, problem)
         continue
+      collector.kept(parsed)
       rows.append(parsed)
       resampled += needs_resampling
   collector.log(resampled, sample_rate)
   return ManifestReport(name=str(path), sample_rate=sample_rate, rows=tuple(rows),
-                        skipped=dict(collector.skipped), resampled=resampled)
+                        skipped=dict(collector.skipped), resampled=resampled,
+                        ignored_keys=dict(collector.ignored_keys),
+                        unknown_classes=dict(collector.unknown_classes))
 
 
 def _as_text(value: Any) -> str:
@@ -435,6 +667,7 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
                        label_key: str = "label", speaker_key: str | None = None,
                        label_names: Sequence[str] | None = None,
                        label_map: Mapping[str, str] | None = None,
+                       label_as_transcript: bool = False,
                        target_rate: int = SAMPLE_RATE, strict: bool = False,
                        name: str = "tfds") -> ManifestReport:
   """In-memory rows from dict examples, as `tfds.as_numpy(tfds.load(...))` yields them.
@@ -450,6 +683,8 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
     sample_rate: the dataset's audio rate (Hz); other rates are resampled to `target_rate`.
     label_names: names of integer class labels (a TFDS `ClassLabel`'s `names`).
     label_map: dataset class -> our event class; classes outside it are skipped.
+    label_as_transcript: the (mapped) class is what is said, not a sound (keyword sets
+      such as speech_commands): it becomes the row's `transcript`.
     strict: raise `ManifestError` at the first bad example.
   """
   collector = _Collector(name, strict)
@@ -463,7 +698,7 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
       row: dict[str, Any] = {}
       if text_key in example:
         row["transcript"] = _as_text(example[text_key])
-      if label_key in example:
+      if label_key in example and not (label_as_transcript and "transcript" in row):
         label = example[label_key]
         if label_names is not None and np.issubdtype(np.asarray(label).dtype, np.integer):
           label = label_names[int(label)]
@@ -472,7 +707,7 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
           if label not in label_map:
             raise _RowProblem("unmapped_label", f"class {label!r} is not in the label map")
           label = label_map[label]
-        row["label"] = label
+        row["transcript" if label_as_transcript else "label"] = label
       if speaker_key is not None and speaker_key in example:
         row["speaker"] = _as_text(example[speaker_key])
       fields = _fields(row)

@@ -312,14 +312,23 @@ def _spell_number(match: re.Match[str]) -> str:
   return (" minus " if sign else " ") + words + " "
 
 
-def normalize_text(text: str) -> str:
-  """The one normalization used for scoring (WER, exact match) and reply text.
+# Non-word tags of transcripts and recogniser outputs: <s>, </s>, <unk>, <sil>, [noise],
+# [laughter], [NOISE]... Dropped whole, so "<s>" never becomes the word "s".
+_TAG = re.compile(r"</?[A-Za-z_][\w\-]*>|\[[^\[\]\n]*\]")
 
-  Lowercase; digits become words ("12" -> "twelve", "3.5" -> "three point five", so
-  "12" and "twelve" score equal); hyphens and other punctuation become spaces, except
-  apostrophes inside words ("don't"); whitespace collapsed. Idempotent.
+
+def normalize_text(text: str) -> str:
+  """The one English normalization used for scoring (WER, exact match), reference
+  transcripts of manifests and reply text.
+
+  Tags are dropped whole (`<s>`, `</s>`, `<unk>`, `<sil>`, `[noise]`, `[laughter]`:
+  anything in square brackets, and `<word>` / `</word>`); lowercase; digits become
+  words ("12" -> "twelve", "3.5" -> "three point five", so "12" and "twelve" score
+  equal); hyphens and other punctuation become spaces, except apostrophes inside words
+  ("don't"); whitespace collapsed. Idempotent.
   """
-  text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+  text = _TAG.sub(" ", unicodedata.normalize("NFKC", text))
+  text = text.translate(_APOSTROPHES).lower()
   text = _NUMBER.sub(_spell_number, text)
   # Keep letters, digits and apostrophes; everything else separates words.
   text = re.sub(r"[^\w']+|_", " ", text)
