@@ -154,7 +154,8 @@ def main() -> None:
     generated, layers, steps = 3, 1, 2
   cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
               if line.startswith("model name")), platform.processor())
-  print(f"machine: {cpu}, {os.cpu_count()} cores; figures measured side by side in this run")
+  print(f"machine: {cpu}, {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f} at start); "
+        "figures measured side by side in this run")
   print(f"mode: {'quick (smoke test: small split, not comparable to the full run)' if args.quick else 'full'}")
 
   with tempfile.TemporaryDirectory() as tmp:

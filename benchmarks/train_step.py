@@ -109,7 +109,8 @@ def main() -> None:
 
   cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
               if line.startswith("model name")), platform.processor())
-  print(f"machine: {cpu}, {os.cpu_count()} cores; figures measured side by side in this run")
+  print(f"machine: {cpu}, {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f} at start); "
+        "figures measured side by side in this run")
   if args.quick:
     # A smoke test (tests/test_benchmarks.py runs it): the same code paths with one
     # encoder and one decoder layer at a short row (compiling is most of its time),
