@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 DType = Any
@@ -62,6 +63,40 @@ class RMSNorm(nn.Module):
     return (normed * scale.astype(jnp.float32)).astype(self.dtype)
 
 
+# Rotary phases are fixed-point: a full turn is 2**32 units, so a position's phase is
+# `position * step mod 2**32`, exact in uint32 arithmetic (multiplication wraps).
+_PHASE_BITS = 32
+
+
+def rope_phase_steps(head_dim: int, theta: float) -> np.ndarray:
+  """Per-position phase increment of each rotary frequency, in 1/2**32 turns: uint32[Dh/2].
+
+  Computed in float64 once: 1/theta**(i/half) radians per position as a fraction of a
+  turn. The rounding (at most 2**-33 of a turn, 7e-10 rad, per position) is finer
+  than float32 frequencies (about 6e-8 rad per position at the highest one).
+  """
+  half = head_dim // 2
+  inv_freq = 1.0 / (float(theta) ** (np.arange(half, dtype=np.float64) / half))
+  steps = np.round(inv_freq / (2 * np.pi) * 2.0 ** _PHASE_BITS) % 2 ** _PHASE_BITS
+  return steps.astype(np.uint32)
+
+
+def rope_cos_sin(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+  """cos and sin of the rotary angles of `positions` [B, T] (int32 >= 0): float32 [B, T, Dh/2].
+
+  Exact for any stream length: the phase is reduced modulo a full turn in integer
+  arithmetic before it becomes a float angle in [-pi, pi), so position 10**8 carries
+  the same ~2e-7 rad rounding as position 10, and attention at hour 100 of a stream
+  equals attention over the same context at its start (to float32 rounding; a float32
+  angle `position * frequency` drifts by position * 6e-8 rad instead).
+  """
+  steps = jnp.asarray(rope_phase_steps(head_dim, theta))
+  phase = positions.astype(jnp.uint32)[..., None] * steps  # wraps: mod 2**32
+  signed = jax.lax.bitcast_convert_type(phase, jnp.int32)  # a turn as [-2**31, 2**31)
+  angles = signed.astype(jnp.float32) * jnp.float32(2 * np.pi / 2.0 ** _PHASE_BITS)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
 def apply_rope(x: Array, positions: Array, theta: float) -> Array:
   """Rotary position embedding (rotate-half form).
 
@@ -72,10 +107,8 @@ def apply_rope(x: Array, positions: Array, theta: float) -> Array:
   Returns:
     [B, T, heads, Dh], same dtype as `x`.
   """
-  half = x.shape[-1] // 2
-  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
-  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, half]
-  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  cos, sin = rope_cos_sin(positions, x.shape[-1], theta)  # [B, T, half]
+  cos, sin = cos[:, :, None, :], sin[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return rotated.astype(x.dtype)
