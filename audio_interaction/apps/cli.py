@@ -192,6 +192,22 @@ def _inspect(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.corpus import real_audio
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: build-real-dev takes no config")
+  if args.streams < 0:
+    raise UsageError(f"--streams must be >= 0, got {args.streams}")
+  try:
+    summary = real_audio.fetch_and_build(args.out, args.cache, streams=args.streams,
+                                         seed=args.seed)
+  except real_audio.FetchError as error:  # names the package; the rest is resumable
+    print(f"audio-interaction build-real-dev: error: {error}", file=sys.stderr)
+    return 1
+  print(summary)
+  return 0
+
+
 def _number(text: str) -> float:
   try:
     value = float(text)
@@ -338,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
   inspect = verbs.add_parser("inspect", help="parameter count and AOT lowering of a config")
   add_config(inspect)
   inspect.set_defaults(run=_inspect)
+
+  real_dev = verbs.add_parser(
+      "build-real-dev", help="the real-audio DEV set from Debian packages (model selection only)")
+  real_dev.add_argument("--out", required=True, help="where the wavs and JSONL manifests go")
+  real_dev.add_argument("--cache", default=None,
+                        help="folder of downloaded .deb files, reused when present; packages "
+                             "are extracted to CACHE/extracted (default: "
+                             "~/.cache/audio_interaction/debs)")
+  real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
+  real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
+  real_dev.set_defaults(run=_build_real_dev)
   return parser
 
 
