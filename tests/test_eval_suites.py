@@ -21,7 +21,8 @@ from audio_interaction.infer.run_stream import run_policies, run_stream
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
-FAST = suites.EvalConfig(vad="energy", sweep_thresholds=(0.3, 0.7), sweep_silences=(0.5, 0.7))
+FAST = suites.EvalConfig(vad="energy", sweep_thresholds=(0.3, 0.7), sweep_silences=(0.5, 0.7),
+                         bootstrap_resamples=50)
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +191,22 @@ def test_cli_eval_smoke(tiny, tmp_path, capsys):
   config, model, params, _ = tiny
   bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
   out = tmp_path / "report"
-  code = cli.main(["eval", "--checkpoint", str(bundle), "--suites", "B5", "--streams", "1",
-                   "--out", str(out), "--vad", "energy", "--sweep", "0.5"])
+  argv = ["eval", "--checkpoint", str(bundle), "--suites", "B5", "--streams", "1",
+          "--out", str(out), "--vad", "energy", "--sweep", "0.5", "--min-turns", "0",
+          "--resamples", "50"]
+  code = cli.main(argv)
   assert code == 0
   printed = capsys.readouterr().out
-  assert "B5 turn-taking" in printed and "4 cases" in printed
+  assert "B5 turn-taking (4 cases" in printed
+  # The real command: every flag given, in a form that runs again.
+  assert (f"Reproduce: audio-interaction eval --suites B5 --checkpoint {bundle} --streams 1 "
+          f"--out {out} --vad energy --sweep 0.5 --min-turns 0 --resamples 50") in printed
   results = json.loads((out / "results.json").read_text())
-  assert results["suites"]["B5"]["cases"] == 4
+  assert results["suites"]["B5"]["cases"] == 4 and results["case_counts"] == {"B5": 4}
+  lines = (out / "cases.jsonl").read_text().splitlines()
+  assert len(lines) == 4 and "per_case" not in results
+  record = json.loads(lines[0])
+  assert set(record["systems"]) == {"model", "silence_timer"} and record["expected"]
   assert results["suites"]["B5"]["silence_timer"]["vad"] == "energy"
   assert (out / "report.md").exists() and (out / "sweeps.png").exists()
   assert cli.main(["eval", "--checkpoint", str(tmp_path), "--suites", "B5"]) == 2

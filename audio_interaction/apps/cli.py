@@ -6,7 +6,8 @@ Verbs:
   train       train a config in a workdir (resumes from its newest good checkpoint).
   heldout     run a model alone over held-out streams: when it spoke, what it said.
   eval        the benchmark suites B1-B8 (model, silence-timer baseline, PocketSphinx),
-              on held-out streams or a manifest: JSON + Markdown report with plots.
+              on held-out streams, a manifest or a TFDS set: JSON + Markdown report.
+  proactive-bench  the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip, accuracy.
   export      write a portable bundle (params, tokenizer, config) from a workdir.
   demo      the main job: the model listens to a generated example stream, decides
             chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
@@ -163,16 +164,41 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   config = _config_from(args, overrides) if args.checkpoint else None
   eval_config = suites.EvalConfig(
       threshold=args.threshold, vad=args.vad, silence_seconds=args.silence,
-      sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()))
-  command = f"audio-interaction eval --suites {args.suites} --streams {args.streams}" + "".join(
-      f" --{name} {value}" for name, value in (("checkpoint", args.checkpoint),
-                                               ("manifest", args.manifest)) if value)
+      sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
+      min_turns=args.min_turns, min_alert_events=args.min_alert_events,
+      bootstrap_resamples=args.resamples)
+  defaults = build_parser().parse_args(["eval"])
+  extra = tuple(token for name, flag in (
+      ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
+      ("sweep", "--sweep"), ("min_turns", "--min-turns"),
+      ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"))
+      if getattr(args, name) != getattr(defaults, name)
+      for token in (flag, str(getattr(args, name)))) + tuple(overrides)
+  command = eval_run.eval_command(
+      suites=args.suites, manifest=args.manifest, tfds=args.tfds, classes=args.classes,
+      streams=args.streams, checkpoint=args.checkpoint, out_dir=args.out, extra=extra)
   done = eval_run.run_eval(checkpoint=args.checkpoint, suites=args.suites, manifest=args.manifest,
-                         streams=args.streams, out_dir=args.out, config=config,
-                         eval_config=eval_config, command=command, overwrite=args.overwrite)
+                           streams=args.streams, out_dir=args.out, config=config,
+                           eval_config=eval_config, command=command, overwrite=args.overwrite,
+                           tfds=args.tfds, classes=args.classes)
+  print("\n".join(report.case_count_lines(done["results"])))
   print(report.summary_table(done["results"]))
   timing = done["results"]["timing"]
-  print(f"{timing['cases']} cases in {done['seconds']:.0f} s; report: {done['paths']['markdown']}")
+  print(f"{timing['cases']} cases in {done['seconds']:.0f} s; report: {done['paths']['markdown']}; "
+        f"per case: {done['paths']['cases']}")
+  print(f"Reproduce: {command}")
+  return 0
+
+
+def _proactive_bench(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.apps import proactive_bench
+  from audio_interaction.eval.proactive_bench import format_stats
+  done = proactive_bench.run_proactive_bench(
+      manifest=args.manifest, root=args.root, out_dir=args.out, bundle=args.checkpoint,
+      infer=_infer_config("proactive-bench", args.checkpoint, overrides),
+      answers=args.answers, overwrite=args.overwrite)
+  print(format_stats(done["stats"]))
+  print(f"predictions: {done['paths']['predictions']}; stats: {done['paths']['stats']}")
   return 0
 
 
@@ -331,7 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--suites", default="all", help="all, or a comma list like B1,B5")
   evaluate.add_argument("--manifest", default=None,
                         help="JSONL manifest of recordings (default: held-out generated streams)")
+  evaluate.add_argument("--tfds", default=None, metavar="NAME:SPLIT",
+                        help="a TFDS speech or sound data set, e.g. librispeech:test_clean[:200] "
+                             "(B1/B2) or speech_commands:test (B3-like keywords)")
+  evaluate.add_argument("--classes", default=None, metavar="FILE",
+                        help="alert classes of one's own (one per line, or a JSON list)")
   evaluate.add_argument("--streams", type=int, default=2, help="generated streams per sub-task")
+  evaluate.add_argument("--min-turns", type=int, default=100,
+                        help="generated streams: more B5 streams until it has this many turns")
+  evaluate.add_argument("--min-alert-events", type=int, default=50,
+                        help="generated streams: more B6 streams until it has this many alerts")
+  evaluate.add_argument("--resamples", type=int, default=1000,
+                        help="bootstrap resamples behind each 95%% interval")
   evaluate.add_argument("--out", default="runs/eval", help="where the report goes")
   evaluate.add_argument("--overwrite", action="store_true",
                         help="replace a run already in --out (refused otherwise)")
@@ -343,6 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)
+
+  bench = verbs.add_parser("proactive-bench",
+                           help="the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip")
+  add_config(bench)
+  bench.add_argument("--manifest", required=True,
+                     help="JSONL: id, path (relative to --root), description, decision")
+  bench.add_argument("--root", required=True, help="the folder the paths are relative to")
+  bench.add_argument("--out", required=True, help="writes predictions.jsonl and stats.json here")
+  bench.add_argument("--answers", default=None,
+                     help="optional JSONL of standard_answers per id (kept beside predictions)")
+  bench.add_argument("--checkpoint", default=None, help="model bundle (default: the embedded one)")
+  bench.add_argument("--overwrite", action="store_true", help="replace predictions in --out")
+  bench.set_defaults(run=_proactive_bench)
 
   export = verbs.add_parser("export", help="write a portable bundle from a training workdir")
   add_config(export)

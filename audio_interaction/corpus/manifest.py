@@ -389,6 +389,8 @@ def _fields(row: Mapping[str, Any], alert_classes: Collection[str] = ()) -> dict
     raise _RowProblem("unknown_label", f"label {out['label']!r} is neither a known sound class "
                                        "nor a declared alert class (alert_classes, --classes); "
                                        f"known: {', '.join(sorted(worlds.SOUNDS))}")
+  if "label" in out and out["label"] in declared:  # kept on the row: its role is alert
+    out["alert_classes"] = tuple(dict.fromkeys((*out.get("alert_classes", ()), out["label"])))
   if "events" in row:
     out["events"] = _events(row["events"], declared)
   if "turns" in row:
@@ -668,6 +670,7 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
                        label_names: Sequence[str] | None = None,
                        label_map: Mapping[str, str] | None = None,
                        label_as_transcript: bool = False,
+                       alert_classes: Collection[str] = (),
                        target_rate: int = SAMPLE_RATE, strict: bool = False,
                        name: str = "tfds") -> ManifestReport:
   """In-memory rows from dict examples, as `tfds.as_numpy(tfds.load(...))` yields them.
@@ -685,6 +688,8 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
     label_map: dataset class -> our event class; classes outside it are skipped.
     label_as_transcript: the (mapped) class is what is said, not a sound (keyword sets
       such as speech_commands): it becomes the row's `transcript`.
+    alert_classes: classes declared as alerts (labels outside `worlds.SOUNDS` and these
+      are `unknown_label` skips).
     strict: raise `ManifestError` at the first bad example.
   """
   collector = _Collector(name, strict)
@@ -710,7 +715,7 @@ def from_tfds_examples(examples: Iterable[Mapping[str, Any]], *, sample_rate: in
         row["transcript" if label_as_transcript else "label"] = label
       if speaker_key is not None and speaker_key in example:
         row["speaker"] = _as_text(example[speaker_key])
-      fields = _fields(row)
+      fields = _fields(row, alert_classes)
       audio = _as_float_audio(example[audio_key])
       if not len(audio):
         raise _RowProblem("corrupt_audio", "audio is empty")

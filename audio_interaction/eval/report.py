@@ -15,6 +15,8 @@ from audio_interaction.eval import suites as suites_lib
 from audio_interaction.viz.report_plots import (
     SYSTEM_LABELS, plot_latency_cdfs, plot_per_subtask, plot_sweeps)
 
+CASES_FILE = "cases.jsonl"
+
 def _fmt(value: Any, kind: str = "f") -> str:
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
     return "—"
@@ -27,36 +29,7 @@ def _fmt(value: Any, kind: str = "f") -> str:
   return f"{value:.2f}"
 
 
-# (suite, label, path into a system block, format) for the summary table.
-_ROWS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    ("B1", "WER", ("wer",), "%"),
-    ("B2", "WER", ("wer",), "%"),
-    ("B2", "emission delay, median", ("emission_delay_s", "median"), "s"),
-    ("B2", "emission delay, p90", ("emission_delay_s", "p90"), "s"),
-    ("B2", "WER of the encoder's CTC transcript", ("model_ctc", "wer"), "%"),
-    ("B2", "CTC emission delay, median", ("model_ctc", "emission_delay_s", "median"), "s"),
-    ("B3", "accuracy", ("accuracy",), "%"),
-    ("B4", "exact-match accuracy", ("accuracy",), "%"),
-    ("B5", "response latency, median", ("response_latency_s", "median"), "s"),
-    ("B5", "response latency, p90", ("response_latency_s", "p90"), "s"),
-    ("B5", "false cut-in rate", ("false_cut_in_rate",), "%"),
-    ("B5", "miss rate", ("miss_rate",), "%"),
-    ("B6", "alert precision", ("precision",), "%"),
-    ("B6", "alert recall", ("recall",), "%"),
-    ("B6", "alert F1", ("f1",), "f"),
-    ("B6", "latency from onset, median", ("onset_latency_s", "median"), "s"),
-    ("B6", "false alarms per hour", ("false_alarms_per_hour",), "f"),
-    ("B7", "accuracy of triggered replies", ("accuracy",), "%"),
-    ("B7", "triggered in time (recall)", ("recall",), "%"),
-    ("B7", "latency from ready, median", ("latency_from_ready_s", "median"), "s"),
-    ("B8", "barge-ins heard while speaking", ("barge_ins_while_speaking", "barge_ins"), "k/n"),
-    ("B8", "barge-in yield rate", ("barge_in_yield_rate",), "%"),
-    ("B8", "yield latency, median", ("yield_latency_s", "median"), "s"),
-    ("B8", "backchannels heard while speaking", ("backchannels_while_speaking", "backchannels"),
-     "k/n"),
-    ("B8", "backchannel yield rate (lower is better)", ("backchannel_yield_rate",), "%"),
-    ("B8", "false reply rate, speech not addressed", ("false_reply_rate",), "%"),
-)
+_ROWS = suites_lib.HEADLINES  # (suite, label, path into a system block, format)
 
 
 def _get(block: dict | None, path: tuple[str, ...]) -> Any:
@@ -71,25 +44,77 @@ def _get(block: dict | None, path: tuple[str, ...]) -> Any:
   return block
 
 
+def _with_interval(value: Any, interval: dict | None, kind: str) -> str:
+  """"0.42 [0.30, 0.55]": the value and its 95 % bootstrap interval (when it has one)."""
+  text = _fmt(value, kind)
+  if kind == "k/n" or not interval or text == "—":
+    return text
+  low, high = interval.get("low"), interval.get("high")
+  if low is None or high is None or not all(math.isfinite(v) for v in (low, high)):
+    return text
+  return f"{text} [{_fmt(low, kind)}, {_fmt(high, kind)}]"
+
+
 def summary_table(results: dict) -> str:
-  """The Markdown table of every suite's headline metrics, model beside baseline/peer."""
-  lines = ["| suite | metric | our model | beside it |", "|---|---|---|---|"]
+  """The Markdown table of every suite's headline metrics, model beside baseline/peer,
+  each with its 95 % bootstrap interval over cases and the suite's case count."""
+  lines = ["| suite (cases) | metric | our model [95 % CI] | beside it [95 % CI] |",
+           "|---|---|---|---|"]
   for suite, label, path, kind in _ROWS:
     result = results["suites"].get(suite)
     if not result or not result.get("cases"):
       continue
     # A row whose path starts with a system name reads that system of ours (e.g. the
     # CTC transcript) instead of the model's replies.
-    system = path[0] if path[0] in SYSTEM_LABELS else "model"
+    system = path[0] if path[0] in suites_lib.OUR_SYSTEMS else "model"
     path = path[1:] if system != "model" else path
-    other_name = "silence_timer" if "silence_timer" in result else (
-        "pocketsphinx" if "pocketsphinx" in result else None)
+    intervals = result.get("intervals", {})
+    key = ".".join(path)
+    other_name = next((b for b in suites_lib.BASELINES if b in result), None)
     other = "—"
-    if other_name is not None:
-      other = f"{_fmt(_get(result[other_name], path), kind)} ({SYSTEM_LABELS[other_name]})"
-    lines.append(f"| {suite} {result['name']} ({result['cases']}) | {label} | "
-                 f"{_fmt(_get(result.get(system), path), kind)} | {other} |")
+    if other_name is not None and system == "model":
+      other = (f"{_with_interval(_get(result[other_name], path), intervals.get(f'{other_name}:{key}'), kind)}"
+               f" ({SYSTEM_LABELS[other_name]})")
+    count = _units(result, suite)
+    lines.append(f"| {suite} {result['name']} ({count}) | {label} | "
+                 f"{_with_interval(_get(result.get(system), path), intervals.get(f'{system}:{key}'), kind)}"
+                 f" | {other} |")
   return "\n".join(lines)
+
+
+def _units(result: dict, suite: str) -> str:
+  """"12 cases", with the items behind the figures where they are not cases."""
+  text = f"{result['cases']} cases"
+  model = result.get("model", {})
+  if suite == "B5":
+    text += f", {model.get('turns', 0)} turns"
+  elif suite == "B6":
+    text += f", {model.get('events', 0)} events"
+  elif suite == "B2":
+    text += f", {model.get('reference_words', 0)} words"
+  return text
+
+
+def case_count_lines(results: dict) -> list[str]:
+  """Each suite's case count, which suites had none, and figures resting on fewer items
+  than asked (B5 turns, B6 events) or on approximate word times (B2)."""
+  counts = results.get("case_counts", {})
+  lines = ["Cases per suite: " + ", ".join(f"{s} {n}" for s, n in counts.items()) + "."]
+  empty = results.get("suites_without_cases", [])
+  if empty:
+    lines.append(f"No cases for {', '.join(empty)}: the source has nothing those suites can "
+                 "score (see docs/manifests.md for the annotations each suite needs); they are "
+                 "left out of the table.")
+  b5, b6, b2 = (results["suites"].get(s, {}) for s in ("B5", "B6", "B2"))
+  turns, target = b5.get("model", {}).get("turns"), b5.get("target_turns")
+  if b5.get("cases") and target and turns is not None and turns < target:
+    lines.append(f"B5 rests on {turns} turns, fewer than the {target} asked.")
+  events, target = b6.get("model", {}).get("events"), b6.get("target_alert_events")
+  if b6.get("cases") and target and events is not None and events < target:
+    lines.append(f"B6 rests on {events} alert events, fewer than the {target} asked.")
+  if b2.get("cases"):
+    lines.append(f"B2 word times (emission delays): {b2.get('word_times', 'synthesis timeline')}.")
+  return lines
 
 
 def sweep_table(results: dict) -> str:
@@ -115,11 +140,15 @@ def sweep_table(results: dict) -> str:
 
 def write_report(results: dict, out_dir: str | pathlib.Path, *, note: str = "",
                  command: str = "") -> dict[str, pathlib.Path]:
-  """Writes results.json, report.md and the three PNGs into `out_dir`; returns their paths."""
+  """Writes results.json, cases.jsonl (one line per case: what each system said and
+  when), report.md and the three PNGs into `out_dir`; returns their paths."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   results = suites_lib.json_safe(results)
+  per_case = results.pop("per_case", [])
+  (out / CASES_FILE).write_text("".join(json.dumps(c) + "\n" for c in per_case))
   paths = {"json": out / "results.json", "markdown": out / "report.md",
+           "cases": out / CASES_FILE,
            "cdfs": plot_latency_cdfs(results, out / "latency_cdfs.png"),
            "sweeps": plot_sweeps(results, out / "sweeps.png"),
            "per_subtask": plot_per_subtask(results, out / "per_subtask.png")}
@@ -136,8 +165,10 @@ def write_report(results: dict, out_dir: str | pathlib.Path, *, note: str = "",
       f"{config.get('silence_seconds')} s of silence driving the same model; a reply answers "
       f"a turn or an alert an event when it starts within {config.get('answer_window_s')} s. "
       "Times are stream times. Definitions: `audio_interaction/eval/metrics.py`; data and "
-      "mapping of the 28 sub-tasks: `audio_interaction/eval/suites.py`.",
-      "", summary_table(results), "",
+      "mapping of the 28 sub-tasks: `audio_interaction/eval/suites.py`. Brackets: 95 % "
+      f"percentile-bootstrap intervals over cases ({config.get('bootstrap_resamples')} "
+      f"resamples, seed {config.get('bootstrap_seed')}); per-case outputs: `{CASES_FILE}`.",
+      "", *case_count_lines(results), "", summary_table(results), "",
       "## Latency distributions", "", "![latency CDFs](latency_cdfs.png)", "",
       "## Sweeps", "",
       "Each threshold is a separate run of the model (its replies change its state); the "

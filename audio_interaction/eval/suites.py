@@ -53,14 +53,14 @@ from tqdm.auto import tqdm
 from audio_interaction import config_lib
 from audio_interaction.corpus import effects, tasks, worlds
 from audio_interaction.corpus.manifest import (
-    DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, ManifestReport, ManifestRow, read_manifest,
-    spread_words)
+    DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, Event, ManifestReport, ManifestRow,
+    read_manifest, spread_words)
 from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.timeline import (
     OFFLINE, ONLINE, Reply, SoundEvent, Span, Timeline, Utterance, estimated_reply_end, render)
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text
-from audio_interaction.eval import metrics
+from audio_interaction.eval import bootstrap, metrics
 from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
 from audio_interaction.eval.heldout import score_trace
 from audio_interaction.infer.endpointing import (
@@ -102,8 +102,48 @@ MANIFEST_INSTRUCTIONS: Final[dict[str, str]] = {
     "B4": "You are a helpful voice assistant. Answer briefly.",
     "B5": "You are a helpful voice assistant. Answer briefly.",
     "B6": "Let me know if anything needs my attention.",
+    "B7": "Let me know if anything needs my attention.",
+    "B8": "You are a helpful voice assistant. Answer briefly.",
 }
+KEYWORD_INSTRUCTION: Final[str] = "Transcribe the audio."  # keyword sets (speech_commands)
 MANIFEST_TAIL_S: Final[float] = 2.0  # silence after a manifest clip, time to answer
+_ABILITY: Final[dict[str, int]] = {"B1": 1, "B2": 2, "B3": 1, "B4": 4, "B5": 4, "B6": 5,
+                                   "B7": 3, "B8": 7}
+
+# The headline metrics of the summary table: (suite, label, path into a system block,
+# format). A path starting with a system name of ours (e.g. "model_ctc") reads that
+# system instead of "model". Every one gets a bootstrap interval (`evaluate`).
+HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
+    ("B1", "WER", ("wer",), "%"),
+    ("B2", "WER", ("wer",), "%"),
+    ("B2", "emission delay, median", ("emission_delay_s", "median"), "s"),
+    ("B2", "emission delay, p90", ("emission_delay_s", "p90"), "s"),
+    ("B2", "WER of the encoder's CTC transcript", ("model_ctc", "wer"), "%"),
+    ("B2", "CTC emission delay, median", ("model_ctc", "emission_delay_s", "median"), "s"),
+    ("B3", "accuracy", ("accuracy",), "%"),
+    ("B4", "exact-match accuracy", ("accuracy",), "%"),
+    ("B5", "response latency, median", ("response_latency_s", "median"), "s"),
+    ("B5", "response latency, p90", ("response_latency_s", "p90"), "s"),
+    ("B5", "false cut-in rate", ("false_cut_in_rate",), "%"),
+    ("B5", "miss rate", ("miss_rate",), "%"),
+    ("B6", "alert precision", ("precision",), "%"),
+    ("B6", "alert recall", ("recall",), "%"),
+    ("B6", "alert F1", ("f1",), "f"),
+    ("B6", "latency from onset, median", ("onset_latency_s", "median"), "s"),
+    ("B6", "false alarms per hour", ("false_alarms_per_hour",), "f"),
+    ("B7", "accuracy of triggered replies", ("accuracy",), "%"),
+    ("B7", "triggered in time (recall)", ("recall",), "%"),
+    ("B7", "latency from ready, median", ("latency_from_ready_s", "median"), "s"),
+    ("B8", "barge-ins heard while speaking", ("barge_ins_while_speaking", "barge_ins"), "k/n"),
+    ("B8", "barge-in yield rate", ("barge_in_yield_rate",), "%"),
+    ("B8", "yield latency, median", ("yield_latency_s", "median"), "s"),
+    ("B8", "backchannels heard while speaking", ("backchannels_while_speaking", "backchannels"),
+     "k/n"),
+    ("B8", "backchannel yield rate (lower is better)", ("backchannel_yield_rate",), "%"),
+    ("B8", "false reply rate, speech not addressed", ("false_reply_rate",), "%"),
+)
+OUR_SYSTEMS: Final[frozenset[str]] = frozenset({"model", "model_ctc"})
+BASELINES: Final[tuple[str, ...]] = ("silence_timer", "pocketsphinx")  # "beside it"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +158,13 @@ class EvalConfig:
   window_chunks: accuracy matching window (as `heldout.evaluate_heldout`).
   yield_within_s: a barge-in is yielded to if speech stops within this after its onset.
   unaddressed_grace_s: a reply this long after unaddressed speech still answers it.
+  max_reply_tokens / max_answer_tokens: the longest online reply / offline answer.
+  min_turns, min_alert_events: on generated streams, B5's sub-tasks get more streams
+    (next seeds, round-robin, at most `max_streams_per_subtask` each) until B5 has this
+    many turns, and B6's until it has this many alert events; the report says when
+    fewer were reached.
+  bootstrap_resamples, bootstrap_seed: the percentile bootstrap over cases behind every
+    headline interval (`bootstrap.py`).
   """
 
   streams_per_subtask: int = 2
@@ -133,6 +180,11 @@ class EvalConfig:
   unaddressed_grace_s: float = 0.8
   max_reply_tokens: int = _INFER.max_reply_tokens
   max_answer_tokens: int = _INFER.max_answer_tokens
+  min_turns: int = 100
+  min_alert_events: int = 50
+  max_streams_per_subtask: int = 60
+  bootstrap_resamples: int = 1000
+  bootstrap_seed: int = 0
 
   @classmethod
   def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
@@ -143,15 +195,44 @@ class EvalConfig:
     return cls(**{**values, **overrides})
 
 
+@dataclasses.dataclass(frozen=True)
+class Annotations:
+  """What an annotated recording says should happen (s in the case's audio); it replaces
+  what the suites would otherwise read from the synthetic timeline.
+
+  turns: (start, end) of user turns that expect a reply (B5).
+  alerts: (onset, recognisable) of events that warrant an alert (B6/B7): latency is
+    measured from the onset, a detection must start by recognisable + the window.
+  benign_seconds: the recording's time that warrants no alert (its length minus every
+    alert's [onset, recognisable + window)), the denominator of false alarms per hour;
+    None: the case's duration.
+  barge_ins: onsets of speech that should stop a reply (B8).
+  unaddressed: (start, end) of speech that must not be answered (B8).
+  """
+
+  turns: tuple[tuple[float, float], ...] = ()
+  alerts: tuple[tuple[float, float], ...] = ()
+  benign_seconds: float | None = None
+  barge_ins: tuple[float, ...] = ()
+  unaddressed: tuple[tuple[float, float], ...] = ()
+
+
 @dataclasses.dataclass(eq=False)
 class Case:
   """One stream or clip to evaluate: its timeline (what should happen), the audio
-  (float32[S], 16 kHz, whole chunks for online cases) and the suites it feeds."""
+  (float32[S], 16 kHz, whole chunks for online cases) and the suites it feeds.
+
+  `annotations`: for manifest cases, the annotated times the suites use instead of the
+  timeline's. `approximate_timing`: the word times are spread over the voiced region
+  (manifest rows without `words`), not from a synthesis timeline or an aligner.
+  """
 
   name: str
   timeline: Timeline
   audio: np.ndarray
   suites: frozenset[str]
+  annotations: Annotations | None = None
+  approximate_timing: bool = False
 
   @property
   def subtask(self) -> str:
@@ -183,6 +264,7 @@ class CaseRun:
   peer_clip: str | None = None
   answer: str | None = None
   seconds: float = 0.0
+  memo: dict = dataclasses.field(default_factory=dict, repr=False)  # decoded texts, scores
 
   @property
   def model(self) -> StreamTrace | None:
@@ -201,24 +283,58 @@ def parse_suites(text: str) -> list[str]:
   return names
 
 
+def case_units(case: Case, suite: str) -> int:
+  """How many scored items a case gives a suite: B5 turns, B6 alert events."""
+  if suite == "B5":
+    return len(case_turns(case))
+  if suite == "B6":
+    return len(case_alert_events(case, 0.0))
+  return 1
+
+
 def generated_cases(suites: Sequence[str], speech, sounds, *, streams_per_subtask: int,
-                    seed: int, chunk_ms: int = sf.DEFAULT_CHUNK_MS) -> list[Case]:
-  """Held-out streams of every sub-task the suites use, `streams_per_subtask` each."""
+                    seed: int, chunk_ms: int = sf.DEFAULT_CHUNK_MS,
+                    minimum: dict[str, int] | None = None,
+                    max_streams_per_subtask: int = 60) -> list[Case]:
+  """Held-out streams of every sub-task the suites use, `streams_per_subtask` each.
+
+  `minimum`: suite -> scored items wanted (`case_units`: B5 turns, B6 alert events):
+  that suite's sub-tasks get further streams (the next seeds, one per sub-task in turn)
+  until it has them, at most `max_streams_per_subtask` streams per sub-task.
+  """
   task_config = tasks.TaskConfig(split=worlds.HELDOUT, chunk_ms=chunk_ms)
   subtasks = [n for n in tasks.SUBTASKS if any(n in SUITE_SUBTASKS[s] for s in suites)]
   cases = []
-  for name in subtasks:
+  streams = collections.Counter()
+
+  def add(name: str) -> Case:
     used = frozenset(s for s in suites if name in SUITE_SUBTASKS[s])
-    for k in range(streams_per_subtask):
-      timeline = tasks.build(name, seed + k, speech, sounds, task_config)
-      cases.append(Case(f"{name}/{seed + k}", timeline,
-                        render(timeline, chunk_ms=chunk_ms), used))
+    k = streams[name]
+    streams[name] += 1
+    timeline = tasks.build(name, seed + k, speech, sounds, task_config)
+    case = Case(f"{name}/{seed + k}", timeline, render(timeline, chunk_ms=chunk_ms), used)
+    cases.append(case)
+    return case
+
+  for name in subtasks:
+    for _ in range(streams_per_subtask):
+      add(name)
+  for suite, wanted in (minimum or {}).items():
+    if suite not in suites:
+      continue
+    have = sum(case_units(c, suite) for c in cases if suite in c.suites)
+    names = [n for n in subtasks if n in SUITE_SUBTASKS[suite]]
+    while have < wanted and any(streams[n] < max_streams_per_subtask for n in names):
+      for name in names:
+        if have < wanted and streams[name] < max_streams_per_subtask:
+          have += case_units(add(name), suite)
   return cases
 
 
 def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: str,
                        replies: Sequence[Reply], *, words=None, sound: str | None = None,
-                       quiet: Sequence[Span] = ()) -> Timeline:
+                       quiet: Sequence[Span] = (), instruction: str | None = None
+                       ) -> Timeline:
   """A timeline around one recording placed at 0 (its gain 1: the file as it is)."""
   utterances, sounds = (), ()
   if words is not None:
@@ -231,21 +347,90 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
     after = row.recognisable_after
     if after is None:
       after = RECOGNISABLE_AFTER_S.get(sound, DEFAULT_RECOGNISABLE_AFTER_S)
-    role = "alert" if sound in worlds.ALERT_LABELS else "benign"
-    sounds = (SoundEvent(start=0.0, audio=audio, label=sound, source=row.source,
+    role = "alert" if sound in worlds.ALERT_LABELS or sound in row.alert_classes else "benign"
+    sounds = (SoundEvent(start=onset, audio=audio[lo:], label=sound, source=row.source,
                          recognisable_at=min(onset + after, len(audio) / SAMPLE_RATE),
                          role=role, gain=1.0, level_db=0.0),)
-  ability = {"B1": 1, "B2": 2, "B3": 1, "B4": 4, "B5": 4, "B6": 5}[suite]
-  return Timeline(task=f"manifest_{suite}", ability=ability, seed=0, split="manifest",
-                  mode=mode, instruction=MANIFEST_INSTRUCTIONS[suite],
+  return Timeline(task=f"manifest_{suite}", ability=_ABILITY[suite], seed=0, split="manifest",
+                  mode=mode, instruction=instruction or row.instruction or
+                  MANIFEST_INSTRUCTIONS[suite],
                   duration=len(audio) / SAMPLE_RATE, speech_level_db=0.0,
                   utterances=utterances, sounds=sounds, backgrounds=(),
                   replies=tuple(replies), quiet=tuple(quiet))
 
 
+def alert_text(label: str) -> str:
+  """The alert a class warrants: its `worlds.alert_message`, else "i hear <class>"."""
+  info = worlds.SOUNDS.get(label)
+  if info is not None and info.alert is not None:
+    return info.alert
+  return normalize_text(f"i hear {worlds.sound_name(label)}")
+
+
+def recognisable_at(event: Event) -> float:
+  """When an annotated event can be named: its onset + the class's delay, by its offset."""
+  return min(event.onset + RECOGNISABLE_AFTER_S.get(event.label, DEFAULT_RECOGNISABLE_AFTER_S),
+             event.offset)
+
+
+def benign_seconds(duration: float, alerts: Sequence[tuple[float, float]], window: float
+                   ) -> float:
+  """`duration` minus the union of every alert's [onset, recognisable + window)."""
+  spans = sorted((on, min(duration, ready + window)) for on, ready in alerts)
+  covered, end = 0.0, 0.0
+  for start, stop in spans:
+    start = max(start, end)
+    if stop > start:
+      covered += stop - start
+      end = stop
+  return max(0.0, duration - covered)
+
+
+def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
+                     add: Callable[..., None], window: float) -> None:
+  """Cases of a row's `events` and `turns` (docs/manifests.md): B3 per sound event,
+  B6 over the recording, B7 (alerts under the row's own instruction), B5 its turns, B8
+  its barge-ins and speech not to answer."""
+  length = len(clip) / SAMPLE_RATE
+  sound_events = [e for e in row.events if e.role in ("alert", "benign")]
+  alert_events = [e for e in sound_events if e.role == "alert"]
+  for k, event in enumerate(sound_events):
+    piece = clip[int(event.onset * SAMPLE_RATE):int(event.offset * SAMPLE_RATE)]
+    add("B3", piece, OFFLINE, [Reply(normalize_text(worlds.sound_name(event.label)),
+                                     len(piece) / SAMPLE_RATE, "end of clip")],
+        suffix=f"@{event.onset:g}s")
+  alerts = tuple((e.onset, recognisable_at(e)) for e in alert_events)
+  alert_replies = [Reply(alert_text(e.label), ready, f"{e.label} recognisable", kind="alert")
+                   for e, (_, ready) in zip(alert_events, alerts)]
+  if sound_events:
+    add("B6", streamed, ONLINE, alert_replies,
+        quiet=[Span(e.onset, e.offset, "benign") for e in sound_events if e.role == "benign"],
+        annotations=Annotations(alerts=alerts,
+                                benign_seconds=benign_seconds(length, alerts, window)))
+  expected_turns = [(t.start, t.end) for t in row.turns if t.reply_expected]
+  expected_turns += [(e.onset, e.offset) for e in row.events if e.role == "addressed_speech"]
+  expected_turns.sort()
+  if row.instruction is not None and alert_events:
+    add("B7", streamed, ONLINE, alert_replies,
+        annotations=Annotations(alerts=alerts,
+                                benign_seconds=benign_seconds(length, alerts, window)))
+  if expected_turns:
+    add("B5", streamed, ONLINE, [Reply("", end, "turn ended") for _, end in expected_turns],
+        annotations=Annotations(turns=tuple(expected_turns)))
+  barge_ins = tuple(e.onset for e in row.events if e.role == "barge_in")
+  unaddressed = tuple(sorted([(e.onset, e.offset) for e in row.events
+                              if e.role == "unaddressed_speech"] +
+                             [(t.start, t.end) for t in row.turns if not t.reply_expected]))
+  if barge_ins or unaddressed:
+    add("B8", streamed, ONLINE, [], annotations=Annotations(
+        turns=tuple(expected_turns), barge_ins=barge_ins, unaddressed=unaddressed))
+
+
 def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
-                        chunk_ms: int = sf.DEFAULT_CHUNK_MS, strict: bool = False) -> list[Case]:
-  """Cases from a JSONL manifest (audio path + reference fields, see `corpus/manifest.py`).
+                        chunk_ms: int = sf.DEFAULT_CHUNK_MS, strict: bool = False,
+                        answer_window_s: float = 2.0) -> list[Case]:
+  """Cases from a JSONL manifest (audio path + reference fields, see `corpus/manifest.py`
+  and docs/manifests.md).
 
   `path` is the manifest, or the `ManifestReport` of one already read (`read_manifest`:
   bad lines, unknown labels and missing audio are counted skips there, with a warning
@@ -255,13 +440,19 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
   Per row, as its fields allow:
     transcript (+ optional exact `words`): B1 (the clip, offline) and B2 (streamed;
       emission delays use `words` if given, else approximate times from
-      `manifest.spread_words`, flagged in the case name with "~");
+      `manifest.spread_words`: the case's `approximate_timing`, "~" in its name);
     label: B3 (offline "what sound is this?", answer `worlds.sound_name`) and B6
-      (streamed: an alert class warrants `worlds.alert_message` once recognisable
-      (`recognisable_after`), any other class must stay silent);
+      (streamed: an alert class (known, or declared in `alert_classes`) warrants an
+      alert once recognisable (`recognisable_after`), any other class must stay silent);
     reply (+ `reply_time`, default the end of the last word): B4 (its text) and B5
-      (its timing: the turn is the clip's speech).
-  Online cases get `MANIFEST_TAIL_S` of silence after the clip, to answer in.
+      (its timing: the turn is the clip's speech);
+    events / turns (annotated long recordings, `_annotated_cases`): B3 per sound event,
+      B6 (alerts and benign events; latency from the annotated onset, false alarms per
+      hour over the benign time), B7 (alerts, when the row has its own `instruction`),
+      B5 (turns expecting a reply, addressed speech), B8 (barge-ins, unaddressed speech,
+      turns expecting none).
+  A row's `instruction` replaces the suite's default (`MANIFEST_INSTRUCTIONS`). Online
+  cases get `MANIFEST_TAIL_S` of silence after the clip, to answer in.
   """
   report = path if isinstance(path, ManifestReport) else read_manifest(path, strict=strict)
   chunk = SAMPLE_RATE * chunk_ms // 1000
@@ -275,12 +466,13 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
     exact = words is not None
     if row.transcript is not None and words is None:
       words = spread_words(row.transcript, clip)
-    name = f"{_file_name(row.source)}#{index}{'' if exact else '~'}"
+    name = f"{row.id or _file_name(row.source)}#{index}{'' if exact else '~'}"
 
-    def add(suite, audio, mode, replies, **kw):
+    def add(suite, audio, mode, replies, *, suffix="", annotations=None, **kw):
       if suite in suites:
-        cases.append(Case(f"{suite}:{name}", _manifest_timeline(
-            suite, row, audio, mode, replies, **kw), audio, frozenset({suite})))
+        cases.append(Case(f"{suite}:{name}{suffix}", _manifest_timeline(
+            suite, row, audio, mode, replies, **kw), audio, frozenset({suite}),
+            annotations=annotations, approximate_timing=not exact and words is not None))
 
     if row.transcript is not None:
       add("B1", clip, OFFLINE, [Reply(normalize_text(row.transcript), len(clip) / SAMPLE_RATE,
@@ -289,21 +481,46 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
                   for w in words if normalize_text(w.text)]
       add("B2", streamed, ONLINE, per_word, words=words)
     if row.label is not None:
-      add("B3", clip, OFFLINE, [Reply(worlds.sound_name(row.label), len(clip) / SAMPLE_RATE,
-                                      "end of clip")], sound=row.label)
+      add("B3", clip, OFFLINE, [Reply(normalize_text(worlds.sound_name(row.label)),
+                                      len(clip) / SAMPLE_RATE, "end of clip")], sound=row.label)
       timeline = _manifest_timeline("B6", row, streamed, ONLINE, [], sound=row.label)
       event = timeline.sounds[0]
+      length = len(clip) / SAMPLE_RATE
       if event.role == "alert":
-        replies = [Reply(worlds.alert_message(row.label), event.recognisable_at,
+        replies = [Reply(alert_text(row.label), event.recognisable_at,
                          "alert recognisable", kind="alert")]
-        add("B6", streamed, ONLINE, replies, sound=row.label)
+        alerts = ((event.start, event.recognisable_at),)
+        add("B6", streamed, ONLINE, replies, sound=row.label, annotations=Annotations(
+            alerts=alerts, benign_seconds=benign_seconds(length, alerts, answer_window_s)))
       else:
         add("B6", streamed, ONLINE, [], sound=row.label,
-            quiet=[Span(0.0, len(clip) / SAMPLE_RATE, "benign")])
+            quiet=[Span(0.0, length, "benign")],
+            annotations=Annotations(benign_seconds=length))
     if row.reply is not None and words is not None:
       ready = row.reply_time if row.reply_time is not None else words[-1].end
       for suite in ("B4", "B5"):
         add(suite, streamed, ONLINE, [Reply(row.reply, ready, "turn ended")], words=words)
+    if row.events or row.turns:
+      _annotated_cases(row, clip, streamed, add, answer_window_s)
+  return cases
+
+
+def cases_from_keywords(report: ManifestReport, suites: Sequence[str]) -> list[Case]:
+  """B3-like cases of a keyword set (speech_commands): each clip offline under
+  `KEYWORD_INSTRUCTION`, its keyword (the row's transcript) the expected answer."""
+  if "B3" not in suites:
+    return []
+  cases = []
+  for index, row in enumerate(report.rows):
+    if row.transcript is None:
+      continue
+    clip = np.asarray(row.load(), np.float32)
+    timeline = Timeline(task="keyword", ability=1, seed=0, split="manifest", mode=OFFLINE,
+                        instruction=KEYWORD_INSTRUCTION, duration=len(clip) / SAMPLE_RATE,
+                        speech_level_db=0.0, utterances=(), sounds=(), backgrounds=(),
+                        replies=(Reply(normalize_text(row.transcript), len(clip) / SAMPLE_RATE,
+                                       "end of clip", kind="transcript"),), quiet=())
+    cases.append(Case(f"B3:{row.name}#{index}", timeline, clip, frozenset({"B3"})))
   return cases
 
 
@@ -425,8 +642,42 @@ def unaddressed_spans(timeline: Timeline, grace: float) -> list[tuple[float, flo
   return [(u.start, u.end + grace) for u in timeline.utterances if not u.addressed]
 
 
+def case_turns(case: Case) -> list[tuple[float, float]]:
+  """The case's turns expecting a reply: annotated, else from its timeline (`turns`)."""
+  if case.annotations is not None:
+    return list(case.annotations.turns)
+  return turns(case.timeline)
+
+
+def case_alert_events(case: Case, window: float) -> list[tuple[float, float]]:
+  """(onset, deadline) s of the case's alert events: annotated, else `alert_events`."""
+  if case.annotations is not None:
+    return [(onset, ready + window) for onset, ready in case.annotations.alerts]
+  return alert_events(case.timeline, window)
+
+
+def listened_seconds(case: Case) -> float:
+  """The denominator of false alarms per hour: the annotated benign time, else the
+  case's duration."""
+  if case.annotations is not None and case.annotations.benign_seconds is not None:
+    return case.annotations.benign_seconds
+  return case.duration
+
+
 def reply_starts(trace: StreamTrace) -> list[float]:
   return [start for start, _ in trace.replies]
+
+
+def _memo(run: CaseRun, key: Any, compute: Callable[[], Any]) -> Any:
+  """`compute()` once per run (bootstrap resamples score the same runs many times)."""
+  if key not in run.memo:
+    run.memo[key] = compute()
+  return run.memo[key]
+
+
+def _score(run: CaseRun, tokenizer: Tokenizer, window_chunks: int):
+  return _memo(run, ("score", window_chunks), lambda: score_trace(
+      run.case.timeline, run.model, tokenizer, window_chunks=window_chunks))
 
 
 def speaking(trace: StreamTrace) -> list[tuple[float, float]]:
@@ -450,7 +701,7 @@ def _accuracy(runs: Sequence[CaseRun], tokenizer: Tokenizer, window_chunks: int)
       counts[0] += metrics.exact_match(run.case.timeline.replies[0].text, run.answer)
       counts[1] += 1
     else:
-      score = score_trace(run.case.timeline, run.model, tokenizer, window_chunks=window_chunks)
+      score = _score(run, tokenizer, window_chunks)
       counts[0] += score.exact
       counts[1] += score.expected
   overall = [sum(c[0] for c in per.values()), sum(c[1] for c in per.values())]
@@ -477,12 +728,14 @@ def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
   del cfg
   out = {"cases": len(runs)}
   systems: dict[str, Callable[[CaseRun], list[tuple[str, float]]]] = {
-      "model": lambda r: [(w, start) for start, text in r.model.reply_texts(tokenizer.decode)
-                          for w in normalize_text(text).split()],
+      "model": lambda r: _memo(r, "reply_words", lambda: [
+          (w, start) for start, text in r.model.reply_texts(tokenizer.decode)
+          for w in normalize_text(text).split()]),
       "pocketsphinx": lambda r: list(r.peer_stream.words) if r.peer_stream else [],
       # The encoder's CTC head, read at every chunk of the same run (no extra pass).
-      "model_ctc": lambda r: [(normalize_text(w), t) for w, t in r.model.heard_words(
-          tokenizer.decode) if normalize_text(w)],
+      "model_ctc": lambda r: _memo(r, "heard_words", lambda: [
+          (normalize_text(w), t) for w, t in r.model.heard_words(tokenizer.decode)
+          if normalize_text(w)]),
   }
   for name, emitted_of in systems.items():
     refs, hyps, delays = [], [], []
@@ -497,6 +750,10 @@ def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
   peer_compute = sum(r.peer_stream.compute_seconds for r in runs if r.peer_stream)
   out["pocketsphinx"]["real_time_factor"] = metrics.rate(
       peer_compute, sum(r.case.duration for r in runs))
+  approximate = sum(r.case.approximate_timing for r in runs)
+  out["word_times"] = ("synthesis timeline" if not approximate else
+                       f"approximate (spread over the voiced region) in {approximate} of "
+                       f"{len(runs)} cases")
   return out
 
 
@@ -516,7 +773,7 @@ def turn_taking(runs: Sequence[CaseRun], starts_of: Callable[[CaseRun], list[flo
   latencies: list[float | None] = []
   cut_ins: list[bool] = []
   for run in runs:
-    user_turns = turns(run.case.timeline)
+    user_turns = case_turns(run.case)
     starts = starts_of(run)
     latencies += metrics.response_latencies([end for _, end in user_turns], starts,
                                             cfg.answer_window_s)
@@ -548,10 +805,10 @@ def suite_b5(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
 def alerts(runs: Sequence[CaseRun], starts_of: Callable[[CaseRun], list[float]],
            cfg: EvalConfig) -> dict:
   """Alert precision/recall/F1, onset latency and false alarms per hour over the runs."""
-  matches = [metrics.match_alerts(alert_events(r.case.timeline, cfg.answer_window_s),
+  matches = [metrics.match_alerts(case_alert_events(r.case, cfg.answer_window_s),
                                   starts_of(r)) for r in runs]
   latencies = [v for m in matches for v in m.onset_latencies]
-  seconds = sum(r.case.duration for r in runs)
+  seconds = sum(listened_seconds(r.case) for r in runs)
   return {**metrics.alert_scores(matches), "onset_latency_s": metrics.summarize(latencies),
           "false_alarms_per_hour": metrics.false_alarms_per_hour(
               sum(m.false_alarms for m in matches), seconds),
@@ -570,8 +827,7 @@ def suite_b6(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
 
 def suite_b7(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
   """B7 instruction following: accuracy of triggered replies, recall in time, latency."""
-  scores = [score_trace(r.case.timeline, r.model, tokenizer, window_chunks=cfg.window_chunks)
-            for r in runs]
+  scores = [_score(r, tokenizer, cfg.window_chunks) for r in runs]
   latencies = [v for s in scores for v in s.latencies]
   expected = sum(s.expected for s in scores)
   return {"cases": len(runs), "model": {
@@ -587,12 +843,17 @@ def interaction_control(runs: Sequence[CaseRun], trace_of: Callable[[CaseRun], S
   """Barge-in yield rate/latency, backchannel yield rate, false reply rate (unaddressed)."""
   barge, backchannel, unaddressed = [], [], []
   for run in runs:
-    trace, timeline = trace_of(run), run.case.timeline
+    trace, timeline, notes = trace_of(run), run.case.timeline, run.case.annotations
     segments = speaking(trace)
-    barge += metrics.yield_latencies(barge_in_onsets(timeline), segments)
-    backchannel += metrics.yield_latencies(backchannel_onsets(timeline), segments)
-    unaddressed += metrics.spans_with_reply(
-        unaddressed_spans(timeline, cfg.unaddressed_grace_s), reply_starts(trace))
+    if notes is not None:
+      onsets, backchannels = list(notes.barge_ins), []
+      spans = [(start, end + cfg.unaddressed_grace_s) for start, end in notes.unaddressed]
+    else:
+      onsets, backchannels = barge_in_onsets(timeline), backchannel_onsets(timeline)
+      spans = unaddressed_spans(timeline, cfg.unaddressed_grace_s)
+    barge += metrics.yield_latencies(onsets, segments)
+    backchannel += metrics.yield_latencies(backchannels, segments)
+    unaddressed += metrics.spans_with_reply(spans, reply_starts(trace))
   return {
       "barge_ins_while_speaking": sum(v is not None for v in barge),
       "barge_ins": len(barge),
@@ -637,16 +898,102 @@ def evaluate(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequen
              progress: bool = True) -> dict[str, Any]:
   """Runs the systems over `cases` and scores the `suites`.
 
-  Returns a JSON-able dict: {"config", "suites": {name: result}, "per_subtask":
-  {sub-task: accuracy}, "timing": {...}}. NaN marks undefined rates.
+  Returns a JSON-able dict: {"config", "suites": {name: result, with "intervals":
+  {"system:metric": {"low", "high", "resamples"}} for every headline}, "case_counts":
+  {suite: cases}, "suites_without_cases": [...], "per_case": [`case_record`...],
+  "per_subtask": {sub-task: accuracy}, "timing": {...}}. NaN marks undefined rates.
   """
   runner = Runner(engine, params, tokenizer, config)
   runs = [runner.run(case) for case in tqdm(cases, desc="eval streams", disable=not progress)]
+  return score_runs(runs, tokenizer, suites, config)
+
+
+def headline_values(result: dict) -> dict[str, float]:
+  """"system:path" -> value of every headline (`HEADLINES`) a suite result has, for
+  our systems and the baseline/peer beside them ("k/n" rows give k / n)."""
+  out = {}
+  for suite, _, path, kind in HEADLINES:
+    if result.get("suite") != suite:
+      continue
+    ours = path[0] if path[0] in OUR_SYSTEMS else "model"
+    inner = path[1:] if path[0] in OUR_SYSTEMS else path
+    systems = [ours] + ([b for b in BASELINES if b in result] if ours == "model" else [])
+    for system in systems:
+      block = result.get(system)
+      if kind == "k/n":
+        value = (metrics.rate(block[inner[0]], block[inner[1]])
+                 if isinstance(block, dict) and inner[1] in block else None)
+      else:
+        value = block
+        for key in inner:
+          value = value.get(key) if isinstance(value, dict) else None
+      if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[f"{system}:{'.'.join(inner)}"] = float(value)
+  return out
+
+
+def headline_intervals(suite: str, runs: Sequence[CaseRun], tokenizer: Tokenizer,
+                       config: EvalConfig) -> dict[str, dict]:
+  """95 % percentile-bootstrap intervals over the suite's cases of every headline value
+  (`headline_values`): cases are drawn with replacement and the suite is scored again
+  (without its sweeps), `config.bootstrap_resamples` times from `config.bootstrap_seed`."""
+  light_config = dataclasses.replace(config, sweep_silences=())
+  light = [dataclasses.replace(r, sweep={r.threshold: r.model} if r.model else {}) for r in runs]
+
+  def statistic(indices: np.ndarray) -> dict[str, float]:
+    chosen = [light[i] for i in indices]
+    return headline_values({"suite": suite, **SUITES[suite](chosen, tokenizer, light_config)})
+
+  return bootstrap.bootstrap_intervals(len(runs), statistic,
+                                       resamples=config.bootstrap_resamples,
+                                       seed=config.bootstrap_seed)
+
+
+def case_record(run: CaseRun, tokenizer: Tokenizer) -> dict[str, Any]:
+  """One line of cases.jsonl: the case, what should happen, and per system what it said
+  and when (stream seconds)."""
+  case, timeline = run.case, run.case.timeline
+  systems: dict[str, Any] = {}
+  if run.answer is not None:
+    systems["model"] = {"answer": run.answer}
+  for name, trace in (("model", run.model), ("silence_timer", run.timer)):
+    if trace is not None:
+      systems[name] = {"threshold": run.threshold} if name == "model" else {}
+      systems[name]["replies"] = [{"start_s": start, "text": text}
+                                  for start, text in trace.reply_texts(tokenizer.decode)]
+      if name == "model" and "B2" in case.suites:
+        systems["model_ctc"] = {"words": [[w, t] for w, t in trace.heard_words(tokenizer.decode)]}
+  if run.peer_clip is not None:
+    systems["pocketsphinx"] = {"answer": run.peer_clip}
+  if run.peer_stream is not None:
+    systems["pocketsphinx"] = {"words": [[w, t] for w, t in run.peer_stream.words]}
+  notes = dataclasses.asdict(case.annotations) if case.annotations is not None else None
+  return {"case": case.name, "subtask": case.subtask, "suites": sorted(case.suites),
+          "mode": timeline.mode, "instruction": timeline.instruction,
+          "duration_s": case.duration, "approximate_word_times": case.approximate_timing,
+          "expected": [{"text": r.text, "ready_s": r.ready_time, "kind": r.kind}
+                       for r in timeline.replies],
+          "annotations": notes, "systems": systems}
+
+
+def score_runs(runs: Sequence[CaseRun], tokenizer: Tokenizer, suites: Sequence[str],
+               config: EvalConfig = EvalConfig()) -> dict[str, Any]:
+  """Scores runs (`Runner.run`) on the suites: see `evaluate`."""
   results: dict[str, Any] = {"config": dataclasses.asdict(config), "suites": {}}
   for suite in suites:
     chosen = _runs(runs, suite)
-    results["suites"][suite] = {"name": SUITE_NAMES[suite], **(
+    result = {"name": SUITE_NAMES[suite], **(
         SUITES[suite](chosen, tokenizer, config) if chosen else {"cases": 0})}
+    if chosen:
+      result["intervals"] = headline_intervals(suite, chosen, tokenizer, config)
+    if suite == "B5":
+      result["target_turns"] = config.min_turns
+    if suite == "B6":
+      result["target_alert_events"] = config.min_alert_events
+    results["suites"][suite] = result
+  results["case_counts"] = {s: results["suites"][s]["cases"] for s in suites}
+  results["suites_without_cases"] = [s for s in suites if not results["suites"][s]["cases"]]
+  results["per_case"] = [case_record(r, tokenizer) for r in runs]
   results["per_subtask"] = _accuracy(runs, tokenizer, config.window_chunks)["per_subtask"]
   online = [r for r in runs if r.model is not None]
   chunks = sum(len(r.model.chunks) for r in online)
