@@ -304,6 +304,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         checkpointer.save(done, state, data_iterator=iterator, force=True, wait=True)
         logger.warning("stopping at step %d on %s after saving a checkpoint", done, stopped_by)
         break
+  if pending is not None:  # the last steps' metrics: a short run still gets its train row
+    window.add(*pending)
+    log_window(StepInfo(int(jax.device_get(state.step)) + 1, state, final=True))
   checkpointer.wait_until_finished()
   checkpointer.close()
   bar.close()
