@@ -122,6 +122,20 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.read_threads = 2
   config.data.prefetch_batches = 2
   config.data.num_workers = 0
+  # Domain randomisation of the generated corpus (`build-data`; corpus/effects.py
+  # `randomize`): each utterance gets each effect with its probability, and the
+  # voices widen to every usable espeak-ng variant with engines weighted by how human
+  # they sound (speech.HUMAN_ENGINE_WEIGHTS). Off: the corpus renders as before.
+  randomize = config.data.randomize = ml_collections.ConfigDict()
+  randomize.enabled = False
+  randomize.wide_voices = True
+  randomize.p_speed = 0.5  # tempo 0.85-1.2x, pitch kept
+  randomize.p_pitch = 0.4  # -3..+3 semitones
+  randomize.p_formant = 0.4  # vocal tract 0.88-1.14x, pitch kept
+  randomize.p_telephone = 0.15  # 300-3400 Hz, 8 kHz, mu-law
+  randomize.p_room = 0.35  # pyroomacoustics shoebox, RT60 0.15-0.8 s
+  randomize.p_mic = 0.5  # random EQ
+  randomize.p_noise = 0.3  # coloured noise at 10-35 dB SNR
 
   config.train = ml_collections.ConfigDict()
   config.train.steps = 2000
@@ -154,6 +168,19 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.evals = ml_collections.config_dict.placeholder(dict)
   # Peak FLOP/s per device for MFU; 0 measures a matmul at start-up.
   config.train.peak_flops_per_device = 0.0
+  # On-the-fly augmentation inside the jitted train step (model/augment.py), drawn
+  # per row from (seed, step, row): new every epoch, identical after a resume.
+  # Evaluation never augments. Off by default: the step is then exactly as before.
+  augment = config.train.augment = ml_collections.ConfigDict()
+  augment.enabled = False
+  augment.probability = 1.0  # chance that a row is augmented at all
+  augment.gain_db = (-6.0, 6.0)  # uniform random gain, dB
+  augment.noise_probability = 0.5  # chance of coloured noise on an augmented row
+  augment.noise_snr_db = (5.0, 30.0)  # uniform SNR of that noise over the row's real chunks
+  augment.spec_time_masks = 2  # SpecAugment time masks per row ...
+  augment.spec_time_mask_frames = 10  # ... each 0..this many 10 ms frames
+  augment.spec_freq_masks = 2  # frequency masks per row ...
+  augment.spec_freq_mask_bins = 8  # ... each 0..this many mel bins
 
   # The operating point of inference: saved in bundles and used by default by demo,
   # listen, heldout and eval (each may override it on its command line).
@@ -270,6 +297,14 @@ def _is_axis_rules(value) -> bool:
       and mesh_axes(rule[1]) for rule in value)
 
 
+def interval(lo: float | None = None, hi: float | None = None) -> Rule:
+  """A (low, high) pair of numbers with low <= high, both within [lo, hi]."""
+  return Rule("a (low, high) pair of numbers with low <= high" + _bounds(lo, hi, False, False),
+              lambda v: (isinstance(v, tuple) and len(v) == 2 and all(_is_number(x) for x in v)
+                         and v[0] <= v[1]
+                         and all(_in_bounds(x, lo, hi, False, False) for x in v)))
+
+
 def _is_stages(value) -> bool:
   if not isinstance(value, tuple):
     return False
@@ -364,6 +399,15 @@ FIELD_RULES: dict[str, Rule] = {
     "data.read_threads": _SIZE,
     "data.prefetch_batches": integer(0),
     "data.num_workers": integer(0),
+    "data.randomize.enabled": flag(),
+    "data.randomize.wide_voices": flag(),
+    "data.randomize.p_speed": number(0, 1),
+    "data.randomize.p_pitch": number(0, 1),
+    "data.randomize.p_formant": number(0, 1),
+    "data.randomize.p_telephone": number(0, 1),
+    "data.randomize.p_room": number(0, 1),
+    "data.randomize.p_mic": number(0, 1),
+    "data.randomize.p_noise": number(0, 1),
     "train.steps": integer(0),
     "train.learning_rate": number(0, lo_open=True),
     "train.warmup_steps": integer(0),
@@ -387,6 +431,15 @@ FIELD_RULES: dict[str, Rule] = {
     "train.evals": Rule(
         'None or {name: {"type": "heldout", "every": int >= 1, optional "streams": '
         'int >= 1, optional "subtasks": a tuple of sub-task names}}', _is_evals),
+    "train.augment.enabled": flag(),
+    "train.augment.probability": number(0, 1),
+    "train.augment.gain_db": interval(-40.0, 40.0),
+    "train.augment.noise_probability": number(0, 1),
+    "train.augment.noise_snr_db": interval(-20.0, 100.0),
+    "train.augment.spec_time_masks": integer(0, 16),
+    "train.augment.spec_time_mask_frames": integer(0),
+    "train.augment.spec_freq_masks": integer(0, 16),
+    "train.augment.spec_freq_mask_bins": integer(0),
     "infer.policy": one_of("model", "silence_timer", "hybrid"),
     "infer.threshold": number(0, 1),
     "infer.vad": one_of("silero", "webrtc", "energy"),

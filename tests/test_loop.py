@@ -31,9 +31,10 @@ def data_dir(tmp_path_factory):
   return directory
 
 
-def _command(data_dir, workdir, out="", batch=4):
-  return [sys.executable, str(SCRIPT), "--data", str(data_dir), "--workdir", str(workdir),
-          "--steps", str(STEPS), "--batch", str(batch)] + (["--out", str(out)] if out else [])
+def _command(data_dir, workdir, out="", batch=4, augment=False):
+  return ([sys.executable, str(SCRIPT), "--data", str(data_dir), "--workdir", str(workdir),
+           "--steps", str(STEPS), "--batch", str(batch)] + (["--out", str(out)] if out else [])
+          + (["--augment"] if augment else []))
 
 
 def _run(command, env=None):
@@ -81,10 +82,8 @@ def _assert_same_params(got, want, atol):
     np.testing.assert_allclose(got[key], want[key], atol=atol, rtol=0, err_msg=key)
 
 
-def test_kill_9_then_resume_equals_uninterrupted(data_dir, uninterrupted, tmp_path):
-  workdir = tmp_path / "killed"
-  process = subprocess.Popen(_command(data_dir, workdir), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+def _kill_after_first_checkpoint(command, workdir):
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = workdir / "checkpoints"
   deadline = time.monotonic() + 600
   # Kill as soon as a first checkpoint is committed: mid-run, with work after it lost.
@@ -99,10 +98,30 @@ def test_kill_9_then_resume_equals_uninterrupted(data_dir, uninterrupted, tmp_pa
                      if (d / "commit_success.txt").exists())
   assert committed and committed[-1] < STEPS
 
+
+def test_kill_9_then_resume_equals_uninterrupted(data_dir, uninterrupted, tmp_path):
+  workdir = tmp_path / "killed"
+  _kill_after_first_checkpoint(_command(data_dir, workdir), workdir)
   report = _run(_command(data_dir, workdir, tmp_path / "resumed.npz"))
   assert report["step"] == STEPS
   # Same data in the same order from the restored iterator: bit-for-bit on one CPU.
   _assert_same_params(np.load(tmp_path / "resumed.npz"), uninterrupted, atol=0)
+
+
+def test_augmented_kill_9_then_resume_equals_uninterrupted(data_dir, uninterrupted, tmp_path):
+  """Augmentation draws from (seed, step, row): a resumed run redraws exactly what the
+  uninterrupted one drew after the checkpoint."""
+  whole = tmp_path / "augmented"
+  report = _run(_command(data_dir, whole, tmp_path / "augmented.npz", augment=True))
+  assert report["step"] == STEPS
+  augmented = np.load(tmp_path / "augmented.npz")
+  # The augmentation is really on: other parameters than the plain run's.
+  assert any(not np.allclose(augmented[k], uninterrupted[k], atol=1e-6) for k in augmented.files)
+  workdir = tmp_path / "augmented_killed"
+  _kill_after_first_checkpoint(_command(data_dir, workdir, augment=True), workdir)
+  report = _run(_command(data_dir, workdir, tmp_path / "augmented_resumed.npz", augment=True))
+  assert report["step"] == STEPS
+  _assert_same_params(np.load(tmp_path / "augmented_resumed.npz"), augmented, atol=0)
 
 
 def _free_port() -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
 from audio_interaction.data import storage
-from audio_interaction.corpus import sounds, speech, tasks, worlds
+from audio_interaction.corpus import effects, sounds, speech, tasks, worlds
 from audio_interaction.corpus.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
 
@@ -58,6 +58,8 @@ class CorpusExamples:
   tokenizer_dir: str
   split: str
   subtasks: Sequence[str] = tuple(tasks.SUBTASKS)
+  # `config.data.randomize` as a plain dict (None or enabled=False: off).
+  randomize: dict | None = None
 
   def __post_init__(self):
     unknown = [s for s in self.subtasks if s not in tasks.SUBTASKS]
@@ -73,7 +75,8 @@ class CorpusExamples:
     return cls(chunk_ms=config.audio.chunk_ms, slots_per_chunk=config.model.slots_per_chunk,
                tokens_per_chunk=config.model.tokens_per_chunk,
                tokenizer_dir=str(tokenizer_path(config)), split=split,
-               subtasks=tuple(subtasks or tasks.SUBTASKS))
+               subtasks=tuple(subtasks or tasks.SUBTASKS),
+               randomize=config.data.randomize.to_dict())
 
   def __getstate__(self) -> dict[str, Any]:
     state = dict(self.__dict__)
@@ -83,7 +86,7 @@ class CorpusExamples:
   def _open(self):
     if self._sources is None:
       source_split = SOURCE_SPLIT[self.split]
-      self._sources = (speech.MultiVoiceSpeech(split=source_split),
+      self._sources = (speech_source(source_split, self.randomize),
                        sounds.SoundBank(split=source_split),
                        Tokenizer.load(self.tokenizer_dir))
     return self._sources
@@ -116,6 +119,19 @@ class CorpusExamples:
 
   def __call__(self, index: int, seed: int) -> dict[str, Any]:
     return self.example(self.timeline(index, seed))
+
+
+def speech_source(source_split: str, randomize: dict | None = None) -> speech.MultiVoiceSpeech:
+  """The TTS source of a split; with `randomize` (config.data.randomize) enabled, every
+  utterance goes through `effects.randomize` and the voices may widen (see config_lib)."""
+  if not randomize or not randomize["enabled"]:
+    return speech.MultiVoiceSpeech(split=source_split)
+  settings = effects.Randomization(**{k: float(randomize[k]) for k in (
+      "p_speed", "p_pitch", "p_formant", "p_telephone", "p_room", "p_mic", "p_noise")})
+  wide = bool(randomize["wide_voices"])
+  return speech.MultiVoiceSpeech(
+      split=source_split, config=speech.RenderConfig(randomize=settings), wide_voices=wide,
+      engine_weights=speech.HUMAN_ENGINE_WEIGHTS if wide else None)
 
 
 def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:

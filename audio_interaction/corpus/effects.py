@@ -13,9 +13,13 @@ or event that starts at sample `i` in the dry signal still starts at sample `i` 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import librosa
 import numpy as np
+# Simulated rooms (image-source impulse responses); a setup.py dependency.
+import pyroomacoustics
 from scipy import signal as sps
 
 from audio_interaction.audio import io as audio_io
@@ -277,3 +281,269 @@ def trim_silence(x: np.ndarray, threshold_db: float = -40.0, floor_db: float = -
   lo = int(loud[0] * hop)
   hi = int(min(len(x), loud[-1] * hop + frame))
   return lo, hi
+
+
+# ------------------------------------------------------------ domain randomisation
+# Per-utterance effects that widen the synthetic world towards real recordings
+# (issue 13 item 2). Each is a pure function of (x, rng, ranges): float32 16 kHz in
+# and out, the same length unless its docstring says otherwise, deterministic given
+# the rng state, and each draws a fixed number of values from `rng` whatever it does.
+
+
+def change_speed(x: np.ndarray, rng: np.random.Generator,
+                 rate_range: tuple[float, float] = (0.85, 1.2)) -> tuple[np.ndarray, float]:
+  """Tempo change without a pitch change (phase vocoder, `librosa.effects.time_stretch`
+  with a 32 ms window).
+
+  Returns (float32[round(n / rate)], rate): NOT the same length; a moment at t
+  seconds in `x` is at t / rate in the result (scale word timings by 1 / rate).
+  """
+  rate = float(rng.uniform(*rate_range))
+  if len(x) < 2048 or rate == 1.0:
+    return x.astype(np.float32), 1.0
+  # A 32 ms window: word edges smear by at most ~16 ms (librosa's 128 ms default
+  # would blur them by ~64 ms).
+  y = librosa.effects.time_stretch(x.astype(np.float32), rate=rate, n_fft=512, hop_length=128)
+  return _fit(y, int(round(len(x) / rate))), rate
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+  """y cut or zero-padded to n samples, float32."""
+  out = np.zeros(n, np.float32)
+  out[:min(n, len(y))] = y[:n]
+  return out
+
+
+def pitch_shift(x: np.ndarray, rng: np.random.Generator,
+                semitone_range: tuple[float, float] = (-3.0, 3.0)) -> np.ndarray:
+  """Pitch (and with it the spectral envelope) moved by a random number of semitones;
+  same length, onsets kept (`librosa.effects.pitch_shift`, soxr resampling)."""
+  steps = float(rng.uniform(*semitone_range))
+  if len(x) < 2048 or steps == 0.0:
+    return x.astype(np.float32)
+  y = librosa.effects.pitch_shift(x.astype(np.float32), sr=SAMPLE_RATE, n_steps=steps,
+                                  res_type="soxr_hq")
+  return _fit(y, len(x))
+
+
+def formant_shift(x: np.ndarray, rng: np.random.Generator,
+                  factor_range: tuple[float, float] = (0.88, 1.14), order: int = 16,
+                  frame: int = 512) -> np.ndarray:
+  """Formants moved by a random factor with the pitch kept: a longer or shorter vocal tract.
+
+  Per 32 ms frame (Hann, 50 % overlap-add): an order-`order` LPC envelope, the
+  residual (inverse filter), and the residual re-filtered through the envelope whose
+  poles have their angles (frequencies) multiplied by the factor. The excitation, and
+  so the pitch and the timing, is unchanged. Same length, level kept.
+  """
+  factor = float(rng.uniform(*factor_range))
+  n = len(x)
+  if n < 2 * frame or abs(factor - 1.0) < 1e-3:
+    return x.astype(np.float32)
+  hop = frame // 2
+  window = np.hanning(frame + 1)[:frame]  # periodic Hann: overlap-adds to 1 at 50 %
+  padded = np.concatenate([np.zeros(hop), x.astype(np.float64), np.zeros(frame)])
+  out = np.zeros(len(padded))
+  for start in range(0, len(padded) - frame + 1, hop):
+    seg = padded[start:start + frame] * window
+    if not np.any(seg):
+      continue
+    try:
+      a = librosa.lpc(seg + 1e-7 * (np.arange(frame) % 2 - 0.5), order=order)  # dither: no 0/0
+    except (FloatingPointError, ValueError):
+      a = None
+    if a is None or not np.all(np.isfinite(a)):  # a near-silent frame: leave it as is
+      out[start:start + frame] += seg
+      continue
+    residual = sps.lfilter(a, [1.0], seg)
+    roots = np.roots(a)
+    angles = np.clip(np.angle(roots) * factor, -np.pi * 0.98, np.pi * 0.98)
+    # Complex roots keep their conjugate pairs (angle sign kept); real roots stay real.
+    real = np.abs(np.imag(roots)) < 1e-9
+    angles[real] = np.angle(roots[real])
+    radius = np.minimum(np.abs(roots), 0.995)  # stable
+    warped = np.real(np.poly(radius * np.exp(1j * angles)))
+    y = sps.lfilter([1.0], warped, residual)
+    out[start:start + frame] += y
+  y = out[hop:hop + n]
+  before = active_rms_db(x)
+  return set_level(y, before) if before > -199.0 else y.astype(np.float32)
+
+
+def mu_law(x: np.ndarray, mu: int = 255) -> np.ndarray:
+  """G.711-style mu-law round trip at 8 bits (encode, quantise, decode); float32[n]."""
+  y = np.clip(x.astype(np.float64), -1.0, 1.0)
+  encoded = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
+  quantised = np.round((encoded + 1.0) / 2.0 * mu) / mu * 2.0 - 1.0
+  return (np.sign(quantised) * ((1.0 + mu) ** np.abs(quantised) - 1.0) / mu).astype(np.float32)
+
+
+def telephone(x: np.ndarray, rng: np.random.Generator,
+              low_range: tuple[float, float] = (250.0, 350.0),
+              high_range: tuple[float, float] = (3200.0, 3500.0)) -> np.ndarray:
+  """A narrow-band telephone channel: band-limit to ~300-3400 Hz (edges drawn in the
+  ranges), down to 8 kHz, 8-bit mu-law, back up to 16 kHz. Same length, level kept,
+  zero-phase filters (onsets kept). Nothing survives above ~3.5 kHz."""
+  low = float(rng.uniform(*low_range))
+  high = float(rng.uniform(*high_range))
+  y = band_limit(x, low, high, order=6)
+  peak = float(np.max(np.abs(y))) if len(y) else 0.0
+  scale = 0.9 / peak if peak > 0.9 else 1.0  # the codec clips at full scale
+  narrow = mu_law(resample(y * scale, SAMPLE_RATE, 8000)) / scale
+  y = _fit(resample(narrow, 8000, SAMPLE_RATE), len(x))
+  y = band_limit(y, None, high, order=6)  # the codec's quantisation noise stays in band
+  before = active_rms_db(x)
+  return set_level(y, before) if before > -199.0 else y
+
+
+def room_impulse_response(rng: np.random.Generator,
+                          rt60_range: tuple[float, float] = (0.15, 0.8),
+                          max_seconds: float = 0.6) -> np.ndarray:
+  """Impulse response float32[m] of a random shoebox room (pyroomacoustics, image
+  source method): dimensions 3-10 x 3-8 x 2.4-3.5 m, a random RT60, source and
+  microphone at random places at least 0.5 m from the walls and from each other.
+
+  The response is cut to start at its direct path (lag 0, normalised to 1), so
+  convolving with it keeps onsets (see the module docstring).
+  """
+  dims = np.array([rng.uniform(3.0, 10.0), rng.uniform(3.0, 8.0), rng.uniform(2.4, 3.5)])
+  rt60 = float(rng.uniform(*rt60_range))
+  margin = 0.5
+  positions = [np.array([rng.uniform(margin, d - margin) for d in dims]) for _ in range(2)]
+  if np.linalg.norm(positions[0] - positions[1]) < 0.5:
+    positions[1] = np.where(positions[0] < dims / 2, dims - margin, margin)
+  try:
+    absorption, max_order = pyroomacoustics.inverse_sabine(rt60, dims)
+  except ValueError:  # rt60 too short for this room: a dead room
+    absorption, max_order = 0.99, 3
+  room = pyroomacoustics.ShoeBox(dims, fs=SAMPLE_RATE, materials=pyroomacoustics.Material(
+      absorption), max_order=min(int(max_order), 12), use_rand_ism=False)
+  room.add_source(positions[0])
+  room.add_microphone(positions[1])
+  room.compute_rir()
+  rir = np.asarray(room.rir[0][0], np.float64)
+  direct = int(np.argmax(np.abs(rir)))
+  rir = rir[direct:direct + int(max_seconds * SAMPLE_RATE)]
+  return (rir / rir[0]).astype(np.float32)
+
+
+def simulated_room(x: np.ndarray, rng: np.random.Generator,
+                   rt60_range: tuple[float, float] = (0.15, 0.8)) -> np.ndarray:
+  """`x` played in a random room (`room_impulse_response`); same length, level kept."""
+  rir = room_impulse_response(rng, rt60_range)
+  return apply_rir(x, rir, wet=1.0)
+
+
+def peaking_eq_sos(center_hz: float, gain_db: float, q: float,
+                   sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """One peaking-EQ biquad (RBJ audio EQ cookbook) as a second-order section [1, 6]."""
+  a_gain = 10.0 ** (gain_db / 40.0)
+  w0 = 2.0 * np.pi * center_hz / sample_rate
+  alpha = np.sin(w0) / (2.0 * q)
+  b = np.array([1.0 + alpha * a_gain, -2.0 * np.cos(w0), 1.0 - alpha * a_gain])
+  a = np.array([1.0 + alpha / a_gain, -2.0 * np.cos(w0), 1.0 - alpha / a_gain])
+  return np.concatenate([b / a[0], a / a[0]])[None, :]
+
+
+def mic_colouration(x: np.ndarray, rng: np.random.Generator, bands: int = 3,
+                    gain_db_range: tuple[float, float] = (-8.0, 8.0)) -> np.ndarray:
+  """A random microphone/loudspeaker response: `bands` peaking filters at random
+  frequencies (100 Hz-6 kHz, log-uniform), gains and Q (0.7-2.5), and a random
+  roll-off of the lows (a small capsule) and highs. Zero-phase (onsets kept),
+  same length, level kept."""
+  centres = np.exp(rng.uniform(np.log(100.0), np.log(6000.0), size=bands))
+  gains = rng.uniform(*gain_db_range, size=bands)
+  qs = rng.uniform(0.7, 2.5, size=bands)
+  low = float(rng.uniform(40.0, 250.0))
+  high = float(rng.uniform(4500.0, 7800.0))
+  sos = np.concatenate([peaking_eq_sos(c, g, q) for c, g, q in zip(centres, gains, qs)])
+  if len(x) < 64:
+    return x.astype(np.float32)
+  y = sps.sosfiltfilt(sos, x.astype(np.float64))
+  y = band_limit(y, low, high, order=2)
+  before = active_rms_db(x)
+  return set_level(y, before) if before > -199.0 else y.astype(np.float32)
+
+
+def background_noise(x: np.ndarray, rng: np.random.Generator,
+                     noise: np.ndarray | None = None,
+                     snr_range: tuple[float, float] = (5.0, 30.0)) -> tuple[np.ndarray, float]:
+  """`x` plus background noise at a random SNR; returns (float32[n], snr_db).
+
+  `noise`: a recording (tiled from a random offset to the length of `x`); None
+  draws coloured noise (white, pink or brown). The SNR is measured on the active
+  part of `x` (|x| > 1e-4, as `active_rms_db`) against the noise over the same samples,
+  so the pauses of sparse speech do not count.
+  """
+  snr = float(rng.uniform(*snr_range))
+  exponent = float(rng.choice([0.0, 1.0, 2.0]))
+  noise_seed = int(rng.integers(2**31))
+  offset_u = float(rng.uniform())
+  n = len(x)
+  if n == 0:
+    return x.astype(np.float32), snr
+  if noise is None or len(noise) == 0:
+    bed = colored_noise(np.random.default_rng(noise_seed), n, exponent)
+  else:
+    bed = np.roll(np.tile(noise, -(-n // len(noise)) + 1), -int(offset_u * len(noise)))[:n]
+  active = np.abs(x) > 1e-4
+  if not active.any() or power(bed[active]) <= 0.0:
+    return x.astype(np.float32), snr
+  gain = snr_gain(x[active], bed[active], snr)
+  return (x.astype(np.float64) + gain * bed.astype(np.float64)).astype(np.float32), snr
+
+
+@dataclasses.dataclass(frozen=True)
+class Randomization:
+  """Probabilities of the per-utterance effects (`randomize`); 0 turns one off."""
+
+  p_speed: float = 0.5
+  p_pitch: float = 0.4
+  p_formant: float = 0.4
+  p_telephone: float = 0.15
+  p_room: float = 0.35
+  p_mic: float = 0.5
+  p_noise: float = 0.3
+  speed_range: tuple[float, float] = (0.85, 1.2)
+  semitone_range: tuple[float, float] = (-3.0, 3.0)
+  formant_range: tuple[float, float] = (0.88, 1.14)
+  noise_snr_range: tuple[float, float] = (10.0, 35.0)
+
+
+def randomize(x: np.ndarray, rng: np.random.Generator,
+              settings: Randomization = Randomization()) -> tuple[np.ndarray, float, tuple[str, ...]]:
+  """The domain-randomisation chain of one utterance: speed, pitch, formants, mic
+  colouration, room, telephone, background noise, each with its probability.
+
+  Every stage gets its own generator seeded from `rng` in a fixed order, so one seed
+  always gives the same result and switching one stage off does not change the
+  others' draws. Returns (float32[round(n / rate)], rate, names of the applied
+  stages): timings scale by 1 / rate (`change_speed`); the other stages keep length.
+  """
+  u = rng.uniform(size=7)
+  seeds = rng.integers(2**31, size=7)
+  gens = [np.random.default_rng(int(s)) for s in seeds]
+  s = settings
+  y, rate, applied = x.astype(np.float32), 1.0, []
+  if u[0] < s.p_speed:
+    y, rate = change_speed(y, gens[0], s.speed_range)
+    applied.append("speed")
+  if u[1] < s.p_pitch:
+    y = pitch_shift(y, gens[1], s.semitone_range)
+    applied.append("pitch")
+  if u[2] < s.p_formant:
+    y = formant_shift(y, gens[2], s.formant_range)
+    applied.append("formant")
+  if u[3] < s.p_mic:
+    y = mic_colouration(y, gens[3])
+    applied.append("mic")
+  if u[4] < s.p_room:
+    y = simulated_room(y, gens[4])
+    applied.append("room")
+  if u[5] < s.p_telephone:
+    y = telephone(y, gens[5])
+    applied.append("telephone")
+  if u[6] < s.p_noise:
+    y, _ = background_noise(y, gens[6], None, s.noise_snr_range)
+    applied.append("noise")
+  return y.astype(np.float32), rate, tuple(applied)

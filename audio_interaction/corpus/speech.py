@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import zlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -142,13 +143,39 @@ class EspeakEngine(TTSEngine):
   VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
                                "klatt", "klatt2", "klatt3", "klatt4")
   BASE_WPM = 165
+  # Installed variants left out of the wide set: not a human voice (robots, whisper,
+  # croak, a PA announcer, a demon), or a name with a space the CLI cannot take.
+  UNUSABLE_VARIANTS = frozenset({"Demonic", "Tweaky", "UniRobot", "anikaRobot", "announcer",
+                                 "croak", "fast", "whisper", "whisperf", "Mr serious"})
+
+  def __init__(self, wide: bool = False):
+    self.wide = wide
 
   @classmethod
   def is_available(cls) -> bool:
     return shutil.which("espeak-ng") is not None
 
+  @staticmethod
+  def installed_variants() -> tuple[str, ...]:
+    """Every variant file espeak-ng has (`espeak-ng --voices=variant`), sorted."""
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
+                         check=False).stdout
+    names = {line.split()[-1].rsplit("/", 1)[-1] for line in out.splitlines()[1:]
+             if line.split() and "/" in line.split()[-1]}
+    return tuple(sorted(names))
+
+  @functools.cached_property
+  def _variants(self) -> tuple[str, ...]:
+    if not self.wide:
+      return self.VARIANTS
+    extra = [v for v in self.installed_variants() if v not in self.VARIANTS
+             and v not in self.UNUSABLE_VARIANTS and not v.startswith("robosoft")
+             and re.fullmatch(r"[\w-]+", v)]
+    return self.VARIANTS + tuple(extra)
+
   def voices(self) -> tuple[str, ...]:
-    return tuple(f"{a}+{v}" for a in self.ACCENTS for v in self.VARIANTS)
+    """accent+variant: the fixed grid, or with `wide` every usable installed variant."""
+    return tuple(f"{a}+{v}" for a in self.ACCENTS for v in self._variants)
 
   def knows_voice(self, voice: str) -> bool:
     # espeak accepts any language[+variant]; let callers name ones outside our grid.
@@ -163,7 +190,11 @@ class EspeakEngine(TTSEngine):
 
 
 class FliteEngine(TTSEngine):
-  """CMU flite through its CLI (diphone kal, clustergen awb/rms/slt)."""
+  """CMU flite through its CLI (diphone kal, clustergen awb/rms/slt).
+
+  These are every general-purpose voice Debian's flite ships (`flite -lv` also lists
+  awb_time, a talking clock that can only say times, so it is left out).
+  """
 
   name = "flite"
   install = "Debian package flite"
@@ -355,12 +386,26 @@ HELDOUT_ESPEAK_VARIANTS = frozenset({"m6", "f4", "klatt4"})
 HELDOUT_VOICES = frozenset({"flite:rms", "festival:ked"})
 
 
+# The wide espeak set (`EspeakEngine(wide=True)`): a variant outside the fixed grid is
+# held out when crc32(name) % 5 == 0 (about one in five, stable across machines).
+def _heldout_wide_variant(variant: str) -> bool:
+  return variant not in EspeakEngine.VARIANTS and zlib.crc32(variant.encode()) % 5 == 0
+
+
+# Engine weights of the wide voice set, by how human the engines sound (PocketSphinx
+# WER on their output, issue 13: flite 3-6 %, piper joe 3 %, festival 12-45 %,
+# espeak-ng 88-94 %): the hundreds of espeak voices get a small share together.
+HUMAN_ENGINE_WEIGHTS: Mapping[str, float] = {"piper": 4.0, "flite": 4.0, "festival": 1.5,
+                                             "espeak": 0.5}
+
+
 def voice_split(voice: str) -> str:
   """'train' or 'heldout' for a qualified voice name such as 'espeak:en-029+m3'."""
   engine, _, name = voice.partition(":")
   if engine == "espeak":
     accent, _, variant = name.partition("+")
-    held = accent in HELDOUT_ESPEAK_ACCENTS or variant in HELDOUT_ESPEAK_VARIANTS
+    held = (accent in HELDOUT_ESPEAK_ACCENTS or variant in HELDOUT_ESPEAK_VARIANTS
+            or _heldout_wide_variant(variant))
     return "heldout" if held else "train"
   return "heldout" if voice in HELDOUT_VOICES else "train"
 
@@ -470,6 +515,9 @@ class RenderConfig:
   trim_threshold_db: float = -40.0                  # see effects.trim_silence
   p_warp: float = 0.5                               # chance of a non-unit warp
   effects: bool = True                              # random room/mic channel
+  # Domain randomisation of the whole utterance (`effects.randomize`: speed, pitch,
+  # formants, mic, room, telephone, noise); None: off (draws nothing from the rng).
+  randomize: effects.Randomization | None = None
 
 
 class MultiVoiceSpeech:
@@ -483,11 +531,14 @@ class MultiVoiceSpeech:
       many espeak variants do not drown out the few natural voices.
     config: random ranges; see `RenderConfig`.
     cache_mb: size of the in-memory word cache.
+    wide_voices: every usable installed espeak-ng variant, not only the fixed grid
+      (`EspeakEngine(wide=True)`; held-out split: `voice_split`).
   """
 
   def __init__(self, engines: Sequence[str] | None = None, split: str | None = None,
                engine_weights: Mapping[str, float] | None = None,
-               config: RenderConfig = RenderConfig(), cache_mb: float = 256.0):
+               config: RenderConfig = RenderConfig(), cache_mb: float = 256.0,
+               wide_voices: bool = False):
     if split not in (None, "train", "heldout"):
       raise ValueError(f"split must be 'train', 'heldout' or None, got {split!r}")
     found = available_speech_engines(engines)
@@ -496,7 +547,9 @@ class MultiVoiceSpeech:
       raise RuntimeError(f"no TTS engine available (looked for {wanted}): {_INSTALL_HINT}")
     self.config = config
     self.split = split
-    self._engines: dict[str, TTSEngine] = {name: _engine(name) for name in found}
+    self._engines: dict[str, TTSEngine] = {
+        name: EspeakEngine(wide=True) if name == "espeak" and wide_voices else _engine(name)
+        for name in found}
     self._pool: dict[str, tuple[str, ...]] = {}
     for name, engine in self._engines.items():
       vs = tuple(v for v in engine.voices()
@@ -584,6 +637,8 @@ class MultiVoiceSpeech:
             for t, ui in zip(tokens, u)]
     jitter = rng.uniform(-cfg.word_jitter_db, cfg.word_jitter_db, size=len(tokens))
     channel_seed = int(rng.integers(2**31))
+    # Drawn last and only when on, so configs without it render as before.
+    randomize_seed = int(rng.integers(2**31)) if cfg.randomize is not None else None
 
     clips = self._words_audio(engine, name, rate, pitch, [spoken_form(t) for t in tokens])
     fade_n = int(cfg.fade_s * SAMPLE_RATE)
@@ -600,13 +655,21 @@ class MultiVoiceSpeech:
     for start, clip in placed:
       audio[start:start + len(clip)] += clip
     audio = effects.set_level(audio, level_db)
+    if randomize_seed is not None:
+      audio, speed, _ = effects.randomize(audio, np.random.default_rng(randomize_seed),
+                                          cfg.randomize)
+      # A speed change moves every moment t to t / rate: so do the word spans.
+      spans = [(int(round(start / speed)), max(1, int(round(len(clip) / speed))))
+               for start, clip in placed]
+    else:
+      spans = [(start, len(clip)) for start, clip in placed]
     if cfg.effects:
       audio = effects.random_channel(audio, np.random.default_rng(channel_seed))
     peak = float(np.max(np.abs(audio)))
     if peak > 0.99:
       audio = (audio * (0.99 / peak)).astype(np.float32)
-    words = tuple(Word(tok, start / SAMPLE_RATE, (start + len(clip)) / SAMPLE_RATE)
-                  for tok, (start, clip) in zip(tokens, placed))
+    words = tuple(Word(tok, start / SAMPLE_RATE, min(start + length, len(audio)) / SAMPLE_RATE)
+                  for tok, (start, length) in zip(tokens, spans))
     return SpeechClip(audio=audio.astype(np.float32), words=words, voice=f"{engine}:{name}")
 
 

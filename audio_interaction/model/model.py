@@ -25,6 +25,7 @@ import ml_collections
 
 from audio_interaction.audio.features import LogMelConfig, StreamingLogMel, log_mel
 from audio_interaction import stream_format as sf
+from audio_interaction.model import augment as augment_lib
 from audio_interaction.model.decoder import Decoder, DecoderCache, init_decoder_cache
 from audio_interaction.model.encoder import AudioEncoder, EncoderState, init_encoder_state
 from audio_interaction.model import layers
@@ -151,16 +152,25 @@ class AudioInteractionModel:
     return nn.get_partition_spec(boxed)
 
   # ------------------------------------------------------------- full forward
-  def features(self, audio: Array) -> Array:
-    """audio: [B, S] float samples (S a multiple of the chunk) -> log-mel [B, S/hop, n_mels]."""
+  def features(self, audio: Array, augment: augment_lib.Augmentation | None = None) -> Array:
+    """audio: [B, S] float samples (S a multiple of the chunk) -> log-mel [B, S/hop, n_mels].
+
+    `augment` (training only; see `model/augment.py`): random gain and noise on the
+    waveform, SpecAugment masks on the log-mel. None (the default) or a disabled
+    config computes exactly the plain features.
+    """
     if audio.shape[-1] % self.config.chunk_samples:
       raise ValueError(f"audio has {audio.shape[-1]} samples, not a whole number of "
                        f"{self.config.chunk_samples}-sample chunks")
-    return log_mel(audio.astype(jnp.float32), self.frontend)
+    audio = audio.astype(jnp.float32)
+    if augment is None or not augment.config.enabled:
+      return log_mel(audio, self.frontend)
+    mel = log_mel(augment_lib.augment_waveform(augment, audio), self.frontend)
+    return augment_lib.spec_augment(augment, mel)
 
   def forward(self, params: Params, tokens: Array, audio: Array, audio_slot_index: Array,
-              *, positions: Array | None = None, segment_ids: Array | None = None
-              ) -> ForwardOutputs:
+              *, positions: Array | None = None, segment_ids: Array | None = None,
+              augment: augment_lib.Augmentation | None = None) -> ForwardOutputs:
     """Full-sequence forward over the stream format.
 
     Args:
@@ -170,6 +180,7 @@ class AudioInteractionModel:
       audio_slot_index: [B, L] int32 slot index (chunk*k + j) at `<a>` positions.
       positions: [B, L] int32; defaults to 0..L-1 (one example per row).
       segment_ids: [B, L] int32 for rows that pack several examples.
+      augment: training augmentation of the audio (`features`); None: none.
     Returns:
       `ForwardOutputs`.
     """
@@ -177,7 +188,7 @@ class AudioInteractionModel:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     valid = tokens != sf.PAD_ID
     lm_logits, decision_logits, ctc_logits = self.network.apply(
-        params, tokens, self.features(audio), audio_slot_index, positions, valid, segment_ids)
+        params, tokens, self.features(audio, augment), audio_slot_index, positions, valid, segment_ids)
     return ForwardOutputs(lm_logits, decision_logits, ctc_logits)
 
   # ---------------------------------------------------------------- streaming

@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from audio_interaction.data.pipeline import make_global_batch
+from audio_interaction.model import augment as augment_lib
 from audio_interaction.model.model import AudioInteractionModel, Params
 from audio_interaction.train import losses, sharding
 
@@ -69,6 +70,7 @@ class Trainer:
     self.config = config
     self.model = AudioInteractionModel(config)
     self.optimizer, self.schedule = make_optimizer(config.train)
+    self.augment = augment_lib.AugmentConfig.from_config(config.train.augment)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.sharding.mesh)
     self.rules = tuple(config.sharding.logical_axis_rules)
     self.state_shardings = self._state_shardings()
@@ -104,21 +106,40 @@ class Trainer:
     return self.batch_sharding(2).spec
 
   # ------------------------------------------------------------------- step
-  def _loss(self, params: Params, batch: Batch, normalizers=None):
+  def _loss(self, params: Params, batch: Batch, normalizers=None, augment_keys=None):
     train = self.config.train
+    augment = None
+    if augment_keys is not None:
+      augment = augment_lib.Augmentation(keys=augment_keys,
+                                         chunk_valid=batch["chunk_segment_ids"] != 0,
+                                         config=self.augment)
     outputs = self.model.forward(params, batch["tokens"], batch["audio"],
-                                 batch["audio_slot_index"], positions=batch["positions"])
+                                 batch["audio_slot_index"], positions=batch["positions"],
+                                 augment=augment)
     return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
                                 decision_weight=train.decision_loss_weight,
                                 speak_class_weight=train.speak_class_weight,
                                 ctc_weight=train.ctc_loss_weight, normalizers=normalizers)
 
-  def loss_and_grads(self, params: Params, batch: Batch) -> tuple[jax.Array, dict, Params]:
+  def augment_keys(self, step: jax.Array, rows: int) -> jax.Array | None:
+    """[rows] keys of the training augmentation at `step` (None when it is off).
+
+    Row r of step s always gets fold_in(fold_in(key(config.seed), s), r): the same
+    draws whatever the micro-batching, sharding or restarts (`model/augment.py`).
+    """
+    if not self.augment.enabled:
+      return None
+    return augment_lib.row_keys(self.config.seed, step, rows)
+
+  def loss_and_grads(self, params: Params, batch: Batch, augment_keys: jax.Array | None = None
+                     ) -> tuple[jax.Array, dict, Params]:
     """(loss, summed metrics, gradients) of a batch, over `grad_accum_steps` micro-batches.
 
     Each term is divided by the whole batch's normalizer (`losses.loss_normalizers`),
     so the micro-batches' losses and gradients simply add up to the whole batch's,
     however unequally their rows are filled: accumulation changes memory, not numbers.
+    `augment_keys` ([B] keys, `augment_keys`): augment each row with its key; None:
+    no augmentation (evaluation).
     """
     train = self.config.train
     accum = train.grad_accum_steps
@@ -126,13 +147,15 @@ class Trainer:
                                           ctc_weight=train.ctc_loss_weight)
     grad_fn = jax.value_and_grad(self._loss, has_aux=True)
     if accum == 1:
-      (loss, metrics), grads = grad_fn(params, batch, normalizers)
+      (loss, metrics), grads = grad_fn(params, batch, normalizers, augment_keys)
       return loss, metrics, grads
-    micro = jax.tree_util.tree_map(
-        lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), dict(batch))
+    split = lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:])
+    micro = jax.tree_util.tree_map(split, dict(batch))
+    micro_keys = None if augment_keys is None else split(augment_keys)
 
-    def accumulate(carry, micro_batch):
-      (loss, metrics), grads = grad_fn(params, micro_batch, normalizers)
+    def accumulate(carry, inputs):
+      micro_batch, keys = inputs
+      (loss, metrics), grads = grad_fn(params, micro_batch, normalizers, keys)
       total_loss, total_metrics, total_grads = carry
       return (total_loss + loss, losses.add_metrics(total_metrics, metrics),
               jax.tree_util.tree_map(jnp.add, total_grads, grads)), None
@@ -142,11 +165,12 @@ class Trainer:
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero_metrics)
     zero_grads = jax.tree_util.tree_map(jnp.zeros_like, params)
     (loss, metrics, grads), _ = jax.lax.scan(
-        accumulate, (jnp.zeros((), jnp.float32), zeros, zero_grads), micro)
+        accumulate, (jnp.zeros((), jnp.float32), zeros, zero_grads), (micro, micro_keys))
     return loss, metrics, grads
 
   def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-    loss, metrics, grads = self.loss_and_grads(state.params, batch)
+    keys = self.augment_keys(state.step, batch["audio"].shape[0])
+    loss, metrics, grads = self.loss_and_grads(state.params, batch, keys)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
@@ -154,7 +178,7 @@ class Trainer:
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def _eval_step(self, params: Params, batch: Batch) -> dict:
-    loss, metrics = self._loss(params, batch)
+    loss, metrics = self._loss(params, batch)  # never augmented
     return dict(metrics, loss=loss)
 
   def compile_train_step(self, batch_shapes: Mapping[str, jax.ShapeDtypeStruct]

@@ -15,6 +15,8 @@ parser.add_argument("--workdir", required=True)
 parser.add_argument("--steps", type=int, default=6)
 parser.add_argument("--batch", type=int, default=4, help="rows per process")
 parser.add_argument("--out", default="")
+parser.add_argument("--augment", action="store_true",
+                    help="train with config.train.augment on (noise on every row)")
 args = parser.parse_args()
 
 import jax  # noqa: E402
@@ -22,9 +24,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_testing  # noqa: E402
+from audio_interaction import config_lib  # noqa: E402
 from audio_interaction.train import loop  # noqa: E402
 
 config = train_testing.loop_config(args.data, batch=args.batch, steps=args.steps)
+if args.augment:
+  config_lib.apply_overrides(config, ["train.augment.enabled=True",
+                                      "train.augment.noise_probability=1.0"])
+  config_lib.validate(config)
 result = loop.train(config, args.workdir, progress=False)
 if args.out:
   # Every process restores (a collective) and gathers the params; process 0 writes them.
