@@ -22,11 +22,16 @@ import os
 import pathlib
 import platform
 import tempfile
+import sys
 import time
 from typing import Any
 
 from audio_interaction.data import pipeline
 from audio_interaction.data import storage
+
+# The synthetic examples are a test fixture (tests/synthetic_examples.py).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+from synthetic_examples import SyntheticExamples  # noqa: E402
 
 
 def measure_pipeline(out_dir: str | pathlib.Path, split: str, config: pipeline.PipelineConfig,
@@ -69,7 +74,7 @@ def measure_pipeline(out_dir: str | pathlib.Path, split: str, config: pipeline.P
 def build_synthetic(out_dir: pathlib.Path, num_examples: int, chunk_samples: int,
                     max_chunks: int, num_workers: int) -> None:
   """Writes (or resumes, or reuses) a synthetic split "train" in `out_dir`."""
-  generator = storage.SyntheticExamples(chunk_samples=chunk_samples, min_chunks=4,
+  generator = SyntheticExamples(chunk_samples=chunk_samples, min_chunks=4,
                                         max_chunks=max_chunks, vocab_size=1024)
   storage.build_split(out_dir, "train", num_examples, generator, seed=0,
                       num_workers=num_workers, shard_size=64, chunk_samples=chunk_samples)
@@ -112,7 +117,7 @@ def measure_train_step(batch_size: int, max_chunks: int, max_len: int, steps: in
   state = trainer.init_state(0)
   # Uniform reading: the step's cost depends on the row shape, not the abilities.
   cfg = pipeline.PipelineConfig.from_config(config, mixture=None)
-  generator = storage.SyntheticExamples(chunk_samples=cfg.chunk_samples, min_chunks=max_chunks,
+  generator = SyntheticExamples(chunk_samples=cfg.chunk_samples, min_chunks=max_chunks,
                                         max_chunks=max_chunks, vocab_size=256,
                                         offline_fraction=0.0)
   source = [dict(generator(i, 0), example_index=i) for i in range(batch_size)]

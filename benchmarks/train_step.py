@@ -33,7 +33,7 @@ def _child(args: argparse.Namespace) -> None:
 
   from audio_interaction import config_lib
   from audio_interaction.data.pipeline import PipelineConfig, batch_spec, make_dataset
-  from audio_interaction.data.storage import SyntheticExamples
+  from synthetic_examples import SyntheticExamples  # a test fixture: tests/ is on sys.path
   from audio_interaction.train.loop import measure_peak_flops
   from audio_interaction.train.trainer import Trainer
 

@@ -33,6 +33,7 @@ from audio_interaction.corpus import worlds
 from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import checkpoint, sharding
+from synthetic_examples import SyntheticExamples
 
 OPTIMIZER = optax.adamw(1e-3, weight_decay=0.01)
 CHUNK, K = 160, 2
@@ -120,7 +121,7 @@ def config():
 @pytest.fixture(scope="module")
 def split_dir(tmp_path_factory):
   out = storage.dataset_dir(tmp_path_factory.mktemp("data"))
-  generator = storage.SyntheticExamples(chunk_samples=CHUNK, slots_per_chunk=K, max_chunks=10)
+  generator = SyntheticExamples(chunk_samples=CHUNK, slots_per_chunk=K, max_chunks=10)
   storage.build_split(out, "train", 24, generator, 3, shard_size=8, chunk_samples=CHUNK,
                       progress=False)
   return out

@@ -15,12 +15,13 @@ from audio_interaction import config_lib
 from audio_interaction.data import pipeline
 from audio_interaction.data import storage
 from audio_interaction import stream_format as sf
+from synthetic_examples import SyntheticExamples
 
 CHUNK = 160
 K = 2
 NUM_EXAMPLES = 96
 SEED = 3
-GENERATOR = storage.SyntheticExamples(chunk_samples=CHUNK, slots_per_chunk=K, max_chunks=10)
+GENERATOR = SyntheticExamples(chunk_samples=CHUNK, slots_per_chunk=K, max_chunks=10)
 # Small enough that some online examples get truncated and some offline ones dropped.
 BASE = pipeline.PipelineConfig(batch_size=4, max_len=40, max_chunks=8, chunk_samples=CHUNK,
                                slots_per_chunk=K, seed=11, num_epochs=1, read_threads=2,

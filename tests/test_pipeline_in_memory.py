@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from audio_interaction.data.pipeline import PipelineConfig, make_dataset
-from audio_interaction.data.storage import SyntheticExamples
+from synthetic_examples import SyntheticExamples
 
 MAKE = SyntheticExamples(chunk_samples=160, max_chunks=4, abilities=("a", "b"),
                          offline_fraction=0.0)

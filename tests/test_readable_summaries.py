@@ -7,10 +7,11 @@ import pathlib
 from audio_interaction.apps import cli
 from audio_interaction.corpus import build as corpus
 from audio_interaction.data import storage
+from synthetic_examples import SyntheticExamples
 
 
 def _summary(tmp_path: pathlib.Path) -> storage.SplitSummary:
-  make = storage.SyntheticExamples(chunk_samples=160, max_chunks=3,
+  make = SyntheticExamples(chunk_samples=160, max_chunks=3,
                                    abilities=("voice_chat", "realtime_asr"))
   return storage.build_split(tmp_path / "data", "train", 24, make, seed=0, shard_size=10,
                              chunk_samples=160, progress=False)

@@ -18,9 +18,10 @@ import tensorflow_datasets as tfds
 
 from audio_interaction.data import storage
 from audio_interaction import stream_format as sf
+from synthetic_examples import SyntheticExamples
 
 CHUNK = 160  # Small chunks keep the shards tiny.
-GENERATOR = storage.SyntheticExamples(chunk_samples=CHUNK, max_chunks=8)
+GENERATOR = SyntheticExamples(chunk_samples=CHUNK, max_chunks=8)
 SEED = 7
 
 
@@ -153,13 +154,15 @@ def test_crash_during_finalization_then_resume(tmp_path, monkeypatch):
 
 _KILL_SCRIPT = textwrap.dedent("""
     import sys, time
+    sys.path.insert(0, TESTS_DIR)
     from audio_interaction.data import storage
+    from synthetic_examples import SyntheticExamples
 
     class SlowExamples:
       # A module-level class, so that spawn workers can unpickle it.
       def __call__(self, index, seed):
         time.sleep(0.04)
-        return storage.SyntheticExamples(chunk_samples=160, max_chunks=8)(index, seed)
+        return SyntheticExamples(chunk_samples=160, max_chunks=8)(index, seed)
 
     if __name__ == "__main__":
       storage.build_split(sys.argv[1], "train", 96, SlowExamples(), 7, num_workers=2,
@@ -169,7 +172,7 @@ _KILL_SCRIPT = textwrap.dedent("""
 
 def test_sigkill_mid_build_then_rerun_gives_each_index_once(tmp_path):
   script = tmp_path / "build.py"
-  script.write_text(_KILL_SCRIPT)
+  script.write_text(_KILL_SCRIPT.replace("TESTS_DIR", repr(os.fspath(pathlib.Path(__file__).parent))))
   out = storage.dataset_dir(tmp_path / "killed")
   work = out / "_build" / "train"
   # Own session, so the kill reaches the spawn workers too (as a Ctrl-\ or OOM

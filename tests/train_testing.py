@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import model_testing
 from audio_interaction.data.pipeline import PipelineConfig, batch_spec, make_dataset
-from audio_interaction.data.storage import SyntheticExamples
+from synthetic_examples import SyntheticExamples
 
 
 def train_config(**overrides):
