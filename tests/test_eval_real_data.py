@@ -210,8 +210,7 @@ def test_cli_proactive_bench(bundle, tmp_path, capsys):
 # ------------------------------------------------------------------------------- TFDS
 
 def test_tfds_sets_through_mock_data(bundle, tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-  pytest.importorskip("tensorflow")
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from audio_interaction.eval import tfds_sources
   with tfds.testing.mock_data(num_examples=4):
     words = tfds_sources.load_tfds("speech_commands:test")
