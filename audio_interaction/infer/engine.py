@@ -86,6 +86,8 @@ class Engine:
     self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
     self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
     self._feed_audio = jax.jit(model.feed_audio, donate_argnums=1)
+    self._reset_rows = jax.jit(self._reset_rows_impl, donate_argnums=0)
+    self._perceive_rows = jax.jit(self._perceive_rows_impl, donate_argnums=1)
 
   @property
   def vocab_size(self) -> int:
@@ -156,6 +158,44 @@ class Engine:
     answer = [int(t) for t in np.asarray(tokens[0, :int(count[0])])]
     return answer[:-1] if answer and answer[-1] == sf.EOR_ID else answer
 
+
+  # ------------------------------------------------------ continuous batching
+  # The rows of a batched state are independent streams, so a server keeps one
+  # compiled batch of B slots and lets streams come and go: `reset_rows` starts a
+  # fresh stream in some rows in place, `perceive_rows` advances only the rows that
+  # have a chunk (the others keep their state bit for bit). Each compiles once per
+  # batch size; prompts are padded to `prompt_width` buckets, so joining never compiles.
+
+  def reset_rows(self, params: Params, state: EngineState, rows: dict[int, list[int]]
+                 ) -> EngineState:
+    """Starts fresh online streams in some rows of a batched state, in place.
+
+    Each given row is set to the model's initial state (a jitted, donated select: no
+    other row changes), then prefilled with `stream_format.online_prompt(ids)`, masked
+    to those rows and padded to a `prompt_width` bucket.
+
+    Args:
+      rows: {row: instruction token ids}.
+    """
+    batch = state.next_logits.shape[0]
+    if not rows:
+      return state
+    bad = sorted(r for r in rows if not 0 <= r < batch)
+    if bad:
+      raise ValueError(f"rows {bad} outside the batch of {batch}")
+    mask = np.zeros(batch, bool)
+    mask[list(rows)] = True
+    state = self._reset_rows(state, jnp.asarray(mask))
+    prompts = {row: sf.online_prompt(list(ids)) for row, ids in rows.items()}
+    return self.feed(params, state, *padded_rows(prompts, batch))
+
+  def perceive_rows(self, params: Params, state: EngineState, chunk: Array,
+                    advance: np.ndarray) -> tuple[EngineState, Array]:
+    """`perceive` for the rows where `advance` [B] is True; the others keep their state
+    bit for bit (their probabilities are computed but mean nothing)."""
+    return self._perceive_rows(params, state, jnp.asarray(chunk, jnp.float32),
+                               jnp.asarray(advance, bool))
+
   # ----------------------------------------------------------------- jitted
   def _prefill_impl(self, params, state: EngineState, tokens, valid) -> EngineState:
     stream, logits = self.model.prefill(params, state.stream, tokens, valid)
@@ -191,3 +231,47 @@ class Engine:
     count = jnp.sum(tokens != sf.PAD_ID, axis=1, dtype=jnp.int32)
     return state, tokens, count
 
+  def _reset_rows_impl(self, state: EngineState, mask) -> EngineState:
+    batch = mask.shape[0]
+    frames = self.model.config.encoder_frames_per_chunk
+    return state.replace(
+        stream=select_rows(mask, self.model.init_state(batch), state.stream),
+        next_logits=jnp.where(mask[:, None], 0.0, state.next_logits),
+        heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard))
+
+  def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
+    new, probs = self._perceive_impl(params, state, chunk)
+    return new.replace(stream=select_rows(advance, new.stream, state.stream),
+                       next_logits=jnp.where(advance[:, None], new.next_logits,
+                                             state.next_logits),
+                       heard=jnp.where(advance[:, None], new.heard, state.heard)), probs
+
+
+PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)
+
+
+def prompt_width(length: int, bucket: int = PROMPT_BUCKET) -> int:
+  """The padded width of `length` tokens: a multiple of `bucket`, at least `bucket`."""
+  return max(bucket, -(-int(length) // bucket) * bucket)
+
+
+def padded_rows(tokens_per_row: dict[int, list[int]], batch: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """{row: tokens} -> (tokens [B, W], valid [B, W]), W a `prompt_width` bucket; rows not
+  given are all invalid (they do not advance)."""
+  width = prompt_width(max(len(t) for t in tokens_per_row.values()))
+  tokens = np.zeros((batch, width), np.int32)
+  valid = np.zeros((batch, width), bool)
+  for row, ids in tokens_per_row.items():
+    tokens[row, :len(ids)], valid[row, :len(ids)] = ids, True
+  return tokens, valid
+
+
+def select_rows(mask: Array, new, old):
+  """Per leaf of two pytrees with the batch on axis 0: row i of `new` where mask[i],
+  else row i of `old`."""
+
+  def pick(a, b):
+    return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+  return jax.tree_util.tree_map(pick, new, old)

@@ -18,7 +18,7 @@ import numpy as np
 
 from audio_interaction.audio.io import validate_samples
 from audio_interaction import stream_format as sf
-from audio_interaction.infer.engine import Engine, EngineState
+from audio_interaction.infer.engine import Engine, EngineState, padded_rows
 from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
 from audio_interaction.model.model import Params
@@ -201,28 +201,128 @@ class StreamStepper:
       written, counts = np.asarray(tokens), np.asarray(count)
     seconds = self.chunk_seconds
     elapsed = (time.perf_counter() - began) / self.rows
-    records = []
-    for row in range(self.rows):
-      tokens = [int(t) for t in written[row, :counts[row]]] if active[row] else []
-      events = []
-      if self.replying[row] and not active[row]:
-        events.append(YIELD)
-      if tokens and not self.replying[row]:
-        events.append(REPLY_START)
-        self._reply_tokens[row] = 0
-      self._reply_tokens[row] += len(tokens)
-      replying = bool(tokens) and tokens[-1] != sf.EOR_ID
-      if tokens and tokens[-1] == sf.EOR_ID:
-        events.append(REPLY_END)
-      elif replying and self.max_reply_tokens is not None and (
-          self._reply_tokens[row] >= self.max_reply_tokens):
-        events.append(REPLY_CAPPED)
-        replying, self._capped[row] = False, True
-      self.replying[row] = replying
-      records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds,
-                                 float(speak_probability[row]), bool(active[row]), tokens,
-                                 elapsed, self._fed[row], events, heard[row]))
+    records = [self._row_record(row, index, seconds, float(speak_probability[row]),
+                                bool(active[row]), written, counts, elapsed, heard[row])
+               for row in range(self.rows)]
     self._fed = [[] for _ in range(self.rows)]
+    self.steps += 1
+    return records
+
+  def _row_record(self, row: int, index: int, seconds: float, speak_probability: float,
+                  active: bool, written: np.ndarray, counts: np.ndarray, elapsed: float,
+                  heard: list[int]) -> ChunkRecord:
+    """A row's reply bookkeeping after its step, as a `ChunkRecord`."""
+    tokens = [int(t) for t in written[row, :counts[row]]] if active else []
+    events = []
+    if self.replying[row] and not active:
+      events.append(YIELD)
+    if tokens and not self.replying[row]:
+      events.append(REPLY_START)
+      self._reply_tokens[row] = 0
+    self._reply_tokens[row] += len(tokens)
+    replying = bool(tokens) and tokens[-1] != sf.EOR_ID
+    if tokens and tokens[-1] == sf.EOR_ID:
+      events.append(REPLY_END)
+    elif replying and self.max_reply_tokens is not None and (
+        self._reply_tokens[row] >= self.max_reply_tokens):
+      events.append(REPLY_CAPPED)
+      replying, self._capped[row] = False, True
+    self.replying[row] = replying
+    return ChunkRecord(index, index * seconds, (index + 1) * seconds, speak_probability,
+                       active, tokens, elapsed, self._fed[row], events, heard)
+
+  # ------------------------------------------------------ continuous batching
+  # A server keeps one stepper of B slots and lets streams join and leave rows
+  # (`infer/slots.py`): `reset_rows` starts a stream in a row without recompiling,
+  # `step_rows` advances only the rows that have a chunk, each at its own index.
+
+  def reset_rows(self, rows: dict[int, tuple[Sequence[int], DecisionPolicy]]) -> None:
+    """Starts new streams in some rows: {row: (instruction ids, policy)}.
+
+    The row's engine state is reset in place and prefilled with its instruction
+    (`Engine.reset_rows`), its policy is started, and its reply bookkeeping forgotten;
+    the other rows are untouched.
+    """
+    if not rows:
+      return
+    self.state = self.engine.reset_rows(self.params, self.state,
+                                        {row: [int(t) for t in ids]
+                                         for row, (ids, _) in rows.items()})
+    for row, (_, policy) in rows.items():
+      policy.start()
+      self.policies[row] = policy
+      self.replying[row] = self._capped[row] = False
+      self._reply_tokens[row] = 0
+      self._fed[row] = []
+      self._last_label[row] = BLANK_ID
+
+  def feed_rows(self, tokens_per_row: dict[int, Sequence[int]]) -> None:
+    """`feed_text` with different tokens per row (padded to a `prompt_width` bucket, so
+    it compiles once per bucket); rows not given do not advance."""
+    tokens_per_row = {row: [int(t) for t in tokens] for row, tokens in tokens_per_row.items()
+                      if len(tokens)}
+    if not tokens_per_row:
+      return
+    self.state = self.engine.feed(self.params, self.state,
+                                  *padded_rows(tokens_per_row, self.rows))
+    for row, tokens in tokens_per_row.items():
+      self._fed[row] += tokens
+      self.replying[row] = False
+      self._reply_tokens[row] = 0
+
+  def step_rows(self, chunks: np.ndarray, advance: Sequence[bool], indices: Sequence[int]
+                ) -> list[ChunkRecord | None]:
+    """Steps the rows where `advance` is True, row i as its chunk `indices[i]`.
+
+    The other rows' model state, policy and replies do not move (their chunk is
+    ignored: pass zeros). For every advanced row the record equals what `step_batch`
+    gives when that stream runs alone.
+
+    Args:
+      chunks: [B, chunk_samples] float32.
+      advance: [B] bool.
+      indices: [B] the chunk index of each row's stream.
+    Returns:
+      One `ChunkRecord` per advanced row, None for the others.
+    """
+    began = time.perf_counter()
+    advance = np.asarray(advance, bool)
+    chunks = np.asarray(chunks)
+    if chunks.shape != (self.rows, self.chunk_samples) or advance.shape != (self.rows,):
+      raise ValueError(f"step_rows needs chunks [{self.rows}, {self.chunk_samples}] and "
+                       f"advance [{self.rows}], got {chunks.shape} and {advance.shape}")
+    for row in np.flatnonzero(advance):
+      validate_samples(chunks[row], expected_rate=self.sample_rate, expected_ndim=(1,),
+                       expected_length=self.chunk_samples,
+                       where=f"chunk {indices[row]} row {row}")
+    chunks = np.asarray(chunks, np.float32)
+    self.state, probs = self.engine.perceive_rows(self.params, self.state, chunks, advance)
+    labels = np.asarray(self.state.heard)
+    heard, last_label = collapse_ctc(labels, self._last_label)
+    self._last_label = np.where(advance, last_label, self._last_label)
+    speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
+    active = np.zeros(self.rows, bool)
+    for row in np.flatnonzero(advance):
+      wants = bool(self.policies[row].decide(int(indices[row]), chunks[row],
+                                             float(speak_probability[row]),
+                                             bool(self.replying[row])))
+      if self._capped[row]:
+        self._capped[row] = wants
+        wants = False
+      active[row] = wants
+    written = np.zeros((self.rows, 0), np.int32)
+    counts = np.zeros(self.rows, np.int64)
+    if active.any():
+      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
+                                                    n=self.tokens_per_chunk)
+      written, counts = np.asarray(tokens), np.asarray(count)
+    elapsed = time.perf_counter() - began
+    records: list[ChunkRecord | None] = [None] * self.rows
+    for row in np.flatnonzero(advance):
+      records[row] = self._row_record(int(row), int(indices[row]), self.chunk_seconds,
+                                      float(speak_probability[row]), bool(active[row]),
+                                      written, counts, elapsed, heard[row])
+      self._fed[row] = []
     self.steps += 1
     return records
 

@@ -1,0 +1,161 @@
+"""Continuous batching (`infer/slots.py`): streams join and leave rows of one compiled
+batch, stall, change instruction; every stream decides and speaks exactly as alone."""
+
+import jax
+import numpy as np
+import pytest
+
+from audio_interaction import stream_format as sf
+from audio_interaction.data.tokenizer import ByteTokenizer
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.policies import ThresholdPolicy
+from audio_interaction.infer.run_stream import StreamStepper, run_stream
+from audio_interaction.infer.slots import SlotBatcher, SlotsFull, StreamEvents
+from audio_interaction.model.model import AudioInteractionModel
+import model_testing
+
+
+@pytest.fixture(scope="module")
+def setting():
+  tokenizer = ByteTokenizer()
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(7))
+  engine = Engine(model)
+  size = model.config.chunk_samples
+  rng = np.random.default_rng(5)
+  audios = [(scale * rng.normal(size=n * size)).astype(np.float32)
+            for n, scale in ((9, 0.1), (10, 0.05), (7, 0.2))]
+  instructions = [tokenizer.encode(t) for t in
+                  ("answer when asked", "say hi", "tell me when the kettle boils, please")]
+  probe = run_stream(engine, params, audios[0], instructions[0], ThresholdPolicy(2.0))
+  threshold = float(np.median([c.speak_probability for c in probe.chunks]))
+  return engine, params, tokenizer, audios, instructions, threshold
+
+
+def _summary(records):
+  return ([r.index for r in records], [r.spoke for r in records],
+          [r.reply_tokens for r in records], [r.events for r in records],
+          [r.heard_tokens for r in records],
+          np.asarray([r.speak_probability for r in records]))
+
+
+def _assert_same(got, want):
+  for a, b in zip(got[:5], want[:5]):
+    assert a == b
+  np.testing.assert_allclose(got[5], want[5], atol=2e-5)
+
+
+def _chunks(audio, size):
+  return [audio[i:i + size] for i in range(0, len(audio), size)]
+
+
+def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
+  engine, params, _, audios, instructions, threshold = setting
+  size = engine.model.config.chunk_samples
+  batcher = SlotBatcher(engine, params, slots=2, max_reply_tokens=6)
+  batcher.warm_up()
+  sizes_after_warm_up = (engine._perceive_rows._cache_size(), engine._prefill._cache_size(),
+                         engine._speak._cache_size(), engine._reset_rows._cache_size())
+  # tick -> stream: A joins at 0 and leaves after its 9 chunks; B joins at 2 and
+  # stalls at ticks 5-6 (no chunk: not advanced); C joins at 10 in A's freed row and
+  # gets a new instruction before its chunk 3.
+  plan = {"A": (0, audios[0], instructions[0]), "B": (2, audios[1], instructions[1]),
+          "C": (10, audios[2], instructions[2])}
+  stalls = {"B": {5, 6}}
+  new_instruction = sf.instruction_tokens(instructions[1])
+  joined, sent, got = {}, {k: 0 for k in plan}, {k: [] for k in plan}
+  for tick in range(40):
+    for name, (start, audio, ids) in plan.items():
+      if tick == start:
+        joined[name] = batcher.join(ids, ThresholdPolicy(threshold))
+      if name in joined and tick not in stalls.get(name, ()) and sent[name] < len(audio) // size:
+        row, sid = joined[name]
+        if name == "C" and sent[name] == 3:
+          batcher.feed(row, sid, new_instruction)
+        batcher.push(row, sid, _chunks(audio, size)[sent[name]])
+        sent[name] += 1
+    for step in batcher.tick():
+      name = next(n for n, (row, sid) in joined.items()
+                  if row == step.row and sid == step.stream_id)
+      got[name].append(step.record)
+    for name, (row, sid) in list(joined.items()):
+      if len(got[name]) == len(plan[name][1]) // size:
+        batcher.leave(row, sid)
+        del joined[name]
+        if name == "A":
+          assert batcher.join([], ThresholdPolicy(0.5))[0] == row  # the row is free again
+          batcher.leave(row, batcher._rows[row].stream_id)
+  assert joined == {}
+  assert batcher.active == 0
+  # No compilation after the warm-up: joins, leaves, stalls and a fed instruction reuse it.
+  assert (engine._perceive_rows._cache_size(), engine._prefill._cache_size(),
+          engine._speak._cache_size(), engine._reset_rows._cache_size()) == sizes_after_warm_up
+
+  for name, (_, audio, ids) in plan.items():
+    alone = StreamStepper(engine, params, [ids], [ThresholdPolicy(threshold)],
+                          max_reply_tokens=6)
+    records = []
+    for index, chunk in enumerate(_chunks(audio, size)):
+      if name == "C" and index == 3:
+        alone.feed_text(new_instruction)
+      records.append(alone.step(chunk))
+    want = _summary(records)
+    _assert_same(_summary(got[name]), want)
+    assert any(want[1]) and not all(want[1]), name  # each stream both speaks and is silent
+  # A was in the batch with B while B stalled; it still equals run_stream.
+  trace = run_stream(engine, params, audios[0], instructions[0], ThresholdPolicy(threshold),
+                     max_reply_tokens=6)
+  _assert_same(_summary(got["A"]), _summary(trace.chunks))
+
+
+def test_full_batch_refuses_a_stream_and_a_slow_stream_drops_its_oldest_chunk(setting):
+  engine, params, _, audios, instructions, _ = setting
+  size = engine.model.config.chunk_samples
+  batcher = SlotBatcher(engine, params, slots=1, queue_chunks=2)
+  row, sid = batcher.join(instructions[0], ThresholdPolicy(0.5))
+  with pytest.raises(SlotsFull):
+    batcher.join(instructions[1], ThresholdPolicy(0.5))
+  chunks = _chunks(audios[0], size)
+  assert [batcher.push(row, sid, c) for c in chunks[:4]] == [0, 0, 1, 1]
+  assert batcher.dropped(row, sid) == 2
+  steps = batcher.tick() + batcher.tick()
+  assert [s.record.index for s in steps] == [2, 3]  # dropped chunks keep their indices
+  assert batcher.tick() == []
+  batcher.leave(row, sid)
+  batcher.push(row, sid, chunks[0])  # a stream that left is ignored
+  assert batcher.waiting() == (0, 0, None)
+
+
+def test_ready_waits_for_every_active_stream_at_most_max_wait(setting):
+  engine, params, _, audios, instructions, _ = setting
+  size = engine.model.config.chunk_samples
+  batcher = SlotBatcher(engine, params, slots=3, max_wait=0.08)
+  a = batcher.join(instructions[0], ThresholdPolicy(0.5))
+  b = batcher.join(instructions[1], ThresholdPolicy(0.5))
+  assert batcher.ready(now=0.0) is None  # nothing waits
+  batcher.push(*a, audios[0][:size], arrived=10.0)
+  assert batcher.ready(now=10.03) == pytest.approx(0.05)  # b has no chunk yet
+  assert batcher.ready(now=10.2) == 0.0  # b is late: a goes on without it
+  batcher.push(*b, audios[1][:size], arrived=10.05)
+  assert batcher.ready(now=10.05) == 0.0  # everyone has a chunk
+
+
+def test_stream_events_follow_a_reply():
+  tokenizer = ByteTokenizer()
+  from audio_interaction.infer.run_stream import ChunkRecord
+  events = StreamEvents(tokenizer.decode, threshold=0.5)
+  hi = tokenizer.encode("hi")
+  first = events.events(ChunkRecord(0, 0.0, 0.16, 0.9, True, hi, 0.01,
+                                    events=["reply_start"], heard_tokens=tokenizer.encode("so")))
+  assert [e["event"] for e in first] == ["chunk", "heard", "reply_start", "reply_tokens"]
+  assert first[0]["decision"] == "SPEAK" and first[1]["text"] == "so"
+  assert first[3]["reply_text"] == "hi"
+  last = events.events(ChunkRecord(1, 0.16, 0.32, 0.9, True, tokenizer.encode("!") + [sf.EOR_ID],
+                                   0.01, events=["reply_end"]))
+  assert [e["event"] for e in last] == ["chunk", "reply_tokens", "reply_end"]
+  assert last[-1]["text"] == "hi!" and last[-1]["reason"] == "eor"
+  tokens = events.events(ChunkRecord(2, 0.32, 0.48, 0.9, True, hi, 0.01, events=["reply_start"]))
+  stop = events.events(ChunkRecord(3, 0.48, 0.64, 0.1, False, [], 0.01, events=["yield"]))
+  assert tokens[-1]["event"] == "reply_tokens"
+  assert [e["event"] for e in stop] == ["chunk", "yield"] and stop[-1]["text"] == "hi"
