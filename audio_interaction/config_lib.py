@@ -100,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"
   config.model.param_dtype = "float32"
   config.model.norm_eps = 1e-6
+  # Streaming steps write the ring KV caches "before" attending (in place, the default)
+  # or "after" (the older order, which copies the caches; kept for the benchmark).
+  config.model.cache_write = "before"
 
   config.sharding = ml_collections.ConfigDict()
   # Mesh axis sizes; -1 takes the remaining devices.
@@ -380,6 +383,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.dtype": _DTYPE,
     "model.param_dtype": _DTYPE,
     "model.norm_eps": number(0, lo_open=True),
+    "model.cache_write": one_of("before", "after"),
     "sharding.mesh": Rule(
         f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
         _is_mesh),

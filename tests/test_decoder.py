@@ -1,11 +1,14 @@
 """Decoder: token-by-token with the ring cache equals the full forward, past the window."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audio_interaction.model.decoder import init_decoder_cache
+from audio_interaction import stream_format as sf
+from audio_interaction.model.decoder import decoder_cache_size, init_decoder_cache
 from audio_interaction.model.model import AudioInteractionModel, AudioInteractionNetwork
 import model_testing
 
@@ -74,5 +77,13 @@ def test_window_really_bounds_attention(decoder_setup):
 
 def test_cache_memory_is_fixed(decoder_setup):
   model, _, _ = decoder_setup
-  cache = init_decoder_cache(model.config, batch=3)
-  assert all(layer["k"].shape[1] == model.config.decoder.window for layer in cache)
+  cfg = model.config
+  cache = init_decoder_cache(cfg, batch=3)
+  # The window, plus a chunk step's positions less one: the step writes before it reads.
+  size = cfg.decoder.window + sf.chunk_prefix_length(cfg.slots_per_chunk) - 1
+  assert decoder_cache_size(cfg) == size
+  assert all(layer["k"].shape == (3, cfg.decoder.num_kv_heads, size, cfg.decoder.head_dim)
+             and layer["pos"].shape == (3, size) for layer in cache)
+  older = dataclasses.replace(cfg, cache_write="after")
+  assert all(layer["pos"].shape == (3, cfg.decoder.window)
+             for layer in init_decoder_cache(older, batch=3))

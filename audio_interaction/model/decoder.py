@@ -1,8 +1,9 @@
 """Causal LM decoder over one interleaved sequence of text tokens and audio slots.
 
 RMSNorm, RoPE, SwiGLU, grouped-query attention restricted to a sliding window, so
-the ring KV cache (one `window`-slot buffer per layer) bounds memory and compute per
-step however long the stream runs. The LM head and the fused decision head read
+the ring KV cache (one buffer per layer of `window` slots plus one chunk step's
+positions, see `decoder_cache_size`) bounds memory and compute per step however long
+the stream runs. The LM head and the fused decision head read
 the same final hidden state in one call.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import AUDIO_SLOT_ID, NUM_DECISIONS
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array, DType
@@ -32,7 +34,7 @@ class DecoderBlock(nn.Module):
     h, cache = layers.Attention(
         num_heads=dec.num_heads, num_kv_heads=dec.num_kv_heads, head_dim=dec.head_dim,
         mask_fn=layers.sliding_window_mask(dec.window), rope_theta=dec.rope_theta,
-        name="attention", **kw)(layers.RMSNorm(cfg.norm_eps, name="attention_norm", **kw)(x),
+        history=dec.window - 1, cache_write=cfg.cache_write, name="attention", **kw)(layers.RMSNorm(cfg.norm_eps, name="attention_norm", **kw)(x),
                                 positions, valid=valid, segment_ids=segment_ids, cache=cache)
     x = x + h
     x = x + layers.SwiGLU(dec.mlp_dim, name="mlp", **kw)(
@@ -111,9 +113,21 @@ class Decoder(nn.Module):
     return lm_logits, decision_logits, (None if cache is None else tuple(new_cache))
 
 
+def decoder_cache_size(config: ModelConfig) -> int:
+  """Ring slots per layer: `window`, plus a chunk step's positions less one when the
+  step writes before it attends (a query sees `window - 1` positions before its own,
+  and the step's writes must not evict them; `layers.ring_holds_step`)."""
+  dec = config.decoder
+  if config.cache_write == "after":
+    return dec.window
+  return layers.ring_size(dec.window - 1, sf.chunk_prefix_length(config.slots_per_chunk))
+
+
 def init_decoder_cache(config: ModelConfig, batch: int, dtype: DType = jnp.float32
                        ) -> DecoderCache:
-  """Empty per-layer ring caches of `window` slots: tuple of {"k","v": [B, W, K, Dh], "pos": [B, W]}."""
+  """Empty per-layer ring caches of `decoder_cache_size` slots (S): tuple of
+  {"k","v": [B, S, K, Dh], "pos": [B, S]}."""
   dec = config.decoder
-  return tuple(layers.init_kv_cache(batch, dec.window, dec.num_kv_heads, dec.head_dim, dtype)
+  size = decoder_cache_size(config)
+  return tuple(layers.init_kv_cache(batch, size, dec.num_kv_heads, dec.head_dim, dtype)
                for _ in range(dec.num_layers))

@@ -42,6 +42,8 @@ class EncoderBlock(nn.Module):
         num_heads=enc.num_heads, num_kv_heads=enc.num_heads,
         head_dim=enc.d_model // enc.num_heads,
         mask_fn=layers.chunk_causal_mask(cfg.encoder_frames_per_chunk, enc.left_chunks),
+        # Steps start at a chunk boundary: a query sees `left_chunks` whole chunks before.
+        history=enc.left_chunks * cfg.encoder_frames_per_chunk, cache_write=cfg.cache_write,
         rope_theta=enc.rope_theta, name="attention", **kw)
     h, cache = attention(norm("attention_norm")(x), positions, cache=cache)
     x = x + h
@@ -128,6 +130,15 @@ class AudioEncoder(nn.Module):
     return slots, encoded, new_state
 
 
+def encoder_cache_size(config: ModelConfig) -> int:
+  """Ring slots per block: the `left_chunks` chunks a frame may see before its own,
+  plus the step's own chunk when the step writes before it attends."""
+  frames, left = config.encoder_frames_per_chunk, config.encoder.left_chunks
+  if config.cache_write == "after":
+    return max(1, left * frames)
+  return layers.ring_size(left * frames, frames)
+
+
 def init_encoder_state(config: ModelConfig, batch: int, dtype: DType = jnp.float32
                        ) -> EncoderState:
   """Streaming state at the start of a stream (all context empty).
@@ -140,7 +151,7 @@ def init_encoder_state(config: ModelConfig, batch: int, dtype: DType = jnp.float
   enc = config.encoder
   subsampling = CausalConvSubsampling(factor=enc.subsampling, channels=enc.conv_channels,
                                       d_model=enc.d_model, kernel=enc.conv_kernel)
-  cache_size = max(1, enc.left_chunks * config.encoder_frames_per_chunk)
+  cache_size = encoder_cache_size(config)
   head_dim = enc.d_model // enc.num_heads
   blocks = []
   for _ in range(enc.num_layers):

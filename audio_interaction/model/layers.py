@@ -135,14 +135,17 @@ class SwiGLU(nn.Module):
 
 def init_kv_cache(batch: int, size: int, num_kv_heads: int, head_dim: int,
                   dtype: DType) -> dict[str, Array]:
-  """An empty ring-buffer KV cache.
+  """An empty ring-buffer KV cache in the layouts XLA:CPU's attention dots read (the
+  contracted axis last: keys head-major, values transposed), so that a step makes no
+  transposed copy of the cache.
 
   Returns:
-    {"k", "v": [B, size, K, Dh], "pos": [B, size] int32 with EMPTY_POSITION}.
+    {"k": [B, K, size, Dh], "v": [B, K, Dh, size],
+     "pos": [B, size] int32 with EMPTY_POSITION}.
   """
   return {
-      "k": jnp.zeros((batch, size, num_kv_heads, head_dim), dtype),
-      "v": jnp.zeros((batch, size, num_kv_heads, head_dim), dtype),
+      "k": jnp.zeros((batch, num_kv_heads, size, head_dim), dtype),
+      "v": jnp.zeros((batch, num_kv_heads, head_dim, size), dtype),
       "pos": jnp.full((batch, size), EMPTY_POSITION, jnp.int32),
   }
 
@@ -152,7 +155,8 @@ def write_ring(cache: dict[str, Array], k: Array, v: Array, positions: Array,
   """Writes new keys/values at slot `position % size`; invalid entries leave slots untouched.
 
   Args:
-    cache: ring cache from `init_kv_cache`, slots [B, size, ...].
+    cache: ring cache from `init_kv_cache`: "k" [B, K, size, Dh], "v" [B, K, Dh, size],
+      "pos" [B, size].
     k, v: [B, T, K, Dh] new entries.
     positions: [B, T] int32 absolute positions of the entries.
     valid: [B, T] bool; False entries (padding) are not written.
@@ -166,20 +170,36 @@ def write_ring(cache: dict[str, Array], k: Array, v: Array, positions: Array,
   keep = valid & (positions > newest - size)
   slots = jnp.where(keep, jnp.mod(positions, size), size)
 
-  def write(old, new):
-    return jax.vmap(lambda o, s, n: o.at[s].set(n, mode="drop"))(old, slots, new.astype(old.dtype))
+  def write_keys(o, s, n):  # one row: o [K, size, Dh], n [T, K, Dh]
+    return o.at[:, s].set(jnp.swapaxes(n, 0, 1).astype(o.dtype), mode="drop")
 
-  return {"k": write(cache["k"], k), "v": write(cache["v"], v),
-          "pos": write(cache["pos"], positions)}
+  def write_values(o, s, n):  # one row: o [K, Dh, size], n [T, K, Dh]
+    return o.at[:, :, s].set(jnp.transpose(n, (1, 2, 0)).astype(o.dtype), mode="drop")
+
+  return {"k": jax.vmap(write_keys)(cache["k"], slots, k),
+          "v": jax.vmap(write_values)(cache["v"], slots, v),
+          "pos": jax.vmap(lambda o, s, n: o.at[s].set(n, mode="drop"))(
+              cache["pos"], slots, positions)}
 
 
 class Attention(nn.Module):
   """Grouped-query attention with RoPE, a position-based mask and an optional ring KV cache.
 
   The mask is a function of (query position, key position), so the same rule serves
-  the full-sequence forward (keys = the sequence) and the cached step (keys = the
-  ring cache followed by the step's own keys). That is what makes the streaming step
-  equal the full forward.
+  the full-sequence forward (keys = the sequence) and the cached step. That is what
+  makes the streaming step equal the full forward.
+
+  The cached step has two orders (`cache_write`):
+
+  * "before" (default): the step's keys/values are written into the ring first (a
+    scatter on the donated buffer, in place) and the queries attend over the ring.
+    This is exact when no key a query may see is evicted by the step's own writes:
+    with `history` = how many positions before the step's first query its queries
+    may see, a ring of `size` slots needs `size >= history + T` (`ring_holds_step`).
+    A longer step (a long prefill) takes the "after" order, so every step is exact.
+  * "after": attend over the ring concatenated with the step's keys, then write. The
+    concatenation and the write after the read make XLA copy cache-sized buffers
+    every step; kept for comparison (`benchmarks/stream_step.py`).
   """
 
   num_heads: int
@@ -187,6 +207,10 @@ class Attention(nn.Module):
   head_dim: int
   mask_fn: MaskFn
   rope_theta: float = 10000.0
+  # Positions before a step's first query that its queries may see (None: unknown,
+  # always the "after" order). Decoder: window - 1; encoder: left_chunks chunks.
+  history: int | None = None
+  cache_write: str = "before"
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -228,6 +252,9 @@ class Attention(nn.Module):
     q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
 
     key_pos = jnp.where(valid, positions, EMPTY_POSITION)
+    # Keys/values are [B, S, K, Dh] in the full forward; in a cached step they are in
+    # the ring's layouts, keys [B, K, S, Dh] and values [B, K, Dh, S].
+    k_axes = v_axes = "bskd"
     if cache is None:
       keys, values, all_key_pos = k, v, key_pos
       if segment_ids is not None:
@@ -235,9 +262,20 @@ class Attention(nn.Module):
     else:
       if segment_ids is not None:
         raise ValueError("segment_ids are only supported in full-sequence mode")
-      keys = jnp.concatenate([cache["k"].astype(k.dtype), k], axis=1)
-      values = jnp.concatenate([cache["v"].astype(v.dtype), v], axis=1)
-      all_key_pos = jnp.concatenate([cache["pos"], key_pos], axis=1)
+      if self.cache_write not in ("before", "after"):
+        raise ValueError(f"cache_write={self.cache_write!r}: must be 'before' or 'after'")
+      write_first = self.cache_write == "before" and ring_holds_step(
+          cache["pos"].shape[1], self.history, length=positions.shape[1])
+      k_axes, v_axes = "bksd", "bkds"
+      if write_first:
+        new_cache = write_ring(cache, k, v, positions, valid)
+        keys, values = new_cache["k"].astype(k.dtype), new_cache["v"].astype(v.dtype)
+        all_key_pos = new_cache["pos"]
+      else:
+        keys = jnp.concatenate([cache["k"].astype(k.dtype), jnp.swapaxes(k, 1, 2)], axis=2)
+        values = jnp.concatenate([cache["v"].astype(v.dtype), jnp.transpose(v, (0, 2, 3, 1))],
+                                 axis=3)
+        all_key_pos = jnp.concatenate([cache["pos"], key_pos], axis=1)
 
     visible = self.mask_fn(positions[:, :, None], all_key_pos[:, None, :])
     visible &= all_key_pos[:, None, :] != EMPTY_POSITION
@@ -247,21 +285,37 @@ class Attention(nn.Module):
     batch, length = positions.shape
     groups = self.num_heads // self.num_kv_heads
     q = q.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32)
+    scores = jnp.einsum(f"btkgd,{k_axes}->bkgts", q, keys).astype(jnp.float32)
     scores *= self.head_dim ** -0.5
     scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1)
     # A query with no visible key (a padded position) would average garbage.
     weights = jnp.where(visible[:, None, None].any(-1, keepdims=True), weights, 0.0)
-    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(values.dtype), values)
+    out = jnp.einsum(f"bkgts,{v_axes}->btkgd", weights.astype(values.dtype), values)
     out = out.reshape(batch, length, self.num_heads, self.head_dim)
     out = constrain(out, ("batch", "length", "act_heads", "head_dim"))
     out_kernel = self._kernel("out", (self.num_heads, self.head_dim, x.shape[-1]),
                               ("heads", "head_dim", "embed"), in_axes=2)
     out = jnp.einsum("bthk,hkd->btd", out, out_kernel)
 
-    new_cache = None if cache is None else write_ring(cache, k, v, positions, valid)
+    if cache is None:
+      return out, None
+    if not write_first:
+      new_cache = write_ring(cache, k, v, positions, valid)
     return out, new_cache
+
+
+def ring_holds_step(size: int, history: int | None, length: int) -> bool:
+  """Whether a ring of `size` slots can take a step of `length` positions before its
+  queries read it: the newest `size` positions after the write reach back `history`
+  positions before the step's first one (what its first query may see)."""
+  return history is not None and size >= history + length
+
+
+def ring_size(history: int, step: int) -> int:
+  """Ring slots for writing a step of `step` positions before attending (`history`
+  positions before the step visible): `history + step`."""
+  return history + step
 
 
 def sliding_window_mask(window: int) -> MaskFn:

@@ -58,6 +58,9 @@ class ModelConfig:
   dtype: str
   param_dtype: str
   norm_eps: float
+  # Streaming step order of the ring KV caches: "before" (write, then attend; in place)
+  # or "after" (attend over ring + new keys, then write; copies). See `layers.Attention`.
+  cache_write: str = "before"
 
   @property
   def frames_per_chunk(self) -> int:
@@ -102,4 +105,5 @@ class ModelConfig:
         dtype=model.dtype,
         param_dtype=model.param_dtype,
         norm_eps=model.norm_eps,
+        cache_write=model.cache_write,
     )
