@@ -19,6 +19,7 @@ Verbs:
 from __future__ import annotations
 
 import argparse
+import pathlib
 import math
 import sys
 
@@ -161,12 +162,18 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
 def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import eval_run
   from audio_interaction.eval import report, suites
+  from audio_interaction.export.portable import bundle_infer_config
   config = _config_from(args, overrides) if args.checkpoint else None
-  eval_config = suites.EvalConfig(
-      threshold=args.threshold, vad=args.vad, silence_seconds=args.silence,
-      sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
+  # The operating point: the bundle's (or the training config's) `infer`, then the flags.
+  is_workdir = args.checkpoint and (pathlib.Path(args.checkpoint) / "checkpoints").is_dir()
+  infer = config.infer if is_workdir else bundle_infer_config(args.checkpoint)
+  chosen = {name: value for name, value in (("threshold", args.threshold), ("vad", args.vad),
+                                            ("silence_seconds", args.silence))
+            if value is not None}
+  eval_config = suites.EvalConfig.from_infer(
+      infer, sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
       min_turns=args.min_turns, min_alert_events=args.min_alert_events,
-      bootstrap_resamples=args.resamples)
+      bootstrap_resamples=args.resamples, **chosen)
   defaults = build_parser().parse_args(["eval"])
   extra = tuple(token for name, flag in (
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
@@ -372,11 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--out", default="runs/eval", help="where the report goes")
   evaluate.add_argument("--overwrite", action="store_true",
                         help="replace a run already in --out (refused otherwise)")
-  evaluate.add_argument("--threshold", type=float, default=0.5, help="operating P(SPEAK)")
-  evaluate.add_argument("--vad", default="silero", choices=("silero", "webrtc", "energy"),
-                        help="the silence-timer baseline's voice activity detector")
-  evaluate.add_argument("--silence", type=float, default=0.7,
-                        help="the baseline's silence before it answers (s)")
+  evaluate.add_argument("--threshold", type=_probability, default=None,
+                        help="operating P(SPEAK) (default: the model's infer.threshold)")
+  evaluate.add_argument("--vad", default=None, choices=("silero", "webrtc", "energy"),
+                        help="the silence-timer baseline's voice activity detector "
+                             "(default: the model's infer.vad)")
+  evaluate.add_argument("--silence", type=float, default=None,
+                        help="the baseline's silence before it answers, s "
+                             "(default: the model's infer.silence_seconds)")
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)
@@ -415,6 +425,40 @@ def build_parser() -> argparse.ArgumentParser:
   real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
   real_dev.set_defaults(run=_build_real_dev)
+
+  def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
+    infer = _infer_config("serve", args.checkpoint, overrides)
+    from audio_interaction.apps import serve as serve_app
+    return serve_app.main_args(args, infer)
+
+  serve = verbs.add_parser("serve", help="many live streams over websockets + a page for the "
+                                         "microphone (docs/serve_protocol.md)")
+  serve.add_argument("--host", default="127.0.0.1",
+                     help="address to bind; anything but loopback requires a token")
+  serve.add_argument("--port", type=int, default=8765, help="0: any free port (printed)")
+  serve.add_argument("--token", default=None,
+                     help="token clients must send (generated and printed when --host "
+                          "exposes the server and none is given)")
+  serve.add_argument("--checkpoint", default=None,
+                     help="model bundle directory (default: the embedded tiny model)")
+  serve.add_argument("--threshold", type=_probability, default=None,
+                     help="default P(SPEAK) threshold (clients may set their own in [0, 1])")
+  serve.add_argument("--slots", type=int, default=8,
+                     help="streams stepped together in one batch (compiled once)")
+  serve.add_argument("--max-connections", type=int, default=16)
+  serve.add_argument("--max-message-bytes", type=int, default=128 * 1024,
+                     help="larger messages close the connection (code 1009)")
+  serve.add_argument("--max-speed", type=_positive, default=2.0,
+                     help="audio faster than this x real time is dropped and counted")
+  serve.add_argument("--flood-seconds", type=_positive, default=10.0,
+                     help="dropped audio (s) after which a client is closed (code 1008)")
+  serve.add_argument("--stall-timeout", type=_positive, default=2.0,
+                     help="seconds without audio before a stall event")
+  serve.add_argument("--allow-origin", action="append", default=None,
+                     help="another browser origin allowed to connect (repeatable)")
+  serve.add_argument("--log-dir", default="runs/serve",
+                     help="one JSONL event log per connection ('' for none)")
+  serve.set_defaults(run=_serve)
   return parser
 
 
