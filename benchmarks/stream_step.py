@@ -10,6 +10,9 @@ For the tiny config (``experiments/tiny.py``, batch 1, float32) it measures:
 
 1. per-chunk latency of the jitted, state-donating `AudioInteractionModel.perceive`
    on one CPU thread: p50/p90/p99 and the real-time factor (time / chunk length);
+   and, interleaved chunk for chunk, the same step with the ring KV caches written
+   after attention (`config.model.cache_write="after"`, the older order) against the
+   default "before", with the cache-sized copies each compiled step makes;
 2. the decision for the newest chunk with the cached step vs recomputing
    `model.forward` over the whole stream so far, at 10, 30 and 60 s of audio;
 3. per-chunk latency at minute 1 vs minute 60 of a stream (and the process RSS);
@@ -139,14 +142,15 @@ def quick_params(model, seed: int = 0):
   return jax.device_put(jax.tree_util.tree_map_with_path(draw, shapes))
 
 
-def load_tiny(quick: bool):
+def load_tiny(quick: bool, cache_write: str = "before"):
   """(model, params, jitted donated perceive, jitted prefill, prompt tokens [1, P])."""
   import jax
   import numpy as np
   from audio_interaction import config_lib
   from audio_interaction.model.model import AudioInteractionModel
 
-  model = AudioInteractionModel(config_lib.load_config(str(REPO / CONFIG)))
+  model = AudioInteractionModel(config_lib.load_config(
+      str(REPO / CONFIG), [f"model.cache_write={cache_write}"]))
   if quick:
     params = quick_params(model)
   else:
@@ -198,30 +202,50 @@ def start_stream(model, params, prefill, prompt):
 
 # -------------------------------------------------------------------- sections
 def section_latency(quick: bool) -> dict:
-  """1. Per-chunk latency of the donated `perceive`, steady state, one thread."""
+  """1. Per-chunk latency of the donated `perceive`, steady state, one thread; and the
+  older cache order (write after attention) interleaved with it, chunk for chunk."""
   import jax
+  from audio_interaction.model.inspect_model import step_copies
   model, params, perceive, prefill, prompt = load_tiny(quick)
+  old_model, _, old_perceive, old_prefill, _ = load_tiny(True, cache_write="after")
   warmup, timed = (20, 100) if quick else (50, 300)
   chunks = noise_chunks(warmup + timed, model.config.chunk_samples)
   state = start_stream(model, params, prefill, prompt)
+  old_state = start_stream(old_model, params, old_prefill, prompt)
 
   start = time.perf_counter()
   state, _ = timed_step(perceive, params, state, chunks[0])
   compile_s = time.perf_counter() - start
+  old_state, _ = timed_step(old_perceive, params, old_state, chunks[0])
   for chunk in chunks[1:warmup]:
     state, _ = timed_step(perceive, params, state, chunk)
+    old_state, _ = timed_step(old_perceive, params, old_state, chunk)
 
-  before, cpu_before, wall_before = thread_cpu_ticks(), time.process_time(), time.perf_counter()
-  times, cpu_times = [], []
+  times, cpu_times, old_times, old_cpu_times = [], [], [], []
+  ticks = {}
+  cpu_busy = wall_busy = 0.0
   for chunk in chunks[warmup:]:
+    # The default step: its thread use is read around its own steps only.
+    before, cpu_before, wall_before = (thread_cpu_ticks(), time.process_time(),
+                                       time.perf_counter())
     cpu_start = time.process_time()
     state, seconds = timed_step(perceive, params, state, chunk)
     # CPU time of the whole process (XLA thread + caller): unlike wall time, it does
     # not count the time spent waiting for a core that another user's job holds.
     cpu_times.append(time.process_time() - cpu_start)
     times.append(seconds)
-  after = thread_cpu_ticks()
-  cpu_per_wall = (time.process_time() - cpu_before) / (time.perf_counter() - wall_before)
+    cpu_busy += time.process_time() - cpu_before
+    wall_busy += time.perf_counter() - wall_before
+    for tid, (name, used) in thread_cpu_ticks().items():
+      ticks[tid] = (name, ticks.get(tid, (name, 0))[1] + used - before.get(tid, (name, 0))[1])
+    cpu_start = time.process_time()
+    old_state, seconds = timed_step(old_perceive, params, old_state, chunk)
+    old_cpu_times.append(time.process_time() - cpu_start)
+    old_times.append(seconds)
+  after = ticks
+  before = {}
+  cpu_per_wall = cpu_busy / wall_busy
+  copies = {"before": step_copies(model), "after": step_copies(old_model)}
 
   chunk_s = model.config.chunk_samples / model.config.sample_rate
   stats = percentiles_ms(times)
@@ -245,6 +269,13 @@ def section_latency(quick: bool) -> dict:
       "step_mflops": cost.get("flops", float("nan")) / 1e6,
       "state_mb": state_bytes / 2**20,
       "params": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
+      "cache_write": {
+          order: {**percentiles_ms(t), "cpu_p50": percentiles_ms(c)["p50"],
+                  "entry_copies": copies[order].entry_copies,
+                  "cache_copies": copies[order].cache_copies,
+                  "cache_copy_mb": copies[order].cache_copy_bytes / 2**20,
+                  "temp_mb": copies[order].temp_bytes / 2**20}
+          for order, t, c in (("before", times, cpu_times), ("after", old_times, old_cpu_times))},
   }
 
 
@@ -512,7 +543,19 @@ def run_and_print(quick: bool, simulate: bool, cache_dir: str) -> dict[str, Any]
   print(f"   while timing: {lat['xla_workers_busy']} XLA intra-op worker thread busy, "
         f"{lat['threads_busy']} of {lat['process_threads']} threads busy in all (the caller "
         f"waits while XLA runs), CPU time / wall time {lat['cpu_per_wall']:.2f} -> one thread: "
-        f"{check(one_thread)}  [{lat['section_wall_s']:.0f} s]\n")
+        f"{check(one_thread)}")
+  new, old = lat["cache_write"]["before"], lat["cache_write"]["after"]
+  no_copies = new["cache_copies"] == 0
+  print("   ring KV caches written before vs after attention (config.model.cache_write), "
+        "interleaved chunk for chunk:")
+  for order, row in (("before", new), ("after", old)):
+    print(f"     {order:>6}: p50 {row['p50']:.2f} ms  p90 {row['p90']:.2f} ms  mean "
+          f"{row['mean']:.2f} ms  CPU p50 {row['cpu_p50']:.2f} ms; compiled step: "
+          f"{row['entry_copies']} top-level copies, {row['cache_copies']} cache-sized "
+          f"({row['cache_copy_mb']:.2f} MB per step), temp {row['temp_mb']:.2f} MB")
+  print(f"     before/after p50 {new['p50'] / old['p50']:.3f}, mean "
+        f"{new['mean'] / old['mean']:.3f}; no cache-sized copy: {check(no_copies)}"
+        f"  [{lat['section_wall_s']:.0f} s]\n")
 
   rec = run_worker("recompute")
   print(f"2. decision for the newest chunk: cached perceive vs model.forward from the start "
@@ -552,7 +595,8 @@ def run_and_print(quick: bool, simulate: bool, cache_dir: str) -> dict[str, Any]
         f"{mel['max_abs_diff']:.1e}; streaming step {mel['jax_step_ms']:.3f} ms per chunk  "
         f"[{mel['section_wall_s']:.0f} s]\n")
   return {"latency": lat, "recompute": rec, "long": long, "logmel": mel,
-          "checks": {"one thread": one_thread, "ratio grows": grows, "flat": flat}}
+          "checks": {"one thread": one_thread, "no cache copy": no_copies,
+                     "ratio grows": grows, "flat": flat}}
 
 
 def markdown_table(info: dict, results: dict[str, Any], command: str, wall_s: float) -> str:
@@ -568,6 +612,15 @@ def markdown_table(info: dict, results: dict[str, Any], command: str, wall_s: fl
        f"{lat['rtf_p50']:.3f} / {lat['rtf_p99']:.3f}"),
       ("`perceive` CPU time per chunk, p50 (less sensitive to other jobs' load)",
        f"{lat['cpu_p50']:.2f} ms"),
+      ("Ring caches written before / after attention: p50 per chunk (interleaved)",
+       f"{lat['cache_write']['before']['p50']:.2f} / {lat['cache_write']['after']['p50']:.2f} ms"
+       f" (**{lat['cache_write']['before']['p50'] / lat['cache_write']['after']['p50']:.2f}x**)"),
+      ("Cache-sized copies in the compiled step, before / after",
+       f"{lat['cache_write']['before']['cache_copies']} / "
+       f"{lat['cache_write']['after']['cache_copies']} "
+       f"({lat['cache_write']['after']['cache_copy_mb']:.1f} MB per step); top-level copies "
+       f"{lat['cache_write']['before']['entry_copies']} / "
+       f"{lat['cache_write']['after']['entry_copies']}"),
   ]
   for row in rec["rows"]:
     rows.append((f"Decision for the newest chunk at {row['audio_s']:.0f} s of audio: "

@@ -8,6 +8,7 @@ whole program traces, shards and has static shapes, without allocating anything.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -58,3 +59,55 @@ def summarize(model: AudioInteractionModel, sequence_chunks: int = 8) -> ModelSu
       encoder_params=count_params((params["params"]["encoder"], params["params"]["ctc_head"])),
       decoder_params=count_params(params["params"]["decoder"]),
       forward_flops=flops)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCopies:
+  """Copies in the compiled, state-donating `perceive` (XLA's optimized HLO).
+
+  Attributes:
+    entry_copies: `copy` instructions at the top level (buffers XLA copies between
+      kernels; copies inside fusions are part of a kernel's loop).
+    cache_copies: `copy` instructions anywhere whose operand has a ring cache's
+      dimensions in any order (a cache copied, or transposed, every step).
+    cache_copy_bytes: bytes those cache-sized copies write per step.
+    temp_bytes: XLA's temporary buffer size (`memory_analysis()`).
+  """
+
+  entry_copies: int
+  cache_copies: int
+  cache_copy_bytes: int
+  temp_bytes: int
+
+
+_COPY = re.compile(r"= (\w+)\[([\d,]*)\][^ ]* copy\(")
+_DTYPE_BYTES = {"f32": 4, "s32": 4, "bf16": 2, "f16": 2, "s8": 1, "u32": 4, "pred": 1}
+
+
+def step_copies(model: AudioInteractionModel, batch: int = 1) -> StepCopies:
+  """Compiles the donated `perceive` on abstract inputs and counts its copies."""
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  state = jax.eval_shape(lambda: model.init_state(batch))
+  chunk = jax.ShapeDtypeStruct((batch, model.config.chunk_samples), jnp.float32)
+  compiled = jax.jit(model.perceive, donate_argnums=1).lower(params, state, chunk).compile()
+  caches = [block["attention"] for block in state.encoder["blocks"]] + list(state.decoder)
+  cache_dims = {tuple(sorted(leaf.shape)) for cache in caches for leaf in cache.values()}
+  entry = cache = cache_bytes = 0
+  in_entry = False
+  for line in compiled.as_text().splitlines():
+    if line and not line.startswith(" "):
+      in_entry = line.startswith("ENTRY")
+    match = _COPY.search(line)
+    if not match:
+      continue
+    entry += in_entry
+    dims = tuple(int(d) for d in match.group(2).split(",") if d)
+    if tuple(sorted(dims)) in cache_dims:
+      cache += 1
+      size = 1
+      for d in dims:
+        size *= d
+      cache_bytes += size * _DTYPE_BYTES.get(match.group(1), 4)
+  memory = compiled.memory_analysis()
+  return StepCopies(entry_copies=entry, cache_copies=cache, cache_copy_bytes=cache_bytes,
+                    temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0) or 0))
