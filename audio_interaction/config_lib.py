@@ -202,6 +202,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The longest reply (tokens, <eor> included) and the longest offline answer.
   config.infer.max_reply_tokens = 64
   config.infer.max_answer_tokens = 96
+  # Weights of the inference engine: "float32", or "int8" (dense kernels quantized at
+  # load, one scale per output channel, dequantized inside each jitted step).
+  config.infer.weights = "float32"
 
   config.seed = 0
   return config
@@ -453,6 +456,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.top_p": number(0, 1, lo_open=True),
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
+    "infer.weights": one_of("float32", "int8"),
     "seed": integer(0),
 }
 

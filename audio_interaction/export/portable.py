@@ -18,6 +18,7 @@ import numpy as np
 
 from audio_interaction import config_lib
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer, UnsafePathError
+from audio_interaction.infer import engine
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 PARAMS_FILE = "params.msgpack"
@@ -125,7 +126,9 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
   """The model to demo and a note on where its weights came from.
 
   A bundle (default: the embedded one) brings its own config; without one, `config`'s
-  model is randomly initialised, and the note says so.
+  model is randomly initialised, and the note says so. With `config.infer.weights =
+  "int8"` (the bundle's) the dense kernels come quantized (`infer.engine.quantize_params`),
+  for the engine, which dequantizes them inside its jitted steps.
   """
   bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
   if (bundle / PARAMS_FILE).exists():
@@ -134,12 +137,18 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
     package, where = EMBEDDED_BUNDLE.parent.parent, bundle.resolve()
     where = (f"the embedded bundle {where.relative_to(package).as_posix()}"
              if where.is_relative_to(package) else f"bundle {where.name}")
-    return AudioInteractionModel(config), params, tokenizer, f"trained weights from {where}"
+    note = f"trained weights from {where}"
+    if config.infer.weights == "int8":
+      params, note = engine.quantize_params(params), note + ", int8"
+    return AudioInteractionModel(config), params, tokenizer, note
   if config is None:
     raise FileNotFoundError(f"no model bundle at {bundle} and no config to initialise one")
   model = AudioInteractionModel(config)
   params = model.init(jax.random.key(seed))
-  return model, params, ByteTokenizer(), "randomly initialised (untrained) weights"
+  note = "randomly initialised (untrained) weights"
+  if config.infer.weights == "int8":
+    params, note = engine.quantize_params(params), note + ", int8"
+  return model, params, ByteTokenizer(), note
 
 
 def bundle_infer_config(bundle: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:

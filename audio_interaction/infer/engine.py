@@ -67,8 +67,92 @@ def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
+# ------------------------------------------------------------ int8 weights (CPU path)
+# `config.infer.weights = "int8"`: the dense kernels are quantized once at load
+# (`quantize_params`, a pure function of the parameter tree) to int8 with one float32
+# scale per output channel, and every jitted step dequantizes them inside the step
+# (`dequantize_params`, the identity on a float tree), so the engine takes either tree.
+
+# Kernels by leaf name -> how many leading axes are its inputs (reduced for the scale).
+# Dense kernels ("kernel", [in, out] or conv [kh, kw, in, out]) have every axis but the
+# last as inputs; the attention projections are [D, heads, Dh] and out [heads, Dh, D].
+_ATTENTION_IN_AXES = {"query": 1, "key": 1, "value": 1, "out": 2}
+
+
+@flax.struct.dataclass
+class QuantizedKernel:
+  """An int8 kernel and its per-output-channel scales: kernel ~= values * scale.
+
+  Attributes:
+    values: int8, the kernel's shape.
+    scale: float32, the kernel's shape with the input axes kept as size 1.
+  """
+
+  values: Array
+  scale: Array
+
+
+def _input_axes(name: str, ndim: int) -> tuple[int, ...] | None:
+  if name == "kernel" and ndim >= 2:
+    return tuple(range(ndim - 1))
+  if name in _ATTENTION_IN_AXES and ndim == 3:
+    return tuple(range(_ATTENTION_IN_AXES[name]))
+  return None
+
+
+def quantize_kernel(kernel: Array, input_axes: tuple[int, ...]) -> QuantizedKernel:
+  """Symmetric int8 with one scale per output channel: max |w| over the inputs -> 127."""
+  kernel = jnp.asarray(kernel, jnp.float32)
+  peak = jnp.max(jnp.abs(kernel), axis=input_axes, keepdims=True)
+  scale = jnp.where(peak > 0, peak / 127.0, 1.0).astype(jnp.float32)
+  values = jnp.clip(jnp.round(kernel / scale), -127, 127).astype(jnp.int8)
+  return QuantizedKernel(values, scale)
+
+
+def quantize_params(params: Params) -> Params:
+  """The parameter tree with every dense kernel as a `QuantizedKernel` (embeddings,
+  norms and biases stay float32)."""
+
+  def leaf(path, value):
+    name = getattr(path[-1], "key", None) if path else None
+    axes = _input_axes(str(name), np.ndim(value))
+    return value if axes is None else quantize_kernel(value, axes)
+
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def is_quantized(params: Params) -> bool:
+  """Whether a parameter tree holds `QuantizedKernel`s."""
+  return any(isinstance(x, QuantizedKernel) for x in jax.tree_util.tree_leaves(
+      params, is_leaf=lambda x: isinstance(x, QuantizedKernel)))
+
+
+def dequantize_params(params: Params) -> Params:
+  """float32 kernels back from `QuantizedKernel`s (inside a jitted step: fused per step);
+  a float tree is returned as it is."""
+  return jax.tree_util.tree_map(
+      lambda x: x.values.astype(jnp.float32) * x.scale if isinstance(x, QuantizedKernel) else x,
+      params, is_leaf=lambda x: isinstance(x, QuantizedKernel))
+
+
+def params_for(params: Params, weights: str) -> Params:
+  """Params in the engine's weight format `weights` ("float32" or "int8"; the value of
+  `config.infer.weights`): quantized once here, at load."""
+  if weights == "int8":
+    return params if is_quantized(params) else quantize_params(params)
+  if weights != "float32":
+    raise ValueError(f"weights={weights!r}: must be 'float32' or 'int8'")
+  return dequantize_params(params)
+
+
+def param_bytes(params: Params) -> int:
+  """Bytes a parameter tree holds (int8 values and their scales included)."""
+  return sum(np.asarray(x).nbytes if not hasattr(x, "nbytes") else x.nbytes
+             for x in jax.tree_util.tree_leaves(params))
+
+
 class Engine:
-  """Jitted streaming steps of one model.
+  """Jitted streaming steps of one model (float32 or int8 params: `params_for`).
 
   Example::
 
@@ -85,7 +169,9 @@ class Engine:
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
     self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
-    self._feed_audio = jax.jit(model.feed_audio, donate_argnums=1)
+    self._feed_audio = jax.jit(
+        lambda params, stream, chunk: model.feed_audio(dequantize_params(params), stream, chunk),
+        donate_argnums=1)
     self._reset_rows = jax.jit(self._reset_rows_impl, donate_argnums=0)
     self._perceive_rows = jax.jit(self._perceive_rows_impl, donate_argnums=1)
 
@@ -198,6 +284,7 @@ class Engine:
 
   # ----------------------------------------------------------------- jitted
   def _prefill_impl(self, params, state: EngineState, tokens, valid) -> EngineState:
+    params = dequantize_params(params)
     stream, logits = self.model.prefill(params, state.stream, tokens, valid)
     last = jnp.maximum(valid.sum(1) - 1, 0)
     last_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
@@ -205,6 +292,7 @@ class Engine:
     return state.replace(stream=stream, next_logits=jnp.where(fed, last_logits, state.next_logits))
 
   def _perceive_impl(self, params, state: EngineState, chunk):
+    params = dequantize_params(params)
     stream, decision_logits, lm_logits, ctc_logits = self.model.perceive(
         params, state.stream, chunk)
     probs = jax.nn.softmax(decision_logits, axis=-1)
@@ -212,6 +300,7 @@ class Engine:
     return state.replace(stream=stream, next_logits=lm_logits, heard=heard), probs
 
   def _speak_impl(self, params, state: EngineState, active, n: int):
+    params = dequantize_params(params)
     batch = active.shape[0]
 
     def write_one(i, carry):
