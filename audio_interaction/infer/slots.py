@@ -266,6 +266,9 @@ class StreamEvents:
     chunk = {"event": "chunk", "time": round(record.end, 4), "chunk": record.index,
              "speak_probability": probability, "threshold": self.threshold,
              "decision": "SPEAK" if record.spoke else "SILENT", **chunk_fields}
+    if self._reply is not None and (record.fed_tokens or REPLY_START in record.events):
+      # Text was fed before this chunk (a new instruction): the model decides afresh.
+      out.append(self.interrupt("instruction_changed", record.start, record.index))
     out.append(chunk)
     if record.heard_tokens:
       self._heard.extend(record.heard_tokens)
