@@ -217,11 +217,22 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+# Models up to this many parameters get their streaming step timed on this CPU.
+_INSPECT_MEASURE_PARAMS = 500e6
+
+
 def _inspect(args: argparse.Namespace, overrides: list[str]) -> int:
-  from audio_interaction.model.inspect_model import summarize
+  from audio_interaction.model import inspect_model
   from audio_interaction.model.model import AudioInteractionModel
   config = _config_from(args, overrides)
-  print(f"{args.config}: {summarize(AudioInteractionModel(config)).describe()}")
+  model = AudioInteractionModel(config)
+  summary = inspect_model.summarize(model)
+  print(f"{args.config}: {summary.describe()}")
+  batch, length, chunks = config.data.batch_size, config.data.max_len, config.data.max_chunks
+  costs = inspect_model.step_costs(model, batch, length, chunks)
+  cpu = (inspect_model.measure_stream_step(model)
+         if summary.total_params <= _INSPECT_MEASURE_PARAMS else None)
+  print(inspect_model.describe_costs(costs, batch, length, chunks, cpu))
   return 0
 
 
