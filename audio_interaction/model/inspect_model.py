@@ -231,7 +231,7 @@ def describe_costs(costs: dict[str, StepCost], batch: int, length: int, chunks: 
                  f"{device.bandwidth / 1e9:>6.0f} {ms(train.projected_seconds(device)):>11} "
                  f"{ms(stream.projected_seconds(device)):>12}")
   measured = ("not measured (too large for this machine)" if cpu_stream_seconds is None
-              else ms(cpu_stream_seconds))
-  lines.append(f"MEASURED on this CPU: streaming step {measured} per chunk (median, random "
-               "weights); train step: python benchmarks/train_step.py")
+              else f"{ms(cpu_stream_seconds)} per chunk (median, random weights)")
+  lines.append(f"MEASURED on this CPU: streaming step {measured}; train step: "
+               "python benchmarks/train_step.py")
   return "\n".join(lines)
