@@ -159,3 +159,23 @@ def test_stream_events_follow_a_reply():
   stop = events.events(ChunkRecord(3, 0.48, 0.64, 0.1, False, [], 0.01, events=["yield"]))
   assert tokens[-1]["event"] == "reply_tokens"
   assert [e["event"] for e in stop] == ["chunk", "yield"] and stop[-1]["text"] == "hi"
+
+
+def test_perceive_rows_keeps_held_rows_bit_for_bit_and_steps_the_others(setting):
+  engine, params, _, audios, instructions, _ = setting
+  size = engine.model.config.chunk_samples
+  chunks = np.stack([a[:size] for a in audios])
+  later = np.stack([a[size:2 * size] for a in audios])
+  start = engine.init_state(params, instructions)
+  start, _ = engine.perceive(params, start, chunks)  # some history in every ring
+  before = jax.tree_util.tree_map(np.asarray, start.stream)
+  copy = jax.tree_util.tree_map(lambda x: x.copy(), start)
+  held, probs = engine.perceive_rows(params, start, later, np.array([True, False, True]))
+  plain, want = engine.perceive(params, copy, later)
+  for got_leaf, was, stepped in zip(jax.tree_util.tree_leaves(held.stream),
+                                    jax.tree_util.tree_leaves(before),
+                                    jax.tree_util.tree_leaves(plain.stream)):
+    np.testing.assert_array_equal(np.asarray(got_leaf)[1], was[1])  # held: untouched
+    np.testing.assert_allclose(np.asarray(got_leaf)[[0, 2]], np.asarray(stepped)[[0, 2]],
+                               atol=1e-5)
+  np.testing.assert_allclose(np.asarray(probs)[[0, 2]], np.asarray(want)[[0, 2]], atol=1e-5)

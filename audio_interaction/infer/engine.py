@@ -329,11 +329,85 @@ class Engine:
         heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard))
 
   def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
-    new, probs = self._perceive_impl(params, state, chunk)
-    return new.replace(stream=select_rows(advance, new.stream, state.stream),
-                       next_logits=jnp.where(advance[:, None], new.next_logits,
-                                             state.next_logits),
-                       heard=jnp.where(advance[:, None], new.heard, state.heard)), probs
+    # `model.perceive` with rows held back, without copying the big caches: the
+    # decoder's tokens are invalid in held rows (not cached, positions not advanced);
+    # the encoder runs on every row, then each held row gets back the few ring slots
+    # the step wrote and its small states (front end, conv contexts, frame counter).
+    model = self.model
+    old = state.stream
+    written = self._encoder_slots(old)
+    saved = _ring_map(lambda x, slots, axis: _take_slots(x, slots, axis), old.encoder, written)
+    stream, slots, ctc_logits = model._encode_chunk(params, old, chunk)
+    rings = _ring_map(lambda x, slots, axis, keep: _put_slots(x, slots, axis, keep, advance),
+                      stream.encoder, written, saved)
+    encoder = select_rows(advance, stream.encoder, old.encoder, skip_rings=True)
+    encoder = _ring_replace(encoder, rings)
+    stream = stream.replace(mel=select_rows(advance, stream.mel, old.mel), encoder=encoder)
+    batch = chunk.shape[0]
+    tokens = jnp.broadcast_to(jnp.asarray(sf.chunk_tokens(model.config.slots_per_chunk),
+                                          jnp.int32), (batch, slots.shape[1] + 2))
+    no_audio = jnp.zeros((batch, 1, slots.shape[-1]), slots.dtype)
+    audio_embeddings = jnp.concatenate([no_audio, slots, no_audio], axis=1)
+    valid = jnp.broadcast_to(advance[:, None], tokens.shape)
+    stream, lm_logits, decision_logits = model._decode(params, stream, tokens, audio_embeddings,
+                                                       valid, heads_at_last=True)
+    probs = jax.nn.softmax(decision_logits[:, 0], axis=-1)
+    heard = jnp.argmax(ctc_logits, axis=-1).astype(jnp.int32)
+    return state.replace(stream=stream,
+                         next_logits=jnp.where(advance[:, None], lm_logits[:, 0],
+                                               state.next_logits),
+                         heard=jnp.where(advance[:, None], heard, state.heard)), probs
+
+  def _encoder_slots(self, stream) -> dict[int, Array]:
+    """Per ring size: [B, F] ring slots the next encoder step writes (position % size)."""
+    frames = self.model.config.encoder_frames_per_chunk
+    positions = stream.encoder["next_frame"][:, None] + jnp.arange(frames, dtype=jnp.int32)
+    return {ring["pos"].shape[1]: jnp.mod(positions, ring["pos"].shape[1])
+            for ring in _rings(stream.encoder)}
+
+
+def _rings(encoder) -> list[dict]:
+  return [block["attention"] for block in encoder["blocks"]]
+
+
+def _ring_axis(x: Array, size: int) -> int:
+  """The ring axis of a cache leaf (batch first): the one axis of length `size`."""
+  axes = [a for a in range(1, x.ndim) if x.shape[a] == size]
+  if len(axes) != 1:
+    raise ValueError(f"cannot tell the ring axis of a cache leaf {x.shape} (ring of {size})")
+  return axes[0]
+
+
+def _ring_map(fn, encoder, written, *others):
+  """fn(leaf, slots [B, F], ring axis, *others' leaf) over every ring cache leaf."""
+  out = []
+  for i, ring in enumerate(_rings(encoder)):
+    size = ring["pos"].shape[1]
+    out.append({name: fn(leaf, written[size], _ring_axis(leaf, size),
+                         *(other[i][name] for other in others))
+                for name, leaf in ring.items()})
+  return out
+
+
+def _ring_replace(encoder, rings):
+  blocks = tuple({**block, "attention": ring} for block, ring in zip(encoder["blocks"], rings))
+  return {**encoder, "blocks": blocks}
+
+
+def _take_slots(x: Array, slots: Array, axis: int) -> Array:
+  return jax.vmap(lambda row, s: jnp.take(row, s, axis=axis - 1))(x, slots)
+
+
+def _put_slots(x: Array, slots: Array, axis: int, saved: Array, advance: Array) -> Array:
+  """Row by row: the step's values at `slots` where advanced, else the `saved` ones."""
+
+  def put(row, s, old, keep):
+    new = jnp.take(row, s, axis=axis - 1)
+    value = jnp.where(keep, new, old)
+    index = (slice(None),) * (axis - 1) + (s,)
+    return row.at[index].set(value)
+
+  return jax.vmap(put)(x, slots, saved, advance)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)
@@ -356,11 +430,19 @@ def padded_rows(tokens_per_row: dict[int, list[int]], batch: int
   return tokens, valid
 
 
-def select_rows(mask: Array, new, old):
+def select_rows(mask: Array, new, old, skip_rings: bool = False):
   """Per leaf of two pytrees with the batch on axis 0: row i of `new` where mask[i],
-  else row i of `old`."""
+  else row i of `old` (`skip_rings`: leaves of ring caches are taken from `new`)."""
 
   def pick(a, b):
     return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
 
+  if skip_rings and isinstance(new, dict) and "blocks" in new:
+    rest = {k: v for k, v in new.items() if k != "blocks"}
+    picked = jax.tree_util.tree_map(pick, rest, {k: old[k] for k in rest})
+    blocks = tuple({name: (value if name == "attention" else
+                           jax.tree_util.tree_map(pick, value, old_block[name]))
+                    for name, value in block.items()}
+                   for block, old_block in zip(new["blocks"], old["blocks"]))
+    return {**picked, "blocks": blocks}
   return jax.tree_util.tree_map(pick, new, old)
