@@ -245,6 +245,12 @@ def test_half_written_and_truncated_steps_are_skipped_for_the_last_good_one(
   for path in truncated:
     path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
 
+  # Read the module's logger directly: another test in the same worker may have
+  # configured logging (dictConfig disables existing loggers; a handler may stop
+  # propagation), which must not hide these warnings from the test.
+  logger = logging.getLogger(checkpoint.__name__)
+  logger.disabled = False
+  logger.addHandler(caplog.handler)
   with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
     with checkpoint.Checkpointer(tmp_path, options) as ckpt:
       assert ckpt.all_steps() == [2, 3, 4]  # 6 moved aside at start, 8 never counted
@@ -255,6 +261,7 @@ def test_half_written_and_truncated_steps_are_skipped_for_the_last_good_one(
       assert ckpt.all_steps() == [2]
       assert ckpt.save(4, state, force=True, wait=True)
   assert not (tmp_path / "8.orbax-checkpoint-tmp-1700000000").exists()  # Orbax cleaned it.
+  logger.removeHandler(caplog.handler)
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   def warned(step: int, why: str) -> bool:
     return any(f"step {step} " in w and why in w for w in warnings)
