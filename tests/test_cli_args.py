@@ -135,6 +135,31 @@ def test_infer_threshold_override_is_used_and_the_flag_wins(bundle, tmp_path):
     assert start["event"] == "start" and start["threshold"] == expected
 
 
+def test_infer_overrides_reach_the_run_policy_weights_and_reply_cap(bundle, tmp_path,
+                                                                   monkeypatch):
+  formats = []
+  real_params_for = listen_app.params_for
+  monkeypatch.setattr(listen_app, "params_for",
+                      lambda params, weights: formats.append(weights) or real_params_for(
+                          params, weights))
+  path = wav(tmp_path, 1.0)
+  runs = {}
+  for policy in ("model", "hybrid"):
+    out = tmp_path / policy
+    assert cli.main(["listen", str(path), "--checkpoint", str(bundle), "--speed", "inf",
+                     "--out", str(out), "--config.infer.weights=int8",
+                     f"--config.infer.policy={policy}", "--config.infer.vad=energy",
+                     "--config.infer.threshold=0.0", "--config.infer.max_reply_tokens=2"]) == 0
+    runs[policy] = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+  assert formats == ["int8", "int8"]
+  assert runs["model"][0]["policy"] == "ThresholdPolicy"
+  assert runs["hybrid"][0]["policy"] == "HybridPolicy"
+  # Threshold 0 speaks from the first chunk, and the cap cuts every reply at 2 tokens.
+  ends = [e for e in runs["model"] if e["event"] == "reply_end"]
+  assert ends and all(len(e["tokens"]) <= 2 for e in ends)
+  assert any(e["reason"] == "max_tokens" for e in ends)
+
+
 # ----------------------------------------------------------- errors while running
 def test_an_error_during_the_run_is_printed_once(bundle, tmp_path, monkeypatch, capsys):
   monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(b"\0" * 3200)))

@@ -82,10 +82,11 @@ class ScriptedEngine:
     p = self.probs[min(state.chunk, len(self.probs) - 1)]
     return dataclasses.replace(state, chunk=state.chunk + 1), np.asarray([[1 - p, p]])
 
-  def speak(self, params, state, active, n):
+  def speak(self, params, state, active, n, limit=None):
     said = state.said
     tokens = []
-    while len(tokens) < n:
+    budget = n if limit is None else min(n, int(np.asarray(limit)[0]))
+    while len(tokens) < budget:
       token = self.reply[said % len(self.reply)]
       said += 1
       tokens.append(token)

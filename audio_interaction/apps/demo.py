@@ -17,7 +17,7 @@ from rich.console import Console
 from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.timeline import render
 from audio_interaction.viz.timeline import TimelinePicture, timeline_spans
-from audio_interaction.infer.engine import Engine, SamplingConfig
+from audio_interaction.infer.engine import Engine, SamplingConfig, params_for
 from audio_interaction.apps.live_view import LiveView
 from audio_interaction.corpus.build import heldout_sources
 from audio_interaction.export.portable import bundle_infer_config, load_model
@@ -63,6 +63,7 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
   # is never dropped from, so this is exactly `run_stream`'s run), with its view.
   log_path = out / "events.jsonl"
   infer = infer if infer is not None else bundle_infer_config(bundle)
+  params = params_for(params, infer.weights)  # e.g. --config.infer.weights=int8
   live_config = LiveConfig.from_infer(infer, chunk_seconds=cfg.chunk_seconds, threshold=threshold,
                                       instruction=timeline.instruction,
                                       keep_seconds=len(audio) / cfg.sample_rate + 1)

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from audio_interaction.apps.live_view import LiveView, SpokenReplies
 from audio_interaction.export.portable import bundle_infer_config, load_model
-from audio_interaction.infer.engine import Engine, SamplingConfig
+from audio_interaction.infer.engine import Engine, SamplingConfig, params_for
 from audio_interaction.infer.live import DEFAULT_INSTRUCTION, JsonlLog, LiveConfig, LiveSession
 from audio_interaction.viz.timeline import TimelinePicture
 
@@ -56,6 +56,7 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
   out.mkdir(parents=True, exist_ok=True)
   model, params, tokenizer, note = load_model(None, bundle)
   infer = infer if infer is not None else bundle_infer_config(bundle)
+  params = params_for(params, infer.weights)  # e.g. --config.infer.weights=int8
   config = LiveConfig.from_infer(infer, chunk_seconds=model.config.chunk_seconds,
                                  threshold=threshold, instruction=instruction,
                                  stall_timeout=stall_timeout)

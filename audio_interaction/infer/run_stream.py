@@ -196,8 +196,12 @@ class StreamStepper:
     written = np.zeros((self.rows, 0), np.int32)
     counts = np.zeros(self.rows, np.int64)
     if active.any():
+      limit = None
+      if self.max_reply_tokens is not None:  # a new reply has the whole budget
+        used = np.where(self.replying, self._reply_tokens, 0)
+        limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
       self.state, tokens, count = self.engine.speak(self.params, self.state, active,
-                                                    n=self.tokens_per_chunk)
+                                                    n=self.tokens_per_chunk, limit=limit)
       written, counts = np.asarray(tokens), np.asarray(count)
     seconds = self.chunk_seconds
     elapsed = (time.perf_counter() - began) / self.rows
@@ -313,8 +317,12 @@ class StreamStepper:
     written = np.zeros((self.rows, 0), np.int32)
     counts = np.zeros(self.rows, np.int64)
     if active.any():
+      limit = None
+      if self.max_reply_tokens is not None:  # a new reply has the whole budget
+        used = np.where(self.replying, self._reply_tokens, 0)
+        limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
       self.state, tokens, count = self.engine.speak(self.params, self.state, active,
-                                                    n=self.tokens_per_chunk)
+                                                    n=self.tokens_per_chunk, limit=limit)
       written, counts = np.asarray(tokens), np.asarray(count)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
