@@ -212,14 +212,20 @@ class Engine:
     """chunk: [B, chunk_samples] -> (state, decision probabilities [B, NUM_DECISIONS])."""
     return self._perceive(params, state, jnp.asarray(chunk, jnp.float32))
 
-  def speak(self, params: Params, state: EngineState, active: Array, n: int
-            ) -> tuple[EngineState, Array, Array]:
+  def speak(self, params: Params, state: EngineState, active: Array, n: int,
+            limit: Array | None = None) -> tuple[EngineState, Array, Array]:
     """Writes up to `n` reply tokens for the `active` [B] streams, stopping at `<eor>`.
 
+    Args:
+      limit: [B] int32, at most this many tokens in each row (e.g. what is left of a
+        reply's budget); default `n`. A traced value: any limit, one compilation.
     Returns:
       (state, tokens [B, n] int32 (PAD after a stream stopped), count [B] int32).
     """
-    return self._speak(params, state, jnp.asarray(active, bool), n=n)
+    active = jnp.asarray(active, bool)
+    limit = (jnp.full(active.shape, n, jnp.int32) if limit is None
+             else jnp.asarray(limit, jnp.int32))
+    return self._speak(params, state, active, limit, n=n)
 
   def answer(self, params: Params, audio: np.ndarray, instruction_ids: list[int], *,
              max_tokens: int) -> list[int]:
@@ -299,7 +305,7 @@ class Engine:
     heard = jnp.argmax(ctc_logits, axis=-1).astype(jnp.int32)
     return state.replace(stream=stream, next_logits=lm_logits, heard=heard), probs
 
-  def _speak_impl(self, params, state: EngineState, active, n: int):
+  def _speak_impl(self, params, state: EngineState, active, limit, n: int):
     params = dequantize_params(params)
     batch = active.shape[0]
 
@@ -307,7 +313,7 @@ class Engine:
       state, tokens, done = carry
       rng, key = jax.random.split(state.rng)
       token = sample_tokens(state.next_logits, key, self.sampling)
-      writing = active & ~done
+      writing = active & ~done & (i < limit)
       token = jnp.where(writing, token, sf.PAD_ID)
       stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])
       next_logits = jnp.where(writing[:, None], logits[:, 0], state.next_logits)
