@@ -185,6 +185,7 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
   parser.add_argument("--seconds", type=float, default=None, help="stream length per client")
   parser.add_argument("--streams", default=None, help="client counts to try, e.g. 8,16,32")
+  parser.add_argument("--skip-scaling", action="store_true", help="only the client section")
   args = parser.parse_args()
   began = time.monotonic()
   sizes = [1, 4] if args.quick else [1, 2, 4, 8, 16, 32, 48, 64]
@@ -193,8 +194,9 @@ def main() -> None:
   seconds = args.seconds or (3.0 if args.quick else 20.0)
   print(f"Machine: {machine()}; jax on CPU; tiny model (embedded bundle)", flush=True)
 
-  print("1. batched step per batch size (tiny model, every slot streaming):", flush=True)
-  step_scaling(sizes, ticks=5 if args.quick else 40)
+  if not args.skip_scaling:
+    print("1. batched step per batch size (tiny model, every slot streaming):", flush=True)
+    step_scaling(sizes, ticks=5 if args.quick else 40)
 
   print(f"2. N localhost clients at real time ({seconds:g} s each, {FRAME_SECONDS * 1000:.0f} ms "
         "frames, random phases; server and clients on this machine):", flush=True)

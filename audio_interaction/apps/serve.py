@@ -10,7 +10,7 @@ One process, one asyncio event loop, one compute thread:
 * **Compute**: the streams share one `infer.slots.SlotBatcher` (a fixed number of
   slots in one jitted step; a stream joins and leaves without recompiling). The
   scheduler ticks when every active stream has a chunk waiting or the oldest chunk
-  has waited `max_wait` (half a chunk by default), so a stalled client never holds
+  has waited `max_wait` (a quarter chunk, 40 ms, by default), so a stalled client never holds
   up the others: its stream is not advanced (not padded with silence) and it gets a
   `stall` event after `stall_timeout` seconds without audio.
 
@@ -97,7 +97,7 @@ class ServeConfig:
     stall_timeout: seconds without audio before a `stall` event.
     start_timeout: seconds to send the `start` message.
     max_wait: how long the oldest waiting chunk waits for the other streams (s);
-      None: half a chunk.
+      None: a quarter chunk.
     queue_chunks: chunks a stream may have waiting; older ones are dropped.
     allow_origins: extra browser origins allowed besides this server's own.
     log_dir: one JSONL event log per connection (None: no logs).

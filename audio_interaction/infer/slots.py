@@ -11,7 +11,7 @@ it alone (`run_stream` on its audio), whoever else comes and goes.
 
 When to tick is `ready` (used by the server's scheduler, `apps/serve.py`): as soon as
 every active stream has a chunk waiting, or when the oldest waiting chunk has waited
-`max_wait` seconds. A slow or stalled client therefore delays the others by at most
+`max_wait` seconds (a quarter chunk, 40 ms, by default). A slow or stalled client therefore delays the others by at most
 `max_wait`; its own stream simply pauses (it is not padded with silence, which would
 change what the model hears) and resumes where it stopped when audio returns. A
 stream whose backlog exceeds `queue_chunks` loses its oldest chunk (counted, as the
@@ -90,7 +90,7 @@ class SlotBatcher:
     self.chunk_samples, self.chunk_seconds = config.chunk_samples, config.chunk_seconds
     self.queue_chunks = queue_chunks
     self.max_prompt_tokens = int(max_prompt_tokens)
-    self.max_wait = 0.5 * self.chunk_seconds if max_wait is None else float(max_wait)
+    self.max_wait = 0.25 * self.chunk_seconds if max_wait is None else float(max_wait)
     # Idle rows hold an empty instruction and a policy that never speaks; they are
     # never advanced, so neither matters.
     self.stepper = StreamStepper(engine, params, [[]] * slots,
