@@ -185,24 +185,8 @@ class StreamStepper:
     self.state, probs = self.engine.perceive(self.params, self.state, chunks)
     heard, self._last_label = collapse_ctc(np.asarray(self.state.heard), self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active = np.zeros(self.rows, bool)
-    for row, policy in enumerate(self.policies):
-      wants = bool(policy.decide(index, chunks[row], float(speak_probability[row]),
-                                 bool(self.replying[row])))
-      if self._capped[row]:  # a cut reply does not restart until the policy lets go
-        self._capped[row] = wants
-        wants = False
-      active[row] = wants
-    written = np.zeros((self.rows, 0), np.int32)
-    counts = np.zeros(self.rows, np.int64)
-    if active.any():
-      limit = None
-      if self.max_reply_tokens is not None:  # a new reply has the whole budget
-        used = np.where(self.replying, self._reply_tokens, 0)
-        limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
-      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
-                                                    n=self.tokens_per_chunk, limit=limit)
-      written, counts = np.asarray(tokens), np.asarray(count)
+    active, written, counts = self._decide_and_speak(
+        range(self.rows), [index] * self.rows, chunks, speak_probability)
     seconds = self.chunk_seconds
     elapsed = (time.perf_counter() - began) / self.rows
     records = [self._row_record(row, index, seconds, float(speak_probability[row]),
@@ -274,6 +258,34 @@ class StreamStepper:
       self.replying[row] = False
       self._reply_tokens[row] = 0
 
+  def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asks each of `rows`' policies, then writes the replies of those that speak.
+
+    Returns:
+      (active [B] bool, written tokens [B, n] int32, counts [B]).
+    """
+    active = np.zeros(self.rows, bool)
+    for row in rows:
+      wants = bool(self.policies[row].decide(int(indices[row]), chunks[row],
+                                             float(speak_probability[row]),
+                                             bool(self.replying[row])))
+      if self._capped[row]:  # a cut reply does not restart until the policy lets go
+        self._capped[row] = wants
+        wants = False
+      active[row] = wants
+    written = np.zeros((self.rows, 0), np.int32)
+    counts = np.zeros(self.rows, np.int64)
+    if active.any():
+      limit = None
+      if self.max_reply_tokens is not None:  # a new reply has the whole budget
+        used = np.where(self.replying, self._reply_tokens, 0)
+        limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
+      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
+                                                    n=self.tokens_per_chunk, limit=limit)
+      written, counts = np.asarray(tokens), np.asarray(count)
+    return active, written, counts
+
   def step_rows(self, chunks: np.ndarray, advance: Sequence[bool], indices: Sequence[int]
                 ) -> list[ChunkRecord | None]:
     """Steps the rows where `advance` is True, row i as its chunk `indices[i]`.
@@ -305,25 +317,8 @@ class StreamStepper:
     heard, last_label = collapse_ctc(labels, self._last_label)
     self._last_label = np.where(advance, last_label, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active = np.zeros(self.rows, bool)
-    for row in np.flatnonzero(advance):
-      wants = bool(self.policies[row].decide(int(indices[row]), chunks[row],
-                                             float(speak_probability[row]),
-                                             bool(self.replying[row])))
-      if self._capped[row]:
-        self._capped[row] = wants
-        wants = False
-      active[row] = wants
-    written = np.zeros((self.rows, 0), np.int32)
-    counts = np.zeros(self.rows, np.int64)
-    if active.any():
-      limit = None
-      if self.max_reply_tokens is not None:  # a new reply has the whole budget
-        used = np.where(self.replying, self._reply_tokens, 0)
-        limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
-      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
-                                                    n=self.tokens_per_chunk, limit=limit)
-      written, counts = np.asarray(tokens), np.asarray(count)
+    active, written, counts = self._decide_and_speak(
+        np.flatnonzero(advance), indices, chunks, speak_probability)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
     for row in np.flatnonzero(advance):
