@@ -75,9 +75,17 @@ def test_round_trip_reads_back_equal_arrays_without_tensorflow(tmp_path):
   expected_abilities = [GENERATOR(i, SEED)["ability"] for i in range(30)]
   assert metadata.abilities.tolist() == expected_abilities
   assert sum(summary.ability_counts.values()) == 30
-  # Nothing left of the build machinery; TF never needed (it is not installed here).
+  # Nothing left of the build machinery.
   assert not (out / "_build").exists()
-  assert "tensorflow" not in sys.modules
+  # Reading never needs TensorFlow (it may be installed, for `eval --tfds`): checked in
+  # a fresh interpreter, since other tests in this worker may have imported it.
+  reader = ("import sys, tensorflow_datasets as tfds; "
+            f"source = tfds.builder_from_directory({os.fspath(out)!r}).as_data_source('train'); "
+            "[source[i] for i in range(len(source))]; "
+            "print('tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True,
+                          timeout=300, check=True)
+  assert result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr
 
 
 def test_parallel_build_equals_sequential_build(tmp_path):
