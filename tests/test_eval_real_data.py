@@ -227,3 +227,27 @@ def test_tfds_sets_through_mock_data(bundle, tmp_path):
   assert len(speech_cases) == 2 * len(speech.report.rows)
   with pytest.raises(ValueError, match="NAME:SPLIT"):
     tfds_sources.parse_spec("librispeech")
+
+
+def test_a_turn_annotated_twice_is_one_turn_and_extra_event_keys_are_ignored(tmp_path, caplog):
+  """The real-audio dev set's streams mark the same utterance as a turn and as addressed
+  speech, and flag events with keys of their own (e.g. `class_unmapped`)."""
+  row = {"audio": "long.wav", "id": "stream",
+         "events": [{"onset": 0.2, "offset": 1.0, "class": "heartbeat", "role": "benign",
+                     "class_unmapped": True},
+                    {"onset": 1.5, "offset": 3.5, "class": "speech",
+                     "role": "addressed_speech"},
+                    {"onset": 4.0, "offset": 5.0, "class": "speech",
+                     "role": "addressed_speech"}],
+         "turns": [{"start": 1.5, "end": 3.5, "reply_expected": True}]}
+  noise = (0.05 * np.random.default_rng(0).normal(size=6 * SR)).astype(np.float32)
+  soundfile.write(tmp_path / "long.wav", noise, SR)
+  path = tmp_path / "m.jsonl"
+  path.write_text(json.dumps(row) + "\n")
+  report = manifest.read_manifest(path)
+  assert len(report.rows) == 1 and report.num_skipped == 0
+  assert report.ignored_keys == {"events.class_unmapped": 1}
+  (b5,) = [c for c in suites.cases_from_manifest(report, ["B5"]) if "B5" in c.suites]
+  # The declared turn and the addressed speech it covers are one turn; the other
+  # addressed speech is a second.
+  assert suites.case_turns(b5) == [(1.5, 3.5), (4.0, 5.0)]

@@ -110,6 +110,8 @@ log = logging.getLogger(__name__)
 # that disagree make a `bad_field`): NeMo's `audio_filepath` and `text`, Common Voice's
 # `path` and `sentence`.
 TEXT_KEYS: Final[tuple[str, ...]] = ("transcript", "text", "sentence")
+# What an annotated event may carry; other keys are ignored (counted, one warning).
+EVENT_KEYS: Final[frozenset[str]] = frozenset({"onset", "offset", "class", "role"})
 AUDIO_KEYS: Final[tuple[str, ...]] = ("audio", "audio_filepath", "path")
 KEYS: Final[frozenset[str]] = frozenset({
     *TEXT_KEYS, *AUDIO_KEYS, "words", "speaker", "label", "recognisable_after", "reply",
@@ -294,7 +296,7 @@ def _events(value: Any, alert_classes: Collection[str]) -> tuple[Event, ...]:
   for item in value:
     if not isinstance(item, dict) or not {"onset", "offset", "class"} <= set(item):
       raise _RowProblem("bad_field", f"each event needs onset, offset and class, got {item!r}")
-    extra = sorted(set(item) - {"onset", "offset", "class", "role"})
+    extra = sorted(set(item) - EVENT_KEYS)
     if extra:
       raise _RowProblem("bad_field", f"unknown event keys {extra} in {item!r}")
     onset, offset = _number(item["onset"], "an event onset"), _number(item["offset"],
@@ -528,6 +530,13 @@ def _decode_row(row: Mapping[str, Any], base: pathlib.Path, sample_rate: int,
   """A manifest row checked and its audio decoded once; and whether it needs resampling."""
   unknown = sorted(set(row) - KEYS)
   row = {k: v for k, v in row.items() if k in KEYS}
+  if isinstance(row.get("events"), (list, tuple)):  # an event's extra keys: ignored too
+    extra = sorted({f"events.{k}" for e in row["events"] if isinstance(e, dict)
+                    for k in set(e) - EVENT_KEYS})
+    if extra:
+      unknown += extra
+      row["events"] = [{k: v for k, v in e.items() if k in EVENT_KEYS}
+                       if isinstance(e, dict) else e for e in row["events"]]
   audio_field = _alias(row, AUDIO_KEYS)
   if audio_field is None:
     raise _RowProblem("bad_field", f"the row has no audio path ({' / '.join(AUDIO_KEYS)})")

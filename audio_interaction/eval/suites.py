@@ -408,7 +408,10 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
         annotations=Annotations(alerts=alerts,
                                 benign_seconds=benign_seconds(length, alerts, window)))
   expected_turns = [(t.start, t.end) for t in row.turns if t.reply_expected]
-  expected_turns += [(e.onset, e.offset) for e in row.events if e.role == "addressed_speech"]
+  # Addressed speech is a turn too, unless a declared turn already covers it (a row may
+  # annotate the same utterance both ways: it is one turn, not two).
+  expected_turns += [(e.onset, e.offset) for e in row.events if e.role == "addressed_speech"
+                     and not any(s < e.offset and e.onset < end for s, end in expected_turns)]
   expected_turns.sort()
   if row.instruction is not None and alert_events:
     add("B7", streamed, ONLINE, alert_replies,
