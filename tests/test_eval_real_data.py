@@ -251,3 +251,14 @@ def test_a_turn_annotated_twice_is_one_turn_and_extra_event_keys_are_ignored(tmp
   # The declared turn and the addressed speech it covers are one turn; the other
   # addressed speech is a second.
   assert suites.case_turns(b5) == [(1.5, 3.5), (4.0, 5.0)]
+
+
+def test_times_given_to_the_millisecond_at_the_clip_end_are_inside(tmp_path):
+  # 7.355625 s of audio; an event annotated to its end, rounded up to the millisecond.
+  soundfile.write(tmp_path / "clip.wav", np.zeros(117690, np.float32), SR)
+  path = tmp_path / "m.jsonl"
+  path.write_text(json.dumps({"audio": "clip.wav", "events": [
+      {"onset": 0.0, "offset": 7.356, "class": "music", "role": "benign"}]}) + "\n")
+  report = manifest.read_manifest(path)
+  assert len(report.rows) == 1 and report.num_skipped == 0
+

@@ -415,7 +415,8 @@ def _row(source: str, where: str, fields: Mapping[str, Any], num_samples: int,
   """A row from checked fields and its decoded length; times must lie within the clip."""
   fields = dict(fields)
   duration = num_samples / sample_rate
-  slack = 1.0 / sample_rate  # times rounded to the sample are still inside
+  # Times written to the millisecond (or the sample) are still inside the clip.
+  slack = max(1.0 / sample_rate, 1e-3)
   offset = fields.get("offset", 0.0)
   if "duration" in fields or offset:
     # A segment of the file (NeMo's offset + duration): up to 0.1 s of rounding allowed.
