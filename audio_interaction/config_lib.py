@@ -18,8 +18,6 @@ import ml_collections
 
 from audio_interaction import stream_format as sf
 
-from audio_interaction import stream_format
-
 
 class ConfigError(ValueError):
   """A config (file, override, saved JSON) names an unknown field or holds a bad value.
@@ -276,12 +274,12 @@ def flag() -> Rule:
 
 def _is_mixture(value) -> bool:
   return (isinstance(value, Mapping) and bool(value)
-          and all(k in stream_format.ABILITIES and _is_number(w) and w >= 0
+          and all(k in sf.ABILITIES and _is_number(w) and w >= 0
                   for k, w in value.items())
           and any(w > 0 for w in value.values()))
 
 
-_MIXTURE = (f"a mapping of abilities ({', '.join(stream_format.ABILITIES)}) to weights >= 0, "
+_MIXTURE = (f"a mapping of abilities ({', '.join(sf.ABILITIES)}) to weights >= 0, "
             "one of them > 0")
 
 _MESH_AXES = ("data", "fsdp", "tensor")
@@ -340,11 +338,8 @@ def _is_evals(value) -> bool:
       return False
     if spec.get("type") not in EVALUATOR_TYPES:
       return False
-    every = spec.get("every")
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-      return False
-    streams = spec.get("streams", 1)
-    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+    every, streams = spec.get("every"), spec.get("streams", 1)
+    if not (_is_int(every) and every >= 1 and _is_int(streams) and streams >= 1):
       return False
     subtasks = spec.get("subtasks", ())
     if not isinstance(subtasks, (tuple, list)) or not all(isinstance(s, str) for s in subtasks):
@@ -372,7 +367,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.encoder.left_chunks": integer(0),
     "model.encoder.block": one_of("transformer", "conformer"),
     "model.encoder.conformer_kernel": _SIZE,
-    "model.decoder.vocab_size": integer(stream_format.NUM_SPECIAL_TOKENS + 1),
+    "model.decoder.vocab_size": integer(sf.NUM_SPECIAL_TOKENS + 1),
     "model.decoder.d_model": _SIZE,
     "model.decoder.num_layers": _SIZE,
     "model.decoder.num_heads": _SIZE,
@@ -634,7 +629,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"model.encoder.d_model={model.encoder.d_model} must be a multiple of "
         f"model.encoder.num_heads={model.encoder.num_heads}")
-  chunk_positions = (stream_format.chunk_prefix_length(model.slots_per_chunk)
+  chunk_positions = (sf.chunk_prefix_length(model.slots_per_chunk)
                      + model.tokens_per_chunk)
   if decoder.window < chunk_positions:
     raise ConfigError(
