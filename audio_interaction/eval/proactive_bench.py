@@ -34,6 +34,7 @@ import numpy as np
 
 from audio_interaction.audio import io as audio_io
 from audio_interaction.eval import metrics
+from audio_interaction.eval.suites import json_safe
 from audio_interaction.stream_format import SAMPLE_RATE
 
 # The proactive-help instruction of the corpus (`corpus.tasks.proactive`, its first
@@ -159,8 +160,7 @@ def write_outputs(out_dir: str | pathlib.Path, predictions: Sequence[dict],
   out.mkdir(parents=True, exist_ok=True)
   paths = {"predictions": out / PREDICTIONS_FILE, "stats": out / STATS_FILE}
   paths["predictions"].write_text("".join(json.dumps(p) + "\n" for p in predictions))
-  safe = json.loads(json.dumps(stats, default=float).replace("NaN", "null"))
-  paths["stats"].write_text(json.dumps(safe, indent=1))
+  paths["stats"].write_text(json.dumps(json_safe(stats), indent=1))
   return paths
 
 
