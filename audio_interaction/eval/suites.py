@@ -458,7 +458,7 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
   cases get `MANIFEST_TAIL_S` of silence after the clip, to answer in.
   """
   report = path if isinstance(path, ManifestReport) else read_manifest(path, strict=strict)
-  chunk = SAMPLE_RATE * chunk_ms // 1000
+  chunk = sf.samples_per_chunk(SAMPLE_RATE, chunk_ms)
   cases = []
   for index, row in enumerate(report.rows):
     clip = np.asarray(row.load(), np.float32)
