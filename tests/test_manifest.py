@@ -231,13 +231,17 @@ def _prompts(name: str, seed: int, speech_source, sound_source) -> list[str]:
   return recorder.texts
 
 
-def _check_utterances_are_manifest_audio(timeline, report):
+def _check_utterances_are_manifest_audio(timeline, report) -> int:
+  """Returns how many utterances had exact word times (and so had them checked)."""
   by_text = {normalize_text(r.transcript): r for r in report.rows if r.transcript}
+  timed = 0
   for utterance in timeline.utterances:
     row = by_text[utterance.text]
     np.testing.assert_array_equal(utterance.audio, row.load())
     if row.words is not None:  # exact times, shifted to the utterance's start
       assert [w.end for w in utterance.words] == [snap(utterance.start + w.end) for w in row.words]
+      timed += 1
+  return timed
 
 
 def test_builders_compose_from_manifest_audio(corpus_dir, speech, sounds):
@@ -263,7 +267,7 @@ def test_builders_compose_from_manifest_audio(corpus_dir, speech, sounds):
 
   chat = tasks.build("chat_single", 5, man_speech, man_sounds)
   assert [u.text for u in chat.utterances] == [normalize_text(t) for t in chat_texts]
-  _check_utterances_are_manifest_audio(chat, report)
+  assert _check_utterances_are_manifest_audio(chat, report) == len(chat.utterances) > 0
   (reply,) = chat.replies
   assert reply.ready_time == chat.utterances[0].speech_end  # the question's last word ended
 
