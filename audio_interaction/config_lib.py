@@ -597,7 +597,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_against_defaults(config, base_config())
   _check_fields(config)
   audio, model, infer = config.audio, config.model, config.infer
-  chunk_samples = sf.ChunkGeometry.from_config(config).chunk_samples
+  chunk_samples = sf.config_chunk_samples(config)
   if audio.sample_rate * audio.chunk_ms % 1000 or chunk_samples % audio.hop_length:
     raise ConfigError(
         f"audio.chunk_ms={audio.chunk_ms} must be a whole number of hops "

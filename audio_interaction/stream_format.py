@@ -27,7 +27,6 @@ with LM loss on ``answer <eor>`` only.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Sequence
 from typing import Final
@@ -39,44 +38,15 @@ SAMPLE_RATE: Final[int] = 16000
 DEFAULT_CHUNK_MS: Final[int] = 160
 
 
-@dataclasses.dataclass(frozen=True)
-class ChunkGeometry:
-  """How long a chunk is, in every unit a caller needs: computed once from the config.
+def samples_per_chunk(sample_rate: int, chunk_ms: int) -> int:
+  """Audio samples in one chunk of `chunk_ms` milliseconds at `sample_rate`."""
+  return int(sample_rate) * int(chunk_ms) // 1000
 
-  Attributes:
-    sample_rate: audio samples per second.
-    chunk_ms: chunk length in milliseconds (`config.audio.chunk_ms`).
-    hop_length: samples per log-mel frame.
-    slots_per_chunk: decoder audio slots per chunk (k).
-  """
 
-  sample_rate: int = SAMPLE_RATE
-  chunk_ms: int = DEFAULT_CHUNK_MS
-  hop_length: int = 160
-  slots_per_chunk: int = 2
-
-  @classmethod
-  def from_config(cls, config) -> ChunkGeometry:
-    """From a full experiment config (`config.audio`, `config.model`)."""
-    return cls(int(config.audio.sample_rate), int(config.audio.chunk_ms),
-               int(config.audio.hop_length), int(config.model.slots_per_chunk))
-
-  @property
-  def chunk_samples(self) -> int:
-    return self.sample_rate * self.chunk_ms // 1000
-
-  @property
-  def chunk_seconds(self) -> float:
-    return self.chunk_ms / 1000
-
-  @property
-  def frames_per_chunk(self) -> int:
-    """Log-mel frames per chunk."""
-    return self.chunk_samples // self.hop_length
-
-  def chunk_of(self, seconds: float) -> int:
-    """The index of the chunk that holds stream time `seconds`."""
-    return int(seconds * 1000 // self.chunk_ms)
+def config_chunk_samples(config) -> int:
+  """Samples per chunk of a full experiment config (`config.audio`); the model's view of
+  the same geometry (ms, seconds, frames, slots) is `ModelConfig`'s derived properties."""
+  return samples_per_chunk(config.audio.sample_rate, config.audio.chunk_ms)
 
 
 # The seven abilities (DESIGN.md's table), in order: ability number n is ABILITIES[n - 1].

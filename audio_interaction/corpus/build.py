@@ -154,7 +154,7 @@ def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_exampl
   return storage.build_split(config.data.dir, split, num_examples, make,
                              seed=split_seed(config, split, seed),
                              num_workers=num_workers, shard_size=64, progress=progress,
-                             chunk_samples=sf.ChunkGeometry.from_config(config).chunk_samples)
+                             chunk_samples=sf.config_chunk_samples(config))
 
 
 def example_lengths(example: dict[str, np.ndarray]) -> tuple[int, int]:

@@ -169,7 +169,7 @@ class PipelineConfig:
     block (e.g. ``config.data.batch_size``), and `overrides` win over both.
     """
     values: dict[str, Any] = {
-        "chunk_samples": config.audio.sample_rate * config.audio.chunk_ms // 1000,
+        "chunk_samples": sf.config_chunk_samples(config),
         "slots_per_chunk": config.model.slots_per_chunk,
         "seed": config.seed,
     }

@@ -43,13 +43,13 @@ from typing import Any, Protocol
 import ml_collections
 import numpy as np
 
-from audio_interaction import config_lib
 from audio_interaction.audio.chunking import ChunkAssembler
 from audio_interaction.audio.io import validate_samples
 from audio_interaction import stream_format as sf
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy, policy_from_config
+from audio_interaction.infer.policies import (DEFAULT_THRESHOLD, DecisionPolicy, ThresholdPolicy,
+                                              policy_from_config)
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper, StreamTrace)
 from audio_interaction.model.model import Params
@@ -58,7 +58,6 @@ from audio_interaction.model.model import Params
 # model hears a familiar prompt.
 DEFAULT_INSTRUCTION = "You are a helpful voice assistant. Answer briefly."
 OVERFLOW_POLICIES = ("auto", "drop_oldest", "block")
-DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
 
 
 class EventSink(Protocol):

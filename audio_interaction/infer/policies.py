@@ -33,7 +33,7 @@ from audio_interaction import config_lib
 from audio_interaction.infer.endpointing import Endpointer, SilenceTimer
 
 POLICIES = ("model", "silence_timer", "hybrid")
-_DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
+DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
 # Voice (s) a chunk must hold for a VAD-driven reply to stop (the usual VAD barge-in).
 BARGE_IN_SECONDS = 0.1
 
@@ -61,7 +61,7 @@ class ThresholdPolicy:
   """Speak iff P(SPEAK) >= `threshold` (may change between chunks: the latency ↔
   false-trigger knob)."""
 
-  threshold: float = _DEFAULT_THRESHOLD
+  threshold: float = DEFAULT_THRESHOLD
 
   def start(self) -> None:
     pass
@@ -147,7 +147,7 @@ class HybridPolicy:
   model agrees with; a backchannel the model wants to talk over does not stop it).
   """
 
-  def __init__(self, timer: SilenceTimer, *, threshold: float = _DEFAULT_THRESHOLD,
+  def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
                min_silence_seconds: float = 0.2,
                barge_in_seconds: float = BARGE_IN_SECONDS):
     if not 0 <= min_silence_seconds <= timer.silence_seconds:

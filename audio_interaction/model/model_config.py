@@ -99,7 +99,7 @@ class ModelConfig:
         sample_rate=audio.sample_rate,
         n_mels=audio.n_mels,
         hop_length=audio.hop_length,
-        chunk_samples=sf.ChunkGeometry.from_config(config).chunk_samples,
+        chunk_samples=sf.config_chunk_samples(config),
         slots_per_chunk=model.slots_per_chunk,
         tokens_per_chunk=model.tokens_per_chunk,
         dtype=model.dtype,
