@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audio_interaction import stream_format as sf
+from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import AudioInteractionModel, Params, StreamState
 
@@ -328,7 +329,6 @@ class Engine:
 
   def _reset_rows_impl(self, state: EngineState, mask) -> EngineState:
     batch = mask.shape[0]
-    frames = self.model.config.encoder_frames_per_chunk
     return state.replace(
         stream=select_rows(mask, self.model.init_state(batch), state.stream),
         next_logits=jnp.where(mask[:, None], 0.0, state.next_logits),
@@ -376,20 +376,12 @@ def _rings(encoder) -> list[dict]:
   return [block["attention"] for block in encoder["blocks"]]
 
 
-def _ring_axis(x: Array, size: int) -> int:
-  """The ring axis of a cache leaf (batch first): the one axis of length `size`."""
-  axes = [a for a in range(1, x.ndim) if x.shape[a] == size]
-  if len(axes) != 1:
-    raise ValueError(f"cannot tell the ring axis of a cache leaf {x.shape} (ring of {size})")
-  return axes[0]
-
-
 def _ring_map(fn, encoder, written, *others):
   """fn(leaf, slots [B, F], ring axis, *others' leaf) over every ring cache leaf."""
   out = []
   for i, ring in enumerate(_rings(encoder)):
     size = ring["pos"].shape[1]
-    out.append({name: fn(leaf, written[size], _ring_axis(leaf, size),
+    out.append({name: fn(leaf, written[size], layers.RING_AXIS[name],
                          *(other[i][name] for other in others))
                 for name, leaf in ring.items()})
   return out

@@ -133,6 +133,10 @@ class SwiGLU(nn.Module):
     return dense(x.shape[-1], ("mlp", "embed"), "down")(hidden)
 
 
+# The ring (slot) axis of each leaf of a cache from `init_kv_cache` (batch on axis 0).
+RING_AXIS = {"k": 2, "v": 3, "pos": 1}
+
+
 def init_kv_cache(batch: int, size: int, num_kv_heads: int, head_dim: int,
                   dtype: DType) -> dict[str, Array]:
   """An empty ring-buffer KV cache in the layouts XLA:CPU's attention dots read (the
