@@ -1,13 +1,11 @@
 """Ring KV cache written before attention: exact, and no cache-sized copy in the donated step."""
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audio_interaction.model import layers
+from audio_interaction.model import inspect_model, layers
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
@@ -95,33 +93,16 @@ def test_cache_write_orders_agree_past_both_windows():
 
 
 # ------------------------------------------------------------ the compiled donated step
-_COPY = re.compile(r"= (\w+)\[([\d,]*)\][^ ]* copy\(")
-
-
-def cache_sized_copies(model: AudioInteractionModel) -> list[str]:
+def cache_sized_copies(model: AudioInteractionModel) -> tuple[str, ...]:
   """`copy` instructions (anywhere in the optimized HLO, fusions included) of the
   donated, jitted `perceive` whose operand has a ring cache leaf's dimensions in any
-  order (a copy or a transposed copy of a cache)."""
-  params = jax.eval_shape(model.init, jax.random.key(0))
-  state = jax.eval_shape(lambda: model.init_state(1))
-  chunk = jax.ShapeDtypeStruct((1, model.config.chunk_samples), jnp.float32)
-  compiled = jax.jit(model.perceive, donate_argnums=1).lower(params, state, chunk).compile()
-  caches = [layer for block in state.encoder["blocks"] for layer in [block["attention"]]]
-  caches += list(state.decoder)
-  cache_dims = {tuple(sorted(leaf.shape)) for cache in caches for leaf in cache.values()}
-  found = []
-  for line in compiled.as_text().splitlines():
-    match = _COPY.search(line)
-    if match:
-      dims = tuple(sorted(int(d) for d in match.group(2).split(",") if d))
-      if dims in cache_dims:
-        found.append(line.strip()[:160])
-  return found
+  order (a copy or a transposed copy of a cache): `inspect_model.step_copies`."""
+  return inspect_model.step_copies(model).cache_copy_lines
 
 
 def test_donated_perceive_makes_no_cache_sized_copy():
   model = AudioInteractionModel(model_testing.small_config())
-  assert cache_sized_copies(model) == []
+  assert cache_sized_copies(model) == ()
 
 
 def test_cache_copy_detector_sees_the_older_order():

@@ -74,12 +74,14 @@ class StepCopies:
       dimensions in any order (a cache copied, or transposed, every step).
     cache_copy_bytes: bytes those cache-sized copies write per step.
     temp_bytes: XLA's temporary buffer size (`memory_analysis()`).
+    cache_copy_lines: those cache-sized copies' HLO lines (first 160 characters).
   """
 
   entry_copies: int
   cache_copies: int
   cache_copy_bytes: int
   temp_bytes: int
+  cache_copy_lines: tuple[str, ...] = ()
 
 
 _COPY = re.compile(r"= (\w+)\[([\d,]*)\][^ ]* copy\(")
@@ -94,7 +96,8 @@ def step_copies(model: AudioInteractionModel, batch: int = 1) -> StepCopies:
   compiled = jax.jit(model.perceive, donate_argnums=1).lower(params, state, chunk).compile()
   caches = [block["attention"] for block in state.encoder["blocks"]] + list(state.decoder)
   cache_dims = {tuple(sorted(leaf.shape)) for cache in caches for leaf in cache.values()}
-  entry = cache = cache_bytes = 0
+  entry = cache_bytes = 0
+  lines = []
   in_entry = False
   for line in compiled.as_text().splitlines():
     if line and not line.startswith(" "):
@@ -105,14 +108,15 @@ def step_copies(model: AudioInteractionModel, batch: int = 1) -> StepCopies:
     entry += in_entry
     dims = tuple(int(d) for d in match.group(2).split(",") if d)
     if tuple(sorted(dims)) in cache_dims:
-      cache += 1
+      lines.append(line.strip()[:160])
       size = 1
       for d in dims:
         size *= d
       cache_bytes += size * _DTYPE_BYTES.get(match.group(1), 4)
   memory = compiled.memory_analysis()
-  return StepCopies(entry_copies=entry, cache_copies=cache, cache_copy_bytes=cache_bytes,
-                    temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0) or 0))
+  return StepCopies(entry_copies=entry, cache_copies=len(lines), cache_copy_bytes=cache_bytes,
+                    temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0) or 0),
+                    cache_copy_lines=tuple(lines))
 
 
 # ------------------------------------------------------- cost and a roofline projection
