@@ -110,3 +110,13 @@ def test_non_finite_samples_in_a_block_are_reported_with_their_index(tmp_path):
   soundfile.write(path, audio, 22050, subtype="FLOAT")
   with pytest.raises(audio_io.AudioError, match=r"nan\.wav: .*NaN/Inf .*\[12345\]"):
     list(audio_io.stream_audio(path, RATE))
+
+
+def test_resample_false_refuses_another_rate_before_decoding(tmp_path):
+  path = tmp_path / "x.wav"
+  soundfile.write(path, stereo(0.5, 44100), 44100)
+  with pytest.raises(audio_io.AudioError, match=r"x\.wav: sample rate is 44100 Hz, expected 16000"):
+    FileSource(path, speed=float("inf"), resample=False)  # at construction, not when iterated
+  with pytest.raises(audio_io.AudioError, match="sample rate is 44100 Hz"):
+    audio_io.stream_audio(path, RATE, resample=False).__next__()
+  assert FileSource(path, speed=float("inf")).info.sample_rate == 44100  # resample=True: fine

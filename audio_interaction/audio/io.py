@@ -92,10 +92,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000,
   validate_samples(samples, where=path)
   if rate != sample_rate:
     if not resample:
-      raise AudioError(
-          f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz "
-          "(pass resample=True to convert)"
-      )
+      _wrong_rate(path, rate, sample_rate)
     samples = Resampler(rate, sample_rate)(samples, last=True)  # `resample` is the flag here
   return np.ascontiguousarray(samples, dtype=np.float32)
 
@@ -156,6 +153,11 @@ class AudioInfo:
   backend: str
 
 
+def _wrong_rate(path: str, rate: int, sample_rate: int) -> None:
+  raise AudioError(f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz "
+                   "(pass resample=True to convert)")
+
+
 def _check_file(path: str) -> None:
   if not os.path.exists(path):
     raise AudioError(f"{path}: audio file not found")
@@ -165,13 +167,24 @@ def _check_file(path: str) -> None:
     raise AudioError(f"{path}: file is empty (0 bytes)")
 
 
-def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
+def probe_audio(path: str | os.PathLike[str], *, require_rate: int | None = None
+                ) -> AudioInfo:
   """Checks that `path` is an audio file that can be decoded, without decoding it.
 
+  Args:
+    require_rate: if given, a file at another rate is an error.
+
   Raises:
-    AudioError: missing, not a file, empty, undecodable header, zero-length audio.
+    AudioError: missing, not a file, empty, undecodable header, zero-length audio, or
+      not at `require_rate`.
   """
-  path = os.fspath(path)
+  info = _probe(os.fspath(path))
+  if require_rate is not None and info.sample_rate != require_rate:
+    _wrong_rate(info.path, info.sample_rate, require_rate)
+  return info
+
+
+def _probe(path: str) -> AudioInfo:
   _check_file(path)
   try:
     info = sf.info(path)
@@ -233,8 +246,7 @@ def stream_audio(path: str | os.PathLike[str], sample_rate: int = 16000, *,
   """
   info = info or probe_audio(path)
   if info.sample_rate != sample_rate and not resample:
-    raise AudioError(f"{info.path}: sample rate is {info.sample_rate} Hz, expected "
-                     f"{sample_rate} Hz (pass resample=True to convert)")
+    _wrong_rate(info.path, info.sample_rate, sample_rate)
   resampler = Resampler(info.sample_rate, sample_rate)
   frames = max(1, round(block_seconds * info.sample_rate))
   done = 0

@@ -176,10 +176,7 @@ class FileSource(AudioSource):
     self.piece_ms = piece_ms
     self.paced = not math.isinf(speed)
     _Pacer(speed, SAMPLE_RATE)
-    self.info = probe_audio(self.path)
-    if not resample and self.info.sample_rate != SAMPLE_RATE:
-      raise AudioError(f"{self.path}: sample rate is {self.info.sample_rate} Hz, expected "
-                       f"{SAMPLE_RATE} Hz (pass resample=True to convert)")
+    self.info = probe_audio(self.path, require_rate=None if resample else SAMPLE_RATE)
 
   async def pieces(self) -> AsyncIterator[np.ndarray]:
     pacer = _Pacer(self.speed, SAMPLE_RATE)
