@@ -257,11 +257,6 @@ def _write(figure: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
   return path
 
 
-def _save(figure: plt.Figure, path: str | pathlib.Path, title: str) -> pathlib.Path:
-  _layout(figure, title)
-  return _write(figure, path)
-
-
 def _place_expected_replies(ax: plt.Axes, renderer, reference: Sequence[Span]) -> None:
   """Expected-reply texts in their band of the reference row, inside the axes."""
   labels = [(s.start, _printable(s.label)) for s in reference
@@ -360,7 +355,7 @@ def _fit(artist, full: str, max_width: float, renderer, min_chars: int) -> bool:
 def write_timeline(result: LiveResult, path: str | os.PathLike[str], *, threshold: float,
                    decode: Callable[[list[int]], str] | None = None, frontend=None,
                    reference: Sequence[Any] = (), title: str = "") -> pathlib.Path | None:
-  """The kept window as a timeline PNG (`eval.timeline_plot`): audio, log-mel when a
+  """The kept window as a timeline PNG (`plot_timeline`): audio, log-mel when a
   `frontend` is given, reference spans, P(SPEAK) per chunk against `threshold` and
   what the model said where. Times are shifted to the window's start (the title says
   by how much). Returns None when nothing was perceived."""
