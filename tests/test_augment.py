@@ -104,7 +104,7 @@ def test_gain_is_the_drawn_gain_and_padding_stays_silent(setup):
   chunk = audio.shape[1] // batch["chunk_segment_ids"].shape[1]
   padding = np.repeat(batch["chunk_segment_ids"] == 0, chunk, axis=1)
   np.testing.assert_array_equal(noisy[padding], np.asarray(audio)[padding])
-  assert np.abs(noisy - np.asarray(audio))[~padding].min() >= 0  # and noise is on real chunks:
+  # And noise is on real chunks.
   assert not np.allclose(noisy[~padding], np.asarray(audio)[~padding])
 
 
