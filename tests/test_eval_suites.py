@@ -115,6 +115,7 @@ def test_all_suites_end_to_end_one_stream_each(tiny, speech, sounds, tmp_path):
     assert _in_unit(got["B8"][system]["false_reply_rate"])
   # The timer answers every turn of tone speech (clear silences) within the window.
   assert got["B5"]["silence_timer"]["miss_rate"] == 0.0
+  assert len(got["B5"]["silence_timer"]["latencies"]) == got["B5"]["silence_timer"]["turns"]
   assert set(got["B5"]["sweep_model"]) == {"0.3", "0.5", "0.7"}
   assert set(got["B5"]["sweep_silence_timer"]) == {"0.5", "0.7"}
   assert set(got["B6"]["sweep_model"]) == {"0.3", "0.5", "0.7"}

@@ -197,7 +197,7 @@ def test_instruction_change_mid_stream_is_in_the_forward_sequence(small, tmp_pat
   probs = np.asarray(jax.nn.softmax(full.decision_logits[0], -1))[decide_at, sf.Decision.SPEAK]
   np.testing.assert_allclose([c.speak_probability for c in trace.chunks], probs, atol=2e-5)
   greedy = np.asarray(jnp.argmax(full.lm_logits[0], -1))
-  assert all(greedy[position] == token for position, token in reply_at)
+  assert reply_at and all(greedy[position] == token for position, token in reply_at)
 
 
 # ------------------------------------------------------------------ (b) barge-in
