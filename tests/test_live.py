@@ -520,5 +520,5 @@ def test_the_reply_count_is_every_reply_not_the_ones_kept(tmp_path):
   assert [start for start, _, _ in result.replies] == [e["reply_start"] for e in ended[-64:]]
   end = events[-1]
   assert end["event"] == "end" and end["replies"] == len(ended) and end["replies_listed"] == 64
-  summary = session._summary(result)
+  summary = session.summary(result)
   assert (summary["replies"], summary["replies_listed"]) == (len(ended), 64)

@@ -79,7 +79,7 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
   picture = timeline.written
   summary = {"events_jsonl": str(session.log_path), "timeline_png": str(picture),
              "replies_wav": str(speaker.path) if speaker else None,
-             **session._summary(result),  # "replies": how many
+             **session.summary(result),  # "replies": how many
              "last_replies": [(round(start, 2), text, how)
                               for start, text, how in result.replies]}
   listed = min(TRANSCRIPT_LINES, len(result.replies))

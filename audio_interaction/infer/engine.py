@@ -343,7 +343,7 @@ class Engine:
     old = state.stream
     written = self._encoder_slots(old)
     saved = _ring_map(lambda x, slots, axis: _take_slots(x, slots, axis), old.encoder, written)
-    stream, slots, ctc_logits = model._encode_chunk(params, old, chunk)
+    stream, slots, ctc_logits = model.encode_chunk(params, old, chunk)
     rings = _ring_map(lambda x, slots, axis, keep: _put_slots(x, slots, axis, keep, advance),
                       stream.encoder, written, saved)
     encoder = select_rows(advance, stream.encoder, old.encoder, skip_rings=True)
@@ -355,7 +355,7 @@ class Engine:
     no_audio = jnp.zeros((batch, 1, slots.shape[-1]), slots.dtype)
     audio_embeddings = jnp.concatenate([no_audio, slots, no_audio], axis=1)
     valid = jnp.broadcast_to(advance[:, None], tokens.shape)
-    stream, lm_logits, decision_logits = model._decode(params, stream, tokens, audio_embeddings,
+    stream, lm_logits, decision_logits = model.decode_positions(params, stream, tokens, audio_embeddings,
                                                        valid, heads_at_last=True)
     probs = jax.nn.softmax(decision_logits[:, 0], axis=-1)
     heard = jnp.argmax(ctc_logits, axis=-1).astype(jnp.int32)

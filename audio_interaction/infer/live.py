@@ -477,7 +477,7 @@ class LiveSession:
         self._end_reply("stream_end", self.received_seconds, self._reply.chunk)
       await reader
       result = self.result()
-      self.emit("end", self.received_seconds, **self._summary(result))
+      self.emit("end", self.received_seconds, **self.summary(result))
       await self._finish_sinks()
       return result
     except BaseException as error:
@@ -486,7 +486,7 @@ class LiveSession:
         with contextlib.suppress(BaseException):  # its end is not the error to report
           await reader
       if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):  # stopped by the user
-        self.emit("end", self.received_seconds, interrupted=True, **self._summary(self.result()))
+        self.emit("end", self.received_seconds, interrupted=True, **self.summary(self.result()))
       else:
         self.emit("error", self.received_seconds, type=type(error).__name__,
                   message=str(error) or type(error).__name__, chunks=self.chunks,
@@ -533,7 +533,8 @@ class LiveSession:
                       self.max_lag, list(self._replies), list(self._compute_ms), self.log_path,
                       reply_count=self._reply_count)
 
-  def _summary(self, result: LiveResult) -> dict[str, Any]:
+  def summary(self, result: LiveResult) -> dict[str, Any]:
+    """Counts, lag and steady-state compute of `result`, as the "end" event carries them."""
     # The first chunks include compilation; the steady state is what a live run sees.
     steady = result.compute_ms[2:] or result.compute_ms
     median = float(np.median(steady)) if steady else float("nan")

@@ -202,8 +202,15 @@ class AudioInteractionModel:
         next_position=jnp.zeros((batch,), jnp.int32),
     )
 
-  def _decode(self, params: Params, state: StreamState, tokens: Array,
-              audio_embeddings: Array | None, valid: Array, heads_at_last: bool):
+  def decode_positions(self, params: Params, state: StreamState, tokens: Array,
+                       audio_embeddings: Array | None, valid: Array, heads_at_last: bool):
+    """Feeds positions [B, T] (tokens, with `audio_embeddings` [B, T, D] at audio slots or
+    None) through the decoder cache; `valid` [B, T] rows that do not advance are False.
+
+    Returns:
+      (state, lm logits, decision logits): at every position, or [B, 1, ...] at the last
+      when `heads_at_last`.
+    """
     positions = state.next_position[:, None] + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
     lm_logits, decision_logits, cache = self.network.apply(
         params, tokens, audio_embeddings, positions, valid, state.decoder, heads_at_last,
@@ -225,7 +232,7 @@ class AudioInteractionModel:
     """
     if valid is None:
       valid = jnp.ones(tokens.shape, bool)
-    state, lm_logits, _ = self._decode(params, state, tokens, None, valid, heads_at_last=False)
+    state, lm_logits, _ = self.decode_positions(params, state, tokens, None, valid, heads_at_last=False)
     return state, lm_logits
 
   def perceive(self, params: Params, state: StreamState, chunk: Array
@@ -239,13 +246,13 @@ class AudioInteractionModel:
       token, CTC logits [B, F_c, V] of the chunk's F_c encoder frames); the first two
       are read at the chunk's `<decide>` position in one forward pass.
     """
-    state, slots, ctc_logits = self._encode_chunk(params, state, chunk)
+    state, slots, ctc_logits = self.encode_chunk(params, state, chunk)
     batch = chunk.shape[0]
     tokens = jnp.broadcast_to(jnp.asarray(sf.chunk_tokens(self.config.slots_per_chunk),
                                           jnp.int32), (batch, slots.shape[1] + 2))
     no_audio = jnp.zeros((batch, 1, slots.shape[-1]), slots.dtype)
     audio_embeddings = jnp.concatenate([no_audio, slots, no_audio], axis=1)
-    state, lm_logits, decision_logits = self._decode(
+    state, lm_logits, decision_logits = self.decode_positions(
         params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
         heads_at_last=True)
     return state, decision_logits[:, 0], lm_logits[:, 0], ctc_logits
@@ -257,15 +264,15 @@ class AudioInteractionModel:
     Args:
       chunk: [B, chunk_samples] float32 samples.
     """
-    state, slots, _ = self._encode_chunk(params, state, chunk)
+    state, slots, _ = self.encode_chunk(params, state, chunk)
     batch, k = slots.shape[:2]
     tokens = jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32)
-    state, _, _ = self._decode(params, state, tokens, slots, jnp.ones(tokens.shape, bool),
+    state, _, _ = self.decode_positions(params, state, tokens, slots, jnp.ones(tokens.shape, bool),
                                heads_at_last=True)
     return state
 
-  def _encode_chunk(self, params: Params, state: StreamState, chunk: Array
-                    ) -> tuple[StreamState, Array, Array]:
+  def encode_chunk(self, params: Params, state: StreamState, chunk: Array
+                   ) -> tuple[StreamState, Array, Array]:
     """chunk [B, chunk_samples] -> (state, adapter slots [B, k, D], CTC logits [B, F_c, V])."""
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:

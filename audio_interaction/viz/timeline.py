@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from audio_interaction.audio.features import log_mel  # noqa: E402
+from audio_interaction.stream_format import SAMPLE_RATE  # noqa: E402
 from audio_interaction.corpus.timeline import Timeline  # noqa: E402
 from audio_interaction.infer.live import LiveResult  # noqa: E402
 from audio_interaction.infer.run_stream import StreamTrace  # noqa: E402
@@ -375,7 +376,7 @@ def write_timeline(result: LiveResult, path: str | os.PathLike[str], *, threshol
     mel = np.asarray(log_mel(audio[None], frontend))[0]
   if offset > 0:
     title = f"{title} (last {result.stream_seconds - offset:.0f} s; add {offset:.1f} s for stream time)"
-  return plot_timeline(path, result.audio, 16000, StreamTrace(chunks, result.trace.chunk_seconds),
+  return plot_timeline(path, result.audio, SAMPLE_RATE, StreamTrace(chunks, result.trace.chunk_seconds),
                        threshold=threshold, decode=decode, log_mel=mel, reference=spans,
                        title=title)
 
