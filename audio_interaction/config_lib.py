@@ -137,6 +137,12 @@ def base_config() -> ml_collections.ConfigDict:
   randomize.p_room = 0.35  # pyroomacoustics shoebox, RT60 0.15-0.8 s
   randomize.p_mic = 0.5  # random EQ
   randomize.p_noise = 0.3  # coloured noise at 10-35 dB SNR
+  # Real recordings of the TRAIN-side Debian packages (corpus/real_audio.py), extracted
+  # by `audio-interaction fetch-train-audio`: their labelled sounds join the sound bank
+  # and their music/ambience loops play as a bed under whole training streams. "" = off.
+  randomize.train_audio_root = ""
+  randomize.p_ambience = 0.5  # chance of a real music/ambience bed under a stream
+  randomize.ambience_snr_db = (12.0, 35.0)  # speech level over the bed, dB
 
   config.train = ml_collections.ConfigDict()
   config.train.steps = 2000
@@ -158,6 +164,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_batches = 8
   config.train.checkpoint_every = 200
   config.train.keep_checkpoints = 3
+  # Start a new run from a bundle's weights (a folder written by `export`, or "embedded"
+  # for the shipped model) with a fresh optimizer; its model config and tokenizer must
+  # equal this config's. Ignored once the workdir has a checkpoint. "" = random init.
+  config.train.init_from = ""
   # Curriculum: ((until_step, {ability: weight}), ...); empty = config.data.mixture
   # throughout.
   config.train.stages = ()
@@ -266,6 +276,11 @@ def one_of(*options) -> Rule:
 
 def text() -> Rule:
   return Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))
+
+
+def optional_text() -> Rule:
+  """A string; "" means "not set"."""
+  return Rule("a string (\"\" for none)", lambda v: isinstance(v, str))
 
 
 def flag() -> Rule:
@@ -410,6 +425,9 @@ FIELD_RULES: dict[str, Rule] = {
     "data.randomize.p_room": number(0, 1),
     "data.randomize.p_mic": number(0, 1),
     "data.randomize.p_noise": number(0, 1),
+    "data.randomize.train_audio_root": optional_text(),
+    "data.randomize.p_ambience": number(0, 1),
+    "data.randomize.ambience_snr_db": interval(-20.0, 100.0),
     "train.steps": integer(0),
     "train.learning_rate": number(0, lo_open=True),
     "train.warmup_steps": integer(0),
@@ -433,6 +451,7 @@ FIELD_RULES: dict[str, Rule] = {
     "train.evals": Rule(
         'None or {name: {"type": "heldout", "every": int >= 1, optional "streams": '
         'int >= 1, optional "subtasks": a tuple of sub-task names}}', _is_evals),
+    "train.init_from": optional_text(),
     "train.augment.enabled": flag(),
     "train.augment.probability": number(0, 1),
     "train.augment.gain_db": interval(-40.0, 40.0),

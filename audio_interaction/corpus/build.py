@@ -11,6 +11,7 @@ Held-out splits use held-out voices, recordings and world items.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import zlib
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import numpy as np
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
 from audio_interaction.data import storage
-from audio_interaction.corpus import effects, sounds, speech, tasks, worlds
+from audio_interaction.corpus import effects, real_audio, sounds, speech, tasks, worlds
 from audio_interaction.corpus.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
 
@@ -87,7 +88,7 @@ class CorpusExamples:
     if self._sources is None:
       source_split = SOURCE_SPLIT[self.split]
       self._sources = (speech_source(source_split, self.randomize),
-                       sounds.SoundBank(split=source_split),
+                       sound_source(source_split, self.randomize),
                        Tokenizer.load(self.tokenizer_dir))
     return self._sources
 
@@ -98,7 +99,8 @@ class CorpusExamples:
   def build(self, name: str, example_seed: int) -> Timeline:
     """Sub-task `name` built from `example_seed` with this split's sources."""
     speech, sounds, _ = self._open()
-    config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms)
+    config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms,
+                              **ambience_settings(self.randomize))
     return tasks.build(name, example_seed, speech, sounds, config)
 
   def timeline(self, index: int, seed: int) -> Timeline:
@@ -132,6 +134,43 @@ def speech_source(source_split: str, randomize: dict | None = None) -> speech.Mu
   return speech.MultiVoiceSpeech(
       split=source_split, config=speech.RenderConfig(randomize=settings), wide_voices=wide,
       engine_weights=speech.HUMAN_ENGINE_WEIGHTS if wide else None)
+
+
+def _train_audio_root(randomize: dict | None) -> str:
+  if not randomize or not randomize["enabled"]:
+    return ""
+  return os.path.expanduser(str(randomize.get("train_audio_root", "")))
+
+
+def sound_source(source_split: str, randomize: dict | None = None) -> sounds.SoundBank:
+  """The sound bank of a split. With randomisation on and `train_audio_root` set, the
+  TRAIN split's bank also draws the labelled recordings of the TRAIN Debian packages
+  (classes of the project only; the DEV packages are never read here) and has their
+  music and ambience loops as beds."""
+  root = _train_audio_root(randomize)
+  if not root or source_split != worlds.TRAIN:
+    return sounds.SoundBank(split=source_split)
+  if not os.path.isdir(root):
+    raise FileNotFoundError(
+        f"data.randomize.train_audio_root={root!r}: no such folder; fetch the TRAIN "
+        f"packages with `audio-interaction fetch-train-audio --cache DIR` (it prints the folder)")
+
+  def recordings(clips: Sequence[real_audio.LabelledClip]) -> list[sounds.Recording]:
+    # Zip members (openarena's pk3) are left out: the bank reads plain files.
+    return [sounds.Recording(c.ref.path, c.label, c.ref.relpath, worlds.TRAIN)
+            for c in clips if c.ref.member is None]
+
+  events = [c for c in real_audio.train_sound_clips(root) if c.mapped]
+  return sounds.SoundBank(split=source_split, extra_recordings=recordings(events),
+                          beds=recordings(real_audio.train_noise_files(root)))
+
+
+def ambience_settings(randomize: dict | None) -> dict[str, Any]:
+  """`tasks.TaskConfig` fields for real room beds (none unless TRAIN audio is used)."""
+  if not _train_audio_root(randomize):
+    return {}
+  return {"ambience_probability": float(randomize["p_ambience"]),
+          "ambience_snr_db": tuple(float(v) for v in randomize["ambience_snr_db"])}
 
 
 def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:

@@ -37,7 +37,7 @@ import hashlib
 import logging
 import math
 import os
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -723,11 +723,15 @@ class SoundBank:
     level_db: range of the clip's active RMS level, dBFS.
     use_recordings: False gives a purely procedural bank (fast, no files).
     packages: override of `SOUND_PACKAGES` (tests point it at empty directories).
+    extra_recordings: more labelled recordings (e.g. the TRAIN packages of
+      `real_audio.train_sound_clips`), kept when their split matches `split`.
+    beds: music and ambience recordings for `sample_bed` (label: what the bed is).
   """
 
   def __init__(self, split: str | None = None, p_recorded: float = 0.5,
                level_db: tuple[float, float] = (-30.0, -16.0), use_recordings: bool = True,
-               packages: Mapping[str, tuple[str, Mapping[str, str]]] | None = None):
+               packages: Mapping[str, tuple[str, Mapping[str, str]]] | None = None,
+               extra_recordings: Sequence[Recording] = (), beds: Sequence[Recording] = ()):
     if split not in (None, "train", "heldout"):
       raise ValueError(f"split must be 'train', 'heldout' or None, got {split!r}")
     self.split = split
@@ -742,7 +746,8 @@ class SoundBank:
           log.warning("sound package %s not found (apt-get install %s); continuing with the "
                       "other recordings and procedural sounds", pkg, pkg)
     self._recordings: dict[str, tuple[Recording, ...]] = {}
-    for r in recs:
+    self.beds = tuple(beds)
+    for r in (*recs, *extra_recordings):
       if split is None or r.split == split:
         self._recordings.setdefault(r.label, ())
         self._recordings[r.label] += (r,)
@@ -809,3 +814,25 @@ class SoundBank:
       audio = (audio * (0.99 / peak)).astype(np.float32)
     recog = float(min(max(recog, 0.0), len(audio) / SR))
     return SoundClip(audio=audio.astype(np.float32), label=label, source=source, recognisable_after=recog)
+
+  def sample_bed(self, rng: np.random.Generator, seconds: float,
+                 max_seconds: float = 30.0) -> SoundClip | None:
+    """A stretch of a random bed recording (music, ambience), None if there are no beds.
+
+    Reads at most `max_seconds` from a random offset (beds are minutes long; reading
+    whole files would hold hundreds of MB per worker); the caller loops it to the
+    stream's length. Returns SoundClip(float32[n] at 16 kHz, label of the bed, its
+    relpath, recognisable_after=0).
+    """
+    if not self.beds:
+      return None
+    bed = self.beds[int(rng.integers(len(self.beds)))]
+    offset_u = float(rng.uniform())
+    with sf.SoundFile(bed.path) as f:
+      want = int(min(seconds, max_seconds) * f.samplerate) + 1
+      start = int(offset_u * max(0, f.frames - want))
+      f.seek(start)
+      audio = f.read(want, dtype="float32", always_2d=True)
+      rate = f.samplerate
+    x = effects.resample(audio.mean(axis=1), rate, SR).astype(np.float32)
+    return SoundClip(audio=x, label=bed.label, source=bed.relpath, recognisable_after=0.0)

@@ -38,7 +38,12 @@ from audio_interaction.corpus.timeline import (
     BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, OFFLINE, ONLINE, Composer, Filler, Pause, Timeline)
 from audio_interaction.data.tokenizer import normalize_text
 from audio_interaction.corpus.worlds import choose
+from audio_interaction.stream_format import ABILITIES
 
+
+
+# Questions about the scene: a bed nobody chose would change their answers.
+ENVIRONMENT_ABILITY: Final[int] = ABILITIES.index("environment_answers") + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,10 @@ class TaskConfig:
   background_snr_db: tuple[float, float] = (5.0, 20.0)  # noisy ASR, optional beds
   scene_snr_db: tuple[float, float] = (0.0, 10.0)  # a scene asked about must be audible
   negative_rate: float = 0.15  # proactive streams with benign sounds only
+  # A real room bed (music, ambience) under the whole stream, when the sound source
+  # has beds; never where the scene is asked about or a bed is already chosen.
+  ambience_probability: float = 0.0
+  ambience_snr_db: tuple[float, float] = (12.0, 35.0)
   chunk_ms: int = DEFAULT_CHUNK_MS
 
 
@@ -84,6 +93,10 @@ class SubTask:
         speech=speech, sounds=sounds, speech_level_db=cfg.speech_level_db,
         event_level_db=cfg.event_level_db)
     instruction = self.scenario(composer, cfg, **self.params)
+    if (cfg.ambience_probability and self.ability != ENVIRONMENT_ABILITY
+        and not composer.has_backgrounds
+        and composer.uniform(0.0, 1.0) < cfg.ambience_probability):
+      composer.ambience(composer.uniform(*cfg.ambience_snr_db))
     tail = (0.2, 0.5) if self.mode == OFFLINE else (0.5, 1.0)
     return composer.finish(instruction, mode=self.mode, tail=tail)
 

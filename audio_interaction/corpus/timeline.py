@@ -24,14 +24,14 @@ import collections
 import dataclasses
 import zlib
 from collections.abc import Sequence
-from typing import Final
+from typing import Callable, Final
 
 import numpy as np
 
 from audio_interaction.corpus import effects
 from audio_interaction import stream_format
 from audio_interaction.corpus.clips import (
-    SAMPLE_RATE, SoundSource, SpeechClip, SpeechSource, Word)
+    SAMPLE_RATE, SoundClip, SoundSource, SpeechClip, SpeechSource, Word)
 from audio_interaction.data.tokenizer import normalize_text
 
 DEFAULT_CHUNK_MS: Final[int] = stream_format.DEFAULT_CHUNK_MS
@@ -327,6 +327,7 @@ class Composer:
     self.replies: list[Reply] = []
     self.quiet_spans: list[Span] = []
     self._backgrounds: list[tuple[str, float, float | None, float]] = []
+    self._ambience_snr_db: float | None = None
 
   # -- randomness and voices ----------------------------------------------------
 
@@ -480,12 +481,24 @@ class Composer:
     """Plays class `label` continuously under [start, end) (end None: to the stream's end)."""
     self._backgrounds.append((label, snap(start), None if end is None else snap(end), snr_db))
 
-  def _render_background(self, label: str, start: float, end: float,
-                         snr_db: float) -> Background:
+  @property
+  def has_backgrounds(self) -> bool:
+    return bool(self._backgrounds)
+
+  def ambience(self, snr_db: float) -> None:
+    """Plays a real room bed (music or ambience, the sound source's `sample_bed`) under
+    the whole stream, `snr_db` below the speech; nothing if the source has no beds."""
+    self._ambience_snr_db = float(snr_db)
+
+  def _render_background(self, label: str, start: float, end: float, snr_db: float,
+                         draw: Callable[[np.random.Generator], SoundClip] | None = None
+                         ) -> Background:
+    """`draw(rng)` gives the clips looped to fill [start, end) (default: class `label`)."""
+    draw = draw or (lambda rng: self.sounds.sample(label, rng))
     need = to_sample(end) - to_sample(start)
     pieces, have = [], 0
     while have < need:
-      clip = self.sounds.sample(label, self.part_rng())
+      clip = draw(self.part_rng())
       piece = effects.fade(clip.audio, to_sample(0.02), to_sample(0.02))
       if not len(piece):
         raise ValueError(f"sound source returned an empty {label!r} clip")
@@ -494,6 +507,20 @@ class Composer:
     audio = effects.fade(np.concatenate(pieces)[:need], to_sample(0.05), to_sample(0.05))
     return Background(start=start, audio=audio, label=label, snr_db=snr_db,
                       gain=gain_for_level(audio, self.speech_level_db - snr_db))
+
+  def _render_ambience(self, duration: float) -> tuple[Background, ...]:
+    sample_bed = getattr(self.sounds, "sample_bed", None)
+    if self._ambience_snr_db is None or sample_bed is None:
+      return ()
+    first = sample_bed(self.part_rng(), duration)
+    if first is None:
+      return ()
+    clips = iter([first])
+
+    def draw(rng: np.random.Generator) -> SoundClip:
+      return next(clips, None) or sample_bed(rng, duration)
+
+    return (self._render_background(first.label, 0.0, duration, self._ambience_snr_db, draw),)
 
   # -- what the assistant must do ---------------------------------------------------
 
@@ -531,7 +558,7 @@ class Composer:
       replies = [dataclasses.replace(r, ready_time=duration) for r in replies]
     backgrounds = tuple(
         self._render_background(label, start, duration if stop is None else stop, snr)
-        for label, start, stop, snr in self._backgrounds)
+        for label, start, stop, snr in self._backgrounds) + self._render_ambience(duration)
     timeline = Timeline(
         task=self.task, ability=self.ability, seed=self.seed, split=self.split, mode=mode,
         instruction=instruction, duration=duration, speech_level_db=self.speech_level_db,

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from audio_interaction.data import pipeline as pipeline_lib
 from audio_interaction.data import tokenizer as tokenizer_lib
+from audio_interaction.export import portable
 from audio_interaction.train import checkpoint as checkpoint_lib
 from audio_interaction.train import losses
 from audio_interaction.train.evaluators import evaluators_from_config
@@ -63,6 +64,33 @@ def measure_peak_flops(size: int = 1024, repeats: int = 5) -> float:
     matmul(a).block_until_ready()
     times.append(time.perf_counter() - began)
   return 2 * size ** 3 / min(times)
+
+
+def _vocabulary(tokenizer: tokenizer_lib.Tokenizer) -> list[str]:
+  return [tokenizer.decode([i], keep_special=True) for i in range(tokenizer.vocab_size)]
+
+
+def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
+                   ) -> dict:
+  """The weights of `config.train.init_from` (a bundle folder or "embedded").
+
+  Raises:
+    ValueError: the bundle's model config or tokenizer differs from this run's (a
+      model trained on other token ids would start from nonsense).
+  """
+  source = config.train.init_from
+  directory = portable.EMBEDDED_BUNDLE if source == "embedded" else pathlib.Path(source)
+  bundle_config, params, bundle_tokenizer = portable.load_bundle(directory)
+  if bundle_config.model.to_dict() != config.model.to_dict():
+    mine, theirs = config.model.to_dict(), bundle_config.model.to_dict()
+    first = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+    raise ValueError(f"train.init_from={source!r}: its model config differs from this "
+                     f"config's (first at model.{first})")
+  if _vocabulary(bundle_tokenizer) != _vocabulary(tokenizer):
+    raise ValueError(f"train.init_from={source!r}: its tokenizer differs from the data's "
+                     f"({config.data.dir}/tokenizer); copy the bundle's tokenizer there "
+                     "before building the corpus")
+  return params
 
 
 def stage_mixture(config: ml_collections.ConfigDict, step: int) -> dict[str, float] | None:
@@ -200,7 +228,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                                        stage_mixture(config, restored.step))
     restored = checkpointer.restore(restored.step, trainer.abstract_state(),
                                     data_iterator=iterator)
-  state = restored.state if restored is not None else trainer.init_state(config.seed)
+  if restored is not None:
+    state = restored.state
+  elif train_config.init_from:
+    state = trainer.state_from_params(initial_params(config, tokenizer))
+  else:
+    state = trainer.init_state(config.seed)
   start = int(restored.step) if restored is not None else 0
 
   spec = pipeline_lib.batch_spec(pipeline, jax.process_count())

@@ -92,6 +92,31 @@ class Trainer:
     with sharding.activate(self.mesh, self.rules):
       return init(jax.random.key(seed))
 
+  def state_from_params(self, params: Params) -> TrainState:
+    """A step-0 state holding `params` (placed in their shardings), fresh optimizer.
+
+    Raises:
+      ValueError: `params` do not have this config's tree or shapes (the first
+        differing parameter is named).
+    """
+    abstract = self.abstract_state().params
+    want = {jax.tree_util.keystr(p): s.shape
+            for p, s in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    got = {jax.tree_util.keystr(p): jnp.shape(v)
+           for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    problems = [f"{k}: given {got.get(k)}, config {v}" for k, v in want.items() if got.get(k) != v]
+    problems += [f"{k}: not in this config" for k in sorted(got.keys() - want.keys())]
+    if problems:
+      raise ValueError(f"initial params do not fit the model config: first {problems[0]} "
+                       f"({len(problems)} parameter(s) differ)")
+    placed = jax.tree_util.tree_map(
+        lambda value, target: jax.device_put(jnp.asarray(value, target.dtype), target.sharding),
+        params, abstract)
+    init_opt = jax.jit(self.optimizer.init, out_shardings=self.state_shardings.opt_state)
+    with sharding.activate(self.mesh, self.rules):
+      opt_state = init_opt(placed)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=placed, opt_state=opt_state)
+
   def abstract_state(self) -> TrainState:
     """Shapes, dtypes and shardings of the state: the target for checkpoint restore."""
     shapes = jax.eval_shape(lambda: nn.unbox(self._init_boxed(jax.random.key(0))))
