@@ -174,3 +174,21 @@ def test_randomize_applies_every_stage_and_reports_the_rate():
   y, rate, applied = effects.randomize(x, np.random.default_rng(0), off)
   np.testing.assert_array_equal(y, x)
   assert rate == 1.0 and applied == ()
+
+
+@pytest.mark.parametrize("signal", ["tone", "chirp", "two_tones"])
+def test_formant_shift_never_blows_a_frame_up(signal):
+  # Moved poles close together can give a frame a gain of 1e30 or more (seen in corpus
+  # builds as overflowing utterances); every frame must keep roughly its input energy.
+  t = np.arange(16000) / 16000  # 1 s at the corpus rate
+  x = {"tone": 0.3 * np.sin(2 * np.pi * 440 * t),
+       "chirp": 0.3 * np.sin(2 * np.pi * (100 + 3000 * t) * t),
+       "two_tones": 0.2 * np.sin(2 * np.pi * 300 * t) + 0.2 * np.sin(2 * np.pi * 2300 * t),
+       }[signal].astype(np.float32)
+  for seed in range(4):
+    y = effects.formant_shift(x, np.random.default_rng(seed))
+    assert np.isfinite(y).all()
+    frames_in = effects.frame_rms_db(x, 512, 256)
+    frames_out = effects.frame_rms_db(y, 512, 256)
+    assert np.max(frames_out - frames_in) < 6.0, seed
+    assert np.max(np.abs(y)) < 4 * np.max(np.abs(x)), seed

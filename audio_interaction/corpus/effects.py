@@ -363,8 +363,14 @@ def formant_shift(x: np.ndarray, rng: np.random.Generator,
     angles[real] = np.angle(roots[real])
     radius = np.minimum(np.abs(roots), 0.995)  # stable
     warped = np.real(np.poly(radius * np.exp(1j * angles)))
-    y = sps.lfilter([1.0], warped, residual)
-    out[start:start + frame] += y
+    with np.errstate(over="ignore", invalid="ignore"):
+      y = sps.lfilter([1.0], warped, residual)
+      # Poles pulled in to 0.995 keep the filter stable, but moved close together their
+      # gain can still reach 1e30 and more: each frame keeps its input's energy.
+      gain = np.sqrt(np.sum(seg * seg) / np.sum(y * y))
+    if not np.isfinite(gain):
+      y, gain = seg, 1.0
+    out[start:start + frame] += gain * y
   y = out[hop:hop + n]
   before = active_rms_db(x)
   return set_level(y, before) if before > -199.0 else y.astype(np.float32)
