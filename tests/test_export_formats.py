@@ -9,11 +9,11 @@ does on generated streams.
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import jax
+import model_testing
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -28,7 +28,6 @@ from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import ThresholdPolicy
 from audio_interaction.infer.run_stream import StreamStepper
 from audio_interaction.model.model import AudioInteractionModel
-import model_testing
 
 CHUNKS = 10
 
@@ -98,7 +97,7 @@ def test_safetensors_bundle_loads_back_bit_identical(small, streams, tmp_path):
 
 
 def test_safetensors_faults_name_the_tensor(small, tmp_path):
-  model, params, tokenizer, config = small
+  _, params, tokenizer, config = small
   bundle = portable.save_bundle(tmp_path / "b", params, tokenizer, config,
                                 weights_format="safetensors")
   path = bundle / portable.SAFETENSORS_FILE

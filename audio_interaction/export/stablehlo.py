@@ -43,6 +43,8 @@ from audio_interaction.infer import engine as engine_lib
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what `jax.export` lowers for
+# The outputs each function returns after the state.
+_OUTPUT_NAMES = {"init": (), "feed": (), "perceive": ("probs",), "speak": ("tokens", "count")}
 
 
 def state_layout(engine: engine_lib.Engine, batch: int
@@ -144,8 +146,7 @@ def export_stablehlo(directory: str | pathlib.Path, model: AudioInteractionModel
     exported = jax.export.export(jax.jit(fn), platforms=platforms)(
         *leading, *_spec(inputs[name]))
     (directory / (name + FUNCTION_SUFFIX)).write_bytes(exported.serialize())
-    outputs = exported.out_avals
-    extra = [] if name in ("init", "feed") else outputs[len(state_entries):]
+    extra = exported.out_avals[len(state_entries):]
     manifest_functions[name] = {
         "file": name + FUNCTION_SUFFIX,
         "arguments": ([] if name == "init" else ["params", "state"])
@@ -157,7 +158,8 @@ def export_stablehlo(directory: str | pathlib.Path, model: AudioInteractionModel
 
   tensors.save_tensors(directory / portable.SAFETENSORS_FILE, params)
   tokenizer.save(directory / portable.TOKENIZER_DIR)
-  (directory / portable.CONFIG_FILE).write_text(config.to_json_best_effort(sort_keys=True, indent=1))
+  (directory / portable.CONFIG_FILE).write_text(
+      config.to_json_best_effort(sort_keys=True, indent=1))
   manifest = {
       "format": FORMAT, "version": FORMAT_VERSION, "jax_version": jax.__version__,
       "batch": batch, "platforms": list(platforms), "prompt_width": prompt_width,
@@ -173,5 +175,3 @@ def export_stablehlo(directory: str | pathlib.Path, model: AudioInteractionModel
   (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
   return directory
 
-
-_OUTPUT_NAMES = {"init": (), "feed": (), "perceive": ("probs",), "speak": ("tokens", "count")}
