@@ -101,8 +101,8 @@ def main() -> None:
     print(f"  StableHLO functions  {functions(cpu):7.3f} MB (cpu), {functions(multi):.3f} MB "
           f"(cpu,cuda,tpu); manifest {_mb(cpu / stablehlo_runner.MANIFEST_FILE) * 1e3:.1f} kB")
     print("\nExport time:")
-    print(f"  bundle (msgpack) {t_msgpack * 1e3:.0f} ms, bundle (safetensors) {t_safe * 1e3:.0f} ms, "
-          f"StableHLO cpu {t_cpu:.1f} s, cpu,cuda,tpu {t_multi:.1f} s (the process's first "
+    print(f"  bundle (msgpack) {t_msgpack * 1e3:.0f} ms, bundle (safetensors) "
+          f"{t_safe * 1e3:.0f} ms, StableHLO cpu {t_cpu:.1f} s, cpu,cuda,tpu {t_multi:.1f} s (the process's first "
           f"StableHLO export: {t_first:.1f} s)")
 
     loads = {

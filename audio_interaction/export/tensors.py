@@ -134,7 +134,7 @@ def read_tensors(path: str | pathlib.Path) -> tuple[dict[str, np.ndarray], dict[
   try:
     with safetensors.safe_open(path, framework="numpy") as handle:
       metadata = dict(handle.metadata() or {})
-      tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118  (a handle, not a dict)
+      tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
   except (safetensors.SafetensorError, OSError, ValueError) as e:
     raise _diagnose(path, e) from None
   if CHECKSUMS_KEY in metadata:
