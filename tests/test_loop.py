@@ -74,6 +74,13 @@ def test_run_wrote_metrics_and_exports_a_bundle(data_dir, uninterrupted_workdir,
   for key in uninterrupted.files:
     np.testing.assert_array_equal(flat[key], uninterrupted[key])
   assert tokenizer.vocab_size == 268
+  # The same checkpoint as safetensors: the same params, bit for bit.
+  train_export.export_checkpoint(config, uninterrupted_workdir, tmp_path / "st", use_best=False,
+                                 export_format="safetensors")
+  _, from_safetensors, _ = portable.load_bundle(tmp_path / "st")
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(from_safetensors),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def _assert_same_params(got, want, atol):

@@ -8,7 +8,8 @@ Verbs:
   eval        the benchmark suites B1-B8 (model, silence-timer baseline, PocketSphinx),
               on held-out streams, a manifest or a TFDS set: JSON + Markdown report.
   proactive-bench  the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip, accuracy.
-  export      write a portable bundle (params, tokenizer, config) from a workdir.
+  export      write a workdir's (or a bundle's) model as a bundle, as safetensors, or as
+              serialized StableHLO streaming steps that run without the model code.
   demo      the main job: the model listens to a generated example stream, decides
             chunk by chunk, replies; prints a live view, writes a timeline PNG + JSONL.
   inspect   parameter counts and AOT lowering of a config (works for pod configs).
@@ -213,10 +214,24 @@ def _proactive_bench(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.export.stablehlo import parse_platforms
   from audio_interaction.train import export as train_export
-  config = _config_from(args, overrides)
-  out = train_export.export_checkpoint(config, args.workdir, args.out, use_best=not args.latest)
-  print(f"bundle written to {out}")
+  try:
+    platforms = parse_platforms(args.platforms)
+  except ValueError as error:
+    raise UsageError(str(error)) from error
+  if args.batch < 1:
+    raise UsageError(f"--batch {args.batch}: must be >= 1")
+  options = dict(export_format=args.format, batch=args.batch, platforms=platforms)
+  if args.bundle is not None:
+    if overrides:
+      raise UsageError(f"--bundle brings its own config; drop {' '.join(overrides)}")
+    out = train_export.export_bundle(args.bundle, args.out, **options)
+  else:
+    config = _config_from(args, overrides)
+    out = train_export.export_checkpoint(config, args.workdir, args.out,
+                                         use_best=not args.latest, **options)
+  print(f"{args.format} export written to {out}")
   return 0
 
 
@@ -436,11 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
   bench.add_argument("--overwrite", action="store_true", help="replace predictions in --out")
   bench.set_defaults(run=_proactive_bench)
 
-  export = verbs.add_parser("export", help="write a portable bundle from a training workdir")
+  export = verbs.add_parser(
+      "export", help="write a training workdir's model (or a bundle's) as a bundle, "
+                     "safetensors or serialized StableHLO streaming steps")
   add_config(export)
-  export.add_argument("--workdir", required=True)
+  source = export.add_mutually_exclusive_group(required=True)
+  source.add_argument("--workdir", help="a training workdir (its best checkpoint)")
+  source.add_argument("--bundle", help="a model bundle directory (brings its own config)")
   export.add_argument("--out", required=True)
   export.add_argument("--latest", action="store_true", help="newest step instead of best eval")
+  export.add_argument("--format", choices=("bundle", "safetensors", "stablehlo"), default="bundle",
+                      help="bundle: params.msgpack; safetensors: model.safetensors with dotted "
+                      "names; stablehlo: jax.export'ed perceive/speak steps + manifest")
+  export.add_argument("--batch", type=int, default=1,
+                      help="stablehlo: the number of streams the exported steps run at once")
+  export.add_argument("--platforms", default="cpu",
+                      help="stablehlo: comma-separated platforms to lower for (cpu,cuda,rocm,tpu)")
   export.set_defaults(run=_export)
 
   inspect = verbs.add_parser("inspect", help="parameter count and AOT lowering of a config")

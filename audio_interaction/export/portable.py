@@ -1,9 +1,11 @@
 """Portable model bundles: params + tokenizer + config in a plain directory.
 
-A bundle needs no Orbax, no mesh and no training state: `params.msgpack` (Flax
-serialization of the parameter pytree), `tokenizer/` and `config.json`. It is what the
-repository ships as its embedded default model and what `load_bundle` reads for the
-demo and the live loop, on any device count.
+A bundle needs no Orbax, no mesh and no training state: the params, `tokenizer/` and
+`config.json`. The params are either `params.msgpack` (Flax serialization of the
+parameter pytree; the default) or `model.safetensors` (dotted tensor names such as
+`encoder.layers_0.attention.query.kernel`, `export/tensors.py`), which tools outside
+JAX read. It is what the repository ships as its embedded default model and what
+`load_bundle` reads for the demo and the live loop, on any device count.
 """
 
 from __future__ import annotations
@@ -18,21 +20,39 @@ import numpy as np
 
 from audio_interaction import config_lib
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer, UnsafePathError
+from audio_interaction.export import tensors
 from audio_interaction.infer import engine
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 PARAMS_FILE = "params.msgpack"
+SAFETENSORS_FILE = "model.safetensors"
+# Bundle formats: where its params live.
+PARAMS_FILES = {"msgpack": PARAMS_FILE, "safetensors": SAFETENSORS_FILE}
 CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
 
 
 def save_bundle(directory: str | pathlib.Path, params: Params, tokenizer: Tokenizer,
-                config: ml_collections.ConfigDict, metadata: dict | None = None) -> pathlib.Path:
-  """Writes the bundle (params as float32 numpy on the host)."""
+                config: ml_collections.ConfigDict, metadata: dict | None = None, *,
+                weights_format: str = "msgpack") -> pathlib.Path:
+  """Writes the bundle (params as numpy on the host, dtypes kept).
+
+  Args:
+    weights_format: "msgpack" (`params.msgpack`) or "safetensors" (`model.safetensors`
+      with dotted names); `load_bundle` reads either.
+  """
+  if weights_format not in PARAMS_FILES:
+    raise ValueError(f"weights_format={weights_format!r}: must be one of {sorted(PARAMS_FILES)}")
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  host = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), params)
-  (directory / PARAMS_FILE).write_bytes(flax.serialization.msgpack_serialize(host))
+  stale = directory / PARAMS_FILES["msgpack" if weights_format == "safetensors" else "safetensors"]
+  if stale.exists():  # one bundle, one set of params
+    stale.unlink()
+  if weights_format == "safetensors":
+    tensors.save_tensors(directory / SAFETENSORS_FILE, params)
+  else:
+    host = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), params)
+    (directory / PARAMS_FILE).write_bytes(flax.serialization.msgpack_serialize(host))
   (directory / CONFIG_FILE).write_text(config.to_json_best_effort(sort_keys=True, indent=1))
   tokenizer.save(directory / TOKENIZER_DIR)
   if metadata is not None:
@@ -58,7 +78,8 @@ def load_bundle(directory: str | pathlib.Path
       window=0: must be ...", the first parameter whose shape differs, ...).
   """
   directory = pathlib.Path(directory)
-  for name in (PARAMS_FILE, CONFIG_FILE, TOKENIZER_DIR):
+  params_file = bundle_params_file(directory)
+  for name in (params_file.name if params_file else PARAMS_FILE, CONFIG_FILE, TOKENIZER_DIR):
     if not (directory / name).exists():
       raise FileNotFoundError(f"{directory} is not a model bundle: {name} is missing")
   try:
@@ -70,6 +91,12 @@ def load_bundle(directory: str | pathlib.Path
   except config_lib.ConfigError as e:
     raise BundleError(f"bundle {directory}: {CONFIG_FILE}: {e}") from None
   expected = jax.eval_shape(AudioInteractionModel(config).init, jax.random.key(0))
+  if params_file.name == SAFETENSORS_FILE:
+    try:
+      params = tensors.load_params(params_file, expected)
+    except tensors.TensorFileError as e:
+      raise BundleError(f"bundle {directory}: {e}") from None
+    return config, params, _load_tokenizer(directory)
   try:
     params = flax.serialization.msgpack_restore((directory / PARAMS_FILE).read_bytes())
   except Exception as e:  # pylint: disable=broad-exception-caught  (any msgpack fault)
@@ -90,6 +117,20 @@ def load_bundle(directory: str | pathlib.Path
         f"{problems[0]} ({len(problems)} parameter(s) differ; a bundle of another config?)"
         "\n  " + "\n  ".join(problems[:20]))
   return config, params, _load_tokenizer(directory)
+
+
+def bundle_params_file(directory: str | pathlib.Path) -> pathlib.Path | None:
+  """The params file of the bundle in `directory` (either format), or None.
+
+  Raises:
+    BundleError: the directory holds both formats (which one is meant?).
+  """
+  directory = pathlib.Path(directory)
+  found = [directory / name for name in PARAMS_FILES.values() if (directory / name).is_file()]
+  if len(found) > 1:
+    raise BundleError(f"bundle {directory}: holds both {PARAMS_FILE} and {SAFETENSORS_FILE}; "
+                      "remove one")
+  return found[0] if found else None
 
 
 def _load_tokenizer(directory: pathlib.Path) -> Tokenizer:
@@ -131,7 +172,7 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
   for the engine, which dequantizes them inside its jitted steps.
   """
   bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
-  if (bundle / PARAMS_FILE).exists():
+  if bundle_params_file(bundle) is not None:
     config, params, tokenizer = load_bundle(bundle)
     # Named relative to the package, or by its directory's name: never a machine's path.
     package, where = EMBEDDED_BUNDLE.parent.parent, bundle.resolve()

@@ -195,11 +195,15 @@ class Engine:
     valid = np.zeros((batch, width), bool)
     for row, prompt in enumerate(prompts):
       tokens[row, :len(prompt)], valid[row, :len(prompt)] = prompt, True
+    return self._prefill(params, self.empty_state(batch, seed), jnp.asarray(tokens),
+                         jnp.asarray(valid))
+
+  def empty_state(self, batch: int, seed: int | Array = 0) -> EngineState:
+    """`batch` streams with nothing fed yet (`feed` a prompt next); `seed` may be traced."""
     frames = self.model.config.encoder_frames_per_chunk
-    state = EngineState(self.model.init_state(batch),
-                        jnp.zeros((batch, self.vocab_size), jnp.float32),
-                        jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32))
-    return self._prefill(params, state, jnp.asarray(tokens), jnp.asarray(valid))
+    return EngineState(self.model.init_state(batch),
+                       jnp.zeros((batch, self.vocab_size), jnp.float32),
+                       jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
            valid: np.ndarray | None = None) -> EngineState:
