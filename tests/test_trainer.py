@@ -120,3 +120,26 @@ def test_curriculum_stages_pick_the_mixture_by_step():
   assert loop.stage_mixture(config, 299) == {"offline_understanding": 1.0, "voice_chat": 3.0}
   assert loop.stage_mixture(config, 300) == {"voice_chat": 1.0}  # after the last stage
   assert loop.stage_index(config, 10_000) == 2
+
+
+def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
+  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "ctc_head/*")})
+  trainer = Trainer(config)
+  state = trainer.init_state(0)
+  before = jax.device_get(state.params)
+  (batch,), spec = train_testing.fixed_batches(config, count=1)
+  step = trainer.compile_train_step(spec)
+  for _ in range(2):
+    state, _ = step.fn(state, trainer.device_batch(batch))
+  after = jax.device_get(state.params)
+  for part in ("encoder", "ctc_head"):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before["params"][part],
+                           after["params"][part])
+  moved = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b),
+                                 before["params"]["decoder"], after["params"]["decoder"])
+  assert all(jax.tree_util.tree_leaves(moved))
+  # Adam's moments exist for the trainable parameters only.
+  count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+  moments = count(state.opt_state) - 2  # less the step counts
+  trainable = count(before["params"]["decoder"])
+  assert 2 * trainable <= moments < 2 * trainable + 8
