@@ -163,3 +163,16 @@ def test_unsupported_decoder_configs_are_named():
         "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
         "vocab_size": 10, "num_hidden_layers": 1, "intermediate_size": 8,
         "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}})
+
+
+def test_trainer_starts_from_the_configured_checkpoint(tmp_path):
+  import train_testing  # pylint: disable=import-outside-toplevel
+  from audio_interaction.train.trainer import Trainer  # pylint: disable=import-outside-toplevel
+  reference = _decoder_reference("qwen2", True, tmp_path)
+  config = pretrained.configure(train_testing.train_config(), decoder_checkpoint=str(tmp_path))
+  config.init.decoder_checkpoint = str(tmp_path)
+  state = Trainer(config).init_state(0)
+  np.testing.assert_array_equal(
+      np.asarray(state.params["params"]["decoder"]["block1"]["mlp_norm"]["scale"]),
+      reference.model.layers[1].post_attention_layernorm.weight.detach().numpy())
+  assert int(state.step) == 0
