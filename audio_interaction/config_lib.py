@@ -669,9 +669,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"model.encoder.subsampling={model.encoder.subsampling}: must be 2 with "
         "model.encoder.stem='whisper' (its convolutions have strides 1 and 2)")
-  if model.encoder.positions == "sinusoidal" and model.encoder.d_model % 2:
-    raise ConfigError(f"model.encoder.d_model={model.encoder.d_model}: must be even with "
-                      "model.encoder.positions='sinusoidal'")
+  if model.encoder.positions == "sinusoidal" and (
+      model.encoder.d_model % 2 or model.encoder.d_model < 4):
+    raise ConfigError(f"model.encoder.d_model={model.encoder.d_model}: must be even and >= 4 "
+                      "with model.encoder.positions='sinusoidal'")
   decoder = model.decoder
   if decoder.num_heads % decoder.num_kv_heads:
     raise ConfigError(

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer
@@ -143,3 +144,9 @@ def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
   moments = count(state.opt_state) - 2  # less the step counts
   trainable = count(before["params"]["decoder"])
   assert 2 * trainable <= moments < 2 * trainable + 8
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_named():
+  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "decodr/*")})
+  with pytest.raises(ValueError, match="'decodr/\\*' matches no parameter"):
+    Trainer(config)

@@ -176,8 +176,8 @@ def make_norm(kind: str, eps: float, name: str, **kw) -> nn.Module:
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
   """Whisper's sinusoidal position table: float32 [length, channels] = [sin | cos]."""
-  if channels % 2:
-    raise ValueError(f"sinusoidal positions need an even width, got {channels}")
+  if channels % 2 or channels < 4:
+    raise ValueError(f"sinusoidal positions need an even width >= 4, got {channels}")
   increment = np.log(max_timescale) / (channels // 2 - 1)
   inv_timescales = np.exp(-increment * np.arange(channels // 2, dtype=np.float64))
   scaled = np.arange(length, dtype=np.float64)[:, None] * inv_timescales[None]

@@ -195,7 +195,7 @@ def decoder_overrides(hf: Mapping[str, Any]) -> dict[str, Any]:
 def configure(config: ml_collections.ConfigDict, encoder_checkpoint: str = "",
               decoder_checkpoint: str = "") -> ml_collections.ConfigDict:
   """A copy of `config` with the encoder / decoder fields derived from the checkpoints'
-  config.json files (empty path: that part unchanged), validated."""
+  config.json files (empty path: that part unchanged), validated and locked."""
   overrides = {}
   if encoder_checkpoint:
     overrides.update(encoder_overrides(read_checkpoint_config(encoder_checkpoint)))
@@ -209,6 +209,7 @@ def configure(config: ml_collections.ConfigDict, encoder_checkpoint: str = "",
       node = node[name]
     node[leaf] = value
   config_lib.validate(config)
+  config.lock()
   return config
 
 

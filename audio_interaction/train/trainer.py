@@ -57,6 +57,17 @@ def freeze_labels(params: Params, patterns: tuple[str, ...]) -> Params:
       label, params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
+def check_freeze_patterns(params: Params, patterns: tuple[str, ...]) -> None:
+  """Raises ValueError naming a `train.freeze` pattern that matches no parameter (a typo
+  would otherwise silently train everything)."""
+  paths = ["/".join(str(k.key) for k in path[1:])
+           for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  for pattern in patterns:
+    if not any(fnmatch.fnmatchcase(path, pattern) for path in paths):
+      raise ValueError(f"train.freeze pattern {pattern!r} matches no parameter; paths look "
+                       f"like {paths[0]!r}")
+
+
 def make_optimizer(train: ml_collections.ConfigDict
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with linear warmup then cosine decay, after global-norm clipping.
@@ -98,6 +109,9 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
     self.config = config
     self.model = AudioInteractionModel(config)
+    if config.train.freeze:
+      check_freeze_patterns(jax.eval_shape(self.model.init, jax.random.key(0)),
+                            tuple(config.train.freeze))
     self.optimizer, self.schedule = make_optimizer(config.train)
     self.augment = augment_lib.AugmentConfig.from_config(config.train.augment)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.sharding.mesh)
