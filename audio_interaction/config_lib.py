@@ -81,6 +81,19 @@ def base_config() -> ml_collections.ConfigDict:
   encoder.left_chunks = 4  # chunks of left context each frame attends to
   encoder.block = "transformer"  # or "conformer"
   encoder.conformer_kernel = 7
+  # Options that pretrained audio towers need (Whisper, Qwen2-Audio, Qwen2.5-Omni); the
+  # defaults are the original encoder. "whisper": Whisper's two 1-D convolutions (k=3,
+  # strides 1 and 2, GELU; subsampling must be 2) made causal, d_model channels.
+  encoder.stem = "conv2d"
+  encoder.norm = "rms"  # or "layer": LayerNorm with bias
+  encoder.mlp = "swiglu"  # or "gelu": fc1 -> GELU -> fc2, with biases
+  encoder.bias = False  # biases in the attention projections
+  # "rope" (rotary, in attention), or absolute "learned" / "sinusoidal" embeddings
+  # added after the stem; these restart every `max_positions` encoder frames.
+  encoder.max_positions = 1500  # Whisper's 30 s table
+  encoder.positions = "rope"
+  # The encoder's norm epsilon; None: model.norm_eps (Whisper's LayerNorm uses 1e-5).
+  encoder.norm_eps = ml_collections.config_dict.placeholder(float)
 
   decoder = config.model.decoder = ml_collections.ConfigDict()
   decoder.vocab_size = 512
@@ -92,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
   decoder.mlp_dim = 256
   decoder.window = 256  # attention window = ring KV-cache size, in positions
   decoder.rope_theta = 10000.0
+  decoder.qkv_bias = False  # biases of the query/key/value projections (Qwen2)
+  # The LM head reads the token table (Qwen2.5-0.5B) instead of its own kernel (Llama).
+  decoder.tie_embeddings = False
 
   config.model.slots_per_chunk = 2
   config.model.tokens_per_chunk = 4
@@ -179,6 +195,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.evals = ml_collections.config_dict.placeholder(dict)
   # Peak FLOP/s per device for MFU; 0 measures a matmul at start-up.
   config.train.peak_flops_per_device = 0.0
+  # Parameters that the optimizer leaves unchanged: glob patterns over parameter paths
+  # ("encoder/*", "decoder/block*/attention/*"); matched parameters get no optimizer
+  # state (optax.multi_transform). Empty: every parameter trains.
+  config.train.freeze = ()
   # On-the-fly augmentation inside the jitted train step (model/augment.py), drawn
   # per row from (seed, step, row): new every epoch, identical after a resume.
   # Evaluation never augments. Off by default: the step is then exactly as before.
@@ -213,6 +233,14 @@ def base_config() -> ml_collections.ConfigDict:
   # Weights of the inference engine: "float32", or "int8" (dense kernels quantized at
   # load, one scale per output channel, dequantized inside each jitted step).
   config.infer.weights = "float32"
+
+  # Starting weights: local `transformers` checkpoint directories (config.json +
+  # *.safetensors) imported when training starts (`model/pretrained.py`). Empty: random.
+  config.init = ml_collections.ConfigDict()
+  # WhisperEncoder weights (also Whisper, Qwen2-Audio's audio tower) -> the encoder.
+  config.init.encoder_checkpoint = ""
+  # Qwen2ForCausalLM / LlamaForCausalLM weights -> the decoder.
+  config.init.decoder_checkpoint = ""
 
   config.seed = 0
   return config
@@ -382,6 +410,14 @@ FIELD_RULES: dict[str, Rule] = {
     "model.encoder.left_chunks": integer(0),
     "model.encoder.block": one_of("transformer", "conformer"),
     "model.encoder.conformer_kernel": _SIZE,
+    "model.encoder.stem": one_of("conv2d", "whisper"),  # whisper: subsampling 2 (validate)
+    "model.encoder.norm": one_of("rms", "layer"),
+    "model.encoder.mlp": one_of("swiglu", "gelu"),
+    "model.encoder.bias": flag(),
+    "model.encoder.positions": one_of("rope", "learned", "sinusoidal"),
+    "model.encoder.max_positions": _SIZE,
+    "model.encoder.norm_eps": Rule("None or a number > 0",
+                                   lambda v: v is None or (_is_number(v) and v > 0)),
     "model.decoder.vocab_size": integer(sf.NUM_SPECIAL_TOKENS + 1),
     "model.decoder.d_model": _SIZE,
     "model.decoder.num_layers": _SIZE,
@@ -391,6 +427,8 @@ FIELD_RULES: dict[str, Rule] = {
     "model.decoder.mlp_dim": _SIZE,
     "model.decoder.window": _SIZE,  # and at least one chunk's positions (validate)
     "model.decoder.rope_theta": number(0, lo_open=True),
+    "model.decoder.qkv_bias": flag(),
+    "model.decoder.tie_embeddings": flag(),
     "model.slots_per_chunk": _SIZE,
     "model.tokens_per_chunk": _SIZE,
     "model.dtype": _DTYPE,
@@ -452,6 +490,10 @@ FIELD_RULES: dict[str, Rule] = {
         'None or {name: {"type": "heldout", "every": int >= 1, optional "streams": '
         'int >= 1, optional "subtasks": a tuple of sub-task names}}', _is_evals),
     "train.init_from": optional_text(),
+    "train.freeze": Rule("a tuple of non-empty glob patterns over parameter paths "
+                         "(e.g. ('encoder/*',))",
+                         lambda v: isinstance(v, tuple) and all(
+                             isinstance(p, str) and p.strip() for p in v)),
     "train.augment.enabled": flag(),
     "train.augment.probability": number(0, 1),
     "train.augment.gain_db": interval(-40.0, 40.0),
@@ -471,6 +513,10 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),
+    "init.encoder_checkpoint": Rule("a directory path, or '' for none",
+                                    lambda v: isinstance(v, str)),
+    "init.decoder_checkpoint": Rule("a directory path, or '' for none",
+                                    lambda v: isinstance(v, str)),
     "seed": integer(0),
 }
 
@@ -638,6 +684,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"a chunk has {encoder_frames} encoder frames, not divisible by "
         f"model.slots_per_chunk={model.slots_per_chunk}"
     )
+  if model.encoder.stem == "whisper" and model.encoder.subsampling != 2:
+    raise ConfigError(
+        f"model.encoder.subsampling={model.encoder.subsampling}: must be 2 with "
+        "model.encoder.stem='whisper' (its convolutions have strides 1 and 2)")
+  if model.encoder.positions == "sinusoidal" and (
+      model.encoder.d_model % 2 or model.encoder.d_model < 4):
+    raise ConfigError(f"model.encoder.d_model={model.encoder.d_model}: must be even and >= 4 "
+                      "with model.encoder.positions='sinusoidal'")
   decoder = model.decoder
   if decoder.num_heads % decoder.num_kv_heads:
     raise ConfigError(

@@ -24,6 +24,26 @@ def small_config(block: str = "transformer", **overrides):
   return config_lib.load_config(TINY, [f"{k}={v}" for k, v in settings.items()])
 
 
+# Overrides of the architecture options that pretrained checkpoints need (Whisper's
+# audio tower, Qwen2's decoder); `max_positions` is short so that streams outlive it.
+WHISPER_ENCODER = {
+    "model.encoder.stem": "'whisper'", "model.encoder.subsampling": 2,
+    "model.encoder.norm": "'layer'", "model.encoder.mlp": "'gelu'",
+    "model.encoder.bias": True, "model.encoder.positions": "'learned'",
+    "model.encoder.max_positions": 20, "model.encoder.norm_eps": 1e-5,
+}
+QWEN2_DECODER = {"model.decoder.qkv_bias": True, "model.decoder.tie_embeddings": True}
+
+
+def perturbed(params, seed: int, scale: float = 0.05):
+  """`params` plus Gaussian noise on every leaf, so zero-initialised biases take part."""
+  import jax  # pylint: disable=import-outside-toplevel
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_unflatten(
+      treedef, [x + scale * rng.standard_normal(x.shape).astype(x.dtype) for x in leaves])
+
+
 def online_sequence(rng: np.random.Generator, num_chunks: int, slots_per_chunk: int,
                     tokens_per_chunk: int, vocab_size: int, prompt_length: int = 5):
   """A random sequence in the online layout.

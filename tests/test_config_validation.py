@@ -80,6 +80,14 @@ def test_defaults_and_every_experiment_pass_their_rules():
     ("infer.max_reply_tokens=0", "infer.max_reply_tokens"),
     ("infer.max_answer_tokens=0", "infer.max_answer_tokens"),
     ("infer.max_reply_tokens=8.5", "infer.max_reply_tokens"),
+    # Architecture options of pretrained checkpoints.
+    ("model.encoder.stem=whisper", "model.encoder.subsampling"),  # needs subsampling 2
+    ("model.encoder.norm=batch", "model.encoder.norm"),
+    ("model.encoder.positions=alibi", "model.encoder.positions"),
+    ("model.encoder.norm_eps=0.0", "model.encoder.norm_eps"),
+    ("model.encoder.max_positions=0", "model.encoder.max_positions"),
+    ("model.decoder.tie_embeddings=1", "model.decoder.tie_embeddings"),
+    ("train.freeze=('',)", "train.freeze"),
 ])
 def test_bad_values_are_one_line_config_errors_naming_the_field(override, field):
   with pytest.raises(config_lib.ConfigError) as info:

@@ -15,10 +15,18 @@ import model_testing
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def decoder_setup():
-  model = AudioInteractionModel(model_testing.small_config())
+@pytest.fixture(scope="module", params=["default", "qwen2"])
+def decoder_setup(request):
+  qwen2 = request.param == "qwen2"  # QKV biases and tied embeddings
+  model = AudioInteractionModel(model_testing.small_config(
+      **(model_testing.QWEN2_DECODER if qwen2 else {})))
   params = model.init(jax.random.key(2))
+  if qwen2:
+    params = model_testing.perturbed(params, seed=2)
+    # A tied head reads the token table, whose unit-variance init would give logits of
+    # ~10 (float32 rounding above ATOL); pretrained tables are ~0.02 wide.
+    embed = params["params"]["decoder"]["embed"]
+    embed["embedding"] = embed["embedding"] * 0.05
   decode = jax.jit(lambda p, tokens, emb, positions, valid, cache: model.network.apply(
       p, tokens, emb, positions, valid, cache, False,
       method=AudioInteractionNetwork.decode_step))

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer
@@ -147,3 +148,30 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
     loop.initial_params(other, tokenizer)
   with pytest.raises(ValueError, match="do not fit the model config"):
     Trainer(other).state_from_params(params)
+def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
+  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "ctc_head/*")})
+  trainer = Trainer(config)
+  state = trainer.init_state(0)
+  before = jax.device_get(state.params)
+  (batch,), spec = train_testing.fixed_batches(config, count=1)
+  step = trainer.compile_train_step(spec)
+  for _ in range(2):
+    state, _ = step.fn(state, trainer.device_batch(batch))
+  after = jax.device_get(state.params)
+  for part in ("encoder", "ctc_head"):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before["params"][part],
+                           after["params"][part])
+  moved = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b),
+                                 before["params"]["decoder"], after["params"]["decoder"])
+  assert all(jax.tree_util.tree_leaves(moved))
+  # Adam's moments exist for the trainable parameters only.
+  count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+  moments = count(state.opt_state) - 2  # less the step counts
+  trainable = count(before["params"]["decoder"])
+  assert 2 * trainable <= moments < 2 * trainable + 8
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_named():
+  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "decodr/*")})
+  with pytest.raises(ValueError, match="'decodr/\\*' matches no parameter"):
+    Trainer(config)

@@ -77,6 +77,47 @@ class CausalConvSubsampling(nn.Module):
     return x, (None if state is None else tuple(new_state))
 
 
+class CausalConv1dStem(nn.Module):
+  """Whisper's stem made causal: Conv1D(k, stride 1) + GELU, Conv1D(k, stride 2) + GELU.
+
+  Input [B, F, n_mels] frames become [B, F / 2, d_model] (F even). Whisper pads each
+  convolution by one frame on both sides, so its stem looks one frame (10 ms) ahead;
+  this one pads K - S frames on the left instead, which makes it Whisper's stem
+  applied to the input delayed by one frame: on frames x whose last frame is zero,
+  output t equals Whisper's output t on [0, x[:-1]] (checked against `transformers`).
+  Same parameters as Whisper's `conv1` / `conv2`, so its weights import unchanged.
+  """
+
+  channels: int
+  kernel: int = 3
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  STRIDES = (1, 2)
+
+  def init_state(self, batch: int, n_mels: int, dtype: DType) -> tuple[Array, ...]:
+    """Zero left context per conv: ([B, K - 1, n_mels], [B, K - 2, channels])."""
+    widths = (n_mels, self.channels)
+    return tuple(jnp.zeros((batch, self.kernel - stride, width), dtype)
+                 for stride, width in zip(self.STRIDES, widths))
+
+  @nn.compact
+  def __call__(self, frames: Array, state: tuple[Array, ...] | None = None
+               ) -> tuple[Array, tuple[Array, ...] | None]:
+    """frames: [B, F, n_mels] (F even) -> ([B, F/2, channels], state)."""
+    x, new_state = frames, []
+    for i, stride in enumerate(self.STRIDES):
+      x, context = _with_context(x, None if state is None else state[i], self.kernel - stride)
+      new_state.append(context)
+      x = nn.Conv(self.channels, (self.kernel,), strides=(stride,), padding="VALID",
+                  dtype=self.dtype, param_dtype=self.param_dtype,
+                  kernel_init=dense_init((None, "conv_in", "conv_out"), in_axes=2),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+                  name=f"conv{i + 1}")(x)
+      x = nn.gelu(x, approximate=False)
+    return x, (None if state is None else tuple(new_state))
+
+
 class CausalDepthwiseConv(nn.Module):
   """Depthwise causal Conv1D (stride 1), the conformer's local mixing; state = last K-1 frames."""
 

@@ -34,7 +34,8 @@ class DecoderBlock(nn.Module):
     h, cache = layers.Attention(
         num_heads=dec.num_heads, num_kv_heads=dec.num_kv_heads, head_dim=dec.head_dim,
         mask_fn=layers.sliding_window_mask(dec.window), rope_theta=dec.rope_theta,
-        history=dec.window - 1, cache_write=cfg.cache_write, name="attention", **kw)(layers.RMSNorm(cfg.norm_eps, name="attention_norm", **kw)(x),
+        history=dec.window - 1, cache_write=cfg.cache_write, qkv_bias=dec.qkv_bias,
+        name="attention", **kw)(layers.RMSNorm(cfg.norm_eps, name="attention_norm", **kw)(x),
                                 positions, valid=valid, segment_ids=segment_ids, cache=cache)
     x = x + h
     x = x + layers.SwiGLU(dec.mlp_dim, name="mlp", **kw)(
@@ -48,12 +49,21 @@ class FusedHeads(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, hidden: Array) -> tuple[Array, Array]:
-    """hidden: [B, T, D] -> (lm logits [B, T, V] float32, decision logits [B, T, NUM_DECISIONS])."""
+  def __call__(self, hidden: Array, embedding: Array | None = None) -> tuple[Array, Array]:
+    """hidden: [B, T, D] -> (lm logits [B, T, V] float32, decision logits [B, T, NUM_DECISIONS]).
+
+    `embedding` [V, D]: the token table, read as the LM head when embeddings are tied
+    (`decoder.tie_embeddings`, Qwen2.5-0.5B's layout); None: the head's own kernel.
+    """
     cfg = self.config
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, use_bias=False)
-    lm = nn.DenseGeneral(cfg.decoder.vocab_size, kernel_init=layers.dense_init(("embed", "vocab")),
-                         name="lm", **kw)(hidden)
+    if embedding is None:
+      lm = nn.DenseGeneral(cfg.decoder.vocab_size,
+                           kernel_init=layers.dense_init(("embed", "vocab")), name="lm",
+                           **kw)(hidden)
+    else:
+      lm = jnp.einsum("btd,vd->btv", hidden.astype(cfg.compute_dtype),
+                      embedding.astype(cfg.compute_dtype))
     decision = nn.DenseGeneral(NUM_DECISIONS,
                                kernel_init=layers.dense_init(("embed", "decisions")),
                                name="decision", **kw)(hidden)
@@ -109,7 +119,8 @@ class Decoder(nn.Module):
       x = x[:, -1:]
     hidden = layers.RMSNorm(cfg.norm_eps, dtype=cfg.compute_dtype,
                             param_dtype=cfg.weight_dtype, name="final_norm")(x)
-    lm_logits, decision_logits = FusedHeads(cfg, name="heads")(hidden)
+    lm_logits, decision_logits = FusedHeads(cfg, name="heads")(
+        hidden, embed.embedding if cfg.decoder.tie_embeddings else None)
     return lm_logits, decision_logits, (None if cache is None else tuple(new_cache))
 
 

@@ -1,7 +1,8 @@
 """Chunked causal audio encoder: log-mel frames -> k decoder "audio slots" per chunk.
 
-Causal conv subsampling, then transformer or conformer blocks whose attention is
-chunk-causal (a frame sees its own chunk and `left_chunks` chunks before it), then
+Causal conv subsampling (2-D convolutions, or Whisper's two 1-D convolutions made
+causal), then transformer or conformer blocks whose attention is chunk-causal (a
+frame sees its own chunk and `left_chunks` chunks before it), then
 an adapter that maps each chunk's encoder frames to `slots_per_chunk` decoder
 positions. Streaming state: the conv left contexts and, per block, a ring KV cache
 holding the last `left_chunks` chunks (plus the conformer conv context).
@@ -15,7 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from audio_interaction.model import layers
-from audio_interaction.model.convolution import CausalConvSubsampling, CausalDepthwiseConv
+from audio_interaction.model.convolution import (CausalConv1dStem, CausalConvSubsampling,
+                                                  CausalDepthwiseConv)
 from audio_interaction.model.layers import Array, DType
 from audio_interaction.model.model_config import ModelConfig
 
@@ -32,19 +34,21 @@ class EncoderBlock(nn.Module):
     """x: [B, T, D]; positions: [B, T] frame indices -> ([B, T, D], cache, conv_state)."""
     cfg, enc = self.config, self.config.encoder
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
-    norm = lambda name: layers.RMSNorm(cfg.norm_eps, name=name, **kw)
+    norm = lambda name: layers.make_norm(enc.norm, encoder_norm_eps(cfg), name, **kw)
+    mlp = lambda name: layers.make_mlp(enc.mlp, enc.mlp_dim, name, **kw)
     conformer = enc.block == "conformer"
     ffn_scale = 0.5 if conformer else 1.0
 
     if conformer:
-      x = x + ffn_scale * layers.SwiGLU(enc.mlp_dim, name="ffn_in", **kw)(norm("ffn_in_norm")(x))
+      x = x + ffn_scale * mlp("ffn_in")(norm("ffn_in_norm")(x))
     attention = layers.Attention(
         num_heads=enc.num_heads, num_kv_heads=enc.num_heads,
         head_dim=enc.d_model // enc.num_heads,
         mask_fn=layers.chunk_causal_mask(cfg.encoder_frames_per_chunk, enc.left_chunks),
         # Steps start at a chunk boundary: a query sees `left_chunks` whole chunks before.
         history=enc.left_chunks * cfg.encoder_frames_per_chunk, cache_write=cfg.cache_write,
-        rope_theta=enc.rope_theta, name="attention", **kw)
+        rope_theta=enc.rope_theta, use_rope=enc.positions == "rope",
+        qkv_bias=enc.bias, out_bias=enc.bias, name="attention", **kw)
     h, cache = attention(norm("attention_norm")(x), positions, cache=cache)
     x = x + h
     if conformer:
@@ -58,7 +62,7 @@ class EncoderBlock(nn.Module):
       h = nn.DenseGeneral(enc.d_model, kernel_init=layers.dense_init(("mlp", "embed")),
                           name="conv_out", **kw)(h)
       x = x + h
-    x = x + ffn_scale * layers.SwiGLU(enc.mlp_dim, name="ffn", **kw)(norm("ffn_norm")(x))
+    x = x + ffn_scale * mlp("ffn")(norm("ffn_norm")(x))
     if conformer:
       x = norm("out_norm")(x)
     x = layers.constrain(x, ("batch", "frames", "act_embed"))
@@ -70,12 +74,16 @@ class AudioEncoder(nn.Module):
 
   config: ModelConfig
 
-  def _subsampling(self) -> CausalConvSubsampling:
-    cfg = self.config
-    return CausalConvSubsampling(
-        factor=cfg.encoder.subsampling, channels=cfg.encoder.conv_channels,
-        d_model=cfg.encoder.d_model, kernel=cfg.encoder.conv_kernel,
-        dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="subsampling")
+  def _positions(self, x: Array, positions: Array) -> Array:
+    """Adds absolute position embeddings ("learned" or "sinusoidal"); they restart every
+    `max_positions` frames, as a Whisper table covers only its 30 s window."""
+    cfg, enc = self.config, self.config.encoder
+    table = layers.sinusoids(enc.max_positions, enc.d_model)
+    if enc.positions == "learned":
+      table = self.param("position_embedding", nn.with_logical_partitioning(
+          lambda key, shape, dtype: jnp.asarray(table, dtype), (None, "embed")), table.shape, cfg.weight_dtype)
+    index = jnp.mod(positions, enc.max_positions)
+    return x + jnp.take(jnp.asarray(table, cfg.compute_dtype), index, axis=0)
 
   @nn.compact
   def __call__(self, frames: Array, state: EncoderState | None = None
@@ -96,10 +104,13 @@ class AudioEncoder(nn.Module):
       raise ValueError(f"encoder input has {frames.shape[1]} frames, not a whole number of "
                        f"{cfg.frames_per_chunk}-frame chunks")
     frames = layers.constrain(frames.astype(cfg.compute_dtype), ("batch", "frames", "mel"))
-    x, conv_state = self._subsampling()(frames, None if state is None else state["conv"])
+    x, conv_state = subsampling_stem(cfg, name="subsampling")(
+        frames, None if state is None else state["conv"])
     batch, length = x.shape[:2]
     start = jnp.zeros((batch,), jnp.int32) if state is None else state["next_frame"]
     positions = start[:, None] + jnp.arange(length, dtype=jnp.int32)[None]
+    if enc.positions != "rope":
+      x = self._positions(x, positions)
 
     new_blocks = []
     for i in range(enc.num_layers):
@@ -110,8 +121,8 @@ class AudioEncoder(nn.Module):
           conv_state=None if block_state is None else block_state.get("conv"))
       new_blocks.append({"attention": cache} if conv is None else
                         {"attention": cache, "conv": conv})
-    encoded = layers.RMSNorm(cfg.norm_eps, dtype=cfg.compute_dtype,
-                             param_dtype=cfg.weight_dtype, name="final_norm")(x)
+    encoded = layers.make_norm(enc.norm, encoder_norm_eps(cfg), "final_norm",
+                               dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)(x)
 
     chunks = length // cfg.encoder_frames_per_chunk
     k = cfg.slots_per_chunk
@@ -130,6 +141,23 @@ class AudioEncoder(nn.Module):
     return slots, encoded, new_state
 
 
+def encoder_norm_eps(config: ModelConfig) -> float:
+  """The encoder's norm epsilon: its own (`encoder.norm_eps`, Whisper's 1e-5) or the model's."""
+  eps = config.encoder.norm_eps
+  return config.norm_eps if eps is None else eps
+
+
+def subsampling_stem(config: ModelConfig, name: str | None = None
+                     ) -> CausalConvSubsampling | CausalConv1dStem:
+  """The encoder's front convolutions (`encoder.stem`): "conv2d" or "whisper"."""
+  enc = config.encoder
+  kw = dict(dtype=config.compute_dtype, param_dtype=config.weight_dtype, name=name)
+  if enc.stem == "whisper":
+    return CausalConv1dStem(channels=enc.d_model, kernel=enc.conv_kernel, **kw)
+  return CausalConvSubsampling(factor=enc.subsampling, channels=enc.conv_channels,
+                               d_model=enc.d_model, kernel=enc.conv_kernel, **kw)
+
+
 def encoder_cache_size(config: ModelConfig) -> int:
   """Ring slots per block: the `left_chunks` chunks a frame may see before its own,
   plus the step's own chunk when the step writes before it attends."""
@@ -144,13 +172,13 @@ def init_encoder_state(config: ModelConfig, batch: int, dtype: DType = jnp.float
   """Streaming state at the start of a stream (all context empty).
 
   Returns:
-    {"conv": tuple of [B, K-2, freq, ch], "blocks": per block {"attention": ring cache
+    {"conv": the stem's left contexts (tuple of [B, K-2, freq, ch], or of [B, K-S, ch]
+    for the Whisper stem), "blocks": per block {"attention": ring cache
     of left_chunks*frames_per_chunk slots [, "conv": [B, K-1, D]]},
     "next_frame": [B] int32}.
   """
   enc = config.encoder
-  subsampling = CausalConvSubsampling(factor=enc.subsampling, channels=enc.conv_channels,
-                                      d_model=enc.d_model, kernel=enc.conv_kernel)
+  subsampling = subsampling_stem(config)
   cache_size = encoder_cache_size(config)
   head_dim = enc.d_model // enc.num_heads
   blocks = []

@@ -133,6 +133,57 @@ class SwiGLU(nn.Module):
     return dense(x.shape[-1], ("mlp", "embed"), "down")(hidden)
 
 
+class GeluMLP(nn.Module):
+  """Whisper's MLP: fc2(gelu(fc1(x))) with biases and the exact (erf) GELU."""
+
+  mlp_dim: int
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """x: [B, T, D] -> [B, T, D]."""
+    dense = lambda features, names, name: nn.DenseGeneral(
+        features, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=dense_init(names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]), name=name)
+    hidden = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x), approximate=False)
+    hidden = constrain(hidden, ("batch", "length", "act_mlp"))
+    return dense(x.shape[-1], ("mlp", "embed"), "fc2")(hidden)
+
+
+def make_mlp(kind: str, mlp_dim: int, name: str, **kw) -> nn.Module:
+  """The block MLP: "swiglu" (`SwiGLU`, no biases) or "gelu" (`GeluMLP`, Whisper's)."""
+  if kind == "swiglu":
+    return SwiGLU(mlp_dim, name=name, **kw)
+  if kind == "gelu":
+    return GeluMLP(mlp_dim, name=name, **kw)
+  raise ValueError(f"mlp={kind!r}: must be 'swiglu' or 'gelu'")
+
+
+def make_norm(kind: str, eps: float, name: str, **kw) -> nn.Module:
+  """A norm over the last axis: "rms" (`RMSNorm`, scale only) or "layer" (LayerNorm
+  with scale and bias, Whisper's), both with statistics in float32."""
+  if kind == "rms":
+    return RMSNorm(eps, name=name, **kw)
+  if kind == "layer":
+    return nn.LayerNorm(
+        epsilon=eps, name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), **kw)
+  raise ValueError(f"norm={kind!r}: must be 'rms' or 'layer'")
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
+  """Whisper's sinusoidal position table: float32 [length, channels] = [sin | cos]."""
+  if channels % 2 or channels < 4:
+    raise ValueError(f"sinusoidal positions need an even width >= 4, got {channels}")
+  increment = np.log(max_timescale) / (channels // 2 - 1)
+  inv_timescales = np.exp(-increment * np.arange(channels // 2, dtype=np.float64))
+  scaled = np.arange(length, dtype=np.float64)[:, None] * inv_timescales[None]
+  return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
 # The ring (slot) axis of each leaf of a cache from `init_kv_cache` (batch on axis 0).
 RING_AXIS = {"k": 2, "v": 3, "pos": 1}
 
@@ -211,6 +262,12 @@ class Attention(nn.Module):
   head_dim: int
   mask_fn: MaskFn
   rope_theta: float = 10000.0
+  # False: no rotary embedding (positions only drive the mask; Whisper's encoder adds
+  # absolute positions to its input instead).
+  use_rope: bool = True
+  # Biases of the query/key/value projections (Qwen2, Whisper) and of the output (Whisper).
+  qkv_bias: bool = False
+  out_bias: bool = False
   # Positions before a step's first query that its queries may see (None: unknown,
   # always the "after" order). Decoder: window - 1; encoder: left_chunks chunks.
   history: int | None = None
@@ -225,9 +282,16 @@ class Attention(nn.Module):
     return self.param(name, dense_init(names, in_axes=in_axes), shape,
                       self.param_dtype).astype(self.dtype)
 
+  def _bias(self, name: str, shape: tuple[int, ...], names: tuple[str, ...]) -> Array:
+    return self.param(name, nn.with_logical_partitioning(nn.initializers.zeros, names), shape,
+                      self.param_dtype).astype(self.dtype)
+
   def _project(self, x: Array, heads: int, name: str, names: tuple[str, ...]) -> Array:
     kernel = self._kernel(name, (x.shape[-1], heads, self.head_dim), names)
-    return jnp.einsum("btd,dhk->bthk", x.astype(self.dtype), kernel)
+    out = jnp.einsum("btd,dhk->bthk", x.astype(self.dtype), kernel)
+    if self.qkv_bias:
+      out = out + self._bias(f"{name}_bias", (heads, self.head_dim), names[1:])
+    return out
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, *, valid: Array | None = None,
@@ -251,8 +315,9 @@ class Attention(nn.Module):
     q = self._project(x, self.num_heads, "query", ("embed", "heads", "head_dim"))
     k = self._project(x, self.num_kv_heads, "key", ("embed", "kv_heads", "head_dim"))
     v = self._project(x, self.num_kv_heads, "value", ("embed", "kv_heads", "head_dim"))
-    q = apply_rope(q, positions, self.rope_theta)
-    k = apply_rope(k, positions, self.rope_theta)
+    if self.use_rope:
+      q = apply_rope(q, positions, self.rope_theta)
+      k = apply_rope(k, positions, self.rope_theta)
     q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
 
     key_pos = jnp.where(valid, positions, EMPTY_POSITION)
@@ -301,6 +366,8 @@ class Attention(nn.Module):
     out_kernel = self._kernel("out", (self.num_heads, self.head_dim, x.shape[-1]),
                               ("heads", "head_dim", "embed"), in_axes=2)
     out = jnp.einsum("bthk,hkd->btd", out, out_kernel)
+    if self.out_bias:
+      out = out + self._bias("out_bias", (x.shape[-1],), ("embed",))
 
     if cache is None:
       return out, None

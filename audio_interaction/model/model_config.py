@@ -28,6 +28,15 @@ class EncoderConfig:
   block: str
   conformer_kernel: int
   rope_theta: float = 10000.0
+  # Options real checkpoints need (config_lib documents each); the defaults are the
+  # original encoder.
+  stem: str = "conv2d"
+  norm: str = "rms"
+  mlp: str = "swiglu"
+  bias: bool = False
+  positions: str = "rope"
+  max_positions: int = 1500
+  norm_eps: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +50,8 @@ class DecoderConfig:
   mlp_dim: int
   window: int
   rope_theta: float
+  qkv_bias: bool = False
+  tie_embeddings: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ the config decides how everything is split.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,11 +18,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from audio_interaction.data.pipeline import make_global_batch
 from audio_interaction.model import augment as augment_lib
+from audio_interaction.model import pretrained
 from audio_interaction.model.model import AudioInteractionModel, Params
 from audio_interaction.train import losses, sharding
 
@@ -38,9 +41,41 @@ class TrainState:
   opt_state: optax.OptState
 
 
+def freeze_labels(params: Params, patterns: tuple[str, ...]) -> Params:
+  """"frozen" or "trainable" per parameter: frozen when its path without the leading
+  "params" ("encoder/block0/ffn/fc1/kernel") matches one of the glob `patterns`.
+
+  On boxed parameters a label replaces the whole box, so that the frozen parameters'
+  optimizer state is absent (not an empty box) and shardings derived from the boxed
+  state match the real one.
+  """
+  def label(path, _):
+    names = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    joined = "/".join(names[1:] if names[:1] == ["params"] else names)
+    return "frozen" if any(fnmatch.fnmatchcase(joined, p) for p in patterns) else "trainable"
+  return jax.tree_util.tree_map_with_path(
+      label, params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def check_freeze_patterns(params: Params, patterns: tuple[str, ...]) -> None:
+  """Raises ValueError naming a `train.freeze` pattern that matches no parameter (a typo
+  would otherwise silently train everything)."""
+  paths = ["/".join(str(k.key) for k in path[1:])
+           for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  for pattern in patterns:
+    if not any(fnmatch.fnmatchcase(path, pattern) for path in paths):
+      raise ValueError(f"train.freeze pattern {pattern!r} matches no parameter; paths look "
+                       f"like {paths[0]!r}")
+
+
 def make_optimizer(train: ml_collections.ConfigDict
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+  """AdamW with linear warmup then cosine decay, after global-norm clipping.
+
+  With `train.freeze` patterns, an `optax.multi_transform` gives the matching
+  parameters no update and no optimizer state; the clipping norm is then the
+  trainable parameters' alone.
+  """
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
       decay_steps=max(train.steps, train.warmup_steps + 1),
@@ -48,6 +83,11 @@ def make_optimizer(train: ml_collections.ConfigDict
   optimizer = optax.chain(
       optax.clip_by_global_norm(train.clip_norm),
       optax.adamw(schedule, weight_decay=train.weight_decay))
+  if train.freeze:
+    patterns = tuple(train.freeze)
+    optimizer = optax.multi_transform(
+        {"trainable": optimizer, "frozen": optax.set_to_zero()},
+        lambda params: freeze_labels(params, patterns))
   return optimizer, schedule
 
 
@@ -69,6 +109,9 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
     self.config = config
     self.model = AudioInteractionModel(config)
+    if config.train.freeze:
+      check_freeze_patterns(jax.eval_shape(self.model.init, jax.random.key(0)),
+                            tuple(config.train.freeze))
     self.optimizer, self.schedule = make_optimizer(config.train)
     self.augment = augment_lib.AugmentConfig.from_config(config.train.augment)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.sharding.mesh)
@@ -86,11 +129,22 @@ class Trainer:
     return sharding.logical_to_sharding(nn.get_partition_spec(abstract), self.mesh, self.rules)
 
   def init_state(self, seed: int) -> TrainState:
-    """Fresh parameters and optimizer state, created directly in their shardings."""
+    """Fresh parameters and optimizer state, created directly in their shardings; with
+    `config.init` checkpoints, the encoder / decoder imported from them."""
     init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)),
                    out_shardings=self.state_shardings)
     with sharding.activate(self.mesh, self.rules):
-      return init(jax.random.key(seed))
+      state = init(jax.random.key(seed))
+    checkpoints = self.config.init
+    if not (checkpoints.encoder_checkpoint or checkpoints.decoder_checkpoint):
+      return state
+    params = pretrained.init_from_pretrained(
+        self.model, jax.random.key(seed), encoder_checkpoint=checkpoints.encoder_checkpoint,
+        decoder_checkpoint=checkpoints.decoder_checkpoint)
+    params = jax.device_put(params, self.state_shardings.params)
+    opt_state = jax.jit(self.optimizer.init, out_shardings=self.state_shardings.opt_state)(
+        params)
+    return state.replace(params=params, opt_state=opt_state)
 
   def state_from_params(self, params: Params) -> TrainState:
     """A step-0 state holding `params` (placed in their shardings), fresh optimizer.
@@ -206,15 +260,30 @@ class Trainer:
     loss, metrics = self._loss(params, batch)  # never augmented
     return dict(metrics, loss=loss)
 
-  def compile_train_step(self, batch_shapes: Mapping[str, jax.ShapeDtypeStruct]
-                         ) -> CompiledStep:
-    """jit with explicit shardings and donated state, lowered and compiled now."""
+  def lower_train_step(self, batch_shapes: Mapping[str, jax.ShapeDtypeStruct]):
+    """The train step jitted with explicit shardings and donated state, lowered on
+    abstract inputs (nothing allocated: checks pod configs on any machine)."""
     batch_shapes = {k: batch_shapes[k] for k in STEP_FIELDS}
     batch_shardings = {k: self.batch_sharding(len(v.shape)) for k, v in batch_shapes.items()}
     jitted = jax.jit(self._train_step, in_shardings=(self.state_shardings, batch_shardings),
                      out_shardings=(self.state_shardings, None), donate_argnums=0)
     with sharding.activate(self.mesh, self.rules):
-      compiled = jitted.lower(self.abstract_state(), batch_shapes).compile()
+      return jitted.lower(self.abstract_state(), batch_shapes)
+
+  def state_bytes_per_device(self) -> dict[str, int]:
+    """Bytes of the train state's shards on one device, from shapes and shardings:
+    {"params", "opt_state"} (largest shard; uneven splits round up)."""
+    def shard_bytes(tree) -> int:
+      return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * x.dtype.itemsize
+                 for x in jax.tree_util.tree_leaves(tree))
+    state = self.abstract_state()
+    return {"params": shard_bytes(state.params), "opt_state": shard_bytes(state.opt_state)}
+
+  def compile_train_step(self, batch_shapes: Mapping[str, jax.ShapeDtypeStruct]
+                         ) -> CompiledStep:
+    """jit with explicit shardings and donated state, lowered and compiled now."""
+    with sharding.activate(self.mesh, self.rules):
+      compiled = self.lower_train_step(batch_shapes).compile()
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
     return CompiledStep(fn=compiled, flops_per_step=float(cost.get("flops", 0.0)),
