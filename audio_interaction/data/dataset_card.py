@@ -65,7 +65,8 @@ class DatasetCard:
     utterances, events = sum(self.voices.values()), sum(self.sounds.values())
     lines = [
         f"# Dataset card: split `{self.split}`", "",
-        f"- {self.num_examples:,} examples in {self.num_shards:,} ArrayRecord shards "
+        f"- {self.num_examples:,} examples in {self.num_shards:,} ArrayRecord "
+        f"shard{'s' if self.num_shards != 1 else ''} "
         f"({self.num_bytes / 1e6:,.1f} MB)",
         f"- {self.audio_hours:,.2f} hours of audio "
         f"({3600 * self.audio_hours / self.num_examples:.1f} s per example)",
