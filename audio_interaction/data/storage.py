@@ -572,7 +572,7 @@ def build_split(
           for future in futures:
             future.cancel()
           raise
-  pending.todo = []
+  pending.todo = []  # Every task's marker is in pending.done (the same dict as `markers`).
   return pending.finish()
 
 
