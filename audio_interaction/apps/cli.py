@@ -1,7 +1,9 @@
 """`audio-interaction <verb>`: the one entry point. Thin: every verb calls a library function.
 
 Verbs:
-  build-data  generate a split of the streaming corpus (28 sub-tasks) as ArrayRecord.
+  build-data  generate a split of the streaming corpus (28 sub-tasks) as ArrayRecord,
+              here (--workers) or on Apache Beam (--runner direct|dataflow|flink|...).
+  dataset-card  abilities, sub-tasks, hours of audio, voices and sounds of a built split.
   show-example  one corpus example as a timeline PNG (labels per chunk), a WAV and text.
   train       train a config in a workdir (resumes from its newest good checkpoint).
   heldout     run a model alone over held-out streams: when it spoke, what it said.
@@ -105,11 +107,34 @@ def _listen(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _build_data(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import build as corpus
+  from audio_interaction.data import beam_storage
   config = _config_from(args, overrides)
-  summary = corpus.build_corpus_split(config, args.split, args.num_examples,
-                                      num_workers=args.workers,
-                                      subtasks=args.subtasks.split(",") if args.subtasks else None)
+  flags = beam_storage.option_flags(args.beam_option, args.pipeline_options)
+  if args.runner == "local" and flags:
+    raise UsageError("--beam-option/--pipeline-options are for a Beam --runner "
+                     f"({'|'.join(beam_storage.RUNNERS)}), not local")
+  if args.runner != "local" and args.workers != 1:
+    raise UsageError("--workers is for --runner local; give a Beam runner its workers with "
+                     "--beam-option (e.g. num_workers=8, direct_num_workers=2)")
+  try:
+    summary = corpus.build_corpus_split(
+        config, args.split, args.num_examples, num_workers=args.workers,
+        subtasks=args.subtasks.split(",") if args.subtasks else None,
+        runner=args.runner, beam_options=flags)
+  except ImportError as error:  # the [beam] extra is missing: the message says what to do
+    raise UsageError(_one_line(error)) from error
   print(f"{args.split}: {summary}")
+  return 0
+
+
+def _dataset_card(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.data import dataset_card
+  directory = args.dir or _config_from(args, overrides).data.dir
+  card = dataset_card.dataset_card(directory, args.split)
+  print(card.markdown())
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(card.to_json(), indent=1) + "\n")
   return 0
 
 
@@ -374,7 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
   build.add_argument("--num-examples", type=int, required=True)
   build.add_argument("--workers", type=int, default=1, help="worker processes")
   build.add_argument("--subtasks", default="", help="comma-separated sub-tasks (default: all 28)")
+  build.add_argument("--runner", default="local",
+                     choices=("local", "direct", "prism", "dataflow", "flink", "spark"),
+                     help="local: --workers processes here; else an Apache Beam runner "
+                          "(needs the [beam] extra; docs/beam.md)")
+  build.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a Beam pipeline option, e.g. num_workers=8 (repeatable)")
+  build.add_argument("--pipeline-options", default="",
+                     help='Beam pipeline flags as one string, e.g. "--project p --region r"')
   build.set_defaults(run=_build_data)
+
+  card = verbs.add_parser("dataset-card",
+                          help="abilities, sub-tasks, hours, voices and sounds of a built split")
+  add_config(card)
+  card.add_argument("--split", default="train")
+  card.add_argument("--dir", default="", help="the split's directory (default: config.data.dir)")
+  card.add_argument("--json", default="", help="also write the card as JSON here")
+  card.set_defaults(run=_dataset_card)
 
   show = verbs.add_parser("show-example", help="picture, audio and text of one corpus example")
   add_config(show)

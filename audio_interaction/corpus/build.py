@@ -2,7 +2,10 @@
 
 `CorpusExamples(config, split)` is the `make_example(index, seed)` that
 `storage.build_split` calls (in worker processes, so it is picklable and opens its
-TTS engines and sound bank lazily). Example i of a split is sub-task
+TTS engines and sound bank lazily), or the Beam workers of
+`beam_storage.build_split_beam` (`build_corpus_split(runner=...)`). The audio depends
+on which engines and sound packages are installed, so a Beam build pins the ones the
+driver has (`CorpusAssets`) and every worker checks it has them before writing. Example i of a split is sub-task
 `subtasks[i % len(subtasks)]` built from seed `(seed, i)`, so every split covers
 the sub-tasks evenly and any example can be rebuilt from its index alone.
 Held-out splits use held-out voices, recordings and world items.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import socket
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +26,7 @@ import numpy as np
 
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
-from audio_interaction.data import storage
+from audio_interaction.data import beam_storage, storage
 from audio_interaction.corpus import effects, real_audio, sounds, speech, tasks, worlds
 from audio_interaction.corpus.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
@@ -49,6 +53,34 @@ def build_tokenizer(config: ml_collections.ConfigDict, examples_per_task: int = 
   return train_sentencepiece(texts, config.model.decoder.vocab_size, directory)
 
 
+class MissingAssets(RuntimeError):
+  """A machine lacks a speech engine, voice or sound package the corpus is built from."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusAssets:
+  """What a split's audio is drawn from: without all of it a worker writes other audio.
+
+  Attributes:
+    engines: speech engine names (`speech.ENGINE_TYPES` order).
+    voices: qualified voices of the split's speech source ("espeak:en-us+m3", ...).
+    sound_packages: `sounds.SOUND_PACKAGES` names whose recordings are used.
+  """
+
+  engines: tuple[str, ...]
+  voices: tuple[str, ...]
+  sound_packages: tuple[str, ...]
+
+  @classmethod
+  def installed(cls, split: str, randomize: dict | None = None) -> "CorpusAssets":
+    """The assets this machine has for corpus split `split` (what a local build uses)."""
+    engines = speech.available_speech_engines()
+    _, missing = sounds.find_recordings()
+    return cls(engines=engines,
+               voices=speech_source(SOURCE_SPLIT[split], randomize, engines).voices(),
+               sound_packages=tuple(p for p in sounds.SOUND_PACKAGES if p not in missing))
+
+
 @dataclasses.dataclass
 class CorpusExamples:
   """make_example(index, seed) -> stream-format example + metadata (see module doc)."""
@@ -61,6 +93,8 @@ class CorpusExamples:
   subtasks: Sequence[str] = tuple(tasks.SUBTASKS)
   # `config.data.randomize` as a plain dict (None or enabled=False: off).
   randomize: dict | None = None
+  # None: whatever is installed here; else exactly these (`check_assets`).
+  assets: CorpusAssets | None = None
 
   def __post_init__(self):
     unknown = [s for s in self.subtasks if s not in tasks.SUBTASKS]
@@ -87,10 +121,38 @@ class CorpusExamples:
   def _open(self):
     if self._sources is None:
       source_split = SOURCE_SPLIT[self.split]
-      self._sources = (speech_source(source_split, self.randomize),
-                       sound_source(source_split, self.randomize),
+      engines, packages = None, None
+      if self.assets is not None:
+        engines = self.assets.engines
+        packages = {p: sounds.SOUND_PACKAGES[p] for p in self.assets.sound_packages}
+      self._sources = (speech_source(source_split, self.randomize, engines),
+                       sound_source(source_split, self.randomize, packages),
                        Tokenizer.load(self.tokenizer_dir))
     return self._sources
+
+  def check_assets(self) -> None:
+    """Raises `MissingAssets` naming what this machine lacks of `assets` (None: no check).
+
+    Run on every Beam worker before it writes (`DoFn.setup`): a worker without an
+    engine or sound package would silently draw other voices and sounds.
+    """
+    if self.assets is None:
+      return
+    problems = []
+    here = CorpusAssets.installed(self.split, self.randomize)
+    if missing := [e for e in self.assets.engines if e not in here.engines]:
+      hints = "; ".join(f"{e}: {speech.ENGINE_TYPES[e].install}" for e in missing)
+      problems.append(f"speech engines {missing} ({hints})")
+    if missing := [p for p in self.assets.sound_packages if p not in here.sound_packages]:
+      problems.append(f"sound packages {missing} (apt-get install {' '.join(missing)})")
+    if not problems and (missing := sorted(set(self.assets.voices) - set(here.voices))):
+      problems.append(f"voices {missing[:8]}{' ...' if len(missing) > 8 else ''} "
+                      f"({len(missing)} of {len(self.assets.voices)}: another engine version?)")
+    if problems:
+      raise MissingAssets(
+          f"worker {socket.gethostname()} cannot build split {self.split!r} as the driver "
+          f"would: it lacks {'; '.join(problems)}. Run the workers in a container built with "
+          f"install.sh, or install these on them (docs/beam.md)")
 
   @property
   def tokenizer(self) -> Tokenizer:
@@ -117,22 +179,28 @@ class CorpusExamples:
         tokens_per_chunk=self.tokens_per_chunk)
     meta = serialize_lib.metadata(timeline)
     example.update({name: meta[name] for name in storage.METADATA_FIELDS})
+    # For the dataset card (`storage.CARD_FIELDS`): counted at build time, not stored.
+    example["voices"] = tuple(u.voice for u in timeline.utterances)
+    example["sounds"] = tuple(e.label for e in (*timeline.sounds, *timeline.backgrounds))
     return example
 
   def __call__(self, index: int, seed: int) -> dict[str, Any]:
     return self.example(self.timeline(index, seed))
 
 
-def speech_source(source_split: str, randomize: dict | None = None) -> speech.MultiVoiceSpeech:
+def speech_source(source_split: str, randomize: dict | None = None,
+                  engines: Sequence[str] | None = None) -> speech.MultiVoiceSpeech:
   """The TTS source of a split; with `randomize` (config.data.randomize) enabled, every
-  utterance goes through `effects.randomize` and the voices may widen (see config_lib)."""
+  utterance goes through `effects.randomize` and the voices may widen (see config_lib).
+  `engines`: the engines to draw from (default: all installed)."""
   if not randomize or not randomize["enabled"]:
-    return speech.MultiVoiceSpeech(split=source_split)
+    return speech.MultiVoiceSpeech(engines=engines, split=source_split)
   settings = effects.Randomization(**{k: float(randomize[k]) for k in (
       "p_speed", "p_pitch", "p_formant", "p_telephone", "p_room", "p_mic", "p_noise")})
   wide = bool(randomize["wide_voices"])
   return speech.MultiVoiceSpeech(
-      split=source_split, config=speech.RenderConfig(randomize=settings), wide_voices=wide,
+      engines=engines, split=source_split, config=speech.RenderConfig(randomize=settings),
+      wide_voices=wide,
       engine_weights=speech.HUMAN_ENGINE_WEIGHTS if wide else None)
 
 
@@ -142,14 +210,15 @@ def _train_audio_root(randomize: dict | None) -> str:
   return os.path.expanduser(str(randomize.get("train_audio_root", "")))
 
 
-def sound_source(source_split: str, randomize: dict | None = None) -> sounds.SoundBank:
+def sound_source(source_split: str, randomize: dict | None = None,
+                 packages: dict | None = None) -> sounds.SoundBank:
   """The sound bank of a split. With randomisation on and `train_audio_root` set, the
   TRAIN split's bank also draws the labelled recordings of the TRAIN Debian packages
   (classes of the project only; the DEV packages are never read here) and has their
-  music and ambience loops as beds."""
+  music and ambience loops as beds. `packages`: the `SOUND_PACKAGES` to read (None: all)."""
   root = _train_audio_root(randomize)
   if not root or source_split != worlds.TRAIN:
-    return sounds.SoundBank(split=source_split)
+    return sounds.SoundBank(split=source_split, packages=packages)
   if not os.path.isdir(root):
     raise FileNotFoundError(
         f"data.randomize.train_audio_root={root!r}: no such folder; fetch the TRAIN "
@@ -161,7 +230,8 @@ def sound_source(source_split: str, randomize: dict | None = None) -> sounds.Sou
             for c in clips if c.ref.member is None]
 
   events = [c for c in real_audio.train_sound_clips(root) if c.mapped]
-  return sounds.SoundBank(split=source_split, extra_recordings=recordings(events),
+  return sounds.SoundBank(split=source_split, packages=packages,
+                          extra_recordings=recordings(events),
                           beds=recordings(real_audio.train_noise_files(root)))
 
 
@@ -180,20 +250,40 @@ def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None =
   return base if split == "train" else base + 1000
 
 
+# Examples per shard: the unit of parallel work, of retries and of resumption.
+SHARD_SIZE = 64
+
+
 def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_examples: int, *,
                        num_workers: int = 1, seed: int | None = None,
-                       subtasks: Sequence[str] | None = None, progress: bool = True
-                       ) -> storage.SplitSummary:
-  """Builds (or resumes building) one split of the generated corpus in `config.data.dir`."""
+                       subtasks: Sequence[str] | None = None, progress: bool = True,
+                       runner: str = "local", beam_options: Sequence[str] = (),
+                       shard_size: int = SHARD_SIZE) -> storage.SplitSummary:
+  """Builds (or resumes building) one split of the generated corpus in `config.data.dir`.
+
+  `runner`: "local" writes with `num_workers` processes of this machine
+  (`storage.build_split`); anything else is a Beam runner (`beam_storage.RUNNERS`
+  key or class name) given the pipeline flags `beam_options`, with the engines,
+  voices and sound packages of this machine pinned and checked on every worker.
+  Both write the same bytes for the same seed.
+  """
+  if runner != "local" and num_workers != 1:
+    raise ValueError(f"num_workers={num_workers} is for runner 'local'; a Beam runner's "
+                     "parallelism is a pipeline option (e.g. num_workers, direct_num_workers)")
   tokenizer = build_tokenizer(config)
   if tokenizer.vocab_size > config.model.decoder.vocab_size:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids, more than "
                      f"model.decoder.vocab_size={config.model.decoder.vocab_size}")
   make = CorpusExamples.from_config(config, split, subtasks)
-  return storage.build_split(config.data.dir, split, num_examples, make,
-                             seed=split_seed(config, split, seed),
-                             num_workers=num_workers, shard_size=64, progress=progress,
-                             chunk_samples=sf.config_chunk_samples(config))
+  common = dict(seed=split_seed(config, split, seed), shard_size=shard_size,
+                chunk_samples=sf.config_chunk_samples(config))
+  if runner == "local":
+    return storage.build_split(config.data.dir, split, num_examples, make,
+                               num_workers=num_workers, progress=progress, **common)
+  make = dataclasses.replace(make, assets=CorpusAssets.installed(split, make.randomize))
+  return beam_storage.build_split_beam(config.data.dir, split, num_examples, make,
+                                       runner=runner, options=beam_options,
+                                       check_worker=make.check_assets, **common)
 
 
 def example_lengths(example: dict[str, np.ndarray]) -> tuple[int, int]:

@@ -11,7 +11,9 @@ On disk (`out_dir` is a TFDS dataset directory, e.g. ``data_dir/audio_interactio
   dataset_info.json, features.json              TFDS metadata: every *finished* split
   {name}-{split}.array_record-00000-of-00042    shards, TFDS naming; record i of the
                                                 split is `make_example(i, seed)`
-  {split}.build.json                            the build plan + counts per ability/sub-task
+  {split}.build.json                            the build plan + counts per ability/sub-task,
+                                                audio samples, utterances per voice and
+                                                events per sound class (`dataset_card`)
   {split}.metadata.npz                          ability and sub-task id of every example
                                                 (lets the input pipeline mix by ability
                                                 without reading the records)
@@ -34,11 +36,14 @@ the same TFDS layout itself and is resumable: each shard is written to a tempora
 file and renamed atomically, a small JSON marker then records it as finished, a rerun
 skips finished shards, and the shards are moved to their TFDS names and the metadata
 written only once every shard exists. Shards are built in parallel in ``spawn``
-worker processes. Two concurrent builds of the same split are not supported.
+worker processes, or as an Apache Beam pipeline by `data.beam_storage` (the same
+`begin_split` / `write_shard` / `PendingSplit.finish`, so both write the same bytes).
+Two concurrent builds of the same split are not supported.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -47,6 +52,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +75,9 @@ DEFAULT_VERSION = "1.1.0"
 METADATA_FIELDS: tuple[str, ...] = ("ability", "subtask")
 # Stored with every record: its index in the split (record i == make_example(i, seed)).
 INDEX_FIELD = "example_index"
+# Optional per-example string sequences a `make_example` may add: counted into
+# `{split}.build.json` for the dataset card, never stored in the records.
+CARD_FIELDS: tuple[str, ...] = ("voices", "sounds")
 # TFDS's ArrayRecord options: one record per group, so any record can be read
 # alone; zstd-compressed. "group_size:1,uncompressed" reads ~6x faster (0.14 vs
 # 0.86 ms for a 236 kB record) for ~10% more disk on float32 audio.
@@ -204,9 +213,15 @@ def _template(out_dir: pathlib.Path, name: str, split: str) -> naming.ShardedFil
       filetype_suffix=file_adapters.FileFormat.ARRAY_RECORD.file_suffix)
 
 
+def _tmp_suffix() -> str:
+  """A temporary-file suffix unique to this attempt: Beam may run two attempts of one
+  shard at once (retries, speculative backups), even as threads of one process."""
+  return f"tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 def _write_json(path: pathlib.Path, value: Any) -> None:
   """Writes JSON atomically: a reader (or a resumed build) never sees half a file."""
-  tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+  tmp = path.with_name(f"{path.name}.{_tmp_suffix()}")
   tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
   os.replace(tmp, path)
 
@@ -296,31 +311,60 @@ def _shard_name(shard: int) -> str:
   return f"shard-{shard:05d}"
 
 
-def _write_shard(work_dir: pathlib.Path, shard: int, start: int, stop: int,
-                 make_example: ExampleFn, seed: int, chunk_samples: int | None,
-                 writer_options: str) -> dict[str, Any]:
-  """Writes examples [start, stop) to one ArrayRecord shard; returns its marker."""
+def _card_entries(raw: Mapping[str, Any], index: int) -> dict[str, list[str]]:
+  """The `CARD_FIELDS` of one generated example (absent fields: empty)."""
+  entries = {}
+  for name in CARD_FIELDS:
+    values = raw.get(name, ())
+    if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+      raise ValueError(f"make_example({index}) field {name!r} must be a sequence of "
+                       f"non-empty strings, got {values!r}")
+    entries[name] = list(values)
+  return entries
+
+
+def write_shard(work_dir: pathlib.Path, shard: int, start: int, stop: int,
+                make_example: ExampleFn, seed: int, chunk_samples: int | None,
+                writer_options: str) -> dict[str, Any]:
+  """Writes examples [start, stop) to one ArrayRecord shard of `work_dir`; returns its marker.
+
+  Safe to run any number of times, even concurrently (a retried or speculative Beam
+  bundle): the records go to a temporary file unique to this attempt, which is
+  renamed atomically onto the shard's name, so the shard is whole or absent and a
+  rerun replaces it with the same bytes; a failed attempt deletes its temporary file.
+  The marker (`{shard}.json`, what makes the shard count as finished) is written last.
+  """
   data_path = work_dir / f"{_shard_name(shard)}.array_record"
-  tmp_path = work_dir / f"{_shard_name(shard)}.array_record.tmp-{os.getpid()}"
-  abilities, subtasks = [], []
+  tmp_path = work_dir / f"{_shard_name(shard)}.array_record.{_tmp_suffix()}"
+  abilities, subtasks, samples = [], [], 0
+  card: dict[str, list[str]] = {name: [] for name in CARD_FIELDS}
   writer = array_record_module.ArrayRecordWriter(os.fspath(tmp_path), writer_options)
   try:
-    for index in range(start, stop):
-      try:
-        example = validate_example(make_example(index, seed), chunk_samples=chunk_samples)
-      except Exception as e:
-        raise RuntimeError(f"make_example({index}, {seed}) failed: {e}") from e
-      abilities.append(example["ability"])
-      subtasks.append(example["subtask"])
-      example[INDEX_FIELD] = index
-      writer.write(serialize(example))
-  finally:
-    writer.close()
+    try:
+      for index in range(start, stop):
+        try:
+          raw = make_example(index, seed)
+          example = validate_example(raw, chunk_samples=chunk_samples)
+          for name, values in _card_entries(raw, index).items():
+            card[name] += values
+        except Exception as e:
+          raise RuntimeError(f"make_example({index}, {seed}) failed: {e}") from e
+        abilities.append(example["ability"])
+        subtasks.append(example["subtask"])
+        samples += len(example["audio"])
+        example[INDEX_FIELD] = index
+        writer.write(serialize(example))
+    finally:
+      writer.close()
+  except BaseException:
+    tmp_path.unlink(missing_ok=True)  # No partial shard outlives its attempt.
+    raise
   os.replace(tmp_path, data_path)  # Atomic: a shard file is either whole or absent.
   marker = {
       "shard": shard, "start": start, "stop": stop,
       "num_bytes": data_path.stat().st_size,
-      "abilities": abilities, "subtasks": subtasks,
+      "abilities": abilities, "subtasks": subtasks, "audio_samples": samples,
+      **{f"{name}_counts": _counts(values) for name, values in card.items()},
   }
   # The marker is written last: a shard counts as finished only once both exist.
   _write_json(work_dir / f"{_shard_name(shard)}.json", marker)
@@ -328,7 +372,7 @@ def _write_shard(work_dir: pathlib.Path, shard: int, start: int, stop: int,
 
 
 def _write_shard_task(args: tuple) -> dict[str, Any]:
-  return _write_shard(*args)
+  return write_shard(*args)
 
 
 # ----------------------------------------------------------------------------
@@ -355,52 +399,63 @@ def _finished_marker(work_dir: pathlib.Path, final_path: pathlib.Path,
   return json.loads(marker_path.read_text())
 
 
-def build_split(
-    out_dir: str | os.PathLike,
-    split: str,
-    num_examples: int,
-    make_example: ExampleFn,
-    seed: int,
-    num_workers: int = 1,
-    shard_size: int = 256,
-    *,
-    name: str = DEFAULT_NAME,
-    chunk_samples: int | None = None,
-    progress: bool = True,
-    description: str = "Streaming audio-interaction examples (see audio_interaction.data).",
-    writer_options: str = DEFAULT_WRITER_OPTIONS,
-) -> SplitSummary:
-  """Writes examples ``make_example(i, seed)``, i < num_examples, as a TFDS split.
+@dataclasses.dataclass
+class PendingSplit:
+  """A split build in progress (`begin_split`): the shards still to write, then `finish`.
 
-  Resumable: kill it at any point and call it again with the same arguments; it
-  continues from the finished shards, with no duplicates and no gaps. Calling it
-  for a split that is already finished (same plan) returns at once.
+  Attributes:
+    out_dir: the TFDS dataset directory.
+    work_dir: ``out_dir/_build/{split}``, where `write_shard` puts shards and markers.
+    plan: what the build promises (name, split, num_examples, seed, shard_size).
+    todo: shard indices without a finished marker, ascending.
+    done: shard index -> marker, for the finished ones.
+    description: stored in dataset_info.json by `finish`.
+  """
 
-  Args:
-    out_dir: TFDS dataset directory; use `dataset_dir(data_dir, name, version)` so
-      that ``tfds.data_source(name, data_dir=data_dir)`` finds it. Its base name is
-      the dataset version if it parses as one (else "1.0.0").
-    split: split name, e.g. "train".
-    num_examples: examples in the split.
-    make_example: deterministic ``(index, seed) -> example``: the arrays of
-      `EXAMPLE_FIELDS` plus `ability` and `subtask` strings. Must be picklable
-      (module-level function or class instance) when `num_workers > 1`.
-    seed: passed to every `make_example` call.
-    num_workers: processes writing shards (``spawn``); 1 writes in this process.
-    shard_size: examples per shard (the unit of parallel work and of resumption).
-    name: dataset name recorded in the metadata and file names.
-    chunk_samples: if given, every example's audio is checked to be
-      `num_chunks * chunk_samples` samples.
-    progress: show a tqdm progress bar (examples).
-    description: stored in dataset_info.json.
-    writer_options: ArrayRecord writer options (readers need no matching option).
+  out_dir: pathlib.Path
+  work_dir: pathlib.Path
+  plan: _Plan
+  todo: list[int]
+  done: dict[int, dict[str, Any]]
+  description: str
 
-  Returns:
-    A `SplitSummary` of the finished split.
+  @property
+  def final_paths(self) -> list[pathlib.Path]:
+    template = _template(self.out_dir, self.plan.name, self.plan.split)
+    return [template.sharded_filepath(shard_index=i, num_shards=self.plan.num_shards)
+            for i in range(self.plan.num_shards)]
 
-  Raises:
-    ValueError: `out_dir` already holds this split (finished or in progress) built
-      with a different plan (num_examples, seed, shard_size or name).
+  def shard_args(self, shard: int, make_example: ExampleFn, chunk_samples: int | None,
+                 writer_options: str) -> tuple:
+    """The arguments of `write_shard` for one shard of this plan."""
+    return (self.work_dir, shard, *self.plan.shard_range(shard), make_example,
+            self.plan.seed, chunk_samples, writer_options)
+
+  def rescan(self) -> None:
+    """Re-reads the finished markers from `work_dir` (after other processes wrote shards)."""
+    for shard, final_path in enumerate(self.final_paths):
+      if (marker := _finished_marker(self.work_dir, final_path, shard)) is not None:
+        self.done[shard] = marker
+    self.todo = [s for s in range(self.plan.num_shards) if s not in self.done]
+
+  def finish(self) -> SplitSummary:
+    """Moves the shards to their TFDS names and writes the metadata (all shards done)."""
+    if self.todo:
+      raise RuntimeError(f"split {self.plan.split!r}: shards {self.todo[:10]} of "
+                         f"{self.plan.num_shards} are not written yet")
+    return _finalize(self.out_dir, self.work_dir, self.plan, self.done, self.final_paths,
+                     self.description)
+
+
+def begin_split(out_dir: str | os.PathLike, split: str, num_examples: int, seed: int,
+                shard_size: int, *, name: str = DEFAULT_NAME,
+                description: str = "Streaming audio-interaction examples "
+                                   "(see audio_interaction.data).") -> PendingSplit | SplitSummary:
+  """Starts or resumes a split build: its `SplitSummary` if it is already finished.
+
+  Checks the plan against a finished or unfinished build in `out_dir` (a different
+  plan is a ValueError), deletes temporary files of killed runs and lists the
+  finished shards. See `build_split` for the arguments.
   """
   if num_examples < 1 or shard_size < 1:
     raise ValueError(
@@ -433,18 +488,67 @@ def build_split(
   # Temporary files of a killed run are never reused: their shard is rewritten.
   for stale in work_dir.glob("*.tmp-*"):
     stale.unlink(missing_ok=True)
+  pending = PendingSplit(out_dir=out_dir, work_dir=work_dir, plan=plan, todo=[], done={},
+                         description=description)
+  pending.rescan()
+  return pending
 
-  template = _template(out_dir, name, split)
-  final_paths = [template.sharded_filepath(shard_index=i, num_shards=plan.num_shards)
-                 for i in range(plan.num_shards)]
-  markers: dict[int, dict[str, Any]] = {}
-  for shard in range(plan.num_shards):
-    if (marker := _finished_marker(work_dir, final_paths[shard], shard)) is not None:
-      markers[shard] = marker
-  todo = [s for s in range(plan.num_shards) if s not in markers]
-  tasks = [(work_dir, s, *plan.shard_range(s), make_example, seed, chunk_samples, writer_options)
-           for s in todo]
 
+def build_split(
+    out_dir: str | os.PathLike,
+    split: str,
+    num_examples: int,
+    make_example: ExampleFn,
+    seed: int,
+    num_workers: int = 1,
+    shard_size: int = 256,
+    *,
+    name: str = DEFAULT_NAME,
+    chunk_samples: int | None = None,
+    progress: bool = True,
+    description: str = "Streaming audio-interaction examples (see audio_interaction.data).",
+    writer_options: str = DEFAULT_WRITER_OPTIONS,
+) -> SplitSummary:
+  """Writes examples ``make_example(i, seed)``, i < num_examples, as a TFDS split.
+
+  Resumable: kill it at any point and call it again with the same arguments; it
+  continues from the finished shards, with no duplicates and no gaps. Calling it
+  for a split that is already finished (same plan) returns at once.
+
+  Args:
+    out_dir: TFDS dataset directory; use `dataset_dir(data_dir, name, version)` so
+      that ``tfds.data_source(name, data_dir=data_dir)`` finds it. Its base name is
+      the dataset version if it parses as one (else "1.0.0").
+    split: split name, e.g. "train".
+    num_examples: examples in the split.
+    make_example: deterministic ``(index, seed) -> example``: the arrays of
+      `EXAMPLE_FIELDS` plus `ability` and `subtask` strings, and optionally the
+      `CARD_FIELDS` (sequences of strings, e.g. the voices of its utterances). Must
+      be picklable (module-level function or class instance) when `num_workers > 1`.
+    seed: passed to every `make_example` call.
+    num_workers: processes writing shards (``spawn``); 1 writes in this process.
+    shard_size: examples per shard (the unit of parallel work and of resumption).
+    name: dataset name recorded in the metadata and file names.
+    chunk_samples: if given, every example's audio is checked to be
+      `num_chunks * chunk_samples` samples.
+    progress: show a tqdm progress bar (examples).
+    description: stored in dataset_info.json.
+    writer_options: ArrayRecord writer options (readers need no matching option).
+
+  Returns:
+    A `SplitSummary` of the finished split.
+
+  Raises:
+    ValueError: `out_dir` already holds this split (finished or in progress) built
+      with a different plan (num_examples, seed, shard_size or name).
+  """
+  pending = begin_split(out_dir, split, num_examples, seed, shard_size, name=name,
+                        description=description)
+  if isinstance(pending, SplitSummary):
+    return pending
+  tasks = [pending.shard_args(s, make_example, chunk_samples, writer_options)
+           for s in pending.todo]
+  markers = pending.done
   with tqdm.tqdm(total=num_examples, initial=sum(m["stop"] - m["start"] for m in markers.values()),
                  unit="ex", desc=f"{name}/{split}", disable=not progress) as bar:
     if num_workers <= 1 or len(tasks) <= 1:
@@ -468,7 +572,8 @@ def build_split(
           for future in futures:
             future.cancel()
           raise
-  return _finalize(out_dir, work_dir, plan, markers, final_paths, description)
+  pending.todo = []  # Every task's marker is in pending.done (the same dict as `markers`).
+  return pending.finish()
 
 
 def _finalize(out_dir: pathlib.Path, work_dir: pathlib.Path, plan: _Plan,
@@ -488,7 +593,7 @@ def _finalize(out_dir: pathlib.Path, work_dir: pathlib.Path, plan: _Plan,
   subtasks = [t for m in shards for t in m["subtasks"]]
   ability_names, ability_ids = np.unique(np.asarray(abilities), return_inverse=True)
   subtask_names, subtask_ids = np.unique(np.asarray(subtasks), return_inverse=True)
-  tmp = out_dir / f"{plan.split}.metadata.tmp-{os.getpid()}.npz"
+  tmp = out_dir / f"{plan.split}.metadata.{_tmp_suffix()}.npz"
   np.savez(tmp, ability_names=ability_names, ability_ids=ability_ids.astype(np.int16),
            subtask_names=subtask_names, subtask_ids=subtask_ids.astype(np.int16))
   os.replace(tmp, out_dir / f"{plan.split}.metadata.npz")
@@ -521,6 +626,14 @@ def _finalize(out_dir: pathlib.Path, work_dir: pathlib.Path, plan: _Plan,
       "ability_counts": _counts(abilities),
       "subtask_counts": _counts(subtasks),
   }
+  # Shards written before the card counts existed (a resumed old build) leave them out.
+  if all("audio_samples" in m for m in shards):
+    done["audio_samples"] = sum(m["audio_samples"] for m in shards)
+    for name in CARD_FIELDS:
+      total = collections.Counter()
+      for m in shards:
+        total.update(m[f"{name}_counts"])
+      done[f"{name}_counts"] = dict(sorted(total.items()))
   _write_json(out_dir / f"{plan.split}.build.json", done)
   # Removing the work directory is what marks the split finished.
   shutil.rmtree(work_dir)
@@ -565,6 +678,12 @@ def load_split(out_dir: str | os.PathLike, split: str):
         f"{builder.info.version}, this code writes {DEFAULT_VERSION}); rebuild the split "
         f"with `audio-interaction build-data` into an empty directory")
   return builder.as_data_source(split)
+
+
+def split_summary(out_dir: str | os.PathLike, split: str) -> SplitSummary:
+  """The `SplitSummary` of a finished split (what `build_split` returned)."""
+  build_json = pathlib.Path(out_dir) / f"{split}.build.json"
+  return _summary_from_build_json(pathlib.Path(out_dir), json.loads(build_json.read_text()))
 
 
 def read_split_metadata(out_dir: str | os.PathLike, split: str) -> SplitMetadata:
