@@ -200,7 +200,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
-def _seconds_list(text: str) -> tuple[float, ...]:
+def _number_list(text: str) -> tuple[float, ...]:
   """"0.2,0.4" -> (0.2, 0.4): a comma list of numbers, at least one."""
   values = tuple(_number(t) for t in text.split(",") if t.strip())
   if not values:
@@ -489,17 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--overwrite", action="store_true", help="replace a tune run in --out")
   tuner.add_argument("--write-bundle", action="store_true",
                      help="store the chosen infer block in the bundle's config.json")
-  tuner.add_argument("--thresholds", type=_seconds_list, default=None,
+  tuner.add_argument("--thresholds", type=_number_list, default=None,
                      help="P(SPEAK) thresholds of the model-alone candidates (comma list; "
                           "this and the grid flags below default to eval.tune.Grid's)")
-  tuner.add_argument("--hybrid-thresholds", type=_seconds_list,
+  tuner.add_argument("--hybrid-thresholds", type=_number_list,
                      default=None, help="the hybrid's thresholds")
-  tuner.add_argument("--min-silences", type=_seconds_list, default=None,
+  tuner.add_argument("--min-silences", type=_number_list, default=None,
                      help="the hybrid's silence (s) before a confident model may speak")
-  tuner.add_argument("--hybrid-silences", type=_seconds_list,
+  tuner.add_argument("--hybrid-silences", type=_number_list,
                      default=None,
                      help="the hybrid's backstop timer silence (s)")
-  tuner.add_argument("--timer-silences", type=_seconds_list, default=None,
+  tuner.add_argument("--timer-silences", type=_number_list, default=None,
                      help="the silence-timer candidates (s); the 0.7 s reference is always run")
   tuner.add_argument("--seed", type=int, default=0, help="seed of the A/B split (and --max-cases)")
   tuner.add_argument("--max-cases", type=int, default=None,
