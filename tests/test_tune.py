@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_interaction.apps import cli
+from audio_interaction.apps import cli, tune_run
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.eval import suites, tune
 from audio_interaction.export import portable
@@ -172,7 +172,7 @@ def test_split_halves_is_stratified_seeded_and_complete(tmp_path):
 
 
 def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_path, capsys):
-  config, _, params, _ = tiny
+  config, model, params, _ = tiny
   bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
   before = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
   streams, events = _manifests(tmp_path)
@@ -185,8 +185,10 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   names = [c["name"] for c in result["candidates"]]
   assert names == ["model θ=0.5", "hybrid θ=0.5 min=0.2s timer=0.7s", "timer 0.5s",
                    "timer 0.7s"]
-  assert result["timing"] == {"recordings": 6, "chunks": result["timing"]["chunks"], "rows": 4,
-                              "model_passes": 6}
+  cases, _ = tune_run.load_cases([str(streams), str(events)], model.config.chunk_ms, 2.0)
+  chunks = sum(len(c.audio) // model.config.chunk_samples for c in cases)
+  assert {k: result["timing"][k] for k in ("recordings", "chunks", "rows", "model_passes")} == {
+      "recordings": 6, "chunks": chunks, "rows": 4, "model_passes": 6}
   assert result["counts"]["all"] == {"cases": 6, "turns": 4, "alert_events": 1}
   # The pick is the rule applied to the half-A figures written out.
   table = [c["A"] for c in result["candidates"]]

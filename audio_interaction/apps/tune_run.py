@@ -88,6 +88,7 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
   result = tune.tune(Engine(model), params, tokenizer, cases, base_infer, grid, rule,
                      config=eval_config, seed=seed, progress=progress)
   result["manifests"] = notes
+  result["timing"]["wall_seconds"] = time.perf_counter() - began
   paths = tune.write_tune_report(result, out_dir, note=note, command=command)
   written = None
   if write_bundle:

@@ -489,7 +489,9 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
                                 f"{c['alert_events']} alert events" for h, c in counts.items())
           + f" (split seed {result['split']['seed']}). "
           f"{result['timing']['rows']} candidates, one batched model pass per recording "
-          f"({result['timing']['model_passes']} passes).", ""]
+          f"({result['timing']['model_passes']} passes"
+          + (f", {result['timing']['wall_seconds']:.0f} s in all" if "wall_seconds" in
+             result["timing"] else "") + ").", ""]
   for half, title in (("B", "held-out half B (not used to choose)"), ("all", "all cases")):
     text += [f"## The chosen point on {title}", "",
              "Brackets: 95 % bootstrap intervals over cases; beside it: the reference silence "
