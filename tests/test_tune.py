@@ -170,6 +170,18 @@ def test_split_halves_is_stratified_seeded_and_complete(tmp_path):
   assert tune.split_halves(cases, seed=3) == (a, b)
   assert any(tune.split_halves(cases, seed=s) != (a, b) for s in range(4, 10))
 
+  # --max-cases: a seeded subset of at most that many cases per suite, in manifest order.
+  def names(seed):
+    subset, _ = tune_run.load_cases([str(streams), str(events)], 160, 2.0, max_cases=3,
+                                    seed=seed)
+    return [c.name for c in subset]
+  every = [c.name for c in cases]
+  picked = names(0)
+  assert sum(n.startswith("B5:") for n in picked) == 3
+  assert sum(n.startswith("B6:") for n in picked) == 2
+  assert picked == [n for n in every if n in picked] and picked == names(0)
+  assert any(names(s) != picked for s in range(1, 8))
+
 
 def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_path, capsys):
   config, model, params, _ = tiny
