@@ -9,6 +9,8 @@ Verbs:
   heldout     run a model alone over held-out streams: when it spoke, what it said.
   eval        the benchmark suites B1-B8 (model, silence-timer baseline, PocketSphinx),
               on held-out streams, a manifest or a TFDS set: JSON + Markdown report.
+  tune        choose the operating point (model threshold, hybrid model + VAD, or
+              silence timer) on dev-set manifests; optionally store it in the bundle.
   proactive-bench  the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip, accuracy.
   export      write a workdir's (or a bundle's) model as a bundle, as safetensors, or as
               serialized StableHLO streaming steps that run without the model code.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import math
+import shlex
 import sys
 
 from audio_interaction import config_lib
@@ -224,6 +227,79 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
         f"per case: {done['paths']['cases']}")
   print(f"Reproduce: {command}")
   return 0
+
+
+def _number_list(text: str) -> tuple[float, ...]:
+  """"0.2,0.4" -> (0.2, 0.4): a comma list of numbers, at least one."""
+  values = tuple(_number(t) for t in text.split(",") if t.strip())
+  if not values:
+    raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}")
+  return values
+
+
+# `tune`'s grid flags, named as `eval.tune.Grid`'s fields (None: the Grid's default).
+GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silences",
+              "timer_silences")
+
+
+def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.apps import tune_run
+  from audio_interaction.eval import tune
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: tune takes no config (the bundle brings "
+                     "its own; the grid is set by the flags)")
+  grid = tune.Grid(**{name: getattr(args, name) for name in GRID_FLAGS
+                      if getattr(args, name) is not None})
+  for name, values in (("--thresholds", grid.thresholds),
+                       ("--hybrid-thresholds", grid.hybrid_thresholds)):
+    if not all(0 <= v <= 1 for v in values):
+      raise UsageError(f"{name} must be in [0, 1], got {values}")
+  for name, values in (("--min-silences", grid.min_silences),
+                       ("--hybrid-silences", grid.hybrid_silences),
+                       ("--timer-silences", grid.timer_silences)):
+    if not all(v >= 0 for v in values) or (name != "--min-silences" and 0 in values):
+      raise UsageError(f"{name} must be > 0 (>= 0 for --min-silences), got {values}")
+  if args.max_cases is not None and args.max_cases < 1:
+    raise UsageError(f"--max-cases must be >= 1, got {args.max_cases}")
+  defaults = build_parser().parse_args(["tune", "--manifest", "x", "--out", "x"])
+  command = shlex.join(["audio-interaction", "tune", *(
+      token for name in ("checkpoint", "manifest", "out", *GRID_FLAGS, "seed", "max_cases",
+                         "resamples")
+      if name in ("manifest", "out") or getattr(args, name) != getattr(defaults, name)
+      for token in _flag_tokens(name, getattr(args, name)))] + (
+          ["--write-bundle"] if args.write_bundle else []))
+  done = tune_run.run_tune(
+      checkpoint=args.checkpoint, manifests=args.manifest, out_dir=args.out, grid=grid,
+      rule=tune.Rule(), seed=args.seed, max_cases=args.max_cases, resamples=args.resamples,
+      write_bundle=args.write_bundle, overwrite=args.overwrite, command=command)
+  result = done["result"]
+  alarm = tune.warning(result)
+  if alarm:
+    print(alarm, file=sys.stderr)
+  chosen = result["chosen"]
+  print(f"chosen: {chosen['name']}")
+  for half in ("A", "B", "all"):
+    figures = result["candidates"][chosen["index"]][half]
+    print(f"  {half}: cut-in {figures['false_cut_in_rate']}, miss {figures['miss_rate']}, "
+          f"median latency {figures['median_latency_s']} s, alert recall {figures['recall']}, "
+          f"false alarms/h {figures['false_alarms_per_hour']}")
+  if done["written"] is not None:
+    print(f"infer block written to {done['written']}")
+  print(f"{result['timing']['recordings']} recordings x {result['timing']['rows']} candidates "
+        f"in {done['seconds']:.0f} s; report: {done['paths']['markdown']}")
+  print(f"Reproduce: {command}")
+  return 0
+
+
+def _flag_tokens(name: str, value) -> list[str]:
+  """`--flag value` tokens of a parsed argument (lists joined by commas, repeated
+  --manifest)."""
+  flag = "--" + name.replace("_", "-")
+  if name == "manifest":
+    return [token for path in value for token in (flag, path)]
+  if isinstance(value, tuple):
+    return [flag, ",".join(f"{v:g}" for v in value)]
+  return [flag, str(value)]
 
 
 def _proactive_bench(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -478,6 +554,36 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)
+
+  tuner = verbs.add_parser(
+      "tune", help="choose the operating point (policy, threshold, silences) on dev manifests")
+  tuner.add_argument("--checkpoint", default=None,
+                     help="model bundle directory (default: the embedded tiny model)")
+  tuner.add_argument("--manifest", action="append", required=True,
+                     help="JSONL manifest (repeatable): turn-taking streams (B5) and/or alert "
+                          "events (B6)")
+  tuner.add_argument("--out", required=True, help="writes tune.json, tune.md, tune.png here")
+  tuner.add_argument("--overwrite", action="store_true", help="replace a tune run in --out")
+  tuner.add_argument("--write-bundle", action="store_true",
+                     help="store the chosen infer block in the bundle's config.json")
+  tuner.add_argument("--thresholds", type=_number_list, default=None,
+                     help="P(SPEAK) thresholds of the model-alone candidates (comma list; "
+                          "this and the grid flags below default to eval.tune.Grid's)")
+  tuner.add_argument("--hybrid-thresholds", type=_number_list,
+                     default=None, help="the hybrid's thresholds")
+  tuner.add_argument("--min-silences", type=_number_list, default=None,
+                     help="the hybrid's silence (s) before a confident model may speak")
+  tuner.add_argument("--hybrid-silences", type=_number_list,
+                     default=None,
+                     help="the hybrid's backstop timer silence (s)")
+  tuner.add_argument("--timer-silences", type=_number_list, default=None,
+                     help="the silence-timer candidates (s); the 0.7 s reference is always run")
+  tuner.add_argument("--seed", type=int, default=0, help="seed of the A/B split (and --max-cases)")
+  tuner.add_argument("--max-cases", type=int, default=None,
+                     help="at most this many cases per suite (a seeded subset), for a short run")
+  tuner.add_argument("--resamples", type=int, default=1000,
+                     help="bootstrap resamples behind each 95%% interval")
+  tuner.set_defaults(run=_tune)
 
   bench = verbs.add_parser("proactive-bench",
                            help="the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip")

@@ -46,18 +46,20 @@ class RunExists(ValueError):
   """`--out` already holds a run, and `--overwrite` was not given."""
 
 
-def check_out_dir(out_dir: str | pathlib.Path, overwrite: bool) -> None:
-  """Refuses an `out_dir` that is a file, or holds a run (unless `overwrite`)."""
+def check_out_dir(out_dir: str | pathlib.Path, overwrite: bool,
+                  run_files: tuple[str, ...] = RUN_FILES) -> None:
+  """Refuses an `out_dir` that is a file, or holds a run (one of `run_files`) unless
+  `overwrite`."""
   out = pathlib.Path(out_dir)
   if out.exists() and not out.is_dir():
     raise ValueError(f"--out {out} is a file, not a directory")
-  found = [name for name in RUN_FILES if (out / name).exists()]
+  found = [name for name in run_files if (out / name).exists()]
   if found and not overwrite:
     raise RunExists(f"--out {out} already holds a run ({', '.join(found)}); give another "
                     "--out, or --overwrite to replace it")
 
 
-def _skip_note(report: ManifestReport) -> str:
+def skip_note(report: ManifestReport) -> str:
   """" (2 rows; 3 rows skipped: 2 malformed_json, 1 unknown_label)", for the report, with
   ignored keys and events of unknown class."""
   notes = [f"{len(report.rows)} rows"]
@@ -122,10 +124,10 @@ def run_eval(*, checkpoint: str | None, suites: str, manifest: str | None, strea
   if manifest_report is not None:
     cases = suites_lib.cases_from_manifest(manifest_report, names, chunk_ms=chunk_ms,
                                            answer_window_s=eval_config.answer_window_s)
-    source = f"manifest {manifest}" + _skip_note(manifest_report)
+    source = f"manifest {manifest}" + skip_note(manifest_report)
   elif tfds_source is not None:
     cases = tfds_sources.cases_from_tfds(tfds_source, names, chunk_ms=chunk_ms)
-    source = f"TFDS {tfds}" + _skip_note(tfds_source.report)
+    source = f"TFDS {tfds}" + skip_note(tfds_source.report)
   else:
     speech, sounds = heldout_sources()
     cases = suites_lib.generated_cases(

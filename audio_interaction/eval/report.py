@@ -17,7 +17,8 @@ from audio_interaction.viz.report_plots import (
 
 CASES_FILE = "cases.jsonl"
 
-def _fmt(value: Any, kind: str = "f") -> str:
+def fmt(value: Any, kind: str = "f") -> str:
+  """A figure for a table: "42%" (kind "%"), "0.31 s" ("s"), "2.50" ("f"), "—" when undefined."""
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
     return "—"
   if kind == "k/n":
@@ -46,13 +47,13 @@ def _get(block: dict | None, path: tuple[str, ...]) -> Any:
 
 def _with_interval(value: Any, interval: dict | None, kind: str) -> str:
   """"0.42 [0.30, 0.55]": the value and its 95 % bootstrap interval (when it has one)."""
-  text = _fmt(value, kind)
+  text = fmt(value, kind)
   if kind == "k/n" or not interval or text == "—":
     return text
   low, high = interval.get("low"), interval.get("high")
   if low is None or high is None or not all(math.isfinite(v) for v in (low, high)):
     return text
-  return f"{text} [{_fmt(low, kind)}, {_fmt(high, kind)}]"
+  return f"{text} [{fmt(low, kind)}, {fmt(high, kind)}]"
 
 
 def summary_table(results: dict) -> str:
@@ -127,14 +128,14 @@ def sweep_table(results: dict) -> str:
                               ("silence timer", "sweep_silence_timer", "silence ")):
       for name, p in b5.get(key, {}).items():
         lines.append(f"| {system} | {unit}{name}{' s' if key != 'sweep_model' else ''} | "
-                     f"{_fmt(p['response_latency_s']['median'], 's')} | "
-                     f"{_fmt(p['false_cut_in_rate'], '%')} | {_fmt(p['miss_rate'], '%')} |")
+                     f"{fmt(p['response_latency_s']['median'], 's')} | "
+                     f"{fmt(p['false_cut_in_rate'], '%')} | {fmt(p['miss_rate'], '%')} |")
   b6 = results["suites"].get("B6", {})
   if b6.get("sweep_model"):
     lines += ["", "| B6 threshold | recall | precision | false alarms / h |", "|---|---|---|---|"]
     for name, p in b6["sweep_model"].items():
-      lines.append(f"| θ = {name} | {_fmt(p['recall'], '%')} | {_fmt(p['precision'], '%')} | "
-                   f"{_fmt(p['false_alarms_per_hour'])} |")
+      lines.append(f"| θ = {name} | {fmt(p['recall'], '%')} | {fmt(p['precision'], '%')} | "
+                   f"{fmt(p['false_alarms_per_hour'])} |")
   return "\n".join(lines)
 
 
@@ -160,7 +161,7 @@ def write_report(results: dict, out_dir: str | pathlib.Path, *, note: str = "",
       f"Model: {note}." if note else "",
       f"Reproduce: `{command}`" if command else "",
       "",
-      f"{timing.get('cases', 0)} cases, {_fmt(timing.get('stream_seconds'))} s of audio; "
+      f"{timing.get('cases', 0)} cases, {fmt(timing.get('stream_seconds'))} s of audio; "
       f"decision threshold {config.get('threshold')}; baseline: {config.get('vad')} VAD + "
       f"{config.get('silence_seconds')} s of silence driving the same model; a reply answers "
       f"a turn or an alert an event when it starts within {config.get('answer_window_s')} s. "
@@ -176,10 +177,10 @@ def write_report(results: dict, out_dir: str | pathlib.Path, *, note: str = "",
       "![sweeps](sweeps.png)", "", sweep_table(results), "",
       "## Accuracy per sub-task", "", "![per sub-task accuracy](per_subtask.png)", "",
       "## Timing", "",
-      f"Wall time {_fmt(timing.get('wall_seconds'))} s in all "
-      f"({_fmt(_get(timing, ('wall_seconds_per_case', 'median')))} s median per case, every "
+      f"Wall time {fmt(timing.get('wall_seconds'))} s in all "
+      f"({fmt(_get(timing, ('wall_seconds_per_case', 'median')))} s median per case, every "
       "system and sweep row included); model step "
-      f"{_fmt(timing.get('model_compute_ms_per_chunk_per_row'))} ms per chunk per batch row.",
+      f"{fmt(timing.get('model_compute_ms_per_chunk_per_row'))} ms per chunk per batch row.",
   ]
   paths["markdown"].write_text("\n".join(line for line in text if line is not None) + "\n")
   return paths

@@ -11,7 +11,9 @@ JAX read. It is what the repository ships as its embedded default model and what
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import tempfile
 
 import flax.serialization
 import jax
@@ -200,3 +202,46 @@ def bundle_infer_config(bundle: str | pathlib.Path | None = None) -> ml_collecti
   if not path.exists():
     return config_lib.base_config().infer
   return config_lib.from_dict(json.loads(path.read_text())).infer
+
+
+def write_bundle_infer(bundle: str | pathlib.Path, infer: ml_collections.ConfigDict
+                       ) -> pathlib.Path:
+  """Stores an operating point (`config.infer`) in a bundle's config.json, atomically.
+
+  Only the `infer` block changes: the other files are not touched, and the rest of
+  config.json keeps its values (and, in the format `save_bundle` writes, every byte).
+  The new file is written beside the old one and renamed over it, so a reader sees the
+  old config or the new one, never half of one.
+
+  Raises:
+    FileNotFoundError: `bundle` has no config.json.
+    BundleError: config.json is not JSON, or the new block does not validate
+      (`config_lib.from_dict`: e.g. min_silence_seconds > silence_seconds).
+  """
+  path = pathlib.Path(bundle) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{bundle} is not a model bundle: {CONFIG_FILE} is missing")
+  try:
+    values = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise BundleError(f"bundle {bundle}: {CONFIG_FILE}: not JSON ({e})") from None
+  values["infer"] = infer.to_dict()
+  try:
+    config_lib.from_dict(values)
+  except config_lib.ConfigError as e:
+    raise BundleError(f"bundle {bundle}: the new infer block does not validate: {e}") from None
+  # `save_bundle`'s format (ConfigDict.to_json_best_effort(sort_keys=True, indent=1)).
+  text = json.dumps(values, indent=1, sort_keys=True)
+  mode = path.stat().st_mode & 0o777
+  with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{CONFIG_FILE}.",
+                                   delete=False) as tmp:
+    try:
+      tmp.write(text)
+      tmp.flush()
+      os.fsync(tmp.fileno())
+      os.chmod(tmp.name, mode)  # NamedTemporaryFile's 0600 would hide it from other users
+    except BaseException:
+      os.unlink(tmp.name)
+      raise
+  os.replace(tmp.name, path)
+  return path

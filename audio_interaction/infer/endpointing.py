@@ -106,6 +106,31 @@ class EnergyDetector:
     pass
 
 
+class ReplayDetector:
+  """Precomputed VAD scores replayed frame by frame (the frame's audio is ignored), so
+  several endpointers over one recording run its VAD once (`SilenceTimer.speech_probabilities`).
+
+  Frame i of the stream gets scores[i]; `reset` restarts at frame 0.
+  """
+
+  def __init__(self, scores: np.ndarray, frame_samples: int):
+    """scores: float[F] per frame of `frame_samples` 16 kHz samples."""
+    self.scores = np.asarray(scores, np.float32)
+    self.frame_samples = int(frame_samples)
+    self.index = 0
+
+  def score(self, frame: np.ndarray) -> float:
+    del frame
+    if self.index >= len(self.scores):
+      raise IndexError(f"ReplayDetector: frame {self.index} asked for, but only "
+                       f"{len(self.scores)} frames were scored")
+    self.index += 1
+    return float(self.scores[self.index - 1])
+
+  def reset(self) -> None:
+    self.index = 0
+
+
 def make_detector(vad: str) -> VoiceDetector:
   """The VAD named `vad` (one of `VADS`)."""
   if vad == "silero":
@@ -200,13 +225,15 @@ class SilenceTimer:
 
   def __init__(self, silence_seconds: float = 0.7, vad: str = "silero",
                chunk_seconds: float = 0.16, threshold: float = 0.5,
-               min_speech_seconds: float = 0.1):
+               min_speech_seconds: float = 0.1, detector: VoiceDetector | None = None):
     """Args:
       silence_seconds: silence after voice before it fires (s).
       vad: one of `VADS`.
       chunk_seconds: how often it decides (s); the firing times are chunk ends.
       threshold: a frame is voiced when its VAD score is >= this.
       min_speech_seconds: voiced time (s) needed before a silence counts as an end of turn.
+      detector: the frame VAD to use instead of a new `vad` one (e.g. a `ReplayDetector`
+        of `vad`'s scores, so that many timers over one recording share one VAD pass).
     """
     if silence_seconds <= 0:
       raise ValueError(f"silence_seconds must be > 0, got {silence_seconds}")
@@ -217,7 +244,7 @@ class SilenceTimer:
     self.chunk_seconds = float(chunk_seconds)
     self.threshold = float(threshold)
     self.min_speech_seconds = float(min_speech_seconds)
-    self._detector = make_detector(vad)
+    self._detector = make_detector(vad) if detector is None else detector
     self.chunk_samples = int(round(self.chunk_seconds * SAMPLE_RATE))
 
   @property
@@ -282,22 +309,10 @@ def fire_chunks_from_scores(scores: np.ndarray, frame_seconds: float, chunk_seco
                      f"{frame_seconds} s VAD frames")
   per_chunk = int(round(frames_per_chunk))
 
-  class _Replay:
-    frame_samples = int(round(frame_seconds * SAMPLE_RATE))
-
-    def __init__(self):
-      self.index = 0
-
-    def score(self, frame):
-      del frame
-      self.index += 1
-      return float(scores[self.index - 1])
-
-    def reset(self):
-      self.index = 0
-
-  endpointer = Endpointer(_Replay(), silence_seconds, threshold, min_speech_seconds)
-  frame = np.zeros(_Replay.frame_samples * per_chunk, np.float32)
+  frame_samples = int(round(frame_seconds * SAMPLE_RATE))
+  endpointer = Endpointer(ReplayDetector(scores, frame_samples), silence_seconds, threshold,
+                         min_speech_seconds)
+  frame = np.zeros(frame_samples * per_chunk, np.float32)
   return [c for c in range(len(scores) // per_chunk) if endpointer.push(frame)]
 
 

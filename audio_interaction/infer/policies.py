@@ -30,7 +30,7 @@ import numpy as np
 
 from audio_interaction import config_lib
 
-from audio_interaction.infer.endpointing import Endpointer, SilenceTimer
+from audio_interaction.infer.endpointing import Endpointer, SilenceTimer, VoiceDetector
 
 POLICIES = ("model", "silence_timer", "hybrid")
 DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
@@ -179,15 +179,21 @@ class HybridPolicy:
 
 
 def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float,
-                       threshold: float | None = None) -> DecisionPolicy:
-  """The decision policy a config's `infer` block names (`threshold` overrides its own)."""
+                       threshold: float | None = None,
+                       detector: VoiceDetector | None = None) -> DecisionPolicy:
+  """The decision policy a config's `infer` block names (`threshold` overrides its own).
+
+  `detector`: the frame VAD of a timer-driven policy instead of a new `infer.vad` one,
+  e.g. an `endpointing.ReplayDetector` of that VAD's scores over the recording (the
+  tuning sweep runs the VAD once for all its policies).
+  """
   threshold = infer.threshold if threshold is None else threshold
   if infer.policy == "model":
     return ThresholdPolicy(threshold)
   if infer.policy not in POLICIES:
     raise ValueError(f"infer.policy must be one of {POLICIES}, got {infer.policy!r}")
   timer = SilenceTimer(silence_seconds=infer.silence_seconds, vad=infer.vad,
-                       chunk_seconds=chunk_seconds)
+                       chunk_seconds=chunk_seconds, detector=detector)
   if infer.policy == "silence_timer":
     return SilenceTimerPolicy(timer)
   return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.min_silence_seconds)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patches  # pylint: disable=wrong-import-position
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
@@ -143,3 +144,62 @@ def plot_per_subtask(results: dict, path: pathlib.Path) -> pathlib.Path:
 
 
 # ---------------------------------------------------------------------------- markdown
+
+
+_POLICY_MARKERS = {"model": "s", "hybrid": "o", "silence_timer": "^"}
+
+
+def plot_tune(candidates: Sequence[dict], chosen: int, reference: int, path: pathlib.Path,
+              *, half: str = "A", max_miss: float = 0.1) -> pathlib.Path:
+  """The tuning grid on one half: false cut-in (x) vs miss rate (y) per candidate,
+  coloured by median response latency, marker by policy; the constraint box (cut-in ≤
+  the reference timer's, miss ≤ `max_miss`) shaded, the chosen point ringed.
+
+  candidates: per candidate {"name", "policy", half: {"false_cut_in_rate", "miss_rate",
+  "median_latency_s"}} (`eval.tune`); chosen, reference: indices into it.
+  """
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  points = [(c[half]["false_cut_in_rate"], c[half]["miss_rate"], c[half]["median_latency_s"])
+            for c in candidates]
+  finite = [lat for _, _, lat in points if lat is not None and math.isfinite(lat)]
+  norm = matplotlib.colors.Normalize(min(finite, default=0.0), max(finite, default=1.0))
+  # Candidates often share a point: jitter them apart a little so each one shows.
+  jitter = np.random.default_rng(0).uniform(-0.008, 0.008, (len(points), 2))
+  cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+  for policy, marker in _POLICY_MARKERS.items():
+    rows = [i for i, c in enumerate(candidates) if c["policy"] == policy
+            and all(v is not None and math.isfinite(v) for v in points[i][:2])]
+    if not rows:
+      continue
+    colors = [points[i][2] if points[i][2] is not None and math.isfinite(points[i][2])
+              else math.nan for i in rows]
+    scatter = ax.scatter([points[i][0] + jitter[i, 0] for i in rows],
+                         [points[i][1] + jitter[i, 1] for i in rows], c=colors, cmap=cmap,
+                         norm=norm, marker=marker, s=45, edgecolors="k", linewidths=0.4,
+                         label=policy.replace("_", " "), plotnonfinite=True)
+  if finite:
+    fig.colorbar(scatter, ax=ax, label="median response latency (s); grey: no turn answered")
+  ref_cut = points[reference][0]
+  if ref_cut is not None and math.isfinite(ref_cut):
+    ax.add_patch(matplotlib.patches.Rectangle((-0.03, -0.03), ref_cut + 0.03, max_miss + 0.03,
+                                              color="tab:green", alpha=0.08, lw=0))
+    ax.axvline(ref_cut, color="tab:green", lw=0.8, ls="--")
+  ax.axhline(max_miss, color="tab:green", lw=0.8, ls="--")
+  x, y, _ = points[chosen]
+  if all(v is not None and math.isfinite(v) for v in (x, y)):
+    ax.scatter([x + jitter[chosen, 0]], [y + jitter[chosen, 1]], s=260, facecolors="none",
+               edgecolors="tab:red", linewidths=1.8, label=f"chosen: {candidates[chosen]['name']}")
+  ax.annotate(candidates[reference]["name"], (points[reference][0] or 0, points[reference][1] or 0),
+              fontsize=7, xytext=(4, 4), textcoords="offset points")
+  ax.set_xlim(-0.03, 1.03)
+  ax.set_ylim(-0.03, 1.03)
+  ax.set_xlabel("false cut-in rate")
+  ax.set_ylabel("miss rate")
+  ax.set_title(f"B5 operating points on tuning half {half} (dashed: the constraints)",
+               fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

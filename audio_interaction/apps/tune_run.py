@@ -1,0 +1,98 @@
+"""`audio-interaction tune`: choose a bundle's operating point on dev-set manifests
+(`eval/tune.py`), write tune.json / tune.md / tune.png, and optionally store the chosen
+`infer` block in the bundle."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from audio_interaction.apps.eval_run import check_out_dir, skip_note
+from audio_interaction.corpus.manifest import read_manifest
+from audio_interaction.eval import suites, tune
+from audio_interaction.export import portable
+from audio_interaction.infer.engine import Engine
+
+TUNE_FILES = ("tune.json", "tune.md")
+
+
+def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
+               *, max_cases: int | None = None, seed: int = 0
+               ) -> tuple[list[suites.Case], list[str]]:
+  """The B5/B6 cases of the manifests (`tune.tune_cases`) and a note per manifest.
+
+  `max_cases`: at most this many cases per suite, a seeded random subset (the order of
+  the manifests kept).
+
+  Raises:
+    ValueError: no manifest, a manifest without usable rows, or no turns at all (the
+      rule needs B5 turns); the message names the manifests and what they held.
+  """
+  if not manifests:
+    raise ValueError("tune needs at least one --manifest")
+  cases, notes = [], []
+  for path in manifests:
+    report = read_manifest(path)
+    if not report.rows:
+      raise ValueError(f"manifest {path} has no usable rows{skip_note(report)}")
+    found = tune.tune_cases(suites.cases_from_manifest(
+        report, tune.TUNE_SUITES, chunk_ms=chunk_ms, answer_window_s=answer_window_s))
+    notes.append(f"{path}{skip_note(report)}: " + ", ".join(
+        f"{s} {sum(s in c.suites for c in found)} cases" for s in tune.TUNE_SUITES))
+    cases += found
+  if max_cases is not None:
+    rng = np.random.default_rng(seed)
+    keep = set()
+    for suite in tune.TUNE_SUITES:
+      where = [i for i, c in enumerate(cases) if suite in c.suites]
+      keep |= set(rng.permutation(where)[:max_cases].tolist())
+    cases = [c for i, c in enumerate(cases) if i in keep]
+  turns = sum(suites.case_units(c, "B5") for c in cases if "B5" in c.suites)
+  if not turns:
+    events = sum(suites.case_units(c, "B6") for c in cases if "B6" in c.suites)
+    raise ValueError(
+        f"no turn-taking turns in {', '.join(manifests)} ({len(cases)} B5/B6 cases, "
+        f"{events} alert events): tune chooses on B5 turns, so give a manifest of "
+        "turn-taking streams (rows with `turns`, or addressed speech with a `reply`; "
+        "docs/manifests.md)")
+  return cases, notes
+
+
+def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str | pathlib.Path,
+             grid: tune.Grid = tune.Grid(), rule: tune.Rule = tune.Rule(), seed: int = 0,
+             max_cases: int | None = None, resamples: int = 1000, write_bundle: bool = False,
+             overwrite: bool = False, progress: bool = True, command: str = ""
+             ) -> dict[str, Any]:
+  """Loads the bundle (default: the embedded one), tunes, writes the report.
+
+  With `write_bundle`, the chosen `infer` block is stored in the bundle's config.json
+  (`portable.write_bundle_infer`). Returns {"result", "paths", "bundle", "written",
+  "seconds"}.
+  """
+  began = time.perf_counter()
+  check_out_dir(out_dir, overwrite, TUNE_FILES)
+  bundle = pathlib.Path(checkpoint) if checkpoint else portable.EMBEDDED_BUNDLE
+  if not (bundle / portable.PARAMS_FILE).exists():
+    raise FileNotFoundError(f"{bundle} is not a model bundle ({portable.PARAMS_FILE} is missing);"
+                            " tune reads and writes bundles (export a workdir first)")
+  base_infer = portable.bundle_infer_config(bundle)
+  eval_config = suites.EvalConfig.from_infer(base_infer, bootstrap_resamples=resamples)
+  model, params, tokenizer, note = portable.load_model(None, bundle)
+  cases, notes = load_cases(manifests, model.config.chunk_ms, eval_config.answer_window_s,
+                            max_cases=max_cases, seed=seed)
+  result = tune.tune(Engine(model), params, tokenizer, cases, base_infer, grid, rule,
+                     config=eval_config, seed=seed, progress=progress)
+  result["manifests"] = notes
+  result["timing"]["wall_seconds"] = time.perf_counter() - began
+  paths = tune.write_tune_report(result, out_dir, note=note, command=command)
+  written = None
+  if write_bundle:
+    written = portable.write_bundle_infer(
+        bundle, ml_collections.ConfigDict(result["chosen"]["infer"]))
+  return {"result": suites.json_safe(result), "paths": paths, "bundle": bundle,
+          "written": written, "seconds": time.perf_counter() - began}

@@ -1,0 +1,262 @@
+"""`audio-interaction tune`: the batched candidate grid, the selection rule, the bundle's
+`infer` block, bad input."""
+
+import json
+import math
+import re
+
+import jax
+import numpy as np
+import pytest
+import soundfile
+
+from audio_interaction.apps import cli, tune_run
+from audio_interaction.data.tokenizer import ByteTokenizer
+from audio_interaction.eval import suites, tune
+from audio_interaction.export import portable
+from audio_interaction.infer import endpointing
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.policies import policy_from_config
+from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.model.model import AudioInteractionModel
+from audio_interaction.stream_format import SAMPLE_RATE as SR
+import model_testing
+
+SMALL_GRID = ["--thresholds", "0.5", "--hybrid-thresholds", "0.5", "--min-silences", "0.2",
+              "--hybrid-silences", "0.7", "--timer-silences", "0.5,0.7", "--resamples", "20"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = model_testing.small_config(**{"model.decoder.vocab_size": 288,
+                                         "infer.vad": "energy"})
+  model = AudioInteractionModel(config)
+  return config, model, model.init(jax.random.key(0)), Engine(model)
+
+
+def _burst(seconds: float, freq: float) -> np.ndarray:
+  t = np.arange(int(seconds * SR)) / SR
+  return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _quiet(seconds: float, rng) -> np.ndarray:
+  return (0.001 * rng.normal(size=int(seconds * SR))).astype(np.float32)
+
+
+def _turn_stream(rng, pause: float) -> tuple[np.ndarray, tuple[float, float]]:
+  """Voice, a mid-turn pause, voice, then silence: (audio, (turn start, turn end))."""
+  pieces = [_quiet(0.5, rng), _burst(0.8, 220), _quiet(pause, rng), _burst(0.6, 260),
+            _quiet(1.5, rng)]
+  return np.concatenate(pieces), (0.5, 0.5 + 0.8 + pause + 0.6)
+
+
+def _manifests(tmp_path):
+  """A turn-taking manifest (4 streams) and an events manifest (an alert, a benign sound)."""
+  rng = np.random.default_rng(0)
+  rows = []
+  for k, pause in enumerate((0.3, 0.6, 0.9, 0.4)):
+    audio, (start, end) = _turn_stream(rng, pause)
+    soundfile.write(tmp_path / f"turn{k}.wav", audio, SR)
+    rows.append({"id": f"turns_{k}", "audio": f"turn{k}.wav",
+                 "turns": [{"start": start, "end": end, "reply_expected": True}]})
+  streams = tmp_path / "streams.jsonl"
+  streams.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  soundfile.write(tmp_path / "alarm.wav", np.concatenate([_quiet(0.3, rng), _burst(1.0, 3000)]),
+                  SR)
+  soundfile.write(tmp_path / "steps.wav", np.concatenate([_quiet(0.2, rng), _burst(0.5, 500)]),
+                  SR)
+  events = tmp_path / "events.jsonl"
+  events.write_text(json.dumps({"audio": "alarm.wav", "events": [
+      {"onset": 0.3, "offset": 1.3, "class": "smoke_alarm", "role": "alert"}]}) + "\n" +
+      json.dumps({"audio": "steps.wav", "events": [
+          {"onset": 0.2, "offset": 0.7, "class": "footsteps", "role": "benign"}]}) + "\n")
+  return streams, events
+
+
+def test_the_grid_runs_in_one_batched_pass_and_each_row_is_its_policy_alone(
+    tiny, tmp_path, monkeypatch):
+  config, model, params, engine = tiny
+  streams, _ = _manifests(tmp_path)
+  (case, *_) = suites.cases_from_manifest(str(streams), ["B5"])
+  instruction = ByteTokenizer().encode(case.timeline.instruction)
+  # Thresholds around the random model's own P(SPEAK), so that the rows differ.
+  probe = run_stream(engine, params, case.audio, instruction,
+                     policy_from_config(config.infer, chunk_seconds=model.config.chunk_seconds,
+                                        threshold=2.0))
+  speak = np.quantile([c.speak_probability for c in probe.chunks], [0.3, 0.6])
+  grid = tune.Grid(thresholds=tuple(speak), hybrid_thresholds=(float(speak[0]),),
+                   min_silences=(0.0, 0.3), hybrid_silences=(0.5, 1.0),
+                   timer_silences=(0.3, 0.7))
+  candidates = grid.candidates()
+  assert [c.policy for c in candidates].count("hybrid") == 4
+  blocks = [c.infer_block(config.infer) for c in candidates]
+
+  calls = {"perceive_rows": [], "vad": 0}
+  perceive = engine.perceive
+
+  def counting_perceive(params_, state, chunks):
+    calls["perceive_rows"].append(len(chunks))
+    return perceive(params_, state, chunks)
+
+  scores_of = endpointing.SilenceTimer.speech_probabilities
+
+  def counting_scores(self, audio, *args, **kwargs):
+    calls["vad"] += 1
+    return scores_of(self, audio, *args, **kwargs)
+
+  monkeypatch.setattr(engine, "perceive", counting_perceive)
+  monkeypatch.setattr(endpointing.SilenceTimer, "speech_probabilities", counting_scores)
+  traces = tune.run_candidates(engine, params, ByteTokenizer(), case, blocks,
+                               max_reply_tokens=config.infer.max_reply_tokens)
+  chunks = len(case.audio) // model.config.chunk_samples
+  # One model pass: a perceive per chunk, every candidate a row of it; one VAD pass.
+  assert calls["perceive_rows"] == [len(candidates)] * chunks
+  assert calls["vad"] == 1
+  monkeypatch.undo()
+
+  spoke = set()
+  for block, trace in zip(blocks, traces):
+    # The deployed policy: a live VAD of its own, pushed chunk by chunk.
+    alone = run_stream(engine, params, case.audio, instruction,
+                       policy_from_config(block, chunk_seconds=model.config.chunk_seconds),
+                       max_reply_tokens=config.infer.max_reply_tokens)
+    assert [c.spoke for c in trace.chunks] == [c.spoke for c in alone.chunks], block.policy
+    assert [c.reply_tokens for c in trace.chunks] == [c.reply_tokens for c in alone.chunks]
+    spoke.add(tuple(c.spoke for c in trace.chunks))
+  assert len(spoke) >= 3  # the candidates really decide differently
+
+
+def _row(cut, miss, latency, recall=math.nan, fa=math.nan):
+  return {"false_cut_in_rate": cut, "miss_rate": miss, "median_latency_s": latency,
+          "recall": recall, "false_alarms_per_hour": fa}
+
+
+def test_selection_rule_on_hand_made_tables():
+  rule = tune.Rule()
+  table = [_row(0.9, 0.0, 0.2),          # cuts in more than the reference
+           _row(0.5, 0.2, 0.3),          # misses too many
+           _row(0.5, 0.05, 0.66),        # eligible
+           _row(0.7, 0.0, 0.7),          # the reference itself: eligible
+           _row(0.3, 0.1, 0.5)]          # eligible, fastest
+  picked = tune.select(table, reference_cut_in=0.7, rule=rule)
+  assert (picked.index, picked.meets_constraints, picked.eligible) == (4, True, (2, 3, 4))
+
+  # A latency tie goes to FA/h <= 10 first, then to the higher recall.
+  tie = [_row(0.2, 0.0, 0.5, recall=0.9, fa=40.0), _row(0.2, 0.0, 0.5, recall=0.6, fa=8.0),
+         _row(0.2, 0.0, 0.5, recall=0.7, fa=9.0), _row(0.2, 0.0, 0.8, recall=1.0, fa=0.0)]
+  assert tune.select(tie, 0.7).index == 2
+  # No B6 figures at all: grid order decides a tie; an undefined latency is the worst.
+  assert tune.select([_row(0.1, 0.0, math.nan), _row(0.1, 0.0, 0.4), _row(0.1, 0.0, 0.4)],
+                     0.7).index == 1
+
+  # Nothing eligible: the lowest cut-in + miss (0.6 + 0.2 = 0.8 < 0.9 + 0.0), flagged.
+  none = [_row(0.9, 0.0, 0.2), _row(0.6, 0.2, 1.0), _row(0.95, 0.0, 0.1)]
+  fallback = tune.select(none, 0.5)
+  assert (fallback.index, fallback.meets_constraints, fallback.eligible) == (1, False, ())
+  with pytest.raises(ValueError, match="no turns"):
+    tune.select(none, math.nan)
+
+
+def test_split_halves_is_stratified_seeded_and_complete(tmp_path):
+  streams, events = _manifests(tmp_path)
+  cases = tune.tune_cases(suites.cases_from_manifest(str(streams), tune.TUNE_SUITES) +
+                          suites.cases_from_manifest(str(events), tune.TUNE_SUITES))
+  assert [min(c.suites) for c in cases] == ["B5"] * 4 + ["B6"] * 2
+  a, b = tune.split_halves(cases, seed=3)
+  assert sorted(a + b) == list(range(6)) and not set(a) & set(b)
+  # Each stratum (B5 streams; B6 with an alert; B6 without) is dealt A, B, A, ...
+  assert sum(i < 4 for i in a) == 2 and sum(i < 4 for i in b) == 2
+  assert len([i for i in a if i >= 4]) == 2  # one case per B6 stratum: both go to A
+  assert tune.split_halves(cases, seed=3) == (a, b)
+  assert any(tune.split_halves(cases, seed=s) != (a, b) for s in range(4, 10))
+
+  # --max-cases: a seeded subset of at most that many cases per suite, in manifest order.
+  def names(seed):
+    subset, _ = tune_run.load_cases([str(streams), str(events)], 160, 2.0, max_cases=3,
+                                    seed=seed)
+    return [c.name for c in subset]
+  every = [c.name for c in cases]
+  picked = names(0)
+  assert sum(n.startswith("B5:") for n in picked) == 3
+  assert sum(n.startswith("B6:") for n in picked) == 2
+  assert picked == [n for n in every if n in picked] and picked == names(0)
+  assert any(names(s) != picked for s in range(1, 8))
+
+
+def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_path, capsys):
+  config, model, params, _ = tiny
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  before = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+  streams, events = _manifests(tmp_path)
+  out = tmp_path / "tune"
+  code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
+                   "--manifest", str(events), "--out", str(out), "--write-bundle", *SMALL_GRID])
+  printed = capsys.readouterr()
+  assert code == 0, printed.err
+  result = json.loads((out / "tune.json").read_text())
+  names = [c["name"] for c in result["candidates"]]
+  assert names == ["model θ=0.5", "hybrid θ=0.5 min=0.2s timer=0.7s", "timer 0.5s",
+                   "timer 0.7s"]
+  cases, _ = tune_run.load_cases([str(streams), str(events)], model.config.chunk_ms, 2.0)
+  chunks = sum(len(c.audio) // model.config.chunk_samples for c in cases)
+  assert {k: result["timing"][k] for k in ("recordings", "chunks", "rows", "model_passes")} == {
+      "recordings": 6, "chunks": chunks, "rows": 4, "model_passes": 6}
+  assert result["counts"]["all"] == {"cases": 6, "turns": 4, "alert_events": 1}
+  # The pick is the rule applied to the half-A figures written out.
+  table = [c["A"] for c in result["candidates"]]
+  reference = result["candidates"][result["reference"]["index"]]["A"]["false_cut_in_rate"]
+  nan = lambda r: {k: math.nan if v is None else v for k, v in r.items()}
+  assert result["chosen"]["index"] == tune.select([nan(r) for r in table], reference).index
+  # The suites' blocks on half B agree with the table (two paths to the same figures).
+  chosen = result["candidates"][result["chosen"]["index"]]
+  b5 = result["chosen"]["halves"]["B"]["B5"]
+  assert b5["model"]["false_cut_in_rate"] == chosen["B"]["false_cut_in_rate"]
+  assert b5["silence_timer"]["miss_rate"] == result["candidates"][3]["B"]["miss_rate"]
+  assert "model:false_cut_in_rate" in b5["intervals"]
+  assert (out / "tune.png").stat().st_size > 1000
+  text = (out / "tune.md").read_text()
+  assert f"Chosen: **{chosen['name']}**" in text and "held-out half B" in text
+  assert f"chosen: {chosen['name']}" in printed.out and "Reproduce: audio-interaction tune" in (
+      printed.out)
+
+  # The bundle: only config.json's infer block changed, and it loads with it.
+  after = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+  assert after.keys() == before.keys()
+  assert {k for k in after if after[k] != before[k]} == {portable.pathlib.Path("config.json")}
+  block = re.compile(r'\n "infer": \{.*?\n \},', re.S)
+  old, new = (before[portable.pathlib.Path("config.json")].decode(),
+              after[portable.pathlib.Path("config.json")].decode())
+  assert block.sub("", old) == block.sub("", new) and block.search(new)
+  loaded, _, _ = portable.load_bundle(bundle)
+  assert loaded.infer.to_dict() == result["chosen"]["infer"]
+  assert {k: loaded.infer[k] for k in ("policy", "vad")} == {
+      "policy": chosen["policy"], "vad": "energy"}
+
+
+def test_write_bundle_infer_refuses_a_block_that_does_not_validate(tiny, tmp_path):
+  config, _, params, _ = tiny
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  text = (bundle / "config.json").read_bytes()
+  bad = tune.Candidate("hybrid", threshold=0.5, min_silence_seconds=2.0,
+                       silence_seconds=1.0).infer_block(config.infer)
+  with pytest.raises(portable.BundleError, match="min_silence_seconds"):
+    portable.write_bundle_infer(bundle, bad)
+  assert (bundle / "config.json").read_bytes() == text
+  assert [p.name for p in bundle.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_manifests_give_clear_errors(tiny, tmp_path, capsys):
+  config, _, params, _ = tiny
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  soundfile.write(tmp_path / "said.wav", _burst(1.0, 200), SR)
+  speech = tmp_path / "speech.jsonl"  # transcripts only: no turns, no events
+  speech.write_text(json.dumps({"audio": "said.wav", "transcript": "hello there"}) + "\n")
+  for manifest, message in ((empty, f"manifest {empty} has no usable rows"),
+                            (speech, "no turn-taking turns in")):
+    code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(manifest),
+                     "--out", str(tmp_path / "out"), *SMALL_GRID])
+    assert code == 2
+    assert message in capsys.readouterr().err
+  assert not (tmp_path / "out" / "tune.json").exists()
