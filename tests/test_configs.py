@@ -13,6 +13,7 @@ def _load(name, overrides=()):
 
 @pytest.mark.parametrize("name,low,high", [
     ("tiny.py", 1e6, 10e6),
+    ("small.py", 10e6, 30e6),
     ("base.py", 100e6, 300e6),
     ("pod.py", 1e9, 5e9),
 ])
