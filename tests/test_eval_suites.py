@@ -212,3 +212,31 @@ def test_cli_eval_smoke(tiny, tmp_path, capsys):
   assert (out / "report.md").exists() and (out / "sweeps.png").exists()
   assert cli.main(["eval", "--checkpoint", str(tmp_path), "--suites", "B5"]) == 2
   assert not math.isnan(results["timing"]["wall_seconds"])
+
+
+def test_the_operating_policy_is_what_the_model_rows_measure(tiny, speech, sounds):
+  # A bundle whose operating point is the hybrid policy is scored under that policy;
+  # the sweep still runs the bare thresholds.
+  import dataclasses
+  import ml_collections
+  from audio_interaction.infer.policies import HybridPolicy, policy_from_config
+  _, model, params, engine = tiny
+  case = next(c for c in suites.generated_cases(["B5"], speech, sounds, streams_per_subtask=1,
+                                                seed=9000) if "B5" in c.suites)
+  hybrid = dataclasses.replace(FAST, policy="hybrid", threshold=0.3, min_silence_seconds=0.2,
+                               silence_seconds=0.7)
+  run = suites.Runner(engine, params, ByteTokenizer(), hybrid).run(case)
+  instruction = ByteTokenizer().encode(case.timeline.instruction)
+  alone = policy_from_config(ml_collections.ConfigDict({
+      "policy": "hybrid", "threshold": 0.3, "vad": "energy", "silence_seconds": 0.7,
+      "min_silence_seconds": 0.2}), chunk_seconds=model.config.chunk_seconds)
+  assert isinstance(alone, HybridPolicy)
+  expected = run_stream(engine, params, case.audio, instruction, alone,
+                        max_reply_tokens=FAST.max_reply_tokens)
+  assert run.model is run.operating
+  assert [c.spoke for c in run.model.chunks] == [c.spoke for c in expected.chunks]
+  bare = run_stream(engine, params, case.audio, instruction, ThresholdPolicy(0.3),
+                    max_reply_tokens=FAST.max_reply_tokens)
+  assert [c.spoke for c in run.sweep[0.3].chunks] == [c.spoke for c in bare.chunks]
+  plain = suites.Runner(engine, params, ByteTokenizer(), FAST).run(case)
+  assert plain.operating is None and plain.model is plain.sweep[FAST.threshold]

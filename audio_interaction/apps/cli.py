@@ -200,7 +200,9 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   is_workdir = args.checkpoint and (pathlib.Path(args.checkpoint) / "checkpoints").is_dir()
   infer = config.infer if is_workdir else bundle_infer_config(args.checkpoint)
   chosen = {name: value for name, value in (("threshold", args.threshold), ("vad", args.vad),
-                                            ("silence_seconds", args.silence))
+                                            ("silence_seconds", args.silence),
+                                            ("policy", args.policy),
+                                            ("min_silence_seconds", args.min_silence))
             if value is not None}
   eval_config = suites.EvalConfig.from_infer(
       infer, sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
@@ -209,7 +211,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   defaults = build_parser().parse_args(["eval"])
   extra = tuple(token for name, flag in (
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
-      ("sweep", "--sweep"), ("min_turns", "--min-turns"),
+      ("policy", "--policy"), ("min_silence", "--min-silence"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"))
       if getattr(args, name) != getattr(defaults, name)
       for token in (flag, str(getattr(args, name)))) + tuple(overrides)
@@ -551,6 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--silence", type=float, default=None,
                         help="the baseline's silence before it answers, s "
                              "(default: the model's infer.silence_seconds)")
+  evaluate.add_argument("--policy", choices=("model", "hybrid", "silence_timer"), default=None,
+                        help="the model's decision policy at the operating point (default: "
+                             "the model's infer.policy); the sweep runs bare thresholds")
+  evaluate.add_argument("--min-silence", type=float, default=None,
+                        help="hybrid policy: silence before the model may speak, s "
+                             "(default: the model's infer.min_silence_seconds)")
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)

@@ -66,7 +66,8 @@ from audio_interaction.eval.heldout import score_trace
 from audio_interaction.infer.endpointing import (
     SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.policies import ScheduledTimerPolicy, ThresholdPolicy
+from audio_interaction.infer.policies import (
+    ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.model.model import Params
 
@@ -152,6 +153,9 @@ class EvalConfig:
 
   streams_per_subtask: generated streams per sub-task; seed: first stream seed.
   threshold: the model's operating decision threshold.
+  policy, min_silence_seconds: the operating point's decision policy (`infer.policy`:
+    "model", "hybrid" or "silence_timer", as `policies.policy_from_config`); the
+    "our model" figures use it, the sweep always runs the bare thresholds.
   sweep_thresholds: thresholds run for the B5/B6 sweep (each a full run).
   silence_seconds, vad: the baseline timer; sweep_silences: its swept silence lengths.
   answer_window_s: a reply starting within this after a turn end / alert onset answers it.
@@ -170,6 +174,8 @@ class EvalConfig:
   streams_per_subtask: int = 2
   seed: int = 9000
   threshold: float = _INFER.threshold
+  policy: str = _INFER.policy
+  min_silence_seconds: float = _INFER.min_silence_seconds
   sweep_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
   silence_seconds: float = _INFER.silence_seconds
   vad: str = _INFER.vad
@@ -189,7 +195,9 @@ class EvalConfig:
   @classmethod
   def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
     """The operating point of a config's (or bundle's) `infer` block, with overrides."""
-    values = {"threshold": infer.threshold, "silence_seconds": infer.silence_seconds,
+    values = {"threshold": infer.threshold, "policy": infer.policy,
+              "min_silence_seconds": infer.min_silence_seconds,
+              "silence_seconds": infer.silence_seconds,
               "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
               "max_answer_tokens": infer.max_answer_tokens}
     return cls(**{**values, **overrides})
@@ -248,6 +256,8 @@ class CaseRun:
   """What the systems did on one case.
 
   sweep: threshold -> the model's trace at that threshold (the operating one included).
+  operating: the trace under the operating policy when it is not the bare threshold
+    (hybrid or timer policies), else None (the sweep's operating threshold is it).
   timer: the silence-timer-driven trace (B5/B8 cases), or None.
   timer_fires: silence length -> the timer's firing times (s) (B5 cases).
   peer_stream / peer_clip: PocketSphinx's streaming (B2) / whole-clip (B1) output.
@@ -258,6 +268,7 @@ class CaseRun:
   case: Case
   threshold: float
   sweep: dict[float, StreamTrace] = dataclasses.field(default_factory=dict)
+  operating: StreamTrace | None = None
   timer: StreamTrace | None = None
   timer_fires: dict[float, list[float]] = dataclasses.field(default_factory=dict)
   peer_stream: StreamingTranscript | None = None
@@ -268,7 +279,7 @@ class CaseRun:
 
   @property
   def model(self) -> StreamTrace | None:
-    return self.sweep.get(self.threshold)
+    return self.operating if self.operating is not None else self.sweep.get(self.threshold)
 
 
 # ------------------------------------------------------------------------------ cases
@@ -570,6 +581,14 @@ class Runner:
     if case.suites & SWEEP_SUITES:
       thresholds += [t for t in cfg.sweep_thresholds if t != cfg.threshold]
     policies: list = [ThresholdPolicy(t) for t in thresholds]
+    operating = None if cfg.policy == "model" else policy_from_config(
+        ml_collections.ConfigDict({
+            "policy": cfg.policy, "threshold": cfg.threshold, "vad": cfg.vad,
+            "silence_seconds": cfg.silence_seconds,
+            "min_silence_seconds": cfg.min_silence_seconds}),
+        chunk_seconds=self.chunk_seconds)
+    if operating is not None:
+      policies.append(operating)
     if case.suites & TIMER_SUITES:
       scores = self.timer.speech_probabilities(case.audio)
       timer = self.timer
@@ -588,6 +607,8 @@ class Runner:
                           self.tokenizer.encode(timeline.instruction), policies,
                           max_reply_tokens=cfg.max_reply_tokens)
     result.sweep = dict(zip(thresholds, traces))
+    if operating is not None:
+      result.operating = traces[len(thresholds)]
     if case.suites & TIMER_SUITES:
       result.timer = traces[-1]
     if "B2" in case.suites:
