@@ -216,12 +216,16 @@ class Connection:
     self.done = asyncio.Event()
 
   # ---------------------------------------------------------------- events
-  def emit(self, event: dict[str, Any]) -> None:
+  def emit(self, event: dict[str, Any], flush: bool = True) -> None:
+    """Queues one event for the client (and its log line; `flush=False` when the caller
+    flushes the log once for several events)."""
+    message = json.dumps(event)
     if self._log is not None:
-      self._log.write(json.dumps(event) + "\n")
-      self._log.flush()
+      self._log.write(message + "\n")
+      if flush:
+        self._log.flush()
     try:
-      self.outbox.put_nowait(json.dumps(event))
+      self.outbox.put_nowait(message)
     except asyncio.QueueFull:  # the client does not read its events
       if not self.closing:
         self.closing = True
@@ -340,7 +344,9 @@ class Connection:
               "step_ms": round(1000 * record.compute_seconds, 3),
               "batch": batch.step_seconds[-1][0] if batch.step_seconds else 1}
     for event in self.events.events(record, **fields):
-      self.emit(event)
+      self.emit(event, flush=False)
+    if self._log is not None:
+      self._log.flush()
     if self.perceived >= self.pushed and self._ending:
       self._ending.set()
 
@@ -573,6 +579,9 @@ class Server:
       async with serve(self.handle, self.config.host, self.config.port,
                        process_request=self.process_request,
                        max_size=self.config.max_message_bytes, max_queue=16,
+                       # PCM and short JSON events barely compress; deflating every
+                       # frame both ways costs more CPU than the bytes it saves.
+                       compression=None,
                        open_timeout=5, close_timeout=2, server_header=None) as server:
         self.port = next(iter(server.sockets)).getsockname()[1]
         if ready is not None:
