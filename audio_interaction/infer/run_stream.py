@@ -122,7 +122,8 @@ class StreamStepper:
       raise ValueError(f"{len(instructions)} instructions but {len(policies)} policies")
     if max_reply_tokens is not None and max_reply_tokens < 1:
       raise ValueError(f"max_reply_tokens must be >= 1, got {max_reply_tokens}")
-    self.engine, self.params = engine, params
+    # On the device once: host (numpy) weights would be transferred at every step.
+    self.engine, self.params = engine, jax.device_put(params)
     self.policies = list(policies)
     for policy in self.policies:
       policy.start()
@@ -286,9 +287,10 @@ class StreamStepper:
       self.replying[row] = False
       self._reply_tokens[row] = 0
 
-  def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asks each of `rows`' policies, then writes the replies of those that speak.
+  def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray,
+                        gathered: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asks each of `rows`' policies, then writes the replies of those that speak
+    (`gathered`: computing only their rows, `Engine.speak_rows`).
 
     Returns:
       (active [B] bool, written tokens [B, n] int32, counts [B]).
@@ -309,8 +311,9 @@ class StreamStepper:
       if self.max_reply_tokens is not None:  # a new reply has the whole budget
         used = np.where(self.replying, self._reply_tokens, 0)
         limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
-      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
-                                                    n=self.tokens_per_chunk, limit=limit)
+      speak = self.engine.speak_rows if gathered else self.engine.speak
+      self.state, tokens, count = speak(self.params, self.state, active,
+                                        n=self.tokens_per_chunk, limit=limit)
       written, counts = jax.device_get((tokens, count))
     return active, written, counts
 
@@ -320,7 +323,9 @@ class StreamStepper:
 
     The other rows' model state, policy and replies do not move (their chunk is
     ignored: pass zeros). For every advanced row the record equals what `step_batch`
-    gives when that stream runs alone.
+    gives when that stream runs alone. Only the advanced rows (and the speaking ones)
+    are computed, padded to an `engine.row_buckets` size (`Engine.perceive_rows`,
+    `Engine.speak_rows`).
 
     Args:
       chunks: [B, chunk_samples] float32.
@@ -343,7 +348,8 @@ class StreamStepper:
     heard, last_label = collapse_ctc(labels, self._last_label)
     self._last_label = np.where(advance, last_label, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability)
+    active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability,
+                                                     gathered=True)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
     for row, record in zip(rows.tolist(), self._records(rows, indices, speak_probability, active,
