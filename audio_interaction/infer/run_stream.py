@@ -235,12 +235,12 @@ class StreamStepper:
     self.replying = np.where(stepped, going & ~capped, self.replying)
     seconds = self.chunk_seconds
     records = []
-    for row, index, probability, spoke, count, y, s, e, c in zip(
+    flags = np.stack([yielded, started, ended, capped], axis=1)[rows].tolist()
+    for row, index, probability, spoke, count, row_flags in zip(
         rows.tolist(), indices[rows].tolist(), speak_probability[rows].tolist(),
-        active[rows].tolist(), counts[rows].tolist(), yielded[rows].tolist(),
-        started[rows].tolist(), ended[rows].tolist(), capped[rows].tolist()):
-      events = [name for name, flag in ((YIELD, y), (REPLY_START, s), (REPLY_END, e),
-                                        (REPLY_CAPPED, c)) if flag]
+        active[rows].tolist(), counts[rows].tolist(), flags):
+      events = [name for name, flag in zip((YIELD, REPLY_START, REPLY_END, REPLY_CAPPED),
+                                           row_flags) if flag]
       records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds, probability,
                                  spoke, written[row, :count].tolist(), elapsed,
                                  self._fed[row], events, heard[row]))
