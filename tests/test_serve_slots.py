@@ -7,7 +7,7 @@ import pytest
 
 from audio_interaction import stream_format as sf
 from audio_interaction.data.tokenizer import ByteTokenizer
-from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.engine import Engine, gathered_rows
 from audio_interaction.infer.policies import ThresholdPolicy
 from audio_interaction.infer.run_stream import StreamStepper, run_stream
 from audio_interaction.infer.slots import SlotBatcher, SlotsFull, StreamEvents
@@ -55,8 +55,10 @@ def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
   size = engine.model.config.chunk_samples
   batcher = SlotBatcher(engine, params, slots=2, max_reply_tokens=6)
   batcher.warm_up()
-  sizes_after_warm_up = (engine._perceive_rows._cache_size(), engine._prefill._cache_size(),
-                         engine._speak._cache_size(), engine._reset_rows._cache_size())
+  compiled = lambda: tuple(f._cache_size() for f in (
+      engine._perceive_rows, engine._perceive_some, engine._prefill, engine._speak,
+      engine._speak_some, engine._reset_rows))
+  sizes_after_warm_up = compiled()
   # tick -> stream: A joins at 0 and leaves after its 9 chunks; B joins at 2 and
   # stalls at ticks 5-6 (no chunk: not advanced); C joins at 10 in A's freed row and
   # gets a new instruction before its chunk 3.
@@ -89,8 +91,7 @@ def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
   assert joined == {}
   assert batcher.active == 0
   # No compilation after the warm-up: joins, leaves, stalls and a fed instruction reuse it.
-  assert (engine._perceive_rows._cache_size(), engine._prefill._cache_size(),
-          engine._speak._cache_size(), engine._reset_rows._cache_size()) == sizes_after_warm_up
+  assert compiled() == sizes_after_warm_up
 
   for name, (_, audio, ids) in plan.items():
     alone = StreamStepper(engine, params, [ids], [ThresholdPolicy(threshold)],
@@ -161,8 +162,12 @@ def test_stream_events_follow_a_reply():
   assert [e["event"] for e in stop] == ["chunk", "yield"] and stop[-1]["text"] == "hi"
 
 
-def test_perceive_rows_keeps_held_rows_bit_for_bit_and_steps_the_others(setting):
+@pytest.mark.parametrize("advance", [[True, False, True], [False, True, False]],
+                         ids=["whole batch", "gathered row"])
+def test_perceive_rows_keeps_held_rows_bit_for_bit_and_steps_the_others(setting, advance):
   engine, params, _, audios, instructions, _ = setting
+  advance = np.array(advance)
+  stepped_rows, held_rows = np.flatnonzero(advance), np.flatnonzero(~advance)
   size = engine.model.config.chunk_samples
   chunks = np.stack([a[:size] for a in audios])
   later = np.stack([a[size:2 * size] for a in audios])
@@ -170,12 +175,48 @@ def test_perceive_rows_keeps_held_rows_bit_for_bit_and_steps_the_others(setting)
   start, _ = engine.perceive(params, start, chunks)  # some history in every ring
   before = jax.tree_util.tree_map(np.asarray, start.stream)
   copy = jax.tree_util.tree_map(lambda x: x.copy(), start)
-  held, probs = engine.perceive_rows(params, start, later, np.array([True, False, True]))
+  held, probs = engine.perceive_rows(params, start, later, advance)
   plain, want = engine.perceive(params, copy, later)
   for got_leaf, was, stepped in zip(jax.tree_util.tree_leaves(held.stream),
                                     jax.tree_util.tree_leaves(before),
                                     jax.tree_util.tree_leaves(plain.stream)):
-    np.testing.assert_array_equal(np.asarray(got_leaf)[1], was[1])  # held: untouched
-    np.testing.assert_allclose(np.asarray(got_leaf)[[0, 2]], np.asarray(stepped)[[0, 2]],
-                               atol=1e-5)
-  np.testing.assert_allclose(np.asarray(probs)[[0, 2]], np.asarray(want)[[0, 2]], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got_leaf)[held_rows], was[held_rows])  # untouched
+    np.testing.assert_allclose(np.asarray(got_leaf)[stepped_rows],
+                               np.asarray(stepped)[stepped_rows], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(probs)[stepped_rows], np.asarray(want)[stepped_rows],
+                             atol=1e-5)
+
+
+def test_speak_rows_gathers_the_speaking_rows_and_equals_speak(setting):
+  engine, params, _, audios, instructions, _ = setting
+  size = engine.model.config.chunk_samples
+  state, _ = engine.perceive(params, engine.init_state(params, instructions),
+                             np.stack([a[:size] for a in audios]))
+  active = np.array([False, True, False])
+  assert gathered_rows(active) is not None  # one row of three: the gathered path
+  before = jax.tree_util.tree_map(np.asarray, state.stream)
+  copy = jax.tree_util.tree_map(lambda x: x.copy(), state)
+  got_state, got_tokens, got_count = engine.speak_rows(params, state, active, n=5)
+  want_state, want_tokens, want_count = engine.speak(params, copy, active, n=5)
+  np.testing.assert_array_equal(np.asarray(got_tokens), np.asarray(want_tokens))
+  np.testing.assert_array_equal(np.asarray(got_count), np.asarray(want_count))
+  assert int(np.asarray(got_count)[1]) > 0 and not np.asarray(got_count)[[0, 2]].any()
+  for got, was, want in zip(jax.tree_util.tree_leaves(got_state.stream),
+                            jax.tree_util.tree_leaves(before),
+                            jax.tree_util.tree_leaves(want_state.stream)):
+    np.testing.assert_array_equal(np.asarray(got)[[0, 2]], was[[0, 2]])
+    np.testing.assert_allclose(np.asarray(got)[1], np.asarray(want)[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("batch, rows, bucket", [(32, 0, 4), (32, 4, 4), (32, 5, 8),
+                                                 (32, 16, 16), (32, 17, None), (3, 1, 1),
+                                                 (3, 2, None), (1, 1, None)])
+def test_gathered_rows_pads_to_the_smallest_bucket_with_unmasked_rows(batch, rows, bucket):
+  mask = np.zeros(batch, bool)
+  mask[np.random.default_rng(batch + rows).choice(batch, rows, replace=False)] = True
+  got = gathered_rows(mask)
+  if bucket is None:
+    assert got is None
+    return
+  assert len(got) == bucket and len(set(got.tolist())) == bucket  # distinct rows
+  assert set(np.flatnonzero(mask)) <= set(got.tolist())  # every masked row is computed

@@ -210,18 +210,24 @@ class Connection:
     self.rate_dropped_frames = 0
     self.perceived = self.pushed = 0
     self.stalls = 0
+    self.last_message = 0.0  # time.monotonic() of the last message received
+    self.stalled_since: float | None = None  # the last message before a reported stall
     self._last_drop_event = 0.0
     self._log = None
     self.closing = False
     self.done = asyncio.Event()
 
   # ---------------------------------------------------------------- events
-  def emit(self, event: dict[str, Any]) -> None:
+  def emit(self, event: dict[str, Any], flush: bool = True) -> None:
+    """Queues one event for the client (and its log line; `flush=False` when the caller
+    flushes the log once for several events)."""
+    message = json.dumps(event)
     if self._log is not None:
-      self._log.write(json.dumps(event) + "\n")
-      self._log.flush()
+      self._log.write(message + "\n")
+      if flush:
+        self._log.flush()
     try:
-      self.outbox.put_nowait(json.dumps(event))
+      self.outbox.put_nowait(message)
     except asyncio.QueueFull:  # the client does not read its events
       if not self.closing:
         self.closing = True
@@ -309,8 +315,9 @@ class Connection:
     samples = self.decoder.decode(data)
     if not samples.size:
       return True
-    validate_samples(samples, expected_ndim=(1,),
-                     where=f"connection {self.number} at {self.stream_time:.2f} s")
+    if self.decoder.dtype.kind == "f":  # integer PCM always decodes to finite samples
+      validate_samples(samples, expected_ndim=(1,),
+                       where=f"connection {self.number} at {self.stream_time:.2f} s")
     self.received_seconds += samples.size / self.sample_rate
     self._push(self.resampler(samples))
     return True
@@ -340,7 +347,9 @@ class Connection:
               "step_ms": round(1000 * record.compute_seconds, 3),
               "batch": batch.step_seconds[-1][0] if batch.step_seconds else 1}
     for event in self.events.events(record, **fields):
-      self.emit(event)
+      self.emit(event, flush=False)
+    if self._log is not None:
+      self._log.flush()
     if self.perceived >= self.pushed and self._ending:
       self._ending.set()
 
@@ -491,23 +500,41 @@ class Server:
         return CLOSE_TRY_LATER, "every slot is busy; try later"
       except (ProtocolError, ValueError) as error:
         conn.error(str(error))
-    # 2. audio and control messages
-    stalled_since = None
+    # 2. audio and control messages. A watchdog reports stalls: a timeout around every
+    # recv (asyncio.wait_for) would cost a task and a timer per audio frame.
+    conn.last_message = time.monotonic()
+    watchdog = asyncio.create_task(self._watch_stall(conn))
+    try:
+      return await self._audio_and_control(conn)
+    finally:
+      watchdog.cancel()
+
+  async def _watch_stall(self, conn: Connection) -> None:
+    """Emits `stall` once `stall_timeout` seconds pass without a message."""
+    timeout = self.config.stall_timeout
     while True:
-      try:
-        message = await asyncio.wait_for(websocket.recv(), timeout=config.stall_timeout)
-      except asyncio.TimeoutError:
-        if stalled_since is None:
-          stalled_since = time.monotonic() - config.stall_timeout
-          conn.stalls += 1
-          conn.emit({"event": "stall", "time": round(conn.stream_time, 4),
-                     "waited_seconds": config.stall_timeout})
+      idle = time.monotonic() - conn.last_message
+      if idle < timeout or conn.stalled_since is not None:
+        # While stalled, look often enough that the next stall after a resume is late by
+        # at most a quarter of the timeout.
+        await asyncio.sleep(max(timeout - idle, 0.0) if conn.stalled_since is None
+                            else timeout / 4)
         continue
+      conn.stalled_since = conn.last_message
+      conn.stalls += 1
+      conn.emit({"event": "stall", "time": round(conn.stream_time, 4),
+                 "waited_seconds": timeout})
+
+  async def _audio_and_control(self, conn: Connection) -> tuple[int, str]:
+    websocket, config = conn.websocket, self.config
+    while True:
+      message = await websocket.recv()
+      conn.last_message = time.monotonic()
       if isinstance(message, bytes):
-        if stalled_since is not None:
+        if conn.stalled_since is not None:
           conn.emit({"event": "resume", "time": round(conn.stream_time, 4),
-                     "stalled_seconds": round(time.monotonic() - stalled_since, 3)})
-          stalled_since = None
+                     "stalled_seconds": round(conn.last_message - conn.stalled_since, 3)})
+          conn.stalled_since = None
         try:
           if not conn.audio(message):
             return CLOSE_POLICY, (f"flood: more than {config.flood_seconds:g} s of audio "
@@ -554,8 +581,11 @@ class Server:
       self.wake.clear()
       delay = self.batcher.ready()
       if delay is None or delay > 0:
-        with contextlib.suppress(asyncio.TimeoutError):
-          await asyncio.wait_for(self.wake.wait(), timeout=1.0 if delay is None else delay)
+        # A timer that sets the event: wait_for would start a task at every wake-up
+        # (every chunk of every stream).
+        timer = loop.call_later(1.0 if delay is None else delay, self.wake.set)
+        await self.wake.wait()
+        timer.cancel()
         continue
       steps = await loop.run_in_executor(compute, self.batcher.tick)
       for step in steps:
@@ -573,6 +603,9 @@ class Server:
       async with serve(self.handle, self.config.host, self.config.port,
                        process_request=self.process_request,
                        max_size=self.config.max_message_bytes, max_queue=16,
+                       # PCM and short JSON events barely compress; deflating every
+                       # frame both ways costs more CPU than the bytes it saves.
+                       compression=None,
                        open_timeout=5, close_timeout=2, server_header=None) as server:
         self.port = next(iter(server.sockets)).getsockname()[1]
         if ready is not None:

@@ -175,6 +175,8 @@ class Engine:
         donate_argnums=1)
     self._reset_rows = jax.jit(self._reset_rows_impl, donate_argnums=0)
     self._perceive_rows = jax.jit(self._perceive_rows_impl, donate_argnums=1)
+    self._perceive_some = jax.jit(self._perceive_some_impl, donate_argnums=1)
+    self._speak_some = jax.jit(self._speak_some_impl, donate_argnums=1, static_argnames="n")
 
   @property
   def vocab_size(self) -> int:
@@ -289,9 +291,60 @@ class Engine:
   def perceive_rows(self, params: Params, state: EngineState, chunk: Array,
                     advance: np.ndarray) -> tuple[EngineState, Array]:
     """`perceive` for the rows where `advance` [B] is True; the others keep their state
-    bit for bit (their probabilities are computed but mean nothing)."""
-    return self._perceive_rows(params, state, jnp.asarray(chunk, jnp.float32),
-                               jnp.asarray(advance, bool))
+    bit for bit (their probabilities mean nothing).
+
+    When the advancing rows fit a smaller `row_buckets` size, only that many rows are
+    computed: they are gathered from the state, stepped and scattered back (the step's
+    cost follows the rows that have a chunk, not the batch).
+
+    Args:
+      chunk: [B, chunk_samples] (rows not advancing are ignored).
+      advance: [B] bool.
+    Returns:
+      (state, decision probabilities [B, NUM_DECISIONS]).
+    """
+    advance = np.asarray(advance, bool)
+    rows = gathered_rows(advance)
+    if rows is None:
+      return self._perceive_rows(params, state, jnp.asarray(chunk, jnp.float32),
+                                 jnp.asarray(advance))
+    return self._perceive_some(params, state, jnp.asarray(rows),
+                               jnp.asarray(np.asarray(chunk)[rows], jnp.float32),
+                               jnp.asarray(advance[rows]))
+
+  def speak_rows(self, params: Params, state: EngineState, active: np.ndarray, n: int,
+                 limit: np.ndarray | None = None) -> tuple[EngineState, Array, Array]:
+    """`speak`, computing only the `active` [B] rows (gathered into the smallest
+    `row_buckets` size that holds them, as `perceive_rows` does).
+
+    With `SamplingConfig.temperature` > 0 the random draws depend on the bucket, so
+    sampled tokens differ from `speak`'s; greedy tokens are the same.
+    """
+    active = np.asarray(active, bool)
+    rows = gathered_rows(active)
+    if rows is None:
+      return self.speak(params, state, active, n, limit)
+    limit = np.full(active.shape, n, np.int32) if limit is None else np.asarray(limit, np.int32)
+    return self._speak_some(params, state, jnp.asarray(rows), jnp.asarray(active[rows]),
+                            jnp.asarray(limit[rows]), n=n)
+
+  def compile_rows(self, params: Params, state: EngineState, n: int) -> EngineState:
+    """Compiles `perceive_rows` and `speak_rows` (`n` tokens) for every `row_buckets`
+    size of the state's batch, advancing no row: every row's state stays as it was
+    (only the shared PRNG key moves, as at any `speak`)."""
+    batch = state.next_logits.shape[0]
+    for size in row_buckets(batch):
+      held = jnp.zeros(size, bool)
+      chunk = jnp.zeros((size, self.model.config.chunk_samples), jnp.float32)
+      limit = jnp.full(size, n, jnp.int32)
+      if size == batch:
+        state, _ = self._perceive_rows(params, state, chunk, held)
+        state, _, _ = self._speak(params, state, held, limit, n=n)
+      else:
+        rows = jnp.arange(size, dtype=jnp.int32)
+        state, _ = self._perceive_some(params, state, rows, chunk, held)
+        state, _, _ = self._speak_some(params, state, rows, held, limit, n=n)
+    return state
 
   # ----------------------------------------------------------------- jitted
   def _prefill_impl(self, params, state: EngineState, tokens, valid) -> EngineState:
@@ -368,6 +421,19 @@ class Engine:
                                                state.next_logits),
                          heard=jnp.where(advance[:, None], heard, state.heard)), probs
 
+  def _perceive_some_impl(self, params, state: EngineState, rows, chunk, advance):
+    sub, probs = self._perceive_rows_impl(params, take_rows(state, rows), chunk, advance)
+    batch = state.next_logits.shape[0]
+    probs = jnp.zeros((batch,) + probs.shape[1:], probs.dtype).at[rows].set(probs)
+    return put_rows(state, rows, sub), probs
+
+  def _speak_some_impl(self, params, state: EngineState, rows, active, limit, n: int):
+    sub, tokens, count = self._speak_impl(params, take_rows(state, rows), active, limit, n)
+    batch = state.next_logits.shape[0]
+    tokens = jnp.full((batch, n), sf.PAD_ID, tokens.dtype).at[rows].set(tokens)
+    count = jnp.zeros((batch,), count.dtype).at[rows].set(count)
+    return put_rows(state, rows, sub), tokens, count
+
   def _encoder_slots(self, stream) -> dict[int, Array]:
     """Per ring size: [B, F] ring slots the next encoder step writes (position % size)."""
     frames = self.model.config.encoder_frames_per_chunk
@@ -410,6 +476,40 @@ def _put_slots(x: Array, slots: Array, axis: int, saved: Array, advance: Array) 
     return row.at[index].set(value)
 
   return jax.vmap(put)(x, slots, saved, advance)
+
+
+def row_buckets(batch: int) -> list[int]:
+  """The sub-batch sizes `perceive_rows` / `speak_rows` compile for a batch of `batch`
+  rows: B/8, B/4, B/2 and B (at least 1), so a step computes at most twice the rows that
+  need it (or B/8) with four compilations per step."""
+  return sorted({max(1, batch >> shift) for shift in (3, 2, 1, 0)})
+
+
+def gathered_rows(mask: np.ndarray) -> np.ndarray | None:
+  """The rows a gathered step computes for `mask` [B]: the masked rows, padded with
+  unmasked ones (which the step leaves as they are) up to the smallest `row_buckets`
+  size that holds them; None when that is the whole batch."""
+  batch = mask.shape[0]
+  rows = np.flatnonzero(mask)
+  bucket = next(size for size in row_buckets(batch) if size >= len(rows))
+  if bucket == batch:
+    return None
+  return np.concatenate([rows, np.flatnonzero(~mask)[:bucket - len(rows)]]).astype(np.int32)
+
+
+def take_rows(state: EngineState, rows: Array) -> EngineState:
+  """The sub-state of `rows` [R] (every leaf but the shared PRNG key has the batch first)."""
+  take = lambda x: x[rows]
+  return state.replace(stream=jax.tree_util.tree_map(take, state.stream),
+                       next_logits=take(state.next_logits), heard=take(state.heard))
+
+
+def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
+  """`state` with `rows` [R] replaced by the sub-state `sub` (and `sub`'s PRNG key)."""
+  put = lambda x, y: x.at[rows].set(y)
+  return state.replace(stream=jax.tree_util.tree_map(put, state.stream, sub.stream),
+                       next_logits=put(state.next_logits, sub.next_logits),
+                       heard=put(state.heard, sub.heard), rng=sub.rng)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)

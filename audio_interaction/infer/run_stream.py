@@ -14,9 +14,10 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
 
-from audio_interaction.audio.io import validate_samples
+from audio_interaction.audio.io import AudioError, validate_samples
 from audio_interaction import stream_format as sf
 from audio_interaction.infer.engine import Engine, EngineState, padded_rows
 from audio_interaction.infer.policies import DecisionPolicy
@@ -121,7 +122,8 @@ class StreamStepper:
       raise ValueError(f"{len(instructions)} instructions but {len(policies)} policies")
     if max_reply_tokens is not None and max_reply_tokens < 1:
       raise ValueError(f"max_reply_tokens must be >= 1, got {max_reply_tokens}")
-    self.engine, self.params = engine, params
+    # On the device once: host (numpy) weights would be transferred at every step.
+    self.engine, self.params = engine, jax.device_put(params)
     self.policies = list(policies)
     for policy in self.policies:
       policy.start()
@@ -178,46 +180,73 @@ class StreamStepper:
     chunks = np.asarray(chunks)
     if chunks.ndim == 1:
       chunks = np.broadcast_to(chunks, (self.rows, chunks.shape[0]))
-    for row in range(self.rows):
-      validate_samples(chunks[row], expected_rate=self.sample_rate, expected_ndim=(1,),
-                       expected_length=self.chunk_samples, where=f"chunk {index} row {row}")
-    chunks = np.asarray(chunks, np.float32)
+    rows = np.arange(self.rows)
+    indices = np.full(self.rows, index, np.int64)
+    chunks = self._checked(chunks, rows, indices)
     self.state, probs = self.engine.perceive(self.params, self.state, chunks)
-    heard, self._last_label = collapse_ctc(np.asarray(self.state.heard), self._last_label)
+    labels, probs = jax.device_get((self.state.heard, probs))
+    heard, self._last_label = collapse_ctc(labels, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active, written, counts = self._decide_and_speak(
-        range(self.rows), [index] * self.rows, chunks, speak_probability)
-    seconds = self.chunk_seconds
+    active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability)
     elapsed = (time.perf_counter() - began) / self.rows
-    records = [self._row_record(row, index, seconds, float(speak_probability[row]),
-                                bool(active[row]), written, counts, elapsed, heard[row])
-               for row in range(self.rows)]
-    self._fed = [[] for _ in range(self.rows)]
+    return self._records(rows, indices, speak_probability, active, written, counts, elapsed,
+                         heard)
+
+  def _checked(self, chunks: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """chunks [B, chunk_samples] as float32, the given rows' samples checked in one pass
+    (on a bad chunk, row by row, so the error names its chunk and row)."""
+    try:
+      validate_samples(chunks[rows], expected_rate=self.sample_rate, expected_ndim=(2,),
+                       expected_length=self.chunk_samples, where="step")
+    except AudioError:
+      for row in rows:
+        validate_samples(chunks[row], expected_rate=self.sample_rate, expected_ndim=(1,),
+                         expected_length=self.chunk_samples,
+                         where=f"chunk {indices[row]} row {row}")
+      raise
+    return np.asarray(chunks, np.float32)
+
+  def _records(self, rows: np.ndarray, indices: np.ndarray, speak_probability: np.ndarray,
+               active: np.ndarray, written: np.ndarray, counts: np.ndarray, elapsed: float,
+               heard: list[list[int]]) -> list[ChunkRecord]:
+    """The reply bookkeeping of `rows` after their step, over all rows at once, and one
+    `ChunkRecord` per row of `rows`.
+
+    Args:
+      rows: [R] the rows that stepped; indices [B] each row's chunk index;
+        speak_probability [B]; active [B] bool (the policy said SPEAK);
+        written [B, n] int32 reply tokens; counts [B] how many of them were written;
+        heard: B lists of transcript tokens.
+    """
+    stepped = np.zeros(self.rows, bool)
+    stepped[rows] = True
+    counts = np.where(stepped & active, counts, 0)
+    wrote = counts > 0
+    last = written[np.arange(self.rows), np.maximum(counts - 1, 0)] if written.shape[1] else (
+        np.zeros(self.rows, np.int64))
+    yielded = stepped & self.replying & ~active
+    started = wrote & ~self.replying
+    ended = wrote & (last == sf.EOR_ID)
+    going = wrote & ~ended
+    self._reply_tokens = np.where(started, 0, self._reply_tokens) + counts
+    capped = going & (self.max_reply_tokens is not None) & (
+        self._reply_tokens >= (self.max_reply_tokens or 0))
+    self._capped |= capped
+    self.replying = np.where(stepped, going & ~capped, self.replying)
+    seconds = self.chunk_seconds
+    records = []
+    flags = np.stack([yielded, started, ended, capped], axis=1)[rows].tolist()
+    for row, index, probability, spoke, count, row_flags in zip(
+        rows.tolist(), indices[rows].tolist(), speak_probability[rows].tolist(),
+        active[rows].tolist(), counts[rows].tolist(), flags):
+      events = [name for name, flag in zip((YIELD, REPLY_START, REPLY_END, REPLY_CAPPED),
+                                           row_flags) if flag]
+      records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds, probability,
+                                 spoke, written[row, :count].tolist(), elapsed,
+                                 self._fed[row], events, heard[row]))
+      self._fed[row] = []
     self.steps += 1
     return records
-
-  def _row_record(self, row: int, index: int, seconds: float, speak_probability: float,
-                  active: bool, written: np.ndarray, counts: np.ndarray, elapsed: float,
-                  heard: list[int]) -> ChunkRecord:
-    """A row's reply bookkeeping after its step, as a `ChunkRecord`."""
-    tokens = [int(t) for t in written[row, :counts[row]]] if active else []
-    events = []
-    if self.replying[row] and not active:
-      events.append(YIELD)
-    if tokens and not self.replying[row]:
-      events.append(REPLY_START)
-      self._reply_tokens[row] = 0
-    self._reply_tokens[row] += len(tokens)
-    replying = bool(tokens) and tokens[-1] != sf.EOR_ID
-    if tokens and tokens[-1] == sf.EOR_ID:
-      events.append(REPLY_END)
-    elif replying and self.max_reply_tokens is not None and (
-        self._reply_tokens[row] >= self.max_reply_tokens):
-      events.append(REPLY_CAPPED)
-      replying, self._capped[row] = False, True
-    self.replying[row] = replying
-    return ChunkRecord(index, index * seconds, (index + 1) * seconds, speak_probability,
-                       active, tokens, elapsed, self._fed[row], events, heard)
 
   # ------------------------------------------------------ continuous batching
   # A server keeps one stepper of B slots and lets streams join and leave rows
@@ -258,9 +287,10 @@ class StreamStepper:
       self.replying[row] = False
       self._reply_tokens[row] = 0
 
-  def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asks each of `rows`' policies, then writes the replies of those that speak.
+  def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray,
+                        gathered: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asks each of `rows`' policies, then writes the replies of those that speak
+    (`gathered`: computing only their rows, `Engine.speak_rows`).
 
     Returns:
       (active [B] bool, written tokens [B, n] int32, counts [B]).
@@ -281,9 +311,10 @@ class StreamStepper:
       if self.max_reply_tokens is not None:  # a new reply has the whole budget
         used = np.where(self.replying, self._reply_tokens, 0)
         limit = np.maximum(self.max_reply_tokens - used, 0).astype(np.int32)
-      self.state, tokens, count = self.engine.speak(self.params, self.state, active,
-                                                    n=self.tokens_per_chunk, limit=limit)
-      written, counts = np.asarray(tokens), np.asarray(count)
+      speak = self.engine.speak_rows if gathered else self.engine.speak
+      self.state, tokens, count = speak(self.params, self.state, active,
+                                        n=self.tokens_per_chunk, limit=limit)
+      written, counts = jax.device_get((tokens, count))
     return active, written, counts
 
   def step_rows(self, chunks: np.ndarray, advance: Sequence[bool], indices: Sequence[int]
@@ -292,7 +323,9 @@ class StreamStepper:
 
     The other rows' model state, policy and replies do not move (their chunk is
     ignored: pass zeros). For every advanced row the record equals what `step_batch`
-    gives when that stream runs alone.
+    gives when that stream runs alone. Only the advanced rows (and the speaking ones)
+    are computed, padded to an `engine.row_buckets` size (`Engine.perceive_rows`,
+    `Engine.speak_rows`).
 
     Args:
       chunks: [B, chunk_samples] float32.
@@ -307,28 +340,22 @@ class StreamStepper:
     if chunks.shape != (self.rows, self.chunk_samples) or advance.shape != (self.rows,):
       raise ValueError(f"step_rows needs chunks [{self.rows}, {self.chunk_samples}] and "
                        f"advance [{self.rows}], got {chunks.shape} and {advance.shape}")
-    for row in np.flatnonzero(advance):
-      validate_samples(chunks[row], expected_rate=self.sample_rate, expected_ndim=(1,),
-                       expected_length=self.chunk_samples,
-                       where=f"chunk {indices[row]} row {row}")
-    chunks = np.asarray(chunks, np.float32)
+    rows = np.flatnonzero(advance)
+    indices = np.asarray(indices, np.int64)
+    chunks = self._checked(chunks, rows, indices)
     self.state, probs = self.engine.perceive_rows(self.params, self.state, chunks, advance)
-    labels = np.asarray(self.state.heard)
+    labels, probs = jax.device_get((self.state.heard, probs))  # one transfer per step
     heard, last_label = collapse_ctc(labels, self._last_label)
     self._last_label = np.where(advance, last_label, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active, written, counts = self._decide_and_speak(
-        np.flatnonzero(advance), indices, chunks, speak_probability)
+    active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability,
+                                                     gathered=True)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
-    for row in np.flatnonzero(advance):
-      records[row] = self._row_record(int(row), int(indices[row]), self.chunk_seconds,
-                                      float(speak_probability[row]), bool(active[row]),
-                                      written, counts, elapsed, heard[row])
-      self._fed[row] = []
-    self.steps += 1
+    for row, record in zip(rows.tolist(), self._records(rows, indices, speak_probability, active,
+                                                        written, counts, elapsed, heard)):
+      records[row] = record
     return records
-
 
 def _padded(engine: Engine, audio: np.ndarray, where: str) -> np.ndarray:
   """`audio` [S] checked whole (so an error names the sample's index in the recording)

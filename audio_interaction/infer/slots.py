@@ -230,9 +230,11 @@ class SlotBatcher:
             for row, (stream_id, _, arrived, _) in taken.items()]
 
   def warm_up(self) -> None:
-    """Compiles every step a stream can need (join, perceive, speak, and a prefill per
-    prompt width up to `max_prompt_tokens`) on a throwaway stream, so no client waits
-    for XLA."""
+    """Compiles every step a stream can need (join, perceive and speak for every row
+    bucket, and a prefill per prompt width up to `max_prompt_tokens`) on a throwaway
+    stream, so no client waits for XLA."""
+    self.stepper.state = self.engine.compile_rows(self.stepper.params, self.stepper.state,
+                                                  self.stepper.tokens_per_chunk)
     row, stream_id = self.join([], ThresholdPolicy(0.0))
     self.push(row, stream_id, np.zeros(self.chunk_samples, np.float32))
     self.tick()
