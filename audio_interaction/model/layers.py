@@ -11,6 +11,8 @@ K key/value heads, Dh head width.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +116,14 @@ def apply_rope(x: Array, positions: Array, theta: float) -> Array:
   return rotated.astype(x.dtype)
 
 
+def _mlp_dense(features: int, names: tuple[str, str], name: str, *, bias: bool, dtype: DType,
+               param_dtype: DType) -> nn.DenseGeneral:
+  """One projection of a block MLP, its kernel (and bias) carrying logical axis names."""
+  bias_init = nn.with_logical_partitioning(nn.initializers.zeros, names[1:])
+  return nn.DenseGeneral(features, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
+                         kernel_init=dense_init(names), bias_init=bias_init, name=name)
+
+
 class SwiGLU(nn.Module):
   """Gated MLP: down(silu(gate(x)) * up(x))."""
 
@@ -124,9 +134,8 @@ class SwiGLU(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """x: [B, T, D] -> [B, T, D]."""
-    dense = lambda features, names, name: nn.DenseGeneral(
-        features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=dense_init(names), name=name)
+    dense = functools.partial(_mlp_dense, bias=False, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
     gate = dense(self.mlp_dim, ("embed", "mlp"), "gate")(x)
     up = dense(self.mlp_dim, ("embed", "mlp"), "up")(x)
     hidden = constrain(nn.silu(gate) * up, ("batch", "length", "act_mlp"))
@@ -143,10 +152,8 @@ class GeluMLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """x: [B, T, D] -> [B, T, D]."""
-    dense = lambda features, names, name: nn.DenseGeneral(
-        features, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=dense_init(names),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]), name=name)
+    dense = functools.partial(_mlp_dense, bias=True, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
     hidden = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x), approximate=False)
     hidden = constrain(hidden, ("batch", "length", "act_mlp"))
     return dense(x.shape[-1], ("mlp", "embed"), "fc2")(hidden)
