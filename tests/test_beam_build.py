@@ -8,6 +8,8 @@ DirectRunner first tries Prism, a Go binary it downloads: impossible offline);
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 import pathlib
 import shutil
 
@@ -21,12 +23,17 @@ from audio_interaction.apps import cli
 from audio_interaction.corpus import build as corpus
 from audio_interaction.corpus import sounds, speech
 from audio_interaction.data import beam_storage, storage
+import memory_epath
 from synthetic_examples import SyntheticExamples
 
 GENERATOR = SyntheticExamples(chunk_samples=160, max_chunks=8)
 SEED = 7
 TINY = str(config_lib.experiments_dir() / "tiny.py")
 SUBTASKS = ("chat_single", "alert_alarm", "offline_asr")
+
+
+def _shard_bytes(summary: storage.SplitSummary) -> list[bytes]:
+  return [p.read_bytes() for p in sorted(pathlib.Path(summary.out_dir).glob("*.array_record-*"))]
 
 
 def _assert_same_split(a: pathlib.Path, b: pathlib.Path, split: str) -> None:
@@ -41,6 +48,29 @@ def _assert_same_split(a: pathlib.Path, b: pathlib.Path, split: str) -> None:
   for field in dataclasses.fields(meta_a):
     np.testing.assert_array_equal(getattr(meta_a, field.name), getattr(meta_b, field.name))
   assert not (b / "_build").exists()
+
+
+@pytest.fixture
+def memory_store(tmp_path, monkeypatch):
+  """An empty `memory://` object store; the working directory is an empty folder, so a
+  POSIX call on a memory:// name (which would create ``memory:/...`` there) shows."""
+  memory_epath.clear()
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)
+  yield "memory://bucket/data/1.0.0"
+  assert not list(cwd.iterdir())
+  memory_epath.clear()
+
+
+def _copy_back(root: str, local: pathlib.Path) -> pathlib.Path:
+  """The objects under `root` as files of `local` (no temporary or work objects left)."""
+  objects = memory_epath.objects(root)
+  assert objects and not [n for n in objects if ".tmp-" in n or n.startswith("_build")]
+  for name, data in objects.items():
+    (local / name).parent.mkdir(parents=True, exist_ok=True)
+    (local / name).write_bytes(data)
+  return local
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +103,59 @@ def test_beam_build_writes_the_local_build_byte_for_byte(tmp_path):
   assert [int(source[i][storage.INDEX_FIELD]) for i in range(len(source))] == list(range(6))
 
 
-def test_failed_bundle_is_retried_without_duplicate_or_partial_examples(tmp_path):
+def test_beam_and_local_builds_to_an_object_store_write_the_local_bytes(tmp_path,
+                                                                        memory_store):
+  local = storage.build_split(tmp_path / "local" / "1.0.0", "train", 6, GENERATOR, SEED,
+                              shard_size=4, chunk_samples=160, progress=False)
+  for build in ("beam", "pool"):
+    if build == "beam":
+      summary = beam_storage.build_split_beam(memory_store, "train", 6, GENERATOR, SEED,
+                                              shard_size=4, chunk_samples=160,
+                                              runner="FnApiRunner")
+    else:
+      summary = storage.build_split(memory_store, "train", 6, GENERATOR, SEED, shard_size=4,
+                                    chunk_samples=160, progress=False)
+    assert os.fspath(summary.out_dir) == memory_store
+    assert (summary.num_examples, summary.num_bytes) == (6, local.num_bytes)
+    _assert_same_split(local.out_dir, _copy_back(memory_store, tmp_path / build), "train")
+    memory_epath.clear()
+
+
+@pytest.mark.parametrize("where", ["local", "object_store"])
+def test_failed_bundle_is_retried_without_duplicate_or_partial_examples(
+    where, tmp_path, request, monkeypatch):
   clean = storage.build_split(tmp_path / "clean" / "1.0.0", "train", 6, GENERATOR, SEED,
                               shard_size=4, progress=False)
+  out = tmp_path / "retried" / "1.0.0"
+  if where == "object_store":
+    out = request.getfixturevalue("memory_store")
+    # Every object that ever takes a shard's name must be the whole shard; and the
+    # first attempt of shard 0 dies after uploading its temporary object.
+    published, failed_upload = [], []
+    replace = memory_epath._MemoryBackend.replace
+
+    def recording_replace(self, path, dst):
+      if str(dst).endswith(".array_record"):
+        if "shard-00000" in str(dst) and not failed_upload:
+          failed_upload.append(path)
+          raise OSError("injected failure after the upload")
+        published.append((str(dst).rsplit("/", 1)[1], self.fs(path).cat_file(path)))
+      return replace(self, path, dst)
+
+    monkeypatch.setattr(memory_epath._MemoryBackend, "replace", recording_replace)
   flag = tmp_path / "failed-once"
   # Index 5 is the second of shard 1: example 4 is already in the attempt's file.
   flaky = _FailsOnce(index=5, flag=str(flag))
-  retried = beam_storage.build_split_beam(tmp_path / "retried" / "1.0.0", "train", 6, flaky,
-                                          SEED, shard_size=4, runner="BundleBasedDirectRunner")
+  retried = beam_storage.build_split_beam(out, "train", 6, flaky, SEED, shard_size=4,
+                                          runner="BundleBasedDirectRunner")
   assert flag.exists()  # The failure did happen; the runner retried the bundle.
+  if where == "object_store":
+    assert failed_upload and ".array_record.tmp-" in str(failed_upload[0])
+    final = {f"shard-{i:05d}.array_record": data for i, data in enumerate(_shard_bytes(clean))}
+    # A retried bundle may publish a shard again, but always whole and the same bytes.
+    assert {name for name, _ in published} == set(final)
+    assert all(data == final[name] for name, data in published)
+    retried = dataclasses.replace(retried, out_dir=_copy_back(out, tmp_path / "copied"))
   _assert_same_split(clean.out_dir, retried.out_dir, "train")
   source = storage.load_split(retried.out_dir, "train")
   assert len(source) == 6
@@ -116,8 +190,10 @@ def test_pipeline_options_pass_through_and_bad_ones_are_errors(tmp_path):
     beam_storage.pipeline_options("direct", ["--num_wokers=8"])
   with pytest.raises(ValueError, match="chosen with --runner"):
     beam_storage.pipeline_options("direct", ["--runner=FlinkRunner"])
-  with pytest.raises(ValueError, match="object-store URLs"):
-    beam_storage.build_split_beam("gs://bucket/data/1.0.0", "train", 6, GENERATOR, SEED)
+  if importlib.util.find_spec("tensorflow") or not importlib.util.find_spec("s3fs"):
+    with pytest.raises(ValueError, match="no installed filesystem handles s3://.*s3fs"):
+      beam_storage.build_split_beam("s3://bucket/data/1.0.0", "train", 6, GENERATOR, SEED,
+                                    runner="FnApiRunner")
 
 
 @pytest.fixture(scope="module")

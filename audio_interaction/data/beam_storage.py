@@ -18,10 +18,10 @@ attempt and renames it atomically onto the same name (`storage.write_shard`): no
 duplicate and no partial example survives, and the result is byte-identical to the
 local build's. Finished shards are skipped on a rerun, exactly like `build_split`.
 
-`out_dir` must be a POSIX path that the driver and every worker see (a local disk for
-the DirectRunner, an NFS/shared volume mounted at the same path on a Flink or Spark
-cluster or on Dataflow workers): the driver checks after the run that every shard
-arrived. Object-store URLs (gs://, s3://) are not supported yet (docs/beam.md).
+`out_dir` must be a place that the driver and every worker see: a local disk for the
+DirectRunner, a shared volume mounted at the same path on a Flink or Spark cluster, or
+an object store (gs:// on Dataflow, s3://; any `etils.epath` path, see
+`storage._writing`). The driver checks after the run that every shard arrived.
 
 apache-beam is an optional extra (``pip install -e '.[beam]'``); it is imported only
 when a Beam build runs.
@@ -166,14 +166,11 @@ def build_split_beam(
     The `SplitSummary` of the finished split.
 
   Raises:
-    ValueError: `out_dir` is an object-store URL, a bad option, or a plan mismatch.
+    ValueError: no installed filesystem handles `out_dir` (e.g. s3:// without s3fs), a
+      bad option, or a plan mismatch.
     RuntimeError: the pipeline finished but shards are missing on the driver (the
       workers wrote to a filesystem the driver does not see).
   """
-  if "://" in os.fspath(out_dir):
-    raise ValueError(
-        f"out_dir {os.fspath(out_dir)!r}: object-store URLs are not supported yet; use a "
-        "directory mounted at the same path on the driver and every worker (docs/beam.md)")
   beam = import_beam()
   beam_options = pipeline_options(runner, options)
   pending = storage.begin_split(out_dir, split, num_examples, seed, shard_size, name=name,

@@ -39,12 +39,19 @@ written only once every shard exists. Shards are built in parallel in ``spawn``
 worker processes, or as an Apache Beam pipeline by `data.beam_storage` (the same
 `begin_split` / `write_shard` / `PendingSplit.finish`, so both write the same bytes).
 Two concurrent builds of the same split are not supported.
+
+`out_dir` may be any `etils.epath` path: local, or an object store (gs://, s3://) that
+the workers of a Beam build on Dataflow write to. There, with no atomic rename and no
+local writer, a shard is written to a local temporary file, uploaded under a temporary
+name and then renamed, so a final object exists only once it is whole (`_writing`).
+Reading a split back (`load_split`, the input pipeline) expects a local path.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
@@ -52,11 +59,13 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 import tqdm
@@ -197,17 +206,26 @@ def validate_example(example: Mapping[str, Any], *,
 # Layout.
 
 
+def _is_local(path: str | os.PathLike) -> bool:
+  return "://" not in os.fspath(path)
+
+
+def _public_path(path: str | os.PathLike) -> pathlib.Path | epath.Path:
+  """What callers get: a local path as the `pathlib.Path` they always got, else an `epath.Path`."""
+  return pathlib.Path(path) if _is_local(path) else epath.Path(path)
+
+
 def dataset_dir(data_dir: str | os.PathLike, name: str = DEFAULT_NAME,
-                version: str = DEFAULT_VERSION) -> pathlib.Path:
+                version: str = DEFAULT_VERSION) -> pathlib.Path | epath.Path:
   """The directory `tfds.data_source(name, data_dir=data_dir)` reads: data_dir/name/version."""
-  return pathlib.Path(data_dir) / name / version
+  return _public_path(epath.Path(data_dir) / name / version)
 
 
-def _version_of(out_dir: pathlib.Path) -> str:
+def _version_of(out_dir: epath.Path) -> str:
   return out_dir.name if tfds.core.Version.is_valid(out_dir.name) else DEFAULT_VERSION
 
 
-def _template(out_dir: pathlib.Path, name: str, split: str) -> naming.ShardedFileTemplate:
+def _template(out_dir: epath.Path, name: str, split: str) -> naming.ShardedFileTemplate:
   return naming.ShardedFileTemplate(
       data_dir=out_dir, dataset_name=name, split=split,
       filetype_suffix=file_adapters.FileFormat.ARRAY_RECORD.file_suffix)
@@ -219,11 +237,43 @@ def _tmp_suffix() -> str:
   return f"tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def _write_json(path: pathlib.Path, value: Any) -> None:
-  """Writes JSON atomically: a reader (or a resumed build) never sees half a file."""
+@contextlib.contextmanager
+def _writing(path: epath.Path) -> Iterator[str]:
+  """Yields a local file name to write; `path` then becomes that file, whole or not at all.
+
+  `path` may be local or on an object store (gs://, s3://, any `epath` path). The
+  file is written under a temporary name unique to this attempt (Beam may run two
+  attempts of one shard at once, retries or speculative backups) and then moved onto
+  `path`: locally by an atomic rename of a file written next to it; on an object store
+  (no atomic rename, no local writer) the file is written to local disk, uploaded
+  under the temporary name and only then renamed (copied) onto `path`, so `path`
+  exists only once the whole file does. A failed attempt deletes its temporary file.
+  """
   tmp = path.with_name(f"{path.name}.{_tmp_suffix()}")
-  tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-  os.replace(tmp, path)
+  if _is_local(path):
+    try:
+      yield os.fspath(tmp)
+    except BaseException:
+      tmp.unlink(missing_ok=True)
+      raise
+    tmp.replace(path)  # os.replace: atomic.
+    return
+  with tempfile.TemporaryDirectory(prefix="audio_interaction-") as local_dir:
+    local = os.path.join(local_dir, path.name)
+    yield local
+    try:
+      with open(local, "rb") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+      tmp.replace(path)
+    except BaseException:
+      tmp.unlink(missing_ok=True)
+      raise
+
+
+def _write_json(path: epath.Path, value: Any) -> None:
+  """Writes JSON atomically: a reader (or a resumed build) never sees half a file."""
+  with _writing(path) as local:
+    pathlib.Path(local).write_text(json.dumps(value, indent=1, sort_keys=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +304,7 @@ class SplitSummary:
   num_bytes: int
   ability_counts: dict[str, int]
   subtask_counts: dict[str, int]
-  out_dir: pathlib.Path
+  out_dir: pathlib.Path | epath.Path
 
   def describe(self) -> str:
     """A few readable lines: size and place, examples per ability, the sub-tasks' spread.
@@ -323,23 +373,23 @@ def _card_entries(raw: Mapping[str, Any], index: int) -> dict[str, list[str]]:
   return entries
 
 
-def write_shard(work_dir: pathlib.Path, shard: int, start: int, stop: int,
+def write_shard(work_dir: epath.Path, shard: int, start: int, stop: int,
                 make_example: ExampleFn, seed: int, chunk_samples: int | None,
                 writer_options: str) -> dict[str, Any]:
   """Writes examples [start, stop) to one ArrayRecord shard of `work_dir`; returns its marker.
 
   Safe to run any number of times, even concurrently (a retried or speculative Beam
-  bundle): the records go to a temporary file unique to this attempt, which is
-  renamed atomically onto the shard's name, so the shard is whole or absent and a
-  rerun replaces it with the same bytes; a failed attempt deletes its temporary file.
+  bundle): the records go to a temporary file unique to this attempt, which becomes
+  the shard only once it is whole (`_writing`: an atomic rename locally, an upload
+  then a rename on an object store), so the shard is whole or absent and a rerun
+  replaces it with the same bytes; a failed attempt deletes its temporary file.
   The marker (`{shard}.json`, what makes the shard count as finished) is written last.
   """
   data_path = work_dir / f"{_shard_name(shard)}.array_record"
-  tmp_path = work_dir / f"{_shard_name(shard)}.array_record.{_tmp_suffix()}"
   abilities, subtasks, samples = [], [], 0
   card: dict[str, list[str]] = {name: [] for name in CARD_FIELDS}
-  writer = array_record_module.ArrayRecordWriter(os.fspath(tmp_path), writer_options)
-  try:
+  with _writing(data_path) as tmp_path:
+    writer = array_record_module.ArrayRecordWriter(tmp_path, writer_options)
     try:
       for index in range(start, stop):
         try:
@@ -356,13 +406,10 @@ def write_shard(work_dir: pathlib.Path, shard: int, start: int, stop: int,
         writer.write(serialize(example))
     finally:
       writer.close()
-  except BaseException:
-    tmp_path.unlink(missing_ok=True)  # No partial shard outlives its attempt.
-    raise
-  os.replace(tmp_path, data_path)  # Atomic: a shard file is either whole or absent.
+    num_bytes = os.path.getsize(tmp_path)
   marker = {
       "shard": shard, "start": start, "stop": stop,
-      "num_bytes": data_path.stat().st_size,
+      "num_bytes": num_bytes,
       "abilities": abilities, "subtasks": subtasks, "audio_samples": samples,
       **{f"{name}_counts": _counts(values) for name, values in card.items()},
   }
@@ -379,7 +426,7 @@ def _write_shard_task(args: tuple) -> dict[str, Any]:
 # Building a split.
 
 
-def _load_info_splits(out_dir: pathlib.Path) -> dict[str, tfds_splits.SplitInfo]:
+def _load_info_splits(out_dir: epath.Path) -> dict[str, tfds_splits.SplitInfo]:
   """The splits already listed in out_dir/dataset_info.json (empty if none)."""
   if not (out_dir / "dataset_info.json").exists():
     return {}
@@ -387,7 +434,7 @@ def _load_info_splits(out_dir: pathlib.Path) -> dict[str, tfds_splits.SplitInfo]
   return dict(info.splits.items())
 
 
-def _finished_marker(work_dir: pathlib.Path, final_path: pathlib.Path,
+def _finished_marker(work_dir: epath.Path, final_path: epath.Path,
                      shard: int) -> dict[str, Any] | None:
   marker_path = work_dir / f"{_shard_name(shard)}.json"
   if not marker_path.exists():
@@ -412,15 +459,15 @@ class PendingSplit:
     description: stored in dataset_info.json by `finish`.
   """
 
-  out_dir: pathlib.Path
-  work_dir: pathlib.Path
+  out_dir: epath.Path
+  work_dir: epath.Path
   plan: _Plan
   todo: list[int]
   done: dict[int, dict[str, Any]]
   description: str
 
   @property
-  def final_paths(self) -> list[pathlib.Path]:
+  def final_paths(self) -> list[epath.Path]:
     template = _template(self.out_dir, self.plan.name, self.plan.split)
     return [template.sharded_filepath(shard_index=i, num_shards=self.plan.num_shards)
             for i in range(self.plan.num_shards)]
@@ -447,6 +494,27 @@ class PendingSplit:
                      self.description)
 
 
+def _check_filesystem(out_dir: epath.Path) -> None:
+  """Fails clearly, before any work, if no installed filesystem reaches `out_dir`'s scheme."""
+  if _is_local(out_dir):
+    return
+  try:
+    out_dir.exists()
+  except Exception as error:
+    # fsspec raises ImportError ("Install s3fs ..."), TensorFlow's gfile (which epath
+    # uses when TensorFlow is installed) UnimplementedError; other errors (credentials,
+    # network) are the store's own and pass through.
+    if not isinstance(error, (ImportError, NotImplementedError)) and (
+        type(error).__name__ != "UnimplementedError"):
+      raise
+    scheme = os.fspath(out_dir).partition("://")[0]
+    raise ValueError(
+        f"cannot write to {os.fspath(out_dir)!r}: no installed filesystem handles "
+        f"{scheme}:// ({error}). etils.epath reaches gs:// through TensorFlow's tf.io.gfile "
+        "when TensorFlow is installed, else through fsspec: pip install gcsfs (gs://) or "
+        "s3fs (s3://), with EPATH_USE_TF=0 if TensorFlow is installed") from error
+
+
 def begin_split(out_dir: str | os.PathLike, split: str, num_examples: int, seed: int,
                 shard_size: int, *, name: str = DEFAULT_NAME,
                 description: str = "Streaming audio-interaction examples "
@@ -460,7 +528,8 @@ def begin_split(out_dir: str | os.PathLike, split: str, num_examples: int, seed:
   if num_examples < 1 or shard_size < 1:
     raise ValueError(
         f"need num_examples >= 1 and shard_size >= 1, got {num_examples}, {shard_size}")
-  out_dir = pathlib.Path(out_dir)
+  out_dir = epath.Path(out_dir)
+  _check_filesystem(out_dir)
   plan = _Plan(name=name, split=split, num_examples=num_examples, seed=seed,
                shard_size=shard_size)
   plan_dict = dataclasses.asdict(plan)
@@ -576,8 +645,8 @@ def build_split(
   return pending.finish()
 
 
-def _finalize(out_dir: pathlib.Path, work_dir: pathlib.Path, plan: _Plan,
-              markers: dict[int, dict[str, Any]], final_paths: Sequence[pathlib.Path],
+def _finalize(out_dir: epath.Path, work_dir: epath.Path, plan: _Plan,
+              markers: dict[int, dict[str, Any]], final_paths: Sequence[epath.Path],
               description: str) -> SplitSummary:
   """Moves finished shards to their TFDS names and writes the metadata.
 
@@ -593,15 +662,16 @@ def _finalize(out_dir: pathlib.Path, work_dir: pathlib.Path, plan: _Plan,
   subtasks = [t for m in shards for t in m["subtasks"]]
   ability_names, ability_ids = np.unique(np.asarray(abilities), return_inverse=True)
   subtask_names, subtask_ids = np.unique(np.asarray(subtasks), return_inverse=True)
-  tmp = out_dir / f"{plan.split}.metadata.{_tmp_suffix()}.npz"
-  np.savez(tmp, ability_names=ability_names, ability_ids=ability_ids.astype(np.int16),
-           subtask_names=subtask_names, subtask_ids=subtask_ids.astype(np.int16))
-  os.replace(tmp, out_dir / f"{plan.split}.metadata.npz")
+  with _writing(out_dir / f"{plan.split}.metadata.npz") as local, open(local, "wb") as file:
+    np.savez(file, ability_names=ability_names, ability_ids=ability_ids.astype(np.int16),
+             subtask_names=subtask_names, subtask_ids=subtask_ids.astype(np.int16))
 
   for shard, final_path in enumerate(final_paths):
     data_path = work_dir / f"{_shard_name(shard)}.array_record"
     if data_path.exists():
-      os.replace(data_path, final_path)
+      # Atomic locally; on an object store a server-side copy then a delete: the final
+      # object appears whole, and a crash in between leaves the source for a rerun.
+      data_path.replace(final_path)
 
   split_info = tfds_splits.SplitInfo(
       name=plan.split,
@@ -636,11 +706,12 @@ def _finalize(out_dir: pathlib.Path, work_dir: pathlib.Path, plan: _Plan,
       done[f"{name}_counts"] = dict(sorted(total.items()))
   _write_json(out_dir / f"{plan.split}.build.json", done)
   # Removing the work directory is what marks the split finished.
-  shutil.rmtree(work_dir)
-  try:
-    (out_dir / _BUILD_DIR).rmdir()
-  except OSError:
-    pass  # Another split is still being built.
+  work_dir.rmtree()
+  if _is_local(out_dir):  # Object stores have no empty directories to remove.
+    try:
+      os.rmdir(out_dir / _BUILD_DIR)
+    except OSError:
+      pass  # Another split is still being built.
   return _summary_from_build_json(out_dir, done)
 
 
@@ -649,12 +720,12 @@ def _counts(values: Sequence[str]) -> dict[str, int]:
   return {str(n): int(c) for n, c in zip(names, counts)}
 
 
-def _summary_from_build_json(out_dir: pathlib.Path, done: dict[str, Any]) -> SplitSummary:
+def _summary_from_build_json(out_dir: epath.Path, done: dict[str, Any]) -> SplitSummary:
   plan = _Plan(**done["plan"])
   return SplitSummary(split=plan.split, num_examples=plan.num_examples,
                       num_shards=plan.num_shards, num_bytes=done["num_bytes"],
                       ability_counts=done["ability_counts"],
-                      subtask_counts=done["subtask_counts"], out_dir=out_dir)
+                      subtask_counts=done["subtask_counts"], out_dir=_public_path(out_dir))
 
 
 # ----------------------------------------------------------------------------
@@ -682,8 +753,8 @@ def load_split(out_dir: str | os.PathLike, split: str):
 
 def split_summary(out_dir: str | os.PathLike, split: str) -> SplitSummary:
   """The `SplitSummary` of a finished split (what `build_split` returned)."""
-  build_json = pathlib.Path(out_dir) / f"{split}.build.json"
-  return _summary_from_build_json(pathlib.Path(out_dir), json.loads(build_json.read_text()))
+  out_dir = epath.Path(out_dir)
+  return _summary_from_build_json(out_dir, json.loads((out_dir / f"{split}.build.json").read_text()))
 
 
 def read_split_metadata(out_dir: str | os.PathLike, split: str) -> SplitMetadata:
