@@ -18,6 +18,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.12",
         "grain>=0.2.18",
         "tensorflow-datasets>=4.9.10",
+        # data/storage.py writes through epath (local, gs://, s3://); tfds needs it too.
+        "etils[epath]>=1.9.1",
         "ml-collections>=1.1",
         "librosa>=0.11",
         "soundfile>=0.13",

@@ -230,6 +230,13 @@ def test_worker_without_assets_fails_naming_what_is_missing(config, tmp_path, mo
   assert not list((out / "_build" / "train").glob("shard-*.array_record"))
 
 
+def test_corpus_build_to_an_object_store_is_a_clear_error(config):
+  remote = config.copy_and_resolve_references()
+  remote.data.dir = "gs://bucket/corpus"
+  with pytest.raises(ValueError, match="keeps the tokenizer in data.dir"):
+    corpus.build_corpus_split(remote, "eval", 3, runner="FnApiRunner")
+
+
 def test_build_data_cli_on_beam_equals_the_local_build(config, tmp_path):
   local_dir, beam_dir = tmp_path / "local", tmp_path / "beam"
   for directory in (local_dir, beam_dir):  # One tokenizer, so the token ids agree.

@@ -267,6 +267,14 @@ def build_corpus_split(config: ml_collections.ConfigDict, split: str, num_exampl
   voices and sound packages of this machine pinned and checked on every worker.
   Both write the same bytes for the same seed.
   """
+  if "://" in str(config.data.dir):
+    # The shards could go there (storage writes through etils.epath), but the tokenizer
+    # is trained into and loaded from data.dir with local file calls.
+    raise ValueError(
+        f"config.data.dir={config.data.dir!r}: build-data keeps the tokenizer in data.dir "
+        "and reads it with local file calls, so data.dir must be a directory the driver "
+        "and every worker mount; the storage layer alone can write to an object store "
+        "(storage.build_split / beam_storage.build_split_beam, docs/beam.md)")
   if runner != "local" and num_workers != 1:
     raise ValueError(f"num_workers={num_workers} is for runner 'local'; a Beam runner's "
                      "parallelism is a pipeline option (e.g. num_workers, direct_num_workers)")
