@@ -118,7 +118,10 @@ def base_config() -> ml_collections.ConfigDict:
   # {ability name: weight}; None reads the split uniformly. Curriculum stages may
   # override it (train.stages).
   config.data.mixture = ml_collections.config_dict.placeholder(dict)
-  config.data.packing = False  # the encoder does not mask across packed examples yet
+  # First-fit pack several examples per row (data/pipeline.py); the model and the
+  # losses keep them apart exactly (tests/test_packing.py).
+  config.data.packing = False
+  config.data.max_segments = 8  # most examples in one packed row
   config.data.overflow = "truncate"
   config.data.read_threads = 2
   config.data.prefetch_batches = 2
@@ -397,6 +400,7 @@ FIELD_RULES: dict[str, Rule] = {
     "data.max_transcript": _SIZE,
     "data.mixture": Rule(f"None or {_MIXTURE}", lambda v: v is None or _is_mixture(v)),
     "data.packing": flag(),
+    "data.max_segments": _SIZE,
     "data.overflow": one_of("truncate", "drop"),
     "data.read_threads": _SIZE,
     "data.prefetch_batches": integer(0),

@@ -26,6 +26,30 @@ def _with_context(x: Array, context: Array | None, left: int) -> tuple[Array, Ar
   return joined, joined[:, -left:]
 
 
+def _chunks_with_context(x: Array, chunk_starts: Array, left: int) -> Array:
+  """Full mode of a packed row: each chunk with the `left` frames before it, zeros where a
+  segment starts (so no output sees the segment before its own).
+
+  Args:
+    x: [B, C * t, ...] frames of C chunks.
+    chunk_starts: [B, C] bool, True where a segment starts (`features.segment_starts`).
+    left: context frames, at most t.
+  Returns:
+    [B * C, left + t, ...]: the chunks as rows of their own, context prepended.
+  """
+  batch, chunks = chunk_starts.shape
+  per_chunk = x.reshape(batch, chunks, x.shape[1] // chunks, *x.shape[2:])
+  if left > per_chunk.shape[2]:
+    raise ValueError(f"a causal conv needs {left} frames of context, more than the "
+                     f"{per_chunk.shape[2]} frames of a chunk: packed rows are not supported")
+  pad = [(0, 0)] * per_chunk.ndim
+  pad[1] = (1, 0)
+  context = jnp.pad(per_chunk[:, :-1, per_chunk.shape[2] - left:], pad)
+  starts = chunk_starts.reshape(batch, chunks, *([1] * (per_chunk.ndim - 2)))
+  joined = jnp.concatenate([jnp.where(starts, 0, context).astype(x.dtype), per_chunk], axis=2)
+  return joined.reshape(batch * chunks, *joined.shape[2:])
+
+
 class CausalConvSubsampling(nn.Module):
   """log2(factor) causal Conv2D layers of stride 2 over (time, mel), then a projection.
 
@@ -56,20 +80,32 @@ class CausalConvSubsampling(nn.Module):
     return tuple(states)
 
   @nn.compact
-  def __call__(self, frames: Array, state: tuple[Array, ...] | None = None
+  def __call__(self, frames: Array, state: tuple[Array, ...] | None = None,
+               chunk_starts: Array | None = None
                ) -> tuple[Array, tuple[Array, ...] | None]:
-    """frames: [B, F, n_mels] (F a multiple of `factor`) -> ([B, F/factor, d_model], state)."""
+    """frames: [B, F, n_mels] (F a multiple of `factor`) -> ([B, F/factor, d_model], state).
+
+    `chunk_starts` ([B, C] bool, full mode only): the frames are C chunks of packed
+    segments, True where one starts; no output then sees frames of another segment.
+    """
+    if chunk_starts is not None and state is not None:
+      raise ValueError("chunk_starts (packed rows) are only supported in full-sequence mode")
     x = frames[..., None]  # [B, F, n_mels, 1]
     new_state = []
     for layer in range(self.num_layers):
-      x, context = _with_context(x, None if state is None else state[layer],
-                                 self.context_frames())
+      if chunk_starts is None:
+        x, context = _with_context(x, None if state is None else state[layer],
+                                   self.context_frames())
+      else:
+        x, context = _chunks_with_context(x, chunk_starts, self.context_frames()), None
       new_state.append(context)
       x = nn.Conv(self.channels, (self.kernel, self.kernel), strides=(2, 2),
                   padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
                   kernel_init=dense_init((None, None, "conv_in", "conv_out")),
                   name=f"conv{layer}")(x)
       x = nn.gelu(x)
+      if chunk_starts is not None:  # the chunks, rows of their own in the conv, rejoin
+        x = x.reshape(chunk_starts.shape[0], -1, *x.shape[2:])
     batch, length = x.shape[:2]
     x = x.reshape(batch, length, -1)
     x = nn.DenseGeneral(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -89,14 +125,27 @@ class CausalDepthwiseConv(nn.Module):
     return jnp.zeros((batch, self.kernel - 1, channels), dtype)
 
   @nn.compact
-  def __call__(self, x: Array, state: Array | None = None) -> tuple[Array, Array | None]:
-    """x: [B, T, C] -> ([B, T, C], new state [B, K-1, C] or None)."""
+  def __call__(self, x: Array, state: Array | None = None, segment_ids: Array | None = None
+               ) -> tuple[Array, Array | None]:
+    """x: [B, T, C] -> ([B, T, C], new state [B, K-1, C] or None).
+
+    `segment_ids` ([B, T] int, full mode only): packed segments; an output sums only
+    the taps of its own segment, as if the segment started the sequence (zeros before).
+    """
+    if segment_ids is not None and state is not None:
+      raise ValueError("segment_ids (packed rows) are only supported in full-sequence mode")
     channels = x.shape[-1]
     joined, new_state = _with_context(x, state, self.kernel - 1)
     kernel = self.param("kernel", dense_init(("conv_kernel", "embed")),
                         (self.kernel, channels), self.param_dtype).astype(self.dtype)
     length = x.shape[1]
+    tap = lambda i: joined[:, i:i + length]
+    if segment_ids is not None:
+      # A tap of another segment reads 0, what the zero left padding gives a sequence alone.
+      tap_segment = jnp.pad(segment_ids, ((0, 0), (self.kernel - 1, 0)), constant_values=-1)
+      tap = lambda i: jnp.where((tap_segment[:, i:i + length] == segment_ids)[..., None],
+                                joined[:, i:i + length], 0)
     # A sum of K shifted products: explicit, exact, and cheap for small kernels.
-    out = sum(joined[:, i:i + length] * kernel[i] for i in range(self.kernel))
+    out = sum(tap(i) * kernel[i] for i in range(self.kernel))
     return out.astype(self.dtype), new_state
 

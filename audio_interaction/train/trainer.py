@@ -27,8 +27,9 @@ from audio_interaction.train import losses, sharding
 
 Batch = Mapping[str, jax.Array]
 # Fields of a pipeline batch the step reads.
-STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "lm_targets", "lm_weights",
-               "decision_targets", "transcript", "chunk_segment_ids")
+STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "segment_ids", "lm_targets",
+               "lm_weights", "decision_targets", "transcript", "chunk_segment_ids",
+               "transcript_segment_ids", "segment_num_chunks")
 
 
 @flax.struct.dataclass
@@ -113,9 +114,11 @@ class Trainer:
       augment = augment_lib.Augmentation(keys=augment_keys,
                                          chunk_valid=batch["chunk_segment_ids"] != 0,
                                          config=self.augment)
+    # Segment ids keep the examples of a packed row apart (a padded row is one segment).
     outputs = self.model.forward(params, batch["tokens"], batch["audio"],
                                  batch["audio_slot_index"], positions=batch["positions"],
-                                 augment=augment)
+                                 segment_ids=batch["segment_ids"],
+                                 chunk_segment_ids=batch["chunk_segment_ids"], augment=augment)
     return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
                                 decision_weight=train.decision_loss_weight,
                                 speak_class_weight=train.speak_class_weight,
