@@ -33,7 +33,16 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+# Config overrides of the variants a child measures side by side (`--variants`).
+VARIANTS = {
+    "padded": ["data.packing=False"],
+    "packed": ["data.packing=True"],
+}
+
+
 def _child(args: argparse.Namespace) -> None:
+  """Compiles one train step per variant, then times them in turns (so load on the
+  machine hits every variant alike); prints one JSON line, a list of results."""
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
   import jax
   import numpy as np
@@ -45,40 +54,50 @@ def _child(args: argparse.Namespace) -> None:
 
   overrides = [f"data.batch_size={args.batch}", f"data.max_chunks={args.chunks}",
                f"data.max_len={args.length}", "data.prefetch_batches=0",
-               f"data.packing={bool(args.packing)}",
                f'sharding.mesh={{"data": {args.devices}, "fsdp": 1, "tensor": 1}}']
   if args.layers:
     overrides += [f"model.encoder.num_layers={args.layers}",
                   f"model.decoder.num_layers={args.layers}"]
-  config = config_lib.load_config(str(ROOT / "experiments" / f"{args.config}.py"), overrides)
-  trainer = Trainer(config)
-  state = trainer.init_state(0)
-  batches = _batches(args, config)
-  began = time.perf_counter()
-  step = trainer.compile_train_step(batch_spec(PipelineConfig.from_config(config)))
-  compile_s = time.perf_counter() - began
-  device_batches = [trainer.device_batch(batch) for batch in batches]
-  state, metrics = step.fn(state, device_batches[0])
-  jax.block_until_ready(metrics)
-  times = []
-  for i in range(args.steps):
+  runs = []
+  for variant in args.variants.split(","):
+    config = config_lib.load_config(str(ROOT / "experiments" / f"{args.config}.py"),
+                                     overrides + VARIANTS[variant])
+    trainer = Trainer(config)
+    batches = _batches(args, config)
     began = time.perf_counter()
-    state, metrics = step.fn(state, device_batches[i % len(device_batches)])
+    step = trainer.compile_train_step(batch_spec(PipelineConfig.from_config(config)))
+    compile_s = time.perf_counter() - began
+    device_batches = [trainer.device_batch(batch) for batch in batches]
+    state, metrics = step.fn(trainer.init_state(0), device_batches[0])
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - began)
-  step_s = float(np.median(times))
-  # Useful tokens: positions that hold an example (not padding), per timed batch.
-  useful = [float(np.sum(batches[i % len(batches)]["tokens"] != 0)) for i in range(args.steps)]
-  print(json.dumps({
-      "config": args.config + (f", {args.layers}+{args.layers} layers" if args.layers else ""),
-      "devices": args.devices, "batch": args.batch, "data": args.data,
-      "packing": bool(args.packing), "chunks": args.chunks, "length": args.length,
-      "compile_s": compile_s, "step_s": step_s, "tokens_per_s": sum(useful) / sum(times),
-      "fill": sum(useful) / (args.steps * args.batch * args.length),
-      "examples_per_batch": float(np.mean([np.sum(b["segment_example_index"] >= 0)
-                                           for b in batches])),
-      "flops_per_step": step.flops_per_step, "peak_flops": measure_peak_flops(),
-      "params": sum(x.size for x in jax.tree_util.tree_leaves(state.params))}))
+    runs.append(dict(variant=variant, step=step, state=state, batches=batches,
+                     device_batches=device_batches, compile_s=compile_s, times=[]))
+  for i in range(args.steps):
+    for run in runs:
+      began = time.perf_counter()
+      run["state"], metrics = run["step"].fn(
+          run["state"], run["device_batches"][i % len(run["device_batches"])])
+      jax.block_until_ready(metrics)
+      run["times"].append(time.perf_counter() - began)
+  peak = measure_peak_flops()
+  results = []
+  for run in runs:
+    batches, times = run["batches"], run["times"]
+    # Useful tokens: positions that hold an example (not padding), per timed batch.
+    useful = [float(np.sum(batches[i % len(batches)]["tokens"] != 0)) for i in range(args.steps)]
+    results.append({
+        "config": args.config + (f", {args.layers}+{args.layers} layers" if args.layers else ""),
+        "variant": run["variant"], "devices": args.devices, "batch": args.batch,
+        "data": args.data, "chunks": args.chunks, "length": args.length,
+        "compile_s": run["compile_s"], "step_s": float(np.median(times)),
+        "tokens_per_s": sum(useful) / sum(times),
+        "fill": sum(useful) / (args.steps * args.batch * args.length),
+        "chunk_fill": float(np.mean([np.mean(b["chunk_segment_ids"] > 0) for b in batches])),
+        "examples_per_batch": float(np.mean([np.sum(b["segment_example_index"] >= 0)
+                                             for b in batches])),
+        "flops_per_step": run["step"].flops_per_step, "peak_flops": peak,
+        "params": sum(x.size for x in jax.tree_util.tree_leaves(run["state"].params))})
+  print(json.dumps(results))
 
 
 def _batches(args: argparse.Namespace, config) -> list[dict]:
@@ -113,11 +132,12 @@ def _batches(args: argparse.Namespace, config) -> list[dict]:
 
 
 def _run(config: str, devices: int, batch: int, chunks: int, length: int, steps: int,
-         layers: int = 0, data: str = "fixed", corpus: str = "", packing: bool = False) -> dict:
+         layers: int = 0, data: str = "fixed", corpus: str = "",
+         variants: str = "padded") -> list[dict]:
   command = [sys.executable, __file__, "--child", "--config", config, "--devices", str(devices),
              "--batch", str(batch), "--chunks", str(chunks), "--length", str(length),
              "--steps", str(steps), "--layers", str(layers), "--data", data,
-             "--corpus", corpus, "--packing", str(int(packing))]
+             "--corpus", corpus, "--variants", variants]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   if result.returncode:
     raise RuntimeError(result.stderr[-3000:])
@@ -133,7 +153,7 @@ def _scaling(args: argparse.Namespace) -> None:
     # base at the tiny row shape would not fit the time budget of a benchmark on a
     # laptop CPU: one short row per step, labelled as such.
     runs.append(("base", 1, 1, 16, 96))
-  rows = [_run(config, devices, batch, chunks, length, steps, layers)
+  rows = [_run(config, devices, batch, chunks, length, steps, layers)[0]
           for config, devices, batch, chunks, length in runs]
   print("\n| config | devices | batch × chunks (positions) | step | tokens/s/device | "
         "TFLOP/s/device | MFU vs measured peak | compile |")
@@ -167,15 +187,16 @@ def _packing(args: argparse.Namespace) -> None:
   batch, chunks, length = shape
   print(f"\npacked vs padded rows: tiny, batch {batch} × {chunks} chunks ({length} positions), "
         f"data: {where}; each step a different batch")
-  rows = {packing: _run("tiny", 1, batch, chunks, length, steps, layers, data, corpus, packing)
-          for packing in (False, True)}
-  print("\n| rows | examples / batch | positions holding data | step | useful tokens/s |")
-  print("|---|---|---|---|---|")
-  for packing, row in rows.items():
-    print(f"| {'packed' if packing else 'padded'} | {row['examples_per_batch']:.1f} | "
-          f"{row['fill']:.0%} | {1000 * row['step_s']:.0f} ms | {row['tokens_per_s']:.0f} |")
-  print(f"\nuseful tokens/s, packed vs padded: "
-        f"{rows[True]['tokens_per_s'] / rows[False]['tokens_per_s']:.2f}x")
+  padded, packed = _run("tiny", 1, batch, chunks, length, steps, layers, data, corpus,
+                        variants="padded,packed")
+  print("\n| rows | examples / batch | positions holding data | chunks holding audio | step | "
+        "useful tokens/s |")
+  print("|---|---|---|---|---|---|")
+  for row in (padded, packed):
+    print(f"| {row['variant']} | {row['examples_per_batch']:.1f} | {row['fill']:.0%} | "
+          f"{row['chunk_fill']:.0%} | {1000 * row['step_s']:.0f} ms | {row['tokens_per_s']:.0f} |")
+  print(f"\nuseful tokens/s, packed vs padded (steps timed in turns): "
+        f"{packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
 
 def main() -> None:
@@ -195,9 +216,11 @@ def main() -> None:
   parser.add_argument("--corpus", default="",
                       help="a corpus directory with a train split (default: data/tiny); "
                            "without one the packing section uses synthetic lengths")
-  parser.add_argument("--packing", type=int, default=0, help="(child) pack rows")
-  parser.add_argument("--sections", default="scaling,packing",
-                      help="comma-separated: scaling (devices, MFU), packing")
+  parser.add_argument("--variants", default="padded",
+                      help=f"(child) comma-separated, of {sorted(VARIANTS)}")
+  parser.add_argument("--sections", default="packing,scaling",
+                      help="comma-separated: packing (padded vs packed rows), scaling "
+                           "(devices, MFU)")
   args = parser.parse_args()
   if args.child:
     _child(args)
@@ -212,7 +235,7 @@ def main() -> None:
     # encoder and one decoder layer at a short row (compiling is most of its time),
     # so the figures are not the README's.
     print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
-  sections = {"scaling": _scaling, "packing": _packing}
+  sections = {"packing": _packing, "scaling": _scaling}
   for name in args.sections.split(","):
     if name not in sections:
       parser.error(f"--sections: unknown section {name!r}; choose from {sorted(sections)}")

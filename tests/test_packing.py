@@ -10,7 +10,7 @@ import pytest
 
 from audio_interaction.audio.features import LogMelConfig, log_mel, segmented_log_mel
 from audio_interaction.data import pipeline
-from audio_interaction.model.model import AudioInteractionModel, AudioInteractionNetwork
+from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer
 from audio_interaction import stream_format as sf
@@ -121,10 +121,13 @@ def test_packed_losses_and_gradients_equal_separate_rows(packed_setup):
   fields = lambda batch: {k: jnp.asarray(batch[k]) for k in
                           ("tokens", "audio", "audio_slot_index", "positions", "segment_ids",
                            "lm_targets", "lm_weights", "decision_targets", "transcript",
-                           "chunk_segment_ids", "transcript_segment_ids",
-                           "segment_num_chunks")}
+                           "chunk_segment_ids", "transcript_segment_ids")}
   loss, metrics, grads = step(params, fields(packed))
-  loss_alone, metrics_alone, grads_alone = step(params, fields(separate))
+  # The separate rows take the padded path (no segment ids, one CTC per row).
+  padded_config = config.copy_and_resolve_references()
+  padded_config.data.packing = False
+  loss_alone, metrics_alone, grads_alone = jax.jit(Trainer(padded_config).loss_and_grads)(
+      params, fields(separate))
   assert float(metrics["ctc_tokens"]) > 0 and float(metrics["reply_tokens"]) > 0
   np.testing.assert_allclose(loss, loss_alone, rtol=RTOL)
   for name in metrics:

@@ -104,8 +104,8 @@ def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
 
 def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
                   reply_weight: float, decision_weight: float, speak_class_weight: float,
-                  ctc_weight: float = 0.0, normalizers: Mapping[str, Array] | None = None
-                  ) -> tuple[Array, dict[str, Array]]:
+                  ctc_weight: float = 0.0, normalizers: Mapping[str, Array] | None = None,
+                  num_segments: int | None = None) -> tuple[Array, dict[str, Array]]:
   """Total loss and summable metrics of one batch.
 
   Args:
@@ -113,13 +113,13 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
     batch: `lm_targets` int32 [B, L], `lm_weights` float32 [B, L], `decision_targets`
       int32 [B, L] (-1 where no decision is trained); with `ctc_weight` > 0 also
       `transcript` int32 [B, N] and `chunk_segment_ids` int32 [B, C], and for packed
-      rows `transcript_segment_ids` int32 [B, N] with `segment_num_chunks` [B, G]
-      (CTC per segment, `ctc_loss`).
+      rows `transcript_segment_ids` int32 [B, N] (CTC per segment, `ctc_loss`).
     reply_weight, decision_weight, ctc_weight: weights of the terms in the total; the
       CTC term is the summed NLL per transcript token.
     speak_class_weight: weight of SPEAK targets relative to SILENT ones.
     normalizers: the denominators of the terms (`loss_normalizers` of the whole batch
       when this is one micro-batch of it); default: this batch's own.
+    num_segments: G, the most examples in a packed row; None: one per row.
   Returns:
     (scalar loss, dict of sums: reply_nll, reply_tokens, reply_correct, decision_nll,
     decision_weight, decisions, tp, fp, fn, and with CTC ctc_nll, ctc_tokens).
@@ -158,10 +158,9 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
   }
   total = reply_weight * reply_loss + decision_weight * decision_loss
   if ctc_weight:
-    segments = batch.get("transcript_segment_ids")
     nll, heard = ctc_loss(outputs.ctc_logits, batch["transcript"], batch["chunk_segment_ids"],
-                          segments, num_segments=batch["segment_num_chunks"].shape[1]
-                          if segments is not None else 1)
+                          None if num_segments is None else batch["transcript_segment_ids"],
+                          num_segments=num_segments or 1)
     metrics["ctc_nll"], metrics["ctc_tokens"] = nll.sum(), heard.sum()
     total = total + ctc_weight * nll.sum() / normalizers["ctc_tokens"]
   return total, metrics
