@@ -118,13 +118,14 @@ def base_config() -> ml_collections.ConfigDict:
   # {ability name: weight}; None reads the split uniformly. Curriculum stages may
   # override it (train.stages).
   config.data.mixture = ml_collections.config_dict.placeholder(dict)
-  # First-fit pack several examples per row (data/pipeline.py); the model and the
-  # losses keep them apart exactly (tests/test_packing.py), so a batch trains more
-  # examples at the same step cost (benchmarks/train_step.py, packing section).
-  config.data.packing = True
-  # Most examples in one packed row. On the tiny corpus (streams ~10 s, cut to fit a
-  # row) 97 % of packed rows hold one example and none more than 2; the per-segment
-  # CTC costs a little per segment slot, so slots are few.
+  # First-fit pack several examples per row (data/pipeline.py). Exact: the model and
+  # the losses keep a row's examples apart (tests/test_packing.py). Off: on the tiny
+  # corpus (streams ~10 s, cut to fit a row) a packed batch holds only ~3 % more
+  # examples (97 % of packed rows hold one, none more than 2) and the masked step
+  # costs 0-17 % more, so packed tokens/s measured 0.87-1.0x of padded
+  # (benchmarks/train_step.py --sections packing). Worth it for shorter examples.
+  config.data.packing = False
+  # Most examples in one packed row; the per-segment CTC costs a little per slot.
   config.data.max_segments = 2
   config.data.overflow = "truncate"
   config.data.read_threads = 2

@@ -67,7 +67,7 @@ def _child(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     step = trainer.compile_train_step(batch_spec(PipelineConfig.from_config(config)))
     compile_s = time.perf_counter() - began
-    device_batches = [trainer.device_batch(batch) for batch in batches]
+    device_batches = [trainer.device_batch(batch) for batch in batches[:args.steps]]
     state, metrics = step.fn(trainer.init_state(0), device_batches[0])
     jax.block_until_ready(metrics)
     runs.append(dict(variant=variant, step=step, state=state, batches=batches,
@@ -83,15 +83,15 @@ def _child(args: argparse.Namespace) -> None:
   results = []
   for run in runs:
     batches, times = run["batches"], run["times"]
-    # Useful tokens: positions that hold an example (not padding), per timed batch.
-    useful = [float(np.sum(batches[i % len(batches)]["tokens"] != 0)) for i in range(args.steps)]
+    # Useful tokens: positions that hold an example (not padding), per batch read.
+    useful = float(np.mean([np.sum(batch["tokens"] != 0) for batch in batches]))
+    step_s = float(np.median(times))
     results.append({
         "config": args.config + (f", {args.layers}+{args.layers} layers" if args.layers else ""),
         "variant": run["variant"], "devices": args.devices, "batch": args.batch,
         "data": args.data, "chunks": args.chunks, "length": args.length,
-        "compile_s": run["compile_s"], "step_s": float(np.median(times)),
-        "tokens_per_s": sum(useful) / sum(times),
-        "fill": sum(useful) / (args.steps * args.batch * args.length),
+        "compile_s": run["compile_s"], "step_s": step_s, "tokens_per_s": useful / step_s,
+        "fill": useful / (args.batch * args.length),
         "chunk_fill": float(np.mean([np.mean(b["chunk_segment_ids"] > 0) for b in batches])),
         "examples_per_batch": float(np.mean([np.sum(b["segment_example_index"] >= 0)
                                              for b in batches])),
@@ -110,7 +110,9 @@ def _batches(args: argparse.Namespace, config) -> list[dict]:
   from audio_interaction.data import storage
   from audio_interaction.data.pipeline import PipelineConfig, load_dataset, make_dataset
 
-  count = 1 if args.data == "fixed" else args.steps
+  # Content varies from batch to batch: average the data figures over more batches
+  # than are timed (reading them is cheap).
+  count = 1 if args.data == "fixed" else max(args.steps, 40)
   # The step's cost depends on the row shape, not on which ability a row holds.
   if args.data == "corpus":
     pipeline = PipelineConfig.from_config(config)
@@ -195,7 +197,8 @@ def _packing(args: argparse.Namespace) -> None:
   for row in (padded, packed):
     print(f"| {row['variant']} | {row['examples_per_batch']:.1f} | {row['fill']:.0%} | "
           f"{row['chunk_fill']:.0%} | {1000 * row['step_s']:.0f} ms | {row['tokens_per_s']:.0f} |")
-  print(f"\nuseful tokens/s, packed vs padded (steps timed in turns): "
+  print(f"\nuseful tokens/s (mean useful tokens of {max(steps, 40)} batches / median step), "
+        "packed vs padded (steps timed in turns): "
         f"{packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
 
