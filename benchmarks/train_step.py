@@ -37,6 +37,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 VARIANTS = {
     "padded": ["data.packing=False"],
     "packed": ["data.packing=True"],
+    # bfloat16 activations and matmul inputs (issue 13.5: this CPU has avx512_bf16).
+    "bf16": ["data.packing=False", "model.dtype=bfloat16"],
 }
 
 
