@@ -1,14 +1,22 @@
 r"""Train-step throughput: tokens/s, TFLOP/s and MFU, against this machine's matmul peak.
 
-  python benchmarks/train_step.py            # tiny and base, 1 vs 8 simulated devices
-  python benchmarks/train_step.py --quick    # smoke test: tiny at a short row, 1 vs 2
-                                             # devices, 1+1 layers, 2 steps
+  python benchmarks/train_step.py            # all sections below
+  python benchmarks/train_step.py --sections packing --corpus /tmp/corpus
+  python benchmarks/train_step.py --quick    # smoke test: 1+1 layers, short rows, 2 steps
+
+Sections (`--sections`):
+
+* scaling: tiny 1 vs 8 simulated devices, and base at a short row; batches are
+  synthetic full-length streams at the config's row shape.
+* packing: useful (non-padding) tokens/s of padded vs packed rows of the tiny config
+  on a real length distribution: a corpus split (`--corpus`, default data/tiny; e.g.
+  ``audio-interaction build-data --config experiments/tiny.py
+  --config.data.dir=/tmp/corpus --split train --num-examples 200``), or without one
+  tests/synthetic_examples.py's lengths (the output says which).
 
 Each measurement runs in its own subprocess (the simulated device count must be set
 before JAX starts); the peak is a float32 matmul timed in the same run. FLOPs per
-step are XLA's cost analysis of the compiled step (of one device's partition). Batches are synthetic examples in
-the stream format at the config's row shape (or a shorter one for base, which is
-labelled).
+step are XLA's cost analysis of the compiled step (of one device's partition).
 """
 
 from __future__ import annotations
@@ -25,15 +33,24 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+# Config overrides of the variants a child measures side by side (`--variants`).
+VARIANTS = {
+    "padded": ["data.packing=False"],
+    "packed": ["data.packing=True"],
+    # bfloat16 activations and matmul inputs (issue 13.5: this CPU has avx512_bf16).
+    "bf16": ["data.packing=False", "model.dtype=bfloat16"],
+}
+
+
 def _child(args: argparse.Namespace) -> None:
+  """Compiles one train step per variant, then times them in turns (so load on the
+  machine hits every variant alike); prints one JSON line, a list of results."""
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
-  sys.path.insert(0, str(ROOT / "tests"))
   import jax
   import numpy as np
 
   from audio_interaction import config_lib
-  from audio_interaction.data.pipeline import PipelineConfig, batch_spec, make_dataset
-  from synthetic_examples import SyntheticExamples  # a test fixture: tests/ is on sys.path
+  from audio_interaction.data.pipeline import PipelineConfig, batch_spec
   from audio_interaction.train.loop import measure_peak_flops
   from audio_interaction.train.trainer import Trainer
 
@@ -43,86 +60,104 @@ def _child(args: argparse.Namespace) -> None:
   if args.layers:
     overrides += [f"model.encoder.num_layers={args.layers}",
                   f"model.decoder.num_layers={args.layers}"]
-  config = config_lib.load_config(str(ROOT / "experiments" / f"{args.config}.py"), overrides)
-  trainer = Trainer(config)
-  state = trainer.init_state(0)
-  # The step's cost depends on the row shape, not on which ability a row holds: read
-  # the synthetic examples uniformly (the config's ability mixture would need every
-  # ability among the few examples of one batch).
-  pipeline = PipelineConfig.from_config(config, mixture=None)
-  make = SyntheticExamples(chunk_samples=pipeline.chunk_samples, min_chunks=args.chunks,
-                           max_chunks=args.chunks, vocab_size=config.model.decoder.vocab_size,
-                           slots_per_chunk=config.model.slots_per_chunk,
-                           tokens_per_chunk=config.model.tokens_per_chunk, offline_fraction=0.0)
-  source = [dict(make(i, 0), example_index=i) for i in range(args.batch)]
-  batch = next(iter(make_dataset(source, pipeline, shard_index=0, shard_count=1)))
-  began = time.perf_counter()
-  step = trainer.compile_train_step(batch_spec(pipeline))
-  compile_s = time.perf_counter() - began
-  device_batch = trainer.device_batch(batch)
-  state, metrics = step.fn(state, device_batch)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(args.steps):
+  runs = []
+  for variant in args.variants.split(","):
+    config = config_lib.load_config(str(ROOT / "experiments" / f"{args.config}.py"),
+                                     overrides + VARIANTS[variant])
+    trainer = Trainer(config)
+    batches = _batches(args, config)
     began = time.perf_counter()
-    state, metrics = step.fn(state, device_batch)
+    step = trainer.compile_train_step(batch_spec(PipelineConfig.from_config(config)))
+    compile_s = time.perf_counter() - began
+    device_batches = [trainer.device_batch(batch) for batch in batches[:args.steps]]
+    state, metrics = step.fn(trainer.init_state(0), device_batches[0])
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - began)
-  step_s = float(np.median(times))
-  tokens = float(np.sum(batch["tokens"] != 0))
-  print(json.dumps({
-      "config": args.config + (f", {args.layers}+{args.layers} layers" if args.layers else ""),
-      "devices": args.devices, "batch": args.batch,
-      "chunks": args.chunks, "length": args.length, "compile_s": compile_s,
-      "step_s": step_s, "tokens_per_s": tokens / step_s,
-      "flops_per_step": step.flops_per_step, "peak_flops": measure_peak_flops(),
-      "params": sum(x.size for x in jax.tree_util.tree_leaves(state.params))}))
+    runs.append(dict(variant=variant, step=step, state=state, batches=batches,
+                     device_batches=device_batches, compile_s=compile_s, times=[]))
+  for i in range(args.steps):
+    for run in runs:
+      began = time.perf_counter()
+      run["state"], metrics = run["step"].fn(
+          run["state"], run["device_batches"][i % len(run["device_batches"])])
+      jax.block_until_ready(metrics)
+      run["times"].append(time.perf_counter() - began)
+  peak = measure_peak_flops()
+  results = []
+  for run in runs:
+    batches, times = run["batches"], run["times"]
+    # Useful tokens: positions that hold an example (not padding), per batch read.
+    useful = float(np.mean([np.sum(batch["tokens"] != 0) for batch in batches]))
+    step_s = float(np.median(times))
+    results.append({
+        "config": args.config + (f", {args.layers}+{args.layers} layers" if args.layers else ""),
+        "variant": run["variant"], "devices": args.devices, "batch": args.batch,
+        "data": args.data, "chunks": args.chunks, "length": args.length,
+        "compile_s": run["compile_s"], "step_s": step_s, "tokens_per_s": useful / step_s,
+        "fill": useful / (args.batch * args.length),
+        "chunk_fill": float(np.mean([np.mean(b["chunk_segment_ids"] > 0) for b in batches])),
+        "examples_per_batch": float(np.mean([np.sum(b["segment_example_index"] >= 0)
+                                             for b in batches])),
+        "flops_per_step": run["step"].flops_per_step, "peak_flops": peak,
+        "params": sum(x.size for x in jax.tree_util.tree_leaves(run["state"].params))})
+  print(json.dumps(results))
+
+
+def _batches(args: argparse.Namespace, config) -> list[dict]:
+  """The batches to time: `args.data` = "fixed" (one batch of full-length synthetic
+  streams, reused), "synthetic" (tests/synthetic_examples.py's length distribution,
+  1..max_chunks chunks, 20 % offline) or "corpus" (a split the corpus builder wrote,
+  read with the config's ability mixture)."""
+  sys.path.insert(0, str(ROOT / "tests"))
+  from synthetic_examples import SyntheticExamples  # a test fixture: tests/ is on sys.path
+  from audio_interaction.data import storage
+  from audio_interaction.data.pipeline import PipelineConfig, load_dataset, make_dataset
+
+  # Content varies from batch to batch: average the data figures over more batches
+  # than are timed (reading them is cheap).
+  count = 1 if args.data == "fixed" else max(args.steps, 40)
+  # The step's cost depends on the row shape, not on which ability a row holds.
+  if args.data == "corpus":
+    pipeline = PipelineConfig.from_config(config)
+    dataset = load_dataset(args.corpus, "train", pipeline, shard_index=0, shard_count=1)
+  else:
+    # Synthetic examples carry abilities at random: read them uniformly.
+    pipeline = PipelineConfig.from_config(config, mixture=None)
+    fixed = args.data == "fixed"
+    make = SyntheticExamples(
+        chunk_samples=pipeline.chunk_samples, min_chunks=args.chunks if fixed else 1,
+        max_chunks=args.chunks, vocab_size=config.model.decoder.vocab_size,
+        slots_per_chunk=config.model.slots_per_chunk,
+        tokens_per_chunk=config.model.tokens_per_chunk, offline_fraction=0.0 if fixed else 0.2)
+    examples = args.batch * (1 if fixed else pipeline.max_segments * count)
+    source = [dict(make(i, 0), example_index=i) for i in range(examples)]
+    dataset = make_dataset(source, pipeline, shard_index=0, shard_count=1)
+  iterator = iter(dataset)
+  return [next(iterator) for _ in range(count)]
 
 
 def _run(config: str, devices: int, batch: int, chunks: int, length: int, steps: int,
-         layers: int = 0) -> dict:
+         layers: int = 0, data: str = "fixed", corpus: str = "",
+         variants: str = "padded") -> list[dict]:
   command = [sys.executable, __file__, "--child", "--config", config, "--devices", str(devices),
              "--batch", str(batch), "--chunks", str(chunks), "--length", str(length),
-             "--steps", str(steps), "--layers", str(layers)]
+             "--steps", str(steps), "--layers", str(layers), "--data", data,
+             "--corpus", corpus, "--variants", variants]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   if result.returncode:
     raise RuntimeError(result.stderr[-3000:])
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--child", action="store_true")
-  parser.add_argument("--config", default="tiny")
-  parser.add_argument("--devices", type=int, default=1)
-  parser.add_argument("--batch", type=int, default=4)
-  parser.add_argument("--chunks", type=int, default=64)
-  parser.add_argument("--length", type=int, default=320)
-  parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--layers", type=int, default=0,
-                      help="encoder and decoder layers (0: the config's)")
-  args = parser.parse_args()
-  if args.child:
-    _child(args)
-    return
-
-  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-              if line.startswith("model name")), platform.processor())
-  print(f"machine: {cpu}, {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f} at start); "
-        "figures measured side by side in this run")
+def _scaling(args: argparse.Namespace) -> None:
+  """Tokens/s, TFLOP/s and MFU of full rows: 1 vs 8 simulated devices (and base)."""
   if args.quick:
-    # A smoke test (tests/test_benchmarks.py runs it): the same code paths with one
-    # encoder and one decoder layer at a short row (compiling is most of its time),
-    # so the figures are not the README's.
-    print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
     steps, layers, runs = 2, 1, [("tiny", 1, 2, 8, 64), ("tiny", 2, 4, 8, 64)]
   else:
     steps, layers, runs = 5, 0, [("tiny", 1, 4, 64, 320), ("tiny", 8, 8, 64, 320)]
     # base at the tiny row shape would not fit the time budget of a benchmark on a
     # laptop CPU: one short row per step, labelled as such.
     runs.append(("base", 1, 1, 16, 96))
-  rows = [_run(config, devices, batch, chunks, length, steps, layers)
+  rows = [_run(config, devices, batch, chunks, length, steps, layers)[0]
           for config, devices, batch, chunks, length in runs]
   print("\n| config | devices | batch × chunks (positions) | step | tokens/s/device | "
         "TFLOP/s/device | MFU vs measured peak | compile |")
@@ -140,6 +175,76 @@ def main() -> None:
         f"vs 1 device (batch {one['batch']}): {eight['step_s'] / one['step_s']:.2f}x — the "
         f"{eight['devices']} 'devices' share {os.cpu_count()} cores, so this measures "
         "partitioning overhead, not speed-up.")
+
+
+def _packing(args: argparse.Namespace) -> None:
+  """Useful (non-padding) tokens/s of padded vs packed rows on a real length distribution."""
+  corpus = args.corpus or str(ROOT / "data" / "tiny")
+  data = "corpus" if (pathlib.Path(corpus) / "train.metadata.npz").exists() else "synthetic"
+  where = (f"the corpus split {corpus}/train (config mixture)" if data == "corpus" else
+           "tests/synthetic_examples.py's lengths (no corpus on disk; build one with "
+           "`audio-interaction build-data --split train` and pass --corpus)")
+  if args.quick:
+    steps, layers, shape = 2, 1, (2, 8, 64)
+  else:
+    steps, layers, shape = 6, 0, (4, 64, 320)
+  batch, chunks, length = shape
+  print(f"\npacked vs padded rows: tiny, batch {batch} × {chunks} chunks ({length} positions), "
+        f"data: {where}; each step a different batch")
+  padded, packed = _run("tiny", 1, batch, chunks, length, steps, layers, data, corpus,
+                        variants="padded,packed")
+  print("\n| rows | examples / batch | positions holding data | chunks holding audio | step | "
+        "useful tokens/s |")
+  print("|---|---|---|---|---|---|")
+  for row in (padded, packed):
+    print(f"| {row['variant']} | {row['examples_per_batch']:.1f} | {row['fill']:.0%} | "
+          f"{row['chunk_fill']:.0%} | {1000 * row['step_s']:.0f} ms | {row['tokens_per_s']:.0f} |")
+  print(f"\nuseful tokens/s (mean useful tokens of {max(steps, 40)} batches / median step), "
+        "packed vs padded (steps timed in turns): "
+        f"{packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--child", action="store_true")
+  parser.add_argument("--config", default="tiny")
+  parser.add_argument("--devices", type=int, default=1)
+  parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--chunks", type=int, default=64)
+  parser.add_argument("--length", type=int, default=320)
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--layers", type=int, default=0,
+                      help="encoder and decoder layers (0: the config's)")
+  parser.add_argument("--data", choices=("fixed", "synthetic", "corpus"), default="fixed",
+                      help="(child) batches: see _batches")
+  parser.add_argument("--corpus", default="",
+                      help="a corpus directory with a train split (default: data/tiny); "
+                           "without one the packing section uses synthetic lengths")
+  parser.add_argument("--variants", default="padded",
+                      help=f"(child) comma-separated, of {sorted(VARIANTS)}")
+  parser.add_argument("--sections", default="packing,scaling",
+                      help="comma-separated: packing (padded vs packed rows), scaling "
+                           "(devices, MFU)")
+  args = parser.parse_args()
+  if args.child:
+    _child(args)
+    return
+
+  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+              if line.startswith("model name")), platform.processor())
+  print(f"machine: {cpu}, {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f} at start); "
+        "figures measured side by side in this run")
+  if args.quick:
+    # A smoke test (tests/test_benchmarks.py runs it): the same code paths with one
+    # encoder and one decoder layer at a short row (compiling is most of its time),
+    # so the figures are not the README's.
+    print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
+  sections = {"packing": _packing, "scaling": _scaling}
+  for name in args.sections.split(","):
+    if name not in sections:
+      parser.error(f"--sections: unknown section {name!r}; choose from {sorted(sections)}")
+    sections[name](args)
 
 
 if __name__ == "__main__":

@@ -221,6 +221,56 @@ def log_mel(samples: jax.Array, config: LogMelConfig) -> jax.Array:
   return _log_mel_from_padded(padded, config)
 
 
+def segment_starts(chunk_segment_ids: jax.Array) -> jax.Array:
+  """Where a packed row's segments begin: ``[B, C]`` segment id per chunk -> ``[B, C]`` bool.
+
+  True at chunk 0 and wherever the id differs from the previous chunk's (padding
+  chunks, id 0, after the last segment start one more "segment" of their own).
+  """
+  ids = jnp.asarray(chunk_segment_ids)
+  return jnp.concatenate([jnp.ones_like(ids[:, :1], bool), ids[:, 1:] != ids[:, :-1]], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def segmented_log_mel(samples: jax.Array, chunk_segment_ids: jax.Array,
+                      config: LogMelConfig) -> jax.Array:
+  """`log_mel` of a packed row: no frame sees samples of the segment before its own.
+
+  Every chunk is framed with the last ``n_fft - hop`` samples of the chunk before it
+  as left context (what `StreamingLogMel` carries), or zeros where a segment starts
+  (what a stream of its own starts with). So each segment gets exactly the frames
+  `log_mel` gives it alone; with one segment per row this equals `log_mel`.
+
+  Args:
+    samples: ``[B, S]`` floating audio, ``S = C * chunk`` whole chunks.
+    chunk_segment_ids: ``[B, C]`` int segment id of every chunk (segments are runs
+      of whole chunks).
+    config: the front-end parameters; the chunk must be a multiple of ``hop_length``
+      and at least ``n_fft - hop_length`` samples long.
+
+  Returns:
+    ``[B, S // hop_length, n_mels]`` features, same dtype as ``samples``.
+  """
+  samples = jnp.asarray(samples)
+  _check_floating(samples, "segmented_log_mel")
+  if samples.ndim != 2 or jnp.ndim(chunk_segment_ids) != 2:
+    raise ValueError(f"segmented_log_mel: need samples [B, S] and chunk_segment_ids [B, C], "
+                     f"got {tuple(samples.shape)} and {tuple(jnp.shape(chunk_segment_ids))}")
+  batch, total = samples.shape
+  chunks = jnp.shape(chunk_segment_ids)[1]
+  chunk = total // chunks
+  if chunk * chunks != total or chunk % config.hop_length or chunk < config.context:
+    raise ValueError(
+        f"segmented_log_mel: {total} samples in {chunks} chunks: each chunk must be a whole "
+        f"multiple of hop_length={config.hop_length} and at least n_fft - hop_length = "
+        f"{config.context} samples")
+  per_chunk = samples.reshape(batch, chunks, chunk)
+  context = jnp.pad(per_chunk[:, :-1, chunk - config.context:], ((0, 0), (1, 0), (0, 0)))
+  context = jnp.where(segment_starts(chunk_segment_ids)[..., None], 0, context)
+  frames = _log_mel_from_padded(jnp.concatenate([context, per_chunk], axis=-1), config)
+  return frames.reshape(batch, total // config.hop_length, config.n_mels)
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamingLogMel:
   """The log-mel front end as a streaming layer (the project's streaming contract).

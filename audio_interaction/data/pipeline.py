@@ -46,8 +46,10 @@ Per row, segment s (1-based, in placement order) is marked by ``segment_ids == s
 over positions and ``chunk_segment_ids == s`` over chunks; ``positions`` restart at
 0 in every segment (use them for RoPE); audio is concatenated in segment order, so
 ``audio_slot_index`` of segment s is offset by ``slots_per_chunk`` times the chunks of
-segments 1..s-1 (it still indexes the row's audio slots, chunk-major). Attention
-and the audio encoder must not cross segments: mask with the segment ids.
+segments 1..s-1 (it still indexes the row's audio slots, chunk-major), and the
+transcripts likewise (``transcript_segment_ids == s``). Nothing may cross segments:
+`AudioInteractionModel.forward(segment_ids=, chunk_segment_ids=)` and the per-segment
+CTC of `train.losses` give each example exactly what a row of its own gives it.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ BATCH_FIELDS: dict[str, tuple[str, str]] = {
     "segment_num_chunks": ("int32[G]", "chunks of each segment (0 for unused segments)"),
     "segment_example_index": ("int32[G]", "example index in the split, -1 if unused"),
     "transcript": ("int32[N]", "tokens heard in the row's audio, in order, PAD_ID after"),
+    "transcript_segment_ids": ("int32[N]", "segment of each transcript token, 0 = padding"),
 }
 
 
@@ -288,6 +291,7 @@ def pad_example(example: Mapping[str, np.ndarray],
   row["segment_example_index"] = np.asarray([example["example_index"]], np.int32)
   row["transcript"] = np.full(config.max_transcript, sf.PAD_ID, np.int32)
   row["transcript"][:len(example["transcript"])] = example["transcript"]
+  row["transcript_segment_ids"] = (row["transcript"] != sf.PAD_ID).astype(np.int32)
   return row
 
 
@@ -328,8 +332,10 @@ def finish_packed_row(packed: Mapping[str, np.ndarray],
   row["chunk_segment_ids"] = packed["audio_segment_ids"][::config.chunk_samples].astype(np.int32)
   row["segment_num_chunks"] = num_chunks.astype(np.int32)
   row["segment_example_index"] = packed["example_index"].astype(np.int32)
-  # Segments' transcripts follow each other like their audio does: one CTC target.
+  # Segments' transcripts follow each other like their audio does; each segment is
+  # its own CTC target (`train.losses.ctc_loss`).
   row["transcript"] = packed["transcript"].astype(np.int32)
+  row["transcript_segment_ids"] = packed["transcript_segment_ids"].astype(np.int32)
   return row
 
 

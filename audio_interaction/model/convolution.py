@@ -9,6 +9,7 @@ whose length is a multiple of S reproduces the full forward exactly.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from audio_interaction.model.layers import Array, DType, dense_init
@@ -56,25 +57,65 @@ class CausalConvSubsampling(nn.Module):
     return tuple(states)
 
   @nn.compact
-  def __call__(self, frames: Array, state: tuple[Array, ...] | None = None
+  def __call__(self, frames: Array, state: tuple[Array, ...] | None = None,
+               chunk_starts: Array | None = None
                ) -> tuple[Array, tuple[Array, ...] | None]:
-    """frames: [B, F, n_mels] (F a multiple of `factor`) -> ([B, F/factor, d_model], state)."""
+    """frames: [B, F, n_mels] (F a multiple of `factor`) -> ([B, F/factor, d_model], state).
+
+    `chunk_starts` ([B, C] bool, full mode only): the frames are C chunks of packed
+    segments, True where one starts; no output then sees frames of another segment.
+    """
+    if chunk_starts is not None and state is not None:
+      raise ValueError("chunk_starts (packed rows) are only supported in full-sequence mode")
     x = frames[..., None]  # [B, F, n_mels, 1]
+    left, stride = self.context_frames(), 2
+    if chunk_starts is not None and left > stride:
+      raise ValueError(f"packed rows need conv kernel <= {2 * stride} (a segment's first "
+                       f"output alone may see the frames before it), got {self.kernel}")
     new_state = []
     for layer in range(self.num_layers):
-      x, context = _with_context(x, None if state is None else state[layer],
-                                 self.context_frames())
+      x, context = _with_context(x, None if state is None else state[layer], left)
       new_state.append(context)
-      x = nn.Conv(self.channels, (self.kernel, self.kernel), strides=(2, 2),
-                  padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
-                  kernel_init=dense_init((None, None, "conv_in", "conv_out")),
-                  name=f"conv{layer}")(x)
-      x = nn.gelu(x)
+      conv = nn.Conv(self.channels, (self.kernel, self.kernel), strides=(stride, stride),
+                     padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=dense_init((None, None, "conv_in", "conv_out")),
+                     name=f"conv{layer}")
+      y = conv(x)
+      if chunk_starts is not None and left:
+        y = y - self._taps_before_segments(x, y, conv.variables["params"]["kernel"],
+                                           chunk_starts, left, stride)
+      x = nn.gelu(y)
     batch, length = x.shape[:2]
     x = x.reshape(batch, length, -1)
     x = nn.DenseGeneral(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=dense_init(("mlp", "embed")), name="project")(x)
     return x, (None if state is None else tuple(new_state))
+
+  def _taps_before_segments(self, x: Array, y: Array, kernel: Array, chunk_starts: Array,
+                            left: int, stride: int) -> Array:
+    """What the first `left` time taps add to each segment's first output (0 elsewhere).
+
+    Those taps read the frames before the segment, which a row of its own has as zeros;
+    subtracting their terms from the whole-row convolution (XLA's fast one, over the
+    row; a convolution per chunk ran ~10x slower on CPU) leaves each segment its own.
+
+    Args:
+      x: [B, left + T, F, in] the layer's input with its zero left context.
+      y: [B, T/stride, F', out] the convolution of `x`.
+      kernel: [kt, kf, in, out] the layer's kernel.
+      chunk_starts: [B, C] bool, True where a segment starts.
+    """
+    rows_out = y.shape[1]
+    terms = 0
+    for i in range(left):
+      rows = x[:, i:i + stride * (rows_out - 1) + 1:stride]  # tap i of every output
+      terms = terms + jax.lax.conv_general_dilated(
+          rows, kernel[i:i + 1].astype(rows.dtype), window_strides=(1, stride),
+          padding="VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    per_chunk = rows_out // chunk_starts.shape[1]
+    first = (jnp.arange(rows_out) % per_chunk == 0)[None]
+    starts = jnp.repeat(chunk_starts, per_chunk, axis=1) & first  # [B, T/stride]
+    return jnp.where(starts[:, :, None, None], terms, 0).astype(y.dtype)
 
 
 class CausalConv1dStem(nn.Module):
@@ -130,14 +171,27 @@ class CausalDepthwiseConv(nn.Module):
     return jnp.zeros((batch, self.kernel - 1, channels), dtype)
 
   @nn.compact
-  def __call__(self, x: Array, state: Array | None = None) -> tuple[Array, Array | None]:
-    """x: [B, T, C] -> ([B, T, C], new state [B, K-1, C] or None)."""
+  def __call__(self, x: Array, state: Array | None = None, segment_ids: Array | None = None
+               ) -> tuple[Array, Array | None]:
+    """x: [B, T, C] -> ([B, T, C], new state [B, K-1, C] or None).
+
+    `segment_ids` ([B, T] int, full mode only): packed segments; an output sums only
+    the taps of its own segment, as if the segment started the sequence (zeros before).
+    """
+    if segment_ids is not None and state is not None:
+      raise ValueError("segment_ids (packed rows) are only supported in full-sequence mode")
     channels = x.shape[-1]
     joined, new_state = _with_context(x, state, self.kernel - 1)
     kernel = self.param("kernel", dense_init(("conv_kernel", "embed")),
                         (self.kernel, channels), self.param_dtype).astype(self.dtype)
     length = x.shape[1]
+    tap = lambda i: joined[:, i:i + length]
+    if segment_ids is not None:
+      # A tap of another segment reads 0, what the zero left padding gives a sequence alone.
+      tap_segment = jnp.pad(segment_ids, ((0, 0), (self.kernel - 1, 0)), constant_values=-1)
+      tap = lambda i: jnp.where((tap_segment[:, i:i + length] == segment_ids)[..., None],
+                                joined[:, i:i + length], 0)
     # A sum of K shifted products: explicit, exact, and cheap for small kernels.
-    out = sum(joined[:, i:i + length] * kernel[i] for i in range(self.kernel))
+    out = sum(tap(i) * kernel[i] for i in range(self.kernel))
     return out.astype(self.dtype), new_state
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from audio_interaction.audio.features import segment_starts
 
 from audio_interaction.model import layers
 from audio_interaction.model.convolution import (CausalConv1dStem, CausalConvSubsampling,
@@ -30,8 +33,13 @@ class EncoderBlock(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, positions: Array, *, cache=None, conv_state=None):
-    """x: [B, T, D]; positions: [B, T] frame indices -> ([B, T, D], cache, conv_state)."""
+  def __call__(self, x: Array, positions: Array, *, cache=None, conv_state=None,
+               segment_ids: Array | None = None):
+    """x: [B, T, D]; positions: [B, T] frame indices -> ([B, T, D], cache, conv_state).
+
+    `segment_ids` ([B, T] int, full mode only): packed segments; attention and the
+    conformer conv stay inside a frame's segment.
+    """
     cfg, enc = self.config, self.config.encoder
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
     norm = lambda name: layers.make_norm(enc.norm, encoder_norm_eps(cfg), name, **kw)
@@ -49,7 +57,8 @@ class EncoderBlock(nn.Module):
         history=enc.left_chunks * cfg.encoder_frames_per_chunk, cache_write=cfg.cache_write,
         rope_theta=enc.rope_theta, use_rope=enc.positions == "rope",
         qkv_bias=enc.bias, out_bias=enc.bias, name="attention", **kw)
-    h, cache = attention(norm("attention_norm")(x), positions, cache=cache)
+    h, cache = attention(norm("attention_norm")(x), positions, segment_ids=segment_ids,
+                         cache=cache)
     x = x + h
     if conformer:
       h = norm("conv_norm")(x)
@@ -57,7 +66,7 @@ class EncoderBlock(nn.Module):
                           name="conv_in", **kw)(h)
       h = nn.glu(h, axis=-1)
       h, conv_state = CausalDepthwiseConv(enc.conformer_kernel, name="depthwise", **kw)(
-          h, conv_state)
+          h, conv_state, segment_ids=segment_ids)
       h = nn.silu(norm("depthwise_norm")(h))
       h = nn.DenseGeneral(enc.d_model, kernel_init=layers.dense_init(("mlp", "embed")),
                           name="conv_out", **kw)(h)
@@ -86,7 +95,8 @@ class AudioEncoder(nn.Module):
     return x + jnp.take(jnp.asarray(table, cfg.compute_dtype), index, axis=0)
 
   @nn.compact
-  def __call__(self, frames: Array, state: EncoderState | None = None
+  def __call__(self, frames: Array, state: EncoderState | None = None,
+               chunk_segment_ids: Array | None = None
                ) -> tuple[Array, Array, EncoderState | None]:
     """Encodes whole chunks of log-mel frames.
 
@@ -95,6 +105,10 @@ class AudioEncoder(nn.Module):
         frames of the chunk(s) that follow the state.
       state: None for the full forward from the stream's start, or the state from
         `init_encoder_state` / a previous call.
+      chunk_segment_ids: [B, C] int segment of each chunk of a packed row (full mode
+        only): no chunk sees another segment's frames (conv stem, attention, conformer
+        conv) and positions restart at each segment, so every segment is encoded as
+        it would be alone.
     Returns:
       (slots [B, C*k, D_dec], encoder frames [B, F/subsampling, D_enc], new state),
       C = number of chunks in `frames`, k = slots_per_chunk.
@@ -103,12 +117,33 @@ class AudioEncoder(nn.Module):
     if frames.shape[1] % cfg.frames_per_chunk:
       raise ValueError(f"encoder input has {frames.shape[1]} frames, not a whole number of "
                        f"{cfg.frames_per_chunk}-frame chunks")
+    if chunk_segment_ids is not None and state is not None:
+      raise ValueError("chunk_segment_ids (packed rows) are only supported in the full forward")
+    if chunk_segment_ids is not None and (
+        chunk_segment_ids.shape[1] * cfg.frames_per_chunk != frames.shape[1]):
+      raise ValueError(f"chunk_segment_ids has {chunk_segment_ids.shape[1]} chunks, the frames "
+                       f"{frames.shape[1] // cfg.frames_per_chunk}")
     frames = layers.constrain(frames.astype(cfg.compute_dtype), ("batch", "frames", "mel"))
-    x, conv_state = subsampling_stem(cfg, name="subsampling")(
-        frames, None if state is None else state["conv"])
+    starts = None if chunk_segment_ids is None else segment_starts(chunk_segment_ids)
+    stem = subsampling_stem(cfg, name="subsampling")
+    stem_state = None if state is None else state["conv"]
+    if starts is None:
+      x, conv_state = stem(frames, stem_state)
+    elif isinstance(stem, CausalConvSubsampling):
+      x, conv_state = stem(frames, stem_state, chunk_starts=starts)
+    else:
+      raise NotImplementedError(f"packed rows (data.packing) with encoder.stem={enc.stem!r}: "
+                                "only the conv2d stem keeps segments apart")
     batch, length = x.shape[:2]
     start = jnp.zeros((batch,), jnp.int32) if state is None else state["next_frame"]
     positions = start[:, None] + jnp.arange(length, dtype=jnp.int32)[None]
+    frame_segments = None
+    if starts is not None:
+      per_chunk = cfg.encoder_frames_per_chunk
+      frame_segments = jnp.repeat(chunk_segment_ids, per_chunk, axis=1)
+      chunk = jnp.arange(starts.shape[1], dtype=jnp.int32)
+      first_chunk = jax.lax.cummax(jnp.where(starts, chunk, 0), axis=1)
+      positions = positions - jnp.repeat(first_chunk, per_chunk, axis=1) * per_chunk
     if enc.positions != "rope":
       x = self._positions(x, positions)
 
@@ -118,7 +153,8 @@ class AudioEncoder(nn.Module):
       x, cache, conv = EncoderBlock(cfg, name=f"block{i}")(
           x, positions,
           cache=None if block_state is None else block_state["attention"],
-          conv_state=None if block_state is None else block_state.get("conv"))
+          conv_state=None if block_state is None else block_state.get("conv"),
+          segment_ids=frame_segments)
       new_blocks.append({"attention": cache} if conv is None else
                         {"attention": cache, "conv": conv})
     encoded = layers.make_norm(enc.norm, encoder_norm_eps(cfg), "final_norm",

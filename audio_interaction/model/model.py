@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from audio_interaction.audio.features import LogMelConfig, StreamingLogMel, log_mel
+from audio_interaction.audio.features import (LogMelConfig, StreamingLogMel, log_mel,
+                                              segmented_log_mel)
 from audio_interaction import stream_format as sf
 from audio_interaction.model import augment as augment_lib
 from audio_interaction.model.decoder import Decoder, DecoderCache, init_decoder_cache
@@ -86,9 +87,11 @@ class AudioInteractionNetwork(nn.Module):
     return self.ctc_head(encoded).astype(jnp.float32)
 
   def __call__(self, tokens: Array, mel: Array, audio_slot_index: Array,
-               positions: Array, valid: Array, segment_ids: Array | None = None):
-    """Full forward. tokens/audio_slot_index/positions/valid: [B, L]; mel: [B, F, n_mels]."""
-    slots, encoded, _ = self.encoder(mel)
+               positions: Array, valid: Array, segment_ids: Array | None = None,
+               chunk_segment_ids: Array | None = None):
+    """Full forward. tokens/audio_slot_index/positions/valid/segment_ids: [B, L];
+    mel: [B, F, n_mels]; chunk_segment_ids: [B, C] (packed rows)."""
+    slots, encoded, _ = self.encoder(mel, chunk_segment_ids=chunk_segment_ids)
     index = jnp.clip(audio_slot_index, 0, slots.shape[1] - 1)
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
     lm_logits, decision_logits, _ = self.decoder(
@@ -152,24 +155,32 @@ class AudioInteractionModel:
     return nn.get_partition_spec(boxed)
 
   # ------------------------------------------------------------- full forward
-  def features(self, audio: Array, augment: augment_lib.Augmentation | None = None) -> Array:
+  def features(self, audio: Array, augment: augment_lib.Augmentation | None = None,
+               chunk_segment_ids: Array | None = None) -> Array:
     """audio: [B, S] float samples (S a multiple of the chunk) -> log-mel [B, S/hop, n_mels].
 
     `augment` (training only; see `model/augment.py`): random gain and noise on the
     waveform, SpecAugment masks on the log-mel. None (the default) or a disabled
-    config computes exactly the plain features.
+    config computes exactly the plain features. `chunk_segment_ids` ([B, C], packed
+    rows): no frame sees the audio of the segment before its own
+    (`features.segmented_log_mel`).
     """
     if audio.shape[-1] % self.config.chunk_samples:
       raise ValueError(f"audio has {audio.shape[-1]} samples, not a whole number of "
                        f"{self.config.chunk_samples}-sample chunks")
     audio = audio.astype(jnp.float32)
+    if chunk_segment_ids is None:
+      front_end = lambda samples: log_mel(samples, self.frontend)
+    else:
+      front_end = lambda samples: segmented_log_mel(samples, chunk_segment_ids, self.frontend)
     if augment is None or not augment.config.enabled:
-      return log_mel(audio, self.frontend)
-    mel = log_mel(augment_lib.augment_waveform(augment, audio), self.frontend)
+      return front_end(audio)
+    mel = front_end(augment_lib.augment_waveform(augment, audio))
     return augment_lib.spec_augment(augment, mel)
 
   def forward(self, params: Params, tokens: Array, audio: Array, audio_slot_index: Array,
               *, positions: Array | None = None, segment_ids: Array | None = None,
+              chunk_segment_ids: Array | None = None,
               augment: augment_lib.Augmentation | None = None) -> ForwardOutputs:
     """Full-sequence forward over the stream format.
 
@@ -179,16 +190,25 @@ class AudioInteractionModel:
       audio: [B, S] float32 16 kHz samples, whole chunks.
       audio_slot_index: [B, L] int32 slot index (chunk*k + j) at `<a>` positions.
       positions: [B, L] int32; defaults to 0..L-1 (one example per row).
-      segment_ids: [B, L] int32 for rows that pack several examples.
+      segment_ids: [B, L] int32 for rows that pack several examples (`data/pipeline.py`):
+        decoder attention stays inside a segment; pass `positions` restarting at 0
+        in each segment and `chunk_segment_ids` with it.
+      chunk_segment_ids: [B, C] int32 segment of each audio chunk, given with
+        `segment_ids`: the front end and the encoder do not cross segments. A packed
+        row then gives every example the outputs it gets in a row of its own.
       augment: training augmentation of the audio (`features`); None: none.
     Returns:
       `ForwardOutputs`.
     """
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    if (segment_ids is None) != (chunk_segment_ids is None):
+      raise ValueError("packed rows need both segment_ids (positions) and chunk_segment_ids "
+                       "(audio chunks), or neither")
     valid = tokens != sf.PAD_ID
     lm_logits, decision_logits, ctc_logits = self.network.apply(
-        params, tokens, self.features(audio, augment), audio_slot_index, positions, valid, segment_ids)
+        params, tokens, self.features(audio, augment, chunk_segment_ids), audio_slot_index,
+        positions, valid, segment_ids, chunk_segment_ids)
     return ForwardOutputs(lm_logits, decision_logits, ctc_logits)
 
   # ---------------------------------------------------------------- streaming

@@ -22,23 +22,56 @@ from audio_interaction.model.layers import Array
 from audio_interaction.model.model import ForwardOutputs
 
 
-def ctc_loss(ctc_logits: Array, transcript: Array, chunk_segment_ids: Array
+def ctc_loss(ctc_logits: Array, transcript: Array, chunk_segment_ids: Array,
+             transcript_segment_ids: Array | None = None, num_segments: int = 1
              ) -> tuple[Array, Array]:
-  """CTC negative log-likelihood of each row's transcript under its encoder frames.
+  """CTC negative log-likelihood of each segment's transcript under its encoder frames.
+
+  A packed row holds several examples (segments 1..G, 0 = padding): each is its own
+  CTC problem (its frames, its tokens), so no alignment crosses a segment boundary
+  and the row's NLL is the sum of what each example gives in a row of its own.
+  optax's CTC skips padded frames wherever they lie, so segment g is the whole row
+  with every frame outside g marked as padding.
 
   Args:
     ctc_logits: [B, F', V] float32; F' = C * frames per chunk; class `PAD_ID` is blank.
-    transcript: [B, N] int32 token ids, `PAD_ID` after the last.
+    transcript: [B, N] int32 token ids of the row's segments one after the other,
+      `PAD_ID` after the last.
     chunk_segment_ids: [B, C] int32, 0 on padding chunks (their frames are ignored).
+    transcript_segment_ids: [B, N] int32 segment of each transcript token (0 on
+      padding); None: one segment per row (any non-zero chunk id).
+    num_segments: G, the most segments in a row (static).
   Returns:
     (nll [B] float32 per row, number of transcript tokens [B] float32).
   """
   frames_per_chunk = ctc_logits.shape[1] // chunk_segment_ids.shape[1]
-  frame_padding = jnp.repeat(chunk_segment_ids == 0, frames_per_chunk, axis=1)
   label_padding = transcript == PAD_ID
-  nll = optax.ctc_loss(ctc_logits, frame_padding.astype(jnp.float32), transcript,
-                       label_padding.astype(jnp.float32), blank_id=PAD_ID)
-  return nll, (~label_padding).sum(axis=1).astype(jnp.float32)
+  heard = (~label_padding).sum(axis=1).astype(jnp.float32)
+  if transcript_segment_ids is None:
+    frame_padding = jnp.repeat(chunk_segment_ids == 0, frames_per_chunk, axis=1)
+    nll = optax.ctc_loss(ctc_logits, frame_padding.astype(jnp.float32), transcript,
+                         label_padding.astype(jnp.float32), blank_id=PAD_ID)
+    return nll, heard
+  batch, length = transcript.shape
+  segment = jnp.arange(1, num_segments + 1, dtype=jnp.int32)[None, :, None]  # [1, G, 1]
+  frame_segments = jnp.repeat(chunk_segment_ids, frames_per_chunk, axis=1)[:, None]
+  frame_padding = frame_segments != segment  # [B, G, F']
+  # Segment g's tokens are a contiguous run of the row's transcript: move it to the front.
+  counts = (transcript_segment_ids[:, None] == segment).sum(-1)  # [B, G]
+  offsets = jnp.cumsum(counts, axis=1) - counts
+  index = offsets[..., None] + jnp.arange(length, dtype=jnp.int32)
+  labels = jnp.take_along_axis(transcript[:, None], jnp.minimum(index, length - 1), axis=2)
+  segment_padding = jnp.arange(length)[None, None] >= counts[..., None]  # [B, G, N]
+  labels = jnp.where(segment_padding, PAD_ID, labels)
+  logits = jnp.broadcast_to(ctc_logits[:, None], (batch, num_segments, *ctc_logits.shape[1:]))
+  nll = optax.ctc_loss(logits.reshape(batch * num_segments, *ctc_logits.shape[1:]),
+                       frame_padding.reshape(batch * num_segments, -1).astype(jnp.float32),
+                       labels.reshape(batch * num_segments, length),
+                       segment_padding.reshape(batch * num_segments, length).astype(jnp.float32),
+                       blank_id=PAD_ID).reshape(batch, num_segments)
+  # An unused segment (no frames) adds nothing.
+  used = ~frame_padding.all(axis=2)
+  return jnp.where(used, nll, 0.0).sum(axis=1), heard
 
 
 def decision_class_weights(decision_targets: Array, speak_class_weight: float) -> Array:
@@ -71,20 +104,22 @@ def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
 
 def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
                   reply_weight: float, decision_weight: float, speak_class_weight: float,
-                  ctc_weight: float = 0.0, normalizers: Mapping[str, Array] | None = None
-                  ) -> tuple[Array, dict[str, Array]]:
+                  ctc_weight: float = 0.0, normalizers: Mapping[str, Array] | None = None,
+                  num_segments: int | None = None) -> tuple[Array, dict[str, Array]]:
   """Total loss and summable metrics of one batch.
 
   Args:
     outputs: the model's full forward ([B, L, V], [B, L, 2] and [B, F', V] logits).
     batch: `lm_targets` int32 [B, L], `lm_weights` float32 [B, L], `decision_targets`
       int32 [B, L] (-1 where no decision is trained); with `ctc_weight` > 0 also
-      `transcript` int32 [B, N] and `chunk_segment_ids` int32 [B, C].
+      `transcript` int32 [B, N] and `chunk_segment_ids` int32 [B, C], and for packed
+      rows `transcript_segment_ids` int32 [B, N] (CTC per segment, `ctc_loss`).
     reply_weight, decision_weight, ctc_weight: weights of the terms in the total; the
       CTC term is the summed NLL per transcript token.
     speak_class_weight: weight of SPEAK targets relative to SILENT ones.
     normalizers: the denominators of the terms (`loss_normalizers` of the whole batch
       when this is one micro-batch of it); default: this batch's own.
+    num_segments: G, the most examples in a packed row; None: one per row.
   Returns:
     (scalar loss, dict of sums: reply_nll, reply_tokens, reply_correct, decision_nll,
     decision_weight, decisions, tp, fp, fn, and with CTC ctc_nll, ctc_tokens).
@@ -123,7 +158,9 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
   }
   total = reply_weight * reply_loss + decision_weight * decision_loss
   if ctc_weight:
-    nll, heard = ctc_loss(outputs.ctc_logits, batch["transcript"], batch["chunk_segment_ids"])
+    nll, heard = ctc_loss(outputs.ctc_logits, batch["transcript"], batch["chunk_segment_ids"],
+                          None if num_segments is None else batch["transcript_segment_ids"],
+                          num_segments=num_segments or 1)
     metrics["ctc_nll"], metrics["ctc_tokens"] = nll.sum(), heard.sum()
     total = total + ctc_weight * nll.sum() / normalizers["ctc_tokens"]
   return total, metrics

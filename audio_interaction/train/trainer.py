@@ -30,8 +30,9 @@ from audio_interaction.train import losses, sharding
 
 Batch = Mapping[str, jax.Array]
 # Fields of a pipeline batch the step reads.
-STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "lm_targets", "lm_weights",
-               "decision_targets", "transcript", "chunk_segment_ids")
+STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "segment_ids", "lm_targets",
+               "lm_weights", "decision_targets", "transcript", "chunk_segment_ids",
+               "transcript_segment_ids")
 
 
 @flax.struct.dataclass
@@ -192,13 +193,17 @@ class Trainer:
       augment = augment_lib.Augmentation(keys=augment_keys,
                                          chunk_valid=batch["chunk_segment_ids"] != 0,
                                          config=self.augment)
-    outputs = self.model.forward(params, batch["tokens"], batch["audio"],
-                                 batch["audio_slot_index"], positions=batch["positions"],
-                                 augment=augment)
+    # Segment ids keep the examples of a packed row apart; a padded row needs none.
+    packed = self.config.data.packing
+    outputs = self.model.forward(
+        params, batch["tokens"], batch["audio"], batch["audio_slot_index"],
+        positions=batch["positions"], segment_ids=batch["segment_ids"] if packed else None,
+        chunk_segment_ids=batch["chunk_segment_ids"] if packed else None, augment=augment)
     return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
                                 decision_weight=train.decision_loss_weight,
                                 speak_class_weight=train.speak_class_weight,
-                                ctc_weight=train.ctc_loss_weight, normalizers=normalizers)
+                                ctc_weight=train.ctc_loss_weight, normalizers=normalizers,
+                                num_segments=self.config.data.max_segments if packed else None)
 
   def augment_keys(self, step: jax.Array, rows: int) -> jax.Array | None:
     """[rows] keys of the training augmentation at `step` (None when it is off).
