@@ -580,8 +580,8 @@ def noise_files(root: str | os.PathLike[str], split: str) -> list[LabelledClip]:
 
 
 def train_sound_clips(root: str | os.PathLike[str]) -> list[LabelledClip]:
-  """TRAIN packages' labelled sounds, for the sound bank (`corpus/sounds.py`); not
-  wired into the corpus builder yet. `clip.mapped` is False for classes the project
+  """TRAIN packages' labelled sounds, for the TRAIN sound bank (`corpus/build.py`
+  `sound_source`). `clip.mapped` is False for classes the project
   does not have (door, fire, ...), `clip.role` says alert or benign."""
   return sound_clips(root, TRAIN)
 
