@@ -223,20 +223,23 @@ def test_the_operating_policy_is_what_the_model_rows_measure(tiny, speech, sound
   _, model, params, engine = tiny
   case = next(c for c in suites.generated_cases(["B5"], speech, sounds, streams_per_subtask=1,
                                                 seed=9000) if "B5" in c.suites)
-  hybrid = dataclasses.replace(FAST, policy="hybrid", threshold=0.3, min_silence_seconds=0.2,
+  hybrid = dataclasses.replace(FAST, policy="hybrid", threshold=0.0, min_silence_seconds=0.2,
                                silence_seconds=0.7)
   run = suites.Runner(engine, params, ByteTokenizer(), hybrid).run(case)
   instruction = ByteTokenizer().encode(case.timeline.instruction)
   alone = policy_from_config(ml_collections.ConfigDict({
-      "policy": "hybrid", "threshold": 0.3, "vad": "energy", "silence_seconds": 0.7,
+      "policy": "hybrid", "threshold": 0.0, "vad": "energy", "silence_seconds": 0.7,
       "min_silence_seconds": 0.2}), chunk_seconds=model.config.chunk_seconds)
   assert isinstance(alone, HybridPolicy)
   expected = run_stream(engine, params, case.audio, instruction, alone,
                         max_reply_tokens=FAST.max_reply_tokens)
   assert run.model is run.operating
   assert [c.spoke for c in run.model.chunks] == [c.spoke for c in expected.chunks]
-  bare = run_stream(engine, params, case.audio, instruction, ThresholdPolicy(0.3),
+  bare = run_stream(engine, params, case.audio, instruction, ThresholdPolicy(0.0),
                     max_reply_tokens=FAST.max_reply_tokens)
-  assert [c.spoke for c in run.sweep[0.3].chunks] == [c.spoke for c in bare.chunks]
+  assert [c.spoke for c in run.sweep[0.0].chunks] == [c.spoke for c in bare.chunks]
+  # At θ = 0 the bare threshold speaks from the first chunk; the hybrid waits for silence,
+  # so a row scored under the wrong policy cannot pass.
+  assert [c.spoke for c in run.model.chunks] != [c.spoke for c in bare.chunks]
   plain = suites.Runner(engine, params, ByteTokenizer(), FAST).run(case)
   assert plain.operating is None and plain.model is plain.sweep[FAST.threshold]

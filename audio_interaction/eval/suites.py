@@ -64,7 +64,7 @@ from audio_interaction.eval import bootstrap, metrics
 from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
 from audio_interaction.eval.heldout import score_trace
 from audio_interaction.infer.endpointing import (
-    SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
+    ReplayDetector, SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
@@ -581,17 +581,22 @@ class Runner:
     if case.suites & SWEEP_SUITES:
       thresholds += [t for t in cfg.sweep_thresholds if t != cfg.threshold]
     policies: list = [ThresholdPolicy(t) for t in thresholds]
+    timer = self.timer
+    # One VAD pass per case: the timer baseline and a timer-driven operating policy
+    # replay the same scores, over the audio as the stepper pads it (whole chunks).
+    chunk = self.engine.model.config.chunk_samples
+    scores = (timer.speech_probabilities(np.pad(case.audio, (0, -len(case.audio) % chunk)))
+              if case.suites & TIMER_SUITES or cfg.policy != "model" else None)
     operating = None if cfg.policy == "model" else policy_from_config(
         ml_collections.ConfigDict({
             "policy": cfg.policy, "threshold": cfg.threshold, "vad": cfg.vad,
             "silence_seconds": cfg.silence_seconds,
             "min_silence_seconds": cfg.min_silence_seconds}),
-        chunk_seconds=self.chunk_seconds)
+        chunk_seconds=self.chunk_seconds,
+        detector=ReplayDetector(scores, timer.frame_samples))
     if operating is not None:
       policies.append(operating)
     if case.suites & TIMER_SUITES:
-      scores = self.timer.speech_probabilities(case.audio)
-      timer = self.timer
       fires = fire_chunks_from_scores(scores, timer.frame_seconds, self.chunk_seconds,
                                       timer.silence_seconds, timer.threshold,
                                       timer.min_speech_seconds)
@@ -599,9 +604,8 @@ class Runner:
                                         timer.threshold)
       policies.append(ScheduledTimerPolicy(frozenset(fires), voiced))
       for seconds in cfg.sweep_silences:
-        fires = fire_chunks_from_scores(scores, self.timer.frame_seconds, self.chunk_seconds,
-                                        seconds, self.timer.threshold,
-                                        self.timer.min_speech_seconds)
+        fires = fire_chunks_from_scores(scores, timer.frame_seconds, self.chunk_seconds,
+                                        seconds, timer.threshold, timer.min_speech_seconds)
         result.timer_fires[seconds] = [(c + 1) * self.chunk_seconds for c in fires]
     traces = run_policies(self.engine, self.params, case.audio,
                           self.tokenizer.encode(timeline.instruction), policies,

@@ -61,7 +61,6 @@ from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.model.model import Params
-from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.viz.report_plots import plot_tune
 
 TUNE_SUITES: Final[tuple[str, ...]] = ("B5", "B6")
@@ -169,8 +168,7 @@ def run_candidates(engine: Engine, params: Params, tokenizer: Tokenizer, case: C
     if timer is None or timer.vad != vad:
       timer = SilenceTimer(vad=vad, chunk_seconds=chunk_seconds)
     scores = timer.speech_probabilities(audio)
-    frame_samples = int(round(timer.frame_seconds * SAMPLE_RATE))
-    detector_of = lambda: ReplayDetector(scores, frame_samples)
+    detector_of = lambda: ReplayDetector(scores, timer.frame_samples)
   policies = [policy_from_config(b, chunk_seconds=chunk_seconds, detector=detector_of())
               for b in blocks]
   return run_policies(engine, params, audio, tokenizer.encode(case.timeline.instruction),

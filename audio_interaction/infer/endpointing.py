@@ -248,6 +248,11 @@ class SilenceTimer:
     self.chunk_samples = int(round(self.chunk_seconds * SAMPLE_RATE))
 
   @property
+  def frame_samples(self) -> int:
+    """16 kHz samples per VAD frame (what `speech_probabilities` scores one by one)."""
+    return self._detector.frame_samples
+
+  @property
   def frame_seconds(self) -> float:
     """Length (s) of one VAD frame: 0.032 (silero) or 0.02 (webrtc, energy)."""
     return self._detector.frame_samples / SAMPLE_RATE
