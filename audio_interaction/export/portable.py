@@ -24,7 +24,7 @@ from audio_interaction import config_lib
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer, UnsafePathError
 from audio_interaction.export import tensors
 from audio_interaction.infer import engine
-from audio_interaction.model.model import AudioInteractionModel, Params
+from audio_interaction.model.model import AudioInteractionModel, Params, param_mismatches
 
 PARAMS_FILE = "params.msgpack"
 SAFETENSORS_FILE = "model.safetensors"
@@ -107,12 +107,7 @@ def load_bundle(directory: str | pathlib.Path
   if not isinstance(params, dict):
     raise BundleError(f"bundle {directory}: {PARAMS_FILE}: holds a {type(params).__name__}, "
                       "not a parameter tree")
-  want = {jax.tree_util.keystr(p): s.shape for p, s in
-          jax.tree_util.tree_flatten_with_path(expected)[0]}
-  got = {jax.tree_util.keystr(p): np.shape(v) for p, v in
-         jax.tree_util.tree_flatten_with_path(params)[0]}
-  problems = [f"{k}: bundle {got.get(k)}, config {v}" for k, v in want.items() if got.get(k) != v]
-  problems += [f"{k}: in the bundle only" for k in sorted(got.keys() - want.keys())]
+  problems = param_mismatches(expected, params, given="bundle", extra="in the bundle only")
   if problems:
     raise BundleError(
         f"bundle {directory}: {PARAMS_FILE} does not match its {CONFIG_FILE}: first "

@@ -305,6 +305,20 @@ class AudioInteractionModel:
     return state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits
 
 
+def param_mismatches(expected: Params, params: Params, *, given: str = "given",
+                     extra: str = "not in the config") -> list[str]:
+  """Where `params` does not fit `expected` (a tree of arrays or ShapeDtypeStructs):
+  "path: {given} shape, config shape" per differing or missing leaf, then
+  "path: {extra}" per leaf `expected` lacks. Empty when the trees fit."""
+  want = {jax.tree_util.keystr(p): tuple(s.shape)
+          for p, s in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  got = {jax.tree_util.keystr(p): tuple(jnp.shape(v))
+         for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  problems = [f"{k}: {given} {got.get(k)}, config {v}" for k, v in want.items()
+              if got.get(k) != v]
+  return problems + [f"{k}: {extra}" for k in sorted(got.keys() - want.keys())]
+
+
 def count_params(params: Params) -> int:
   """Number of scalars in a parameter pytree (boxed or not)."""
   return sum(x.size for x in jax.tree_util.tree_leaves(nn.unbox(params)))

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from audio_interaction.data.pipeline import make_global_batch
 from audio_interaction.model import augment as augment_lib
 from audio_interaction.model import pretrained
-from audio_interaction.model.model import AudioInteractionModel, Params
+from audio_interaction.model.model import AudioInteractionModel, Params, param_mismatches
 from audio_interaction.train import losses, sharding
 
 Batch = Mapping[str, jax.Array]
@@ -155,12 +155,7 @@ class Trainer:
         differing parameter is named).
     """
     abstract = self.abstract_state().params
-    want = {jax.tree_util.keystr(p): s.shape
-            for p, s in jax.tree_util.tree_flatten_with_path(abstract)[0]}
-    got = {jax.tree_util.keystr(p): jnp.shape(v)
-           for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-    problems = [f"{k}: given {got.get(k)}, config {v}" for k, v in want.items() if got.get(k) != v]
-    problems += [f"{k}: not in this config" for k in sorted(got.keys() - want.keys())]
+    problems = param_mismatches(abstract, params, extra="not in this config")
     if problems:
       raise ValueError(f"initial params do not fit the model config: first {problems[0]} "
                        f"({len(problems)} parameter(s) differ)")
