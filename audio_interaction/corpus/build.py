@@ -199,7 +199,9 @@ def speech_source(source_split: str, randomize: dict | None = None,
       "p_speed", "p_pitch", "p_formant", "p_telephone", "p_room", "p_mic", "p_noise")})
   wide = bool(randomize["wide_voices"])
   return speech.MultiVoiceSpeech(
-      engines=engines, split=source_split, config=speech.RenderConfig(randomize=settings),
+      engines=engines, split=source_split,
+      config=speech.RenderConfig(randomize=settings,
+                                 p_connected=float(randomize.get("p_connected", 0.0))),
       wide_voices=wide,
       engine_weights=speech.HUMAN_ENGINE_WEIGHTS if wide else None)
 

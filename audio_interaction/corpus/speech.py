@@ -14,8 +14,14 @@ silence is trimmed with a fixed threshold (`effects.trim_silence`), and the word
 laid on the clip's timeline with small random gaps. `Word.start`/`Word.end` are the
 sample positions where each trimmed word was placed, so they hold by construction
 (room effects never move onsets; reverberation only adds a tail after `end`).
-The price is citation-form prosody per word; the variety of engines, rates, pitches
-and rooms is what the model sees instead.
+The price is citation-form prosody per word, with a pause after every word: nothing
+like connected speech. So with `RenderConfig.p_connected` an utterance is instead said
+by the engine in one go (`connected_text` keeps the commas and question marks that
+shape its pauses and pitch) and each word's span is carried over from the
+word-by-word rendering by DTW (`alignment.transfer_word_spans`; against festival's own
+word times the ends land within 17 ms median, 46 ms p90). The embedded model, trained
+only word by word, transcribes the same sentences by the same voices at 42 % CTC WER
+word by word and 59 % connected.
 
 Determinism: every random choice is drawn from the caller's `rng` in a fixed order,
 and each engine's word audio is a pure function of (engine, voice, rate, pitch,
@@ -52,7 +58,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import soundfile as sf
 
-from audio_interaction.corpus import effects
+from audio_interaction.corpus import alignment, effects
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.clips import SpeechClip, Word
 
@@ -518,6 +524,21 @@ class RenderConfig:
   # Domain randomisation of the whole utterance (`effects.randomize`: speed, pitch,
   # formants, mic, room, telephone, noise); None: off (draws nothing from the rng).
   randomize: effects.Randomization | None = None
+  # Chance that the engine says the whole text as one utterance (connected speech:
+  # coarticulation, sentence intonation, its own pauses) instead of word by word; word
+  # spans then come from `alignment.transfer_word_spans`. 0 draws nothing from the rng.
+  p_connected: float = 0.0
+
+
+def connected_text(tokens: Sequence[str]) -> str:
+  """The text an engine says in one go for `split_words` tokens: each token's spoken
+  form followed by its trailing , ; : . ! ? (the marks that shape pauses and pitch)."""
+  parts = []
+  for token in tokens:
+    spoken = spoken_form(token)
+    tail = token.rstrip()[-1:]
+    parts.append(spoken + tail if tail in ",;:.!" and not spoken.endswith(tail) else spoken)
+  return " ".join(parts)
 
 
 class MultiVoiceSpeech:
@@ -608,6 +629,20 @@ class MultiVoiceSpeech:
     # evicted them again.
     return [g if g is not None else fresh[s] for s, g in zip(spoken, got)]
 
+  def _utterance_audio(self, engine: str, voice: str, rate: float, pitch: int,
+                       text: str) -> np.ndarray:
+    """Trimmed 16 kHz audio of `text` said as one utterance (cached like a word);
+    empty when the engine said nothing audible."""
+    key = (engine, voice, rate, pitch, "\x00utterance", text)
+    clip = self.cache.get(key)
+    if clip is None:
+      audio = self._engines[engine].synthesize(voice, [text], rate, pitch)[0]
+      lo, hi = effects.trim_silence(audio, self.config.trim_threshold_db)
+      clip = np.ascontiguousarray(audio[lo:hi], dtype=np.float32) if hi > lo else (
+          np.zeros(0, np.float32))
+      self.cache.put(key, clip)
+    return clip
+
   def say(self, text: str, rng: np.random.Generator, voice: str | None = None) -> SpeechClip:
     """Render `text` with exact word timings; deterministic given `rng`.
 
@@ -637,32 +672,48 @@ class MultiVoiceSpeech:
             for t, ui in zip(tokens, u)]
     jitter = rng.uniform(-cfg.word_jitter_db, cfg.word_jitter_db, size=len(tokens))
     channel_seed = int(rng.integers(2**31))
-    # Drawn last and only when on, so configs without it render as before.
+    # Drawn last and only when on, so configs without them render as before.
     randomize_seed = int(rng.integers(2**31)) if cfg.randomize is not None else None
+    connected = cfg.p_connected > 0 and rng.uniform() < cfg.p_connected
 
     clips = self._words_audio(engine, name, rate, pitch, [spoken_form(t) for t in tokens])
     fade_n = int(cfg.fade_s * SAMPLE_RATE)
-    placed: list[tuple[int, np.ndarray]] = []
+    spans: list[tuple[int, int]] = []  # (start, length) of each word, in samples
+    placed: list[np.ndarray] = []
     pos = int(round(lead * SAMPLE_RATE))
     for clip, gap, jit in zip(clips, gaps, jitter):
       if warp != (1, 1):
         clip = effects.resample(clip, warp[1], warp[0])
       clip = effects.fade(clip, fade_n, fade_n) * np.float32(effects.db_to_gain(float(jit)))
-      placed.append((pos, clip))
+      spans.append((pos, len(clip)))
+      placed.append(clip)
       pos += len(clip) + int(round(gap * SAMPLE_RATE))
-    last_end = placed[-1][0] + len(placed[-1][1])
+    last_end = spans[-1][0] + spans[-1][1]
     audio = np.zeros(last_end + int(round(tail * SAMPLE_RATE)), np.float32)
-    for start, clip in placed:
+    for (start, _), clip in zip(spans, placed):
       audio[start:start + len(clip)] += clip
+    if connected:
+      whole = self._utterance_audio(engine, name, rate, pitch, connected_text(tokens))
+      if len(whole) >= alignment.FRAME_HOP * len(tokens):
+        if warp != (1, 1):
+          whole = effects.resample(whole, warp[1], warp[0])
+        whole = effects.fade(whole, fade_n, fade_n)
+        lead_n = int(round(lead * SAMPLE_RATE))
+        moved = alignment.transfer_word_spans(
+            audio, [(start, start + n) for start, n in spans], whole,
+            threshold_db=cfg.trim_threshold_db)
+        spans = [(lead_n + s0, s1 - s0) for s0, s1 in moved]
+        audio = np.zeros(lead_n + len(whole) + int(round(tail * SAMPLE_RATE)), np.float32)
+        audio[lead_n:lead_n + len(whole)] = whole
     audio = effects.set_level(audio, level_db)
     if randomize_seed is not None:
       audio, speed, _ = effects.randomize(audio, np.random.default_rng(randomize_seed),
                                           cfg.randomize)
-      # A speed change moves every moment t to t / rate: so do the word spans.
-      spans = [(int(round(start / speed)), max(1, int(round(len(clip) / speed))))
-               for start, clip in placed]
-    else:
-      spans = [(start, len(clip)) for start, clip in placed]
+      # A speed change moves every moment t to t / rate: so do both edges of each word
+      # span (rounded edges, not lengths, so touching connected words never overlap).
+      edges = [(int(round(start / speed)), int(round((start + length) / speed)))
+               for start, length in spans]
+      spans = [(s0, max(1, s1 - s0)) for s0, s1 in edges]
     if cfg.effects:
       audio = effects.random_channel(audio, np.random.default_rng(channel_seed))
     peak = float(np.max(np.abs(audio)))
