@@ -224,13 +224,20 @@ def test_event_manifest(built):
     assert len(row["events"]) == 1 and row["turns"] == []
 
 
-def test_turn_taking_streams(built):
+@pytest.mark.parametrize("manifest", ["streams.jsonl", "streams_split.jsonl"])
+def test_turn_taking_streams(built, manifest):
   out, summary = built
-  rows = _check_rows(out, "streams.jsonl")
+  rows = _check_rows(out, manifest)
   assert len(rows) == 6
+  texts = {r["text"] for r in _rows(out / "speech_en.jsonl")} | {
+      r["text"] for r in _rows(out / "speech_other.jsonl")}
+  for row in rows:
+    # A split turn is one clip cut in two; a pair turn is two clips.
+    assert (row["text"] in texts) == (manifest == "streams_split.jsonl"), row["text"]
   english_speakers = {r["speaker"] for r in _rows(out / "speech_en.jsonl")}
   assert any(r["speaker"] in english_speakers for r in rows)
-  assert any(r["speaker"] not in english_speakers for r in rows)
+  # The fake Dutch clips (1 s) are too short to split into two 0.6 s parts.
+  assert any(r["speaker"] not in english_speakers for r in rows) == (manifest == "streams.jsonl")
   for row in rows:
     (turn,) = row["turns"]
     assert turn["reply_expected"] is True
@@ -252,17 +259,20 @@ def test_turn_taking_streams(built):
         runs.append(run / 100)
         run = 0
     long_runs = [r for r in runs if r >= 0.3]
-    assert len(long_runs) == 1 and 0.45 <= long_runs[0] <= 0.95, (row["id"], runs)
-  assert "streams.jsonl" in summary.describe()
+    # A split turn's pause also holds the word gap it was cut in (under 0.1 s here).
+    longest = 0.95 if manifest == "streams.jsonl" else 1.05
+    assert len(long_runs) == 1 and 0.45 <= long_runs[0] <= longest, (row["id"], runs)
+  assert manifest in summary.describe()
 
 
 def test_streams_are_deterministic_for_a_seed(dev_tree, built, tmp_path):
   out, _ = built
   again = tmp_path / "again"
   real_audio.build_dev_set(dev_tree, again, streams=6, seed=7)
-  for name in ("speech_en.jsonl", "speech_other.jsonl", "events.jsonl", "streams.jsonl"):
+  for name in ("speech_en.jsonl", "speech_other.jsonl", "events.jsonl", "streams.jsonl",
+               "streams_split.jsonl"):
     assert (again / name).read_bytes() == (out / name).read_bytes(), name
-  for row in _rows(out / "streams.jsonl"):
+  for row in _rows(out / "streams.jsonl") + _rows(out / "streams_split.jsonl"):
     assert (again / row["audio"]).read_bytes() == (out / row["audio"]).read_bytes()
   other = tmp_path / "other_seed"
   real_audio.build_dev_set(dev_tree, other, streams=6, seed=8)
@@ -276,6 +286,7 @@ def test_summary_counts(built):
   assert counts["speech_other.jsonl"].rows == 3
   assert counts["events.jsonl"].rows == 3
   assert counts["streams.jsonl"].rows == 6
+  assert counts["streams_split.jsonl"].rows == 6
   assert "gong" in counts["events.jsonl"].detail and "not project classes" in str(summary)
   assert summary == real_audio.summarize(out)
   assert (out / "summary.txt").read_text().strip() == summary.describe()
@@ -517,3 +528,23 @@ def test_ambience_lies_under_whole_streams_but_never_under_scene_questions(tmp_p
                                                            use_recordings=False), plain)
   assert not a.backgrounds
   np.testing.assert_array_equal(timeline_lib.render(a), timeline_lib.render(b))
+
+
+def test_split_at_inner_gap_cuts_at_the_dip_nearest_the_middle():
+  def tone(seconds):
+    return (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * 16000)) / 16000)
+            ).astype(np.float32)
+
+  def gap(seconds):
+    return np.zeros(int(seconds * 16000), np.float32)
+
+  clip = np.concatenate([tone(1.0), gap(0.06), tone(0.3), gap(0.05), tone(1.0)])
+  first, second = real_audio.split_at_inner_gap(clip)
+  assert len(first) + len(second) == len(clip)
+  assert abs(len(first) / 16000 - 1.03) < 0.02  # the first dip's middle, not the second's
+  assert real_audio.split_at_inner_gap(tone(2.0)) is None  # no dip
+  assert real_audio.split_at_inner_gap(tone(0.3)) is None  # too short to halve
+  # A dip with under SPLIT_MIN_PART_S of speech on one side is not a turn's middle.
+  assert real_audio.split_at_inner_gap(np.concatenate([tone(0.3), gap(0.1), tone(2.0)])) is None
+  # A dip shorter than SPLIT_MIN_GAP_S (a stop closure, say) is not a word boundary.
+  assert real_audio.split_at_inner_gap(np.concatenate([tone(1.0), gap(0.02), tone(1.0)])) is None

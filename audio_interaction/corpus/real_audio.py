@@ -32,6 +32,11 @@ kept).
 * `speech_other.jsonl`: non-English exact-text clips (for the encoder, not English WER).
 * `events.jsonl`: one recorded sound per row; one event from its first to its last
   frame within 40 dB of its peak; `role` "alert" for `worlds.ALERT_LABELS`.
+* `streams_split.jsonl`: turn-taking streams like `streams.jsonl`, but the turn is one
+  single-sentence utterance cut at an inner word gap with the 0.5-0.9 s pause put
+  there: its first part is unfinished in meaning and prosody, as in a real mid-turn
+  pause (in `streams.jsonl` the first utterance is complete, so nothing a listener
+  hears tells the pause from the turn's end).
 * `streams.jsonl`: turn-taking streams. Two real utterances of one speaker with a
   0.5-0.9 s pause between them form one turn (`reply_expected` at its end; a reply
   inside the pause is a cut-in); half the streams have a real DEV sound event (class
@@ -734,10 +739,48 @@ def _noise_segment(clip: LabelledClip, seconds: float, rng: np.random.Generator
   return samples[start:start + need]
 
 
+_SENTENCE_END = re.compile(r"[.!?]\s+\S")
+SPLIT_MIN_GAP_S: Final[float] = 0.04  # an inner dip this long is a word boundary
+SPLIT_MIN_PART_S: Final[float] = 0.6  # each half of a split utterance lasts at least this
+
+
+def split_at_inner_gap(utterance: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+  """Cuts a voiced utterance at the inner quiet dip nearest its middle.
+
+  A dip is a run of at least `SPLIT_MIN_GAP_S` of 10 ms frames quieter than
+  `TURN_TRIM_DB` below the utterance's loudest frame, with `SPLIT_MIN_PART_S` of speech
+  on either side; the cut is in the dip's middle. Returns (first part, second part)
+  float32 arrays, or None when the utterance has no such dip.
+  """
+  hop = 160
+  levels = effects.frame_rms_db(utterance, hop, hop)
+  quiet = levels < float(levels.max()) + TURN_TRIM_DB
+  runs, run_start = [], None
+  for i, q in enumerate(list(quiet) + [False]):
+    if q and run_start is None:
+      run_start = i
+    elif not q and run_start is not None:
+      if (i - run_start) * hop >= SPLIT_MIN_GAP_S * SAMPLE_RATE:
+        runs.append((run_start + i) // 2 * hop)
+      run_start = None
+  min_part = int(SPLIT_MIN_PART_S * SAMPLE_RATE)
+  cuts = [c for c in runs if min_part <= c <= len(utterance) - min_part]
+  if not cuts:
+    return None
+  cut = min(cuts, key=lambda c: abs(c - len(utterance) / 2))
+  return utterance[:cut], utterance[cut:]
+
+
 def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str],
                        speech: Sequence[SpeechRow], events: Sequence[dict],
-                       num_streams: int, seed: int) -> list[dict]:
-  """Writes `streams/turns_NNN.wav` and `streams.jsonl` (see the module docstring).
+                       num_streams: int, seed: int, *, split: bool = False) -> list[dict]:
+  """Writes turn-taking streams (see the module docstring) and their manifest.
+
+  `split=False`: `streams/turns_NNN.wav` and `streams.jsonl`; the turn is two whole
+  utterances of one speaker with a pause between. `split=True`:
+  `streams/split_NNN.wav` and `streams_split.jsonl`; the turn is one single-sentence
+  utterance cut at an inner word gap (`split_at_inner_gap`) with the pause put there,
+  so the first part is unfinished in meaning and prosody, as a real mid-turn pause is.
 
   Even-numbered streams are English when English clips allow it, odd ones another
   language (and the other way round when one side runs out). Each clip is used in at
@@ -747,10 +790,12 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
   rng = np.random.default_rng(seed)
   pools: dict[tuple[bool, str], list[SpeechRow]] = collections.defaultdict(list)
   for s in speech:
-    if s.exact and s.row["duration"] <= 8.0:
+    if s.exact and s.row["duration"] <= 8.0 and not (
+        split and _SENTENCE_END.search(s.row["text"].strip())):
       pools[(s.language == "en", s.row["speaker"])].append(s)
-  english = sorted(k for k in pools if k[0] and len(pools[k]) >= 2)
-  other = sorted(k for k in pools if not k[0] and len(pools[k]) >= 2)
+  needed = 1 if split else 2
+  english = sorted(k for k in pools if k[0] and len(pools[k]) >= needed)
+  other = sorted(k for k in pools if not k[0] and len(pools[k]) >= needed)
   # Sounds before the turn: a class drawn uniformly, then one of its recordings (the
   # many keyboard clicks and footsteps would otherwise crowd out the rare alerts).
   before: dict[str, list[dict]] = collections.defaultdict(list)
@@ -768,16 +813,20 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
       prepared[s.row["id"]] = _utterance(samples)
     return prepared[s.row["id"]]
 
-  def pick(keys: list) -> tuple[SpeechRow, SpeechRow, np.ndarray, np.ndarray] | None:
+  def pick(keys: list) -> tuple[list[SpeechRow], np.ndarray, np.ndarray] | None:
     for _ in range(200):
       pool = pools[keys[int(rng.integers(len(keys)))]]
-      i, j = rng.choice(len(pool), 2, replace=False)
-      a, b = pool[int(i)], pool[int(j)]
-      if uses[a.row["id"]] >= 2 or uses[b.row["id"]] >= 2:
+      chosen = [pool[int(i)] for i in rng.choice(len(pool), needed, replace=False)]
+      if any(uses[c.row["id"]] >= 2 for c in chosen):
         continue
-      xa, xb = prepare(a), prepare(b)
-      if xa is not None and xb is not None:
-        return a, b, xa, xb
+      clips = [prepare(c) for c in chosen]
+      if any(c is None for c in clips):
+        continue
+      if not split:
+        return chosen, clips[0], clips[1]
+      halves = split_at_inner_gap(clips[0])
+      if halves is not None:
+        return chosen, halves[0], halves[1]
     return None
 
   rows = []
@@ -790,8 +839,8 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
         break
     if chosen is None:
       break
-    a, b, xa, xb = chosen
-    uses.update([a.row["id"], b.row["id"]])
+    used, xa, xb = chosen
+    uses.update(c.row["id"] for c in used)
     parts, labels = [], []
     start = float(rng.uniform(0.5, 1.2))
     if before_classes and rng.random() < 0.5:  # a real sound before the user speaks
@@ -821,15 +870,16 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
       mix += effects.set_level(noise, SPEECH_DBFS - snr, active_only=False)
       labels.append(_event(0.0, len(mix) / SAMPLE_RATE, bed.label))
     labels.append(_event(start, end, "speech", role="addressed_speech"))
-    stream_id = f"turns_{index:03d}"
+    stream_id = f"{'split' if split else 'turns'}_{index:03d}"
     rel = f"streams/{stream_id}.wav"
     _write_wav(out, rel, mix)
-    rows.append({"id": stream_id, "audio": rel, "text": f"{a.row['text']} {b.row['text']}",
+    rows.append({"id": stream_id, "audio": rel, "text": " ".join(c.row["text"] for c in used),
                  "duration": _r3(len(mix) / SAMPLE_RATE),
                  "events": sorted(labels, key=lambda e: (e["onset"], e["offset"])),
                  "turns": [{"start": _r3(start), "end": _r3(end), "reply_expected": True}],
-                 "source_package": a.row["source_package"], "speaker": a.row["speaker"]})
-  _write_jsonl(out / "streams.jsonl", rows)
+                 "source_package": used[0].row["source_package"],
+                 "speaker": used[0].row["speaker"]})
+  _write_jsonl(out / ("streams_split.jsonl" if split else "streams.jsonl"), rows)
   return rows
 
 
@@ -896,18 +946,19 @@ def summarize(out: str | os.PathLike[str]) -> DevSetSummary:
       + _counts(e["class"] for e in labels)
       + (f"; not project classes: {', '.join(unmapped)}" if unmapped else "")))
   english_speakers = {r.get("speaker") for r in read("speech_en.jsonl")}
-  rows = read("streams.jsonl")
-  english = sum(r.get("speaker") in english_speakers for r in rows)
-  with_event = sum(any(e["role"] in ("alert", "benign") and e["onset"] > 0 for e in r["events"])
+  for name in ("streams.jsonl", "streams_split.jsonl"):
+    rows = read(name)
+    english = sum(r.get("speaker") in english_speakers for r in rows)
+    with_event = sum(any(e["role"] in ("alert", "benign") and e["onset"] > 0
+                         for e in r["events"]) for r in rows)
+    with_alert = sum(any(e["role"] == "alert" for e in r["events"]) for r in rows)
+    with_bed = sum(any(e["onset"] == 0 and e["offset"] == r["duration"] for e in r["events"])
                    for r in rows)
-  with_alert = sum(any(e["role"] == "alert" for e in r["events"]) for r in rows)
-  with_bed = sum(any(e["onset"] == 0 and e["offset"] == r["duration"] for e in r["events"])
-                 for r in rows)
-  counts.append(ManifestCount(
-      "streams.jsonl", len(rows), sum(r["duration"] for r in rows) / 60,
-      f"turns {sum(len(r['turns']) for r in rows)} (English {english}, other "
-      f"{len(rows) - english}); sound before the turn {with_event} (alert {with_alert}); "
-      f"noise bed {with_bed}"))
+    counts.append(ManifestCount(
+        name, len(rows), sum(r["duration"] for r in rows) / 60,
+        f"turns {sum(len(r['turns']) for r in rows)} (English {english}, other "
+        f"{len(rows) - english}); sound before the turn {with_event} (alert {with_alert}); "
+        f"noise bed {with_bed}"))
   skipped = out / "skipped.txt"
   return DevSetSummary(str(out), tuple(counts), tuple(
       skipped.read_text("utf-8").splitlines() if skipped.exists() else ()))
@@ -929,6 +980,7 @@ def build_dev_set(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
   events = build_dev_events(root, out, skipped)
   (out / "skipped.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
   build_turn_streams(root, out, speech, events, streams, seed)
+  build_turn_streams(root, out, speech, events, streams, seed + 1, split=True)
   summary = summarize(out)
   (out / "summary.txt").write_text(summary.describe() + "\n", encoding="utf-8")
   return summary
