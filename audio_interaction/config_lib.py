@@ -163,7 +163,8 @@ def base_config() -> ml_collections.ConfigDict:
   randomize.p_noise = 0.3  # coloured noise at 10-35 dB SNR
   # Whole utterances said by the engine in one go (connected speech, sentence
   # intonation) rather than word by word; the embedded model heard only the latter and
-  # its CTC WER on the same sentences and voices is 42 % word by word, 59 % connected.
+  # its CTC WER on the same sentences and voices is 42 % word by word, 62 % connected
+  # (docs/connected_speech.py); fine-tuned on connected speech: 47 % and 43 %.
   randomize.p_connected = 0.8
   # Real recordings of the TRAIN-side Debian packages (corpus/real_audio.py), extracted
   # by `audio-interaction fetch-train-audio`: their labelled sounds join the sound bank

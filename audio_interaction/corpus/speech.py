@@ -21,7 +21,7 @@ shape its pauses and pitch) and each word's span is carried over from the
 word-by-word rendering by DTW (`alignment.transfer_word_spans`; against festival's own
 word times the ends land within 17 ms median, 46 ms p90). The embedded model, trained
 only word by word, transcribes the same sentences by the same voices at 42 % CTC WER
-word by word and 59 % connected.
+word by word and 62 % connected (`docs/connected_speech.py`).
 
 Determinism: every random choice is drawn from the caller's `rng` in a fixed order,
 and each engine's word audio is a pure function of (engine, voice, rate, pitch,
