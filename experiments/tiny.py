@@ -10,7 +10,8 @@ Build the corpus, train, and run the demo on the result::
 Variants are picked by one string after the file name, big_vision style, e.g.
 ``--config experiments/tiny.py:conformer`` swaps the encoder blocks for conformer
 blocks, and ``experiments/tiny.py:randomize`` builds the corpus with domain
-randomisation (speed, pitch, formants, mic, room, telephone, noise; wide voices) and
+randomisation (speed, pitch, formants, mic, room, telephone, noise; wide voices;
+connected speech) and
 trains with on-the-fly augmentation (gain, noise, SpecAugment), in its own data
 directory (data/tiny_randomized). Any field can be overridden: ``--config.model.decoder.num_layers=2``.
 """

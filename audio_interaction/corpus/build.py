@@ -27,7 +27,7 @@ import numpy as np
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
 from audio_interaction.data import beam_storage, storage
-from audio_interaction.corpus import effects, real_audio, sounds, speech, tasks, worlds
+from audio_interaction.corpus import effects, real_audio, sounds, speech, tasks, texts, worlds
 from audio_interaction.corpus.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
 
@@ -162,7 +162,8 @@ class CorpusExamples:
     """Sub-task `name` built from `example_seed` with this split's sources."""
     speech, sounds, _ = self._open()
     config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms,
-                              **ambience_settings(self.randomize))
+                              **ambience_settings(self.randomize),
+                              **general_text_settings(self.randomize, self.split))
     return tasks.build(name, example_seed, speech, sounds, config)
 
   def timeline(self, index: int, seed: int) -> Timeline:
@@ -243,6 +244,16 @@ def ambience_settings(randomize: dict | None) -> dict[str, Any]:
     return {}
   return {"ambience_probability": float(randomize["p_ambience"]),
           "ambience_snr_db": tuple(float(v) for v in randomize["ambience_snr_db"])}
+
+
+def general_text_settings(randomize: dict | None, split: str) -> dict[str, Any]:
+  """`tasks.TaskConfig` fields for dictation of general English (TRAIN split only, and
+  only with TRAIN audio and a nonzero `p_general_text`)."""
+  root = _train_audio_root(randomize)
+  p = float(randomize.get("p_general_text", 0.0)) if root else 0.0
+  if split != "train" or p <= 0:
+    return {}
+  return {"general_sentences": texts.dialogue_sentences(root), "general_text_probability": p}
 
 
 def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:

@@ -65,6 +65,10 @@ class TaskConfig:
   # A real room bed (music, ambience) under the whole stream, when the sound source
   # has beds; never where the scene is asked about or a bed is already chosen.
   ambience_probability: float = 0.0
+  # Dictation from general English (`texts.dialogue_sentences`) instead of a closed
+  # world's sentence, with this probability; 0 draws nothing from the rng.
+  general_sentences: tuple[str, ...] = ()
+  general_text_probability: float = 0.0
   ambience_snr_db: tuple[float, float] = (12.0, 35.0)
   chunk_ms: int = DEFAULT_CHUNK_MS
 
@@ -178,6 +182,9 @@ def transcribe(c: Composer, cfg: TaskConfig, *, offline: bool = False, noise: bo
   utterances = []
   for i in range(count):
     text = choose(c.rng, sentences)
+    if cfg.general_text_probability > 0 and cfg.general_sentences and (
+        c.rng.random() < cfg.general_text_probability):
+      text = choose(c.rng, cfg.general_sentences)
     pieces = _with_pause(c, text, (0.8, 2.0)) if long_pauses else text
     utterance = c.say(pieces, speaker=f"speaker{i % speakers}")
     utterances.append(utterance)
