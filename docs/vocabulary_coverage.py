@@ -31,7 +31,7 @@ def main() -> None:
     if not words:
       continue
     known = sum(w in vocabulary for w in words)
-    types = {w for w in words}
+    types = set(words)
     print(f"{name}: {len(words)} words ({len(types)} types); {100 * known / len(words):.0f} % "
           f"of the words and {100 * len(types & vocabulary) / len(types):.0f} % of the types "
           f"occur in the corpus")

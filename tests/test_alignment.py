@@ -69,6 +69,24 @@ def test_transfer_gives_ordered_spans_inside_the_clip_even_for_tiny_inputs():
   assert flat == sorted(flat) and flat[0] >= 0 and flat[-1] <= len(connected)
   assert all(end > start for start, end in got)
   assert alignment.transfer_word_spans(reference, [], connected) == []
+  with pytest.raises(ValueError, match="too short for 11 words"):
+    alignment.transfer_word_spans(reference, [(i, i + 1) for i in range(11)], connected)
+
+
+def test_spans_stay_ordered_and_inside_on_random_inputs():
+  """Noise clips down to one frame per word: the spans keep their promise."""
+  rng = np.random.default_rng(2)
+  for _ in range(60):
+    words = int(rng.integers(1, 8))
+    length = int(rng.integers(words * alignment.FRAME_HOP, 3000))
+    connected = (rng.standard_normal(length) * (rng.random(length) > 0.3)).astype(np.float32)
+    reference = rng.standard_normal(4000).astype(np.float32)
+    cuts = np.sort(rng.choice(np.arange(1, 4000), 2 * words, replace=False))
+    spans = [(int(cuts[2 * i]), int(cuts[2 * i + 1])) for i in range(words)]
+    got = alignment.transfer_word_spans(reference, spans, connected)
+    flat = [t for span in got for t in span]
+    assert len(got) == words and flat == sorted(flat), got
+    assert flat[0] >= 0 and flat[-1] <= length and all(e > s for s, e in got), (length, got)
 
 
 def _festival_word_times(text: str, tmp_path) -> tuple[np.ndarray, list[tuple[float, float]]]:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import librosa
 import numpy as np
 
+from audio_interaction.corpus import effects
 from audio_interaction.stream_format import SAMPLE_RATE
 
 FRAME_HOP = 160  # 10 ms at 16 kHz
@@ -32,13 +33,12 @@ def _features(audio: np.ndarray) -> np.ndarray:
 
 
 def _voiced_frames(audio: np.ndarray, threshold_db: float) -> np.ndarray:
-  """bool[frames]: a frame's RMS is within `threshold_db` of the clip's loudest frame."""
-  rms = librosa.feature.rms(y=np.asarray(audio, np.float32), frame_length=_N_FFT,
-                            hop_length=FRAME_HOP)[0]
-  peak = float(rms.max()) if rms.size else 0.0
-  if peak <= 0.0:
-    return np.zeros(rms.shape, bool)
-  return 20.0 * np.log10(np.maximum(rms, 1e-12) / peak) > threshold_db
+  """bool[frames] on the MFCC frame grid: a frame is within `threshold_db` of the
+  clip's loudest frame (`effects.frame_rms_db` levels, as `effects.trim_silence`)."""
+  levels = effects.frame_rms_db(np.asarray(audio, np.float32), FRAME_HOP, FRAME_HOP)
+  voiced = np.zeros(1 + len(audio) // FRAME_HOP, bool)
+  voiced[:len(levels)] = levels > float(levels.max()) + threshold_db
+  return voiced
 
 
 def transfer_word_spans(reference: np.ndarray, reference_spans: Sequence[tuple[int, int]],
@@ -55,13 +55,21 @@ def transfer_word_spans(reference: np.ndarray, reference_spans: Sequence[tuple[i
 
   Returns:
     (start, end) sample spans in `connected`, one per word, in order and
-    non-overlapping, each at least one frame long and inside [0, m].
+    non-overlapping, each at least one sample long and inside [0, m].
+
+  Raises:
+    ValueError: `connected` has fewer 10 ms frames than there are words.
   """
   if not reference_spans:
     return []
+  m = len(connected)
+  # Frames that start inside the clip: each word gets at least one of its own.
+  usable = -(-m // FRAME_HOP)
+  if usable < len(reference_spans):
+    raise ValueError(f"connected clip of {m} samples is too short for "
+                     f"{len(reference_spans)} words (one {FRAME_HOP}-sample frame each)")
   ref_features, con_features = _features(reference), _features(connected)
   _, path = librosa.sequence.dtw(X=ref_features, Y=con_features, metric="euclidean")
-  path = path[::-1]  # librosa returns it end first
   n_ref, n_con = ref_features.shape[1], con_features.shape[1]
   # For every reference frame, the first and last connected frames it is matched to.
   first = np.full(n_ref, n_con, np.int64)
@@ -69,27 +77,19 @@ def transfer_word_spans(reference: np.ndarray, reference_spans: Sequence[tuple[i
   np.minimum.at(first, path[:, 0], path[:, 1])
   np.maximum.at(last, path[:, 0], path[:, 1])
   voiced = _voiced_frames(connected, threshold_db)
-  spans: list[tuple[int, int]] = []
+  out: list[tuple[int, int]] = []
   floor = 0
-  for start, end in reference_spans:
+  for i, (start, end) in enumerate(reference_spans):
+    # The frames this word may take: after the previous word, leaving one per later word.
+    ceiling = usable - (len(reference_spans) - i)
     f0 = min(max(int(start) // FRAME_HOP, 0), n_ref - 1)
     f1 = min(max((int(end) - 1) // FRAME_HOP, f0), n_ref - 1)
-    c0, c1 = max(int(first[f0]), floor), max(int(last[f1]), floor)
+    c0 = min(max(int(first[f0]), floor), ceiling)
+    c1 = min(max(int(last[f1]), c0), ceiling)
     while c0 < c1 and not voiced[c0]:
       c0 += 1
     while c1 > c0 and not voiced[c1]:
       c1 -= 1
-    spans.append((c0, c1 + 1))
+    out.append((c0 * FRAME_HOP, min((c1 + 1) * FRAME_HOP, m)))
     floor = c1 + 1
-  # Frames -> samples; the last span may not pass the clip's end.
-  m = len(connected)
-  out = []
-  for c0, c1 in spans:
-    s = min(c0 * FRAME_HOP, max(m - FRAME_HOP, 0))
-    e = min(max(c1 * FRAME_HOP, s + FRAME_HOP), m)
-    out.append((s, e))
-  # Rounding at the clip end can make the last spans touch: keep them ordered.
-  for i in range(1, len(out)):
-    if out[i][0] < out[i - 1][1]:
-      out[i] = (out[i - 1][1], max(out[i][1], out[i - 1][1] + 1))
   return out

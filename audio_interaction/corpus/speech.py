@@ -19,7 +19,7 @@ like connected speech. So with `RenderConfig.p_connected` an utterance is instea
 by the engine in one go (`connected_text` keeps the commas and question marks that
 shape its pauses and pitch) and each word's span is carried over from the
 word-by-word rendering by DTW (`alignment.transfer_word_spans`; against festival's own
-word times the ends land within 17 ms median, 46 ms p90). The embedded model, trained
+word times the ends land within 17 ms median, 47 ms p90). The embedded model, trained
 only word by word, transcribes the same sentences by the same voices at 42 % CTC WER
 word by word and 62 % connected (`docs/connected_speech.py`).
 

@@ -65,11 +65,11 @@ class TaskConfig:
   # A real room bed (music, ambience) under the whole stream, when the sound source
   # has beds; never where the scene is asked about or a bed is already chosen.
   ambience_probability: float = 0.0
+  ambience_snr_db: tuple[float, float] = (12.0, 35.0)
   # Dictation from general English (`texts.dialogue_sentences`) instead of a closed
   # world's sentence, with this probability; 0 draws nothing from the rng.
   general_sentences: tuple[str, ...] = ()
   general_text_probability: float = 0.0
-  ambience_snr_db: tuple[float, float] = (12.0, 35.0)
   chunk_ms: int = DEFAULT_CHUNK_MS
 
 
