@@ -177,6 +177,11 @@ def base_config() -> ml_collections.ConfigDict:
   # the worlds' 345 word types cover 47 % of the real dev transcripts' words. Not
   # trained with yet, so off.
   randomize.p_general_text = 0.0
+  # Chance that an offline transcription clip, or a question with a pause inside, is a
+  # real recorded line of the TRAIN packages' Czech dub (corpus/real_speech.py; needs
+  # train_audio_root): the only human voices the TRAIN side has with their text. Off
+  # until a run trained with it is better on the real dev set.
+  randomize.p_recorded_speech = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.steps = 2000
@@ -487,6 +492,7 @@ FIELD_RULES: dict[str, Rule] = {
     "data.randomize.p_ambience": number(0, 1),
     "data.randomize.ambience_snr_db": interval(-20.0, 100.0),
     "data.randomize.p_general_text": number(0, 1),
+    "data.randomize.p_recorded_speech": number(0, 1),
     "train.steps": integer(0),
     "train.learning_rate": number(0, lo_open=True),
     "train.warmup_steps": integer(0),

@@ -27,7 +27,8 @@ import numpy as np
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
 from audio_interaction.data import beam_storage, storage
-from audio_interaction.corpus import effects, real_audio, sounds, speech, tasks, texts, worlds
+from audio_interaction.corpus import (
+    effects, real_audio, real_speech, sounds, speech, tasks, texts, worlds)
 from audio_interaction.corpus.timeline import Timeline
 from audio_interaction.data.tokenizer import Tokenizer, train_sentencepiece
 
@@ -163,7 +164,8 @@ class CorpusExamples:
     speech, sounds, _ = self._open()
     config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms,
                               **ambience_settings(self.randomize),
-                              **general_text_settings(self.randomize, self.split))
+                              **general_text_settings(self.randomize, self.split),
+                              **recorded_speech_settings(self.randomize, self.split))
     return tasks.build(name, example_seed, speech, sounds, config)
 
   def timeline(self, index: int, seed: int) -> Timeline:
@@ -254,6 +256,18 @@ def general_text_settings(randomize: dict | None, split: str) -> dict[str, Any]:
   if split != "train" or p <= 0:
     return {}
   return {"general_sentences": texts.dialogue_sentences(root), "general_text_probability": p}
+
+
+def recorded_speech_settings(randomize: dict | None, split: str) -> dict[str, Any]:
+  """`tasks.TaskConfig` fields for real recorded lines (`real_speech`; TRAIN split only,
+  and only with TRAIN audio and a nonzero `p_recorded_speech`)."""
+  root = _train_audio_root(randomize)
+  p = float(randomize.get("p_recorded_speech", 0.0)) if root else 0.0
+  if split != "train" or p <= 0:
+    return {}
+  return {"recorded_lines": real_speech.recorded_lines(root),
+          "recorded_pause_lines": real_speech.pausable_lines(root),
+          "recorded_speech_probability": p}
 
 
 def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:

@@ -739,22 +739,23 @@ def _noise_segment(clip: LabelledClip, seconds: float, rng: np.random.Generator
   return samples[start:start + need]
 
 
-_SENTENCE_END = re.compile(r"[.!?]\s+\S")
+SENTENCE_END = re.compile(r"[.!?]\s+\S")
 SPLIT_MIN_GAP_S: Final[float] = 0.04  # an inner dip this long is a word boundary
 SPLIT_MIN_PART_S: Final[float] = 0.6  # each half of a split utterance lasts at least this
 
 
-def split_at_inner_gap(utterance: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def split_at_inner_gap(utterance: np.ndarray, quiet_db: float = TURN_TRIM_DB
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
   """Cuts a voiced utterance at the inner quiet dip nearest its middle.
 
-  A dip is a run of at least `SPLIT_MIN_GAP_S` of 10 ms frames quieter than
-  `TURN_TRIM_DB` below the utterance's loudest frame, with `SPLIT_MIN_PART_S` of speech
-  on either side; the cut is in the dip's middle. Returns (first part, second part)
-  float32 arrays, or None when the utterance has no such dip.
+  A dip is a run of at least `SPLIT_MIN_GAP_S` of 10 ms frames quieter than `quiet_db`
+  below the utterance's loudest frame, with `SPLIT_MIN_PART_S` of speech on either
+  side; the cut is in the dip's middle. Returns (first part, second part) float32
+  arrays, or None when the utterance has no such dip.
   """
   hop = 160
   levels = effects.frame_rms_db(utterance, hop, hop)
-  quiet = levels < float(levels.max()) + TURN_TRIM_DB
+  quiet = levels < float(levels.max()) + quiet_db
   runs, run_start = [], None
   for i, q in enumerate(list(quiet) + [False]):
     if q and run_start is None:
@@ -791,7 +792,7 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
   pools: dict[tuple[bool, str], list[SpeechRow]] = collections.defaultdict(list)
   for s in speech:
     if s.exact and s.row["duration"] <= 8.0 and not (
-        split and _SENTENCE_END.search(s.row["text"].strip())):
+        split and SENTENCE_END.search(s.row["text"].strip())):
       pools[(s.language == "en", s.row["speaker"])].append(s)
   needed = 1 if split else 2
   english = sorted(k for k in pools if k[0] and len(pools[k]) >= needed)

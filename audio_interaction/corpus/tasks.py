@@ -32,10 +32,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from audio_interaction.corpus import worlds
+from audio_interaction.corpus import real_speech, worlds
 from audio_interaction.corpus.clips import SoundClip, SoundSource, SpeechClip, SpeechSource, Word
 from audio_interaction.corpus.timeline import (
-    BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, OFFLINE, ONLINE, Composer, Filler, Pause, Timeline)
+    BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, OFFLINE, ONLINE, Composer, Filler, Pause, Speech,
+    Timeline)
 from audio_interaction.data.tokenizer import normalize_text
 from audio_interaction.corpus.worlds import choose
 from audio_interaction.stream_format import ABILITIES
@@ -70,6 +71,12 @@ class TaskConfig:
   # world's sentence, with this probability; 0 draws nothing from the rng.
   general_sentences: tuple[str, ...] = ()
   general_text_probability: float = 0.0
+  # Real recorded lines (`real_speech`) as the clip of offline transcription and as the
+  # question with a pause inside, with this probability; 0 draws nothing from the rng.
+  # `recorded_pause_lines` are those that can take a pause.
+  recorded_lines: tuple[real_speech.RecordedLine, ...] = ()
+  recorded_pause_lines: tuple[real_speech.RecordedLine, ...] = ()
+  recorded_speech_probability: float = 0.0
   chunk_ms: int = DEFAULT_CHUNK_MS
 
 
@@ -139,6 +146,20 @@ def _with_pause(c: Composer, text: str, seconds: tuple[float, float]) -> list:
   return [" ".join(words[:i]), Pause(c.uniform(*seconds)), " ".join(words[i:])]
 
 
+def _recorded(c: Composer, cfg: TaskConfig, pause_s: tuple[float, float] | None = None
+              ) -> Speech | None:
+  """A recorded line as speech (with a pause inside when `pause_s` is given), with
+  `cfg.recorded_speech_probability`, else None; draws from the rng only when p > 0."""
+  pool = cfg.recorded_lines if pause_s is None else cfg.recorded_pause_lines
+  if not (cfg.recorded_speech_probability > 0 and pool):
+    return None
+  if c.rng.random() >= cfg.recorded_speech_probability:
+    return None
+  line = choose(c.rng, pool)
+  return real_speech.recorded_speech(
+      line, pause_s=None if pause_s is None else c.uniform(*pause_s))
+
+
 def _with_fillers(c: Composer, text: str) -> list:
   words = text.split()
   points = _split_points(words)
@@ -185,8 +206,12 @@ def transcribe(c: Composer, cfg: TaskConfig, *, offline: bool = False, noise: bo
     if cfg.general_text_probability > 0 and cfg.general_sentences and (
         c.rng.random() < cfg.general_text_probability):
       text = choose(c.rng, cfg.general_sentences)
-    pieces = _with_pause(c, text, (0.8, 2.0)) if long_pauses else text
-    utterance = c.say(pieces, speaker=f"speaker{i % speakers}")
+    recorded = _recorded(c, cfg) if offline else None
+    if recorded is not None:
+      utterance = c.place(recorded)
+    else:
+      pieces = _with_pause(c, text, (0.8, 2.0)) if long_pauses else text
+      utterance = c.say(pieces, speaker=f"speaker{i % speakers}")
     utterances.append(utterance)
     if not offline:
       for word in utterance.content_words:
@@ -324,6 +349,12 @@ def chat(c: Composer, cfg: TaskConfig, *, turns: tuple[int, int] = (1, 1),
   for turn in range(int(c.rng.integers(turns[0], turns[1] + 1))):
     if turn:
       item = worlds.followup(item, c.rng, cfg.split, cfg.heldout_fraction)
+    recorded = _recorded(c, cfg, (0.6, 1.6)) if pause and not turn else None
+    if recorded is not None:
+      utterance = c.place(recorded)
+      c.hold_pauses(utterance)
+      c.after_reply(c.reply(real_speech.NOT_UNDERSTOOD, utterance.speech_end, "turn ended"))
+      break
     if pause:
       pieces = _with_pause(c, item.question, (0.6, 1.6))
     elif fillers:

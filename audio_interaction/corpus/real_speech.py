@@ -1,0 +1,168 @@
+"""Real recorded utterances with their text, from TRAIN packages, as speech for a stream.
+
+Every TTS engine, however randomised, is a machine voice; the models trained on them
+cut into 82-92 % of real mid-turn pauses and transcribe no real speech (issue 13). The
+TRAIN side's one large body of transcribed human speech is the Czech dub of Fish
+Fillets (`fillets-ng-data-cs`: 1,702 lines, 106 min, a dozen actors; the texts are in
+`fillets-ng-data`'s scripts, which the Dutch DEV dub shares as text only). Two
+sub-tasks use it, each with `TaskConfig.recorded_speech_probability`:
+
+* offline transcription (`offline_asr`): the clip is one recorded line and the
+  transcript is its text folded to ASCII (`ascii_fold`: "myslíš" -> "myslis"), which
+  the tokenizer spells. Czech spelling is close to its sound, so the encoder's CTC head
+  learns real voices, rooms and microphones from it;
+* a question with a pause inside (`chat_mid_pause`): one single-sentence line is cut
+  at its inner quiet dip (`real_audio.split_at_inner_gap`, as the DEV split turns are,
+  with a shallower dip: `SPLIT_QUIET_DB`) and the pause goes there. What comes before the pause is unfinished in meaning and in
+  the speaker's own prosody, so the decision head learns to wait from a human voice.
+  The model does not understand Czech; its reply says so (`NOT_UNDERSTOOD`), at the
+  end of the turn.
+
+Word times inside a recorded line are not known: words are spread over the voiced
+part in proportion to their length. Only the order of the words matters to the CTC
+loss and the offline reply, and the pause lies between words, so nothing trained
+depends on those estimates except `transcript_chunks`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+import unicodedata
+from typing import Final
+
+import numpy as np
+
+from audio_interaction.corpus import effects, real_audio
+from audio_interaction.corpus.clips import Word
+from audio_interaction.corpus.timeline import Span, Speech
+from audio_interaction.data.tokenizer import normalize_text
+from audio_interaction.stream_format import SAMPLE_RATE
+
+RECORDED_PACKAGE: Final[str] = "fillets-ng-data-cs"
+assert RECORDED_PACKAGE in real_audio.TRAIN_SPEECH_PACKAGES
+RECORDED_LANGUAGE: Final[str] = "cs"
+# What an English-only assistant says at the end of a turn it cannot understand.
+NOT_UNDERSTOOD: Final[str] = "sorry, i only understand english"
+MAX_SECONDS: Final[float] = 7.0  # longer lines would crowd a 10 s training stream
+MAX_WORDS: Final[int] = 14  # ~60 characters: the transcript fits max_transcript tokens
+TRIM_DB: Final[float] = real_audio.TURN_TRIM_DB
+# A dip where a training pause may go: 25 dB under the line's peak, not the DEV split
+# turns' 35. Only 61 of the 1,622 lines (6 of 26 voices) have a 35 dB dip, since the
+# dub's actors run their words together; 243 lines (13 voices) have a 25 dB one.
+SPLIT_QUIET_DB: Final[float] = -25.0
+
+
+class MissingRecordedSpeech(FileNotFoundError):
+  """The extracted-packages folder lacks the recorded dub or its scripts."""
+
+
+def ascii_fold(text: str) -> str:
+  """`normalize_text`, then accents dropped ("Myslíš, že?" -> "myslis ze"); letters
+  without an ASCII base (none in Czech) are dropped too."""
+  decomposed = unicodedata.normalize("NFKD", normalize_text(text))
+  ascii_only = decomposed.encode("ascii", "ignore").decode("ascii")
+  return " ".join(ascii_only.split())
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedLine:
+  """One recorded line: where its audio is, its folded text, who says it, and whether
+  it is a single sentence (so a pause may be put inside it)."""
+
+  ref: real_audio.AudioRef
+  text: str
+  voice: str
+  single_sentence: bool
+
+  def audio(self) -> np.ndarray:
+    """float32 [n] at 16 kHz, trimmed to its voiced frames."""
+    return _trimmed_audio(self.ref)
+
+
+@functools.lru_cache(maxsize=4)
+def recorded_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
+  """The recorded lines of `RECORDED_PACKAGE` under `root`, in script order.
+
+  Lines longer than `MAX_WORDS` words or with no letters left after folding are left
+  out. Raises MissingRecordedSpeech (naming `fetch-train-audio`) when there are none.
+  """
+  root = pathlib.Path(os.path.expanduser(str(root)))
+  real_audio.check_root(root)
+  lines = []
+  for item in real_audio.fillets_speech(root, RECORDED_LANGUAGE):
+    text = ascii_fold(item.text)
+    if item.exact and text and len(text.split()) <= MAX_WORDS:
+      lines.append(RecordedLine(item.ref, text, item.speaker,
+                                not real_audio.SENTENCE_END.search(item.text.strip())))
+  if not lines:
+    raise MissingRecordedSpeech(
+        f"{root}: no recorded lines of {RECORDED_PACKAGE} (its sound/*/cs/*.ogg with the "
+        f"dialogs_cs.lua scripts of fillets-ng-data); run `audio-interaction "
+        f"fetch-train-audio` and point data.randomize.train_audio_root at its folder")
+  return tuple(lines)
+
+
+@functools.lru_cache(maxsize=4)
+def pausable_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
+  """The `recorded_lines` that can take a pause inside (`recorded_speech(pause_s=...)`
+  is not None): 243 of 1,622 in the real dub. Reads every line's audio (~5 s)."""
+  return tuple(line for line in recorded_lines(root)
+               if recorded_speech(line, pause_s=1.0) is not None)
+
+
+@functools.lru_cache(maxsize=256)
+def _trimmed_audio(ref: real_audio.AudioRef) -> np.ndarray:
+  audio = ref.load()
+  lo, hi = effects.trim_silence(audio, TRIM_DB)
+  return np.ascontiguousarray(audio[lo:hi] if hi > lo else audio, dtype=np.float32)
+
+
+def _spread_words(tokens: list[str], start: float, end: float) -> list[Word]:
+  """Consecutive word spans over [start, end) s, each as long as its letters (+1)."""
+  weights = np.array([len(t) + 1 for t in tokens], dtype=np.float64)
+  edges = start + (end - start) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
+  return [Word(t, float(a), float(b)) for t, a, b in zip(tokens, edges[:-1], edges[1:])]
+
+
+def recorded_speech(line: RecordedLine, *, speaker: str = "user",
+                    pause_s: float | None = None) -> Speech | None:
+  """`line` as `Speech` for `Composer.place`, or None if it cannot be used as asked.
+
+  Args:
+    line: the recorded line.
+    speaker: the stream's speaker name.
+    pause_s: None for the whole line; otherwise the line is cut at its inner quiet dip
+      and `pause_s` seconds of silence put there, as one "pause" hold span. Returns
+      None when the line is not a single sentence, has fewer than two words or no dip.
+  """
+  audio = line.audio()
+  if len(audio) > MAX_SECONDS * SAMPLE_RATE:
+    return None
+  tokens = line.text.split()
+  if pause_s is None:
+    words = _spread_words(tokens, 0.0, len(audio) / SAMPLE_RATE)
+    return Speech(audio=audio, words=tuple(words), fillers=(False,) * len(words), holds=(),
+                  speaker=speaker, voice=line.voice)
+  if not line.single_sentence or len(tokens) < 2:
+    return None
+  parts = real_audio.split_at_inner_gap(audio, SPLIT_QUIET_DB)
+  if parts is None:
+    return None
+  first, second = parts
+  # Words before the cut in proportion to the time before it, at least one each side.
+  before = int(np.clip(round(len(tokens) * len(first) / len(audio)), 1, len(tokens) - 1))
+  first_end = len(first) / SAMPLE_RATE
+  second_start = first_end + pause_s
+  words = (_spread_words(tokens[:before], 0.0, first_end)
+           + _spread_words(tokens[before:], second_start,
+                           second_start + len(second) / SAMPLE_RATE))
+  silence = np.zeros(int(round(pause_s * SAMPLE_RATE)), np.float32)
+  joined = np.concatenate([first, silence, second])
+  # The silence's rounding to samples must not let a word pass the audio's end.
+  words[-1] = Word(words[-1].text, words[-1].start, min(words[-1].end, len(joined) / SAMPLE_RATE))
+  return Speech(audio=joined, words=tuple(words), fillers=(False,) * len(words),
+                holds=(Span(first_end, second_start, "pause"),), speaker=speaker,
+                voice=line.voice)

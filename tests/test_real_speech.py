@@ -1,0 +1,186 @@
+"""Real recorded lines in training streams (corpus/real_speech.py) on a fake package tree."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio_interaction.corpus import build, real_audio, real_speech, tasks
+from audio_interaction.corpus import timeline as timeline_lib
+from audio_interaction.stream_format import SAMPLE_RATE
+
+FILLETS = "usr/share/games/fillets-ng"
+RATE = 22050
+
+SCRIPT = '''
+dialogId("let-m-divna", "font_small", "What kind of strange ship is that?")
+dialogStr("Co je to za divnou loď?")
+
+dialogId("let-v-dve", "font_big", "Two sentences.")
+dialogStr("Tohle je první věta. A tohle druhá věta.")
+
+dialogId("let-m-kratka", "font_small", "Short.")
+dialogStr("Ano.")
+
+dialogId("let-v-chybi", "font_big", "No audio for this one.")
+dialogStr("Tahle nahrávka chybí.")
+'''
+
+
+def _syllables(seed: int, seconds: float) -> np.ndarray:
+  """Tone syllables with 40-60 ms silent gaps between them and 0.2 s of silence around."""
+  rng = np.random.default_rng(seed)
+  pieces = [np.zeros(int(0.2 * RATE))]
+  made = 0.0
+  while made < seconds:
+    n = int(rng.uniform(0.15, 0.25) * RATE)
+    t = np.arange(n) / RATE
+    pieces.append(0.3 * np.sin(2 * np.pi * rng.uniform(150, 300) * t) * np.hanning(n))
+    gap = int(rng.uniform(0.04, 0.06) * RATE)
+    pieces.append(np.zeros(gap))
+    made += (n + gap) / RATE
+  pieces.append(np.zeros(int(0.2 * RATE)))
+  return np.concatenate(pieces).astype(np.float32)
+
+
+@pytest.fixture
+def dub_root(tmp_path):
+  script = tmp_path / "fillets-ng-data" / FILLETS / "script/airplane/dialogs_cs.lua"
+  script.parent.mkdir(parents=True)
+  script.write_text(SCRIPT, encoding="utf-8")
+  dub = tmp_path / "fillets-ng-data-cs" / FILLETS / "sound/airplane/cs"
+  dub.mkdir(parents=True)
+  for i, (name, seconds) in enumerate((("let-m-divna", 2.0), ("let-v-dve", 2.5),
+                                       ("let-m-kratka", 0.4))):
+    sf.write(str(dub / f"{name}.ogg"), _syllables(i, seconds), RATE, format="OGG")
+  real_speech.recorded_lines.cache_clear()
+  real_speech.pausable_lines.cache_clear()
+  return tmp_path
+
+
+def test_ascii_fold_keeps_letters_and_drops_accents():
+  assert real_speech.ascii_fold("Myslíš, že tu někdo bydlí?") == "myslis ze tu nekdo bydli"
+  assert real_speech.ascii_fold("Příliš žluťoučký kůň úpěl ďábelské ódy") == (
+      "prilis zlutoucky kun upel dabelske ody")
+  assert real_speech.ascii_fold("Je 12 hodin.") == "je twelve hodin"
+  assert real_speech.ascii_fold("...") == ""
+
+
+def test_recorded_lines_pair_the_dub_with_its_script(dub_root):
+  lines = real_speech.recorded_lines(dub_root)
+  assert [line.text for line in lines] == [
+      "co je to za divnou lod", "tohle je prvni veta a tohle druha veta", "ano"]
+  assert [line.single_sentence for line in lines] == [True, False, True]
+  assert lines[0].voice == "fillets-ng-data-cs:font_small"
+  assert lines[0].ref.package == real_speech.RECORDED_PACKAGE
+  audio = lines[0].audio()
+  assert audio.dtype == np.float32 and 1.8 < len(audio) / SAMPLE_RATE < 2.3  # trimmed
+  # Only a single sentence with a dip and enough speech on both sides takes a pause.
+  assert real_speech.pausable_lines(dub_root) == lines[:1]
+
+
+def test_missing_dub_or_reserved_package_is_named(tmp_path, dub_root):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(real_speech.MissingRecordedSpeech, match="fetch-train-audio"):
+    real_speech.recorded_lines(empty)
+  (dub_root / "gcompris-data").mkdir()
+  real_speech.recorded_lines.cache_clear()
+  with pytest.raises(real_audio.ReservedPackageError, match="gcompris"):
+    real_speech.recorded_lines(dub_root)
+
+
+def test_whole_line_words_are_ordered_and_cover_the_clip(dub_root):
+  line = real_speech.recorded_lines(dub_root)[0]
+  speech = real_speech.recorded_speech(line)
+  words = speech.words
+  assert [w.text for w in words] == line.text.split()
+  assert words[0].start == 0.0 and words[-1].end == pytest.approx(speech.duration)
+  assert all(a.end == b.start and a.start < a.end for a, b in zip(words, words[1:]))
+  # Longer words get longer spans: "divnou" (6 letters) vs "je" (2).
+  span = {w.text: w.end - w.start for w in words}
+  assert span["divnou"] == pytest.approx(span["je"] * 7 / 3)
+  assert speech.holds == () and not any(speech.fillers)
+
+
+def test_a_pause_goes_into_the_lines_own_dip(dub_root):
+  line = real_speech.recorded_lines(dub_root)[0]
+  whole = line.audio()
+  speech = real_speech.recorded_speech(line, pause_s=0.8)
+  (hold,) = speech.holds
+  assert hold.kind == "pause" and hold.end - hold.start == pytest.approx(0.8)
+  assert len(speech.audio) == len(whole) + round(0.8 * SAMPLE_RATE)
+  assert not speech.audio[round(hold.start * SAMPLE_RATE):round(hold.end * SAMPLE_RATE)].any()
+  first, second = real_audio.split_at_inner_gap(whole, real_speech.SPLIT_QUIET_DB)
+  np.testing.assert_array_equal(speech.audio[:len(first)], first)
+  np.testing.assert_array_equal(speech.audio[-len(second):], second)
+  before = [w for w in speech.words if w.end <= hold.start]
+  after = [w for w in speech.words if w.start >= hold.end]
+  assert before and after and len(before) + len(after) == len(speech.words)
+  assert speech.speech_end <= speech.duration
+  # Two sentences, or a line too short for a dip, never take a pause.
+  lines = real_speech.recorded_lines(dub_root)
+  assert real_speech.recorded_speech(lines[1], pause_s=0.8) is None
+  assert real_speech.recorded_speech(lines[2], pause_s=0.8) is None
+
+
+def _config(root, p):
+  return tasks.TaskConfig(recorded_lines=real_speech.recorded_lines(root),
+                          recorded_pause_lines=real_speech.pausable_lines(root),
+                          recorded_speech_probability=p)
+
+
+def test_offline_transcription_of_a_recorded_line(dub_root, speech, sounds):
+  config = _config(dub_root, 1.0)
+  texts = {line.text for line in config.recorded_lines}
+  for seed in range(4):
+    timeline = tasks.build("offline_asr", seed, speech, sounds, config)
+    timeline.validate()
+    (utterance,) = timeline.utterances
+    (reply,) = timeline.replies
+    assert utterance.voice.startswith("fillets-ng-data-cs:")
+    assert reply.text in texts and reply.text == utterance.text
+
+
+def test_a_recorded_question_with_a_pause_is_answered_at_its_end(dub_root, speech, sounds):
+  config = _config(dub_root, 1.0)
+  for seed in range(4):
+    timeline = tasks.build("chat_mid_pause", seed, speech, sounds, config)
+    timeline.validate()
+    (utterance,) = timeline.utterances
+    (hold,) = utterance.holds
+    (reply,) = timeline.replies
+    assert utterance.voice == "fillets-ng-data-cs:font_small"
+    assert reply.text == real_speech.NOT_UNDERSTOOD
+    assert reply.ready_time == utterance.speech_end > hold.end
+    assert any(q.start == hold.start and q.end == hold.end for q in timeline.quiet)
+    # The stream format says SILENT through the pause and SPEAK after the turn.
+    chunk = 2560
+    schedule = timeline_lib.schedule(timeline, [3], chunk_samples=chunk, tokens_per_chunk=4)
+    (plan,) = schedule.plans
+    first_speak = plan.chunks[0]
+    assert (first_speak + 1) * chunk >= utterance.speech_end * SAMPLE_RATE > first_speak * chunk
+    pause_chunks = range(int(hold.start * SAMPLE_RATE) // chunk + 1, int(hold.end * SAMPLE_RATE) // chunk)
+    assert pause_chunks and all(schedule.decisions[i] == 0 for i in pause_chunks)
+
+
+def test_probability_zero_or_no_lines_leave_timelines_unchanged(dub_root, speech, sounds):
+  plain = tasks.TaskConfig()
+  for config in (_config(dub_root, 0.0), tasks.TaskConfig(recorded_speech_probability=1.0)):
+    for name in ("offline_asr", "chat_mid_pause"):
+      for seed in range(2):
+        a = tasks.build(name, seed, speech, sounds, plain)
+        b = tasks.build(name, seed, speech, sounds, config)
+        assert a.replies == b.replies
+        assert [u.words for u in a.utterances] == [u.words for u in b.utterances]
+
+
+def test_only_the_train_split_gets_recorded_speech(dub_root):
+  randomize = {"enabled": True, "train_audio_root": str(dub_root), "p_recorded_speech": 0.3}
+  got = build.recorded_speech_settings(randomize, "train")
+  assert got["recorded_speech_probability"] == 0.3
+  assert len(got["recorded_lines"]) == 3 and len(got["recorded_pause_lines"]) == 1
+  assert build.recorded_speech_settings(randomize, "eval") == {}
+  assert build.recorded_speech_settings({**randomize, "p_recorded_speech": 0.0}, "train") == {}
+  assert build.recorded_speech_settings({**randomize, "enabled": False}, "train") == {}
