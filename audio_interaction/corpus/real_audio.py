@@ -755,17 +755,14 @@ def split_at_inner_gap(utterance: np.ndarray, quiet_db: float = TURN_TRIM_DB
   """
   hop = 160
   levels = effects.frame_rms_db(utterance, hop, hop)
-  quiet = levels < float(levels.max()) + quiet_db
-  runs, run_start = [], None
-  for i, q in enumerate(list(quiet) + [False]):
-    if q and run_start is None:
-      run_start = i
-    elif not q and run_start is not None:
-      if (i - run_start) * hop >= SPLIT_MIN_GAP_S * SAMPLE_RATE:
-        runs.append((run_start + i) // 2 * hop)
-      run_start = None
+  loud = np.flatnonzero(levels >= float(levels.max()) + quiet_db)
+  # Quiet runs [start, end) lie between loud frames, and before the first / after the last.
+  bounds = np.concatenate([[-1], loud, [len(levels)]])
+  starts, ends = bounds[:-1] + 1, bounds[1:]
+  long_enough = (ends - starts) * hop >= SPLIT_MIN_GAP_S * SAMPLE_RATE
+  middles = (starts[long_enough] + ends[long_enough]) // 2 * hop
   min_part = int(SPLIT_MIN_PART_S * SAMPLE_RATE)
-  cuts = [c for c in runs if min_part <= c <= len(utterance) - min_part]
+  cuts = [int(c) for c in middles if min_part <= c <= len(utterance) - min_part]
   if not cuts:
     return None
   cut = min(cuts, key=lambda c: abs(c - len(utterance) / 2))
