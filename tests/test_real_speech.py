@@ -5,6 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 import soundfile as sf
+from fake_recordings import speechlike
 
 from audio_interaction.corpus import build, real_audio, real_speech, tasks
 from audio_interaction.corpus import timeline as timeline_lib
@@ -28,22 +29,6 @@ dialogStr("Tahle nahrávka chybí.")
 '''
 
 
-def _syllables(seed: int, seconds: float) -> np.ndarray:
-  """Tone syllables with 40-60 ms silent gaps between them and 0.2 s of silence around."""
-  rng = np.random.default_rng(seed)
-  pieces = [np.zeros(int(0.2 * RATE))]
-  made = 0.0
-  while made < seconds:
-    n = int(rng.uniform(0.15, 0.25) * RATE)
-    t = np.arange(n) / RATE
-    pieces.append(0.3 * np.sin(2 * np.pi * rng.uniform(150, 300) * t) * np.hanning(n))
-    gap = int(rng.uniform(0.04, 0.06) * RATE)
-    pieces.append(np.zeros(gap))
-    made += (n + gap) / RATE
-  pieces.append(np.zeros(int(0.2 * RATE)))
-  return np.concatenate(pieces).astype(np.float32)
-
-
 @pytest.fixture
 def dub_root(tmp_path):
   script = tmp_path / "fillets-ng-data" / FILLETS / "script/airplane/dialogs_cs.lua"
@@ -53,7 +38,7 @@ def dub_root(tmp_path):
   dub.mkdir(parents=True)
   for i, (name, seconds) in enumerate((("let-m-divna", 2.0), ("let-v-dve", 2.5),
                                        ("let-m-kratka", 0.4))):
-    sf.write(str(dub / f"{name}.ogg"), _syllables(i, seconds), RATE, format="OGG")
+    sf.write(str(dub / f"{name}.ogg"), speechlike(i, RATE, seconds), RATE, format="OGG")
   real_speech.recorded_lines.cache_clear()
   real_speech.pausable_lines.cache_clear()
   return tmp_path
