@@ -4,7 +4,8 @@ Each `SubTask` is a scenario function plus parameters; `SubTask.build(seed, spee
 sounds, cfg)` composes a `Timeline` with a `Composer`, deterministically from the seed
 and independent of which voice or sound bank is used (timing comes from the sources'
 word timings and `recognisable_after`). Replies come from the closed worlds of
-`worlds.py`.
+`worlds.py`, or, with `TaskConfig.general_sentences` / `recorded_lines`, from general
+English sentences and real recorded lines (`real_speech.py`).
 
 Ready times (when a reply becomes warranted; see `timeline.py` for the labels):
 
