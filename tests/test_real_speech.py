@@ -150,26 +150,10 @@ def test_a_recorded_question_with_a_pause_is_answered_at_its_end(dub_root, speec
     assert pause_chunks and all(schedule.decisions[i] == 0 for i in pause_chunks)
 
 
-def test_a_recorded_question_is_answered_at_its_end(dub_root, speech, sounds):
-  config = _config(dub_root, 1.0)
-  for seed in range(4):
-    timeline = tasks.build("chat_single", seed, speech, sounds, config)
-    timeline.validate()
-    (utterance,) = timeline.utterances
-    (reply,) = timeline.replies
-    assert utterance.voice.startswith("fillets-ng-data-cs:") and utterance.holds == ()
-    assert reply.text == real_speech.NOT_UNDERSTOOD
-    assert reply.ready_time == utterance.speech_end
-  # Follow-ups and fillers need the closed world's questions: they never get a line.
-  for name in ("chat_multi_turn", "chat_fillers"):
-    timeline = tasks.build(name, 0, speech, sounds, config)
-    assert not any(u.voice.startswith("fillets") for u in timeline.utterances)
-
-
 def test_probability_zero_or_no_lines_leave_timelines_unchanged(dub_root, speech, sounds):
   plain = tasks.TaskConfig()
   for config in (_config(dub_root, 0.0), tasks.TaskConfig(recorded_speech_probability=1.0)):
-    for name in ("offline_asr", "chat_mid_pause", "chat_single"):
+    for name in ("offline_asr", "chat_mid_pause"):
       for seed in range(2):
         a = tasks.build(name, seed, speech, sounds, plain)
         b = tasks.build(name, seed, speech, sounds, config)

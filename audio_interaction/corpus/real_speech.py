@@ -3,8 +3,8 @@
 Every TTS engine, however randomised, is a machine voice; the models trained on them
 cut into 82-92 % of real mid-turn pauses and transcribe no real speech (issue 13). The
 TRAIN side's one large body of transcribed human speech is the Czech dub of Fish
-Fillets (`fillets-ng-data-cs`: 1,702 lines, 106 min, 26 speaker labels; the texts are in
-`fillets-ng-data`'s scripts, which the Dutch DEV dub shares as text only). Three
+Fillets (`fillets-ng-data-cs`: 1,702 lines, 106 min, a dozen actors; the texts are in
+`fillets-ng-data`'s scripts, which the Dutch DEV dub shares as text only). Two
 sub-tasks use it, each with `TaskConfig.recorded_speech_probability`:
 
 * offline transcription (`offline_asr`): the clip is one recorded line and the
@@ -16,9 +16,7 @@ sub-tasks use it, each with `TaskConfig.recorded_speech_probability`:
   with a shallower dip: `SPLIT_QUIET_DB`) and the pause goes there. What comes before the pause is unfinished in meaning and in
   the speaker's own prosody, so the decision head learns to wait from a human voice.
   The model does not understand Czech; its reply says so (`NOT_UNDERSTOOD`), at the
-  end of the turn;
-* a question (`chat_single`): a whole line, answered the same way at its end, so the
-  decision head also learns when a human voice has finished.
+  end of the turn.
 
 Word times inside a recorded line are not known: words are spread over the voiced
 part in proportion to their length. Only the order of the words matters to the CTC

@@ -350,9 +350,7 @@ def chat(c: Composer, cfg: TaskConfig, *, turns: tuple[int, int] = (1, 1),
   for turn in range(int(c.rng.integers(turns[0], turns[1] + 1))):
     if turn:
       item = worlds.followup(item, c.rng, cfg.split, cfg.heldout_fraction)
-    # A recorded line stands for a single question, with or without a pause inside.
-    single = turns == (1, 1) and not fillers
-    recorded = _recorded(c, cfg, (0.6, 1.6) if pause else None) if single else None
+    recorded = _recorded(c, cfg, (0.6, 1.6)) if pause and not turn else None
     if recorded is not None:
       utterance = c.place(recorded)
       c.hold_pauses(utterance)
