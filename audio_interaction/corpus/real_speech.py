@@ -3,7 +3,7 @@
 Every TTS engine, however randomised, is a machine voice; the models trained on them
 cut into 82-92 % of real mid-turn pauses and transcribe no real speech (issue 13). The
 TRAIN side's one large body of transcribed human speech is the Czech dub of Fish
-Fillets (`fillets-ng-data-cs`: 1,702 lines, 106 min, a dozen actors; the texts are in
+Fillets (`fillets-ng-data-cs`: 1,702 lines, 106 min, 26 speaker labels; the texts are in
 `fillets-ng-data`'s scripts, which the Dutch DEV dub shares as text only). Two
 sub-tasks use it, each with `TaskConfig.recorded_speech_probability`:
 
