@@ -40,7 +40,6 @@ def dub_root(tmp_path):
                                        ("let-m-kratka", 0.4))):
     sf.write(str(dub / f"{name}.ogg"), speechlike(i, RATE, seconds), RATE, format="OGG")
   real_speech.recorded_lines.cache_clear()
-  real_speech.pausable_lines.cache_clear()
   return tmp_path
 
 
@@ -56,13 +55,12 @@ def test_recorded_lines_pair_the_dub_with_its_script(dub_root):
   lines = real_speech.recorded_lines(dub_root)
   assert [line.text for line in lines] == [
       "co je to za divnou lod", "tohle je prvni veta a tohle druha veta", "ano"]
-  assert [line.single_sentence for line in lines] == [True, False, True]
+  # Only a single sentence with a dip and enough speech on both sides takes a pause.
+  assert [line.pause_cut is not None for line in lines] == [True, False, False]
   assert lines[0].voice == "fillets-ng-data-cs:font_small"
   assert lines[0].ref.package == real_speech.RECORDED_PACKAGE
   audio = lines[0].audio()
   assert audio.dtype == np.float32 and 1.8 < len(audio) / SAMPLE_RATE < 2.3  # trimmed
-  # Only a single sentence with a dip and enough speech on both sides takes a pause.
-  assert real_speech.pausable_lines(dub_root) == lines[:1]
 
 
 def test_missing_dub_or_reserved_package_is_named(tmp_path, dub_root):
@@ -112,7 +110,6 @@ def test_a_pause_goes_into_the_lines_own_dip(dub_root):
 
 def _config(root, p):
   return tasks.TaskConfig(recorded_lines=real_speech.recorded_lines(root),
-                          recorded_pause_lines=real_speech.pausable_lines(root),
                           recorded_speech_probability=p)
 
 
@@ -165,7 +162,7 @@ def test_only_the_train_split_gets_recorded_speech(dub_root):
   randomize = {"enabled": True, "train_audio_root": str(dub_root), "p_recorded_speech": 0.3}
   got = build.recorded_speech_settings(randomize, "train")
   assert got["recorded_speech_probability"] == 0.3
-  assert len(got["recorded_lines"]) == 3 and len(got["recorded_pause_lines"]) == 1
+  assert len(got["recorded_lines"]) == 3
   assert build.recorded_speech_settings(randomize, "eval") == {}
   assert build.recorded_speech_settings({**randomize, "p_recorded_speech": 0.0}, "train") == {}
   assert build.recorded_speech_settings({**randomize, "enabled": False}, "train") == {}

@@ -248,25 +248,30 @@ def ambience_settings(randomize: dict | None) -> dict[str, Any]:
           "ambience_snr_db": tuple(float(v) for v in randomize["ambience_snr_db"])}
 
 
+def _train_only_probability(randomize: dict | None, split: str, key: str) -> float:
+  """`randomize[key]` for the TRAIN split when TRAIN audio is used, else 0."""
+  if split != "train" or not _train_audio_root(randomize):
+    return 0.0
+  return float(randomize.get(key, 0.0))
+
+
 def general_text_settings(randomize: dict | None, split: str) -> dict[str, Any]:
   """`tasks.TaskConfig` fields for dictation of general English (TRAIN split only, and
   only with TRAIN audio and a nonzero `p_general_text`)."""
-  root = _train_audio_root(randomize)
-  p = float(randomize.get("p_general_text", 0.0)) if root else 0.0
-  if split != "train" or p <= 0:
+  p = _train_only_probability(randomize, split, "p_general_text")
+  if p <= 0:
     return {}
-  return {"general_sentences": texts.dialogue_sentences(root), "general_text_probability": p}
+  return {"general_sentences": texts.dialogue_sentences(_train_audio_root(randomize)),
+          "general_text_probability": p}
 
 
 def recorded_speech_settings(randomize: dict | None, split: str) -> dict[str, Any]:
   """`tasks.TaskConfig` fields for real recorded lines (`real_speech`; TRAIN split only,
   and only with TRAIN audio and a nonzero `p_recorded_speech`)."""
-  root = _train_audio_root(randomize)
-  p = float(randomize.get("p_recorded_speech", 0.0)) if root else 0.0
-  if split != "train" or p <= 0:
+  p = _train_only_probability(randomize, split, "p_recorded_speech")
+  if p <= 0:
     return {}
-  return {"recorded_lines": real_speech.recorded_lines(root),
-          "recorded_pause_lines": real_speech.pausable_lines(root),
+  return {"recorded_lines": real_speech.recorded_lines(_train_audio_root(randomize)),
           "recorded_speech_probability": p}
 
 

@@ -48,7 +48,6 @@ RECORDED_LANGUAGE: Final[str] = "cs"
 NOT_UNDERSTOOD: Final[str] = "sorry, i only understand english"
 MAX_SECONDS: Final[float] = 7.0  # longer lines would crowd a 10 s training stream
 MAX_WORDS: Final[int] = 14  # ~60 characters: the transcript fits max_transcript tokens
-TRIM_DB: Final[float] = real_audio.TURN_TRIM_DB
 # A dip where a training pause may go: 25 dB under the line's peak, not the DEV split
 # turns' 35. Only 61 of the 1,622 lines (6 of 26 voices) have a 35 dB dip, since the
 # dub's actors run their words together; 243 lines (13 voices) have a 25 dB one.
@@ -69,17 +68,27 @@ def ascii_fold(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RecordedLine:
-  """One recorded line: where its audio is, its folded text, who says it, and whether
-  it is a single sentence (so a pause may be put inside it)."""
+  """One recorded line: where its audio is, its folded text, who says it, and where a
+  pause may go (`pause_cut`: a sample of the trimmed audio at its inner quiet dip;
+  None for a line of several sentences, of one word, over `MAX_SECONDS`, or without
+  such a dip)."""
 
   ref: real_audio.AudioRef
   text: str
   voice: str
-  single_sentence: bool
+  pause_cut: int | None
 
   def audio(self) -> np.ndarray:
     """float32 [n] at 16 kHz, trimmed to its voiced frames."""
     return _trimmed_audio(self.ref)
+
+
+def _pause_cut(audio: np.ndarray, original_text: str, words: int) -> int | None:
+  if (real_audio.SENTENCE_END.search(original_text.strip()) or words < 2
+      or len(audio) > MAX_SECONDS * SAMPLE_RATE):
+    return None
+  parts = real_audio.split_at_inner_gap(audio, SPLIT_QUIET_DB)
+  return None if parts is None else len(parts[0])
 
 
 @functools.lru_cache(maxsize=4)
@@ -87,16 +96,18 @@ def recorded_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
   """The recorded lines of `RECORDED_PACKAGE` under `root`, in script order.
 
   Lines longer than `MAX_WORDS` words or with no letters left after folding are left
-  out. Raises MissingRecordedSpeech (naming `fetch-train-audio`) when there are none.
+  out. Reads every line's audio once (~5 s for the real dub) to find its `pause_cut`.
+  Raises MissingRecordedSpeech (naming `fetch-train-audio`) when there are none.
   """
   root = pathlib.Path(os.path.expanduser(str(root)))
   real_audio.check_root(root)
   lines = []
   for item in real_audio.fillets_speech(root, RECORDED_LANGUAGE):
     text = ascii_fold(item.text)
-    if item.exact and text and len(text.split()) <= MAX_WORDS:
-      lines.append(RecordedLine(item.ref, text, item.speaker,
-                                not real_audio.SENTENCE_END.search(item.text.strip())))
+    words = len(text.split())
+    if item.exact and text and words <= MAX_WORDS:
+      cut = _pause_cut(_trimmed_audio(item.ref), item.text, words)
+      lines.append(RecordedLine(item.ref, text, item.speaker, cut))
   if not lines:
     raise MissingRecordedSpeech(
         f"{root}: no recorded lines of {RECORDED_PACKAGE} (its sound/*/cs/*.ogg with the "
@@ -105,18 +116,10 @@ def recorded_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
   return tuple(lines)
 
 
-@functools.lru_cache(maxsize=4)
-def pausable_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
-  """The `recorded_lines` that can take a pause inside (`recorded_speech(pause_s=...)`
-  is not None): 243 of 1,622 in the real dub. Reads every line's audio (~5 s)."""
-  return tuple(line for line in recorded_lines(root)
-               if recorded_speech(line, pause_s=1.0) is not None)
-
-
 @functools.lru_cache(maxsize=256)
 def _trimmed_audio(ref: real_audio.AudioRef) -> np.ndarray:
   audio = ref.load()
-  lo, hi = effects.trim_silence(audio, TRIM_DB)
+  lo, hi = effects.trim_silence(audio, real_audio.TURN_TRIM_DB)
   return np.ascontiguousarray(audio[lo:hi] if hi > lo else audio, dtype=np.float32)
 
 
@@ -134,9 +137,9 @@ def recorded_speech(line: RecordedLine, *, speaker: str = "user",
   Args:
     line: the recorded line.
     speaker: the stream's speaker name.
-    pause_s: None for the whole line; otherwise the line is cut at its inner quiet dip
+    pause_s: None for the whole line; otherwise the line is cut at its `pause_cut`
       and `pause_s` seconds of silence put there, as one "pause" hold span. Returns
-      None when the line is not a single sentence, has fewer than two words or no dip.
+      None for a line without a `pause_cut`, and for lines over `MAX_SECONDS`.
   """
   audio = line.audio()
   if len(audio) > MAX_SECONDS * SAMPLE_RATE:
@@ -146,12 +149,9 @@ def recorded_speech(line: RecordedLine, *, speaker: str = "user",
     words = _spread_words(tokens, 0.0, len(audio) / SAMPLE_RATE)
     return Speech(audio=audio, words=tuple(words), fillers=(False,) * len(words), holds=(),
                   speaker=speaker, voice=line.voice)
-  if not line.single_sentence or len(tokens) < 2:
+  if line.pause_cut is None:
     return None
-  parts = real_audio.split_at_inner_gap(audio, SPLIT_QUIET_DB)
-  if parts is None:
-    return None
-  first, second = parts
+  first, second = audio[:line.pause_cut], audio[line.pause_cut:]
   # Words before the cut in proportion to the time before it, at least one each side.
   before = int(np.clip(round(len(tokens) * len(first) / len(audio)), 1, len(tokens) - 1))
   first_end = len(first) / SAMPLE_RATE

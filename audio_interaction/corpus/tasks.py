@@ -74,9 +74,7 @@ class TaskConfig:
   general_text_probability: float = 0.0
   # Real recorded lines (`real_speech`) as the clip of offline transcription and as the
   # question with a pause inside, with this probability; 0 draws nothing from the rng.
-  # `recorded_pause_lines` are those that can take a pause.
   recorded_lines: tuple[real_speech.RecordedLine, ...] = ()
-  recorded_pause_lines: tuple[real_speech.RecordedLine, ...] = ()
   recorded_speech_probability: float = 0.0
   chunk_ms: int = DEFAULT_CHUNK_MS
 
@@ -151,7 +149,9 @@ def _recorded(c: Composer, cfg: TaskConfig, pause_s: tuple[float, float] | None 
               ) -> Speech | None:
   """A recorded line as speech (with a pause inside when `pause_s` is given), with
   `cfg.recorded_speech_probability`, else None; draws from the rng only when p > 0."""
-  pool = cfg.recorded_lines if pause_s is None else cfg.recorded_pause_lines
+  pool = cfg.recorded_lines
+  if pause_s is not None:
+    pool = tuple(line for line in pool if line.pause_cut is not None)
   if not (cfg.recorded_speech_probability > 0 and pool):
     return None
   if c.rng.random() >= cfg.recorded_speech_probability:
