@@ -63,6 +63,28 @@ def test_recorded_lines_pair_the_dub_with_its_script(dub_root):
   assert audio.dtype == np.float32 and 1.8 < len(audio) / SAMPLE_RATE < 2.3  # trimmed
 
 
+def test_wordy_lines_are_left_out_and_long_ones_never_used(dub_root):
+  script = dub_root / "fillets-ng-data" / FILLETS / "script/airplane/dialogs_cs.lua"
+  wordy = " ".join(["slovo"] * (real_speech.MAX_WORDS + 1))
+  script.write_text(script.read_text(encoding="utf-8")
+                    + f'\ndialogId("let-m-dlouha", "font_small", "Long.")\n'
+                      f'dialogStr("Tohle je velmi dlouha veta bez konce.")\n'
+                      f'dialogId("let-m-slova", "font_small", "Wordy.")\n'
+                      f'dialogStr("{wordy}.")\n', encoding="utf-8")
+  dub = dub_root / "fillets-ng-data-cs" / FILLETS / "sound/airplane/cs"
+  seconds = real_speech.MAX_SECONDS + 1.0
+  sf.write(str(dub / "let-m-dlouha.ogg"), speechlike(7, RATE, seconds), RATE, format="OGG")
+  sf.write(str(dub / "let-m-slova.ogg"), speechlike(8, RATE, 3.0), RATE, format="OGG")
+  real_speech.recorded_lines.cache_clear()
+  lines = real_speech.recorded_lines(dub_root)
+  assert [line.text for line in lines][-1] == "tohle je velmi dlouha veta bez konce"
+  long_line = lines[-1]
+  assert len(long_line.audio()) > real_speech.MAX_SECONDS * SAMPLE_RATE
+  assert long_line.pause_cut is None
+  assert real_speech.recorded_speech(long_line) is None
+  assert real_speech.recorded_speech(long_line, pause_s=0.8) is None
+
+
 def test_missing_dub_or_reserved_package_is_named(tmp_path, dub_root):
   empty = tmp_path / "empty"
   empty.mkdir()
