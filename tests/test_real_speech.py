@@ -85,6 +85,16 @@ def test_wordy_lines_are_left_out_and_long_ones_never_used(dub_root):
   assert real_speech.recorded_speech(long_line, pause_s=0.8) is None
 
 
+def test_an_undecodable_recording_is_skipped_and_named(dub_root, caplog):
+  dub = dub_root / "fillets-ng-data-cs" / FILLETS / "sound/airplane/cs"
+  (dub / "let-v-dve.ogg").write_bytes(b"")  # the real Dutch dub ships an empty file too
+  real_speech.recorded_lines.cache_clear()
+  with caplog.at_level("WARNING"):
+    lines = real_speech.recorded_lines(dub_root)
+  assert [line.text for line in lines] == ["co je to za divnou lod", "ano"]
+  assert "skipped 1 undecodable" in caplog.text and "let-v-dve" in caplog.text
+
+
 def test_missing_dub_or_reserved_package_is_named(tmp_path, dub_root):
   empty = tmp_path / "empty"
   empty.mkdir()

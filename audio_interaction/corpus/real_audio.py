@@ -609,13 +609,23 @@ NOISE_SNR_DB: Final[tuple[float, float]] = (20.0, 35.0)
 MAX_EVENT_IN_STREAM_S: Final[float] = 2.5
 
 
+# What `AudioRef.load` raises for a file it cannot decode (empty, truncated, not audio).
+UNDECODABLE: Final[tuple[type[Exception], ...]] = (
+    audio_io.AudioError, sf.SoundFileError, RuntimeError)
+
+
+def skip_note(ref: AudioRef, error: Exception) -> str:
+  """One line for a skipped-files list: the recording and why it was skipped."""
+  return f"{ref.relpath}: {str(error).split(': ', 1)[-1]}"
+
+
 def _load_or_skip(ref: AudioRef, skipped: list[str] | None) -> np.ndarray | None:
   try:
     return ref.load()
-  except (audio_io.AudioError, sf.SoundFileError, RuntimeError) as error:
+  except UNDECODABLE as error:
     if skipped is None:
       raise
-    skipped.append(f"{ref.relpath}: {str(error).split(': ', 1)[-1]}")
+    skipped.append(skip_note(ref, error))
     return None
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import pathlib
 import unicodedata
@@ -40,6 +41,8 @@ from audio_interaction.corpus.clips import Word
 from audio_interaction.corpus.timeline import Span, Speech
 from audio_interaction.data.tokenizer import normalize_text
 from audio_interaction.stream_format import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
 
 RECORDED_PACKAGE: Final[str] = "fillets-ng-data-cs"
 assert RECORDED_PACKAGE in real_audio.TRAIN_SPEECH_PACKAGES
@@ -96,18 +99,27 @@ def recorded_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
   """The recorded lines of `RECORDED_PACKAGE` under `root`, in script order.
 
   Lines longer than `MAX_WORDS` words or with no letters left after folding are left
-  out. Reads every line's audio once (~5 s for the real dub) to find its `pause_cut`.
+  out, and so are recordings that cannot be decoded (one warning lists them). Reads
+  every line's audio once (~5 s for the real dub) to find its `pause_cut`.
   Raises MissingRecordedSpeech (naming `fetch-train-audio`) when there are none.
   """
   root = pathlib.Path(os.path.expanduser(str(root)))
   real_audio.check_root(root)
-  lines = []
+  lines, skipped = [], []
   for item in real_audio.fillets_speech(root, RECORDED_LANGUAGE):
     text = ascii_fold(item.text)
     words = len(text.split())
     if item.exact and text and words <= MAX_WORDS:
-      cut = _pause_cut(_trimmed_audio(item.ref), item.text, words)
-      lines.append(RecordedLine(item.ref, text, item.speaker, cut))
+      try:
+        audio = _trimmed_audio(item.ref)
+      except real_audio.UNDECODABLE as error:  # one broken file must not stop a build
+        skipped.append(real_audio.skip_note(item.ref, error))
+        continue
+      lines.append(RecordedLine(item.ref, text, item.speaker,
+                                _pause_cut(audio, item.text, words)))
+  if skipped:
+    log.warning("%s: skipped %d undecodable recordings, e.g. %s", RECORDED_PACKAGE,
+                len(skipped), "; ".join(skipped[:3]))
   if not lines:
     raise MissingRecordedSpeech(
         f"{root}: no recorded lines of {RECORDED_PACKAGE} (its sound/*/cs/*.ogg with the "
