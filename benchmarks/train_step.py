@@ -3,11 +3,15 @@ r"""Train-step throughput: tokens/s, TFLOP/s and MFU, against this machine's mat
   python benchmarks/train_step.py            # all sections below
   python benchmarks/train_step.py --sections packing --corpus /tmp/corpus
   python benchmarks/train_step.py --quick    # smoke test: 1+1 layers, short rows, 2 steps
+  python benchmarks/train_step.py --sections host
 
 Sections (`--sections`):
 
 * scaling: tiny 1 vs 8 simulated devices, and base at a short row; batches are
   synthetic full-length streams at the config's row shape.
+* host: the same tiny step under glibc's malloc, under tcmalloc, and under tcmalloc
+  on one simulated device per core (what `audio-interaction train` runs,
+  `apps/cpu_host.py`), children in turns.
 * packing: useful (non-padding) tokens/s of padded vs packed rows of the tiny config
   on a real length distribution: a corpus split (`--corpus`, default data/tiny; e.g.
   ``audio-interaction build-data --config experiments/tiny.py
@@ -15,7 +19,8 @@ Sections (`--sections`):
   tests/synthetic_examples.py's lengths (the output says which).
 
 Each measurement runs in its own subprocess (the simulated device count must be set
-before JAX starts); the peak is a float32 matmul timed in the same run. FLOPs per
+before JAX starts, and a preloaded allocator before the process starts), under
+tcmalloc unless the section says otherwise; the peak is a float32 matmul timed in the same run. FLOPs per
 step are XLA's cost analysis of the compiled step (of one device's partition).
 """
 
@@ -29,6 +34,8 @@ import platform
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -50,6 +57,7 @@ def _child(args: argparse.Namespace) -> None:
   import numpy as np
 
   from audio_interaction import config_lib
+  from audio_interaction.apps import cpu_host
   from audio_interaction.data.pipeline import PipelineConfig, batch_spec
   from audio_interaction.train.loop import measure_peak_flops
   from audio_interaction.train.trainer import Trainer
@@ -98,7 +106,8 @@ def _child(args: argparse.Namespace) -> None:
         "examples_per_batch": float(np.mean([np.sum(b["segment_example_index"] >= 0)
                                              for b in batches])),
         "flops_per_step": run["step"].flops_per_step, "peak_flops": peak,
-        "params": sum(x.size for x in jax.tree_util.tree_leaves(run["state"].params))})
+        "params": sum(x.size for x in jax.tree_util.tree_leaves(run["state"].params)),
+        "allocator": cpu_host.active()})
   print(json.dumps(results))
 
 
@@ -137,15 +146,59 @@ def _batches(args: argparse.Namespace, config) -> list[dict]:
 
 def _run(config: str, devices: int, batch: int, chunks: int, length: int, steps: int,
          layers: int = 0, data: str = "fixed", corpus: str = "",
-         variants: str = "padded") -> list[dict]:
+         variants: str = "padded", malloc: str = "tcmalloc") -> list[dict]:
   command = [sys.executable, __file__, "--child", "--config", config, "--devices", str(devices),
              "--batch", str(batch), "--chunks", str(chunks), "--length", str(length),
              "--steps", str(steps), "--layers", str(layers), "--data", data,
              "--corpus", corpus, "--variants", variants]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  result = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env=_child_environment(malloc))
   if result.returncode:
     raise RuntimeError(result.stderr[-3000:])
   return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _child_environment(malloc: str) -> dict[str, str]:
+  """This process's environment with `malloc` ("tcmalloc" or "system") for a child."""
+  from audio_interaction.apps import cpu_host
+  clean = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "AUDIO_INTERACTION_MALLOC_CHECKED")}
+  if malloc == "system":
+    return clean
+  env = cpu_host.environment_with_tcmalloc(clean)
+  if env is None:
+    raise RuntimeError("no tcmalloc on this machine (Debian: libtcmalloc-minimal4, which "
+                       "install.sh installs)")
+  return env
+
+
+def _host(args: argparse.Namespace) -> None:
+  """The tiny step as a CPU host can run it: glibc malloc on one device (what a plain
+  `python` process gets), tcmalloc on one device, and tcmalloc on one device per core
+  (what `audio-interaction train` runs, `apps/cpu_host.py`); children in turns."""
+  steps, layers, shape = (2, 1, (2, 8, 64)) if args.quick else (6, 0, (4, 64, 320))
+  batch, chunks, length = shape
+  cores = os.cpu_count() or 1
+  per_core = cores if cores > 1 and batch % cores == 0 else 1
+  setups = {"glibc malloc, 1 device": ("system", 1), "tcmalloc, 1 device": ("tcmalloc", 1),
+            f"tcmalloc, {per_core} devices (one per core)": ("tcmalloc", per_core)}
+  rows = {name: [] for name in setups}
+  for _ in range(1 if args.quick else 2):
+    for name, (malloc, devices) in setups.items():
+      rows[name].append(_run("tiny", devices, batch, chunks, length, steps, layers,
+                             malloc=malloc)[0])
+  print(f"\nCPU host set-up: tiny, global batch {batch} × {chunks} chunks ({length} positions), "
+        f"{len(rows[name])} child process(es) each, in turns")
+  print("\n| set-up (malloc loaded) | step (median of children) | tokens/s | vs glibc, 1 device |")
+  print("|---|---|---|---|")
+  baseline = None
+  for name, runs in rows.items():
+    step_s = float(np.median([r["step_s"] for r in runs]))
+    tokens = float(np.median([r["tokens_per_s"] * r["step_s"] for r in runs]))
+    baseline = baseline or step_s
+    loaded = ",".join(sorted({r["allocator"] for r in runs}))
+    print(f"| {name} ({loaded}) | {1000 * step_s:.0f} ms | {tokens / step_s:.0f} | "
+          f"{baseline / step_s:.2f}x |")
 
 
 def _scaling(args: argparse.Namespace) -> None:
@@ -223,9 +276,9 @@ def main() -> None:
                            "without one the packing section uses synthetic lengths")
   parser.add_argument("--variants", default="padded",
                       help=f"(child) comma-separated, of {sorted(VARIANTS)}")
-  parser.add_argument("--sections", default="packing,scaling",
-                      help="comma-separated: packing (padded vs packed rows), scaling "
-                           "(devices, MFU)")
+  parser.add_argument("--sections", default="host,packing,scaling",
+                      help="comma-separated: host (malloc, devices per core), packing (padded "
+                           "vs packed rows), scaling (devices, MFU)")
   args = parser.parse_args()
   if args.child:
     _child(args)
@@ -240,7 +293,7 @@ def main() -> None:
     # encoder and one decoder layer at a short row (compiling is most of its time),
     # so the figures are not the README's.
     print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
-  sections = {"packing": _packing, "scaling": _scaling}
+  sections = {"host": _host, "packing": _packing, "scaling": _scaling}
   for name in args.sections.split(","):
     if name not in sections:
       parser.error(f"--sections: unknown section {name!r}; choose from {sorted(sections)}")

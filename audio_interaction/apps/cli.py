@@ -33,6 +33,7 @@ import shlex
 import sys
 
 from audio_interaction import config_lib
+from audio_interaction.apps import cpu_host
 
 DEFAULT_CONFIG = str(config_lib.experiments_dir() / "tiny.py")
 # The fields of `config.infer` a `--config.infer.NAME=value` may set on demo and listen.
@@ -161,9 +162,25 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.train import loop
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   config = _config_from(args, overrides)
+  _train_on_every_core(config)
   result = loop.train(config, args.workdir)
   print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
   return 0
+
+
+def _train_on_every_core(config) -> None:
+  """Re-executes `train` with one XLA device per core when it runs on a CPU host
+  (`cpu_host.cpu_devices_for_training`); returns when it stays as it is."""
+  import jax
+  if jax.default_backend() != "cpu" or jax.process_count() > 1 or jax.device_count() > 1:
+    return
+  count = cpu_host.cpu_devices_for_training(
+      config.data.batch_size // config.train.grad_accum_steps, dict(config.sharding.mesh))
+  if count > 1:
+    print(f"train: one XLA device per core ({count}), data-parallel over the same global "
+          f"batch ({cpu_host.__name__}; AUDIO_INTERACTION_CPU_DEVICES=1 turns it off)",
+          file=sys.stderr)
+    cpu_host.reexec(cpu_host.environment_with_cpu_devices(count))
 
 
 def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -700,6 +717,12 @@ def _known(error: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+  if argv is None:  # run as a program (not called from Python): use tcmalloc
+    try:
+      cpu_host.reexec_under_tcmalloc()
+    except ValueError as error:
+      print(f"audio-interaction: error: {error}", file=sys.stderr)
+      return 2
   argv = list(sys.argv[1:] if argv is None else argv)
   # `--config.a.b=value` overrides are ours, not argparse's.
   overrides = [a for a in argv if a.startswith("--config.")]

@@ -29,6 +29,9 @@ MaskFn = Callable[[Array, Array], Array]
 # Stored position of a cache slot that holds nothing; far enough below any real
 # position that every mask function treats it as invisible.
 EMPTY_POSITION = -(2**30)
+# Added to the score of a key a query may not see: far below any real score, yet finite,
+# so a row with no visible key stays finite (no NaN in its gradient).
+MASKED_SCORE = -1e9
 
 
 def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
@@ -362,12 +365,14 @@ class Attention(nn.Module):
     groups = self.num_heads // self.num_kv_heads
     q = q.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
     scores = jnp.einsum(f"btkgd,{k_axes}->bkgts", q, keys).astype(jnp.float32)
-    scores *= self.head_dim ** -0.5
-    scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1)
-    # A query with no visible key (a padded position) would average garbage.
-    weights = jnp.where(visible[:, None, None].any(-1, keepdims=True), weights, 0.0)
+    # An additive mask, not a select: its gradient needs no second pass over the
+    # scores, and a hidden key's weight is still exactly 0 (exp underflows).
+    bias = jnp.where(visible, 0.0, MASKED_SCORE)[:, None, None]
+    weights = jax.nn.softmax(scores * self.head_dim ** -0.5 + bias, axis=-1)
     out = jnp.einsum(f"bkgts,{v_axes}->btkgd", weights.astype(values.dtype), values)
+    # A query with no visible key (a padded position) averaged every key: zero it here,
+    # on the output, which is head_dim wide instead of a score row's length.
+    out = jnp.where(visible.any(-1)[:, :, None, None, None], out, 0.0)
     out = out.reshape(batch, length, self.num_heads, self.head_dim)
     out = constrain(out, ("batch", "length", "act_heads", "head_dim"))
     out_kernel = self._kernel("out", (self.num_heads, self.head_dim, x.shape[-1]),
