@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
+from audio_interaction.apps import cpu_host
 from audio_interaction.corpus import worlds
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.clips import SoundClip, SpeechClip, Word
@@ -89,3 +90,14 @@ def speech() -> ToneSpeech:
 @pytest.fixture(scope="session")
 def sounds() -> ToneSounds:
   return ToneSounds()
+
+
+def pytest_configure(config):
+  """The test workers (`pytest -n`, started after this) and every subprocess a test
+  starts run under tcmalloc, as the command line does (`apps/cpu_host.py`): XLA:CPU
+  steps run ~1.3x faster. The main process itself keeps the malloc it started with."""
+  if hasattr(config, "workerinput"):  # a worker: its environment came from the main process
+    return
+  env = cpu_host.environment_with_tcmalloc()
+  if env is not None:
+    os.environ["LD_PRELOAD"] = env["LD_PRELOAD"]
