@@ -109,3 +109,18 @@ def test_cache_copy_detector_sees_the_older_order():
   """The detector is not blind: reading the ring before writing it copies every cache."""
   model = AudioInteractionModel(model_testing.small_config(**{"model.cache_write": "after"}))
   assert len(cache_sized_copies(model)) >= 2 * 3 * (2 + 2)  # k, v, pos of 2+2 layers, twice
+
+
+def test_a_query_with_no_visible_key_gives_zeros_and_finite_gradients():
+  attention = layers.Attention(num_heads=4, num_kv_heads=2, head_dim=8,
+                               mask_fn=layers.sliding_window_mask(16))
+  x = jax.random.normal(jax.random.key(0), (2, 5, 16))
+  positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
+  valid = jnp.array([[True] * 5, [False] * 5])  # row 1: every key hidden
+  params = attention.init(jax.random.key(1), x, positions, valid=valid)
+  out, _ = attention.apply(params, x, positions, valid=valid)
+  np.testing.assert_array_equal(out[1], 0.0)
+  assert np.all(np.abs(out[0]) > 0)
+  grads = jax.grad(lambda p: jnp.sum(attention.apply(p, x, positions, valid=valid)[0] ** 2))(
+      params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
