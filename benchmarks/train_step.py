@@ -162,7 +162,7 @@ def _child_environment(malloc: str) -> dict[str, str]:
   """This process's environment with `malloc` ("tcmalloc" or "system") for a child."""
   from audio_interaction.apps import cpu_host
   clean = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "AUDIO_INTERACTION_MALLOC_CHECKED")}
+           if k != "LD_PRELOAD"}
   if malloc == "system":
     return clean
   env = cpu_host.environment_with_tcmalloc(clean)
@@ -178,7 +178,7 @@ def _host(args: argparse.Namespace) -> None:
   (what `audio-interaction train` runs, `apps/cpu_host.py`); children in turns."""
   steps, layers, shape = (2, 1, (2, 8, 64)) if args.quick else (6, 0, (4, 64, 320))
   batch, chunks, length = shape
-  cores = os.cpu_count() or 1
+  cores = len(os.sched_getaffinity(0))  # as `train` counts them (apps/cpu_host.py)
   per_core = cores if cores > 1 and batch % cores == 0 else 1
   setups = {"glibc malloc, 1 device": ("system", 1), "tcmalloc, 1 device": ("tcmalloc", 1),
             f"tcmalloc, {per_core} devices (one per core)": ("tcmalloc", per_core)}

@@ -18,7 +18,7 @@ def test_environment_preloads_tcmalloc_before_existing_preloads():
   first, rest = env["LD_PRELOAD"].split(":", 1)
   assert "tcmalloc" in first and rest == "/x/libother.so"
   assert env["HOME"] == "/h"
-  # Once checked (the re-executed process), nothing changes any more: no exec loop.
+  # The re-executed process (tcmalloc now in LD_PRELOAD) changes nothing more: no exec loop.
   assert cpu_host.environment_with_tcmalloc(env) is None
 
 
@@ -43,7 +43,7 @@ def test_the_environment_really_loads_tcmalloc():
   probe = [sys.executable, "-c", "from audio_interaction.apps import cpu_host; "
            "print(cpu_host.active())"]
   clean = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "AUDIO_INTERACTION_MALLOC_CHECKED")}
+           if k != "LD_PRELOAD"}
   run = lambda env: subprocess.run(probe, env=env, capture_output=True, text=True,
                                    check=True).stdout.strip()
   assert run(clean) == "system"
@@ -54,7 +54,7 @@ def test_the_environment_really_loads_tcmalloc():
 def test_the_program_reexecutes_itself_but_a_python_caller_is_never_replaced(monkeypatch):
   calls = []
   monkeypatch.setattr(os, "execve", lambda *args: calls.append(args))
-  for name in ("LD_PRELOAD", "AUDIO_INTERACTION_MALLOC_CHECKED", "AUDIO_INTERACTION_MALLOC"):
+  for name in ("LD_PRELOAD", "AUDIO_INTERACTION_MALLOC"):
     monkeypatch.delenv(name, raising=False)
   assert cli.main(["--help"]) == 0  # called from Python: no exec
   assert calls == []
@@ -100,7 +100,7 @@ def test_train_verb_reexecutes_on_every_core_of_a_cpu_host(monkeypatch, capsys):
   from audio_interaction import config_lib
   calls = []
   monkeypatch.setattr(cpu_host, "reexec", calls.append)
-  monkeypatch.setattr(os, "cpu_count", lambda: 2)
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
   for name in ("XLA_FLAGS", "AUDIO_INTERACTION_CPU_DEVICES"):
     monkeypatch.delenv(name, raising=False)
   config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py"))

@@ -32,25 +32,15 @@ import os
 import pathlib
 import sys
 
-# Set in the re-executed process, so it never re-executes again.
-_CHECKED = "AUDIO_INTERACTION_MALLOC_CHECKED"
 _DEVICES = "AUDIO_INTERACTION_CPU_DEVICES"
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _CHOICE = "AUDIO_INTERACTION_MALLOC"
-_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
-_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-         "/usr/local/lib")
 
 
 def find_tcmalloc() -> str | None:
-  """Path of a tcmalloc shared library on this machine, or None."""
-  for directory in _DIRS:
-    for name in _NAMES:
-      path = pathlib.Path(directory) / name
-      if path.exists():
-        return str(path)
-  name = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
-  return name
+  """The tcmalloc shared library's name as the dynamic loader finds it
+  ("libtcmalloc_minimal.so.4"; LD_PRELOAD takes it as it is), or None."""
+  return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
 
 
 def preloaded(environ: dict[str, str] | os._Environ = os.environ) -> bool:
@@ -61,8 +51,9 @@ def preloaded(environ: dict[str, str] | os._Environ = os.environ) -> bool:
 def environment_with_tcmalloc(environ: dict[str, str] | os._Environ = os.environ
                               ) -> dict[str, str] | None:
   """A copy of `environ` whose LD_PRELOAD starts with tcmalloc; None when there is
-  nothing to change (asked for the system malloc, already preloaded, already
-  checked, or no tcmalloc on this machine).
+  nothing to change (asked for the system malloc, already preloaded -- which is also
+  what keeps the re-executed process from re-executing again -- or no tcmalloc on
+  this machine).
 
   Raises:
     ValueError: AUDIO_INTERACTION_MALLOC is neither "tcmalloc" nor "system".
@@ -70,12 +61,12 @@ def environment_with_tcmalloc(environ: dict[str, str] | os._Environ = os.environ
   choice = environ.get(_CHOICE, "tcmalloc")
   if choice not in ("tcmalloc", "system"):
     raise ValueError(f"{_CHOICE}={choice!r}: must be 'tcmalloc' or 'system'")
-  if choice == "system" or preloaded(environ) or environ.get(_CHECKED):
+  if choice == "system" or preloaded(environ):
     return None
   library = find_tcmalloc()
   if library is None:
     return None
-  env = dict(environ, **{_CHECKED: "1"})
+  env = dict(environ)
   env["LD_PRELOAD"] = ":".join(p for p in (library, environ.get("LD_PRELOAD", "")) if p)
   return env
 
@@ -92,8 +83,8 @@ def active() -> str:
 def cpu_devices_for_training(micro_batch: int, mesh: dict[str, int],
                              environ: dict[str, str] | os._Environ = os.environ,
                              cores: int | None = None) -> int:
-  """How many CPU devices `train` should run on: the core count (or
-  AUDIO_INTERACTION_CPU_DEVICES) when the module docstring's conditions hold, else 1.
+  """How many CPU devices `train` should run on: the cores this process may use
+  (`cores`, default its CPU affinity; or AUDIO_INTERACTION_CPU_DEVICES) when the module docstring's conditions hold, else 1.
 
   Raises:
     ValueError: AUDIO_INTERACTION_CPU_DEVICES is not a positive integer.
@@ -101,7 +92,7 @@ def cpu_devices_for_training(micro_batch: int, mesh: dict[str, int],
   wanted = environ.get(_DEVICES, "")
   if wanted and not (wanted.isdigit() and int(wanted) >= 1):
     raise ValueError(f"{_DEVICES}={wanted!r}: must be a device count >= 1 (1: one device)")
-  count = int(wanted) if wanted else (cores or os.cpu_count() or 1)
+  count = int(wanted) if wanted else (cores or len(os.sched_getaffinity(0)))
   default_mesh = dict(mesh) == {"data": -1, "fsdp": 1, "tensor": 1}
   if (count <= 1 or not default_mesh or micro_batch % count
       or _DEVICE_FLAG in environ.get("XLA_FLAGS", "")):

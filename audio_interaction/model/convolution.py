@@ -41,9 +41,9 @@ class PatchConv2D(nn.Module):
   """A VALID strided 2-D convolution computed as one matmul over image patches.
 
   Same parameters and outputs as `nn.Conv` (kernel [K, K, in, out], bias [out]), but
-  XLA:CPU runs the patch matmul and its gradients ~10x faster than its convolution
-  kernels, whose kernel gradient alone was 15 % of the tiny train step
-  (`benchmarks/train_step.py`).
+  XLA:CPU runs the patch matmul and its gradients faster than its convolution kernels:
+  their kernel gradient alone was 158 ms of the ~1 s tiny train step, and the tiny
+  stem's forward + backward went from 442 to 253 ms.
   """
 
   features: int
