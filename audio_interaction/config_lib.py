@@ -260,7 +260,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Starting weights: local `transformers` checkpoint directories (config.json +
   # *.safetensors) imported when training starts (`model/pretrained.py`). Empty: random.
   config.init = ml_collections.ConfigDict()
-  # WhisperEncoder weights (also Whisper, Qwen2-Audio's audio tower) -> the encoder.
+  # WhisperEncoder weights (also Whisper, Qwen2-Audio's audio tower) -> the encoder:
+  # a directory (safetensors, or a CTranslate2 Whisper model.bin), or
+  # "installed:whisper-tiny.en" (the `whisper` extra's package).
   config.init.encoder_checkpoint = ""
   # Qwen2ForCausalLM / LlamaForCausalLM weights -> the decoder.
   config.init.decoder_checkpoint = ""
@@ -540,7 +542,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),
-    "init.encoder_checkpoint": Rule("a directory path, or '' for none",
+    "init.encoder_checkpoint": Rule("a directory path, 'installed:NAME', or '' for none",
                                     lambda v: isinstance(v, str)),
     "init.decoder_checkpoint": Rule("a directory path, or '' for none",
                                     lambda v: isinstance(v, str)),

