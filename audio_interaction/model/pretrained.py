@@ -35,6 +35,7 @@ import numpy as np
 
 from audio_interaction import config_lib
 from audio_interaction import stream_format as sf
+from audio_interaction.model import ctranslate2_checkpoint
 from audio_interaction.model.model import AudioInteractionModel, Params
 from audio_interaction.model.model_config import ModelConfig
 
@@ -60,8 +61,6 @@ def read_checkpoint_config(directory: str | pathlib.Path) -> dict[str, Any]:
   Whisper config derived from its tensors). `directory` may be an installed name
   (`resolve_checkpoint`)."""
   directory = resolve_checkpoint(directory)
-  # Imported here: ctranslate2_checkpoint builds on this module (CheckpointMismatch).
-  from audio_interaction.model import ctranslate2_checkpoint
   if ctranslate2_checkpoint.is_ctranslate2_directory(directory):
     return ctranslate2_checkpoint.CTranslate2WhisperSource(directory).config()
   path = pathlib.Path(directory) / CONFIG_FILE
@@ -122,7 +121,6 @@ def resolve_checkpoint(checkpoint: str | pathlib.Path) -> pathlib.Path:
   text = str(checkpoint)
   if not text.startswith(INSTALLED_PREFIX):
     return pathlib.Path(checkpoint)
-  from audio_interaction.model import ctranslate2_checkpoint
   installed = {"whisper-tiny.en": ctranslate2_checkpoint.installed_whisper_tiny_en}
   name = text[len(INSTALLED_PREFIX):]
   if name not in installed:
@@ -136,7 +134,6 @@ def checkpoint_tensors(directory: str | pathlib.Path) -> Mapping[str, np.ndarray
   (`TensorSource`) or a CTranslate2 Whisper model (`CTranslate2WhisperSource`);
   `directory` may be an installed name (`resolve_checkpoint`)."""
   directory = resolve_checkpoint(directory)
-  from audio_interaction.model import ctranslate2_checkpoint
   if ctranslate2_checkpoint.is_ctranslate2_directory(directory):
     return ctranslate2_checkpoint.CTranslate2WhisperSource(directory)
   return TensorSource(directory)
