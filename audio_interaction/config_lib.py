@@ -267,6 +267,27 @@ def base_config() -> ml_collections.ConfigDict:
   # Qwen2ForCausalLM / LlamaForCausalLM weights -> the decoder.
   config.init.decoder_checkpoint = ""
 
+  # `audio-interaction distill-encoder` (train/distill.py): the chunk-causal encoder
+  # learns, on unlabelled audio, the features of the same pretrained encoder run over
+  # whole `window_ms` windows (init.encoder_checkpoint is both teacher and start).
+  config.distill = ml_collections.ConfigDict()
+  config.distill.steps = 400
+  config.distill.batch_size = 2
+  config.distill.learning_rate = 1e-4
+  config.distill.warmup_steps = 20
+  # Whisper's window; a multiple of audio.chunk_ms is not needed (the student reads the
+  # whole chunks inside it).
+  config.distill.window_ms = 30000
+  # Windows holding one clip and then silence (a short clip padded to the window, as
+  # Whisper reads one); the others are filled with clips and short gaps.
+  config.distill.p_padded = 0.5
+  # Where the audio comes from: the corpus's train streams (data.dir) and/or the real
+  # recorded speech of the TRAIN packages (data.randomize.train_audio_root).
+  config.distill.corpus_streams = True
+  config.distill.recorded_speech = True
+  config.distill.log_every = 10
+  config.distill.checkpoint_every = 50
+
   config.seed = 0
   return config
 
@@ -542,6 +563,16 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),
+    "distill.steps": integer(0),
+    "distill.batch_size": _SIZE,
+    "distill.learning_rate": number(0, lo_open=True),
+    "distill.warmup_steps": integer(0),
+    "distill.window_ms": _SIZE,
+    "distill.p_padded": number(0, 1),
+    "distill.corpus_streams": flag(),
+    "distill.recorded_speech": flag(),
+    "distill.log_every": _SIZE,
+    "distill.checkpoint_every": _SIZE,
     "init.encoder_checkpoint": Rule("a directory path, 'installed:NAME', or '' for none",
                                     lambda v: isinstance(v, str)),
     "init.decoder_checkpoint": Rule("a directory path, or '' for none",

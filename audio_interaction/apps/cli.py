@@ -6,6 +6,8 @@ Verbs:
   dataset-card  abilities, sub-tasks, hours of audio, voices and sounds of a built split.
   show-example  one corpus example as a timeline PNG (labels per chunk), a WAV and text.
   train       train a config in a workdir (resumes from its newest good checkpoint).
+  distill-encoder  teach the chunk-causal encoder the features of the same pretrained
+              encoder over whole windows (unlabelled audio; resumable).
   heldout     run a model alone over held-out streams: when it spoke, what it said.
   eval        the benchmark suites B1-B8 (model, silence-timer baseline, PocketSphinx),
               on held-out streams, a manifest or a TFDS set: JSON + Markdown report.
@@ -165,6 +167,21 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
   _train_on_every_core(config)
   result = loop.train(config, args.workdir)
   print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+  return 0
+
+
+def _distill_encoder(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  import logging
+  from audio_interaction.train import distill
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  config = _config_from(args, overrides)
+  try:
+    result = distill.distill_encoder(config, args.workdir)
+  except distill.NoDistillAudio as error:
+    raise UsageError(_one_line(error)) from error
+  print(json.dumps(result, indent=1))
+  print(f"use it with --config.init.encoder_checkpoint={result['encoder_dir']}")
   return 0
 
 
@@ -530,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
   add_config(train)
   train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
   train.set_defaults(run=_train)
+
+  distil = verbs.add_parser(
+      "distill-encoder", help="chunk-causal encoder <- the same encoder over whole windows")
+  add_config(distil)
+  distil.add_argument("--workdir", required=True,
+                      help="checkpoints, TensorBoard logs, and the student in WORKDIR/encoder")
+  distil.set_defaults(run=_distill_encoder)
 
   held = verbs.add_parser("heldout", help="free-running check on held-out generated streams")
   add_config(held)

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import safetensors.numpy
 
 from audio_interaction import config_lib
 from audio_interaction import stream_format as sf
@@ -255,19 +256,24 @@ def configure(config: ml_collections.ConfigDict, encoder_checkpoint: str = "",
 
 
 # ------------------------------------------------------------------ tensor layouts
-# How a checkpoint tensor becomes one of our parameters: (its shape from ours, the
-# conversion). torch Linear weights are [out, in]; our kernels are [in, ...out].
-Layout = tuple[Callable[[tuple[int, ...]], tuple[int, ...]], Callable[[np.ndarray, tuple], np.ndarray]]
+# How a checkpoint tensor becomes one of our parameters and back: (its shape from
+# ours, theirs -> ours, ours -> theirs). torch Linear weights are [out, in]; our
+# kernels are [in, ...out].
+Layout = tuple[Callable[[tuple[int, ...]], tuple[int, ...]],
+               Callable[[np.ndarray, tuple], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 LAYOUTS: dict[str, Layout] = {
-    "same": (lambda s: s, lambda w, s: w),
-    "dense": (lambda s: (s[1], s[0]), lambda w, s: w.T),
+    "same": (lambda s: s, lambda w, s: w, lambda w: w),
+    "dense": (lambda s: (s[1], s[0]), lambda w, s: w.T, lambda w: w.T),
     # Projections into heads: ours [D, H, Dh], theirs [H*Dh, D].
-    "into_heads": (lambda s: (s[1] * s[2], s[0]), lambda w, s: w.T.reshape(s)),
+    "into_heads": (lambda s: (s[1] * s[2], s[0]), lambda w, s: w.T.reshape(s),
+                   lambda w: w.reshape(w.shape[0], -1).T),
     # The attention output: ours [H, Dh, D], theirs [D, H*Dh].
-    "from_heads": (lambda s: (s[2], s[0] * s[1]), lambda w, s: w.T.reshape(s)),
-    "head_bias": (lambda s: (s[0] * s[1],), lambda w, s: w.reshape(s)),
+    "from_heads": (lambda s: (s[2], s[0] * s[1]), lambda w, s: w.T.reshape(s),
+                   lambda w: w.reshape(-1, w.shape[-1]).T),
+    "head_bias": (lambda s: (s[0] * s[1],), lambda w, s: w.reshape(s), lambda w: w.reshape(-1)),
     # Conv1d: ours [K, in, out], theirs [out, in, K].
-    "conv1d": (lambda s: s[::-1], lambda w, s: w.transpose(2, 1, 0)),
+    "conv1d": (lambda s: s[::-1], lambda w, s: w.transpose(2, 1, 0),
+               lambda w: w.transpose(2, 1, 0)),
 }
 
 
@@ -291,7 +297,7 @@ def _assign(params: dict, ours: tuple[str, ...], source: Mapping[str, np.ndarray
             layout: str) -> None:
   """params[ours] <- source[name] in `layout`, checking the shape first."""
   target = _get(params, ours)
-  expected_theirs, convert = LAYOUTS[layout]
+  expected_theirs, convert, _ = LAYOUTS[layout]
   expected = tuple(expected_theirs(tuple(target.shape)))
   if name not in source:
     raise CheckpointMismatch(f"checkpoint tensor {name!r} is missing (expected shape "
@@ -316,19 +322,10 @@ def _attention(prefix: str, *, out: str, out_bias: bool, k_bias: bool
   return entries
 
 
-def import_encoder(params: Params, source: Mapping[str, np.ndarray], config: ModelConfig,
-                   prefix: str | None = None) -> Params:
-  """A copy of `params` ({"params": ...} from `AudioInteractionModel.init`) with the
-  encoder's stem, blocks, positions and final norm from a WhisperEncoder-layout checkpoint.
-
-  Args:
-    source: checkpoint tensors by name (`TensorSource`, or a dict of numpy arrays).
-    config: the model's config; its encoder must be Whisper-shaped (`encoder_overrides`).
-    prefix: the audio tower's name prefix ("model.encoder." for a Whisper model,
-      "audio_tower." for Qwen2-Audio); None finds it.
-  Raises:
-    CheckpointMismatch: the first tensor that is missing or has another shape.
-  """
+def _whisper_encoder_entries(config: ModelConfig, prefix: str
+                             ) -> list[tuple[tuple[str, ...], str, str]]:
+  """(our path under `encoder`, the WhisperEncoder tensor name, layout) of every tensor
+  both sides have; raises CheckpointMismatch if the encoder is not Whisper-shaped."""
   enc = config.encoder
   wanted = dict(stem="whisper", norm="layer", mlp="gelu", bias=True, positions="learned",
                 block="transformer")
@@ -336,10 +333,6 @@ def import_encoder(params: Params, source: Mapping[str, np.ndarray], config: Mod
   if wrong:
     raise CheckpointMismatch(f"the encoder config is not Whisper-shaped: {wrong}; want "
                              f"{ {k: wanted[k] for k in wrong} } (see encoder_overrides)")
-  if prefix is None:
-    prefix = find_prefix(source, "conv1.weight", "Whisper-style audio tower")
-  new = _copy_tree(params)
-  encoder = new["params"]["encoder"]
   entries: list[tuple[tuple[str, ...], str, str]] = []
   for i in (1, 2):
     entries += [(("subsampling", f"conv{i}", "kernel"), f"{prefix}conv{i}.weight", "conv1d"),
@@ -358,13 +351,69 @@ def import_encoder(params: Params, source: Mapping[str, np.ndarray], config: Mod
                   (ours + ("ffn", fc, "bias"), f"{theirs}{fc}.bias", "same")]
   entries += [(("final_norm", "scale"), f"{prefix}layer_norm.weight", "same"),
               (("final_norm", "bias"), f"{prefix}layer_norm.bias", "same")]
+  return entries
+
+
+def import_encoder(params: Params, source: Mapping[str, np.ndarray], config: ModelConfig,
+                   prefix: str | None = None) -> Params:
+  """A copy of `params` ({"params": ...} from `AudioInteractionModel.init`) with the
+  encoder's stem, blocks, positions and final norm from a WhisperEncoder-layout checkpoint.
+
+  Args:
+    source: checkpoint tensors by name (`TensorSource`, or a dict of numpy arrays).
+    config: the model's config; its encoder must be Whisper-shaped (`encoder_overrides`).
+    prefix: the audio tower's name prefix ("model.encoder." for a Whisper model,
+      "audio_tower." for Qwen2-Audio); None finds it.
+  Raises:
+    CheckpointMismatch: the first tensor that is missing or has another shape.
+  """
+  if prefix is None:
+    prefix = find_prefix(source, "conv1.weight", "Whisper-style audio tower")
+  entries = _whisper_encoder_entries(config, prefix)
+  new = _copy_tree(params)
+  encoder = new["params"]["encoder"]
   for ours, name, layout in entries:
     _assign(encoder, ours, source, name, layout)
   # Whisper's key projection has no bias; ours is zero, which is the same function.
-  for i in range(enc.num_layers):
+  for i in range(config.encoder.num_layers):
     bias = encoder[f"block{i}"]["attention"]["key_bias"]
     encoder[f"block{i}"]["attention"]["key_bias"] = np.zeros(bias.shape, bias.dtype)
   return new
+
+
+WHISPER_ENCODER_PREFIX = "model.encoder."
+
+
+def export_encoder(params: Params, config: ModelConfig, prefix: str = WHISPER_ENCODER_PREFIX
+                   ) -> dict[str, np.ndarray]:
+  """The inverse of `import_encoder`: the encoder of `params` ({"params": ...}) as
+  WhisperEncoder tensors by `transformers` name (float32 numpy). The key projection's
+  bias, which Whisper lacks, must be zero (it is unless it was trained).
+
+  Raises:
+    CheckpointMismatch: the encoder is not Whisper-shaped, or a key bias is not zero.
+  """
+  encoder = params["params"]["encoder"]
+  for i in range(config.encoder.num_layers):
+    if np.any(np.asarray(encoder[f"block{i}"]["attention"]["key_bias"]) != 0):
+      raise CheckpointMismatch(f"encoder block{i} has a non-zero key bias, which a Whisper "
+                               "checkpoint cannot hold (freeze it: `key_bias` in train.freeze)")
+  # Contiguous: safetensors writes an array's buffer as it lies in memory.
+  return {name: np.ascontiguousarray(LAYOUTS[layout][2](np.asarray(_get(encoder, ours),
+                                                                   np.float32)))
+          for ours, name, layout in _whisper_encoder_entries(config, prefix)}
+
+
+def save_whisper_encoder(directory: str | pathlib.Path, params: Params, config: ModelConfig,
+                         hf_config: Mapping[str, Any]) -> pathlib.Path:
+  """Writes the encoder of `params` as a transformers-layout checkpoint directory
+  (`model.safetensors` + `config.json` = `hf_config`) that `init.encoder_checkpoint`,
+  `import_encoder` and `transformers.WhisperModel` read. Returns the directory."""
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  safetensors.numpy.save_file(export_encoder(params, config), str(directory / SINGLE_FILE))
+  (directory / CONFIG_FILE).write_text(json.dumps(dict(hf_config), indent=2) + "\n")
+  return directory
 
 
 def _grow_rows(pretrained: np.ndarray, rows: int, offset: int, rng: np.random.Generator,
