@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 
 from audio_interaction import config_lib
+from audio_interaction.apps import cli
+from audio_interaction.data import storage
 from audio_interaction.model import pretrained
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import distill
 import model_testing
+import synthetic_examples
 
 WINDOW_MS = 1280  # four 320 ms student chunks; the teacher reads them as one
 
@@ -161,3 +164,27 @@ def test_no_audio_is_named(tmp_path):
     distill.distill_audio(off)
   with pytest.raises(ValueError, match="needs init.encoder_checkpoint"):
     distill.distill_encoder(_config(""), tmp_path / "w", audio=_clips(), progress=False)
+
+
+def test_the_corpus_source_reads_the_built_train_split(tmp_path):
+  generator = synthetic_examples.SyntheticExamples(chunk_samples=5120)
+  storage.build_split(tmp_path / "corpus", "train", 3, generator, 7, shard_size=2,
+                      chunk_samples=5120, progress=False)
+  config = _config(tmp_path, recorded_speech=False)
+  with config.unlocked():
+    config.data.dir = str(tmp_path / "corpus")
+  audio = distill.distill_audio(config)
+  assert audio.describe() == "3 corpus streams"
+  source = storage.load_split(tmp_path / "corpus", "train")
+  np.testing.assert_array_equal(audio.clip(2), source[2]["audio"])
+
+
+def test_the_cli_names_missing_audio_in_one_line(tmp_path, capsys):
+  code = cli.main(["distill-encoder", "--config", model_testing.TINY, "--workdir",
+                   str(tmp_path / "w"), f"--config.init.encoder_checkpoint='{tmp_path}'",
+                   f"--config.data.dir='{tmp_path / 'none'}'",
+                   "--config.distill.recorded_speech=False"])
+  err = capsys.readouterr().err
+  assert code == 2
+  assert err.startswith("audio-interaction distill-encoder: error: no audio to distill on")
+  assert "build-data" in err and len(err.strip().splitlines()) == 1

@@ -97,9 +97,8 @@ def distill_audio(config: ml_collections.ConfigDict) -> DistillAudio:
   """
   sources, missing = [], []
   if config.distill.corpus_streams:
-    out_dir = storage.dataset_dir(config.data.dir)
     try:
-      split = storage.load_split(out_dir, config.data.train_split)
+      split = storage.load_split(config.data.dir, config.data.train_split)
       sources.append(("corpus streams", len(split),
                       lambda i: np.asarray(split[i]["audio"], np.float32)))
     except (FileNotFoundError, ValueError, OSError) as error:  # tfds names a missing dir
