@@ -7,7 +7,9 @@ and Whisper tiny.en's own decoder (CTranslate2, greedy) transcribes each encodin
 * full window: one 30 s chunk, full attention (how Whisper was trained);
 * chunk-causal: the streaming encoder (160 ms chunks, `encoder.left_chunks` of left
   context), the imported weights unchanged;
-* distilled (`--student DIR`): the same, with the weights `distill-encoder` wrote.
+* distilled (`--student DIR`): the same, with the weights `distill-encoder` wrote;
+
+and PocketSphinx, the project's ASR baseline, transcribes the same clips.
 
 A feature the decoder can read is one a CTC head or our decoder can learn to read
 too; the decoder is frozen here, so the WER measures the features alone. Run::
@@ -37,7 +39,7 @@ import tqdm
 
 from audio_interaction import config_lib
 from audio_interaction.audio import io as audio_io
-from audio_interaction.eval import bootstrap, metrics
+from audio_interaction.eval import asr_peer, bootstrap, metrics
 from audio_interaction.model import pretrained
 from audio_interaction.model.ctranslate2_checkpoint import installed_whisper_tiny_en
 from audio_interaction.train import distill
@@ -108,6 +110,9 @@ def main() -> None:
           max_length=64)
       hypotheses[name] += [tokenizer.decode(r.sequences_ids[0]).strip() for r in results]
   seconds = time.perf_counter() - began
+  # The project's baseline on the same clips (whole clip, as `eval` scores it).
+  sphinx = asr_peer.Pocketsphinx()
+  hypotheses["PocketSphinx"] = [sphinx.transcribe_clip(samples) for _, samples in clips]
 
   def errors(name: str, index: np.ndarray) -> float:
     return metrics.word_error_rate([references[i] for i in index],
@@ -119,7 +124,7 @@ def main() -> None:
   print(f"{'encoder':<16}{'WER':>8}  {'95 % interval':<18}{'vs full window':>15}")
   every_index = np.arange(len(clips))
   report = {}
-  for name in encoders:
+  for name in hypotheses:
     wer = errors(name, every_index)
     ci = bootstrap.bootstrap_intervals(len(clips), lambda idx: {"wer": errors(name, idx)},
                                        resamples=500)["wer"]
