@@ -628,6 +628,18 @@ def _check_fields(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(error)
 
 
+def whisper_encoder(encoder: ml_collections.ConfigDict, *, d_model: int, num_layers: int,
+                    num_heads: int, mlp_dim: int, left_chunks: int = 16) -> None:
+  """Sets `encoder` (a config's `model.encoder`) to a Whisper audio tower of these sizes:
+  its stem, LayerNorm, GELU, biases, 1500 learned positions; chunk-causal with
+  `left_chunks` chunks of left context. The fields `pretrained.encoder_overrides` derives
+  from a Whisper config.json, so a checkpoint of these sizes imports."""
+  encoder.update(dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads,
+                      mlp_dim=mlp_dim, stem="whisper", subsampling=2, conv_kernel=3,
+                      norm="layer", mlp="gelu", bias=True, positions="learned",
+                      max_positions=1500, norm_eps=1e-5, left_chunks=left_chunks))
+
+
 def parse_variants(arg: str | None, allowed: Iterable[str]) -> set[str]:
   """Parses the ``file.py:variant1,variant2`` suffix; unknown variants are errors."""
   allowed = set(allowed)

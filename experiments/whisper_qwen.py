@@ -35,21 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = config_lib.base_config()
   config.audio.n_mels = 80
 
-  encoder = config.model.encoder  # Whisper base
-  encoder.d_model = 512
-  encoder.num_layers = 6
-  encoder.num_heads = 8
-  encoder.mlp_dim = 2048
-  encoder.stem = "whisper"
-  encoder.subsampling = 2
-  encoder.conv_kernel = 3
-  encoder.norm = "layer"
-  encoder.mlp = "gelu"
-  encoder.bias = True
-  encoder.positions = "learned"
-  encoder.max_positions = 1500
-  encoder.norm_eps = 1e-5
-  encoder.left_chunks = 16
+  config_lib.whisper_encoder(config.model.encoder, d_model=512, num_layers=6, num_heads=8,
+                             mlp_dim=2048)  # Whisper base
 
   decoder = config.model.decoder  # Qwen2.5-0.5B
   decoder.vocab_size = 152064

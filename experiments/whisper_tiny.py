@@ -31,21 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.dir = "data/whisper_tiny"
   config.data.randomize.p_general_text = 0.5
 
-  encoder = config.model.encoder  # Whisper tiny.en
-  encoder.d_model = 384
-  encoder.num_layers = 4
-  encoder.num_heads = 6
-  encoder.mlp_dim = 1536
-  encoder.stem = "whisper"
-  encoder.subsampling = 2
-  encoder.conv_kernel = 3
-  encoder.norm = "layer"
-  encoder.mlp = "gelu"
-  encoder.bias = True
-  encoder.positions = "learned"
-  encoder.max_positions = 1500
-  encoder.norm_eps = 1e-5
-  encoder.left_chunks = 16
+  config_lib.whisper_encoder(config.model.encoder, d_model=384, num_layers=4, num_heads=6,
+                             mlp_dim=1536)  # Whisper tiny.en
 
   config.init.encoder_checkpoint = "installed:whisper-tiny.en"
   if "finetune_encoder" not in variants:

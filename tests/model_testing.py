@@ -32,6 +32,18 @@ WHISPER_ENCODER = {
     "model.encoder.bias": True, "model.encoder.positions": "'learned'",
     "model.encoder.max_positions": 20, "model.encoder.norm_eps": 1e-5,
 }
+
+
+def small_whisper_config(transformers, num_mel_bins: int = 80):
+  """A `transformers.WhisperConfig` small enough to build and convert in a test (the
+  module is passed in: transformers is an optional dependency)."""
+  return transformers.WhisperConfig(
+      num_mel_bins=num_mel_bins, d_model=64, encoder_layers=2, encoder_attention_heads=4,
+      encoder_ffn_dim=96, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=32,
+      max_source_positions=16, vocab_size=64, max_target_positions=16, pad_token_id=0,
+      bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+
+
 QWEN2_DECODER = {"model.decoder.qkv_bias": True, "model.decoder.tie_embeddings": True}
 
 

@@ -29,11 +29,7 @@ N_MELS = 80
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
   """(CTranslate2 directory, the torch reference encoder) of a small random Whisper."""
-  config = transformers.WhisperConfig(
-      num_mel_bins=N_MELS, d_model=64, encoder_layers=2, encoder_attention_heads=4,
-      encoder_ffn_dim=96, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=32,
-      max_source_positions=16, vocab_size=64, max_target_positions=16, pad_token_id=0,
-      bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+  config = model_testing.small_whisper_config(transformers, N_MELS)
   torch.manual_seed(0)
   model = transformers.WhisperForConditionalGeneration(config).eval()
   gen = torch.Generator().manual_seed(0)

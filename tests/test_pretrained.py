@@ -34,11 +34,7 @@ def _randomize(module, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def whisper_dir(tmp_path_factory):
-  config = transformers.WhisperConfig(
-      num_mel_bins=N_MELS, d_model=64, encoder_layers=2, encoder_attention_heads=4,
-      encoder_ffn_dim=96, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=32,
-      max_source_positions=16, vocab_size=64, max_target_positions=16, pad_token_id=0,
-      bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+  config = model_testing.small_whisper_config(transformers, N_MELS)
   torch.manual_seed(0)
   model = transformers.WhisperModel(config).eval()  # tensors "encoder.*": a prefix to find
   _randomize(model, seed=0)
