@@ -284,8 +284,8 @@ def distill_encoder(config: ml_collections.ConfigDict, workdir: str | os.PathLik
   frozen = {"params": {k: v for k, v in params["params"].items() if k != "encoder"}}
   encoder = jax.device_put(params["params"]["encoder"])
   optimizer = make_optimizer(distill, encoder)
-  state = {"encoder": encoder, "opt_state": optimizer.init(encoder),
-           "step": jnp.zeros((), jnp.int32)}
+  # The step is the checkpoint's own number (restored.step), not part of the state.
+  state = {"encoder": encoder, "opt_state": optimizer.init(encoder)}
 
   checkpointer = checkpoint_lib.Checkpointer(
       workdir / "checkpoints",
@@ -312,26 +312,30 @@ def distill_encoder(config: ml_collections.ConfigDict, workdir: str | os.PathLik
   bar = tqdm.tqdm(total=distill.steps, initial=start, disable=not progress,
                   desc="distill-encoder", unit="step")
   encoder, opt_state, losses = state["encoder"], state["opt_state"], []
+  final_eval = None
   for step in range(start, distill.steps):
     batch = window_batch(audio, config.seed, step, distill.batch_size, models.window_samples,
                          distill.p_padded)
     encoder, opt_state, loss = train_step(encoder, opt_state, teacher_params, frozen, batch)
     losses.append(loss)
     done = step + 1
+    scalars = {}
     if done % distill.log_every == 0 or done == distill.steps:
-      scalars = {"distill/loss": float(np.mean(jax.device_get(losses)))}
+      scalars["distill/loss"] = float(np.mean(jax.device_get(losses)))
       losses = []
-      if done % distill.checkpoint_every == 0 or done == distill.steps:
-        scalars["distill/eval_loss"] = evaluate(encoder)
+    # Held-back loss at every checkpoint, whatever log_every is.
+    if done % distill.checkpoint_every == 0 or done == distill.steps:
+      scalars["distill/eval_loss"] = final_eval = evaluate(encoder)
+    if scalars:
       writer.write(done, scalars)
       bar.set_postfix({k.split("/")[1]: f"{v:.4f}" for k, v in scalars.items()})
-    checkpointer.save(done, {"encoder": encoder, "opt_state": opt_state,
-                             "step": jnp.asarray(done, jnp.int32)},
+    checkpointer.save(done, {"encoder": encoder, "opt_state": opt_state},
                       force=done == distill.steps)
     bar.update(1)
   bar.close()
   checkpointer.wait_until_finished()
-  final_eval = evaluate(encoder)
+  if final_eval is None:  # resumed at the last step: nothing ran
+    final_eval = evaluate(encoder)
   writer.close()
   encoder_dir = pretrained.save_whisper_encoder(
       workdir / ENCODER_DIR, _with_encoder(frozen, jax.device_get(encoder)),
