@@ -87,6 +87,50 @@ def test_whisper_import_leaves_adapter_and_ctc_head_fresh(whisper_dir):
                             imported["params"]["encoder"]["final_norm"]["bias"])
 
 
+def test_saved_encoder_is_read_by_transformers(whisper_dir, tmp_path):
+  """save_whisper_encoder's directory is a real transformers checkpoint: Whisper loads
+  every encoder tensor from it and computes the reference encoder's output."""
+  directory, reference = whisper_dir
+  model = _encoder_model(directory)
+  params = pretrained.init_from_pretrained(model, jax.random.key(0),
+                                           encoder_checkpoint=str(directory))
+  saved = tmp_path / "saved"
+  pretrained.save_whisper_encoder(saved, params, model.config,
+                                  pretrained.read_checkpoint_config(directory))
+  loaded, info = transformers.WhisperModel.from_pretrained(saved, output_loading_info=True)
+  assert not [k for k in info["missing_keys"] if k.startswith("encoder.")]
+  assert not info["unexpected_keys"]
+  mel = torch.from_numpy(np.random.default_rng(1).normal(size=(2, N_MELS, 32)).astype(np.float32))
+  with torch.no_grad():
+    want = reference(mel).last_hidden_state.numpy()
+    got = loaded.eval().encoder(mel).last_hidden_state.numpy()
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_an_interrupted_encoder_save_leaves_the_previous_file(whisper_dir, tmp_path,
+                                                              monkeypatch):
+  directory, _ = whisper_dir
+  model = _encoder_model(directory)
+  params = pretrained.init_from_pretrained(model, jax.random.key(0),
+                                           encoder_checkpoint=str(directory))
+  hf_config = pretrained.read_checkpoint_config(directory)
+  pretrained.save_whisper_encoder(tmp_path, params, model.config, hf_config)
+  before = (tmp_path / "model.safetensors").read_bytes()
+
+  def killed_midway(tensors, name):
+    with open(name, "wb") as f:
+      f.write(b"half a file")
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(pretrained.safetensors.numpy, "save_file", killed_midway)
+  changed = jax.tree_util.tree_map(np.array, params)
+  changed["params"]["encoder"]["final_norm"]["bias"] += 1.0
+  with pytest.raises(KeyboardInterrupt):
+    pretrained.save_whisper_encoder(tmp_path, changed, model.config, hf_config)
+  assert (tmp_path / "model.safetensors").read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
 def _decoder_reference(kind: str, tied: bool, directory):
   common = dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,

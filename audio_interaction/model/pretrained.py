@@ -25,6 +25,7 @@ tensor that differs, with the shape expected and the shape found.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -408,12 +409,33 @@ def save_whisper_encoder(directory: str | pathlib.Path, params: Params, config: 
                          hf_config: Mapping[str, Any]) -> pathlib.Path:
   """Writes the encoder of `params` as a transformers-layout checkpoint directory
   (`model.safetensors` + `config.json` = `hf_config`) that `init.encoder_checkpoint`,
-  `import_encoder` and `transformers.WhisperModel` read. Returns the directory."""
+  `import_encoder` and `transformers.WhisperModel.from_pretrained` read. Returns the
+  directory.
+
+  Each file is written beside its final name and renamed onto it, so an interrupted
+  save leaves the previous checkpoint's file whole (a rewrite of the same directory,
+  e.g. by a resumed distillation, never leaves half a file behind).
+  """
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  safetensors.numpy.save_file(export_encoder(params, config), str(directory / SINGLE_FILE))
-  (directory / CONFIG_FILE).write_text(json.dumps(dict(hf_config), indent=2) + "\n")
+  tensors = export_encoder(params, config)
+  _replace_file(directory / SINGLE_FILE,
+                lambda name: safetensors.numpy.save_file(tensors, name))
+  text = json.dumps(dict(hf_config), indent=2) + "\n"
+  _replace_file(directory / CONFIG_FILE, lambda name: pathlib.Path(name).write_text(text))
   return directory
+
+
+def _replace_file(path: pathlib.Path, write: Callable[[str], None]) -> None:
+  """`write(name)` fills a file next to `path` that then becomes `path` in one rename;
+  if writing fails the temporary file is removed and `path` is left as it was."""
+  tmp = path.with_name(f".{path.name}.partial")
+  try:
+    write(str(tmp))
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def _grow_rows(pretrained: np.ndarray, rows: int, offset: int, rng: np.random.Generator,
