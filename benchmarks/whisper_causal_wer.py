@@ -18,6 +18,8 @@ too; the decoder is frozen here, so the WER measures the features alone. Run::
   python benchmarks/whisper_causal_wer.py --manifest data/real_dev/speech_en.jsonl
   python benchmarks/whisper_causal_wer.py --manifest data/real_dev/speech_en.jsonl \
       --student runs/distill/encoder
+  python benchmarks/whisper_causal_wer.py --manifest data/real_dev/speech_en.jsonl \
+      --set model.encoder.left_chunks=187      # 30 s of left context: what the future costs
   python benchmarks/whisper_causal_wer.py --quick      # smoke test: 3 flite sentences
 
 Prints each row's WER with a 95 % bootstrap interval over clips, and its ratio to the
@@ -82,6 +84,8 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true",
                       help="smoke test: three flite sentences instead of --manifest")
   parser.add_argument("--config", default=str(config_lib.experiments_dir() / "whisper_tiny.py"))
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override, e.g. model.encoder.left_chunks=64 (repeatable)")
   parser.add_argument("--student", default="", help="distill-encoder's WORKDIR/encoder")
   parser.add_argument("--every", type=int, default=3, help="every n-th clip (3: ~130 clips)")
   parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
@@ -93,7 +97,7 @@ def main() -> None:
   elif args.manifest is None:
     parser.error("--manifest is required (or --quick)")
 
-  config = config_lib.load_config(args.config)
+  config = config_lib.load_config(args.config, args.set)
   models = distill.DistillModels.from_config(config)
   student_cfg = models.student.config
   # Whole student chunks covering Whisper's 1500 frames (the extra frames are dropped;

@@ -17,6 +17,10 @@ general English (`data.randomize.p_general_text`).
 
 Variants: ``:finetune_encoder`` trains the audio tower too (by default it is frozen,
 so the TTS corpus cannot pull Whisper's features towards its own voices).
+``:chunk320`` cuts the stream into 320 ms chunks (the same 2.56 s of left context):
+each frame sees more of what follows it, which is what a chunk-causal Whisper misses
+most (`benchmarks/whisper_causal_wer.py`: more left context changes nothing on the dev
+clips, a longer chunk does); decisions come every 320 ms instead of 160.
 """
 
 import ml_collections
@@ -26,13 +30,17 @@ from audio_interaction import config_lib
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config; `arg` is a comma-separated list of variant names."""
-  variants = config_lib.parse_variants(arg, allowed=("finetune_encoder",))
+  variants = config_lib.parse_variants(arg, allowed=("finetune_encoder", "chunk320"))
   config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py:randomize"))
   config.data.dir = "data/whisper_tiny"
   config.data.randomize.p_general_text = 0.5
 
   config_lib.whisper_encoder(config.model.encoder, d_model=384, num_layers=4, num_heads=6,
                              mlp_dim=1536)  # Whisper tiny.en
+
+  if "chunk320" in variants:
+    config.audio.chunk_ms = 320
+    config.model.encoder.left_chunks = 8  # 2.56 s, as with 160 ms chunks
 
   config.init.encoder_checkpoint = "installed:whisper-tiny.en"
   if "finetune_encoder" not in variants:

@@ -148,10 +148,14 @@ def test_the_shipped_whisper_tiny_en_matches_ctranslate2s_own_encoder():
   np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
 
 
-def test_the_whisper_tiny_config_has_the_installed_checkpoints_shapes():
+@pytest.mark.parametrize("variant", ["", ":chunk320"])
+def test_the_whisper_tiny_config_has_the_installed_checkpoints_shapes(variant):
   pytest.importorskip(ct2c.WHISPER_TINY_EN_PACKAGE[1])
   from audio_interaction.train import trainer
-  config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py"))
+  config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py")
+                                  + variant)
+  # Both variants see 2.56 s of left context, in 160 or 320 ms chunks.
+  assert config.model.encoder.left_chunks * config.audio.chunk_ms == 2560
   derived = pretrained.configure(config, encoder_checkpoint=config.init.encoder_checkpoint)
   assert derived.model.encoder.to_dict() == config.model.encoder.to_dict()
   assert derived.audio.to_dict() == config.audio.to_dict()
