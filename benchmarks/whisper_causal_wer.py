@@ -38,6 +38,7 @@ import time
 
 import ctranslate2
 import jax
+import ml_collections
 import numpy as np
 import tokenizers
 import tqdm
@@ -92,12 +93,22 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--json", default="", help="also write the figures here")
   args = parser.parse_args()
-  if args.quick:
-    args.manifest, args.every = quick_manifest(pathlib.Path(tempfile.mkdtemp())), 1
-  elif args.manifest is None:
+  if not args.quick and args.manifest is None:
     parser.error("--manifest is required (or --quick)")
+  try:
+    config = config_lib.load_config(args.config, args.set)
+  except (config_lib.ConfigError, FileNotFoundError) as e:
+    parser.error(str(e))
+  if args.quick:
+    with tempfile.TemporaryDirectory(prefix="whisper_causal_wer-") as directory:
+      args.manifest, args.every = quick_manifest(pathlib.Path(directory)), 1
+      run(args, config)
+  else:
+    run(args, config)
 
-  config = config_lib.load_config(args.config, args.set)
+
+def run(args: argparse.Namespace, config: ml_collections.ConfigDict) -> None:
+  """Encodes the manifest's clips every way, transcribes them and prints the table."""
   models = distill.DistillModels.from_config(config)
   student_cfg = models.student.config
   # Whole student chunks covering Whisper's 1500 frames (the extra frames are dropped;

@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "chunk320" in variants:
     config.audio.chunk_ms = 320
     config.model.encoder.left_chunks = 8  # 2.56 s, as with 160 ms chunks
+    config.data.max_chunks = 32  # 10.2 s per row, as with 160 ms chunks
 
   config.init.encoder_checkpoint = "installed:whisper-tiny.en"
   if "finetune_encoder" not in variants:

@@ -154,8 +154,9 @@ def test_the_whisper_tiny_config_has_the_installed_checkpoints_shapes(variant):
   from audio_interaction.train import trainer
   config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py")
                                   + variant)
-  # Both variants see 2.56 s of left context, in 160 or 320 ms chunks.
+  # Both variants see 2.56 s of left context and train on 10.24 s rows, in 160 or 320 ms chunks.
   assert config.model.encoder.left_chunks * config.audio.chunk_ms == 2560
+  assert config.data.max_chunks * config.audio.chunk_ms == 10240
   derived = pretrained.configure(config, encoder_checkpoint=config.init.encoder_checkpoint)
   assert derived.model.encoder.to_dict() == config.model.encoder.to_dict()
   assert derived.audio.to_dict() == config.audio.to_dict()
