@@ -88,6 +88,9 @@ def test_defaults_and_every_experiment_pass_their_rules():
     ("model.encoder.max_positions=0", "model.encoder.max_positions"),
     ("model.decoder.tie_embeddings=1", "model.decoder.tie_embeddings"),
     ("train.freeze=('',)", "train.freeze"),
+    ("train.slow=('',)", "train.slow"),
+    ("train.slow_lr_scale=0.0", "train.slow_lr_scale"),
+    ("data.randomize.lead_in_seconds=(2.0, 1.0)", "data.randomize.lead_in_seconds"),
 ])
 def test_bad_values_are_one_line_config_errors_naming_the_field(override, field):
   with pytest.raises(config_lib.ConfigError) as info:

@@ -148,7 +148,7 @@ def test_the_shipped_whisper_tiny_en_matches_ctranslate2s_own_encoder():
   np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("variant", ["", ":chunk320"])
+@pytest.mark.parametrize("variant", ["", ":chunk320", ":chunk320,tune_top_block"])
 def test_the_whisper_tiny_config_has_the_installed_checkpoints_shapes(variant):
   pytest.importorskip(ct2c.WHISPER_TINY_EN_PACKAGE[1])
   from audio_interaction.train import trainer
@@ -161,8 +161,19 @@ def test_the_whisper_tiny_config_has_the_installed_checkpoints_shapes(variant):
   assert derived.model.encoder.to_dict() == config.model.encoder.to_dict()
   assert derived.audio.to_dict() == config.audio.to_dict()
   model = AudioInteractionModel(config)
-  trainer.check_freeze_patterns(jax.eval_shape(model.init, jax.random.key(0)),
-                                tuple(config.train.freeze))
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  trainer.check_freeze_patterns(shapes, tuple(config.train.freeze))
+  labels = trainer.freeze_labels(shapes, tuple(config.train.freeze), tuple(config.train.slow))
+  # Fresh parts train at the full rate; Whisper's blocks are frozen or (the top one) slow.
+  whisper = [label for path, label in jax.tree_util.tree_leaves_with_path(
+      labels["params"]["encoder"]) if "adapter" not in jax.tree_util.keystr(path)]
+  fresh = [label for part, tree in labels["params"].items() if part != "encoder"
+           for label in jax.tree_util.tree_leaves(tree)]
+  assert set(fresh) == {"trainable"}
+  assert set(whisper) == ({"frozen", "slow"} if "tune_top_block" in variant else {"frozen"})
+  with pytest.raises(ValueError, match="not both"):
+    config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py")
+                           + ":finetune_encoder,tune_top_block")
 
 
 def test_an_unknown_installed_checkpoint_is_named():

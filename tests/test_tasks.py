@@ -396,3 +396,16 @@ def test_demo_tour_strings_a_paused_question_an_alarm_and_a_barge_in(speech, sou
     example = serialize(timeline, tokenizer, slots_per_chunk=2, tokens_per_chunk=4)
     assert example["tokens"].tolist().count(sf.EOR_ID) == len(timeline.replies) - 1
   assert "demo_tour" not in tasks.SUBTASKS  # never trained on
+
+
+def test_lead_in_sets_the_quiet_before_the_first_sound(speech, sounds):
+  from audio_interaction.corpus.build import lead_in_settings
+  settings = lead_in_settings({"enabled": True, "lead_in_seconds": (2.0, 2.5)})
+  assert settings == {"lead_in": (2.0, 2.5)}
+  assert lead_in_settings({"enabled": False, "lead_in_seconds": (2.0, 2.5)}) == {}
+  for seed in range(4):
+    late = tasks.build("asr_clean", seed, speech, sounds, tasks.TaskConfig(**settings))
+    default = tasks.build("asr_clean", seed, speech, sounds)
+    first = lambda tl: min([u.start for u in tl.utterances] + [e.start for e in tl.sounds])
+    assert 2.0 <= first(late) <= 2.5 + 1e-9
+    assert 0.2 <= first(default) <= 1.0 + 1e-9

@@ -171,6 +171,39 @@ def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
   assert 2 * trainable <= moments < 2 * trainable + 8
 
 
+def test_slow_parameters_take_the_scaled_learning_rate():
+  """The warmup's first step has a learning rate of 0, so nothing moves and the second
+  step sees the same gradients in both runs: a slow parameter then moves exactly
+  `slow_lr_scale` times as far as at the full rate."""
+  def first_step_moves(**overrides):
+    config = train_testing.train_config(**{"train.learning_rate": 1e-2,
+                                           "train.warmup_steps": 1,
+                                           "train.weight_decay": 0.0,
+                                           "train.clip_norm": 1e9, **overrides})
+    trainer = Trainer(config)
+    state = trainer.init_state(0)
+    before = jax.device_get(state.params)
+    (batch,), spec = train_testing.fixed_batches(config, count=1)
+    step = trainer.compile_train_step(spec)
+    for _ in range(2):
+      state, _ = step.fn(state, trainer.device_batch(batch))
+    return jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(b) - np.asarray(a)),
+                                  before["params"], jax.device_get(state.params)["params"])
+
+  full = first_step_moves()
+  tuned = first_step_moves(**{"train.slow": ("ctc_head/*",), "train.slow_lr_scale": 0.25,
+                              "train.freeze": ("encoder/*",)})
+  kernel = lambda moves: moves["ctc_head"]["kernel"]
+  moved = kernel(full) > 0
+  assert moved.mean() > 0.5
+  np.testing.assert_allclose(kernel(tuned)[moved], 0.25 * kernel(full)[moved], rtol=0.05)
+  jax.tree_util.tree_map(lambda m: np.testing.assert_array_equal(m, 0), tuned["encoder"])
+  np.testing.assert_allclose(tuned["decoder"]["final_norm"]["scale"],
+                             full["decoder"]["final_norm"]["scale"], rtol=0.05)
+  with pytest.raises(ValueError, match="train.slow pattern 'ctc_hed/\\*' matches no parameter"):
+    Trainer(train_testing.train_config(**{"train.slow": ("ctc_hed/*",)}))
+
+
 def test_a_freeze_pattern_that_matches_nothing_is_named():
   config = train_testing.train_config(**{"train.freeze": ("encoder/*", "decodr/*")})
   with pytest.raises(ValueError, match="'decodr/\\*' matches no parameter"):

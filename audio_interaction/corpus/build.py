@@ -164,6 +164,7 @@ class CorpusExamples:
     speech, sounds, _ = self._open()
     config = tasks.TaskConfig(split=SOURCE_SPLIT[self.split], chunk_ms=self.chunk_ms,
                               **ambience_settings(self.randomize),
+                              **lead_in_settings(self.randomize),
                               **general_text_settings(self.randomize, self.split),
                               **recorded_speech_settings(self.randomize, self.split))
     return tasks.build(name, example_seed, speech, sounds, config)
@@ -238,6 +239,14 @@ def sound_source(source_split: str, randomize: dict | None = None,
   return sounds.SoundBank(split=source_split, packages=packages,
                           extra_recordings=recordings(events),
                           beds=recordings(real_audio.train_noise_files(root)))
+
+
+def lead_in_settings(randomize: dict | None) -> dict[str, Any]:
+  """`tasks.TaskConfig.lead_in` from `randomize.lead_in_seconds` (randomised corpora
+  only; both splits: it is how live streams start, not a TRAIN-only source)."""
+  if not randomize or not randomize["enabled"] or "lead_in_seconds" not in randomize:
+    return {}
+  return {"lead_in": tuple(float(v) for v in randomize["lead_in_seconds"])}
 
 
 def ambience_settings(randomize: dict | None) -> dict[str, Any]:

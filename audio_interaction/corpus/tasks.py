@@ -60,6 +60,9 @@ class TaskConfig:
   split: str = worlds.TRAIN
   heldout_fraction: float = worlds.DEFAULT_HELDOUT_FRACTION
   speech_level_db: tuple[float, float] = (-30.0, -20.0)
+  # Quiet before the stream's first sound (s). A live stream starts whenever the
+  # microphone opens, often long before anyone speaks.
+  lead_in: tuple[float, float] = (0.2, 1.0)
   event_level_db: tuple[float, float] = (-8.0, 2.0)  # relative to speech
   background_snr_db: tuple[float, float] = (5.0, 20.0)  # noisy ASR, optional beds
   scene_snr_db: tuple[float, float] = (0.0, 10.0)  # a scene asked about must be audible
@@ -101,7 +104,7 @@ class SubTask:
     composer = Composer(
         task=self.name, ability=self.ability, seed=seed, split=cfg.split,
         speech=speech, sounds=sounds, speech_level_db=cfg.speech_level_db,
-        event_level_db=cfg.event_level_db)
+        event_level_db=cfg.event_level_db, lead_in=cfg.lead_in)
     instruction = self.scenario(composer, cfg, **self.params)
     if (cfg.ambience_probability and self.ability != ENVIRONMENT_ABILITY
         and not composer.has_backgrounds

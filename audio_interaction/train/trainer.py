@@ -42,9 +42,11 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def freeze_labels(params: Params, patterns: tuple[str, ...]) -> Params:
-  """"frozen" or "trainable" per parameter: frozen when its path without the leading
-  "params" ("encoder/block0/ffn/fc1/kernel") matches one of the glob `patterns`.
+def freeze_labels(params: Params, patterns: tuple[str, ...],
+                  slow_patterns: tuple[str, ...] = ()) -> Params:
+  """"frozen", "slow" or "trainable" per parameter: frozen when its path without the
+  leading "params" ("encoder/block0/ffn/fc1/kernel") matches one of the glob
+  `patterns`, else slow when it matches one of `slow_patterns` (freezing wins).
 
   On boxed parameters a label replaces the whole box, so that the frozen parameters'
   optimizer state is absent (not an empty box) and shardings derived from the boxed
@@ -53,19 +55,22 @@ def freeze_labels(params: Params, patterns: tuple[str, ...]) -> Params:
   def label(path, _):
     names = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
     joined = "/".join(names[1:] if names[:1] == ["params"] else names)
-    return "frozen" if any(fnmatch.fnmatchcase(joined, p) for p in patterns) else "trainable"
+    if any(fnmatch.fnmatchcase(joined, p) for p in patterns):
+      return "frozen"
+    return "slow" if any(fnmatch.fnmatchcase(joined, p) for p in slow_patterns) else "trainable"
   return jax.tree_util.tree_map_with_path(
       label, params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
-def check_freeze_patterns(params: Params, patterns: tuple[str, ...]) -> None:
-  """Raises ValueError naming a `train.freeze` pattern that matches no parameter (a typo
-  would otherwise silently train everything)."""
+def check_freeze_patterns(params: Params, patterns: tuple[str, ...],
+                          field: str = "train.freeze") -> None:
+  """Raises ValueError naming a `field` (`train.freeze`, `train.slow`) pattern that
+  matches no parameter (a typo would otherwise silently train everything at full rate)."""
   paths = ["/".join(str(k.key) for k in path[1:])
            for path, _ in jax.tree_util.tree_leaves_with_path(params)]
   for pattern in patterns:
     if not any(fnmatch.fnmatchcase(path, pattern) for path in paths):
-      raise ValueError(f"train.freeze pattern {pattern!r} matches no parameter; paths look "
+      raise ValueError(f"{field} pattern {pattern!r} matches no parameter; paths look "
                        f"like {paths[0]!r}")
 
 
@@ -75,20 +80,27 @@ def make_optimizer(train: ml_collections.ConfigDict
 
   With `train.freeze` patterns, an `optax.multi_transform` gives the matching
   parameters no update and no optimizer state; the clipping norm is then the
-  trainable parameters' alone.
+  trainable parameters' alone. With `train.slow` patterns (pretrained layers that
+  should move, but less than fresh ones), the matching parameters follow the same
+  schedule times `train.slow_lr_scale`, clipped on their own norm.
   """
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
       decay_steps=max(train.steps, train.warmup_steps + 1),
       end_value=train.learning_rate * train.end_learning_rate_fraction)
-  optimizer = optax.chain(
-      optax.clip_by_global_norm(train.clip_norm),
-      optax.adamw(schedule, weight_decay=train.weight_decay))
-  if train.freeze:
-    patterns = tuple(train.freeze)
+
+  def adamw(learning_rate: optax.Schedule) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(train.clip_norm),
+                       optax.adamw(learning_rate, weight_decay=train.weight_decay))
+
+  optimizer = adamw(schedule)
+  freeze, slow = tuple(train.freeze), tuple(train.get("slow", ()))
+  if freeze or slow:
+    scale = float(train.get("slow_lr_scale", 1.0))
     optimizer = optax.multi_transform(
-        {"trainable": optimizer, "frozen": optax.set_to_zero()},
-        lambda params: freeze_labels(params, patterns))
+        {"trainable": optimizer, "frozen": optax.set_to_zero(),
+         "slow": adamw(lambda step: schedule(step) * scale)},
+        lambda params: freeze_labels(params, freeze, slow))
   return optimizer, schedule
 
 
@@ -110,9 +122,10 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
     self.config = config
     self.model = AudioInteractionModel(config)
-    if config.train.freeze:
-      check_freeze_patterns(jax.eval_shape(self.model.init, jax.random.key(0)),
-                            tuple(config.train.freeze))
+    shapes = jax.eval_shape(self.model.init, jax.random.key(0))
+    for field in ("freeze", "slow"):
+      if config.train.get(field):
+        check_freeze_patterns(shapes, tuple(config.train[field]), f"train.{field}")
     self.optimizer, self.schedule = make_optimizer(config.train)
     self.augment = augment_lib.AugmentConfig.from_config(config.train.augment)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.sharding.mesh)
