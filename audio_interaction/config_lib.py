@@ -279,9 +279,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   # `audio-interaction distill-encoder` (train/distill.py): the chunk-causal encoder
   # learns, on unlabelled audio, the features of the same pretrained encoder run over
-  # whole `window_ms` windows (init.encoder_checkpoint is both teacher and start).
+  # whole `window_ms` windows (init.encoder_checkpoint is the teacher, and the start
+  # unless `init_student` names another).
   config.distill = ml_collections.ConfigDict()
   config.distill.steps = 400
+  # The student's starting weights: a directory in the transformers layout (a former
+  # run's `workdir/encoder`, e.g. distilled at another chunk length); "" = the teacher's.
+  config.distill.init_student = ""
   config.distill.batch_size = 2
   config.distill.learning_rate = 1e-4
   config.distill.warmup_steps = 20
@@ -580,6 +584,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),
     "distill.steps": integer(0),
+    "distill.init_student": optional_text(),
     "distill.batch_size": _SIZE,
     "distill.learning_rate": number(0, lo_open=True),
     "distill.warmup_steps": integer(0),

@@ -152,6 +152,36 @@ def test_distillation_lowers_the_loss_and_resumes_exactly(teacher_dir, tmp_path)
                                 a["model.encoder.layer_norm.weight"])
 
 
+def test_a_student_continues_from_another_run_under_the_same_teacher(teacher_dir, tmp_path):
+  directory, _ = teacher_dir
+  run = lambda config, name: distill.distill_encoder(config, tmp_path / name, audio=_clips(),
+                                                     progress=False)
+  first = run(_config(directory, steps=2), "first")
+  student = repr(first["encoder_dir"])
+  # Continued at the same chunk length, the student starts where the first run ended.
+  same = run(_config(directory, steps=2, init_student=student), "same")
+  assert same["first_eval_loss"] == pytest.approx(first["final_eval_loss"], rel=1e-5)
+
+  # ... and at another chunk length (the frozen adapter's shape depends on it).
+  def at_160(config):
+    config.audio.chunk_ms, config.model.encoder.left_chunks = 160, 2
+    return config
+  continued = run(at_160(_config(directory, steps=2, init_student=student)), "continued")
+  fresh = run(at_160(_config(directory, steps=2)), "fresh")
+  assert continued["first_eval_loss"] != pytest.approx(fresh["first_eval_loss"], rel=1e-3)
+  start = pretrained.TensorSource(first["encoder_dir"])
+  ended = pretrained.TensorSource(continued["encoder_dir"])
+  assert any(not np.allclose(start[name], ended[name]) for name in start)  # it trained on
+
+  narrow = _config(directory)
+  narrow.model.encoder.mlp_dim //= 2
+  model = AudioInteractionModel(narrow)
+  pretrained.save_whisper_encoder(tmp_path / "narrow", model.init(jax.random.key(0)),
+                                  model.config, _hf_config(narrow))
+  with pytest.raises(pretrained.CheckpointMismatch):
+    run(_config(directory, init_student=repr(str(tmp_path / "narrow"))), "mismatch")
+
+
 def test_no_audio_is_named(tmp_path):
   config = _config(tmp_path)
   with config.unlocked():

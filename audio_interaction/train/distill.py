@@ -258,7 +258,9 @@ def distill_encoder(config: ml_collections.ConfigDict, workdir: str | os.PathLik
                     *, audio: DistillAudio | None = None, progress: bool = True
                     ) -> dict[str, Any]:
   """Distills `config`'s encoder (from `init.encoder_checkpoint`) in `workdir`, on
-  `audio` (default: `distill_audio(config)`).
+  `audio` (default: `distill_audio(config)`). The teacher is `init.encoder_checkpoint`
+  over whole windows; the student starts from `distill.init_student` if set (a former
+  student, e.g. one distilled at another chunk length), else from the teacher's weights.
 
   Resumes from the newest checkpoint in `workdir/checkpoints`; logs `distill/loss` and
   `distill/eval_loss` (fixed held-back windows) to `workdir/tensorboard`; writes the
@@ -268,6 +270,7 @@ def distill_encoder(config: ml_collections.ConfigDict, workdir: str | os.PathLik
     {"steps", "first_eval_loss", "final_eval_loss", "encoder_dir", "audio"}.
   Raises:
     ValueError: the config has no `init.encoder_checkpoint` (nothing to distil).
+    pretrained.CheckpointMismatch: `distill.init_student` is not this encoder's shape.
     NoDistillAudio: see `distill_audio`.
   """
   if not config.init.encoder_checkpoint:
@@ -281,6 +284,9 @@ def distill_encoder(config: ml_collections.ConfigDict, workdir: str | os.PathLik
   params = pretrained.init_from_pretrained(models.student, jax.random.key(config.seed),
                                            encoder_checkpoint=config.init.encoder_checkpoint)
   teacher_params = jax.device_put(models.teacher_params(params))
+  if distill.init_student:
+    params = pretrained.init_from_pretrained(models.student, jax.random.key(config.seed),
+                                             encoder_checkpoint=distill.init_student)
   frozen = {"params": {k: v for k, v in params["params"].items() if k != "encoder"}}
   encoder = jax.device_put(params["params"]["encoder"])
   optimizer = make_optimizer(distill, encoder)
