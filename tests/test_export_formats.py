@@ -96,6 +96,33 @@ def test_safetensors_bundle_loads_back_bit_identical(small, streams, tmp_path):
   assert source == again  # probabilities, decisions, replies and labels, exactly
 
 
+@pytest.mark.parametrize("weights_format", ["msgpack", "safetensors"])
+def test_an_interrupted_export_leaves_the_previous_bundle_loadable(small, tmp_path,
+                                                                 monkeypatch, weights_format):
+  _, params, tokenizer, config = small
+  bundle = portable.save_bundle(tmp_path / "b", params, tokenizer, config,
+                                weights_format=weights_format)
+  before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
+  newer = jax.tree_util.tree_map(lambda x: np.asarray(x) + 1, params)
+  real_save = safetensors.numpy.save_file
+
+  def killed_halfway(tensors_by_name, filename, metadata=None):
+    real_save(dict(list(tensors_by_name.items())[:1]), filename, metadata)  # a part written
+    raise KeyboardInterrupt
+
+  def killed_serializing(_):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(safetensors.numpy, "save_file", killed_halfway)
+  monkeypatch.setattr(portable.flax.serialization, "msgpack_serialize", killed_serializing)
+  with pytest.raises(KeyboardInterrupt):
+    portable.save_bundle(bundle, newer, tokenizer, config, weights_format=weights_format)
+  monkeypatch.undo()
+  assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()} == before
+  _, loaded, _ = portable.load_bundle(bundle)
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+
+
 def test_safetensors_faults_name_the_tensor(small, tmp_path):
   _, params, tokenizer, config = small
   bundle = portable.save_bundle(tmp_path / "b", params, tokenizer, config,

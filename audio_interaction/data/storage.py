@@ -75,6 +75,7 @@ from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import naming
 from tensorflow_datasets.core import splits as tfds_splits
 
+from audio_interaction import atomic_file
 from audio_interaction import stream_format as sf
 
 DEFAULT_NAME = "audio_interaction"
@@ -249,15 +250,11 @@ def _writing(path: epath.Path) -> Iterator[str]:
   under the temporary name and only then renamed (copied) onto `path`, so `path`
   exists only once the whole file does. A failed attempt deletes its temporary file.
   """
-  tmp = path.with_name(f"{path.name}.{_tmp_suffix()}")
   if _is_local(path):
-    try:
+    with atomic_file.replacing(os.fspath(path)) as tmp:
       yield os.fspath(tmp)
-    except BaseException:
-      tmp.unlink(missing_ok=True)
-      raise
-    tmp.replace(path)  # os.replace: atomic.
     return
+  tmp = path.with_name(f"{path.name}.{_tmp_suffix()}")
   with tempfile.TemporaryDirectory(prefix="audio_interaction-") as local_dir:
     local = os.path.join(local_dir, path.name)
     yield local

@@ -11,16 +11,14 @@ JAX read. It is what the repository ships as its embedded default model and what
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import tempfile
 
 import flax.serialization
 import jax
 import ml_collections
 import numpy as np
 
-from audio_interaction import config_lib
+from audio_interaction import atomic_file, config_lib
 from audio_interaction.data.tokenizer import ByteTokenizer, Tokenizer, UnsafePathError
 from audio_interaction.export import tensors
 from audio_interaction.infer import engine
@@ -50,15 +48,19 @@ def save_bundle(directory: str | pathlib.Path, params: Params, tokenizer: Tokeni
   stale = directory / PARAMS_FILES["msgpack" if weights_format == "safetensors" else "safetensors"]
   if stale.exists():  # one bundle, one set of params
     stale.unlink()
+  # Each file is replaced whole: an interrupted export leaves the previous params.
   if weights_format == "safetensors":
-    tensors.save_tensors(directory / SAFETENSORS_FILE, params)
+    with atomic_file.replacing(directory / SAFETENSORS_FILE) as tmp:
+      tensors.save_tensors(tmp, params)
   else:
     host = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), params)
-    (directory / PARAMS_FILE).write_bytes(flax.serialization.msgpack_serialize(host))
-  (directory / CONFIG_FILE).write_text(config.to_json_best_effort(sort_keys=True, indent=1))
+    atomic_file.write_bytes(directory / PARAMS_FILE, flax.serialization.msgpack_serialize(host))
+  atomic_file.write_text(directory / CONFIG_FILE,
+                         config.to_json_best_effort(sort_keys=True, indent=1))
   tokenizer.save(directory / TOKENIZER_DIR)
   if metadata is not None:
-    (directory / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
+    atomic_file.write_text(directory / "metadata.json",
+                           json.dumps(metadata, indent=1, sort_keys=True))
   return directory
 
 
@@ -227,16 +229,4 @@ def write_bundle_infer(bundle: str | pathlib.Path, infer: ml_collections.ConfigD
     raise BundleError(f"bundle {bundle}: the new infer block does not validate: {e}") from None
   # `save_bundle`'s format (ConfigDict.to_json_best_effort(sort_keys=True, indent=1)).
   text = json.dumps(values, indent=1, sort_keys=True)
-  mode = path.stat().st_mode & 0o777
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{CONFIG_FILE}.",
-                                   delete=False) as tmp:
-    try:
-      tmp.write(text)
-      tmp.flush()
-      os.fsync(tmp.fileno())
-      os.chmod(tmp.name, mode)  # NamedTemporaryFile's 0600 would hide it from other users
-    except BaseException:
-      os.unlink(tmp.name)
-      raise
-  os.replace(tmp.name, path)
-  return path
+  return atomic_file.write_text(path, text)

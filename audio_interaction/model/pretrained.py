@@ -25,7 +25,6 @@ tensor that differs, with the shape expected and the shape found.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -35,7 +34,7 @@ import ml_collections
 import numpy as np
 import safetensors.numpy
 
-from audio_interaction import config_lib
+from audio_interaction import atomic_file, config_lib
 from audio_interaction import stream_format as sf
 from audio_interaction.model import ctranslate2_checkpoint
 from audio_interaction.model.model import AudioInteractionModel, Params
@@ -419,23 +418,10 @@ def save_whisper_encoder(directory: str | pathlib.Path, params: Params, config: 
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   tensors = export_encoder(params, config)
-  _replace_file(directory / SINGLE_FILE,
-                lambda name: safetensors.numpy.save_file(tensors, name))
-  text = json.dumps(dict(hf_config), indent=2) + "\n"
-  _replace_file(directory / CONFIG_FILE, lambda name: pathlib.Path(name).write_text(text))
+  with atomic_file.replacing(directory / SINGLE_FILE) as tmp:
+    safetensors.numpy.save_file(tensors, str(tmp))
+  atomic_file.write_text(directory / CONFIG_FILE, json.dumps(dict(hf_config), indent=2) + "\n")
   return directory
-
-
-def _replace_file(path: pathlib.Path, write: Callable[[str], None]) -> None:
-  """`write(name)` fills a file next to `path` that then becomes `path` in one rename;
-  if writing fails the temporary file is removed and `path` is left as it was."""
-  tmp = path.with_name(f".{path.name}.partial")
-  try:
-    write(str(tmp))
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
 
 
 def _grow_rows(pretrained: np.ndarray, rows: int, offset: int, rng: np.random.Generator,
