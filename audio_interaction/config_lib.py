@@ -131,6 +131,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.max_len = 384  # positions per row
   config.data.max_chunks = 48  # 160 ms chunks per row (7.7 s)
   config.data.max_transcript = 128  # transcript tokens per row (CTC targets)
+  # The CTC head's targets: the transcript's "tokens", or its "characters" (each word
+  # spelled one character per id of the same vocabulary, `Tokenizer.spell`; about 4x
+  # longer, so raise max_transcript). Inference is unchanged either way.
+  config.data.ctc_targets = "tokens"
   # {ability name: weight}; None reads the split uniformly. Curriculum stages may
   # override it (train.stages).
   config.data.mixture = ml_collections.config_dict.placeholder(dict)
@@ -514,6 +518,7 @@ FIELD_RULES: dict[str, Rule] = {
     "data.max_len": _SIZE,
     "data.max_chunks": _SIZE,
     "data.max_transcript": _SIZE,
+    "data.ctc_targets": one_of("tokens", "characters"),
     "data.mixture": Rule(f"None or {_MIXTURE}", lambda v: v is None or _is_mixture(v)),
     "data.packing": flag(),
     "data.max_segments": _SIZE,

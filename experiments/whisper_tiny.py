@@ -24,6 +24,9 @@ clips, a longer chunk does); decisions come every 320 ms instead of 160.
 ``:tune_top_block`` trains Whisper's last block (and final norm) at a tenth of the
 learning rate (`train.slow`): the CTC head then reads features that can adapt to it,
 where a linear head on frozen features is what limited the real-clip WER.
+``:characters`` trains the CTC head to spell (`data.ctc_targets`): one character per
+id of the same vocabulary, whose 451 pieces were fitted to the training worlds' text,
+so that a word outside them is no harder to write than one inside.
 """
 
 import ml_collections
@@ -34,7 +37,7 @@ from audio_interaction import config_lib
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config; `arg` is a comma-separated list of variant names."""
   variants = config_lib.parse_variants(arg, allowed=("finetune_encoder", "chunk320",
-                                                        "tune_top_block"))
+                                                        "tune_top_block", "characters"))
   config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py:randomize"))
   config.data.dir = "data/whisper_tiny"
   config.data.randomize.p_general_text = 0.5
@@ -46,6 +49,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.audio.chunk_ms = 320
     config.model.encoder.left_chunks = 8  # 2.56 s, as with 160 ms chunks
     config.data.max_chunks = 32  # 10.2 s per row, as with 160 ms chunks
+
+  if "characters" in variants:
+    config.data.ctc_targets = "characters"
+    config.data.max_transcript = 320  # ~3.5 characters per token of the tiny vocabulary
 
   config.init.encoder_checkpoint = "installed:whisper-tiny.en"
   if "tune_top_block" in variants:

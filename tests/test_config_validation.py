@@ -89,6 +89,7 @@ def test_defaults_and_every_experiment_pass_their_rules():
     ("model.decoder.tie_embeddings=1", "model.decoder.tie_embeddings"),
     ("train.freeze=('',)", "train.freeze"),
     ("train.slow=('',)", "train.slow"),
+    ("data.ctc_targets=letters", "data.ctc_targets"),
     ("train.slow_lr_scale=0.0", "train.slow_lr_scale"),
     ("data.randomize.lead_in_seconds=(2.0, 1.0)", "data.randomize.lead_in_seconds"),
 ])

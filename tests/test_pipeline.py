@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import pathlib
 
 import grain
 import jax
@@ -276,3 +277,65 @@ def test_make_global_batch_and_config(split_dir):
   with pytest.raises(ValueError, match="mixture ability"):
     pipeline.load_dataset(split_dir, "train", dataclasses.replace(
         BASE, mixture={"no_such_ability": 1.0}))
+
+
+# ------------------------------------------------------- character-level CTC targets
+def _tiny_tokenizer():
+  import audio_interaction
+  from audio_interaction.data.tokenizer import Tokenizer
+  package = pathlib.Path(audio_interaction.__file__).parent
+  return Tokenizer.load(package / "assets" / "tiny" / "tokenizer")
+
+
+def _worded_example(tokenizer, words_and_chunks):
+  """select_fields' output for a transcript of (word, chunk it ends in) pairs."""
+  tokens, chunks = [], []
+  for i, (word, chunk) in enumerate(words_and_chunks):
+    ids = tokenizer.encode(f" {word}" if i else word)
+    tokens += ids
+    chunks += [chunk] * len(ids)
+  return {"transcript": np.asarray(tokens, np.int32),
+          "transcript_chunks": np.asarray(chunks, np.int32)}
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "bytes"])
+def test_spelled_transcripts_say_the_same_words_one_character_per_id(kind):
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  tokenizer = _tiny_tokenizer() if kind == "sentencepiece" else ByteTokenizer()
+  words = [("reinforcements", 2), ("in", 3), ("transit", 3), ("don't", 5), ("turn", 7)]
+  example = _worded_example(tokenizer, words)
+  spelled = pipeline.spell_transcript(example, tokenizer)
+  assert tokenizer.decode(spelled["transcript"]) == "reinforcements in transit don't turn"
+  pieces = [tokenizer.decode([i]) for i in spelled["transcript"]]
+  assert all(len(p) <= 1 for p in pieces), pieces  # a character, or the word-start mark
+  # Bytes are characters already; the SentencePiece transcript grows.
+  assert (len(spelled["transcript"]) > len(example["transcript"])) == (kind == "sentencepiece")
+  # Each word's characters carry the chunk the word ends in.
+  expected = []
+  for i, (word, chunk) in enumerate(words):
+    expected += [chunk] * len(tokenizer.spell([word] if not i else ["x", word])[-1])
+  np.testing.assert_array_equal(spelled["transcript_chunks"], expected)
+  empty = pipeline.spell_transcript(_worded_example(tokenizer, []), tokenizer)
+  assert len(empty["transcript"]) == 0 and empty["transcript"].dtype == np.int32
+
+
+def test_character_targets_flow_through_the_pipeline(split_dir):
+  tokenizer = _tiny_tokenizer()
+  source = storage.load_split(split_dir, "train")
+  texts = ["turn on the garage fan", "what time is it", "", "please open the bathroom door"]
+  records = []
+  for i in range(8):
+    record = dict(source[i])
+    example = _worded_example(tokenizer, [(w, 1) for w in texts[i % 4].split()])
+    record.update(example, ability="realtime_asr")
+    records.append(record)
+  config = dataclasses.replace(BASE, max_len=400, max_chunks=10, max_transcript=48,
+                               ctc_targets="characters")
+  with pytest.raises(ValueError, match="pass the data's tokenizer"):
+    pipeline.make_dataset(records, config, shard_index=0, shard_count=1)
+  rows = _take(pipeline.make_dataset(records, config, shard_index=0, shard_count=1,
+                                     tokenizer=tokenizer))
+  said = sorted(tokenizer.decode(row) for b in rows for row in b["transcript"])
+  assert said == sorted(t for t in texts for _ in range(2))
+  longest = sum(len(ids) for ids in tokenizer.spell(texts[3].split()))
+  assert max(int((row != sf.PAD_ID).sum()) for b in rows for row in b["transcript"]) == longest

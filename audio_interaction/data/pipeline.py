@@ -64,6 +64,7 @@ import jax
 import numpy as np
 
 from audio_interaction.data import storage
+from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction import stream_format as sf
 
 # Per-position fields of `EXAMPLE_FIELDS` and the value that pads them.
@@ -94,6 +95,9 @@ BATCH_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
+CTC_TARGETS = ("tokens", "characters")
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Everything that shapes the batches. Shapes are static, so nothing recompiles.
@@ -104,6 +108,8 @@ class PipelineConfig:
     max_chunks: C, audio chunks per row (S = C * chunk_samples samples).
     max_transcript: N, transcript tokens per row (targets of the CTC loss); an
       online stream whose transcript is longer is cut at an earlier chunk.
+    ctc_targets: "tokens" (the transcript as stored) or "characters" (respelled one
+      character per id, `Tokenizer.spell`; `make_dataset` then needs the tokenizer).
     chunk_samples: audio samples per chunk (sample_rate * chunk_ms / 1000).
     slots_per_chunk: k, audio slots per chunk (offsets packed slot indices).
     seed: shuffle seed (each ability stream derives its own).
@@ -129,6 +135,7 @@ class PipelineConfig:
   chunk_samples: int
   slots_per_chunk: int
   max_transcript: int = 64
+  ctc_targets: str = "tokens"
   seed: int = 0
   num_epochs: int | None = None
   mixture: Mapping[str, float] | None = None
@@ -144,6 +151,8 @@ class PipelineConfig:
   def __post_init__(self):
     if self.overflow not in ("truncate", "drop"):
       raise ValueError(f"overflow must be 'truncate' or 'drop', got {self.overflow!r}")
+    if self.ctc_targets not in CTC_TARGETS:
+      raise ValueError(f"ctc_targets must be one of {CTC_TARGETS}, got {self.ctc_targets!r}")
     for name in ("batch_size", "max_len", "max_chunks", "chunk_samples", "slots_per_chunk",
                  "max_segments", "max_transcript"):
       if getattr(self, name) < 1:
@@ -211,6 +220,36 @@ def select_fields(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
   example["transcript_chunks"] = np.asarray(record["transcript_chunks"], np.int32)
   example["example_index"] = np.asarray(record[storage.INDEX_FIELD], np.int32)
   return example
+
+
+def spell_transcript(example: Mapping[str, np.ndarray], tokenizer: Tokenizer
+                     ) -> dict[str, np.ndarray]:
+  """The example with its transcript respelled one character per id (`Tokenizer.spell`).
+
+  Every token of a word carries the chunk the word ends in, so each word's characters
+  get that chunk too, and `fit_example` cuts a stream between whole words as before.
+
+  Args:
+    example: from `select_fields`; transcript int32[N], transcript_chunks int32[N].
+  Returns:
+    A copy with transcript int32[N'] and transcript_chunks int32[N'] (N' >= N).
+  """
+  tokens, chunks = example["transcript"], example["transcript_chunks"]
+  words = tokenizer.decode(tokens).split()
+  word_chunks = np.zeros(len(words), np.int32)
+  for k in range(len(tokens)):
+    # After token k, the prefix holds `seen` (possibly partial) words: token k is in the
+    # last, unless it only added the space before the next word.
+    prefix = tokenizer.decode(tokens[:k + 1])
+    seen = min(len(prefix.split()), len(words))
+    if seen and not prefix[-1:].isspace():
+      word_chunks[seen - 1] = chunks[k]
+  spelled = tokenizer.spell(words)
+  out = dict(example)
+  out["transcript"] = np.asarray([i for ids in spelled for i in ids], np.int32)
+  out["transcript_chunks"] = np.asarray(
+      [c for ids, c in zip(spelled, word_chunks) for _ in ids], np.int32)
+  return out
 
 
 def fit_example(example: Mapping[str, np.ndarray], config: PipelineConfig,
@@ -400,6 +439,7 @@ def make_dataset(
     shard_index: int | None = None,
     shard_count: int | None = None,
     counters: PipelineCounters | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> grain.IterDataset:
   """Builds the per-process pipeline over a random-access source of stored examples.
 
@@ -413,11 +453,14 @@ def make_dataset(
     shard_index: this process's shard; default `jax.process_index()`.
     shard_count: number of shards; default `jax.process_count()`.
     counters: filled by the fit stage (truncated / dropped examples).
+    tokenizer: the data's tokenizer; needed with `config.ctc_targets="characters"`.
 
   Returns:
     An `IterDataset` of batches: dicts of `BATCH_FIELDS` with a leading
     `config.batch_size` dim. Its iterator's ``get_state()`` is JSON-able.
   """
+  if config.ctc_targets == "characters" and tokenizer is None:
+    raise ValueError("ctc_targets='characters' respells transcripts: pass the data's tokenizer")
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -453,6 +496,8 @@ def make_dataset(
     ds = grain.MapDataset.mix(streams, weights) if len(streams) > 1 else streams[0]
 
   ds = ds.map(select_fields)
+  if config.ctc_targets == "characters":
+    ds = ds.map(lambda example: spell_transcript(example, tokenizer))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads,
                                             prefetch_buffer_size=config.read_buffer))
   ds = ds.map(lambda example: fit_example(example, config, counters))

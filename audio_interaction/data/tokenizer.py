@@ -114,6 +114,17 @@ class Tokenizer(abc.ABC):
   def _save_files(self, directory: pathlib.Path) -> dict[str, str]:
     """Writes the tokenizer's own files; returns extra metadata for `tokenizer.json`."""
 
+  def spell(self, words: Sequence[str]) -> list[list[int]]:
+    """Ids that spell each word one character at a time (a word's first id also marks
+    where the word starts, as this vocabulary marks it). `decode` of all of them in
+    order gives the words joined by single spaces.
+
+    These are character-level CTC targets inside the token vocabulary
+    (`data.ctc_targets = "characters"`): a CTC head that learned to spell has no
+    reason to prefer the words its training text happened to make into one piece.
+    """
+    return [self.encode(f" {word}" if i else word) for i, word in enumerate(words)]
+
   def decode(self, ids: Iterable[int], *, keep_special: bool = False) -> str:
     """Text of `ids`. Special tokens are dropped, or written by name with `keep_special`.
 
@@ -194,6 +205,9 @@ class ByteTokenizer(Tokenizer):
     return {}
 
 
+_WORD_START = "\u2581"  # SentencePiece's mark of a word's first piece
+
+
 class SentencePieceTokenizer(Tokenizer):
   """A SentencePiece model whose first pieces are the stream format's special tokens."""
 
@@ -220,8 +234,30 @@ class SentencePieceTokenizer(Tokenizer):
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()
 
+  def __reduce__(self):
+    # Picklable (Grain worker processes) by its serialized model.
+    return (SentencePieceTokenizer, (self._model_bytes,))
+
   def encode(self, text: str) -> list[int]:
     return list(self._sp.encode(text))
+
+  def spell(self, words: Sequence[str]) -> list[list[int]]:
+    """The word-start piece ("▁") then one piece per character; a character that has no
+    piece of its own is spelled as SentencePiece encodes it alone."""
+    boundary = self._sp.piece_to_id(_WORD_START)
+    if self._sp.is_unknown(boundary):
+      return super().spell(words)
+    spelled = []
+    for word in words:
+      ids = [boundary]
+      for char in word:
+        piece = self._sp.piece_to_id(char)
+        if self._sp.is_unknown(piece):
+          ids += [i for i in self._sp.encode(char) if i != boundary]
+        else:
+          ids.append(piece)
+      spelled.append(ids)
+    return spelled
 
   def _decode_text(self, ids: Sequence[int]) -> str:
     return self._sp.decode(list(ids))

@@ -125,7 +125,8 @@ def make_iterator(config: ml_collections.ConfigDict, split: str, mixture,
   """A Grain iterator over a built split with this process's shard."""
   pipeline = pipeline_lib.PipelineConfig.from_config(config, mixture=mixture,
                                                      num_epochs=num_epochs)
-  dataset = pipeline_lib.load_dataset(data_dir(config), split, pipeline)
+  tokenizer = load_tokenizer(config) if pipeline.ctc_targets == "characters" else None
+  dataset = pipeline_lib.load_dataset(data_dir(config), split, pipeline, tokenizer=tokenizer)
   return iter(dataset), pipeline
 
 
