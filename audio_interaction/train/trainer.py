@@ -96,11 +96,11 @@ def make_optimizer(train: ml_collections.ConfigDict
   optimizer = adamw(schedule)
   freeze, slow = tuple(train.freeze), tuple(train.get("slow", ()))
   if freeze or slow:
-    scale = float(train.get("slow_lr_scale", 1.0))
-    optimizer = optax.multi_transform(
-        {"trainable": optimizer, "frozen": optax.set_to_zero(),
-         "slow": adamw(lambda step: schedule(step) * scale)},
-        lambda params: freeze_labels(params, freeze, slow))
+    groups = {"trainable": optimizer, "frozen": optax.set_to_zero()}
+    if slow:  # only then: a run with `freeze` alone keeps the optimizer state it had
+      scale = float(train.slow_lr_scale)
+      groups["slow"] = adamw(lambda step: schedule(step) * scale)
+    optimizer = optax.multi_transform(groups, lambda params: freeze_labels(params, freeze, slow))
   return optimizer, schedule
 
 
