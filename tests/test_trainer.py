@@ -148,8 +148,8 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
     loop.initial_params(other, tokenizer)
   with pytest.raises(ValueError, match="do not fit the model config"):
     Trainer(other).state_from_params(params)
-def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
-  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "ctc_head/*")})
+def _two_steps(config):
+  """(params before, train state after two steps on one fixed batch)."""
   trainer = Trainer(config)
   state = trainer.init_state(0)
   before = jax.device_get(state.params)
@@ -157,6 +157,12 @@ def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
   step = trainer.compile_train_step(spec)
   for _ in range(2):
     state, _ = step.fn(state, trainer.device_batch(batch))
+  return before, state
+
+
+def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
+  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "ctc_head/*")})
+  before, state = _two_steps(config)
   after = jax.device_get(state.params)
   for part in ("encoder", "ctc_head"):
     jax.tree_util.tree_map(np.testing.assert_array_equal, before["params"][part],
@@ -180,13 +186,7 @@ def test_slow_parameters_take_the_scaled_learning_rate():
                                            "train.warmup_steps": 1,
                                            "train.weight_decay": 0.0,
                                            "train.clip_norm": 1e9, **overrides})
-    trainer = Trainer(config)
-    state = trainer.init_state(0)
-    before = jax.device_get(state.params)
-    (batch,), spec = train_testing.fixed_batches(config, count=1)
-    step = trainer.compile_train_step(spec)
-    for _ in range(2):
-      state, _ = step.fn(state, trainer.device_batch(batch))
+    before, state = _two_steps(config)
     return jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(b) - np.asarray(a)),
                                   before["params"], jax.device_get(state.params)["params"])
 
