@@ -37,6 +37,20 @@ def test_wer_with_no_reference_words_at_all():
   assert m.word_error_rate([], []).wer == 0.0
 
 
+def test_cer_counts_character_edits_over_the_corpus():
+  # "remaining" -> "remainin": 1 deletion; "two" -> "to": 1; "a b" -> "": 3 (the space
+  # counts). Reference characters after normalization: 9 + 3 + 3 = 15.
+  assert m.character_error_rate(["Remaining!", "two", "a b"], ["remainin", "to", ""]) == \
+      pytest.approx(5 / 15)
+  # The space counts: "ab" for "a b" is one deletion of three characters.
+  assert m.character_error_rate(["a b"], ["ab"]) == pytest.approx(1 / 3)
+  assert m.character_error_rate(["", "x"], ["hey", "x"]) == pytest.approx(3 / 1)
+  assert m.character_error_rate([""], [""]) == 0.0
+  assert m.character_error_rate([""], ["a"]) == math.inf
+  with pytest.raises(ValueError):
+    m.character_error_rate(["a"], [])
+
+
 def test_wer_length_mismatch_is_an_error():
   with pytest.raises(ValueError, match="1 references for 2"):
     m.word_error_rate(["a"], ["a", "b"])

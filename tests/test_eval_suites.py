@@ -107,6 +107,9 @@ def test_all_suites_end_to_end_one_stream_each(tiny, speech, sounds, tmp_path):
   assert set(got) == set(suites.SUITE_NAMES)
   assert got["B1"]["model"]["reference_words"] > 0 and "pocketsphinx" in got["B1"]
   assert got["B2"]["pocketsphinx"]["reference_words"] == got["B2"]["model"]["reference_words"]
+  for system in ("model", "model_ctc", "pocketsphinx"):  # CER beside every WER
+    block = got["B2"][system]
+    assert block["cer"] >= 0 and (block["cer"] == 0) == (block["wer"] == 0)
   for system in ("model", "silence_timer"):
     b5 = got["B5"][system]
     assert b5["turns"] >= 4

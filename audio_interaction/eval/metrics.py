@@ -73,6 +73,27 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> Wer
   return WerResult(wer, subs, dels, ins, total)
 
 
+def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+  """CER = character edits / reference characters, over all pairs (corpus-level).
+
+  Texts are normalized and their words joined by single spaces, which count as
+  characters. Where WER passes 100 % (every word wrong, plus insertions) CER still
+  tells a transcript that is nearly right ("remainin") from noise. An empty
+  reference makes every hypothesis character an insertion; with no reference
+  characters at all, CER is 0 if nothing was said and inf otherwise.
+  """
+  if len(references) != len(hypotheses):
+    raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
+  pairs = [(" ".join(_words(r)), " ".join(_words(h))) for r, h in zip(references, hypotheses)]
+  edits = sum(len(h) for r, h in pairs if not r) + sum(len(r) for r, h in pairs if r and not h)
+  total = sum(len(r) for r, _ in pairs)
+  scored = [(r, h) for r, h in pairs if r and h]
+  if scored:
+    out = jiwer.process_characters([r for r, _ in scored], [h for _, h in scored])
+    edits += out.substitutions + out.deletions + out.insertions
+  return edits / total if total else (0.0 if edits == 0 else math.inf)
+
+
 def aligned_hits(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tuple[int, int]]:
   """(reference index, hypothesis index) of every correctly recognised word.
 

@@ -117,9 +117,11 @@ _ABILITY: Final[dict[str, int]] = {"B1": 1, "B2": 2, "B3": 1, "B4": 4, "B5": 4, 
 HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B1", "WER", ("wer",), "%"),
     ("B2", "WER", ("wer",), "%"),
+    ("B2", "CER", ("cer",), "%"),
     ("B2", "emission delay, median", ("emission_delay_s", "median"), "s"),
     ("B2", "emission delay, p90", ("emission_delay_s", "p90"), "s"),
     ("B2", "WER of the encoder's CTC transcript", ("model_ctc", "wer"), "%"),
+    ("B2", "CER of the encoder's CTC transcript", ("model_ctc", "cer"), "%"),
     ("B2", "CTC emission delay, median", ("model_ctc", "emission_delay_s", "median"), "s"),
     ("B3", "accuracy", ("accuracy",), "%"),
     ("B4", "exact-match accuracy", ("accuracy",), "%"),
@@ -739,7 +741,8 @@ def _accuracy(runs: Sequence[CaseRun], tokenizer: Tokenizer, window_chunks: int)
 
 
 def _wer_block(references: list[str], hypotheses: list[str]) -> dict:
-  return metrics.word_error_rate(references, hypotheses).to_dict()
+  return {**metrics.word_error_rate(references, hypotheses).to_dict(),
+          "cer": metrics.character_error_rate(references, hypotheses)}
 
 
 def suite_b1(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
