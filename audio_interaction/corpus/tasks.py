@@ -36,8 +36,8 @@ import numpy as np
 from audio_interaction.corpus import real_speech, worlds
 from audio_interaction.corpus.clips import SoundClip, SoundSource, SpeechClip, SpeechSource, Word
 from audio_interaction.corpus.timeline import (
-    BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, OFFLINE, ONLINE, Composer, Filler, Pause, Speech,
-    Timeline)
+    BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, DEFAULT_LEAD_IN, OFFLINE, ONLINE, Composer, Filler,
+    Pause, Speech, Timeline)
 from audio_interaction.data.tokenizer import normalize_text
 from audio_interaction.corpus.worlds import choose
 from audio_interaction.stream_format import ABILITIES
@@ -62,7 +62,7 @@ class TaskConfig:
   speech_level_db: tuple[float, float] = (-30.0, -20.0)
   # Quiet before the stream's first sound (s). A live stream starts whenever the
   # microphone opens, often long before anyone speaks.
-  lead_in: tuple[float, float] = (0.2, 1.0)
+  lead_in: tuple[float, float] = DEFAULT_LEAD_IN
   event_level_db: tuple[float, float] = (-8.0, 2.0)  # relative to speech
   background_snr_db: tuple[float, float] = (5.0, 20.0)  # noisy ASR, optional beds
   scene_snr_db: tuple[float, float] = (0.0, 10.0)  # a scene asked about must be audible

@@ -297,6 +297,10 @@ def estimated_reply_end(reply: Reply) -> float:
   return end if reply.interrupted_at is None else min(end, reply.interrupted_at)
 
 
+# Quiet before a stream's first sound (s): `Composer`'s and `tasks.TaskConfig`'s default.
+DEFAULT_LEAD_IN: tuple[float, float] = (0.2, 1.0)
+
+
 class Composer:
   """Places speech and sounds on a stream and records what the assistant must say when.
 
@@ -311,7 +315,7 @@ class Composer:
                speech: SpeechSource, sounds: SoundSource,
                speech_level_db: tuple[float, float] = (-30.0, -20.0),
                event_level_db: tuple[float, float] = (-8.0, 2.0),
-               lead_in: tuple[float, float] = (0.2, 1.0)):
+               lead_in: tuple[float, float] = DEFAULT_LEAD_IN):
     """`event_level_db` is relative to the stream's speech level (dB)."""
     self.task, self.ability, self.seed, self.split = task, ability, seed, split
     self.speech, self.sounds = speech, sounds

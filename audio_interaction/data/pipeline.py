@@ -235,15 +235,14 @@ def spell_transcript(example: Mapping[str, np.ndarray], tokenizer: Tokenizer
     A copy with transcript int32[N'] and transcript_chunks int32[N'] (N' >= N).
   """
   tokens, chunks = example["transcript"], example["transcript_chunks"]
-  words = tokenizer.decode(tokens).split()
-  word_chunks = np.zeros(len(words), np.int32)
-  for k in range(len(tokens)):
-    # After token k, the prefix holds `seen` (possibly partial) words: token k is in the
-    # last, unless it only added the space before the next word.
-    prefix = tokenizer.decode(tokens[:k + 1])
-    seen = min(len(prefix.split()), len(words))
-    if seen and not prefix[-1:].isspace():
-      word_chunks[seen - 1] = chunks[k]
+  words, word_chunks = [], []
+  # A run of equal chunks holds whole words (a word's tokens all carry its chunk): one
+  # decode per run, not one per token.
+  runs = np.flatnonzero(np.diff(chunks)) + 1
+  for run_tokens, run_chunks in zip(np.split(tokens, runs), np.split(chunks, runs)):
+    run_words = tokenizer.decode(run_tokens).split()  # none for an empty transcript
+    words += run_words
+    word_chunks += [int(c) for c in run_chunks[:1]] * len(run_words)
   spelled = tokenizer.spell(words)
   out = dict(example)
   out["transcript"] = np.asarray([i for ids in spelled for i in ids], np.int32)

@@ -13,6 +13,7 @@ hold None for items that were never answered.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -85,13 +86,19 @@ def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -
   if len(references) != len(hypotheses):
     raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
   pairs = [(" ".join(_words(r)), " ".join(_words(h))) for r, h in zip(references, hypotheses)]
-  edits = sum(len(h) for r, h in pairs if not r) + sum(len(r) for r, h in pairs if r and not h)
+  edits = sum(_character_edits(r, h) for r, h in pairs)
   total = sum(len(r) for r, _ in pairs)
-  scored = [(r, h) for r, h in pairs if r and h]
-  if scored:
-    out = jiwer.process_characters([r for r, _ in scored], [h for _, h in scored])
-    edits += out.substitutions + out.deletions + out.insertions
   return edits / total if total else (0.0 if edits == 0 else math.inf)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _character_edits(reference: str, hypothesis: str) -> int:
+  """Levenshtein distance over characters. Cached: the bootstrap scores the same pairs
+  a thousand times (`suites.headline_intervals`)."""
+  if not reference or not hypothesis:
+    return len(reference) + len(hypothesis)
+  out = jiwer.process_characters(reference, hypothesis)
+  return out.substitutions + out.deletions + out.insertions
 
 
 def aligned_hits(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tuple[int, int]]:

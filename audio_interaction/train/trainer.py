@@ -94,7 +94,7 @@ def make_optimizer(train: ml_collections.ConfigDict
                        optax.adamw(learning_rate, weight_decay=train.weight_decay))
 
   optimizer = adamw(schedule)
-  freeze, slow = tuple(train.freeze), tuple(train.get("slow", ()))
+  freeze, slow = tuple(train.freeze), tuple(train.slow)
   if freeze or slow:
     groups = {"trainable": optimizer, "frozen": optax.set_to_zero()}
     if slow:  # only then: a run with `freeze` alone keeps the optimizer state it had
@@ -122,10 +122,11 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
     self.config = config
     self.model = AudioInteractionModel(config)
-    shapes = jax.eval_shape(self.model.init, jax.random.key(0))
-    for field in ("freeze", "slow"):
-      if config.train.get(field):
-        check_freeze_patterns(shapes, tuple(config.train[field]), f"train.{field}")
+    patterns = {f"train.{f}": tuple(config.train[f]) for f in ("freeze", "slow") if config.train[f]}
+    if patterns:  # tracing the model's init only when there is something to check
+      shapes = jax.eval_shape(self.model.init, jax.random.key(0))
+      for field, field_patterns in patterns.items():
+        check_freeze_patterns(shapes, field_patterns, field)
     self.optimizer, self.schedule = make_optimizer(config.train)
     self.augment = augment_lib.AugmentConfig.from_config(config.train.augment)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.sharding.mesh)
