@@ -14,15 +14,11 @@ import os
 import pathlib
 import uuid
 from collections.abc import Iterator
-from typing import TypeVar
-
-PathT = TypeVar("PathT", bound=pathlib.PurePath)  # a local path, or an etils epath
 
 
-def temporary_name(path: PathT) -> PathT:
+def temporary_name(path: pathlib.Path) -> pathlib.Path:
   """A hidden name beside `path`, unique to this attempt (two processes, or two threads
-  of one, may write the same file at once: Beam retries and speculative backups). Any
-  path type with `with_name` (object-store paths too)."""
+  of one, may write the same file at once: Beam retries and speculative backups)."""
   return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.partial")
 
 

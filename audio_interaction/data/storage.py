@@ -60,6 +60,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -231,6 +232,12 @@ def _template(out_dir: epath.Path, name: str, split: str) -> naming.ShardedFileT
       filetype_suffix=file_adapters.FileFormat.ARRAY_RECORD.file_suffix)
 
 
+def _tmp_suffix() -> str:
+  """A temporary-file suffix unique to this attempt: Beam may run two attempts of one
+  shard at once (retries, speculative backups), even as threads of one process."""
+  return f"tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 @contextlib.contextmanager
 def _writing(path: epath.Path) -> Iterator[str]:
   """Yields a local file name to write; `path` then becomes that file, whole or not at all.
@@ -247,7 +254,7 @@ def _writing(path: epath.Path) -> Iterator[str]:
     with atomic_file.replacing(os.fspath(path)) as tmp:
       yield os.fspath(tmp)
     return
-  tmp = atomic_file.temporary_name(path)
+  tmp = path.with_name(f"{path.name}.{_tmp_suffix()}")
   with tempfile.TemporaryDirectory(prefix="audio_interaction-") as local_dir:
     local = os.path.join(local_dir, path.name)
     yield local
