@@ -186,6 +186,10 @@ def base_config() -> ml_collections.ConfigDict:
   # train_audio_root): the only human voices the TRAIN side has with their text. Off
   # until a run trained with it is better on the real dev set.
   randomize.p_recorded_speech = 0.0
+  # Which recorded lines: "fillets-cs" (the Czech dub, 1,622 lines) and/or
+  # "hedgewars-en" (the English game voices with Whisper's confident transcripts,
+  # corpus/hedgewars_en.jsonl; exclamations, so offline transcription only).
+  randomize.recorded_speech_sources = ("fillets-cs",)
   # Quiet before a stream's first sound (s), drawn uniformly. The first encoder frame of
   # a stream is unlike any other (no left context), and with speech always starting in
   # the first second a CTC head learns to emit the corpus's commonest first word there
@@ -541,6 +545,10 @@ FIELD_RULES: dict[str, Rule] = {
     "data.randomize.ambience_snr_db": interval(-20.0, 100.0),
     "data.randomize.p_general_text": number(0, 1),
     "data.randomize.p_recorded_speech": number(0, 1),
+    "data.randomize.recorded_speech_sources": Rule(
+        "a non-empty tuple of 'fillets-cs', 'hedgewars-en'",
+        lambda v: (isinstance(v, tuple) and bool(v)
+                   and all(x in ("fillets-cs", "hedgewars-en") for x in v))),
     "data.randomize.lead_in_seconds": interval(0.0, 30.0),
     "train.steps": integer(0),
     "train.learning_rate": number(0, lo_open=True),

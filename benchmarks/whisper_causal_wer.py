@@ -36,22 +36,16 @@ import subprocess
 import tempfile
 import time
 
-import ctranslate2
 import jax
 import ml_collections
 import numpy as np
-import tokenizers
 import tqdm
 
 from audio_interaction import config_lib
 from audio_interaction.audio import io as audio_io
 from audio_interaction.eval import asr_peer, bootstrap, metrics
 from audio_interaction.model import pretrained
-from audio_interaction.model.ctranslate2_checkpoint import installed_whisper_tiny_en
-from audio_interaction.train import distill
-
-PROMPT = ["<|startoftranscript|>", "<|notimestamps|>"]  # tiny.en: no language token
-WHISPER_FRAMES = 1500
+from audio_interaction.train import distill, pseudo_label
 
 
 def load_clips(manifest: pathlib.Path, every: int, limit: int | None
@@ -129,8 +123,7 @@ def run(args: argparse.Namespace, config: ml_collections.ConfigDict) -> None:
 
   encode = {name: jax.jit(lambda p, mel, m=model: models.encode(m, p, mel))
             for name, (model, _) in encoders.items()}
-  whisper = ctranslate2.models.Whisper(str(installed_whisper_tiny_en()), compute_type="float32")
-  tokenizer = tokenizers.Tokenizer.from_file(str(installed_whisper_tiny_en() / "tokenizer.json"))
+  whisper = pseudo_label.WhisperReader()
 
   clips = load_clips(args.manifest, args.every, args.limit)
   references = [text for text, _ in clips]
@@ -144,11 +137,7 @@ def run(args: argparse.Namespace, config: ml_collections.ConfigDict) -> None:
     mel = features(audio)
     for name, (model, params) in encoders.items():
       frames = mel if model is models.student else mel[:, :models.window_samples // config.audio.hop_length]
-      encoded = np.asarray(encode[name](params, frames))[:, :WHISPER_FRAMES]
-      results = whisper.generate(ctranslate2.StorageView.from_array(
-          np.array(encoded, np.float32, order="C")), [PROMPT] * len(batch), beam_size=1,
-          max_length=64)
-      hypotheses[name] += [tokenizer.decode(r.sequences_ids[0]).strip() for r in results]
+      hypotheses[name] += [t.text for t in whisper.read(np.asarray(encode[name](params, frames)))]
   seconds = time.perf_counter() - began
   # The project's baseline on the same clips (whole clip, as `eval` scores it).
   sphinx = asr_peer.Pocketsphinx()

@@ -1,5 +1,6 @@
 """Real recorded lines in training streams (corpus/real_speech.py) on a fake package tree."""
 
+import json
 import pathlib
 
 import numpy as np
@@ -198,3 +199,102 @@ def test_only_the_train_split_gets_recorded_speech(dub_root):
   assert build.recorded_speech_settings(randomize, "eval") == {}
   assert build.recorded_speech_settings({**randomize, "p_recorded_speech": 0.0}, "train") == {}
   assert build.recorded_speech_settings({**randomize, "enabled": False}, "train") == {}
+
+
+# ------------------------------------------------------------------ English game voices
+
+HEDGEWARS_VOICES = "hedgewars-data/usr/share/games/hedgewars/Data/Sounds/voices"
+
+
+@pytest.fixture
+def game_voices(dub_root):
+  """Two English packs and a Spanish one; labels as `label-train-speech` writes them."""
+  for i, (pack, name) in enumerate((("Pirate", "Traitor"), ("Pirate", "Ow1"),
+                                    ("British", "Hello"), ("British", "Laugh"),
+                                    ("British", "Unsure"), ("Default_es", "Hello"))):
+    folder = dub_root / HEDGEWARS_VOICES / pack
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(str(folder / f"{name}.ogg"), speechlike(10 + i, RATE, 1.0), RATE, format="OGG")
+  rows = [("Pirate/Traitor", "You traitorous dog!", -0.29),
+          ("Pirate/Ow1", "Aaaah!", -0.2),                 # a shout
+          ("British/Hello", "Hello there, old chap.", -0.31),
+          ("British/Laugh", "(laughs)", -0.1),            # a described sound
+          ("British/Unsure", "Mister grubby jam.", -1.3),  # Whisper unsure
+          ("Gone/Missing", "Not under the root.", -0.1)]   # a clip not fetched
+  labels = dub_root / "labels.jsonl"
+  labels.write_text("\n".join(json.dumps({
+      "audio": f"hedgewars-data/hedgewars/Data/Sounds/voices/{clip}.ogg",
+      "speaker": f"hedgewars-data:{clip.split('/')[0]}", "language": "en", "text": text,
+      "score": score}) for clip, text, score in rows) + "\n")
+  return dub_root, labels
+
+
+def test_only_the_english_packs_are_listed(game_voices):
+  root, _ = game_voices
+  voices = real_audio.hedgewars_english_voices(root)
+  assert [(ref.relpath.rsplit("/", 2)[-2:], speaker) for ref, speaker in voices] == [
+      (["British", "Hello.ogg"], "hedgewars-data:British"),
+      (["British", "Laugh.ogg"], "hedgewars-data:British"),
+      (["British", "Unsure.ogg"], "hedgewars-data:British"),
+      (["Pirate", "Ow1.ogg"], "hedgewars-data:Pirate"),
+      (["Pirate", "Traitor.ogg"], "hedgewars-data:Pirate")]
+
+
+def test_usable_label_keeps_confident_words_only():
+  assert real_speech.usable_label("You traitorous dog!", -0.3) == "you traitorous dog"
+  assert real_speech.usable_label("You traitorous dog!", real_speech.MIN_LABEL_SCORE) == (
+      "you traitorous dog")
+  assert real_speech.usable_label("You traitorous dog!", real_speech.MIN_LABEL_SCORE - 0.01) is None
+  assert real_speech.usable_label("No, no, no way.", 0.0) == "no no no way"
+  for text in ("Noooo!", "AAAHH", "[Music]", "(laughs)", "*grunts*", "...", "♪",
+               "No, no, no, no!", "well no no no no"):
+    assert real_speech.usable_label(text, 0.0) is None, text
+  assert real_speech.usable_label(" ".join(["word"] * (real_speech.MAX_WORDS + 1)), 0.0) is None
+
+
+def test_english_lines_pair_confident_labels_with_their_clips(game_voices):
+  root, labels = game_voices
+  lines = real_speech.english_lines(root, labels)
+  assert [(line.text, line.voice) for line in lines] == [
+      ("you traitorous dog", "hedgewars-data:Pirate"),
+      ("hello there old chap", "hedgewars-data:British")]
+  assert all(line.pause_cut is None for line in lines)  # never a question with a pause
+  assert lines[0].audio().dtype == np.float32 and lines[0].audio().size > 0
+  with pytest.raises(real_speech.MissingRecordedSpeech, match="fetch-train-audio"):
+    real_speech.english_lines(root / "empty", labels)
+
+
+def test_sources_choose_which_lines(game_voices, monkeypatch):
+  root, labels = game_voices
+  monkeypatch.setattr(real_speech, "ENGLISH_LABELS", labels)
+  english = real_speech.recorded_lines(root, ("hedgewars-en",))
+  both = real_speech.recorded_lines(root, ("fillets-cs", "hedgewars-en"))
+  czech = real_speech.recorded_lines(root)
+  assert [line.text for line in both] == [line.text for line in czech + english]
+  assert len(english) == 2 and len(czech) == 3
+  with pytest.raises(ValueError, match="fillets-cs"):
+    real_speech.recorded_lines(root, ("klingon",))
+
+
+def test_english_lines_are_offline_transcriptions_only(game_voices, monkeypatch, speech, sounds):
+  root, labels = game_voices
+  monkeypatch.setattr(real_speech, "ENGLISH_LABELS", labels)
+  config = tasks.TaskConfig(recorded_lines=real_speech.recorded_lines(root, ("hedgewars-en",)),
+                            recorded_speech_probability=1.0)
+  for seed in range(3):
+    timeline = tasks.build("offline_asr", seed, speech, sounds, config)
+    (utterance,) = timeline.utterances
+    assert utterance.voice.startswith("hedgewars-data:")
+    assert timeline.replies[0].text == utterance.text
+    # No English line can be the question of a paused turn: it is TTS as without them.
+    paused = tasks.build("chat_mid_pause", seed, speech, sounds, config)
+    assert real_speech.NOT_UNDERSTOOD not in [r.text for r in paused.replies]
+
+
+def test_the_shipped_labels_are_rows_of_the_english_packs():
+  rows = [json.loads(line) for line in real_speech.ENGLISH_LABELS.read_text().splitlines()]
+  packs = {row["speaker"].split(":")[1] for row in rows}
+  assert packs == set(real_audio.HEDGEWARS_ENGLISH_PACKS)
+  assert all(row["language"] == "en" and row["score"] <= 0 for row in rows)
+  kept = [real_speech.usable_label(row["text"], row["score"]) for row in rows]
+  assert 100 < sum(k is not None for k in kept) < len(rows)

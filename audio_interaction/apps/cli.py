@@ -24,6 +24,7 @@ Verbs:
   serve     many live streams over websockets, and a page for the browser.
   build-real-dev  the real-audio DEV set (Debian packages held out from training).
   fetch-train-audio  the TRAIN packages' real sounds and beds for corpus randomisation.
+  label-train-speech  Whisper's transcripts of the TRAIN packages' English game voices.
 """
 
 from __future__ import annotations
@@ -425,6 +426,21 @@ def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _label_train_speech(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.corpus import real_audio, real_speech
+  from audio_interaction.train import pseudo_label
+  config = config_lib.load_config(args.config, overrides)
+  root = args.root or str(real_audio.default_cache() / "extracted")
+  try:
+    rows = pseudo_label.label_english_voices(root, args.out or real_speech.ENGLISH_LABELS,
+                                             config, batch=args.batch)
+  except (FileNotFoundError, ImportError) as error:
+    print(f"audio-interaction label-train-speech: error: {error}", file=sys.stderr)
+    return 1
+  print(f"{rows} clips transcribed -> {args.out or real_speech.ENGLISH_LABELS}")
+  return 0
+
+
 def _number(text: str) -> float:
   try:
     value = float(text)
@@ -688,6 +704,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 "are extracted to CACHE/extracted (default: "
                                 "~/.cache/audio_interaction/debs)")
   train_audio.set_defaults(run=_fetch_train_audio)
+
+  label = verbs.add_parser(
+      "label-train-speech",
+      help="Whisper tiny.en's transcripts (pseudo-labels) of hedgewars-data's English voices")
+  label.add_argument("--config", default=str(config_lib.experiments_dir() / "whisper_tiny.py"),
+                     help="a Whisper-encoder config (its log-mel and init.encoder_checkpoint)")
+  label.add_argument("--root", default=None,
+                     help="extracted TRAIN packages (default: fetch-train-audio's)")
+  label.add_argument("--out", default=None,
+                     help="JSONL to write (default: the one the corpus reads, "
+                          "audio_interaction/corpus/hedgewars_en.jsonl)")
+  label.add_argument("--batch", type=int, default=8)
+  label.set_defaults(run=_label_train_speech)
 
   def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     infer = _infer_config("serve", args.checkpoint, overrides)

@@ -280,7 +280,8 @@ def recorded_speech_settings(randomize: dict | None, split: str) -> dict[str, An
   p = _train_only_probability(randomize, split, "p_recorded_speech")
   if p <= 0:
     return {}
-  return {"recorded_lines": real_speech.recorded_lines(_train_audio_root(randomize)),
+  sources = tuple(randomize.get("recorded_speech_sources", ("fillets-cs",)))
+  return {"recorded_lines": real_speech.recorded_lines(_train_audio_root(randomize), sources),
           "recorded_speech_probability": p}
 
 

@@ -393,6 +393,26 @@ def fillets_speech(root: str | os.PathLike[str], language: str) -> list[SpeechIt
   return items
 
 
+_HEDGEWARS_VOICES = "usr/share/games/hedgewars/Data/Sounds/voices"
+# The voice packs spoken in English; the others (Default_es, _pl, _ru, _uk, Russian,
+# Russian_pl) speak their own language.
+HEDGEWARS_ENGLISH_PACKS: Final[tuple[str, ...]] = (
+    "British", "Classic", "Default", "HillBilly", "Mobster", "Pirate", "Robot", "Singer",
+    "Surfer")
+
+
+def hedgewars_english_voices(root: str | os.PathLike[str]) -> list[tuple[AudioRef, str]]:
+  """(recording, speaker) of every clip of hedgewars-data's English voice packs, sorted.
+
+  A file is named after what its line is for ("Youllregretthat.ogg"), not what is
+  said, and about a fifth are shouts and groans (Ow1, Laugh); `train/pseudo_label.py`
+  writes what they say. The speaker is "hedgewars-data:<pack>"."""
+  base = _package_root(pathlib.Path(root), "hedgewars-data") / _HEDGEWARS_VOICES
+  return [(_ref(pathlib.Path(root), "hedgewars-data", path), f"hedgewars-data:{pack}")
+          for pack in HEDGEWARS_ENGLISH_PACKS
+          for path in sorted((base / pack).glob("*.ogg"))]
+
+
 def dev_speech_items(root: str | os.PathLike[str]) -> list[SpeechItem]:
   """Every transcribed DEV recording found under `root` (packages not there are skipped)."""
   root = pathlib.Path(root)

@@ -18,6 +18,15 @@ sub-tasks use it, each with `TaskConfig.recorded_speech_probability`:
   The model does not understand Czech; its reply says so (`NOT_UNDERSTOOD`), at the
   end of the turn.
 
+The TRAIN side's English human voices are game characters: hedgewars-data's nine
+English voice packs (531 clips, `real_audio.hedgewars_english_voices`), whose file
+names say what a line is for, not what is said. Whisper tiny.en read each one over its
+whole window (`audio-interaction label-train-speech`, `train/pseudo_label.py`; the
+rows ship as `hedgewars_en.jsonl`), and the confident transcripts that are words
+(`usable_label`) become offline transcription clips, source "hedgewars-en"
+(`recorded_lines(root, sources)`; `data.randomize.recorded_speech_sources`). They are
+exclamations, never the question of a paused turn.
+
 Word times inside a recorded line are not known: words are spread over the voiced
 part in proportion to their length. Only the order of the words matters to the CTC
 loss and the offline reply, and the pause lies between words, so nothing trained
@@ -28,9 +37,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import pathlib
+import re
 import unicodedata
 from typing import Final
 
@@ -45,6 +56,11 @@ from audio_interaction.stream_format import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 RECORDED_PACKAGE: Final[str] = "fillets-ng-data-cs"
+# What `recorded_lines` can read: the Czech dub, and the English game voices of
+# hedgewars-data with Whisper's transcripts (`ENGLISH_LABELS`).
+SOURCES: Final[tuple[str, ...]] = ("fillets-cs", "hedgewars-en")
+# Written by `audio-interaction label-train-speech` (train/pseudo_label.py), shipped.
+ENGLISH_LABELS: Final[pathlib.Path] = pathlib.Path(__file__).with_name("hedgewars_en.jsonl")
 assert RECORDED_PACKAGE in real_audio.TRAIN_SPEECH_PACKAGES
 RECORDED_LANGUAGE: Final[str] = "cs"
 # What an English-only assistant says at the end of a turn it cannot understand.
@@ -55,6 +71,8 @@ MAX_WORDS: Final[int] = 14  # ~60 characters: the transcript fits max_transcript
 # turns' 35. Only 61 of the 1,622 lines (6 of 26 voices) have a 35 dB dip, since the
 # dub's actors run their words together; 243 lines (13 voices) have a 25 dB one.
 SPLIT_QUIET_DB: Final[float] = -25.0
+# The least mean token log-probability of a Whisper transcript `usable_label` keeps.
+MIN_LABEL_SCORE: Final[float] = -0.6
 
 
 class MissingRecordedSpeech(FileNotFoundError):
@@ -95,16 +113,31 @@ def _pause_cut(audio: np.ndarray, original_text: str, words: int) -> int | None:
 
 
 @functools.lru_cache(maxsize=4)
-def recorded_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
-  """The recorded lines of `RECORDED_PACKAGE` under `root`, in script order.
+def recorded_lines(root: str | os.PathLike[str], sources: tuple[str, ...] = ("fillets-cs",)
+                   ) -> tuple[RecordedLine, ...]:
+  """The recorded lines of `sources` (of `SOURCES`) under `root`, each source in its order.
 
-  Lines longer than `MAX_WORDS` words or with no letters left after folding are left
-  out, and so are recordings that cannot be decoded (one warning lists them). Reads
-  every line's audio once (~5 s for the real dub) to find its `pause_cut`.
-  Raises MissingRecordedSpeech (naming `fetch-train-audio`) when there are none.
+  "fillets-cs": the lines of `RECORDED_PACKAGE`, in script order. Lines longer than
+  `MAX_WORDS` words or with no letters left after folding are left out, and so are
+  recordings that cannot be decoded (one warning lists them). Reads every line's audio
+  once (~5 s for the real dub) to find its `pause_cut`. "hedgewars-en": `english_lines`.
+  Raises MissingRecordedSpeech (naming `fetch-train-audio`) when a source has none,
+  ValueError for a source not in `SOURCES`.
   """
+  unknown = [s for s in sources if s not in SOURCES]
+  if unknown or not sources:
+    raise ValueError(f"recorded speech sources {sources!r}: choose from {SOURCES}")
   root = pathlib.Path(os.path.expanduser(str(root)))
   real_audio.check_root(root)
+  lines: list[RecordedLine] = []
+  if "fillets-cs" in sources:
+    lines += _czech_lines(root)
+  if "hedgewars-en" in sources:
+    lines += english_lines(root)
+  return tuple(lines)
+
+
+def _czech_lines(root: pathlib.Path) -> list[RecordedLine]:
   lines, skipped = [], []
   for item in real_audio.fillets_speech(root, RECORDED_LANGUAGE):
     text = ascii_fold(item.text)
@@ -125,7 +158,57 @@ def recorded_lines(root: str | os.PathLike[str]) -> tuple[RecordedLine, ...]:
         f"{root}: no recorded lines of {RECORDED_PACKAGE} (its sound/*/cs/*.ogg with the "
         f"dialogs_cs.lua scripts of fillets-ng-data); run `audio-interaction "
         f"fetch-train-audio` and point data.randomize.train_audio_root at its folder")
-  return tuple(lines)
+  return lines
+
+
+# A letter three times running is a shout ("noooo", "aaahh"), not a word to spell.
+_SHOUT = re.compile(r"([a-z])\1\1")
+# Whisper's known failure: one word over and over ("no, no, no, no, no, ...").
+_LOOP = re.compile(r"\b(\w+)(?: \1\b){3,}")
+# Whisper writes sounds it cannot spell as "[Music]", "(laughs)" or "*grunts*".
+_NOT_WORDS = re.compile(r"[\[\]()*♪]")
+
+
+def usable_label(text: str, score: float) -> str | None:
+  """The folded text of a pseudo-label worth training on, or None: Whisper must be sure
+  of it (mean token log-prob >= `MIN_LABEL_SCORE`) and it must be words, not a
+  described sound, a shout or a word looping four times, of at most `MAX_WORDS`."""
+  if score < MIN_LABEL_SCORE or _NOT_WORDS.search(text):
+    return None
+  folded = ascii_fold(text)
+  words = folded.split()
+  if (not words or len(words) > MAX_WORDS or any(_SHOUT.search(w) for w in words)
+      or _LOOP.search(folded)):
+    return None
+  return folded
+
+
+def english_lines(root: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
+                  ) -> list[RecordedLine]:
+  """hedgewars-data's English voice clips under `root` whose Whisper transcript in
+  `labels` (rows of `pseudo_label.label_english_voices`; default `ENGLISH_LABELS`) is
+  `usable_label`.
+
+  Their `pause_cut` is None: they are exclamations, not questions, and the reply to a
+  question in a language the model does not speak (`NOT_UNDERSTOOD`) would be wrong for
+  them. Raises MissingRecordedSpeech when none of the labelled clips is under `root`.
+  """
+  by_path = {ref.relpath: (ref, speaker)
+             for ref, speaker in real_audio.hedgewars_english_voices(root)}
+  labels = pathlib.Path(labels or ENGLISH_LABELS)
+  lines = []
+  for row in (json.loads(line) for line in labels.read_text("utf-8").splitlines()
+              if line.strip()):
+    text = usable_label(row["text"], row["score"])
+    if text is not None and row["audio"] in by_path:
+      ref, speaker = by_path[row["audio"]]
+      lines.append(RecordedLine(ref, text, speaker, None))
+  if not lines:
+    raise MissingRecordedSpeech(
+        f"{root}: none of the {labels} clips (hedgewars-data's English voices); run "
+        f"`audio-interaction fetch-train-audio` and point data.randomize.train_audio_root "
+        f"at its folder")
+  return lines
 
 
 @functools.lru_cache(maxsize=256)

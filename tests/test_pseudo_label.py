@@ -1,0 +1,67 @@
+"""Whisper tiny.en's transcripts of untranscribed speech (train/pseudo_label.py), for real:
+the shipped weights, CTranslate2's decoder, flite speech of known text."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio_interaction import config_lib
+from audio_interaction.audio import io as audio_io
+from audio_interaction.corpus import real_audio
+from audio_interaction.eval import metrics
+
+pytest.importorskip("ctranslate2")
+pseudo_label = pytest.importorskip("audio_interaction.train.pseudo_label")
+
+SENTENCES = ("the kitchen light is on", "turn the radio off please")
+
+
+def _flite(tmp_path, text, name):
+  path = tmp_path / f"{name}.wav"
+  subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True)
+  return path
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+  config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py"))
+  return pseudo_label.FullWindowTranscriber(config)
+
+
+def test_whisper_writes_what_flite_said(transcriber, tmp_path):
+  clips = [audio_io.load_audio(_flite(tmp_path, text, i)) for i, text in enumerate(SENTENCES)]
+  got = transcriber.transcribe(clips, batch=2, progress=False)
+  assert len(got) == 2
+  assert metrics.word_error_rate(list(SENTENCES), [t.text for t in got]).wer <= 0.2
+  assert all(-1.0 < t.score <= 0 for t in got)
+  # Silence is not read as these words, and Whisper is less sure of it.
+  (quiet,) = transcriber.transcribe([np.zeros(16000, np.float32)], progress=False)
+  assert metrics.word_error_rate([SENTENCES[0]], [quiet.text]).wer >= 0.8
+
+
+def test_clips_whisper_cannot_take_are_named(transcriber):
+  with pytest.raises(ValueError, match="clip 1: 0.00 s"):
+    transcriber.transcribe([np.ones(100, np.float32), np.zeros(0, np.float32)], progress=False)
+  with pytest.raises(ValueError, match="clip 0: 31.00 s"):
+    transcriber.transcribe([np.zeros(31 * 16000, np.float32)], progress=False)
+
+
+def test_label_english_voices_writes_one_row_per_english_clip(tmp_path, monkeypatch):
+  voices = tmp_path / "hedgewars-data/usr/share/games/hedgewars/Data/Sounds/voices"
+  for pack, text in (("Pirate", SENTENCES[0]), ("Default_es", SENTENCES[1])):
+    (voices / pack).mkdir(parents=True)
+    audio = audio_io.load_audio(_flite(tmp_path, text, pack))
+    sf.write(str(voices / pack / "Hello.ogg"), audio, 16000, format="OGG")
+  config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py"))
+  out = tmp_path / "labels.jsonl"
+  assert pseudo_label.label_english_voices(tmp_path, out, config) == 1
+  (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+  assert row["audio"] == "hedgewars-data/hedgewars/Data/Sounds/voices/Pirate/Hello.ogg"
+  assert row["speaker"] == "hedgewars-data:Pirate" and row["language"] == "en"
+  assert metrics.word_error_rate([SENTENCES[0]], [row["text"]]).wer <= 0.2
+  with pytest.raises(FileNotFoundError, match="fetch-train-audio"):
+    pseudo_label.label_english_voices(tmp_path / "nothing", out, config)
+  assert real_audio.hedgewars_english_voices(tmp_path)[0][1] == "hedgewars-data:Pirate"
