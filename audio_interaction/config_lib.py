@@ -50,6 +50,11 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...]
 )
 
 
+# The real recorded lines `corpus/real_speech.recorded_lines` reads (its `SOURCES`).
+RECORDED_SPEECH_SOURCES: tuple[str, ...] = ("fillets-cs", "hedgewars-en")
+DEFAULT_RECORDED_SPEECH_SOURCES: tuple[str, ...] = ("fillets-cs",)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every field an experiment may set, with defaults. Experiments change values only."""
   config = ml_collections.ConfigDict()
@@ -189,7 +194,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Which recorded lines: "fillets-cs" (the Czech dub, 1,622 lines) and/or
   # "hedgewars-en" (the English game voices with Whisper's confident transcripts,
   # corpus/hedgewars_en.jsonl; exclamations, so offline transcription only).
-  randomize.recorded_speech_sources = ("fillets-cs",)
+  randomize.recorded_speech_sources = DEFAULT_RECORDED_SPEECH_SOURCES
   # Quiet before a stream's first sound (s), drawn uniformly. The first encoder frame of
   # a stream is unlike any other (no left context), and with speech always starting in
   # the first second a CTC head learns to emit the corpus's commonest first word there
@@ -546,9 +551,9 @@ FIELD_RULES: dict[str, Rule] = {
     "data.randomize.p_general_text": number(0, 1),
     "data.randomize.p_recorded_speech": number(0, 1),
     "data.randomize.recorded_speech_sources": Rule(
-        "a non-empty tuple of 'fillets-cs', 'hedgewars-en'",
+        "a non-empty tuple of " + ", ".join(repr(s) for s in RECORDED_SPEECH_SOURCES),
         lambda v: (isinstance(v, tuple) and bool(v)
-                   and all(x in ("fillets-cs", "hedgewars-en") for x in v))),
+                   and all(x in RECORDED_SPEECH_SOURCES for x in v))),
     "data.randomize.lead_in_seconds": interval(0.0, 30.0),
     "train.steps": integer(0),
     "train.learning_rate": number(0, lo_open=True),

@@ -429,7 +429,7 @@ def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
 def _label_train_speech(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import real_audio, real_speech
   from audio_interaction.train import pseudo_label
-  config = config_lib.load_config(args.config, overrides)
+  config = _config_from(args, overrides)
   root = args.root or str(real_audio.default_cache() / "extracted")
   try:
     rows = pseudo_label.label_english_voices(root, args.out or real_speech.ENGLISH_LABELS,

@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from audio_interaction import config_lib
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import serialize as serialize_lib
 from audio_interaction.data import beam_storage, storage
@@ -280,7 +281,8 @@ def recorded_speech_settings(randomize: dict | None, split: str) -> dict[str, An
   p = _train_only_probability(randomize, split, "p_recorded_speech")
   if p <= 0:
     return {}
-  sources = tuple(randomize.get("recorded_speech_sources", ("fillets-cs",)))
+  sources = tuple(randomize.get("recorded_speech_sources",
+                                config_lib.DEFAULT_RECORDED_SPEECH_SOURCES))
   return {"recorded_lines": real_speech.recorded_lines(_train_audio_root(randomize), sources),
           "recorded_speech_probability": p}
 

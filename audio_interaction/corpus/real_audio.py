@@ -407,8 +407,9 @@ def hedgewars_english_voices(root: str | os.PathLike[str]) -> list[tuple[AudioRe
   A file is named after what its line is for ("Youllregretthat.ogg"), not what is
   said, and about a fifth are shouts and groans (Ow1, Laugh); `train/pseudo_label.py`
   writes what they say. The speaker is "hedgewars-data:<pack>"."""
-  base = _package_root(pathlib.Path(root), "hedgewars-data") / _HEDGEWARS_VOICES
-  return [(_ref(pathlib.Path(root), "hedgewars-data", path), f"hedgewars-data:{pack}")
+  root = pathlib.Path(root)
+  base = _package_root(root, "hedgewars-data") / _HEDGEWARS_VOICES
+  return [(_ref(root, "hedgewars-data", path), f"hedgewars-data:{pack}")
           for pack in HEDGEWARS_ENGLISH_PACKS
           for path in sorted((base / pack).glob("*.ogg"))]
 

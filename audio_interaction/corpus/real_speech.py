@@ -47,6 +47,7 @@ from typing import Final
 
 import numpy as np
 
+from audio_interaction import config_lib
 from audio_interaction.corpus import effects, real_audio
 from audio_interaction.corpus.clips import Word
 from audio_interaction.corpus.timeline import Span, Speech
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 RECORDED_PACKAGE: Final[str] = "fillets-ng-data-cs"
 # What `recorded_lines` can read: the Czech dub, and the English game voices of
 # hedgewars-data with Whisper's transcripts (`ENGLISH_LABELS`).
-SOURCES: Final[tuple[str, ...]] = ("fillets-cs", "hedgewars-en")
+SOURCES: Final[tuple[str, ...]] = config_lib.RECORDED_SPEECH_SOURCES
 # Written by `audio-interaction label-train-speech` (train/pseudo_label.py), shipped.
 ENGLISH_LABELS: Final[pathlib.Path] = pathlib.Path(__file__).with_name("hedgewars_en.jsonl")
 assert RECORDED_PACKAGE in real_audio.TRAIN_SPEECH_PACKAGES
@@ -113,7 +114,8 @@ def _pause_cut(audio: np.ndarray, original_text: str, words: int) -> int | None:
 
 
 @functools.lru_cache(maxsize=4)
-def recorded_lines(root: str | os.PathLike[str], sources: tuple[str, ...] = ("fillets-cs",)
+def recorded_lines(root: str | os.PathLike[str],
+                   sources: tuple[str, ...] = config_lib.DEFAULT_RECORDED_SPEECH_SOURCES
                    ) -> tuple[RecordedLine, ...]:
   """The recorded lines of `sources` (of `SOURCES`) under `root`, each source in its order.
 
