@@ -10,7 +10,7 @@ import soundfile as sf
 
 from audio_interaction import config_lib
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import real_audio
+from audio_interaction.corpus import real_audio, real_speech
 from audio_interaction.eval import metrics
 
 pytest.importorskip("ctranslate2")
@@ -37,9 +37,11 @@ def test_whisper_writes_what_flite_said(transcriber, tmp_path):
   assert len(got) == 2
   assert metrics.word_error_rate(list(SENTENCES), [t.text for t in got]).wer <= 0.2
   assert all(-1.0 < t.score <= 0 for t in got)
-  # Silence is not read as these words, and Whisper is less sure of it.
+  # Silence is not read as these words; what Whisper makes up there ("you"), it is too
+  # unsure of for real_speech to keep.
   (quiet,) = transcriber.transcribe([np.zeros(16000, np.float32)], progress=False)
   assert metrics.word_error_rate([SENTENCES[0]], [quiet.text]).wer >= 0.8
+  assert real_speech.usable_label(quiet.text, quiet.score) is None
 
 
 def test_clips_whisper_cannot_take_are_named(transcriber):
@@ -47,17 +49,31 @@ def test_clips_whisper_cannot_take_are_named(transcriber):
     transcriber.transcribe([np.ones(100, np.float32), np.zeros(0, np.float32)], progress=False)
   with pytest.raises(ValueError, match="clip 0: 31.00 s"):
     transcriber.transcribe([np.zeros(31 * 16000, np.float32)], progress=False)
+  with pytest.raises(audio_io.AudioError, match="clip 0: samples have rank 2"):
+    transcriber.transcribe([np.zeros((16000, 2), np.float32)], progress=False)
+  with pytest.raises(audio_io.AudioError, match="clip 1: samples contain 1 NaN"):
+    transcriber.transcribe([np.ones(100, np.float32), np.array([0.0, np.nan], np.float32)],
+                           progress=False)
 
 
-def test_label_english_voices_writes_one_row_per_english_clip(tmp_path, monkeypatch):
+def test_label_english_voices_writes_one_row_per_english_clip(tmp_path, caplog):
   voices = tmp_path / "hedgewars-data/usr/share/games/hedgewars/Data/Sounds/voices"
   for pack, text in (("Pirate", SENTENCES[0]), ("Default_es", SENTENCES[1])):
     (voices / pack).mkdir(parents=True)
     audio = audio_io.load_audio(_flite(tmp_path, text, pack))
-    sf.write(str(voices / pack / "Hello.ogg"), audio, 16000, format="OGG")
+    # A real pack's rate and channels: 44.1 kHz stereo.
+    audio = audio_io.resample(audio, 16000, 44100)
+    sf.write(str(voices / pack / "Hello.ogg"), np.stack([audio, 0.8 * audio], axis=1), 44100,
+             format="OGG")
+  # Neither a broken file nor one longer than Whisper's window gets a (wrong) row.
+  (voices / "Pirate" / "Broken.ogg").write_bytes(b"not an ogg file")
+  sf.write(str(voices / "Pirate" / "Long.ogg"), np.zeros(31 * 16000, np.float32), 16000,
+           format="OGG")
   config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py"))
   out = tmp_path / "labels.jsonl"
   assert pseudo_label.label_english_voices(tmp_path, out, config) == 1
+  assert "2 clips get no transcript" in caplog.text
+  assert "Pirate/Broken.ogg" in caplog.text and "Pirate/Long.ogg: 31.0 s" in caplog.text
   (row,) = [json.loads(line) for line in out.read_text().splitlines()]
   assert row["audio"] == "hedgewars-data/hedgewars/Data/Sounds/voices/Pirate/Hello.ogg"
   assert row["speaker"] == "hedgewars-data:Pirate" and row["language"] == "en"

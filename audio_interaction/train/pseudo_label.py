@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 from typing import Final, Sequence
 
@@ -29,6 +30,7 @@ import numpy as np
 import tqdm
 
 from audio_interaction.atomic_file import write_text
+from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import real_audio
 from audio_interaction.model import pretrained
 from audio_interaction.model.ctranslate2_checkpoint import installed_whisper_tiny_en
@@ -38,6 +40,8 @@ from audio_interaction.train import distill
 PROMPT: Final[tuple[str, ...]] = ("<|startoftranscript|>", "<|notimestamps|>")  # tiny.en
 WHISPER_FRAMES: Final[int] = 1500  # encoder frames of one 30 s window
 WINDOW_SECONDS: Final[float] = 30.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +98,16 @@ class FullWindowTranscriber:
                  progress: bool = True) -> list[Transcript]:
     """One `Transcript` per clip (float32 [n] at 16 kHz, n <= 30 s), in order.
 
-    Raises ValueError naming the first clip that is empty or longer than the window.
+    Raises ValueError naming the first clip that is empty or longer than the window,
+    and `audio_io.AudioError` (a ValueError) for one that is not mono float audio or
+    holds NaN/Inf.
     """
     window = self.models.window_samples
     for i, clip in enumerate(clips):
       if clip.size == 0 or clip.size > window:
         raise ValueError(f"clip {i}: {clip.size / SAMPLE_RATE:.2f} s; Whisper's window takes "
                          f"0 < n <= {WINDOW_SECONDS:.0f} s")
+      audio_io.validate_samples(clip, expected_ndim=1, where=f"clip {i}")
     out: list[Transcript] = []
     for start in tqdm.trange(0, len(clips), batch, desc="whisper", unit="batch",
                              disable=not progress):
@@ -117,16 +124,35 @@ def label_english_voices(root: str | pathlib.Path, out: str | pathlib.Path,
   """Writes one JSONL row per clip of hedgewars-data's English voice packs under `root`
   (`real_audio.hedgewars_english_voices`): {"audio": package-relative path, "speaker",
   "language": "en", "text": Whisper's transcript, "score": its mean token log-prob}.
-  The rows keep every clip (`real_speech` filters them); written atomically. Returns
-  the number of rows. Raises FileNotFoundError when `root` holds no such clip."""
+  The rows keep every clip Whisper can read whole (`real_speech` filters them); a clip
+  that cannot be decoded or is longer than the window gets no row, and one warning
+  names them (a transcript of a clip's first 30 s is not its text). Written
+  atomically. Returns the number of rows. Raises FileNotFoundError when `root` holds
+  no such clip."""
   voices = real_audio.hedgewars_english_voices(root)
   if not voices:
     raise FileNotFoundError(f"{root}: no hedgewars-data voice packs; run `audio-interaction "
                             "fetch-train-audio` first")
-  clips = [ref.load()[:int(WINDOW_SECONDS * SAMPLE_RATE)] for ref, _ in voices]
-  transcripts = FullWindowTranscriber(config).transcribe(clips, batch=batch)
+  window = int(WINDOW_SECONDS * SAMPLE_RATE)
+  readable, clips, skipped = [], [], []
+  for ref, speaker in voices:
+    try:
+      audio = ref.load()
+    except real_audio.UNDECODABLE as error:  # one broken file must not stop the run
+      skipped.append(real_audio.skip_note(ref, error))
+      continue
+    if audio.size > window:
+      skipped.append(f"{ref.relpath}: {audio.size / SAMPLE_RATE:.1f} s, longer than "
+                     f"Whisper's {WINDOW_SECONDS:.0f} s window")
+      continue
+    readable.append((ref, speaker))
+    clips.append(audio)
+  if skipped:
+    log.warning("label-train-speech: %d clips get no transcript: %s", len(skipped),
+                "; ".join(skipped))
+  transcripts = FullWindowTranscriber(config).transcribe(clips, batch=batch) if clips else []
   rows = [json.dumps({"audio": ref.relpath, "speaker": speaker, "language": "en",
                       "text": t.text, "score": round(t.score, 4)}, ensure_ascii=False)
-          for (ref, speaker), t in zip(voices, transcripts)]
-  write_text(out, "\n".join(rows) + "\n")
+          for (ref, speaker), t in zip(readable, transcripts)]
+  write_text(out, "\n".join(rows) + "\n" if rows else "")
   return len(rows)
