@@ -42,7 +42,7 @@ setuptools.setup(
         # Corpus domain randomisation: simulated rooms (image-source impulse responses).
         "pyroomacoustics>=0.8",
     ],
-    package_data={"audio_interaction.corpus": ["facts.json", "hedgewars_en.jsonl"],
+    package_data={"audio_interaction.corpus": ["facts.json", "hedgewars_en.jsonl", "amazon_queen_en.jsonl"],
                   # The embedded default model bundle.
                   "audio_interaction": ["assets/tiny/*.json", "assets/tiny/*.msgpack",
                                         "assets/tiny/tokenizer/*",

@@ -51,7 +51,8 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 
 # The real recorded lines `corpus/real_speech.recorded_lines` reads (its `SOURCES`).
-RECORDED_SPEECH_SOURCES: tuple[str, ...] = ("fillets-cs", "hedgewars-en")
+ENGLISH_SPEECH_SOURCES: tuple[str, ...] = ("hedgewars-en", "amazon-queen-en")
+RECORDED_SPEECH_SOURCES: tuple[str, ...] = ("fillets-cs",) + ENGLISH_SPEECH_SOURCES
 DEFAULT_RECORDED_SPEECH_SOURCES: tuple[str, ...] = ("fillets-cs",)
 
 
@@ -193,7 +194,9 @@ def base_config() -> ml_collections.ConfigDict:
   randomize.p_recorded_speech = 0.0
   # Which recorded lines: "fillets-cs" (the Czech dub, 1,622 lines) and/or
   # "hedgewars-en" (the English game voices with Whisper's confident transcripts,
-  # corpus/hedgewars_en.jsonl; exclamations, so offline transcription only).
+  # corpus/hedgewars_en.jsonl; exclamations) and/or "amazon-queen-en" (the spoken lines
+  # of Flight of the Amazon Queen, the same way, corpus/amazon_queen_en.jsonl); the
+  # English ones are offline transcription clips only.
   randomize.recorded_speech_sources = DEFAULT_RECORDED_SPEECH_SOURCES
   # Quiet before a stream's first sound (s), drawn uniformly. The first encoder frame of
   # a stream is unlike any other (no left context), and with speech always starting in

@@ -18,3 +18,27 @@ def speechlike(seed: int, rate: int, seconds: float = 1.2, channels: int = 1) ->
   pieces.append(np.zeros(int(0.2 * rate)))
   x = np.concatenate(pieces).astype(np.float32)
   return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def mp3_bytes(audio: np.ndarray, rate: int) -> bytes:
+  """`audio` (float32 [n]) as an MP3 file's bytes."""
+  import io
+  import soundfile as sf
+  buffer = io.BytesIO()
+  sf.write(buffer, np.asarray(audio, np.float32), rate, format="MP3")
+  return buffer.getvalue()
+
+
+def queen_archive_file(path, resources, *, magic=b"QTBL", compression=1, shift=0) -> None:
+  """A ScummVM QTBL file at `path` holding `resources` ((name, bytes) pairs), laid out as
+  corpus/queen_archive.py's docstring says; `shift` moves every offset."""
+  import struct
+  header = struct.pack(">4s6s2sBH", magic, b"CEM10\0", b"\0\0", compression, len(resources))
+  offset = len(header) + 21 * len(resources) + shift
+  table, blobs = b"", b""
+  for name, blob in resources:
+    table += struct.pack(">12sBII", name.encode("ascii"), 1, offset, len(blob))
+    offset += len(blob)
+    blobs += blob
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(header + table + b"\0" * shift + blobs)

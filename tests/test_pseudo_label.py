@@ -56,7 +56,7 @@ def test_clips_whisper_cannot_take_are_named(transcriber):
                            progress=False)
 
 
-def test_label_english_voices_writes_one_row_per_english_clip(tmp_path, caplog):
+def test_label_voices_writes_one_row_per_english_clip(tmp_path, caplog):
   voices = tmp_path / "hedgewars-data/usr/share/games/hedgewars/Data/Sounds/voices"
   for pack, text in (("Pirate", SENTENCES[0]), ("Default_es", SENTENCES[1])):
     (voices / pack).mkdir(parents=True)
@@ -71,7 +71,8 @@ def test_label_english_voices_writes_one_row_per_english_clip(tmp_path, caplog):
            format="OGG")
   config = config_lib.load_config(str(config_lib.experiments_dir() / "whisper_tiny.py"))
   out = tmp_path / "labels.jsonl"
-  assert pseudo_label.label_english_voices(tmp_path, out, config) == 1
+  voices = real_audio.hedgewars_english_voices(tmp_path)
+  assert pseudo_label.label_voices(voices, out, config) == 1
   assert "2 clips get no transcript" in caplog.text
   assert "Pirate/Broken.ogg" in caplog.text and "Pirate/Long.ogg: 31.0 s" in caplog.text
   (row,) = [json.loads(line) for line in out.read_text().splitlines()]
@@ -79,5 +80,31 @@ def test_label_english_voices_writes_one_row_per_english_clip(tmp_path, caplog):
   assert row["speaker"] == "hedgewars-data:Pirate" and row["language"] == "en"
   assert metrics.word_error_rate([SENTENCES[0]], [row["text"]]).wer <= 0.2
   with pytest.raises(FileNotFoundError, match="fetch-train-audio"):
-    pseudo_label.label_english_voices(tmp_path / "nothing", out, config)
+    pseudo_label.label_voices(real_audio.hedgewars_english_voices(tmp_path / "nothing"), out,
+                              config)
   assert real_audio.hedgewars_english_voices(tmp_path)[0][1] == "hedgewars-data:Pirate"
+
+
+def test_the_command_labels_the_game_lines_inside_their_archive(tmp_path, capsys):
+  # A line of Flight of the Amazon Queen as the package stores it (MP3 at 11,025 Hz in
+  # queen.1c), through the command a user runs.
+  from fake_recordings import mp3_bytes, queen_archive_file
+  from audio_interaction.apps import cli
+  from audio_interaction.corpus import queen_archive
+  root = tmp_path / "extracted"
+  audio = audio_io.resample(audio_io.load_audio(_flite(tmp_path, SENTENCES[1], "line")),
+                            16000, 11025)
+  queen_archive_file(root / queen_archive.PACKAGE / queen_archive.DATA_FILE,
+                     [("020006J1.SB", mp3_bytes(audio, 11025))])
+  out = tmp_path / "queen.jsonl"
+  assert cli.main(["label-train-speech", "--source", "amazon-queen-en", "--root", str(root),
+                   "--out", str(out)]) == 0
+  assert f"1 clips transcribed -> {out}" in capsys.readouterr().out
+  (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+  assert row["audio"].endswith("queen.1c/020006J1.SB")
+  assert row["speaker"] == "amazon-queen:joe"
+  assert metrics.word_error_rate([SENTENCES[1]], [row["text"]]).wer <= 0.2
+  # A root without the game: a one-line error, not a traceback.
+  assert cli.main(["label-train-speech", "--source", "amazon-queen-en", "--root",
+                   str(tmp_path / "none"), "--out", str(out)]) == 1
+  assert "fetch-train-audio" in capsys.readouterr().err

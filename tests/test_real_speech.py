@@ -254,19 +254,21 @@ def test_usable_label_keeps_confident_words_only():
 
 def test_english_lines_pair_confident_labels_with_their_clips(game_voices):
   root, labels = game_voices
-  lines = real_speech.english_lines(root, labels)
+  lines = real_speech.english_lines(root, "hedgewars-en", labels)
   assert [(line.text, line.voice) for line in lines] == [
       ("you traitorous dog", "hedgewars-data:Pirate"),
       ("hello there old chap", "hedgewars-data:British")]
   assert all(line.pause_cut is None for line in lines)  # never a question with a pause
   assert lines[0].audio().dtype == np.float32 and lines[0].audio().size > 0
   with pytest.raises(real_speech.MissingRecordedSpeech, match="fetch-train-audio"):
-    real_speech.english_lines(root / "empty", labels)
+    real_speech.english_lines(root / "empty", "hedgewars-en", labels)
+  with pytest.raises(ValueError, match="not an English source"):
+    real_speech.english_lines(root, "fillets-cs", labels)
 
 
 def test_sources_choose_which_lines(game_voices, monkeypatch):
   root, labels = game_voices
-  monkeypatch.setattr(real_speech, "ENGLISH_LABELS", labels)
+  monkeypatch.setitem(real_speech.ENGLISH_LABELS, "hedgewars-en", labels)
   english = real_speech.recorded_lines(root, ("hedgewars-en",))
   both = real_speech.recorded_lines(root, ("fillets-cs", "hedgewars-en"))
   czech = real_speech.recorded_lines(root)
@@ -278,7 +280,7 @@ def test_sources_choose_which_lines(game_voices, monkeypatch):
 
 def test_english_lines_are_offline_transcriptions_only(game_voices, monkeypatch, speech, sounds):
   root, labels = game_voices
-  monkeypatch.setattr(real_speech, "ENGLISH_LABELS", labels)
+  monkeypatch.setitem(real_speech.ENGLISH_LABELS, "hedgewars-en", labels)
   config = tasks.TaskConfig(recorded_lines=real_speech.recorded_lines(root, ("hedgewars-en",)),
                             recorded_speech_probability=1.0)
   for seed in range(3):
@@ -292,9 +294,63 @@ def test_english_lines_are_offline_transcriptions_only(game_voices, monkeypatch,
 
 
 def test_the_shipped_labels_are_rows_of_the_english_packs():
-  rows = [json.loads(line) for line in real_speech.ENGLISH_LABELS.read_text().splitlines()]
+  rows = [json.loads(line)
+          for line in real_speech.ENGLISH_LABELS["hedgewars-en"].read_text().splitlines()]
   packs = {row["speaker"].split(":")[1] for row in rows}
   assert packs == set(real_audio.HEDGEWARS_ENGLISH_PACKS)
   assert all(row["language"] == "en" and row["score"] <= 0 for row in rows)
   kept = [real_speech.usable_label(row["text"], row["score"]) for row in rows]
   assert 100 < sum(k is not None for k in kept) < len(rows)
+
+
+@pytest.fixture
+def queen_lines(tmp_path):
+  """Three lines of the game in its archive, and their labels: one sentence with an
+  inner dip, two sentences, and one Whisper was unsure of."""
+  from fake_recordings import mp3_bytes, queen_archive_file
+  from audio_interaction.corpus import queen_archive
+  root = tmp_path / "extracted"
+  rate = 11025
+  names = ("020006J1.SB", "020006P1.SB", "020007J1.SB")
+  queen_archive_file(root / queen_archive.PACKAGE / queen_archive.DATA_FILE,
+                     [(name, mp3_bytes(speechlike(20 + i, rate, 2.5), rate))
+                      for i, name in enumerate(names)])
+  labels = tmp_path / "amazon_queen_en.jsonl"
+  prefix = "flight-of-the-amazon-queen/scummvm/flight-of-the-amazon-queen/queen.1c/"
+  rows = (("Where did you put the map of the jungle?", -0.2),
+          ("I lost it. It was here.", -0.2),
+          ("Blah blah jungle.", -1.5))
+  labels.write_text("\n".join(json.dumps({
+      "audio": prefix + name, "speaker": "amazon-queen:joe", "language": "en", "text": text,
+      "score": score}) for name, (text, score) in zip(names, rows)) + "\n")
+  return root, labels
+
+
+def test_game_dialogue_lines_are_paused_turns_out_of_scope(queen_lines, monkeypatch, speech,
+                                                           sounds):
+  root, labels = queen_lines
+  lines = real_speech.english_lines(root, "amazon-queen-en", labels)
+  assert [line.text for line in lines] == ["where did you put the map of the jungle",
+                                           "i lost it it was here"]
+  one_sentence, two_sentences = lines
+  assert one_sentence.pause_cut is not None and two_sentences.pause_cut is None
+  assert one_sentence.reply == two_sentences.reply == real_speech.OUT_OF_SCOPE
+  monkeypatch.setitem(real_speech.ENGLISH_LABELS, "amazon-queen-en", labels)
+  config = tasks.TaskConfig(recorded_lines=real_speech.recorded_lines(root, ("amazon-queen-en",)),
+                            recorded_speech_probability=1.0)
+  timeline = tasks.build("chat_mid_pause", 0, speech, sounds, config)
+  timeline.validate()
+  (utterance,) = timeline.utterances
+  assert utterance.voice == "amazon-queen:joe" and utterance.text == one_sentence.text
+  (hold,) = utterance.holds
+  (reply,) = timeline.replies
+  assert reply.text == real_speech.OUT_OF_SCOPE
+  assert reply.ready_time == utterance.speech_end > hold.end
+  assert any(q.start == hold.start and q.end == hold.end for q in timeline.quiet)
+
+
+def test_an_unlabelled_source_names_the_command(queen_lines, tmp_path):
+  root, _ = queen_lines
+  with pytest.raises(real_speech.MissingRecordedSpeech,
+                     match="label-train-speech --source amazon-queen-en"):
+    real_speech.english_lines(root, "amazon-queen-en", tmp_path / "missing.jsonl")

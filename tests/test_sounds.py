@@ -194,3 +194,48 @@ def test_resample_and_noise():
   s = np.abs(np.fft.rfft(pink)) ** 2
   f = np.fft.rfftfreq(len(pink), 1 / 16000)
   assert s[(f > 100) & (f < 200)].mean() > 5 * s[(f > 4000) & (f < 8000)].mean()
+
+
+def _click_file(path, freq: float, seconds: float) -> str:
+  import soundfile as sf
+  t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+  sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t) * np.exp(-t / 0.01)).astype(np.float32),
+           SAMPLE_RATE)
+  return str(path)
+
+
+def test_single_impacts_are_laid_as_a_run_from_one_package(tmp_path):
+  # Two keyboards of single key clicks (different pitches) and one long typing file:
+  # a click drawn becomes a run of clicks of the same keyboard only; the long file
+  # stays itself.
+  recs = [sounds.Recording(_click_file(tmp_path / f"{pkg}{i}.wav", freq, 0.06), "keyboard",
+                           f"{pkg}/key{i}.wav", "train")
+          for pkg, freq in (("kbd_a", 3000.0), ("kbd_b", 500.0)) for i in range(3)]
+  typing = sounds.Recording(_click_file(tmp_path / "typing.wav", 1500.0, 2.0), "keyboard",
+                            "kbd_c/typing.wav", "train")
+  bank = sounds.SoundBank(split="train", p_recorded=1.0, use_recordings=False,
+                          extra_recordings=recs + [typing])
+  pattern = sounds.STROKE_PATTERNS["keyboard"]
+  seen_runs = 0
+  for seed in range(30):
+    clip = bank.sample("keyboard", np.random.default_rng(seed))
+    again = bank.sample("keyboard", np.random.default_rng(seed))
+    np.testing.assert_array_equal(clip.audio, again.audio)
+    if clip.source.startswith("kbd_c"):
+      assert clip.duration > 1.9
+      continue
+    seen_runs += 1
+    levels = effects.frame_rms_db(clip.audio, 160, 160)
+    onsets = np.flatnonzero((levels[1:] > levels.max() - 20) & (levels[:-1] <= levels.max() - 20))
+    # At least the pattern's fewest strokes, spread over more than one stroke's length.
+    assert len(onsets) + 1 >= pattern.count[0] - 1, (seed, len(onsets))
+    assert clip.duration >= (pattern.count[0] - 1) * pattern.interval[0] * 0.9 * 16 / 17
+    # The run's strokes come from the drawn click's keyboard: its pitch only.
+    spectrum = np.abs(np.fft.rfft(clip.audio))
+    freqs = np.fft.rfftfreq(len(clip.audio), 1 / SAMPLE_RATE)
+    peak = freqs[np.argmax(spectrum)]
+    expected = 3000.0 if clip.source.startswith("kbd_a") else 500.0
+    assert abs(peak - expected) < 0.1 * expected, (seed, peak, clip.source)
+    # Recognisable at the pattern's stroke, not after the whole run.
+    assert 0.0 < clip.recognisable_after < clip.duration / 2
+  assert seen_runs >= 10

@@ -24,7 +24,7 @@ Verbs:
   serve     many live streams over websockets, and a page for the browser.
   build-real-dev  the real-audio DEV set (Debian packages held out from training).
   fetch-train-audio  the TRAIN packages' real sounds and beds for corpus randomisation.
-  label-train-speech  Whisper's transcripts of the TRAIN packages' English game voices.
+  label-train-speech  Whisper's transcripts of the TRAIN packages' English voices.
 """
 
 from __future__ import annotations
@@ -431,13 +431,14 @@ def _label_train_speech(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.train import pseudo_label
   config = _config_from(args, overrides)
   root = args.root or str(real_audio.default_cache() / "extracted")
+  out = args.out or real_speech.ENGLISH_LABELS[args.source]
   try:
-    rows = pseudo_label.label_english_voices(root, args.out or real_speech.ENGLISH_LABELS,
-                                             config, batch=args.batch)
-  except (FileNotFoundError, ImportError) as error:
+    voices = real_speech.ENGLISH_VOICES[args.source](root)
+    rows = pseudo_label.label_voices(voices, out, config, batch=args.batch)
+  except (FileNotFoundError, ImportError, ValueError) as error:
     print(f"audio-interaction label-train-speech: error: {error}", file=sys.stderr)
     return 1
-  print(f"{rows} clips transcribed -> {args.out or real_speech.ENGLISH_LABELS}")
+  print(f"{rows} clips transcribed -> {out}")
   return 0
 
 
@@ -707,14 +708,18 @@ def build_parser() -> argparse.ArgumentParser:
 
   label = verbs.add_parser(
       "label-train-speech",
-      help="Whisper tiny.en's transcripts (pseudo-labels) of hedgewars-data's English voices")
+      help="Whisper tiny.en's transcripts (pseudo-labels) of the TRAIN side's English voices")
+  label.add_argument("--source", choices=config_lib.ENGLISH_SPEECH_SOURCES,
+                     default="hedgewars-en",
+                     help="hedgewars-data's voice packs (531 clips, ~7 min) or Flight of the "
+                          "Amazon Queen's spoken lines (6,745 clips, ~1 h)")
   label.add_argument("--config", default=str(config_lib.experiments_dir() / "whisper_tiny.py"),
-                     help="a Whisper-encoder config (its log-mel and init.encoder_checkpoint)")
+                     help="a Whisper-encoder config (Whisper's log-mel front end)")
   label.add_argument("--root", default=None,
                      help="extracted TRAIN packages (default: fetch-train-audio's)")
   label.add_argument("--out", default=None,
                      help="JSONL to write (default: the one the corpus reads, "
-                          "audio_interaction/corpus/hedgewars_en.jsonl)")
+                          "audio_interaction/corpus/<source>.jsonl, e.g. hedgewars_en.jsonl)")
   label.add_argument("--batch", type=int, default=8)
   label.set_defaults(run=_label_train_speech)
 

@@ -67,7 +67,7 @@ import numpy as np
 import soundfile as sf
 
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import effects, worlds
+from audio_interaction.corpus import effects, queen_archive, worlds
 from audio_interaction.data.tokenizer import number_to_words
 from audio_interaction.stream_format import SAMPLE_RATE
 
@@ -123,12 +123,14 @@ DEV_NOISE_PACKAGES: Final[tuple[str, ...]] = ("flare-game", "xmoto-data")
 DEV_PACKAGES: Final[tuple[str, ...]] = tuple(sorted(set(
     DEV_SPEECH_PACKAGES + DEV_EVENT_PACKAGES + DEV_NOISE_PACKAGES)))
 
-TRAIN_SPEECH_PACKAGES: Final[tuple[str, ...]] = ("fillets-ng-data-cs", "hedgewars-data")
+TRAIN_SPEECH_PACKAGES: Final[tuple[str, ...]] = (
+    "fillets-ng-data-cs", "hedgewars-data", "flight-of-the-amazon-queen")
 TRAIN_EVENT_PACKAGES: Final[tuple[str, ...]] = (
     "wesnoth-1.16-data", "freeciv-data", "lincity-ng-data", "openarena-data", "hedgewars-data",
     "heroes-sound-effects", "tuxmath-data", "tuxtype-data", "freedroidrpg-data", "ksirk",
     "ri-li-data", "oxygen-sounds", "yaru-theme-sound", "deepin-sound-theme", "psi-plus-sounds",
-    "pidgin-data")
+    "pidgin-data", "bucklespring-data", "linphone-common", "twinkle-common", "baresip-core",
+    "gajim", "scorched3d-data")
 TRAIN_NOISE_PACKAGES: Final[tuple[str, ...]] = (
     "colobot-common-sounds", "extremetuxracer-data", "lincity-ng-data", "openclonk-data",
     "marsshooter-data", "wesnoth-1.16-data", "sonic-pi-samples", "freeciv-data")
@@ -235,7 +237,7 @@ class AudioRef:
   package: str
   path: str  # a file in the extracted package
   inside: str  # `path` relative to the package's folder (POSIX separators)
-  member: str | None = None  # a member of the zip archive at `path`
+  member: str | None = None  # a member of the archive at `path` (zip, or queen.1c)
 
   @property
   def relpath(self) -> str:
@@ -253,12 +255,18 @@ class AudioRef:
     """float32 mono samples at 16 kHz."""
     if self.member is None:
       return audio_io.load_audio(self.path, SAMPLE_RATE)
-    with zipfile.ZipFile(self.path) as archive:
-      data, rate = sf.read(io.BytesIO(archive.read(self.member)), dtype="float32",
-                           always_2d=True)
+    data, rate = sf.read(io.BytesIO(_member_bytes(self.path, self.member)), dtype="float32",
+                         always_2d=True)
     samples = data.mean(axis=1, dtype=np.float32)
     audio_io.validate_samples(samples, where=self.relpath)
     return audio_io.resample(samples, int(rate), SAMPLE_RATE)
+
+
+def _member_bytes(path: str, member: str) -> bytes:
+  if path.endswith(".1c"):
+    return queen_archive.read_member(path, member)
+  with zipfile.ZipFile(path) as archive:
+    return archive.read(member)
 
 
 def _package_root(root: pathlib.Path, package: str) -> pathlib.Path:
@@ -414,6 +422,21 @@ def hedgewars_english_voices(root: str | os.PathLike[str]) -> list[tuple[AudioRe
           for path in sorted((base / pack).glob("*.ogg"))]
 
 
+def amazon_queen_voices(root: str | os.PathLike[str]) -> list[tuple[AudioRef, str]]:
+  """(recording, speaker) of every spoken line of Flight of the Amazon Queen under
+  `root` (`queen_archive`: 6,745 lines, ~4.5 h, inside one ScummVM file), sorted by
+  name; [] when the package is not there. The speaker is "amazon-queen:<voice>"
+  (`queen_archive.speaker_of`). Raises queen_archive.QueenArchiveError for a data file
+  this reader does not know."""
+  root = pathlib.Path(root)
+  path = _package_root(root, queen_archive.PACKAGE) / queen_archive.DATA_FILE
+  if not path.is_file():
+    return []
+  return [(_ref(root, queen_archive.PACKAGE, path, entry.name),
+           f"amazon-queen:{queen_archive.speaker_of(entry.name)}")
+          for entry in queen_archive.speech_entries(path)]
+
+
 def dev_speech_items(root: str | os.PathLike[str]) -> list[SpeechItem]:
   """Every transcribed DEV recording found under `root` (packages not there are skipped)."""
   root = pathlib.Path(root)
@@ -522,6 +545,19 @@ EVENT_RULES: Final[tuple[Rule, ...]] = (
     Rule("deepin-sound-theme", "**/stereo/*.wav", "notification"),
     Rule("psi-plus-sounds", "**/sound/*.wav", "notification"),
     Rule("pidgin-data", "**/purple/*.wav", "notification"),
+    # An IBM Model M, one press and one release per key: laid as typing by the bank
+    # (`sounds.STROKE_PATTERNS`).
+    Rule("bucklespring-data", "**/buckle/wav/*.wav", "keyboard"),
+    # Telephony apps' own rings (not their ring-back, busy or DTMF tones).
+    Rule("linphone-common", "**/rings/oldphone-mono.wav", "phone_ring"),
+    Rule("twinkle-common", "**/twinkle/ringtone.wav", "phone_ring"),
+    Rule("baresip-core", "**/baresip/ring.wav", "phone_ring"),
+    Rule("gajim", "**/sounds/call_incoming.wav", "phone_ring"),
+    Rule("gajim", "**/sounds/*message?.wav", "notification"),
+    Rule("gajim", "**/sounds/attention.wav", "notification"),
+    Rule("scorched3d-data", "**/misc/dog*.wav", "dog_bark"),
+    Rule("scorched3d-data", "**/misc/policecar.wav", "siren"),
+    Rule("scorched3d-data", "**/misc/thunder*.wav", "thunder"),
 )
 
 # Background noise: music and ambience loops. `label` is the project class the bed

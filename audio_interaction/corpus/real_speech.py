@@ -20,12 +20,17 @@ sub-tasks use it, each with `TaskConfig.recorded_speech_probability`:
 
 The TRAIN side's English human voices are game characters: hedgewars-data's nine
 English voice packs (531 clips, `real_audio.hedgewars_english_voices`), whose file
-names say what a line is for, not what is said. Whisper tiny.en read each one over its
-whole window (`audio-interaction label-train-speech`, `train/pseudo_label.py`; the
-rows ship as `hedgewars_en.jsonl`), and the confident transcripts that are words
-(`usable_label`) become offline transcription clips, source "hedgewars-en"
-(`recorded_lines(root, sources)`; `data.randomize.recorded_speech_sources`). They are
-exclamations, never the question of a paused turn.
+names say what a line is for, not what is said, and the 6,745 spoken lines of Flight of
+the Amazon Queen (~4.5 h of professional voice acting, `real_audio.amazon_queen_voices`),
+stored without text. Whisper tiny.en read each one over its whole window
+(`audio-interaction label-train-speech --source NAME`, `train/pseudo_label.py`; the rows
+ship as `hedgewars_en.jsonl` and `amazon_queen_en.jsonl`), and the confident transcripts
+that are words (`usable_label`) become offline transcription clips, sources
+"hedgewars-en" and "amazon-queen-en" (`recorded_lines(root, sources)`;
+`data.randomize.recorded_speech_sources`). A single-sentence dialogue line of the game
+(`DIALOGUE_SOURCES`) can also be a user's turn with a pause cut into it, as the Czech
+lines are; it is no question of the assistant's worlds, so the reply at its end is
+`OUT_OF_SCOPE`. The hedgewars exclamations never are.
 
 Word times inside a recorded line are not known: words are spread over the voiced
 part in proportion to their length. Only the order of the words matters to the CTC
@@ -43,7 +48,7 @@ import os
 import pathlib
 import re
 import unicodedata
-from typing import Final
+from typing import Callable, Final
 
 import numpy as np
 
@@ -57,15 +62,30 @@ from audio_interaction.stream_format import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 RECORDED_PACKAGE: Final[str] = "fillets-ng-data-cs"
-# What `recorded_lines` can read: the Czech dub, and the English game voices of
-# hedgewars-data with Whisper's transcripts (`ENGLISH_LABELS`).
+# What `recorded_lines` can read: the Czech dub, and English voices with Whisper's
+# transcripts (`ENGLISH_LABELS`).
 SOURCES: Final[tuple[str, ...]] = config_lib.RECORDED_SPEECH_SOURCES
-# Written by `audio-interaction label-train-speech` (train/pseudo_label.py), shipped.
-ENGLISH_LABELS: Final[pathlib.Path] = pathlib.Path(__file__).with_name("hedgewars_en.jsonl")
+# The English sources' clips, and their rows written by `audio-interaction
+# label-train-speech --source NAME` (train/pseudo_label.py), shipped.
+ENGLISH_VOICES: Final[dict[str, Callable[[str | os.PathLike[str]],
+                                         list[tuple[real_audio.AudioRef, str]]]]] = {
+    "hedgewars-en": real_audio.hedgewars_english_voices,
+    "amazon-queen-en": real_audio.amazon_queen_voices,
+}
+ENGLISH_LABELS: Final[dict[str, pathlib.Path]] = {
+    "hedgewars-en": pathlib.Path(__file__).with_name("hedgewars_en.jsonl"),
+    "amazon-queen-en": pathlib.Path(__file__).with_name("amazon_queen_en.jsonl"),
+}
+assert set(ENGLISH_VOICES) == set(ENGLISH_LABELS) == set(config_lib.ENGLISH_SPEECH_SOURCES)
 assert RECORDED_PACKAGE in real_audio.TRAIN_SPEECH_PACKAGES
 RECORDED_LANGUAGE: Final[str] = "cs"
 # What an English-only assistant says at the end of a turn it cannot understand.
 NOT_UNDERSTOOD: Final[str] = "sorry, i only understand english"
+# ... and at the end of an English turn from outside its worlds (a game's dialogue line).
+OUT_OF_SCOPE: Final[str] = "sorry, i cannot help with that"
+# English sources whose lines are dialogue, so one sentence of them can be a user's
+# paused turn; hedgewars' are exclamations ("Take that!").
+DIALOGUE_SOURCES: Final[tuple[str, ...]] = ("amazon-queen-en",)
 MAX_SECONDS: Final[float] = 7.0  # longer lines would crowd a 10 s training stream
 MAX_WORDS: Final[int] = 14  # ~60 characters: the transcript fits max_transcript tokens
 # A dip where a training pause may go: 25 dB under the line's peak, not the DEV split
@@ -90,15 +110,17 @@ def ascii_fold(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RecordedLine:
-  """One recorded line: where its audio is, its folded text, who says it, and where a
+  """One recorded line: where its audio is, its folded text, who says it, where a
   pause may go (`pause_cut`: a sample of the trimmed audio at its inner quiet dip;
-  None for a line of several sentences, of one word, over `MAX_SECONDS`, or without
-  such a dip)."""
+  None for a line of several sentences, of one word, over `MAX_SECONDS`, without such
+  a dip, or from a source that is not dialogue), and what the assistant answers when
+  the line is a user's turn (`reply`)."""
 
   ref: real_audio.AudioRef
   text: str
   voice: str
   pause_cut: int | None
+  reply: str = NOT_UNDERSTOOD
 
   def audio(self) -> np.ndarray:
     """float32 [n] at 16 kHz, trimmed to its voiced frames."""
@@ -122,7 +144,8 @@ def recorded_lines(root: str | os.PathLike[str],
   "fillets-cs": the lines of `RECORDED_PACKAGE`, in script order. Lines longer than
   `MAX_WORDS` words or with no letters left after folding are left out, and so are
   recordings that cannot be decoded (one warning lists them). Reads every line's audio
-  once (~5 s for the real dub) to find its `pause_cut`. "hedgewars-en": `english_lines`.
+  once (~5 s for the real dub) to find its `pause_cut`. The English sources:
+  `english_lines`.
   Raises MissingRecordedSpeech (naming `fetch-train-audio`) when a source has none,
   ValueError for a source not in `SOURCES`.
   """
@@ -132,10 +155,8 @@ def recorded_lines(root: str | os.PathLike[str],
   root = pathlib.Path(os.path.expanduser(str(root)))
   real_audio.check_root(root)
   lines: list[RecordedLine] = []
-  if "fillets-cs" in sources:
-    lines += _czech_lines(root)
-  if "hedgewars-en" in sources:
-    lines += english_lines(root)
+  for source in sources:
+    lines += _czech_lines(root) if source == "fillets-cs" else english_lines(root, source)
   return tuple(lines)
 
 
@@ -185,31 +206,50 @@ def usable_label(text: str, score: float) -> str | None:
   return folded
 
 
-def english_lines(root: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
-                  ) -> list[RecordedLine]:
-  """hedgewars-data's English voice clips under `root` whose Whisper transcript in
-  `labels` (rows of `pseudo_label.label_english_voices`; default `ENGLISH_LABELS`) is
-  `usable_label`.
+def english_lines(root: str | os.PathLike[str], source: str = "hedgewars-en",
+                  labels: str | os.PathLike[str] | None = None) -> list[RecordedLine]:
+  """The clips of English source `source` (of `ENGLISH_VOICES`) under `root` whose
+  Whisper transcript in `labels` (rows of `pseudo_label.label_voices`; default
+  `ENGLISH_LABELS[source]`) is `usable_label`.
 
-  Their `pause_cut` is None: they are exclamations, not questions, and the reply to a
-  question in a language the model does not speak (`NOT_UNDERSTOOD`) would be wrong for
-  them. Raises MissingRecordedSpeech when none of the labelled clips is under `root`.
+  Lines of `DIALOGUE_SOURCES` get a `pause_cut` as the Czech lines do (a single
+  sentence by Whisper's punctuation, with a quiet dip; reads each line's audio once)
+  and answer a paused turn with `OUT_OF_SCOPE`; the exclamations of the others never
+  make a paused turn. Raises MissingRecordedSpeech when none of the labelled clips is
+  under `root` (or the source's labels were never written), ValueError for a source
+  that is not English.
   """
-  by_path = {ref.relpath: (ref, speaker)
-             for ref, speaker in real_audio.hedgewars_english_voices(root)}
-  labels = pathlib.Path(labels or ENGLISH_LABELS)
-  lines = []
+  if source not in ENGLISH_VOICES:
+    raise ValueError(f"{source!r} is not an English source: {tuple(ENGLISH_VOICES)}")
+  labels = pathlib.Path(labels or ENGLISH_LABELS[source])
+  if not labels.is_file():
+    raise MissingRecordedSpeech(
+        f"{labels}: no transcripts of {source}; write them with `audio-interaction "
+        f"label-train-speech --source {source}`")
+  by_path = {ref.relpath: (ref, speaker) for ref, speaker in ENGLISH_VOICES[source](root)}
+  dialogue = source in DIALOGUE_SOURCES
+  lines, skipped = [], []
   for row in (json.loads(line) for line in labels.read_text("utf-8").splitlines()
               if line.strip()):
     text = usable_label(row["text"], row["score"])
-    if text is not None and row["audio"] in by_path:
-      ref, speaker = by_path[row["audio"]]
-      lines.append(RecordedLine(ref, text, speaker, None))
+    if text is None or row["audio"] not in by_path:
+      continue
+    ref, speaker = by_path[row["audio"]]
+    cut = None
+    if dialogue:
+      try:
+        cut = _pause_cut(_trimmed_audio(ref), row["text"], len(text.split()))
+      except real_audio.UNDECODABLE as error:
+        skipped.append(real_audio.skip_note(ref, error))
+        continue
+    lines.append(RecordedLine(ref, text, speaker, cut, OUT_OF_SCOPE))
+  if skipped:
+    log.warning("%s: skipped %d undecodable recordings, e.g. %s", source, len(skipped),
+                "; ".join(skipped[:3]))
   if not lines:
     raise MissingRecordedSpeech(
-        f"{root}: none of the {labels} clips (hedgewars-data's English voices); run "
-        f"`audio-interaction fetch-train-audio` and point data.randomize.train_audio_root "
-        f"at its folder")
+        f"{root}: none of the {labels} clips ({source}); run `audio-interaction "
+        f"fetch-train-audio` and point data.randomize.train_audio_root at its folder")
   return lines
 
 

@@ -19,6 +19,11 @@ Recordings (all optional, see `SOUND_PACKAGES`):
 Files are labelled by the tables `TUXPAINT_CLASSES` / `FREEDESKTOP_CLASSES` (reasons in
 the comments there); files not in a table are skipped.
 
+Many packages record one impact of a sound that happens as a run (one key press of a
+keyboard, one footstep, one knock). Such a recording (`STROKE_MAX_S` or shorter) of a
+class with a `StrokePattern` is laid as a run of the package's single impacts of the
+class, at the class's pace, so "keyboard" is someone typing and not one click.
+
 `recognisable_after` (seconds from the clip start) is when a listener could name the
 sound: procedural generators compute it from their own structure (e.g. the end of
 the second beep of a smoke alarm); for recordings it is the first onset plus a
@@ -125,6 +130,27 @@ SOUND_PACKAGES: Mapping[str, tuple[str, Mapping[str, str]]] = {
     # name: (root directory, file table)
     "tuxpaint-stamps-default": ("/usr/share/tuxpaint/stamps", TUXPAINT_CLASSES),
     "sound-theme-freedesktop": ("/usr/share/sounds/freedesktop/stereo", FREEDESKTOP_CLASSES),
+}
+
+# Classes that happen as a run of short impacts. A recording of one impact (one key
+# press, one step, one knock; shorter than `STROKE_MAX_S`) is not what a listener
+# hears as typing or someone walking, so the bank lays a run of them: strokes drawn
+# from the same package's single impacts of the class (one keyboard, one pair of
+# shoes), `count` of them `interval` s apart (uniform ranges), jittered by 10 %.
+# Recognisable after `recognisable_after_strokes` of them.
+@dataclasses.dataclass(frozen=True)
+class StrokePattern:
+  count: tuple[int, int]
+  interval: tuple[float, float]
+  recognisable_after_strokes: int
+
+
+STROKE_MAX_S = 0.35
+STROKE_PATTERNS: Mapping[str, StrokePattern] = {
+    "keyboard": StrokePattern((8, 40), (0.08, 0.3), 4),
+    "footsteps": StrokePattern((3, 10), (0.45, 0.65), 2),
+    "knock": StrokePattern((2, 5), (0.13, 0.3), 2),
+    "clock_tick": StrokePattern((4, 10), (0.5, 1.0), 3),
 }
 
 # Seconds after a recording's first onset at which its class is recognisable: about
@@ -787,7 +813,8 @@ class SoundBank:
     if label not in self.labels():
       raise ValueError(f"unknown or unavailable sound class {label!r}; available: {self.labels()}")
     recs = self._recordings.get(label, ())
-    # Fixed draw order: choice, recording index, level, warp, then the generator.
+    # Fixed draw order: choice, recording index, level, warp, then the generator or
+    # the stroke run.
     u = rng.uniform()
     idx = int(rng.integers(len(recs))) if recs else 0
     level = float(rng.uniform(*self.level_db))
@@ -797,12 +824,17 @@ class SoundBank:
     if use_rec:
       rec = recs[idx]
       audio, onset = self._load(rec.path)
+      delay = RECORDING_DELAY_S.get(label, 0.5)
+      strokes = self._strokes(label, rec) if len(audio) < STROKE_MAX_S * SR else ()
+      if strokes:  # the run says when its class is clear: no per-class delay on top
+        audio, onset = self._stroke_run(strokes, STROKE_PATTERNS[label], rng)
+        delay = 0.0
       # +-6% speed perturbation so one file is not always one waveform.
       if warp != (1, 1):
         audio = effects.resample(audio, warp[1], warp[0])
         onset *= warp[0] / warp[1]
       dur = len(audio) / SR
-      recog = min(dur, onset + RECORDING_DELAY_S.get(label, 0.5))
+      recog = min(dur, onset + delay)
       source = rec.relpath
     else:
       audio, recog = GENERATORS[label](rng)
@@ -814,6 +846,33 @@ class SoundBank:
       audio = (audio * (0.99 / peak)).astype(np.float32)
     recog = float(min(max(recog, 0.0), len(audio) / SR))
     return SoundClip(audio=audio.astype(np.float32), label=label, source=source, recognisable_after=recog)
+
+  def _strokes(self, label: str, rec: Recording) -> tuple[Recording, ...]:
+    """The single impacts of `label` in `rec`'s package (() if `label` has no
+    `StrokePattern`)."""
+    if label not in STROKE_PATTERNS:
+      return ()
+    package = rec.relpath.split("/", 1)[0]
+    return tuple(r for r in self._recordings.get(label, ())
+                 if r.relpath.split("/", 1)[0] == package
+                 and len(self._load(r.path)[0]) < STROKE_MAX_S * SR)
+
+  def _stroke_run(self, strokes: Sequence[Recording], pattern: StrokePattern,
+                  rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A run of `strokes` laid by `pattern`: float32 [n] at 16 kHz, and when the
+    `recognisable_after_strokes`-th stroke begins (s)."""
+    count = int(rng.integers(pattern.count[0], pattern.count[1] + 1))
+    interval = float(rng.uniform(*pattern.interval))
+    gaps = interval * rng.uniform(0.9, 1.1, size=count)
+    starts = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+    picks = [self._load(strokes[int(i)].path)[0]
+             for i in rng.integers(len(strokes), size=count)]
+    gains = rng.uniform(0.6, 1.0, size=count)
+    buf = np.zeros(_n(starts[-1]) + max(len(p) for p in picks), np.float32)
+    for start, pick, gain in zip(starts, picks, gains):
+      _add(buf, pick * gain, float(start))
+    which = min(pattern.recognisable_after_strokes, count) - 1
+    return effects.fade(buf, _n(0.003), _n(0.02)), float(starts[which]) + 0.05
 
   def sample_bed(self, rng: np.random.Generator, seconds: float,
                  max_seconds: float = 30.0) -> SoundClip | None:

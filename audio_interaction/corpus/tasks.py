@@ -149,9 +149,10 @@ def _with_pause(c: Composer, text: str, seconds: tuple[float, float]) -> list:
 
 
 def _recorded(c: Composer, cfg: TaskConfig, pause_s: tuple[float, float] | None = None
-              ) -> Speech | None:
-  """A recorded line as speech (with a pause inside when `pause_s` is given), with
-  `cfg.recorded_speech_probability`, else None; draws from the rng only when p > 0."""
+              ) -> tuple[Speech, real_speech.RecordedLine] | None:
+  """A recorded line as speech (with a pause inside when `pause_s` is given), and the
+  line, with `cfg.recorded_speech_probability`, else None; draws from the rng only
+  when p > 0."""
   pool = cfg.recorded_lines
   if pause_s is not None:
     pool = tuple(line for line in pool if line.pause_cut is not None)
@@ -160,8 +161,9 @@ def _recorded(c: Composer, cfg: TaskConfig, pause_s: tuple[float, float] | None 
   if c.rng.random() >= cfg.recorded_speech_probability:
     return None
   line = choose(c.rng, pool)
-  return real_speech.recorded_speech(
+  speech = real_speech.recorded_speech(
       line, pause_s=None if pause_s is None else c.uniform(*pause_s))
+  return None if speech is None else (speech, line)
 
 
 def _with_fillers(c: Composer, text: str) -> list:
@@ -212,7 +214,7 @@ def transcribe(c: Composer, cfg: TaskConfig, *, offline: bool = False, noise: bo
       text = choose(c.rng, cfg.general_sentences)
     recorded = _recorded(c, cfg) if offline else None
     if recorded is not None:
-      utterance = c.place(recorded)
+      utterance = c.place(recorded[0])
     else:
       pieces = _with_pause(c, text, (0.8, 2.0)) if long_pauses else text
       utterance = c.say(pieces, speaker=f"speaker{i % speakers}")
@@ -355,9 +357,9 @@ def chat(c: Composer, cfg: TaskConfig, *, turns: tuple[int, int] = (1, 1),
       item = worlds.followup(item, c.rng, cfg.split, cfg.heldout_fraction)
     recorded = _recorded(c, cfg, (0.6, 1.6)) if pause and not turn else None
     if recorded is not None:
-      utterance = c.place(recorded)
+      utterance = c.place(recorded[0])
       c.hold_pauses(utterance)
-      c.after_reply(c.reply(real_speech.NOT_UNDERSTOOD, utterance.speech_end, "turn ended"))
+      c.after_reply(c.reply(recorded[1].reply, utterance.speech_end, "turn ended"))
       break
     if pause:
       pieces = _with_pause(c, item.question, (0.6, 1.6))
