@@ -49,13 +49,11 @@ def test_the_table_lists_every_resource_and_the_lines_decode(package):
     assert np.fft.rfftfreq(len(audio), 1 / 16000)[np.argmax(spectrum)] == pytest.approx(freq, rel=0.05)
 
 
-def test_speakers_from_names():
-  assert queen_archive.speaker_of("JOE_0123.SB") == "joe"
-  assert queen_archive.speaker_of("59001FP3.SB") == "dialogue-59"
-  assert queen_archive.speaker_of("03XXXXJ1.SB") == "joe"
-  assert queen_archive.speaker_of("C69B_012.SB") == "cutscene-69"
-  assert queen_archive.speaker_of("COMIC_01.SB") == "COMIC"
-  assert queen_archive.speaker_of("1000SSSS.SB") == "numbered"
+@pytest.mark.parametrize("name, speaker", [
+    ("JOE_0123.SB", "joe"), ("59001FP3.SB", "dialogue-59"), ("03XXXXJ1.SB", "joe"),
+    ("C69B_012.SB", "cutscene-69"), ("COMIC_01.SB", "COMIC"), ("1000SSSS.SB", "numbered")])
+def test_speakers_from_names(name, speaker):
+  assert queen_archive.speaker_of(name) == speaker
 
 
 def test_a_missing_package_has_no_lines(tmp_path):

@@ -354,3 +354,14 @@ def test_an_unlabelled_source_names_the_command(queen_lines, tmp_path):
   with pytest.raises(real_speech.MissingRecordedSpeech,
                      match="label-train-speech --source amazon-queen-en"):
     real_speech.english_lines(root, "amazon-queen-en", tmp_path / "missing.jsonl")
+
+
+def test_the_shipped_game_labels_cover_every_line_of_the_archive():
+  rows = [json.loads(line)
+          for line in real_speech.ENGLISH_LABELS["amazon-queen-en"].read_text().splitlines()]
+  assert len(rows) == 6745 and len({row["audio"] for row in rows}) == 6745
+  assert all(row["audio"].startswith("flight-of-the-amazon-queen/scummvm/") and
+             row["audio"].endswith(".SB") and row["speaker"].startswith("amazon-queen:")
+             for row in rows)
+  kept = [real_speech.usable_label(row["text"], row["score"]) for row in rows]
+  assert 4000 < sum(k is not None for k in kept) < len(rows)
