@@ -1,0 +1,89 @@
+"""Manifests of the TRAIN side's own recordings: can a model do what it trained on?
+
+`--kind sounds` draws recorded (never procedural) clips of a few classes from the
+TRAIN split's sound bank exactly as the corpus builder does (real TRAIN packages
+included, single impacts laid as runs) for `eval --suites B3`; `--kind speech` takes
+real English lines of a recorded-speech source with their (pseudo-)labels, trimmed as
+the corpus places them, for `eval --suites B1,B2`. A model that cannot do these cannot
+be expected to do the DEV set's::
+
+  python docs/train_side_manifest.py --kind sounds --out data/train_sounds
+  python docs/train_side_manifest.py --kind speech --out data/train_speech
+  python -m audio_interaction eval --checkpoint BUNDLE --manifest data/train_sounds/manifest.jsonl \\
+      --suites B3 --out runs/train_sounds_B3
+"""
+
+import argparse
+import json
+import os
+import pathlib
+
+import numpy as np
+import soundfile as sf
+
+from audio_interaction import config_lib
+from audio_interaction.corpus import build, real_speech, worlds
+from audio_interaction.stream_format import SAMPLE_RATE
+
+CLASSES = ("keyboard", "dog_bark", "phone_ring", "siren", "notification", "footsteps")
+
+
+def _sound_rows(config, out: pathlib.Path, per_class: int) -> list[dict]:
+  bank = build.sound_source(worlds.TRAIN, config.data.randomize.to_dict())
+  rows = []
+  for label in CLASSES:
+    made, seed = 0, 0
+    while made < per_class and seed < 50 * per_class:
+      clip = bank.sample(label, np.random.default_rng(seed))
+      seed += 1
+      if clip.source.startswith("procedural:"):
+        continue
+      name = f"{label}_{made}.wav"
+      sf.write(str(out / name), clip.audio, SAMPLE_RATE)
+      seconds = len(clip.audio) / SAMPLE_RATE
+      rows.append({"id": f"{label}_{made}", "audio": name, "duration": seconds,
+                   "source": clip.source, "turns": [],
+                   "events": [{"onset": 0.0, "offset": seconds, "class": label,
+                               "role": "alert" if label in worlds.ALERT_LABELS else "benign"}]})
+      made += 1
+  return rows
+
+
+def _speech_rows(config, out: pathlib.Path, source: str, count: int) -> list[dict]:
+  root = os.path.expanduser(config.data.randomize.train_audio_root)
+  lines = real_speech.english_lines(root, source)
+  picks = np.random.default_rng(0).choice(len(lines), size=min(count, len(lines)), replace=False)
+  rows = []
+  for i in sorted(int(p) for p in picks):
+    line = lines[i]
+    audio = line.audio()
+    name = f"line_{i:05d}.wav"
+    sf.write(str(out / name), audio, SAMPLE_RATE)
+    rows.append({"id": f"{source}/{i}", "audio": name, "duration": len(audio) / SAMPLE_RATE,
+                 "text": line.text, "speaker": line.voice, "source": line.ref.relpath,
+                 "events": [], "turns": []})
+  return rows
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--kind", choices=("sounds", "speech"), required=True)
+  parser.add_argument("--out", required=True, help="folder for the wavs and manifest.jsonl")
+  parser.add_argument("--config", default="experiments/tiny.py:randomize",
+                      help="a config whose data.randomize names the TRAIN audio")
+  parser.add_argument("--per-class", type=int, default=6, help="sounds: clips per class")
+  parser.add_argument("--source", default="amazon-queen-en",
+                      choices=config_lib.ENGLISH_SPEECH_SOURCES, help="speech: which lines")
+  parser.add_argument("--count", type=int, default=100, help="speech: how many lines")
+  args = parser.parse_args()
+  config = config_lib.load_config(args.config)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  rows = (_sound_rows(config, out, args.per_class) if args.kind == "sounds"
+          else _speech_rows(config, out, args.source, args.count))
+  (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  print(f"{len(rows)} TRAIN-side {args.kind} clips -> {out / 'manifest.jsonl'}")
+
+
+if __name__ == "__main__":
+  main()
