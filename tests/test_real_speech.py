@@ -1,5 +1,6 @@
 """Real recorded lines in training streams (corpus/real_speech.py) on a fake package tree."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -192,10 +193,15 @@ def test_probability_zero_or_no_lines_leave_timelines_unchanged(dub_root, speech
 
 
 def test_only_the_train_split_gets_recorded_speech(dub_root):
-  randomize = {"enabled": True, "train_audio_root": str(dub_root), "p_recorded_speech": 0.3}
+  from audio_interaction import config_lib
+  randomize = {**config_lib.base_config().data.randomize.to_dict(), "enabled": True,
+               "train_audio_root": str(dub_root), "p_recorded_speech": 0.3}
   got = build.recorded_speech_settings(randomize, "train")
   assert got["recorded_speech_probability"] == 0.3
   assert len(got["recorded_lines"]) == 3
+  # The lines get the effects the TTS voices get.
+  assert got["recorded_randomization"] == build.randomization(randomize)
+  assert got["recorded_randomization"].p_telephone == randomize["p_telephone"] > 0
   assert build.recorded_speech_settings(randomize, "eval") == {}
   assert build.recorded_speech_settings({**randomize, "p_recorded_speech": 0.0}, "train") == {}
   assert build.recorded_speech_settings({**randomize, "enabled": False}, "train") == {}
@@ -365,3 +371,38 @@ def test_the_shipped_game_labels_cover_every_line_of_the_archive():
              for row in rows)
   kept = [real_speech.usable_label(row["text"], row["score"]) for row in rows]
   assert 4000 < sum(k is not None for k in kept) < len(rows)
+
+
+def test_recorded_lines_get_the_tts_voices_effects(dub_root):
+  from audio_interaction.corpus import effects
+  line = real_speech.recorded_lines(dub_root)[0]
+  plain = real_speech.recorded_speech(line, pause_s=0.8)
+  # All effects off: the line as recorded, whatever the rng.
+  off = effects.Randomization(**{f"p_{k}": 0.0 for k in (
+      "speed", "pitch", "formant", "telephone", "room", "mic", "noise")})
+  same = real_speech.recorded_speech(line, pause_s=0.8, randomization=off,
+                                     rng=np.random.default_rng(1))
+  np.testing.assert_array_equal(same.audio, plain.audio)
+  # Only a speed change: every time scales by 1 / rate, the length with it.
+  speed = dataclasses.replace(off, p_speed=1.0)
+  fast = real_speech.recorded_speech(line, pause_s=0.8, randomization=speed,
+                                     rng=np.random.default_rng(3))
+  rate = len(plain.audio) / len(fast.audio)
+  assert rate != pytest.approx(1.0, abs=0.01)
+  (hold,), (fast_hold,) = plain.holds, fast.holds
+  assert fast_hold.start == pytest.approx(hold.start / rate, rel=0.01)
+  assert fast_hold.end == pytest.approx(hold.end / rate, rel=0.01)
+  assert [w.text for w in fast.words] == [w.text for w in plain.words]
+  assert fast.words[0].end == pytest.approx(plain.words[0].end / rate, rel=0.01)
+  assert fast.words[-1].end <= len(fast.audio) / SAMPLE_RATE
+  # Everything on: different audio, same for the same seed, the pause no longer digital
+  # silence (the room's tail or the noise reaches into it).
+  full = effects.Randomization(**{f"p_{k}": 1.0 for k in (
+      "speed", "pitch", "formant", "telephone", "room", "mic", "noise")})
+  a, b = (real_speech.recorded_speech(line, pause_s=0.8, randomization=full,
+                                      rng=np.random.default_rng(5)) for _ in range(2))
+  np.testing.assert_array_equal(a.audio, b.audio)
+  (h,) = a.holds
+  assert a.audio[round(h.start * SAMPLE_RATE) + 10:round(h.end * SAMPLE_RATE) - 10].any()
+  with pytest.raises(ValueError, match="needs an rng"):
+    real_speech.recorded_speech(line, randomization=full)

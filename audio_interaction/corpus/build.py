@@ -193,6 +193,12 @@ class CorpusExamples:
     return self.example(self.timeline(index, seed))
 
 
+def randomization(randomize: dict) -> effects.Randomization:
+  """The per-utterance effects of `config.data.randomize` (enabled)."""
+  return effects.Randomization(**{k: float(randomize[k]) for k in (
+      "p_speed", "p_pitch", "p_formant", "p_telephone", "p_room", "p_mic", "p_noise")})
+
+
 def speech_source(source_split: str, randomize: dict | None = None,
                   engines: Sequence[str] | None = None) -> speech.MultiVoiceSpeech:
   """The TTS source of a split; with `randomize` (config.data.randomize) enabled, every
@@ -200,8 +206,7 @@ def speech_source(source_split: str, randomize: dict | None = None,
   `engines`: the engines to draw from (default: all installed)."""
   if not randomize or not randomize["enabled"]:
     return speech.MultiVoiceSpeech(engines=engines, split=source_split)
-  settings = effects.Randomization(**{k: float(randomize[k]) for k in (
-      "p_speed", "p_pitch", "p_formant", "p_telephone", "p_room", "p_mic", "p_noise")})
+  settings = randomization(randomize)
   wide = bool(randomize["wide_voices"])
   return speech.MultiVoiceSpeech(
       engines=engines, split=source_split,
@@ -284,7 +289,8 @@ def recorded_speech_settings(randomize: dict | None, split: str) -> dict[str, An
   sources = tuple(randomize.get("recorded_speech_sources",
                                 config_lib.DEFAULT_RECORDED_SPEECH_SOURCES))
   return {"recorded_lines": real_speech.recorded_lines(_train_audio_root(randomize), sources),
-          "recorded_speech_probability": p}
+          "recorded_speech_probability": p,
+          "recorded_randomization": randomization(randomize)}
 
 
 def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:

@@ -268,7 +268,9 @@ def _spread_words(tokens: list[str], start: float, end: float) -> list[Word]:
 
 
 def recorded_speech(line: RecordedLine, *, speaker: str = "user",
-                    pause_s: float | None = None) -> Speech | None:
+                    pause_s: float | None = None,
+                    randomization: effects.Randomization | None = None,
+                    rng: np.random.Generator | None = None) -> Speech | None:
   """`line` as `Speech` for `Composer.place`, or None if it cannot be used as asked.
 
   Args:
@@ -277,6 +279,10 @@ def recorded_speech(line: RecordedLine, *, speaker: str = "user",
     pause_s: None for the whole line; otherwise the line is cut at its `pause_cut`
       and `pause_s` seconds of silence put there, as one "pause" hold span. Returns
       None for a line without a `pause_cut`, and for lines over `MAX_SECONDS`.
+    randomization: the per-utterance effects the TTS voices get (`effects.randomize`),
+      applied to the whole line, pause included (a room's tail and the noise fill it);
+      word and pause times scale with its speed change. None: the line as recorded.
+    rng: the effects' generator (required with `randomization`).
   """
   audio = line.audio()
   if len(audio) > MAX_SECONDS * SAMPLE_RATE:
@@ -284,22 +290,29 @@ def recorded_speech(line: RecordedLine, *, speaker: str = "user",
   tokens = line.text.split()
   if pause_s is None:
     words = _spread_words(tokens, 0.0, len(audio) / SAMPLE_RATE)
-    return Speech(audio=audio, words=tuple(words), fillers=(False,) * len(words), holds=(),
-                  speaker=speaker, voice=line.voice)
-  if line.pause_cut is None:
-    return None
-  first, second = audio[:line.pause_cut], audio[line.pause_cut:]
-  # Words before the cut in proportion to the time before it, at least one each side.
-  before = int(np.clip(round(len(tokens) * len(first) / len(audio)), 1, len(tokens) - 1))
-  first_end = len(first) / SAMPLE_RATE
-  second_start = first_end + pause_s
-  words = (_spread_words(tokens[:before], 0.0, first_end)
-           + _spread_words(tokens[before:], second_start,
-                           second_start + len(second) / SAMPLE_RATE))
-  silence = np.zeros(int(round(pause_s * SAMPLE_RATE)), np.float32)
-  joined = np.concatenate([first, silence, second])
-  # The silence's rounding to samples must not let a word pass the audio's end.
-  words[-1] = Word(words[-1].text, words[-1].start, min(words[-1].end, len(joined) / SAMPLE_RATE))
-  return Speech(audio=joined, words=tuple(words), fillers=(False,) * len(words),
-                holds=(Span(first_end, second_start, "pause"),), speaker=speaker,
-                voice=line.voice)
+    holds: tuple[Span, ...] = ()
+  else:
+    if line.pause_cut is None:
+      return None
+    first, second = audio[:line.pause_cut], audio[line.pause_cut:]
+    # Words before the cut in proportion to the time before it, at least one each side.
+    before = int(np.clip(round(len(tokens) * len(first) / len(audio)), 1, len(tokens) - 1))
+    first_end = len(first) / SAMPLE_RATE
+    second_start = first_end + pause_s
+    words = (_spread_words(tokens[:before], 0.0, first_end)
+             + _spread_words(tokens[before:], second_start,
+                             second_start + len(second) / SAMPLE_RATE))
+    audio = np.concatenate([first, np.zeros(int(round(pause_s * SAMPLE_RATE)), np.float32),
+                            second])
+    holds = (Span(first_end, second_start, "pause"),)
+  if randomization is not None:
+    if rng is None:
+      raise ValueError("recorded_speech: randomization needs an rng")
+    audio, rate, _ = effects.randomize(audio, rng, randomization)
+    words = [Word(w.text, w.start / rate, w.end / rate) for w in words]
+    holds = tuple(Span(h.start / rate, h.end / rate, h.kind) for h in holds)
+  # Rounding to samples must not let a word pass the audio's end.
+  seconds = len(audio) / SAMPLE_RATE
+  words[-1] = Word(words[-1].text, words[-1].start, min(words[-1].end, seconds))
+  return Speech(audio=audio, words=tuple(words), fillers=(False,) * len(words), holds=holds,
+                speaker=speaker, voice=line.voice)

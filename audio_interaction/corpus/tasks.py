@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from audio_interaction.corpus import real_speech, worlds
+from audio_interaction.corpus import effects, real_speech, worlds
 from audio_interaction.corpus.clips import SoundClip, SoundSource, SpeechClip, SpeechSource, Word
 from audio_interaction.corpus.timeline import (
     BARGE_IN_AUDIBLE_S, DEFAULT_CHUNK_MS, DEFAULT_LEAD_IN, OFFLINE, ONLINE, Composer, Filler,
@@ -79,6 +79,9 @@ class TaskConfig:
   # question with a pause inside, with this probability; 0 draws nothing from the rng.
   recorded_lines: tuple[real_speech.RecordedLine, ...] = ()
   recorded_speech_probability: float = 0.0
+  # The per-utterance effects the TTS voices get (speed, pitch, formants, mic, room,
+  # telephone, noise), for the recorded lines too; None leaves them as recorded.
+  recorded_randomization: effects.Randomization | None = None
   chunk_ms: int = DEFAULT_CHUNK_MS
 
 
@@ -161,8 +164,12 @@ def _recorded(c: Composer, cfg: TaskConfig, pause_s: tuple[float, float] | None 
   if c.rng.random() >= cfg.recorded_speech_probability:
     return None
   line = choose(c.rng, pool)
-  speech = real_speech.recorded_speech(
-      line, pause_s=None if pause_s is None else c.uniform(*pause_s))
+  pause = None if pause_s is None else c.uniform(*pause_s)
+  effects_rng = (None if cfg.recorded_randomization is None
+                 else np.random.default_rng(int(c.rng.integers(2**31))))
+  speech = real_speech.recorded_speech(line, pause_s=pause,
+                                       randomization=cfg.recorded_randomization,
+                                       rng=effects_rng)
   return None if speech is None else (speech, line)
 
 
