@@ -198,6 +198,11 @@ def base_config() -> ml_collections.ConfigDict:
   # of Flight of the Amazon Queen, the same way, corpus/amazon_queen_en.jsonl); the
   # English ones are offline transcription clips only.
   randomize.recorded_speech_sources = DEFAULT_RECORDED_SPEECH_SOURCES
+  # Whether the recorded lines also go through the per-utterance effects above (speed,
+  # pitch, formants, mic, room, telephone, noise). Off: in one 1,500-step fine-tune
+  # (README, turns_aq3) they made the real paused turns harder to learn and helped
+  # nothing on the DEV set.
+  randomize.recorded_effects = False
   # Quiet before a stream's first sound (s), drawn uniformly. The first encoder frame of
   # a stream is unlike any other (no left context), and with speech always starting in
   # the first second a CTC head learns to emit the corpus's commonest first word there
@@ -553,6 +558,7 @@ FIELD_RULES: dict[str, Rule] = {
     "data.randomize.ambience_snr_db": interval(-20.0, 100.0),
     "data.randomize.p_general_text": number(0, 1),
     "data.randomize.p_recorded_speech": number(0, 1),
+    "data.randomize.recorded_effects": flag(),
     "data.randomize.recorded_speech_sources": Rule(
         "a non-empty tuple of " + ", ".join(repr(s) for s in RECORDED_SPEECH_SOURCES),
         lambda v: (isinstance(v, tuple) and bool(v)

@@ -199,9 +199,11 @@ def test_only_the_train_split_gets_recorded_speech(dub_root):
   got = build.recorded_speech_settings(randomize, "train")
   assert got["recorded_speech_probability"] == 0.3
   assert len(got["recorded_lines"]) == 3
-  # The lines get the effects the TTS voices get.
-  assert got["recorded_randomization"] == build.randomization(randomize)
-  assert got["recorded_randomization"].p_telephone == randomize["p_telephone"] > 0
+  # The lines get the effects the TTS voices get when asked (off by default).
+  assert got["recorded_randomization"] is None
+  effects_on = build.recorded_speech_settings({**randomize, "recorded_effects": True}, "train")
+  assert effects_on["recorded_randomization"] == build.randomization(randomize)
+  assert effects_on["recorded_randomization"].p_telephone == randomize["p_telephone"] > 0
   assert build.recorded_speech_settings(randomize, "eval") == {}
   assert build.recorded_speech_settings({**randomize, "p_recorded_speech": 0.0}, "train") == {}
   assert build.recorded_speech_settings({**randomize, "enabled": False}, "train") == {}

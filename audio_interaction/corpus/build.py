@@ -290,7 +290,8 @@ def recorded_speech_settings(randomize: dict | None, split: str) -> dict[str, An
                                 config_lib.DEFAULT_RECORDED_SPEECH_SOURCES))
   return {"recorded_lines": real_speech.recorded_lines(_train_audio_root(randomize), sources),
           "recorded_speech_probability": p,
-          "recorded_randomization": randomization(randomize)}
+          "recorded_randomization": (randomization(randomize)
+                                     if randomize.get("recorded_effects") else None)}
 
 
 def split_seed(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> int:
