@@ -772,6 +772,8 @@ class SoundBank:
           log.warning("sound package %s not found (apt-get install %s); continuing with the "
                       "other recordings and procedural sounds", pkg, pkg)
     self._recordings: dict[str, tuple[Recording, ...]] = {}
+    # (class, package) -> the package's single impacts of the class, found once.
+    self._stroke_sets: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
     self.beds = tuple(beds)
     for r in (*recs, *extra_recordings):
       if split is None or r.split == split:
@@ -847,17 +849,22 @@ class SoundBank:
     recog = float(min(max(recog, 0.0), len(audio) / SR))
     return SoundClip(audio=audio.astype(np.float32), label=label, source=source, recognisable_after=recog)
 
-  def _strokes(self, label: str, rec: Recording) -> tuple[Recording, ...]:
-    """The single impacts of `label` in `rec`'s package (() if `label` has no
-    `StrokePattern`)."""
+  def _strokes(self, label: str, rec: Recording) -> tuple[np.ndarray, ...]:
+    """The single impacts (trimmed audio) of `label` in `rec`'s package; () if `label`
+    has no `StrokePattern`. Found on the first call for a (class, package) and kept, so
+    a sample neither scans the class's recordings nor reloads the impacts."""
     if label not in STROKE_PATTERNS:
       return ()
     package = rec.relpath.split("/", 1)[0]
-    return tuple(r for r in self._recordings.get(label, ())
-                 if r.relpath.split("/", 1)[0] == package
-                 and len(self._load(r.path)[0]) < STROKE_MAX_S * SR)
+    key = (label, package)
+    if key not in self._stroke_sets:
+      same_package = (self._load(r.path)[0] for r in self._recordings.get(label, ())
+                      if r.relpath.split("/", 1)[0] == package)
+      self._stroke_sets[key] = tuple(a for a in same_package if len(a) < STROKE_MAX_S * SR)
+    return self._stroke_sets[key]
 
-  def _stroke_run(self, strokes: Sequence[Recording], pattern: StrokePattern,
+  @staticmethod
+  def _stroke_run(strokes: Sequence[np.ndarray], pattern: StrokePattern,
                   rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """A run of `strokes` laid by `pattern`: float32 [n] at 16 kHz, and when the
     `recognisable_after_strokes`-th stroke begins (s)."""
@@ -865,8 +872,7 @@ class SoundBank:
     interval = float(rng.uniform(*pattern.interval))
     gaps = interval * rng.uniform(0.9, 1.1, size=count)
     starts = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
-    picks = [self._load(strokes[int(i)].path)[0]
-             for i in rng.integers(len(strokes), size=count)]
+    picks = [strokes[int(i)] for i in rng.integers(len(strokes), size=count)]
     gains = rng.uniform(0.6, 1.0, size=count)
     buf = np.zeros(_n(starts[-1]) + max(len(p) for p in picks), np.float32)
     for start, pick, gain in zip(starts, picks, gains):
