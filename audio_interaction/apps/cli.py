@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
   label.add_argument("--source", choices=config_lib.ENGLISH_SPEECH_SOURCES,
                      default="hedgewars-en",
                      help="hedgewars-data's voice packs (531 clips, ~7 min) or Flight of the "
-                          "Amazon Queen's spoken lines (6,745 clips, ~1 h)")
+                          "Amazon Queen's spoken lines (6,745 clips, ~30 min)")
   label.add_argument("--config", default=str(config_lib.experiments_dir() / "whisper_tiny.py"),
                      help="a Whisper-encoder config (Whisper's log-mel front end)")
   label.add_argument("--root", default=None,
