@@ -86,9 +86,10 @@ def read_table(path: str | pathlib.Path) -> tuple[Entry, ...]:
                               f"file's {size} (truncated?)")
     entries.append(Entry(name, offset, length))
   table_end = _HEADER.size + count * _ENTRY.size
-  if entries and min(e.offset for e in entries) != table_end:
-    raise QueenArchiveError(f"{path}: the first resource starts at byte "
-                            f"{min(e.offset for e in entries)}, not after the table ({table_end})")
+  first = min((e.offset for e in entries), default=table_end)
+  if first != table_end:
+    raise QueenArchiveError(f"{path}: the first resource starts at byte {first}, not "
+                            f"after the table ({table_end})")
   return tuple(entries)
 
 
