@@ -408,3 +408,25 @@ def test_recorded_lines_get_the_tts_voices_effects(dub_root):
   assert a.audio[round(h.start * SAMPLE_RATE) + 10:round(h.end * SAMPLE_RATE) - 10].any()
   with pytest.raises(ValueError, match="needs an rng"):
     real_speech.recorded_speech(line, randomization=full)
+
+
+def test_an_undecodable_game_line_is_skipped_by_name(tmp_path, caplog):
+  # One line's MP3 is broken in the archive: that line is left out and named, the
+  # others are kept.
+  import logging
+  from fake_recordings import mp3_bytes, queen_archive_file
+  from audio_interaction.corpus import queen_archive
+  root = tmp_path / "extracted"
+  queen_archive_file(root / queen_archive.PACKAGE / queen_archive.DATA_FILE,
+                     [("020006J1.SB", mp3_bytes(speechlike(30, 11025, 2.5), 11025)),
+                      ("020006P1.SB", b"\xff\xe3 not an mp3 frame at all" * 20)])
+  prefix = "flight-of-the-amazon-queen/scummvm/flight-of-the-amazon-queen/queen.1c/"
+  labels = tmp_path / "labels.jsonl"
+  labels.write_text("".join(json.dumps({
+      "audio": prefix + name, "speaker": "amazon-queen:joe", "language": "en",
+      "text": "Where did you put the map of the jungle?", "score": -0.1}) + "\n"
+      for name in ("020006J1.SB", "020006P1.SB")))
+  with caplog.at_level(logging.WARNING, logger=real_speech.__name__):
+    lines = real_speech.english_lines(root, "amazon-queen-en", labels)
+  assert [line.ref.member for line in lines] == ["020006J1.SB"]
+  assert "skipped 1 undecodable" in caplog.text and "020006P1.SB" in caplog.text

@@ -53,6 +53,7 @@ from typing import Callable, Final
 import numpy as np
 
 from audio_interaction import config_lib
+from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import effects, real_audio
 from audio_interaction.corpus.clips import Word
 from audio_interaction.corpus.timeline import Span, Speech
@@ -256,6 +257,10 @@ def english_lines(root: str | os.PathLike[str], source: str = "hedgewars-en",
 @functools.lru_cache(maxsize=256)
 def _trimmed_audio(ref: real_audio.AudioRef) -> np.ndarray:
   audio = ref.load()
+  if not np.any(audio):
+    # mpg123 conceals a corrupt MP3 (a broken archive member) as digital silence; a
+    # line of silence with a transcript would teach the CTC head to write on silence.
+    raise audio_io.AudioError(f"{ref.relpath}: decodes to digital silence")
   lo, hi = effects.trim_silence(audio, real_audio.TURN_TRIM_DB)
   return np.ascontiguousarray(audio[lo:hi] if hi > lo else audio, dtype=np.float32)
 
