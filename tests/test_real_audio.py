@@ -21,6 +21,7 @@ from audio_interaction import config_lib
 from audio_interaction.apps import cli
 from audio_interaction.corpus import build, sounds, tasks
 from audio_interaction.corpus import timeline as timeline_lib
+from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import effects, real_audio, worlds
 
 ROW_KEYS = {"id", "audio", "text", "duration", "events", "turns", "instruction",
@@ -92,7 +93,8 @@ def _make_dev_tree(root: pathlib.Path) -> None:
     _write(dub / f"{name}.ogg", _speechlike(30 + i, 22050, 1.0, 2), 22050)
   (dub / "let-m-leeg.ogg").write_bytes(b"")  # an empty file, as one in the real dub
   clicks = root / "fillets-ng-data" / FILLETS / "sound/linux/en"
-  _write(clicks / "key1.ogg", _event_sound(40, 44100, 0.05), 44100)
+  for i in range(48):  # single key clicks, as the real package has them
+    _write(clicks / f"key{i}.ogg", _event_sound(40 + i, 44100, 0.05), 44100)
 
   sounds = root / "xboard/usr/share/games/xboard/sounds"
   _write(sounds / "phone.wav", _event_sound(50, 8000, 1.0), 8000)
@@ -196,11 +198,21 @@ def test_event_manifest(built):
   out, _ = built
   rows = _check_rows(out, "events.jsonl")
   by_name = {pathlib.PurePosixPath(r["id"]).name: r["events"][0] for r in rows}
-  assert set(by_name) == {"phone", "gong", "key1"}  # cymbal is in no table
+  # cymbal is in no table; 48 single key clicks are two runs of typing.
+  assert set(by_name) == {"phone", "gong", "keyboard-run0", "keyboard-run1"}
   assert by_name["phone"] == {**by_name["phone"], "class": "phone_ring", "role": "alert"}
   assert "class_unmapped" not in by_name["phone"]
   assert by_name["gong"]["class_unmapped"] is True and by_name["gong"]["role"] == "benign"
-  assert by_name["key1"]["class"] == "keyboard" and by_name["key1"]["role"] == "benign"
+  pattern = sounds.STROKE_PATTERNS["keyboard"]
+  for name in ("keyboard-run0", "keyboard-run1"):
+    event = by_name[name]
+    assert event["class"] == "keyboard" and event["role"] == "benign"
+    row = next(r for r in rows if r["id"] == f"fillets-ng-data/{name}")
+    run = audio_io.load_audio(out / row["audio"])
+    levels = effects.frame_rms_db(run, 160, 160)
+    rising = np.flatnonzero((levels[1:] > levels.max() - 20) & (levels[:-1] <= levels.max() - 20))
+    assert len(rising) + 1 >= pattern.count[0] - 1, name  # a run of clicks, not one
+    assert event["offset"] - event["onset"] >= (pattern.count[0] - 1) * pattern.interval[0] * 0.9
   # The onset is where the burst starts (0.2 s of silence before it).
   assert by_name["phone"]["onset"] == pytest.approx(0.2, abs=0.05)
   assert by_name["phone"]["offset"] == pytest.approx(1.2, abs=0.05)
@@ -268,7 +280,7 @@ def test_summary_counts(built):
   counts = {m.name: m for m in summary.manifests}
   assert counts["speech_en.jsonl"].rows == 8
   assert counts["speech_other.jsonl"].rows == 3
-  assert counts["events.jsonl"].rows == 3
+  assert counts["events.jsonl"].rows == 4
   assert counts["streams.jsonl"].rows == 6
   assert counts["streams_split.jsonl"].rows == 6
   assert "gong" in counts["events.jsonl"].detail and "not project classes" in str(summary)

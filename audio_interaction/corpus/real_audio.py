@@ -67,7 +67,7 @@ import numpy as np
 import soundfile as sf
 
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import effects, queen_archive, worlds
+from audio_interaction.corpus import effects, queen_archive, sounds, worlds
 from audio_interaction.data.tokenizer import number_to_words
 from audio_interaction.stream_format import SAMPLE_RATE
 
@@ -757,11 +757,27 @@ def _event(onset: float, offset: float, label: str, role: str | None = None) -> 
 
 
 def build_dev_events(root: str | os.PathLike[str], out: str | os.PathLike[str],
-                     skipped: list[str] | None = None) -> list[dict]:
-  """Writes `events/<id>.wav` and `events.jsonl`: one labelled recording per row
-  (undecodable files: as in `build_dev_speech`)."""
+                     skipped: list[str] | None = None, seed: int = 1234) -> list[dict]:
+  """Writes `events/<id>.wav` and `events.jsonl`: one labelled sound per row
+  (undecodable files: as in `build_dev_speech`).
+
+  A recording of one impact of a class that happens as a run (one key click of a
+  keyboard, one footstep: `sounds.STROKE_PATTERNS`, `sounds.STROKE_MAX_S` or shorter)
+  is not what anyone would call "someone typing"; such impacts of a package are laid
+  as runs by the same rule the TRAIN bank uses (`sounds.stroke_run`), one run per
+  pattern's average count of impacts, each row `<package>/<class>-run<i>`.
+  """
   root, out = pathlib.Path(root), pathlib.Path(out)
   rows = []
+  impacts: dict[tuple[str, str], list[np.ndarray]] = collections.defaultdict(list)
+
+  def write(ident: str, samples: np.ndarray, lo: int, hi: int, label: str, package: str):
+    rel = f"events/{ident}.wav"
+    _write_wav(out, rel, samples)
+    rows.append({"id": ident, "audio": rel, "duration": _r3(len(samples) / SAMPLE_RATE),
+                 "events": [_event(lo / SAMPLE_RATE, hi / SAMPLE_RATE, label)],
+                 "turns": [], "source_package": package})
+
   for clip in sound_clips(root, DEV):
     samples = _load_or_skip(clip.ref, skipped)
     if samples is None:
@@ -769,11 +785,18 @@ def build_dev_events(root: str | os.PathLike[str], out: str | os.PathLike[str],
     lo, hi = effects.trim_silence(samples, threshold_db=EVENT_TRIM_DB)
     if hi <= lo:
       continue  # digital silence
-    rel = f"events/{clip.ref.id}.wav"
-    _write_wav(out, rel, samples)
-    rows.append({"id": clip.ref.id, "audio": rel, "duration": _r3(len(samples) / SAMPLE_RATE),
-                 "events": [_event(lo / SAMPLE_RATE, hi / SAMPLE_RATE, clip.label)],
-                 "turns": [], "source_package": clip.ref.package})
+    if clip.label in sounds.STROKE_PATTERNS and hi - lo <= sounds.STROKE_MAX_S * SAMPLE_RATE:
+      impacts[(clip.label, clip.ref.package)].append(samples[lo:hi])
+      continue
+    write(clip.ref.id, samples, lo, hi, clip.label, clip.ref.package)
+  for (label, package), strokes in sorted(impacts.items()):
+    pattern = sounds.STROKE_PATTERNS[label]
+    runs = max(1, round(len(strokes) / (sum(pattern.count) / 2)))
+    rng = np.random.default_rng([seed, *f"{label}/{package}".encode()])
+    for i in range(runs):
+      run, _ = sounds.stroke_run(strokes, pattern, rng)
+      lo, hi = effects.trim_silence(run, threshold_db=EVENT_TRIM_DB)
+      write(f"{package}/{label}-run{i}", run, lo, hi, label, package)
   _write_jsonl(out / "events.jsonl", rows)
   return rows
 

@@ -162,6 +162,27 @@ RECORDING_DELAY_S: Mapping[str, float] = {
 }
 
 
+def stroke_run(strokes: Sequence[np.ndarray], pattern: StrokePattern,
+               rng: np.random.Generator) -> tuple[np.ndarray, float]:
+  """A run of single impacts laid by `pattern` (how many, how far apart), each drawn
+  from `strokes` (float32 [n_i] at 16 kHz) at a random gain.
+
+  Returns:
+    (float32 [n] at 16 kHz, when the `recognisable_after_strokes`-th stroke begins (s)).
+  """
+  count = int(rng.integers(pattern.count[0], pattern.count[1] + 1))
+  interval = float(rng.uniform(*pattern.interval))
+  gaps = interval * rng.uniform(0.9, 1.1, size=count)
+  starts = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+  picks = [strokes[int(i)] for i in rng.integers(len(strokes), size=count)]
+  gains = rng.uniform(0.6, 1.0, size=count)
+  buf = np.zeros(_n(starts[-1]) + max(len(p) for p in picks), np.float32)
+  for start, pick, gain in zip(starts, picks, gains):
+    _add(buf, pick * gain, float(start))
+  which = min(pattern.recognisable_after_strokes, count) - 1
+  return effects.fade(buf, _n(0.003), _n(0.02)), float(starts[which]) + 0.05
+
+
 def recording_split(relpath: str) -> str:
   """'train' or 'heldout' for a recording, from a hash of its package-relative path
   (e.g. 'tuxpaint-stamps-default/animals/birds/owl.ogg'): 20% held out, stable across
@@ -470,9 +491,48 @@ def gen_dog_bark(rng: np.random.Generator) -> Generated:
   return buf, ends[1]
 
 
+# Major-pentatonic steps (semitones): the scale most melodic ringtones are written in.
+_PENTATONIC = (0, 2, 4, 7, 9, 12, 14, 16, 19)
+
+
+def _melodic_ringtone(rng: np.random.Generator) -> Generated:
+  """A smartphone ringtone: a short pentatonic phrase of plucked or struck notes
+  (marimba, bell, plucked string), played two to four times with a rest between.
+  The repetition is what tells it from music: recognisable when the phrase starts
+  over."""
+  root = rng.uniform(330.0, 880.0)
+  steps = rng.choice(_PENTATONIC, size=int(rng.integers(4, 10)))
+  note_s = rng.uniform(0.11, 0.26)
+  timbre = int(rng.integers(3))
+  decay = rng.uniform(0.15, 0.6)
+  phrase = np.zeros(_n(note_s * len(steps) + 1.0))
+  for i, step in enumerate(steps):
+    freq = root * 2.0 ** (step / 12.0)
+    n = _n(min(1.0, 4 * decay))
+    if timbre == 0:  # marimba: the fundamental and a fourth-harmonic bar mode
+      note = _mode(freq, decay, n) + 0.3 * _mode(4.0 * freq, decay / 4, n)
+    elif timbre == 1:
+      note = _bell_note(freq, n / SR, decay, rng)
+    else:  # plucked string: harmonics that die faster the higher they are
+      note = sum(_mode(k * freq, decay / k, n, rng.uniform(0, 2 * np.pi)) / k
+                 for k in range(1, 6) if k * freq < SR / 2)
+    _add(phrase, note * _adsr(n, 0.003, 0.02), i * note_s)
+  phrase_s = note_s * len(steps)
+  period = phrase_s + rng.uniform(0.3, 1.2)
+  repeats = int(rng.integers(2, 5))
+  buf = np.zeros(_n(period * (repeats - 1)) + len(phrase))
+  for r in range(repeats):
+    _add(buf, phrase, r * period)
+  return buf[:_n(period * (repeats - 1) + phrase_s + 0.5)], min(period + 0.3, len(buf) / SR)
+
+
 def gen_phone_ring(rng: np.random.Generator) -> Generated:
-  """Ringing phone: electronic trill (two tones alternating ~16 Hz) in a UK-style
-  double ring or a long ring, or a classic bell warble. Recognisable after ~1 s."""
+  """Ringing phone: a melodic smartphone ringtone (`_melodic_ringtone`) a third of
+  the time; else an electronic trill (two tones alternating ~16 Hz) in a UK-style
+  double ring or a long ring. Recognisable after ~1 s (the trill), or when the
+  ringtone's phrase comes round again."""
+  if rng.uniform() < 1 / 3:
+    return _melodic_ringtone(rng)
   f1 = rng.uniform(700, 1200)
   f2 = f1 * rng.uniform(1.2, 1.35)
   trill = rng.uniform(12, 20)
@@ -829,7 +889,7 @@ class SoundBank:
       delay = RECORDING_DELAY_S.get(label, 0.5)
       strokes = self._strokes(label, rec) if len(audio) < STROKE_MAX_S * SR else ()
       if strokes:  # the run says when its class is clear: no per-class delay on top
-        audio, onset = self._stroke_run(strokes, STROKE_PATTERNS[label], rng)
+        audio, onset = stroke_run(strokes, STROKE_PATTERNS[label], rng)
         delay = 0.0
       # +-6% speed perturbation so one file is not always one waveform.
       if warp != (1, 1):
@@ -862,23 +922,6 @@ class SoundBank:
                       if r.relpath.split("/", 1)[0] == package)
       self._stroke_sets[key] = tuple(a for a in same_package if len(a) < STROKE_MAX_S * SR)
     return self._stroke_sets[key]
-
-  @staticmethod
-  def _stroke_run(strokes: Sequence[np.ndarray], pattern: StrokePattern,
-                  rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """A run of `strokes` laid by `pattern`: float32 [n] at 16 kHz, and when the
-    `recognisable_after_strokes`-th stroke begins (s)."""
-    count = int(rng.integers(pattern.count[0], pattern.count[1] + 1))
-    interval = float(rng.uniform(*pattern.interval))
-    gaps = interval * rng.uniform(0.9, 1.1, size=count)
-    starts = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
-    picks = [strokes[int(i)] for i in rng.integers(len(strokes), size=count)]
-    gains = rng.uniform(0.6, 1.0, size=count)
-    buf = np.zeros(_n(starts[-1]) + max(len(p) for p in picks), np.float32)
-    for start, pick, gain in zip(starts, picks, gains):
-      _add(buf, pick * gain, float(start))
-    which = min(pattern.recognisable_after_strokes, count) - 1
-    return effects.fade(buf, _n(0.003), _n(0.02)), float(starts[which]) + 0.05
 
   def sample_bed(self, rng: np.random.Generator, seconds: float,
                  max_seconds: float = 30.0) -> SoundClip | None:
