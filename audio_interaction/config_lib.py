@@ -123,6 +123,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Streaming steps write the ring KV caches "before" attending (in place, the default)
   # or "after" (the older order, which copies the caches; kept for the benchmark).
   config.model.cache_write = "before"
+  # Outputs of the encoder's sound-event head (per chunk: no labelled sound, or one
+  # of corpus.worlds.SOUNDS; the corpus's `sound_events`): 0 = no head. A head must
+  # have len(worlds.SOUNDS) + 1 outputs (`train.trainer` checks it).
+  config.model.sound_event_classes = 0
 
   config.sharding = ml_collections.ConfigDict()
   # Mesh axis sizes; -1 takes the remaining devices.
@@ -222,6 +226,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Auxiliary CTC loss of the encoder's frames against the transcript of what is
   # heard: it teaches the encoder words before the decoder needs them. 0 turns it off.
   config.train.ctc_loss_weight = 0.3
+  # Cross-entropy of the sound-event head per audio chunk (needs
+  # model.sound_event_classes): it teaches the encoder what a sound is, where the
+  # decoder's few answer tokens alone did not.
+  config.train.sound_event_loss_weight = 0.0
   # SPEAK is rare; its cross-entropy term is weighted up by this factor.
   config.train.speak_class_weight = 4.0
   config.train.log_every = 20
@@ -522,6 +530,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.param_dtype": _DTYPE,
     "model.norm_eps": number(0, lo_open=True),
     "model.cache_write": one_of("before", "after"),
+    "model.sound_event_classes": integer(0),
     "sharding.mesh": Rule(
         f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
         _is_mesh),
@@ -574,6 +583,7 @@ FIELD_RULES: dict[str, Rule] = {
     "train.reply_loss_weight": number(0),
     "train.decision_loss_weight": number(0),
     "train.ctc_loss_weight": number(0),
+    "train.sound_event_loss_weight": number(0),
     "train.speak_class_weight": number(0, lo_open=True),
     "train.log_every": _SIZE,
     "train.eval_every": _SIZE,
@@ -833,6 +843,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"infer.min_silence_seconds={infer.min_silence_seconds}: must be at most "
         f"infer.silence_seconds={infer.silence_seconds}")
+  if config.train.sound_event_loss_weight and model.sound_event_classes == 0:
+    raise ConfigError(
+        f"train.sound_event_loss_weight={config.train.sound_event_loss_weight} trains a "
+        f"sound-event head the model does not have: set model.sound_event_classes")
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

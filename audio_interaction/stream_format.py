@@ -165,4 +165,8 @@ EXAMPLE_FIELDS: Final[dict[str, tuple[str, str]]] = {
     "num_chunks": ("int32[]", "number of audio chunks (k slots each)"),
     "transcript": ("int32[N]", "token ids of the words heard (every speaker), by end time"),
     "transcript_chunks": ("int32[N]", "chunk in which each transcript token's word ends"),
+    "sound_events": ("int32[C]", "per chunk: NO_SOUND_EVENT, or 1 + the index in "
+                     "corpus.worlds.SOUNDS of the loudest labelled sound active in it"),
 }
+# `sound_events` of a chunk where no labelled sound is active (C = num_chunks).
+NO_SOUND_EVENT: Final[int] = 0

@@ -14,10 +14,14 @@ procedural generators) names the class of each real sound event of the dev set
 * Whisper tiny.en over its whole 30 s window (how it was trained; not streamable);
 * (`--student DIR`) the chunk-causal Whisper with `distill-encoder`'s weights.
 
+and (`--head BUNDLE`) a trained model's own sound-event head, with no probe: each
+clip's class is the head's most likely sound class averaged over the clip's chunks.
+
 Run::
 
   audio-interaction fetch-train-audio && audio-interaction build-real-dev --out data/real_dev
   python benchmarks/sound_probe.py --dev data/real_dev/events.jsonl   # ~5 min, 2 cores
+  python benchmarks/sound_probe.py --quick   # smoke test: procedural sounds, no data needed
 
 Prints, per encoder, the dev accuracy with a 95 % bootstrap interval over clips (dev
 events of classes the TRAIN bank has), the macro recall over those classes, and the
@@ -40,7 +44,7 @@ import tqdm
 
 from audio_interaction import config_lib
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import build, real_audio
+from audio_interaction.corpus import build, real_audio, sounds, worlds
 from audio_interaction.eval import bootstrap
 from audio_interaction.export import portable
 from audio_interaction.model import pretrained
@@ -63,12 +67,21 @@ def dev_events(manifest: pathlib.Path) -> list[tuple[str, np.ndarray]]:
   return out
 
 
-def train_bank_clips(root: str, per_class: int, seed: int) -> list[tuple[str, np.ndarray]]:
-  """`per_class` clips of every class of the corpus's TRAIN sound bank."""
-  bank = build.sound_source("train", {"enabled": True, "train_audio_root": root})
+QUICK_CLASSES = ("siren", "dog_bark", "phone_ring", "rain")
+
+
+def train_bank_clips(root: str | None, per_class: int, seed: int
+                     ) -> list[tuple[str, np.ndarray]]:
+  """`per_class` clips of every class of the corpus's TRAIN sound bank (root None: the
+  procedural sounds of `QUICK_CLASSES` only)."""
+  if root is None:
+    bank, labels = sounds.SoundBank(use_recordings=False), QUICK_CLASSES
+  else:
+    bank = build.sound_source("train", {"enabled": True, "train_audio_root": root})
+    labels = bank.labels()
   rng = np.random.default_rng(seed)
   return [(label, bank.sample(label, rng).audio[:int(MAX_SECONDS * 16000)])
-          for label in bank.labels() for _ in range(per_class)]
+          for label in labels for _ in range(per_class)]
 
 
 class PooledEncoder:
@@ -93,6 +106,31 @@ class PooledEncoder:
     frames = np.asarray(self._encode(self.params, jnp.asarray(padded)))[0]
     used = frames[:max(1, -(-audio.size // self._samples_per_frame))]
     return np.concatenate([used.mean(0), used.std(0)])
+
+
+class HeadClassifier:
+  """A bundle's sound-event head: the class of a clip from its chunks' mean log-probabilities."""
+
+  def __init__(self, bundle: str):
+    model, params, _, _ = portable.load_model(None, bundle)
+    if not model.config.sound_event_classes:
+      raise ValueError(f"{bundle}: the model has no sound-event head (model.sound_event_classes)")
+    self._chunk = model.config.chunk_samples
+
+    def log_probs(p, audio):
+      def heads(net, mel):
+        return net._sound_event_logits(net.encoder(mel, None)[1])  # pylint: disable=protected-access
+      return jax.nn.log_softmax(model.network.apply(p, model.features(audio), method=heads))
+
+    self._log_probs = jax.jit(log_probs)
+    self._params = params
+
+  def __call__(self, audio: np.ndarray) -> str:
+    chunks = -(-audio.size // self._chunk)
+    padded = np.zeros((1, (1 << int(np.ceil(np.log2(max(chunks, 1))))) * self._chunk), np.float32)
+    padded[0, :audio.size] = audio
+    scores = np.asarray(self._log_probs(self._params, jnp.asarray(padded)))[0, :chunks].mean(0)
+    return list(worlds.SOUNDS)[int(np.argmax(scores[1:]))]
 
 
 def probe(train_x, train_y, dev_x, dev_y) -> np.ndarray:
@@ -133,14 +171,24 @@ def main() -> None:
   parser.add_argument("--config", default=str(config_lib.experiments_dir() / "whisper_tiny.py"))
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   parser.add_argument("--student", default="", help="distill-encoder's WORKDIR/encoder")
+  parser.add_argument("--head", action="append", default=[], metavar="BUNDLE",
+                      help="also score this bundle's own sound-event head (repeatable)")
+  parser.add_argument("--heads-only", action="store_true", help="skip the probes")
   parser.add_argument("--no-full-window", action="store_true",
                       help="skip the whole-window Whisper (10x slower than the others)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke test: a few procedural sounds as both TRAIN and dev")
   parser.add_argument("--json", default="", help="also write the figures here")
   args = parser.parse_args()
 
-  dev = dev_events(args.dev)
-  train = train_bank_clips(args.train_audio, args.per_class, args.seed)
+  if args.quick:  # procedural sounds of other seeds stand in for the dev events
+    args.no_full_window = True
+    dev = train_bank_clips(None, 3, args.seed + 1)
+    train = train_bank_clips(None, 4, args.seed)
+  else:
+    dev = dev_events(args.dev)
+    train = train_bank_clips(args.train_audio, args.per_class, args.seed)
   train_classes = {label for label, _ in train}
   dev = [(label, audio) for label, audio in dev if label in train_classes]
   dev_y = np.array([label for label, _ in dev])
@@ -150,11 +198,21 @@ def main() -> None:
         f"of those classes ({len(set(dev_y))} classes; commonest {common}: "
         f"{100 * common_n / len(dev):.0f} %)")
   report = {}
-  for name, encode in encoders(args).items():
-    began = time.perf_counter()
-    train_x = np.stack([encode(a) for _, a in tqdm.tqdm(train, desc=f"{name}: train", leave=False)])
-    dev_x = np.stack([encode(a) for _, a in tqdm.tqdm(dev, desc=f"{name}: dev", leave=False)])
-    predicted = probe(train_x, train_y, dev_x, dev_y)
+
+  def predictions():
+    if not args.heads_only:
+      for name, encode in encoders(args).items():
+        train_x = np.stack([encode(a) for _, a in tqdm.tqdm(train, desc=f"{name}: train",
+                                                            leave=False)])
+        dev_x = np.stack([encode(a) for _, a in tqdm.tqdm(dev, desc=f"{name}: dev", leave=False)])
+        yield f"probe: {name}", probe(train_x, train_y, dev_x, dev_y)
+    for bundle in args.head:
+      classify = HeadClassifier(bundle)
+      yield f"head: {pathlib.Path(bundle).name}", np.array(
+          [classify(a) for _, a in tqdm.tqdm(dev, desc=f"{bundle}: dev", leave=False)])
+
+  began = time.perf_counter()
+  for name, predicted in predictions():
     correct = predicted == dev_y
     interval = bootstrap.bootstrap_intervals(
         len(dev), lambda idx: {"accuracy": float(correct[idx].mean())}, resamples=1000)["accuracy"]
@@ -167,6 +225,7 @@ def main() -> None:
     print(f"{name:<34} accuracy {100 * correct.mean():5.1f} % [{100 * interval['low']:.1f}, "
           f"{100 * interval['high']:.1f}]  macro recall {100 * report[name]['macro_recall']:5.1f} %"
           f"  ({time.perf_counter() - began:.0f} s on {platform.machine()})")
+    began = time.perf_counter()
     print("   " + ", ".join(f"{c} {100 * r:.0f}%" for c, r in recalls.items()))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=1))

@@ -24,6 +24,10 @@ clips, a longer chunk does); decisions come every 320 ms instead of 160.
 ``:tune_top_block`` trains Whisper's last block (and final norm) at a tenth of the
 learning rate (`train.slow`): the CTC head then reads features that can adapt to it,
 where a linear head on frozen features is what limited the real-clip WER.
+``:sound_events`` adds the sound-event head (per chunk: which of the corpus's sound
+classes is heard, or none) and trains it with the rest (`train.sound_event_loss_weight`):
+a linear probe on these features names 68 % of the real DEV sound classes
+(`benchmarks/sound_probe.py`), where the tiny encoder's name 44 %.
 ``:characters`` trains the CTC head to spell (`data.ctc_targets`): one character per
 id of the same vocabulary, whose 451 pieces were fitted to the training worlds' text,
 so that a word outside them is no harder to write than one inside.
@@ -32,12 +36,14 @@ so that a word outside them is no harder to write than one inside.
 import ml_collections
 
 from audio_interaction import config_lib
+from audio_interaction.corpus import worlds
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config; `arg` is a comma-separated list of variant names."""
   variants = config_lib.parse_variants(arg, allowed=("finetune_encoder", "chunk320",
-                                                        "tune_top_block", "characters"))
+                                                        "tune_top_block", "characters",
+                                                        "sound_events"))
   config = config_lib.load_config(str(config_lib.experiments_dir() / "tiny.py:randomize"))
   config.data.dir = "data/whisper_tiny"
   config.data.randomize.p_general_text = 0.5
@@ -53,6 +59,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "characters" in variants:
     config.data.ctc_targets = "characters"
     config.data.max_transcript = 320  # ~3.5 characters per token of the tiny vocabulary
+
+  if "sound_events" in variants:
+    config.model.sound_event_classes = len(worlds.SOUNDS) + 1
+    config.train.sound_event_loss_weight = 1.0
 
   config.init.encoder_checkpoint = "installed:whisper-tiny.en"
   if "tune_top_block" in variants:

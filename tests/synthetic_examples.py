@@ -104,6 +104,8 @@ class SyntheticExamples:
         "num_chunks": np.int32(num_chunks),
         "transcript": np.asarray(word(len(heard_chunks)), np.int32),
         "transcript_chunks": heard_chunks.astype(np.int32),
+        # Drawn last, so the fields above are what they were before this one existed.
+        "sound_events": rng.integers(0, 5, size=num_chunks).astype(np.int32),
         "ability": ability,
         "subtask": subtask,
     }

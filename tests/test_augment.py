@@ -70,8 +70,11 @@ def test_off_is_bit_identical_to_plain_features_and_forward(setup):
   want, _ = losses.stream_losses(
       outputs, batch, reply_weight=1.0, decision_weight=1.0,
       speak_class_weight=config.train.speak_class_weight, ctc_weight=config.train.ctc_loss_weight,
-      normalizers=losses.loss_normalizers(batch, speak_class_weight=config.train.speak_class_weight,
-                                          ctc_weight=config.train.ctc_loss_weight))
+      sound_event_weight=config.train.sound_event_loss_weight,
+      normalizers=losses.loss_normalizers(
+          batch, speak_class_weight=config.train.speak_class_weight,
+          ctc_weight=config.train.ctc_loss_weight,
+          sound_event_weight=config.train.sound_event_loss_weight))
   np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
 
 

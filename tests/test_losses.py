@@ -32,6 +32,44 @@ def test_ctc_loss_ignores_padding_chunks_and_scores_empty_transcripts():
   np.testing.assert_array_equal(heard, [0.0])
 
 
+def test_sound_event_terms_by_hand():
+  # Three classes (none, a, b). Row 0: chunk targets none, a, b, padding; row 1: a.
+  logits = jnp.log(jnp.asarray([[[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.7, 0.1, 0.2],
+                                 [0.0001, 0.0001, 0.9998]],
+                                [[0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [0.3, 0.3, 0.4],
+                                 [0.3, 0.3, 0.4]]], jnp.float32))
+  targets = jnp.asarray([[0, 1, 2, -1], [1, -1, -1, -1]])
+  sums = losses.sound_event_terms(logits, targets)
+  want_nll = -(np.log(0.5) + np.log(0.6) + np.log(0.2) + np.log(0.1))
+  np.testing.assert_allclose(sums["sound_event_nll"], want_nll, rtol=1e-5)
+  assert float(sums["sound_event_chunks"]) == 4  # padding chunks are not counted
+  # Heard: a (named a: right), b (named none: wrong), a (named b: wrong).
+  assert float(sums["sound_event_heard"]) == 3 and float(sums["sound_event_named"]) == 1
+  assert float(sums["sound_event_quiet"]) == 1 and float(sums["sound_event_false"]) == 0
+  rates = losses.finalize_metrics({"reply_nll": 0.0, "reply_tokens": 0.0, "reply_correct": 0.0,
+                                   "decision_nll": 0.0, "decision_weight": 0.0,
+                                   "decisions": 0.0, "tp": 0.0, "fp": 0.0, "fn": 0.0,
+                                   **{k: float(v) for k, v in sums.items()}})
+  np.testing.assert_allclose(rates["sound_event_loss"], want_nll / 4, rtol=1e-5)
+  assert rates["sound_event_recall"] == 1 / 3 and rates["sound_event_false_rate"] == 0.0
+
+
+def test_sound_event_term_in_the_total_is_its_weighted_mean_per_chunk():
+  from audio_interaction.model.model import ForwardOutputs
+  rng = np.random.default_rng(1)
+  batch = {"lm_targets": jnp.zeros((1, 3), jnp.int32), "lm_weights": jnp.zeros((1, 3)),
+           "decision_targets": jnp.full((1, 3), -1), "sound_events": jnp.asarray([[0, 2, -1]])}
+  outputs = ForwardOutputs(jnp.zeros((1, 3, 4)), jnp.zeros((1, 3, 2)), jnp.zeros((1, 2, 4)),
+                           jnp.asarray(rng.normal(size=(1, 3, 3)), jnp.float32))
+  kwargs = dict(reply_weight=1.0, decision_weight=1.0, speak_class_weight=4.0)
+  without, _ = losses.stream_losses(outputs, batch, **kwargs)
+  total, metrics = losses.stream_losses(outputs, batch, sound_event_weight=0.5, **kwargs)
+  np.testing.assert_allclose(total - without, 0.5 * metrics["sound_event_nll"] / 2, rtol=1e-5)
+  no_head = outputs.replace(sound_event_logits=None)
+  with np.testing.assert_raises_regex(ValueError, "no sound-event head"):
+    losses.stream_losses(no_head, batch, sound_event_weight=0.5, **kwargs)
+
+
 def test_finalize_reports_ctc_loss_per_transcript_token():
   sums = {"reply_nll": 2.0, "reply_tokens": 4.0, "reply_correct": 3.0, "decision_nll": 1.0,
           "decision_weight": 2.0, "decisions": 2.0, "tp": 1.0, "fp": 1.0, "fn": 0.0,

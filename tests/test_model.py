@@ -117,3 +117,26 @@ def test_wrong_chunk_length_is_a_clear_error(setup):
   model, params, _, _ = setup
   with pytest.raises(ValueError, match=r"chunk has 2000 samples, expected 2560 \(160 ms"):
     model.perceive(params, model.init_state(1), jnp.zeros((1, 2000)))
+
+
+def test_sound_event_head_reads_each_chunk_and_its_past_only():
+  model = AudioInteractionModel(model_testing.small_config(**{"model.sound_event_classes": 5}))
+  params = model.init(jax.random.key(3))
+  cfg = model.config
+  rng = np.random.default_rng(4)
+  num_chunks = 6
+  tokens, slot_index, _, _ = model_testing.online_sequence(
+      rng, num_chunks, cfg.slots_per_chunk, cfg.tokens_per_chunk, cfg.decoder.vocab_size)
+  audio = (0.1 * rng.normal(size=num_chunks * cfg.chunk_samples)).astype(np.float32)
+  later = audio.copy()
+  later[4 * cfg.chunk_samples:] = rng.normal(size=2 * cfg.chunk_samples)  # chunks 4-5 differ
+  run = lambda samples: model.forward(params, jnp.asarray(tokens[None]),
+                                      jnp.asarray(samples[None]), jnp.asarray(slot_index[None]))
+  first, second = run(audio), run(later)
+  assert first.sound_event_logits.shape == (1, num_chunks, 5)
+  np.testing.assert_allclose(first.sound_event_logits[0, :4], second.sound_event_logits[0, :4],
+                             atol=ATOL, rtol=0)
+  assert np.abs(first.sound_event_logits[0, 4:] - second.sound_event_logits[0, 4:]).max() > 1e-3
+  # Without the option the model has no head and no such output.
+  plain = AudioInteractionModel(model_testing.small_config())
+  assert "sound_event_head" not in plain.init(jax.random.key(3))["params"]

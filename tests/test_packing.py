@@ -121,7 +121,7 @@ def test_packed_losses_and_gradients_equal_separate_rows(packed_setup):
   fields = lambda batch: {k: jnp.asarray(batch[k]) for k in
                           ("tokens", "audio", "audio_slot_index", "positions", "segment_ids",
                            "lm_targets", "lm_weights", "decision_targets", "transcript",
-                           "chunk_segment_ids", "transcript_segment_ids")}
+                           "chunk_segment_ids", "transcript_segment_ids", "sound_events")}
   loss, metrics, grads = step(params, fields(packed))
   # The separate rows take the padded path (no segment ids, one CTC per row).
   padded_config = config.copy_and_resolve_references()
@@ -129,6 +129,7 @@ def test_packed_losses_and_gradients_equal_separate_rows(packed_setup):
   loss_alone, metrics_alone, grads_alone = jax.jit(Trainer(padded_config).loss_and_grads)(
       params, fields(separate))
   assert float(metrics["ctc_tokens"]) > 0 and float(metrics["reply_tokens"]) > 0
+  assert float(metrics["sound_event_chunks"]) > 0  # the sound-event head is in the sums too
   np.testing.assert_allclose(loss, loss_alone, rtol=RTOL)
   for name in metrics:
     np.testing.assert_allclose(metrics[name], metrics_alone[name], rtol=RTOL, atol=ATOL,

@@ -85,6 +85,8 @@ def test_fit_truncates_online_at_a_chunk_boundary_and_drops_offline():
   for name in ("tokens", "audio_slot_index", "lm_targets", "lm_weights", "decision_targets"):
     np.testing.assert_array_equal(cut[name], original[name][:n])
   np.testing.assert_array_equal(cut["audio"], original["audio"][:int(cut["num_chunks"]) * CHUNK])
+  np.testing.assert_array_equal(cut["sound_events"],
+                                original["sound_events"][:int(cut["num_chunks"])])
   assert (cut["tokens"] == sf.AUDIO_ID).sum() == int(cut["num_chunks"])
   assert cut["audio_slot_index"].max() == int(cut["num_chunks"]) * K - 1
   # It is the longest such prefix: one more chunk (with its reply) would not fit.
@@ -127,6 +129,8 @@ def test_padding_gives_static_shapes_and_correct_masks(split_dir):
       np.testing.assert_array_equal(batch["audio"][row][:c * CHUNK], example["audio"])
       assert not batch["audio"][row][c * CHUNK:].any()
       np.testing.assert_array_equal(batch["chunk_segment_ids"][row], np.arange(BASE.max_chunks) < c)
+      np.testing.assert_array_equal(batch["sound_events"][row][:c], example["sound_events"])
+      assert (batch["sound_events"][row][c:] == sf.NO_INDEX).all()
       assert int(batch["segment_num_chunks"][row, 0]) == c
   # Every example is either in a batch, dropped, or in the final partial batch.
   assert counters.examples == NUM_EXAMPLES and counters.truncated > 0 and counters.dropped > 0
@@ -166,9 +170,12 @@ def test_packing_keeps_every_segment_intact(split_dir):
         own_audio = example["audio"].reshape(c, CHUNK)[example["audio_slot_index"][has] // K]
         np.testing.assert_array_equal(row_audio, own_audio)
         assert (batch["chunk_segment_ids"][row][chunks_before:chunks_before + c] == s).all()
+        np.testing.assert_array_equal(
+            batch["sound_events"][row][chunks_before:chunks_before + c], example["sound_events"])
         assert int(batch["segment_num_chunks"][row, s - 1]) == c
         chunks_before += c
       assert not batch["chunk_segment_ids"][row][chunks_before:].any()
+      assert (batch["sound_events"][row][chunks_before:] == sf.NO_INDEX).all()
       assert not (batch["segment_ids"][row] > len(used)).any()
   assert max(segments_per_row) > 1  # Packing actually packed.
   ids = _ids(batches)

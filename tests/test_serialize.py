@@ -172,3 +172,63 @@ def test_metadata_and_bad_arguments(speech, sounds):
     serialize(tl, ByteTokenizer(), sample_rate=22050, slots_per_chunk=K, tokens_per_chunk=4)
   with pytest.raises(ValueError, match="whole number"):
     serialize(tl, ByteTokenizer(), chunk_ms=160.03, slots_per_chunk=K, tokens_per_chunk=4)
+
+
+def _sound(label: str, start: float, audio: np.ndarray, gain: float = 1.0):
+  from audio_interaction.corpus.timeline import SoundEvent
+  return SoundEvent(start=start, audio=audio.astype(np.float32), label=label, source="test",
+                    recognisable_at=start, role="benign", gain=gain, level_db=-20.0)
+
+
+def _bed(label: str, seconds: float, gain: float):
+  from audio_interaction.corpus.timeline import Background
+  return Background(start=0.0, audio=np.full(int(seconds * SAMPLE_RATE), 0.1, np.float32),
+                    label=label, snr_db=10.0, gain=gain)
+
+
+def test_sound_event_targets_label_the_chunks_where_each_sound_is_heard():
+  import dataclasses
+  from audio_interaction.corpus import worlds
+  from audio_interaction.corpus.serialize import sound_event_targets
+  chunk = 2560  # 160 ms
+  ids = {label: i + 1 for i, label in enumerate(worlds.SOUNDS)}
+  # A ring: 2 chunks of tone, 2 chunks silent (its rest), 1 chunk of tone, from chunk 1.
+  tone = lambda chunks: 0.5 * np.sin(np.arange(chunks * chunk) * 0.2)
+  ring = np.concatenate([tone(2), np.zeros(2 * chunk), tone(1)])
+  # A dog over chunks 4-6, louder than the ring where they meet (chunk 5 = ring's tail).
+  dog = 0.9 * np.sign(np.sin(np.arange(3 * chunk) * 0.05))
+  timeline = _timeline_with(sounds=(_sound("phone_ring", 1 * chunk / SAMPLE_RATE, ring),
+                                    _sound("dog_bark", 4 * chunk / SAMPLE_RATE, dog)),
+                            backgrounds=(_bed("rain", 8 * chunk / SAMPLE_RATE, 0.01),
+                                         _bed("not_a_class", 8 * chunk / SAMPLE_RATE, 1.0)),
+                            seconds=8 * chunk / SAMPLE_RATE)
+  got = sound_event_targets(timeline, chunk, 8)
+  rain, ring_id, dog_id = ids["rain"], ids["phone_ring"], ids["dog_bark"]
+  # Chunk 0: only the quiet rain bed; 1-2 the ring; 3-4 the ring's rest (the dog starts
+  # at 4); 5: ring tail and dog, the dog louder; 6 the dog; 7 rain again.
+  np.testing.assert_array_equal(got, [rain, ring_id, ring_id, rain, dog_id, dog_id, dog_id, rain])
+  # Nothing labelled: all NO_SOUND_EVENT; a sound past the end is ignored.
+  empty = dataclasses.replace(timeline, sounds=(_sound("dog_bark", 9.0, dog),), backgrounds=())
+  np.testing.assert_array_equal(sound_event_targets(empty, chunk, 8),
+                                np.full(8, sf.NO_SOUND_EVENT))
+
+
+def _timeline_with(*, sounds, backgrounds, seconds):
+  from audio_interaction.corpus.timeline import ONLINE, Timeline
+  return Timeline(task="t", ability=0, seed=0, split="train", mode=ONLINE, instruction="",
+                  duration=seconds, speech_level_db=-20.0, utterances=(), sounds=sounds,
+                  backgrounds=backgrounds, replies=(), quiet=())
+
+
+def test_serialized_sound_events_follow_the_timeline(speech, sounds):
+  from audio_interaction.corpus import worlds
+  from audio_interaction.corpus.serialize import sound_event_targets
+  tl = tasks.build("alert_door", 0, speech, sounds)
+  ex = serialize(tl, ByteTokenizer(), chunk_ms=160, slots_per_chunk=K, tokens_per_chunk=BUDGET)
+  events = ex["sound_events"]
+  assert events.dtype == np.int32 and len(events) == int(ex["num_chunks"])
+  np.testing.assert_array_equal(events, sound_event_targets(tl, 2560, int(ex["num_chunks"])))
+  # The alert's chunks carry its class, from about where it is placed.
+  alert = next(s for s in tl.sounds if s.role == "alert")
+  first = int(alert.start * SAMPLE_RATE) // 2560
+  assert list(worlds.SOUNDS)[int(events[first:first + 3].max()) - 1] == alert.label

@@ -36,6 +36,16 @@ def test_overfits_a_fixed_batch():
   assert rates["token_accuracy"] == 1.0 and rates["decision_f1"] == 1.0
   # The CTC head memorises random transcripts of noise more slowly; it must still learn.
   assert rates["ctc_loss"] < 0.5 * first["ctc_loss"]
+  # So must the sound-event head, chunk by chunk.
+  assert rates["sound_event_loss"] < 0.5 * first["sound_event_loss"]
+  assert rates["sound_event_recall"] > first["sound_event_recall"]
+
+
+def test_a_sound_event_head_of_the_wrong_size_is_named():
+  from audio_interaction.corpus import worlds
+  config = train_testing.train_config(**{"model.sound_event_classes": 7})
+  with pytest.raises(ValueError, match=f"needs {len(worlds.SOUNDS) + 1} outputs"):
+    Trainer(config)
 
 
 def _grads_with_accumulation(config, batch, accum: int):
@@ -161,10 +171,11 @@ def _two_steps(config):
 
 
 def test_frozen_parameters_do_not_move_and_have_no_optimizer_state():
-  config = train_testing.train_config(**{"train.freeze": ("encoder/*", "ctc_head/*")})
+  config = train_testing.train_config(
+      **{"train.freeze": ("encoder/*", "ctc_head/*", "sound_event_head/*")})
   before, state = _two_steps(config)
   after = jax.device_get(state.params)
-  for part in ("encoder", "ctc_head"):
+  for part in ("encoder", "ctc_head", "sound_event_head"):
     jax.tree_util.tree_map(np.testing.assert_array_equal, before["params"][part],
                            after["params"][part])
   moved = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import model_testing
+from audio_interaction.corpus import worlds
 from audio_interaction.data.pipeline import PipelineConfig, batch_spec, make_dataset
 from synthetic_examples import SyntheticExamples
 
@@ -16,7 +17,11 @@ def train_config(**overrides):
               # Room for the byte tokenizer the loop falls back to (268 ids).
               "model.decoder.vocab_size": 272,
               # Synthetic examples are read uniformly, in one stage.
-              "data.mixture": None, "train.stages": ()}
+              "data.mixture": None, "train.stages": (),
+              # Every training test runs the sound-event head too (its chunk targets
+              # are random, as the rest of a synthetic example).
+              "model.sound_event_classes": len(worlds.SOUNDS) + 1,
+              "train.sound_event_loss_weight": 0.5}
   settings.update(overrides)
   return model_testing.small_config(**settings)
 

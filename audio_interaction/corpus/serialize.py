@@ -21,7 +21,8 @@ Offline layout::
 
 with LM loss on `answer <eor>`.
 
-Both layouts also carry the transcript of what is heard (the content words of every
+Both layouts also carry, per chunk, the labelled sound active in it (`sound_events`:
+the target of the encoder's sound-event head), and the transcript of what is heard (the content words of every
 utterance, fillers left out, ordered by end time) with the chunk in which each word
 ends: the target of the encoder's auxiliary CTC loss, and what lets a pipeline cut a
 stream at a chunk boundary and keep exactly the words that ended before the cut.
@@ -36,8 +37,10 @@ import numpy as np
 
 from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import SAMPLE_RATE
+from audio_interaction.corpus import worlds
 from audio_interaction.corpus.timeline import (
-    OFFLINE, ONLINE, Timeline, chunk_samples_of, first_chunk_reaching, render, schedule)
+    OFFLINE, ONLINE, Timeline, chunk_samples_of, first_chunk_reaching, render, schedule,
+    to_sample)
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 
 METADATA_FIELDS: Final[tuple[str, ...]] = ("ability", "subtask", "seed", "split", "mode")
@@ -82,6 +85,46 @@ def transcript(timeline: Timeline, tokenizer: Tokenizer, chunk_samples: int
   return np.asarray(ids, np.int32), np.asarray(chunks, np.int32)
 
 
+# A sound is active in a chunk where its level there is within this of its loudest
+# chunk's: the rests of a ringtone, the gaps of a run of footsteps are not the sound.
+SOUND_EVENT_ACTIVE_DB: Final[float] = -30.0
+
+
+def sound_event_targets(timeline: Timeline, chunk_samples: int, num_chunks: int) -> np.ndarray:
+  """The `sound_events` field: per chunk, `stream_format.NO_SOUND_EVENT` or 1 + the
+  index in `worlds.SOUNDS` of the loudest labelled sound active in the chunk.
+
+  Foreground sound events and background beds both count (a bed whose label is not a
+  class of `worlds.SOUNDS` does not); loudness is each one's mean square in the chunk,
+  at the gain it is mixed with.
+
+  Returns:
+    int32 [num_chunks].
+  """
+  class_ids = {label: i + 1 for i, label in enumerate(worlds.SOUNDS)}
+  targets = np.full(num_chunks, sf.NO_SOUND_EVENT, np.int32)
+  loudest = np.full(num_chunks, -np.inf)
+  total = num_chunks * chunk_samples
+  for item in (*timeline.sounds, *timeline.backgrounds):
+    start = to_sample(item.start)
+    if item.label not in class_ids or start >= total:
+      continue
+    piece = np.asarray(item.audio, np.float64)[:total - start] * item.gain
+    first = start // chunk_samples
+    placed = np.zeros(-(-(start - first * chunk_samples + len(piece)) // chunk_samples)
+                      * chunk_samples)
+    placed[start - first * chunk_samples:][:len(piece)] = piece
+    power = np.square(placed).reshape(-1, chunk_samples).mean(axis=1)
+    if not power.any():
+      continue
+    level = 10.0 * np.log10(np.maximum(power, 1e-20))
+    chunks = first + np.flatnonzero(level >= level.max() + SOUND_EVENT_ACTIVE_DB)
+    louder = level[chunks - first] > loudest[chunks]
+    targets[chunks[louder]] = class_ids[item.label]
+    loudest[chunks[louder]] = level[chunks - first][louder]
+  return targets
+
+
 def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = sf.DEFAULT_CHUNK_MS,
               sample_rate: int = SAMPLE_RATE, slots_per_chunk: int,
               tokens_per_chunk: int) -> dict[str, np.ndarray]:
@@ -90,7 +133,7 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = sf.DE
   Arrays: `tokens`, `audio_slot_index`, `lm_targets`, `decision_targets` int32[L],
   `lm_weights` float32[L], `audio` float32[num_chunks * chunk_samples] (16 kHz),
   `num_chunks` int32[], `transcript` and `transcript_chunks` int32[N] (see
-  `transcript`). Deterministic: same timeline and arguments, same bytes.
+  `transcript`), `sound_events` int32[num_chunks] (`sound_event_targets`). Deterministic: same timeline and arguments, same bytes.
   """
   if sample_rate != SAMPLE_RATE:
     raise ValueError(f"the stream format is {SAMPLE_RATE} Hz audio, got sample_rate={sample_rate}")
@@ -159,6 +202,7 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = sf.DE
       "num_chunks": np.asarray(num_chunks, np.int32),
       "transcript": heard,
       "transcript_chunks": np.minimum(heard_chunks, num_chunks - 1).astype(np.int32),
+      "sound_events": sound_event_targets(timeline, chunk, num_chunks),
   }
 
 

@@ -92,6 +92,8 @@ BATCH_FIELDS: dict[str, tuple[str, str]] = {
     "segment_example_index": ("int32[G]", "example index in the split, -1 if unused"),
     "transcript": ("int32[N]", "tokens heard in the row's audio, in order, PAD_ID after"),
     "transcript_segment_ids": ("int32[N]", "segment of each transcript token, 0 = padding"),
+    "sound_events": ("int32[C]", "sound event of each chunk (NO_SOUND_EVENT, 1.. a class), "
+                     "NO_INDEX on padding chunks"),
 }
 
 
@@ -218,6 +220,7 @@ def select_fields(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
   example["num_chunks"] = np.asarray(record["num_chunks"], np.int32)
   example["transcript"] = np.asarray(record["transcript"], np.int32)
   example["transcript_chunks"] = np.asarray(record["transcript_chunks"], np.int32)
+  example["sound_events"] = np.asarray(record["sound_events"], np.int32)
   example["example_index"] = np.asarray(record[storage.INDEX_FIELD], np.int32)
   return example
 
@@ -303,6 +306,7 @@ def fit_example(example: Mapping[str, np.ndarray], config: PipelineConfig,
   cut = int(np.append(np.flatnonzero(tokens == sf.AUDIO_ID), length)[keep])
   out = {name: example[name][:cut] for name in _POSITION_FIELDS}
   out["audio"] = example["audio"][:keep * config.chunk_samples]
+  out["sound_events"] = example["sound_events"][:keep]
   out["num_chunks"] = np.asarray(keep, np.int32)
   heard = heard_chunks < keep
   out["transcript"] = example["transcript"][heard]
@@ -325,6 +329,8 @@ def pad_example(example: Mapping[str, np.ndarray],
   row["audio"] = np.zeros(config.max_samples, np.float32)
   row["audio"][:len(example["audio"])] = example["audio"]
   row["chunk_segment_ids"] = (np.arange(config.max_chunks) < num_chunks).astype(np.int32)
+  row["sound_events"] = np.full(config.max_chunks, sf.NO_INDEX, np.int32)
+  row["sound_events"][:num_chunks] = example["sound_events"]
   row["segment_num_chunks"] = np.asarray([num_chunks], np.int32)
   row["segment_example_index"] = np.asarray([example["example_index"]], np.int32)
   row["transcript"] = np.full(config.max_transcript, sf.PAD_ID, np.int32)
@@ -336,7 +342,8 @@ def pad_example(example: Mapping[str, np.ndarray],
 def _packable(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   # The packer concatenates along axis 0, so per-example scalars become length-1
   # arrays and end up as one entry per segment.
-  out = {name: example[name] for name in (*_POSITION_FIELDS, "audio", "transcript")}
+  out = {name: example[name] for name in (*_POSITION_FIELDS, "audio", "transcript",
+                                          "sound_events")}
   out["num_chunks"] = np.reshape(example["num_chunks"], (1,)).astype(np.int32)
   out["example_index"] = np.reshape(example["example_index"], (1,)).astype(np.int32)
   return out
@@ -345,9 +352,10 @@ def _packable(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _packing_structs(config: PipelineConfig) -> tuple[dict[str, int], dict[str, Any]]:
   lengths = {name: config.max_len for name in _POSITION_FIELDS}
   lengths.update(audio=config.max_samples, num_chunks=config.max_segments,
-                 example_index=config.max_segments, transcript=config.max_transcript)
+                 example_index=config.max_segments, transcript=config.max_transcript,
+                 sound_events=config.max_chunks)
   padding = dict(_POSITION_FIELDS, audio=0.0, num_chunks=0, example_index=-1,
-                 transcript=sf.PAD_ID)
+                 transcript=sf.PAD_ID, sound_events=sf.NO_INDEX)
   return lengths, padding
 
 
@@ -369,6 +377,7 @@ def finish_packed_row(packed: Mapping[str, np.ndarray],
   # Audio of every segment is whole chunks, so each chunk lies in one segment.
   row["chunk_segment_ids"] = packed["audio_segment_ids"][::config.chunk_samples].astype(np.int32)
   row["segment_num_chunks"] = num_chunks.astype(np.int32)
+  row["sound_events"] = packed["sound_events"].astype(np.int32)
   row["segment_example_index"] = packed["example_index"].astype(np.int32)
   # Segments' transcripts follow each other like their audio does; each segment is
   # its own CTC target (`train.losses.ctc_loss`).

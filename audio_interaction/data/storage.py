@@ -80,7 +80,8 @@ from audio_interaction import stream_format as sf
 
 DEFAULT_NAME = "audio_interaction"
 # 1.1.0: examples carry the transcript (`transcript`, `transcript_chunks`).
-DEFAULT_VERSION = "1.1.0"
+# 1.2.0: and the sound event of every chunk (`sound_events`).
+DEFAULT_VERSION = "1.2.0"
 # String fields every generated example carries besides `EXAMPLE_FIELDS`.
 METADATA_FIELDS: tuple[str, ...] = ("ability", "subtask")
 # Stored with every record: its index in the split (record i == make_example(i, seed)).
@@ -181,6 +182,9 @@ def validate_example(example: Mapping[str, Any], *,
   num_chunks, num_samples = int(out["num_chunks"]), len(out["audio"])
   if num_chunks < 0:
     raise ValueError(f"num_chunks must be >= 0, got {num_chunks}")
+  if len(out["sound_events"]) != num_chunks:
+    raise ValueError(f"sound_events has {len(out['sound_events'])} entries for "
+                     f"num_chunks={num_chunks}")
   heard_chunks = out["transcript_chunks"]
   if len(heard_chunks) and (heard_chunks.min() < 0 or heard_chunks.max() >= num_chunks
                             or np.any(np.diff(heard_chunks) < 0)):

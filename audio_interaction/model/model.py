@@ -62,11 +62,15 @@ class ForwardOutputs:
     decision_logits: [B, L, NUM_DECISIONS] float32 (meaningful at `<decide>`).
     ctc_logits: [B, F', V] float32 per encoder frame (F' = F / subsampling); class
       `PAD_ID` is the CTC blank.
+    sound_event_logits: [B, C, K] float32 per audio chunk (K =
+      `sound_event_classes`; class `NO_SOUND_EVENT` = no labelled sound), or None
+      when the model has no sound-event head.
   """
 
   lm_logits: Array
   decision_logits: Array
   ctc_logits: Array
+  sound_event_logits: Array | None = None
 
 
 class AudioInteractionNetwork(nn.Module):
@@ -82,9 +86,24 @@ class AudioInteractionNetwork(nn.Module):
     self.ctc_head = nn.DenseGeneral(
         cfg.decoder.vocab_size, kernel_init=layers.dense_init(("embed", "vocab")),
         dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="ctc_head")
+    # The sound-event head: what labelled sound each chunk holds, from its frames.
+    if cfg.sound_event_classes:
+      self.sound_event_head = nn.DenseGeneral(
+          cfg.sound_event_classes, kernel_init=layers.dense_init(("embed", "sound_events")),
+          dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="sound_event_head")
 
   def _ctc_logits(self, encoded: Array) -> Array:
     return self.ctc_head(encoded).astype(jnp.float32)
+
+  def _sound_event_logits(self, encoded: Array) -> Array | None:
+    """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, K]: the head over
+    the mean of each chunk's frames, so a chunk's answer depends on it and its past only."""
+    if not self.config.sound_event_classes:
+      return None
+    batch, frames, width = encoded.shape
+    per_chunk = self.config.encoder_frames_per_chunk
+    pooled = encoded.reshape(batch, frames // per_chunk, per_chunk, width).mean(axis=2)
+    return self.sound_event_head(pooled).astype(jnp.float32)
 
   def __call__(self, tokens: Array, mel: Array, audio_slot_index: Array,
                positions: Array, valid: Array, segment_ids: Array | None = None,
@@ -96,7 +115,8 @@ class AudioInteractionNetwork(nn.Module):
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
     lm_logits, decision_logits, _ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
-    return lm_logits, decision_logits, self._ctc_logits(encoded)
+    return (lm_logits, decision_logits, self._ctc_logits(encoded),
+            self._sound_event_logits(encoded))
 
   def encode_step(self, mel: Array, state: EncoderState):
     slots, encoded, state = self.encoder(mel, state)
@@ -206,10 +226,9 @@ class AudioInteractionModel:
       raise ValueError("packed rows need both segment_ids (positions) and chunk_segment_ids "
                        "(audio chunks), or neither")
     valid = tokens != sf.PAD_ID
-    lm_logits, decision_logits, ctc_logits = self.network.apply(
+    return ForwardOutputs(*self.network.apply(
         params, tokens, self.features(audio, augment, chunk_segment_ids), audio_slot_index,
-        positions, valid, segment_ids, chunk_segment_ids)
-    return ForwardOutputs(lm_logits, decision_logits, ctc_logits)
+        positions, valid, segment_ids, chunk_segment_ids))
 
   # ---------------------------------------------------------------- streaming
   def init_state(self, batch: int) -> StreamState:

@@ -72,6 +72,8 @@ class ModelConfig:
   # Streaming step order of the ring KV caches: "before" (write, then attend; in place)
   # or "after" (attend over ring + new keys, then write; copies). See `layers.Attention`.
   cache_write: str = "before"
+  # Outputs of the sound-event head on the encoder (0: no head).
+  sound_event_classes: int = 0
 
   @property
   def frames_per_chunk(self) -> int:
@@ -117,4 +119,5 @@ class ModelConfig:
         param_dtype=model.param_dtype,
         norm_eps=model.norm_eps,
         cache_write=model.cache_write,
+        sound_event_classes=model.sound_event_classes,
     )

@@ -4,7 +4,9 @@ Reply cross-entropy on the positions the serializer marked (`lm_weights`), and a
 class-weighted cross-entropy on the decision head at `<decide>` positions: SPEAK is
 rare (a few chunks per stream), so its term is weighted up. An auxiliary CTC loss
 aligns the encoder's frames with the transcript of what is heard (blank = `<pad>`),
-so the encoder learns words even where no reply depends on them yet. Metrics are returned as
+so the encoder learns words even where no reply depends on them yet, and an auxiliary
+cross-entropy on the sound-event head says, chunk by chunk, which labelled sound is
+heard (`corpus.serialize.sound_event_targets`), so it learns sounds the same way. Metrics are returned as
 sums and counts so they add up exactly across devices, accumulation steps and
 batches; `finalize_metrics` turns them into rates.
 """
@@ -17,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from audio_interaction.stream_format import PAD_ID, Decision
+from audio_interaction.stream_format import NO_SOUND_EVENT, PAD_ID, Decision
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import ForwardOutputs
 
@@ -82,7 +84,8 @@ def decision_class_weights(decision_targets: Array, speak_class_weight: float) -
 
 
 def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
-                     ctc_weight: float = 0.0) -> dict[str, Array]:
+                     ctc_weight: float = 0.0, sound_event_weight: float = 0.0
+                     ) -> dict[str, Array]:
   """What each loss term is divided by, from the labels alone (never the parameters).
 
   Computed once over a whole batch and handed to every micro-batch's `stream_losses`,
@@ -90,7 +93,8 @@ def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
   unequally the micro-batches are filled (MaxText's gradient accumulation does the same).
 
   Returns:
-    {"reply_tokens", "decision_weight"[, "ctc_tokens"]}: float32 scalars, at least 1.
+    {"reply_tokens", "decision_weight"[, "ctc_tokens"][, "sound_event_chunks"]}: float32
+    scalars, at least 1.
   """
   norms = {
       "reply_tokens": batch["lm_weights"].astype(jnp.float32).sum(),
@@ -99,12 +103,15 @@ def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
   }
   if ctc_weight:
     norms["ctc_tokens"] = (batch["transcript"] != PAD_ID).sum().astype(jnp.float32)
+  if sound_event_weight:
+    norms["sound_event_chunks"] = (batch["sound_events"] >= 0).sum().astype(jnp.float32)
   return {k: jnp.maximum(v, 1.0) for k, v in norms.items()}
 
 
 def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
                   reply_weight: float, decision_weight: float, speak_class_weight: float,
-                  ctc_weight: float = 0.0, normalizers: Mapping[str, Array] | None = None,
+                  ctc_weight: float = 0.0, sound_event_weight: float = 0.0,
+                  normalizers: Mapping[str, Array] | None = None,
                   num_segments: int | None = None) -> tuple[Array, dict[str, Array]]:
   """Total loss and summable metrics of one batch.
 
@@ -113,20 +120,23 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
     batch: `lm_targets` int32 [B, L], `lm_weights` float32 [B, L], `decision_targets`
       int32 [B, L] (-1 where no decision is trained); with `ctc_weight` > 0 also
       `transcript` int32 [B, N] and `chunk_segment_ids` int32 [B, C], and for packed
-      rows `transcript_segment_ids` int32 [B, N] (CTC per segment, `ctc_loss`).
+      rows `transcript_segment_ids` int32 [B, N] (CTC per segment, `ctc_loss`); with
+      `sound_event_weight` > 0 `sound_events` int32 [B, C] (-1 on padding chunks).
     reply_weight, decision_weight, ctc_weight: weights of the terms in the total; the
-      CTC term is the summed NLL per transcript token.
+      CTC term is the summed NLL per transcript token; `sound_event_weight` weighs the
+      sound-event head's mean cross-entropy per chunk (`sound_event_terms`).
     speak_class_weight: weight of SPEAK targets relative to SILENT ones.
     normalizers: the denominators of the terms (`loss_normalizers` of the whole batch
       when this is one micro-batch of it); default: this batch's own.
     num_segments: G, the most examples in a packed row; None: one per row.
   Returns:
     (scalar loss, dict of sums: reply_nll, reply_tokens, reply_correct, decision_nll,
-    decision_weight, decisions, tp, fp, fn, and with CTC ctc_nll, ctc_tokens).
+    decision_weight, decisions, tp, fp, fn, with CTC ctc_nll, ctc_tokens, and with the
+    sound-event term the sums of `sound_event_terms`).
   """
   if normalizers is None:
     normalizers = loss_normalizers(batch, speak_class_weight=speak_class_weight,
-                                   ctc_weight=ctc_weight)
+                                   ctc_weight=ctc_weight, sound_event_weight=sound_event_weight)
   lm_weights = batch["lm_weights"].astype(jnp.float32)
   reply_nll = optax.softmax_cross_entropy_with_integer_labels(
       outputs.lm_logits, batch["lm_targets"])
@@ -163,7 +173,42 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
                           num_segments=num_segments or 1)
     metrics["ctc_nll"], metrics["ctc_tokens"] = nll.sum(), heard.sum()
     total = total + ctc_weight * nll.sum() / normalizers["ctc_tokens"]
+  if sound_event_weight:
+    if outputs.sound_event_logits is None:
+      raise ValueError("sound_event_weight > 0 but the model has no sound-event head "
+                       "(model.sound_event_classes = 0)")
+    sums = sound_event_terms(outputs.sound_event_logits, batch["sound_events"])
+    metrics.update(sums)
+    total = total + sound_event_weight * sums["sound_event_nll"] / normalizers[
+        "sound_event_chunks"]
   return total, metrics
+
+
+def sound_event_terms(logits: Array, targets: Array) -> dict[str, Array]:
+  """Summed cross-entropy and counts of the sound-event head.
+
+  Args:
+    logits: [B, C, K] float32 per chunk.
+    targets: [B, C] int32: `NO_SOUND_EVENT`, a class 1..K-1, or -1 (padding: ignored).
+  Returns:
+    {"sound_event_nll": summed NLL, "sound_event_chunks": chunks with a target,
+    "sound_event_heard": chunks holding a labelled sound, "sound_event_named": of those,
+    the ones whose top class is theirs, "sound_event_quiet": chunks without one,
+    "sound_event_false": of those, the ones given a class}: float32 scalars.
+  """
+  valid = targets >= 0
+  safe = jnp.where(valid, targets, NO_SOUND_EVENT)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+  predicted = jnp.argmax(logits, -1)
+  heard = valid & (targets != NO_SOUND_EVENT)
+  quiet = valid & (targets == NO_SOUND_EVENT)
+  count = lambda mask: mask.sum().astype(jnp.float32)
+  return {"sound_event_nll": jnp.where(valid, nll, 0.0).sum(),
+          "sound_event_chunks": count(valid),
+          "sound_event_heard": count(heard),
+          "sound_event_named": count(heard & (predicted == targets)),
+          "sound_event_quiet": count(quiet),
+          "sound_event_false": count(quiet & (predicted != NO_SOUND_EVENT))}
 
 
 def finalize_metrics(sums: Mapping[str, float]) -> dict[str, float]:
@@ -182,6 +227,12 @@ def finalize_metrics(sums: Mapping[str, float]) -> dict[str, float]:
   rates = {}
   if "ctc_nll" in sums:
     rates["ctc_loss"] = ratio(sums["ctc_nll"], sums["ctc_tokens"], 0.0)
+  if "sound_event_nll" in sums:
+    rates["sound_event_loss"] = ratio(sums["sound_event_nll"], sums["sound_event_chunks"], 0.0)
+    # Of the chunks holding a labelled sound, named right; of the rest, given a class.
+    rates["sound_event_recall"] = ratio(sums["sound_event_named"], sums["sound_event_heard"], 1.0)
+    rates["sound_event_false_rate"] = ratio(sums["sound_event_false"],
+                                            sums["sound_event_quiet"], 0.0)
   return rates | {
       "reply_loss": ratio(sums["reply_nll"], sums["reply_tokens"], 0.0),
       "token_accuracy": ratio(sums["reply_correct"], sums["reply_tokens"], 0.0),

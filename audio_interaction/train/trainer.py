@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from audio_interaction.corpus import worlds
 from audio_interaction.data.pipeline import make_global_batch
 from audio_interaction.model import augment as augment_lib
 from audio_interaction.model import pretrained
@@ -32,7 +33,7 @@ Batch = Mapping[str, jax.Array]
 # Fields of a pipeline batch the step reads.
 STEP_FIELDS = ("tokens", "audio", "audio_slot_index", "positions", "segment_ids", "lm_targets",
                "lm_weights", "decision_targets", "transcript", "chunk_segment_ids",
-               "transcript_segment_ids")
+               "transcript_segment_ids", "sound_events")
 
 
 @flax.struct.dataclass
@@ -116,11 +117,21 @@ class CompiledStep:
   memory: str
 
 
+def check_sound_event_classes(classes: int) -> None:
+  """A sound-event head has one output per class of `worlds.SOUNDS` plus "none" (the
+  ids the corpus writes); ValueError naming the number it should be otherwise."""
+  if classes and classes != len(worlds.SOUNDS) + 1:
+    raise ValueError(f"model.sound_event_classes={classes}: the corpus labels chunks with "
+                     f"{len(worlds.SOUNDS)} sound classes and 'none', so the head needs "
+                     f"{len(worlds.SOUNDS) + 1} outputs (or 0 for no head)")
+
+
 class Trainer:
   """Builds and runs the sharded train and eval steps of one config."""
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
     self.config = config
+    check_sound_event_classes(config.model.sound_event_classes)
     self.model = AudioInteractionModel(config)
     patterns = {f"train.{f}": tuple(config.train[f]) for f in ("freeze", "slow") if config.train[f]}
     if patterns:  # tracing the model's init only when there is something to check
@@ -211,7 +222,9 @@ class Trainer:
     return losses.stream_losses(outputs, batch, reply_weight=train.reply_loss_weight,
                                 decision_weight=train.decision_loss_weight,
                                 speak_class_weight=train.speak_class_weight,
-                                ctc_weight=train.ctc_loss_weight, normalizers=normalizers,
+                                ctc_weight=train.ctc_loss_weight,
+                                sound_event_weight=train.sound_event_loss_weight,
+                                normalizers=normalizers,
                                 num_segments=self.config.data.max_segments if packed else None)
 
   def augment_keys(self, step: jax.Array, rows: int) -> jax.Array | None:
@@ -237,7 +250,8 @@ class Trainer:
     train = self.config.train
     accum = train.grad_accum_steps
     normalizers = losses.loss_normalizers(batch, speak_class_weight=train.speak_class_weight,
-                                          ctc_weight=train.ctc_loss_weight)
+                                          ctc_weight=train.ctc_loss_weight,
+                                          sound_event_weight=train.sound_event_loss_weight)
     grad_fn = jax.value_and_grad(self._loss, has_aux=True)
     if accum == 1:
       (loss, metrics), grads = grad_fn(params, batch, normalizers, augment_keys)
