@@ -203,10 +203,13 @@ def test_sound_event_targets_label_the_chunks_where_each_sound_is_heard():
                                          _bed("not_a_class", 8 * chunk / SAMPLE_RATE, 1.0)),
                             seconds=8 * chunk / SAMPLE_RATE)
   got = sound_event_targets(timeline, chunk, 8)
-  rain, ring_id, dog_id = ids["rain"], ids["phone_ring"], ids["dog_bark"]
-  # Chunk 0: only the quiet rain bed; 1-2 the ring; 3-4 the ring's rest (the dog starts
-  # at 4); 5: ring tail and dog, the dog louder; 6 the dog; 7 rain again.
-  np.testing.assert_array_equal(got, [rain, ring_id, ring_id, rain, dog_id, dog_id, dog_id, rain])
+  none, ring_id, dog_id = sf.NO_SOUND_EVENT, ids["phone_ring"], ids["dog_bark"]
+  # Chunk 0: only the beds (scenery, not events); 1-2 the ring; 3 the ring's rest; 4
+  # the dog starts; 5: ring tail and dog, the dog louder; 6 the dog; 7 nothing again.
+  np.testing.assert_array_equal(got, [none, ring_id, ring_id, none, dog_id, dog_id, dog_id, none])
+  # Order does not decide an overlap, loudness does.
+  swapped = dataclasses.replace(timeline, sounds=timeline.sounds[::-1])
+  np.testing.assert_array_equal(sound_event_targets(swapped, chunk, 8), got)
   # Nothing labelled: all NO_SOUND_EVENT; a sound past the end is ignored.
   empty = dataclasses.replace(timeline, sounds=(_sound("dog_bark", 9.0, dog),), backgrounds=())
   np.testing.assert_array_equal(sound_event_targets(empty, chunk, 8),

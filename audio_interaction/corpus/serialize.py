@@ -92,11 +92,13 @@ SOUND_EVENT_ACTIVE_DB: Final[float] = -30.0
 
 def sound_event_targets(timeline: Timeline, chunk_samples: int, num_chunks: int) -> np.ndarray:
   """The `sound_events` field: per chunk, `stream_format.NO_SOUND_EVENT` or 1 + the
-  index in `worlds.SOUNDS` of the loudest labelled sound active in the chunk.
+  index in `worlds.SOUNDS` of the loudest sound event active in the chunk.
 
-  Foreground sound events and background beds both count (a bed whose label is not a
-  class of `worlds.SOUNDS` does not); loudness is each one's mean square in the chunk,
-  at the gain it is mixed with.
+  Only the foreground sound events count, not the background beds under a whole
+  stream: a bed is the scene (the decoder answers questions about it), and counted as
+  an event it made "music" a third of all labelled chunks, a prior the head then gave
+  every melodic sound (a first 1,000-step head named 27 of 29 real ringtones "music").
+  Loudness is each event's mean square in the chunk, at the gain it is mixed with.
 
   Returns:
     int32 [num_chunks].
@@ -105,7 +107,7 @@ def sound_event_targets(timeline: Timeline, chunk_samples: int, num_chunks: int)
   targets = np.full(num_chunks, sf.NO_SOUND_EVENT, np.int32)
   loudest = np.full(num_chunks, -np.inf)
   total = num_chunks * chunk_samples
-  for item in (*timeline.sounds, *timeline.backgrounds):
+  for item in timeline.sounds:
     start = to_sample(item.start)
     if item.label not in class_ids or start >= total:
       continue
