@@ -72,3 +72,42 @@ def test_bad_frames_are_refused_with_a_clear_error():
   audio[100] = np.nan
   with pytest.raises(ValueError, match="NaN"):
     run_stream(Engine(model), params, audio, [20], ThresholdPolicy(0.5))
+
+
+def test_chunk_records_carry_the_sound_event_heads_answer():
+  from audio_interaction.corpus import worlds
+  model = AudioInteractionModel(model_testing.small_config(
+      **{"model.sound_event_classes": len(worlds.SOUNDS) + 1}))
+  params = model.init(jax.random.key(5))
+  cfg = model.config
+  rng = np.random.default_rng(2)
+  audio = (0.1 * rng.normal(size=6 * cfg.chunk_samples)).astype(np.float32)
+  audio[2 * cfg.chunk_samples:4 * cfg.chunk_samples] = 0.0  # quiet chunks answer otherwise
+  engine = Engine(model)
+  trace = run_stream(engine, params, audio, [20], ThresholdPolicy(2.0))
+  # The full forward's per-chunk logits, read the same way.
+  tokens, slots = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID, 20, sf.END_SYS_ID], [sf.NO_INDEX] * 5
+  for chunk in range(6):
+    tokens += [sf.AUDIO_ID] + [sf.AUDIO_SLOT_ID] * cfg.slots_per_chunk + [sf.DECIDE_ID]
+    slots += [sf.NO_INDEX] + [chunk * cfg.slots_per_chunk + j
+                              for j in range(cfg.slots_per_chunk)] + [sf.NO_INDEX]
+  full = model.forward(params, jnp.asarray([tokens]), jnp.asarray(audio[None]), jnp.asarray([slots]))
+  probs = np.asarray(jax.nn.softmax(full.sound_event_logits[0], -1))
+  labels = [None] + list(worlds.SOUNDS)
+  want = [labels[int(np.argmax(p))] for p in probs]
+  assert [c.sound_event for c in trace.chunks] == want
+  assert any(want) and len(set(want)) > 1  # classes heard, not one answer throughout
+  for c, p in zip(trace.chunks, probs):
+    expected = 0.0 if c.sound_event is None else float(p.max())
+    np.testing.assert_allclose(c.sound_probability, expected, atol=1e-5)
+  # Rows held back keep their last answer; advanced rows get the same as alone.
+  state = engine.init_state(params, [[20], [20]])
+  chunk = jnp.asarray(np.stack([audio[:cfg.chunk_samples]] * 2))
+  state, _ = engine.perceive_rows(params, state, chunk, jnp.asarray([True, False]))
+  np.testing.assert_allclose(state.sound_events[0], probs[0], atol=1e-5)
+  assert not np.asarray(state.sound_events[1]).any()
+  # A model without the head reports no sound events.
+  plain = AudioInteractionModel(model_testing.small_config())
+  plain_trace = run_stream(Engine(plain), plain.init(jax.random.key(5)), audio, [20],
+                           ThresholdPolicy(2.0))
+  assert all(c.sound_event is None and c.sound_probability == 0 for c in plain_trace.chunks)

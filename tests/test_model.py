@@ -137,6 +137,14 @@ def test_sound_event_head_reads_each_chunk_and_its_past_only():
   np.testing.assert_allclose(first.sound_event_logits[0, :4], second.sound_event_logits[0, :4],
                              atol=ATOL, rtol=0)
   assert np.abs(first.sound_event_logits[0, 4:] - second.sound_event_logits[0, 4:]).max() > 1e-3
+  # Streaming, chunk by chunk, gives the full forward's logits.
+  state = model.init_state(1)
+  perceive_all = jax.jit(model.perceive_all)
+  for chunk in range(num_chunks):
+    state, outputs = perceive_all(
+        params, state, jnp.asarray(audio[None, chunk * cfg.chunk_samples:(chunk + 1) * cfg.chunk_samples]))
+    np.testing.assert_allclose(outputs.sound_event_logits[0], first.sound_event_logits[0, chunk],
+                               atol=ATOL, rtol=0, err_msg=f"chunk {chunk}")
   # Without the option the model has no head and no such output.
   plain = AudioInteractionModel(model_testing.small_config())
   assert "sound_event_head" not in plain.init(jax.random.key(3))["params"]

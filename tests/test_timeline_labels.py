@@ -122,3 +122,29 @@ def test_plot_timeline_writes_the_png(tmp_path):
                                _crowded_trace(18), threshold=0.5, decode=_decode,
                                reference=_expected(2, 1.0), title="t")
   assert out.stat().st_size > 10_000
+
+
+def test_sound_runs_merge_chunks_and_are_drawn_with_a_legend_entry():
+  trace = _crowded_trace(12)
+  heard = [None, "dog_bark", "dog_bark", "dog_bark", None, "siren", "siren", "dog_bark",
+           "dog_bark", None, None, "siren"]
+  probability = [0, 0.9, 0.6, 0.8, 0, 0.7, 0.4, 0.9, 0.9, 0, 0, 0.95]
+  for chunk, label, p in zip(trace.chunks, heard, probability):
+    chunk.sound_event, chunk.sound_probability = label, p
+  # The siren at chunk 6 is below 0.5: its run is one chunk.
+  assert trace.sound_runs() == [(pytest.approx(0.16), pytest.approx(0.64), "dog_bark"),
+                                (pytest.approx(0.8), pytest.approx(0.96), "siren"),
+                                (pytest.approx(1.12), pytest.approx(1.44), "dog_bark"),
+                                (pytest.approx(1.76), pytest.approx(1.92), "siren")]
+  assert [r[2] for r in trace.sound_runs(0.3)] == ["dog_bark", "siren", "dog_bark", "siren"]
+  assert trace.sound_runs(0.3)[1][1] == pytest.approx(1.12)  # 0.4 now counts: two chunks
+  figure = timeline.timeline_figure(np.zeros(16000 * 2, np.float32), 16000, trace,
+                                    threshold=0.5, decode=_decode)
+  try:
+    decision = figure.axes[-1]
+    drawn = [t.get_text() for t in decision.texts if t.get_color() == "tab:orange"]
+    assert drawn == ["dog bark", "siren", "dog bark", "siren"]
+    entries = [t.get_text() for t in decision.get_legend().get_texts()]
+    assert any("sound-event" in e for e in entries), entries
+  finally:
+    plt.close(figure)

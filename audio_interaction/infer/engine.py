@@ -32,12 +32,15 @@ class EngineState:
     rng: PRNG key for sampling.
     heard: [B, F_c] int32 CTC argmax label of each encoder frame of the last chunk
       (the streaming transcript before merging; see `infer.transcript.collapse_ctc`).
+    sound_events: [B, K] float32 probabilities of the sound-event head's classes at the
+      last chunk (K = 0 for a model without the head).
   """
 
   stream: StreamState
   next_logits: Array
   rng: Array
   heard: Array
+  sound_events: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +208,8 @@ class Engine:
     frames = self.model.config.encoder_frames_per_chunk
     return EngineState(self.model.init_state(batch),
                        jnp.zeros((batch, self.vocab_size), jnp.float32),
-                       jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32))
+                       jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32),
+                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
            valid: np.ndarray | None = None) -> EngineState:
@@ -357,11 +361,12 @@ class Engine:
 
   def _perceive_impl(self, params, state: EngineState, chunk):
     params = dequantize_params(params)
-    stream, decision_logits, lm_logits, ctc_logits = self.model.perceive(
-        params, state.stream, chunk)
-    probs = jax.nn.softmax(decision_logits, axis=-1)
-    heard = jnp.argmax(ctc_logits, axis=-1).astype(jnp.int32)
-    return state.replace(stream=stream, next_logits=lm_logits, heard=heard), probs
+    stream, outputs = self.model.perceive_all(params, state.stream, chunk)
+    probs = jax.nn.softmax(outputs.decision_logits, axis=-1)
+    heard = jnp.argmax(outputs.ctc_logits, axis=-1).astype(jnp.int32)
+    return state.replace(stream=stream, next_logits=outputs.lm_logits, heard=heard,
+                         sound_events=_sound_probabilities(outputs.sound_event_logits,
+                                                           state.sound_events)), probs
 
   def _speak_impl(self, params, state: EngineState, active, limit, n: int):
     params = dequantize_params(params)
@@ -389,7 +394,8 @@ class Engine:
     return state.replace(
         stream=select_rows(mask, self.model.init_state(batch), state.stream),
         next_logits=jnp.where(mask[:, None], 0.0, state.next_logits),
-        heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard))
+        heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard),
+        sound_events=jnp.where(mask[:, None], 0.0, state.sound_events))
 
   def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
     # `model.perceive` with rows held back, without copying the big caches: the
@@ -400,7 +406,7 @@ class Engine:
     old = state.stream
     written = self._encoder_slots(old)
     saved = _ring_map(lambda x, slots, axis: _take_slots(x, slots, axis), old.encoder, written)
-    stream, slots, ctc_logits = model.encode_chunk(params, old, chunk)
+    stream, slots, ctc_logits, sound_event_logits = model.encode_chunk(params, old, chunk)
     rings = _ring_map(lambda x, slots, axis, keep: _put_slots(x, slots, axis, keep, advance),
                       stream.encoder, written, saved)
     encoder = select_rows(advance, stream.encoder, old.encoder, skip_rings=True)
@@ -419,7 +425,13 @@ class Engine:
     return state.replace(stream=stream,
                          next_logits=jnp.where(advance[:, None], lm_logits[:, 0],
                                                state.next_logits),
-                         heard=jnp.where(advance[:, None], heard, state.heard)), probs
+                         heard=jnp.where(advance[:, None], heard, state.heard),
+                         sound_events=jnp.where(
+                             advance[:, None],
+                             _sound_probabilities(
+                                 None if sound_event_logits is None else sound_event_logits[:, 0],
+                                 state.sound_events),
+                             state.sound_events)), probs
 
   def _perceive_some_impl(self, params, state: EngineState, rows, chunk, advance):
     sub, probs = self._perceive_rows_impl(params, take_rows(state, rows), chunk, advance)
@@ -440,6 +452,11 @@ class Engine:
     positions = stream.encoder["next_frame"][:, None] + jnp.arange(frames, dtype=jnp.int32)
     return {ring["pos"].shape[1]: jnp.mod(positions, ring["pos"].shape[1])
             for ring in _rings(stream.encoder)}
+
+
+def _sound_probabilities(logits: Array | None, previous: Array) -> Array:
+  """The sound-event head's class probabilities [B, K]; `previous` ([B, 0]) without a head."""
+  return previous if logits is None else jax.nn.softmax(logits, axis=-1)
 
 
 def _rings(encoder) -> list[dict]:
@@ -501,7 +518,8 @@ def take_rows(state: EngineState, rows: Array) -> EngineState:
   """The sub-state of `rows` [R] (every leaf but the shared PRNG key has the batch first)."""
   take = lambda x: x[rows]
   return state.replace(stream=jax.tree_util.tree_map(take, state.stream),
-                       next_logits=take(state.next_logits), heard=take(state.heard))
+                       next_logits=take(state.next_logits), heard=take(state.heard),
+                       sound_events=take(state.sound_events))
 
 
 def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
@@ -509,7 +527,8 @@ def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
   put = lambda x, y: x.at[rows].set(y)
   return state.replace(stream=jax.tree_util.tree_map(put, state.stream, sub.stream),
                        next_logits=put(state.next_logits, sub.next_logits),
-                       heard=put(state.heard, sub.heard), rng=sub.rng)
+                       heard=put(state.heard, sub.heard),
+                       sound_events=put(state.sound_events, sub.sound_events), rng=sub.rng)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)

@@ -351,6 +351,9 @@ class LiveSession:
     heard = {"heard_tokens": record.heard_tokens}
     if record.heard_tokens:
       heard["transcript_tail"] = self.tokenizer.decode(self._heard)
+    if record.sound_event is not None:  # the sound-event head's class, when it hears one
+      heard["sound_event"] = record.sound_event
+      heard["sound_probability"] = round(record.sound_probability, 5)
     # The chunk first: a reply's events follow the decision that caused them.
     self.emit("chunk", record.end, chunk=record.index, start=record.start, end=record.end,
               speak_probability=probability, threshold=self.threshold,

@@ -19,6 +19,7 @@ import numpy as np
 
 from audio_interaction.audio.io import AudioError, validate_samples
 from audio_interaction import stream_format as sf
+from audio_interaction.corpus import worlds
 from audio_interaction.infer.engine import Engine, EngineState, padded_rows
 from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
@@ -40,6 +41,9 @@ class ChunkRecord:
       REPLY_END (`<eor>` written), YIELD (SILENT while a reply was running: barge-in),
       REPLY_CAPPED (the reply reached the stepper's `max_reply_tokens`).
     heard_tokens: tokens the streaming CTC transcript emitted at this chunk.
+    sound_event: the sound-event head's most likely class at this chunk (a
+      `corpus.worlds.SOUNDS` label), None when that is "no sound" or the model has no
+      head; sound_probability its probability (0 then).
   """
 
   index: int
@@ -52,6 +56,19 @@ class ChunkRecord:
   fed_tokens: list[int] = dataclasses.field(default_factory=list)
   events: list[str] = dataclasses.field(default_factory=list)
   heard_tokens: list[int] = dataclasses.field(default_factory=list)
+  sound_event: str | None = None
+  sound_probability: float = 0.0
+
+
+def sound_events_heard(probabilities: np.ndarray) -> list[tuple[str | None, float]]:
+  """Per row of the sound-event head's probabilities [B, K]: (its most likely class, or
+  None for "no sound" or no head (K = 0), and that class's probability)."""
+  if probabilities.shape[1] == 0:
+    return [(None, 0.0)] * probabilities.shape[0]
+  labels = list(worlds.SOUNDS)
+  best = np.argmax(probabilities, axis=1)
+  return [(None, 0.0) if b == sf.NO_SOUND_EVENT else (labels[b - 1], float(row[b]))
+          for b, row in zip(best.tolist(), probabilities)]
 
 
 @dataclasses.dataclass
@@ -67,6 +84,20 @@ class StreamTrace:
   def heard_words(self, decode: Callable[[list[int]], str]) -> tuple[tuple[str, float], ...]:
     """The streaming transcript's words with their emission times (stream seconds)."""
     return heard_words([c.heard_tokens for c in self.chunks], decode, self.chunk_seconds)
+
+  def sound_runs(self, min_probability: float = 0.5) -> list[tuple[float, float, str]]:
+    """(start s, end s, class) of each run of consecutive chunks whose sound-event head
+    heard the same class with at least `min_probability`."""
+    runs: list[tuple[float, float, str]] = []
+    for chunk in self.chunks:
+      label = chunk.sound_event if chunk.sound_probability >= min_probability else None
+      if label is None:
+        continue
+      if runs and runs[-1][2] == label and abs(runs[-1][1] - chunk.start) < 1e-9:
+        runs[-1] = (runs[-1][0], chunk.end, label)
+      else:
+        runs.append((chunk.start, chunk.end, label))
+    return runs
 
   @property
   def replies(self) -> list[tuple[float, list[int]]]:
@@ -184,13 +215,13 @@ class StreamStepper:
     indices = np.full(self.rows, index, np.int64)
     chunks = self._checked(chunks, rows, indices)
     self.state, probs = self.engine.perceive(self.params, self.state, chunks)
-    labels, probs = jax.device_get((self.state.heard, probs))
+    labels, probs, sounds = jax.device_get((self.state.heard, probs, self.state.sound_events))
     heard, self._last_label = collapse_ctc(labels, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
     active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability)
     elapsed = (time.perf_counter() - began) / self.rows
     return self._records(rows, indices, speak_probability, active, written, counts, elapsed,
-                         heard)
+                         heard, sound_events_heard(sounds))
 
   def _checked(self, chunks: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """chunks [B, chunk_samples] as float32, the given rows' samples checked in one pass
@@ -208,7 +239,8 @@ class StreamStepper:
 
   def _records(self, rows: np.ndarray, indices: np.ndarray, speak_probability: np.ndarray,
                active: np.ndarray, written: np.ndarray, counts: np.ndarray, elapsed: float,
-               heard: list[list[int]]) -> list[ChunkRecord]:
+               heard: list[list[int]], sounds: list[tuple[str | None, float]]
+               ) -> list[ChunkRecord]:
     """The reply bookkeeping of `rows` after their step, over all rows at once, and one
     `ChunkRecord` per row of `rows`.
 
@@ -216,7 +248,7 @@ class StreamStepper:
       rows: [R] the rows that stepped; indices [B] each row's chunk index;
         speak_probability [B]; active [B] bool (the policy said SPEAK);
         written [B, n] int32 reply tokens; counts [B] how many of them were written;
-        heard: B lists of transcript tokens.
+        heard: B lists of transcript tokens; sounds: B (sound event, probability).
     """
     stepped = np.zeros(self.rows, bool)
     stepped[rows] = True
@@ -243,7 +275,7 @@ class StreamStepper:
                                            row_flags) if flag]
       records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds, probability,
                                  spoke, written[row, :count].tolist(), elapsed,
-                                 self._fed[row], events, heard[row]))
+                                 self._fed[row], events, heard[row], *sounds[row]))
       self._fed[row] = []
     self.steps += 1
     return records
@@ -344,7 +376,8 @@ class StreamStepper:
     indices = np.asarray(indices, np.int64)
     chunks = self._checked(chunks, rows, indices)
     self.state, probs = self.engine.perceive_rows(self.params, self.state, chunks, advance)
-    labels, probs = jax.device_get((self.state.heard, probs))  # one transfer per step
+    # One transfer per step.
+    labels, probs, sounds = jax.device_get((self.state.heard, probs, self.state.sound_events))
     heard, last_label = collapse_ctc(labels, self._last_label)
     self._last_label = np.where(advance, last_label, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
@@ -353,7 +386,8 @@ class StreamStepper:
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
     for row, record in zip(rows.tolist(), self._records(rows, indices, speak_probability, active,
-                                                        written, counts, elapsed, heard)):
+                                                        written, counts, elapsed, heard,
+                                                        sound_events_heard(sounds))):
       records[row] = record
     return records
 

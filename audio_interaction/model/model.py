@@ -73,6 +73,24 @@ class ForwardOutputs:
   sound_event_logits: Array | None = None
 
 
+@flax.struct.dataclass
+class PerceiveOutputs:
+  """What one streaming chunk gives (`AudioInteractionModel.perceive_all`).
+
+  Attributes:
+    decision_logits: [B, NUM_DECISIONS] at the chunk's `<decide>`.
+    lm_logits: [B, V] of the first reply token, from the same position.
+    ctc_logits: [B, F_c, V] of the chunk's encoder frames.
+    sound_event_logits: [B, K] of the chunk (class `NO_SOUND_EVENT` = none), or None
+      when the model has no sound-event head.
+  """
+
+  decision_logits: Array
+  lm_logits: Array
+  ctc_logits: Array
+  sound_event_logits: Array | None = None
+
+
 class AudioInteractionNetwork(nn.Module):
   """The Linen module: encoder + decoder. Inputs are log-mel frames and token ids."""
 
@@ -120,7 +138,7 @@ class AudioInteractionNetwork(nn.Module):
 
   def encode_step(self, mel: Array, state: EncoderState):
     slots, encoded, state = self.encoder(mel, state)
-    return slots, self._ctc_logits(encoded), state
+    return slots, self._ctc_logits(encoded), self._sound_event_logits(encoded), state
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
                   valid: Array, cache: DecoderCache, heads_at_last: bool):
@@ -285,7 +303,14 @@ class AudioInteractionModel:
       token, CTC logits [B, F_c, V] of the chunk's F_c encoder frames); the first two
       are read at the chunk's `<decide>` position in one forward pass.
     """
-    state, slots, ctc_logits = self.encode_chunk(params, state, chunk)
+    state, outputs = self.perceive_all(params, state, chunk)
+    return state, outputs.decision_logits, outputs.lm_logits, outputs.ctc_logits
+
+  def perceive_all(self, params: Params, state: StreamState, chunk: Array
+                   ) -> tuple[StreamState, PerceiveOutputs]:
+    """`perceive`, with every head's output of the chunk (`PerceiveOutputs`), the
+    sound-event head's too when the model has one."""
+    state, slots, ctc_logits, sound_event_logits = self.encode_chunk(params, state, chunk)
     batch = chunk.shape[0]
     tokens = jnp.broadcast_to(jnp.asarray(sf.chunk_tokens(self.config.slots_per_chunk),
                                           jnp.int32), (batch, slots.shape[1] + 2))
@@ -294,7 +319,8 @@ class AudioInteractionModel:
     state, lm_logits, decision_logits = self.decode_positions(
         params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
         heads_at_last=True)
-    return state, decision_logits[:, 0], lm_logits[:, 0], ctc_logits
+    return state, PerceiveOutputs(decision_logits[:, 0], lm_logits[:, 0], ctc_logits,
+                                  None if sound_event_logits is None else sound_event_logits[:, 0])
 
   def feed_audio(self, params: Params, state: StreamState, chunk: Array) -> StreamState:
     """Feeds one chunk's k audio slots with no `<audio>`/`<decide>` around them: the
@@ -303,7 +329,7 @@ class AudioInteractionModel:
     Args:
       chunk: [B, chunk_samples] float32 samples.
     """
-    state, slots, _ = self.encode_chunk(params, state, chunk)
+    state, slots, _, _ = self.encode_chunk(params, state, chunk)
     batch, k = slots.shape[:2]
     tokens = jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32)
     state, _, _ = self.decode_positions(params, state, tokens, slots, jnp.ones(tokens.shape, bool),
@@ -311,17 +337,19 @@ class AudioInteractionModel:
     return state
 
   def encode_chunk(self, params: Params, state: StreamState, chunk: Array
-                   ) -> tuple[StreamState, Array, Array]:
-    """chunk [B, chunk_samples] -> (state, adapter slots [B, k, D], CTC logits [B, F_c, V])."""
+                   ) -> tuple[StreamState, Array, Array, Array | None]:
+    """chunk [B, chunk_samples] -> (state, adapter slots [B, k, D], CTC logits [B, F_c, V],
+    sound-event logits [B, 1, K] or None without the head)."""
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:
       raise ValueError(f"chunk has {chunk.shape[-1]} samples, expected {cfg.chunk_samples} "
                        f"({cfg.chunk_ms} ms at "
                        f"{cfg.sample_rate} Hz)")
     mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
-    slots, ctc_logits, encoder_state = self.network.apply(
+    slots, ctc_logits, sound_event_logits, encoder_state = self.network.apply(
         params, frames, state.encoder, method=AudioInteractionNetwork.encode_step)
-    return state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits
+    return (state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits,
+            sound_event_logits)
 
 
 def param_mismatches(expected: Params, params: Params, *, given: str = "given",

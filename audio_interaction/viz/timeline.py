@@ -113,6 +113,15 @@ def timeline_figure(audio: np.ndarray, sample_rate: int, trace: StreamTrace, *,
     handles.append(matplotlib.lines.Line2D(
         [], [], color="tab:purple", marker=r"$\mathit{word}$", markersize=16, linestyle="none",
         label="heard: word the encoder's CTC\nhead emitted, at that time"))
+  sound_runs = trace.sound_runs()
+  for start, end, label in sound_runs:  # what the sound-event head heard, where
+    ax.plot([start, end], [0.8, 0.8], color="tab:orange", linewidth=3, solid_capstyle="butt")
+    ax.text(start, 0.82, _printable(label.replace("_", " ")), fontsize=6, color="tab:orange",
+            va="bottom", clip_on=True)
+  if sound_runs:
+    handles.append(matplotlib.lines.Line2D(
+        [], [], color="tab:orange", linewidth=3,
+        label="heard: sound the sound-event\nhead named (P >= 0.5)"))
   ax.set_ylim(0, 1)
   ax.set_ylabel("decision")
   legend = _outside_legend(ax, handles)
