@@ -30,10 +30,14 @@ def encoder_setup(request):
   params = model.init(jax.random.key(1))
   if overrides:  # zero-initialised biases must take part too
     params = model_testing.perturbed(params, seed=1)
-  encode = jax.jit(lambda p, mel, state: model.network.apply(
-      p, mel, state, method=AudioInteractionNetwork.encode_step))
-  full = jax.jit(lambda p, mel: model.network.apply(
-      p, mel, None, method=AudioInteractionNetwork.encode_step))
+  def step(p, mel, state):  # (slots, CTC logits, state): this model has no sound-event head
+    slots, ctc, sound_events, state = model.network.apply(
+        p, mel, state, method=AudioInteractionNetwork.encode_step)
+    assert sound_events is None
+    return slots, ctc, state
+
+  encode = jax.jit(step)
+  full = jax.jit(lambda p, mel: step(p, mel, None))
   return model, params, encode, full
 
 

@@ -53,6 +53,8 @@ class ScriptedState:
   said: int = 0
   # One blank CTC frame per chunk: the stand-in hears no words.
   heard: np.ndarray = dataclasses.field(default_factory=lambda: np.full((1, 1), sf.PAD_ID))
+  # No sound-event head: no class probabilities.
+  sound_events: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((1, 0)))
 
 
 class ScriptedEngine:
