@@ -239,3 +239,22 @@ def test_single_impacts_are_laid_as_a_run_from_one_package(tmp_path):
     # Recognisable at the pattern's stroke, not after the whole run.
     assert 0.0 < clip.recognisable_after < clip.duration / 2
   assert seen_runs >= 10
+
+
+def test_a_long_recording_gives_an_excerpt_from_a_random_offset(tmp_path):
+  import soundfile as sf
+  # 20 s of a tone whose frequency rises with time: where an excerpt came from shows.
+  t = np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE
+  path = tmp_path / "ringtone.wav"
+  sf.write(path, (0.5 * np.sin(2 * np.pi * (200 + 20 * t) * t)).astype(np.float32), SAMPLE_RATE)
+  bank = sounds.SoundBank(split="train", p_recorded=1.0, use_recordings=False,
+                          extra_recordings=[sounds.Recording(str(path), "phone_ring",
+                                                             "pkg/ringtone.wav", "train")])
+  clips = [bank.sample("phone_ring", np.random.default_rng(seed)) for seed in range(6)]
+  for clip in clips:
+    assert clip.duration <= sounds.RECORDING_MAX_S * 17 / 16 + 1e-6  # at most the cap, warped
+    assert clip.duration >= sounds.RECORDING_MAX_S * 16 / 17 - 1e-6
+  again = bank.sample("phone_ring", np.random.default_rng(0))
+  np.testing.assert_array_equal(again.audio, clips[0].audio)
+  # Different draws hear different parts of the recording.
+  assert len({c.audio[:SAMPLE_RATE].tobytes() for c in clips}) == len(clips)

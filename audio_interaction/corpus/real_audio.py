@@ -130,7 +130,7 @@ TRAIN_EVENT_PACKAGES: Final[tuple[str, ...]] = (
     "heroes-sound-effects", "tuxmath-data", "tuxtype-data", "freedroidrpg-data", "ksirk",
     "ri-li-data", "oxygen-sounds", "yaru-theme-sound", "deepin-sound-theme", "psi-plus-sounds",
     "pidgin-data", "bucklespring-data", "linphone-common", "twinkle-common", "baresip-core",
-    "gajim", "scorched3d-data")
+    "gajim", "scorched3d-data", "jami-daemon")
 TRAIN_NOISE_PACKAGES: Final[tuple[str, ...]] = (
     "colobot-common-sounds", "extremetuxracer-data", "lincity-ng-data", "openclonk-data",
     "marsshooter-data", "wesnoth-1.16-data", "sonic-pi-samples", "freeciv-data")
@@ -553,6 +553,9 @@ EVENT_RULES: Final[tuple[Rule, ...]] = (
     Rule("twinkle-common", "**/twinkle/ringtone.wav", "phone_ring"),
     Rule("baresip-core", "**/baresip/ring.wav", "phone_ring"),
     Rule("gajim", "**/sounds/call_incoming.wav", "phone_ring"),
+    # Ten smartphone ringtones (guitar, afrobeat, electro...; `default.opus` repeats the
+    # first): the melodic kind of ring the old telephony apps above do not have.
+    Rule("jami-daemon", "**/jami/ringtones/[0-9]*.opus", "phone_ring"),
     Rule("gajim", "**/sounds/*message?.wav", "notification"),
     Rule("gajim", "**/sounds/attention.wav", "notification"),
     Rule("scorched3d-data", "**/misc/dog*.wav", "dog_bark"),

@@ -146,6 +146,9 @@ class StrokePattern:
 
 
 STROKE_MAX_S = 0.35
+# A longer recording (a 30 s smartphone ringtone) gives an excerpt of this length from
+# a random offset: an event is a few seconds of a stream, and each draw hears another part.
+RECORDING_MAX_S = 8.0
 STROKE_PATTERNS: Mapping[str, StrokePattern] = {
     "keyboard": StrokePattern((8, 40), (0.08, 0.3), 4),
     "footsteps": StrokePattern((3, 10), (0.45, 0.65), 2),
@@ -891,6 +894,10 @@ class SoundBank:
       if strokes:  # the run says when its class is clear: no per-class delay on top
         audio, onset = stroke_run(strokes, STROKE_PATTERNS[label], rng)
         delay = 0.0
+      elif len(audio) > RECORDING_MAX_S * SR:
+        start = int(rng.integers(len(audio) - _n(RECORDING_MAX_S) + 1))
+        audio, onset = effects.fade(audio[start:start + _n(RECORDING_MAX_S)], _n(0.01),
+                                    _n(0.05)), 0.0
       # +-6% speed perturbation so one file is not always one waveform.
       if warp != (1, 1):
         audio = effects.resample(audio, warp[1], warp[0])
