@@ -85,10 +85,13 @@ def train_bank_clips(root: str | None, per_class: int, seed: int
 
 
 class PooledEncoder:
-  """Mean and standard deviation of an encoder's frames over a clip: [2 * D]."""
+  """Mean and standard deviation of an encoder's frames over a clip: [2 * D]; with
+  `chunk_window` W > 0, over each chunk's last W chunks instead: [chunks, 2 * D] (what a
+  streaming head with W chunks of memory could read)."""
 
-  def __init__(self, model, params, window_samples: int | None = None):
+  def __init__(self, model, params, window_samples: int | None = None, chunk_window: int = 0):
     self.model, self.params, self.window = model, params, window_samples
+    self.chunk_window = chunk_window
     chunk = model.config.chunk_samples
     self._encode = jax.jit(lambda p, audio: model.network.apply(
         p, model.features(audio), None, method=lambda net, m, s: net.encoder(m, s))[1])
@@ -105,7 +108,13 @@ class PooledEncoder:
     padded[0, :audio.size] = audio[:length]
     frames = np.asarray(self._encode(self.params, jnp.asarray(padded)))[0]
     used = frames[:max(1, -(-audio.size // self._samples_per_frame))]
-    return np.concatenate([used.mean(0), used.std(0)])
+    if not self.chunk_window:
+      return np.concatenate([used.mean(0), used.std(0)])
+    per_chunk = self.model.config.encoder_frames_per_chunk
+    chunks = -(-len(used) // per_chunk)
+    windows = [frames[max(0, c + 1 - self.chunk_window) * per_chunk:(c + 1) * per_chunk]
+               for c in range(chunks)]
+    return np.stack([np.concatenate([w.mean(0), w.std(0)]) for w in windows])
 
 
 class HeadClassifier:
@@ -134,13 +143,21 @@ class HeadClassifier:
 
 
 def probe(train_x, train_y, dev_x, dev_y) -> np.ndarray:
-  """The dev predictions of a logistic regression fitted on the TRAIN features."""
+  """The dev predictions of a logistic regression fitted on the TRAIN features: one
+  row per clip, or (lists of [chunks, F] arrays) one per chunk, a clip's class then
+  the best mean log-probability over its chunks."""
   from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
   from sklearn.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
   from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+  del dev_y
   classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
-  classifier.fit(train_x, train_y)
-  return classifier.predict(dev_x)
+  if isinstance(train_x, np.ndarray):
+    classifier.fit(train_x, train_y)
+    return classifier.predict(dev_x)
+  classifier.fit(np.concatenate(train_x), np.repeat(train_y, [len(x) for x in train_x]))
+  classes = classifier.classes_
+  return np.array([classes[np.argmax(np.log(classifier.predict_proba(x) + 1e-9).mean(0))]
+                   for x in dev_x])
 
 
 def encoders(args: argparse.Namespace) -> dict[str, PooledEncoder]:
@@ -176,6 +193,8 @@ def main() -> None:
   parser.add_argument("--heads-only", action="store_true", help="skip the probes")
   parser.add_argument("--no-full-window", action="store_true",
                       help="skip the whole-window Whisper (10x slower than the others)")
+  parser.add_argument("--chunk-window", type=int, default=0, metavar="W",
+                      help="probe per chunk over its last W chunks (0: one pool per clip)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--quick", action="store_true",
                       help="smoke test: a few procedural sounds as both TRAIN and dev")
@@ -202,9 +221,11 @@ def main() -> None:
   def predictions():
     if not args.heads_only:
       for name, encode in encoders(args).items():
-        train_x = np.stack([encode(a) for _, a in tqdm.tqdm(train, desc=f"{name}: train",
-                                                            leave=False)])
-        dev_x = np.stack([encode(a) for _, a in tqdm.tqdm(dev, desc=f"{name}: dev", leave=False)])
+        encode.chunk_window = 0 if encode.window else args.chunk_window
+        pack = np.stack if not encode.chunk_window else list
+        train_x = pack([encode(a) for _, a in tqdm.tqdm(train, desc=f"{name}: train",
+                                                        leave=False)])
+        dev_x = pack([encode(a) for _, a in tqdm.tqdm(dev, desc=f"{name}: dev", leave=False)])
         yield f"probe: {name}", probe(train_x, train_y, dev_x, dev_y)
     for bundle in args.head:
       classify = HeadClassifier(bundle)
