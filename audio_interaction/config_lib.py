@@ -125,7 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.cache_write = "before"
   # Outputs of the encoder's sound-event head (per chunk: no labelled sound, or one
   # of corpus.worlds.SOUNDS; the corpus's `sound_events`): 0 = no head. A head must
-  # have len(worlds.SOUNDS) + 1 outputs (`train.trainer` checks it).
+  # have len(worlds.SOUND_EVENT_LABELS) outputs (`train.trainer` checks it).
   config.model.sound_event_classes = 0
 
   config.sharding = ml_collections.ConfigDict()

@@ -139,7 +139,7 @@ class HeadClassifier:
     padded = np.zeros((1, (1 << int(np.ceil(np.log2(max(chunks, 1))))) * self._chunk), np.float32)
     padded[0, :audio.size] = audio
     scores = np.asarray(self._log_probs(self._params, jnp.asarray(padded)))[0, :chunks].mean(0)
-    return list(worlds.SOUNDS)[int(np.argmax(scores[1:]))]
+    return worlds.SOUND_EVENT_LABELS[1 + int(np.argmax(scores[1:]))]  # never "none"
 
 
 def probe(train_x, train_y, dev_x, dev_y) -> np.ndarray:

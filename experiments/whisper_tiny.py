@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_transcript = 320  # ~3.5 characters per token of the tiny vocabulary
 
   if "sound_events" in variants:
-    config.model.sound_event_classes = len(worlds.SOUNDS) + 1
+    config.model.sound_event_classes = len(worlds.SOUND_EVENT_LABELS)
     config.train.sound_event_loss_weight = 1.0
 
   config.init.encoder_checkpoint = "installed:whisper-tiny.en"

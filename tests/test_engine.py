@@ -77,7 +77,7 @@ def test_bad_frames_are_refused_with_a_clear_error():
 def test_chunk_records_carry_the_sound_event_heads_answer():
   from audio_interaction.corpus import worlds
   model = AudioInteractionModel(model_testing.small_config(
-      **{"model.sound_event_classes": len(worlds.SOUNDS) + 1}))
+      **{"model.sound_event_classes": len(worlds.SOUND_EVENT_LABELS)}))
   params = model.init(jax.random.key(5))
   cfg = model.config
   rng = np.random.default_rng(2)
@@ -93,7 +93,7 @@ def test_chunk_records_carry_the_sound_event_heads_answer():
                               for j in range(cfg.slots_per_chunk)] + [sf.NO_INDEX]
   full = model.forward(params, jnp.asarray([tokens]), jnp.asarray(audio[None]), jnp.asarray([slots]))
   probs = np.asarray(jax.nn.softmax(full.sound_event_logits[0], -1))
-  labels = [None] + list(worlds.SOUNDS)
+  labels = worlds.SOUND_EVENT_LABELS
   want = [labels[int(np.argmax(p))] for p in probs]
   assert [c.sound_event for c in trace.chunks] == want
   assert any(want) and len(set(want)) > 1  # classes heard, not one answer throughout

@@ -191,7 +191,8 @@ def test_sound_event_targets_label_the_chunks_where_each_sound_is_heard():
   from audio_interaction.corpus import worlds
   from audio_interaction.corpus.serialize import sound_event_targets
   chunk = 2560  # 160 ms
-  ids = {label: i + 1 for i, label in enumerate(worlds.SOUNDS)}
+  ids = {label: i for i, label in enumerate(worlds.SOUND_EVENT_LABELS)}
+  assert worlds.SOUND_EVENT_LABELS[sf.NO_SOUND_EVENT] is None  # id 0 is "no sound"
   # A ring: 2 chunks of tone, 2 chunks silent (its rest), 1 chunk of tone, from chunk 1.
   tone = lambda chunks: 0.5 * np.sin(np.arange(chunks * chunk) * 0.2)
   ring = np.concatenate([tone(2), np.zeros(2 * chunk), tone(1)])
@@ -234,4 +235,4 @@ def test_serialized_sound_events_follow_the_timeline(speech, sounds):
   # The alert's chunks carry its class, from about where it is placed.
   alert = next(s for s in tl.sounds if s.role == "alert")
   first = int(alert.start * SAMPLE_RATE) // 2560
-  assert list(worlds.SOUNDS)[int(events[first:first + 3].max()) - 1] == alert.label
+  assert worlds.SOUND_EVENT_LABELS[int(events[first:first + 3].max())] == alert.label

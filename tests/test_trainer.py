@@ -44,7 +44,7 @@ def test_overfits_a_fixed_batch():
 def test_a_sound_event_head_of_the_wrong_size_is_named():
   from audio_interaction.corpus import worlds
   config = train_testing.train_config(**{"model.sound_event_classes": 7})
-  with pytest.raises(ValueError, match=f"needs {len(worlds.SOUNDS) + 1} outputs"):
+  with pytest.raises(ValueError, match=f"needs {len(worlds.SOUND_EVENT_LABELS)} outputs"):
     Trainer(config)
 
 

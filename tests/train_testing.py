@@ -20,7 +20,7 @@ def train_config(**overrides):
               "data.mixture": None, "train.stages": (),
               # Every training test runs the sound-event head too (its chunk targets
               # are random, as the rest of a synthetic example).
-              "model.sound_event_classes": len(worlds.SOUNDS) + 1,
+              "model.sound_event_classes": len(worlds.SOUND_EVENT_LABELS),
               "train.sound_event_loss_weight": 0.5}
   settings.update(overrides)
   return model_testing.small_config(**settings)

@@ -103,7 +103,7 @@ def sound_event_targets(timeline: Timeline, chunk_samples: int, num_chunks: int)
   Returns:
     int32 [num_chunks].
   """
-  class_ids = {label: i + 1 for i, label in enumerate(worlds.SOUNDS)}
+  class_ids = {label: i for i, label in enumerate(worlds.SOUND_EVENT_LABELS) if label}
   targets = np.full(num_chunks, sf.NO_SOUND_EVENT, np.int32)
   loudest = np.full(num_chunks, -np.inf)
   total = num_chunks * chunk_samples

@@ -323,6 +323,9 @@ BABY_DOG_LABELS: Final[tuple[str, ...]] = ("baby_cry", "dog_bark")
 ALERT_LABELS: Final[tuple[str, ...]] = (
     ALARM_LABELS + DOOR_LABELS + BREAKAGE_LABELS + BABY_DOG_LABELS + ("phone_ring",))
 BENIGN_LABELS: Final[tuple[str, ...]] = tuple(x for x in SOUNDS if x not in ALERT_LABELS)
+# The sound-event head's classes by id (the corpus's `sound_events` values): id 0
+# (`stream_format.NO_SOUND_EVENT`) is no labelled sound, id i >= 1 the (i-1)-th of `SOUNDS`.
+SOUND_EVENT_LABELS: Final[tuple[str | None, ...]] = (None, *SOUNDS)
 # Continuous sounds that can lie under a whole stream (and be asked about as a scene).
 BACKGROUND_LABELS: Final[tuple[str, ...]] = ("rain", "music", "keyboard", "water",
                                              "vacuum_cleaner")

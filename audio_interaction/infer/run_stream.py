@@ -65,9 +65,9 @@ def sound_events_heard(probabilities: np.ndarray) -> list[tuple[str | None, floa
   None for "no sound" or no head (K = 0), and that class's probability)."""
   if probabilities.shape[1] == 0:
     return [(None, 0.0)] * probabilities.shape[0]
-  labels = list(worlds.SOUNDS)
   best = np.argmax(probabilities, axis=1)
-  return [(None, 0.0) if b == sf.NO_SOUND_EVENT else (labels[b - 1], float(row[b]))
+  return [(None, 0.0) if b == sf.NO_SOUND_EVENT
+          else (worlds.SOUND_EVENT_LABELS[b], float(row[b]))
           for b, row in zip(best.tolist(), probabilities)]
 
 

@@ -120,10 +120,10 @@ class CompiledStep:
 def check_sound_event_classes(classes: int) -> None:
   """A sound-event head has one output per class of `worlds.SOUNDS` plus "none" (the
   ids the corpus writes); ValueError naming the number it should be otherwise."""
-  if classes and classes != len(worlds.SOUNDS) + 1:
+  if classes and classes != len(worlds.SOUND_EVENT_LABELS):
     raise ValueError(f"model.sound_event_classes={classes}: the corpus labels chunks with "
                      f"{len(worlds.SOUNDS)} sound classes and 'none', so the head needs "
-                     f"{len(worlds.SOUNDS) + 1} outputs (or 0 for no head)")
+                     f"{len(worlds.SOUND_EVENT_LABELS)} outputs (or 0 for no head)")
 
 
 class Trainer:
