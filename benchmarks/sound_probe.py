@@ -128,7 +128,7 @@ class HeadClassifier:
 
     def log_probs(p, audio):
       def heads(net, mel):
-        return net._sound_event_logits(net.encoder(mel, None)[1])  # pylint: disable=protected-access
+        return net.sound_event_logits(net.encoder(mel, None)[1])
       return jax.nn.log_softmax(model.network.apply(p, model.features(audio), method=heads))
 
     self._log_probs = jax.jit(log_probs)

@@ -428,9 +428,7 @@ class Engine:
                          heard=jnp.where(advance[:, None], heard, state.heard),
                          sound_events=jnp.where(
                              advance[:, None],
-                             _sound_probabilities(
-                                 None if sound_event_logits is None else sound_event_logits[:, 0],
-                                 state.sound_events),
+                             _sound_probabilities(sound_event_logits, state.sound_events),
                              state.sound_events)), probs
 
   def _perceive_some_impl(self, params, state: EngineState, rows, chunk, advance):

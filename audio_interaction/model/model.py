@@ -113,9 +113,10 @@ class AudioInteractionNetwork(nn.Module):
   def _ctc_logits(self, encoded: Array) -> Array:
     return self.ctc_head(encoded).astype(jnp.float32)
 
-  def _sound_event_logits(self, encoded: Array) -> Array | None:
+  def sound_event_logits(self, encoded: Array) -> Array | None:
     """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, K]: the head over
-    the mean of each chunk's frames, so a chunk's answer depends on it and its past only."""
+    the mean of each chunk's frames, so a chunk's answer depends on it and its past only;
+    None when the model has no sound-event head."""
     if not self.config.sound_event_classes:
       return None
     batch, frames, width = encoded.shape
@@ -134,11 +135,11 @@ class AudioInteractionNetwork(nn.Module):
     lm_logits, decision_logits, _ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
     return (lm_logits, decision_logits, self._ctc_logits(encoded),
-            self._sound_event_logits(encoded))
+            self.sound_event_logits(encoded))
 
   def encode_step(self, mel: Array, state: EncoderState):
     slots, encoded, state = self.encoder(mel, state)
-    return slots, self._ctc_logits(encoded), self._sound_event_logits(encoded), state
+    return slots, self._ctc_logits(encoded), self.sound_event_logits(encoded), state
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
                   valid: Array, cache: DecoderCache, heads_at_last: bool):
@@ -320,7 +321,7 @@ class AudioInteractionModel:
         params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
         heads_at_last=True)
     return state, PerceiveOutputs(decision_logits[:, 0], lm_logits[:, 0], ctc_logits,
-                                  None if sound_event_logits is None else sound_event_logits[:, 0])
+                                  sound_event_logits)
 
   def feed_audio(self, params: Params, state: StreamState, chunk: Array) -> StreamState:
     """Feeds one chunk's k audio slots with no `<audio>`/`<decide>` around them: the
@@ -339,7 +340,7 @@ class AudioInteractionModel:
   def encode_chunk(self, params: Params, state: StreamState, chunk: Array
                    ) -> tuple[StreamState, Array, Array, Array | None]:
     """chunk [B, chunk_samples] -> (state, adapter slots [B, k, D], CTC logits [B, F_c, V],
-    sound-event logits [B, 1, K] or None without the head)."""
+    sound-event logits [B, K] or None without the head)."""
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:
       raise ValueError(f"chunk has {chunk.shape[-1]} samples, expected {cfg.chunk_samples} "
@@ -348,6 +349,8 @@ class AudioInteractionModel:
     mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
     slots, ctc_logits, sound_event_logits, encoder_state = self.network.apply(
         params, frames, state.encoder, method=AudioInteractionNetwork.encode_step)
+    if sound_event_logits is not None:
+      sound_event_logits = sound_event_logits[:, 0]  # the one chunk
     return (state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits,
             sound_event_logits)
 
