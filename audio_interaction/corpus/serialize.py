@@ -22,10 +22,11 @@ Offline layout::
 with LM loss on `answer <eor>`.
 
 Both layouts also carry, per chunk, the labelled sound active in it (`sound_events`:
-the target of the encoder's sound-event head), and the transcript of what is heard (the content words of every
-utterance, fillers left out, ordered by end time) with the chunk in which each word
-ends: the target of the encoder's auxiliary CTC loss, and what lets a pipeline cut a
-stream at a chunk boundary and keep exactly the words that ended before the cut.
+the target of the encoder's sound-event head), and the transcript of what is heard
+(the content words of every utterance, fillers left out, ordered by end time) with
+the chunk in which each word ends: the target of the encoder's auxiliary CTC loss,
+and what lets a pipeline cut a stream at a chunk boundary and keep exactly the words
+that ended before the cut.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 
 from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import SAMPLE_RATE
-from audio_interaction.corpus import worlds
+from audio_interaction.corpus import effects, worlds
 from audio_interaction.corpus.timeline import (
     OFFLINE, ONLINE, Timeline, chunk_samples_of, first_chunk_reaching, render, schedule,
     to_sample)
@@ -112,14 +113,14 @@ def sound_event_targets(timeline: Timeline, chunk_samples: int, num_chunks: int)
     if item.label not in class_ids or start >= total:
       continue
     piece = np.asarray(item.audio, np.float64)[:total - start] * item.gain
+    if not piece.any():
+      continue
+    # The event on the stream's chunk grid, from the first chunk it reaches.
     first = start // chunk_samples
     placed = np.zeros(-(-(start - first * chunk_samples + len(piece)) // chunk_samples)
                       * chunk_samples)
     placed[start - first * chunk_samples:][:len(piece)] = piece
-    power = np.square(placed).reshape(-1, chunk_samples).mean(axis=1)
-    if not power.any():
-      continue
-    level = 10.0 * np.log10(np.maximum(power, 1e-20))
+    level = effects.frame_rms_db(placed, chunk_samples, chunk_samples)
     chunks = first + np.flatnonzero(level >= level.max() + SOUND_EVENT_ACTIVE_DB)
     louder = level[chunks - first] > loudest[chunks]
     targets[chunks[louder]] = class_ids[item.label]
@@ -135,7 +136,8 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = sf.DE
   Arrays: `tokens`, `audio_slot_index`, `lm_targets`, `decision_targets` int32[L],
   `lm_weights` float32[L], `audio` float32[num_chunks * chunk_samples] (16 kHz),
   `num_chunks` int32[], `transcript` and `transcript_chunks` int32[N] (see
-  `transcript`), `sound_events` int32[num_chunks] (`sound_event_targets`). Deterministic: same timeline and arguments, same bytes.
+  `transcript`), `sound_events` int32[num_chunks] (`sound_event_targets`).
+  Deterministic: same timeline and arguments, same bytes.
   """
   if sample_rate != SAMPLE_RATE:
     raise ValueError(f"the stream format is {SAMPLE_RATE} Hz audio, got sample_rate={sample_rate}")
