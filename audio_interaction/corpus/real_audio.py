@@ -788,7 +788,7 @@ def build_dev_events(root: str | os.PathLike[str], out: str | os.PathLike[str],
     lo, hi = effects.trim_silence(samples, threshold_db=EVENT_TRIM_DB)
     if hi <= lo:
       continue  # digital silence
-    if clip.label in sounds.STROKE_PATTERNS and hi - lo <= sounds.STROKE_MAX_S * SAMPLE_RATE:
+    if sounds.is_single_impact(clip.label, hi - lo):
       impacts[(clip.label, clip.ref.package)].append(samples[lo:hi])
       continue
     write(clip.ref.id, samples, lo, hi, clip.label, clip.ref.package)

@@ -165,6 +165,13 @@ RECORDING_DELAY_S: Mapping[str, float] = {
 }
 
 
+def is_single_impact(label: str, num_samples: int) -> bool:
+  """Whether a recording of `num_samples` (16 kHz, silence trimmed) of class `label` is
+  one impact of a sound that happens as a run (one key press, one step): such a
+  recording is laid as a run (`stroke_run`) wherever it is used."""
+  return label in STROKE_PATTERNS and num_samples < STROKE_MAX_S * SR
+
+
 def stroke_run(strokes: Sequence[np.ndarray], pattern: StrokePattern,
                rng: np.random.Generator) -> tuple[np.ndarray, float]:
   """A run of single impacts laid by `pattern` (how many, how far apart), each drawn
@@ -890,7 +897,7 @@ class SoundBank:
       rec = recs[idx]
       audio, onset = self._load(rec.path)
       delay = RECORDING_DELAY_S.get(label, 0.5)
-      strokes = self._strokes(label, rec) if len(audio) < STROKE_MAX_S * SR else ()
+      strokes = self._strokes(label, rec) if is_single_impact(label, len(audio)) else ()
       if strokes:  # the run says when its class is clear: no per-class delay on top
         audio, onset = stroke_run(strokes, STROKE_PATTERNS[label], rng)
         delay = 0.0
@@ -920,14 +927,12 @@ class SoundBank:
     """The single impacts (trimmed audio) of `label` in `rec`'s package; () if `label`
     has no `StrokePattern`. Found on the first call for a (class, package) and kept, so
     a sample neither scans the class's recordings nor reloads the impacts."""
-    if label not in STROKE_PATTERNS:
-      return ()
     package = rec.relpath.split("/", 1)[0]
     key = (label, package)
     if key not in self._stroke_sets:
       same_package = (self._load(r.path)[0] for r in self._recordings.get(label, ())
                       if r.relpath.split("/", 1)[0] == package)
-      self._stroke_sets[key] = tuple(a for a in same_package if len(a) < STROKE_MAX_S * SR)
+      self._stroke_sets[key] = tuple(a for a in same_package if is_single_impact(label, len(a)))
     return self._stroke_sets[key]
 
   def sample_bed(self, rng: np.random.Generator, seconds: float,
