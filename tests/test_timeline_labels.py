@@ -142,9 +142,31 @@ def test_sound_runs_merge_chunks_and_are_drawn_with_a_legend_entry():
                                     threshold=0.5, decode=_decode)
   try:
     decision = figure.axes[-1]
-    drawn = [t.get_text() for t in decision.texts if t.get_color() == "tab:orange"]
-    assert drawn == ["dog bark", "siren", "dog bark", "siren"]
+    drawn = _labels(figure, "sound")
+    assert [t.get_text() for t in drawn] == ["dog bark", "siren", "dog bark", "siren"]
+    assert all(t.get_color() == "tab:orange" for t in drawn)
+    for a, b in itertools.combinations(drawn, 2):  # placed like the replies: none overlap
+      assert not _overlap(a.get_window_extent(), b.get_window_extent())
     entries = [t.get_text() for t in decision.get_legend().get_texts()]
     assert any("sound-event" in e for e in entries), entries
+  finally:
+    plt.close(figure)
+
+
+def test_sound_labels_of_adjacent_runs_do_not_overlap():
+  trace = _crowded_trace(24)
+  for chunk in trace.chunks:  # a different class every chunk: names 0.16 s apart
+    chunk.sound_event = ("vacuum_cleaner", "notification", "glass_break")[chunk.index % 3]
+    chunk.sound_probability = 0.9
+  figure = timeline.timeline_figure(np.zeros(16000 * 4, np.float32), 16000, trace,
+                                    threshold=0.5, decode=_decode)
+  try:
+    drawn = _labels(figure, "sound")
+    assert len(drawn) >= 2
+    inside = figure.axes[-1].get_window_extent()
+    for label in drawn:
+      assert _inside(label.get_window_extent(), inside)
+    for a, b in itertools.combinations(drawn, 2):
+      assert not _overlap(a.get_window_extent(), b.get_window_extent()), (a.get_text(), b.get_text())
   finally:
     plt.close(figure)

@@ -114,10 +114,8 @@ def timeline_figure(audio: np.ndarray, sample_rate: int, trace: StreamTrace, *,
         [], [], color="tab:purple", marker=r"$\mathit{word}$", markersize=16, linestyle="none",
         label="heard: word the encoder's CTC\nhead emitted, at that time"))
   sound_runs = trace.sound_runs()
-  for start, end, label in sound_runs:  # what the sound-event head heard, where
+  for start, end, _ in sound_runs:  # what the sound-event head heard, where
     ax.plot([start, end], [0.8, 0.8], color="tab:orange", linewidth=3, solid_capstyle="butt")
-    ax.text(start, 0.82, _printable(label.replace("_", " ")), fontsize=6, color="tab:orange",
-            va="bottom", clip_on=True)
   if sound_runs:
     handles.append(matplotlib.lines.Line2D(
         [], [], color="tab:orange", linewidth=3,
@@ -130,6 +128,10 @@ def timeline_figure(audio: np.ndarray, sample_rate: int, trace: StreamTrace, *,
              for start, tokens in trace.replies]
   dropped = _place_labels(ax, renderer, replies, band=(0.02, 0.74), fontsize=7, gid="reply",
                           bbox=_LABEL_BOX)
+  # The sound runs' names above their bars, placed like the replies so none overlap.
+  _place_labels(ax, renderer, [(start, _printable(label.replace("_", " ")))
+                               for start, _, label in sound_runs],
+                band=(0.81, 0.99), fontsize=6, gid="sound", color="tab:orange")
   if dropped:
     legend.set_title(f"{dropped} reply label{'s' if dropped > 1 else ''} left out: no room",
                      prop={"size": 7})
@@ -279,7 +281,8 @@ def _place_expected_replies(ax: plt.Axes, renderer, reference: Sequence[Span]) -
 
 def _place_labels(ax: plt.Axes, renderer, labels: Sequence[tuple[float, str]], *,
                   band: tuple[float, float], fontsize: float, gid: str,
-                  bbox: dict[str, Any] | None = None, margin_px: float = 4.0) -> int:
+                  bbox: dict[str, Any] | None = None, margin_px: float = 4.0,
+                  color: str | None = None) -> int:
   """Writes each (x, text) at data x in the lowest free row of `band` (axes fractions).
 
   Rows are as tall as a line of text (with its box); a row is free at x when its last
@@ -309,7 +312,7 @@ def _place_labels(ax: plt.Axes, renderer, labels: Sequence[tuple[float, str]], *
       dropped += bool(text)
       continue
     artist = ax.text(x, 0.0, text, fontsize=fontsize, va="bottom", ha="left", clip_on=True,
-                     transform=ax.get_xaxis_transform(), bbox=bbox, gid=gid)
+                     transform=ax.get_xaxis_transform(), bbox=bbox, gid=gid, color=color)
     start = x_px - pad - margin_px  # the previous label of a row must end before this
     free = [i for i, row in enumerate(rows)
             if not row or _extent(row[-1][0], renderer).x1 <= start]
