@@ -84,6 +84,15 @@ def train_bank_clips(root: str | None, per_class: int, seed: int
           for label in labels for _ in range(per_class)]
 
 
+def whole_chunks(audio: np.ndarray, chunk: int) -> tuple[np.ndarray, int]:
+  """(`audio` zero-padded to a power of two of whole chunks so few shapes compile,
+  [1, n]; how many chunks the clip reaches)."""
+  chunks = max(1, -(-audio.size // chunk))
+  padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * chunk), np.float32)
+  padded[0, :audio.size] = audio
+  return padded, chunks
+
+
 class PooledEncoder:
   """Mean and standard deviation of an encoder's frames over a clip: [2 * D]; with
   `chunk_window` W > 0, over each chunk's last W chunks instead: [chunks, 2 * D] (what a
@@ -99,13 +108,11 @@ class PooledEncoder:
     self._samples_per_frame = model.config.hop_length * model.config.encoder.subsampling
 
   def __call__(self, audio: np.ndarray) -> np.ndarray:
-    length = self.window or -(-audio.size // self._chunk) * self._chunk
-    # Whole chunks, rounded up to a power of two of chunks so few shapes compile.
     if self.window is None:
-      chunks = 1 << int(np.ceil(np.log2(max(1, length // self._chunk))))
-      length = chunks * self._chunk
-    padded = np.zeros((1, length), np.float32)
-    padded[0, :audio.size] = audio[:length]
+      padded, _ = whole_chunks(audio, self._chunk)
+    else:  # one window of its own length (clips are cut to MAX_SECONDS, shorter)
+      padded = np.zeros((1, self.window), np.float32)
+      padded[0, :audio.size] = audio[:self.window]
     frames = np.asarray(self._encode(self.params, jnp.asarray(padded)))[0]
     used = frames[:max(1, -(-audio.size // self._samples_per_frame))]
     if not self.chunk_window:
@@ -135,9 +142,7 @@ class HeadClassifier:
     self._params = params
 
   def __call__(self, audio: np.ndarray) -> str:
-    chunks = -(-audio.size // self._chunk)
-    padded = np.zeros((1, (1 << int(np.ceil(np.log2(max(chunks, 1))))) * self._chunk), np.float32)
-    padded[0, :audio.size] = audio
+    padded, chunks = whole_chunks(audio, self._chunk)
     scores = np.asarray(self._log_probs(self._params, jnp.asarray(padded)))[0, :chunks].mean(0)
     return worlds.SOUND_EVENT_LABELS[1 + int(np.argmax(scores[1:]))]  # never "none"
 
@@ -163,18 +168,21 @@ def probe(train_x, train_y, dev_x, dev_y) -> np.ndarray:
 def encoders(args: argparse.Namespace) -> dict[str, PooledEncoder]:
   """The encoders to compare, by name."""
   model, params, _, note = portable.load_model(None, args.bundle)
-  out = {f"tiny ({note.split(' from ')[-1]})": PooledEncoder(model, params)}
+  out = {f"tiny ({note.split(' from ')[-1]})": PooledEncoder(model, params,
+                                                             chunk_window=args.chunk_window)}
   config = config_lib.load_config(args.config, args.set)
   models = distill.DistillModels.from_config(config)
   imported = pretrained.init_from_pretrained(models.student, jax.random.key(0),
                                              encoder_checkpoint=config.init.encoder_checkpoint)
-  out[f"whisper chunk-causal {config.audio.chunk_ms} ms"] = PooledEncoder(models.student, imported)
+  out[f"whisper chunk-causal {config.audio.chunk_ms} ms"] = PooledEncoder(
+      models.student, imported, chunk_window=args.chunk_window)
   if not args.no_full_window:
     out["whisper whole 30 s window"] = PooledEncoder(
         models.teacher, models.teacher_params(imported), models.window_samples)
   if args.student:
     out["whisper distilled"] = PooledEncoder(models.student, pretrained.init_from_pretrained(
-        models.student, jax.random.key(0), encoder_checkpoint=args.student))
+        models.student, jax.random.key(0), encoder_checkpoint=args.student),
+        chunk_window=args.chunk_window)
   return out
 
 
@@ -221,7 +229,6 @@ def main() -> None:
   def predictions():
     if not args.heads_only:
       for name, encode in encoders(args).items():
-        encode.chunk_window = 0 if encode.window else args.chunk_window
         pack = np.stack if not encode.chunk_window else list
         train_x = pack([encode(a) for _, a in tqdm.tqdm(train, desc=f"{name}: train",
                                                         leave=False)])
