@@ -21,7 +21,7 @@ import soundfile
 from audio_interaction.apps import cli
 from audio_interaction.audio.io import AudioError
 from audio_interaction import stream_format as sf
-from audio_interaction.corpus import tasks
+from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable
@@ -524,3 +524,25 @@ def test_the_reply_count_is_every_reply_not_the_ones_kept(tmp_path):
   assert end["event"] == "end" and end["replies"] == len(ended) and end["replies_listed"] == 64
   summary = session.summary(result)
   assert (summary["replies"], summary["replies_listed"]) == (len(ended), 64)
+
+
+class HearingEngine(ScriptedEngine):
+  """A `ScriptedEngine` with a sound-event head: it hears a dog bark (P 0.8) from chunk
+  2 on, nothing before."""
+
+  def perceive(self, params, state, chunk):
+    state, probs = super().perceive(params, state, chunk)
+    sounds = np.zeros((1, len(worlds.SOUND_EVENT_LABELS)))
+    heard = (worlds.SOUND_EVENT_LABELS.index("dog_bark") if state.chunk > 2
+             else sf.NO_SOUND_EVENT)
+    sounds[0, heard], sounds[0, sf.NO_SOUND_EVENT if heard else 1] = 0.8, 0.2
+    return dataclasses.replace(state, sound_events=sounds), probs
+
+
+def test_chunk_events_say_which_sound_the_head_heard(tmp_path):
+  engine = HearingEngine([0.1] * 5, [40])
+  audio = np.zeros(5 * CHUNK, np.float32)
+  asyncio.run(session_for(engine, tmp_path).run(sources.ArraySource(audio)))
+  chunks = of_kind(read_log(tmp_path / "events.jsonl"), "chunk")
+  assert [c.get("sound_event") for c in chunks] == [None, None, "dog_bark", "dog_bark", "dog_bark"]
+  assert [c.get("sound_probability") for c in chunks[2:]] == [0.8] * 3
