@@ -220,6 +220,21 @@ def test_event_manifest(built):
     assert len(row["events"]) == 1 and row["turns"] == []
 
 
+def test_turn_streams_draw_from_the_recordings_not_the_runs(dev_tree, tmp_path, monkeypatch):
+  # The turn-taking streams take their sounds from one row per recording, as before
+  # single impacts became runs, so the streams (and figures measured on them) stay.
+  rows, recordings = real_audio.build_dev_events(dev_tree, tmp_path)
+  names = lambda rs: {pathlib.PurePosixPath(r["id"]).name for r in rs}
+  assert names(recordings) == {"phone", "gong", *(f"key{i}" for i in range(48))}
+  assert names(rows) == {"phone", "gong", "keyboard-run0", "keyboard-run1"}
+  assert all((tmp_path / r["audio"]).exists() for r in recordings)
+  given = []
+  monkeypatch.setattr(real_audio, "build_turn_streams",
+                      lambda root, out, speech, events, *a, **k: given.append(events) or [])
+  real_audio.build_dev_set(dev_tree, tmp_path / "set", streams=2, seed=7)
+  assert len(given) == 2 and all(names(g) == names(recordings) for g in given)
+
+
 @pytest.mark.parametrize("manifest", ["streams.jsonl", "streams_split.jsonl"])
 def test_turn_taking_streams(built, manifest):
   out, summary = built

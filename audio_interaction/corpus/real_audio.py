@@ -760,26 +760,33 @@ def _event(onset: float, offset: float, label: str, role: str | None = None) -> 
 
 
 def build_dev_events(root: str | os.PathLike[str], out: str | os.PathLike[str],
-                     skipped: list[str] | None = None, seed: int = 1234) -> list[dict]:
+                     skipped: list[str] | None = None, seed: int = 1234
+                     ) -> tuple[list[dict], list[dict]]:
   """Writes `events/<id>.wav` and `events.jsonl`: one labelled sound per row
   (undecodable files: as in `build_dev_speech`).
 
   A recording of one impact of a class that happens as a run (one key click of a
-  keyboard, one footstep: `sounds.STROKE_PATTERNS`, `sounds.STROKE_MAX_S` or shorter)
-  is not what anyone would call "someone typing"; such impacts of a package are laid
-  as runs by the same rule the TRAIN bank uses (`sounds.stroke_run`), one run per
-  pattern's average count of impacts, each row `<package>/<class>-run<i>`.
+  keyboard, one footstep: `sounds.is_single_impact`) is not what anyone would call
+  "someone typing"; such impacts of a package are laid as runs by the same rule the
+  TRAIN bank uses (`sounds.stroke_run`), one run per pattern's average count of
+  impacts, each row `<package>/<class>-run<i>`.
+
+  Returns:
+    (the rows of `events.jsonl`; one row per recording, the single impacts too, each
+    with its wav: what `build_turn_streams` draws sounds from, as it did before runs
+    existed, so the turn-taking streams, and every figure measured on them, stay).
   """
   root, out = pathlib.Path(root), pathlib.Path(out)
-  rows = []
+  rows, recordings = [], []
   impacts: dict[tuple[str, str], list[np.ndarray]] = collections.defaultdict(list)
 
-  def write(ident: str, samples: np.ndarray, lo: int, hi: int, label: str, package: str):
+  def write(ident: str, samples: np.ndarray, lo: int, hi: int, label: str, package: str
+            ) -> dict:
     rel = f"events/{ident}.wav"
     _write_wav(out, rel, samples)
-    rows.append({"id": ident, "audio": rel, "duration": _r3(len(samples) / SAMPLE_RATE),
-                 "events": [_event(lo / SAMPLE_RATE, hi / SAMPLE_RATE, label)],
-                 "turns": [], "source_package": package})
+    return {"id": ident, "audio": rel, "duration": _r3(len(samples) / SAMPLE_RATE),
+            "events": [_event(lo / SAMPLE_RATE, hi / SAMPLE_RATE, label)],
+            "turns": [], "source_package": package}
 
   for clip in sound_clips(root, DEV):
     samples = _load_or_skip(clip.ref, skipped)
@@ -788,10 +795,11 @@ def build_dev_events(root: str | os.PathLike[str], out: str | os.PathLike[str],
     lo, hi = effects.trim_silence(samples, threshold_db=EVENT_TRIM_DB)
     if hi <= lo:
       continue  # digital silence
+    recordings.append(write(clip.ref.id, samples, lo, hi, clip.label, clip.ref.package))
     if sounds.is_single_impact(clip.label, hi - lo):
       impacts[(clip.label, clip.ref.package)].append(samples[lo:hi])
-      continue
-    write(clip.ref.id, samples, lo, hi, clip.label, clip.ref.package)
+    else:
+      rows.append(recordings[-1])
   for (label, package), strokes in sorted(impacts.items()):
     pattern = sounds.STROKE_PATTERNS[label]
     runs = max(1, round(len(strokes) / (sum(pattern.count) / 2)))
@@ -799,9 +807,9 @@ def build_dev_events(root: str | os.PathLike[str], out: str | os.PathLike[str],
     for i in range(runs):
       run, _ = sounds.stroke_run(strokes, pattern, rng)
       lo, hi = effects.trim_silence(run, threshold_db=EVENT_TRIM_DB)
-      write(f"{package}/{label}-run{i}", run, lo, hi, label, package)
+      rows.append(write(f"{package}/{label}-run{i}", run, lo, hi, label, package))
   _write_jsonl(out / "events.jsonl", rows)
-  return rows
+  return rows, recordings
 
 
 def _utterance(samples: np.ndarray) -> np.ndarray | None:
@@ -1068,10 +1076,10 @@ def build_dev_set(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
   out.mkdir(parents=True, exist_ok=True)
   skipped: list[str] = []
   speech = build_dev_speech(root, out, skipped)
-  events = build_dev_events(root, out, skipped)
+  _, recordings = build_dev_events(root, out, skipped)
   (out / "skipped.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
-  build_turn_streams(root, out, speech, events, streams, seed)
-  build_turn_streams(root, out, speech, events, streams, seed + 1, split=True)
+  build_turn_streams(root, out, speech, recordings, streams, seed)
+  build_turn_streams(root, out, speech, recordings, streams, seed + 1, split=True)
   summary = summarize(out)
   (out / "summary.txt").write_text(summary.describe() + "\n", encoding="utf-8")
   return summary
