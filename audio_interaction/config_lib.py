@@ -230,6 +230,11 @@ def base_config() -> ml_collections.ConfigDict:
   # model.sound_event_classes): it teaches the encoder what a sound is, where the
   # decoder's few answer tokens alone did not.
   config.train.sound_event_loss_weight = 0.0
+  # Evens out the sound classes in that loss: class c's chunks weigh
+  # (mean count / count_c) ** balance, counted over the train split (0: by the data's
+  # counts, where long sounds outnumber a ring or a knock; 1: every class alike).
+  # "None" keeps its share (`losses.balanced_sound_event_weights`).
+  config.train.sound_event_balance = 0.0
   # SPEAK is rare; its cross-entropy term is weighted up by this factor.
   config.train.speak_class_weight = 4.0
   config.train.log_every = 20
@@ -584,6 +589,7 @@ FIELD_RULES: dict[str, Rule] = {
     "train.decision_loss_weight": number(0),
     "train.ctc_loss_weight": number(0),
     "train.sound_event_loss_weight": number(0),
+    "train.sound_event_balance": number(0, 4),
     "train.speak_class_weight": number(0, lo_open=True),
     "train.log_every": _SIZE,
     "train.eval_every": _SIZE,
@@ -847,6 +853,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"train.sound_event_loss_weight={config.train.sound_event_loss_weight} trains a "
         f"sound-event head the model does not have: set model.sound_event_classes")
+  if config.train.sound_event_balance and not config.train.sound_event_loss_weight:
+    raise ConfigError(
+        f"train.sound_event_balance={config.train.sound_event_balance} balances a loss that "
+        f"is off: set train.sound_event_loss_weight")
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

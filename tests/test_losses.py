@@ -51,6 +51,7 @@ def test_sound_event_terms_by_hand():
                                    "decisions": 0.0, "tp": 0.0, "fp": 0.0, "fn": 0.0,
                                    **{k: float(v) for k, v in sums.items()}})
   np.testing.assert_allclose(rates["sound_event_loss"], want_nll / 4, rtol=1e-5)
+  assert float(sums["sound_event_weight"]) == 4  # unweighted: the chunk count
   assert rates["sound_event_recall"] == 1 / 3 and rates["sound_event_false_rate"] == 0.0
 
 
@@ -68,6 +69,39 @@ def test_sound_event_term_in_the_total_is_its_weighted_mean_per_chunk():
   no_head = outputs.replace(sound_event_logits=None)
   with np.testing.assert_raises_regex(ValueError, "no sound-event head"):
     losses.stream_losses(no_head, batch, sound_event_weight=0.5, **kwargs)
+
+
+def test_class_weighted_sound_event_terms_by_hand():
+  # Classes (none, a, b) weighted (1, 2, 0.5); targets none, a, b and one padding chunk.
+  probs = np.asarray([[[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.7, 0.1, 0.2], [0.1, 0.1, 0.8]]])
+  targets = jnp.asarray([[0, 1, 2, -1]])
+  sums = losses.sound_event_terms(jnp.log(jnp.asarray(probs, jnp.float32)), targets,
+                                  jnp.asarray([1.0, 2.0, 0.5]))
+  want = -(np.log(0.5) + 2 * np.log(0.6) + 0.5 * np.log(0.2))
+  np.testing.assert_allclose(sums["sound_event_nll"], want, rtol=1e-5)
+  np.testing.assert_allclose(sums["sound_event_weight"], 3.5)
+  assert float(sums["sound_event_chunks"]) == 3  # counts stay counts
+  norms = losses.loss_normalizers(
+      {"lm_weights": jnp.ones((1, 2)), "decision_targets": jnp.full((1, 2), -1),
+       "sound_events": targets}, speak_class_weight=4.0, sound_event_weight=1.0,
+      sound_event_class_weights=jnp.asarray([1.0, 2.0, 0.5]))
+  np.testing.assert_allclose(norms["sound_event_weight"], 3.5)
+
+
+def test_balanced_sound_event_weights_by_hand():
+  # none 100 chunks; sounds a 30, b 10, c 0 (absent): mean sound count 20.
+  counts = np.array([100, 30, 10, 0])
+  full = losses.balanced_sound_event_weights(counts, 1.0)
+  # 20/30 and 20/10: each class then weighs 20 chunks' worth, 40 in all as before; the
+  # absent class gets the largest, "none" 1.
+  np.testing.assert_allclose(full, [1.0, 2 / 3, 2.0, 2.0], rtol=1e-6)
+  half = losses.balanced_sound_event_weights(counts, 0.5)
+  ratio = np.sqrt(3.0)  # (30 / 10) ** 0.5
+  w_a = 40 / (30 + 10 * ratio)
+  np.testing.assert_allclose(half, [1.0, w_a, w_a * ratio, w_a * ratio], rtol=1e-6)
+  np.testing.assert_allclose(losses.balanced_sound_event_weights(counts, 0.0), 1.0)
+  with np.testing.assert_raises_regex(ValueError, "non-negative"):
+    losses.balanced_sound_event_weights(np.array([3, -1]), 1.0)
 
 
 def test_finalize_reports_ctc_loss_per_transcript_token():

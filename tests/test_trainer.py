@@ -48,10 +48,10 @@ def test_a_sound_event_head_of_the_wrong_size_is_named():
     Trainer(config)
 
 
-def _grads_with_accumulation(config, batch, accum: int):
+def _grads_with_accumulation(config, batch, accum: int, class_weights=None):
   config.unlock()
   config.train.grad_accum_steps = accum
-  trainer = Trainer(config)
+  trainer = Trainer(config, sound_event_class_weights=class_weights)
   params = trainer.init_state(0).params
   batch = {k: np.asarray(v) for k, v in batch.items()}
   loss, metrics, grads = jax.jit(trainer.loss_and_grads)(params, trainer.device_batch(batch))
@@ -74,14 +74,28 @@ def test_gradient_accumulation_equals_one_big_batch():
     weights[row, kept] = 1
   batch["lm_weights"] = weights
   assert weights[:rows // 2].sum() >= 3 * weights[rows // 2:].sum() > 0
-  whole = _grads_with_accumulation(config, batch, 1)
-  for accum in (2, 4):
-    loss, metrics, grads = _grads_with_accumulation(config, batch, accum)
-    np.testing.assert_allclose(loss, whole[0], rtol=1e-5)
-    for key in ("reply_nll", "reply_tokens", "decision_nll", "tp", "fp", "fn"):
-      np.testing.assert_allclose(metrics[key], whole[1][key], rtol=1e-5)
-    for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(whole[2])):
-      np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
+  # Class weights of the sound-event loss far from 1: their normaliser is whole-batch too.
+  classes = config.model.sound_event_classes
+  class_weights = np.random.default_rng(0).uniform(0.1, 5.0, classes).astype(np.float32)
+  for weights in (None, class_weights):
+    whole = _grads_with_accumulation(config, batch, 1, weights)
+    for accum in (2, 4):
+      loss, metrics, grads = _grads_with_accumulation(config, batch, accum, weights)
+      np.testing.assert_allclose(loss, whole[0], rtol=1e-5)
+      for key in ("reply_nll", "reply_tokens", "decision_nll", "tp", "fp", "fn",
+                  "sound_event_nll", "sound_event_weight"):
+        np.testing.assert_allclose(metrics[key], whole[1][key], rtol=1e-5)
+      for got, want in zip(jax.tree_util.tree_leaves(grads),
+                           jax.tree_util.tree_leaves(whole[2])):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
+  unweighted = _grads_with_accumulation(config, batch, 1)
+  assert abs(whole[0] - unweighted[0]) > 1e-3  # the weights reach the loss
+
+
+def test_class_weights_of_the_wrong_size_are_named():
+  config = train_testing.train_config()
+  with pytest.raises(ValueError, match="the head has"):
+    Trainer(config, sound_event_class_weights=np.ones(3))
 
 
 def _run(tmp_path, devices, mesh, name):

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audio_interaction.data import pipeline as pipeline_lib
+from audio_interaction.data import storage
 from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.export import portable
 from audio_interaction.train import checkpoint as checkpoint_lib
@@ -130,6 +131,33 @@ def make_iterator(config: ml_collections.ConfigDict, split: str, mixture,
   return iter(dataset), pipeline
 
 
+def sound_event_class_counts(directory: str | os.PathLike, split: str, classes: int
+                             ) -> np.ndarray:
+  """[classes] int64: how many chunks of a built split are labelled with each sound-event
+  class id (the corpus's `sound_events`; padding -1 is not counted)."""
+  counts = np.zeros(classes, np.int64)
+  source = storage.load_split(directory, split)
+  for index in tqdm(range(len(source)), desc=f"counting sound classes of {split}",
+                    disable=jax.process_index() != 0, leave=False):
+    labels = np.asarray(source[index]["sound_events"]).ravel()
+    counts += np.bincount(labels[labels >= 0], minlength=classes)[:classes]
+  return counts
+
+
+def sound_event_class_weights(config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """The sound-event loss's class weights (`train.sound_event_balance` of the train
+  split's class counts, `losses.balanced_sound_event_weights`); None when unbalanced."""
+  strength = config.train.sound_event_balance
+  if not (strength and config.train.sound_event_loss_weight):
+    return None
+  counts = sound_event_class_counts(data_dir(config), config.data.train_split,
+                                    config.model.sound_event_classes)
+  weights = losses.balanced_sound_event_weights(counts, strength)
+  logger.info("sound-event class weights (balance %s): %s", strength,
+              np.array2string(weights, precision=2))
+  return weights
+
+
 @dataclasses.dataclass
 class MetricWriter:
   """TensorBoard scalars (process 0 only) plus an in-memory history for curves."""
@@ -206,7 +234,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   workdir = pathlib.Path(workdir).resolve()  # Orbax's tensorstore needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   train_config = config.train
-  trainer = Trainer(config)
+  trainer = Trainer(config, sound_event_class_weights=sound_event_class_weights(config))
   tokenizer = load_tokenizer(config)
   if tokenizer.vocab_size > config.model.decoder.vocab_size:
     raise ValueError(f"the data's tokenizer has {tokenizer.vocab_size} ids but "

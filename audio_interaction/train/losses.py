@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from audio_interaction.stream_format import NO_SOUND_EVENT, PAD_ID, Decision
@@ -84,17 +85,21 @@ def decision_class_weights(decision_targets: Array, speak_class_weight: float) -
 
 
 def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
-                     ctc_weight: float = 0.0, sound_event_weight: float = 0.0
-                     ) -> dict[str, Array]:
+                     ctc_weight: float = 0.0, sound_event_weight: float = 0.0,
+                     sound_event_class_weights: Array | None = None) -> dict[str, Array]:
   """What each loss term is divided by, from the labels alone (never the parameters).
 
   Computed once over a whole batch and handed to every micro-batch's `stream_losses`,
   so summing micro-batch losses and gradients gives exactly the whole batch's, however
   unequally the micro-batches are filled (MaxText's gradient accumulation does the same).
 
+  `sound_event_class_weights` ([K] or None: all 1) weighs each chunk's sound-event
+  target by its class (`balanced_sound_event_weights`).
+
   Returns:
-    {"reply_tokens", "decision_weight"[, "ctc_tokens"][, "sound_event_chunks"]}: float32
-    scalars, at least 1.
+    {"reply_tokens", "decision_weight"[, "ctc_tokens"][, "sound_event_weight"]}: float32
+    scalars, at least 1 ("sound_event_weight": the summed class weight of the chunks with
+    a target, their count when unweighted).
   """
   norms = {
       "reply_tokens": batch["lm_weights"].astype(jnp.float32).sum(),
@@ -104,13 +109,15 @@ def loss_normalizers(batch: Mapping[str, Array], *, speak_class_weight: float,
   if ctc_weight:
     norms["ctc_tokens"] = (batch["transcript"] != PAD_ID).sum().astype(jnp.float32)
   if sound_event_weight:
-    norms["sound_event_chunks"] = (batch["sound_events"] >= 0).sum().astype(jnp.float32)
+    norms["sound_event_weight"] = sound_event_chunk_weights(
+        batch["sound_events"], sound_event_class_weights).sum()
   return {k: jnp.maximum(v, 1.0) for k, v in norms.items()}
 
 
 def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
                   reply_weight: float, decision_weight: float, speak_class_weight: float,
                   ctc_weight: float = 0.0, sound_event_weight: float = 0.0,
+                  sound_event_class_weights: Array | None = None,
                   normalizers: Mapping[str, Array] | None = None,
                   num_segments: int | None = None) -> tuple[Array, dict[str, Array]]:
   """Total loss and summable metrics of one batch.
@@ -124,7 +131,8 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
       `sound_event_weight` > 0 `sound_events` int32 [B, C] (-1 on padding chunks).
     reply_weight, decision_weight, ctc_weight: weights of the terms in the total; the
       CTC term is the summed NLL per transcript token; `sound_event_weight` weighs the
-      sound-event head's mean cross-entropy per chunk (`sound_event_terms`).
+      sound-event head's mean cross-entropy per chunk (`sound_event_terms`), each chunk
+      weighted by its class's entry of `sound_event_class_weights` ([K]; None: 1).
     speak_class_weight: weight of SPEAK targets relative to SILENT ones.
     normalizers: the denominators of the terms (`loss_normalizers` of the whole batch
       when this is one micro-batch of it); default: this batch's own.
@@ -136,7 +144,8 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
   """
   if normalizers is None:
     normalizers = loss_normalizers(batch, speak_class_weight=speak_class_weight,
-                                   ctc_weight=ctc_weight, sound_event_weight=sound_event_weight)
+                                   ctc_weight=ctc_weight, sound_event_weight=sound_event_weight,
+                                   sound_event_class_weights=sound_event_class_weights)
   lm_weights = batch["lm_weights"].astype(jnp.float32)
   reply_nll = optax.softmax_cross_entropy_with_integer_labels(
       outputs.lm_logits, batch["lm_targets"])
@@ -177,33 +186,81 @@ def stream_losses(outputs: ForwardOutputs, batch: Mapping[str, Array], *,
     if outputs.sound_event_logits is None:
       raise ValueError("sound_event_weight > 0 but the model has no sound-event head "
                        "(model.sound_event_classes = 0)")
-    sums = sound_event_terms(outputs.sound_event_logits, batch["sound_events"])
+    sums = sound_event_terms(outputs.sound_event_logits, batch["sound_events"],
+                             sound_event_class_weights)
     metrics.update(sums)
     total = total + sound_event_weight * sums["sound_event_nll"] / normalizers[
-        "sound_event_chunks"]
+        "sound_event_weight"]
   return total, metrics
 
 
-def sound_event_terms(logits: Array, targets: Array) -> dict[str, Array]:
-  """Summed cross-entropy and counts of the sound-event head.
+def sound_event_chunk_weights(targets: Array, class_weights: Array | None = None) -> Array:
+  """[B, C] float32 weight of each chunk's sound-event target: its class's entry of
+  `class_weights` ([K]; None: 1), 0 on padding chunks (target -1)."""
+  valid = targets >= 0
+  if class_weights is None:
+    return valid.astype(jnp.float32)
+  return jnp.where(valid, jnp.asarray(class_weights, jnp.float32)[jnp.where(valid, targets, 0)],
+                   0.0)
+
+
+def balanced_sound_event_weights(counts: np.ndarray, strength: float) -> np.ndarray:
+  """Per-class weights of the sound-event loss that even out the sound classes.
+
+  A corpus labels far more chunks with long sounds (thunder, rain, a car) than with a
+  ring or a knock, and a head trained on those counts learns the long ones. Sound class
+  c (1..K-1) gets (mean count of the sound classes / count_c) ** `strength` (0: no
+  balancing, 1: every class the same total weight), rescaled so that the sound chunks
+  keep their total weight; `NO_SOUND_EVENT` keeps 1, so the balance between "a sound"
+  and "none" stays the data's. A class without chunks gets the largest weight (it
+  has no targets to weigh until a corpus has it).
+
+  Args:
+    counts: [K] chunks labelled with each class id (`NO_SOUND_EVENT` at 0).
+    strength: the exponent, >= 0.
+  Returns:
+    [K] float32 weights.
+  """
+  counts = np.asarray(counts, np.float64)
+  if counts.ndim != 1 or counts.size < 2 or (counts < 0).any():
+    raise ValueError(f"counts must be [K >= 2] non-negative chunk counts, got {counts}")
+  sounds = counts[1:]
+  present = sounds > 0
+  weights = np.ones_like(counts)
+  if present.any() and strength:
+    raw = np.where(present, sounds.sum() / present.sum() / np.maximum(sounds, 1.0), 0.0)
+    raw = raw ** strength
+    raw = np.where(present, raw, raw.max())
+    weights[1:] = raw * sounds.sum() / (raw * sounds).sum()
+  return weights.astype(np.float32)
+
+
+def sound_event_terms(logits: Array, targets: Array, class_weights: Array | None = None
+                      ) -> dict[str, Array]:
+  """Summed (class-weighted) cross-entropy and counts of the sound-event head.
 
   Args:
     logits: [B, C, K] float32 per chunk.
     targets: [B, C] int32: `NO_SOUND_EVENT`, a class 1..K-1, or -1 (padding: ignored).
+    class_weights: [K] weight of each class's targets (`balanced_sound_event_weights`);
+      None: 1.
   Returns:
-    {"sound_event_nll": summed NLL, "sound_event_chunks": chunks with a target,
-    "sound_event_heard": chunks holding a labelled sound, "sound_event_named": of those,
-    the ones whose top class is theirs, "sound_event_quiet": chunks without one,
-    "sound_event_false": of those, the ones given a class}: float32 scalars.
+    {"sound_event_nll": summed weighted NLL, "sound_event_weight": summed weight,
+    "sound_event_chunks": chunks with a target, "sound_event_heard": chunks holding a
+    labelled sound, "sound_event_named": of those, the ones whose top class is theirs,
+    "sound_event_quiet": chunks without one, "sound_event_false": of those, the ones
+    given a class}: float32 scalars.
   """
   valid = targets >= 0
   safe = jnp.where(valid, targets, NO_SOUND_EVENT)
+  weights = sound_event_chunk_weights(targets, class_weights)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
   predicted = jnp.argmax(logits, -1)
   heard = valid & (targets != NO_SOUND_EVENT)
   quiet = valid & (targets == NO_SOUND_EVENT)
   count = lambda mask: mask.sum().astype(jnp.float32)
-  return {"sound_event_nll": jnp.where(valid, nll, 0.0).sum(),
+  return {"sound_event_nll": (weights * nll).sum(),
+          "sound_event_weight": weights.sum(),
           "sound_event_chunks": count(valid),
           "sound_event_heard": count(heard),
           "sound_event_named": count(heard & (predicted == targets)),
@@ -228,7 +285,7 @@ def finalize_metrics(sums: Mapping[str, float]) -> dict[str, float]:
   if "ctc_nll" in sums:
     rates["ctc_loss"] = ratio(sums["ctc_nll"], sums["ctc_tokens"], 0.0)
   if "sound_event_nll" in sums:
-    rates["sound_event_loss"] = ratio(sums["sound_event_nll"], sums["sound_event_chunks"], 0.0)
+    rates["sound_event_loss"] = ratio(sums["sound_event_nll"], sums["sound_event_weight"], 0.0)
     # Of the chunks holding a labelled sound, named right; of the rest, given a class.
     rates["sound_event_recall"] = ratio(sums["sound_event_named"], sums["sound_event_heard"], 1.0)
     rates["sound_event_false_rate"] = ratio(sums["sound_event_false"],

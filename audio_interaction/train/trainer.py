@@ -127,11 +127,22 @@ def check_sound_event_classes(classes: int) -> None:
 
 
 class Trainer:
-  """Builds and runs the sharded train and eval steps of one config."""
+  """Builds and runs the sharded train and eval steps of one config.
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
+  `sound_event_class_weights` ([K] float, `losses.balanced_sound_event_weights`) weighs
+  the sound-event loss per class; None: every chunk 1.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None, *,
+               sound_event_class_weights: np.ndarray | None = None):
     self.config = config
     check_sound_event_classes(config.model.sound_event_classes)
+    if sound_event_class_weights is not None:
+      sound_event_class_weights = np.asarray(sound_event_class_weights, np.float32)
+      if sound_event_class_weights.shape != (config.model.sound_event_classes,):
+        raise ValueError(f"sound_event_class_weights has shape {sound_event_class_weights.shape}"
+                         f"; the head has {config.model.sound_event_classes} classes")
+    self.sound_event_class_weights = sound_event_class_weights
     self.model = AudioInteractionModel(config)
     patterns = {f"train.{f}": tuple(config.train[f]) for f in ("freeze", "slow") if config.train[f]}
     if patterns:  # tracing the model's init only when there is something to check
@@ -224,6 +235,7 @@ class Trainer:
                                 speak_class_weight=train.speak_class_weight,
                                 ctc_weight=train.ctc_loss_weight,
                                 sound_event_weight=train.sound_event_loss_weight,
+                                sound_event_class_weights=self.sound_event_class_weights,
                                 normalizers=normalizers,
                                 num_segments=self.config.data.max_segments if packed else None)
 
@@ -251,7 +263,8 @@ class Trainer:
     accum = train.grad_accum_steps
     normalizers = losses.loss_normalizers(batch, speak_class_weight=train.speak_class_weight,
                                           ctc_weight=train.ctc_loss_weight,
-                                          sound_event_weight=train.sound_event_loss_weight)
+                                          sound_event_weight=train.sound_event_loss_weight,
+                                          sound_event_class_weights=self.sound_event_class_weights)
     grad_fn = jax.value_and_grad(self._loss, has_aux=True)
     if accum == 1:
       (loss, metrics), grads = grad_fn(params, batch, normalizers, augment_keys)
