@@ -300,6 +300,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Weights of the inference engine: "float32", or "int8" (dense kernels quantized at
   # load, one scale per output channel, dequantized inside each jitted step).
   config.infer.weights = "float32"
+  # Alerts from the sound-event head (`infer/sound_alerts.py`): a class that needs
+  # attention heard with probability >= this for `sound_alert_chunks` chunks running
+  # makes the row say that class's alert; 0 turns it off (the decoder alone decides).
+  # A class does not alert again within `sound_alert_hold_seconds`.
+  config.infer.sound_alert_threshold = 0.0
+  config.infer.sound_alert_chunks = 1
+  config.infer.sound_alert_hold_seconds = 10.0
 
   # Starting weights: local `transformers` checkpoint directories (config.json +
   # *.safetensors) imported when training starts (`model/pretrained.py`). Empty: random.
@@ -590,6 +597,9 @@ FIELD_RULES: dict[str, Rule] = {
     "train.ctc_loss_weight": number(0),
     "train.sound_event_loss_weight": number(0),
     "train.sound_event_balance": number(0, 4),
+    "infer.sound_alert_threshold": number(0, 1),
+    "infer.sound_alert_chunks": _SIZE,
+    "infer.sound_alert_hold_seconds": number(0),
     "train.speak_class_weight": number(0, lo_open=True),
     "train.log_every": _SIZE,
     "train.eval_every": _SIZE,
@@ -852,6 +862,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.sound_event_loss_weight and model.sound_event_classes == 0:
     raise ConfigError(
         f"train.sound_event_loss_weight={config.train.sound_event_loss_weight} trains a "
+        f"sound-event head the model does not have: set model.sound_event_classes")
+  if config.infer.sound_alert_threshold and model.sound_event_classes == 0:
+    raise ConfigError(
+        f"infer.sound_alert_threshold={config.infer.sound_alert_threshold} reads a "
         f"sound-event head the model does not have: set model.sound_event_classes")
   if config.train.sound_event_balance and not config.train.sound_event_loss_weight:
     raise ConfigError(

@@ -237,7 +237,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   chosen = {name: value for name, value in (("threshold", args.threshold), ("vad", args.vad),
                                             ("silence_seconds", args.silence),
                                             ("policy", args.policy),
-                                            ("min_silence_seconds", args.min_silence))
+                                            ("min_silence_seconds", args.min_silence),
+                                            ("sound_alert_threshold", args.sound_alert))
             if value is not None}
   eval_config = suites.EvalConfig.from_infer(
       infer, sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
@@ -246,7 +247,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   defaults = build_parser().parse_args(["eval"])
   extra = tuple(token for name, flag in (
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
-      ("policy", "--policy"), ("min_silence", "--min-silence"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
+      ("policy", "--policy"), ("min_silence", "--min-silence"), ("sound_alert", "--sound-alert"),
+      ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"))
       if getattr(args, name) != getattr(defaults, name)
       for token in (flag, str(getattr(args, name)))) + tuple(overrides)
@@ -405,6 +407,34 @@ def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"audio-interaction build-real-dev: error: {error}", file=sys.stderr)
     return 1
   print(summary)
+  return 0
+
+
+def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.corpus import real_audio
+  from audio_interaction.train import sound_head
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: fit-sound-head takes no config "
+                     f"(the bundle brings its own)")
+  root = None
+  if not args.procedural_only:
+    root = args.train_audio or str(real_audio.default_cache() / "extracted")
+    if not pathlib.Path(root).is_dir():
+      raise UsageError(f"--train-audio {root}: no such folder; run `audio-interaction "
+                       f"fetch-train-audio` first, or pass --procedural-only")
+  for name, value in (("--per-class", args.per_class), ("--steps", args.steps)):
+    if value < 1:
+      raise UsageError(f"{name} {value}: must be >= 1")
+  try:
+    summary = sound_head.fit_bundle_head(
+        args.bundle, args.out, train_audio_root=root, corpus_dir=args.corpus,
+        corpus_rows=args.corpus_rows, per_class=args.per_class, seed=args.seed, l2=args.l2,
+        steps=args.steps)
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(_one_line(error)) from error
+  print(json.dumps(summary, indent=1))
+  print(f"bundle with the fitted head written to {args.out}")
   return 0
 
 
@@ -617,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--min-silence", type=float, default=None,
                         help="hybrid policy: silence before the model may speak, s "
                              "(default: the model's infer.min_silence_seconds)")
+  evaluate.add_argument("--sound-alert", type=_probability, default=None, metavar="P",
+                        help="alerts from the sound-event head at this probability, 0: off "
+                             "(default: the model's infer.sound_alert_threshold)")
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)
@@ -696,6 +729,26 @@ def build_parser() -> argparse.ArgumentParser:
   real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
   real_dev.set_defaults(run=_build_real_dev)
+
+  fit_head = verbs.add_parser(
+      "fit-sound-head", help="fit a bundle's sound-event head on clean TRAIN-bank clips "
+                             "(and corpus rows) over its frozen encoder; writes a new bundle")
+  fit_head.add_argument("--bundle", required=True, help="a bundle whose model has the head")
+  fit_head.add_argument("--out", required=True, help="the new bundle's directory")
+  fit_head.add_argument("--train-audio", default=None,
+                        help="fetch-train-audio's folder (default: "
+                             "~/.cache/audio_interaction/debs/extracted)")
+  fit_head.add_argument("--procedural-only", action="store_true",
+                        help="the generated sounds only, no recordings")
+  fit_head.add_argument("--corpus", default=None,
+                        help="a built corpus (build-data) whose train rows add sounds in "
+                             "context and 'none' chunks")
+  fit_head.add_argument("--corpus-rows", type=int, default=400)
+  fit_head.add_argument("--per-class", type=int, default=24, help="clean clips per class")
+  fit_head.add_argument("--l2", type=float, default=1e-3, help="L2 on the standardised kernel")
+  fit_head.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
+  fit_head.add_argument("--seed", type=int, default=0)
+  fit_head.set_defaults(run=_fit_sound_head)
 
   train_audio = verbs.add_parser(
       "fetch-train-audio",

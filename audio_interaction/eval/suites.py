@@ -69,6 +69,7 @@ from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
+from audio_interaction.infer.sound_alerts import sound_alert_rule
 from audio_interaction.model.model import Params
 
 # The default operating point (`config.infer`): one owner for threshold, VAD, lengths.
@@ -171,6 +172,9 @@ class EvalConfig:
     fewer were reached.
   bootstrap_resamples, bootstrap_seed: the percentile bootstrap over cases behind every
     headline interval (`bootstrap.py`).
+  sound_alert_threshold, sound_alert_chunks, sound_alert_hold_seconds: alerts from the
+    sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
+    the sweep's included; never in the silence timer's.
   """
 
   streams_per_subtask: int = 2
@@ -193,6 +197,9 @@ class EvalConfig:
   max_streams_per_subtask: int = 60
   bootstrap_resamples: int = 1000
   bootstrap_seed: int = 0
+  sound_alert_threshold: float = _INFER.sound_alert_threshold
+  sound_alert_chunks: int = _INFER.sound_alert_chunks
+  sound_alert_hold_seconds: float = _INFER.sound_alert_hold_seconds
 
   @classmethod
   def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
@@ -201,7 +208,10 @@ class EvalConfig:
               "min_silence_seconds": infer.min_silence_seconds,
               "silence_seconds": infer.silence_seconds,
               "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
-              "max_answer_tokens": infer.max_answer_tokens}
+              "max_answer_tokens": infer.max_answer_tokens,
+              "sound_alert_threshold": infer.sound_alert_threshold,
+              "sound_alert_chunks": infer.sound_alert_chunks,
+              "sound_alert_hold_seconds": infer.sound_alert_hold_seconds}
     return cls(**{**values, **overrides})
 
 
@@ -558,6 +568,13 @@ class Runner:
     self.timer = SilenceTimer(config.silence_seconds, vad=config.vad,
                               chunk_seconds=self.chunk_seconds)
     self._peer: Pocketsphinx | None = None
+    self.sound_alerts = sound_alert_rule(
+        ml_collections.ConfigDict({
+            "sound_alert_threshold": config.sound_alert_threshold,
+            "sound_alert_chunks": config.sound_alert_chunks,
+            "sound_alert_hold_seconds": config.sound_alert_hold_seconds}),
+        tokenizer.encode, chunk_seconds=self.chunk_seconds,
+        sound_event_classes=model_config.sound_event_classes)
 
   @property
   def peer(self) -> Pocketsphinx:
@@ -609,9 +626,12 @@ class Runner:
         fires = fire_chunks_from_scores(scores, timer.frame_seconds, self.chunk_seconds,
                                         seconds, timer.threshold, timer.min_speech_seconds)
         result.timer_fires[seconds] = [(c + 1) * self.chunk_seconds for c in fires]
+    model_rows = len(thresholds) + (operating is not None)
     traces = run_policies(self.engine, self.params, case.audio,
                           self.tokenizer.encode(timeline.instruction), policies,
-                          max_reply_tokens=cfg.max_reply_tokens)
+                          max_reply_tokens=cfg.max_reply_tokens,
+                          sound_alerts=self.sound_alerts,
+                          sound_alert_rows=range(model_rows))
     result.sweep = dict(zip(thresholds, traces))
     if operating is not None:
       result.operating = traces[len(thresholds)]

@@ -22,6 +22,7 @@ from audio_interaction import stream_format as sf
 from audio_interaction.corpus import worlds
 from audio_interaction.infer.engine import Engine, EngineState, padded_rows
 from audio_interaction.infer.policies import DecisionPolicy
+from audio_interaction.infer.sound_alerts import SoundAlertRule
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
 from audio_interaction.model.model import Params
 
@@ -44,6 +45,9 @@ class ChunkRecord:
     sound_event: the sound-event head's most likely class at this chunk (a
       `corpus.worlds.SOUNDS` label), None when that is "no sound" or the model has no
       head; sound_probability its probability (0 then).
+    sound_alert: the class whose alert the sound-event head started at this chunk
+      (`infer/sound_alerts.py`; its reply tokens are this chunk's and the next ones'),
+      None otherwise.
   """
 
   index: int
@@ -58,6 +62,7 @@ class ChunkRecord:
   heard_tokens: list[int] = dataclasses.field(default_factory=list)
   sound_event: str | None = None
   sound_probability: float = 0.0
+  sound_alert: str | None = None
 
 
 def sound_events_heard(probabilities: np.ndarray) -> list[tuple[str | None, float]]:
@@ -134,6 +139,11 @@ class StreamStepper:
   while it runs stops it (YIELD); a reply reaching `max_reply_tokens` is cut
   (REPLY_CAPPED) and its row stays silent until its policy says SILENT once.
 
+  With `sound_alerts` (`infer/sound_alerts.py`), a free row whose sound-event head hears
+  a class that needs attention says that class's alert instead, whatever its policy:
+  the alert's tokens are written into the stream `tokens_per_chunk` per chunk, as the
+  model's own replies are.
+
   Attributes:
     policies: one per row; may be replaced between steps.
     replying: [B] a reply is running in that row.
@@ -141,13 +151,18 @@ class StreamStepper:
 
   def __init__(self, engine: Engine, params: Params,
                instructions: Sequence[Sequence[int]], policies: Sequence[DecisionPolicy], *,
-               max_reply_tokens: int | None = None, seed: int = 0):
+               max_reply_tokens: int | None = None, seed: int = 0,
+               sound_alerts: SoundAlertRule | None = None,
+               sound_alert_rows: Sequence[int] | None = None):
     """Starts each row with `<bos> <online> <sys> instruction </sys>` (compiles on first use).
 
     Args:
       instructions: B lists of instruction token ids.
       policies: B decision policies (`infer/policies.py`), started here.
       max_reply_tokens: the longest reply (tokens, `<eor>` included); None: no cap.
+      sound_alerts: alerts from the sound-event head; None: the policies alone decide.
+      sound_alert_rows: the rows the alerts speak in (default: all), e.g. not a
+        baseline's row.
     """
     if len(instructions) != len(policies):
       raise ValueError(f"{len(instructions)} instructions but {len(policies)} policies")
@@ -171,6 +186,14 @@ class StreamStepper:
     self.steps = 0
     self._fed: list[list[int]] = [[] for _ in range(self.rows)]
     self._last_label = np.full(self.rows, BLANK_ID)
+    self.sound_alerts = sound_alerts
+    if sound_alerts is not None:
+      sound_alerts.start(self.rows)
+    # Alert tokens still to write, per row.
+    self._alert_tokens: list[list[int]] = [[] for _ in range(self.rows)]
+    self._alert_rows = np.zeros(self.rows, bool)
+    self._alert_rows[list(range(self.rows) if sound_alert_rows is None
+                          else sound_alert_rows)] = True
 
   @property
   def chunk_seconds(self) -> float:
@@ -193,6 +216,7 @@ class StreamStepper:
       self._fed[row] += tokens
       self.replying[row] = False
       self._reply_tokens[row] = 0
+      self._alert_tokens[row] = []
 
   def step(self, chunk: np.ndarray, index: int | None = None) -> ChunkRecord:
     """One row's step: chunk [chunk_samples] float32 (index: default the step count)."""
@@ -218,10 +242,11 @@ class StreamStepper:
     labels, probs, sounds = jax.device_get((self.state.heard, probs, self.state.sound_events))
     heard, self._last_label = collapse_ctc(labels, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability)
+    active, written, counts, alerts = self._decide_and_speak(rows, indices, chunks,
+                                                             speak_probability, sounds)
     elapsed = (time.perf_counter() - began) / self.rows
     return self._records(rows, indices, speak_probability, active, written, counts, elapsed,
-                         heard, sound_events_heard(sounds))
+                         heard, sound_events_heard(sounds), alerts)
 
   def _checked(self, chunks: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """chunks [B, chunk_samples] as float32, the given rows' samples checked in one pass
@@ -239,8 +264,8 @@ class StreamStepper:
 
   def _records(self, rows: np.ndarray, indices: np.ndarray, speak_probability: np.ndarray,
                active: np.ndarray, written: np.ndarray, counts: np.ndarray, elapsed: float,
-               heard: list[list[int]], sounds: list[tuple[str | None, float]]
-               ) -> list[ChunkRecord]:
+               heard: list[list[int]], sounds: list[tuple[str | None, float]],
+               alerts: dict[int, str]) -> list[ChunkRecord]:
     """The reply bookkeeping of `rows` after their step, over all rows at once, and one
     `ChunkRecord` per row of `rows`.
 
@@ -248,7 +273,8 @@ class StreamStepper:
       rows: [R] the rows that stepped; indices [B] each row's chunk index;
         speak_probability [B]; active [B] bool (the policy said SPEAK);
         written [B, n] int32 reply tokens; counts [B] how many of them were written;
-        heard: B lists of transcript tokens; sounds: B (sound event, probability).
+        heard: B lists of transcript tokens; sounds: B (sound event, probability);
+        alerts: {row: class} of the sound alerts started now.
     """
     stepped = np.zeros(self.rows, bool)
     stepped[rows] = True
@@ -275,7 +301,8 @@ class StreamStepper:
                                            row_flags) if flag]
       records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds, probability,
                                  spoke, written[row, :count].tolist(), elapsed,
-                                 self._fed[row], events, heard[row], *sounds[row]))
+                                 self._fed[row], events, heard[row], *sounds[row],
+                                 alerts.get(row)))
       self._fed[row] = []
     self.steps += 1
     return records
@@ -304,6 +331,9 @@ class StreamStepper:
       self._reply_tokens[row] = 0
       self._fed[row] = []
       self._last_label[row] = BLANK_ID
+      self._alert_tokens[row] = []
+      if self.sound_alerts is not None:
+        self.sound_alerts.reset_row(row)
 
   def feed_rows(self, tokens_per_row: dict[int, Sequence[int]]) -> None:
     """`feed_text` with different tokens per row (padded to a `prompt_width` bucket, so
@@ -318,14 +348,18 @@ class StreamStepper:
       self._fed[row] += tokens
       self.replying[row] = False
       self._reply_tokens[row] = 0
+      self._alert_tokens[row] = []
 
   def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray,
-                        gathered: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asks each of `rows`' policies, then writes the replies of those that speak
-    (`gathered`: computing only their rows, `Engine.speak_rows`).
+                        sounds: np.ndarray, gathered: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+    """Asks each of `rows`' policies (and the sound alerts), then writes the replies of
+    those that speak (`gathered`: computing only their rows, `Engine.speak_rows`) and
+    the alerts' next tokens.
 
     Returns:
-      (active [B] bool, written tokens [B, n] int32, counts [B]).
+      (active [B] bool, written tokens [B, n] int32, counts [B], {row: class} of the
+      alerts started now).
     """
     active = np.zeros(self.rows, bool)
     for row in rows:
@@ -336,6 +370,10 @@ class StreamStepper:
         self._capped[row] = wants
         wants = False
       active[row] = wants
+    alerts, alert_tokens = self._alerts(rows, indices, sounds)
+    alerting = np.zeros(self.rows, bool)
+    alerting[list(alert_tokens)] = True
+    active &= ~alerting
     written = np.zeros((self.rows, 0), np.int32)
     counts = np.zeros(self.rows, np.int64)
     if active.any():
@@ -347,7 +385,37 @@ class StreamStepper:
       self.state, tokens, count = speak(self.params, self.state, active,
                                         n=self.tokens_per_chunk, limit=limit)
       written, counts = jax.device_get((tokens, count))
-    return active, written, counts
+    if alert_tokens:
+      self.state = self.engine.feed(self.params, self.state,
+                                    *padded_rows(alert_tokens, self.rows))
+      width = max(written.shape[1], self.tokens_per_chunk)
+      written = np.pad(np.asarray(written, np.int32), ((0, 0), (0, width - written.shape[1])))
+      counts = np.array(counts, np.int64)
+      for row, tokens in alert_tokens.items():
+        written[row, :len(tokens)], written[row, len(tokens):] = tokens, sf.PAD_ID
+        counts[row] = len(tokens)
+    return active | alerting, written, counts, alerts
+
+  def _alerts(self, rows, indices: np.ndarray, sounds: np.ndarray
+              ) -> tuple[dict[int, str], dict[int, list[int]]]:
+    """({row: class} of the sound alerts starting now, {row: alert tokens to write now}
+    for every row with an alert running)."""
+    started = {}
+    if self.sound_alerts is not None:
+      free = np.array([not t for t in self._alert_tokens])
+      listening = [row for row in rows if self._alert_rows[row]]
+      for row, class_id in self.sound_alerts.fire(sounds, listening, indices, free).items():
+        self._alert_tokens[row] = list(self.sound_alerts.replies[class_id])
+        started[row] = worlds.SOUND_EVENT_LABELS[class_id]
+        # An alert cuts the model's own running reply short: it starts a reply of its own.
+        self.replying[row] = False
+        self._capped[row] = False
+    now = {}
+    for row in rows:
+      if self._alert_tokens[row]:
+        now[int(row)] = self._alert_tokens[row][:self.tokens_per_chunk]
+        self._alert_tokens[row] = self._alert_tokens[row][self.tokens_per_chunk:]
+    return started, now
 
   def step_rows(self, chunks: np.ndarray, advance: Sequence[bool], indices: Sequence[int]
                 ) -> list[ChunkRecord | None]:
@@ -381,13 +449,14 @@ class StreamStepper:
     heard, last_label = collapse_ctc(labels, self._last_label)
     self._last_label = np.where(advance, last_label, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
-    active, written, counts = self._decide_and_speak(rows, indices, chunks, speak_probability,
-                                                     gathered=True)
+    active, written, counts, alerts = self._decide_and_speak(rows, indices, chunks,
+                                                             speak_probability, sounds,
+                                                             gathered=True)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
     for row, record in zip(rows.tolist(), self._records(rows, indices, speak_probability, active,
                                                         written, counts, elapsed, heard,
-                                                        sound_events_heard(sounds))):
+                                                        sound_events_heard(sounds), alerts)):
       records[row] = record
     return records
 
@@ -403,8 +472,9 @@ def _padded(engine: Engine, audio: np.ndarray, where: str) -> np.ndarray:
 def run_policies(engine: Engine, params: Params, audio: np.ndarray,
                  instruction_ids: Sequence[int], policies: Sequence[DecisionPolicy], *,
                  max_reply_tokens: int | None = None, seed: int = 0,
-                 on_chunk: Callable[[list[ChunkRecord]], None] | None = None
-                 ) -> list[StreamTrace]:
+                 on_chunk: Callable[[list[ChunkRecord]], None] | None = None,
+                 sound_alerts: SoundAlertRule | None = None,
+                 sound_alert_rows: Sequence[int] | None = None) -> list[StreamTrace]:
   """Runs the model once over `audio` for several decision policies, as one batch.
 
   Every row perceives the same chunks and holds its own replies (rows are
@@ -415,12 +485,15 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
     audio: float32[S] 16 kHz samples; a partial last chunk is zero-padded.
     instruction_ids: the instruction's token ids (the same for every row).
     policies: one per row.
+    sound_alerts, sound_alert_rows: alerts from the sound-event head in those rows
+      (default all; `StreamStepper`).
   Returns:
     One `StreamTrace` per policy.
   """
   padded = _padded(engine, audio, "run_policies")
   stepper = StreamStepper(engine, params, [list(instruction_ids)] * len(policies), policies,
-                          max_reply_tokens=max_reply_tokens, seed=seed)
+                          max_reply_tokens=max_reply_tokens, seed=seed,
+                          sound_alerts=sound_alerts, sound_alert_rows=sound_alert_rows)
   size = stepper.chunk_samples
   records: list[list[ChunkRecord]] = [[] for _ in policies]
   for index in range(len(padded) // size):
@@ -434,7 +507,8 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
 
 def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_ids: list[int],
                policy: DecisionPolicy, *, max_reply_tokens: int | None = None,
-               on_chunk: Callable[[ChunkRecord], None] | None = None) -> StreamTrace:
+               on_chunk: Callable[[ChunkRecord], None] | None = None,
+               sound_alerts: SoundAlertRule | None = None) -> StreamTrace:
   """Perceives `audio` chunk by chunk and speaks when `policy` says so.
 
   Args:
@@ -444,10 +518,12 @@ def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_id
     policy: e.g. `ThresholdPolicy(config.infer.threshold)` or `policy_from_config`.
     max_reply_tokens: the longest reply; None: no cap.
     on_chunk: optional callback(ChunkRecord) for live views.
+    sound_alerts: alerts from the sound-event head (`infer/sound_alerts.py`).
   """
   callback = None if on_chunk is None else (lambda records: on_chunk(records[0]))
   (trace,) = run_policies(engine, params, audio, instruction_ids, [policy],
-                          max_reply_tokens=max_reply_tokens, on_chunk=callback)
+                          max_reply_tokens=max_reply_tokens, on_chunk=callback,
+                          sound_alerts=sound_alerts)
   return trace
 
 

@@ -119,10 +119,14 @@ class AudioInteractionNetwork(nn.Module):
     None when the model has no sound-event head."""
     if not self.config.sound_event_classes:
       return None
+    return self.sound_event_head(self.sound_event_features(encoded)).astype(jnp.float32)
+
+  def sound_event_features(self, encoded: Array) -> Array:
+    """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, D]: the mean of
+    each chunk's frames, what the sound-event head reads."""
     batch, frames, width = encoded.shape
     per_chunk = self.config.encoder_frames_per_chunk
-    pooled = encoded.reshape(batch, frames // per_chunk, per_chunk, width).mean(axis=2)
-    return self.sound_event_head(pooled).astype(jnp.float32)
+    return encoded.reshape(batch, frames // per_chunk, per_chunk, width).mean(axis=2)
 
   def __call__(self, tokens: Array, mel: Array, audio_slot_index: Array,
                positions: Array, valid: Array, segment_ids: Array | None = None,

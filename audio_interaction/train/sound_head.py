@@ -1,0 +1,271 @@
+"""Fitting the sound-event head on its own, over a trained model's frozen encoder.
+
+Trained with everything else, from sounds laid under speech, rooms and noise in the
+corpus's streams, the head named 25-33 % of the real DEV sound events; a linear probe on
+the very same chunk features, fitted on clean clips of the TRAIN sound bank, named 61 %
+(`benchmarks/sound_probe.py --bundle B --chunk-window 1`). The head is linear over each
+chunk's mean encoder frame, so fitting it alone is a convex problem, a multinomial
+logistic regression: this module encodes
+
+* clean clips of every class of the TRAIN sound bank, the same number per class (a
+  chunk is labelled with the clip's class when it holds the sound: its loudest frame
+  within 30 dB of the clip's, the corpus's rule; "none" otherwise), and
+* rows of a built corpus split (every chunk with its `sound_events` target: sounds under
+  speech and noise, and the "none" of speech, silence and rooms),
+
+and fits the head's kernel and bias on them, each sound class weighing the same in the
+loss and "none" as much as all of them together, with an L2 penalty. Everything else in
+the bundle is unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from audio_interaction.corpus import build, effects, worlds
+from audio_interaction.corpus.sounds import SoundBank
+from audio_interaction.data import storage
+from audio_interaction.export import portable
+from audio_interaction.model.model import AudioInteractionModel, Params
+from audio_interaction.stream_format import NO_SOUND_EVENT
+
+# A chunk holds a clip's sound when its loudest frame is within this of the clip's peak
+# (`corpus.serialize.sound_event_targets` labels the corpus the same way).
+ACTIVE_BELOW_PEAK_DB = 30.0
+MAX_CLIP_SECONDS = 8.0
+
+
+@dataclasses.dataclass
+class ChunkExamples:
+  """Chunk features and their targets: `features` float32 [N, D] (each chunk's mean
+  encoder frame, what the head reads), `targets` int32 [N] (class ids of
+  `worlds.SOUND_EVENT_LABELS`)."""
+
+  features: np.ndarray
+  targets: np.ndarray
+
+  @classmethod
+  def concatenate(cls, parts: Sequence["ChunkExamples"]) -> "ChunkExamples":
+    return cls(np.concatenate([p.features for p in parts]),
+               np.concatenate([p.targets for p in parts]))
+
+
+class ChunkEncoder:
+  """A model's per-chunk head inputs for whole clips: audio [n] -> [chunks, D]."""
+
+  def __init__(self, model: AudioInteractionModel, params: Params):
+    self.chunk_samples = model.config.chunk_samples
+
+    def features(p, audio):
+      return model.network.apply(
+          p, model.features(audio),
+          method=lambda net, mel: net.sound_event_features(net.encoder(mel, None)[1]))
+
+    self._features = jax.jit(features)
+    self._params = params
+
+  def __call__(self, audio: np.ndarray) -> np.ndarray:
+    chunks = max(1, -(-audio.size // self.chunk_samples))
+    # Padded to a power of two of chunks, so a few shapes compile; padding comes after
+    # the clip, and the encoder is causal, so it changes none of the clip's chunks.
+    padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
+                      np.float32)
+    padded[0, :audio.size] = audio
+    return np.asarray(self._features(self._params, jnp.asarray(padded)))[0, :chunks]
+
+
+def clip_chunk_targets(audio: np.ndarray, label_id: int, chunk_samples: int) -> np.ndarray:
+  """int32 [chunks]: `label_id` for the chunks of a clean clip that hold its sound (the
+  loudest 10 ms frame within `ACTIVE_BELOW_PEAK_DB` of the clip's), `NO_SOUND_EVENT`
+  for the others."""
+  chunks = max(1, -(-audio.size // chunk_samples))
+  padded = np.zeros(chunks * chunk_samples, np.float32)
+  padded[:audio.size] = audio
+  frame = 160  # 10 ms
+  levels = effects.frame_rms_db(padded, frame, frame).reshape(chunks, chunk_samples // frame).max(1)
+  active = levels >= levels.max() - ACTIVE_BELOW_PEAK_DB
+  return np.where(active, label_id, NO_SOUND_EVENT).astype(np.int32)
+
+
+def bank_examples(encode: ChunkEncoder, bank: SoundBank, per_class: int, seed: int,
+                  labels: Iterable[str] | None = None, progress: bool = True) -> ChunkExamples:
+  """`per_class` clean clips of every class of `bank` (known to `worlds.SOUND_EVENT_LABELS`),
+  encoded chunk by chunk with `clip_chunk_targets`."""
+  rng = np.random.default_rng(seed)
+  names = [label for label in (labels or bank.labels()) if label in worlds.SOUND_EVENT_LABELS]
+  features, targets = [], []
+  for label in tqdm(names, desc="clean clips per class", disable=not progress, leave=False):
+    for _ in range(per_class):
+      audio = bank.sample(label, rng).audio[:int(MAX_CLIP_SECONDS * 16000)]
+      features.append(encode(audio))
+      targets.append(clip_chunk_targets(audio, worlds.SOUND_EVENT_LABELS.index(label),
+                                        encode.chunk_samples))
+  return ChunkExamples(np.concatenate(features), np.concatenate(targets))
+
+
+def corpus_examples(encode: ChunkEncoder, source: Sequence[dict[str, Any]], rows: int,
+                    seed: int, progress: bool = True) -> ChunkExamples:
+  """`rows` examples of a built split (a random subset), each chunk with its stored
+  `sound_events` target (padding chunks, -1, left out)."""
+  picked = np.random.default_rng(seed).permutation(len(source))[:rows]
+  features, targets = [], []
+  for index in tqdm(picked, desc="corpus rows", disable=not progress, leave=False):
+    example = source[int(index)]
+    chunk_features = encode(np.asarray(example["audio"], np.float32))
+    labels = np.asarray(example["sound_events"], np.int32)[:len(chunk_features)]
+    keep = labels >= 0
+    features.append(chunk_features[:len(labels)][keep])
+    targets.append(labels[keep])
+  return ChunkExamples(np.concatenate(features), np.concatenate(targets))
+
+
+def example_weights(targets: np.ndarray, classes: int) -> np.ndarray:
+  """float32 [N]: each sound class the same total weight, `NO_SOUND_EVENT` as much as all
+  the sound classes together; mean 1."""
+  counts = np.bincount(targets, minlength=classes).astype(np.float64)
+  present_sounds = int((counts[1:] > 0).sum())
+  class_total = np.where(counts > 0, 1.0, 0.0)
+  class_total[NO_SOUND_EVENT] = max(present_sounds, 1) if counts[NO_SOUND_EVENT] else 0.0
+  per_example = class_total / np.maximum(counts, 1.0)
+  weights = per_example[targets]
+  return (weights / weights.mean()).astype(np.float32)
+
+
+@dataclasses.dataclass
+class HeadFit:
+  """A fitted head: `kernel` [D, K], `bias` [K] (in the head's own parameter layout), and
+  the fit's weighted training loss and accuracy per class."""
+
+  kernel: np.ndarray
+  bias: np.ndarray
+  loss: float
+  recall: dict[str, float]
+
+
+def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: int = 300
+             ) -> HeadFit:
+  """Multinomial logistic regression of `examples` (weighted by `example_weights`), by
+  L-BFGS on standardised features; the scaling is folded back into the kernel and bias
+  so the head reads the raw features.
+
+  Args:
+    examples: features [N, D], targets [N] in [0, classes).
+    classes: K, the head's outputs.
+    l2: penalty on the standardised kernel (sum of squares, times l2).
+    steps: L-BFGS iterations.
+  """
+  x = np.asarray(examples.features, np.float64)
+  mean, scale = x.mean(0), x.std(0) + 1e-6
+  standard = jnp.asarray((x - mean) / scale, jnp.float32)
+  targets = jnp.asarray(examples.targets)
+  weights = jnp.asarray(example_weights(examples.targets, classes))
+
+  def loss_fn(params):
+    logits = standard @ params["kernel"] + params["bias"]
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return (weights * nll).mean() + l2 * jnp.sum(params["kernel"] ** 2)
+
+  params = {"kernel": jnp.zeros((x.shape[1], classes)), "bias": jnp.zeros(classes)}
+  solver = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss_fn)
+
+  @jax.jit
+  def step(params, state):
+    value, grad = value_and_grad(params, state=state)
+    updates, state = solver.update(grad, state, params, value=value, grad=grad,
+                                   value_fn=loss_fn)
+    return optax.apply_updates(params, updates), state, value
+
+  state = solver.init(params)
+  for _ in range(steps):
+    params, state, value = step(params, state)
+  kernel = np.asarray(params["kernel"], np.float64) / scale[:, None]
+  bias = np.asarray(params["bias"], np.float64) - mean @ kernel
+  predicted = np.argmax(x @ kernel + bias, axis=1)
+  recall = {}
+  for class_id in sorted(set(examples.targets.tolist())):
+    mask = examples.targets == class_id
+    name = worlds.SOUND_EVENT_LABELS[class_id] or "none"
+    recall[name] = float((predicted[mask] == class_id).mean())
+  return HeadFit(kernel.astype(np.float32), bias.astype(np.float32), float(value), recall)
+
+
+def with_head(params: Params, fit: HeadFit) -> Params:
+  """`params` with the sound-event head's kernel and bias replaced by `fit`'s (the
+  same shapes and dtypes; ValueError naming the mismatch otherwise)."""
+  head = params["params"]["sound_event_head"]
+  new_head = {}
+  for name, value in (("kernel", fit.kernel), ("bias", fit.bias)):
+    old = np.asarray(head[name])
+    if old.shape != value.shape:
+      raise ValueError(f"sound_event_head/{name}: the fit gives {value.shape}, the model "
+                       f"has {old.shape}")
+    new_head[name] = value.astype(old.dtype)
+  inner = dict(params["params"], sound_event_head=new_head)
+  return dict(params, params=inner)
+
+
+def class_counts(targets: np.ndarray) -> dict[str, int]:
+  """{class name: chunks} of a target array (for logs and bundle metadata)."""
+  counts = collections.Counter(int(t) for t in targets)
+  return {(worlds.SOUND_EVENT_LABELS[k] or "none"): v for k, v in sorted(counts.items())}
+
+
+def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
+                    train_audio_root: str | None, corpus_dir: str | None = None,
+                    corpus_split: str = "train", per_class: int = 24, corpus_rows: int = 400,
+                    seed: int = 0, l2: float = 1e-3, steps: int = 300,
+                    progress: bool = True) -> dict[str, Any]:
+  """Fits a bundle's sound-event head (`fit_head`) and writes the bundle with it to `out`.
+
+  Args:
+    bundle: a model bundle whose model has a sound-event head.
+    out: the new bundle's directory (the rest of the bundle is copied unchanged).
+    train_audio_root: `fetch-train-audio`'s folder (the TRAIN sound bank's recordings);
+      None: the procedural sounds only.
+    corpus_dir: a built corpus (`build-data`) whose `corpus_split` rows add sounds in
+      context and "none" chunks; None: clean clips only.
+  Returns:
+    A summary: examples per class, the fit's loss and per-class training recall.
+  Raises:
+    ValueError: the bundle's model has no sound-event head.
+  """
+  config, params, tokenizer = portable.load_bundle(bundle)
+  if not config.model.sound_event_classes:
+    raise ValueError(f"{bundle}: the model has no sound-event head (model.sound_event_classes "
+                     f"= 0); train one with train.sound_event_loss_weight first")
+  model = AudioInteractionModel(config)
+  encode = ChunkEncoder(model, params)
+  if train_audio_root is None:
+    bank = SoundBank(use_recordings=False)
+  else:
+    bank = build.sound_source(worlds.TRAIN, {"enabled": True,
+                                             "train_audio_root": str(train_audio_root)})
+  parts = [bank_examples(encode, bank, per_class, seed, progress=progress)]
+  if corpus_dir is not None:
+    parts.append(corpus_examples(encode, storage.load_split(corpus_dir, corpus_split),
+                                 corpus_rows, seed, progress=progress))
+  examples = ChunkExamples.concatenate(parts)
+  fit = fit_head(examples, config.model.sound_event_classes, l2=l2, steps=steps)
+  summary = {"bundle": pathlib.Path(bundle).name, "clips_per_class": per_class,
+             "corpus_rows": corpus_rows if corpus_dir is not None else 0,
+             "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
+             "seed": seed, "chunks": class_counts(examples.targets),
+             "loss": fit.loss, "train_recall": fit.recall}
+  metadata_file = pathlib.Path(bundle) / "metadata.json"
+  metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+  metadata["sound_event_head_fit"] = summary
+  portable.save_bundle(out, with_head(params, fit), tokenizer, config, metadata)
+  return summary

@@ -1,0 +1,110 @@
+"""Fitting the sound-event head alone: targets and weights by hand, the regression on
+separable data, and a bundle in, a bundle out with only the head changed."""
+
+import json
+
+import jax
+import numpy as np
+
+from audio_interaction import stream_format as sf
+from audio_interaction.apps import cli
+from audio_interaction.corpus import worlds
+from audio_interaction.data.tokenizer import ByteTokenizer
+from audio_interaction.export import portable
+from audio_interaction.model.model import AudioInteractionModel
+from audio_interaction.train import sound_head
+import model_testing
+
+LABELS = worlds.SOUND_EVENT_LABELS
+
+
+def test_clip_chunk_targets_follow_the_30_db_rule():
+  chunk = 320  # two 10 ms frames
+  rng = np.random.default_rng(0)
+  audio = np.concatenate([rng.choice([-1.0, 1.0], chunk),          # 0 dB
+                          0.1 * rng.choice([-1.0, 1.0], chunk),    # -20 dB: the sound
+                          0.01 * rng.choice([-1.0, 1.0], chunk),   # -40 dB: its tail
+                          np.zeros(100)]).astype(np.float32)      # a part chunk of silence
+  targets = sound_head.clip_chunk_targets(audio, 7, chunk)
+  np.testing.assert_array_equal(targets, [7, 7, sf.NO_SOUND_EVENT, sf.NO_SOUND_EVENT])
+
+
+def test_example_weights_by_hand():
+  # none x4, a x2, b x1: class totals none 2 (= the 2 sound classes), a 1, b 1; so
+  # per example none 1/2, a 1/2, b 1, then scaled to mean 1 (the mean was 4/7).
+  weights = sound_head.example_weights(np.array([0, 0, 0, 0, 1, 1, 2]), classes=4)
+  np.testing.assert_allclose(weights, [0.875] * 6 + [1.75], rtol=1e-6)
+
+
+def test_fit_head_separates_clusters_in_raw_feature_units():
+  rng = np.random.default_rng(1)
+  centres = rng.normal(size=(4, 6)) * 3.0
+  # Features far from standard (offset 50, scale 100): the fit standardises them and
+  # folds that back, so the head reads raw features.
+  def draw(n):
+    targets = rng.integers(0, 4, n)
+    return 50.0 + 100.0 * (centres[targets] + 0.3 * rng.normal(size=(n, 6))), targets
+  x, y = draw(400)
+  fit = sound_head.fit_head(sound_head.ChunkExamples(x.astype(np.float32), y.astype(np.int32)),
+                            classes=5, steps=100)
+  assert fit.kernel.shape == (6, 5) and fit.bias.shape == (5,)
+  assert min(fit.recall.values()) == 1.0 and len(fit.recall) == 4  # class 4 has no examples
+  fresh_x, fresh_y = draw(200)
+  assert ((fresh_x @ fit.kernel + fit.bias).argmax(1) == fresh_y).mean() >= 0.97
+
+
+def test_corpus_examples_drop_padding_chunks():
+  calls = []
+
+  def encode(audio):
+    calls.append(audio.size)
+    return np.arange(3 * 2, dtype=np.float32).reshape(3, 2) + audio[0]
+
+  encode.chunk_samples = 4
+  rows = [{"audio": np.full(12, 1.0, np.float32), "sound_events": np.array([0, 3, -1])},
+          {"audio": np.full(12, 5.0, np.float32), "sound_events": np.array([2, -1, -1])}]
+  examples = sound_head.corpus_examples(encode, rows, rows=2, seed=0, progress=False)
+  assert sorted(examples.targets.tolist()) == [0, 2, 3]
+  assert len(examples.features) == 3 and calls == [12, 12]
+
+
+def _bundle(tmp_path, with_head: bool = True):
+  tokenizer = ByteTokenizer()
+  overrides = {"model.decoder.vocab_size": tokenizer.vocab_size}
+  if with_head:
+    overrides["model.sound_event_classes"] = len(LABELS)
+  config = model_testing.small_config(**overrides)
+  model = AudioInteractionModel(config)
+  directory = tmp_path / ("head" if with_head else "plain")
+  portable.save_bundle(directory, model.init(jax.random.key(0)), tokenizer, config,
+                       metadata={"trained": "for a test"})
+  return directory
+
+
+def test_fit_bundle_head_changes_the_head_only(tmp_path):
+  source = _bundle(tmp_path)
+  out = tmp_path / "fitted"
+  summary = sound_head.fit_bundle_head(source, out, train_audio_root=None, per_class=2,
+                                       steps=20, progress=False)
+  assert summary["chunks"]["none"] > 0 and summary["clips_per_class"] == 2
+  _, before, _ = portable.load_bundle(source)
+  _, after, _ = portable.load_bundle(out)
+  flat_before = jax.tree_util.tree_leaves_with_path(before)
+  flat_after = dict(jax.tree_util.tree_leaves_with_path(after))
+  changed = [jax.tree_util.keystr(path) for path, value in flat_before
+             if not np.array_equal(value, flat_after[path])]
+  assert changed and all("sound_event_head" in name for name in changed)
+  metadata = json.loads((out / "metadata.json").read_text())
+  assert metadata["trained"] == "for a test"
+  assert metadata["sound_event_head_fit"]["train_recall"]
+
+
+def test_fit_sound_head_cli_names_what_is_wrong(tmp_path, capsys):
+  plain = _bundle(tmp_path, with_head=False)
+  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
+                   "--procedural-only"]) != 0
+  assert "no sound-event head" in capsys.readouterr().err
+  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
+                   "--train-audio", str(tmp_path / "nowhere")]) != 0
+  assert "fetch-train-audio" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()  # nothing written
