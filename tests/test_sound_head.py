@@ -66,6 +66,10 @@ def test_corpus_examples_drop_padding_chunks():
   examples = sound_head.corpus_examples(encode, rows, rows=2, seed=0, progress=False)
   assert sorted(examples.targets.tolist()) == [0, 2, 3]
   assert len(examples.features) == 3 and calls == [12, 12]
+  quiet = sound_head.corpus_examples(encode, rows, rows=2, seed=0, progress=False,
+                                     none_only=True)
+  assert quiet.targets.tolist() == [0]
+  np.testing.assert_array_equal(quiet.features, [[1.0, 2.0]])  # row 0's first chunk
 
 
 def _bundle(tmp_path, with_head: bool = True):

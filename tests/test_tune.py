@@ -260,3 +260,58 @@ def test_bad_manifests_give_clear_errors(tiny, tmp_path, capsys):
     assert code == 2
     assert message in capsys.readouterr().err
   assert not (tmp_path / "out" / "tune.json").exists()
+
+
+def test_sound_alert_selection_on_hand_made_tables():
+  row = lambda recall, fa, text=math.nan: {"recall": recall, "false_alarms_per_hour": fa,
+                                           "alert_text_accuracy": text}
+  rule = tune.Rule(max_false_alarms_per_hour=10.0)
+  # Within the budget: the highest recall (off, row 0, has the least).
+  assert tune.select_sound_alert([row(0.1, 2.0), row(0.6, 9.0), row(0.8, 30.0)], rule) == (1, True)
+  # A recall tie goes to the better alert text, then the earlier (lower) threshold.
+  assert tune.select_sound_alert([row(0.5, 5.0, 0.2), row(0.5, 5.0, 0.9)], rule) == (1, True)
+  assert tune.select_sound_alert([row(0.5, 5.0, 0.9), row(0.5, 1.0, 0.9)], rule) == (0, True)
+  # None within it: the fewest false alarms, flagged; NaN (no benign audio) counts as worst.
+  assert tune.select_sound_alert([row(0.1, math.nan), row(0.9, 40.0), row(0.7, 20.0)],
+                                 rule) == (2, False)
+
+
+def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, capsys):
+  from audio_interaction.corpus import worlds
+  labels = worlds.SOUND_EVENT_LABELS
+  config = model_testing.small_config(**{"model.decoder.vocab_size": 288,
+                                         "infer.vad": "energy",
+                                         "model.sound_event_classes": len(labels)})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(0))
+  # A head that hears a siren with p ~ 0.73 in every chunk: alerts at 0.5, not at 0.9.
+  head = dict(params["params"]["sound_event_head"])
+  head["kernel"] = np.zeros_like(head["kernel"])
+  head["bias"] = np.zeros(len(labels), np.float32)
+  head["bias"][labels.index("siren")] = 5.0
+  params = {"params": dict(params["params"], sound_event_head=head)}
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  streams, events = _manifests(tmp_path)
+  out = tmp_path / "tune"
+  code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
+                   "--manifest", str(events), "--out", str(out), "--write-bundle",
+                   "--sound-alert-thresholds", "0.5,0.9", *SMALL_GRID])
+  printed = capsys.readouterr()
+  assert code == 0, printed.err
+  result = json.loads((out / "tune.json").read_text())
+  stage = result["chosen"]["sound_alerts"]
+  assert [row["threshold"] for row in stage["candidates"]] == [0.0, 0.5, 0.9]
+  nan = lambda r: {k: math.nan if v is None else v for k, v in r.items()}
+  index, within = tune.select_sound_alert([nan(r["A"]) for r in stage["candidates"]],
+                                          tune.Rule())
+  assert (stage["index"], stage["within_budget"]) == (index, within)
+  # At 0.5 every recording starts with an alert (the event's one is found); at 0.9 none.
+  at_half = stage["candidates"][1]["all"]
+  assert at_half["recall"] == 1.0 and at_half["false_alarms_per_hour"] > 0
+  assert stage["candidates"][2]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
+  # The report's B6 block is the chosen threshold's run; the bundle holds the choice.
+  chosen_all = stage["candidates"][stage["index"]]["all"]
+  assert result["chosen"]["halves"]["all"]["B6"]["model"]["recall"] == chosen_all["recall"]
+  loaded, _, _ = portable.load_bundle(bundle)
+  assert loaded.infer.sound_alert_threshold == stage["threshold"]
+  assert "## Sound alerts" in (out / "tune.md").read_text()

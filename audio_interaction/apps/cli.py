@@ -278,7 +278,7 @@ def _number_list(text: str) -> tuple[float, ...]:
 
 # `tune`'s grid flags, named as `eval.tune.Grid`'s fields (None: the Grid's default).
 GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silences",
-              "timer_silences")
+              "timer_silences", "sound_alert_thresholds")
 
 
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -290,7 +290,8 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
   grid = tune.Grid(**{name: getattr(args, name) for name in GRID_FLAGS
                       if getattr(args, name) is not None})
   for name, values in (("--thresholds", grid.thresholds),
-                       ("--hybrid-thresholds", grid.hybrid_thresholds)):
+                       ("--hybrid-thresholds", grid.hybrid_thresholds),
+                       ("--sound-alert-thresholds", grid.sound_alert_thresholds)):
     if not all(0 <= v <= 1 for v in values):
       raise UsageError(f"{name} must be in [0, 1], got {values}")
   for name, values in (("--min-silences", grid.min_silences),
@@ -317,8 +318,10 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
     print(alarm, file=sys.stderr)
   chosen = result["chosen"]
   print(f"chosen: {chosen['name']}")
+  stage = chosen.get("sound_alerts")
   for half in ("A", "B", "all"):
-    figures = result["candidates"][chosen["index"]][half]
+    figures = (stage["candidates"][stage["index"]] if stage
+               else result["candidates"][chosen["index"]])[half]
     print(f"  {half}: cut-in {figures['false_cut_in_rate']}, miss {figures['miss_rate']}, "
           f"median latency {figures['median_latency_s']} s, alert recall {figures['recall']}, "
           f"false alarms/h {figures['false_alarms_per_hour']}")
@@ -429,7 +432,8 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   try:
     summary = sound_head.fit_bundle_head(
         args.bundle, args.out, train_audio_root=root, corpus_dir=args.corpus,
-        corpus_rows=args.corpus_rows, per_class=args.per_class, seed=args.seed, l2=args.l2,
+        corpus_rows=args.corpus_rows, corpus_sounds=args.corpus_sounds,
+        per_class=args.per_class, seed=args.seed, l2=args.l2,
         steps=args.steps)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
@@ -677,6 +681,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the hybrid's backstop timer silence (s)")
   tuner.add_argument("--timer-silences", type=_number_list, default=None,
                      help="the silence-timer candidates (s); the 0.7 s reference is always run")
+  tuner.add_argument("--sound-alert-thresholds", type=_number_list, default=None,
+                     help="then the chosen policy with alerts from the sound-event head at "
+                          "each of these (and off), one pass per threshold; the rule's pick "
+                          "joins the infer block")
   tuner.add_argument("--seed", type=int, default=0, help="seed of the A/B split (and --max-cases)")
   tuner.add_argument("--max-cases", type=int, default=None,
                      help="at most this many cases per suite (a seeded subset), for a short run")
@@ -741,10 +749,13 @@ def build_parser() -> argparse.ArgumentParser:
   fit_head.add_argument("--procedural-only", action="store_true",
                         help="the generated sounds only, no recordings")
   fit_head.add_argument("--corpus", default=None,
-                        help="a built corpus (build-data) whose train rows add sounds in "
-                             "context and 'none' chunks")
-  fit_head.add_argument("--corpus-rows", type=int, default=400)
-  fit_head.add_argument("--per-class", type=int, default=24, help="clean clips per class")
+                        help="a built corpus (build-data) whose train rows give the "
+                             "'none' chunks (speech, rooms); without one the head has never "
+                             "heard speech as 'none'")
+  fit_head.add_argument("--corpus-rows", type=int, default=1200)
+  fit_head.add_argument("--corpus-sounds", action="store_true",
+                        help="also fit the corpus rows' labelled sounds (under speech/noise)")
+  fit_head.add_argument("--per-class", type=int, default=64, help="clean clips per class")
   fit_head.add_argument("--l2", type=float, default=1e-3, help="L2 on the standardised kernel")
   fit_head.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_head.add_argument("--seed", type=int, default=0)

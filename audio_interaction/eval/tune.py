@@ -32,6 +32,14 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
 4. If none meets them, the one with the lowest false cut-in + miss rate (ties as in 3,
    latency first), and the result says so (`meets_constraints: false`, a warning).
 
+Sound alerts (`Grid.sound_alert_thresholds`, for a model with a sound-event head): after
+the policy is chosen, it runs again with alerts from the head at each threshold
+(`infer.sound_alert_threshold`, 0 = off, always a candidate), one model pass per
+threshold per recording. On half A the highest alert recall among thresholds with at
+most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the alert text
+accuracy, then the lower threshold); if none is within it, the fewest false alarms per
+hour (ties: the highest recall), flagged. The chosen threshold joins the `infer` block.
+
 Honest figures: the cases are split in two halves (`split_halves`, seeded, stratified
 by suite and by whether a case has turns/alert events); the rule picks on half A, and
 the chosen point is reported on half B (not used to choose) and on all cases, each
@@ -60,6 +68,7 @@ from audio_interaction.infer.endpointing import ReplayDetector, SilenceTimer
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
+from audio_interaction.infer.sound_alerts import sound_alert_rule
 from audio_interaction.model.model import Params
 from audio_interaction.viz.report_plots import plot_tune
 
@@ -109,6 +118,7 @@ class Grid:
   min_silences: tuple[float, ...] = (0.2, 0.4)
   hybrid_silences: tuple[float, ...] = (0.7, 1.0, 1.5)
   timer_silences: tuple[float, ...] = (0.5, 0.7, 1.0, 1.5)
+  sound_alert_thresholds: tuple[float, ...] = ()
 
   def candidates(self, reference_silence_seconds: float = 0.7) -> list[Candidate]:
     """Model, then hybrid, then timer candidates; the reference timer always included."""
@@ -150,7 +160,8 @@ def run_candidates(engine: Engine, params: Params, tokenizer: Tokenizer, case: C
 
   Args:
     case: an online case; case.audio float32[S] 16 kHz (zero-padded to whole chunks).
-    blocks: B `infer` blocks (`Candidate.infer_block`), all with the same `vad`.
+    blocks: B `infer` blocks (`Candidate.infer_block`), all with the same `vad` and the
+      same sound alerts (`infer.sound_alert_*`: one rule per batch).
     timer: the VAD to score with (reused across recordings to load it once).
   Returns:
     B traces, row b run under `policy_from_config(blocks[b])`.
@@ -171,8 +182,14 @@ def run_candidates(engine: Engine, params: Params, tokenizer: Tokenizer, case: C
     detector_of = lambda: ReplayDetector(scores, timer.frame_samples)
   policies = [policy_from_config(b, chunk_seconds=chunk_seconds, detector=detector_of())
               for b in blocks]
+  alert_keys = ("sound_alert_threshold", "sound_alert_chunks", "sound_alert_hold_seconds")
+  alert_settings = {tuple(b[k] for k in alert_keys) for b in blocks}
+  if len(alert_settings) > 1:
+    raise ValueError(f"the candidates must share their sound alerts, got {alert_settings}")
+  alerts = sound_alert_rule(blocks[0], tokenizer.encode, chunk_seconds=chunk_seconds,
+                            sound_event_classes=engine.model.config.sound_event_classes)
   return run_policies(engine, params, audio, tokenizer.encode(case.timeline.instruction),
-                      policies, max_reply_tokens=max_reply_tokens)
+                      policies, max_reply_tokens=max_reply_tokens, sound_alerts=alerts)
 
 
 def tune_cases(report_cases: Sequence[Case]) -> list[Case]:
@@ -291,6 +308,47 @@ def select(table: Sequence[dict[str, float]], reference_cut_in: float,
   return Selection(best, False, reference_cut_in, ())
 
 
+def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule) -> tuple[int, bool]:
+  """(index of the chosen threshold's row, whether it is within the false-alarm budget)
+  by the module docstring's rule; rows in threshold order, each with "recall",
+  "false_alarms_per_hour" and "alert_text_accuracy"."""
+  fa = [_finite(row["false_alarms_per_hour"], math.inf) for row in table]
+  recall = [_finite(row["recall"], 0.0) for row in table]
+  text = [_finite(row["alert_text_accuracy"], 0.0) for row in table]
+  within = [i for i in range(len(table)) if fa[i] <= rule.max_false_alarms_per_hour]
+  if within:
+    return min(within, key=lambda i: (-recall[i], -text[i], i)), True
+  return min(range(len(table)), key=lambda i: (fa[i], -recall[i], i)), False
+
+
+def tune_sound_alerts(engine: Engine, params: Params, tokenizer: Tokenizer,
+                      cases: Sequence[Case], block: ml_collections.ConfigDict,
+                      thresholds: Sequence[float], halves: dict[str, Sequence[int]],
+                      config: EvalConfig, rule: Rule, *, progress: bool = True
+                      ) -> tuple[dict[str, Any], list[StreamTrace]]:
+  """The chosen policy `block` with sound alerts at 0 (off) and each of `thresholds`:
+  one run per threshold per case, scored per half, the threshold chosen on half A
+  (`select_sound_alert`). Returns ({"candidates": [{"threshold", "A", "B", "all"}],
+  "index", "threshold", "within_budget", "infer"}, the chosen threshold's traces, one
+  per case)."""
+  values = [0.0] + sorted({float(t) for t in thresholds if t})
+  rows, runs = [], []
+  for value in tqdm(values, desc="sound alert thresholds", disable=not progress):
+    trial = ml_collections.ConfigDict(block.to_dict())
+    trial.sound_alert_threshold = value
+    traces = [run_candidates(engine, params, tokenizer, case, [trial],
+                             max_reply_tokens=config.max_reply_tokens)[0] for case in cases]
+    runs.append(traces)
+    rows.append({"threshold": value, **{
+        half: score_candidate([cases[i] for i in idx], [traces[i] for i in idx], tokenizer,
+                              config) for half, idx in halves.items()}})
+  index, within = select_sound_alert([row["A"] for row in rows], rule)
+  infer = ml_collections.ConfigDict(block.to_dict())
+  infer.sound_alert_threshold = values[index]
+  return {"candidates": rows, "index": index, "threshold": values[index],
+          "within_budget": within, "infer": infer.to_dict()}, runs[index]
+
+
 def goal_checks(figures: dict[str, float], reference_cut_in: float,
                 rule: Rule = Rule()) -> dict[str, dict[str, Any]]:
   """The issue's goal, figure by figure: {name: {"value", "target", "sense" ("<=" or
@@ -394,12 +452,26 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
   # The suites' silence-timer block is the reference timer (its label reads the config).
   beside = dataclasses.replace(config, silence_seconds=rule.reference_silence_seconds,
                                vad=base_infer.vad)
+  if grid.sound_alert_thresholds:
+    if not engine.model.config.sound_event_classes:
+      raise ValueError("--sound-alert-thresholds: the model has no sound-event head")
+    stage, alert_traces = tune_sound_alerts(engine, params, tokenizer, cases, blocks[k],
+                                            grid.sound_alert_thresholds, halves, config, rule,
+                                            progress=progress)
+    chosen["sound_alerts"] = stage
+    chosen["infer"] = stage["infer"]
+    chosen["name"] += f", sound alerts {stage['threshold']:g}" if stage["threshold"] else ""
+    chosen_traces = alert_traces
+    chosen_figures = stage["candidates"][stage["index"]]
+  else:
+    chosen_traces = [traces[i][k] for i in range(len(cases))]
+    chosen_figures = table[k]
   for half in ("B", "all"):
     idx = halves[half]
     chosen["halves"][half] = chosen_report(
-        [cases[i] for i in idx], [traces[i][k] for i in idx],
+        [cases[i] for i in idx], [chosen_traces[i] for i in idx],
         [traces[i][reference] for i in idx], tokenizer, beside)
-    chosen["goal"][half] = goal_checks(table[k][half],
+    chosen["goal"][half] = goal_checks(chosen_figures[half],
                                        table[reference][half]["false_cut_in_rate"], rule)
   return {
       "rule": rule.describe(), "rule_constants": dataclasses.asdict(rule),
@@ -477,7 +549,8 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
   alarm = warning(result)
   infer = chosen["infer"]
   knobs = ", ".join(f"{k}={infer[k]}" for k in ("policy", "threshold", "min_silence_seconds",
-                                                  "silence_seconds", "vad"))
+                                                  "silence_seconds", "vad",
+                                                  "sound_alert_threshold") if k in infer)
   text = ["# Operating point chosen on the dev set", "",
           f"Model: {note}." if note else "", f"Reproduce: `{command}`" if command else "", "",
           f"**{alarm}**" if alarm else "",
@@ -496,6 +569,24 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
              "timer driving the same model on the same cases.", "",
              report.summary_table({"suites": chosen["halves"][half]}), "",
              *_goal_lines(chosen["goal"][half]), ""]
+  if "sound_alerts" in chosen:
+    stage = chosen["sound_alerts"]
+    text += ["## Sound alerts (the chosen policy, alerts from the sound-event head)", "",
+             "" if stage["within_budget"] else
+             f"**No threshold keeps false alarms within "
+             f"{result['rule_constants']['max_false_alarms_per_hour']:g}/h on half A: the "
+             "fewest false alarms chosen.**", "",
+             "| alert threshold | A: recall | A: FA/h | A: alert text | A: cut-in | all: recall "
+             "| all: FA/h | all: alert text |", "|---|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(stage["candidates"]):
+      a, every = row["A"], row["all"]
+      name = f"{row['threshold']:g}" if row["threshold"] else "off"
+      text.append(f"| {name}{' **(chosen)**' if i == stage['index'] else ''} | "
+                  f"{_pct(a['recall'])} | {report.fmt(a['false_alarms_per_hour'])} | "
+                  f"{_pct(a['alert_text_accuracy'])} | {_pct(a['false_cut_in_rate'])} | "
+                  f"{_pct(every['recall'])} | {report.fmt(every['false_alarms_per_hour'])} | "
+                  f"{_pct(every['alert_text_accuracy'])} |")
+    text.append("")
   text += ["## Every candidate", "",
            "✓: meets the turn-taking constraints on half A. FA/h: false alarms per hour of "
            "benign audio; alert text: the alert names the right class.", "",
