@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from audio_interaction import config_lib
 from audio_interaction.apps import cli
 from audio_interaction.audio.io import AudioError
 from audio_interaction import stream_format as sf
@@ -546,3 +547,27 @@ def test_chunk_events_say_which_sound_the_head_heard(tmp_path):
   chunks = of_kind(read_log(tmp_path / "events.jsonl"), "chunk")
   assert [c.get("sound_event") for c in chunks] == [None, None, "dog_bark", "dog_bark", "dog_bark"]
   assert [c.get("sound_probability") for c in chunks[2:]] == [0.8] * 3
+
+
+def test_a_session_says_the_heads_alert_when_its_bundle_asks_for_it(tmp_path):
+  engine = HearingEngine([0.1] * 6, [40])  # the model itself never speaks
+  engine.model.config.sound_event_classes = len(worlds.SOUND_EVENT_LABELS)
+  infer = config_lib.base_config().infer
+  infer.sound_alert_threshold = 0.5
+  config = live.LiveConfig.from_infer(infer, chunk_seconds=CHUNK / RATE)
+  session = live.LiveSession(engine, None, ByteTokenizer(), config,
+                             [live.JsonlLog(tmp_path / "events.jsonl")])
+  asyncio.run(session.run(sources.ArraySource(np.zeros(12 * CHUNK, np.float32))))
+  events = read_log(tmp_path / "events.jsonl")
+  chunks = of_kind(events, "chunk")
+  # Once, though the dog barks on: an alert per presence of the class.
+  assert [c.get("sound_alert") for c in chunks] == [None, None, "dog_bark"] + [None] * 9
+  alert = ByteTokenizer().encode(worlds.alert_message("dog_bark"))
+  # Written 3 tokens per chunk from the alert's chunk on, as the engine's own replies are,
+  # and fed to the model (it hears what it said).
+  assert [t for c in chunks for t in c["reply_tokens"]] == alert + [sf.EOR_ID]
+  assert chunks[2]["reply_tokens"] == alert[:3]
+  pieces = [3] * (len(alert) // 3) + [len(alert) % 3 + 1]
+  fed = engine.fed[-len(pieces):]
+  assert [t for feed, n in zip(fed, pieces) for t in feed[:n]] == alert + [sf.EOR_ID]
+  assert [e["text"] for e in of_kind(events, "reply_end")] == [worlds.alert_message("dog_bark")]

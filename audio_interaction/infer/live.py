@@ -52,6 +52,7 @@ from audio_interaction.infer.policies import (DEFAULT_THRESHOLD, DecisionPolicy,
                                               policy_from_config)
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper, StreamTrace)
+from audio_interaction.infer.sound_alerts import sound_alert_rule
 from audio_interaction.model.model import Params
 
 # One of the chat instructions the corpus trains on (data/tasks.py), so the default
@@ -112,6 +113,9 @@ class LiveConfig:
     stall_timeout: seconds without audio before a "stall" event.
     keep_seconds: stream time of audio and decisions kept for `LiveResult`.
     warm_up: compile the model's steps before reading the source.
+    sound_alerts: `infer.sound_alert_*` settings (threshold, chunks, hold_seconds) of
+      alerts from the sound-event head (`infer/sound_alerts.py`); None or threshold 0:
+      the policy alone decides.
   """
 
   instruction: str = DEFAULT_INSTRUCTION
@@ -123,6 +127,7 @@ class LiveConfig:
   stall_timeout: float = 2.0
   keep_seconds: float = 120.0
   warm_up: bool = True
+  sound_alerts: ml_collections.ConfigDict | None = None
 
   def __post_init__(self):
     if self.overflow not in OVERFLOW_POLICIES:
@@ -137,9 +142,12 @@ class LiveConfig:
                  threshold: float | None = None, **fields: Any) -> LiveConfig:
     """The operating point of a config's (or bundle's) `infer` block, with overrides."""
     threshold = infer.threshold if threshold is None else threshold
+    alerts = ml_collections.ConfigDict({key: infer[key] for key in (
+        "sound_alert_threshold", "sound_alert_chunks", "sound_alert_hold_seconds")})
     return cls(policy=policy_from_config(infer, chunk_seconds=chunk_seconds,
                                          threshold=threshold),
-               threshold=threshold, max_reply_tokens=infer.max_reply_tokens, **fields)
+               threshold=threshold, max_reply_tokens=infer.max_reply_tokens,
+               **{"sound_alerts": alerts, **fields})
 
 
 # ------------------------------------------------------------------ the queue
@@ -279,6 +287,9 @@ class LiveSession:
                                    else ThresholdPolicy(config.threshold))
     # What the picture and the log show: the policy's own threshold when it has one.
     self.threshold = getattr(self.policy, "threshold", config.threshold)
+    self.sound_alerts = None if config.sound_alerts is None else sound_alert_rule(
+        config.sound_alerts, tokenizer.encode, chunk_seconds=self.chunk_seconds,
+        sound_event_classes=model_config.sound_event_classes)
     self.sinks: list[EventSink] = list(sinks)
     keep_seconds = config.keep_seconds
     keep = max(1, math.ceil(keep_seconds / self.chunk_seconds))
@@ -354,6 +365,8 @@ class LiveSession:
     if record.sound_event is not None:  # the sound-event head's class, when it hears one
       heard["sound_event"] = record.sound_event
       heard["sound_probability"] = round(record.sound_probability, 5)
+    if record.sound_alert is not None:  # this chunk's reply is the head's alert
+      heard["sound_alert"] = record.sound_alert
     # The chunk first: a reply's events follow the decision that caused them.
     self.emit("chunk", record.end, chunk=record.index, start=record.start, end=record.end,
               speak_probability=probability, threshold=self.threshold,
@@ -468,7 +481,8 @@ class LiveSession:
         await loop.run_in_executor(compute, self._warm_up, instruction_ids)
       self.stepper = await loop.run_in_executor(
           compute, lambda: StreamStepper(self.engine, self.params, [instruction_ids],
-                                         [self.policy], max_reply_tokens=config.max_reply_tokens))
+                                         [self.policy], max_reply_tokens=config.max_reply_tokens,
+                                         sound_alerts=self.sound_alerts))
       reader = asyncio.create_task(self._read(source, queue))
       while (item := await queue.get()) is not None:
         if self._pending_instruction is not None:
