@@ -156,6 +156,8 @@ def test_overlapping_events_need_one_alert_each():
   assert one.detected == 1 and one.false_alarms == 0
   two = m.match_alerts([(1.5, 2.5), (1.0, 3.0)], [2.2, 2.0])
   assert two.detected == 2 and two.onset_latencies == (pytest.approx(1.0), pytest.approx(0.7))
+  # Events sorted by onset: [1, 3] takes the alert at 2.0 (index 1), [1.5, 2.5] the 2.2 one.
+  assert two.detectors == (1, 0) and one.detectors == (0, None)
 
 
 def test_an_alert_before_the_onset_is_false():

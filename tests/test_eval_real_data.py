@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from audio_interaction import stream_format as sf
 from audio_interaction.apps import cli
 from audio_interaction.corpus import manifest, tasks
 from audio_interaction.corpus.sounds import SoundBank
@@ -76,6 +77,32 @@ def test_alert_latency_from_the_annotated_onset_and_false_alarms_over_benign_tim
   result = suites.alerts([run], lambda r: [0.3, 2.5], suites.EvalConfig())
   assert result["onset_latency_s"]["median"] == pytest.approx(0.5)  # 2.5 - 2.0
   assert result["false_alarms_per_hour"] == pytest.approx(1 / (3.0 / 3600))  # 0.3: false
+
+
+def test_detected_alerts_name_their_class_from_the_onset_on(tmp_path):
+  from audio_interaction.infer.run_stream import ChunkRecord, StreamTrace
+  report = manifest.read_manifest(_long(tmp_path))
+  (b6,) = suites.cases_from_manifest(report, ["B6"])
+  tokenizer = ByteTokenizer()
+  want = suites.alert_text("smoke_alarm")
+
+  def trace(reply_at: float | None, text: str) -> StreamTrace:
+    chunks = []
+    for index in range(30):  # 0.2 s chunks
+      start = round(0.2 * index, 6)
+      speaks = reply_at is not None and abs(start + 0.2 - reply_at) < 1e-6
+      tokens = tokenizer.encode(text) + [sf.EOR_ID] if speaks else []
+      chunks.append(ChunkRecord(index, start, start + 0.2, 0.0, speaks, tokens, 0.0))
+    return StreamTrace(chunks, 0.2)
+
+  def naming(reply_at, text):
+    run = suites.CaseRun(b6, 0.5, sweep={0.5: trace(reply_at, text)})
+    return suites.alert_naming([run], tokenizer, suites.EvalConfig())
+  # At 2.2 s: after the onset (2.0), before the class's nominal recognisable time.
+  assert 2.2 < b6.annotations.alerts[0][1]
+  assert naming(2.2, want) == {"named": 1, "detected": 1, "rate": 1.0}
+  assert naming(2.2, "your phone is ringing") == {"named": 0, "detected": 1, "rate": 0.0}
+  assert naming(0.4, want)["detected"] == 0  # before the onset: a false alarm, not named
 
 
 def test_a_clip_label_alert_counts_from_its_first_sound(tmp_path):

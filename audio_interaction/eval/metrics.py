@@ -214,11 +214,14 @@ class AlertMatch:
   onset_latencies: per event, alert start − event onset (s), None if not alerted.
   false_alarms: alerts that matched no event.
   alerts: all alerts raised.
+  detectors: per event, the index (into the alert times given) of the alert that
+    detected it, None if none.
   """
 
   onset_latencies: tuple[float | None, ...]
   false_alarms: int
   alerts: int
+  detectors: tuple[int | None, ...] = ()
 
   @property
   def detected(self) -> int:
@@ -229,7 +232,8 @@ def match_alerts(events: Sequence[Interval], alert_times: Sequence[float]) -> Al
   """Matches alerts to events that warrant one.
 
   Args:
-    events: per event, (onset, deadline) s: an alert starting in [onset, deadline]
+    events: per event, (onset, deadline) s, in order of onset (`detectors` and the
+      latencies follow the events sorted): an alert starting in [onset, deadline]
       detects it (the deadline is e.g. the time it became recognisable + a window).
       Events may overlap; each alert detects at most one event (events in order of
       onset, earliest free alert first), so one alert never counts for two.
@@ -237,16 +241,19 @@ def match_alerts(events: Sequence[Interval], alert_times: Sequence[float]) -> Al
   """
   used: set[int] = set()
   latencies: list[float | None] = []
+  detectors: list[int | None] = []
   order = sorted(range(len(alert_times)), key=lambda i: alert_times[i])
   for onset, deadline in sorted(events):
-    found = None
+    found = detector = None
     for i in order:
       if i not in used and onset <= alert_times[i] <= deadline:
         used.add(i)
-        found = alert_times[i] - onset
+        found, detector = alert_times[i] - onset, i
         break
     latencies.append(found)
-  return AlertMatch(tuple(latencies), len(alert_times) - len(used), len(alert_times))
+    detectors.append(detector)
+  return AlertMatch(tuple(latencies), len(alert_times) - len(used), len(alert_times),
+                    tuple(detectors))
 
 
 def alert_scores(matches: Sequence[AlertMatch]) -> dict[str, float]:

@@ -135,6 +135,7 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B6", "alert F1", ("f1",), "f"),
     ("B6", "latency from onset, median", ("onset_latency_s", "median"), "s"),
     ("B6", "false alarms per hour", ("false_alarms_per_hour",), "f"),
+    ("B6", "detected alerts naming their class", ("naming", "rate"), "%"),
     ("B7", "accuracy of triggered replies", ("accuracy",), "%"),
     ("B7", "triggered in time (recall)", ("recall",), "%"),
     ("B7", "latency from ready, median", ("latency_from_ready_s", "median"), "s"),
@@ -664,13 +665,18 @@ def reference_words(timeline: Timeline) -> list[tuple[str, float, float]]:
 
 def alert_events(timeline: Timeline, window: float) -> list[tuple[float, float]]:
   """(onset, deadline) s of each event that warrants an alert; deadline = recognisable + window."""
+  return [(onset, deadline) for onset, deadline, _ in named_alert_events(timeline, window)]
+
+
+def named_alert_events(timeline: Timeline, window: float) -> list[tuple[float, float, str]]:
+  """(onset, deadline, the alert's text) of each event that warrants an alert."""
   out = []
   for reply in timeline.replies:
     if reply.kind != "alert":
       continue
     event = min((e for e in timeline.sounds if e.role == "alert"),
                 key=lambda e: abs(e.recognisable_at - reply.ready_time))
-    out.append((event.start, reply.ready_time + window))
+    out.append((event.start, reply.ready_time + window, reply.text))
   return out
 
 
@@ -704,6 +710,36 @@ def case_alert_events(case: Case, window: float) -> list[tuple[float, float]]:
   if case.annotations is not None:
     return [(onset, ready + window) for onset, ready in case.annotations.alerts]
   return alert_events(case.timeline, window)
+
+
+def case_named_alert_events(case: Case, window: float) -> list[tuple[float, float, str]]:
+  """`case_alert_events` with each event's alert text (the timeline's alert reply ready
+  when the annotated event is recognisable)."""
+  if case.annotations is None:
+    return named_alert_events(case.timeline, window)
+  texts = {round(r.ready_time, 6): r.text for r in case.timeline.replies if r.kind == "alert"}
+  return [(onset, ready + window, texts.get(round(ready, 6), ""))
+          for onset, ready in case.annotations.alerts]
+
+
+def alert_naming(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
+  """Of the alert events the operating point's alerts detected (`metrics.match_alerts`,
+  the recall's own matching), the share whose detecting reply says the event's alert
+  text (after `normalize_text`): whether the alert names the right class. Unlike
+  `_accuracy`, a reply before the class's nominal recognisable time counts, as it does
+  for the recall."""
+  detected = named = 0
+  for run in runs:
+    events = sorted(case_named_alert_events(run.case, cfg.answer_window_s))
+    replies = _memo(run, "model_reply_texts",
+                    lambda run=run: run.model.reply_texts(tokenizer.decode))
+    match = metrics.match_alerts([(onset, deadline) for onset, deadline, _ in events],
+                                 [start for start, _ in replies])
+    for (_, _, text), index in zip(events, match.detectors):
+      if index is not None:
+        detected += 1
+        named += metrics.exact_match(text, replies[index][1])
+  return {"named": named, "detected": detected, "rate": metrics.rate(named, detected)}
 
 
 def listened_seconds(case: Case) -> float:
@@ -870,7 +906,8 @@ def suite_b6(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
   """B6 proactive sound: alerts at the operating threshold, alert text accuracy, sweep."""
   return {"cases": len(runs),
           "model": {**alerts(runs, lambda r: reply_starts(r.model), cfg),
-                    "text": _accuracy(runs, tokenizer, cfg.window_chunks)},
+                    "text": _accuracy(runs, tokenizer, cfg.window_chunks),
+                    "naming": alert_naming(runs, tokenizer, cfg)},
           "sweep_model": {str(t): _strip(alerts(runs, lambda r, t=t: reply_starts(r.sweep[t]),
                                                 cfg))
                           for t in _sweep_keys(runs)}}

@@ -15,8 +15,8 @@ reply written changes the state, so every row is its own run of the model.
 Scores (`score_candidate`), with the evaluation's own definitions: B5 false cut-in
 rate, miss rate and median response latency (`suites.turn_taking`, what `suite_b5`
 reports for the model), B6 alert recall, false alarms per hour of benign audio and
-the accuracy of the alert's text, i.e. whether it names the right class
-(`suites.suite_b6`'s model block).
+the share of detected alerts that name the right class (`suites.alert_naming`, in
+`suites.suite_b6`'s model block).
 
 Selection rule (`select`), after the issue's goal (false cut-in ≤ the 700 ms timer's,
 miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false alarms/h):
@@ -250,7 +250,7 @@ def score_candidate(cases: Sequence[Case], traces: Sequence[StreamTrace],
     out |= {"events": alert["events"], "recall": alert["recall"],
             "precision": alert["precision"],
             "false_alarms_per_hour": alert["false_alarms_per_hour"],
-            "benign_hours": alert["hours"], "alert_text_accuracy": alert["text"]["accuracy"]}
+            "benign_hours": alert["hours"], "alert_text_accuracy": alert["naming"]["rate"]}
   else:
     out |= {"events": 0, "recall": math.nan, "precision": math.nan,
             "false_alarms_per_hour": math.nan, "benign_hours": 0.0,
