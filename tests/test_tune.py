@@ -263,17 +263,20 @@ def test_bad_manifests_give_clear_errors(tiny, tmp_path, capsys):
 
 
 def test_sound_alert_selection_on_hand_made_tables():
-  row = lambda recall, fa, text=math.nan: {"recall": recall, "false_alarms_per_hour": fa,
-                                           "alert_text_accuracy": text}
+  row = lambda recall, fa, text=math.nan, f1=math.nan: {
+      "recall": recall, "false_alarms_per_hour": fa, "alert_text_accuracy": text, "f1": f1}
   rule = tune.Rule(max_false_alarms_per_hour=10.0)
   # Within the budget: the highest recall (off, row 0, has the least).
   assert tune.select_sound_alert([row(0.1, 2.0), row(0.6, 9.0), row(0.8, 30.0)], rule) == (1, True)
   # A recall tie goes to the better alert text, then the earlier (lower) threshold.
   assert tune.select_sound_alert([row(0.5, 5.0, 0.2), row(0.5, 5.0, 0.9)], rule) == (1, True)
   assert tune.select_sound_alert([row(0.5, 5.0, 0.9), row(0.5, 1.0, 0.9)], rule) == (0, True)
-  # None within it: the fewest false alarms, flagged; NaN (no benign audio) counts as worst.
-  assert tune.select_sound_alert([row(0.1, math.nan), row(0.9, 40.0), row(0.7, 20.0)],
-                                 rule) == (2, False)
+  # None within it: the highest F1, flagged (not the fewest false alarms: "off", row 0,
+  # would always win that); an F1 tie goes to the fewer false alarms, NaN F1 counts 0.
+  assert tune.select_sound_alert([row(0.1, 12.0, f1=0.1), row(0.9, 40.0, f1=0.6),
+                                  row(0.7, 20.0, f1=0.5)], rule) == (1, False)
+  assert tune.select_sound_alert([row(0.1, math.nan), row(0.9, 40.0, f1=0.6),
+                                  row(0.7, 20.0, f1=0.6)], rule) == (2, False)
 
 
 def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, capsys):

@@ -37,8 +37,9 @@ the policy is chosen, it runs again with alerts from the head at each threshold
 (`infer.sound_alert_threshold`, 0 = off, always a candidate), one model pass per
 threshold per recording. On half A the highest alert recall among thresholds with at
 most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the alert text
-accuracy, then the lower threshold); if none is within it, the fewest false alarms per
-hour (ties: the highest recall), flagged. The chosen threshold joins the `infer` block.
+accuracy, then the lower threshold); if none is within it, the highest alert F1 (ties:
+the fewer false alarms), flagged: "the fewest false alarms" would always pick "off",
+whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
 
 Honest figures: the cases are split in two halves (`split_halves`, seeded, stratified
 by suite and by whether a case has turns/alert events); the rule picks on half A, and
@@ -234,7 +235,7 @@ def score_candidate(cases: Sequence[Case], traces: Sequence[StreamTrace],
   """One candidate's figures over `cases` (its `traces`, one per case).
 
   Returns {"turns", "false_cut_in_rate", "miss_rate", "median_latency_s",
-  "p90_latency_s", "events", "recall", "precision", "false_alarms_per_hour",
+  "p90_latency_s", "events", "recall", "precision", "f1", "false_alarms_per_hour",
   "benign_hours", "alert_text_accuracy"}; NaN where a suite has no items.
   """
   runs = _runs(cases, traces)
@@ -248,11 +249,11 @@ def score_candidate(cases: Sequence[Case], traces: Sequence[StreamTrace],
   if b6:
     alert = suites.suite_b6(b6, tokenizer, config)["model"]
     out |= {"events": alert["events"], "recall": alert["recall"],
-            "precision": alert["precision"],
+            "precision": alert["precision"], "f1": alert["f1"],
             "false_alarms_per_hour": alert["false_alarms_per_hour"],
             "benign_hours": alert["hours"], "alert_text_accuracy": alert["naming"]["rate"]}
   else:
-    out |= {"events": 0, "recall": math.nan, "precision": math.nan,
+    out |= {"events": 0, "recall": math.nan, "precision": math.nan, "f1": math.nan,
             "false_alarms_per_hour": math.nan, "benign_hours": 0.0,
             "alert_text_accuracy": math.nan}
   return out
@@ -310,15 +311,16 @@ def select(table: Sequence[dict[str, float]], reference_cut_in: float,
 
 def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule) -> tuple[int, bool]:
   """(index of the chosen threshold's row, whether it is within the false-alarm budget)
-  by the module docstring's rule; rows in threshold order, each with "recall",
+  by the module docstring's rule; rows in threshold order, each with "recall", "f1",
   "false_alarms_per_hour" and "alert_text_accuracy"."""
   fa = [_finite(row["false_alarms_per_hour"], math.inf) for row in table]
   recall = [_finite(row["recall"], 0.0) for row in table]
+  f1 = [_finite(row["f1"], 0.0) for row in table]
   text = [_finite(row["alert_text_accuracy"], 0.0) for row in table]
   within = [i for i in range(len(table)) if fa[i] <= rule.max_false_alarms_per_hour]
   if within:
     return min(within, key=lambda i: (-recall[i], -text[i], i)), True
-  return min(range(len(table)), key=lambda i: (fa[i], -recall[i], i)), False
+  return min(range(len(table)), key=lambda i: (-f1[i], fa[i], i)), False
 
 
 def tune_sound_alerts(engine: Engine, params: Params, tokenizer: Tokenizer,
@@ -575,14 +577,15 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
              "" if stage["within_budget"] else
              f"**No threshold keeps false alarms within "
              f"{result['rule_constants']['max_false_alarms_per_hour']:g}/h on half A: the "
-             "fewest false alarms chosen.**", "",
-             "| alert threshold | A: recall | A: FA/h | A: alert text | A: cut-in | all: recall "
-             "| all: FA/h | all: alert text |", "|---|---|---|---|---|---|---|---|"]
+             "highest alert F1 chosen.**", "",
+             "| alert threshold | A: recall | A: F1 | A: FA/h | A: alert text | A: cut-in | "
+             "all: recall | all: FA/h | all: alert text |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(stage["candidates"]):
       a, every = row["A"], row["all"]
       name = f"{row['threshold']:g}" if row["threshold"] else "off"
       text.append(f"| {name}{' **(chosen)**' if i == stage['index'] else ''} | "
-                  f"{_pct(a['recall'])} | {report.fmt(a['false_alarms_per_hour'])} | "
+                  f"{_pct(a['recall'])} | {report.fmt(a['f1'])} | "
+                  f"{report.fmt(a['false_alarms_per_hour'])} | "
                   f"{_pct(a['alert_text_accuracy'])} | {_pct(a['false_cut_in_rate'])} | "
                   f"{_pct(every['recall'])} | {report.fmt(every['false_alarms_per_hour'])} | "
                   f"{_pct(every['alert_text_accuracy'])} |")
