@@ -220,3 +220,67 @@ def test_gathered_rows_pads_to_the_smallest_bucket_with_unmasked_rows(batch, row
     return
   assert len(got) == bucket and len(set(got.tolist())) == bucket  # distinct rows
   assert set(np.flatnonzero(mask)) <= set(got.tolist())  # every masked row is computed
+
+
+def test_a_stream_in_a_slot_alerts_as_it_does_alone():
+  from audio_interaction.corpus import worlds
+  from audio_interaction.infer.sound_alerts import SoundAlertRule
+  from audio_interaction.train import sound_head
+  labels = worlds.SOUND_EVENT_LABELS
+  tokenizer = ByteTokenizer()
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                                         "model.sound_event_classes": len(labels)})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(2))
+  size = model.config.chunk_samples
+  rng = np.random.default_rng(0)
+  # Loud and quiet stretches, and a head that calls the loud chunks a siren: its siren
+  # column is the direction from the quiet chunks' features to the loud ones'.
+  loud = np.repeat([1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1], size)
+  audio = ((0.2 * loud + 0.002) * rng.normal(size=loud.size)).astype(np.float32)
+  features = sound_head.ChunkEncoder(model, params)(audio)
+  is_loud = loud[::size].astype(bool)
+  direction = features[is_loud].mean(0) - features[~is_loud].mean(0)
+  middle = 0.5 * (features[is_loud].mean(0) + features[~is_loud].mean(0))
+  head = dict(params["params"]["sound_event_head"])
+  scale = 20.0 / float(direction @ direction)
+  head["kernel"] = np.zeros(head["kernel"].shape, np.float32)
+  head["kernel"][:, labels.index("siren")] = scale * direction
+  head["bias"] = np.zeros(len(labels), np.float32)
+  head["bias"][labels.index("siren")] = -scale * float(direction @ middle)
+  params = {"params": dict(params["params"], sound_event_head=head)}
+  engine = Engine(model)
+  reply = tokenizer.encode("siren") + [sf.EOR_ID]  # said within two chunks
+  rule = lambda: SoundAlertRule(threshold=0.5, chunks=1, hold_chunks=2,
+                                replies={labels.index("siren"): reply})
+  alone = StreamStepper(engine, params, [[20]], [ThresholdPolicy(2.0)], sound_alerts=rule())
+  want = [alone.step(chunk) for chunk in _chunks(audio, size)]
+  alerts = [r.sound_alert for r in want]
+  # One alert per loud stretch (3 quiet chunks re-arm it in between).
+  assert alerts == ["siren", None, None, None, None, "siren", None, None, None, None, None,
+                    "siren"]
+  batcher = SlotBatcher(engine, params, slots=2, sound_alerts=rule())
+  other = batcher.join([21], ThresholdPolicy(2.0))
+  row, sid = batcher.join([20], ThresholdPolicy(2.0))
+  got = []
+  for index, chunk in enumerate(_chunks(audio, size)):
+    batcher.push(row, sid, chunk)
+    if index % 3 == 0:  # the other stream advances now and then
+      batcher.push(*other, (0.3 * rng.normal(size=size)).astype(np.float32))
+    got += [s.record for s in batcher.tick() if s.row == row]
+  assert [r.sound_alert for r in got] == alerts
+  assert [r.reply_tokens for r in got] == [r.reply_tokens for r in want]
+
+
+def test_stream_events_of_an_alert_cutting_a_reply():
+  tokenizer = ByteTokenizer()
+  from audio_interaction.infer.run_stream import ChunkRecord
+  events = StreamEvents(tokenizer.decode, threshold=0.5)
+  events.events(ChunkRecord(0, 0.0, 0.16, 0.9, True, tokenizer.encode("so"), 0.01,
+                            events=["reply_start"]))
+  cut = events.events(ChunkRecord(1, 0.16, 0.32, 0.9, True, tokenizer.encode("the"), 0.01,
+                                  events=["yield", "reply_start"], sound_event="siren",
+                                  sound_probability=0.9, sound_alert="siren"))
+  assert [e["event"] for e in cut] == ["chunk", "yield", "reply_start", "reply_tokens"]
+  assert cut[0]["sound_alert"] == "siren" and cut[0]["sound_event"] == "siren"
+  assert cut[1]["text"] == "so" and cut[3]["reply_text"] == "the"

@@ -141,5 +141,6 @@ def test_an_alert_cuts_the_models_own_reply_and_skips_rows_not_listening():
   stepper.params = jax.device_put(_hearing(params, KNOCK))  # a knock from chunk 1 on
   second = stepper.step_batch(np.stack([chunks[1]] * 2))
   assert second[0].sound_alert == "knock" and second[0].reply_tokens == reply
-  assert run_stream_lib.REPLY_START in second[0].events
+  # The model's reply ends there (a yield), the alert starts, in that order.
+  assert second[0].events[:2] == [run_stream_lib.YIELD, run_stream_lib.REPLY_START]
   assert second[1].sound_alert is None and second[1].reply_tokens != reply

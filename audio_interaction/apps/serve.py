@@ -61,6 +61,7 @@ from audio_interaction.infer.engine import Engine, SamplingConfig
 from audio_interaction.infer.live import DEFAULT_INSTRUCTION
 from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.slots import SlotBatcher, SlotsFull, StreamEvents
+from audio_interaction.infer.sound_alerts import sound_alert_rule
 from audio_interaction.infer.sources import PcmDecoder
 from audio_interaction.model.model import Params
 
@@ -381,7 +382,10 @@ class Server:
     self.default_threshold = float(infer.threshold)
     self.batcher = SlotBatcher(engine, params, config.slots,
                                max_reply_tokens=infer.max_reply_tokens,
-                               queue_chunks=config.queue_chunks, max_wait=config.max_wait)
+                               queue_chunks=config.queue_chunks, max_wait=config.max_wait,
+                               sound_alerts=sound_alert_rule(
+                                   infer, tokenizer.encode, chunk_seconds=self.chunk_seconds,
+                                   sound_event_classes=model_config.sound_event_classes))
     self.by_stream: dict[tuple[int, int], Connection] = {}
     self.connections: set[Connection] = set()
     self.numbers = itertools.count(1)

@@ -39,7 +39,8 @@ class ChunkRecord:
     reply_tokens: tokens written after this chunk's `<decide>` (≤ tokens_per_chunk).
     fed_tokens: text tokens fed before this chunk's audio (e.g. a changed instruction).
     events: reply transitions at this chunk: REPLY_START (first token of a reply),
-      REPLY_END (`<eor>` written), YIELD (SILENT while a reply was running: barge-in),
+      REPLY_END (`<eor>` written), YIELD (SILENT while a reply was running: barge-in;
+      or the reply cut short by a sound alert, which starts at the same chunk),
       REPLY_CAPPED (the reply reached the stepper's `max_reply_tokens`).
     heard_tokens: tokens the streaming CTC transcript emitted at this chunk.
     sound_event: the sound-event head's most likely class at this chunk (a
@@ -191,6 +192,7 @@ class StreamStepper:
       sound_alerts.start(self.rows)
     # Alert tokens still to write, per row.
     self._alert_tokens: list[list[int]] = [[] for _ in range(self.rows)]
+    self._cut = np.zeros(self.rows, bool)  # a reply cut by an alert at this step
     self._alert_rows = np.zeros(self.rows, bool)
     self._alert_rows[list(range(self.rows) if sound_alert_rows is None
                           else sound_alert_rows)] = True
@@ -282,7 +284,8 @@ class StreamStepper:
     wrote = counts > 0
     last = written[np.arange(self.rows), np.maximum(counts - 1, 0)] if written.shape[1] else (
         np.zeros(self.rows, np.int64))
-    yielded = stepped & self.replying & ~active
+    yielded = stepped & ((self.replying & ~active) | self._cut)
+    self._cut[:] = False
     started = wrote & ~self.replying
     ended = wrote & (last == sf.EOR_ID)
     going = wrote & ~ended
@@ -407,7 +410,9 @@ class StreamStepper:
       for row, class_id in self.sound_alerts.fire(sounds, listening, indices, free).items():
         self._alert_tokens[row] = list(self.sound_alerts.replies[class_id])
         started[row] = worlds.SOUND_EVENT_LABELS[class_id]
-        # An alert cuts the model's own running reply short: it starts a reply of its own.
+        # An alert cuts the model's own running reply short (a YIELD at this chunk) and
+        # starts a reply of its own.
+        self._cut[row] = bool(self.replying[row])
         self.replying[row] = False
         self._capped[row] = False
     now = {}

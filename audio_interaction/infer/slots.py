@@ -42,6 +42,7 @@ from audio_interaction.infer.engine import PROMPT_BUCKET, Engine, prompt_width
 from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper)
+from audio_interaction.infer.sound_alerts import SoundAlertRule
 from audio_interaction.model.model import Params
 
 
@@ -76,11 +77,14 @@ class SlotBatcher:
 
   Thread use: `join`, `leave`, `push`, `feed`, `ready` may be called from one thread
   (the server's event loop) while `tick` runs in another (the compute thread).
+  `sound_alerts` (`infer/sound_alerts.py`): alerts from the sound-event head in every
+  stream (a new stream in a row starts with that row's alert history forgotten).
   """
 
   def __init__(self, engine: Engine, params: Params, slots: int, *,
                max_reply_tokens: int | None = None, queue_chunks: int = 8,
-               max_wait: float | None = None, max_prompt_tokens: int = 128):
+               max_wait: float | None = None, max_prompt_tokens: int = 128,
+               sound_alerts: SoundAlertRule | None = None):
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
     if queue_chunks < 1:
@@ -95,7 +99,7 @@ class SlotBatcher:
     # never advanced, so neither matters.
     self.stepper = StreamStepper(engine, params, [[]] * slots,
                                  [ThresholdPolicy(2.0) for _ in range(slots)],
-                                 max_reply_tokens=max_reply_tokens)
+                                 max_reply_tokens=max_reply_tokens, sound_alerts=sound_alerts)
     self._lock = threading.Lock()
     self._rows: dict[int, _Slot] = {}
     self._free = list(range(slots))
@@ -268,7 +272,13 @@ class StreamEvents:
     chunk = {"event": "chunk", "time": round(record.end, 4), "chunk": record.index,
              "speak_probability": probability, "threshold": self.threshold,
              "decision": "SPEAK" if record.spoke else "SILENT", **chunk_fields}
-    if self._reply is not None and (record.fed_tokens or REPLY_START in record.events):
+    if record.sound_event is not None:  # the sound-event head's class, when it hears one
+      chunk["sound_event"] = record.sound_event
+      chunk["sound_probability"] = round(record.sound_probability, 5)
+    if record.sound_alert is not None:  # this chunk starts the head's alert
+      chunk["sound_alert"] = record.sound_alert
+    if self._reply is not None and (record.fed_tokens or (REPLY_START in record.events
+                                                          and YIELD not in record.events)):
       # Text was fed before this chunk (a new instruction): the model decides afresh.
       out.append(self.interrupt("instruction_changed", record.start, record.index))
     out.append(chunk)
