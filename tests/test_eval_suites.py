@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from audio_interaction import config_lib
 from audio_interaction.apps import cli
 from audio_interaction.corpus import speech as speech_lib
 from audio_interaction import stream_format as sf
@@ -246,3 +247,37 @@ def test_the_operating_policy_is_what_the_model_rows_measure(tiny, speech, sound
   assert [c.spoke for c in run.model.chunks] != [c.spoke for c in bare.chunks]
   plain = suites.Runner(engine, params, ByteTokenizer(), FAST).run(case)
   assert plain.operating is None and plain.model is plain.sweep[FAST.threshold]
+
+
+def test_head_alerts_speak_in_the_model_rows_and_never_in_the_timers(speech, sounds):
+  import dataclasses
+  from audio_interaction.corpus import worlds
+  labels = worlds.SOUND_EVENT_LABELS
+  tokenizer = ByteTokenizer()
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                                         "model.sound_event_classes": len(labels)})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(1))
+  head = dict(params["params"]["sound_event_head"])  # hears a doorbell in every chunk
+  head["kernel"] = np.zeros(head["kernel"].shape, np.float32)
+  head["bias"] = np.zeros(len(labels), np.float32)
+  head["bias"][labels.index("doorbell")] = 30.0
+  params = {"params": dict(params["params"], sound_event_head=head)}
+  engine = Engine(model)
+  case = next(c for c in suites.generated_cases(["B5"], speech, sounds, streams_per_subtask=1,
+                                                seed=9000) if "B5" in c.suites)
+  alerting = dataclasses.replace(FAST, sound_alert_threshold=0.5)
+  run = suites.Runner(engine, params, tokenizer, alerting).run(case)
+  said = tokenizer.encode(worlds.alert_message("doorbell")) + [sf.EOR_ID]
+  for threshold, trace in run.sweep.items():  # every model row: one alert, from chunk 0
+    assert [c.sound_alert for c in trace.chunks[:2]] == ["doorbell", None], threshold
+    assert trace.chunks[0].reply_tokens == said[:model.config.tokens_per_chunk]
+  assert run.timer is not None
+  assert all(c.sound_alert is None for c in run.timer.chunks)
+  off = suites.Runner(engine, params, tokenizer, FAST).run(case)
+  assert all(c.sound_alert is None for t in off.sweep.values() for c in t.chunks)
+  # A bundle's infer block carries its alert settings into the eval.
+  infer = config_lib.base_config().infer
+  infer.sound_alert_threshold, infer.sound_alert_chunks = 0.4, 3
+  carried = suites.EvalConfig.from_infer(infer)
+  assert (carried.sound_alert_threshold, carried.sound_alert_chunks) == (0.4, 3)
