@@ -7,7 +7,9 @@ recordings (`build-real-dev`; whole packages held out from training):
 * clean clips: `--per-class` clips of every class of the TRAIN sound bank;
 * + corpus "none": and the "none" chunks of `--corpus-rows` rows of a built corpus
   (speech, silence, rooms) — `fit-sound-head`'s default;
-* + corpus sounds: and those rows' labelled sounds too (under speech and noise).
+* + corpus sounds: and those rows' labelled sounds too (under speech and noise);
+* + other sounds: clean clips + corpus "none" + the TRAIN packages' recordings of
+  sounds outside the head's classes (explosions, fire, applause...) as "none".
 
 Figures per fit: DEV accuracy over the events of the bank's classes (a clip's class is
 its chunks' best mean log-probability, "none" aside, as `sound_probe.py --head`); then,
@@ -140,6 +142,7 @@ def main() -> None:
   if args.quick:
     encode, bank, events, streams, corpus, chunk_seconds = quick_setup(args.seed)
     per_class, steps = 1, 20
+    others = sound_head.ChunkExamples(corpus.features[:2], corpus.targets[:2])
   else:
     config, params, _ = portable.load_bundle(args.bundle)
     model = AudioInteractionModel(config)
@@ -149,13 +152,19 @@ def main() -> None:
     corpus = sound_head.corpus_examples(encode, storage.load_split(args.corpus, "train"),
                                         args.corpus_rows, args.seed)
     events, streams = dev_rows(args.dev, encode)
+    others = sound_head.other_sound_examples(encode, [
+        c.ref.path for c in real_audio.train_sound_clips(args.train_audio)
+        if not c.mapped and c.ref.member is None])
     chunk_seconds, per_class, steps = model.config.chunk_seconds, args.per_class, 300
   clean = sound_head.bank_examples(encode, bank, per_class, args.seed)
   none = corpus.targets == NO_SOUND_EVENT
   fits = {"clean clips": clean,
           "+ corpus 'none'": sound_head.ChunkExamples.concatenate(
               [clean, sound_head.ChunkExamples(corpus.features[none], corpus.targets[none])]),
-          "+ corpus sounds": sound_head.ChunkExamples.concatenate([clean, corpus])}
+          "+ corpus sounds": sound_head.ChunkExamples.concatenate([clean, corpus]),
+          "+ corpus 'none' + other sounds": sound_head.ChunkExamples.concatenate(
+              [clean, sound_head.ChunkExamples(corpus.features[none], corpus.targets[none]),
+               others])}
   print(f"encoded in {time.perf_counter() - began:.0f} s on {platform.machine()} "
         f"({len(clean.targets)} clean chunks, {len(corpus.targets)} corpus chunks, "
         f"{len(events)} DEV events, {len(streams)} DEV streams)")

@@ -72,6 +72,25 @@ def test_corpus_examples_drop_padding_chunks():
   np.testing.assert_array_equal(quiet.features, [[1.0, 2.0]])  # row 0's first chunk
 
 
+def test_other_sounds_are_none_throughout_and_cut_to_the_clip_limit(tmp_path):
+  import soundfile
+  lengths = []
+
+  def encode(audio):
+    lengths.append(audio.size)
+    return np.ones((-(-audio.size // 4000), 3), np.float32)
+
+  soundfile.write(tmp_path / "engine.wav", np.full(16000 * 10, 0.1, np.float32), 16000)
+  soundfile.write(tmp_path / "applause.wav", np.full(8000, 0.1, np.float32), 16000)
+  examples = sound_head.other_sound_examples(
+      encode, [str(tmp_path / "engine.wav"), str(tmp_path / "applause.wav")], progress=False)
+  assert lengths == [int(sound_head.MAX_CLIP_SECONDS * 16000), 8000]
+  assert examples.targets.tolist() == [sf.NO_SOUND_EVENT] * (32 + 2)
+  empty = sound_head.other_sound_examples(encode, [], progress=False)
+  joined = sound_head.ChunkExamples.concatenate([examples, empty])
+  assert len(joined.targets) == 34  # an empty part of another width joins nothing
+
+
 def _bundle(tmp_path, with_head: bool = True):
   tokenizer = ByteTokenizer()
   overrides = {"model.decoder.vocab_size": tokenizer.vocab_size}
@@ -91,6 +110,7 @@ def test_fit_bundle_head_changes_the_head_only(tmp_path):
   summary = sound_head.fit_bundle_head(source, out, train_audio_root=None, per_class=2,
                                        steps=20, progress=False)
   assert summary["chunks"]["none"] > 0 and summary["clips_per_class"] == 2
+  assert summary["other_sound_recordings"] == 0  # generated sounds only: no recordings
   _, before, _ = portable.load_bundle(source)
   _, after, _ = portable.load_bundle(out)
   flat_before = jax.tree_util.tree_leaves_with_path(before)

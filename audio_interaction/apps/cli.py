@@ -433,6 +433,7 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
     summary = sound_head.fit_bundle_head(
         args.bundle, args.out, train_audio_root=root, corpus_dir=args.corpus,
         corpus_rows=args.corpus_rows, corpus_sounds=args.corpus_sounds,
+        other_sounds=not args.no_other_sounds,
         per_class=args.per_class, seed=args.seed, l2=args.l2,
         steps=args.steps)
   except (ValueError, FileNotFoundError) as error:
@@ -755,6 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
   fit_head.add_argument("--corpus-rows", type=int, default=1200)
   fit_head.add_argument("--corpus-sounds", action="store_true",
                         help="also fit the corpus rows' labelled sounds (under speech/noise)")
+  fit_head.add_argument("--no-other-sounds", action="store_true",
+                        help="leave out the TRAIN recordings of sounds outside the classes "
+                             "(by default they join as 'none')")
   fit_head.add_argument("--per-class", type=int, default=64, help="clean clips per class")
   fit_head.add_argument("--l2", type=float, default=1e-3, help="L2 on the standardised kernel")
   fit_head.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")

@@ -37,7 +37,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from audio_interaction.corpus import build, effects, worlds
+from audio_interaction.audio import io as audio_io
+from audio_interaction.corpus import build, effects, real_audio, worlds
 from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
 from audio_interaction.export import portable
@@ -61,6 +62,7 @@ class ChunkExamples:
 
   @classmethod
   def concatenate(cls, parts: Sequence["ChunkExamples"]) -> "ChunkExamples":
+    parts = [p for p in parts if len(p.targets)] or list(parts[:1])
     return cls(np.concatenate([p.features for p in parts]),
                np.concatenate([p.targets for p in parts]))
 
@@ -116,6 +118,20 @@ def bank_examples(encode: ChunkEncoder, bank: SoundBank, per_class: int, seed: i
       targets.append(clip_chunk_targets(audio, worlds.SOUND_EVENT_LABELS.index(label),
                                         encode.chunk_samples))
   return ChunkExamples(np.concatenate(features), np.concatenate(targets))
+
+
+def other_sound_examples(encode: ChunkEncoder, paths: Sequence[str], progress: bool = True
+                         ) -> ChunkExamples:
+  """Recordings of sounds outside the head's classes (the TRAIN packages' explosions,
+  fire, applause, engines: `real_audio.train_sound_clips` with no class of ours), every
+  chunk labelled `NO_SOUND_EVENT`, at most `MAX_CLIP_SECONDS` each: a head must say
+  "none" to a sound it has no name for, not the nearest class."""
+  features = [encode(audio_io.load_audio(path)[:int(MAX_CLIP_SECONDS * 16000)])
+              for path in tqdm(paths, desc="other sounds", disable=not progress, leave=False)]
+  if not features:
+    return ChunkExamples(np.zeros((0, 0), np.float32), np.zeros(0, np.int32))
+  stacked = np.concatenate(features)
+  return ChunkExamples(stacked, np.full(len(stacked), NO_SOUND_EVENT, np.int32))
 
 
 def corpus_examples(encode: ChunkEncoder, source: Sequence[dict[str, Any]], rows: int,
@@ -231,8 +247,9 @@ def class_counts(targets: np.ndarray) -> dict[str, int]:
 def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                     train_audio_root: str | None, corpus_dir: str | None = None,
                     corpus_split: str = "train", per_class: int = 64, corpus_rows: int = 1200,
-                    corpus_sounds: bool = False, seed: int = 0, l2: float = 1e-3,
-                    steps: int = 300, progress: bool = True) -> dict[str, Any]:
+                    corpus_sounds: bool = False, other_sounds: bool = True, seed: int = 0,
+                    l2: float = 1e-3, steps: int = 300, progress: bool = True
+                    ) -> dict[str, Any]:
   """Fits a bundle's sound-event head (`fit_head`) and writes the bundle with it to `out`.
 
   Args:
@@ -243,6 +260,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     corpus_dir: a built corpus (`build-data`) whose `corpus_split` rows add "none"
       chunks (and with `corpus_sounds` their labelled sounds); None: clean clips only
       (a head that has never heard speech as "none").
+    other_sounds: with `train_audio_root`, its recordings of sounds outside the head's
+      classes join as "none" (`other_sound_examples`).
   Returns:
     A summary: examples per class, the fit's loss and per-class training recall.
   Raises:
@@ -260,6 +279,11 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     bank = build.sound_source(worlds.TRAIN, {"enabled": True,
                                              "train_audio_root": str(train_audio_root)})
   parts = [bank_examples(encode, bank, per_class, seed, progress=progress)]
+  others = []
+  if train_audio_root is not None and other_sounds:
+    others = [c.ref.path for c in real_audio.train_sound_clips(train_audio_root)
+              if not c.mapped and c.ref.member is None]
+    parts.append(other_sound_examples(encode, others, progress=progress))
   if corpus_dir is not None:
     parts.append(corpus_examples(encode, storage.load_split(corpus_dir, corpus_split),
                                  corpus_rows, seed, progress=progress,
@@ -268,7 +292,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   fit = fit_head(examples, config.model.sound_event_classes, l2=l2, steps=steps)
   summary = {"bundle": pathlib.Path(bundle).name, "clips_per_class": per_class,
              "corpus_rows": corpus_rows if corpus_dir is not None else 0,
-             "corpus_sounds": corpus_sounds,
+             "corpus_sounds": corpus_sounds, "other_sound_recordings": len(others),
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
              "seed": seed, "chunks": class_counts(examples.targets),
              "loss": fit.loss, "train_recall": fit.recall}
