@@ -298,12 +298,14 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   out = tmp_path / "tune"
   code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
                    "--manifest", str(events), "--out", str(out), "--write-bundle",
-                   "--sound-alert-thresholds", "0.5,0.9", *SMALL_GRID])
+                   "--sound-alert-thresholds", "0.5,0.9", "--sound-alert-holds", "1,30",
+                   *SMALL_GRID])
   printed = capsys.readouterr()
   assert code == 0, printed.err
   result = json.loads((out / "tune.json").read_text())
   stage = result["chosen"]["sound_alerts"]
-  assert [row["threshold"] for row in stage["candidates"]] == [0.0, 0.5, 0.9]
+  points = [(row["threshold"], row["hold_seconds"]) for row in stage["candidates"]]
+  assert points == [(0.0, 10.0), (0.5, 1.0), (0.5, 30.0), (0.9, 1.0), (0.9, 30.0)]
   nan = lambda r: {k: math.nan if v is None else v for k, v in r.items()}
   index, within = tune.select_sound_alert([nan(r["A"]) for r in stage["candidates"]],
                                           tune.Rule())
@@ -311,10 +313,11 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   # At 0.5 every recording starts with an alert (the event's one is found); at 0.9 none.
   at_half = stage["candidates"][1]["all"]
   assert at_half["recall"] == 1.0 and at_half["false_alarms_per_hour"] > 0
-  assert stage["candidates"][2]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
+  assert stage["candidates"][3]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
   # The report's B6 block is the chosen threshold's run; the bundle holds the choice.
   chosen_all = stage["candidates"][stage["index"]]["all"]
   assert result["chosen"]["halves"]["all"]["B6"]["model"]["recall"] == chosen_all["recall"]
   loaded, _, _ = portable.load_bundle(bundle)
   assert loaded.infer.sound_alert_threshold == stage["threshold"]
+  assert loaded.infer.sound_alert_hold_seconds == stage["hold_seconds"]
   assert "## Sound alerts" in (out / "tune.md").read_text()

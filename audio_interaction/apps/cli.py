@@ -278,7 +278,7 @@ def _number_list(text: str) -> tuple[float, ...]:
 
 # `tune`'s grid flags, named as `eval.tune.Grid`'s fields (None: the Grid's default).
 GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silences",
-              "timer_silences", "sound_alert_thresholds")
+              "timer_silences", "sound_alert_thresholds", "sound_alert_holds")
 
 
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -296,7 +296,8 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
       raise UsageError(f"{name} must be in [0, 1], got {values}")
   for name, values in (("--min-silences", grid.min_silences),
                        ("--hybrid-silences", grid.hybrid_silences),
-                       ("--timer-silences", grid.timer_silences)):
+                       ("--timer-silences", grid.timer_silences),
+                       ("--sound-alert-holds", grid.sound_alert_holds)):
     if not all(v >= 0 for v in values) or (name != "--min-silences" and 0 in values):
       raise UsageError(f"{name} must be > 0 (>= 0 for --min-silences), got {values}")
   if args.max_cases is not None and args.max_cases < 1:
@@ -686,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="then the chosen policy with alerts from the sound-event head at "
                           "each of these (and off), one pass per threshold; the rule's pick "
                           "joins the infer block")
+  tuner.add_argument("--sound-alert-holds", type=_number_list, default=None,
+                     help="with --sound-alert-thresholds, also these unheard seconds before a "
+                          "class alerts again (each threshold at each)")
   tuner.add_argument("--seed", type=int, default=0, help="seed of the A/B split (and --max-cases)")
   tuner.add_argument("--max-cases", type=int, default=None,
                      help="at most this many cases per suite (a seeded subset), for a short run")

@@ -34,8 +34,9 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
 
 Sound alerts (`Grid.sound_alert_thresholds`, for a model with a sound-event head): after
 the policy is chosen, it runs again with alerts from the head at each threshold
-(`infer.sound_alert_threshold`, 0 = off, always a candidate), one model pass per
-threshold per recording. On half A the highest alert recall among thresholds with at
+(`infer.sound_alert_threshold`, 0 = off, always a candidate; with
+`Grid.sound_alert_holds`, each threshold at each `sound_alert_hold_seconds`), one model
+pass per point per recording. On half A the highest alert recall among thresholds with at
 most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the alert text
 accuracy, then the lower threshold); if none is within it, the highest alert F1 (ties:
 the fewer false alarms), flagged: "the fewest false alarms" would always pick "off",
@@ -120,6 +121,7 @@ class Grid:
   hybrid_silences: tuple[float, ...] = (0.7, 1.0, 1.5)
   timer_silences: tuple[float, ...] = (0.5, 0.7, 1.0, 1.5)
   sound_alert_thresholds: tuple[float, ...] = ()
+  sound_alert_holds: tuple[float, ...] = ()
 
   def candidates(self, reference_silence_seconds: float = 0.7) -> list[Candidate]:
     """Model, then hybrid, then timer candidates; the reference timer always included."""
@@ -326,29 +328,33 @@ def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule) -> tuple[i
 def tune_sound_alerts(engine: Engine, params: Params, tokenizer: Tokenizer,
                       cases: Sequence[Case], block: ml_collections.ConfigDict,
                       thresholds: Sequence[float], halves: dict[str, Sequence[int]],
-                      config: EvalConfig, rule: Rule, *, progress: bool = True
-                      ) -> tuple[dict[str, Any], list[StreamTrace]]:
-  """The chosen policy `block` with sound alerts at 0 (off) and each of `thresholds`:
-  one run per threshold per case, scored per half, the threshold chosen on half A
-  (`select_sound_alert`). Returns ({"candidates": [{"threshold", "A", "B", "all"}],
-  "index", "threshold", "within_budget", "infer"}, the chosen threshold's traces, one
-  per case)."""
-  values = [0.0] + sorted({float(t) for t in thresholds if t})
+                      config: EvalConfig, rule: Rule, *, holds: Sequence[float] = (),
+                      progress: bool = True) -> tuple[dict[str, Any], list[StreamTrace]]:
+  """The chosen policy `block` with sound alerts off and at each of `thresholds` × `holds`
+  (`sound_alert_hold_seconds`; none given: the block's): one run per point per case,
+  scored per half, the point chosen on half A (`select_sound_alert`). Returns
+  ({"candidates": [{"threshold", "hold_seconds", "A", "B", "all"}], "index",
+  "threshold", "hold_seconds", "within_budget", "infer"}, the chosen point's traces,
+  one per case)."""
+  hold_values = sorted({float(h) for h in holds}) or [float(block.sound_alert_hold_seconds)]
+  points = [(0.0, float(block.sound_alert_hold_seconds))] + [
+      (t, h) for t in sorted({float(t) for t in thresholds if t}) for h in hold_values]
   rows, runs = [], []
-  for value in tqdm(values, desc="sound alert thresholds", disable=not progress):
+  for threshold, hold in tqdm(points, desc="sound alert points", disable=not progress):
     trial = ml_collections.ConfigDict(block.to_dict())
-    trial.sound_alert_threshold = value
+    trial.sound_alert_threshold, trial.sound_alert_hold_seconds = threshold, hold
     traces = [run_candidates(engine, params, tokenizer, case, [trial],
                              max_reply_tokens=config.max_reply_tokens)[0] for case in cases]
     runs.append(traces)
-    rows.append({"threshold": value, **{
+    rows.append({"threshold": threshold, "hold_seconds": hold, **{
         half: score_candidate([cases[i] for i in idx], [traces[i] for i in idx], tokenizer,
                               config) for half, idx in halves.items()}})
   index, within = select_sound_alert([row["A"] for row in rows], rule)
   infer = ml_collections.ConfigDict(block.to_dict())
-  infer.sound_alert_threshold = values[index]
-  return {"candidates": rows, "index": index, "threshold": values[index],
-          "within_budget": within, "infer": infer.to_dict()}, runs[index]
+  infer.sound_alert_threshold, infer.sound_alert_hold_seconds = points[index]
+  return {"candidates": rows, "index": index, "threshold": points[index][0],
+          "hold_seconds": points[index][1], "within_budget": within,
+          "infer": infer.to_dict()}, runs[index]
 
 
 def goal_checks(figures: dict[str, float], reference_cut_in: float,
@@ -459,10 +465,11 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
       raise ValueError("--sound-alert-thresholds: the model has no sound-event head")
     stage, alert_traces = tune_sound_alerts(engine, params, tokenizer, cases, blocks[k],
                                             grid.sound_alert_thresholds, halves, config, rule,
-                                            progress=progress)
+                                            holds=grid.sound_alert_holds, progress=progress)
     chosen["sound_alerts"] = stage
     chosen["infer"] = stage["infer"]
-    chosen["name"] += f", sound alerts {stage['threshold']:g}" if stage["threshold"] else ""
+    chosen["name"] += (f", sound alerts {stage['threshold']:g} (hold {stage['hold_seconds']:g} s)"
+                       if stage["threshold"] else "")
     chosen_traces = alert_traces
     chosen_figures = stage["candidates"][stage["index"]]
   else:
@@ -578,11 +585,12 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
              f"**No threshold keeps false alarms within "
              f"{result['rule_constants']['max_false_alarms_per_hour']:g}/h on half A: the "
              "highest alert F1 chosen.**", "",
-             "| alert threshold | A: recall | A: F1 | A: FA/h | A: alert text | A: cut-in | "
+             "| alert threshold (hold) | A: recall | A: F1 | A: FA/h | A: alert text | A: cut-in | "
              "all: recall | all: FA/h | all: alert text |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(stage["candidates"]):
       a, every = row["A"], row["all"]
-      name = f"{row['threshold']:g}" if row["threshold"] else "off"
+      name = (f"{row['threshold']:g} ({row['hold_seconds']:g} s)" if row["threshold"]
+              else "off")
       text.append(f"| {name}{' **(chosen)**' if i == stage['index'] else ''} | "
                   f"{_pct(a['recall'])} | {report.fmt(a['f1'])} | "
                   f"{report.fmt(a['false_alarms_per_hour'])} | "
