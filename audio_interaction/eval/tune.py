@@ -559,7 +559,8 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
   infer = chosen["infer"]
   knobs = ", ".join(f"{k}={infer[k]}" for k in ("policy", "threshold", "min_silence_seconds",
                                                   "silence_seconds", "vad",
-                                                  "sound_alert_threshold") if k in infer)
+                                                  "sound_alert_threshold",
+                                                  "sound_alert_hold_seconds") if k in infer)
   text = ["# Operating point chosen on the dev set", "",
           f"Model: {note}." if note else "", f"Reproduce: `{command}`" if command else "", "",
           f"**{alarm}**" if alarm else "",
