@@ -86,3 +86,33 @@ def random_splits(rng: np.random.Generator, total: int, max_piece: int) -> list[
     pieces.append(int(rng.integers(1, min(max_piece, total) + 1)))
     total -= pieces[-1]
   return pieces
+
+
+def sound_head_model(seed: int, vocab_size: int = 64):
+  """(model, params): `small_config` with a sound-event head over every class of
+  `worlds.SOUND_EVENT_LABELS`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from audio_interaction.corpus import worlds  # pylint: disable=import-outside-toplevel
+  from audio_interaction.model.model import AudioInteractionModel  # pylint: disable=import-outside-toplevel
+  model = AudioInteractionModel(small_config(**{
+      "model.decoder.vocab_size": vocab_size,
+      "model.sound_event_classes": len(worlds.SOUND_EVENT_LABELS)}))
+  return model, model.init(jax.random.key(seed))
+
+
+def with_sound_head(params, kernel=None, bias=None):
+  """`params` with the sound-event head's kernel [D, K] and bias [K] replaced (None: 0)."""
+  head = params["params"]["sound_event_head"]
+  new = {"kernel": np.zeros(np.shape(head["kernel"]), np.float32) if kernel is None
+         else np.asarray(kernel, np.float32),
+         "bias": np.zeros(np.shape(head["bias"]), np.float32) if bias is None
+         else np.asarray(bias, np.float32)}
+  return {"params": dict(params["params"], sound_event_head=new)}
+
+
+def hearing(params, class_id: int, logit: float = 30.0):
+  """`params` whose sound-event head hears `class_id` in every chunk (its logit
+  `logit`, every other 0)."""
+  bias = np.zeros(np.shape(params["params"]["sound_event_head"]["bias"]), np.float32)
+  bias[class_id] = logit
+  return with_sound_head(params, bias=bias)

@@ -252,17 +252,9 @@ def test_the_operating_policy_is_what_the_model_rows_measure(tiny, speech, sound
 def test_head_alerts_speak_in_the_model_rows_and_never_in_the_timers(speech, sounds):
   import dataclasses
   from audio_interaction.corpus import worlds
-  labels = worlds.SOUND_EVENT_LABELS
   tokenizer = ByteTokenizer()
-  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
-                                         "model.sound_event_classes": len(labels)})
-  model = AudioInteractionModel(config)
-  params = model.init(jax.random.key(1))
-  head = dict(params["params"]["sound_event_head"])  # hears a doorbell in every chunk
-  head["kernel"] = np.zeros(head["kernel"].shape, np.float32)
-  head["bias"] = np.zeros(len(labels), np.float32)
-  head["bias"][labels.index("doorbell")] = 30.0
-  params = {"params": dict(params["params"], sound_event_head=head)}
+  model, params = model_testing.sound_head_model(1, tokenizer.vocab_size)
+  params = model_testing.hearing(params, worlds.SOUND_EVENT_LABELS.index("doorbell"))
   engine = Engine(model)
   case = next(c for c in suites.generated_cases(["B5"], speech, sounds, streams_per_subtask=1,
                                                 seed=9000) if "B5" in c.suites)

@@ -228,10 +228,7 @@ def test_a_stream_in_a_slot_alerts_as_it_does_alone():
   from audio_interaction.train import sound_head
   labels = worlds.SOUND_EVENT_LABELS
   tokenizer = ByteTokenizer()
-  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
-                                         "model.sound_event_classes": len(labels)})
-  model = AudioInteractionModel(config)
-  params = model.init(jax.random.key(2))
+  model, params = model_testing.sound_head_model(2, tokenizer.vocab_size)
   size = model.config.chunk_samples
   rng = np.random.default_rng(0)
   # Loud and quiet stretches, and a head that calls the loud chunks a siren: its siren
@@ -242,13 +239,12 @@ def test_a_stream_in_a_slot_alerts_as_it_does_alone():
   is_loud = loud[::size].astype(bool)
   direction = features[is_loud].mean(0) - features[~is_loud].mean(0)
   middle = 0.5 * (features[is_loud].mean(0) + features[~is_loud].mean(0))
-  head = dict(params["params"]["sound_event_head"])
   scale = 20.0 / float(direction @ direction)
-  head["kernel"] = np.zeros(head["kernel"].shape, np.float32)
-  head["kernel"][:, labels.index("siren")] = scale * direction
-  head["bias"] = np.zeros(len(labels), np.float32)
-  head["bias"][labels.index("siren")] = -scale * float(direction @ middle)
-  params = {"params": dict(params["params"], sound_event_head=head)}
+  kernel = np.zeros((direction.size, len(labels)), np.float32)
+  kernel[:, labels.index("siren")] = scale * direction
+  bias = np.zeros(len(labels), np.float32)
+  bias[labels.index("siren")] = -scale * float(direction @ middle)
+  params = model_testing.with_sound_head(params, kernel, bias)
   engine = Engine(model)
   reply = tokenizer.encode("siren") + [sf.EOR_ID]  # said within two chunks
   rule = lambda: SoundAlertRule(threshold=0.5, chunks=1, hold_chunks=2,

@@ -13,7 +13,6 @@ from audio_interaction.infer import run_stream as run_stream_lib
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import ThresholdPolicy
 from audio_interaction.infer.sound_alerts import SoundAlertRule, sound_alert_rule
-from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
 LABELS = worlds.SOUND_EVENT_LABELS
@@ -80,24 +79,10 @@ def test_rule_validation_and_the_config_block():
   assert rule.replies[SIREN] == encode(worlds.alert_message("siren")) + [sf.EOR_ID]
 
 
-def _head_model(seed: int = 3):
-  model = AudioInteractionModel(model_testing.small_config(
-      **{"model.sound_event_classes": len(LABELS)}))
-  return model, model.init(jax.random.key(seed))
-
-
-def _hearing(params, class_id: int):
-  """`params` whose sound-event head hears `class_id` in every chunk, with p ~ 1."""
-  head = dict(params["params"]["sound_event_head"])
-  head["kernel"] = jnp.zeros_like(head["kernel"])
-  head["bias"] = jnp.zeros_like(head["bias"]).at[class_id].set(30.0)
-  return {"params": dict(params["params"], sound_event_head=head)}
-
-
 def test_an_alert_is_written_into_the_stream_and_the_full_forward_agrees():
-  model, params = _head_model()
+  model, params = model_testing.sound_head_model(3)
   cfg = model.config
-  params = _hearing(params, SIREN)
+  params = model_testing.hearing(params, SIREN)
   reply = [30, 31, 32, 33, 34, 35, sf.EOR_ID]  # longer than tokens_per_chunk
   rule = SoundAlertRule(threshold=0.5, chunks=2, hold_chunks=1, replies={SIREN: reply})
   audio = (0.1 * np.random.default_rng(0).normal(size=8 * cfg.chunk_samples)).astype(np.float32)
@@ -124,7 +109,7 @@ def test_an_alert_is_written_into_the_stream_and_the_full_forward_agrees():
 
 
 def test_an_alert_cuts_the_models_own_reply_and_skips_rows_not_listening():
-  model, params = _head_model()
+  model, params = model_testing.sound_head_model(3)
   cfg = model.config
   reply = [40, 41, sf.EOR_ID]
   rule = SoundAlertRule(threshold=0.5, chunks=1, hold_chunks=1, replies={KNOCK: reply})
@@ -132,13 +117,13 @@ def test_an_alert_cuts_the_models_own_reply_and_skips_rows_not_listening():
   chunks = (0.1 * rng.normal(size=(5, cfg.chunk_samples))).astype(np.float32)
   engine = Engine(model)
   # Row 0 listens for alerts, row 1 does not; both models speak at every chunk.
-  stepper = run_stream_lib.StreamStepper(engine, _hearing(params, sf.NO_SOUND_EVENT), [[20]] * 2,
+  stepper = run_stream_lib.StreamStepper(engine, model_testing.hearing(params, sf.NO_SOUND_EVENT), [[20]] * 2,
                                          [ThresholdPolicy(0.0), ThresholdPolicy(0.0)],
                                          sound_alerts=rule, sound_alert_rows=[0])
   first = stepper.step_batch(np.stack([chunks[0]] * 2))
   assert all(r.spoke and r.sound_alert is None for r in first)
   assert stepper.replying[0]  # its reply runs on when the knock comes
-  stepper.params = jax.device_put(_hearing(params, KNOCK))  # a knock from chunk 1 on
+  stepper.params = jax.device_put(model_testing.hearing(params, KNOCK))  # a knock from chunk 1 on
   second = stepper.step_batch(np.stack([chunks[1]] * 2))
   assert second[0].sound_alert == "knock" and second[0].reply_tokens == reply
   # The model's reply ends there (a yield), the alert starts, in that order.
