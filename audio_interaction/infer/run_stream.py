@@ -192,7 +192,6 @@ class StreamStepper:
       sound_alerts.start(self.rows)
     # Alert tokens still to write, per row.
     self._alert_tokens: list[list[int]] = [[] for _ in range(self.rows)]
-    self._cut = np.zeros(self.rows, bool)  # a reply cut by an alert at this step
     self._alert_rows = np.zeros(self.rows, bool)
     self._alert_rows[list(range(self.rows) if sound_alert_rows is None
                           else sound_alert_rows)] = True
@@ -284,9 +283,13 @@ class StreamStepper:
     wrote = counts > 0
     last = written[np.arange(self.rows), np.maximum(counts - 1, 0)] if written.shape[1] else (
         np.zeros(self.rows, np.int64))
-    yielded = stepped & ((self.replying & ~active) | self._cut)
-    self._cut[:] = False
-    started = wrote & ~self.replying
+    # An alert started now cuts the model's running reply short (a YIELD) and starts a
+    # reply of its own.
+    alerted = np.zeros(self.rows, bool)
+    alerted[list(alerts)] = True
+    yielded = stepped & self.replying & (~active | alerted)
+    started = wrote & (~self.replying | alerted)
+    self._capped &= ~alerted
     ended = wrote & (last == sf.EOR_ID)
     going = wrote & ~ended
     self._reply_tokens = np.where(started, 0, self._reply_tokens) + counts
@@ -410,11 +413,6 @@ class StreamStepper:
       for row, class_id in self.sound_alerts.fire(sounds, listening, indices, free).items():
         self._alert_tokens[row] = list(self.sound_alerts.replies[class_id])
         started[row] = worlds.SOUND_EVENT_LABELS[class_id]
-        # An alert cuts the model's own running reply short (a YIELD at this chunk) and
-        # starts a reply of its own.
-        self._cut[row] = bool(self.replying[row])
-        self.replying[row] = False
-        self._capped[row] = False
     now = {}
     for row in rows:
       if self._alert_tokens[row]:

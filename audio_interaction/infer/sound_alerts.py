@@ -86,19 +86,17 @@ class SoundAlertRule:
       raise ValueError("sound alerts need a model with a sound-event head "
                        "(model.sound_event_classes > 0)")
     del indices
-    out = {}
-    for row in rows:
-      heard = probabilities[row, self._classes]
-      above = heard >= self.threshold
-      self._streak[row] = np.where(above, self._streak[row] + 1, 0)
-      self._unheard[row] = np.where(above, 0, self._unheard[row] + 1)
-      self._armed[row] |= self._unheard[row] >= max(self.hold_chunks, 1)
-      due = self._armed[row] & (self._streak[row] >= self.chunks)
-      if free[row] and due.any():
-        best = int(np.argmax(np.where(due, heard, -1.0)))
-        self._armed[row, best] = False
-        out[int(row)] = int(self._classes[best])
-    return out
+    rows = np.asarray(rows, np.int64)
+    heard = probabilities[rows][:, self._classes]  # [R, alerting classes]
+    above = heard >= self.threshold
+    self._streak[rows] = np.where(above, self._streak[rows] + 1, 0)
+    self._unheard[rows] = np.where(above, 0, self._unheard[rows] + 1)
+    self._armed[rows] |= self._unheard[rows] >= max(self.hold_chunks, 1)
+    due = self._armed[rows] & (self._streak[rows] >= self.chunks) & free[rows, None]
+    firing = due.any(axis=1)
+    best = np.argmax(np.where(due, heard, -1.0), axis=1)[firing]
+    self._armed[rows[firing], best] = False
+    return dict(zip(rows[firing].tolist(), self._classes[best].tolist()))
 
 
 def sound_alert_rule(infer: ml_collections.ConfigDict, encode: Callable[[str], list[int]], *,
