@@ -279,8 +279,18 @@ def test_sound_alert_selection_on_hand_made_tables():
                                   row(0.7, 20.0, f1=0.6)], rule) == (2, False)
 
 
-def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, capsys):
+def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, capsys,
+                                                                    monkeypatch):
   from audio_interaction.corpus import worlds
+  from audio_interaction.infer import sound_alerts
+  # The head hears a siren all the time, so no hold ever ends: what tells the holds
+  # apart is the rule each run is given.
+  rules_run = []
+  post_init = sound_alerts.SoundAlertRule.__post_init__
+  def recording_post_init(rule):
+    rules_run.append((rule.threshold, rule.hold_chunks))
+    post_init(rule)
+  monkeypatch.setattr(sound_alerts.SoundAlertRule, "__post_init__", recording_post_init)
   labels = worlds.SOUND_EVENT_LABELS
   config = model_testing.small_config(**{"model.decoder.vocab_size": 288,
                                          "infer.vad": "energy",
@@ -301,6 +311,8 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   stage = result["chosen"]["sound_alerts"]
   points = [(row["threshold"], row["hold_seconds"]) for row in stage["candidates"]]
   assert points == [(0.0, 10.0), (0.5, 1.0), (0.5, 30.0), (0.9, 1.0), (0.9, 30.0)]
+  chunk = model.config.chunk_seconds
+  assert set(rules_run) >= {(t, round(h / chunk)) for t in (0.5, 0.9) for h in (1.0, 30.0)}
   nan = lambda r: {k: math.nan if v is None else v for k, v in r.items()}
   index, within = tune.select_sound_alert([nan(r["A"]) for r in stage["candidates"]],
                                           tune.Rule())
