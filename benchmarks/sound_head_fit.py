@@ -39,8 +39,7 @@ import numpy as np
 
 from audio_interaction import config_lib
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import build, manifest, real_audio, worlds
-from audio_interaction.corpus.sounds import SoundBank
+from audio_interaction.corpus import manifest, real_audio, worlds
 from audio_interaction.data import storage
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel
@@ -53,20 +52,13 @@ THRESHOLDS = (0.6, 0.7, 0.8)
 WINDOW_S = 2.0  # the eval's answer window after the recognisable time
 
 
-def probabilities(fit: sound_head.HeadFit, features: np.ndarray) -> np.ndarray:
-  logits = features @ fit.kernel + fit.bias
-  logits = logits - logits.max(1, keepdims=True)
-  p = np.exp(logits)
-  return p / p.sum(1, keepdims=True)
-
-
 def rising_edges(fire: np.ndarray) -> int:
   return int(fire[0]) + int((fire[1:] & ~fire[:-1]).sum()) if fire.size else 0
 
 
 def score(fit, events, streams, chunk_seconds: float) -> dict:
   """The figures of one fit (see the module docstring)."""
-  named_clips = [(label, probabilities(fit, f)) for label, _, _, f in events if label in LABELS]
+  named_clips = [(label, fit.probabilities(f)) for label, _, _, f in events if label in LABELS]
   correct = sum(LABELS[1 + int(np.argmax(np.log(p + 1e-9).mean(0)[1:]))] == label
                 for label, p in named_clips)
   out = {"accuracy": correct / max(len(named_clips), 1), "events": len(named_clips)}
@@ -74,7 +66,7 @@ def score(fit, events, streams, chunk_seconds: float) -> dict:
     found = named = false = 0
     alerts = 0
     for label, role, onset, f in events:
-      p = probabilities(fit, f)
+      p = fit.probabilities(f)
       fire = p[:, ALERT_IDS].max(1) >= theta
       if role == "alert":
         alerts += 1
@@ -86,7 +78,7 @@ def score(fit, events, streams, chunk_seconds: float) -> dict:
           named += LABELS[ALERT_IDS[int(np.argmax(p[hits[0], ALERT_IDS]))]] == label
       else:
         false += rising_edges(fire)
-    speech = sum(rising_edges(probabilities(fit, f)[:, ALERT_IDS].max(1) >= theta)
+    speech = sum(rising_edges(fit.probabilities(f)[:, ALERT_IDS].max(1) >= theta)
                  for f in streams)
     out[theta] = {"alerts": alerts, "found": found, "named": named, "false_events": false,
                   "false_streams": speech}
@@ -113,7 +105,7 @@ def quick_setup(seed: int):
                                    f"model.sound_event_classes={len(LABELS)}"])
   model = AudioInteractionModel(config)
   encode = sound_head.ChunkEncoder(model, model.init(jax.random.key(seed)))
-  bank = SoundBank(use_recordings=False)
+  bank = sound_head.train_sound_bank(None)
   rng = np.random.default_rng(seed + 1)
   events = [(label, "alert" if label in worlds.ALERT_LABELS else "benign", 0.0,
              encode(bank.sample(label, rng).audio)) for label in ("siren", "rain", "dog_bark")]
@@ -147,14 +139,12 @@ def main() -> None:
     config, params, _ = portable.load_bundle(args.bundle)
     model = AudioInteractionModel(config)
     encode = sound_head.ChunkEncoder(model, params)
-    bank = build.sound_source(worlds.TRAIN, {"enabled": True,
-                                             "train_audio_root": args.train_audio})
+    bank = sound_head.train_sound_bank(args.train_audio)
     corpus = sound_head.corpus_examples(encode, storage.load_split(args.corpus, "train"),
                                         args.corpus_rows, args.seed)
     events, streams = dev_rows(args.dev, encode)
-    others = sound_head.other_sound_examples(encode, [
-        c.ref.path for c in real_audio.train_sound_clips(args.train_audio)
-        if not c.mapped and c.ref.member is None])
+    others = sound_head.other_sound_examples(encode,
+                                             sound_head.other_sound_paths(args.train_audio))
     chunk_seconds, per_class, steps = model.config.chunk_seconds, args.per_class, 300
   clean = sound_head.bank_examples(encode, bank, per_class, args.seed)
   none = corpus.targets == NO_SOUND_EVENT

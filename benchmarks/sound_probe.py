@@ -44,11 +44,11 @@ import tqdm
 
 from audio_interaction import config_lib
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import build, real_audio, sounds, worlds
+from audio_interaction.corpus import real_audio, worlds
 from audio_interaction.eval import bootstrap
 from audio_interaction.export import portable
 from audio_interaction.model import pretrained
-from audio_interaction.train import distill
+from audio_interaction.train import distill, sound_head
 
 MAX_SECONDS = 10.0  # longer clips are cut: the probe pools what the first 10 s hold
 
@@ -74,11 +74,8 @@ def train_bank_clips(root: str | None, per_class: int, seed: int
                      ) -> list[tuple[str, np.ndarray]]:
   """`per_class` clips of every class of the corpus's TRAIN sound bank (root None: the
   procedural sounds of `QUICK_CLASSES` only)."""
-  if root is None:
-    bank, labels = sounds.SoundBank(use_recordings=False), QUICK_CLASSES
-  else:
-    bank = build.sound_source("train", {"enabled": True, "train_audio_root": root})
-    labels = bank.labels()
+  bank = sound_head.train_sound_bank(root)
+  labels = QUICK_CLASSES if root is None else bank.labels()
   rng = np.random.default_rng(seed)
   return [(label, bank.sample(label, rng).audio[:int(MAX_SECONDS * 16000)])
           for label in labels for _ in range(per_class)]

@@ -123,11 +123,30 @@ def test_fit_bundle_head_changes_the_head_only(tmp_path):
   assert metadata["sound_event_head_fit"]["train_recall"]
 
 
+def test_a_bundle_without_a_head_gets_one_and_keeps_everything_else(tmp_path):
+  plain = _bundle(tmp_path, with_head=False)
+  out = tmp_path / "with_head"
+  summary = sound_head.fit_bundle_head(plain, out, train_audio_root=None, per_class=2,
+                                       steps=20, progress=False)
+  assert summary["head_added"]
+  config, after, _ = portable.load_bundle(out)
+  assert config.model.sound_event_classes == len(worlds.SOUND_EVENT_LABELS)
+  _, before, _ = portable.load_bundle(plain)
+  flat_after = dict(jax.tree_util.tree_leaves_with_path(after))
+  for path, value in jax.tree_util.tree_leaves_with_path(before):
+    np.testing.assert_array_equal(value, flat_after.pop(path))
+  assert sorted(jax.tree_util.keystr(p) for p in flat_after) == [
+      "['params']['sound_event_head']['bias']", "['params']['sound_event_head']['kernel']"]
+  # What is written is the fit, not the fresh head it started from.
+  plain_config, _, _ = portable.load_bundle(plain)
+  _, fresh = sound_head.added_head(plain_config, before, seed=0)
+  for name in ("kernel", "bias"):
+    assert not np.allclose(after["params"]["sound_event_head"][name],
+                           fresh["params"]["sound_event_head"][name])
+
+
 def test_fit_sound_head_cli_names_what_is_wrong(tmp_path, capsys):
   plain = _bundle(tmp_path, with_head=False)
-  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
-                   "--procedural-only"]) != 0
-  assert "no sound-event head" in capsys.readouterr().err
   assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
                    "--train-audio", str(tmp_path / "nowhere")]) != 0
   assert "fetch-train-audio" in capsys.readouterr().err

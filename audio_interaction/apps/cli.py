@@ -430,9 +430,11 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   for name, value in (("--per-class", args.per_class), ("--steps", args.steps)):
     if value < 1:
       raise UsageError(f"{name} {value}: must be >= 1")
+  from audio_interaction.export import portable
+  bundle = portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle
   try:
     summary = sound_head.fit_bundle_head(
-        args.bundle, args.out, train_audio_root=root, corpus_dir=args.corpus,
+        bundle, args.out, train_audio_root=root, corpus_dir=args.corpus,
         corpus_rows=args.corpus_rows, corpus_sounds=args.corpus_sounds,
         other_sounds=not args.no_other_sounds,
         per_class=args.per_class, seed=args.seed, l2=args.l2,
@@ -744,9 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
   real_dev.set_defaults(run=_build_real_dev)
 
   fit_head = verbs.add_parser(
-      "fit-sound-head", help="fit a bundle's sound-event head on clean TRAIN-bank clips "
-                             "(and corpus rows) over its frozen encoder; writes a new bundle")
-  fit_head.add_argument("--bundle", required=True, help="a bundle whose model has the head")
+      "fit-sound-head", help="fit a bundle's sound-event head (added if it has none) on "
+                             "clean TRAIN-bank clips and corpus rows over its frozen "
+                             "encoder; writes a new bundle")
+  fit_head.add_argument("--bundle", required=True,
+                        help="a model bundle, or 'embedded' for the shipped model")
   fit_head.add_argument("--out", required=True, help="the new bundle's directory")
   fit_head.add_argument("--train-audio", default=None,
                         help="fetch-train-audio's folder (default: "

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -62,7 +63,11 @@ class ChunkExamples:
 
   @classmethod
   def concatenate(cls, parts: Sequence["ChunkExamples"]) -> "ChunkExamples":
-    parts = [p for p in parts if len(p.targets)] or list(parts[:1])
+    """The parts' examples in order (empty parts, whatever their feature width, skipped);
+    ValueError when all are empty."""
+    parts = [p for p in parts if len(p.targets)]
+    if not parts:
+      raise ValueError("no chunk examples to fit the sound-event head on")
     return cls(np.concatenate([p.features for p in parts]),
                np.concatenate([p.targets for p in parts]))
 
@@ -102,6 +107,22 @@ def clip_chunk_targets(audio: np.ndarray, label_id: int, chunk_samples: int) -> 
   levels = effects.frame_rms_db(padded, frame, frame).reshape(chunks, chunk_samples // frame).max(1)
   active = levels >= levels.max() - ACTIVE_BELOW_PEAK_DB
   return np.where(active, label_id, NO_SOUND_EVENT).astype(np.int32)
+
+
+def train_sound_bank(train_audio_root: str | os.PathLike | None) -> SoundBank:
+  """The TRAIN sound bank: `fetch-train-audio`'s recordings under `train_audio_root`
+  with the procedural sounds, or the procedural sounds alone when it is None."""
+  if train_audio_root is None:
+    return SoundBank(use_recordings=False)
+  return build.sound_source(worlds.TRAIN, {"enabled": True,
+                                           "train_audio_root": str(train_audio_root)})
+
+
+def other_sound_paths(train_audio_root: str | os.PathLike) -> list[str]:
+  """The TRAIN packages' recordings of sounds outside the head's classes (unmapped
+  `real_audio.train_sound_clips`, whole files)."""
+  return [c.ref.path for c in real_audio.train_sound_clips(str(train_audio_root))
+          if not c.mapped and c.ref.member is None]
 
 
 def bank_examples(encode: ChunkEncoder, bank: SoundBank, per_class: int, seed: int,
@@ -174,6 +195,11 @@ class HeadFit:
   loss: float
   recall: dict[str, float]
 
+  def probabilities(self, features: np.ndarray) -> np.ndarray:
+    """The head's class probabilities [N, K] of chunk features [N, D]."""
+    logits = features @ self.kernel + self.bias
+    return np.asarray(jax.nn.softmax(logits, axis=-1))
+
 
 def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: int = 300
              ) -> HeadFit:
@@ -238,6 +264,18 @@ def with_head(params: Params, fit: HeadFit) -> Params:
   return dict(params, params=inner)
 
 
+def added_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0
+               ) -> tuple[ml_collections.ConfigDict, Params]:
+  """(`config` with a sound-event head of every class of `worlds.SOUND_EVENT_LABELS`,
+  `params` with that head's freshly initialised kernel and bias) for a model that has
+  none: the rest of the model is unchanged, since the head only reads the encoder."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.sound_event_classes = len(worlds.SOUND_EVENT_LABELS)
+  fresh = AudioInteractionModel(config).init(jax.random.key(seed))
+  inner = dict(params["params"], sound_event_head=fresh["params"]["sound_event_head"])
+  return config, dict(params, params=inner)
+
+
 def class_counts(targets: np.ndarray) -> dict[str, int]:
   """{class name: chunks} of a target array (for logs and bundle metadata)."""
   counts = collections.Counter(int(t) for t in targets)
@@ -262,27 +300,23 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
       (a head that has never heard speech as "none").
     other_sounds: with `train_audio_root`, its recordings of sounds outside the head's
       classes join as "none" (`other_sound_examples`).
+  A bundle whose model has no sound-event head gets one (`added_head`), every class
+  of `worlds.SOUND_EVENT_LABELS`.
+
   Returns:
     A summary: examples per class, the fit's loss and per-class training recall.
-  Raises:
-    ValueError: the bundle's model has no sound-event head.
   """
   config, params, tokenizer = portable.load_bundle(bundle)
-  if not config.model.sound_event_classes:
-    raise ValueError(f"{bundle}: the model has no sound-event head (model.sound_event_classes "
-                     f"= 0); train one with train.sound_event_loss_weight first")
+  head_added = not config.model.sound_event_classes
+  if head_added:
+    config, params = added_head(config, params, seed)
   model = AudioInteractionModel(config)
   encode = ChunkEncoder(model, params)
-  if train_audio_root is None:
-    bank = SoundBank(use_recordings=False)
-  else:
-    bank = build.sound_source(worlds.TRAIN, {"enabled": True,
-                                             "train_audio_root": str(train_audio_root)})
+  bank = train_sound_bank(train_audio_root)
   parts = [bank_examples(encode, bank, per_class, seed, progress=progress)]
   others = []
   if train_audio_root is not None and other_sounds:
-    others = [c.ref.path for c in real_audio.train_sound_clips(train_audio_root)
-              if not c.mapped and c.ref.member is None]
+    others = other_sound_paths(train_audio_root)
     parts.append(other_sound_examples(encode, others, progress=progress))
   if corpus_dir is not None:
     parts.append(corpus_examples(encode, storage.load_split(corpus_dir, corpus_split),
@@ -294,7 +328,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "corpus_rows": corpus_rows if corpus_dir is not None else 0,
              "corpus_sounds": corpus_sounds, "other_sound_recordings": len(others),
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
-             "seed": seed, "chunks": class_counts(examples.targets),
+             "seed": seed, "head_added": head_added, "chunks": class_counts(examples.targets),
              "loss": fit.loss, "train_recall": fit.recall}
   metadata_file = pathlib.Path(bundle) / "metadata.json"
   metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
