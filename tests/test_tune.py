@@ -259,6 +259,13 @@ def test_bad_manifests_give_clear_errors(tiny, tmp_path, capsys):
                      "--out", str(tmp_path / "out"), *SMALL_GRID])
     assert code == 2
     assert message in capsys.readouterr().err
+  for flags, message in ((["--sound-alert-chunks", "1.5"], "whole numbers >= 1"),
+                         (["--sound-alert-chunks", "0"], "whole numbers >= 1"),
+                         (["--sound-alert-holds", "0"], "--sound-alert-holds must be > 0")):
+    code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(empty),
+                     "--out", str(tmp_path / "out"), *SMALL_GRID, *flags])
+    assert code == 2
+    assert message in capsys.readouterr().err
   assert not (tmp_path / "out" / "tune.json").exists()
 
 
@@ -288,7 +295,7 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   rules_run = []
   post_init = sound_alerts.SoundAlertRule.__post_init__
   def recording_post_init(rule):
-    rules_run.append((rule.threshold, rule.hold_chunks))
+    rules_run.append((rule.threshold, rule.hold_chunks, rule.chunks))
     post_init(rule)
   monkeypatch.setattr(sound_alerts.SoundAlertRule, "__post_init__", recording_post_init)
   labels = worlds.SOUND_EVENT_LABELS
@@ -304,15 +311,18 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
                    "--manifest", str(events), "--out", str(out), "--write-bundle",
                    "--sound-alert-thresholds", "0.5,0.9", "--sound-alert-holds", "1,30",
+                   "--sound-alert-chunks", "1,2",
                    *SMALL_GRID])
   printed = capsys.readouterr()
   assert code == 0, printed.err
   result = json.loads((out / "tune.json").read_text())
   stage = result["chosen"]["sound_alerts"]
-  points = [(row["threshold"], row["hold_seconds"]) for row in stage["candidates"]]
-  assert points == [(0.0, 10.0), (0.5, 1.0), (0.5, 30.0), (0.9, 1.0), (0.9, 30.0)]
+  points = [(row["threshold"], row["hold_seconds"], row["chunks"])
+            for row in stage["candidates"]]
+  grid = [(t, h, c) for t in (0.5, 0.9) for h in (1.0, 30.0) for c in (1, 2)]
+  assert points == [(0.0, 10.0, 1)] + grid
   chunk = model.config.chunk_seconds
-  assert set(rules_run) >= {(t, round(h / chunk)) for t in (0.5, 0.9) for h in (1.0, 30.0)}
+  assert set(rules_run) >= {(t, round(h / chunk), c) for t, h, c in grid}
   nan = lambda r: {k: math.nan if v is None else v for k, v in r.items()}
   index, within = tune.select_sound_alert([nan(r["A"]) for r in stage["candidates"]],
                                           tune.Rule())
@@ -320,11 +330,12 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   # At 0.5 every recording starts with an alert (the event's one is found); at 0.9 none.
   at_half = stage["candidates"][1]["all"]
   assert at_half["recall"] == 1.0 and at_half["false_alarms_per_hour"] > 0
-  assert stage["candidates"][3]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
+  assert stage["candidates"][5]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
   # The report's B6 block is the chosen threshold's run; the bundle holds the choice.
   chosen_all = stage["candidates"][stage["index"]]["all"]
   assert result["chosen"]["halves"]["all"]["B6"]["model"]["recall"] == chosen_all["recall"]
   loaded, _, _ = portable.load_bundle(bundle)
   assert loaded.infer.sound_alert_threshold == stage["threshold"]
   assert loaded.infer.sound_alert_hold_seconds == stage["hold_seconds"]
+  assert loaded.infer.sound_alert_chunks == stage["chunks"]
   assert "## Sound alerts" in (out / "tune.md").read_text()

@@ -278,7 +278,8 @@ def _number_list(text: str) -> tuple[float, ...]:
 
 # `tune`'s grid flags, named as `eval.tune.Grid`'s fields (None: the Grid's default).
 GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silences",
-              "timer_silences", "sound_alert_thresholds", "sound_alert_holds")
+              "timer_silences", "sound_alert_thresholds", "sound_alert_holds",
+              "sound_alert_chunks")
 
 
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -300,6 +301,9 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
                        ("--sound-alert-holds", grid.sound_alert_holds)):
     if not all(v >= 0 for v in values) or (name != "--min-silences" and 0 in values):
       raise UsageError(f"{name} must be > 0 (>= 0 for --min-silences), got {values}")
+  if not all(v >= 1 and float(v).is_integer() for v in grid.sound_alert_chunks):
+    raise UsageError(f"--sound-alert-chunks must be whole numbers >= 1, got "
+                     f"{grid.sound_alert_chunks}")
   if args.max_cases is not None and args.max_cases < 1:
     raise UsageError(f"--max-cases must be >= 1, got {args.max_cases}")
   defaults = build_parser().parse_args(["tune", "--manifest", "x", "--out", "x"])
@@ -692,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--sound-alert-holds", type=_number_list, default=None,
                      help="with --sound-alert-thresholds, also these unheard seconds before a "
                           "class alerts again (each threshold at each)")
+  tuner.add_argument("--sound-alert-chunks", type=_number_list, default=None,
+                     help="with --sound-alert-thresholds, also these consecutive chunks a "
+                          "class must be heard for (each threshold at each)")
   tuner.add_argument("--seed", type=int, default=0, help="seed of the A/B split (and --max-cases)")
   tuner.add_argument("--max-cases", type=int, default=None,
                      help="at most this many cases per suite (a seeded subset), for a short run")

@@ -35,7 +35,8 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
 Sound alerts (`Grid.sound_alert_thresholds`, for a model with a sound-event head): after
 the policy is chosen, it runs again with alerts from the head at each threshold
 (`infer.sound_alert_threshold`, 0 = off, always a candidate; with
-`Grid.sound_alert_holds`, each threshold at each `sound_alert_hold_seconds`), one model
+`Grid.sound_alert_holds` and `Grid.sound_alert_chunks`, each threshold at each
+`sound_alert_hold_seconds` and each `sound_alert_chunks`), one model
 pass per point per recording. On half A the highest alert recall among thresholds with at
 most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the alert text
 accuracy, then the lower threshold); if none is within it, the highest alert F1 (ties:
@@ -122,6 +123,7 @@ class Grid:
   timer_silences: tuple[float, ...] = (0.5, 0.7, 1.0, 1.5)
   sound_alert_thresholds: tuple[float, ...] = ()
   sound_alert_holds: tuple[float, ...] = ()
+  sound_alert_chunks: tuple[int, ...] = ()
 
   def candidates(self, reference_silence_seconds: float = 0.7) -> list[Candidate]:
     """Model, then hybrid, then timer candidates; the reference timer always included."""
@@ -329,32 +331,44 @@ def tune_sound_alerts(engine: Engine, params: Params, tokenizer: Tokenizer,
                       cases: Sequence[Case], block: ml_collections.ConfigDict,
                       thresholds: Sequence[float], halves: dict[str, Sequence[int]],
                       config: EvalConfig, rule: Rule, *, holds: Sequence[float] = (),
-                      progress: bool = True) -> tuple[dict[str, Any], list[StreamTrace]]:
+                      chunks: Sequence[int] = (), progress: bool = True
+                      ) -> tuple[dict[str, Any], list[StreamTrace]]:
   """The chosen policy `block` with sound alerts off and at each of `thresholds` × `holds`
-  (`sound_alert_hold_seconds`; none given: the block's): one run per point per case,
-  scored per half, the point chosen on half A (`select_sound_alert`). Returns
-  ({"candidates": [{"threshold", "hold_seconds", "A", "B", "all"}], "index",
-  "threshold", "hold_seconds", "within_budget", "infer"}, the chosen point's traces,
-  one per case)."""
+  (`sound_alert_hold_seconds`) × `chunks` (`sound_alert_chunks`; an axis not given: the
+  block's value): one run per point per case, scored per half, the point chosen on half
+  A (`select_sound_alert`). Returns ({"candidates": [{"threshold", "hold_seconds",
+  "chunks", "A", "B", "all"}], "index", "threshold", "hold_seconds", "chunks",
+  "within_budget", "infer"}, the chosen point's traces, one per case)."""
   hold_values = sorted({float(h) for h in holds}) or [float(block.sound_alert_hold_seconds)]
-  points = [(0.0, float(block.sound_alert_hold_seconds))] + [
-      (t, h) for t in sorted({float(t) for t in thresholds if t}) for h in hold_values]
+  chunk_values = sorted({int(c) for c in chunks}) or [int(block.sound_alert_chunks)]
+  points = [(0.0, float(block.sound_alert_hold_seconds), int(block.sound_alert_chunks))] + [
+      (t, h, c) for t in sorted({float(t) for t in thresholds if t}) for h in hold_values
+      for c in chunk_values]
   rows, runs = [], []
-  for threshold, hold in tqdm(points, desc="sound alert points", disable=not progress):
+  for threshold, hold, run in tqdm(points, desc="sound alert points", disable=not progress):
     trial = ml_collections.ConfigDict(block.to_dict())
     trial.sound_alert_threshold, trial.sound_alert_hold_seconds = threshold, hold
+    trial.sound_alert_chunks = run
     traces = [run_candidates(engine, params, tokenizer, case, [trial],
                              max_reply_tokens=config.max_reply_tokens)[0] for case in cases]
     runs.append(traces)
-    rows.append({"threshold": threshold, "hold_seconds": hold, **{
+    rows.append({"threshold": threshold, "hold_seconds": hold, "chunks": run, **{
         half: score_candidate([cases[i] for i in idx], [traces[i] for i in idx], tokenizer,
                               config) for half, idx in halves.items()}})
   index, within = select_sound_alert([row["A"] for row in rows], rule)
   infer = ml_collections.ConfigDict(block.to_dict())
-  infer.sound_alert_threshold, infer.sound_alert_hold_seconds = points[index]
-  return {"candidates": rows, "index": index, "threshold": points[index][0],
-          "hold_seconds": points[index][1], "within_budget": within,
-          "infer": infer.to_dict()}, runs[index]
+  threshold, hold, run = points[index]
+  infer.sound_alert_threshold, infer.sound_alert_hold_seconds = threshold, hold
+  infer.sound_alert_chunks = run
+  return {"candidates": rows, "index": index, "threshold": threshold, "hold_seconds": hold,
+          "chunks": run, "within_budget": within, "infer": infer.to_dict()}, runs[index]
+
+
+def _alert_point(row: dict[str, Any]) -> str:
+  """A sound-alert point's name: 'θ (chunks, hold)'; rows written before the chunks axis
+  have none."""
+  run = f"{row['chunks']} chunks, " if "chunks" in row else ""
+  return f"{row['threshold']:g} ({run}hold {row['hold_seconds']:g} s)"
 
 
 def goal_checks(figures: dict[str, float], reference_cut_in: float,
@@ -465,11 +479,11 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
       raise ValueError("--sound-alert-thresholds: the model has no sound-event head")
     stage, alert_traces = tune_sound_alerts(engine, params, tokenizer, cases, blocks[k],
                                             grid.sound_alert_thresholds, halves, config, rule,
-                                            holds=grid.sound_alert_holds, progress=progress)
+                                            holds=grid.sound_alert_holds,
+                                            chunks=grid.sound_alert_chunks, progress=progress)
     chosen["sound_alerts"] = stage
     chosen["infer"] = stage["infer"]
-    chosen["name"] += (f", sound alerts {stage['threshold']:g} (hold {stage['hold_seconds']:g} s)"
-                       if stage["threshold"] else "")
+    chosen["name"] += (f", sound alerts {_alert_point(stage)}" if stage["threshold"] else "")
     chosen_traces = alert_traces
     chosen_figures = stage["candidates"][stage["index"]]
   else:
@@ -560,6 +574,7 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
   knobs = ", ".join(f"{k}={infer[k]}" for k in ("policy", "threshold", "min_silence_seconds",
                                                   "silence_seconds", "vad",
                                                   "sound_alert_threshold",
+                                                  "sound_alert_chunks",
                                                   "sound_alert_hold_seconds") if k in infer)
   text = ["# Operating point chosen on the dev set", "",
           f"Model: {note}." if note else "", f"Reproduce: `{command}`" if command else "", "",
@@ -586,12 +601,11 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
              f"**No threshold keeps false alarms within "
              f"{result['rule_constants']['max_false_alarms_per_hour']:g}/h on half A: the "
              "highest alert F1 chosen.**", "",
-             "| alert threshold (hold) | A: recall | A: F1 | A: FA/h | A: alert text | A: cut-in | "
+             "| alert threshold (chunks, hold) | A: recall | A: F1 | A: FA/h | A: alert text | A: cut-in | "
              "all: recall | all: FA/h | all: alert text |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(stage["candidates"]):
       a, every = row["A"], row["all"]
-      name = (f"{row['threshold']:g} ({row['hold_seconds']:g} s)" if row["threshold"]
-              else "off")
+      name = _alert_point(row) if row["threshold"] else "off"
       text.append(f"| {name}{' **(chosen)**' if i == stage['index'] else ''} | "
                   f"{_pct(a['recall'])} | {report.fmt(a['f1'])} | "
                   f"{report.fmt(a['false_alarms_per_hour'])} | "
