@@ -6,6 +6,7 @@ import math
 import re
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import soundfile
@@ -339,3 +340,37 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   assert loaded.infer.sound_alert_hold_seconds == stage["hold_seconds"]
   assert loaded.infer.sound_alert_chunks == stage["chunks"]
   assert "## Sound alerts" in (out / "tune.md").read_text()
+
+
+def test_keep_policy_keeps_the_bundles_point_where_the_rule_would_not(tiny, tmp_path):
+  config, _, params, _ = tiny
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.infer.policy, config.infer.threshold = "model", 1.0  # never speaks: misses every turn
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  streams, _ = _manifests(tmp_path)
+  out = tmp_path / "tune"
+  assert cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
+                   "--out", str(out), "--keep-policy", "--write-bundle", *SMALL_GRID]) == 0
+  result = json.loads((out / "tune.json").read_text())
+  assert [c["name"] for c in result["candidates"]] == ["model θ=1", "timer 0.7s"]
+  # The rule would take the timer (no misses); the bundle's point stays, flagged.
+  assert tune.select([c["A"] for c in result["candidates"]],
+                     result["candidates"][1]["A"]["false_cut_in_rate"]).index == 1
+  assert result["chosen"]["name"] == "model θ=1"
+  assert not result["chosen"]["meets_constraints"]
+  loaded, _, _ = portable.load_bundle(bundle)
+  assert (loaded.infer.policy, loaded.infer.threshold) == ("model", 1.0)
+  assert "--keep-policy" in (out / "tune.md").read_text()
+
+
+def test_candidate_from_infer_is_the_inverse_of_infer_block(tiny):
+  config, *_ = tiny
+  for candidate in (tune.Candidate("model", threshold=0.6),
+                    tune.Candidate("hybrid", threshold=0.7, min_silence_seconds=0.2,
+                                   silence_seconds=1.0),
+                    tune.Candidate(tune.TIMER, silence_seconds=0.5)):
+    assert tune.Candidate.from_infer(candidate.infer_block(config.infer)) == candidate
+  bad = ml_collections.ConfigDict(config.infer.to_dict())
+  bad.policy = "coin"
+  with pytest.raises(ValueError, match="coin"):
+    tune.Candidate.from_infer(bad)

@@ -312,11 +312,13 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
                          "resamples")
       if name in ("manifest", "out") or getattr(args, name) != getattr(defaults, name)
       for token in _flag_tokens(name, getattr(args, name)))] + (
-          ["--write-bundle"] if args.write_bundle else []))
+          ["--write-bundle"] if args.write_bundle else []) + (
+          ["--keep-policy"] if args.keep_policy else []))
   done = tune_run.run_tune(
       checkpoint=args.checkpoint, manifests=args.manifest, out_dir=args.out, grid=grid,
       rule=tune.Rule(), seed=args.seed, max_cases=args.max_cases, resamples=args.resamples,
-      write_bundle=args.write_bundle, overwrite=args.overwrite, command=command)
+      write_bundle=args.write_bundle, overwrite=args.overwrite, command=command,
+      keep_policy=args.keep_policy)
   result = done["result"]
   alarm = tune.warning(result)
   if alarm:
@@ -677,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--overwrite", action="store_true", help="replace a tune run in --out")
   tuner.add_argument("--write-bundle", action="store_true",
                      help="store the chosen infer block in the bundle's config.json")
+  tuner.add_argument("--keep-policy", action="store_true",
+                     help="keep the bundle's own decision policy (scored beside the 0.7 s "
+                          "timer; the policy grid is not run): tune only the sound alerts")
   tuner.add_argument("--thresholds", type=_number_list, default=None,
                      help="P(SPEAK) thresholds of the model-alone candidates (comma list; "
                           "this and the grid flags below default to eval.tune.Grid's)")

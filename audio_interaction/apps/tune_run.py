@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from collections.abc import Sequence
@@ -66,9 +67,12 @@ def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
 def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str | pathlib.Path,
              grid: tune.Grid = tune.Grid(), rule: tune.Rule = tune.Rule(), seed: int = 0,
              max_cases: int | None = None, resamples: int = 1000, write_bundle: bool = False,
-             overwrite: bool = False, progress: bool = True, command: str = ""
-             ) -> dict[str, Any]:
+             overwrite: bool = False, progress: bool = True, command: str = "",
+             keep_policy: bool = False) -> dict[str, Any]:
   """Loads the bundle (default: the embedded one), tunes, writes the report.
+
+  With `keep_policy`, the bundle's own policy stays (the grid's policy candidates are
+  not run; `Grid.keep_policy`) and only the sound alerts are tuned.
 
   With `write_bundle`, the chosen `infer` block is stored in the bundle's config.json
   (`portable.write_bundle_infer`). Returns {"result", "paths", "bundle", "written",
@@ -81,6 +85,8 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
     raise FileNotFoundError(f"{bundle} is not a model bundle ({portable.PARAMS_FILE} is missing);"
                             " tune reads and writes bundles (export a workdir first)")
   base_infer = portable.bundle_infer_config(bundle)
+  if keep_policy:
+    grid = dataclasses.replace(grid, keep_policy=tune.Candidate.from_infer(base_infer))
   eval_config = suites.EvalConfig.from_infer(base_infer, bootstrap_resamples=resamples)
   model, params, tokenizer, note = portable.load_model(None, bundle)
   cases, notes = load_cases(manifests, model.config.chunk_ms, eval_config.answer_window_s,

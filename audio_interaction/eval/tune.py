@@ -101,6 +101,20 @@ class Candidate:
     return (f"hybrid θ={self.threshold:g} min={self.min_silence_seconds:g}s "
             f"timer={self.silence_seconds:g}s")
 
+  @classmethod
+  def from_infer(cls, block: ml_collections.ConfigDict) -> "Candidate":
+    """The operating point an `infer` block deploys (its policy and the knobs it reads)."""
+    if block.policy == MODEL:
+      return cls(MODEL, threshold=float(block.threshold))
+    if block.policy == TIMER:
+      return cls(TIMER, silence_seconds=float(block.silence_seconds))
+    if block.policy == HYBRID:
+      return cls(HYBRID, threshold=float(block.threshold),
+                 min_silence_seconds=float(block.min_silence_seconds),
+                 silence_seconds=float(block.silence_seconds))
+    raise ValueError(f"infer.policy={block.policy!r}: not a policy tune knows "
+                     f"({MODEL}, {HYBRID}, {TIMER})")
+
   def infer_block(self, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`base` (a config's `infer`) with this candidate's policy and knobs."""
     block = ml_collections.ConfigDict(base.to_dict())
@@ -124,9 +138,16 @@ class Grid:
   sound_alert_thresholds: tuple[float, ...] = ()
   sound_alert_holds: tuple[float, ...] = ()
   sound_alert_chunks: tuple[int, ...] = ()
+  # The bundle's own operating point, kept whatever the rule says (scored beside the
+  # reference timer): only the sound alerts are tuned.
+  keep_policy: Candidate | None = None
 
   def candidates(self, reference_silence_seconds: float = 0.7) -> list[Candidate]:
-    """Model, then hybrid, then timer candidates; the reference timer always included."""
+    """Model, then hybrid, then timer candidates; the reference timer always included
+    (with `keep_policy`: that point and the reference timer only)."""
+    if self.keep_policy is not None:
+      timer = Candidate(TIMER, silence_seconds=reference_silence_seconds)
+      return [self.keep_policy] + ([timer] if self.keep_policy != timer else [])
     timers = sorted(set(self.timer_silences) | {reference_silence_seconds})
     out = [Candidate(MODEL, threshold=t) for t in self.thresholds]
     out += [Candidate(HYBRID, threshold=t, min_silence_seconds=m, silence_seconds=s)
@@ -466,6 +487,10 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
            for k in range(len(candidates))]
   selection = select([row["A"] for row in table], table[reference]["A"]["false_cut_in_rate"],
                      rule)
+  if grid.keep_policy is not None:
+    kept = candidates.index(grid.keep_policy)
+    selection = dataclasses.replace(selection, index=kept,
+                                    meets_constraints=kept in selection.eligible)
   k = selection.index
   chosen = {"name": candidates[k].name, "index": k,
             "infer": blocks[k].to_dict(), "meets_constraints": selection.meets_constraints,
