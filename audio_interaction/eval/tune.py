@@ -42,6 +42,8 @@ most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the aler
 accuracy, then the lower threshold); if none is within it, the highest alert F1 (ties:
 the fewer false alarms), flagged: "the fewest false alarms" would always pick "off",
 whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
+With `Grid.keep_policy` (`tune --keep-policy`) the policy is not searched: the bundle's
+own point is scored beside the reference timer and kept, and only the alerts are tuned.
 
 Honest figures: the cases are split in two halves (`split_halves`, seeded, stratified
 by suite and by whether a case has turns/alert events); the rule picks on half A, and
