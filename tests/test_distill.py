@@ -209,6 +209,32 @@ def test_the_corpus_source_reads_the_built_train_split(tmp_path):
   np.testing.assert_array_equal(audio.clip(2), source[2]["audio"])
 
 
+def test_the_recorded_speech_source_reads_the_configured_sources(tmp_path, monkeypatch):
+  from audio_interaction.corpus import real_speech
+  asked = []
+
+  class Line:
+    def __init__(self, value):
+      self.value = value
+
+    def audio(self):
+      return np.full(160, self.value, np.float32)
+
+  def recorded_lines(root, sources):
+    asked.append((root, sources))
+    return (Line(1.0), Line(2.0))
+
+  monkeypatch.setattr(real_speech, "recorded_lines", recorded_lines)
+  config = _config(tmp_path, corpus_streams=False)
+  with config.unlocked():
+    config.data.randomize.train_audio_root = str(tmp_path / "packages")
+    config.data.randomize.recorded_speech_sources = ("amazon-queen-en", "hedgewars-en")
+  audio = distill.distill_audio(config)
+  assert asked == [(str(tmp_path / "packages"), ("amazon-queen-en", "hedgewars-en"))]
+  assert audio.describe() == "2 recorded speech lines"
+  np.testing.assert_array_equal(audio.clip(1), np.full(160, 2.0, np.float32))
+
+
 def test_the_cli_names_missing_audio_in_one_line(tmp_path, capsys):
   code = cli.main(["distill-encoder", "--config", model_testing.TINY, "--workdir",
                    str(tmp_path / "w"), f"--config.init.encoder_checkpoint='{tmp_path}'",

@@ -8,7 +8,8 @@ the causal student learns to give, at every frame, the feature the teacher (the 
 pretrained weights with full attention over the window) gives there. The loss is the
 squared error relative to the teacher's mean square (1.0: predicting zeros). The
 targets need no transcript, so any audio serves: the corpus's train streams and the
-real recorded speech of the TRAIN packages (`fetch-train-audio`), packed into
+real recorded speech of the TRAIN packages (`fetch-train-audio`; the sources of
+`data.randomize.recorded_speech_sources`, e.g. the English lines of "amazon-queen-en"), packed into
 windows, some of them one clip followed by silence, as a short clip padded to
 Whisper's window is.
 
@@ -107,7 +108,9 @@ def distill_audio(config: ml_collections.ConfigDict) -> DistillAudio:
   if config.distill.recorded_speech:
     root = config.data.randomize.train_audio_root
     try:
-      lines = real_speech.recorded_lines(os.path.expanduser(root)) if root else ()
+      lines = real_speech.recorded_lines(
+          os.path.expanduser(root),
+          tuple(config.data.randomize.recorded_speech_sources)) if root else ()
     except (real_speech.MissingRecordedSpeech, FileNotFoundError, ValueError) as error:
       lines, reason = (), str(error)
     else:
