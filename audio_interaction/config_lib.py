@@ -307,6 +307,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.infer.sound_alert_threshold = 0.0
   config.infer.sound_alert_chunks = 1
   config.infer.sound_alert_hold_seconds = 10.0
+  # One alert per sound: the alerting classes' probabilities summed against the
+  # threshold, the class named by the most evidence, the row quiet until no alerting
+  # class has been heard for the hold.
+  config.infer.sound_alert_once_per_sound = False
 
   # Starting weights: local `transformers` checkpoint directories (config.json +
   # *.safetensors) imported when training starts (`model/pretrained.py`). Empty: random.
@@ -600,6 +604,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.sound_alert_threshold": number(0, 1),
     "infer.sound_alert_chunks": _SIZE,
     "infer.sound_alert_hold_seconds": number(0),
+    "infer.sound_alert_once_per_sound": flag(),
     "train.speak_class_weight": number(0, lo_open=True),
     "train.log_every": _SIZE,
     "train.eval_every": _SIZE,

@@ -61,6 +61,23 @@ def test_the_most_probable_due_class_alerts_and_a_busy_row_waits():
   assert _run_rule(rule, [{LABELS.index("rain"): 1.0}]) == [None]
 
 
+def test_once_per_sound_sums_the_alerting_classes_and_names_the_sound_by_its_evidence():
+  replies = {SIREN: [5, sf.EOR_ID], KNOCK: [6, sf.EOR_ID]}
+  once = SoundAlertRule(threshold=0.6, chunks=2, hold_chunks=3, replies=replies,
+                        once_per_sound=True)
+  per_class = SoundAlertRule(threshold=0.6, chunks=2, hold_chunks=3, replies=replies)
+  siren, quiet = {SIREN: 0.9}, {}
+  chunks = [{SIREN: 0.4, KNOCK: 0.3}, {SIREN: 0.2, KNOCK: 0.5},  # 0.7 each: knock .8 > .6
+            siren, siren,              # the same sound goes on: no second alert
+            quiet, quiet, siren, siren,  # unheard 2 < 3 chunks: still that sound
+            quiet, quiet, quiet, siren, siren]  # unheard 3: a new sound, named afresh
+  assert _run_rule(once, chunks) == [None, KNOCK] + [None] * 10 + [SIREN]
+  # Class by class, neither class reaches 0.6 in the first two chunks; the siren alerts.
+  assert _run_rule(per_class, chunks) == [None, None, None, SIREN] + [None] * 8 + [SIREN]
+  # A busy row waits for a free chunk while the sound goes on.
+  assert _run_rule(once, [siren, siren, siren], free=[True, False, True]) == [None, None, SIREN]
+
+
 def test_rule_validation_and_the_config_block():
   with pytest.raises(ValueError, match="threshold"):
     SoundAlertRule(threshold=0.0, chunks=1, hold_chunks=0, replies={})
@@ -75,6 +92,10 @@ def test_rule_validation_and_the_config_block():
     sound_alert_rule(infer, encode, chunk_seconds=0.32, sound_event_classes=0)
   rule = sound_alert_rule(infer, encode, chunk_seconds=0.32, sound_event_classes=27)
   assert (rule.threshold, rule.chunks, rule.hold_chunks) == (0.7, 2, 10)
+  assert not rule.once_per_sound
+  infer.sound_alert_once_per_sound = True
+  assert sound_alert_rule(infer, encode, chunk_seconds=0.32,
+                          sound_event_classes=27).once_per_sound
   assert sorted(rule.replies) == sorted(LABELS.index(c) for c in worlds.ALERT_LABELS)
   assert rule.replies[SIREN] == encode(worlds.alert_message("siren")) + [sf.EOR_ID]
 

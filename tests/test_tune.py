@@ -261,6 +261,7 @@ def test_bad_manifests_give_clear_errors(tiny, tmp_path, capsys):
     assert code == 2
     assert message in capsys.readouterr().err
   for flags, message in ((["--sound-alert-chunks", "1.5"], "whole numbers >= 1"),
+                         (["--sound-alert-once-per-sound", "2"], "takes 0 and/or 1"),
                          (["--sound-alert-chunks", "0"], "whole numbers >= 1"),
                          (["--sound-alert-holds", "0"], "--sound-alert-holds must be > 0")):
     code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(empty),
@@ -296,7 +297,7 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   rules_run = []
   post_init = sound_alerts.SoundAlertRule.__post_init__
   def recording_post_init(rule):
-    rules_run.append((rule.threshold, rule.hold_chunks, rule.chunks))
+    rules_run.append((rule.threshold, rule.hold_chunks, rule.chunks, rule.once_per_sound))
     post_init(rule)
   monkeypatch.setattr(sound_alerts.SoundAlertRule, "__post_init__", recording_post_init)
   labels = worlds.SOUND_EVENT_LABELS
@@ -312,18 +313,19 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   code = cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
                    "--manifest", str(events), "--out", str(out), "--write-bundle",
                    "--sound-alert-thresholds", "0.5,0.9", "--sound-alert-holds", "1,30",
-                   "--sound-alert-chunks", "1,2",
+                   "--sound-alert-chunks", "1,2", "--sound-alert-once-per-sound", "0,1",
                    *SMALL_GRID])
   printed = capsys.readouterr()
   assert code == 0, printed.err
   result = json.loads((out / "tune.json").read_text())
   stage = result["chosen"]["sound_alerts"]
-  points = [(row["threshold"], row["hold_seconds"], row["chunks"])
+  points = [(row["threshold"], row["hold_seconds"], row["chunks"], row["once_per_sound"])
             for row in stage["candidates"]]
-  grid = [(t, h, c) for t in (0.5, 0.9) for h in (1.0, 30.0) for c in (1, 2)]
-  assert points == [(0.0, 10.0, 1)] + grid
+  grid = [(t, h, c, o) for t in (0.5, 0.9) for h in (1.0, 30.0) for c in (1, 2)
+          for o in (False, True)]
+  assert points == [(0.0, 10.0, 1, False)] + grid
   chunk = model.config.chunk_seconds
-  assert set(rules_run) >= {(t, round(h / chunk), c) for t, h, c in grid}
+  assert set(rules_run) >= {(t, round(h / chunk), c, o) for t, h, c, o in grid}
   nan = lambda r: {k: math.nan if v is None else v for k, v in r.items()}
   index, within = tune.select_sound_alert([nan(r["A"]) for r in stage["candidates"]],
                                           tune.Rule())
@@ -331,7 +333,7 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   # At 0.5 every recording starts with an alert (the event's one is found); at 0.9 none.
   at_half = stage["candidates"][1]["all"]
   assert at_half["recall"] == 1.0 and at_half["false_alarms_per_hour"] > 0
-  assert stage["candidates"][5]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
+  assert stage["candidates"][9]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
   # The report's B6 block is the chosen threshold's run; the bundle holds the choice.
   chosen_all = stage["candidates"][stage["index"]]["all"]
   assert result["chosen"]["halves"]["all"]["B6"]["model"]["recall"] == chosen_all["recall"]
@@ -339,6 +341,7 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   assert loaded.infer.sound_alert_threshold == stage["threshold"]
   assert loaded.infer.sound_alert_hold_seconds == stage["hold_seconds"]
   assert loaded.infer.sound_alert_chunks == stage["chunks"]
+  assert loaded.infer.sound_alert_once_per_sound == stage["once_per_sound"]
   assert "## Sound alerts" in (out / "tune.md").read_text()
 
 

@@ -279,7 +279,7 @@ def _number_list(text: str) -> tuple[float, ...]:
 # `tune`'s grid flags, named as `eval.tune.Grid`'s fields (None: the Grid's default).
 GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silences",
               "timer_silences", "sound_alert_thresholds", "sound_alert_holds",
-              "sound_alert_chunks")
+              "sound_alert_chunks", "sound_alert_once_per_sound")
 
 
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -304,6 +304,9 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
   if not all(v >= 1 and float(v).is_integer() for v in grid.sound_alert_chunks):
     raise UsageError(f"--sound-alert-chunks must be whole numbers >= 1, got "
                      f"{grid.sound_alert_chunks}")
+  if not all(v in (0, 1) for v in grid.sound_alert_once_per_sound):
+    raise UsageError(f"--sound-alert-once-per-sound takes 0 and/or 1, got "
+                     f"{grid.sound_alert_once_per_sound}")
   if args.max_cases is not None and args.max_cases < 1:
     raise UsageError(f"--max-cases must be >= 1, got {args.max_cases}")
   defaults = build_parser().parse_args(["tune", "--manifest", "x", "--out", "x"])
@@ -704,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--sound-alert-chunks", type=_number_list, default=None,
                      help="with --sound-alert-thresholds, also these consecutive chunks a "
                           "class must be heard for (each threshold at each)")
+  tuner.add_argument("--sound-alert-once-per-sound", type=_number_list, default=None,
+                     help="with --sound-alert-thresholds: 0 (an alert per class), 1 (one "
+                          "alert per sound, any alerting class) or 0,1 (both, each "
+                          "threshold at each)")
   tuner.add_argument("--seed", type=int, default=0, help="seed of the A/B split (and --max-cases)")
   tuner.add_argument("--max-cases", type=int, default=None,
                      help="at most this many cases per suite (a seeded subset), for a short run")

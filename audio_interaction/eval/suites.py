@@ -69,7 +69,7 @@ from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
-from audio_interaction.infer.sound_alerts import sound_alert_rule
+from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
 from audio_interaction.model.model import Params
 
 # The default operating point (`config.infer`): one owner for threshold, VAD, lengths.
@@ -173,7 +173,8 @@ class EvalConfig:
     fewer were reached.
   bootstrap_resamples, bootstrap_seed: the percentile bootstrap over cases behind every
     headline interval (`bootstrap.py`).
-  sound_alert_threshold, sound_alert_chunks, sound_alert_hold_seconds: alerts from the
+  sound_alert_threshold, sound_alert_chunks, sound_alert_hold_seconds,
+    sound_alert_once_per_sound: alerts from the
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
   """
@@ -201,6 +202,7 @@ class EvalConfig:
   sound_alert_threshold: float = _INFER.sound_alert_threshold
   sound_alert_chunks: int = _INFER.sound_alert_chunks
   sound_alert_hold_seconds: float = _INFER.sound_alert_hold_seconds
+  sound_alert_once_per_sound: bool = _INFER.sound_alert_once_per_sound
 
   @classmethod
   def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
@@ -210,9 +212,7 @@ class EvalConfig:
               "silence_seconds": infer.silence_seconds,
               "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
               "max_answer_tokens": infer.max_answer_tokens,
-              "sound_alert_threshold": infer.sound_alert_threshold,
-              "sound_alert_chunks": infer.sound_alert_chunks,
-              "sound_alert_hold_seconds": infer.sound_alert_hold_seconds}
+              **{key: infer[key] for key in SOUND_ALERT_KEYS}}
     return cls(**{**values, **overrides})
 
 
@@ -570,10 +570,8 @@ class Runner:
                               chunk_seconds=self.chunk_seconds)
     self._peer: Pocketsphinx | None = None
     self.sound_alerts = sound_alert_rule(
-        ml_collections.ConfigDict({
-            "sound_alert_threshold": config.sound_alert_threshold,
-            "sound_alert_chunks": config.sound_alert_chunks,
-            "sound_alert_hold_seconds": config.sound_alert_hold_seconds}),
+        ml_collections.ConfigDict({key: getattr(config, key)
+                                   for key in SOUND_ALERT_KEYS}),
         tokenizer.encode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
 

@@ -55,6 +55,7 @@ next to the reference timer on the same cases.
 from __future__ import annotations
 
 import collections
+import itertools
 import dataclasses
 import json
 import math
@@ -140,6 +141,7 @@ class Grid:
   sound_alert_thresholds: tuple[float, ...] = ()
   sound_alert_holds: tuple[float, ...] = ()
   sound_alert_chunks: tuple[int, ...] = ()
+  sound_alert_once_per_sound: tuple[bool, ...] = ()
   # The bundle's own operating point, kept whatever the rule says (scored beside the
   # reference timer): only the sound alerts are tuned.
   keep_policy: Candidate | None = None
@@ -354,44 +356,56 @@ def tune_sound_alerts(engine: Engine, params: Params, tokenizer: Tokenizer,
                       cases: Sequence[Case], block: ml_collections.ConfigDict,
                       thresholds: Sequence[float], halves: dict[str, Sequence[int]],
                       config: EvalConfig, rule: Rule, *, holds: Sequence[float] = (),
-                      chunks: Sequence[int] = (), progress: bool = True
-                      ) -> tuple[dict[str, Any], list[StreamTrace]]:
+                      chunks: Sequence[int] = (), once_per_sound: Sequence[bool] = (),
+                      progress: bool = True) -> tuple[dict[str, Any], list[StreamTrace]]:
   """The chosen policy `block` with sound alerts off and at each of `thresholds` × `holds`
-  (`sound_alert_hold_seconds`) × `chunks` (`sound_alert_chunks`; an axis not given: the
-  block's value): one run per point per case, scored per half, the point chosen on half
-  A (`select_sound_alert`). Returns ({"candidates": [{"threshold", "hold_seconds",
-  "chunks", "A", "B", "all"}], "index", "threshold", "hold_seconds", "chunks",
-  "within_budget", "infer"}, the chosen point's traces, one per case)."""
-  hold_values = sorted({float(h) for h in holds}) or [float(block.sound_alert_hold_seconds)]
-  chunk_values = sorted({int(c) for c in chunks}) or [int(block.sound_alert_chunks)]
-  points = [(0.0, float(block.sound_alert_hold_seconds), int(block.sound_alert_chunks))] + [
-      (t, h, c) for t in sorted({float(t) for t in thresholds if t}) for h in hold_values
-      for c in chunk_values]
+  (`sound_alert_hold_seconds`) × `chunks` (`sound_alert_chunks`) × `once_per_sound`
+  (`sound_alert_once_per_sound`; an axis not given: the block's value): one run per
+  point per case, scored per half, the point chosen on half A (`select_sound_alert`).
+  Returns ({"candidates": [{"threshold", "hold_seconds", "chunks", "once_per_sound",
+  "A", "B", "all"}], "index", the chosen point's four knobs, "within_budget", "infer"},
+  the chosen point's traces, one per case)."""
+  axes = {"hold_seconds": sorted({float(h) for h in holds})
+                          or [float(block.sound_alert_hold_seconds)],
+          "chunks": sorted({int(c) for c in chunks}) or [int(block.sound_alert_chunks)],
+          "once_per_sound": sorted({bool(o) for o in once_per_sound})
+                            or [bool(block.sound_alert_once_per_sound)]}
+  # "Off" keeps the block's other knobs, so choosing it leaves them as they were.
+  off = {"threshold": 0.0, **{name: type(values[0])(block[_ALERT_KNOBS[name]])
+                              for name, values in axes.items()}}
+  points = [off] + [{"threshold": t, **dict(zip(axes, combination))}
+                    for t in sorted({float(t) for t in thresholds if t})
+                    for combination in itertools.product(*axes.values())]
   rows, runs = [], []
-  for threshold, hold, run in tqdm(points, desc="sound alert points", disable=not progress):
+  for point in tqdm(points, desc="sound alert points", disable=not progress):
     trial = ml_collections.ConfigDict(block.to_dict())
-    trial.sound_alert_threshold, trial.sound_alert_hold_seconds = threshold, hold
-    trial.sound_alert_chunks = run
+    for name, value in point.items():
+      trial[_ALERT_KNOBS[name]] = value
     traces = [run_candidates(engine, params, tokenizer, case, [trial],
                              max_reply_tokens=config.max_reply_tokens)[0] for case in cases]
     runs.append(traces)
-    rows.append({"threshold": threshold, "hold_seconds": hold, "chunks": run, **{
+    rows.append({**point, **{
         half: score_candidate([cases[i] for i in idx], [traces[i] for i in idx], tokenizer,
                               config) for half, idx in halves.items()}})
   index, within = select_sound_alert([row["A"] for row in rows], rule)
   infer = ml_collections.ConfigDict(block.to_dict())
-  threshold, hold, run = points[index]
-  infer.sound_alert_threshold, infer.sound_alert_hold_seconds = threshold, hold
-  infer.sound_alert_chunks = run
-  return {"candidates": rows, "index": index, "threshold": threshold, "hold_seconds": hold,
-          "chunks": run, "within_budget": within, "infer": infer.to_dict()}, runs[index]
+  for name, value in points[index].items():
+    infer[_ALERT_KNOBS[name]] = value
+  return {"candidates": rows, "index": index, **points[index], "within_budget": within,
+          "infer": infer.to_dict()}, runs[index]
+
+
+# A sound-alert point's knobs and the `infer` keys they set.
+_ALERT_KNOBS = {"threshold": "sound_alert_threshold", "hold_seconds": "sound_alert_hold_seconds",
+                "chunks": "sound_alert_chunks", "once_per_sound": "sound_alert_once_per_sound"}
 
 
 def _alert_point(row: dict[str, Any]) -> str:
   """A sound-alert point's name: 'θ (chunks, hold)'; rows written before the chunks axis
   have none."""
   run = f"{row['chunks']} chunks, " if "chunks" in row else ""
-  return f"{row['threshold']:g} ({run}hold {row['hold_seconds']:g} s)"
+  once = "once per sound, " if row.get("once_per_sound") else ""
+  return f"{row['threshold']:g} ({once}{run}hold {row['hold_seconds']:g} s)"
 
 
 def goal_checks(figures: dict[str, float], reference_cut_in: float,
@@ -507,7 +521,9 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
     stage, alert_traces = tune_sound_alerts(engine, params, tokenizer, cases, blocks[k],
                                             grid.sound_alert_thresholds, halves, config, rule,
                                             holds=grid.sound_alert_holds,
-                                            chunks=grid.sound_alert_chunks, progress=progress)
+                                            chunks=grid.sound_alert_chunks,
+                                            once_per_sound=grid.sound_alert_once_per_sound,
+                                            progress=progress)
     chosen["sound_alerts"] = stage
     chosen["infer"] = stage["infer"]
     chosen["name"] += (f", sound alerts {_alert_point(stage)}" if stage["threshold"] else "")
@@ -602,7 +618,8 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
                                                   "silence_seconds", "vad",
                                                   "sound_alert_threshold",
                                                   "sound_alert_chunks",
-                                                  "sound_alert_hold_seconds") if k in infer)
+                                                  "sound_alert_hold_seconds",
+                                                  "sound_alert_once_per_sound") if k in infer)
   text = ["# Operating point chosen on the dev set", "",
           f"Model: {note}." if note else "", f"Reproduce: `{command}`" if command else "", "",
           f"**{alarm}**" if alarm else "",

@@ -52,7 +52,7 @@ from audio_interaction.infer.policies import (DEFAULT_THRESHOLD, DecisionPolicy,
                                               policy_from_config)
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper, StreamTrace)
-from audio_interaction.infer.sound_alerts import sound_alert_rule
+from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
 from audio_interaction.model.model import Params
 
 # One of the chat instructions the corpus trains on (data/tasks.py), so the default
@@ -142,8 +142,7 @@ class LiveConfig:
                  threshold: float | None = None, **fields: Any) -> LiveConfig:
     """The operating point of a config's (or bundle's) `infer` block, with overrides."""
     threshold = infer.threshold if threshold is None else threshold
-    alerts = ml_collections.ConfigDict({key: infer[key] for key in (
-        "sound_alert_threshold", "sound_alert_chunks", "sound_alert_hold_seconds")})
+    alerts = ml_collections.ConfigDict({key: infer[key] for key in SOUND_ALERT_KEYS})
     return cls(policy=policy_from_config(infer, chunk_seconds=chunk_seconds,
                                          threshold=threshold),
                threshold=threshold, max_reply_tokens=infer.max_reply_tokens,
