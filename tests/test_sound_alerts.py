@@ -150,3 +150,39 @@ def test_an_alert_cuts_the_models_own_reply_and_skips_rows_not_listening():
   # The model's reply ends there (a yield), the alert starts, in that order.
   assert second[0].events[:2] == [run_stream_lib.YIELD, run_stream_lib.REPLY_START]
   assert second[1].sound_alert is None and second[1].reply_tokens != reply
+
+
+def test_eval_once_per_sound_flag_hears_a_sound_no_single_class_reaches(tmp_path, capsys):
+  import json
+  import soundfile
+  from audio_interaction.apps import cli
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  from audio_interaction.export import portable
+  from audio_interaction.model.model import AudioInteractionModel
+  config = model_testing.small_config(**{"model.decoder.vocab_size": 288, "infer.vad": "energy",
+                                         "model.sound_event_classes": len(LABELS)})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(4))
+  # Siren and knock at p = 0.45 each in every chunk: neither alone reaches 0.5, the two
+  # together (0.9) do.
+  bias = np.zeros(len(LABELS), np.float32)
+  bias[[SIREN, KNOCK]] = np.log(0.45 * (len(LABELS) - 2) / 0.1)
+  bundle = portable.save_bundle(tmp_path / "bundle", model_testing.with_sound_head(
+      params, bias=bias), ByteTokenizer(), config)
+  t = np.arange(int(2.0 * sf.SAMPLE_RATE)) / sf.SAMPLE_RATE
+  soundfile.write(tmp_path / "siren.wav", (0.3 * np.sin(2 * np.pi * 900 * t)).astype(np.float32),
+                  sf.SAMPLE_RATE)
+  manifest = tmp_path / "events.jsonl"
+  manifest.write_text(json.dumps({"audio": "siren.wav", "events": [
+      {"onset": 0.0, "offset": 2.0, "class": "siren", "role": "alert"}]}) + "\n")
+  recalls = {}
+  for flags in ((), ("--sound-alert-once-per-sound",)):
+    out = tmp_path / f"eval{len(flags)}"
+    assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
+                     "--suites", "B6", "--sweep", "", "--sound-alert", "0.5",
+                     "--policy", "model", "--threshold", "1.0", "--out", str(out),
+                     *flags]) == 0, capsys.readouterr().err
+    result = json.loads((out / "results.json").read_text())
+    recalls[flags] = result["suites"]["B6"]["model"]["recall"]
+    assert "--sound-alert-once-per-sound" in (out / "report.md").read_text() or not flags
+  assert recalls == {(): 0.0, ("--sound-alert-once-per-sound",): 1.0}

@@ -238,7 +238,9 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                             ("silence_seconds", args.silence),
                                             ("policy", args.policy),
                                             ("min_silence_seconds", args.min_silence),
-                                            ("sound_alert_threshold", args.sound_alert))
+                                            ("sound_alert_threshold", args.sound_alert),
+                                            ("sound_alert_once_per_sound",
+                                             args.sound_alert_once_per_sound or None))
             if value is not None}
   eval_config = suites.EvalConfig.from_infer(
       infer, sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
@@ -251,7 +253,9 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
       ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"))
       if getattr(args, name) != getattr(defaults, name)
-      for token in (flag, str(getattr(args, name)))) + tuple(overrides)
+      for token in (flag, str(getattr(args, name)))) + (
+          ("--sound-alert-once-per-sound",) if args.sound_alert_once_per_sound else ()
+      ) + tuple(overrides)
   command = eval_run.eval_command(
       suites=args.suites, manifest=args.manifest, tfds=args.tfds, classes=args.classes,
       streams=args.streams, checkpoint=args.checkpoint, out_dir=args.out, extra=extra)
@@ -667,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-alert", type=_probability, default=None, metavar="P",
                         help="alerts from the sound-event head at this probability, 0: off "
                              "(default: the model's infer.sound_alert_threshold)")
+  evaluate.add_argument("--sound-alert-once-per-sound", action="store_true",
+                        help="one alert per sound of any alerting class, not one per class "
+                             "(default: the model's infer.sound_alert_once_per_sound)")
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)
