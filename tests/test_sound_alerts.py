@@ -67,7 +67,8 @@ def test_once_per_sound_sums_the_alerting_classes_and_names_the_sound_by_its_evi
                         once_per_sound=True)
   per_class = SoundAlertRule(threshold=0.6, chunks=2, hold_chunks=3, replies=replies)
   siren, quiet = {SIREN: 0.9}, {}
-  chunks = [{SIREN: 0.4, KNOCK: 0.3}, {SIREN: 0.2, KNOCK: 0.5},  # 0.7 each: knock .8 > .6
+  # 0.7 each; the second chunk alone says siren, the two together knock (0.9 > 0.5).
+  chunks = [{SIREN: 0.1, KNOCK: 0.6}, {SIREN: 0.4, KNOCK: 0.3},
             siren, siren,              # the same sound goes on: no second alert
             quiet, quiet, siren, siren,  # unheard 2 < 3 chunks: still that sound
             quiet, quiet, quiet, siren, siren]  # unheard 3: a new sound, named afresh
