@@ -459,6 +459,47 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.corpus import real_audio, real_speech
+  from audio_interaction.train import ctc_head
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: fit-ctc-head takes no config "
+                     f"(the bundle brings its own)")
+  root = args.train_audio or str(real_audio.default_cache() / "extracted")
+  if not pathlib.Path(root).is_dir():
+    raise UsageError(f"--train-audio {root}: no such folder; run `audio-interaction "
+                     f"fetch-train-audio` first")
+  sources = tuple(s for s in args.sources.split(",") if s)
+  unknown = [s for s in sources if s not in real_speech.SOURCES]
+  if unknown or not sources:
+    raise UsageError(f"--sources {args.sources}: choose from {','.join(real_speech.SOURCES)}")
+  for name, value in (("--steps", args.steps), ("--eval-every", args.eval_every),
+                      ("--frames-per-batch", args.frames_per_batch)):
+    if value < 1:
+      raise UsageError(f"{name} {value}: must be >= 1")
+  if args.copies < 0:
+    raise UsageError(f"--copies {args.copies}: must be >= 0")
+  if not 0.0 <= args.held_out_share < 1.0:
+    raise UsageError(f"--held-out-share {args.held_out_share}: must be in [0, 1)")
+  if args.monitor and not pathlib.Path(args.monitor).is_file():
+    raise UsageError(f"--monitor {args.monitor}: no such manifest")
+  from audio_interaction.export import portable
+  bundle = portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle
+  try:
+    summary = ctc_head.fit_bundle_ctc_head(
+        bundle, args.out, train_audio_root=root, sources=sources,
+        held_out_share=args.held_out_share, copies=args.copies, max_lines=args.max_lines,
+        steps=args.steps, learning_rate=args.learning_rate,
+        frames_per_batch=args.frames_per_batch, eval_every=args.eval_every,
+        warm_start=args.warm_start, seed=args.seed, monitor_manifest=args.monitor)
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(_one_line(error)) from error
+  print(json.dumps(summary, indent=1))
+  print(f"bundle with the fitted CTC head written to {args.out}")
+  return 0
+
+
 def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import real_audio
   if overrides:
@@ -798,6 +839,36 @@ def build_parser() -> argparse.ArgumentParser:
   fit_head.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_head.add_argument("--seed", type=int, default=0)
   fit_head.set_defaults(run=_fit_sound_head)
+
+  fit_ctc = verbs.add_parser(
+      "fit-ctc-head", help="fit a bundle's encoder CTC head on the TRAIN side's recorded "
+                           "lines with their text, over its frozen encoder; writes a new "
+                           "bundle")
+  fit_ctc.add_argument("--bundle", required=True,
+                       help="a model bundle, or 'embedded' for the shipped model")
+  fit_ctc.add_argument("--out", required=True, help="the new bundle's directory")
+  fit_ctc.add_argument("--train-audio", default=None,
+                       help="fetch-train-audio's folder (default: "
+                            "~/.cache/audio_interaction/debs/extracted)")
+  fit_ctc.add_argument("--sources", default="amazon-queen-en",
+                       help="comma-separated recorded-speech sources whose lines are the data")
+  fit_ctc.add_argument("--copies", type=int, default=1,
+                       help="extra versions of each line through the corpus's effects")
+  fit_ctc.add_argument("--held-out-share", type=float, default=0.05,
+                       help="share of the voices held out to choose the step")
+  fit_ctc.add_argument("--max-lines", type=int, default=None,
+                       help="at most this many lines (a random subset)")
+  fit_ctc.add_argument("--steps", type=int, default=4000, help="Adam steps")
+  fit_ctc.add_argument("--learning-rate", type=float, default=2e-3)
+  fit_ctc.add_argument("--frames-per-batch", type=int, default=16384)
+  fit_ctc.add_argument("--eval-every", type=int, default=250)
+  fit_ctc.add_argument("--warm-start", action="store_true",
+                       help="start from the bundle's own head instead of zeros")
+  fit_ctc.add_argument("--monitor", default=None,
+                       help="a manifest whose greedy CTC WER is logged at each evaluation "
+                            "(it does not choose the step)")
+  fit_ctc.add_argument("--seed", type=int, default=0)
+  fit_ctc.set_defaults(run=_fit_ctc_head)
 
   train_audio = verbs.add_parser(
       "fetch-train-audio",

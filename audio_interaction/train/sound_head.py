@@ -44,6 +44,7 @@ from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
+from audio_interaction.train.clip_encoding import ChunkEncoder, ClipEncoder
 from audio_interaction.stream_format import NO_SOUND_EVENT
 
 # A chunk holds a clip's sound when its loudest frame is within this of the clip's peak
@@ -70,30 +71,6 @@ class ChunkExamples:
       raise ValueError("no chunk examples to fit the sound-event head on")
     return cls(np.concatenate([p.features for p in parts]),
                np.concatenate([p.targets for p in parts]))
-
-
-class ChunkEncoder:
-  """A model's per-chunk head inputs for whole clips: audio [n] -> [chunks, D]."""
-
-  def __init__(self, model: AudioInteractionModel, params: Params):
-    self.chunk_samples = model.config.chunk_samples
-
-    def features(p, audio):
-      return model.network.apply(
-          p, model.features(audio),
-          method=lambda net, mel: net.sound_event_features(net.encoder(mel, None)[1]))
-
-    self._features = jax.jit(features)
-    self._params = params
-
-  def __call__(self, audio: np.ndarray) -> np.ndarray:
-    chunks = max(1, -(-audio.size // self.chunk_samples))
-    # Padded to a power of two of chunks, so a few shapes compile; padding comes after
-    # the clip, and the encoder is causal, so it changes none of the clip's chunks.
-    padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
-                      np.float32)
-    padded[0, :audio.size] = audio
-    return np.asarray(self._features(self._params, jnp.asarray(padded)))[0, :chunks]
 
 
 def clip_chunk_targets(audio: np.ndarray, label_id: int, chunk_samples: int) -> np.ndarray:
@@ -125,7 +102,7 @@ def other_sound_paths(train_audio_root: str | os.PathLike) -> list[str]:
           if not c.mapped and c.ref.member is None]
 
 
-def bank_examples(encode: ChunkEncoder, bank: SoundBank, per_class: int, seed: int,
+def bank_examples(encode: ClipEncoder, bank: SoundBank, per_class: int, seed: int,
                   labels: Iterable[str] | None = None, progress: bool = True) -> ChunkExamples:
   """`per_class` clean clips of every class of `bank` (known to `worlds.SOUND_EVENT_LABELS`),
   encoded chunk by chunk with `clip_chunk_targets`."""
@@ -141,7 +118,7 @@ def bank_examples(encode: ChunkEncoder, bank: SoundBank, per_class: int, seed: i
   return ChunkExamples(np.concatenate(features), np.concatenate(targets))
 
 
-def other_sound_examples(encode: ChunkEncoder, paths: Sequence[str], progress: bool = True
+def other_sound_examples(encode: ClipEncoder, paths: Sequence[str], progress: bool = True
                          ) -> ChunkExamples:
   """Recordings of sounds outside the head's classes (the TRAIN packages' explosions,
   fire, applause, engines: `real_audio.train_sound_clips` with no class of ours), every
@@ -155,7 +132,7 @@ def other_sound_examples(encode: ChunkEncoder, paths: Sequence[str], progress: b
   return ChunkExamples(stacked, np.full(len(stacked), NO_SOUND_EVENT, np.int32))
 
 
-def corpus_examples(encode: ChunkEncoder, source: Sequence[dict[str, Any]], rows: int,
+def corpus_examples(encode: ClipEncoder, source: Sequence[dict[str, Any]], rows: int,
                     seed: int, progress: bool = True, none_only: bool = False
                     ) -> ChunkExamples:
   """`rows` examples of a built split (a random subset), each chunk with its stored
