@@ -72,8 +72,8 @@ def test_split_holds_out_whole_voices():
 def _frames(lengths, label_lengths, width=4):
   return ctc_head.TranscribedFrames(
       [np.full((n, width), i, np.float16) for i, n in enumerate(lengths)],
-      [np.arange(1, m + 1, dtype=np.int32) + sf.NUM_SPECIAL_TOKENS for m in label_lengths],
-      [""] * len(lengths), ["v"] * len(lengths))
+      [""] * len(lengths), ["v"] * len(lengths),
+      [np.arange(1, m + 1, dtype=np.int32) + sf.NUM_SPECIAL_TOKENS for m in label_lengths])
 
 
 def test_epoch_batches_cover_every_clip_once_with_its_padding():
@@ -108,7 +108,7 @@ def _readable_clips(texts, tokenizer, seed, width=24):
   rng = np.random.default_rng(100)
   directions = rng.normal(size=(tokenizer.vocab_size, width))
   noise = np.random.default_rng(seed)
-  clips = ctc_head.TranscribedFrames([], [], [], [])
+  clips = ctc_head.TranscribedFrames([], [], [])
   for text in texts:
     labels = ctc_head.ctc_labels(tokenizer, text)
     rows = [directions[sf.PAD_ID]] * 3
@@ -173,6 +173,32 @@ def test_frames_are_what_the_ctc_head_reads_in_the_model(tmp_path):
   np.testing.assert_allclose(logits, full.ctc_logits[0], atol=2e-4, rtol=0)
 
 
+def test_labelled_drops_clips_whose_labels_cannot_fit():
+  tokenizer = ByteTokenizer()
+  assert len(tokenizer.encode("ab ba")) == 5 and len(tokenizer.encode("aa")) == 2
+  clips = ctc_head.TranscribedFrames(
+      [np.zeros((n, 2), np.float16) for n in (5, 4, 30, 3, 2)],
+      ["ab ba", "ab ba", "", "aa", "aa"], ["a", "b", "c", "d", "e"])
+  out = ctc_head.labelled(clips, tokenizer)
+  # 5 labels need 5 frames; "aa" needs 3 (a blank between the two a's); no text, no clip.
+  assert out.voices == ["a", "d"]
+  assert [l.tolist() for l in out.labels] == [tokenizer.encode("ab ba"), tokenizer.encode("aa")]
+
+
+def test_encoded_clips_round_trip_under_their_key(tmp_path):
+  clips = ctc_head.TranscribedFrames(
+      [np.arange(6, dtype=np.float16).reshape(3, 2), np.ones((1, 2), np.float16)],
+      ["one two", "three"], ["v1", "v2"])
+  path = tmp_path / "cache" / "train.npz"
+  clips.save(path, key="made so")
+  back = ctc_head.TranscribedFrames.load(path, key="made so")
+  assert back.texts == clips.texts and back.voices == clips.voices
+  for a, b in zip(back.features, clips.features):
+    np.testing.assert_array_equal(a, b)
+  assert ctc_head.TranscribedFrames.load(path, key="made otherwise") is None
+  assert ctc_head.TranscribedFrames.load(tmp_path / "none.npz", key="made so") is None
+
+
 def test_fit_bundle_changes_the_ctc_head_only(tmp_path, monkeypatch):
   _, _, source = _model(tmp_path)
   lines = _lines(12, voices=4)
@@ -201,6 +227,29 @@ def test_fit_bundle_changes_the_ctc_head_only(tmp_path, monkeypatch):
   metadata = json.loads((out / "metadata.json").read_text())
   assert metadata["trained"] == "for a test"
   assert metadata["ctc_head_fit"]["best_step"] in (3, 6)
+
+
+def test_a_second_fit_reads_the_encoded_lines_from_the_cache(tmp_path, monkeypatch):
+  _, _, source = _model(tmp_path)
+  lines = _lines(8, voices=4)
+  monkeypatch.setattr(real_speech, "recorded_lines", lambda root, sources: tuple(lines))
+  encoded = []
+  real_encode = ctc_head.encode_lines
+
+  def counting(encode, lines, **kwargs):
+    encoded.append(len(lines))
+    return real_encode(encode, lines, **kwargs)
+  monkeypatch.setattr(ctc_head, "encode_lines", counting)
+  common = dict(train_audio_root="r", held_out_share=0.25, steps=2, eval_every=2,
+                progress=False, features_cache=tmp_path / "cache")
+  first = ctc_head.fit_bundle_ctc_head(source, tmp_path / "a", copies=1, **common)
+  assert encoded == [6, 2]
+  again = ctc_head.fit_bundle_ctc_head(source, tmp_path / "b", copies=1,
+                                       targets="characters", **common)
+  assert encoded == [6, 2]  # nothing encoded again
+  assert again["train_clips"] == first["train_clips"] and again["targets"] == "characters"
+  ctc_head.fit_bundle_ctc_head(source, tmp_path / "c", copies=0, **common)
+  assert encoded == [6, 2, 6]  # other copies: the training lines again, not the held-out
 
 
 def test_with_ctc_head_refuses_another_shape(tmp_path):

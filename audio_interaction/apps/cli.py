@@ -427,19 +427,36 @@ def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParser:
+  """A verb that fits one head of a bundle over its frozen encoder: its common flags."""
+  parser = verbs.add_parser(name, help=help_text)
+  parser.add_argument("--bundle", required=True,
+                      help="a model bundle, or 'embedded' for the shipped model")
+  parser.add_argument("--out", required=True, help="the new bundle's directory")
+  parser.add_argument("--train-audio", default=None,
+                      help="fetch-train-audio's folder (default: "
+                           "~/.cache/audio_interaction/debs/extracted)")
+  return parser
+
+
+def _train_audio_root(args: argparse.Namespace, alternative: str = "") -> str:
+  """--train-audio, or fetch-train-audio's default folder; UsageError if it is missing."""
+  from audio_interaction.corpus import real_audio
+  root = args.train_audio or str(real_audio.default_cache() / "extracted")
+  if not pathlib.Path(root).is_dir():
+    raise UsageError(f"--train-audio {root}: no such folder; run `audio-interaction "
+                     f"fetch-train-audio` first{alternative}")
+  return root
+
+
 def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
-  from audio_interaction.corpus import real_audio
   from audio_interaction.train import sound_head
   if overrides:
     raise UsageError(f"{overrides[0].split('=')[0]}: fit-sound-head takes no config "
                      f"(the bundle brings its own)")
-  root = None
-  if not args.procedural_only:
-    root = args.train_audio or str(real_audio.default_cache() / "extracted")
-    if not pathlib.Path(root).is_dir():
-      raise UsageError(f"--train-audio {root}: no such folder; run `audio-interaction "
-                       f"fetch-train-audio` first, or pass --procedural-only")
+  root = None if args.procedural_only else _train_audio_root(
+      args, ", or pass --procedural-only")
   for name, value in (("--per-class", args.per_class), ("--steps", args.steps)):
     if value < 1:
       raise UsageError(f"{name} {value}: must be >= 1")
@@ -461,15 +478,12 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
-  from audio_interaction.corpus import real_audio, real_speech
+  from audio_interaction.corpus import real_speech
   from audio_interaction.train import ctc_head
   if overrides:
     raise UsageError(f"{overrides[0].split('=')[0]}: fit-ctc-head takes no config "
                      f"(the bundle brings its own)")
-  root = args.train_audio or str(real_audio.default_cache() / "extracted")
-  if not pathlib.Path(root).is_dir():
-    raise UsageError(f"--train-audio {root}: no such folder; run `audio-interaction "
-                     f"fetch-train-audio` first")
+  root = _train_audio_root(args)
   sources = tuple(s for s in args.sources.split(",") if s)
   unknown = [s for s in sources if s not in real_speech.SOURCES]
   if unknown or not sources:
@@ -492,7 +506,8 @@ def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
         held_out_share=args.held_out_share, copies=args.copies, max_lines=args.max_lines,
         steps=args.steps, learning_rate=args.learning_rate,
         frames_per_batch=args.frames_per_batch, eval_every=args.eval_every,
-        warm_start=args.warm_start, seed=args.seed, monitor_manifest=args.monitor)
+        warm_start=args.warm_start, seed=args.seed, monitor_manifest=args.monitor,
+        targets=args.targets, features_cache=args.features_cache)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -812,16 +827,10 @@ def build_parser() -> argparse.ArgumentParser:
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
   real_dev.set_defaults(run=_build_real_dev)
 
-  fit_head = verbs.add_parser(
-      "fit-sound-head", help="fit a bundle's sound-event head (added if it has none) on "
-                             "clean TRAIN-bank clips and corpus rows over its frozen "
-                             "encoder; writes a new bundle")
-  fit_head.add_argument("--bundle", required=True,
-                        help="a model bundle, or 'embedded' for the shipped model")
-  fit_head.add_argument("--out", required=True, help="the new bundle's directory")
-  fit_head.add_argument("--train-audio", default=None,
-                        help="fetch-train-audio's folder (default: "
-                             "~/.cache/audio_interaction/debs/extracted)")
+  fit_head = _head_fit_parser(
+      verbs, "fit-sound-head", "fit a bundle's sound-event head (added if it has none) on "
+                               "clean TRAIN-bank clips and corpus rows over its frozen "
+                               "encoder; writes a new bundle")
   fit_head.add_argument("--procedural-only", action="store_true",
                         help="the generated sounds only, no recordings")
   fit_head.add_argument("--corpus", default=None,
@@ -840,16 +849,10 @@ def build_parser() -> argparse.ArgumentParser:
   fit_head.add_argument("--seed", type=int, default=0)
   fit_head.set_defaults(run=_fit_sound_head)
 
-  fit_ctc = verbs.add_parser(
-      "fit-ctc-head", help="fit a bundle's encoder CTC head on the TRAIN side's recorded "
-                           "lines with their text, over its frozen encoder; writes a new "
-                           "bundle")
-  fit_ctc.add_argument("--bundle", required=True,
-                       help="a model bundle, or 'embedded' for the shipped model")
-  fit_ctc.add_argument("--out", required=True, help="the new bundle's directory")
-  fit_ctc.add_argument("--train-audio", default=None,
-                       help="fetch-train-audio's folder (default: "
-                            "~/.cache/audio_interaction/debs/extracted)")
+  fit_ctc = _head_fit_parser(
+      verbs, "fit-ctc-head", "fit a bundle's encoder CTC head on the TRAIN side's recorded "
+                             "lines with their text, over its frozen encoder; writes a new "
+                             "bundle")
   fit_ctc.add_argument("--sources", default="amazon-queen-en",
                        help="comma-separated recorded-speech sources whose lines are the data")
   fit_ctc.add_argument("--copies", type=int, default=1,
@@ -867,6 +870,12 @@ def build_parser() -> argparse.ArgumentParser:
   fit_ctc.add_argument("--monitor", default=None,
                        help="a manifest whose greedy CTC WER is logged at each evaluation "
                             "(it does not choose the step)")
+  fit_ctc.add_argument("--targets", choices=("tokens", "characters"), default=None,
+                       help="what the head writes: the tokenizer's pieces, or words spelled "
+                            "one character at a time (default: the bundle's data.ctc_targets)")
+  fit_ctc.add_argument("--features-cache", default=None,
+                       help="a folder keeping the encoded lines, so a second fit of the same "
+                            "bundle on the same lines skips the encoding")
   fit_ctc.add_argument("--seed", type=int, default=0)
   fit_ctc.set_defaults(run=_fit_ctc_head)
 

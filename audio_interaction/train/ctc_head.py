@@ -22,6 +22,7 @@ and writes a bundle in which only the CTC head changed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from audio_interaction import atomic_file
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import effects, manifest, real_audio, real_speech
 from audio_interaction.data.tokenizer import Tokenizer
@@ -54,20 +56,44 @@ FRAME_BUCKET = 128
 
 @dataclasses.dataclass
 class TranscribedFrames:
-  """Encoded clips with their CTC labels: `features[i]` float16 [F_i, D] (encoder
-  frames), `labels[i]` int32 [T_i] (ids of `texts[i]`), `voices[i]` who speaks."""
+  """Encoded clips with their text: `features[i]` float16 [F_i, D] (encoder frames),
+  `texts[i]`, `voices[i]` (who speaks) and, once `labelled`, `labels[i]` int32 [T_i]
+  (the ids the head should write; empty before)."""
 
   features: list[np.ndarray]
-  labels: list[np.ndarray]
   texts: list[str]
   voices: list[str]
+  labels: list[np.ndarray] = dataclasses.field(default_factory=list)
 
   def __len__(self) -> int:
-    return len(self.labels)
+    return len(self.texts)
 
   @property
   def frames(self) -> int:
     return int(sum(len(f) for f in self.features))
+
+  def save(self, path: str | os.PathLike, key: str) -> None:
+    """Writes features, texts and voices (not the labels) with `key`, what made them."""
+    lengths = np.array([len(f) for f in self.features], np.int64)
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file.replacing(path) as temporary:
+      with open(temporary, "wb") as f:
+        np.savez(f, features=np.concatenate(self.features), lengths=lengths,
+                 texts=np.array(self.texts, dtype=str), voices=np.array(self.voices, dtype=str),
+                 key=np.array(key))
+
+  @classmethod
+  def load(cls, path: str | os.PathLike, key: str) -> "TranscribedFrames | None":
+    """The clips `save` wrote to `path` with the same `key`; None when there are none
+    (or they were made otherwise)."""
+    if not pathlib.Path(path).is_file():
+      return None
+    with np.load(path) as data:
+      if str(data["key"]) != key:
+        return None
+      bounds = np.cumsum(data["lengths"])[:-1]
+      return cls(np.split(data["features"], bounds), data["texts"].tolist(),
+                 data["voices"].tolist())
 
 
 def ctc_labels(tokenizer: Tokenizer, text: str, targets: str = "tokens") -> np.ndarray:
@@ -96,21 +122,40 @@ def split_voices(lines: Sequence[real_speech.RecordedLine], held_out_share: floa
   return ([l for l in lines if l.voice not in held], [l for l in lines if l.voice in held])
 
 
-def encode_lines(encode: ClipEncoder, lines: Sequence[real_speech.RecordedLine],
-                 tokenizer: Tokenizer, *, targets: str = "tokens", copies: int = 0,
-                 randomization: effects.Randomization | None = None, seed: int = 0,
-                 progress: bool = True, description: str = "encoding lines"
+def labelled(clips: TranscribedFrames, tokenizer: Tokenizer, targets: str = "tokens"
+             ) -> TranscribedFrames:
+  """`clips` with the labels of their texts (`ctc_labels`), without the clips whose
+  labels cannot fit their frames (CTC needs a frame per label and a blank between two
+  equal ones; logged)."""
+  out = TranscribedFrames([], [], [], [])
+  for features, text, voice in zip(clips.features, clips.texts, clips.voices):
+    labels = ctc_labels(tokenizer, text, targets)
+    repeats = int(np.sum(labels[1:] == labels[:-1]))
+    if len(labels) == 0 or len(features) < len(labels) + repeats:
+      continue
+    out.features.append(features)
+    out.texts.append(text)
+    out.voices.append(voice)
+    out.labels.append(labels)
+  if len(out) < len(clips):
+    log.warning("%d of %d clips skipped: more labels than frames", len(clips) - len(out),
+                len(clips))
+  return out
+
+
+def encode_lines(encode: ClipEncoder, lines: Sequence[real_speech.RecordedLine], *,
+                 copies: int = 0, randomization: effects.Randomization | None = None,
+                 seed: int = 0, progress: bool = True, description: str = "encoding lines"
                  ) -> TranscribedFrames:
   """Each line once as recorded and `copies` more times through `randomization`
   (default `effects.Randomization()`), with silence of `SILENCE_SECONDS` either side,
-  as encoder frames. A line whose labels cannot fit its frames (CTC needs a frame per
-  label) or that cannot be decoded is skipped (logged)."""
+  as encoder frames (unlabelled: `labelled`). A line that cannot be decoded is skipped
+  (logged)."""
   settings = randomization or effects.Randomization()
   rng = np.random.default_rng(seed)
-  out = TranscribedFrames([], [], [], [])
+  out = TranscribedFrames([], [], [])
   skipped = 0
   for line in tqdm(lines, desc=description, disable=not progress, unit="line"):
-    labels = ctc_labels(tokenizer, line.text, targets)
     try:
       audio = line.audio()
     except real_audio.UNDECODABLE as error:
@@ -122,35 +167,28 @@ def encode_lines(encode: ClipEncoder, lines: Sequence[real_speech.RecordedLine],
       before, after = (int(rng.uniform(*SILENCE_SECONDS) * sf.SAMPLE_RATE) for _ in range(2))
       padded = np.concatenate([np.zeros(before, np.float32), version,
                                np.zeros(after, np.float32)])
-      frames = encode(padded)
-      if len(labels) == 0 or len(frames) < 2 * len(labels) + 1:
-        skipped += 1
-        continue
-      out.features.append(frames.astype(np.float16))
-      out.labels.append(labels)
+      out.features.append(encode(padded).astype(np.float16))
       out.texts.append(line.text)
       out.voices.append(line.voice)
   if skipped:
-    log.warning("%d of %d clips skipped (undecodable, or more labels than frames)",
-                skipped, len(lines) * (copies + 1))
+    log.warning("%d of %d lines skipped: undecodable", skipped, len(lines))
   return out
 
 
-def manifest_frames(encode: ClipEncoder, path: str | os.PathLike, tokenizer: Tokenizer, *,
-                    targets: str = "tokens", tail_seconds: float = 1.0,
-                    progress: bool = True) -> TranscribedFrames:
+def manifest_frames(encode: ClipEncoder, path: str | os.PathLike, *,
+                    tail_seconds: float = 1.0, progress: bool = True) -> TranscribedFrames:
   """The transcribed rows of a manifest (`corpus.manifest`), each clip with
   `tail_seconds` of silence after it (a streaming transcript's last words come out once
-  the next chunks arrive), as encoder frames: a quick greedy-WER monitor of the head on,
-  e.g., the real DEV set (`eval --suites B2` gives the figure to report)."""
+  the next chunks arrive), as encoder frames (unlabelled: `labelled`): a quick
+  greedy-WER monitor of the head on, e.g., the real DEV set (`eval --suites B2` gives the
+  figure to report)."""
   report = manifest.read_manifest(path)
-  out = TranscribedFrames([], [], [], [])
+  out = TranscribedFrames([], [], [])
   tail = np.zeros(int(tail_seconds * sf.SAMPLE_RATE), np.float32)
   rows = [row for row in report.rows if row.transcript]
   for row in tqdm(rows, desc=f"encoding {pathlib.Path(path).name}", disable=not progress,
                   unit="clip"):
     out.features.append(encode(np.concatenate([row.load(), tail])).astype(np.float16))
-    out.labels.append(ctc_labels(tokenizer, row.transcript, targets))
     out.texts.append(row.transcript)
     out.voices.append(row.voice)
   if not len(out):
@@ -343,6 +381,8 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                         learning_rate: float = 2e-3, frames_per_batch: int = 16384,
                         eval_every: int = 250, warm_start: bool = False, seed: int = 0,
                         monitor_manifest: str | os.PathLike | None = None,
+                        targets: str | None = None,
+                        features_cache: str | os.PathLike | None = None,
                         progress: bool = True) -> dict[str, Any]:
   """Fits a bundle's CTC head (`fit_head`) on recorded lines and writes the bundle with
   it to `out` (the rest unchanged; metadata["ctc_head_fit"] = the summary).
@@ -358,13 +398,18 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     warm_start: start from the bundle's own head instead of zeros.
     monitor_manifest: a manifest whose transcribed clips' greedy WER is logged at each
       evaluation (`manifest_frames`; it does not choose the step).
-  The targets are the bundle's `data.ctc_targets` (tokens or characters).
+    targets: "tokens" or "characters" (`ctc_labels`); None: the bundle's
+      `data.ctc_targets`. Either decodes the same way when streaming, so the choice is
+      the fit's alone.
+    features_cache: a folder keeping the encoded clips (train.npz, held_out.npz,
+      monitor.npz, each with what made it), so another fit of the same bundle on the
+      same lines (other targets, steps or rate) skips the encoding.
 
   Returns:
     A summary: lines, clips, frames, voices held out, the history and best step.
   """
   config, params, tokenizer = portable.load_bundle(bundle)
-  targets = config.data.get("ctc_targets", "tokens")
+  targets = targets or config.data.get("ctc_targets", "tokens")
   model = AudioInteractionModel(config)
   lines = list(real_speech.recorded_lines(train_audio_root, tuple(sources)))
   if max_lines is not None and max_lines < len(lines):
@@ -372,13 +417,30 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     lines = [lines[i] for i in sorted(keep)]
   train_lines, held_lines = split_voices(lines, held_out_share, seed)
   encode = FrameEncoder(model, params)
-  train = encode_lines(encode, train_lines, tokenizer, targets=targets, copies=copies,
-                       seed=seed, progress=progress, description="encoding training lines")
-  held_out = encode_lines(encode, held_lines, tokenizer, targets=targets, copies=0,
-                          seed=seed + 1, progress=progress,
-                          description="encoding held-out lines") if held_lines else None
-  monitor = (manifest_frames(encode, monitor_manifest, tokenizer, targets=targets,
-                             progress=progress) if monitor_manifest else None)
+  params_file = pathlib.Path(bundle) / "params.msgpack"
+  made_by = {"params": hashlib.sha256(params_file.read_bytes()).hexdigest()
+             if params_file.is_file() else pathlib.Path(bundle).name,
+             "sources": list(sources), "max_lines": max_lines, "seed": seed,
+             "held_out_share": held_out_share}
+
+  def cached(name: str, how: dict[str, Any], make) -> TranscribedFrames:
+    key = json.dumps(dict(made_by, part=name, **how), sort_keys=True)
+    path = pathlib.Path(features_cache) / f"{name}.npz" if features_cache else None
+    clips = TranscribedFrames.load(path, key) if path else None
+    if clips is None:
+      clips = make()
+      if path:
+        clips.save(path, key)
+    return labelled(clips, tokenizer, targets)
+
+  train = cached("train", {"copies": copies}, lambda: encode_lines(
+      encode, train_lines, copies=copies, seed=seed, progress=progress,
+      description="encoding training lines"))
+  held_out = cached("held_out", {}, lambda: encode_lines(
+      encode, held_lines, copies=0, seed=seed + 1, progress=progress,
+      description="encoding held-out lines")) if held_lines else None
+  monitor = cached("monitor", {"manifest": str(monitor_manifest)}, lambda: manifest_frames(
+      encode, monitor_manifest, progress=progress)) if monitor_manifest else None
   head = params["params"]["ctc_head"]
   init = (np.asarray(head["kernel"]), np.asarray(head["bias"])) if warm_start else None
   kernel, bias = np.asarray(head["kernel"], np.float32), np.asarray(head["bias"], np.float32)
