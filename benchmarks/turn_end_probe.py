@@ -1,0 +1,255 @@
+r"""Can a frozen encoder hear that a turn has ended? A linear probe, TRAIN lines -> DEV turns.
+
+The decision head, trained on TTS turns, cuts into 82-92 % of the real DEV turns, and
+trained on ~1,000 real paused turns of one game's cast it learned those voices only
+(README, "Four hours of real English voices"). Before a turn-end head is fitted over
+a frozen encoder (as `fit-sound-head` fits the sound head), this measures whether the
+encoder's chunk features carry the difference at all, on voices the probe never heard:
+
+* TRAIN (recorded lines of `--sources` that are single sentences with an inner quiet
+  dip, `RecordedLine.pause_cut`): the line's first part then silence is "unfinished",
+  the whole line then silence "finished"; the examples are the mean encoder frames of
+  the first `--chunks` chunks wholly after the speech (a random lead-in moves the chunk
+  grid), half of the streams through the corpus's effects (rooms, telephone, noise).
+  A fifth of the voices is held out: their AUC says whether the probe learned voices
+  or turn ends.
+* DEV (`--dev`, e.g. the turn manifests of `build-real-dev`): in each turn, the chunks
+  wholly inside a stretch the VAD hears no voice in (>= `--min-pause` s; first
+  `--chunks` of each) are "unfinished"; the first `--chunks` chunks wholly after the
+  turn's end are "finished". A turn whose words before its pause are a finished
+  sentence (`streams.jsonl`) cannot be told by anyone; `streams_split.jsonl`'s can.
+
+Prints, per DEV manifest: the probe's ROC AUC over chunks with a 95 % bootstrap
+interval over turns (0.5: it hears nothing), and at P(finished) >= 0.5 the share of
+pause chunks called finished (a cut-in's raw material) and of end chunks called
+unfinished (a late reply's).
+
+Run::
+
+  audio-interaction fetch-train-audio && audio-interaction build-real-dev --out data/real_dev
+  python benchmarks/turn_end_probe.py --bundle audio_interaction/assets/tiny \
+      --dev data/real_dev/streams_split.jsonl --dev data/real_dev/streams.jsonl   # ~5 min, 2 cores
+  python benchmarks/turn_end_probe.py --quick   # smoke test: flite sentences, no data needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import platform
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import soundfile
+from sklearn import metrics  # librosa's dependency
+import tqdm
+
+from audio_interaction import stream_format as sf
+from audio_interaction.audio import io as audio_io
+from audio_interaction.corpus import effects, manifest, real_speech
+from audio_interaction.eval import bootstrap
+from audio_interaction.export import portable
+from audio_interaction.infer.endpointing import SilenceTimer
+from audio_interaction.model.model import AudioInteractionModel
+from audio_interaction.train import ctc_head, sound_head
+from audio_interaction.train.clip_encoding import ChunkEncoder
+
+UNFINISHED, FINISHED = 0, 1
+SILENCE_AFTER_S = 1.0
+
+
+QUICK_SENTENCES = ("turn the kitchen light on please", "what time does the shop close",
+                   "tell me a story about the sea", "how warm is it outside today")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickLine:
+  """A flite sentence standing in for a recorded line (`--quick`): cut at its middle."""
+
+  samples: np.ndarray
+  voice: str
+  pause_cut: int
+
+  def audio(self) -> np.ndarray:
+    return self.samples
+
+
+def flite(text: str, voice: str, directory: pathlib.Path) -> np.ndarray:
+  wav = directory / f"{voice}_{abs(hash(text))}.wav"
+  subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+  return audio_io.load_audio(wav)
+
+
+def quick_data(directory: pathlib.Path) -> tuple[list[QuickLine], str]:
+  """Flite lines for TRAIN and a manifest of two paused turns for DEV (`--quick`)."""
+  lines = [QuickLine(a, voice, len(a) // 2) for voice in ("slt", "kal")
+           for a in (flite(t, voice, directory) for t in QUICK_SENTENCES)]
+  rows = []
+  for i, voice in enumerate(("awb", "rms")):
+    first, second = (flite(t, voice, directory) for t in QUICK_SENTENCES[i:i + 2])
+    gap, tail = np.zeros(int(0.8 * sf.SAMPLE_RATE), np.float32), np.zeros(sf.SAMPLE_RATE,
+                                                                           np.float32)
+    stream = np.concatenate([gap, first, gap, second, tail])
+    path = directory / f"stream_{i}.wav"
+    soundfile.write(path, stream, sf.SAMPLE_RATE)
+    end = (len(stream) - len(tail)) / sf.SAMPLE_RATE
+    rows.append(json.dumps({"audio": path.name, "turns": [
+        {"start": len(gap) / sf.SAMPLE_RATE, "end": end, "reply_expected": True}]}))
+  dev = directory / "streams.jsonl"
+  dev.write_text("\n".join(rows) + "\n")
+  return lines, str(dev)
+
+
+def train_examples(encode: ChunkEncoder, lines, chunks: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Chunk features [N, D] and labels [N] of the lines cut at their pause and whole."""
+  rng = np.random.default_rng(seed)
+  size = encode.chunk_samples
+  features, labels = [], []
+  for line in tqdm.tqdm(lines, desc="TRAIN lines", leave=False):
+    audio = line.audio()
+    for label, speech in ((UNFINISHED, audio[:line.pause_cut]), (FINISHED, audio)):
+      lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
+      stream = np.concatenate([np.zeros(lead, np.float32), speech,
+                               np.zeros(int(SILENCE_AFTER_S * sf.SAMPLE_RATE), np.float32)])
+      end = lead + len(speech)
+      if rng.uniform() < 0.5:
+        stream, rate, _ = effects.randomize(stream, rng)
+        end = int(round(end / rate))  # a speed change moves the speech's end
+      encoded = encode(stream)
+      first = -(-end // size)
+      for k in range(chunks):
+        if first + k < len(encoded):
+          features.append(encoded[first + k])
+          labels.append(label)
+  return np.asarray(features, np.float32), np.asarray(labels, np.int32)
+
+
+def dev_examples(encode: ChunkEncoder, path: str, chunks: int, min_pause: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Chunk features [N, D], labels [N] and the turn each belongs to [N] of a manifest."""
+  timer = SilenceTimer(vad="silero")
+  size = encode.chunk_samples
+  chunk_s = size / sf.SAMPLE_RATE
+  features, labels, turns = [], [], []
+  turn_id = -1
+  rows = [r for r in manifest.read_manifest(path).rows if r.turns]
+  for row in tqdm.tqdm(rows, desc=pathlib.Path(path).name, leave=False):
+    audio = row.load()
+    encoded = encode(audio)
+    voice = timer.speech_probabilities(audio) >= 0.5
+    frame_s = timer.frame_seconds
+    for turn in row.turns:
+      if not turn.reply_expected:
+        continue
+      turn_id += 1
+      # Quiet stretches inside the turn, in VAD frames.
+      lo, hi = int(turn.start / frame_s), int(turn.end / frame_s)
+      quiet = ~voice[lo:hi]
+      edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(int), [0]])))
+      for start, stop in zip(edges[::2], edges[1::2]):
+        begin_s, end_s = (lo + start) * frame_s, (lo + stop) * frame_s
+        if end_s - begin_s < min_pause or begin_s <= turn.start + 0.05:
+          continue
+        first = int(np.ceil(begin_s / chunk_s))
+        for c in range(first, min(first + chunks, int(end_s / chunk_s))):
+          features.append(encoded[c])
+          labels.append(UNFINISHED)
+          turns.append(turn_id)
+      first = int(np.ceil(turn.end / chunk_s))
+      for c in range(first, min(first + chunks, len(encoded))):
+        features.append(encoded[c])
+        labels.append(FINISHED)
+        turns.append(turn_id)
+  return (np.asarray(features, np.float32), np.asarray(labels, np.int32),
+          np.asarray(turns, np.int32))
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """P(a finished chunk scores above an unfinished one); NaN without both kinds."""
+  if len(np.unique(labels)) < 2:
+    return float("nan")
+  return float(metrics.roc_auc_score(labels == FINISHED, scores))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--bundle", default=str(portable.EMBEDDED_BUNDLE))
+  parser.add_argument("--train-audio", default="~/.cache/audio_interaction/debs/extracted")
+  parser.add_argument("--sources", default="amazon-queen-en,fillets-cs")
+  parser.add_argument("--dev", action="append", default=[])
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke test: flite sentences and two flite streams, no data needed")
+  parser.add_argument("--chunks", type=int, default=2)
+  parser.add_argument("--min-pause", type=float, default=0.3)
+  parser.add_argument("--max-lines", type=int, default=1500)
+  parser.add_argument("--l2", type=float, default=1e-2)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", default=None)
+  args = parser.parse_args()
+  if not args.quick and not args.dev:
+    parser.error("--dev is required (or --quick)")
+  if args.quick:
+    with tempfile.TemporaryDirectory(prefix="turn_end_probe-") as directory:
+      lines, dev = quick_data(pathlib.Path(directory))
+      args.dev = [dev]
+      run(args, lines)
+  else:
+    lines = [l for l in real_speech.recorded_lines(args.train_audio,
+                                                   tuple(args.sources.split(",")))
+             if l.pause_cut is not None]
+    rng = np.random.default_rng(args.seed)
+    run(args, [lines[i] for i in sorted(rng.permutation(len(lines))[:args.max_lines])])
+
+
+def run(args: argparse.Namespace, lines) -> None:
+  """Fits the probe on `lines` (a fifth of their voices held out) and scores args.dev."""
+  began = time.perf_counter()
+  config, params, _ = portable.load_bundle(args.bundle)
+  encode = ChunkEncoder(AudioInteractionModel(config), params)
+  lines, held = ctc_head.split_voices(lines, 0.2, args.seed)
+  x, y = train_examples(encode, lines, args.chunks, args.seed)
+  fit = sound_head.fit_head(sound_head.ChunkExamples(x, y), 2, l2=args.l2)
+  train_auc = roc_auc(fit.probabilities(x)[:, FINISHED], y)
+  hx, hy = train_examples(encode, held, args.chunks, args.seed + 1)
+  held_auc = roc_auc(fit.probabilities(hx)[:, FINISHED], hy)
+  print(f"{pathlib.Path(args.bundle).name}: {len(lines)} TRAIN lines, {len(y)} chunks; "
+        f"AUC on them {train_auc:.3f}, on {len(held)} lines of held-out TRAIN voices "
+        f"{held_auc:.3f}")
+  report = {"bundle": args.bundle, "train_lines": len(lines), "train_auc": train_auc,
+            "held_out_lines": len(held), "held_out_auc": held_auc}
+  for path in args.dev:
+    dx, dy, turns = dev_examples(encode, path, args.chunks, args.min_pause)
+    if not len(dy):
+      print(f"{pathlib.Path(path).name}: no turns to score")
+      continue
+    scores = fit.probabilities(dx)[:, FINISHED]
+    auc = roc_auc(scores, dy)
+    ids = np.unique(turns)
+
+    def statistic(sample):
+      keep = np.concatenate([np.flatnonzero(turns == ids[i]) for i in sample])
+      return {"auc": roc_auc(scores[keep], dy[keep])}
+    interval = bootstrap.bootstrap_intervals(len(ids), statistic, resamples=500)["auc"]
+    said = scores >= 0.5
+    report[path] = {"auc": auc, "low": interval["low"], "high": interval["high"],
+                    "pause_chunks": int((dy == UNFINISHED).sum()),
+                    "end_chunks": int((dy == FINISHED).sum()),
+                    "pause_called_finished": float(said[dy == UNFINISHED].mean()),
+                    "end_called_unfinished": float((~said)[dy == FINISHED].mean())}
+    r = report[path]
+    print(f"{pathlib.Path(path).name}: AUC {auc:.3f} [{interval['low']:.3f}, "
+          f"{interval['high']:.3f}] over {len(ids)} turns; pause chunks called finished "
+          f"{100 * r['pause_called_finished']:.0f} % of {r['pause_chunks']}, end chunks "
+          f"called unfinished {100 * r['end_called_unfinished']:.0f} % of {r['end_chunks']}")
+  print(f"{time.perf_counter() - began:.0f} s on {platform.machine()} ({platform.processor() or 'cpu'})")
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+  main()
