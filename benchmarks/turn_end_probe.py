@@ -19,6 +19,12 @@ encoder's chunk features carry the difference at all, on voices the probe never 
   turn's end are "finished". A turn whose words before its pause are a finished
   sentence (`streams.jsonl`) cannot be told by anyone; `streams_split.jsonl`'s can.
 
+Then (`--thresholds`, `--min-silences`) it runs the probe as the model of the hybrid
+policy (`infer.policies.HybridPolicy`: speak when P(finished) >= θ after a short
+silence, the 700 ms timer as backstop) over every DEV turn, beside the timer alone, and
+prints B5's false cut-in, miss and median latency (the suites' definitions): what a
+fitted turn-end head would give, before one is built into the model.
+
 Prints, per DEV manifest: the probe's ROC AUC over chunks with a 95 % bootstrap
 interval over turns (0.5: it hears nothing), and at P(finished) >= 0.5 the share of
 pause chunks called finished (a cut-in's raw material) and of end chunks called
@@ -52,6 +58,8 @@ from audio_interaction import stream_format as sf
 from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import effects, manifest, real_speech
 from audio_interaction.eval import bootstrap
+from audio_interaction.eval import metrics as eval_metrics
+from audio_interaction.infer import policies
 from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.model.model import AudioInteractionModel
@@ -169,6 +177,63 @@ def dev_examples(encode: ChunkEncoder, path: str, chunks: int, min_pause: float
           np.asarray(turns, np.int32))
 
 
+def reply_starts(policy, audio: np.ndarray, finished: np.ndarray, chunk_samples: int,
+                 reply_chunks: int) -> list[float]:
+  """When `policy` starts replies over `audio`, chunk by chunk, with the probe's
+  P(finished) of each chunk as its P(SPEAK); a reply runs until the policy stops it or
+  `reply_chunks` chunks have passed (as a model's reply ends at its `<eor>`)."""
+  policy.start()
+  replying, starts, length = False, [], 0
+  padded = np.pad(audio, (0, -len(audio) % chunk_samples))
+  for c in range(len(padded) // chunk_samples):
+    speak = policy.decide(c, padded[c * chunk_samples:(c + 1) * chunk_samples],
+                          float(finished[c]) if c < len(finished) else 0.0, replying)
+    if speak and not replying:
+      starts.append((c + 1) * chunk_samples / sf.SAMPLE_RATE)
+      length = 0
+    length += 1
+    replying = speak and length < reply_chunks
+  return starts
+
+
+def policy_sweep(fit, encode: ChunkEncoder, paths: list[str], thresholds, min_silences,
+                 reply_seconds: float) -> list[dict]:
+  """B5 (false cut-in, miss, median latency; the suites' definitions, 2 s answer window)
+  over the turns of `paths` of the 700 ms silence timer and of the hybrid policy with
+  the probe as its model, for each (threshold, min_silence)."""
+  chunk_s = encode.chunk_samples / sf.SAMPLE_RATE
+  streams = []
+  for path in paths:
+    for row in manifest.read_manifest(path).rows:
+      turns = [(t.start, t.end) for t in row.turns if t.reply_expected]
+      if turns:
+        audio = np.asarray(row.load(), np.float32)
+        streams.append((audio, fit.probabilities(encode(audio))[:, FINISHED], turns))
+
+  def score(name: str, make_policy) -> dict:
+    latencies, cut_ins = [], []
+    for audio, finished, turns in streams:
+      starts = reply_starts(make_policy(), audio, finished, encode.chunk_samples,
+                            max(1, round(reply_seconds / chunk_s)))
+      latencies += eval_metrics.response_latencies([e for _, e in turns], starts, 2.0)
+      cut_ins += eval_metrics.spans_with_reply(turns, starts)
+    answered = [v for v in latencies if v is not None]
+    return {"policy": name, "turns": len(latencies),
+            "false_cut_in": eval_metrics.rate(sum(cut_ins), len(cut_ins)),
+            "miss": eval_metrics.miss_rate(latencies),
+            "median_latency_s": float(np.median(answered)) if answered else float("nan")}
+
+  timer = lambda: policies.SilenceTimerPolicy(SilenceTimer(0.7, chunk_seconds=chunk_s))
+  rows = [score("silence timer 0.7 s", timer)]
+  for threshold in thresholds:
+    for min_silence in min_silences:
+      rows.append(score(f"hybrid: probe >= {threshold}, silence >= {min_silence} s, timer 0.7 s",
+                        lambda: policies.HybridPolicy(SilenceTimer(0.7, chunk_seconds=chunk_s),
+                                                      threshold=threshold,
+                                                      min_silence_seconds=min_silence)))
+  return rows
+
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
   """P(a finished chunk scores above an unfinished one); NaN without both kinds."""
   if len(np.unique(labels)) < 2:
@@ -189,6 +254,10 @@ def main() -> None:
   parser.add_argument("--max-lines", type=int, default=1500)
   parser.add_argument("--l2", type=float, default=1e-2)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 0.95])
+  parser.add_argument("--min-silences", type=float, nargs="+", default=[0.2, 0.4])
+  parser.add_argument("--reply-seconds", type=float, default=1.5,
+                      help="a reply nobody stops ends after this long")
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
   if not args.quick and not args.dev:
@@ -246,6 +315,14 @@ def run(args: argparse.Namespace, lines) -> None:
           f"{interval['high']:.3f}] over {len(ids)} turns; pause chunks called finished "
           f"{100 * r['pause_called_finished']:.0f} % of {r['pause_chunks']}, end chunks "
           f"called unfinished {100 * r['end_called_unfinished']:.0f} % of {r['end_chunks']}")
+  if args.dev:
+    report["policies"] = policy_sweep(fit, encode, args.dev, args.thresholds, args.min_silences,
+                                      args.reply_seconds)
+    print(f"B5 over the turns of {', '.join(pathlib.Path(p).name for p in args.dev)}:")
+    for r in report["policies"]:
+      print(f"  {r['policy']:<58} false cut-in {100 * r['false_cut_in']:3.0f} %, miss "
+            f"{100 * r['miss']:3.0f} %, median latency {r['median_latency_s']:.2f} s "
+            f"({r['turns']} turns)")
   print(f"{time.perf_counter() - began:.0f} s on {platform.machine()} ({platform.processor() or 'cpu'})")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
