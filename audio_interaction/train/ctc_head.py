@@ -273,7 +273,7 @@ def held_out_wer(kernel: np.ndarray, bias: np.ndarray, clips: TranscribedFrames,
 class CtcHeadFit:
   """A fitted head: `kernel` [D, V], `bias` [V] (the parameters of the step with the
   lowest held-out WER, or the last step's without a held-out set), `best_step`, and the
-  fit's `history`: {step, loss[, held_out_wer]} at each evaluation."""
+  fit's `history`: {step, loss[, held_out_wer][, monitor_wer]} at each evaluation."""
 
   kernel: np.ndarray
   bias: np.ndarray
@@ -291,7 +291,7 @@ def fit_head(train: TranscribedFrames, held_out: TranscribedFrames | None,
   """Fits a linear CTC head (frames [F, D] -> logits [F, V], blank `PAD_ID`) on `train`.
 
   Args:
-    train: encoded clips with labels (`encode_lines`).
+    train: encoded clips with their labels (`encode_lines`, then `labelled`).
     held_out: clips scored every `eval_every` steps by greedy WER; the best step's
       parameters are returned. None: the last step's.
     vocab_size: V, the head's outputs (the decoder's vocabulary).
