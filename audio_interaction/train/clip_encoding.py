@@ -1,4 +1,5 @@
-"""A trained model's frozen encoder over whole clips, for the heads fitted on their own.
+"""A trained model's frozen encoder over whole clips, for the heads fitted on their own,
+and the bundle written with a fitted head.
 
 `sound_head` fits the sound-event head on each chunk's mean frame, `ctc_head` the CTC head
 on every frame; both encode thousands of clips of every length through the same jitted
@@ -8,10 +9,18 @@ what streaming would give (tested in tests/test_streaming.py).
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from audio_interaction.data.tokenizer import Tokenizer
+from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 
@@ -55,3 +64,29 @@ class FrameEncoder(ClipEncoder):
 
   def __init__(self, model: AudioInteractionModel, params: Params):
     super().__init__(model, params, chunk_means=False)
+
+
+def with_dense_head(params: Params, head: str, kernel: np.ndarray, bias: np.ndarray) -> Params:
+  """`params` with dense head `head`'s kernel and bias replaced (the same shapes, cast to
+  the model's dtypes; ValueError naming the mismatch otherwise)."""
+  old_head = params["params"][head]
+  new_head = {}
+  for name, value in (("kernel", kernel), ("bias", bias)):
+    old = np.asarray(old_head[name])
+    value = np.asarray(value)
+    if old.shape != value.shape:
+      raise ValueError(f"{head}/{name}: the fit gives {value.shape}, the model has "
+                       f"{old.shape}")
+    new_head[name] = value.astype(old.dtype)
+  return dict(params, params=dict(params["params"], **{head: new_head}))
+
+
+def save_fitted_bundle(source: str | os.PathLike, out: str | os.PathLike, params: Params,
+                       tokenizer: Tokenizer, config: ml_collections.ConfigDict,
+                       fit_name: str, summary: dict[str, Any]) -> None:
+  """Writes the bundle `source` with `params` to `out`, its metadata kept and
+  metadata[`fit_name`] = `summary` (what the fit did)."""
+  metadata_file = pathlib.Path(source) / "metadata.json"
+  metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+  metadata[fit_name] = summary
+  portable.save_bundle(out, params, tokenizer, config, metadata)

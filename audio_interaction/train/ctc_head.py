@@ -44,7 +44,8 @@ from audio_interaction.eval import metrics
 from audio_interaction.export import portable
 from audio_interaction.infer import transcript
 from audio_interaction.model.model import AudioInteractionModel, Params
-from audio_interaction.train.clip_encoding import ClipEncoder, FrameEncoder
+from audio_interaction.train.clip_encoding import (ClipEncoder, FrameEncoder,
+                                                  save_fitted_bundle, with_dense_head)
 
 log = logging.getLogger(__name__)
 
@@ -330,18 +331,20 @@ def fit_head(train: TranscribedFrames, held_out: TranscribedFrames | None,
 
   history: list[dict[str, float]] = []
   best = (np.inf, 0, as_numpy(params))
-  losses: list[float] = []
+  losses: list[jax.Array] = []
   epoch, done = 0, 0
   bar = tqdm(total=steps, desc="fitting the CTC head", disable=not progress, unit="step")
   while done < steps:
     for batch in epoch_batches(train, frames_per_batch, seed, epoch):
       params, opt_state, loss = step(
           params, opt_state, batch.features, batch.frame_padding, batch.labels, batch.label_padding)
-      losses.append(float(loss))
+      losses.append(loss)  # read at the evaluations: no host sync per step
       done += 1
       bar.update(1)
       if done % eval_every == 0 or done == steps:
-        record = {"step": done, "loss": float(np.mean(losses[-eval_every:]))}
+        record = {"step": done,
+                  "loss": float(np.mean(jax.device_get(losses[-eval_every:])))}
+        del losses[:-eval_every]
         if held_out is not None and len(held_out):
           record["held_out_wer"] = held_out_wer(*as_numpy(params), held_out, tokenizer)
           if record["held_out_wer"] < best[0]:
@@ -363,15 +366,7 @@ def fit_head(train: TranscribedFrames, held_out: TranscribedFrames | None,
 def with_ctc_head(params: Params, kernel: np.ndarray, bias: np.ndarray) -> Params:
   """`params` with the CTC head's kernel and bias replaced (same shapes and dtypes;
   ValueError naming the mismatch otherwise)."""
-  head = params["params"]["ctc_head"]
-  new_head = {}
-  for name, value in (("kernel", kernel), ("bias", bias)):
-    old = np.asarray(head[name])
-    if old.shape != value.shape:
-      raise ValueError(f"ctc_head/{name}: the fit gives {value.shape}, the model has "
-                       f"{old.shape}")
-    new_head[name] = np.asarray(value).astype(old.dtype)
-  return dict(params, params=dict(params["params"], ctc_head=new_head))
+  return with_dense_head(params, "ctc_head", kernel, bias)
 
 
 def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
@@ -458,11 +453,9 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "steps": steps, "learning_rate": learning_rate,
              "frames_per_batch": frames_per_batch, "warm_start": warm_start, "seed": seed,
              "before": before,
-             "monitor_manifest": str(monitor_manifest) if monitor_manifest else None, "best_step": fit.best_step,
+             "monitor_manifest": str(monitor_manifest) if monitor_manifest else None,
+             "best_step": fit.best_step,
              "history": fit.history}
-  metadata_file = pathlib.Path(bundle) / "metadata.json"
-  metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
-  metadata["ctc_head_fit"] = summary
-  portable.save_bundle(out, with_ctc_head(params, fit.kernel, fit.bias), tokenizer, config,
-                       metadata)
+  save_fitted_bundle(bundle, out, with_ctc_head(params, fit.kernel, fit.bias), tokenizer,
+                     config, "ctc_head_fit", summary)
   return summary

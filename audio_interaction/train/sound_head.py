@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 from collections.abc import Iterable, Sequence
@@ -44,7 +43,8 @@ from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
-from audio_interaction.train.clip_encoding import ChunkEncoder, ClipEncoder
+from audio_interaction.train.clip_encoding import (ChunkEncoder, ClipEncoder,
+                                                  save_fitted_bundle, with_dense_head)
 from audio_interaction.stream_format import NO_SOUND_EVENT
 
 # A chunk holds a clip's sound when its loudest frame is within this of the clip's peak
@@ -229,16 +229,7 @@ def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: 
 def with_head(params: Params, fit: HeadFit) -> Params:
   """`params` with the sound-event head's kernel and bias replaced by `fit`'s (the
   same shapes and dtypes; ValueError naming the mismatch otherwise)."""
-  head = params["params"]["sound_event_head"]
-  new_head = {}
-  for name, value in (("kernel", fit.kernel), ("bias", fit.bias)):
-    old = np.asarray(head[name])
-    if old.shape != value.shape:
-      raise ValueError(f"sound_event_head/{name}: the fit gives {value.shape}, the model "
-                       f"has {old.shape}")
-    new_head[name] = value.astype(old.dtype)
-  inner = dict(params["params"], sound_event_head=new_head)
-  return dict(params, params=inner)
+  return with_dense_head(params, "sound_event_head", fit.kernel, fit.bias)
 
 
 def added_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0
@@ -307,8 +298,6 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
              "seed": seed, "head_added": head_added, "chunks": class_counts(examples.targets),
              "loss": fit.loss, "train_recall": fit.recall}
-  metadata_file = pathlib.Path(bundle) / "metadata.json"
-  metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
-  metadata["sound_event_head_fit"] = summary
-  portable.save_bundle(out, with_head(params, fit), tokenizer, config, metadata)
+  save_fitted_bundle(bundle, out, with_head(params, fit), tokenizer, config,
+                     "sound_event_head_fit", summary)
   return summary
