@@ -89,19 +89,25 @@ def _assert_same_params(got, want, atol):
     np.testing.assert_allclose(got[key], want[key], atol=atol, rtol=0, err_msg=key)
 
 
+def _step_dirs(checkpoints):
+  """The step folders; a kill can leave Orbax's "<step>.orbax-checkpoint-tmp" beside them,
+  with its own commit_success.txt written before the rename."""
+  return [d for d in checkpoints.glob("[0-9]*") if d.name.isdigit()]
+
+
 def _kill_after_first_checkpoint(command, workdir):
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = workdir / "checkpoints"
   deadline = time.monotonic() + 600
   # Kill as soon as a first checkpoint is committed: mid-run, with work after it lost.
   while time.monotonic() < deadline and process.poll() is None:
-    if any((d / "commit_success.txt").exists() for d in checkpoints.glob("[0-9]*")):
+    if any((d / "commit_success.txt").exists() for d in _step_dirs(checkpoints)):
       break
     time.sleep(0.05)
   assert process.poll() is None, "the run ended before it could be killed"
   process.send_signal(signal.SIGKILL)
   process.wait()
-  committed = sorted(int(d.name) for d in checkpoints.glob("[0-9]*")
+  committed = sorted(int(d.name) for d in _step_dirs(checkpoints)
                      if (d / "commit_success.txt").exists())
   assert committed and committed[-1] < STEPS
 
