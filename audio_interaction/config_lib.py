@@ -161,6 +161,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.read_threads = 2
   config.data.prefetch_batches = 2
   config.data.num_workers = 0
+  # Hold completed replies back up to this many chunks in training batches (drawn per
+  # epoch, `data/reply_delay.py`), so a reply a timer or hybrid policy starts late is
+  # still the answer; 0 = off. Evaluation batches are never delayed.
+  config.data.reply_delay_chunks = 0
+  config.data.reply_delay_probability = 0.5
   # Domain randomisation of the generated corpus (`build-data`; corpus/effects.py
   # `randomize`): each utterance gets each effect with its probability, and the
   # voices widen to every usable espeak-ng variant with engines weighted by how human
@@ -568,6 +573,8 @@ FIELD_RULES: dict[str, Rule] = {
     "data.read_threads": _SIZE,
     "data.prefetch_batches": integer(0),
     "data.num_workers": integer(0),
+    "data.reply_delay_chunks": integer(0),
+    "data.reply_delay_probability": number(0, 1),
     "data.randomize.enabled": flag(),
     "data.randomize.wide_voices": flag(),
     "data.randomize.p_speed": number(0, 1),

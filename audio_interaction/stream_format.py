@@ -31,6 +31,8 @@ import enum
 from collections.abc import Sequence
 from typing import Final
 
+import numpy as np
+
 # Audio everywhere in the library: 16 kHz mono float32.
 SAMPLE_RATE: Final[int] = 16000
 
@@ -116,6 +118,26 @@ def chunk_prefix_length(slots_per_chunk: int) -> int:
 
 # ---------------------------------------------------------------------- builders
 # Every caller lays the format out through these, so the layout has one owner.
+
+def next_token_targets(tokens: Sequence[int], is_reply: Sequence[bool]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """The LM targets of a laid-out sequence: each position's target is the next token,
+  weighted only where that token is a reply (or answer) token.
+
+  Args:
+    tokens: int[L], the sequence.
+    is_reply: bool[L], which positions hold reply tokens.
+  Returns:
+    (lm_targets int32[L], PAD_ID at the last position; lm_weights float32[L], 1 where
+    the next token is a reply token, else 0).
+  """
+  tokens = np.asarray(tokens, np.int32)
+  targets = np.full_like(tokens, PAD_ID)
+  targets[:-1] = tokens[1:]
+  weights = np.zeros(len(tokens), np.float32)
+  weights[:-1] = np.asarray(is_reply, np.float32)[1:]
+  return targets, weights
+
 
 def instruction_tokens(instruction_ids: Sequence[int]) -> list[int]:
   """``<sys> instruction </sys>``: how an instruction (or a changed one) is fed."""

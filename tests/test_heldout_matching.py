@@ -28,3 +28,8 @@ def test_one_model_reply_answers_one_expected_reply_only():
 
 def test_nothing_expected_nothing_said():
   assert match_replies([], [], 6) == Match(0, 0, 0, ())
+
+
+def test_each_expected_reply_keeps_the_reply_that_answered_it():
+  got = match_replies([(30, "b"), (10, "a")], [(12, "x y"), (40, "late")], 6)
+  assert got.answered == (("a", "x y"), ("b", ""))

@@ -189,10 +189,7 @@ def serialize(timeline: Timeline, tokenizer: Tokenizer, *, chunk_ms: int = sf.DE
     raise ValueError(f"unknown mode {timeline.mode!r}")
 
   tokens_array = np.asarray(tokens, np.int32)
-  targets = np.full_like(tokens_array, sf.PAD_ID)
-  targets[:-1] = tokens_array[1:]
-  weights = np.zeros(len(tokens), np.float32)
-  weights[:-1] = np.asarray(is_reply[1:], np.float32)
+  targets, weights = sf.next_token_targets(tokens_array, is_reply)
   if tokens_array.max() >= tokenizer.vocab_size:
     raise ValueError("token id beyond the tokenizer's vocabulary")
   heard, heard_chunks = transcript(timeline, tokenizer, chunk)

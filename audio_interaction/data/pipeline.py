@@ -6,7 +6,8 @@ Shape of the pipeline (per JAX process)::
     MapDataset.source(examples of a) -> shuffle(seed_a) -> repeat(num_epochs)
       -> shard by process: [process_index::process_count]
   MapDataset.mix(abilities, weights)            (only with a mixture)
-  -> map(select fields)  -> to_iter_dataset(read threads)
+  -> map(select fields)  -> [random_map(hold replies back), `reply_delay_chunks` > 0]
+  -> to_iter_dataset(read threads)
   -> fit (truncate online streams at a chunk boundary, else drop; counted)
   -> pad one example per row  |  first-fit pack several examples per row
   -> batch(batch_size, drop_remainder=True)
@@ -63,7 +64,7 @@ import grain
 import jax
 import numpy as np
 
-from audio_interaction.data import storage
+from audio_interaction.data import reply_delay, storage
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction import stream_format as sf
 
@@ -129,6 +130,10 @@ class PipelineConfig:
     read_buffer: decoded examples buffered ahead by the read threads.
     prefetch_batches: batches a background thread prepares ahead (0 = none).
     num_workers: Grain worker processes (0 = none; they can exhaust /dev/shm).
+    reply_delay_chunks: hold completed replies back up to this many chunks, drawn
+      anew each epoch (`data/reply_delay.py`: the context a timer-driven policy gives
+      the model); 0 = never (evaluation batches).
+    reply_delay_probability: chance that a reply that can be held is held.
   """
 
   batch_size: int
@@ -149,6 +154,8 @@ class PipelineConfig:
   read_buffer: int = 32
   prefetch_batches: int = 2
   num_workers: int = 0
+  reply_delay_chunks: int = 0
+  reply_delay_probability: float = 0.5
 
   def __post_init__(self):
     if self.overflow not in ("truncate", "drop"):
@@ -159,6 +166,9 @@ class PipelineConfig:
                  "max_segments", "max_transcript"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.reply_delay_chunks < 0 or not 0 <= self.reply_delay_probability <= 1:
+      raise ValueError(f"reply_delay_chunks must be >= 0 and reply_delay_probability in "
+                       f"[0, 1], got {self.reply_delay_chunks}, {self.reply_delay_probability}")
     if self.mixture is not None:
       if any(w < 0 for w in self.mixture.values()) or not any(
           w > 0 for w in self.mixture.values()):
@@ -425,6 +435,10 @@ def _abilities_of_records(source: Sequence[Mapping[str, Any]]) -> list[str] | No
           for r in source]
 
 
+# `_derive_seed` stream of the reply delays (the ability streams use 0, 1, 2, ...).
+REPLY_DELAY_STREAM = 1_000_003
+
+
 def _derive_seed(seed: int, stream: int) -> int:
   return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
@@ -504,6 +518,12 @@ def make_dataset(
     ds = grain.MapDataset.mix(streams, weights) if len(streams) > 1 else streams[0]
 
   ds = ds.map(select_fields)
+  if config.reply_delay_chunks > 0:
+    ds = ds.random_map(
+        lambda example, rng: reply_delay.delay_replies(
+            example, rng, max_delay_chunks=config.reply_delay_chunks,
+            probability=config.reply_delay_probability),
+        seed=_derive_seed(config.seed, REPLY_DELAY_STREAM))
   if config.ctc_targets == "characters":
     ds = ds.map(lambda example: spell_transcript(example, tokenizer))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads,

@@ -40,6 +40,8 @@ class StreamScore:
   model_replies: int
   false_triggers: int
   latencies: list[float]  # seconds from ready chunk end to the first reply token
+  # (expected text, the reply that answered it or "" when none did), per expected reply
+  answered: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Match:
   exact: int
   false_triggers: int
   latency_chunks: tuple[int, ...]
+  # (expected text, the model reply matched to it or "" when none was), in ready order
+  answered: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
 
 def match_replies(expected: list[tuple[int, str]], model: list[tuple[int, str]],
@@ -65,8 +69,9 @@ def match_replies(expected: list[tuple[int, str]], model: list[tuple[int, str]],
   """
   used: set[int] = set()
   hits = exact = 0
-  latencies = []
+  latencies, answered = [], []
   for ready, text in sorted(expected):
+    answered.append((text, ""))
     for index, (start, said) in enumerate(model):
       if index in used or not ready <= start <= ready + window_chunks:
         continue
@@ -74,8 +79,9 @@ def match_replies(expected: list[tuple[int, str]], model: list[tuple[int, str]],
       hits += 1
       exact += metrics.exact_match(text, said)
       latencies.append(start - ready)
+      answered[-1] = (text, said)
       break
-  return Match(hits, exact, len(model) - len(used), tuple(latencies))
+  return Match(hits, exact, len(model) - len(used), tuple(latencies), tuple(answered))
 
 
 def score_stream(engine: Engine, params: Params, tokenizer: Tokenizer, timeline,
@@ -101,7 +107,7 @@ def score_trace(timeline, trace: StreamTrace, tokenizer: Tokenizer, *,
   match = match_replies(expected, model, window_chunks)
   return StreamScore(timeline.task, sf.ability_name(timeline.ability), len(expected),
                      match.hits, match.exact, len(model), match.false_triggers,
-                     [c * chunk_s for c in match.latency_chunks])
+                     [c * chunk_s for c in match.latency_chunks], list(match.answered))
 
 
 def evaluate_heldout(engine: Engine, params: Params, tokenizer: Tokenizer, speech, sounds, *,

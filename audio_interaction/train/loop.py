@@ -122,10 +122,12 @@ def load_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer
 
 
 def make_iterator(config: ml_collections.ConfigDict, split: str, mixture,
-                  num_epochs: int | None = None):
-  """A Grain iterator over a built split with this process's shard."""
+                  num_epochs: int | None = None, training: bool = True):
+  """A Grain iterator over a built split with this process's shard (`training=False`:
+  batches as stored, no reply delays)."""
+  overrides = {} if training else {"reply_delay_chunks": 0}
   pipeline = pipeline_lib.PipelineConfig.from_config(config, mixture=mixture,
-                                                     num_epochs=num_epochs)
+                                                     num_epochs=num_epochs, **overrides)
   tokenizer = load_tokenizer(config) if pipeline.ctc_targets == "characters" else None
   dataset = pipeline_lib.load_dataset(data_dir(config), split, pipeline, tokenizer=tokenizer)
   return iter(dataset), pipeline
@@ -211,7 +213,7 @@ class _MetricWindow:
 def evaluate(trainer: Trainer, eval_step, params, config: ml_collections.ConfigDict
              ) -> dict[str, float]:
   """Rates over `config.train.eval_batches` batches of the held-out split (same each time)."""
-  iterator, _ = make_iterator(config, config.data.eval_split, None)
+  iterator, _ = make_iterator(config, config.data.eval_split, None, training=False)
   sums = None
   for _, local in zip(range(config.train.eval_batches), iterator):
     metrics = eval_step(params, trainer.device_batch(local))
