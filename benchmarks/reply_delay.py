@@ -23,7 +23,8 @@ Then, teacher-forced on the same streams (`teacher forced`): each stream as the 
 lays it out (`corpus.serialize`) with every reply that a policy could hold `max(--delays)`
 chunks (`data.reply_delay.movable_delay`) held d chunks instead (`hold_replies`); one
 forward pass, and over those replies' tokens the share the model's argmax gets right,
-their mean NLL (nats) and the share of replies it gets wholly right -- the words alone,
+their mean NLL (nats; and its rise over the first delay's, paired on the same streams)
+and the share of replies it gets wholly right -- the words alone,
 without the noise of greedy decoding or decisions.
 
 `data.reply_delay_chunks` (training batches with replies held back) is what should
@@ -169,20 +170,29 @@ def teacher_forced(model, params, tokenizer, cases, delays, args) -> dict:
                       whole=int(right[predicting].all()))
       sums[d].update(stream)
       per_stream[d].append(stream)
+  base = per_stream[delays[0]]
+
+  def rates(picked: list) -> dict[str, float]:
+    return {"token_accuracy": sum(s["right"] for s in picked) / sum(s["tokens"] for s in picked),
+            "nll": sum(s["nll"] for s in picked) / sum(s["tokens"] for s in picked),
+            "whole_replies": sum(s["whole"] for s in picked) / sum(s["replies"] for s in picked)}
+
   result = {}
   for d in delays:
     streams = per_stream[d]
     if not streams:
       continue
-    rate = lambda picked: {
-        "token_accuracy": sum(s["right"] for s in picked) / sum(s["tokens"] for s in picked),
-        "nll": sum(s["nll"] for s in picked) / sum(s["tokens"] for s in picked),
-        "whole_replies": sum(s["whole"] for s in picked) / sum(s["replies"] for s in picked)}
-    cis = bootstrap_intervals(len(streams), lambda idx: rate([streams[i] for i in idx]),
-                              seed=args.seed)
+
+    def figures(indices: np.ndarray) -> dict[str, float]:
+      held = rates([streams[i] for i in indices])
+      # paired with the first delay on the same streams: what holding the replies costs
+      held["nll_rise"] = held["nll"] - rates([base[i] for i in indices])["nll"]
+      return held
+
+    cis = bootstrap_intervals(len(streams), figures, seed=args.seed)
     result[f"held {d}"] = {key: {"value": value, "low": cis[key]["low"],
                                  "high": cis[key]["high"]}
-                           for key, value in rate(streams).items()}
+                           for key, value in figures(np.arange(len(streams))).items()}
     result[f"held {d}"]["replies"] = sums[d]["replies"]
     result[f"held {d}"]["streams"] = len(streams)
   return result
@@ -208,7 +218,7 @@ def print_table(result: dict) -> None:
     cell = lambda key, fmt: (f"{format(row[key]['value'], fmt)} "
                              f"[{format(row[key]['low'], fmt)}, {format(row[key]['high'], fmt)}]")
     print(f"  {name:<8} token accuracy {cell('token_accuracy', '.0%')}, NLL {cell('nll', '.2f')}"
-          f" nats, whole replies {cell('whole_replies', '.0%')} of {row['replies']} "
+          f" nats (rise {cell('nll_rise', '+.2f')}), whole replies {cell('whole_replies', '.0%')} of {row['replies']} "
           f"({row['streams']} streams)")
 
 

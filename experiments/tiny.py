@@ -12,8 +12,9 @@ Variants are picked by one string after the file name, big_vision style, e.g.
 blocks, and ``experiments/tiny.py:randomize`` builds the corpus with domain
 randomisation (speed, pitch, formants, mic, room, telephone, noise; wide voices;
 connected speech) and
-trains with on-the-fly augmentation (gain, noise, SpecAugment), in its own data
-directory (data/tiny_randomized). Any field can be overridden: ``--config.model.decoder.num_layers=2``.
+trains with on-the-fly augmentation (gain, noise, SpecAugment) and replies held back
+up to 5 chunks (as a timer-driven policy starts them), in its own data directory
+(data/tiny_randomized). Any field can be overridden: ``--config.model.decoder.num_layers=2``.
 """
 
 import ml_collections
@@ -79,4 +80,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Real TRAIN-package sounds and room beds (`audio-interaction fetch-train-audio`).
     config.data.randomize.train_audio_root = "~/.cache/audio_interaction/debs/extracted"
     config.train.augment.enabled = True
+    # On real audio `tune` picks the hybrid policy or the timer, which start replies
+    # up to ~5 chunks after the model would: train on replies held back that much
+    # (data/reply_delay.py; README, "A reply started late is still the answer").
+    config.data.reply_delay_chunks = 5
   return config
