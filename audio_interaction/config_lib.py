@@ -247,6 +247,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_batches = 8
   config.train.checkpoint_every = 200
   config.train.keep_checkpoints = 3
+  # Wall-clock budget of one `train` run (s; 0 = none): it stops at the first step after
+  # the budget, saves a checkpoint and returns stopped_by="max_seconds"; a new run
+  # resumes from there with a new budget. For runs compared at equal CPU time.
+  config.train.max_seconds = 0.0
   # Start a new run from a bundle's weights (a folder written by `export`, or "embedded"
   # for the shipped model) with a fresh optimizer; its model config and tokenizer must
   # equal this config's. Ignored once the workdir has a checkpoint. "" = random init.
@@ -618,6 +622,7 @@ FIELD_RULES: dict[str, Rule] = {
     "train.eval_batches": _SIZE,
     "train.checkpoint_every": _SIZE,
     "train.keep_checkpoints": _SIZE,
+    "train.max_seconds": number(0),
     "train.stages": Rule(
         f"a tuple of (until_step >= 1, mixture) pairs with increasing steps; a mixture is "
         f"{_MIXTURE}", _is_stages),

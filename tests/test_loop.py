@@ -31,10 +31,11 @@ def data_dir(tmp_path_factory):
   return directory
 
 
-def _command(data_dir, workdir, out="", batch=4, augment=False):
+def _command(data_dir, workdir, out="", batch=4, augment=False, max_seconds=0.0):
   return ([sys.executable, str(SCRIPT), "--data", str(data_dir), "--workdir", str(workdir),
            "--steps", str(STEPS), "--batch", str(batch)] + (["--out", str(out)] if out else [])
-          + (["--augment"] if augment else []))
+          + (["--augment"] if augment else [])
+          + (["--max-seconds", str(max_seconds)] if max_seconds else []))
 
 
 def _run(command, env=None):
@@ -110,6 +111,17 @@ def _kill_after_first_checkpoint(command, workdir):
   committed = sorted(int(d.name) for d in _step_dirs(checkpoints)
                      if (d / "commit_success.txt").exists())
   assert committed and committed[-1] < STEPS
+
+
+def test_a_time_budget_stops_at_a_checkpoint_and_the_next_run_resumes(data_dir, uninterrupted,
+                                                                      tmp_path):
+  # Checked every log_every (2) steps: a budget spent at once stops the run at step 2.
+  first = _run(_command(data_dir, tmp_path, max_seconds=1e-6))
+  assert first["step"] == 2 and first["stopped_by"] == "max_seconds"
+  assert [int(d.name) for d in _step_dirs(tmp_path / "checkpoints")] == [2]
+  second = _run(_command(data_dir, tmp_path, tmp_path / "params.npz"))
+  assert second["step"] == STEPS and second["stopped_by"] is None
+  _assert_same_params(np.load(tmp_path / "params.npz"), uninterrupted, atol=0)
 
 
 def test_kill_9_then_resume_equals_uninterrupted(data_dir, uninterrupted, tmp_path):

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -224,13 +225,25 @@ def evaluate(trainer: Trainer, eval_step, params, config: ml_collections.ConfigD
   return rates
 
 
+def over_time_budget(train_config: ml_collections.ConfigDict, done: int, began: float) -> bool:
+  """Whether this run has used up `train.max_seconds` (0: no budget) by step `done`.
+
+  Checked every `log_every` steps on process 0's clock and broadcast, so that every
+  process stops at the same step (their clocks differ).
+  """
+  if not train_config.max_seconds or done % train_config.log_every:
+    return False
+  over = np.asarray(time.perf_counter() - began >= train_config.max_seconds)
+  return bool(multihost_utils.broadcast_one_to_all(over))
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
           *, progress: bool = True) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its newest good checkpoint.
 
   Returns:
     {"step": last step, "train": last logged train rates, "eval": last eval rates,
-    "stopped_by": signal name or None}.
+    "stopped_by": signal name, "max_seconds" (the run's time budget) or None}.
   """
   maybe_initialize_distributed()
   workdir = pathlib.Path(workdir).resolve()  # Orbax's tensorstore needs absolute paths
@@ -346,6 +359,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
   stopped_by = None
   pending = None  # (metrics, tokens) of the last step: read after the next is dispatched
+  run_began = time.perf_counter()
   logger.info("training steps %d to %d; hooks: %s", start, train_config.steps,
               ", ".join(hooks.names))
   with checkpoint_lib.PreemptionGuard() as guard:
@@ -365,6 +379,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       hooks.run(StepInfo(done, state, final=done == train_config.steps))
       if guard.should_stop:
         stopped_by = guard.signal_name
+      elif done < train_config.steps and over_time_budget(train_config, done, run_began):
+        stopped_by = "max_seconds"
+      if stopped_by is not None:
         checkpointer.save(done, state, data_iterator=iterator, force=True, wait=True)
         logger.warning("stopping at step %d on %s after saving a checkpoint", done, stopped_by)
         break

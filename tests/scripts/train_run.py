@@ -17,6 +17,7 @@ parser.add_argument("--batch", type=int, default=4, help="rows per process")
 parser.add_argument("--out", default="")
 parser.add_argument("--augment", action="store_true",
                     help="train with config.train.augment on (noise on every row)")
+parser.add_argument("--max-seconds", type=float, default=0.0, help="config.train.max_seconds")
 args = parser.parse_args()
 
 import jax  # noqa: E402
@@ -32,6 +33,7 @@ if args.augment:
   config_lib.apply_overrides(config, ["train.augment.enabled=True",
                                       "train.augment.noise_probability=1.0"])
   config_lib.validate(config)
+config.train.max_seconds = args.max_seconds
 result = loop.train(config, args.workdir, progress=False)
 if args.out:
   # Every process restores (a collective) and gathers the params; process 0 writes them.
