@@ -228,10 +228,15 @@ def evaluate(trainer: Trainer, eval_step, params, config: ml_collections.ConfigD
 def over_time_budget(train_config: ml_collections.ConfigDict, done: int, began: float) -> bool:
   """Whether this run has used up `train.max_seconds` (0: no budget) by step `done`.
 
-  Checked every `log_every` steps on process 0's clock and broadcast, so that every
-  process stops at the same step (their clocks differ).
+  One process checks after every step. Several check every `log_every` steps, on
+  process 0's clock, broadcast (a host sync, hence not every step): their clocks
+  differ, and every process must stop at the same step.
   """
-  if not train_config.max_seconds or done % train_config.log_every:
+  if not train_config.max_seconds:
+    return False
+  if jax.process_count() == 1:
+    return time.perf_counter() - began >= train_config.max_seconds
+  if done % train_config.log_every:
     return False
   over = np.asarray(time.perf_counter() - began >= train_config.max_seconds)
   return bool(multihost_utils.broadcast_one_to_all(over))
