@@ -247,8 +247,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_batches = 8
   config.train.checkpoint_every = 200
   config.train.keep_checkpoints = 3
-  # Wall-clock budget of one `train` run (s; 0 = none): it stops at the first step after
-  # the budget, saves a checkpoint and returns stopped_by="max_seconds"; a new run
+  # Wall-clock budget of one `train` run's steps (s; 0 = none): the first step after it
+  # is the run's last (final eval and checkpoint), stopped_by="max_seconds"; a new run
   # resumes from there with a new budget. For runs compared at equal CPU time.
   config.train.max_seconds = 0.0
   # Start a new run from a bundle's weights (a folder written by `export`, or "embedded"

@@ -119,6 +119,9 @@ def test_a_time_budget_stops_at_a_checkpoint_and_the_next_run_resumes(data_dir, 
   first = _run(_command(data_dir, tmp_path, max_seconds=1e-6))
   assert first["step"] == 1 and first["stopped_by"] == "max_seconds"
   assert [int(d.name) for d in _step_dirs(tmp_path / "checkpoints")] == [1]
+  history = [json.loads(line) for line in
+             (tmp_path / "tensorboard" / "history.jsonl").read_text().splitlines()]
+  assert [row["step"] for row in history if "eval/loss" in row] == [1]  # its final eval
   second = _run(_command(data_dir, tmp_path, tmp_path / "params.npz"))
   assert second["step"] == STEPS and second["stopped_by"] is None
   _assert_same_params(np.load(tmp_path / "params.npz"), uninterrupted, atol=0)

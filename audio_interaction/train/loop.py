@@ -381,12 +381,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         window.add(*pending)  # the previous step's metrics are ready by now
       pending = (metrics, float(np.sum(local["tokens"] != 0)) * jax.process_count())
       done = step + 1
-      hooks.run(StepInfo(done, state, final=done == train_config.steps))
+      # A spent time budget ends the run as its last step would: the final eval and
+      # checkpoint hooks run.
+      out_of_time = done < train_config.steps and over_time_budget(train_config, done, run_began)
+      hooks.run(StepInfo(done, state, final=done == train_config.steps or out_of_time))
+      if out_of_time:
+        stopped_by = "max_seconds"
+        logger.warning("stopping at step %d: train.max_seconds=%g spent", done,
+                       train_config.max_seconds)
+        break
       if guard.should_stop:
         stopped_by = guard.signal_name
-      elif done < train_config.steps and over_time_budget(train_config, done, run_began):
-        stopped_by = "max_seconds"
-      if stopped_by is not None:
         checkpointer.save(done, state, data_iterator=iterator, force=True, wait=True)
         logger.warning("stopping at step %d on %s after saving a checkpoint", done, stopped_by)
         break
