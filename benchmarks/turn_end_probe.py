@@ -137,9 +137,20 @@ def train_examples(encode: ChunkEncoder, lines, chunks: int, seed: int
   return np.asarray(features, np.float32), np.asarray(labels, np.int32)
 
 
-def dev_examples(encode: ChunkEncoder, path: str, chunks: int, min_pause: float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Chunk features [N, D], labels [N] and the turn each belongs to [N] of a manifest."""
+def encoded_row(encode: ChunkEncoder, row, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(audio float32[S], encoder chunk features [C, D]) of a manifest row, each row encoded
+  once: the probe's examples and the policy sweep read the same DEV streams."""
+  key = (row.source, row.offset)
+  if key not in cache:
+    audio = np.asarray(row.load(), np.float32)
+    cache[key] = (audio, encode(audio))
+  return cache[key]
+
+
+def dev_examples(encode: ChunkEncoder, path: str, chunks: int, min_pause: float,
+                 cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Chunk features [N, D], labels [N] and the turn each belongs to [N] of a manifest
+  (`cache`: `encoded_row`'s)."""
   timer = SilenceTimer(vad="silero")
   size = encode.chunk_samples
   chunk_s = size / sf.SAMPLE_RATE
@@ -147,8 +158,7 @@ def dev_examples(encode: ChunkEncoder, path: str, chunks: int, min_pause: float
   turn_id = -1
   rows = [r for r in manifest.read_manifest(path).rows if r.turns]
   for row in tqdm.tqdm(rows, desc=pathlib.Path(path).name, leave=False):
-    audio = row.load()
-    encoded = encode(audio)
+    audio, encoded = encoded_row(encode, row, cache)
     voice = timer.speech_probabilities(audio) >= 0.5
     frame_s = timer.frame_seconds
     for turn in row.turns:
@@ -197,18 +207,18 @@ def reply_starts(policy, audio: np.ndarray, finished: np.ndarray, chunk_samples:
 
 
 def policy_sweep(fit, encode: ChunkEncoder, paths: list[str], thresholds, min_silences,
-                 reply_seconds: float) -> list[dict]:
+                 reply_seconds: float, cache: dict) -> list[dict]:
   """B5 (false cut-in, miss, median latency; the suites' definitions, 2 s answer window)
   over the turns of `paths` of the 700 ms silence timer and of the hybrid policy with
-  the probe as its model, for each (threshold, min_silence)."""
+  the probe as its model, for each (threshold, min_silence); `cache`: `encoded_row`'s."""
   chunk_s = encode.chunk_samples / sf.SAMPLE_RATE
   streams = []
   for path in paths:
     for row in manifest.read_manifest(path).rows:
       turns = [(t.start, t.end) for t in row.turns if t.reply_expected]
       if turns:
-        audio = np.asarray(row.load(), np.float32)
-        streams.append((audio, fit.probabilities(encode(audio))[:, FINISHED], turns))
+        audio, encoded = encoded_row(encode, row, cache)
+        streams.append((audio, fit.probabilities(encoded)[:, FINISHED], turns))
 
   def score(name: str, make_policy) -> dict:
     latencies, cut_ins = [], []
@@ -291,8 +301,9 @@ def run(args: argparse.Namespace, lines) -> None:
         f"{held_auc:.3f}")
   report = {"bundle": args.bundle, "train_lines": len(lines), "train_auc": train_auc,
             "held_out_lines": len(held), "held_out_auc": held_auc}
+  encoded_rows: dict = {}
   for path in args.dev:
-    dx, dy, turns = dev_examples(encode, path, args.chunks, args.min_pause)
+    dx, dy, turns = dev_examples(encode, path, args.chunks, args.min_pause, encoded_rows)
     if not len(dy):
       print(f"{pathlib.Path(path).name}: no turns to score")
       continue
@@ -317,7 +328,7 @@ def run(args: argparse.Namespace, lines) -> None:
           f"called unfinished {100 * r['end_called_unfinished']:.0f} % of {r['end_chunks']}")
   if args.dev:
     report["policies"] = policy_sweep(fit, encode, args.dev, args.thresholds, args.min_silences,
-                                      args.reply_seconds)
+                                      args.reply_seconds, encoded_rows)
     print(f"B5 over the turns of {', '.join(pathlib.Path(p).name for p in args.dev)}:")
     for r in report["policies"]:
       print(f"  {r['policy']:<58} false cut-in {100 * r['false_cut_in']:3.0f} %, miss "
