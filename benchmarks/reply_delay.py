@@ -47,6 +47,7 @@ import platform
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from tqdm import tqdm
 
@@ -60,10 +61,10 @@ from audio_interaction.eval import suites as suites_lib
 from audio_interaction.eval.bootstrap import bootstrap_intervals
 from audio_interaction.eval.heldout import first_chunk_reaching, score_trace
 from audio_interaction.export import portable
-from audio_interaction.infer.endpointing import SilenceTimer
+from audio_interaction.infer.endpointing import ReplayDetector, SilenceTimer
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.policies import (HybridPolicy, ScheduledTimerPolicy,
-                                              SilenceTimerPolicy, ThresholdPolicy)
+from audio_interaction.infer.policies import (ScheduledTimerPolicy, ThresholdPolicy,
+                                              policy_from_config)
 from audio_interaction.infer.run_stream import run_policies
 
 CHAT = frozenset({"chat_single", "chat_multi_turn", "chat_fillers"})
@@ -71,12 +72,24 @@ WINDOW_CHUNKS = 6  # the suites' answer window (eval.suites' default)
 
 
 def policies_for(case, chunk_samples: int, chunk_seconds: float, delays, threshold: float):
-  """(row names, policies) for one case: the model, hybrid, timer and forced starts."""
+  """(row names, policies) for one case: the model, hybrid, timer and forced starts.
+
+  The hybrid and the timer replay one Silero pass over the case (as the suites'
+  `Runner` does), each built as a bundle's `infer` block would build it.
+  """
   readies = [first_chunk_reaching(r.ready_time, chunk_samples) for r in case.timeline.replies]
   names = ["model", "hybrid", "timer"] + [f"ready+{d}" for d in delays]
-  timer = lambda: SilenceTimer(0.7, vad="silero", chunk_seconds=chunk_seconds)
-  policies = [ThresholdPolicy(threshold), HybridPolicy(timer(), threshold=threshold),
-              SilenceTimerPolicy(timer())]
+  vad = SilenceTimer(0.7, vad="silero", chunk_seconds=chunk_seconds)
+  scores = vad.speech_probabilities(np.pad(case.audio, (0, -len(case.audio) % chunk_samples)))
+
+  def deployed(policy: str):
+    infer = ml_collections.ConfigDict({"policy": policy, "threshold": threshold,
+                                       "vad": "silero", "silence_seconds": 0.7,
+                                       "min_silence_seconds": 0.2})
+    return policy_from_config(infer, chunk_seconds=chunk_seconds,
+                              detector=ReplayDetector(scores, vad.frame_samples))
+
+  policies = [ThresholdPolicy(threshold), deployed("hybrid"), deployed("silence_timer")]
   policies += [ScheduledTimerPolicy(frozenset(r + d for r in readies), frozenset(),
                                     yield_on_voice=False) for d in delays]
   return names, policies
@@ -86,7 +99,7 @@ def run_bundle(bundle: str, cases, args) -> dict:
   model, params, tokenizer, _ = portable.load_model(None, bundle)
   engine = Engine(model)
   config = model.config
-  per_case = []  # (group, {row: (exact, expected)})
+  per_case = []  # (group, {row: (exact, expected, (expected text, reply) pairs)})
   examples = collections.defaultdict(list)
   for case in tqdm(cases, desc=pathlib.Path(bundle).name, leave=False):
     names, policies = policies_for(case, config.chunk_samples, config.chunk_seconds,
@@ -131,7 +144,6 @@ def teacher_forced(model, params, tokenizer, cases, delays, args) -> dict:
   config = model.config
   forward = jax.jit(model.forward)
   held_max = max(delays)
-  sums = {d: collections.Counter() for d in delays}
   per_stream = {d: [] for d in delays}
   for case in tqdm(cases, desc="teacher forced", leave=False):
     example = serialize(case.timeline, tokenizer, chunk_ms=config.chunk_ms,
@@ -168,7 +180,6 @@ def teacher_forced(model, params, tokenizer, cases, delays, args) -> dict:
         stream.update(tokens=len(predicting), right=int(right[predicting].sum()),
                       nll=float(nll[predicting].sum()), replies=1,
                       whole=int(right[predicting].all()))
-      sums[d].update(stream)
       per_stream[d].append(stream)
   base = per_stream[delays[0]]
 
@@ -193,7 +204,7 @@ def teacher_forced(model, params, tokenizer, cases, delays, args) -> dict:
     result[f"held {d}"] = {key: {"value": value, "low": cis[key]["low"],
                                  "high": cis[key]["high"]}
                            for key, value in figures(np.arange(len(streams))).items()}
-    result[f"held {d}"]["replies"] = sums[d]["replies"]
+    result[f"held {d}"]["replies"] = sum(s["replies"] for s in streams)
     result[f"held {d}"]["streams"] = len(streams)
   return result
 

@@ -32,7 +32,7 @@ class FixedDraws:
 
 def _example(said: list[list[int]], decisions: list[int], word_end_chunks=()) -> dict:
   """An online example with one audio slot per chunk, laid out by hand."""
-  tokens, slots, targets_of, reply = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID, 50, sf.END_SYS_ID], [], [], []
+  tokens = [sf.BOS_ID, sf.ONLINE_ID, sf.SYS_ID, 50, sf.END_SYS_ID]
   slots = [sf.NO_INDEX] * len(tokens)
   decision_at = [sf.NO_INDEX] * len(tokens)
   reply = [False] * len(tokens)

@@ -154,10 +154,18 @@ def hold_replies(example: Mapping[str, np.ndarray], delays: Mapping[int, int]
     A copy laid out again by `lay_out` (the example itself when nothing moves).
   """
   replies = chunk_replies(example)
+  return _held(example, replies, reply_spans(replies), delays)
+
+
+def _held(example: Mapping[str, np.ndarray], replies: list[list[int]],
+          spans: list[ReplySpan], delays: Mapping[int, int]) -> dict[str, np.ndarray]:
+  """`hold_replies` with the example's `chunk_replies` and `reply_spans` already read
+  (`replies` is changed in place)."""
+  if not any(delay > 0 for delay in delays.values()):
+    return dict(example)
   tokens = np.asarray(example["tokens"])
   decisions = np.asarray(example["decision_targets"])[tokens == sf.DECIDE_ID].copy()
-  moved = False
-  for index, span in enumerate(reply_spans(replies)):
+  for index, span in enumerate(spans):
     delay = delays.get(index, 0)
     if delay <= 0:
       continue
@@ -167,8 +175,7 @@ def hold_replies(example: Mapping[str, np.ndarray], delays: Mapping[int, int]
     for offset, tokens_of_chunk in enumerate(said):
       replies[span.first + delay + offset] = tokens_of_chunk
     decisions[span.first:span.last + delay + 1] = int(sf.Decision.SPEAK)
-    moved = True
-  return lay_out(example, replies, decisions) if moved else dict(example)
+  return lay_out(example, replies, decisions)
 
 
 def delay_replies(example: Mapping[str, np.ndarray], rng: np.random.Generator, *,
@@ -191,11 +198,12 @@ def delay_replies(example: Mapping[str, np.ndarray], rng: np.random.Generator, *
   if max_delay_chunks < 1 or len(tokens) < 2 or tokens[1] != sf.ONLINE_ID:
     return dict(example)
   replies = chunk_replies(example)
+  spans = reply_spans(replies)
   word_ends = np.asarray(example["transcript_chunks"])
   delays = {}
-  for index, span in enumerate(reply_spans(replies)):
+  for index, span in enumerate(spans):
     delay = int(rng.integers(1, max_delay_chunks + 1))
     if rng.random() < probability and movable_delay(span, delay, replies, word_ends,
                                                     guard_chunks):
       delays[index] = delay
-  return hold_replies(example, delays)
+  return _held(example, replies, spans, delays)
