@@ -127,6 +127,11 @@ def base_config() -> ml_collections.ConfigDict:
   # of corpus.worlds.SOUNDS; the corpus's `sound_events`): 0 = no head. A head must
   # have len(worlds.SOUND_EVENT_LABELS) outputs (`train.trainer` checks it).
   config.model.sound_event_classes = 0
+  # The encoder's turn-end head: per chunk, P(the user's turn has ended) from the mean
+  # of its frames, fitted over a frozen encoder by `fit-turn-head`
+  # (`train/turn_head.py`); what the hybrid policy reads with
+  # `infer.hybrid_signal="turn_end"`.
+  config.model.turn_end_head = False
 
   config.sharding = ml_collections.ConfigDict()
   # Mesh axis sizes; -1 takes the remaining devices.
@@ -300,6 +305,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.infer.vad = "silero"  # "silero", "webrtc" or "energy"
   config.infer.silence_seconds = 0.7
   config.infer.min_silence_seconds = 0.2
+  # What the hybrid policy's early reply reads: the decoder's P(SPEAK) ("decision") or
+  # the encoder's turn-end head's P(turn ended) ("turn_end", model.turn_end_head).
+  config.infer.hybrid_signal = "decision"
   # Sampling of reply tokens: temperature 0 is greedy; top_p < 1 is nucleus sampling.
   config.infer.temperature = 0.0
   config.infer.top_p = 1.0
@@ -556,6 +564,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.norm_eps": number(0, lo_open=True),
     "model.cache_write": one_of("before", "after"),
     "model.sound_event_classes": integer(0),
+    "model.turn_end_head": flag(),
     "sharding.mesh": Rule(
         f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
         _is_mesh),
@@ -648,6 +657,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.vad": one_of("silero", "webrtc", "energy"),
     "infer.silence_seconds": number(0, lo_open=True),
     "infer.min_silence_seconds": number(0),  # and <= silence_seconds (validate)
+    "infer.hybrid_signal": one_of("decision", "turn_end"),
     "infer.temperature": number(0),
     "infer.top_p": number(0, 1, lo_open=True),
     "infer.max_reply_tokens": _SIZE,
@@ -876,6 +886,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"infer.min_silence_seconds={infer.min_silence_seconds}: must be at most "
         f"infer.silence_seconds={infer.silence_seconds}")
+  if infer.hybrid_signal == "turn_end" and not model.turn_end_head:
+    raise ConfigError(
+        "infer.hybrid_signal='turn_end' reads a turn-end head the model does not have: "
+        "fit one with `audio-interaction fit-turn-head` (model.turn_end_head)")
   if config.train.sound_event_loss_weight and model.sound_event_classes == 0:
     raise ConfigError(
         f"train.sound_event_loss_weight={config.train.sound_event_loss_weight} trains a "

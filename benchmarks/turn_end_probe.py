@@ -51,23 +51,22 @@ import time
 
 import numpy as np
 import soundfile
-from sklearn import metrics  # librosa's dependency
 import tqdm
 
 from audio_interaction import stream_format as sf
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import effects, manifest, real_speech
+from audio_interaction.corpus import manifest, real_speech
 from audio_interaction.eval import bootstrap
 from audio_interaction.eval import metrics as eval_metrics
 from audio_interaction.infer import policies
 from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.model.model import AudioInteractionModel
-from audio_interaction.train import ctc_head, sound_head
+from audio_interaction.train import ctc_head, sound_head, turn_head
 from audio_interaction.train.clip_encoding import ChunkEncoder
 
-UNFINISHED, FINISHED = 0, 1
-SILENCE_AFTER_S = 1.0
+UNFINISHED, FINISHED = turn_head.TURN_GOES_ON, turn_head.TURN_ENDED
+roc_auc = turn_head.roc_auc
 
 
 QUICK_SENTENCES = ("turn the kitchen light on please", "what time does the shop close",
@@ -110,31 +109,6 @@ def quick_data(directory: pathlib.Path) -> tuple[list[QuickLine], str]:
   dev = directory / "streams.jsonl"
   dev.write_text("\n".join(rows) + "\n")
   return lines, str(dev)
-
-
-def train_examples(encode: ChunkEncoder, lines, chunks: int, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-  """Chunk features [N, D] and labels [N] of the lines cut at their pause and whole."""
-  rng = np.random.default_rng(seed)
-  size = encode.chunk_samples
-  features, labels = [], []
-  for line in tqdm.tqdm(lines, desc="TRAIN lines", leave=False):
-    audio = line.audio()
-    for label, speech in ((UNFINISHED, audio[:line.pause_cut]), (FINISHED, audio)):
-      lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
-      stream = np.concatenate([np.zeros(lead, np.float32), speech,
-                               np.zeros(int(SILENCE_AFTER_S * sf.SAMPLE_RATE), np.float32)])
-      end = lead + len(speech)
-      if rng.uniform() < 0.5:
-        stream, rate, _ = effects.randomize(stream, rng)
-        end = int(round(end / rate))  # a speed change moves the speech's end
-      encoded = encode(stream)
-      first = -(-end // size)
-      for k in range(chunks):
-        if first + k < len(encoded):
-          features.append(encoded[first + k])
-          labels.append(label)
-  return np.asarray(features, np.float32), np.asarray(labels, np.int32)
 
 
 def encoded_row(encode: ChunkEncoder, row, cache: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -207,10 +181,11 @@ def reply_starts(policy, audio: np.ndarray, finished: np.ndarray, chunk_samples:
 
 
 def policy_sweep(fit, encode: ChunkEncoder, paths: list[str], thresholds, min_silences,
-                 reply_seconds: float, cache: dict) -> list[dict]:
+                 backstops, reply_seconds: float, cache: dict) -> list[dict]:
   """B5 (false cut-in, miss, median latency; the suites' definitions, 2 s answer window)
-  over the turns of `paths` of the 700 ms silence timer and of the hybrid policy with
-  the probe as its model, for each (threshold, min_silence); `cache`: `encoded_row`'s."""
+  over the turns of `paths` of the silence timer at each of `backstops` (s) and of the
+  hybrid policy with the probe as its model, for each (threshold, min_silence, backstop
+  timer); `cache`: `encoded_row`'s."""
   chunk_s = encode.chunk_samples / sf.SAMPLE_RATE
   streams = []
   for path in paths:
@@ -233,22 +208,17 @@ def policy_sweep(fit, encode: ChunkEncoder, paths: list[str], thresholds, min_si
             "miss": eval_metrics.miss_rate(latencies),
             "median_latency_s": float(np.median(answered)) if answered else float("nan")}
 
-  timer = lambda: policies.SilenceTimerPolicy(SilenceTimer(0.7, chunk_seconds=chunk_s))
-  rows = [score("silence timer 0.7 s", timer)]
-  for threshold in thresholds:
-    for min_silence in min_silences:
-      rows.append(score(f"hybrid: probe >= {threshold}, silence >= {min_silence} s, timer 0.7 s",
-                        lambda: policies.HybridPolicy(SilenceTimer(0.7, chunk_seconds=chunk_s),
-                                                      threshold=threshold,
-                                                      min_silence_seconds=min_silence)))
+  rows = [score(f"silence timer {backstop:g} s",
+                lambda: policies.SilenceTimerPolicy(SilenceTimer(backstop, chunk_seconds=chunk_s)))
+          for backstop in backstops]
+  for backstop in backstops:
+    for threshold in thresholds:
+      for min_silence in (m for m in min_silences if m <= backstop):
+        rows.append(score(
+            f"hybrid: probe >= {threshold}, silence >= {min_silence} s, timer {backstop:g} s",
+            lambda: policies.HybridPolicy(SilenceTimer(backstop, chunk_seconds=chunk_s),
+                                          threshold=threshold, min_silence_seconds=min_silence)))
   return rows
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-  """P(a finished chunk scores above an unfinished one); NaN without both kinds."""
-  if len(np.unique(labels)) < 2:
-    return float("nan")
-  return float(metrics.roc_auc_score(labels == FINISHED, scores))
 
 
 def main() -> None:
@@ -266,6 +236,8 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 0.95])
   parser.add_argument("--min-silences", type=float, nargs="+", default=[0.2, 0.4])
+  parser.add_argument("--backstops", type=float, nargs="+", default=[0.7],
+                      help="the hybrid's backstop silence timers (s); each also runs alone")
   parser.add_argument("--reply-seconds", type=float, default=1.5,
                       help="a reply nobody stops ends after this long")
   parser.add_argument("--json", default=None)
@@ -291,11 +263,13 @@ def run(args: argparse.Namespace, lines) -> None:
   config, params, _ = portable.load_bundle(args.bundle)
   encode = ChunkEncoder(AudioInteractionModel(config), params)
   lines, held = ctc_head.split_voices(lines, 0.2, args.seed)
-  x, y = train_examples(encode, lines, args.chunks, args.seed)
-  fit = sound_head.fit_head(sound_head.ChunkExamples(x, y), 2, l2=args.l2)
+  examples = turn_head.line_examples(encode, lines, chunks=args.chunks, seed=args.seed)
+  x, y = examples.features, examples.targets
+  fit = sound_head.fit_head(examples, 2, l2=args.l2, class_names=turn_head.CLASS_NAMES)
   train_auc = roc_auc(fit.probabilities(x)[:, FINISHED], y)
-  hx, hy = train_examples(encode, held, args.chunks, args.seed + 1)
-  held_auc = roc_auc(fit.probabilities(hx)[:, FINISHED], hy)
+  held_examples = turn_head.line_examples(encode, held, chunks=args.chunks, seed=args.seed + 1)
+  held_auc = roc_auc(fit.probabilities(held_examples.features)[:, FINISHED],
+                     held_examples.targets)
   print(f"{pathlib.Path(args.bundle).name}: {len(lines)} TRAIN lines, {len(y)} chunks; "
         f"AUC on them {train_auc:.3f}, on {len(held)} lines of held-out TRAIN voices "
         f"{held_auc:.3f}")
@@ -328,7 +302,7 @@ def run(args: argparse.Namespace, lines) -> None:
           f"called unfinished {100 * r['end_called_unfinished']:.0f} % of {r['end_chunks']}")
   if args.dev:
     report["policies"] = policy_sweep(fit, encode, args.dev, args.thresholds, args.min_silences,
-                                      args.reply_seconds, encoded_rows)
+                                      args.backstops, args.reply_seconds, encoded_rows)
     print(f"B5 over the turns of {', '.join(pathlib.Path(p).name for p in args.dev)}:")
     for r in report["policies"]:
       print(f"  {r['policy']:<58} false cut-in {100 * r['false_cut_in']:3.0f} %, miss "

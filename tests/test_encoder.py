@@ -30,10 +30,10 @@ def encoder_setup(request):
   params = model.init(jax.random.key(1))
   if overrides:  # zero-initialised biases must take part too
     params = model_testing.perturbed(params, seed=1)
-  def step(p, mel, state):  # (slots, CTC logits, state): this model has no sound-event head
-    slots, ctc, sound_events, state = model.network.apply(
+  def step(p, mel, state):  # (slots, CTC logits, state): this model has no chunk heads
+    slots, ctc, sound_events, turn_end, state = model.network.apply(
         p, mel, state, method=AudioInteractionNetwork.encode_step)
-    assert sound_events is None
+    assert sound_events is None and turn_end is None
     return slots, ctc, state
 
   encode = jax.jit(step)

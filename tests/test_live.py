@@ -56,6 +56,7 @@ class ScriptedState:
   heard: np.ndarray = dataclasses.field(default_factory=lambda: np.full((1, 1), sf.PAD_ID))
   # No sound-event head: no class probabilities.
   sound_events: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((1, 0)))
+  turn_end: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((1, 0)))
 
 
 class ScriptedEngine:

@@ -119,8 +119,11 @@ def test_wrong_chunk_length_is_a_clear_error(setup):
     model.perceive(params, model.init_state(1), jnp.zeros((1, 2000)))
 
 
-def test_sound_event_head_reads_each_chunk_and_its_past_only():
-  model = AudioInteractionModel(model_testing.small_config(**{"model.sound_event_classes": 5}))
+@pytest.mark.parametrize("head,option,classes", [
+    ("sound_event", {"model.sound_event_classes": 5}, 5),
+    ("turn_end", {"model.turn_end_head": True}, 2)])
+def test_chunk_head_reads_each_chunk_and_its_past_only(head, option, classes):
+  model = AudioInteractionModel(model_testing.small_config(**option))
   params = model.init(jax.random.key(3))
   cfg = model.config
   rng = np.random.default_rng(4)
@@ -130,21 +133,21 @@ def test_sound_event_head_reads_each_chunk_and_its_past_only():
   audio = (0.1 * rng.normal(size=num_chunks * cfg.chunk_samples)).astype(np.float32)
   later = audio.copy()
   later[4 * cfg.chunk_samples:] = rng.normal(size=2 * cfg.chunk_samples)  # chunks 4-5 differ
-  run = lambda samples: model.forward(params, jnp.asarray(tokens[None]),
-                                      jnp.asarray(samples[None]), jnp.asarray(slot_index[None]))
+  run = lambda samples: getattr(model.forward(
+      params, jnp.asarray(tokens[None]), jnp.asarray(samples[None]),
+      jnp.asarray(slot_index[None])), f"{head}_logits")
   first, second = run(audio), run(later)
-  assert first.sound_event_logits.shape == (1, num_chunks, 5)
-  np.testing.assert_allclose(first.sound_event_logits[0, :4], second.sound_event_logits[0, :4],
-                             atol=ATOL, rtol=0)
-  assert np.abs(first.sound_event_logits[0, 4:] - second.sound_event_logits[0, 4:]).max() > 1e-3
+  assert first.shape == (1, num_chunks, classes)
+  np.testing.assert_allclose(first[0, :4], second[0, :4], atol=ATOL, rtol=0)
+  assert np.abs(first[0, 4:] - second[0, 4:]).max() > 1e-3
   # Streaming, chunk by chunk, gives the full forward's logits.
   state = model.init_state(1)
   perceive_all = jax.jit(model.perceive_all)
   for chunk in range(num_chunks):
     state, outputs = perceive_all(
         params, state, jnp.asarray(audio[None, chunk * cfg.chunk_samples:(chunk + 1) * cfg.chunk_samples]))
-    np.testing.assert_allclose(outputs.sound_event_logits[0], first.sound_event_logits[0, chunk],
+    np.testing.assert_allclose(getattr(outputs, f"{head}_logits")[0], first[0, chunk],
                                atol=ATOL, rtol=0, err_msg=f"chunk {chunk}")
   # Without the option the model has no head and no such output.
   plain = AudioInteractionModel(model_testing.small_config())
-  assert "sound_event_head" not in plain.init(jax.random.key(3))["params"]
+  assert f"{head}_head" not in plain.init(jax.random.key(3))["params"]

@@ -515,6 +515,39 @@ def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.corpus import real_speech
+  from audio_interaction.train import turn_head
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: fit-turn-head takes no config "
+                     f"(the bundle brings its own)")
+  root = _train_audio_root(args)
+  sources = tuple(s for s in args.sources.split(",") if s)
+  unknown = [s for s in sources if s not in real_speech.SOURCES]
+  if unknown or not sources:
+    raise UsageError(f"--sources {args.sources}: choose from {','.join(real_speech.SOURCES)}")
+  for name, value in (("--steps", args.steps), ("--chunks", args.chunks),
+                      ("--max-lines", args.max_lines)):
+    if value < 1:
+      raise UsageError(f"{name} {value}: must be >= 1")
+  if not 0.0 <= args.held_out_share < 1.0:
+    raise UsageError(f"--held-out-share {args.held_out_share}: must be in [0, 1)")
+  from audio_interaction.export import portable
+  bundle = portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle
+  try:
+    summary = turn_head.fit_bundle_turn_head(
+        bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
+        chunks=args.chunks, held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
+        seed=args.seed)
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(_one_line(error)) from error
+  print(json.dumps(summary, indent=1))
+  print(f"bundle with the fitted turn-end head written to {args.out} (its hybrid policy reads "
+        f"the head; choose the operating point with `audio-interaction tune`)")
+  return 0
+
+
 def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import real_audio
   if overrides:
@@ -878,6 +911,24 @@ def build_parser() -> argparse.ArgumentParser:
                             "bundle on the same lines skips the encoding")
   fit_ctc.add_argument("--seed", type=int, default=0)
   fit_ctc.set_defaults(run=_fit_ctc_head)
+
+  fit_turn = _head_fit_parser(
+      verbs, "fit-turn-head", "fit a turn-end head (added if the bundle has none) on the "
+                              "TRAIN side's recorded sentences, cut at a pause and whole, "
+                              "over its frozen encoder; writes a new bundle whose hybrid "
+                              "policy reads it")
+  fit_turn.add_argument("--sources", default="amazon-queen-en,fillets-cs",
+                        help="comma-separated recorded-speech sources whose lines are the data")
+  fit_turn.add_argument("--max-lines", type=int, default=1500,
+                        help="at most this many lines with a pause (a seeded subset)")
+  fit_turn.add_argument("--chunks", type=int, default=2,
+                        help="chunks after the speech read per example")
+  fit_turn.add_argument("--held-out-share", type=float, default=0.2,
+                        help="share of the voices held out to measure the fit (ROC AUC)")
+  fit_turn.add_argument("--l2", type=float, default=1e-2, help="L2 on the standardised kernel")
+  fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
+  fit_turn.add_argument("--seed", type=int, default=0)
+  fit_turn.set_defaults(run=_fit_turn_head)
 
   train_audio = verbs.add_parser(
       "fetch-train-audio",

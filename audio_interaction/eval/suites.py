@@ -157,9 +157,10 @@ class EvalConfig:
 
   streams_per_subtask: generated streams per sub-task; seed: first stream seed.
   threshold: the model's operating decision threshold.
-  policy, min_silence_seconds: the operating point's decision policy (`infer.policy`:
-    "model", "hybrid" or "silence_timer", as `policies.policy_from_config`); the
-    "our model" figures use it, the sweep always runs the bare thresholds.
+  policy, min_silence_seconds, hybrid_signal: the operating point's decision policy
+    (`infer.policy`: "model", "hybrid" or "silence_timer", as
+    `policies.policy_from_config`; the hybrid's probability, `infer.hybrid_signal`);
+    the "our model" figures use it, the sweep always runs the bare thresholds.
   sweep_thresholds: thresholds run for the B5/B6 sweep (each a full run).
   silence_seconds, vad: the baseline timer; sweep_silences: its swept silence lengths.
   answer_window_s: a reply starting within this after a turn end / alert onset answers it.
@@ -184,6 +185,7 @@ class EvalConfig:
   threshold: float = _INFER.threshold
   policy: str = _INFER.policy
   min_silence_seconds: float = _INFER.min_silence_seconds
+  hybrid_signal: str = _INFER.hybrid_signal
   sweep_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
   silence_seconds: float = _INFER.silence_seconds
   vad: str = _INFER.vad
@@ -209,6 +211,7 @@ class EvalConfig:
     """The operating point of a config's (or bundle's) `infer` block, with overrides."""
     values = {"threshold": infer.threshold, "policy": infer.policy,
               "min_silence_seconds": infer.min_silence_seconds,
+              "hybrid_signal": infer.hybrid_signal,
               "silence_seconds": infer.silence_seconds,
               "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
               "max_answer_tokens": infer.max_answer_tokens,
@@ -609,7 +612,8 @@ class Runner:
         ml_collections.ConfigDict({
             "policy": cfg.policy, "threshold": cfg.threshold, "vad": cfg.vad,
             "silence_seconds": cfg.silence_seconds,
-            "min_silence_seconds": cfg.min_silence_seconds}),
+            "min_silence_seconds": cfg.min_silence_seconds,
+            "hybrid_signal": cfg.hybrid_signal}),
         chunk_seconds=self.chunk_seconds,
         detector=ReplayDetector(scores, timer.frame_samples))
     if operating is not None:

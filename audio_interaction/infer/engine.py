@@ -19,7 +19,8 @@ import numpy as np
 from audio_interaction import stream_format as sf
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
-from audio_interaction.model.model import AudioInteractionModel, Params, StreamState
+from audio_interaction.model.model import (TURN_END_CLASSES, AudioInteractionModel, Params,
+                                           StreamState)
 
 
 @flax.struct.dataclass
@@ -34,6 +35,8 @@ class EngineState:
       (the streaming transcript before merging; see `infer.transcript.collapse_ctc`).
     sound_events: [B, K] float32 probabilities of the sound-event head's classes at the
       last chunk (K = 0 for a model without the head).
+    turn_end: [B, 2] float32 probabilities of the turn-end head at the last chunk
+      (class `model.TURN_ENDED`: the turn has ended; [B, 0] without the head).
   """
 
   stream: StreamState
@@ -41,6 +44,7 @@ class EngineState:
   rng: Array
   heard: Array
   sound_events: Array
+  turn_end: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +213,9 @@ class Engine:
     return EngineState(self.model.init_state(batch),
                        jnp.zeros((batch, self.vocab_size), jnp.float32),
                        jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32),
-                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32))
+                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32),
+                       jnp.zeros((batch, TURN_END_CLASSES if self.model.config.turn_end_head
+                                  else 0), jnp.float32))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
            valid: np.ndarray | None = None) -> EngineState:
@@ -365,8 +371,10 @@ class Engine:
     probs = jax.nn.softmax(outputs.decision_logits, axis=-1)
     heard = jnp.argmax(outputs.ctc_logits, axis=-1).astype(jnp.int32)
     return state.replace(stream=stream, next_logits=outputs.lm_logits, heard=heard,
-                         sound_events=_sound_probabilities(outputs.sound_event_logits,
-                                                           state.sound_events)), probs
+                         sound_events=_head_probabilities(outputs.sound_event_logits,
+                                                          state.sound_events),
+                         turn_end=_head_probabilities(outputs.turn_end_logits,
+                                                      state.turn_end)), probs
 
   def _speak_impl(self, params, state: EngineState, active, limit, n: int):
     params = dequantize_params(params)
@@ -395,7 +403,8 @@ class Engine:
         stream=select_rows(mask, self.model.init_state(batch), state.stream),
         next_logits=jnp.where(mask[:, None], 0.0, state.next_logits),
         heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard),
-        sound_events=jnp.where(mask[:, None], 0.0, state.sound_events))
+        sound_events=jnp.where(mask[:, None], 0.0, state.sound_events),
+        turn_end=jnp.where(mask[:, None], 0.0, state.turn_end))
 
   def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
     # `model.perceive` with rows held back, without copying the big caches: the
@@ -406,7 +415,8 @@ class Engine:
     old = state.stream
     written = self._encoder_slots(old)
     saved = _ring_map(lambda x, slots, axis: _take_slots(x, slots, axis), old.encoder, written)
-    stream, slots, ctc_logits, sound_event_logits = model.encode_chunk(params, old, chunk)
+    stream, slots, ctc_logits, sound_event_logits, turn_end_logits = model.encode_chunk(
+        params, old, chunk)
     rings = _ring_map(lambda x, slots, axis, keep: _put_slots(x, slots, axis, keep, advance),
                       stream.encoder, written, saved)
     encoder = select_rows(advance, stream.encoder, old.encoder, skip_rings=True)
@@ -428,8 +438,12 @@ class Engine:
                          heard=jnp.where(advance[:, None], heard, state.heard),
                          sound_events=jnp.where(
                              advance[:, None],
-                             _sound_probabilities(sound_event_logits, state.sound_events),
-                             state.sound_events)), probs
+                             _head_probabilities(sound_event_logits, state.sound_events),
+                             state.sound_events),
+                         turn_end=jnp.where(
+                             advance[:, None],
+                             _head_probabilities(turn_end_logits, state.turn_end),
+                             state.turn_end)), probs
 
   def _perceive_some_impl(self, params, state: EngineState, rows, chunk, advance):
     sub, probs = self._perceive_rows_impl(params, take_rows(state, rows), chunk, advance)
@@ -452,8 +466,8 @@ class Engine:
             for ring in _rings(stream.encoder)}
 
 
-def _sound_probabilities(logits: Array | None, previous: Array) -> Array:
-  """The sound-event head's class probabilities [B, K]; `previous` ([B, 0]) without a head."""
+def _head_probabilities(logits: Array | None, previous: Array) -> Array:
+  """A chunk head's class probabilities [B, K]; `previous` ([B, 0]) without the head."""
   return previous if logits is None else jax.nn.softmax(logits, axis=-1)
 
 
@@ -517,7 +531,7 @@ def take_rows(state: EngineState, rows: Array) -> EngineState:
   take = lambda x: x[rows]
   return state.replace(stream=jax.tree_util.tree_map(take, state.stream),
                        next_logits=take(state.next_logits), heard=take(state.heard),
-                       sound_events=take(state.sound_events))
+                       sound_events=take(state.sound_events), turn_end=take(state.turn_end))
 
 
 def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
@@ -526,7 +540,8 @@ def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
   return state.replace(stream=jax.tree_util.tree_map(put, state.stream, sub.stream),
                        next_logits=put(state.next_logits, sub.next_logits),
                        heard=put(state.heard, sub.heard),
-                       sound_events=put(state.sound_events, sub.sound_events), rng=sub.rng)
+                       sound_events=put(state.sound_events, sub.sound_events),
+                       turn_end=put(state.turn_end, sub.turn_end), rng=sub.rng)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)

@@ -366,6 +366,8 @@ class LiveSession:
       heard["sound_probability"] = round(record.sound_probability, 5)
     if record.sound_alert is not None:  # this chunk's reply is the head's alert
       heard["sound_alert"] = record.sound_alert
+    if record.turn_end_probability is not None:  # the turn-end head's P(turn ended)
+      heard["turn_end_probability"] = round(record.turn_end_probability, 5)
     # The chunk first: a reply's events follow the decision that caused them.
     self.emit("chunk", record.end, chunk=record.index, start=record.start, end=record.end,
               speak_probability=probability, threshold=self.threshold,

@@ -33,6 +33,9 @@ from audio_interaction import config_lib
 from audio_interaction.infer.endpointing import Endpointer, SilenceTimer, VoiceDetector
 
 POLICIES = ("model", "silence_timer", "hybrid")
+# What a policy's probability is: the decoder's P(SPEAK) at `<decide>`, or the encoder's
+# turn-end head's P(the user's turn has ended) (`model.turn_end_head`).
+SIGNALS = ("decision", "turn_end")
 DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
 # Voice (s) a chunk must hold for a VAD-driven reply to stop (the usual VAD barge-in).
 BARGE_IN_SECONDS = 0.1
@@ -145,14 +148,20 @@ class HybridPolicy:
   `timer.silence_seconds` (a finished turn the model missed). Replying: go on unless
   the chunk holds voice and the model's P(SPEAK) is below `threshold` (a barge-in the
   model agrees with; a backchannel the model wants to talk over does not stop it).
+
+  `signal="turn_end"`: the probability the stepper passes is the turn-end head's
+  P(the turn has ended) instead of P(SPEAK) (`reads_turn_end`).
   """
 
   def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
                min_silence_seconds: float = 0.2,
-               barge_in_seconds: float = BARGE_IN_SECONDS):
+               barge_in_seconds: float = BARGE_IN_SECONDS, signal: str = "decision"):
     if not 0 <= min_silence_seconds <= timer.silence_seconds:
       raise ValueError(f"min_silence_seconds must be in [0, silence_seconds="
                        f"{timer.silence_seconds}], got {min_silence_seconds}")
+    if signal not in SIGNALS:
+      raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
+    self.signal = signal
     self.timer, self.threshold = timer, threshold
     self.min_silence_seconds, self.barge_in_seconds = min_silence_seconds, barge_in_seconds
     self.start()
@@ -196,4 +205,11 @@ def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float
                        chunk_seconds=chunk_seconds, detector=detector)
   if infer.policy == "silence_timer":
     return SilenceTimerPolicy(timer)
-  return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.min_silence_seconds)
+  return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.min_silence_seconds,
+                      signal=infer.get("hybrid_signal", "decision"))
+
+
+def reads_turn_end(policy: DecisionPolicy) -> bool:
+  """Whether `policy` decides on the turn-end head's P(turn ended) rather than P(SPEAK)
+  (its `signal`; policies without one read P(SPEAK))."""
+  return getattr(policy, "signal", "decision") == "turn_end"

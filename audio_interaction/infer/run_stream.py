@@ -21,10 +21,11 @@ from audio_interaction.audio.io import AudioError, validate_samples
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import worlds
 from audio_interaction.infer.engine import Engine, EngineState, padded_rows
+from audio_interaction.infer import policies as policies_lib
 from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.sound_alerts import SoundAlertRule
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
-from audio_interaction.model.model import Params
+from audio_interaction.model.model import TURN_ENDED, Params
 
 # Reply transitions a chunk can carry (`ChunkRecord.events`).
 REPLY_START, REPLY_END, YIELD, REPLY_CAPPED = "reply_start", "reply_end", "yield", "reply_capped"
@@ -49,6 +50,8 @@ class ChunkRecord:
     sound_alert: the class whose alert the sound-event head started at this chunk
       (`infer/sound_alerts.py`; its reply tokens are this chunk's and the next ones'),
       None otherwise.
+    turn_end_probability: the turn-end head's P(the user's turn has ended) at this
+      chunk, None when the model has no such head.
   """
 
   index: int
@@ -64,6 +67,7 @@ class ChunkRecord:
   sound_event: str | None = None
   sound_probability: float = 0.0
   sound_alert: str | None = None
+  turn_end_probability: float | None = None
 
 
 def sound_events_heard(probabilities: np.ndarray) -> list[tuple[str | None, float]]:
@@ -173,6 +177,7 @@ class StreamStepper:
     self.engine, self.params = engine, jax.device_put(params)
     self.policies = list(policies)
     for policy in self.policies:
+      _check_signal(policy, engine)
       policy.start()
     self.max_reply_tokens = max_reply_tokens
     config = engine.model.config
@@ -240,14 +245,17 @@ class StreamStepper:
     indices = np.full(self.rows, index, np.int64)
     chunks = self._checked(chunks, rows, indices)
     self.state, probs = self.engine.perceive(self.params, self.state, chunks)
-    labels, probs, sounds = jax.device_get((self.state.heard, probs, self.state.sound_events))
+    labels, probs, sounds, turn_end = jax.device_get(
+        (self.state.heard, probs, self.state.sound_events, self.state.turn_end))
     heard, self._last_label = collapse_ctc(labels, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
+    turn_ended = _turn_ended(turn_end)
     active, written, counts, alerts = self._decide_and_speak(rows, indices, chunks,
-                                                             speak_probability, sounds)
+                                                             speak_probability, sounds,
+                                                             turn_ended)
     elapsed = (time.perf_counter() - began) / self.rows
     return self._records(rows, indices, speak_probability, active, written, counts, elapsed,
-                         heard, sound_events_heard(sounds), alerts)
+                         heard, sound_events_heard(sounds), alerts, turn_ended)
 
   def _checked(self, chunks: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """chunks [B, chunk_samples] as float32, the given rows' samples checked in one pass
@@ -266,7 +274,7 @@ class StreamStepper:
   def _records(self, rows: np.ndarray, indices: np.ndarray, speak_probability: np.ndarray,
                active: np.ndarray, written: np.ndarray, counts: np.ndarray, elapsed: float,
                heard: list[list[int]], sounds: list[tuple[str | None, float]],
-               alerts: dict[int, str]) -> list[ChunkRecord]:
+               alerts: dict[int, str], turn_ended: np.ndarray | None) -> list[ChunkRecord]:
     """The reply bookkeeping of `rows` after their step, over all rows at once, and one
     `ChunkRecord` per row of `rows`.
 
@@ -275,7 +283,8 @@ class StreamStepper:
         speak_probability [B]; active [B] bool (the policy said SPEAK);
         written [B, n] int32 reply tokens; counts [B] how many of them were written;
         heard: B lists of transcript tokens; sounds: B (sound event, probability);
-        alerts: {row: class} of the sound alerts started now.
+        alerts: {row: class} of the sound alerts started now; turn_ended: [B] the
+        turn-end head's P(turn ended), None without the head.
     """
     stepped = np.zeros(self.rows, bool)
     stepped[rows] = True
@@ -308,7 +317,8 @@ class StreamStepper:
       records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds, probability,
                                  spoke, written[row, :count].tolist(), elapsed,
                                  self._fed[row], events, heard[row], *sounds[row],
-                                 alerts.get(row)))
+                                 alerts.get(row),
+                                 None if turn_ended is None else float(turn_ended[row])))
       self._fed[row] = []
     self.steps += 1
     return records
@@ -331,6 +341,7 @@ class StreamStepper:
                                         {row: [int(t) for t in ids]
                                          for row, (ids, _) in rows.items()})
     for row, (_, policy) in rows.items():
+      _check_signal(policy, self.engine)
       policy.start()
       self.policies[row] = policy
       self.replying[row] = self._capped[row] = False
@@ -357,11 +368,13 @@ class StreamStepper:
       self._alert_tokens[row] = []
 
   def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray,
-                        sounds: np.ndarray, gathered: bool = False
+                        sounds: np.ndarray, turn_ended: np.ndarray | None,
+                        gathered: bool = False
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
     """Asks each of `rows`' policies (and the sound alerts), then writes the replies of
     those that speak (`gathered`: computing only their rows, `Engine.speak_rows`) and
-    the alerts' next tokens.
+    the alerts' next tokens. A policy reads P(SPEAK), or `turn_ended` [B] when it
+    decides on the turn-end head (`policies.reads_turn_end`).
 
     Returns:
       (active [B] bool, written tokens [B, n] int32, counts [B], {row: class} of the
@@ -369,9 +382,13 @@ class StreamStepper:
     """
     active = np.zeros(self.rows, bool)
     for row in rows:
-      wants = bool(self.policies[row].decide(int(indices[row]), chunks[row],
-                                             float(speak_probability[row]),
-                                             bool(self.replying[row])))
+      policy = self.policies[row]
+      signal = speak_probability
+      if policies_lib.reads_turn_end(policy):
+        _check_signal(policy, self.engine)
+        signal = turn_ended
+      wants = bool(policy.decide(int(indices[row]), chunks[row], float(signal[row]),
+                                 bool(self.replying[row])))
       if self._capped[row]:  # a cut reply does not restart until the policy lets go
         self._capped[row] = wants
         wants = False
@@ -448,20 +465,35 @@ class StreamStepper:
     chunks = self._checked(chunks, rows, indices)
     self.state, probs = self.engine.perceive_rows(self.params, self.state, chunks, advance)
     # One transfer per step.
-    labels, probs, sounds = jax.device_get((self.state.heard, probs, self.state.sound_events))
+    labels, probs, sounds, turn_end = jax.device_get(
+        (self.state.heard, probs, self.state.sound_events, self.state.turn_end))
     heard, last_label = collapse_ctc(labels, self._last_label)
     self._last_label = np.where(advance, last_label, self._last_label)
     speak_probability = np.asarray(probs[:, sf.Decision.SPEAK], np.float64)
+    turn_ended = _turn_ended(turn_end)
     active, written, counts, alerts = self._decide_and_speak(rows, indices, chunks,
                                                              speak_probability, sounds,
-                                                             gathered=True)
+                                                             turn_ended, gathered=True)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
     for row, record in zip(rows.tolist(), self._records(rows, indices, speak_probability, active,
                                                         written, counts, elapsed, heard,
-                                                        sound_events_heard(sounds), alerts)):
+                                                        sound_events_heard(sounds), alerts,
+                                                        turn_ended)):
       records[row] = record
     return records
+
+def _turn_ended(turn_end: np.ndarray) -> np.ndarray | None:
+  """The turn-end head's probabilities [B, 2] -> P(turn ended) [B]; None ([B, 0]) without it."""
+  return np.asarray(turn_end[:, TURN_ENDED], np.float64) if turn_end.shape[1] else None
+
+
+def _check_signal(policy: DecisionPolicy, engine: Engine) -> None:
+  if policies_lib.reads_turn_end(policy) and not engine.model.config.turn_end_head:
+    raise ValueError("the policy decides on the turn-end head (infer.hybrid_signal="
+                     "'turn_end'), and this model has none: fit one with "
+                     "`audio-interaction fit-turn-head`")
+
 
 def _padded(engine: Engine, audio: np.ndarray, where: str) -> np.ndarray:
   """`audio` [S] checked whole (so an error names the sample's index in the recording)

@@ -277,6 +277,8 @@ class StreamEvents:
       chunk["sound_probability"] = round(record.sound_probability, 5)
     if record.sound_alert is not None:  # this chunk starts the head's alert
       chunk["sound_alert"] = record.sound_alert
+    if record.turn_end_probability is not None:  # the turn-end head's P(turn ended)
+      chunk["turn_end_probability"] = round(record.turn_end_probability, 5)
     if self._reply is not None and (record.fed_tokens or (REPLY_START in record.events
                                                           and YIELD not in record.events)):
       # Text was fed before this chunk (a new instruction): the model decides afresh.

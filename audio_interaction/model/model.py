@@ -33,6 +33,10 @@ from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model_config import ModelConfig
 
+# The turn-end head's classes: the user's turn goes on / has ended.
+TURN_ENDED = 1
+TURN_END_CLASSES = 2
+
 Params = Any
 
 
@@ -65,12 +69,15 @@ class ForwardOutputs:
     sound_event_logits: [B, C, K] float32 per audio chunk (K =
       `sound_event_classes`; class `NO_SOUND_EVENT` = no labelled sound), or None
       when the model has no sound-event head.
+    turn_end_logits: [B, C, 2] float32 per audio chunk (class 1: the user's turn has
+      ended), or None when the model has no turn-end head.
   """
 
   lm_logits: Array
   decision_logits: Array
   ctc_logits: Array
   sound_event_logits: Array | None = None
+  turn_end_logits: Array | None = None
 
 
 @flax.struct.dataclass
@@ -83,12 +90,15 @@ class PerceiveOutputs:
     ctc_logits: [B, F_c, V] of the chunk's encoder frames.
     sound_event_logits: [B, K] of the chunk (class `NO_SOUND_EVENT` = none), or None
       when the model has no sound-event head.
+    turn_end_logits: [B, 2] of the chunk (class 1: the turn has ended), or None when
+      the model has no turn-end head.
   """
 
   decision_logits: Array
   lm_logits: Array
   ctc_logits: Array
   sound_event_logits: Array | None = None
+  turn_end_logits: Array | None = None
 
 
 class AudioInteractionNetwork(nn.Module):
@@ -109,6 +119,12 @@ class AudioInteractionNetwork(nn.Module):
       self.sound_event_head = nn.DenseGeneral(
           cfg.sound_event_classes, kernel_init=layers.dense_init(("embed", "sound_events")),
           dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="sound_event_head")
+    # The turn-end head: whether the user's turn has ended at each chunk, from the same
+    # per-chunk features (fitted alone over a frozen encoder, `train/turn_head.py`).
+    if cfg.turn_end_head:
+      self.turn_end_head = nn.DenseGeneral(
+          TURN_END_CLASSES, kernel_init=layers.dense_init(("embed", "turn_end")),
+          dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="turn_end_head")
 
   def _ctc_logits(self, encoded: Array) -> Array:
     return self.ctc_head(encoded).astype(jnp.float32)
@@ -121,9 +137,17 @@ class AudioInteractionNetwork(nn.Module):
       return None
     return self.sound_event_head(self.sound_event_features(encoded)).astype(jnp.float32)
 
+  def turn_end_logits(self, encoded: Array) -> Array | None:
+    """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, 2] (class
+    `TURN_ENDED`: the user's turn has ended), over the mean of each chunk's frames;
+    None when the model has no turn-end head."""
+    if not self.config.turn_end_head:
+      return None
+    return self.turn_end_head(self.sound_event_features(encoded)).astype(jnp.float32)
+
   def sound_event_features(self, encoded: Array) -> Array:
     """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, D]: the mean of
-    each chunk's frames, what the sound-event head reads."""
+    each chunk's frames, what the sound-event and turn-end heads read."""
     batch, frames, width = encoded.shape
     per_chunk = self.config.encoder_frames_per_chunk
     return encoded.reshape(batch, frames // per_chunk, per_chunk, width).mean(axis=2)
@@ -139,11 +163,12 @@ class AudioInteractionNetwork(nn.Module):
     lm_logits, decision_logits, _ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
     return (lm_logits, decision_logits, self._ctc_logits(encoded),
-            self.sound_event_logits(encoded))
+            self.sound_event_logits(encoded), self.turn_end_logits(encoded))
 
   def encode_step(self, mel: Array, state: EncoderState):
     slots, encoded, state = self.encoder(mel, state)
-    return slots, self._ctc_logits(encoded), self.sound_event_logits(encoded), state
+    return (slots, self._ctc_logits(encoded), self.sound_event_logits(encoded),
+            self.turn_end_logits(encoded), state)
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
                   valid: Array, cache: DecoderCache, heads_at_last: bool):
@@ -315,7 +340,8 @@ class AudioInteractionModel:
                    ) -> tuple[StreamState, PerceiveOutputs]:
     """`perceive`, with every head's output of the chunk (`PerceiveOutputs`), the
     sound-event head's too when the model has one."""
-    state, slots, ctc_logits, sound_event_logits = self.encode_chunk(params, state, chunk)
+    state, slots, ctc_logits, sound_event_logits, turn_end_logits = self.encode_chunk(
+        params, state, chunk)
     batch = chunk.shape[0]
     tokens = jnp.broadcast_to(jnp.asarray(sf.chunk_tokens(self.config.slots_per_chunk),
                                           jnp.int32), (batch, slots.shape[1] + 2))
@@ -325,7 +351,7 @@ class AudioInteractionModel:
         params, state, tokens, audio_embeddings, jnp.ones(tokens.shape, bool),
         heads_at_last=True)
     return state, PerceiveOutputs(decision_logits[:, 0], lm_logits[:, 0], ctc_logits,
-                                  sound_event_logits)
+                                  sound_event_logits, turn_end_logits)
 
   def feed_audio(self, params: Params, state: StreamState, chunk: Array) -> StreamState:
     """Feeds one chunk's k audio slots with no `<audio>`/`<decide>` around them: the
@@ -334,7 +360,7 @@ class AudioInteractionModel:
     Args:
       chunk: [B, chunk_samples] float32 samples.
     """
-    state, slots, _, _ = self.encode_chunk(params, state, chunk)
+    state, slots, *_ = self.encode_chunk(params, state, chunk)
     batch, k = slots.shape[:2]
     tokens = jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32)
     state, _, _ = self.decode_positions(params, state, tokens, slots, jnp.ones(tokens.shape, bool),
@@ -342,21 +368,20 @@ class AudioInteractionModel:
     return state
 
   def encode_chunk(self, params: Params, state: StreamState, chunk: Array
-                   ) -> tuple[StreamState, Array, Array, Array | None]:
+                   ) -> tuple[StreamState, Array, Array, Array | None, Array | None]:
     """chunk [B, chunk_samples] -> (state, adapter slots [B, k, D], CTC logits [B, F_c, V],
-    sound-event logits [B, K] or None without the head)."""
+    sound-event logits [B, K] and turn-end logits [B, 2], each None without its head)."""
     cfg = self.config
     if chunk.shape[-1] != cfg.chunk_samples:
       raise ValueError(f"chunk has {chunk.shape[-1]} samples, expected {cfg.chunk_samples} "
                        f"({cfg.chunk_ms} ms at "
                        f"{cfg.sample_rate} Hz)")
     mel_state, frames = self.streaming_frontend.step(state.mel, chunk.astype(jnp.float32))
-    slots, ctc_logits, sound_event_logits, encoder_state = self.network.apply(
+    slots, ctc_logits, sound_event_logits, turn_end_logits, encoder_state = self.network.apply(
         params, frames, state.encoder, method=AudioInteractionNetwork.encode_step)
-    if sound_event_logits is not None:
-      sound_event_logits = sound_event_logits[:, 0]  # the one chunk
+    one_chunk = lambda logits: None if logits is None else logits[:, 0]
     return (state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits,
-            sound_event_logits)
+            one_chunk(sound_event_logits), one_chunk(turn_end_logits))
 
 
 def param_mismatches(expected: Params, params: Params, *, given: str = "given",

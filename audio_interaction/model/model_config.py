@@ -74,6 +74,8 @@ class ModelConfig:
   cache_write: str = "before"
   # Outputs of the sound-event head on the encoder (0: no head).
   sound_event_classes: int = 0
+  # A turn-end head on the encoder (per chunk: P(the user's turn has ended)).
+  turn_end_head: bool = False
 
   @property
   def frames_per_chunk(self) -> int:
@@ -120,4 +122,5 @@ class ModelConfig:
         norm_eps=model.norm_eps,
         cache_write=model.cache_write,
         sound_event_classes=model.sound_event_classes,
+        turn_end_head=model.turn_end_head,
     )

@@ -178,8 +178,8 @@ class HeadFit:
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: int = 300
-             ) -> HeadFit:
+def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: int = 300,
+             class_names: Sequence[str] | None = None) -> HeadFit:
   """Multinomial logistic regression of `examples` (weighted by `example_weights`), by
   L-BFGS on standardised features; the scaling is folded back into the kernel and bias
   so the head reads the raw features.
@@ -189,6 +189,8 @@ def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: 
     classes: K, the head's outputs.
     l2: penalty on the standardised kernel (sum of squares, times l2).
     steps: L-BFGS iterations.
+    class_names: the names `HeadFit.recall` gives the classes (default: the sound
+      events', "none" for `NO_SOUND_EVENT`).
   """
   x = np.asarray(examples.features, np.float64)
   mean, scale = x.mean(0), x.std(0) + 1e-6
@@ -221,7 +223,8 @@ def fit_head(examples: ChunkExamples, classes: int, *, l2: float = 1e-3, steps: 
   recall = {}
   for class_id in sorted(set(examples.targets.tolist())):
     mask = examples.targets == class_id
-    name = worlds.SOUND_EVENT_LABELS[class_id] or "none"
+    name = (worlds.SOUND_EVENT_LABELS[class_id] or "none") if class_names is None else (
+        class_names[class_id])
     recall[name] = float((predicted[mask] == class_id).mean())
   return HeadFit(kernel.astype(np.float32), bias.astype(np.float32), float(value), recall)
 

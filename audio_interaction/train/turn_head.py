@@ -1,0 +1,170 @@
+"""The turn-end head, fitted alone over a frozen encoder (`audio-interaction fit-turn-head`).
+
+The decision head learns *when to speak* from the corpus's turns, and on real voices it
+cuts into most mid-turn pauses (README, "Towards real audio"). Whether a user has
+finished is also in the sound of their last words (a falling or level pitch, a
+lengthened last syllable, a clipped sentence); `model.turn_end_head` reads it from the
+encoder, per chunk, over the mean of the chunk's frames, as the sound-event head does.
+
+Its examples come from recorded single sentences of real voices on the TRAIN side
+(`corpus.real_speech.recorded_lines`, the lines with an inner quiet dip,
+`RecordedLine.pause_cut`): the line's first part, then silence, is a turn that goes on;
+the whole line, then silence, a turn that has ended. The examples are the first
+`chunks` chunks wholly after the speech (a random lead-in moves the chunk grid), half
+of the streams through the corpus's per-utterance effects (rooms, telephone, noise).
+The head is a logistic regression over those features (`sound_head.fit_head`), fitted
+with a share of the voices held out, whose ROC AUC says whether it learned turn ends or
+voices.
+
+What the head is for: the hybrid policy with `infer.hybrid_signal="turn_end"` speaks
+once the VAD has heard a short silence and the head says the turn has ended, the
+silence timer as backstop (`infer.policies.HybridPolicy`); `tune` chooses θ and the
+silences on the dev set.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from sklearn import metrics  # librosa's dependency
+
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import effects, real_speech
+from audio_interaction.export import portable
+from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel, Params
+from audio_interaction.train import ctc_head, sound_head
+from audio_interaction.train.clip_encoding import ChunkEncoder, save_fitted_bundle, with_dense_head
+
+TURN_GOES_ON = 1 - TURN_ENDED
+CLASS_NAMES = tuple("ended" if k == TURN_ENDED else "goes on" for k in range(2))
+# Silence after the speech of an example (s): more than the chunks read after it.
+SILENCE_AFTER_SECONDS = 1.0
+
+
+class PausedLine(Protocol):
+  """A recorded sentence with an inner quiet dip (`real_speech.RecordedLine`)."""
+
+  voice: str
+  pause_cut: int | None
+
+  def audio(self) -> np.ndarray:
+    """float32 [S] 16 kHz samples."""
+
+
+def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: int = 2,
+                  seed: int = 0, effects_share: float = 0.5, progress: bool = True
+                  ) -> sound_head.ChunkExamples:
+  """The turn-end examples of `lines` (each must have a `pause_cut`).
+
+  Returns:
+    features [N, D] float32 (`ChunkEncoder`: each chunk's mean encoder frame) and
+    targets [N] (`TURN_GOES_ON` for the line cut at its pause, `TURN_ENDED` for the
+    whole line): the first `chunks` chunks wholly after the speech of each.
+  """
+  rng = np.random.default_rng(seed)
+  size = encode.chunk_samples
+  silence = np.zeros(int(SILENCE_AFTER_SECONDS * sf.SAMPLE_RATE), np.float32)
+  features, targets = [], []
+  for line in tqdm.tqdm(lines, desc="turn-end examples", leave=False, disable=not progress):
+    if line.pause_cut is None:
+      raise ValueError(f"a line of voice {line.voice!r} has no pause to cut at")
+    audio = np.asarray(line.audio(), np.float32)
+    for target, speech in ((TURN_GOES_ON, audio[:line.pause_cut]), (TURN_ENDED, audio)):
+      lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
+      stream = np.concatenate([np.zeros(lead, np.float32), speech, silence])
+      end = lead + len(speech)
+      if rng.uniform() < effects_share:
+        stream, rate, _ = effects.randomize(stream, rng)
+        end = int(round(end / rate))  # a speed change moves the speech's end
+      encoded = encode(stream)
+      first = -(-end // size)
+      for k in range(first, min(first + chunks, len(encoded))):
+        features.append(encoded[k])
+        targets.append(target)
+  if not features:
+    raise ValueError(f"no turn-end examples from {len(lines)} lines")
+  return sound_head.ChunkExamples(np.asarray(features, np.float32),
+                                  np.asarray(targets, np.int32))
+
+
+def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
+  """P(an ended chunk scores above one whose turn goes on); NaN without both kinds."""
+  if len(np.unique(targets)) < 2:
+    return float("nan")
+  return float(metrics.roc_auc_score(targets == TURN_ENDED, scores))
+
+
+def added_turn_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0
+                    ) -> tuple[ml_collections.ConfigDict, Params]:
+  """(`config` with `model.turn_end_head`, `params` with the head freshly initialised)
+  for a model that has none; the rest is unchanged (the head only reads the encoder)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.turn_end_head = True
+  fresh = AudioInteractionModel(config).init(jax.random.key(seed))
+  inner = dict(params["params"], turn_end_head=fresh["params"]["turn_end_head"])
+  return config, dict(params, params=inner)
+
+
+def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
+                         train_audio_root: str | os.PathLike,
+                         sources: tuple[str, ...] = ("amazon-queen-en", "fillets-cs"),
+                         max_lines: int | None = 1500, chunks: int = 2,
+                         held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
+                         seed: int = 0, progress: bool = True, lines=None) -> dict[str, Any]:
+  """Fits a bundle's turn-end head (added if it has none) and writes the bundle to `out`,
+  with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the head; its other
+  `infer` settings are kept: `tune` chooses them).
+
+  Args:
+    bundle: a model bundle.
+    train_audio_root: `fetch-train-audio`'s folder, read for `sources`' recorded lines.
+    max_lines: at most this many of the lines that have a pause (a seeded subset).
+    chunks: chunks after the speech per example.
+    held_out_share: share of the voices whose lines only measure the fit (AUC).
+    lines: the lines themselves instead of reading `sources` (`PausedLine`s).
+  Returns:
+    A summary: lines, examples, the fit's loss, ROC AUC on its lines and on the
+    held-out voices' lines.
+  """
+  if lines is None:
+    lines = [l for l in real_speech.recorded_lines(train_audio_root, tuple(sources))
+             if l.pause_cut is not None]
+  if not lines:
+    raise ValueError(f"no recorded line of {', '.join(sources)} has a pause to cut at")
+  if max_lines is not None and len(lines) > max_lines:
+    keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
+    lines = [lines[i] for i in sorted(keep)]
+  config, params, tokenizer = portable.load_bundle(bundle)
+  head_added = not config.model.turn_end_head
+  if head_added:
+    config, params = added_turn_head(config, params, seed)
+  encode = ChunkEncoder(AudioInteractionModel(config), params)
+  fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
+  examples = line_examples(encode, fitted, chunks=chunks, seed=seed, progress=progress)
+  fit = sound_head.fit_head(examples, len(CLASS_NAMES), l2=l2, steps=steps,
+                            class_names=CLASS_NAMES)
+  summary: dict[str, Any] = {
+      "bundle": pathlib.Path(bundle).name, "sources": list(sources), "lines": len(fitted),
+      "voices": len({l.voice for l in fitted}), "chunks_per_line": chunks,
+      "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
+      "head_added": head_added, "loss": fit.loss, "train_recall": fit.recall,
+      "train_auc": roc_auc(fit.probabilities(examples.features)[:, TURN_ENDED],
+                           examples.targets)}
+  if held:
+    held_examples = line_examples(encode, held, chunks=chunks, seed=seed + 1,
+                                  progress=progress)
+    summary.update(held_out_lines=len(held), held_out_voices=len({l.voice for l in held}),
+                   held_out_auc=roc_auc(
+                       fit.probabilities(held_examples.features)[:, TURN_ENDED],
+                       held_examples.targets))
+  config.infer.hybrid_signal = "turn_end"
+  params = with_dense_head(params, "turn_end_head", fit.kernel, fit.bias)
+  save_fitted_bundle(bundle, out, params, tokenizer, config, "turn_end_head_fit", summary)
+  return summary

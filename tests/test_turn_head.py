@@ -1,0 +1,209 @@
+"""The turn-end head: its examples laid out by hand, a fit that folds back into the
+model's own head, a bundle in and a bundle out, and the hybrid policy reading the head
+in the stepper (and the eval's operating point) instead of P(SPEAK)."""
+
+import dataclasses
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from audio_interaction import config_lib
+from audio_interaction.apps import cli
+from audio_interaction.data.tokenizer import ByteTokenizer
+from audio_interaction.export import portable
+from audio_interaction.infer.endpointing import SilenceTimer
+from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.policies import HybridPolicy, policy_from_config, reads_turn_end
+from audio_interaction.infer.run_stream import run_policies
+from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
+from audio_interaction.train import turn_head
+from audio_interaction.train.clip_encoding import ChunkEncoder
+import model_testing
+
+RATE = 16000
+
+
+@dataclasses.dataclass(frozen=True)
+class _Line:
+  """What `line_examples` reads of a `real_speech.RecordedLine`."""
+
+  voice: str
+  pause_cut: int | None
+  samples: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+  def audio(self) -> np.ndarray:
+    return self.samples
+
+
+def _tone(seconds: float, hz: float, amplitude: float = 0.3) -> np.ndarray:
+  t = np.arange(int(seconds * RATE)) / RATE
+  return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _lines(count: int, voices: int) -> list[_Line]:
+  """A 'sentence' whose first part is a high tone and whose end is a low one: what
+  comes just before the silence tells a cut line (high) from a whole one (low)."""
+  return [_Line(f"v{i % voices}", int(0.6 * RATE),
+                np.concatenate([_tone(0.6, 1500 + 40 * (i % 5)), _tone(0.6, 200 + 10 * (i % 7))]))
+          for i in range(count)]
+
+
+def _bundle(tmp_path, **overrides):
+  tokenizer = ByteTokenizer()
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                                         **overrides})
+  directory = tmp_path / "bundle"
+  portable.save_bundle(directory, AudioInteractionModel(config).init(jax.random.key(0)),
+                       tokenizer, config, metadata={"trained": "for a test"})
+  return directory
+
+
+def test_examples_are_the_chunks_right_after_the_speech_cut_and_whole():
+  model = AudioInteractionModel(model_testing.small_config())
+  encode = ChunkEncoder(model, model.init(jax.random.key(1)))
+  lines = _lines(3, voices=3)
+  examples = turn_head.line_examples(encode, lines, chunks=2, seed=5, effects_share=0.0,
+                                     progress=False)
+  assert examples.targets.tolist() == [turn_head.TURN_GOES_ON] * 2 + [TURN_ENDED] * 2 + (
+      [turn_head.TURN_GOES_ON] * 2 + [TURN_ENDED] * 2) * 2
+  # By hand, for the first line: the same lead-in draw, the stream encoded, the first
+  # two chunks wholly after the speech.
+  rng = np.random.default_rng(5)
+  size = encode.chunk_samples
+  for k, speech in enumerate((lines[0].samples[:lines[0].pause_cut], lines[0].samples)):
+    lead = int(rng.uniform(0.2, 1.0) * RATE)
+    rng.uniform()  # the effects draw (never taken at share 0)
+    stream = np.concatenate([np.zeros(lead, np.float32), speech,
+                             np.zeros(int(turn_head.SILENCE_AFTER_SECONDS * RATE), np.float32)])
+    first = -(-(lead + len(speech)) // size)
+    np.testing.assert_allclose(examples.features[2 * k:2 * k + 2],
+                               encode(stream)[first:first + 2], atol=1e-5)
+  with pytest.raises(ValueError, match="no pause to cut at"):
+    turn_head.line_examples(encode, [_Line("v", None, lines[0].samples)], progress=False)
+
+
+def test_roc_auc_by_hand():
+  targets = np.array([0, 0, 1, 1])
+  assert turn_head.roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), targets) == pytest.approx(0.75)
+  assert turn_head.roc_auc(np.array([0.1, 0.2, 0.3, 0.4]), targets) == 1.0
+  assert np.isnan(turn_head.roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
+
+
+def test_fit_bundle_adds_the_head_and_switches_the_hybrid_to_it(tmp_path):
+  source = _bundle(tmp_path)
+  out = tmp_path / "fitted"
+  summary = turn_head.fit_bundle_turn_head(source, out, train_audio_root="unused",
+                                           lines=_lines(40, voices=10), max_lines=None,
+                                           steps=100, seed=0, progress=False)
+  assert summary["head_added"] and summary["lines"] == 32 and summary["held_out_lines"] == 8
+  # The low tone before the silence is easy to tell from the high one, on voices the
+  # fit never heard too.
+  assert summary["train_auc"] > 0.95 and summary["held_out_auc"] > 0.9
+  config, after, _ = portable.load_bundle(out)
+  assert config.model.turn_end_head and config.infer.hybrid_signal == "turn_end"
+  _, before, _ = portable.load_bundle(source)
+  flat_after = dict(jax.tree_util.tree_leaves_with_path(after))
+  for path, value in jax.tree_util.tree_leaves_with_path(before):
+    np.testing.assert_array_equal(value, flat_after.pop(path))
+  assert sorted(jax.tree_util.keystr(p) for p in flat_after) == [
+      "['params']['turn_end_head']['bias']", "['params']['turn_end_head']['kernel']"]
+  metadata = json.loads((out / "metadata.json").read_text())
+  assert metadata["trained"] == "for a test"
+  assert metadata["turn_end_head_fit"]["held_out_auc"] == summary["held_out_auc"]
+  # The model's own head, streamed, says what the fit says: a whole line ended, a cut
+  # one goes on (the chunk after each line's speech).
+  model = AudioInteractionModel(config)
+  engine = Engine(model)
+  size = model.config.chunk_samples
+  for target, speech in ((turn_head.TURN_GOES_ON, _lines(1, 1)[0].samples[:int(0.6 * RATE)]),
+                         (TURN_ENDED, _lines(1, 1)[0].samples)):
+    audio = np.concatenate([np.zeros(size * 3, np.float32), speech,
+                            np.zeros(size * 4, np.float32)])
+    (trace,) = run_policies(engine, after, audio, [], [HybridPolicy(SilenceTimer(
+        0.7, vad="energy", chunk_seconds=model.config.chunk_seconds), signal="turn_end")])
+    after_speech = -(-(3 * size + len(speech)) // size)
+    p_ended = trace.chunks[after_speech].turn_end_probability
+    assert (p_ended > 0.5) == (target == TURN_ENDED), (target, p_ended)
+
+
+def _turn_end_model(logit: float):
+  """A small model whose turn-end head says P(ended) = sigmoid(logit) at every chunk."""
+  model = AudioInteractionModel(model_testing.small_config(**{"model.turn_end_head": True}))
+  params = model.init(jax.random.key(2))
+  head = params["params"]["turn_end_head"]
+  bias = np.zeros(2, np.float32)
+  bias[TURN_ENDED] = logit
+  new = {"kernel": np.zeros(np.shape(head["kernel"]), np.float32), "bias": bias}
+  return model, {"params": dict(params["params"], turn_end_head=new)}
+
+
+@pytest.mark.parametrize("logit,signal,fires_at", [
+    (20.0, "turn_end", 0.2),    # the head says ended: speak after the short silence
+    (-20.0, "turn_end", 1.0),   # the head says it goes on: the timer's backstop
+    (20.0, "decision", 1.0)])   # P(SPEAK) of a random decoder is below 0.99
+def test_the_hybrid_reads_the_turn_end_head_when_told(logit, signal, fires_at):
+  model, params = _turn_end_model(logit)
+  chunk_s = model.config.chunk_seconds
+  size = model.config.chunk_samples
+  voice_end = 5 * size
+  audio = np.concatenate([np.zeros(size, np.float32), _tone(4 * chunk_s, 300),
+                          np.zeros(12 * size, np.float32)])
+  policy = HybridPolicy(SilenceTimer(1.0, vad="energy", chunk_seconds=chunk_s),
+                        threshold=0.99, min_silence_seconds=0.2, signal=signal)
+  assert reads_turn_end(policy) == (signal == "turn_end")
+  (trace,) = run_policies(Engine(model), params, audio, [], [policy], max_reply_tokens=2)
+  first = next(c for c in trace.chunks if c.spoke)
+  silence = first.end - voice_end / RATE
+  assert fires_at <= silence + 1e-6 < fires_at + chunk_s, (signal, logit, silence)
+  expected = 1 / (1 + np.exp(-logit))
+  assert all(c.turn_end_probability == pytest.approx(expected, abs=1e-6)
+             for c in trace.chunks)
+
+
+def test_a_turn_end_policy_needs_the_head():
+  model = AudioInteractionModel(model_testing.small_config())
+  params = model.init(jax.random.key(0))
+  policy = HybridPolicy(SilenceTimer(0.7, vad="energy", chunk_seconds=model.config.chunk_seconds),
+                        signal="turn_end")
+  with pytest.raises(ValueError, match="fit-turn-head"):
+    run_policies(Engine(model), params, np.zeros(model.config.chunk_samples, np.float32), [],
+                 [policy])
+  (trace,) = run_policies(Engine(model), params, np.zeros(model.config.chunk_samples,
+                                                          np.float32), [],
+                          [HybridPolicy(policy.timer)])
+  assert trace.chunks[0].turn_end_probability is None
+  with pytest.raises(ValueError, match="signal must be one of"):
+    HybridPolicy(policy.timer, signal="prosody")
+
+
+def test_the_infer_block_names_the_signal_and_needs_the_head():
+  infer = ml_collections.ConfigDict({"policy": "hybrid", "threshold": 0.9, "vad": "energy",
+                                     "silence_seconds": 1.5, "min_silence_seconds": 0.2,
+                                     "hybrid_signal": "turn_end"})
+  policy = policy_from_config(infer, chunk_seconds=0.32)
+  assert isinstance(policy, HybridPolicy) and reads_turn_end(policy)
+  config = config_lib.base_config()
+  config.infer.policy, config.infer.hybrid_signal = "hybrid", "turn_end"
+  with pytest.raises(config_lib.ConfigError, match="turn-end head the model does not have"):
+    config_lib.validate(config)
+  config.model.turn_end_head = True
+  config_lib.validate(config)
+  config.infer.hybrid_signal = "prosody"
+  with pytest.raises(config_lib.ConfigError, match="hybrid_signal"):
+    config_lib.validate(config)
+
+
+def test_fit_turn_head_cli_names_what_is_wrong(tmp_path, capsys):
+  source = _bundle(tmp_path)
+  argv = ["fit-turn-head", "--bundle", str(source), "--out", str(tmp_path / "x")]
+  assert cli.main(argv + ["--train-audio", str(tmp_path / "nowhere")]) != 0
+  assert "fetch-train-audio" in capsys.readouterr().err
+  (tmp_path / "audio").mkdir()
+  assert cli.main(argv + ["--train-audio", str(tmp_path / "audio"), "--sources", "klingon"]) != 0
+  assert "--sources klingon" in capsys.readouterr().err
+  assert cli.main(argv + ["--train-audio", str(tmp_path / "audio"), "--chunks", "0"]) != 0
+  assert "--chunks 0" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()  # nothing written
