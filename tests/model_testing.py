@@ -116,3 +116,15 @@ def hearing(params, class_id: int, logit: float = 30.0):
   bias = np.zeros(np.shape(params["params"]["sound_event_head"]["bias"]), np.float32)
   bias[class_id] = logit
   return with_sound_head(params, bias=bias)
+
+
+def added_parameters(before, after) -> list[str]:
+  """The key paths of `after`'s parameters that `before` lacks, sorted; every parameter
+  of `before` must be in `after`, unchanged (an AssertionError names the first that is not)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  flat_after = dict(jax.tree_util.tree_leaves_with_path(after))
+  for path, value in jax.tree_util.tree_leaves_with_path(before):
+    assert path in flat_after, f"{jax.tree_util.keystr(path)} is gone"
+    np.testing.assert_array_equal(value, flat_after.pop(path),
+                                  err_msg=jax.tree_util.keystr(path))
+  return sorted(jax.tree_util.keystr(p) for p in flat_after)

@@ -439,6 +439,18 @@ def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParse
   return parser
 
 
+def _recorded_lines_flags(parser: argparse.ArgumentParser, *, sources: str,
+                          held_out_share: float, held_out_use: str,
+                          max_lines: int | None) -> None:
+  """The flags of a head fit on the TRAIN side's recorded lines (`_recorded_lines_fit`)."""
+  parser.add_argument("--sources", default=sources,
+                      help="comma-separated recorded-speech sources whose lines are the data")
+  parser.add_argument("--held-out-share", type=float, default=held_out_share,
+                      help=f"share of the voices held out {held_out_use}")
+  parser.add_argument("--max-lines", type=int, default=max_lines,
+                      help="at most this many lines (a seeded random subset)")
+
+
 def _train_audio_root(args: argparse.Namespace, alternative: str = "") -> str:
   """--train-audio, or fetch-train-audio's default folder; UsageError if it is missing."""
   from audio_interaction.corpus import real_audio
@@ -476,30 +488,42 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
-def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
-  import json
+def _recorded_lines_fit(args: argparse.Namespace, overrides: list[str], verb: str,
+                        counts: tuple[tuple[str, int], ...]) -> tuple[str, tuple[str, ...], str]:
+  """The checked inputs of a head fit on the TRAIN side's recorded lines: (the audio
+  folder, the sources, the bundle); UsageError naming the first bad flag, before any work.
+
+  Args:
+    counts: (flag, value) pairs that must be >= 1.
+  """
   from audio_interaction.corpus import real_speech
-  from audio_interaction.train import ctc_head
+  from audio_interaction.export import portable
   if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: fit-ctc-head takes no config "
+    raise UsageError(f"{overrides[0].split('=')[0]}: {verb} takes no config "
                      f"(the bundle brings its own)")
   root = _train_audio_root(args)
   sources = tuple(s for s in args.sources.split(",") if s)
   unknown = [s for s in sources if s not in real_speech.SOURCES]
   if unknown or not sources:
     raise UsageError(f"--sources {args.sources}: choose from {','.join(real_speech.SOURCES)}")
-  for name, value in (("--steps", args.steps), ("--eval-every", args.eval_every),
-                      ("--frames-per-batch", args.frames_per_batch)):
-    if value < 1:
+  for name, value in counts:
+    if value is not None and value < 1:
       raise UsageError(f"{name} {value}: must be >= 1")
-  if args.copies < 0:
-    raise UsageError(f"--copies {args.copies}: must be >= 0")
   if not 0.0 <= args.held_out_share < 1.0:
     raise UsageError(f"--held-out-share {args.held_out_share}: must be in [0, 1)")
+  return root, sources, (portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle)
+
+
+def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.train import ctc_head
+  root, sources, bundle = _recorded_lines_fit(
+      args, overrides, "fit-ctc-head", (("--steps", args.steps), ("--eval-every", args.eval_every),
+                                        ("--frames-per-batch", args.frames_per_batch)))
+  if args.copies < 0:
+    raise UsageError(f"--copies {args.copies}: must be >= 0")
   if args.monitor and not pathlib.Path(args.monitor).is_file():
     raise UsageError(f"--monitor {args.monitor}: no such manifest")
-  from audio_interaction.export import portable
-  bundle = portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle
   try:
     summary = ctc_head.fit_bundle_ctc_head(
         bundle, args.out, train_audio_root=root, sources=sources,
@@ -517,24 +541,10 @@ def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
-  from audio_interaction.corpus import real_speech
   from audio_interaction.train import turn_head
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: fit-turn-head takes no config "
-                     f"(the bundle brings its own)")
-  root = _train_audio_root(args)
-  sources = tuple(s for s in args.sources.split(",") if s)
-  unknown = [s for s in sources if s not in real_speech.SOURCES]
-  if unknown or not sources:
-    raise UsageError(f"--sources {args.sources}: choose from {','.join(real_speech.SOURCES)}")
-  for name, value in (("--steps", args.steps), ("--chunks", args.chunks),
-                      ("--max-lines", args.max_lines)):
-    if value < 1:
-      raise UsageError(f"{name} {value}: must be >= 1")
-  if not 0.0 <= args.held_out_share < 1.0:
-    raise UsageError(f"--held-out-share {args.held_out_share}: must be in [0, 1)")
-  from audio_interaction.export import portable
-  bundle = portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle
+  root, sources, bundle = _recorded_lines_fit(
+      args, overrides, "fit-turn-head", (("--steps", args.steps), ("--chunks", args.chunks),
+                                         ("--max-lines", args.max_lines)))
   try:
     summary = turn_head.fit_bundle_turn_head(
         bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
@@ -886,14 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
       verbs, "fit-ctc-head", "fit a bundle's encoder CTC head on the TRAIN side's recorded "
                              "lines with their text, over its frozen encoder; writes a new "
                              "bundle")
-  fit_ctc.add_argument("--sources", default="amazon-queen-en",
-                       help="comma-separated recorded-speech sources whose lines are the data")
+  _recorded_lines_flags(fit_ctc, sources="amazon-queen-en", held_out_share=0.05,
+                        held_out_use="to choose the step", max_lines=None)
   fit_ctc.add_argument("--copies", type=int, default=1,
                        help="extra versions of each line through the corpus's effects")
-  fit_ctc.add_argument("--held-out-share", type=float, default=0.05,
-                       help="share of the voices held out to choose the step")
-  fit_ctc.add_argument("--max-lines", type=int, default=None,
-                       help="at most this many lines (a random subset)")
   fit_ctc.add_argument("--steps", type=int, default=4000, help="Adam steps")
   fit_ctc.add_argument("--learning-rate", type=float, default=2e-3)
   fit_ctc.add_argument("--frames-per-batch", type=int, default=16384)
@@ -917,14 +923,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "TRAIN side's recorded sentences, cut at a pause and whole, "
                               "over its frozen encoder; writes a new bundle whose hybrid "
                               "policy reads it")
-  fit_turn.add_argument("--sources", default="amazon-queen-en,fillets-cs",
-                        help="comma-separated recorded-speech sources whose lines are the data")
-  fit_turn.add_argument("--max-lines", type=int, default=1500,
-                        help="at most this many lines with a pause (a seeded subset)")
+  _recorded_lines_flags(fit_turn, sources="amazon-queen-en,fillets-cs", held_out_share=0.2,
+                        held_out_use="to measure the fit (ROC AUC)", max_lines=1500)
   fit_turn.add_argument("--chunks", type=int, default=2,
                         help="chunks after the speech read per example")
-  fit_turn.add_argument("--held-out-share", type=float, default=0.2,
-                        help="share of the voices held out to measure the fit (ROC AUC)")
   fit_turn.add_argument("--l2", type=float, default=1e-2, help="L2 on the standardised kernel")
   fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_turn.add_argument("--seed", type=int, default=0)
