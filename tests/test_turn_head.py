@@ -81,6 +81,25 @@ def test_examples_are_the_chunks_right_after_the_speech_cut_and_whole():
     first = -(-(lead + len(speech)) // size)
     np.testing.assert_allclose(examples.features[2 * k:2 * k + 2],
                                encode(stream)[first:first + 2], atol=1e-5)
+  # With speech chunks: after each whole line's ended chunks, one chunk from inside its
+  # words as a turn that goes on; the other examples are drawn exactly as before.
+  more = turn_head.line_examples(encode, lines, chunks=2, speech_chunks=1, seed=5,
+                                 effects_share=0.0, progress=False)
+  per_line = [turn_head.TURN_GOES_ON] * 2 + [TURN_ENDED] * 2 + [turn_head.TURN_GOES_ON]
+  assert more.targets.tolist() == per_line * 3
+  keep = np.ones(len(more.targets), bool)
+  keep[4::5] = False
+  np.testing.assert_array_equal(more.features[keep], examples.features)
+  rng = np.random.default_rng(5)
+  for line, inside_feature in zip(lines, more.features[4::5]):
+    for speech in (line.samples[:line.pause_cut], line.samples):
+      lead = int(rng.uniform(0.2, 1.0) * RATE)
+      rng.uniform()
+    stream = np.concatenate([np.zeros(lead, np.float32), speech,
+                             np.zeros(int(turn_head.SILENCE_AFTER_SECONDS * RATE), np.float32)])
+    encoded = encode(stream)
+    inside = range(-(-lead // size), (lead + len(speech)) // size)
+    assert min(np.abs(encoded[k] - inside_feature).max() for k in inside) < 1e-5
   with pytest.raises(ValueError, match="no pause to cut at"):
     turn_head.line_examples(encode, [_Line("v", None, lines[0].samples)], progress=False)
 

@@ -545,10 +545,13 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
   root, sources, bundle = _recorded_lines_fit(
       args, overrides, "fit-turn-head", (("--steps", args.steps), ("--chunks", args.chunks),
                                          ("--max-lines", args.max_lines)))
+  if args.speech_chunks < 0:
+    raise UsageError(f"--speech-chunks {args.speech_chunks}: must be >= 0")
   try:
     summary = turn_head.fit_bundle_turn_head(
         bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
-        chunks=args.chunks, held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
+        chunks=args.chunks, speech_chunks=args.speech_chunks,
+        held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
         seed=args.seed)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
@@ -927,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
                         held_out_use="to measure the fit (ROC AUC)", max_lines=1500)
   fit_turn.add_argument("--chunks", type=int, default=2,
                         help="chunks after the speech read per example")
+  fit_turn.add_argument("--speech-chunks", type=int, default=0,
+                        help="chunks inside each whole sentence's speech taken as turns "
+                             "that go on")
   fit_turn.add_argument("--l2", type=float, default=1e-2, help="L2 on the standardised kernel")
   fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_turn.add_argument("--seed", type=int, default=0)

@@ -59,16 +59,19 @@ class PausedLine(Protocol):
 
 
 def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: int = 2,
-                  seed: int = 0, effects_share: float = 0.5, progress: bool = True
-                  ) -> sound_head.ChunkExamples:
+                  speech_chunks: int = 0, seed: int = 0, effects_share: float = 0.5,
+                  progress: bool = True) -> sound_head.ChunkExamples:
   """The turn-end examples of `lines` (each must have a `pause_cut`).
 
   Returns:
     features [N, D] float32 (`ChunkEncoder`: each chunk's mean encoder frame) and
     targets [N] (`TURN_GOES_ON` for the line cut at its pause, `TURN_ENDED` for the
-    whole line): the first `chunks` chunks wholly after the speech of each.
+    whole line): the first `chunks` chunks wholly after the speech of each; then, with
+    `speech_chunks`, that many chunks wholly inside the whole line's speech (drawn at
+    random), `TURN_GOES_ON`: a turn has not ended while its words go on.
   """
   rng = np.random.default_rng(seed)
+  inside_rng = np.random.default_rng([seed, 1])  # its own stream: the rest draws the same
   size = encode.chunk_samples
   silence = np.zeros(int(SILENCE_AFTER_SECONDS * sf.SAMPLE_RATE), np.float32)
   features, targets = [], []
@@ -79,15 +82,21 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
     for target, speech in ((TURN_GOES_ON, audio[:line.pause_cut]), (TURN_ENDED, audio)):
       lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
       stream = np.concatenate([np.zeros(lead, np.float32), speech, silence])
-      end = lead + len(speech)
+      start, end = lead, lead + len(speech)
       if rng.uniform() < effects_share:
         stream, rate, _ = effects.randomize(stream, rng)
-        end = int(round(end / rate))  # a speed change moves the speech's end
+        # A speed change moves the speech's start and end.
+        start, end = int(round(start / rate)), int(round(end / rate))
       encoded = encode(stream)
       first = -(-end // size)
       for k in range(first, min(first + chunks, len(encoded))):
         features.append(encoded[k])
         targets.append(target)
+      inside = np.arange(-(-start // size), end // size)
+      if target == TURN_ENDED and speech_chunks and len(inside):
+        for k in inside_rng.choice(inside, min(speech_chunks, len(inside)), replace=False):
+          features.append(encoded[k])
+          targets.append(TURN_GOES_ON)
   if not features:
     raise ValueError(f"no turn-end examples from {len(lines)} lines")
   return sound_head.ChunkExamples(np.asarray(features, np.float32),
@@ -116,6 +125,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          train_audio_root: str | os.PathLike,
                          sources: tuple[str, ...] = ("amazon-queen-en", "fillets-cs"),
                          max_lines: int | None = 1500, chunks: int = 2,
+                         speech_chunks: int = 0,
                          held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True, lines=None) -> dict[str, Any]:
   """Fits a bundle's turn-end head (added if it has none) and writes the bundle to `out`,
@@ -127,6 +137,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     train_audio_root: `fetch-train-audio`'s folder, read for `sources`' recorded lines.
     max_lines: at most this many of the lines that have a pause (a seeded subset).
     chunks: chunks after the speech per example.
+    speech_chunks: chunks inside each whole line's speech, as turns that go on
+      (`line_examples`).
     held_out_share: share of the voices whose lines only measure the fit (AUC).
     lines: the lines themselves instead of reading `sources` (`PausedLine`s).
   Returns:
@@ -147,19 +159,21 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     config, params = added_turn_head(config, params, seed)
   encode = ChunkEncoder(AudioInteractionModel(config), params)
   fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
-  examples = line_examples(encode, fitted, chunks=chunks, seed=seed, progress=progress)
+  examples = line_examples(encode, fitted, chunks=chunks, speech_chunks=speech_chunks,
+                           seed=seed, progress=progress)
   fit = sound_head.fit_head(examples, len(CLASS_NAMES), l2=l2, steps=steps,
                             class_names=CLASS_NAMES)
   summary: dict[str, Any] = {
       "bundle": pathlib.Path(bundle).name, "sources": list(sources), "lines": len(fitted),
       "voices": len({l.voice for l in fitted}), "chunks_per_line": chunks,
+      "speech_chunks_per_line": speech_chunks,
       "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
       "head_added": head_added, "loss": fit.loss, "train_recall": fit.recall,
       "train_auc": roc_auc(fit.probabilities(examples.features)[:, TURN_ENDED],
                            examples.targets)}
   if held:
-    held_examples = line_examples(encode, held, chunks=chunks, seed=seed + 1,
-                                  progress=progress)
+    held_examples = line_examples(encode, held, chunks=chunks, speech_chunks=speech_chunks,
+                                  seed=seed + 1, progress=progress)
     summary.update(held_out_lines=len(held), held_out_voices=len({l.voice for l in held}),
                    held_out_auc=roc_auc(
                        fit.probabilities(held_examples.features)[:, TURN_ENDED],
