@@ -170,3 +170,22 @@ def test_sound_labels_of_adjacent_runs_do_not_overlap():
       assert not _overlap(a.get_window_extent(), b.get_window_extent()), (a.get_text(), b.get_text())
   finally:
     plt.close(figure)
+
+
+def test_the_turn_end_head_is_drawn_when_the_model_has_one():
+  trace = _crowded_trace(6)
+  figure = timeline.timeline_figure(np.zeros(16000, np.float32), 16000, trace, threshold=0.5)
+  try:
+    assert not [l for l in figure.axes[-1].get_lines() if "turn ended" in l.get_label()]
+  finally:
+    plt.close(figure)
+  for chunk, p in zip(trace.chunks, [0.1, 0.2, 0.9, 0.95, 0.3, 0.1]):
+    chunk.turn_end_probability = p
+  figure = timeline.timeline_figure(np.zeros(16000, np.float32), 16000, trace, threshold=0.5)
+  try:
+    (line,) = [l for l in figure.axes[-1].get_lines() if "turn ended" in l.get_label()]
+    assert list(line.get_ydata()) == [0.1, 0.2, 0.9, 0.95, 0.3, 0.1]
+    entries = [t.get_text() for t in figure.axes[-1].get_legend().get_texts()]
+    assert any("turn ended" in e for e in entries), entries
+  finally:
+    plt.close(figure)
