@@ -19,7 +19,9 @@ from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import HybridPolicy, policy_from_config, reads_turn_end
 from audio_interaction.infer.run_stream import run_policies
 from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
-from audio_interaction.train import turn_head
+from audio_interaction.corpus import worlds
+from audio_interaction.corpus.sounds import SoundBank
+from audio_interaction.train import sound_head, turn_head
 from audio_interaction.train.clip_encoding import ChunkEncoder
 import model_testing
 
@@ -102,6 +104,25 @@ def test_examples_are_the_chunks_right_after_the_speech_cut_and_whole():
     assert min(np.abs(encoded[k] - inside_feature).max() for k in inside) < 1e-5
   with pytest.raises(ValueError, match="no pause to cut at"):
     turn_head.line_examples(encode, [_Line("v", None, lines[0].samples)], progress=False)
+
+
+def test_sounds_then_silence_are_no_turn_that_ended():
+  model = AudioInteractionModel(model_testing.small_config())
+  encode = ChunkEncoder(model, model.init(jax.random.key(1)))
+  bank = SoundBank(use_recordings=False)
+  labels = [l for l in bank.labels() if l in worlds.SOUND_EVENT_LABELS]
+  examples = turn_head.sound_examples(encode, bank, 1, chunks=2, seed=3, effects_share=0.0,
+                                      progress=False)
+  assert examples.targets.tolist() == [turn_head.TURN_GOES_ON] * (2 * len(labels))
+  # By hand, the first class's clip: the same draws, the two chunks after the sound.
+  rng = np.random.default_rng(3)
+  clip = bank.sample(labels[0], rng).audio[:int(sound_head.MAX_CLIP_SECONDS * RATE)]
+  lead = int(rng.uniform(0.2, 1.0) * RATE)
+  stream = np.concatenate([np.zeros(lead, np.float32), np.asarray(clip, np.float32),
+                           np.zeros(int(turn_head.SILENCE_AFTER_SECONDS * RATE), np.float32)])
+  first = -(-(lead + len(clip)) // encode.chunk_samples)
+  np.testing.assert_allclose(examples.features[:2], encode(stream)[first:first + 2], atol=1e-5)
+  assert len(turn_head.sound_examples(encode, bank, 0, progress=False).targets) == 0
 
 
 def test_roc_auc_by_hand():

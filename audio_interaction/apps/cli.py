@@ -545,12 +545,14 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
   root, sources, bundle = _recorded_lines_fit(
       args, overrides, "fit-turn-head", (("--steps", args.steps), ("--chunks", args.chunks),
                                          ("--max-lines", args.max_lines)))
-  if args.speech_chunks < 0:
-    raise UsageError(f"--speech-chunks {args.speech_chunks}: must be >= 0")
+  for name, value in (("--speech-chunks", args.speech_chunks), ("--sound-clips", args.sound_clips)):
+    if value < 0:
+      raise UsageError(f"{name} {value}: must be >= 0")
   try:
     summary = turn_head.fit_bundle_turn_head(
         bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
         chunks=args.chunks, speech_chunks=args.speech_chunks,
+        sound_clips_per_class=args.sound_clips,
         held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
         seed=args.seed)
   except (ValueError, FileNotFoundError) as error:
@@ -933,6 +935,9 @@ def build_parser() -> argparse.ArgumentParser:
   fit_turn.add_argument("--speech-chunks", type=int, default=0,
                         help="chunks inside each whole sentence's speech taken as turns "
                              "that go on")
+  fit_turn.add_argument("--sound-clips", type=int, default=0,
+                        help="clips per class of the TRAIN sound bank whose following silence "
+                             "is taken as no turn's end")
   fit_turn.add_argument("--l2", type=float, default=1e-2, help="L2 on the standardised kernel")
   fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_turn.add_argument("--seed", type=int, default=0)

@@ -36,7 +36,8 @@ import tqdm
 from sklearn import metrics  # librosa's dependency
 
 from audio_interaction import stream_format as sf
-from audio_interaction.corpus import effects, real_speech
+from audio_interaction.corpus import effects, real_speech, worlds
+from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.export import portable
 from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel, Params
 from audio_interaction.train import ctc_head, sound_head
@@ -103,6 +104,40 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
                                   np.asarray(targets, np.int32))
 
 
+def sound_examples(encode: ChunkEncoder, bank: SoundBank, per_class: int, *, chunks: int = 2,
+                   seed: int = 0, effects_share: float = 0.5, progress: bool = True
+                   ) -> sound_head.ChunkExamples:
+  """Turns that never began: `per_class` clips of every sound class of `bank` (at most
+  `sound_head.MAX_CLIP_SECONDS` each) between silences, the first `chunks` chunks wholly
+  after each sound all `TURN_GOES_ON` (a door slam then silence is no turn to answer).
+
+  Returns:
+    features [N, D] float32 and targets [N].
+  """
+  rng = np.random.default_rng(seed)
+  size = encode.chunk_samples
+  silence = np.zeros(int(SILENCE_AFTER_SECONDS * sf.SAMPLE_RATE), np.float32)
+  labels = [label for label in bank.labels() if label in worlds.SOUND_EVENT_LABELS]
+  features = []
+  for label in tqdm.tqdm(labels, desc="sounds as no turn", leave=False, disable=not progress):
+    for _ in range(per_class):
+      clip = bank.sample(label, rng).audio[:int(sound_head.MAX_CLIP_SECONDS * sf.SAMPLE_RATE)]
+      lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
+      stream = np.concatenate([np.zeros(lead, np.float32), np.asarray(clip, np.float32),
+                               silence])
+      end = lead + len(clip)
+      if rng.uniform() < effects_share:
+        stream, rate, _ = effects.randomize(stream, rng)
+        end = int(round(end / rate))
+      encoded = encode(stream)
+      first = -(-end // size)
+      features += list(encoded[first:first + chunks])
+  if not features:  # an empty part: `ChunkExamples.concatenate` skips it
+    return sound_head.ChunkExamples(np.zeros((0, 0), np.float32), np.zeros(0, np.int32))
+  return sound_head.ChunkExamples(np.asarray(features, np.float32),
+                                  np.full(len(features), TURN_GOES_ON, np.int32))
+
+
 def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
   """P(an ended chunk scores above one whose turn goes on); NaN without both kinds."""
   if len(np.unique(targets)) < 2:
@@ -125,7 +160,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          train_audio_root: str | os.PathLike,
                          sources: tuple[str, ...] = ("amazon-queen-en", "fillets-cs"),
                          max_lines: int | None = 1500, chunks: int = 2,
-                         speech_chunks: int = 0,
+                         speech_chunks: int = 0, sound_clips_per_class: int = 0,
                          held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True, lines=None) -> dict[str, Any]:
   """Fits a bundle's turn-end head (added if it has none) and writes the bundle to `out`,
@@ -139,6 +174,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     chunks: chunks after the speech per example.
     speech_chunks: chunks inside each whole line's speech, as turns that go on
       (`line_examples`).
+    sound_clips_per_class: clips of every class of the TRAIN sound bank whose
+      following silence is no turn's end (`sound_examples`).
     held_out_share: share of the voices whose lines only measure the fit (AUC).
     lines: the lines themselves instead of reading `sources` (`PausedLine`s).
   Returns:
@@ -161,12 +198,17 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
   examples = line_examples(encode, fitted, chunks=chunks, speech_chunks=speech_chunks,
                            seed=seed, progress=progress)
+  if sound_clips_per_class:
+    examples = sound_head.ChunkExamples.concatenate([examples, sound_examples(
+        encode, sound_head.train_sound_bank(train_audio_root), sound_clips_per_class,
+        chunks=chunks, seed=seed, progress=progress)])
   fit = sound_head.fit_head(examples, len(CLASS_NAMES), l2=l2, steps=steps,
                             class_names=CLASS_NAMES)
   summary: dict[str, Any] = {
       "bundle": pathlib.Path(bundle).name, "sources": list(sources), "lines": len(fitted),
       "voices": len({l.voice for l in fitted}), "chunks_per_line": chunks,
       "speech_chunks_per_line": speech_chunks,
+      "sound_clips_per_class": sound_clips_per_class,
       "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
       "head_added": head_added, "loss": fit.loss, "train_recall": fit.recall,
       "train_auc": roc_auc(fit.probabilities(examples.features)[:, TURN_ENDED],
