@@ -17,7 +17,7 @@ from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import HybridPolicy, policy_from_config, reads_turn_end
-from audio_interaction.infer.run_stream import run_policies
+from audio_interaction.infer.run_stream import StreamStepper, run_policies
 from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
 from audio_interaction.corpus import worlds
 from audio_interaction.corpus.sounds import SoundBank
@@ -198,6 +198,33 @@ def test_the_hybrid_reads_the_turn_end_head_when_told(logit, signal, fires_at):
   expected = 1 / (1 + np.exp(-logit))
   assert all(c.turn_end_probability == pytest.approx(expected, abs=1e-6)
              for c in trace.chunks)
+
+
+def test_a_served_row_reads_its_own_turn_end_and_held_rows_keep_theirs():
+  # Continuous batching (`step_rows`): an advanced row's P(turn ended) is what the same
+  # stream gives alone; a row held back keeps its last one.
+  model = AudioInteractionModel(model_testing.small_config(**{"model.turn_end_head": True}))
+  params = model_testing.perturbed(model.init(jax.random.key(4)), seed=4, scale=0.5)
+  size = model.config.chunk_samples
+  rng = np.random.default_rng(0)
+  audio = (0.2 * rng.normal(size=(2, 3 * size))).astype(np.float32)
+  timer = lambda: SilenceTimer(0.7, vad="energy", chunk_seconds=model.config.chunk_seconds)
+  engine = Engine(model)
+  alone = [run_policies(engine, params, audio[r], [], [HybridPolicy(timer(), signal="turn_end")])[0]
+           for r in range(2)]
+  stepper = StreamStepper(engine, params, [[], []],
+                          [HybridPolicy(timer(), signal="turn_end") for _ in range(2)])
+  first = stepper.step_rows(audio[:, :size], [True, True], [0, 0])
+  held = stepper.step_rows(audio[:, size:2 * size], [True, False], [1, 1])
+  assert held[1] is None
+  np.testing.assert_allclose(held[0].turn_end_probability,
+                             alone[0].chunks[1].turn_end_probability, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(stepper.state.turn_end)[1, TURN_ENDED],
+                             first[1].turn_end_probability, atol=1e-6)
+  later = stepper.step_rows(audio[:, size:2 * size], [False, True], [2, 1])
+  np.testing.assert_allclose(later[1].turn_end_probability,
+                             alone[1].chunks[1].turn_end_probability, atol=1e-5)
+  assert len({round(c.turn_end_probability, 4) for c in alone[0].chunks}) > 1  # it moves
 
 
 def test_a_turn_end_policy_needs_the_head():
