@@ -142,6 +142,14 @@ def test_selection_rule_on_hand_made_tables():
   picked = tune.select(table, reference_cut_in=0.7, rule=rule)
   assert (picked.index, picked.meets_constraints, picked.eligible) == (4, True, (2, 3, 4))
 
+  # Where some eligible candidates reach the latency goal (0.35 s), the fewest cut-ins +
+  # misses among them wins (a tie: the faster), not the fastest; the one with the
+  # fewest cut-ins of all is too slow to count.
+  fast = [_row(0.6, 0.0, 0.2), _row(0.3, 0.05, 0.33), _row(0.1, 0.0, 0.5),
+          _row(0.3, 0.05, 0.3), _row(0.9, 0.0, 0.1)]
+  assert tune.select(fast, 0.7).index == 3
+  assert tune.select(fast, 0.7, tune.Rule(target_latency_s=0.25)).index == 0
+  assert tune.select(fast, 0.7, tune.Rule(target_latency_s=0.6)).index == 2
   # A latency tie goes to FA/h <= 10 first, then to the higher recall.
   tie = [_row(0.2, 0.0, 0.5, recall=0.9, fa=40.0), _row(0.2, 0.0, 0.5, recall=0.6, fa=8.0),
          _row(0.2, 0.0, 0.5, recall=0.7, fa=9.0), _row(0.2, 0.0, 0.8, recall=1.0, fa=0.0)]
