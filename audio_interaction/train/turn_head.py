@@ -12,9 +12,12 @@ Its examples come from recorded single sentences of real voices on the TRAIN sid
 the whole line, then silence, a turn that has ended. The examples are the first
 `chunks` chunks wholly after the speech (a random lead-in moves the chunk grid), half
 of the streams through the corpus's per-utterance effects (rooms, telephone, noise).
-The head is a logistic regression over those features (`sound_head.fit_head`), fitted
-with a share of the voices held out, whose ROC AUC says whether it learned turn ends or
-voices.
+Optionally chunks inside the whole line's words (`speech_chunks`: the head is read as
+soon as a VAD hears a short silence, sometimes with a word's end in the chunk) and
+sounds then silence (`sound_clips_per_class`: a door slam is no turn to answer) join as
+turns that go on. The head is a logistic regression over those features
+(`sound_head.fit_head`), fitted with a share of the voices held out, whose ROC AUC (on
+the same kinds of examples) says whether it learned turn ends or voices.
 
 What the head is for: the hybrid policy with `infer.hybrid_signal="turn_end"` speaks
 once the VAD has heard a short silence and the head says the turn has ended, the
@@ -162,7 +165,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          max_lines: int | None = 1500, chunks: int = 2,
                          speech_chunks: int = 0, sound_clips_per_class: int = 0,
                          held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
-                         seed: int = 0, progress: bool = True, lines=None) -> dict[str, Any]:
+                         seed: int = 0, progress: bool = True,
+                         lines: Sequence[PausedLine] | None = None) -> dict[str, Any]:
   """Fits a bundle's turn-end head (added if it has none) and writes the bundle to `out`,
   with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the head; its other
   `infer` settings are kept: `tune` chooses them).
