@@ -62,7 +62,7 @@ from audio_interaction.infer import policies
 from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.model.model import AudioInteractionModel
-from audio_interaction.train import ctc_head, sound_head, turn_head
+from audio_interaction.train import turn_head
 from audio_interaction.train.clip_encoding import ChunkEncoder
 
 UNFINISHED, FINISHED = turn_head.TURN_GOES_ON, turn_head.TURN_ENDED
@@ -253,28 +253,24 @@ def main() -> None:
     lines = [l for l in real_speech.recorded_lines(args.train_audio,
                                                    tuple(args.sources.split(",")))
              if l.pause_cut is not None]
-    rng = np.random.default_rng(args.seed)
-    run(args, [lines[i] for i in sorted(rng.permutation(len(lines))[:args.max_lines])])
+    run(args, lines)
 
 
 def run(args: argparse.Namespace, lines) -> None:
-  """Fits the probe on `lines` (a fifth of their voices held out) and scores args.dev."""
+  """Fits the probe on `lines` (`turn_head.fit_turn_head`: at most `--max-lines`, a fifth
+  of their voices held out) and scores args.dev."""
   began = time.perf_counter()
   config, params, _ = portable.load_bundle(args.bundle)
   encode = ChunkEncoder(AudioInteractionModel(config), params)
-  lines, held = ctc_head.split_voices(lines, 0.2, args.seed)
-  examples = turn_head.line_examples(encode, lines, chunks=args.chunks, seed=args.seed)
-  x, y = examples.features, examples.targets
-  fit = sound_head.fit_head(examples, 2, l2=args.l2, class_names=turn_head.CLASS_NAMES)
-  train_auc = roc_auc(fit.probabilities(x)[:, FINISHED], y)
-  held_examples = turn_head.line_examples(encode, held, chunks=args.chunks, seed=args.seed + 1)
-  held_auc = roc_auc(fit.probabilities(held_examples.features)[:, FINISHED],
-                     held_examples.targets)
-  print(f"{pathlib.Path(args.bundle).name}: {len(lines)} TRAIN lines, {len(y)} chunks; "
-        f"AUC on them {train_auc:.3f}, on {len(held)} lines of held-out TRAIN voices "
-        f"{held_auc:.3f}")
-  report = {"bundle": args.bundle, "train_lines": len(lines), "train_auc": train_auc,
-            "held_out_lines": len(held), "held_out_auc": held_auc}
+  fit, summary = turn_head.fit_turn_head(encode, lines, max_lines=args.max_lines,
+                                         chunks=args.chunks, l2=args.l2, seed=args.seed)
+  print(f"{pathlib.Path(args.bundle).name}: {summary['lines']} TRAIN lines, "
+        f"{summary['examples']} chunks; AUC on them {summary['train_auc']:.3f}, on "
+        f"{summary['held_out_lines']} lines of held-out TRAIN voices "
+        f"{summary['held_out_auc']:.3f}")
+  report = {"bundle": args.bundle, "train_lines": summary["lines"],
+            "train_auc": summary["train_auc"], "held_out_lines": summary["held_out_lines"],
+            "held_out_auc": summary["held_out_auc"]}
   encoded_rows: dict = {}
   for path in args.dev:
     dx, dy, turns = dev_examples(encode, path, args.chunks, args.min_pause, encoded_rows)

@@ -385,7 +385,8 @@ class StreamStepper:
       policy = self.policies[row]
       signal = speak_probability
       if policies_lib.reads_turn_end(policy):
-        _check_signal(policy, self.engine)
+        if turn_ended is None:  # a policy swapped in after the checks at start
+          _check_signal(policy, self.engine)
         signal = turn_ended
       wants = bool(policy.decide(int(indices[row]), chunks[row], float(signal[row]),
                                  bool(self.replying[row])))

@@ -81,6 +81,19 @@ def with_dense_head(params: Params, head: str, kernel: np.ndarray, bias: np.ndar
   return dict(params, params=dict(params["params"], **{head: new_head}))
 
 
+def added_dense_head(config: ml_collections.ConfigDict, params: Params, head: str, seed: int,
+                     **model_options: Any) -> tuple[ml_collections.ConfigDict, Params]:
+  """(a copy of `config` with `model_options` set under `model`, `params` with dense head
+  `head` of that model freshly initialised) for a model that lacks the head; the rest is
+  unchanged (such a head only reads the encoder)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for name, value in model_options.items():
+    config.model[name] = value
+  fresh = AudioInteractionModel(config).init(jax.random.key(seed))
+  inner = dict(params["params"], **{head: fresh["params"][head]})
+  return config, dict(params, params=inner)
+
+
 def save_fitted_bundle(source: str | os.PathLike, out: str | os.PathLike, params: Params,
                        tokenizer: Tokenizer, config: ml_collections.ConfigDict,
                        fit_name: str, summary: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
-from audio_interaction.train.clip_encoding import (ChunkEncoder, ClipEncoder,
+from audio_interaction.train.clip_encoding import (ChunkEncoder, ClipEncoder, added_dense_head,
                                                   save_fitted_bundle, with_dense_head)
 from audio_interaction.stream_format import NO_SOUND_EVENT
 
@@ -240,11 +240,8 @@ def added_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0
   """(`config` with a sound-event head of every class of `worlds.SOUND_EVENT_LABELS`,
   `params` with that head's freshly initialised kernel and bias) for a model that has
   none: the rest of the model is unchanged, since the head only reads the encoder."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.model.sound_event_classes = len(worlds.SOUND_EVENT_LABELS)
-  fresh = AudioInteractionModel(config).init(jax.random.key(seed))
-  inner = dict(params["params"], sound_event_head=fresh["params"]["sound_event_head"])
-  return config, dict(params, params=inner)
+  return added_dense_head(config, params, "sound_event_head", seed,
+                          sound_event_classes=len(worlds.SOUND_EVENT_LABELS))
 
 
 def class_counts(targets: np.ndarray) -> dict[str, int]:

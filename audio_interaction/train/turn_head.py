@@ -32,8 +32,6 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import jax
-import ml_collections
 import numpy as np
 import tqdm
 from sklearn import metrics  # librosa's dependency
@@ -42,9 +40,10 @@ from audio_interaction import stream_format as sf
 from audio_interaction.corpus import effects, real_speech, worlds
 from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.export import portable
-from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel, Params
+from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
 from audio_interaction.train import ctc_head, sound_head
-from audio_interaction.train.clip_encoding import ChunkEncoder, save_fitted_bundle, with_dense_head
+from audio_interaction.train.clip_encoding import (ChunkEncoder, added_dense_head, save_fitted_bundle,
+                                                   with_dense_head)
 
 TURN_GOES_ON = 1 - TURN_ENDED
 CLASS_NAMES = tuple("ended" if k == TURN_ENDED else "goes on" for k in range(2))
@@ -148,15 +147,49 @@ def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
   return float(metrics.roc_auc_score(targets == TURN_ENDED, scores))
 
 
-def added_turn_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0
-                    ) -> tuple[ml_collections.ConfigDict, Params]:
-  """(`config` with `model.turn_end_head`, `params` with the head freshly initialised)
-  for a model that has none; the rest is unchanged (the head only reads the encoder)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.model.turn_end_head = True
-  fresh = AudioInteractionModel(config).init(jax.random.key(seed))
-  inner = dict(params["params"], turn_end_head=fresh["params"]["turn_end_head"])
-  return config, dict(params, params=inner)
+def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
+                  max_lines: int | None = 1500, chunks: int = 2, speech_chunks: int = 0,
+                  sound_bank: SoundBank | None = None, sound_clips_per_class: int = 0,
+                  held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
+                  seed: int = 0, progress: bool = True
+                  ) -> tuple[sound_head.HeadFit, dict[str, Any]]:
+  """Fits a turn-end head over `encode`'s features (the arguments: `fit_bundle_turn_head`'s;
+  `sound_bank`: where the `sound_clips_per_class` clips come from).
+
+  Returns:
+    (the fit: kernel [D, 2], bias [2] in the head's layout; a summary: lines, voices,
+    examples, loss, ROC AUC on the fitted lines and on the held-out voices' lines).
+  """
+  if not lines:
+    raise ValueError("no recorded line with a pause to cut at")
+  if max_lines is not None and len(lines) > max_lines:
+    keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
+    lines = [lines[i] for i in sorted(keep)]
+  fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
+  examples = line_examples(encode, fitted, chunks=chunks, speech_chunks=speech_chunks,
+                           seed=seed, progress=progress)
+  if sound_clips_per_class:
+    examples = sound_head.ChunkExamples.concatenate([examples, sound_examples(
+        encode, sound_bank, sound_clips_per_class, chunks=chunks, seed=seed,
+        progress=progress)])
+  fit = sound_head.fit_head(examples, len(CLASS_NAMES), l2=l2, steps=steps,
+                            class_names=CLASS_NAMES)
+  summary: dict[str, Any] = {
+      "lines": len(fitted), "voices": len({l.voice for l in fitted}),
+      "chunks_per_line": chunks, "speech_chunks_per_line": speech_chunks,
+      "sound_clips_per_class": sound_clips_per_class,
+      "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
+      "loss": fit.loss, "train_recall": fit.recall,
+      "train_auc": roc_auc(fit.probabilities(examples.features)[:, TURN_ENDED],
+                           examples.targets)}
+  if held:
+    held_examples = line_examples(encode, held, chunks=chunks, speech_chunks=speech_chunks,
+                                  seed=seed + 1, progress=progress)
+    summary.update(held_out_lines=len(held), held_out_voices=len({l.voice for l in held}),
+                   held_out_auc=roc_auc(
+                       fit.probabilities(held_examples.features)[:, TURN_ENDED],
+                       held_examples.targets))
+  return fit, summary
 
 
 def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
@@ -167,13 +200,14 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True,
                          lines: Sequence[PausedLine] | None = None) -> dict[str, Any]:
-  """Fits a bundle's turn-end head (added if it has none) and writes the bundle to `out`,
-  with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the head; its other
-  `infer` settings are kept: `tune` chooses them).
+  """Fits a bundle's turn-end head (added if it has none; `fit_turn_head`) and writes the
+  bundle to `out`, with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the
+  head; its other `infer` settings are kept: `tune` chooses them).
 
   Args:
     bundle: a model bundle.
-    train_audio_root: `fetch-train-audio`'s folder, read for `sources`' recorded lines.
+    train_audio_root: `fetch-train-audio`'s folder, read for `sources`' recorded lines
+      (and the TRAIN sound bank's clips).
     max_lines: at most this many of the lines that have a pause (a seeded subset).
     chunks: chunks after the speech per example.
     speech_chunks: chunks inside each whole line's speech, as turns that go on
@@ -183,47 +217,24 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     held_out_share: share of the voices whose lines only measure the fit (AUC).
     lines: the lines themselves instead of reading `sources` (`PausedLine`s).
   Returns:
-    A summary: lines, examples, the fit's loss, ROC AUC on its lines and on the
-    held-out voices' lines.
+    `fit_turn_head`'s summary, with the bundle, the sources and whether the head was added.
   """
   if lines is None:
     lines = [l for l in real_speech.recorded_lines(train_audio_root, tuple(sources))
              if l.pause_cut is not None]
-  if not lines:
-    raise ValueError(f"no recorded line of {', '.join(sources)} has a pause to cut at")
-  if max_lines is not None and len(lines) > max_lines:
-    keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
-    lines = [lines[i] for i in sorted(keep)]
   config, params, tokenizer = portable.load_bundle(bundle)
   head_added = not config.model.turn_end_head
   if head_added:
-    config, params = added_turn_head(config, params, seed)
-  encode = ChunkEncoder(AudioInteractionModel(config), params)
-  fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
-  examples = line_examples(encode, fitted, chunks=chunks, speech_chunks=speech_chunks,
-                           seed=seed, progress=progress)
-  if sound_clips_per_class:
-    examples = sound_head.ChunkExamples.concatenate([examples, sound_examples(
-        encode, sound_head.train_sound_bank(train_audio_root), sound_clips_per_class,
-        chunks=chunks, seed=seed, progress=progress)])
-  fit = sound_head.fit_head(examples, len(CLASS_NAMES), l2=l2, steps=steps,
-                            class_names=CLASS_NAMES)
-  summary: dict[str, Any] = {
-      "bundle": pathlib.Path(bundle).name, "sources": list(sources), "lines": len(fitted),
-      "voices": len({l.voice for l in fitted}), "chunks_per_line": chunks,
-      "speech_chunks_per_line": speech_chunks,
-      "sound_clips_per_class": sound_clips_per_class,
-      "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
-      "head_added": head_added, "loss": fit.loss, "train_recall": fit.recall,
-      "train_auc": roc_auc(fit.probabilities(examples.features)[:, TURN_ENDED],
-                           examples.targets)}
-  if held:
-    held_examples = line_examples(encode, held, chunks=chunks, speech_chunks=speech_chunks,
-                                  seed=seed + 1, progress=progress)
-    summary.update(held_out_lines=len(held), held_out_voices=len({l.voice for l in held}),
-                   held_out_auc=roc_auc(
-                       fit.probabilities(held_examples.features)[:, TURN_ENDED],
-                       held_examples.targets))
+    config, params = added_dense_head(config, params, "turn_end_head", seed,
+                                      turn_end_head=True)
+  fit, summary = fit_turn_head(
+      ChunkEncoder(AudioInteractionModel(config), params), lines, max_lines=max_lines,
+      chunks=chunks, speech_chunks=speech_chunks,
+      sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
+      sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
+      steps=steps, seed=seed, progress=progress)
+  summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources),
+             "head_added": head_added, **summary}
   config.infer.hybrid_signal = "turn_end"
   params = with_dense_head(params, "turn_end_head", fit.kernel, fit.bias)
   save_fitted_bundle(bundle, out, params, tokenizer, config, "turn_end_head_fit", summary)
