@@ -223,6 +223,7 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   assert b5["silence_timer"]["miss_rate"] == result["candidates"][3]["B"]["miss_rate"]
   assert "model:false_cut_in_rate" in b5["intervals"]
   assert (out / "tune.png").stat().st_size > 1000
+  assert not (out / "tune_alerts.png").exists()  # no alert stage, no alert picture
   text = (out / "tune.md").read_text()
   assert f"Chosen: **{chosen['name']}**" in text and "held-out half B" in text
   assert f"chosen: {chosen['name']}" in printed.out and "Reproduce: audio-interaction tune" in (
@@ -351,6 +352,34 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   assert loaded.infer.sound_alert_chunks == stage["chunks"]
   assert loaded.infer.sound_alert_once_per_sound == stage["once_per_sound"]
   assert "## Sound alerts" in (out / "tune.md").read_text()
+  assert "(tune_alerts.png)" in (out / "tune.md").read_text()
+  assert (out / "tune_alerts.png").stat().st_size > 1000
+
+
+def test_alert_plot_draws_one_line_per_rule_and_leaves_out_halves_without_events(tmp_path):
+  from matplotlib import pyplot as plt
+  from audio_interaction.viz import report_plots
+  def row(threshold, chunks, recall, alarms):
+    half = {"recall": recall, "false_alarms_per_hour": alarms}
+    return {"threshold": threshold, "chunks": chunks, "hold_seconds": 30.0,
+            "once_per_sound": True, "A": half}
+  candidates = [row(0.0, 1, 0.0, 5.0), row(0.7, 1, 0.7, 40.0), row(0.5, 1, 0.9, 80.0),
+                row(0.5, 3, 0.8, 20.0), row(0.7, 3, None, None)]
+  drawn = []
+  original = plt.Axes.plot
+  def recording_plot(ax, xs, ys, **kwargs):
+    drawn.append((list(xs), list(ys), kwargs["label"]))
+    return original(ax, xs, ys, **kwargs)
+  plt.Axes.plot = recording_plot
+  try:
+    path = report_plots.plot_alert_tune(candidates, 3, tmp_path / "alerts.png")
+  finally:
+    plt.Axes.plot = original
+  assert path.stat().st_size > 1000
+  # Each rule's line runs through its thresholds in order; the point without a recall
+  # (no alert event on the half) is left out; "off" is no line.
+  assert drawn == [([80.0, 40.0], [0.9, 0.7], "1 chunk running, hold 30 s, once per sound"),
+                   ([20.0], [0.8], "3 chunks running, hold 30 s, once per sound")]
 
 
 def test_keep_policy_keeps_the_bundles_point_where_the_rule_would_not(tiny, tmp_path):

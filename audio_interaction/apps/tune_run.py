@@ -1,6 +1,6 @@
 """`audio-interaction tune`: choose a bundle's operating point on dev-set manifests
-(`eval/tune.py`), write tune.json / tune.md / tune.png, and optionally store the chosen
-`infer` block in the bundle."""
+(`eval/tune.py`), write tune.json / tune.md / tune.png (and tune_alerts.png), and
+optionally store the chosen `infer` block in the bundle."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import sound_alert_rule
 from audio_interaction.model.model import Params
-from audio_interaction.viz.report_plots import plot_tune
+from audio_interaction.viz.report_plots import plot_alert_tune, plot_tune
 
 TUNE_SUITES: Final[tuple[str, ...]] = ("B5", "B6")
 MODEL, HYBRID, TIMER = "model", "hybrid", "silence_timer"
@@ -613,7 +613,8 @@ def warning(result: dict) -> str | None:
 
 def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = "",
                       command: str = "") -> dict[str, pathlib.Path]:
-  """Writes tune.json, tune.md and tune.png (`viz.report_plots.plot_tune`) into `out_dir`."""
+  """Writes tune.json, tune.md and tune.png (`viz.report_plots.plot_tune`) into `out_dir`,
+  and tune_alerts.png (`plot_alert_tune`) when the alerts were tuned."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   result = suites.json_safe(result)
@@ -622,6 +623,10 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
            "plot": plot_tune(result["candidates"], chosen["index"], result["reference"]["index"],
                              out / "tune.png",
                              max_miss=result["rule_constants"]["max_miss"])}
+  if "sound_alerts" in chosen:
+    paths["alert_plot"] = plot_alert_tune(
+        chosen["sound_alerts"]["candidates"], chosen["sound_alerts"]["index"],
+        out / "tune_alerts.png", budget=result["rule_constants"]["max_false_alarms_per_hour"])
   paths["json"].write_text(json.dumps({**result, "note": note, "command": command}, indent=1))
   counts = result["counts"]
   alarm = warning(result)
@@ -668,7 +673,7 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
                   f"{_pct(a['alert_text_accuracy'])} | {_pct(a['false_cut_in_rate'])} | "
                   f"{_pct(every['recall'])} | {report.fmt(every['false_alarms_per_hour'])} | "
                   f"{_pct(every['alert_text_accuracy'])} |")
-    text.append("")
+    text += ["", "![alert recall vs false alarms](tune_alerts.png)", ""]
   text += ["## Every candidate", "",
            "✓: meets the turn-taking constraints on half A. FA/h: false alarms per hour of "
            "benign audio; alert text: the alert names the right class.", "",

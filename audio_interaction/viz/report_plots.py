@@ -203,3 +203,58 @@ def plot_tune(candidates: Sequence[dict], chosen: int, reference: int, path: pat
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path, *,
+                    half: str = "A", budget: float = 10.0) -> pathlib.Path:
+  """The sound-alert stage of `tune` on one half: false alarms per hour (x) vs alert
+  recall (y), one line per rule (chunks running, hold, per sound or per class) through its
+  thresholds (each point labelled θ), the false-alarm budget dashed, alerts off as a
+  cross, the chosen point ringed.
+
+  candidates: per candidate {"threshold" (0: alerts off), "chunks", "hold_seconds",
+  "once_per_sound", half: {"recall", "false_alarms_per_hour"}} (`eval.tune`'s
+  `chosen["sound_alerts"]["candidates"]`); chosen: index into it. A half without alert
+  events has no recall: its points are left out.
+  """
+  def point(row):
+    x, y = row[half]["false_alarms_per_hour"], row[half]["recall"]
+    ok = all(v is not None and math.isfinite(v) for v in (x, y))
+    return (x, y) if ok else None
+
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  rules: dict[tuple, list[int]] = {}
+  for i, row in enumerate(candidates):
+    if row["threshold"]:
+      key = (row["chunks"], row["hold_seconds"], bool(row.get("once_per_sound", False)))
+      rules.setdefault(key, []).append(i)
+  for (chunks, hold, once), rows in sorted(rules.items()):
+    rows = sorted((i for i in rows if point(candidates[i])), key=lambda i: candidates[i]["threshold"])
+    if not rows:
+      continue
+    xs, ys = zip(*(point(candidates[i]) for i in rows))
+    label = (f"{chunks} chunk{'s' if chunks > 1 else ''} running, hold {hold:g} s, "
+             f"{'once per sound' if once else 'per class'}")
+    ax.plot(xs, ys, marker="o", ms=5, lw=1, label=label)
+    for i, x, y in zip(rows, xs, ys):
+      ax.annotate(f"{candidates[i]['threshold']:g}", (x, y), fontsize=6, xytext=(3, 3),
+                  textcoords="offset points")
+  for i, row in enumerate(candidates):
+    if not row["threshold"] and point(row):
+      ax.scatter(*point(row), marker="x", color="k", s=40, label="alerts off")
+  ax.axvline(budget, color="tab:green", lw=0.8, ls="--", label=f"budget: {budget:g} per hour")
+  if point(candidates[chosen]):
+    ax.scatter(*point(candidates[chosen]), s=260, facecolors="none", edgecolors="tab:red",
+               linewidths=1.8, label="chosen")
+  ax.set_ylim(-0.03, 1.03)
+  ax.set_xlim(left=0)
+  ax.set_xlabel("false alarms per hour of benign audio")
+  ax.set_ylabel("alert recall")
+  ax.set_title(f"B6 sound-alert points on tuning half {half} (labels: threshold θ)",
+               fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
