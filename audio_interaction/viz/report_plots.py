@@ -192,13 +192,20 @@ def plot_tune(candidates: Sequence[dict], chosen: int, reference: int, path: pat
   ax.annotate(candidates[reference]["name"], (points[reference][0] or 0, points[reference][1] or 0),
               fontsize=7, xytext=(4, 4), textcoords="offset points")
   ax.set_xlim(-0.03, 1.03)
+  return _saved_operating_points(
+      fig, ax, path, x_label="false cut-in rate", y_label="miss rate", legend="upper right",
+      title=f"B5 operating points on tuning half {half} (dashed: the constraints)")
+
+
+def _saved_operating_points(fig, ax, path: pathlib.Path, *, x_label: str, y_label: str,
+                            title: str, legend: str) -> pathlib.Path:
+  """Labels a tuning picture (rates on y from 0 to 1), saves it to `path`, closes it."""
   ax.set_ylim(-0.03, 1.03)
-  ax.set_xlabel("false cut-in rate")
-  ax.set_ylabel("miss rate")
-  ax.set_title(f"B5 operating points on tuning half {half} (dashed: the constraints)",
-               fontsize=10)
+  ax.set_xlabel(x_label)
+  ax.set_ylabel(y_label)
+  ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="upper right")
+  ax.legend(fontsize=7, loc=legend)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -246,15 +253,8 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
   if point(candidates[chosen]):
     ax.scatter(*point(candidates[chosen]), s=260, facecolors="none", edgecolors="tab:red",
                linewidths=1.8, label="chosen")
-  ax.set_ylim(-0.03, 1.03)
   ax.set_xlim(left=0)
-  ax.set_xlabel("false alarms per hour of benign audio")
-  ax.set_ylabel("alert recall")
-  ax.set_title(f"B6 sound-alert points on tuning half {half} (labels: threshold θ)",
-               fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="lower right")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _saved_operating_points(
+      fig, ax, path, x_label="false alarms per hour of benign audio", y_label="alert recall",
+      legend="lower right",
+      title=f"B6 sound-alert points on tuning half {half} (labels: threshold θ)")
