@@ -367,9 +367,9 @@ def test_alert_plot_draws_one_line_per_rule_and_leaves_out_halves_without_events
                 row(0.5, 3, 0.8, 20.0), row(0.7, 3, None, None)]
   drawn = []
   original = plt.Axes.plot
-  def recording_plot(ax, xs, ys, **kwargs):
+  def recording_plot(ax, xs, ys, *args, **kwargs):
     drawn.append((list(xs), list(ys), kwargs["label"]))
-    return original(ax, xs, ys, **kwargs)
+    return original(ax, xs, ys, *args, **kwargs)
   plt.Axes.plot = recording_plot
   try:
     path = report_plots.plot_alert_tune(candidates, 3, tmp_path / "alerts.png")

@@ -789,7 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--manifest", action="append", required=True,
                      help="JSONL manifest (repeatable): turn-taking streams (B5) and/or alert "
                           "events (B6)")
-  tuner.add_argument("--out", required=True, help="writes tune.json, tune.md, tune.png (and tune_alerts.png when alerts are tuned) here")
+  tuner.add_argument("--out", required=True,
+                     help="writes tune.json, tune.md, tune.png (and tune_alerts.png when "
+                          "alerts are tuned) here")
   tuner.add_argument("--overwrite", action="store_true", help="replace a tune run in --out")
   tuner.add_argument("--write-bundle", action="store_true",
                      help="store the chosen infer block in the bundle's config.json")

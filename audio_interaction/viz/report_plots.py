@@ -67,7 +67,9 @@ def plot_latency_cdfs(results: dict, path: pathlib.Path) -> pathlib.Path:
   return path
 
 
-def _curve(ax, points: dict, x_key, y_key, system: str, label_of) -> None:
+def _curve(ax, points: dict, x_key, y_key, label_of, *, label: str, color=None) -> None:
+  """One line through `points` ({name: point}, in order), each point annotated
+  `label_of(name)`; points whose x or y is missing or not finite are left out."""
   xs, ys, names = [], [], []
   for name, point in points.items():
     x, y = x_key(point), y_key(point)
@@ -78,9 +80,13 @@ def _curve(ax, points: dict, x_key, y_key, system: str, label_of) -> None:
     names.append(name)
   if not xs:
     return
-  ax.plot(xs, ys, "o-", color=_COLORS[system], label=SYSTEM_LABELS[system])
+  ax.plot(xs, ys, "o-", color=color, label=label)
   for x, y, name in zip(xs, ys, names):
     ax.annotate(label_of(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+
+
+def _system(system: str) -> dict[str, str]:
+  return {"label": SYSTEM_LABELS[system], "color": _COLORS[system]}
 
 
 def plot_sweeps(results: dict, path: pathlib.Path) -> pathlib.Path:
@@ -91,15 +97,16 @@ def plot_sweeps(results: dict, path: pathlib.Path) -> pathlib.Path:
   fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
   b5 = suites.get("B5", {})
   _curve(left, b5.get("sweep_model", {}), lambda p: p["false_cut_in_rate"],
-         lambda p: p["response_latency_s"]["median"], "model", lambda n: f"θ={n}")
+         lambda p: p["response_latency_s"]["median"], lambda n: f"θ={n}", **_system("model"))
   _curve(left, b5.get("sweep_silence_timer", {}), lambda p: p["false_cut_in_rate"],
-         lambda p: p["response_latency_s"]["median"], "silence_timer", lambda n: f"{n} s")
+         lambda p: p["response_latency_s"]["median"], lambda n: f"{n} s",
+         **_system("silence_timer"))
   left.set_xlabel("false cut-in rate (replies started before the turn ended)")
   left.set_ylabel("median response latency (s)")
   left.set_title("B5 turn-taking: latency vs cutting in", fontsize=10)
   b6 = suites.get("B6", {})
   _curve(right, b6.get("sweep_model", {}), lambda p: p["false_alarms_per_hour"],
-         lambda p: p["recall"], "model", lambda n: f"θ={n}")
+         lambda p: p["recall"], lambda n: f"θ={n}", **_system("model"))
   right.set_ylim(-0.02, 1.02)
   right.set_xlim(left=-0.5)
   right.set_xlabel("false alarms per hour")
@@ -230,23 +237,17 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
     return (x, y) if ok else None
 
   fig, ax = plt.subplots(figsize=(8, 5.5))
-  rules: dict[tuple, list[int]] = {}
-  for i, row in enumerate(candidates):
+  rules: dict[tuple, dict[float, dict]] = {}
+  for row in sorted(candidates, key=lambda row: row["threshold"]):
     if row["threshold"]:
       key = (row["chunks"], row["hold_seconds"], bool(row.get("once_per_sound", False)))
-      rules.setdefault(key, []).append(i)
-  for (chunks, hold, once), rows in sorted(rules.items()):
-    rows = sorted((i for i in rows if point(candidates[i])), key=lambda i: candidates[i]["threshold"])
-    if not rows:
-      continue
-    xs, ys = zip(*(point(candidates[i]) for i in rows))
-    label = (f"{chunks} chunk{'s' if chunks > 1 else ''} running, hold {hold:g} s, "
-             f"{'once per sound' if once else 'per class'}")
-    ax.plot(xs, ys, marker="o", ms=5, lw=1, label=label)
-    for i, x, y in zip(rows, xs, ys):
-      ax.annotate(f"{candidates[i]['threshold']:g}", (x, y), fontsize=6, xytext=(3, 3),
-                  textcoords="offset points")
-  for i, row in enumerate(candidates):
+      rules.setdefault(key, {})[row["threshold"]] = row[half]
+  for (chunks, hold, once), by_threshold in sorted(rules.items()):
+    _curve(ax, by_threshold, lambda p: p["false_alarms_per_hour"], lambda p: p["recall"],
+           lambda threshold: f"{threshold:g}",
+           label=f"{chunks} chunk{'s' if chunks > 1 else ''} running, hold {hold:g} s, "
+                 f"{'once per sound' if once else 'per class'}")
+  for row in candidates:
     if not row["threshold"] and point(row):
       ax.scatter(*point(row), marker="x", color="k", s=40, label="alerts off")
   ax.axvline(budget, color="tab:green", lw=0.8, ls="--", label=f"budget: {budget:g} per hour")
