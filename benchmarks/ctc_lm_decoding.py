@@ -34,7 +34,7 @@ from audio_interaction.export import portable
 from audio_interaction.infer import ctc_lm, transcript
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import ctc_head
-from audio_interaction.train.clip_encoding import FrameEncoder
+from audio_interaction.model.clip_encoder import FrameEncoder
 
 QUICK_SENTENCES = ("turn the kitchen light on please", "what time does the shop close",
                    "tell me a story about the sea", "how warm is it outside today")
@@ -53,10 +53,10 @@ def quick_manifest(directory: pathlib.Path) -> str:
   return str(path)
 
 
-def head_log_probs(bundle: str, manifest: str, cache: str | None
-                   ) -> tuple[list[np.ndarray], list[str], object, int, float]:
-  """(log-probs [T_i, V] per clip, texts, tokenizer, V, seconds per frame) of the
-  bundle's CTC head."""
+def head_log_probs(bundle: str, manifest: str, cache: str | None, spelling: str | None
+                   ) -> tuple[list[np.ndarray], list[str], object, int, float, str]:
+  """(log-probs [T_i, V] per clip, texts, tokenizer, V, seconds per frame, how the head
+  spells: `data.ctc_targets`) of the bundle's CTC head."""
   config, params, tokenizer = portable.load_bundle(bundle)
   model = AudioInteractionModel(config)
   params_file = pathlib.Path(bundle) / "params.msgpack"
@@ -74,7 +74,8 @@ def head_log_probs(bundle: str, manifest: str, cache: str | None
   log_probs = [scipy.special.log_softmax(f.astype(np.float32) @ kernel + bias, axis=-1)
                for f in clips.features]
   frame_seconds = model.config.chunk_seconds / model.config.encoder_frames_per_chunk
-  return log_probs, clips.texts, tokenizer, kernel.shape[1], frame_seconds
+  return (log_probs, clips.texts, tokenizer, kernel.shape[1], frame_seconds,
+          spelling or config.data.get("ctc_targets", "tokens"))
 
 
 def greedy_text(log_probs: np.ndarray, tokenizer) -> str:
@@ -113,6 +114,8 @@ def main() -> None:
   parser.add_argument("--lm-weights", default="0.3,0.5,0.8")
   parser.add_argument("--word-scores", default="0,1,2")
   parser.add_argument("--beam", type=int, default=32)
+  parser.add_argument("--spelling", choices=ctc_lm.SPELLINGS, default=None,
+                      help="how the head writes a word (default: the bundle's data.ctc_targets)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--quick", action="store_true",
                       help="the embedded model on four flite clips, a 2-point grid")
@@ -124,8 +127,8 @@ def main() -> None:
     manifest = quick_manifest(pathlib.Path(directory)) if args.quick else args.manifest
     if args.quick:
       args.lm_weights, args.word_scores = "0.5", "0,1"
-    log_probs, texts, tokenizer, vocab, frame_seconds = head_log_probs(
-        args.bundle, manifest, args.features_cache)
+    log_probs, texts, tokenizer, vocab, frame_seconds, spelling = head_log_probs(
+        args.bundle, manifest, args.features_cache, args.spelling)
   audio_seconds = sum(len(lp) for lp in log_probs) * frame_seconds
   began = time.perf_counter()
   greedy = [greedy_text(lp, tokenizer) for lp in log_probs]
@@ -139,7 +142,7 @@ def main() -> None:
     for word_score in map(float, args.word_scores.split(",")):
       settings = ctc_lm.BeamSettings(lm_weight=lm_weight, word_score=word_score,
                                      beam_size=args.beam)
-      decoder = ctc_lm.CtcLmDecoder(tokenizer, vocab, settings)
+      decoder = ctc_lm.CtcLmDecoder(tokenizer, vocab, settings, spelling=spelling)
       began = time.perf_counter()
       hypotheses = [decoder.decode(lp) for lp in log_probs]
       seconds = time.perf_counter() - began
@@ -149,6 +152,7 @@ def main() -> None:
             f"{100 * corpus_wer(errors, half_a):.1f} %, all {100 * corpus_wer(errors, every):.1f} %"
             f" ({seconds:.1f} s)")
   _, chosen, errors, beam_seconds, hypotheses = min(grid, key=lambda g: g[0])
+  print(f"head spelling: {spelling}")
   print(f"picked on half A: LM weight {chosen.lm_weight:g}, word score {chosen.word_score:g}, "
         f"beam {chosen.beam_size}")
   for name, idx in (("half B", half_b), ("all", every)):

@@ -63,7 +63,7 @@ from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import turn_head
-from audio_interaction.train.clip_encoding import ChunkEncoder
+from audio_interaction.model.clip_encoder import ChunkEncoder
 
 UNFINISHED, FINISHED = turn_head.TURN_GOES_ON, turn_head.TURN_ENDED
 roc_auc = turn_head.roc_auc

@@ -17,7 +17,7 @@ from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import ctc_head
-from audio_interaction.train.clip_encoding import FrameEncoder
+from audio_interaction.model.clip_encoder import ClipEncoder, FrameEncoder
 import model_testing
 
 
@@ -171,6 +171,9 @@ def test_frames_are_what_the_ctc_head_reads_in_the_model(tmp_path):
   head = params["params"]["ctc_head"]
   logits = frames @ np.asarray(head["kernel"]) + np.asarray(head["bias"])
   np.testing.assert_allclose(logits, full.ctc_logits[0], atol=2e-4, rtol=0)
+  # The head's own logits over the clip, as the eval's LM beam search reads them.
+  np.testing.assert_allclose(ClipEncoder(model, params, output="ctc_logits")(audio),
+                             full.ctc_logits[0], atol=2e-4, rtol=0)
 
 
 def test_labelled_drops_clips_whose_labels_cannot_fit():
@@ -248,6 +251,9 @@ def test_a_second_fit_reads_the_encoded_lines_from_the_cache(tmp_path, monkeypat
                                        targets="characters", **common)
   assert encoded == [6, 2]  # nothing encoded again
   assert again["train_clips"] == first["train_clips"] and again["targets"] == "characters"
+  # Each bundle says how its head spells (the eval's LM beam search spells words so).
+  assert portable.load_bundle(tmp_path / "b")[0].data.ctc_targets == "characters"
+  assert portable.load_bundle(tmp_path / "a")[0].data.ctc_targets == "tokens"
   ctc_head.fit_bundle_ctc_head(source, tmp_path / "c", copies=0, **common)
   assert encoded == [6, 2, 6]  # other copies: the training lines again, not the held-out
 

@@ -99,3 +99,17 @@ def test_bad_input_is_named(tokenizer):
     ctc_lm.BeamSettings(beam_size=0)
   with pytest.raises(FileNotFoundError, match="does not exist"):
     ctc_lm.NGramWords("/nonexistent/en-us.lm.bin", "/nonexistent/dict")
+
+
+def test_a_character_head_spells_lexicon_words_letter_by_letter(tokenizer):
+  ids = [i for word in tokenizer.spell(["kitchen", "light"]) for i in word]
+  log_probs = np.full((2 * len(ids), VOCAB), np.log(1e-6), np.float32)
+  log_probs[:, sf.PAD_ID] = np.log(0.001)
+  for t, i in enumerate(ids):
+    log_probs[2 * t, i], log_probs[2 * t + 1, sf.PAD_ID] = np.log(0.999), np.log(0.999)
+  spelled = ctc_lm.CtcLmDecoder(tokenizer, VOCAB, spelling="characters")
+  assert spelled.decode(log_probs) == "kitchen light"
+  # A head taught word pieces spells "kitchen" as one piece: letters make no such word.
+  assert ctc_lm.CtcLmDecoder(tokenizer, VOCAB).decode(log_probs) != "kitchen light"
+  with pytest.raises(ValueError, match="spelling 'bytes'"):
+    ctc_lm.CtcLmDecoder(tokenizer, VOCAB, spelling="bytes")

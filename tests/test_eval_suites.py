@@ -1,9 +1,11 @@
 """Benchmark suites end to end on a tiny random model, manifests, the batched driver, the CLI."""
 
+import dataclasses
 import json
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile
@@ -16,6 +18,7 @@ from audio_interaction.corpus import tasks, worlds
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.eval import report, suites
 from audio_interaction.export import portable
+from audio_interaction.infer import ctc_lm
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import ScheduledTimerPolicy, ThresholdPolicy
 from audio_interaction.infer.run_stream import run_policies, run_stream
@@ -190,6 +193,51 @@ def test_manifest_suites_run(tiny, tmp_path):
   assert results["suites"]["B1"]["model"]["reference_words"] == 10  # two rows
   assert results["suites"]["B5"]["silence_timer"]["turns"] == 1
   assert results["suites"]["B6"]["model"]["events"] == 1
+
+
+def test_b2_adds_the_lm_beam_search_of_the_ctc_head_when_asked(tiny, tmp_path):
+  _, model, params, engine = tiny
+  path, _ = _write_manifest(tmp_path)
+  cases = suites.cases_from_manifest(str(path), ["B2"])
+  tokenizer = ByteTokenizer()
+  plain = suites.evaluate(engine, params, tokenizer, cases, ["B2"], FAST, progress=False)
+  assert "model_ctc_lm" not in plain["suites"]["B2"]
+  assert "LM beam search" not in report.summary_table(suites.json_safe(plain))
+  with_lm = dataclasses.replace(FAST, ctc_lm=True, ctc_lm_weight=0.3)
+  runner = suites.Runner(engine, params, tokenizer, with_lm)
+  runs = [runner.run(case) for case in cases]
+  b2 = suites.suite_b2(runs, tokenizer, with_lm)
+  assert b2["model_ctc_lm"]["reference_words"] == 10  # two rows of five words
+  # What the runner decoded: the search over the chunk-by-chunk CTC logits of the
+  # streaming model (its encoder state carried from chunk to chunk).
+  decoder = ctc_lm.CtcLmDecoder(tokenizer, model.config.decoder.vocab_size,
+                                ctc_lm.BeamSettings(lm_weight=0.3))
+  state, logits = model.init_state(1), []
+  for chunk in cases[0].audio.reshape(-1, model.config.chunk_samples):
+    state, _, chunk_logits, _, _ = model.encode_chunk(params, state, jnp.asarray(chunk[None]))
+    logits.append(np.asarray(chunk_logits[0]))
+  logits = np.concatenate(logits)
+  log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+  expected = decoder.timed_words(log_probs, model.config.encoder_frames_per_chunk,
+                                 model.config.chunk_seconds)
+  assert [w for w, _ in runs[0].ctc_lm_words] == [w for w, _ in expected]
+  assert [t for _, t in runs[0].ctc_lm_words] == pytest.approx([t for _, t in expected])
+  record = suites.case_record(runs[0], tokenizer)
+  assert record["systems"]["model_ctc_lm"]["words"] == [list(w) for w in runs[0].ctc_lm_words]
+
+
+def test_cli_eval_ctc_lm_flag(tiny, tmp_path, capsys):
+  config, _, params, _ = tiny
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  path, _ = _write_manifest(tmp_path)
+  out = tmp_path / "report"
+  assert cli.main(["eval", "--checkpoint", str(bundle), "--suites", "B2", "--manifest",
+                   str(path), "--out", str(out), "--resamples", "20", "--ctc-lm",
+                   "--ctc-lm-weight", "0.3"]) == 0
+  printed = capsys.readouterr().out
+  assert "--ctc-lm-weight 0.3 --ctc-lm" in printed and "LM beam search" in printed
+  results = json.loads((out / "results.json").read_text())
+  assert results["suites"]["B2"]["model_ctc_lm"]["reference_words"] == 10
 
 
 def test_cli_eval_smoke(tiny, tmp_path, capsys):

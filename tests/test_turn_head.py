@@ -22,7 +22,7 @@ from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
 from audio_interaction.corpus import worlds
 from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.train import sound_head, turn_head
-from audio_interaction.train.clip_encoding import ChunkEncoder
+from audio_interaction.model.clip_encoder import ChunkEncoder
 import model_testing
 
 RATE = 16000

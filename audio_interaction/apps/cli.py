@@ -229,11 +229,12 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
 def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import eval_run
   from audio_interaction.eval import report, suites
-  from audio_interaction.export.portable import bundle_infer_config
+  from audio_interaction.export.portable import bundle_config
   config = _config_from(args, overrides) if args.checkpoint else None
   # The operating point: the bundle's (or the training config's) `infer`, then the flags.
   is_workdir = args.checkpoint and (pathlib.Path(args.checkpoint) / "checkpoints").is_dir()
-  infer = config.infer if is_workdir else bundle_infer_config(args.checkpoint)
+  saved = config if is_workdir else bundle_config(args.checkpoint)
+  infer = saved.infer
   chosen = {name: value for name, value in (("threshold", args.threshold), ("vad", args.vad),
                                             ("silence_seconds", args.silence),
                                             ("policy", args.policy),
@@ -245,17 +246,20 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   eval_config = suites.EvalConfig.from_infer(
       infer, sweep_thresholds=tuple(float(t) for t in args.sweep.split(",") if t.strip()),
       min_turns=args.min_turns, min_alert_events=args.min_alert_events,
-      bootstrap_resamples=args.resamples, **chosen)
+      bootstrap_resamples=args.resamples, ctc_lm=args.ctc_lm, ctc_lm_weight=args.ctc_lm_weight,
+      ctc_lm_word_score=args.ctc_lm_word_score,
+      ctc_lm_spelling=saved.data.get("ctc_targets", "tokens"), **chosen)
   defaults = build_parser().parse_args(["eval"])
   extra = tuple(token for name, flag in (
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
       ("policy", "--policy"), ("min_silence", "--min-silence"), ("sound_alert", "--sound-alert"),
       ("sweep", "--sweep"), ("min_turns", "--min-turns"),
-      ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"))
+      ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"),
+      ("ctc_lm_weight", "--ctc-lm-weight"), ("ctc_lm_word_score", "--ctc-lm-word-score"))
       if getattr(args, name) != getattr(defaults, name)
       for token in (flag, str(getattr(args, name)))) + (
           ("--sound-alert-once-per-sound",) if args.sound_alert_once_per_sound else ()
-      ) + tuple(overrides)
+      ) + (("--ctc-lm",) if args.ctc_lm else ()) + tuple(overrides)
   command = eval_run.eval_command(
       suites=args.suites, manifest=args.manifest, tfds=args.tfds, classes=args.classes,
       streams=args.streams, checkpoint=args.checkpoint, out_dir=args.out, extra=extra)
@@ -778,6 +782,13 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-alert-once-per-sound", action="store_true",
                         help="one alert per sound of any alerting class, not one per class "
                              "(default: the model's infer.sound_alert_once_per_sound)")
+  evaluate.add_argument("--ctc-lm", action="store_true",
+                        help="B2: also the CTC head's transcript by beam search with an "
+                             "English word LM (infer/ctc_lm.py)")
+  evaluate.add_argument("--ctc-lm-weight", type=float, default=0.5,
+                        help="--ctc-lm: weight of the LM's log-probability")
+  evaluate.add_argument("--ctc-lm-word-score", type=float, default=1.0,
+                        help="--ctc-lm: score added per word")
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)

@@ -69,6 +69,8 @@ def summary_table(results: dict) -> str:
     # CTC transcript) instead of the model's replies.
     system = path[0] if path[0] in suites_lib.OUR_SYSTEMS else "model"
     path = path[1:] if system != "model" else path
+    if system != "model" and system not in result:  # e.g. the LM search, when not run
+      continue
     intervals = result.get("intervals", {})
     key = ".".join(path)
     other_name = next((b for b in suites_lib.BASELINES if b in result), None)

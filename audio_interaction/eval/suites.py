@@ -65,11 +65,13 @@ from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
 from audio_interaction.eval.heldout import score_trace
 from audio_interaction.infer.endpointing import (
     ReplayDetector, SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
-from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.ctc_lm import BeamSettings, CtcLmDecoder
+from audio_interaction.infer.engine import Engine, dequantize_params
 from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
+from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import Params
 
 # The default operating point (`config.infer`): one owner for threshold, VAD, lengths.
@@ -124,6 +126,10 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B2", "WER of the encoder's CTC transcript", ("model_ctc", "wer"), "%"),
     ("B2", "CER of the encoder's CTC transcript", ("model_ctc", "cer"), "%"),
     ("B2", "CTC emission delay, median", ("model_ctc", "emission_delay_s", "median"), "s"),
+    ("B2", "WER of the CTC transcript, LM beam search", ("model_ctc_lm", "wer"), "%"),
+    ("B2", "CER of the CTC transcript, LM beam search", ("model_ctc_lm", "cer"), "%"),
+    ("B2", "LM beam search emission delay, median",
+     ("model_ctc_lm", "emission_delay_s", "median"), "s"),
     ("B3", "accuracy", ("accuracy",), "%"),
     ("B4", "exact-match accuracy", ("accuracy",), "%"),
     ("B5", "response latency, median", ("response_latency_s", "median"), "s"),
@@ -147,7 +153,7 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B8", "backchannel yield rate (lower is better)", ("backchannel_yield_rate",), "%"),
     ("B8", "false reply rate, speech not addressed", ("false_reply_rate",), "%"),
 )
-OUR_SYSTEMS: Final[frozenset[str]] = frozenset({"model", "model_ctc"})
+OUR_SYSTEMS: Final[frozenset[str]] = frozenset({"model", "model_ctc", "model_ctc_lm"})
 BASELINES: Final[tuple[str, ...]] = ("silence_timer", "pocketsphinx")  # "beside it"
 
 
@@ -178,6 +184,10 @@ class EvalConfig:
     sound_alert_once_per_sound: alerts from the
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
+  ctc_lm, ctc_lm_weight, ctc_lm_word_score, ctc_lm_spelling: B2 also writes the CTC
+    head's transcript by beam search with the English word LM (`infer/ctc_lm.py`; its
+    LM weight, word score, and how the head spells words: `data.ctc_targets`), as
+    system "model_ctc_lm".
   """
 
   streams_per_subtask: int = 2
@@ -205,6 +215,10 @@ class EvalConfig:
   sound_alert_chunks: int = _INFER.sound_alert_chunks
   sound_alert_hold_seconds: float = _INFER.sound_alert_hold_seconds
   sound_alert_once_per_sound: bool = _INFER.sound_alert_once_per_sound
+  ctc_lm: bool = False
+  ctc_lm_weight: float = BeamSettings.lm_weight
+  ctc_lm_word_score: float = BeamSettings.word_score
+  ctc_lm_spelling: str = "tokens"
 
   @classmethod
   def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
@@ -277,6 +291,8 @@ class CaseRun:
   timer: the silence-timer-driven trace (B5/B8 cases), or None.
   timer_fires: silence length -> the timer's firing times (s) (B5 cases).
   peer_stream / peer_clip: PocketSphinx's streaming (B2) / whole-clip (B1) output.
+  ctc_lm_words: (word, emission time s) of the CTC head's LM beam search (B2, with
+    `EvalConfig.ctc_lm`), or None.
   answer: the model's offline answer (offline cases).
   seconds: wall time spent on the case (all systems).
   """
@@ -289,6 +305,7 @@ class CaseRun:
   timer_fires: dict[float, list[float]] = dataclasses.field(default_factory=dict)
   peer_stream: StreamingTranscript | None = None
   peer_clip: str | None = None
+  ctc_lm_words: tuple[tuple[str, float], ...] | None = None
   answer: str | None = None
   seconds: float = 0.0
   memo: dict = dataclasses.field(default_factory=dict, repr=False)  # decoded texts, scores
@@ -572,6 +589,7 @@ class Runner:
     self.timer = SilenceTimer(config.silence_seconds, vad=config.vad,
                               chunk_seconds=self.chunk_seconds)
     self._peer: Pocketsphinx | None = None
+    self._ctc_lm: tuple[ClipEncoder, CtcLmDecoder] | None = None
     self.sound_alerts = sound_alert_rule(
         ml_collections.ConfigDict({key: getattr(config, key)
                                    for key in SOUND_ALERT_KEYS}),
@@ -583,6 +601,23 @@ class Runner:
     if self._peer is None:  # loads its model only when B1/B2 run
       self._peer = Pocketsphinx()
     return self._peer
+
+  def ctc_lm_words(self, audio: np.ndarray) -> tuple[tuple[str, float], ...]:
+    """The CTC head's transcript of `audio` by LM beam search, fed chunk by chunk, with
+    each word's emission time (`CtcLmDecoder.timed_words`); the head's logits come from
+    one full pass of the chunk-causal encoder (what streaming computes)."""
+    if self._ctc_lm is None:  # builds the lexicon only when asked for
+      model = self.engine.model
+      settings = BeamSettings(lm_weight=self.config.ctc_lm_weight,
+                                     word_score=self.config.ctc_lm_word_score)
+      self._ctc_lm = (ClipEncoder(model, dequantize_params(self.params), output="ctc_logits"),
+                      CtcLmDecoder(self.tokenizer, model.config.decoder.vocab_size,
+                                          settings, spelling=self.config.ctc_lm_spelling))
+    encode, decoder = self._ctc_lm
+    logits = encode(np.asarray(audio, np.float32))
+    log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    return decoder.timed_words(log_probs, self.engine.model.config.encoder_frames_per_chunk,
+                               self.chunk_seconds)
 
   def run(self, case: Case) -> CaseRun:
     """Runs every system the case's suites need; one model batch per online case."""
@@ -643,6 +678,8 @@ class Runner:
     if "B2" in case.suites:
       result.peer_stream = self.peer.transcribe_stream(
           case.audio, int(round(self.chunk_seconds * SAMPLE_RATE)))
+      if cfg.ctc_lm:
+        result.ctc_lm_words = self.ctc_lm_words(case.audio)
     result.seconds = time.perf_counter() - began
     return result
 
@@ -813,7 +850,8 @@ def suite_b1(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
 
 def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
   """B2 streaming ASR: WER and emission delay (median, p90) of ours (replies of the real-time
-  ASR sub-tasks, and the encoder's CTC transcript) and PocketSphinx's."""
+  ASR sub-tasks, the encoder's CTC transcript and, when the runs have it, its LM beam
+  search) and PocketSphinx's."""
   del cfg
   out = {"cases": len(runs)}
   systems: dict[str, Callable[[CaseRun], list[tuple[str, float]]]] = {
@@ -826,6 +864,9 @@ def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
           (normalize_text(w), t) for w, t in r.model.heard_words(tokenizer.decode)
           if normalize_text(w)]),
   }
+  if any(r.ctc_lm_words is not None for r in runs):
+    systems["model_ctc_lm"] = lambda r: [(normalize_text(w), t) for w, t in r.ctc_lm_words or ()
+                                         if normalize_text(w)]
   for name, emitted_of in systems.items():
     refs, hyps, delays = [], [], []
     for run in runs:
@@ -1053,6 +1094,8 @@ def case_record(run: CaseRun, tokenizer: Tokenizer) -> dict[str, Any]:
                                   for start, text in trace.reply_texts(tokenizer.decode)]
       if name == "model" and "B2" in case.suites:
         systems["model_ctc"] = {"words": [[w, t] for w, t in trace.heard_words(tokenizer.decode)]}
+  if run.ctc_lm_words is not None:
+    systems["model_ctc_lm"] = {"words": [[w, t] for w, t in run.ctc_lm_words]}
   if run.peer_clip is not None:
     systems["pocketsphinx"] = {"answer": run.peer_clip}
   if run.peer_stream is not None:

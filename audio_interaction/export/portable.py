@@ -191,14 +191,20 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
   return model, params, ByteTokenizer(), note
 
 
+def bundle_config(bundle: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
+  """The config a bundle was saved with (default: the embedded one), without loading its
+  weights; the defaults for a directory with no bundle."""
+  path = (pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE) / CONFIG_FILE
+  if not path.exists():
+    return config_lib.base_config()
+  return config_lib.from_dict(json.loads(path.read_text()))
+
+
 def bundle_infer_config(bundle: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
   """The operating point (`config.infer`: policy, threshold, sampling, reply lengths) a
   bundle was saved with (default: the embedded one); the defaults for bundles saved
   before the block existed, or for a directory with no bundle."""
-  path = (pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE) / CONFIG_FILE
-  if not path.exists():
-    return config_lib.base_config().infer
-  return config_lib.from_dict(json.loads(path.read_text())).infer
+  return bundle_config(bundle).infer
 
 
 def write_bundle_infer(bundle: str | pathlib.Path, infer: ml_collections.ConfigDict

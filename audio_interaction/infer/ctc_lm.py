@@ -29,6 +29,7 @@ import numpy as np
 
 from audio_interaction import stream_format as sf
 from audio_interaction.data.tokenizer import Tokenizer
+from audio_interaction.infer.transcript import stable_emissions
 
 try:
   from flashlight.lib.text import decoder as _flashlight
@@ -39,6 +40,8 @@ except ImportError:  # pragma: no cover - a core dependency; the error says what
 _LOGMATH_TO_LN = float(np.log(1.0001))
 # What PocketSphinx gives a word it does not know (log base 1.0001).
 _UNKNOWN_WORD = -536870912
+# How a CTC head writes a word (`data.ctc_targets`, as `train/ctc_head.ctc_labels`).
+SPELLINGS = ("tokens", "characters")
 
 
 def _require_flashlight():
@@ -162,12 +165,16 @@ class CtcLmDecoder:
 
   The blank is `<pad>` (the streaming decoder's); outputs that are not word pieces
   (special tokens, ids past the tokenizer's vocabulary) are never chosen. Each word is
-  spelled as `tokenizer.encode(word)` spells it.
+  spelled as the head was taught to write (`spelling`, the bundle's `data.ctc_targets`):
+  "tokens" as `tokenizer.encode(word)`, "characters" as `tokenizer.spell([word])`.
   """
 
   def __init__(self, tokenizer: Tokenizer, vocab_size: int,
-               settings: BeamSettings | None = None, words: NGramWords | None = None):
+               settings: BeamSettings | None = None, words: NGramWords | None = None,
+               spelling: str = "tokens"):
     fl = _require_flashlight()
+    if spelling not in SPELLINGS:
+      raise ValueError(f"spelling {spelling!r}: choose from {SPELLINGS}")
     if vocab_size < tokenizer.vocab_size:
       raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's "
                        f"{tokenizer.vocab_size}")
@@ -182,9 +189,9 @@ class CtcLmDecoder:
     trie = fl.Trie(vocab_size, sf.PAD_ID)
     root = self._lm.start(False)
     for index, word in enumerate(self.words.words):
-      spelling = tokenizer.encode(word)
-      if spelling and not self._not_pieces[spelling].any():
-        trie.insert(spelling, index, self._lm.score(root, index)[1])
+      pieces = tokenizer.encode(word) if spelling == "tokens" else tokenizer.spell([word])[0]
+      if pieces and not self._not_pieces[pieces].any():
+        trie.insert(pieces, index, self._lm.score(root, index)[1])
     trie.smear(fl.SmearingMode.MAX)
     s = self.settings
     options = fl.LexiconDecoderOptions(
@@ -192,8 +199,9 @@ class CtcLmDecoder:
         beam_threshold=s.beam_threshold, lm_weight=s.lm_weight, word_score=s.word_score,
         unk_score=float("-inf"), sil_score=0.0, log_add=False,
         criterion_type=fl.CriterionType.CTC)
-    # The blank doubles as flashlight's "silence": word pieces carry their own boundary.
-    self._decoder = fl.LexiconDecoder(options, trie, self._lm, vocab_size - 1, sf.PAD_ID, -1, [],
+    # The blank doubles as flashlight's "silence" (what a hypothesis between words
+    # emits): the pieces carry their own word boundary, so there is no separator token.
+    self._decoder = fl.LexiconDecoder(options, trie, self._lm, sf.PAD_ID, sf.PAD_ID, -1, [],
                                       False)
 
   def _emissions(self, log_probs: np.ndarray) -> np.ndarray:
@@ -217,6 +225,20 @@ class CtcLmDecoder:
       return ""
     results = self._decoder.decode(emissions.ctypes.data, *emissions.shape)
     return self._text(results[0]) if results else ""
+
+  def timed_words(self, log_probs: np.ndarray, frames_per_chunk: int, chunk_seconds: float
+                  ) -> tuple[tuple[str, float], ...]:
+    """The words of a streaming search over log_probs [T, V], fed `frames_per_chunk`
+    frames at a time, each with its emission time (stream seconds): the end of the
+    chunk from which the partial hypotheses keep it (`transcript.stable_emissions`, as
+    the greedy transcript's words are timed); the final words are the search's end."""
+    stream = self.stream()
+    partials = [stream.step(log_probs[start:start + frames_per_chunk]).split()
+                for start in range(0, len(log_probs), frames_per_chunk)]
+    if not partials:
+      return ()
+    partials[-1] = stream.end().split()
+    return stable_emissions(partials, chunk_seconds)
 
   def stream(self) -> "CtcLmStream":
     """A chunk-by-chunk search (one at a time per decoder)."""

@@ -126,7 +126,8 @@ class AudioInteractionNetwork(nn.Module):
           TURN_END_CLASSES, kernel_init=layers.dense_init(("embed", "turn_end")),
           dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="turn_end_head")
 
-  def _ctc_logits(self, encoded: Array) -> Array:
+  def ctc_logits(self, encoded: Array) -> Array:
+    """encoded [B, F', D] -> the CTC head's logits [B, F', V] float32."""
     return self.ctc_head(encoded).astype(jnp.float32)
 
   def sound_event_logits(self, encoded: Array) -> Array | None:
@@ -162,12 +163,12 @@ class AudioInteractionNetwork(nn.Module):
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
     lm_logits, decision_logits, _ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
-    return (lm_logits, decision_logits, self._ctc_logits(encoded),
+    return (lm_logits, decision_logits, self.ctc_logits(encoded),
             self.sound_event_logits(encoded), self.turn_end_logits(encoded))
 
   def encode_step(self, mel: Array, state: EncoderState):
     slots, encoded, state = self.encoder(mel, state)
-    return (slots, self._ctc_logits(encoded), self.sound_event_logits(encoded),
+    return (slots, self.ctc_logits(encoded), self.sound_event_logits(encoded),
             self.turn_end_logits(encoded), state)
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,

@@ -1,11 +1,6 @@
-"""A trained model's frozen encoder over whole clips, for the heads fitted on their own,
-and the bundle written with a fitted head.
-
-`sound_head` fits the sound-event head on each chunk's mean frame, `ctc_head` the CTC head
-on every frame; both encode thousands of clips of every length through the same jitted
-function. The encoder is chunk-causal, so the full-sequence pass gives, chunk by chunk,
-what streaming would give (tested in tests/test_streaming.py).
-"""
+"""The heads fitted on their own over a frozen encoder (`model/clip_encoder.py` encodes
+their clips): a dense head's weights replaced or freshly added, and the bundle written
+with a fitted head."""
 
 from __future__ import annotations
 
@@ -15,55 +10,12 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
-
-
-class ClipEncoder:
-  """audio float32 [n] (16 kHz) -> the encoder's frames [ceil(n / chunk) * F_c, D]
-  (F_c encoder frames per chunk), or with `chunk_means` each chunk's mean frame
-  [ceil(n / chunk), D] (what the sound-event head reads)."""
-
-  def __init__(self, model: AudioInteractionModel, params: Params, *, chunk_means: bool):
-    self.chunk_samples = model.config.chunk_samples
-    self.frames_per_chunk = 1 if chunk_means else model.config.encoder_frames_per_chunk
-
-    def encode(net, mel):
-      encoded = net.encoder(mel, None)[1]
-      return net.sound_event_features(encoded) if chunk_means else encoded
-
-    self._encode = jax.jit(
-        lambda p, audio: model.network.apply(p, model.features(audio), method=encode))
-    self._params = params
-
-  def __call__(self, audio: np.ndarray) -> np.ndarray:
-    chunks = max(1, -(-audio.size // self.chunk_samples))
-    # Padded to a power of two of chunks, so a few shapes compile; padding comes after
-    # the clip, and the encoder is causal, so it changes none of the clip's chunks.
-    padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
-                      np.float32)
-    padded[0, :audio.size] = audio
-    out = np.asarray(self._encode(self._params, jnp.asarray(padded)))[0]
-    return out[:chunks * self.frames_per_chunk]
-
-
-class ChunkEncoder(ClipEncoder):
-  """The sound-event head's inputs: audio [n] -> [chunks, D] mean frames."""
-
-  def __init__(self, model: AudioInteractionModel, params: Params):
-    super().__init__(model, params, chunk_means=True)
-
-
-class FrameEncoder(ClipEncoder):
-  """The CTC head's inputs: audio [n] -> [chunks * F_c, D] encoder frames."""
-
-  def __init__(self, model: AudioInteractionModel, params: Params):
-    super().__init__(model, params, chunk_means=False)
 
 
 def with_dense_head(params: Params, head: str, kernel: np.ndarray, bias: np.ndarray) -> Params:

@@ -44,8 +44,8 @@ from audio_interaction.eval import metrics
 from audio_interaction.export import portable
 from audio_interaction.infer import transcript
 from audio_interaction.model.model import AudioInteractionModel, Params
-from audio_interaction.train.clip_encoding import (ClipEncoder, FrameEncoder,
-                                                  save_fitted_bundle, with_dense_head)
+from audio_interaction.model.clip_encoder import ClipEncoder, FrameEncoder
+from audio_interaction.train.clip_encoding import save_fitted_bundle, with_dense_head
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +456,8 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "monitor_manifest": str(monitor_manifest) if monitor_manifest else None,
              "best_step": fit.best_step,
              "history": fit.history}
+  # The bundle says how its head now spells (what the eval's LM beam search reads).
+  config.data.ctc_targets = targets
   save_fitted_bundle(bundle, out, with_ctc_head(params, fit.kernel, fit.bias), tokenizer,
                      config, "ctc_head_fit", summary)
   return summary

@@ -43,8 +43,9 @@ from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
-from audio_interaction.train.clip_encoding import (ChunkEncoder, ClipEncoder, added_dense_head,
-                                                  save_fitted_bundle, with_dense_head)
+from audio_interaction.model.clip_encoder import ChunkEncoder, ClipEncoder
+from audio_interaction.train.clip_encoding import (added_dense_head, save_fitted_bundle,
+                                                  with_dense_head)
 from audio_interaction.stream_format import NO_SOUND_EVENT
 
 # A chunk holds a clip's sound when its loudest frame is within this of the clip's peak

@@ -42,8 +42,9 @@ from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.export import portable
 from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
 from audio_interaction.train import ctc_head, sound_head
-from audio_interaction.train.clip_encoding import (ChunkEncoder, added_dense_head, save_fitted_bundle,
-                                                   with_dense_head)
+from audio_interaction.model.clip_encoder import ChunkEncoder
+from audio_interaction.train.clip_encoding import (added_dense_head, save_fitted_bundle,
+                                                  with_dense_head)
 
 TURN_GOES_ON = 1 - TURN_ENDED
 CLASS_NAMES = tuple("ended" if k == TURN_ENDED else "goes on" for k in range(2))
