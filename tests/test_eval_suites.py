@@ -232,8 +232,8 @@ def test_cli_eval_ctc_lm_flag(tiny, tmp_path, capsys):
   path, _ = _write_manifest(tmp_path)
   out = tmp_path / "report"
   assert cli.main(["eval", "--checkpoint", str(bundle), "--suites", "B2", "--manifest",
-                   str(path), "--out", str(out), "--resamples", "20", "--ctc-lm",
-                   "--ctc-lm-weight", "0.3"]) == 0
+                   str(path), "--out", str(out), "--resamples", "20", "--vad", "energy",
+                   "--ctc-lm", "--ctc-lm-weight", "0.3"]) == 0
   printed = capsys.readouterr().out
   assert "--ctc-lm-weight 0.3 --ctc-lm" in printed and "LM beam search" in printed
   results = json.loads((out / "results.json").read_text())

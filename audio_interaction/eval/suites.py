@@ -609,10 +609,10 @@ class Runner:
     if self._ctc_lm is None:  # builds the lexicon only when asked for
       model = self.engine.model
       settings = BeamSettings(lm_weight=self.config.ctc_lm_weight,
-                                     word_score=self.config.ctc_lm_word_score)
+                              word_score=self.config.ctc_lm_word_score)
       self._ctc_lm = (ClipEncoder(model, dequantize_params(self.params), output="ctc_logits"),
                       CtcLmDecoder(self.tokenizer, model.config.decoder.vocab_size,
-                                          settings, spelling=self.config.ctc_lm_spelling))
+                                   settings, spelling=self.config.ctc_lm_spelling))
     encode, decoder = self._ctc_lm
     logits = encode(np.asarray(audio, np.float32))
     log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
