@@ -362,6 +362,26 @@ def _flag_tokens(name: str, value) -> list[str]:
   return [flag, str(value)]
 
 
+def _transcribe(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.apps import transcribe
+  from audio_interaction.infer import ctc_lm
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: transcribe takes no config (the bundle "
+                     "brings its own)")
+  lm = (ctc_lm.BeamSettings(lm_weight=args.lm_weight, word_score=args.word_score)
+        if args.lm else None)
+  results = transcribe.transcribe_files(args.paths, args.checkpoint, lm)
+  for result in results:
+    print(f"{result['file']} ({result['seconds']:.1f} s): {result['text']}")
+    if args.words:
+      for word, time in result["words"]:
+        print(f"  {time:7.2f} s  {word}")
+  if args.json:
+    pathlib.Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results))
+  return 0
+
+
 def _proactive_bench(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import proactive_bench
   from audio_interaction.eval.proactive_bench import format_stats
@@ -841,6 +861,23 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--resamples", type=int, default=1000,
                      help="bootstrap resamples behind each 95%% interval")
   tuner.set_defaults(run=_tune)
+
+  transcriber = verbs.add_parser(
+      "transcribe", help="what the model's CTC head hears in audio files (greedy, or --lm)")
+  transcriber.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
+  transcriber.add_argument("--checkpoint", default=None,
+                           help="model bundle directory (default: the embedded tiny model)")
+  transcriber.add_argument("--lm", action="store_true",
+                           help="beam search with an English word LM (infer/ctc_lm.py)")
+  transcriber.add_argument("--lm-weight", type=float, default=0.5,
+                           help="--lm: weight of the LM's log-probability")
+  transcriber.add_argument("--word-score", type=float, default=1.0,
+                           help="--lm: score added per word")
+  transcriber.add_argument("--words", action="store_true",
+                           help="also each word with its time (s, end of its chunk)")
+  transcriber.add_argument("--json", default=None, metavar="OUT",
+                           help="write one JSON line per file: text, words with times")
+  transcriber.set_defaults(run=_transcribe)
 
   bench = verbs.add_parser("proactive-bench",
                            help="the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip")
