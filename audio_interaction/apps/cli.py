@@ -369,7 +369,7 @@ def _transcribe(args: argparse.Namespace, overrides: list[str]) -> int:
   if overrides:
     raise UsageError(f"{overrides[0].split('=')[0]}: transcribe takes no config (the bundle "
                      "brings its own)")
-  lm = (ctc_lm.BeamSettings(lm_weight=args.lm_weight, word_score=args.word_score)
+  lm = (ctc_lm.BeamSettings(lm_weight=args.lm_weight, word_score=args.lm_word_score)
         if args.lm else None)
   results = transcribe.transcribe_files(args.paths, args.checkpoint, lm)
   for result in results:
@@ -652,6 +652,17 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message} (--help for usage)\n")
 
 
+def _lm_search_flags(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+  """`flag` (turns the CTC head's LM beam search on), `flag`-weight and
+  `flag`-word-score (its `infer.ctc_lm.BeamSettings`)."""
+  from audio_interaction.infer.ctc_lm import BeamSettings
+  parser.add_argument(flag, action="store_true", help=help_text)
+  parser.add_argument(f"{flag}-weight", type=float, default=BeamSettings.lm_weight,
+                      help=f"{flag}: weight of the LM's log-probability")
+  parser.add_argument(f"{flag}-word-score", type=float, default=BeamSettings.word_score,
+                      help=f"{flag}: score added per word")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="audio-interaction", description=__doc__,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -802,13 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-alert-once-per-sound", action="store_true",
                         help="one alert per sound of any alerting class, not one per class "
                              "(default: the model's infer.sound_alert_once_per_sound)")
-  evaluate.add_argument("--ctc-lm", action="store_true",
-                        help="B2: also the CTC head's transcript by beam search with an "
-                             "English word LM (infer/ctc_lm.py)")
-  evaluate.add_argument("--ctc-lm-weight", type=float, default=0.5,
-                        help="--ctc-lm: weight of the LM's log-probability")
-  evaluate.add_argument("--ctc-lm-word-score", type=float, default=1.0,
-                        help="--ctc-lm: score added per word")
+  _lm_search_flags(evaluate, "--ctc-lm", "B2: also the CTC head's transcript by beam search "
+                                        "with an English word LM (infer/ctc_lm.py)")
   evaluate.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8",
                         help="decision thresholds swept for B5/B6 (each one a run)")
   evaluate.set_defaults(run=_eval)
@@ -867,12 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
   transcriber.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
   transcriber.add_argument("--checkpoint", default=None,
                            help="model bundle directory (default: the embedded tiny model)")
-  transcriber.add_argument("--lm", action="store_true",
-                           help="beam search with an English word LM (infer/ctc_lm.py)")
-  transcriber.add_argument("--lm-weight", type=float, default=0.5,
-                           help="--lm: weight of the LM's log-probability")
-  transcriber.add_argument("--word-score", type=float, default=1.0,
-                           help="--lm: score added per word")
+  _lm_search_flags(transcriber, "--lm", "beam search with an English word LM (infer/ctc_lm.py)")
   transcriber.add_argument("--words", action="store_true",
                            help="also each word with its time (s, end of its chunk)")
   transcriber.add_argument("--json", default=None, metavar="OUT",
