@@ -76,6 +76,10 @@ def test_streaming_ends_with_the_whole_clip_words(tokenizer):
   assert whole == "turn on the kitchen light"
   stream = decoder.stream()
   partials = [stream.step(log_probs[i:i + 4]) for i in range(0, len(log_probs), 4)]
+  with pytest.raises(RuntimeError, match="still open"):  # one search at a time
+    decoder.stream()
+  with pytest.raises(RuntimeError, match="still open"):
+    decoder.decode(log_probs)
   assert stream.end() == whole
   assert partials[0] == "" or whole.startswith(partials[0].split()[0])
   assert len(partials[-1].split()) >= 3  # the words heard so far, as the chunks came
@@ -93,6 +97,9 @@ def test_bad_input_is_named(tokenizer):
   broken[1, 40] = np.nan
   with pytest.raises(ValueError, match="NaN"):
     decoder.decode(broken)
+  with pytest.raises(ValueError, match="NaN"):
+    decoder.timed_words(broken, 2, 0.16)
+  assert decoder.decode(spoken(tokenizer, ["turn"])) == "turn"  # still usable
   with pytest.raises(ValueError, match="smaller than the tokenizer"):
     ctc_lm.CtcLmDecoder(tokenizer, 100)
   with pytest.raises(ValueError, match="beam_size"):

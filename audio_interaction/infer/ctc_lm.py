@@ -203,6 +203,13 @@ class CtcLmDecoder:
     # emits): the pieces carry their own word boundary, so there is no separator token.
     self._decoder = fl.LexiconDecoder(options, trie, self._lm, sf.PAD_ID, sf.PAD_ID, -1, [],
                                       False)
+    # The search keeps its hypotheses inside: one stream (or decode) at a time.
+    self._open_stream: CtcLmStream | None = None
+
+  def _check_free(self) -> None:
+    if self._open_stream is not None:
+      raise RuntimeError("a stream of this decoder is still open: end() it first (the "
+                         "search keeps one stream's hypotheses)")
 
   def _emissions(self, log_probs: np.ndarray) -> np.ndarray:
     log_probs = np.asarray(log_probs, np.float32)
@@ -220,6 +227,7 @@ class CtcLmDecoder:
   def decode(self, log_probs: np.ndarray) -> str:
     """log_probs [T, V] (log-softmax of the CTC head's logits) -> the best word
     sequence, words joined by spaces ("" for no frames)."""
+    self._check_free()
     emissions = self._emissions(log_probs)
     if not len(emissions):
       return ""
@@ -233,16 +241,21 @@ class CtcLmDecoder:
     chunk from which the partial hypotheses keep it (`transcript.stable_emissions`, as
     the greedy transcript's words are timed); the final words are the search's end."""
     stream = self.stream()
-    partials = [stream.step(log_probs[start:start + frames_per_chunk]).split()
-                for start in range(0, len(log_probs), frames_per_chunk)]
+    try:
+      partials = [stream.step(log_probs[start:start + frames_per_chunk]).split()
+                  for start in range(0, len(log_probs), frames_per_chunk)]
+    finally:  # bad input ends the search too, so the decoder stays usable
+      final = stream.end().split()
     if not partials:
       return ()
-    partials[-1] = stream.end().split()
+    partials[-1] = final
     return stable_emissions(partials, chunk_seconds)
 
   def stream(self) -> "CtcLmStream":
-    """A chunk-by-chunk search (one at a time per decoder)."""
-    return CtcLmStream(self)
+    """A chunk-by-chunk search (one open at a time per decoder)."""
+    self._check_free()
+    self._open_stream = CtcLmStream(self)
+    return self._open_stream
 
 
 class CtcLmStream:
@@ -271,6 +284,7 @@ class CtcLmStream:
   def end(self) -> str:
     """Ends the search (the LM's sentence end scored) -> the final words."""
     self._ended = True
+    self._owner._open_stream = None
     if not self.frames:
       return ""
     self._decoder.decode_end()
