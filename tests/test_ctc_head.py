@@ -17,6 +17,7 @@ from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import ctc_head
+from audio_interaction.model import clip_encoder
 from audio_interaction.model.clip_encoder import ClipEncoder, FrameEncoder
 import model_testing
 
@@ -174,6 +175,20 @@ def test_frames_are_what_the_ctc_head_reads_in_the_model(tmp_path):
   # The head's own logits over the clip, as the eval's LM beam search reads them.
   np.testing.assert_allclose(ClipEncoder(model, params, output="ctc_logits")(audio),
                              full.ctc_logits[0], atol=2e-4, rtol=0)
+
+
+def test_a_long_clip_is_encoded_chunk_by_chunk_to_the_same_frames(tmp_path, monkeypatch):
+  model, params, _ = _model(tmp_path)
+  cfg = model.config
+  audio = (0.1 * np.random.default_rng(1).normal(size=5 * cfg.chunk_samples - 300)
+           ).astype(np.float32)
+  whole = {o: clip_encoder.ClipEncoder(model, params, output=o)(audio)
+           for o in clip_encoder.OUTPUTS}
+  monkeypatch.setattr(clip_encoder, "MAX_FULL_PASS_CHUNKS", 2)  # 5 chunks: streamed
+  for output, expected in whole.items():
+    streamed = clip_encoder.ClipEncoder(model, params, output=output)(audio)
+    assert streamed.shape == expected.shape
+    np.testing.assert_allclose(streamed, expected, atol=2e-4, rtol=0)
 
 
 def test_labelled_drops_clips_whose_labels_cannot_fit():

@@ -13,10 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audio_interaction.model.encoder import init_encoder_state
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 # What a ClipEncoder returns per clip.
 OUTPUTS = ("frames", "chunk_means", "ctc_logits")
+# Longer clips are encoded chunk by chunk with the streaming state (a scan): the full
+# pass's attention over all frames at once would need memory quadratic in the length
+# (a 3-minute file asked for 26 GB).
+MAX_FULL_PASS_CHUNKS = 256
 
 
 class ClipEncoder:
@@ -31,18 +36,38 @@ class ClipEncoder:
     self.chunk_samples = model.config.chunk_samples
     self.frames_per_chunk = 1 if output == "chunk_means" else model.config.encoder_frames_per_chunk
 
-    def encode(net, mel):
-      encoded = net.encoder(mel, None)[1]
+    def read(net, encoded):
       if output == "chunk_means":
         return net.sound_event_features(encoded)
       return net.ctc_logits(encoded) if output == "ctc_logits" else encoded
 
+    def encode(net, mel, state=None):
+      _, encoded, state = net.encoder(mel, state)
+      return read(net, encoded), state
+
     self._encode = jax.jit(
-        lambda p, audio: model.network.apply(p, model.features(audio), method=encode))
+        lambda p, audio: model.network.apply(p, model.features(audio), method=encode)[0])
+
+    def stream(p, chunks):  # chunks [C, 1, chunk_samples]: one streaming step each
+      def step(carry, chunk):
+        mel_state, encoder_state = carry
+        mel_state, mel = model.streaming_frontend.step(mel_state, chunk)
+        out, encoder_state = model.network.apply(p, mel, encoder_state, method=encode)
+        return (mel_state, encoder_state), out[0]
+      start = (model.streaming_frontend.init_state(1, jnp.float32),
+               init_encoder_state(model.config, 1, model.config.compute_dtype))
+      return jax.lax.scan(step, start, chunks)[1]
+
+    self._stream = jax.jit(stream)
     self._params = params
 
   def __call__(self, audio: np.ndarray) -> np.ndarray:
     chunks = max(1, -(-audio.size // self.chunk_samples))
+    if chunks > MAX_FULL_PASS_CHUNKS:
+      padded = np.zeros(chunks * self.chunk_samples, np.float32)
+      padded[:audio.size] = audio
+      out = self._stream(self._params, jnp.asarray(padded.reshape(chunks, 1, -1)))
+      return np.asarray(out).reshape(chunks * self.frames_per_chunk, -1)
     # Padded to a power of two of chunks, so a few shapes compile; padding comes after
     # the clip, and the encoder is causal, so it changes none of the clip's chunks.
     padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
