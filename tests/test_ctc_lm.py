@@ -65,6 +65,9 @@ def test_writes_lexicon_words_only_and_never_a_non_piece_output(tokenizer):
   log_probs = emissions(tokenizer, frames)
   # An output past the tokenizer and a special token, each the frame's likeliest.
   log_probs[1, 470] = log_probs[3, sf.EOR_ID] = 0.0
+  # Outputs that are no word piece, likelier than "on" in its frame and more of them
+  # than the search tries per frame (beam_size_token): they must not crowd "on" out.
+  log_probs[2, 460:460 + 20] = 0.0
   decoder = ctc_lm.CtcLmDecoder(tokenizer, VOCAB)
   assert decoder.decode(log_probs) == "turn on"
 

@@ -65,8 +65,7 @@ def transcribe_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLi
     if decoder is None:
       words = greedy_timed_words(logits, frames, seconds, tokenizer.decode)
     else:
-      log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-      words = decoder.timed_words(log_probs, frames, seconds)
+      words = decoder.timed_words(logits, frames, seconds)
     out.append({"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3),
                 "text": " ".join(w for w, _ in words),
                 "words": [[w, round(t, 3)] for w, t in words]})

@@ -615,8 +615,7 @@ class Runner:
                                    settings, spelling=self.config.ctc_lm_spelling))
     encode, decoder = self._ctc_lm
     logits = encode(np.asarray(audio, np.float32))
-    log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-    return decoder.timed_words(log_probs, self.engine.model.config.encoder_frames_per_chunk,
+    return decoder.timed_words(logits, self.engine.model.config.encoder_frames_per_chunk,
                                self.chunk_seconds)
 
   def run(self, case: Case) -> CaseRun:

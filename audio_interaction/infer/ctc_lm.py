@@ -218,6 +218,8 @@ class CtcLmDecoder:
                        f"{log_probs.shape}")
     if not np.isfinite(log_probs[:, ~self._not_pieces]).all():
       raise ValueError("CTC log-probabilities hold NaN or infinite values")
+    # Logits need no log-softmax: every path emits one output per frame, so a frame's
+    # normalizer adds the same to every hypothesis and ranks nothing differently.
     out = np.where(self._not_pieces, np.float32(-1e9), log_probs)
     return np.ascontiguousarray(out, np.float32)
 
@@ -225,7 +227,7 @@ class CtcLmDecoder:
     return " ".join(self.words.words[i] for i in result.words if i >= 0)
 
   def decode(self, log_probs: np.ndarray) -> str:
-    """log_probs [T, V] (log-softmax of the CTC head's logits) -> the best word
+    """log_probs [T, V] (the CTC head's logits or their log-softmax) -> the best word
     sequence, words joined by spaces ("" for no frames)."""
     self._check_free()
     emissions = self._emissions(log_probs)
