@@ -18,7 +18,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pathlib
 import platform
@@ -59,9 +58,7 @@ def head_log_probs(bundle: str, manifest: str, cache: str | None, spelling: str 
   spells: `data.ctc_targets`) of the bundle's CTC head."""
   config, params, tokenizer = portable.load_bundle(bundle)
   model = AudioInteractionModel(config)
-  params_file = pathlib.Path(bundle) / "params.msgpack"
-  key = json.dumps({"params": hashlib.sha256(params_file.read_bytes()).hexdigest()
-                    if params_file.is_file() else str(bundle), "manifest": manifest})
+  key = json.dumps({"params": ctc_head.bundle_weights_id(bundle), "manifest": manifest})
   clips = ctc_head.TranscribedFrames.load(cache, key) if cache else None
   if clips is None:
     clips = ctc_head.manifest_frames(FrameEncoder(model, params),

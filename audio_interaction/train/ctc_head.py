@@ -369,6 +369,15 @@ def with_ctc_head(params: Params, kernel: np.ndarray, bias: np.ndarray) -> Param
   return with_dense_head(params, "ctc_head", kernel, bias)
 
 
+def bundle_weights_id(bundle: str | os.PathLike) -> str:
+  """What names a bundle's weights in a features cache's key: the SHA-256 of its
+  params.msgpack (its folder name when it has none)."""
+  params_file = pathlib.Path(bundle) / "params.msgpack"
+  if not params_file.is_file():
+    return pathlib.Path(bundle).name
+  return hashlib.sha256(params_file.read_bytes()).hexdigest()
+
+
 def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                         train_audio_root: str, sources: Sequence[str] = ("amazon-queen-en",),
                         held_out_share: float = 0.05, copies: int = 1,
@@ -412,9 +421,7 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     lines = [lines[i] for i in sorted(keep)]
   train_lines, held_lines = split_voices(lines, held_out_share, seed)
   encode = FrameEncoder(model, params)
-  params_file = pathlib.Path(bundle) / "params.msgpack"
-  made_by = {"params": hashlib.sha256(params_file.read_bytes()).hexdigest()
-             if params_file.is_file() else pathlib.Path(bundle).name,
+  made_by = {"params": bundle_weights_id(bundle),
              "sources": list(sources), "max_lines": max_lines, "seed": seed,
              "held_out_share": held_out_share}
 
