@@ -45,9 +45,9 @@ setuptools.setup(
         "pyroomacoustics>=0.8",
     ],
     package_data={"audio_interaction.corpus": ["facts.json", "hedgewars_en.jsonl", "amazon_queen_en.jsonl"],
-                  # The embedded default model bundle.
-                  "audio_interaction": ["assets/tiny/*.json", "assets/tiny/*.msgpack",
-                                        "assets/tiny/tokenizer/*",
+                  # The shipped model bundles: the default tiny one and the real-audio one.
+                  "audio_interaction": ["assets/*/*.json", "assets/*/*.msgpack",
+                                        "assets/*/tokenizer/*",
                                         # The page `audio-interaction serve` serves.
                                         "apps/static/*"]},
     extras_require={

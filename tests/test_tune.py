@@ -229,10 +229,17 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   assert f"chosen: {chosen['name']}" in printed.out and "Reproduce: audio-interaction tune" in (
       printed.out)
 
-  # The bundle: only config.json's infer block changed, and it loads with it.
+  # The bundle: only config.json's infer block changed, and it loads with it; its
+  # metadata says where the operating point was chosen.
   after = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
-  assert after.keys() == before.keys()
-  assert {k for k in after if after[k] != before[k]} == {portable.pathlib.Path("config.json")}
+  metadata = portable.pathlib.Path(portable.METADATA_FILE)
+  assert after.keys() == before.keys() | {metadata}
+  assert {k for k in before if after[k] != before[k]} == {portable.pathlib.Path("config.json")}
+  recorded = json.loads(after[metadata])["operating_point"]
+  assert recorded == {"chosen": chosen["name"], "manifests": result["manifests"],
+                      "split_seed": 0, "command": recorded["command"]}
+  assert [str(streams), str(events)] == [m.split(" ")[0] for m in recorded["manifests"]]
+  assert recorded["command"].startswith("audio-interaction tune --checkpoint")
   block = re.compile(r'\n "infer": \{.*?\n \},', re.S)
   old, new = (before[portable.pathlib.Path("config.json")].decode(),
               after[portable.pathlib.Path("config.json")].decode())

@@ -39,6 +39,8 @@ from audio_interaction import config_lib
 from audio_interaction.apps import cpu_host
 
 DEFAULT_CONFIG = str(config_lib.experiments_dir() / "tiny.py")
+BUNDLE_HELP = ("a model bundle directory, or a shipped model by name: 'embedded' (the tiny "
+               "model, the default) or 'real-audio'")
 # The fields of `config.infer` a `--config.infer.NAME=value` may set on demo and listen.
 INFER_PREFIX = "--config.infer."
 
@@ -455,7 +457,7 @@ def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParse
   """A verb that fits one head of a bundle over its frozen encoder: its common flags."""
   parser = verbs.add_parser(name, help=help_text)
   parser.add_argument("--bundle", required=True,
-                      help="a model bundle, or 'embedded' for the shipped model")
+                      help=BUNDLE_HELP)
   parser.add_argument("--out", required=True, help="the new bundle's directory")
   parser.add_argument("--train-audio", default=None,
                       help="fetch-train-audio's folder (default: "
@@ -497,7 +499,7 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
     if value < 1:
       raise UsageError(f"{name} {value}: must be >= 1")
   from audio_interaction.export import portable
-  bundle = portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle
+  bundle = portable.resolve_bundle(args.bundle)
   try:
     summary = sound_head.fit_bundle_head(
         bundle, args.out, train_audio_root=root, corpus_dir=args.corpus,
@@ -535,7 +537,7 @@ def _recorded_lines_fit(args: argparse.Namespace, overrides: list[str], verb: st
       raise UsageError(f"{name} {value}: must be >= 1")
   if not 0.0 <= args.held_out_share < 1.0:
     raise UsageError(f"--held-out-share {args.held_out_share}: must be in [0, 1)")
-  return root, sources, (portable.EMBEDDED_BUNDLE if args.bundle == "embedded" else args.bundle)
+  return root, sources, portable.resolve_bundle(args.bundle)
 
 
 def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -680,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="P(SPEAK) to start speaking (default: the bundle's infer.threshold)")
   demo.add_argument("--seed", type=int, default=0)
   demo.add_argument("--bundle", default=None,
-                    help="model bundle directory (default: the embedded tiny model)")
+                    help=BUNDLE_HELP)
   demo.add_argument("--subtask", default="demo_tour",
                     help="which sub-task builds the example stream: demo_tour (a question "
                     "with a pause, an alarm, a barge-in) or one of the 28")
@@ -692,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
   where.add_argument("--mic", action="store_true", help="the microphone (sounddevice)")
   where.add_argument("--stdin", action="store_true", help="raw mono PCM on standard input")
   listen.add_argument("--checkpoint", default=None,
-                      help="model bundle directory (default: the embedded tiny model)")
+                      help=BUNDLE_HELP)
   listen.add_argument("--instruction", default=None, help="what the model is told to do")
   listen.add_argument("--threshold", type=_probability, default=None,
                       help="P(SPEAK) to start speaking (default: the bundle's infer.threshold; "
@@ -764,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   held = verbs.add_parser("heldout", help="free-running check on held-out generated streams")
   add_config(held)
-  held.add_argument("--bundle", default=None, help="model bundle (default: the embedded one)")
+  held.add_argument("--bundle", default=None, help=BUNDLE_HELP)
   held.add_argument("--streams", type=int, default=2, help="streams per online sub-task")
   held.add_argument("--threshold", type=float, default=None,
                     help="P(SPEAK) to speak (default: the bundle's infer.threshold)")
@@ -774,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate = verbs.add_parser("eval", help="benchmark suites B1-B8 with baselines; writes a report")
   add_config(evaluate)
   evaluate.add_argument("--checkpoint", default=None,
-                        help="model bundle or training workdir (default: the embedded model)")
+                        help=BUNDLE_HELP + "; or a training workdir")
   evaluate.add_argument("--suites", default="all", help="all, or a comma list like B1,B5")
   evaluate.add_argument("--manifest", default=None,
                         help="JSONL manifest of recordings (default: held-out generated streams)")
@@ -822,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
   tuner = verbs.add_parser(
       "tune", help="choose the operating point (policy, threshold, silences) on dev manifests")
   tuner.add_argument("--checkpoint", default=None,
-                     help="model bundle directory (default: the embedded tiny model)")
+                     help=BUNDLE_HELP)
   tuner.add_argument("--manifest", action="append", required=True,
                      help="JSONL manifest (repeatable): turn-taking streams (B5) and/or alert "
                           "events (B6)")
@@ -872,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
       "transcribe", help="what the model's CTC head hears in audio files (greedy, or --lm)")
   transcriber.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
   transcriber.add_argument("--checkpoint", default=None,
-                           help="model bundle directory (default: the embedded tiny model)")
+                           help=BUNDLE_HELP)
   _lm_search_flags(transcriber, "--lm", "beam search with an English word LM (infer/ctc_lm.py)")
   transcriber.add_argument("--words", action="store_true",
                            help="also each word with its time (s, end of its chunk)")
@@ -889,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
   bench.add_argument("--out", required=True, help="writes predictions.jsonl and stats.json here")
   bench.add_argument("--answers", default=None,
                      help="optional JSONL of standard_answers per id (kept beside predictions)")
-  bench.add_argument("--checkpoint", default=None, help="model bundle (default: the embedded one)")
+  bench.add_argument("--checkpoint", default=None, help=BUNDLE_HELP)
   bench.add_argument("--overwrite", action="store_true", help="replace predictions in --out")
   bench.set_defaults(run=_proactive_bench)
 
@@ -1034,7 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="token clients must send (generated and printed when --host "
                           "exposes the server and none is given)")
   serve.add_argument("--checkpoint", default=None,
-                     help="model bundle directory (default: the embedded tiny model)")
+                     help=BUNDLE_HELP)
   serve.add_argument("--threshold", type=_probability, default=None,
                      help="default P(SPEAK) threshold (clients may set their own in [0, 1])")
   serve.add_argument("--slots", type=int, default=8,

@@ -25,8 +25,8 @@ def load_checkpoint(checkpoint: str | None, config=None):
   checkpoint, exported to a temporary bundle; needs `config`), or the embedded model."""
   if checkpoint is None:
     return portable.load_model(None)
-  path = pathlib.Path(checkpoint)
-  if (path / portable.PARAMS_FILE).exists():
+  path = portable.resolve_bundle(checkpoint)
+  if portable.bundle_params_file(path) is not None:
     return portable.load_model(None, path)
   if (path / "checkpoints").is_dir():
     if config is None:

@@ -11,7 +11,6 @@ the end of the chunk from which the transcript keeps it.
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,8 +50,7 @@ def transcribe_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLi
     lm: beam-search settings for the English word LM; None: greedy.
   """
   clips = [(str(path), audio_io.load_audio(path)) for path in paths]
-  config, params, tokenizer = portable.load_bundle(
-      pathlib.Path(bundle) if bundle is not None else portable.EMBEDDED_BUNDLE)
+  config, params, tokenizer = portable.load_bundle(portable.resolve_bundle(bundle))
   model = AudioInteractionModel(config)
   encode = ClipEncoder(model, params, output="ctc_logits")
   frames, seconds = model.config.encoder_frames_per_chunk, model.config.chunk_seconds

@@ -80,7 +80,7 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
   """
   began = time.perf_counter()
   check_out_dir(out_dir, overwrite, TUNE_FILES)
-  bundle = pathlib.Path(checkpoint) if checkpoint else portable.EMBEDDED_BUNDLE
+  bundle = portable.resolve_bundle(checkpoint or None)
   if not (bundle / portable.PARAMS_FILE).exists():
     raise FileNotFoundError(f"{bundle} is not a model bundle ({portable.PARAMS_FILE} is missing);"
                             " tune reads and writes bundles (export a workdir first)")
@@ -100,5 +100,8 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
   if write_bundle:
     written = portable.write_bundle_infer(
         bundle, ml_collections.ConfigDict(result["chosen"]["infer"]))
+    portable.record_in_metadata(bundle, "operating_point", {
+        "chosen": result["chosen"]["name"], "manifests": result["manifests"],
+        "split_seed": seed, "command": command})
   return {"result": suites.json_safe(result), "paths": paths, "bundle": bundle,
           "written": written, "seconds": time.perf_counter() - began}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import flax.serialization
 import jax
@@ -29,6 +30,8 @@ SAFETENSORS_FILE = "model.safetensors"
 # Bundle formats: where its params live.
 PARAMS_FILES = {"msgpack": PARAMS_FILE, "safetensors": SAFETENSORS_FILE}
 CONFIG_FILE = "config.json"
+# What made the bundle: training step, fitted heads, where its operating point was chosen.
+METADATA_FILE = "metadata.json"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -59,7 +62,7 @@ def save_bundle(directory: str | pathlib.Path, params: Params, tokenizer: Tokeni
                          config.to_json_best_effort(sort_keys=True, indent=1))
   tokenizer.save(directory / TOKENIZER_DIR)
   if metadata is not None:
-    atomic_file.write_text(directory / "metadata.json",
+    atomic_file.write_text(directory / METADATA_FILE,
                            json.dumps(metadata, indent=1, sort_keys=True))
   return directory
 
@@ -81,7 +84,7 @@ def load_bundle(directory: str | pathlib.Path
       "params.msgpack: truncated or not a msgpack file", "config.json: model.decoder.
       window=0: must be ...", the first parameter whose shape differs, ...).
   """
-  directory = pathlib.Path(directory)
+  directory = resolve_bundle(directory)
   params_file = bundle_params_file(directory)
   for name in (params_file.name if params_file else PARAMS_FILE, CONFIG_FILE, TOKENIZER_DIR):
     if not (directory / name).exists():
@@ -124,7 +127,7 @@ def bundle_params_file(directory: str | pathlib.Path) -> pathlib.Path | None:
   Raises:
     BundleError: the directory holds both formats (which one is meant?).
   """
-  directory = pathlib.Path(directory)
+  directory = resolve_bundle(directory)
   found = [directory / name for name in PARAMS_FILES.values() if (directory / name).is_file()]
   if len(found) > 1:
     raise BundleError(f"bundle {directory}: holds both {PARAMS_FILE} and {SAFETENSORS_FILE}; "
@@ -157,8 +160,28 @@ def _load_tokenizer(directory: pathlib.Path) -> Tokenizer:
     raise BundleError(f"bundle {directory}: {meta.as_posix()}: {detail}") from None
 
 
+_ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets"
 # The embedded default model: trained by the command in the README, shipped in the repo.
-EMBEDDED_BUNDLE = pathlib.Path(__file__).resolve().parent.parent / "assets" / "tiny"
+EMBEDDED_BUNDLE = _ASSETS / "tiny"
+# The model for real recordings, also shipped (README, "The real-audio model"): Whisper
+# tiny.en's encoder, every task's decoder, fitted turn-end and sound-event heads, and the
+# operating point chosen on the real DEV set.
+REAL_AUDIO_BUNDLE = _ASSETS / "real_audio"
+# Names a user may give wherever a bundle directory is asked for.
+SHIPPED_BUNDLES = {"embedded": EMBEDDED_BUNDLE, "real-audio": REAL_AUDIO_BUNDLE}
+
+
+def resolve_bundle(bundle: str | pathlib.Path | None) -> pathlib.Path:
+  """The directory of a bundle given by path or by a shipped model's name.
+
+  None is the embedded model; "embedded" and "real-audio" are the shipped ones
+  (`SHIPPED_BUNDLES`: a directory of that name is reached as "./real-audio").
+  """
+  if bundle is None:
+    return EMBEDDED_BUNDLE
+  if isinstance(bundle, str) and bundle in SHIPPED_BUNDLES:
+    return SHIPPED_BUNDLES[bundle]
+  return pathlib.Path(bundle)
 
 
 def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.Path | None = None,
@@ -170,7 +193,7 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
   "int8"` (the bundle's) the dense kernels come quantized (`infer.engine.quantize_params`),
   for the engine, which dequantizes them inside its jitted steps.
   """
-  bundle = pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE
+  bundle = resolve_bundle(bundle)
   if bundle_params_file(bundle) is not None:
     config, params, tokenizer = load_bundle(bundle)
     # Named relative to the package, or by its directory's name: never a machine's path.
@@ -194,7 +217,7 @@ def load_model(config: ml_collections.ConfigDict | None, bundle: str | pathlib.P
 def bundle_config(bundle: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
   """The config a bundle was saved with (default: the embedded one), without loading its
   weights; the defaults for a directory with no bundle."""
-  path = (pathlib.Path(bundle) if bundle is not None else EMBEDDED_BUNDLE) / CONFIG_FILE
+  path = resolve_bundle(bundle) / CONFIG_FILE
   if not path.exists():
     return config_lib.base_config()
   return config_lib.from_dict(json.loads(path.read_text()))
@@ -236,3 +259,30 @@ def write_bundle_infer(bundle: str | pathlib.Path, infer: ml_collections.ConfigD
   # `save_bundle`'s format (ConfigDict.to_json_best_effort(sort_keys=True, indent=1)).
   text = json.dumps(values, indent=1, sort_keys=True)
   return atomic_file.write_text(path, text)
+
+
+
+def record_in_metadata(bundle: str | pathlib.Path, key: str, value: Any) -> pathlib.Path:
+  """Sets `metadata[key] = value` in a bundle's metadata.json (created if absent),
+  atomically; what made the bundle (its training step, its fitted heads, where its
+  operating point was chosen) stays beside it. The other keys are kept.
+
+  Raises:
+    FileNotFoundError: `bundle` is not a model bundle (no config.json).
+    BundleError: metadata.json is not a JSON object.
+  """
+  directory = pathlib.Path(bundle)
+  if not (directory / CONFIG_FILE).is_file():
+    raise FileNotFoundError(f"{bundle} is not a model bundle: {CONFIG_FILE} is missing")
+  path = directory / METADATA_FILE
+  metadata: Any = {}
+  if path.exists():
+    try:
+      metadata = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise BundleError(f"bundle {bundle}: {METADATA_FILE}: not JSON ({e})") from None
+    if not isinstance(metadata, dict):
+      raise BundleError(f"bundle {bundle}: {METADATA_FILE}: not a JSON object")
+  metadata[key] = value
+  return atomic_file.write_text(path, json.dumps(metadata, indent=1, sort_keys=True))
+

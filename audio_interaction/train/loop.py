@@ -81,7 +81,7 @@ def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.T
       model trained on other token ids would start from nonsense).
   """
   source = config.train.init_from
-  directory = portable.EMBEDDED_BUNDLE if source == "embedded" else pathlib.Path(source)
+  directory = portable.resolve_bundle(source)
   bundle_config, params, bundle_tokenizer = portable.load_bundle(directory)
   if bundle_config.model.to_dict() != config.model.to_dict():
     mine, theirs = config.model.to_dict(), bundle_config.model.to_dict()
