@@ -9,7 +9,11 @@ them, so a model with a sound-event head shows on its timeline what it heard whe
   python -m audio_interaction listen sound_events.wav --speed inf --checkpoint BUNDLE --out runs/sounds
 
 `--pick CLASS[:PACKAGE],...` chooses other events (the first of each class, from that
-DEV package when one is named).
+DEV package when one is named; or an event's manifest id). `--turn MANIFEST:ID` puts a
+DEV turn stream, whole, before them (the real-audio model's picture in the README)::
+
+  python docs/sound_events_example.py --turn data/real_dev/streams_split.jsonl:split_002 \
+      --pick lomiri-sounds/sounds/lomiri/ringtones/Celestial,fillets-ng-data/keyboard-run0 --out real_audio.wav
 """
 
 import argparse
@@ -32,25 +36,42 @@ def main() -> None:
   parser.add_argument("--dev", type=pathlib.Path, default=pathlib.Path("data/real_dev/events.jsonl"))
   parser.add_argument("--out", default="sound_events.wav")
   parser.add_argument("--pick", default=",".join(CLASSES),
-                      help="comma list of CLASS or CLASS:PACKAGE, in stream order")
+                      help="comma list of CLASS, CLASS:PACKAGE or an event's id, in stream order")
+  parser.add_argument("--turn", default=None, metavar="MANIFEST:ID",
+                      help="a DEV turn stream to play first, whole")
   args = parser.parse_args()
-  rows = [json.loads(line) for line in args.dev.read_text().splitlines() if line.strip()]
+  rows = _rows(args.dev)
   rng = np.random.default_rng(0)
   gap = lambda: 0.003 * effects.colored_noise(rng, int(1.5 * 16000), 1.0)
   pieces, placed = [gap()], []
+  if args.turn:
+    manifest, _, stream_id = args.turn.rpartition(":")
+    stream = next((r for r in _rows(pathlib.Path(manifest)) if r["id"] == stream_id), None)
+    if stream is None:
+      raise SystemExit(f"--turn {args.turn}: no stream {stream_id!r} in {manifest}")
+    audio = audio_io.load_audio(pathlib.Path(manifest).parent / stream["audio"])
+    turn = stream["turns"][0]
+    placed.append(f"turn {turn['start'] + 1.5:.1f}-{turn['end'] + 1.5:.1f} s ({stream_id})")
+    pieces += [audio.astype(np.float32), gap()]
   for pick in args.pick.split(","):
     label, _, package = pick.strip().partition(":")
-    row = next((r for r in rows if r["events"][0]["class"] == label
-                and (not package or r.get("source_package") == package)), None)
+    row = next((r for r in rows if r["id"] == pick.strip()
+                or (r["events"][0]["class"] == label
+                    and (not package or r.get("source_package") == package))), None)
     if row is None:
       raise SystemExit(f"--pick {pick}: no such event in {args.dev}")
     event = row["events"][0]
     audio = audio_io.load_audio(args.dev.parent / row["audio"])
     audio = audio[int(16000 * event["onset"]):int(16000 * event["offset"])][:int(16000 * MAX_SECONDS)]
-    placed.append(f"{label} at {sum(len(p) for p in pieces) / 16000:.1f} s ({row['id']})")
+    placed.append(f"{row['events'][0]['class']} at {sum(len(p) for p in pieces) / 16000:.1f} s"
+                  f" ({row['id']})")
     pieces += [effects.set_level(audio.astype(np.float32), -20.0), gap()]
   soundfile.write(args.out, np.concatenate(pieces).astype(np.float32), 16000)
   print("\n".join(placed))
+
+
+def _rows(manifest: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

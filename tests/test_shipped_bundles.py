@@ -1,0 +1,111 @@
+"""The shipped model bundles: reached by name wherever a bundle is asked for, loadable,
+and what the README says they are."""
+
+import json
+import math
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from audio_interaction.export import portable
+
+
+def test_names_resolve_to_the_package_assets_and_paths_pass_through(tmp_path):
+  assert portable.resolve_bundle(None) == portable.EMBEDDED_BUNDLE
+  assert portable.resolve_bundle("embedded") == portable.EMBEDDED_BUNDLE
+  assert portable.resolve_bundle("real-audio") == portable.REAL_AUDIO_BUNDLE
+  assert portable.REAL_AUDIO_BUNDLE != portable.EMBEDDED_BUNDLE
+  # A directory that happens to share a name is reached as a path.
+  assert portable.resolve_bundle("./real-audio") == pathlib.Path("real-audio")
+  assert portable.resolve_bundle(pathlib.Path("real-audio")) == pathlib.Path("real-audio")
+  assert portable.resolve_bundle(str(tmp_path)) == tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(portable.SHIPPED_BUNDLES))
+def test_every_shipped_bundle_loads_by_name(name):
+  model, params, tokenizer, note = portable.load_model(None, name)
+  directory = portable.SHIPPED_BUNDLES[name]
+  assert note == f"trained weights from the embedded bundle assets/{directory.name}"
+  assert portable.bundle_config(name).to_dict() == portable.load_bundle(name)[0].to_dict()
+  # The bundle's files are what setup.py's package_data ships (assets/*/...).
+  for path in directory.rglob("*"):
+    if path.is_file():
+      relative = path.relative_to(directory)
+      assert len(relative.parts) == 1 or relative.parts[0] == portable.TOKENIZER_DIR, relative
+  assert tokenizer.vocab_size <= model.config.decoder.vocab_size
+
+
+def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
+  config = portable.bundle_config("real-audio")
+  assert config.model.turn_end_head and config.model.sound_event_classes
+  infer = config.infer
+  assert (infer.policy, infer.hybrid_signal) == ("hybrid", "turn_end")
+  assert infer.sound_alert_threshold > 0  # alerts from the sound-event head are on
+  # Chosen on the real DEV set (its turn streams and its events), by `tune --write-bundle`.
+  metadata = json.loads((portable.REAL_AUDIO_BUNDLE / portable.METADATA_FILE).read_text())
+  manifests = [m.split(" ")[0] for m in metadata["operating_point"]["manifests"]]
+  assert manifests == ["data/real_dev/streams.jsonl", "data/real_dev/streams_split.jsonl",
+                       "data/real_dev/events.jsonl"]
+  assert metadata["operating_point"]["chosen"].startswith(
+      f"hybrid θ={infer.threshold} min={infer.min_silence_seconds}s")
+  assert {"turn_end_head_fit", "sound_event_head_fit"} <= metadata.keys()
+
+
+def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:
+  import soundfile
+  rate = 16000
+  t = np.arange(int(seconds * rate)) / rate
+  soundfile.write(path, (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate)
+  return path
+
+
+def test_listen_cli_runs_the_real_audio_bundle_with_its_turn_end_head(tmp_path):
+  _tone(tmp_path / "tone.wav", 2.0)
+  done = subprocess.run([sys.executable, "-m", "audio_interaction", "listen",
+                         str(tmp_path / "tone.wav"), "--checkpoint", "real-audio", "--speed", "inf",
+                         "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+  start = events[0]
+  config = portable.bundle_config("real-audio")
+  assert start["event"] == "start" and start["policy"] == "HybridPolicy"
+  assert start["chunk_seconds"] == config.audio.chunk_ms / 1000
+  chunks = [e for e in events if e["event"] == "chunk"]
+  assert len(chunks) == math.ceil(2.0 / start["chunk_seconds"])  # the last one padded
+  # The hybrid policy reads the turn-end head, so every chunk carries its probability.
+  assert all(0.0 <= e["turn_end_probability"] <= 1.0 for e in chunks)
+
+
+def test_transcribe_cli_reads_a_shipped_bundle_by_name(tmp_path):
+  _tone(tmp_path / "tone.wav", 1.0)
+  out = tmp_path / "out.json"
+  done = subprocess.run([sys.executable, "-m", "audio_interaction", "transcribe",
+                         str(tmp_path / "tone.wav"), "--checkpoint", "real-audio",
+                         "--json", str(out)], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [pathlib.Path(row["file"]).name for row in rows] == ["tone.wav"]
+  assert rows[0]["seconds"] == 1.0
+
+
+def test_record_in_metadata_keeps_the_other_keys_and_refuses_what_is_not_a_bundle(tmp_path):
+  bundle = tmp_path / "bundle"
+  shutil.copytree(portable.EMBEDDED_BUNDLE, bundle)
+  before = json.loads((bundle / portable.METADATA_FILE).read_text())
+  portable.record_in_metadata(bundle, "operating_point", {"chosen": "timer 0.7s"})
+  after = json.loads((bundle / portable.METADATA_FILE).read_text())
+  assert after == dict(before, operating_point={"chosen": "timer 0.7s"})
+  (bundle / portable.METADATA_FILE).unlink()  # a bundle without one gets one
+  portable.record_in_metadata(bundle, "k", 1)
+  assert json.loads((bundle / portable.METADATA_FILE).read_text()) == {"k": 1}
+  (bundle / portable.METADATA_FILE).write_text("[1, 2]")
+  with pytest.raises(portable.BundleError, match="metadata.json: not a JSON object"):
+    portable.record_in_metadata(bundle, "k", 2)
+  assert (bundle / portable.METADATA_FILE).read_text() == "[1, 2]"
+  with pytest.raises(FileNotFoundError, match="config.json is missing"):
+    portable.record_in_metadata(tmp_path, "k", 1)
