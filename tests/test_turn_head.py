@@ -200,6 +200,36 @@ def test_the_hybrid_reads_the_turn_end_head_when_told(logit, signal, fires_at):
              for c in trace.chunks)
 
 
+def _decisions(policy: HybridPolicy, chunks: list[np.ndarray], probability: float,
+               reply_chunks: int) -> list[bool]:
+  """Drives `policy` as the stepper does: a reply, once started, lasts `reply_chunks`."""
+  spoke, left = [], 0
+  for index, chunk in enumerate(chunks):
+    replying = left > 0
+    speaks = policy.decide(index, chunk, probability, replying)
+    left = (left - 1 if replying else reply_chunks) if speaks else 0
+    spoke.append(speaks and not replying)  # a reply started at this chunk
+  return spoke
+
+
+@pytest.mark.parametrize("signal,starts", [
+    # One reply per turn: the head still says "ended" after the reply, the timer is armed.
+    ("turn_end", [5, 25]),
+    # P(SPEAK): the model's call, again each time a reply ends in the silence.
+    ("decision", [5, 8, 11, 14, 17, 25, 28, 31, 34, 37])])
+def test_the_turn_end_hybrid_answers_a_turn_once(signal, starts):
+  chunk_s = 0.16
+  size = int(chunk_s * RATE)
+  voice = lambda n: list(_tone(n * chunk_s, 300).reshape(n, size))
+  quiet = lambda n: [np.zeros(size, np.float32)] * n
+  policy = HybridPolicy(SilenceTimer(1.0, vad="energy", chunk_seconds=chunk_s),
+                        threshold=0.9, min_silence_seconds=0.1, signal=signal)
+  # A turn, 3 s of silence (well past the 1 s backstop), a second turn, silence.
+  chunks = voice(5) + quiet(15) + voice(5) + quiet(15)
+  spoke = _decisions(policy, chunks, probability=1.0, reply_chunks=2)
+  assert [i for i, s in enumerate(spoke) if s] == starts
+
+
 def test_a_served_row_reads_its_own_turn_end_and_held_rows_keep_theirs():
   # Continuous batching (`step_rows`): an advanced row's P(turn ended) is what the same
   # stream gives alone; a row held back keeps its last one.

@@ -150,7 +150,12 @@ class HybridPolicy:
   model agrees with; a backchannel the model wants to talk over does not stop it).
 
   `signal="turn_end"`: the probability the stepper passes is the turn-end head's
-  P(the turn has ended) instead of P(SPEAK) (`reads_turn_end`).
+  P(the turn has ended) instead of P(SPEAK) (`reads_turn_end`), and the policy answers
+  a turn once: after a reply it speaks again only when voice has been heard since.
+  The head goes on saying "ended" through the silence after its reply, and the
+  backstop timer is still armed, so without this the reply's end starts another one
+  each chunk. (With P(SPEAK) a second reply in one silence is the model's call: an
+  alarm after an answer.)
   """
 
   def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
@@ -168,6 +173,7 @@ class HybridPolicy:
 
   def start(self) -> None:
     self._endpointer = self.timer.stream()
+    self._answered_voice_end: float | None = None  # turn_end: the voice end last answered
 
   def silence_seconds(self) -> float:
     """Silence since the last voiced frame (s); 0 before any voice."""
@@ -182,9 +188,15 @@ class HybridPolicy:
     if replying:
       voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
       return not (voiced and not confident)
-    heard_voice = self._endpointer.last_voice_end is not None
-    settled = heard_voice and self.silence_seconds() >= self.min_silence_seconds - 1e-9
-    return fires or (confident and settled)
+    voice_end = self._endpointer.last_voice_end
+    settled = voice_end is not None and self.silence_seconds() >= self.min_silence_seconds - 1e-9
+    if self.signal != "turn_end":
+      return fires or (confident and settled)
+    unanswered = voice_end != self._answered_voice_end
+    speaks = unanswered and (fires or (confident and settled))
+    if speaks:
+      self._answered_voice_end = voice_end
+    return speaks
 
 
 def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float,
