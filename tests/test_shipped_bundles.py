@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from audio_interaction.eval import tune
 from audio_interaction.export import portable
 
 
@@ -43,15 +44,17 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   config = portable.bundle_config("real-audio")
   assert config.model.turn_end_head and config.model.sound_event_classes
   infer = config.infer
-  assert (infer.policy, infer.hybrid_signal) == ("hybrid", "turn_end")
   assert infer.sound_alert_threshold > 0  # alerts from the sound-event head are on
-  # Chosen on the real DEV set (its turn streams and its events), by `tune --write-bundle`.
+  # Chosen on the real DEV set (its turn streams and its events) by `tune --write-bundle`,
+  # and the block it wrote is the point it names.
   metadata = json.loads((portable.REAL_AUDIO_BUNDLE / portable.METADATA_FILE).read_text())
   manifests = [m.split(" ")[0] for m in metadata["operating_point"]["manifests"]]
   assert manifests == ["data/real_dev/streams.jsonl", "data/real_dev/streams_split.jsonl",
                        "data/real_dev/events.jsonl"]
-  assert metadata["operating_point"]["chosen"].startswith(
-      f"hybrid θ={infer.threshold} min={infer.min_silence_seconds}s")
+  chosen = metadata["operating_point"]["chosen"]
+  assert chosen.startswith(tune.Candidate.from_infer(infer).name + ", ")
+  assert f"sound alerts {infer.sound_alert_threshold:g} (" in chosen
+  assert f"{infer.sound_alert_chunks} chunks" in chosen
   assert {"turn_end_head_fit", "sound_event_head_fit"} <= metadata.keys()
 
 
@@ -63,7 +66,7 @@ def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:
   return path
 
 
-def test_listen_cli_runs_the_real_audio_bundle_with_its_turn_end_head(tmp_path):
+def test_listen_cli_runs_the_real_audio_bundle_by_name(tmp_path):
   _tone(tmp_path / "tone.wav", 2.0)
   done = subprocess.run([sys.executable, "-m", "audio_interaction", "listen",
                          str(tmp_path / "tone.wav"), "--checkpoint", "real-audio", "--speed", "inf",
@@ -73,12 +76,13 @@ def test_listen_cli_runs_the_real_audio_bundle_with_its_turn_end_head(tmp_path):
   events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
   start = events[0]
   config = portable.bundle_config("real-audio")
-  assert start["event"] == "start" and start["policy"] == "HybridPolicy"
+  policy = {"model": "ThresholdPolicy", "hybrid": "HybridPolicy",
+            "silence_timer": "SilenceTimerPolicy"}[config.infer.policy]
+  assert start["event"] == "start" and start["policy"] == policy
   assert start["chunk_seconds"] == config.audio.chunk_ms / 1000
   chunks = [e for e in events if e["event"] == "chunk"]
   assert len(chunks) == math.ceil(2.0 / start["chunk_seconds"])  # the last one padded
-  # The hybrid policy reads the turn-end head, so every chunk carries its probability.
-  assert all(0.0 <= e["turn_end_probability"] <= 1.0 for e in chunks)
+  assert all(0.0 <= e["speak_probability"] <= 1.0 for e in chunks)
 
 
 def test_transcribe_cli_reads_a_shipped_bundle_by_name(tmp_path):
