@@ -10,10 +10,12 @@ them, so a model with a sound-event head shows on its timeline what it heard whe
 
 `--pick CLASS[:PACKAGE],...` chooses other events (the first of each class, from that
 DEV package when one is named; or an event's manifest id). `--turn MANIFEST:ID` puts a
-DEV turn stream, whole, before them (the real-audio model's picture in the README)::
+DEV turn stream, whole, after the first `--turn-after` of them (the real-audio model's
+picture in the README)::
 
-  python docs/sound_events_example.py --turn data/real_dev/streams_split.jsonl:split_002 \
-      --pick lomiri-sounds/sounds/lomiri/ringtones/Celestial,fillets-ng-data/keyboard-run0 --out real_audio.wav
+  python docs/sound_events_example.py --turn data/real_dev/streams_split.jsonl:split_002 \\
+      --pick lomiri-sounds/sounds/lomiri/ringtones/Celestial,fillets-ng-data/keyboard-run0 \\
+      --level source --turn-after 1 --out real_audio.wav
 """
 
 import argparse
@@ -37,23 +39,21 @@ def main() -> None:
   parser.add_argument("--out", default="sound_events.wav")
   parser.add_argument("--pick", default=",".join(CLASSES),
                       help="comma list of CLASS, CLASS:PACKAGE or an event's id, in stream order")
+  parser.add_argument("--level", default="-20", metavar="DB",
+                      help="each event's active RMS in dBFS, or 'source' for the recording's own")
   parser.add_argument("--turn", default=None, metavar="MANIFEST:ID",
-                      help="a DEV turn stream to play first, whole")
+                      help="a DEV turn stream to play whole")
+  parser.add_argument("--turn-after", type=int, default=0,
+                      help="the turn stream goes after this many of the picked events")
   args = parser.parse_args()
   rows = _rows(args.dev)
   rng = np.random.default_rng(0)
   gap = lambda: 0.003 * effects.colored_noise(rng, int(1.5 * 16000), 1.0)
   pieces, placed = [gap()], []
-  if args.turn:
-    manifest, _, stream_id = args.turn.rpartition(":")
-    stream = next((r for r in _rows(pathlib.Path(manifest)) if r["id"] == stream_id), None)
-    if stream is None:
-      raise SystemExit(f"--turn {args.turn}: no stream {stream_id!r} in {manifest}")
-    audio = audio_io.load_audio(pathlib.Path(manifest).parent / stream["audio"])
-    turn = stream["turns"][0]
-    placed.append(f"turn {turn['start'] + 1.5:.1f}-{turn['end'] + 1.5:.1f} s ({stream_id})")
-    pieces += [audio.astype(np.float32), gap()]
-  for pick in args.pick.split(","):
+  turn_audio = _turn(args.turn) if args.turn else None
+  for number, pick in enumerate(args.pick.split(",")):
+    if turn_audio is not None and number == args.turn_after:
+      pieces, placed = _place_turn(pieces, placed, turn_audio, gap)
     label, _, package = pick.strip().partition(":")
     row = next((r for r in rows if r["id"] == pick.strip()
                 or (r["events"][0]["class"] == label
@@ -65,9 +65,31 @@ def main() -> None:
     audio = audio[int(16000 * event["onset"]):int(16000 * event["offset"])][:int(16000 * MAX_SECONDS)]
     placed.append(f"{row['events'][0]['class']} at {sum(len(p) for p in pieces) / 16000:.1f} s"
                   f" ({row['id']})")
-    pieces += [effects.set_level(audio.astype(np.float32), -20.0), gap()]
+    audio = audio.astype(np.float32)
+    if args.level != "source":
+      audio = effects.set_level(audio, float(args.level))
+    pieces += [audio, gap()]
+  if turn_audio is not None and args.turn_after >= len(args.pick.split(",")):
+    pieces, placed = _place_turn(pieces, placed, turn_audio, gap)
   soundfile.write(args.out, np.concatenate(pieces).astype(np.float32), 16000)
   print("\n".join(placed))
+
+
+def _turn(spec: str) -> tuple[np.ndarray, dict, str]:
+  """(audio, its turn, id) of the stream MANIFEST:ID."""
+  manifest, _, stream_id = spec.rpartition(":")
+  stream = next((r for r in _rows(pathlib.Path(manifest)) if r["id"] == stream_id), None)
+  if stream is None:
+    raise SystemExit(f"--turn {spec}: no stream {stream_id!r} in {manifest}")
+  audio = audio_io.load_audio(pathlib.Path(manifest).parent / stream["audio"])
+  return audio.astype(np.float32), stream["turns"][0], stream_id
+
+
+def _place_turn(pieces: list, placed: list, turn_audio: tuple, gap) -> tuple[list, list]:
+  audio, turn, stream_id = turn_audio
+  at = sum(len(p) for p in pieces) / 16000
+  placed.append(f"turn {turn['start'] + at:.1f}-{turn['end'] + at:.1f} s ({stream_id})")
+  return pieces + [audio, gap()], placed
 
 
 def _rows(manifest: pathlib.Path) -> list[dict]:
