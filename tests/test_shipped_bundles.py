@@ -113,3 +113,9 @@ def test_record_in_metadata_keeps_the_other_keys_and_refuses_what_is_not_a_bundl
   assert (bundle / portable.METADATA_FILE).read_text() == "[1, 2]"
   with pytest.raises(FileNotFoundError, match="config.json is missing"):
     portable.record_in_metadata(tmp_path, "k", 1)
+
+
+def test_eval_loads_a_shipped_bundle_by_name():
+  from audio_interaction.apps import eval_run
+  *_, note = eval_run.load_checkpoint("real-audio")
+  assert note == "trained weights from the embedded bundle assets/real_audio"
