@@ -1,7 +1,6 @@
 """int8 weight-only inference: quantization error bounds, and the engine on int8 params."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -4,7 +4,6 @@ shows exactly the replies (and decisions) the server logged for that connection.
 
 import json
 import os
-import pathlib
 import re
 import shutil
 import subprocess

@@ -5,6 +5,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from audio_interaction import stream_format as sf
 from audio_interaction.apps import cli
@@ -140,6 +141,32 @@ def test_a_bundle_without_a_head_gets_one_and_keeps_everything_else(tmp_path):
   for name in ("kernel", "bias"):
     assert not np.allclose(after["params"]["sound_event_head"][name],
                            fresh["params"]["sound_event_head"][name])
+
+
+@pytest.mark.parametrize("positions, moved", [("rope", False), ("learned", True)])
+def test_random_clip_positions_reach_the_fit_where_positions_are_absolute(
+    tmp_path, positions, moved):
+  """Clips encoded at random places of the position window give another head than clips
+  from its start, for an absolute position table; rotary positions give the same."""
+  tokenizer = ByteTokenizer()
+  overrides = {"model.decoder.vocab_size": tokenizer.vocab_size,
+               "model.sound_event_classes": len(LABELS)}
+  if positions == "learned":
+    overrides.update(model_testing.WHISPER_ENCODER)
+  config = model_testing.small_config(**overrides)
+  model = AudioInteractionModel(config)
+  source = portable.save_bundle(tmp_path / "b", model_testing.perturbed(
+      model.init(jax.random.key(0)), seed=1), tokenizer, config)
+  heads = {}
+  for where in ("start", "random"):
+    summary = sound_head.fit_bundle_head(source, tmp_path / where, train_audio_root=None,
+                                         per_class=2, steps=20, progress=False,
+                                         first_positions=where)
+    assert summary["first_positions"] == where
+    heads[where] = portable.load_bundle(tmp_path / where)[1]["params"]["sound_event_head"]
+  difference = np.abs(np.asarray(heads["start"]["kernel"], np.float32)
+                      - np.asarray(heads["random"]["kernel"], np.float32)).max()
+  assert (difference > 1e-3) == moved, difference
 
 
 def test_fit_sound_head_cli_names_what_is_wrong(tmp_path, capsys):

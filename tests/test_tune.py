@@ -287,6 +287,26 @@ def test_bad_manifests_give_clear_errors(tiny, tmp_path, capsys):
   assert not (tmp_path / "out" / "tune.json").exists()
 
 
+def test_tune_takes_either_weights_format_and_names_a_folder_without_weights(
+    tiny, tmp_path, capsys):
+  config, _, params, _ = tiny
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config,
+                                weights_format="safetensors")
+  assert not (bundle / portable.PARAMS_FILE).exists()
+  streams, _ = _manifests(tmp_path)
+  args = ["tune", "--manifest", str(streams), *SMALL_GRID]
+  assert cli.main([*args, "--checkpoint", str(bundle), "--out", str(tmp_path / "a"),
+                   "--write-bundle"]) == 0, capsys.readouterr().err
+  chosen = json.loads((tmp_path / "a" / "tune.json").read_text())["chosen"]["infer"]
+  assert portable.load_bundle(bundle)[0].infer.to_dict() == chosen
+  (tmp_path / "empty").mkdir()
+  capsys.readouterr()
+  assert cli.main([*args, "--checkpoint", str(tmp_path / "empty"),
+                   "--out", str(tmp_path / "b")]) == 2
+  assert "is not a model bundle (neither params.msgpack nor model.safetensors)" in (
+      capsys.readouterr().err)
+
+
 def test_sound_alert_selection_on_hand_made_tables():
   row = lambda recall, fa, text=math.nan, f1=math.nan: {
       "recall": recall, "false_alarms_per_hour": fa, "alert_text_accuracy": text, "f1": f1}

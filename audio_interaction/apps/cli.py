@@ -453,6 +453,22 @@ def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _lead_in(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.corpus import lead_in
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: lead-in takes no config")
+  if not pathlib.Path(args.manifest).is_file():
+    raise UsageError(f"--manifest {args.manifest}: no such manifest")
+  try:
+    lead = lead_in.Lead.parse(args.lead)
+    summary = lead_in.write_lead_in_manifest(args.manifest, lead, args.out, seed=args.seed)
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(_one_line(error)) from error
+  print(json.dumps(summary))
+  return 0
+
+
 def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParser:
   """A verb that fits one head of a bundle over its frozen encoder: its common flags."""
   parser = verbs.add_parser(name, help=help_text)
@@ -462,6 +478,11 @@ def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParse
   parser.add_argument("--train-audio", default=None,
                       help="fetch-train-audio's folder (default: "
                            "~/.cache/audio_interaction/debs/extracted)")
+  parser.add_argument("--clip-positions", choices=("random", "start"), default="random",
+                      help="where each clip starts in the encoder's position window: a seeded "
+                           "random chunk boundary (default; the head then works anywhere in "
+                           "a stream) or its start, as an offline clip (no effect with rotary "
+                           "positions)")
   return parser
 
 
@@ -506,7 +527,7 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
         corpus_rows=args.corpus_rows, corpus_sounds=args.corpus_sounds,
         other_sounds=not args.no_other_sounds,
         per_class=args.per_class, seed=args.seed, l2=args.l2,
-        steps=args.steps)
+        steps=args.steps, first_positions=args.clip_positions)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -557,7 +578,8 @@ def _fit_ctc_head(args: argparse.Namespace, overrides: list[str]) -> int:
         steps=args.steps, learning_rate=args.learning_rate,
         frames_per_batch=args.frames_per_batch, eval_every=args.eval_every,
         warm_start=args.warm_start, seed=args.seed, monitor_manifest=args.monitor,
-        targets=args.targets, features_cache=args.features_cache)
+        targets=args.targets, features_cache=args.features_cache,
+        first_positions=args.clip_positions)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -580,7 +602,7 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
         chunks=args.chunks, speech_chunks=args.speech_chunks,
         sound_clips_per_class=args.sound_clips,
         held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
-        seed=args.seed)
+        seed=args.seed, first_positions=args.clip_positions)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -927,6 +949,20 @@ def build_parser() -> argparse.ArgumentParser:
   real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
   real_dev.set_defaults(run=_build_real_dev)
+
+  lead = verbs.add_parser(
+      "lead-in", help="copy a manifest with its recordings played later in the stream (quiet "
+                      "noise before each, annotations shifted): score a model away from the "
+                      "start of its position window")
+  lead.add_argument("--manifest", required=True, help="the manifest (JSONL) to copy")
+  lead.add_argument("--lead", required=True,
+                    help="seconds of quiet before each recording (5), or random:MAX for a "
+                         "seeded draw in [0, MAX) s per recording")
+  lead.add_argument("--out", required=True,
+                    help="folder of the copy: the manifest under its own name, audio/, "
+                         "lead_in.json")
+  lead.add_argument("--seed", type=int, default=0)
+  lead.set_defaults(run=_lead_in)
 
   fit_head = _head_fit_parser(
       verbs, "fit-sound-head", "fit a bundle's sound-event head (added if it has none) on "

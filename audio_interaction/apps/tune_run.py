@@ -81,9 +81,10 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
   began = time.perf_counter()
   check_out_dir(out_dir, overwrite, TUNE_FILES)
   bundle = portable.resolve_bundle(checkpoint or None)
-  if not (bundle / portable.PARAMS_FILE).exists():
-    raise FileNotFoundError(f"{bundle} is not a model bundle ({portable.PARAMS_FILE} is missing);"
-                            " tune reads and writes bundles (export a workdir first)")
+  if portable.bundle_params_file(bundle) is None:
+    raise FileNotFoundError(f"{bundle} is not a model bundle (neither "
+                            f"{' nor '.join(portable.PARAMS_FILES.values())}); tune reads and "
+                            "writes bundles (export a workdir first)")
   base_infer = portable.bundle_infer_config(bundle)
   if keep_policy:
     grid = dataclasses.replace(grid, keep_policy=tune.Candidate.from_infer(base_infer))

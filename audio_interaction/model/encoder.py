@@ -96,7 +96,7 @@ class AudioEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, frames: Array, state: EncoderState | None = None,
-               chunk_segment_ids: Array | None = None
+               chunk_segment_ids: Array | None = None, first_position: Array | None = None
                ) -> tuple[Array, Array, EncoderState | None]:
     """Encodes whole chunks of log-mel frames.
 
@@ -109,6 +109,10 @@ class AudioEncoder(nn.Module):
         only): no chunk sees another segment's frames (conv stem, attention, conformer
         conv) and positions restart at each segment, so every segment is encoded as
         it would be alone.
+      first_position: [B] int32, full mode only: the encoder frame (position) at which
+        each row starts, as if the stream had run that long before it (what a stream's
+        state holds in "next_frame"); None starts at 0. It moves absolute position
+        embeddings only: the frames see no context before their first.
     Returns:
       (slots [B, C*k, D_dec], encoder frames [B, F/subsampling, D_enc], new state),
       C = number of chunks in `frames`, k = slots_per_chunk.
@@ -119,6 +123,9 @@ class AudioEncoder(nn.Module):
                        f"{cfg.frames_per_chunk}-frame chunks")
     if chunk_segment_ids is not None and state is not None:
       raise ValueError("chunk_segment_ids (packed rows) are only supported in the full forward")
+    if first_position is not None and state is not None:
+      raise ValueError("first_position is for the full forward; a stream's state holds its "
+                       "own position (next_frame)")
     if chunk_segment_ids is not None and (
         chunk_segment_ids.shape[1] * cfg.frames_per_chunk != frames.shape[1]):
       raise ValueError(f"chunk_segment_ids has {chunk_segment_ids.shape[1]} chunks, the frames "
@@ -135,7 +142,12 @@ class AudioEncoder(nn.Module):
       raise NotImplementedError(f"packed rows (data.packing) with encoder.stem={enc.stem!r}: "
                                 "only the conv2d stem keeps segments apart")
     batch, length = x.shape[:2]
-    start = jnp.zeros((batch,), jnp.int32) if state is None else state["next_frame"]
+    if state is not None:
+      start = state["next_frame"]
+    elif first_position is not None:
+      start = jnp.broadcast_to(jnp.asarray(first_position, jnp.int32), (batch,))
+    else:
+      start = jnp.zeros((batch,), jnp.int32)
     positions = start[:, None] + jnp.arange(length, dtype=jnp.int32)[None]
     frame_segments = None
     if starts is not None:

@@ -387,7 +387,8 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                         monitor_manifest: str | os.PathLike | None = None,
                         targets: str | None = None,
                         features_cache: str | os.PathLike | None = None,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, first_positions: str = "random"
+                        ) -> dict[str, Any]:
   """Fits a bundle's CTC head (`fit_head`) on recorded lines and writes the bundle with
   it to `out` (the rest unchanged; metadata["ctc_head_fit"] = the summary).
 
@@ -408,6 +409,9 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     features_cache: a folder keeping the encoded clips (train.npz, held_out.npz,
       monitor.npz, each with what made it), so another fit of the same bundle on the
       same lines (other targets, steps or rate) skips the encoding.
+    first_positions: where each line starts in the encoder's position window
+      (`ClipEncoder`; "random": anywhere, as in a live transcript). The monitor's clips
+      start at 0, as `eval` and `transcribe` encode a file.
 
   Returns:
     A summary: lines, clips, frames, voices held out, the history and best step.
@@ -420,10 +424,10 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
     lines = [lines[i] for i in sorted(keep)]
   train_lines, held_lines = split_voices(lines, held_out_share, seed)
-  encode = FrameEncoder(model, params)
+  encode = FrameEncoder(model, params, first_positions=first_positions, seed=seed)
   made_by = {"params": bundle_weights_id(bundle),
              "sources": list(sources), "max_lines": max_lines, "seed": seed,
-             "held_out_share": held_out_share}
+             "held_out_share": held_out_share, "first_positions": first_positions}
 
   def cached(name: str, how: dict[str, Any], make) -> TranscribedFrames:
     key = json.dumps(dict(made_by, part=name, **how), sort_keys=True)
@@ -442,7 +446,8 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
       encode, held_lines, copies=0, seed=seed + 1, progress=progress,
       description="encoding held-out lines")) if held_lines else None
   monitor = cached("monitor", {"manifest": str(monitor_manifest)}, lambda: manifest_frames(
-      encode, monitor_manifest, progress=progress)) if monitor_manifest else None
+      FrameEncoder(model, params), monitor_manifest, progress=progress)
+  ) if monitor_manifest else None
   head = params["params"]["ctc_head"]
   init = (np.asarray(head["kernel"]), np.asarray(head["bias"])) if warm_start else None
   kernel, bias = np.asarray(head["kernel"], np.float32), np.asarray(head["bias"], np.float32)
@@ -459,7 +464,7 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "copies": copies, "train_clips": len(train), "train_frames": train.frames,
              "steps": steps, "learning_rate": learning_rate,
              "frames_per_batch": frames_per_batch, "warm_start": warm_start, "seed": seed,
-             "before": before,
+             "first_positions": first_positions, "before": before,
              "monitor_manifest": str(monitor_manifest) if monitor_manifest else None,
              "best_step": fit.best_step,
              "history": fit.history}

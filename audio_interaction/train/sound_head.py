@@ -255,8 +255,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                     train_audio_root: str | None, corpus_dir: str | None = None,
                     corpus_split: str = "train", per_class: int = 64, corpus_rows: int = 1200,
                     corpus_sounds: bool = False, other_sounds: bool = True, seed: int = 0,
-                    l2: float = 1e-3, steps: int = 300, progress: bool = True
-                    ) -> dict[str, Any]:
+                    l2: float = 1e-3, steps: int = 300, progress: bool = True,
+                    first_positions: str = "random") -> dict[str, Any]:
   """Fits a bundle's sound-event head (`fit_head`) and writes the bundle with it to `out`.
 
   Args:
@@ -280,7 +280,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   if head_added:
     config, params = added_head(config, params, seed)
   model = AudioInteractionModel(config)
-  encode = ChunkEncoder(model, params)
+  encode = ChunkEncoder(model, params, first_positions=first_positions, seed=seed)
   bank = train_sound_bank(train_audio_root)
   parts = [bank_examples(encode, bank, per_class, seed, progress=progress)]
   others = []
@@ -297,7 +297,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "corpus_rows": corpus_rows if corpus_dir is not None else 0,
              "corpus_sounds": corpus_sounds, "other_sound_recordings": len(others),
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
-             "seed": seed, "head_added": head_added, "chunks": class_counts(examples.targets),
+             "seed": seed, "first_positions": first_positions, "head_added": head_added,
+             "chunks": class_counts(examples.targets),
              "loss": fit.loss, "train_recall": fit.recall}
   save_fitted_bundle(bundle, out, with_head(params, fit), tokenizer, config,
                      "sound_event_head_fit", summary)

@@ -200,7 +200,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          speech_chunks: int = 0, sound_clips_per_class: int = 0,
                          held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True,
-                         lines: Sequence[PausedLine] | None = None) -> dict[str, Any]:
+                         lines: Sequence[PausedLine] | None = None,
+                         first_positions: str = "random") -> dict[str, Any]:
   """Fits a bundle's turn-end head (added if it has none; `fit_turn_head`) and writes the
   bundle to `out`, with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the
   head; its other `infer` settings are kept: `tune` chooses them).
@@ -217,6 +218,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
       following silence is no turn's end (`sound_examples`).
     held_out_share: share of the voices whose lines only measure the fit (AUC).
     lines: the lines themselves instead of reading `sources` (`PausedLine`s).
+    first_positions: where each example starts in the encoder's position window
+      (`ClipEncoder`): "random" fits a head that works anywhere in a stream.
   Returns:
     `fit_turn_head`'s summary, with the bundle, the sources and whether the head was added.
   """
@@ -229,13 +232,14 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     config, params = added_dense_head(config, params, "turn_end_head", seed,
                                       turn_end_head=True)
   fit, summary = fit_turn_head(
-      ChunkEncoder(AudioInteractionModel(config), params), lines, max_lines=max_lines,
+      ChunkEncoder(AudioInteractionModel(config), params, first_positions=first_positions,
+                   seed=seed), lines, max_lines=max_lines,
       chunks=chunks, speech_chunks=speech_chunks,
       sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
       sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
       steps=steps, seed=seed, progress=progress)
   summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources),
-             "head_added": head_added, **summary}
+             "head_added": head_added, "first_positions": first_positions, **summary}
   config.infer.hybrid_signal = "turn_end"
   params = with_dense_head(params, "turn_end_head", fit.kernel, fit.bias)
   save_fitted_bundle(bundle, out, params, tokenizer, config, "turn_end_head_fit", summary)

@@ -6,7 +6,6 @@ count and the train state's bytes per device (for test_whisper_qwen)."""
 import argparse
 import json
 import os
-import sys
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--variant", default="")

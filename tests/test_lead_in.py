@@ -1,0 +1,87 @@
+"""`lead-in`: a manifest's recordings played later in the stream, quiet noise before
+each and every annotation shifted by the same lead."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from audio_interaction.apps import cli
+from audio_interaction.corpus import effects, lead_in
+from audio_interaction.corpus.manifest import read_manifest
+
+RATE = 16000
+
+
+@pytest.fixture
+def manifest(tmp_path):
+  rng = np.random.default_rng(0)
+  audio = (0.1 * rng.normal(size=3 * RATE)).astype(np.float32)
+  soundfile.write(tmp_path / "a.wav", audio, RATE)
+  rows = [
+      {"audio_filepath": "a.wav", "id": "whole",
+       "events": [{"onset": 0.5, "offset": 1.0, "class": "dog_bark", "role": "alert"}],
+       "turns": [{"start": 1.2, "end": 2.0, "reply_expected": True}], "reply": "hello",
+       "reply_time": 2.5},
+      {"audio": "a.wav", "id": "segment", "offset": 1.0, "duration": 1.5,
+       "words": [["go", 0.1, 0.4], ["on", 0.5, 0.9]], "recognisable_after": 0.9},
+  ]
+  path = tmp_path / "m.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return path, audio
+
+
+def test_leads_parse_and_bad_ones_are_named():
+  assert lead_in.Lead.parse("5") == lead_in.Lead(seconds=5.0)
+  assert lead_in.Lead.parse("random:30") == lead_in.Lead(up_to=30.0)
+  assert str(lead_in.Lead.parse("random:30")) == "random:30"
+  for text in ("soon", "random:0", "-3", "random:"):
+    with pytest.raises(ValueError, match=f"lead {text!r}"):
+      lead_in.Lead.parse(text)
+
+
+def test_a_fixed_lead_plays_each_recording_later_with_its_annotations(manifest, tmp_path):
+  path, audio = manifest
+  summary = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=2.0), tmp_path / "out",
+                                           progress=False)
+  assert summary["rows"] == 2 and summary["leads_s"] == [2.0, 2.0, 2.0]
+  rows = read_manifest(summary["manifest"]).rows
+  original = read_manifest(path).rows
+  assert [r.name for r in rows] == ["whole", "segment"]
+  for new, old in zip(rows, original):
+    samples = new.load()
+    np.testing.assert_allclose(samples[2 * RATE:], old.load(), atol=1e-4)  # the recording
+    assert effects.rms_db(samples[:2 * RATE]) == pytest.approx(lead_in.LEAD_IN_LEVEL_DB, abs=0.5)
+    assert new.duration == pytest.approx(old.duration + 2.0, abs=1e-3)
+  whole, segment = rows
+  assert [(e.onset, e.offset) for e in whole.events] == [(2.5, 3.0)]
+  assert [(t.start, t.end) for t in whole.turns] == [(3.2, 4.0)]
+  assert whole.reply_time == 4.5 and whole.reply == "hello"
+  assert [(w.start, w.end) for w in segment.words] == [(2.1, 2.4), (2.5, 2.9)]
+  assert segment.recognisable_after == pytest.approx(2.9) and segment.offset == 0.0
+  assert json.loads((tmp_path / "out" / "lead_in.json").read_text())["leads_s"] == [2.0, 2.0]
+
+
+def test_random_leads_are_seeded_draws_below_the_maximum(manifest, tmp_path):
+  path, _ = manifest
+  leads = [lead_in.write_lead_in_manifest(path, lead_in.Lead(up_to=10.0), tmp_path / name,
+                                          seed=seed, progress=False)["leads_s"]
+           for name, seed in (("a", 3), ("b", 3), ("c", 4))]
+  assert leads[0] == leads[1] and leads[0] != leads[2]
+  drawn = json.loads((tmp_path / "a" / "lead_in.json").read_text())["leads_s"]
+  assert len(drawn) == 2 and all(0.0 <= s < 10.0 for s in drawn)
+  rows = read_manifest(tmp_path / "a" / "m.jsonl").rows
+  assert rows[0].events[0].onset == pytest.approx(0.5 + drawn[0])
+
+
+def test_the_cli_refuses_a_bad_lead_and_overwriting_the_manifest(manifest, capsys):
+  path, _ = manifest
+  assert cli.main(["lead-in", "--manifest", str(path), "--lead", "later",
+                   "--out", str(path.parent / "x")]) == 2
+  assert "lead 'later'" in capsys.readouterr().err
+  assert cli.main(["lead-in", "--manifest", str(path), "--lead", "1",
+                   "--out", str(path.parent)]) == 2
+  assert "would overwrite the manifest" in capsys.readouterr().err
+  assert cli.main(["lead-in", "--manifest", str(path), "--lead", "1",
+                   "--out", str(path.parent / "ok")]) == 0
