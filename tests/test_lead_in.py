@@ -10,6 +10,7 @@ import soundfile
 from audio_interaction.apps import cli
 from audio_interaction.corpus import effects, lead_in
 from audio_interaction.corpus.manifest import read_manifest
+from audio_interaction.eval import suites
 
 RATE = 16000
 
@@ -26,6 +27,7 @@ def manifest(tmp_path):
        "reply_time": 2.5},
       {"audio": "a.wav", "id": "segment", "offset": 1.0, "duration": 1.5,
        "words": [["go", 0.1, 0.4], ["on", 0.5, 0.9]], "recognisable_after": 0.9},
+      {"audio": "a.wav", "id": "labelled", "duration": 1.0, "label": "smoke_alarm"},
   ]
   path = tmp_path / "m.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -45,23 +47,41 @@ def test_a_fixed_lead_plays_each_recording_later_with_its_annotations(manifest, 
   path, audio = manifest
   summary = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=2.0), tmp_path / "out",
                                            progress=False)
-  assert summary["rows"] == 2 and summary["leads_s"] == [2.0, 2.0, 2.0]
+  assert summary["rows"] == 3 and summary["leads_s"] == [2.0, 2.0, 2.0]
   rows = read_manifest(summary["manifest"]).rows
   original = read_manifest(path).rows
-  assert [r.name for r in rows] == ["whole", "segment"]
+  assert [r.name for r in rows] == ["whole", "segment", "labelled"]
+  assert [r.lead_in for r in rows] == [2.0, 2.0, 2.0]
   for new, old in zip(rows, original):
     samples = new.load()
     np.testing.assert_allclose(samples[2 * RATE:], old.load(), atol=1e-4)  # the recording
     assert effects.rms_db(samples[:2 * RATE]) == pytest.approx(lead_in.LEAD_IN_LEVEL_DB, abs=0.5)
     assert new.duration == pytest.approx(old.duration + 2.0, abs=1e-3)
-  whole, segment = rows
+  whole, segment, labelled = rows
   assert [(e.onset, e.offset) for e in whole.events] == [(2.5, 3.0)]
   assert [(t.start, t.end) for t in whole.turns] == [(3.2, 4.0)]
   assert whole.reply_time == 4.5 and whole.reply == "hello"
   assert [(w.start, w.end) for w in segment.words] == [(2.1, 2.4), (2.5, 2.9)]
   assert segment.recognisable_after == pytest.approx(2.9) and segment.offset == 0.0
-  assert json.loads((tmp_path / "out" / "lead_in.json").read_text())["leads_s"] == [2.0, 2.0]
+  # A whole-clip label is the sound after the lead-in, not the quiet before it.
+  assert labelled.label is None and [(e.onset, e.offset, e.label, e.role)
+                                     for e in labelled.events] == [(2.0, 3.0, "smoke_alarm", "alert")]
+  assert json.loads((tmp_path / "out" / "lead_in.json").read_text())["leads_s"] == [2.0] * 3
 
+
+def test_the_lead_in_is_heard_but_not_counted_as_benign_time(manifest, tmp_path):
+  path, _ = manifest
+  later = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=4.0), tmp_path / "out",
+                                         progress=False)["manifest"]
+  benign = {}
+  for name, manifest_path in (("before", path), ("later", later)):
+    cases = suites.cases_from_manifest(str(manifest_path), ["B6"])
+    benign[name] = {c.name.split(":", 1)[1].split("#")[0]: c.annotations.benign_seconds
+                    for c in cases}
+    lengths = {c.name.split(":", 1)[1].split("#")[0]: len(c.audio) for c in cases}
+  assert benign["later"]["whole"] == pytest.approx(benign["before"]["whole"])
+  assert benign["later"]["labelled"] == pytest.approx(benign["before"]["labelled"], abs=0.01)
+  assert lengths["whole"] >= 7 * RATE  # the stream does play the lead-in
 
 def test_random_leads_are_seeded_draws_below_the_maximum(manifest, tmp_path):
   path, _ = manifest
@@ -70,7 +90,7 @@ def test_random_leads_are_seeded_draws_below_the_maximum(manifest, tmp_path):
            for name, seed in (("a", 3), ("b", 3), ("c", 4))]
   assert leads[0] == leads[1] and leads[0] != leads[2]
   drawn = json.loads((tmp_path / "a" / "lead_in.json").read_text())["leads_s"]
-  assert len(drawn) == 2 and all(0.0 <= s < 10.0 for s in drawn)
+  assert len(drawn) == 3 and all(0.0 <= s < 10.0 for s in drawn)
   rows = read_manifest(tmp_path / "a" / "m.jsonl").rows
   assert rows[0].events[0].onset == pytest.approx(0.5 + drawn[0])
 
@@ -85,3 +105,13 @@ def test_the_cli_refuses_a_bad_lead_and_overwriting_the_manifest(manifest, capsy
   assert "would overwrite the manifest" in capsys.readouterr().err
   assert cli.main(["lead-in", "--manifest", str(path), "--lead", "1",
                    "--out", str(path.parent / "ok")]) == 0
+
+
+def test_a_lead_in_longer_than_the_recording_is_a_bad_row(manifest, tmp_path):
+  path, _ = manifest
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps({"audio": "a.wav", "label": "dog_bark", "lead_in": 9.0}) + "\n" +
+                 json.dumps({"audio": "a.wav", "label": "dog_bark", "lead_in": -1}) + "\n" +
+                 json.dumps({"audio": "a.wav", "label": "dog_bark", "lead_in": 1.5}) + "\n")
+  report = read_manifest(bad)
+  assert report.skipped == {"bad_field": 2} and [r.lead_in for r in report.rows] == [1.5]

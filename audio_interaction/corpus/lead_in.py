@@ -8,8 +8,9 @@ noise at `LEAD_IN_LEVEL_DB`, no event) before each recording and shifts every ti
 annotation by the same amount, so the same sounds and turns are scored later in the
 stream. The lead is fixed (`Lead(seconds=5)`) or drawn per recording
 (`Lead(up_to=30)`: seeded, uniform in [0, 30) s, to spread a tuning set over the
-window). The quiet counts as benign audio: false alarms per hour fall with a longer
-lead for that reason alone.
+window). Each row says its lead in "lead_in": the eval hears it (an alert there is a
+false alarm) but does not count its quiet as benign time, which would flatter the
+false alarms per hour.
 """
 
 from __future__ import annotations
@@ -69,8 +70,13 @@ class Lead:
 
 def shifted_row(row: dict[str, Any], lead: float) -> dict[str, Any]:
   """A manifest row (dict) whose time annotations (events, turns, words,
-  `recognisable_after`, `reply_time`, `duration`) are `lead` seconds later."""
+  `recognisable_after`, `reply_time`, `duration`) are `lead` seconds later. A whole-clip
+  `label` (a row of `duration` s without events) becomes an event from `lead` to the
+  end, since the lead-in is not that sound."""
   row = dict(row)
+  if lead and "label" in row and not row.get("events") and "duration" in row:
+    row["events"] = [{"onset": 0.0, "offset": row["duration"], "class": row.pop("label")}]
+    row.pop("recognisable_after", None)  # an event's delay comes from its class
   for key, fields in (("events", ("onset", "offset")), ("turns", ("start", "end"))):
     if isinstance(row.get(key), list):
       row[key] = [dict(item, **{f: item[f] + lead for f in fields if f in item})
@@ -88,7 +94,8 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
                            *, seed: int = 0, progress: bool = True) -> dict[str, Any]:
   """Writes OUT/<manifest's name> and OUT/audio/NNNN.wav: each row's recording (the
   segment it names, at 16 kHz mono) after a lead-in of quiet noise, its annotations
-  shifted (`shifted_row`); OUT/lead_in.json says from what, how, and each row's lead.
+  shifted (`shifted_row`) and its lead in "lead_in" (added to the row's own); OUT/lead_in.json
+  says from what, how, and each row's lead.
 
   Raises:
     ValueError: a row without "audio", or an output manifest that would overwrite the
@@ -124,11 +131,10 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
     played = np.concatenate([noise, audio]).astype(np.float32)
     name = f"audio/{index:04d}.wav"
     soundfile.write(out / name, played, RATE)
-    new = shifted_row({k: v for k, v in row.items() if k not in ("offset", *AUDIO_KEYS)},
-                      seconds)
-    new["audio"] = name
-    if "duration" in row:
-      new["duration"] = played.size / RATE
+    new = shifted_row({**{k: v for k, v in row.items() if k not in ("offset", *AUDIO_KEYS)},
+                       "duration": audio.size / RATE}, seconds)
+    new.update(audio=name, lead_in=seconds + float(row.get("lead_in", 0.0)))
+    new["duration"] = played.size / RATE
     written.append(json.dumps(new))
     leads.append(seconds)
   # The manifest last and whole: an interrupted run leaves no manifest naming missing audio.

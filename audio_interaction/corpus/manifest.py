@@ -116,7 +116,7 @@ AUDIO_KEYS: Final[tuple[str, ...]] = ("audio", "audio_filepath", "path")
 KEYS: Final[frozenset[str]] = frozenset({
     *TEXT_KEYS, *AUDIO_KEYS, "words", "speaker", "label", "recognisable_after", "reply",
     "reply_time", "duration", "id", "offset", "events", "turns", "instruction",
-    "alert_classes"})
+    "alert_classes", "lead_in"})
 
 # Roles of an annotated event (`events`), see the module docstring.
 ROLES: Final[tuple[str, ...]] = (
@@ -213,7 +213,9 @@ class ManifestRow:
   `source` is the audio file's path, or "<name>:<index>" for in-memory examples
   (whose samples are in `audio`; file rows have `audio` None and load on use).
   `where` locates the row for messages ("line 3", "example 3"). Times are seconds
-  from the clip's start; `words` is None when the row gave no word times.
+  from the clip's start; `words` is None when the row gave no word times. `lead_in`:
+  seconds of quiet played before the recording proper (`corpus/lead_in.py`), heard but
+  not counted as benign time.
   """
 
   source: str
@@ -234,6 +236,7 @@ class ManifestRow:
   turns: tuple[Turn, ...] = ()
   instruction: str | None = None
   alert_classes: tuple[str, ...] = ()
+  lead_in: float = 0.0
 
   def load(self) -> np.ndarray:
     """The samples: float32[round(duration * sample_rate)], read-only (the segment from
@@ -397,7 +400,7 @@ def _fields(row: Mapping[str, Any], alert_classes: Collection[str] = ()) -> dict
     out["events"] = _events(row["events"], declared)
   if "turns" in row:
     out["turns"] = _turns(row["turns"])
-  for name in ("recognisable_after", "reply_time", "offset"):
+  for name in ("recognisable_after", "reply_time", "offset", "lead_in"):
     if name in row:
       out[name] = _number(row[name], name)
   if "duration" in row:
@@ -432,6 +435,8 @@ def _row(source: str, where: str, fields: Mapping[str, Any], num_samples: int,
   late += [f"event {e.label!r} ends at {e.offset:g}" for e in fields.get("events", ())
            if e.offset > duration + slack]
   late += [f"turn ends at {t.end:g}" for t in fields.get("turns", ()) if t.end > duration + slack]
+  if fields.get("lead_in", 0.0) > duration + slack:
+    late.append(f"lead_in={fields['lead_in']:g}")
   if late:
     raise _RowProblem("bad_field", f"times beyond the clip's {duration:.3f} s: {', '.join(late)}")
   return ManifestRow(source=source, where=where, sample_rate=sample_rate, duration=duration,

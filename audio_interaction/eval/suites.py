@@ -436,6 +436,9 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
   B6 over the recording, B7 (alerts under the row's own instruction), B5 its turns, B8
   its barge-ins and speech not to answer."""
   length = len(clip) / SAMPLE_RATE
+  # A lead-in is heard, and an alert in it is a false alarm, but it is no benign *sound*:
+  # counting its quiet would flatter the false alarms per hour.
+  benign = lambda alerts: max(0.0, benign_seconds(length, alerts, window) - row.lead_in)
   sound_events = [e for e in row.events if e.role in ("alert", "benign")]
   alert_events = [e for e in sound_events if e.role == "alert"]
   for k, event in enumerate(sound_events):
@@ -449,8 +452,7 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
   if sound_events:
     add("B6", streamed, ONLINE, alert_replies,
         quiet=[Span(e.onset, e.offset, "benign") for e in sound_events if e.role == "benign"],
-        annotations=Annotations(alerts=alerts,
-                                benign_seconds=benign_seconds(length, alerts, window)))
+        annotations=Annotations(alerts=alerts, benign_seconds=benign(alerts)))
   expected_turns = [(t.start, t.end) for t in row.turns if t.reply_expected]
   # Addressed speech is a turn too, unless a declared turn already covers it (a row may
   # annotate the same utterance both ways: it is one turn, not two).
@@ -459,8 +461,7 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
   expected_turns.sort()
   if row.instruction is not None and alert_events:
     add("B7", streamed, ONLINE, alert_replies,
-        annotations=Annotations(alerts=alerts,
-                                benign_seconds=benign_seconds(length, alerts, window)))
+        annotations=Annotations(alerts=alerts, benign_seconds=benign(alerts)))
   if expected_turns:
     add("B5", streamed, ONLINE, [Reply("", end, "turn ended") for _, end in expected_turns],
         annotations=Annotations(turns=tuple(expected_turns)))
