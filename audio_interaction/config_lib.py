@@ -97,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   # "rope" (rotary, in attention), or absolute "learned" / "sinusoidal" embeddings
   # added after the stem; these restart every `max_positions` encoder frames.
   encoder.max_positions = 1500  # Whisper's 30 s table
+  # Restart them sooner, every `position_period` frames (0: every `max_positions`): a
+  # stream then stays within the first rows of the table, where its heads and decoder
+  # were trained (a Whisper table's later rows meet sounds the heads never heard there).
+  encoder.position_period = 0
   encoder.positions = "rope"
   # The encoder's norm epsilon; None: model.norm_eps (Whisper's LayerNorm uses 1e-5).
   encoder.norm_eps = ml_collections.config_dict.placeholder(float)
@@ -544,6 +548,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.encoder.bias": flag(),
     "model.encoder.positions": one_of("rope", "learned", "sinusoidal"),
     "model.encoder.max_positions": _SIZE,
+    "model.encoder.position_period": integer(0),  # and <= max_positions (validate)
     "model.encoder.norm_eps": Rule("None or a number > 0",
                                    lambda v: v is None or (_is_number(v) and v > 0)),
     "model.decoder.vocab_size": integer(sf.NUM_SPECIAL_TOKENS + 1),
@@ -865,6 +870,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       model.encoder.d_model % 2 or model.encoder.d_model < 4):
     raise ConfigError(f"model.encoder.d_model={model.encoder.d_model}: must be even and >= 4 "
                       "with model.encoder.positions='sinusoidal'")
+  if model.encoder.position_period > model.encoder.max_positions:
+    raise ConfigError(
+        f"model.encoder.position_period={model.encoder.position_period}: must be at most "
+        f"model.encoder.max_positions={model.encoder.max_positions} (0: that many)")
   decoder = model.decoder
   if decoder.num_heads % decoder.num_kv_heads:
     raise ConfigError(

@@ -67,3 +67,17 @@ def test_random_first_positions_are_seeded_chunk_boundaries_over_the_window():
   assert ClipEncoder(model, params, output="frames").next_first_position() == 0
   with pytest.raises(ValueError, match="first_positions 'middle'"):
     ClipEncoder(model, params, output="frames", first_positions="middle")
+
+
+def test_a_shorter_position_period_repeats_the_table_sooner():
+  model, params = _model(**model_testing.WHISPER_ENCODER, **{"model.encoder.position_period": 16})
+  per_chunk = model.config.encoder_frames_per_chunk
+  assert model.config.encoder.positions_restart_every == 16 and 16 % per_chunk == 0
+  audio = (0.1 * np.random.default_rng(2).normal(size=3 * model.config.chunk_samples)
+           ).astype(np.float32)
+  encode = ClipEncoder(model, params, output="frames", first_positions="random", seed=0)
+  np.testing.assert_allclose(encode(audio, first_position=16), encode(audio, first_position=0),
+                             atol=2e-4)
+  assert np.abs(encode(audio, first_position=per_chunk) - encode(audio, first_position=0)
+                ).max() > 1e-2
+  assert {encode.next_first_position() for _ in range(40)} == set(range(0, 16, per_chunk))

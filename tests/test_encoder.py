@@ -17,6 +17,8 @@ VARIANTS = {
     "conformer": {"block": "conformer"},
     # Whisper's audio tower run chunk-causally; positions restart every 20 frames.
     "whisper": model_testing.WHISPER_ENCODER,
+    # ... restarting sooner, every 12 frames (mid-chunk).
+    "whisper_period": dict(model_testing.WHISPER_ENCODER, **{"model.encoder.position_period": 12}),
     "sinusoidal": dict(model_testing.WHISPER_ENCODER, **{
         "model.encoder.positions": "'sinusoidal'", "model.encoder.block": "conformer"}),
 }

@@ -51,7 +51,7 @@ class ClipEncoder:
     self.frames_per_chunk = 1 if output == "chunk_means" else config.encoder_frames_per_chunk
     # Rotary positions are relative: where a clip starts changes nothing.
     self.position_period = (None if config.encoder.positions == "rope"
-                            else config.encoder.max_positions)
+                            else config.encoder.positions_restart_every)
     self.first_positions = first_positions
     self._rng = np.random.default_rng(seed)
 

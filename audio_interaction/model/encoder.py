@@ -85,13 +85,14 @@ class AudioEncoder(nn.Module):
 
   def _positions(self, x: Array, positions: Array) -> Array:
     """Adds absolute position embeddings ("learned" or "sinusoidal"); they restart every
-    `max_positions` frames, as a Whisper table covers only its 30 s window."""
+    `position_period` frames (default `max_positions`: a Whisper table covers only its
+    30 s window)."""
     cfg, enc = self.config, self.config.encoder
     table = layers.sinusoids(enc.max_positions, enc.d_model)
     if enc.positions == "learned":
       table = self.param("position_embedding", nn.with_logical_partitioning(
           lambda key, shape, dtype: jnp.asarray(table, dtype), (None, "embed")), table.shape, cfg.weight_dtype)
-    index = jnp.mod(positions, enc.max_positions)
+    index = jnp.mod(positions, enc.positions_restart_every)
     return x + jnp.take(jnp.asarray(table, cfg.compute_dtype), index, axis=0)
 
   @nn.compact

@@ -37,6 +37,12 @@ class EncoderConfig:
   positions: str = "rope"
   max_positions: int = 1500
   norm_eps: float | None = None
+  position_period: int = 0
+
+  @property
+  def positions_restart_every(self) -> int:
+    """Encoder frames after which absolute positions start again at 0."""
+    return self.position_period or self.max_positions
 
 
 @dataclasses.dataclass(frozen=True)
