@@ -175,3 +175,12 @@ def test_fit_sound_head_cli_names_what_is_wrong(tmp_path, capsys):
                    "--train-audio", str(tmp_path / "nowhere")]) != 0
   assert "fetch-train-audio" in capsys.readouterr().err
   assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_fit_sound_head_cli_passes_where_clips_start(tmp_path, capsys):
+  plain = _bundle(tmp_path, with_head=False)
+  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
+                   "--procedural-only", "--per-class", "1", "--steps", "5",
+                   "--clip-positions", "start"]) == 0, capsys.readouterr().err
+  fit = json.loads((tmp_path / "x" / "metadata.json").read_text())["sound_event_head_fit"]
+  assert fit["first_positions"] == "start"

@@ -139,6 +139,7 @@ def test_fit_bundle_adds_the_head_and_switches_the_hybrid_to_it(tmp_path):
                                            lines=_lines(40, voices=10), max_lines=None,
                                            steps=100, seed=0, progress=False)
   assert summary["head_added"] and summary["lines"] == 32 and summary["held_out_lines"] == 8
+  assert summary["first_positions"] == "random"  # the default: a head for anywhere in a stream
   # The low tone before the silence is easy to tell from the high one, on voices the
   # fit never heard too.
   assert summary["train_auc"] > 0.95 and summary["held_out_auc"] > 0.9
