@@ -33,7 +33,7 @@ def main() -> None:
                       help="LABEL=DIR of an eval run; the first is the run without a lead-in")
   args = parser.parse_args()
   runs = [(label, pathlib.Path(path)) for label, path in
-          (item.split("=", 1) for item in args.run)]
+          (item.rsplit("=", 1) for item in args.run)]
   reference = json.loads((runs[0][1] / "results.json").read_text())["suites"]["B6"]["model"]
   print("| lead-in | alert recall [95 % CI] | false alarms (per hour of the recordings' "
         "benign time) | alerts named |")

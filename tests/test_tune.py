@@ -322,6 +322,18 @@ def test_sound_alert_selection_on_hand_made_tables():
                                   row(0.7, 20.0, f1=0.5)], rule) == (1, False)
   assert tune.select_sound_alert([row(0.1, math.nan), row(0.9, 40.0, f1=0.6),
                                   row(0.7, 20.0, f1=0.6)], rule) == (2, False)
+  # "Off" alone within the budget does not end the search (the real DEV set: the decoder's
+  # own alerts, 6 % recall at no false alarm, against the head's 50 % at 59 / h) ...
+  assert tune.select_sound_alert([row(0.06, 0.0, f1=0.11), row(0.5, 59.0, f1=0.58),
+                                  row(0.28, 44.0, f1=0.38)], rule) == (1, False)
+  # ... it still wins on F1, or on recall beside a threshold within the budget.
+  assert tune.select_sound_alert([row(0.3, 0.0, f1=0.4), row(0.5, 59.0, f1=0.3)], rule) == (
+      0, True)
+  assert tune.select_sound_alert([row(0.3, 0.0), row(0.2, 8.0), row(0.9, 50.0)], rule) == (
+      0, True)
+  # Without an "off" row every row is a threshold.
+  assert tune.select_sound_alert([row(0.06, 0.0, f1=0.11), row(0.5, 59.0, f1=0.58)], rule,
+                                 off_index=None) == (0, True)
 
 
 def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, capsys,

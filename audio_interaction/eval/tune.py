@@ -44,9 +44,9 @@ the policy is chosen, it runs again with alerts from the head at each threshold
 `sound_alert_hold_seconds` and each `sound_alert_chunks`), one model
 pass per point per recording. On half A the highest alert recall among thresholds with at
 most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the alert text
-accuracy, then the lower threshold); if none is within it, the highest alert F1 (ties:
-the fewer false alarms), flagged: "the fewest false alarms" would always pick "off",
-whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
+accuracy, then the lower threshold); if no threshold is within it ("off" alone does not
+count), the highest alert F1 (ties: the fewer false alarms), flagged: "the fewest false
+alarms" would always pick "off", whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
 With `Grid.keep_policy` (`tune --keep-policy`) the policy is not searched: the bundle's
 own point is scored beside the reference timer and kept, and only the alerts are tuned.
 
@@ -350,18 +350,23 @@ def select(table: Sequence[dict[str, float]], reference_cut_in: float,
   return Selection(best, False, reference_cut_in, ())
 
 
-def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule) -> tuple[int, bool]:
+def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule, off_index: int | None = 0
+                       ) -> tuple[int, bool]:
   """(index of the chosen threshold's row, whether it is within the false-alarm budget)
   by the module docstring's rule; rows in threshold order, each with "recall", "f1",
-  "false_alarms_per_hour" and "alert_text_accuracy"."""
+  "false_alarms_per_hour" and "alert_text_accuracy"; row `off_index` is alerts off,
+  which alone within the budget does not end the search (its recall is the decoder's,
+  near none: choosing it would switch the head's alerts off whenever none of them is
+  within the budget)."""
   fa = [_finite(row["false_alarms_per_hour"], math.inf) for row in table]
   recall = [_finite(row["recall"], 0.0) for row in table]
   f1 = [_finite(row["f1"], 0.0) for row in table]
   text = [_finite(row["alert_text_accuracy"], 0.0) for row in table]
   within = [i for i in range(len(table)) if fa[i] <= rule.max_false_alarms_per_hour]
-  if within:
+  if set(within) - {off_index}:
     return min(within, key=lambda i: (-recall[i], -text[i], i)), True
-  return min(range(len(table)), key=lambda i: (-f1[i], fa[i], i)), False
+  best = min(range(len(table)), key=lambda i: (-f1[i], fa[i], i))
+  return best, best in within
 
 
 def tune_sound_alerts(engine: Engine, params: Params, tokenizer: Tokenizer,
