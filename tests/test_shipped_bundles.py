@@ -45,17 +45,20 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   assert config.model.turn_end_head and config.model.sound_event_classes
   infer = config.infer
   assert infer.sound_alert_threshold > 0  # alerts from the sound-event head are on
-  # Chosen on the real DEV set (its turn streams and its events) by `tune --write-bundle`,
-  # and the block it wrote is the point it names.
+  # Chosen on the real DEV set (its split turns, and its events each played at a random
+  # lead into the stream) by `tune --write-bundle`, and the block it wrote is the point
+  # it names.
   metadata = json.loads((portable.REAL_AUDIO_BUNDLE / portable.METADATA_FILE).read_text())
   manifests = [m.split(" ")[0] for m in metadata["operating_point"]["manifests"]]
-  assert manifests == ["data/real_dev/streams.jsonl", "data/real_dev/streams_split.jsonl",
-                       "data/real_dev/events.jsonl"]
+  assert manifests == ["data/real_dev/streams_split.jsonl",
+                       "data/real_dev_random30/events.jsonl"]
   chosen = metadata["operating_point"]["chosen"]
   assert chosen.startswith(tune.Candidate.from_infer(infer).name + ", ")
   assert f"sound alerts {infer.sound_alert_threshold:g} (" in chosen
   assert f"{infer.sound_alert_chunks} chunks" in chosen
-  assert {"turn_end_head_fit", "sound_event_head_fit"} <= metadata.keys()
+  # Both heads were fitted on clips from anywhere in Whisper's 30 s position window.
+  for fit in ("turn_end_head_fit", "sound_event_head_fit"):
+    assert metadata[fit]["first_positions"] == "random"
 
 
 def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:
