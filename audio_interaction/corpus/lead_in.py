@@ -98,8 +98,8 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   says from what, how, and each row's lead.
 
   Raises:
-    ValueError: a row without "audio", or an output manifest that would overwrite the
-      input.
+    ValueError: a line that is not JSON, a row without an audio path, or an output
+      manifest that would overwrite the input.
     FileNotFoundError: the manifest or a recording is missing.
   Returns:
     {"rows", "lead", "leads_s": [min, median, max], "manifest": the written path}.
@@ -109,7 +109,13 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   target = out / source.name
   if target.resolve() == source.resolve():
     raise ValueError(f"--out {out}: would overwrite the manifest {source}")
-  rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+  rows = []
+  for number, line in enumerate(source.read_text().splitlines(), 1):
+    if line.strip():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as error:
+        raise ValueError(f"{source} line {number}: not JSON ({error.msg})") from None
   rng = np.random.default_rng(seed)
   (out / "audio").mkdir(parents=True, exist_ok=True)
   leads = []
