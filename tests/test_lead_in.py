@@ -110,6 +110,10 @@ def test_the_cli_refuses_a_bad_lead_and_overwriting_the_manifest(manifest, capsy
   assert cli.main(["lead-in", "--manifest", str(broken), "--lead", "1",
                    "--out", str(path.parent / "b")]) == 2
   assert "broken.jsonl line 4: not JSON" in capsys.readouterr().err
+  broken.write_text(path.read_text() + "5\n")  # JSON, but no row
+  assert cli.main(["lead-in", "--manifest", str(broken), "--lead", "1",
+                   "--out", str(path.parent / "b")]) == 2
+  assert "broken.jsonl line 4: expected a JSON object" in capsys.readouterr().err
 
 
 def test_a_lead_in_longer_than_the_recording_is_a_bad_row(manifest, tmp_path):

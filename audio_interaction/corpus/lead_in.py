@@ -29,7 +29,7 @@ from tqdm import tqdm
 from audio_interaction import atomic_file
 from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import effects
-from audio_interaction.corpus.manifest import AUDIO_KEYS
+from audio_interaction.corpus.manifest import AUDIO_KEYS, read_rows
 
 RATE = 16000
 LEAD_IN_LEVEL_DB = -50.0  # a quiet room: far below speech (-20 to -30 dBFS)
@@ -98,8 +98,9 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   says from what, how, and each row's lead.
 
   Raises:
-    ValueError: a line that is not JSON, a row without an audio path, or an output
-      manifest that would overwrite the input.
+    ManifestError (a ValueError): a line that is not a JSON object (`read_rows`).
+    ValueError: a row without an audio path, or an output manifest that would overwrite
+      the input.
     FileNotFoundError: the manifest or a recording is missing.
   Returns:
     {"rows", "lead", "leads_s": [min, median, max], "manifest": the written path}.
@@ -109,13 +110,7 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   target = out / source.name
   if target.resolve() == source.resolve():
     raise ValueError(f"--out {out}: would overwrite the manifest {source}")
-  rows = []
-  for number, line in enumerate(source.read_text().splitlines(), 1):
-    if line.strip():
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError as error:
-        raise ValueError(f"{source} line {number}: not JSON ({error.msg})") from None
+  rows = read_rows(source)
   rng = np.random.default_rng(seed)
   (out / "audio").mkdir(parents=True, exist_ok=True)
   leads = []

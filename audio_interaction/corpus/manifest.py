@@ -603,6 +603,31 @@ def _parse_line(line: str) -> dict[str, Any]:
   return row
 
 
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """The rows of a JSONL manifest as they are written (dicts, blank lines skipped), for
+  tools that rewrite a manifest and keep what they do not read; nothing but the JSON is
+  checked (`read_manifest` checks the rest).
+
+  Raises:
+    ManifestError: the file is missing, or a line is not UTF-8 or not a JSON object
+      (naming the file and the line).
+  """
+  path = pathlib.Path(path)
+  try:
+    lines = path.read_bytes().splitlines()
+  except OSError as error:
+    raise ManifestError(f"manifest {path} cannot be read: {error.strerror or error}") from error
+  rows = []
+  for number, data in enumerate(lines, start=1):
+    try:
+      line = _line_text(data, number == 1)
+      if line.strip():
+        rows.append(_parse_line(line))
+    except _RowProblem as problem:
+      raise ManifestError(f"{path} line {number}: {problem}") from None
+  return rows
+
+
 def read_manifest(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
                   strict: bool = False, resample: bool = True,
                   alert_classes: Collection[str] = ()) -> ManifestReport:
