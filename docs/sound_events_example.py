@@ -10,12 +10,11 @@ them, so a model with a sound-event head shows on its timeline what it heard whe
 
 `--pick CLASS[:PACKAGE],...` chooses other events (the first of each class, from that
 DEV package when one is named; or an event's manifest id). `--turn MANIFEST:ID` puts a
-DEV turn stream, whole, after the first `--turn-after` of them (the real-audio model's
-picture in the README)::
+DEV turn stream, whole, after the first `--turn-after` of them (default 0: first; the
+real-audio model's picture in the README)::
 
   python docs/sound_events_example.py --turn data/real_dev/streams_split.jsonl:split_002 \\
-      --pick lomiri-sounds/sounds/lomiri/ringtones/Celestial,fillets-ng-data/keyboard-run0 \\
-      --level source --turn-after 1 --out real_audio.wav
+      --pick lomiri-sounds/sounds/lomiri/ringtones/Celestial,fillets-ng-data/keyboard-run0 --out real_audio.wav
 """
 
 import argparse

@@ -112,16 +112,14 @@ class ClipEncoder:
 class ChunkEncoder(ClipEncoder):
   """The sound-event and turn-end heads' inputs: audio [n] -> [chunks, D] mean frames."""
 
-  def __init__(self, model: AudioInteractionModel, params: Params, *,
-               first_positions: str = "start", seed: int = 0):
-    super().__init__(model, params, output="chunk_means", first_positions=first_positions,
-                     seed=seed)
+  def __init__(self, model: AudioInteractionModel, params: Params, **options):
+    """`options`: `ClipEncoder`'s first_positions and seed."""
+    super().__init__(model, params, output="chunk_means", **options)
 
 
 class FrameEncoder(ClipEncoder):
   """The CTC head's inputs: audio [n] -> [chunks * F_c, D] encoder frames."""
 
-  def __init__(self, model: AudioInteractionModel, params: Params, *,
-               first_positions: str = "start", seed: int = 0):
-    super().__init__(model, params, output="frames", first_positions=first_positions,
-                     seed=seed)
+  def __init__(self, model: AudioInteractionModel, params: Params, **options):
+    """`options`: `ClipEncoder`'s first_positions and seed."""
+    super().__init__(model, params, output="frames", **options)
