@@ -30,6 +30,61 @@ def test_clip_chunk_targets_follow_the_30_db_rule():
   np.testing.assert_array_equal(targets, [7, 7, sf.NO_SOUND_EVENT, sf.NO_SOUND_EVENT])
 
 
+def test_quiet_lead_is_whole_quiet_chunks_and_seeded():
+  chunk = 2560
+  leads = [sound_head.quiet_lead(np.random.default_rng(seed), 2.0, chunk) for seed in range(40)]
+  sizes = {lead.size for lead in leads}
+  assert all(size % chunk == 0 and size <= 2.0 * 16000 for size in sizes)
+  assert 0 in sizes and len(sizes) > 4  # the room may be absent, and its length varies
+  for lead in leads:
+    if lead.size:
+      level = 10 * np.log10(np.mean(lead.astype(np.float64) ** 2))
+      assert sound_head.QUIET_LEAD_DB[0] - 0.5 <= level <= sound_head.QUIET_LEAD_DB[1] + 0.5
+  np.testing.assert_array_equal(sound_head.quiet_lead(np.random.default_rng(3), 2.0, chunk),
+                                leads[3])
+  assert sound_head.quiet_lead(np.random.default_rng(0), 0.0, chunk).size == 0
+
+
+def test_bank_examples_put_a_none_lead_before_the_same_clips():
+  from audio_interaction.corpus.sounds import SoundBank
+  inputs = []
+
+  def encode(audio):  # one feature per chunk: its RMS level
+    inputs.append(audio)
+    chunks = np.zeros(-(-audio.size // encode.chunk_samples) * encode.chunk_samples)
+    chunks[:audio.size] = audio
+    chunks = chunks.reshape(-1, encode.chunk_samples)
+    return np.sqrt((chunks.astype(np.float64) ** 2).mean(1, keepdims=True)).astype(np.float32)
+
+  encode.chunk_samples = 1600
+  bank = SoundBank(use_recordings=False)
+  label = "smoke_alarm"
+
+  def examples(lead_seconds):
+    inputs.clear()
+    got = sound_head.bank_examples(encode, bank, 6, seed=0, labels=[label], progress=False,
+                                   lead_seconds=lead_seconds)
+    return got, list(inputs)
+
+  plain, plain_inputs = examples(0.0)
+  led, led_inputs = examples(1.0)
+  none, sound = sf.NO_SOUND_EVENT, LABELS.index(label)
+  clipped = [a[:int(sound_head.MAX_CLIP_SECONDS * 16000)] for a in plain_inputs]
+  leads = [with_lead.size - clip.size for with_lead, clip in zip(led_inputs, clipped)]
+  assert any(leads) and all(n % encode.chunk_samples == 0 for n in leads)
+  targets = led.targets.tolist()
+  at = 0
+  for lead, clip, with_lead in zip(leads, clipped, led_inputs):
+    np.testing.assert_array_equal(with_lead[lead:], clip)  # the same clip after its room
+    own = sound_head.clip_chunk_targets(clip, sound, encode.chunk_samples).tolist()
+    lead_chunks = lead // encode.chunk_samples
+    assert targets[at:at + lead_chunks] == [none] * lead_chunks
+    assert targets[at + lead_chunks:at + lead_chunks + len(own)] == own
+    at += lead_chunks + len(own)
+  assert at == len(targets) and sum(leads) // encode.chunk_samples == len(targets) - len(
+      plain.targets)
+
+
 def test_example_weights_by_hand():
   # none x4, a x2, b x1: class totals none 2 (= the 2 sound classes), a 1, b 1; so
   # per example none 1/2, a 1/2, b 1, then scaled to mean 1 (the mean was 4/7).
@@ -181,6 +236,10 @@ def test_fit_sound_head_cli_passes_where_clips_start(tmp_path, capsys):
   plain = _bundle(tmp_path, with_head=False)
   assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
                    "--procedural-only", "--per-class", "1", "--steps", "5",
-                   "--clip-positions", "start"]) == 0, capsys.readouterr().err
+                   "--clip-positions", "start", "--quiet-lead", "0.5"]) == 0, (
+                       capsys.readouterr().err)
   fit = json.loads((tmp_path / "x" / "metadata.json").read_text())["sound_event_head_fit"]
-  assert fit["first_positions"] == "start"
+  assert fit["first_positions"] == "start" and fit["lead_seconds"] == 0.5
+  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "y"),
+                   "--procedural-only", "--quiet-lead", "-1"]) != 0
+  assert "--quiet-lead -1" in capsys.readouterr().err and not (tmp_path / "y").exists()

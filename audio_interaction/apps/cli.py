@@ -519,6 +519,8 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   for name, value in (("--per-class", args.per_class), ("--steps", args.steps)):
     if value < 1:
       raise UsageError(f"{name} {value}: must be >= 1")
+  if not 0 <= args.quiet_lead <= 30:
+    raise UsageError(f"--quiet-lead {args.quiet_lead}: must be in [0, 30] seconds")
   from audio_interaction.export import portable
   bundle = portable.resolve_bundle(args.bundle)
   try:
@@ -527,7 +529,7 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
         corpus_rows=args.corpus_rows, corpus_sounds=args.corpus_sounds,
         other_sounds=not args.no_other_sounds,
         per_class=args.per_class, seed=args.seed, l2=args.l2,
-        steps=args.steps, first_positions=args.clip_positions)
+        steps=args.steps, first_positions=args.clip_positions, lead_seconds=args.quiet_lead)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -975,6 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "'none' chunks (speech, rooms); without one the head has never "
                              "heard speech as 'none'")
   fit_head.add_argument("--corpus-rows", type=int, default=1200)
+  fit_head.add_argument("--quiet-lead", type=float, default=2.0, metavar="SECONDS",
+                        help="each clean clip after a quiet room of 0 to this many seconds "
+                             "(labelled 'none'; 0: the clip alone)")
   fit_head.add_argument("--corpus-sounds", action="store_true",
                         help="also fit the corpus rows' labelled sounds (under speech/noise)")
   fit_head.add_argument("--no-other-sounds", action="store_true",

@@ -9,7 +9,10 @@ logistic regression: this module encodes
 
 * clean clips of every class of the TRAIN sound bank, the same number per class (a
   chunk is labelled with the clip's class when it holds the sound: its loudest frame
-  within 30 dB of the clip's, the corpus's rule; "none" otherwise), and
+  within 30 dB of the clip's, the corpus's rule; "none" otherwise), each after a quiet
+  room of a random length (`quiet_lead`, labelled "none"): in a stream a sound comes
+  after something, not into an empty encoder memory, and the quiet before it is a place
+  where the head must say nothing, and
 * rows of a built corpus split: their "none" chunks (speech, silence, rooms, benign
   beds), without which the head calls speech an alarm (on the 40 real DEV turn-taking
   streams, 95 false alerts at 0.8 from clean clips alone, 2 with these), and on request
@@ -52,6 +55,9 @@ from audio_interaction.stream_format import NO_SOUND_EVENT
 # (`corpus.serialize.sound_event_targets` labels the corpus the same way).
 ACTIVE_BELOW_PEAK_DB = 30.0
 MAX_CLIP_SECONDS = 8.0
+# The quiet room before a clean clip: coloured noise between these levels (dBFS), far
+# below any sound of the bank.
+QUIET_LEAD_DB = (-60.0, -40.0)
 
 
 @dataclasses.dataclass
@@ -87,6 +93,19 @@ def clip_chunk_targets(audio: np.ndarray, label_id: int, chunk_samples: int) -> 
   return np.where(active, label_id, NO_SOUND_EVENT).astype(np.int32)
 
 
+def quiet_lead(rng: np.random.Generator, max_seconds: float, chunk_samples: int
+               ) -> np.ndarray:
+  """float32 [k * chunk_samples]: a quiet room of 0 to `max_seconds` in whole chunks (so
+  the clip after it keeps its chunk boundaries), coloured noise (exponent 0 to 2) at a
+  level drawn from `QUIET_LEAD_DB`."""
+  chunks = int(rng.integers(0, int(max_seconds * 16000) // chunk_samples + 1))
+  if chunks == 0:
+    return np.zeros(0, np.float32)
+  noise = effects.colored_noise(rng, chunks * chunk_samples, float(rng.uniform(0.0, 2.0)))
+  return effects.set_level(noise, float(rng.uniform(*QUIET_LEAD_DB)),
+                           active_only=False).astype(np.float32)
+
+
 def train_sound_bank(train_audio_root: str | os.PathLike | None) -> SoundBank:
   """The TRAIN sound bank: `fetch-train-audio`'s recordings under `train_audio_root`
   with the procedural sounds, or the procedural sounds alone when it is None."""
@@ -104,18 +123,24 @@ def other_sound_paths(train_audio_root: str | os.PathLike) -> list[str]:
 
 
 def bank_examples(encode: ClipEncoder, bank: SoundBank, per_class: int, seed: int,
-                  labels: Iterable[str] | None = None, progress: bool = True) -> ChunkExamples:
+                  labels: Iterable[str] | None = None, progress: bool = True,
+                  lead_seconds: float = 0.0) -> ChunkExamples:
   """`per_class` clean clips of every class of `bank` (known to `worlds.SOUND_EVENT_LABELS`),
-  encoded chunk by chunk with `clip_chunk_targets`."""
+  each after a `quiet_lead` of at most `lead_seconds` (its chunks "none"), encoded chunk
+  by chunk with `clip_chunk_targets`."""
   rng = np.random.default_rng(seed)
+  lead_rng = np.random.default_rng([seed, 1])  # the clips drawn do not depend on the leads
   names = [label for label in (labels or bank.labels()) if label in worlds.SOUND_EVENT_LABELS]
   features, targets = [], []
   for label in tqdm(names, desc="clean clips per class", disable=not progress, leave=False):
     for _ in range(per_class):
       audio = bank.sample(label, rng).audio[:int(MAX_CLIP_SECONDS * 16000)]
-      features.append(encode(audio))
-      targets.append(clip_chunk_targets(audio, worlds.SOUND_EVENT_LABELS.index(label),
-                                        encode.chunk_samples))
+      lead = quiet_lead(lead_rng, lead_seconds, encode.chunk_samples)
+      features.append(encode(np.concatenate([lead, audio])))
+      targets.append(np.concatenate([
+          np.full(lead.size // encode.chunk_samples, NO_SOUND_EVENT, np.int32),
+          clip_chunk_targets(audio, worlds.SOUND_EVENT_LABELS.index(label),
+                             encode.chunk_samples)]))
   return ChunkExamples(np.concatenate(features), np.concatenate(targets))
 
 
@@ -256,7 +281,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                     corpus_split: str = "train", per_class: int = 64, corpus_rows: int = 1200,
                     corpus_sounds: bool = False, other_sounds: bool = True, seed: int = 0,
                     l2: float = 1e-3, steps: int = 300, progress: bool = True,
-                    first_positions: str = "random") -> dict[str, Any]:
+                    first_positions: str = "random", lead_seconds: float = 2.0
+                    ) -> dict[str, Any]:
   """Fits a bundle's sound-event head (`fit_head`) and writes the bundle with it to `out`.
 
   Args:
@@ -264,6 +290,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     out: the new bundle's directory (the rest of the bundle is copied unchanged).
     train_audio_root: `fetch-train-audio`'s folder (the TRAIN sound bank's recordings);
       None: the procedural sounds only.
+    lead_seconds: the longest quiet room before each clean clip (`bank_examples`).
     corpus_dir: a built corpus (`build-data`) whose `corpus_split` rows add "none"
       chunks (and with `corpus_sounds` their labelled sounds); None: clean clips only
       (a head that has never heard speech as "none").
@@ -282,7 +309,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   model = AudioInteractionModel(config)
   encode = ChunkEncoder(model, params, first_positions=first_positions, seed=seed)
   bank = train_sound_bank(train_audio_root)
-  parts = [bank_examples(encode, bank, per_class, seed, progress=progress)]
+  parts = [bank_examples(encode, bank, per_class, seed, progress=progress,
+                         lead_seconds=lead_seconds)]
   others = []
   if train_audio_root is not None and other_sounds:
     others = other_sound_paths(train_audio_root)
@@ -297,7 +325,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "corpus_rows": corpus_rows if corpus_dir is not None else 0,
              "corpus_sounds": corpus_sounds, "other_sound_recordings": len(others),
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
-             "seed": seed, "first_positions": first_positions, "head_added": head_added,
+             "seed": seed, "first_positions": first_positions, "lead_seconds": lead_seconds,
+             "head_added": head_added,
              "chunks": class_counts(examples.targets),
              "loss": fit.loss, "train_recall": fit.recall}
   save_fitted_bundle(bundle, out, with_head(params, fit), tokenizer, config,
