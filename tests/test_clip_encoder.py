@@ -69,22 +69,6 @@ def test_random_first_positions_are_seeded_chunk_boundaries_over_the_window():
     ClipEncoder(model, params, output="frames", first_positions="middle")
 
 
-def test_random_first_positions_start_a_share_of_clips_at_the_window_start():
-  """Every live stream begins at position 0 from an empty memory: about one clip in
-  `STREAM_START_SHARE` starts there, far more than a uniform draw over the window's
-  boundaries would give."""
-  model, params = _model(**model_testing.WHISPER_ENCODER)
-  per_chunk, period = model.config.encoder_frames_per_chunk, model.config.encoder.max_positions
-  encode = ClipEncoder(model, params, output="chunk_means", first_positions="random", seed=0)
-  draws = np.array([encode.next_first_position() for _ in range(4000)])
-  boundaries = -(-period // per_chunk)
-  share = (draws == 0).mean()
-  expected = (clip_encoder.STREAM_START_SHARE
-              + (1 - clip_encoder.STREAM_START_SHARE) / boundaries)
-  assert abs(share - expected) < 0.025 and share > 1 / boundaries + 0.07
-  assert len(np.unique(draws[draws > 0])) == boundaries - 1  # the others all still drawn
-
-
 def test_a_shorter_position_period_repeats_the_table_sooner():
   model, params = _model(**model_testing.WHISPER_ENCODER, **{"model.encoder.position_period": 16})
   per_chunk = model.config.encoder_frames_per_chunk

@@ -10,12 +10,7 @@ Where a clip sits in a stream matters to an encoder with absolute positions (a W
 table restarts every 30 s): a head fitted only on clips encoded from position 0 learns
 features of the window's start and fails later in a stream (the real-audio model's
 alerts fell from 80 % recall at 0 s to 0 % at 15 s). `first_positions="random"` encodes
-each clip from a random chunk boundary of the position window instead, and one clip in
-`STREAM_START_SHARE` from its start: every live stream begins there with nothing in the
-encoder's memory, a place the uniform draw reached once in 188 clips, and a head fitted
-without it said "alarm" in the first chunks of a quiet room (alert probability 0.2-0.6 in
-the first five chunks of -40 to -50 dBFS noise from position 0, under 0.1 from position
-480; three of the eight false alarms on the DEV events at random leads).
+each clip from a random chunk boundary of the position window instead.
 """
 
 from __future__ import annotations
@@ -36,8 +31,6 @@ FIRST_POSITIONS = ("start", "random")
 # pass's attention over all frames at once would need memory quadratic in the length
 # (a 3-minute file asked for 26 GB).
 MAX_FULL_PASS_CHUNKS = 256
-# The share of "random" clips encoded from the window's start (a stream's first chunks).
-STREAM_START_SHARE = 0.125
 
 
 class ClipEncoder:
@@ -90,13 +83,11 @@ class ClipEncoder:
 
   def next_first_position(self) -> int:
     """The encoder frame the next clip starts at: 0, or with `first_positions="random"`
-    0 with probability `STREAM_START_SHARE` and otherwise a chunk boundary drawn uniformly
-    from the position window."""
+    a chunk boundary drawn uniformly from the position window."""
     if self.first_positions == "start" or self.position_period is None:
       return 0
     per_chunk = self._encoder_frames_per_chunk
-    boundary = int(self._rng.integers(0, -(-self.position_period // per_chunk))) * per_chunk
-    return 0 if self._rng.random() < STREAM_START_SHARE else boundary
+    return int(self._rng.integers(0, -(-self.position_period // per_chunk))) * per_chunk
 
   def __call__(self, audio: np.ndarray, first_position: int | None = None) -> np.ndarray:
     """audio [n] -> the output per chunk (see the class); `first_position`: the encoder
