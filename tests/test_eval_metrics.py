@@ -160,6 +160,20 @@ def test_overlapping_events_need_one_alert_each():
   assert two.detectors == (1, 0) and one.detectors == (0, None)
 
 
+def test_late_alerts_are_the_false_alarms_raised_while_an_alert_sound_goes_on():
+  # A ringtone sounds [2, 9] s, deadline 4 s; alerts at 2.5 (detects it), 6.0 and 10.5
+  # (during it or within the 2 s window after it: late), 12.0 and 1.0 (benign time).
+  times = [1.0, 2.5, 6.0, 10.5, 12.0]
+  match = m.match_alerts([(2.0, 4.0)], times)
+  assert match.detected == 1 and match.false_alarms == 4
+  assert m.late_alerts(match, times, [(2.0, 9.0)], window=2.0) == 2
+  assert m.late_alerts(match, times, [(2.0, 9.0)], window=1.0) == 1  # 10.5 now after it
+  assert m.late_alerts(match, times, [], window=2.0) == 0
+  # The detecting alert is never counted late, even inside the sound.
+  missed = m.match_alerts([(2.0, 4.0)], [5.0])
+  assert missed.false_alarms == 1 and m.late_alerts(missed, [5.0], [(2.0, 9.0)], 2.0) == 1
+
+
 def test_an_alert_before_the_onset_is_false():
   match = m.match_alerts([(5.0, 6.0)], [4.9])
   assert match.detected == 0 and match.false_alarms == 1

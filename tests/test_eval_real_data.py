@@ -77,6 +77,18 @@ def test_alert_latency_from_the_annotated_onset_and_false_alarms_over_benign_tim
   result = suites.alerts([run], lambda r: [0.3, 2.5], suites.EvalConfig())
   assert result["onset_latency_s"]["median"] == pytest.approx(0.5)  # 2.5 - 2.0
   assert result["false_alarms_per_hour"] == pytest.approx(1 / (3.0 / 3600))  # 0.3: false
+  assert result["late_alerts"] == 0
+  # A second alert at 4.6 s, within 2 s of the smoke alarm's annotated end (3.0), the
+  # alarm already detected: a false alarm, and a late one, not one in benign audio; one
+  # at 5.5 s is in benign audio again.
+  assert b6.annotations.alert_sounds == ((2.0, 3.0),)
+  later = suites.alerts([run], lambda r: [0.3, 2.5, 4.6], suites.EvalConfig())
+  assert later["false_alarms_per_hour"] == pytest.approx(2 / (3.0 / 3600))
+  assert later["late_alerts"] == 1
+  assert later["benign_false_alarms_per_hour"] == pytest.approx(1 / (3.0 / 3600))
+  after = suites.alerts([run], lambda r: [0.3, 2.5, 5.5], suites.EvalConfig())
+  assert after["late_alerts"] == 0
+  assert after["benign_false_alarms_per_hour"] == after["false_alarms_per_hour"]
 
 
 def test_detected_alerts_name_their_class_from_the_onset_on(tmp_path):

@@ -256,6 +256,24 @@ def match_alerts(events: Sequence[Interval], alert_times: Sequence[float]) -> Al
                     tuple(detectors))
 
 
+def late_alerts(match: AlertMatch, alert_times: Sequence[float],
+                alert_sounds: Sequence[Interval], window: float) -> int:
+  """How many of `match`'s false alarms were raised while an alert sound was still going
+  (in [start, end + `window`] of one of `alert_sounds`): a ringtone named 4 s in, after
+  its deadline. They stay false alarms (and the sound a miss) by `match_alerts`'s rule;
+  this tells them from alerts raised in benign audio.
+
+  Args:
+    match: `match_alerts(events, alert_times)`.
+    alert_times: the same alert start times (s).
+    alert_sounds: (start, end) s of each sound that warrants an alert.
+    window: seconds after a sound's end that still count as during it.
+  """
+  used = {d for d in match.detectors if d is not None}
+  return sum(1 for index, at in enumerate(alert_times) if index not in used and any(
+      start <= at <= end + window for start, end in alert_sounds))
+
+
 def alert_scores(matches: Sequence[AlertMatch]) -> dict[str, float]:
   """Precision (detections / alerts), recall (detections / events) and F1 over streams.
 

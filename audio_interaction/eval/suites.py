@@ -141,6 +141,8 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B6", "alert F1", ("f1",), "f"),
     ("B6", "latency from onset, median", ("onset_latency_s", "median"), "s"),
     ("B6", "false alarms per hour", ("false_alarms_per_hour",), "f"),
+    ("B6", "false alarms per hour, late alerts of alert sounds left out",
+     ("benign_false_alarms_per_hour",), "f"),
     ("B6", "detected alerts naming their class", ("naming", "rate"), "%"),
     ("B7", "accuracy of triggered replies", ("accuracy",), "%"),
     ("B7", "triggered in time (recall)", ("recall",), "%"),
@@ -244,6 +246,8 @@ class Annotations:
   benign_seconds: the recording's time that warrants no alert (its length minus every
     alert's [onset, recognisable + window)), the denominator of false alarms per hour;
     None: the case's duration.
+  alert_sounds: (onset, offset) of each sound that warrants an alert (an alert raised
+    in one after its deadline is late, `metrics.late_alerts`).
   barge_ins: onsets of speech that should stop a reply (B8).
   unaddressed: (start, end) of speech that must not be answered (B8).
   """
@@ -251,6 +255,7 @@ class Annotations:
   turns: tuple[tuple[float, float], ...] = ()
   alerts: tuple[tuple[float, float], ...] = ()
   benign_seconds: float | None = None
+  alert_sounds: tuple[tuple[float, float], ...] = ()
   barge_ins: tuple[float, ...] = ()
   unaddressed: tuple[tuple[float, float], ...] = ()
 
@@ -447,12 +452,14 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
                                      len(piece) / SAMPLE_RATE, "end of clip")],
         suffix=f"@{event.onset:g}s")
   alerts = tuple((e.onset, recognisable_at(e)) for e in alert_events)
+  spans = tuple((e.onset, e.offset) for e in alert_events)
   alert_replies = [Reply(alert_text(e.label), ready, f"{e.label} recognisable", kind="alert")
                    for e, (_, ready) in zip(alert_events, alerts)]
   if sound_events:
     add("B6", streamed, ONLINE, alert_replies,
         quiet=[Span(e.onset, e.offset, "benign") for e in sound_events if e.role == "benign"],
-        annotations=Annotations(alerts=alerts, benign_seconds=benign(alerts)))
+        annotations=Annotations(alerts=alerts, benign_seconds=benign(alerts),
+                                alert_sounds=spans))
   expected_turns = [(t.start, t.end) for t in row.turns if t.reply_expected]
   # Addressed speech is a turn too, unless a declared turn already covers it (a row may
   # annotate the same utterance both ways: it is one turn, not two).
@@ -461,7 +468,8 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
   expected_turns.sort()
   if row.instruction is not None and alert_events:
     add("B7", streamed, ONLINE, alert_replies,
-        annotations=Annotations(alerts=alerts, benign_seconds=benign(alerts)))
+        annotations=Annotations(alerts=alerts, benign_seconds=benign(alerts),
+                                alert_sounds=spans))
   if expected_turns:
     add("B5", streamed, ONLINE, [Reply("", end, "turn ended") for _, end in expected_turns],
         annotations=Annotations(turns=tuple(expected_turns)))
@@ -539,7 +547,8 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
                          "alert recognisable", kind="alert")]
         alerts = ((event.start, event.recognisable_at),)
         add("B6", streamed, ONLINE, replies, sound=row.label, annotations=Annotations(
-            alerts=alerts, benign_seconds=benign_seconds(length, alerts, answer_window_s)))
+            alerts=alerts, benign_seconds=benign_seconds(length, alerts, answer_window_s),
+            alert_sounds=((event.start, event.start + len(event.audio) / SAMPLE_RATE),)))
       else:
         add("B6", streamed, ONLINE, [], sound=row.label,
             quiet=[Span(0.0, length, "benign")],
@@ -932,16 +941,33 @@ def suite_b5(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
   }
 
 
+def alert_sounds(case: Case) -> list[tuple[float, float]]:
+  """(start, end) s of the case's sounds that warrant an alert: annotated, else its
+  timeline's."""
+  if case.annotations is not None:
+    return list(case.annotations.alert_sounds)
+  return [(e.start, e.start + len(e.audio) / SAMPLE_RATE) for e in case.timeline.sounds
+          if e.role == "alert"]
+
+
 def alerts(runs: Sequence[CaseRun], starts_of: Callable[[CaseRun], list[float]],
            cfg: EvalConfig) -> dict:
-  """Alert precision/recall/F1, onset latency and false alarms per hour over the runs."""
-  matches = [metrics.match_alerts(case_alert_events(r.case, cfg.answer_window_s),
-                                  starts_of(r)) for r in runs]
+  """Alert precision/recall/F1, onset latency and false alarms per hour over the runs;
+  "late_alerts": the false alarms raised during an alert sound after its deadline
+  (`metrics.late_alerts`), and the false alarms per hour without them."""
+  starts = [starts_of(r) for r in runs]
+  matches = [metrics.match_alerts(case_alert_events(r.case, cfg.answer_window_s), s)
+             for r, s in zip(runs, starts)]
+  late = sum(metrics.late_alerts(m, s, alert_sounds(r.case), cfg.answer_window_s)
+             for r, s, m in zip(runs, starts, matches))
   latencies = [v for m in matches for v in m.onset_latencies]
   seconds = sum(listened_seconds(r.case) for r in runs)
+  false_alarms = sum(m.false_alarms for m in matches)
   return {**metrics.alert_scores(matches), "onset_latency_s": metrics.summarize(latencies),
-          "false_alarms_per_hour": metrics.false_alarms_per_hour(
-              sum(m.false_alarms for m in matches), seconds),
+          "false_alarms_per_hour": metrics.false_alarms_per_hour(false_alarms, seconds),
+          "late_alerts": late,
+          "benign_false_alarms_per_hour": metrics.false_alarms_per_hour(
+              false_alarms - late, seconds),
           "hours": seconds / 3600, "latencies": [v for v in latencies if v is not None]}
 
 
