@@ -977,9 +977,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "'none' chunks (speech, rooms); without one the head has never "
                              "heard speech as 'none'")
   fit_head.add_argument("--corpus-rows", type=int, default=1200)
-  fit_head.add_argument("--quiet-lead", type=float, default=2.0, metavar="SECONDS",
+  fit_head.add_argument("--quiet-lead", type=float, default=0.0, metavar="SECONDS",
                         help="each clean clip after a quiet room of 0 to this many seconds "
-                             "(labelled 'none'; 0: the clip alone)")
+                             "(labelled 'none'; default 0: the clip alone, as the shipped "
+                             "head; 2 finds more alerts anywhere in a stream, and raises "
+                             "more false ones: README)")
   fit_head.add_argument("--corpus-sounds", action="store_true",
                         help="also fit the corpus rows' labelled sounds (under speech/noise)")
   fit_head.add_argument("--no-other-sounds", action="store_true",
