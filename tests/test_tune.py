@@ -13,7 +13,7 @@ import soundfile
 
 from audio_interaction.apps import cli, tune_run
 from audio_interaction.data.tokenizer import ByteTokenizer
-from audio_interaction.eval import suites, tune
+from audio_interaction.eval import report, suites, tune
 from audio_interaction.export import portable
 from audio_interaction.infer import endpointing
 from audio_interaction.infer.engine import Engine
@@ -381,6 +381,12 @@ def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, 
   # At 0.5 every recording starts with an alert (the event's one is found); at 0.9 none.
   at_half = stage["candidates"][1]["all"]
   assert at_half["recall"] == 1.0 and at_half["false_alarms_per_hour"] > 0
+  # None of its false alarms fall during the alarm (its one alert found it in time), so
+  # leaving late alerts out changes nothing; the report gives both.
+  assert at_half["late_alerts"] == 0
+  assert at_half["benign_false_alarms_per_hour"] == at_half["false_alarms_per_hour"]
+  fa = report.fmt(at_half["false_alarms_per_hour"])
+  assert f"| {fa} ({fa}) |" in (out / "tune.md").read_text()
   assert stage["candidates"][9]["all"]["recall"] <= stage["candidates"][0]["all"]["recall"]
   # The report's B6 block is the chosen threshold's run; the bundle holds the choice.
   chosen_all = stage["candidates"][stage["index"]]["all"]
