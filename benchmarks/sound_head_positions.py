@@ -160,11 +160,9 @@ def score(fit: sound_head.HeadFit, rows: list[dict], threshold: float, chunks: i
                                  times)
     found += match.detected
     events += len(row["alerts"])
-    used = {d for d in match.detectors if d is not None}
-    for index, at in enumerate(times):  # an unmatched alert in an alert sound is late
-      if index not in used:
-        inside = any(on <= at <= off + WINDOW_S for on, _, off, _ in row["alerts"])
-        late, false = late + inside, false + (not inside)
+    row_late = metrics.late_alerts(match, times, [(on, off) for on, _, off, _ in row["alerts"]],
+                                   WINDOW_S)
+    late, false = late + row_late, false + match.false_alarms - row_late
     benign += row["benign_seconds"]
     for (_, _, _, label), detector in zip(sorted(row["alerts"]), match.detectors):
       named += detector is not None and classes[detector] == label

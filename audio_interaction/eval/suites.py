@@ -548,7 +548,7 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
         alerts = ((event.start, event.recognisable_at),)
         add("B6", streamed, ONLINE, replies, sound=row.label, annotations=Annotations(
             alerts=alerts, benign_seconds=benign_seconds(length, alerts, answer_window_s),
-            alert_sounds=((event.start, event.start + len(event.audio) / SAMPLE_RATE),)))
+            alert_sounds=((event.start, event.end),)))
       else:
         add("B6", streamed, ONLINE, [], sound=row.label,
             quiet=[Span(0.0, length, "benign")],
@@ -946,8 +946,7 @@ def alert_sounds(case: Case) -> list[tuple[float, float]]:
   timeline's."""
   if case.annotations is not None:
     return list(case.annotations.alert_sounds)
-  return [(e.start, e.start + len(e.audio) / SAMPLE_RATE) for e in case.timeline.sounds
-          if e.role == "alert"]
+  return [(e.start, e.end) for e in case.timeline.sounds if e.role == "alert"]
 
 
 def alerts(runs: Sequence[CaseRun], starts_of: Callable[[CaseRun], list[float]],
