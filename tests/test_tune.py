@@ -211,6 +211,7 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   assert {k: result["timing"][k] for k in ("recordings", "chunks", "rows", "model_passes")} == {
       "recordings": 6, "chunks": chunks, "rows": 4, "model_passes": 6}
   assert result["counts"]["all"] == {"cases": 6, "turns": 4, "alert_events": 1}
+  assert result["rule_constants"]["false_alarm_figure"] == "benign_false_alarms_per_hour"
   # The pick is the rule applied to the half-A figures written out.
   table = [c["A"] for c in result["candidates"]]
   reference = result["candidates"][result["reference"]["index"]]["A"]["false_cut_in_rate"]
@@ -296,8 +297,12 @@ def test_tune_takes_either_weights_format_and_names_a_folder_without_weights(
   streams, _ = _manifests(tmp_path)
   args = ["tune", "--manifest", str(streams), *SMALL_GRID]
   assert cli.main([*args, "--checkpoint", str(bundle), "--out", str(tmp_path / "a"),
-                   "--write-bundle"]) == 0, capsys.readouterr().err
-  chosen = json.loads((tmp_path / "a" / "tune.json").read_text())["chosen"]["infer"]
+                   "--write-bundle", "--budget-counts-late-alerts"]) == 0, capsys.readouterr().err
+  written = json.loads((tmp_path / "a" / "tune.json").read_text())
+  chosen = written["chosen"]["infer"]
+  # The flag moves the alert budget onto the whole B6 figure, and the command says so.
+  assert written["rule_constants"]["false_alarm_figure"] == "false_alarms_per_hour"
+  assert written["command"].endswith("--budget-counts-late-alerts")
   assert portable.load_bundle(bundle)[0].infer.to_dict() == chosen
   (tmp_path / "empty").mkdir()
   capsys.readouterr()
@@ -335,6 +340,32 @@ def test_sound_alert_selection_on_hand_made_tables():
   assert tune.select_sound_alert([row(0.06, 0.0, f1=0.11), row(0.5, 59.0, f1=0.58)], rule,
                                  off_index=None) == (0, True)
 
+
+
+def test_the_alert_budget_reads_false_alarms_in_benign_audio_by_default():
+  def row(recall, whole, benign=None):
+    figures = {"recall": recall, "false_alarms_per_hour": whole, "alert_text_accuracy": 0.5,
+               "f1": recall}
+    return figures if benign is None else {**figures, "benign_false_alarms_per_hour": benign}
+  # Row 1's 30/h are 24/h of late alerts (still sounding real alarms) + 6/h in benign
+  # audio: within the goal's budget; counting late alerts, row 2 is the only one within.
+  table = [row(0.0, 0.0, 0.0), row(0.8, 30.0, 6.0), row(0.5, 9.0, 9.0)]
+  assert tune.select_sound_alert(table, tune.Rule()) == (1, True)
+  counting_late = tune.Rule(false_alarm_figure="false_alarms_per_hour")
+  assert tune.select_sound_alert(table, counting_late) == (2, True)
+  # Rows written before the benign figure existed are read by their whole figure.
+  assert tune.select_sound_alert([row(0.0, 0.0), row(0.8, 30.0), row(0.5, 9.0)],
+                                 tune.Rule()) == (2, True)
+  assert tune.Rule().false_alarms({"false_alarms_per_hour": 3.0,
+                                   "benign_false_alarms_per_hour": math.nan}) == math.inf
+  checks = tune.goal_checks({"false_cut_in_rate": 0.1, "miss_rate": 0.0, "median_latency_s": 0.5,
+                             "recall": 0.8, "false_alarms_per_hour": 30.0,
+                             "benign_false_alarms_per_hour": 6.0, "alert_text_accuracy": 0.9},
+                            0.2)
+  assert checks["false_alarms_per_hour"]["value"] == 6.0
+  assert checks["false_alarms_per_hour"]["met"] is True
+  with pytest.raises(ValueError, match="false_alarm_figure 'benign'"):
+    tune.Rule(false_alarm_figure="benign")
 
 def test_tune_chooses_a_sound_alert_threshold_for_a_model_with_a_head(tmp_path, capsys,
                                                                     monkeypatch):
@@ -425,6 +456,16 @@ def test_alert_plot_draws_one_line_per_rule_and_leaves_out_halves_without_events
   # (no alert event on the half) is left out; "off" is no line.
   assert drawn == [([80.0, 40.0], [0.9, 0.7], "1 chunk running, hold 30 s, once per sound"),
                    ([20.0], [0.8], "3 chunks running, hold 30 s, once per sound")]
+  # With the budget on benign audio, x is that figure where a row has it.
+  candidates[2]["A"]["benign_false_alarms_per_hour"] = 35.0
+  drawn.clear()
+  plt.Axes.plot = recording_plot
+  try:
+    report_plots.plot_alert_tune(candidates, 3, tmp_path / "benign.png",
+                                 figure="benign_false_alarms_per_hour")
+  finally:
+    plt.Axes.plot = original
+  assert drawn[0][:2] == ([35.0, 40.0], [0.9, 0.7])
 
 
 def test_keep_policy_keeps_the_bundles_point_where_the_rule_would_not(tiny, tmp_path):

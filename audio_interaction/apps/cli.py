@@ -326,10 +326,13 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
       if name in ("manifest", "out") or getattr(args, name) != getattr(defaults, name)
       for token in _flag_tokens(name, getattr(args, name)))] + (
           ["--write-bundle"] if args.write_bundle else []) + (
-          ["--keep-policy"] if args.keep_policy else []))
+          ["--keep-policy"] if args.keep_policy else []) + (
+          ["--budget-counts-late-alerts"] if args.budget_counts_late_alerts else []))
+  rule = tune.Rule(false_alarm_figure="false_alarms_per_hour"
+                   if args.budget_counts_late_alerts else tune.Rule.false_alarm_figure)
   done = tune_run.run_tune(
       checkpoint=args.checkpoint, manifests=args.manifest, out_dir=args.out, grid=grid,
-      rule=tune.Rule(), seed=args.seed, max_cases=args.max_cases, resamples=args.resamples,
+      rule=rule, seed=args.seed, max_cases=args.max_cases, resamples=args.resamples,
       write_bundle=args.write_bundle, overwrite=args.overwrite, command=command,
       keep_policy=args.keep_policy)
   result = done["result"]
@@ -861,6 +864,10 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--keep-policy", action="store_true",
                      help="keep the bundle's own decision policy (scored beside the 0.7 s "
                           "timer; the policy grid is not run): tune only the sound alerts")
+  tuner.add_argument("--budget-counts-late-alerts", action="store_true",
+                     help="the 10/h false-alarm budget counts late alerts of real alarms too "
+                          "(the whole B6 figure, as tunes before session 25); default: "
+                          "false alarms in benign audio only")
   tuner.add_argument("--thresholds", type=_number_list, default=None,
                      help="P(SPEAK) thresholds of the model-alone candidates (comma list; "
                           "this and the grid flags below default to eval.tune.Grid's)")

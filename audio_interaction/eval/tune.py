@@ -32,7 +32,7 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
    at the edge of the cut-in constraint, which held-out turns then cross: README, "A
    turn-end head in the model"). If none reaches it, the lowest median response latency wins. A tie
    (latencies are chunk quantised, so ties are common) goes to the candidate with
-   false alarms/h ≤ `Rule.max_false_alarms_per_hour` (10), then the highest alert
+   false alarms/h within the budget (below), then the highest alert
    recall, then the earlier candidate in grid order.
 4. If none meets them, the one with the lowest false cut-in + miss rate (ties as in 3,
    latency first), and the result says so (`meets_constraints: false`, a warning).
@@ -43,8 +43,11 @@ the policy is chosen, it runs again with alerts from the head at each threshold
 `Grid.sound_alert_holds` and `Grid.sound_alert_chunks`, each threshold at each
 `sound_alert_hold_seconds` and each `sound_alert_chunks`), one model
 pass per point per recording. On half A the highest alert recall among thresholds with at
-most `Rule.max_false_alarms_per_hour` false alarms per hour wins (ties: the alert text
-accuracy, then the lower threshold); if no threshold is within it ("off" alone does not
+most `Rule.max_false_alarms_per_hour` false alarms per hour of benign audio wins (the
+goal's figure, `Rule.false_alarm_figure`: an alert raised while a real alarm still sounds,
+after its deadline, is a miss, which recall already counts, not an alarm in benign audio;
+`tune --budget-counts-late-alerts` reads the whole figure, as tunes before session 25
+did) (ties: the alert text accuracy, then the lower threshold); if no threshold is within it ("off" alone does not
 count), the highest alert F1 (ties: the fewer false alarms), flagged: "the fewest false
 alarms" would always pick "off", whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
 With `Grid.keep_policy` (`tune --keep-policy`) the policy is not searched: the bundle's
@@ -166,6 +169,10 @@ class Grid:
     return out
 
 
+# The false-alarm figures a `Rule` can budget (`suites.alerts`).
+FALSE_ALARM_FIGURES = ("benign_false_alarms_per_hour", "false_alarms_per_hour")
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """The selection rule's constants (see the module docstring)."""
@@ -174,13 +181,32 @@ class Rule:
   max_miss: float = 0.10
   max_false_alarms_per_hour: float = 10.0
   target_latency_s: float = GOAL_LATENCY_S
+  # Which false-alarm figure the budget reads: the goal's "false alarms per hour of
+  # benign sound" (late alerts of real alarms left out: they are misses, which recall
+  # already counts), or "false_alarms_per_hour" (every alert that detected nothing).
+  false_alarm_figure: str = "benign_false_alarms_per_hour"
+
+  def __post_init__(self):
+    if self.false_alarm_figure not in FALSE_ALARM_FIGURES:
+      raise ValueError(f"false_alarm_figure {self.false_alarm_figure!r}: choose from "
+                       f"{FALSE_ALARM_FIGURES}")
+
+  def false_alarms(self, figures: dict[str, float]) -> float:
+    """The false alarms per hour the budget reads from a candidate's `figures` (inf when
+    undefined); rows written before the benign figure existed give their whole figure."""
+    value = figures.get(self.false_alarm_figure, figures["false_alarms_per_hour"])
+    return _finite(value, math.inf)
+
+  def _false_alarm_name(self) -> str:
+    return ("false alarms/h in benign audio" if self.false_alarm_figure.startswith("benign")
+            else "false alarms/h")
 
   def describe(self) -> str:
     return (f"Among candidates with false cut-in <= the {self.reference_silence_seconds:g} s "
             f"silence timer's and miss <= {self.max_miss:.0%} (on tuning half A): of those "
             f"with a median response latency <= {self.target_latency_s:g} s, the lowest "
             f"false cut-in + miss, else the lowest median response latency; ties: latency, "
-            f"then false alarms/h <= "
+            f"then {self._false_alarm_name()} <= "
             f"{self.max_false_alarms_per_hour:g} first, then the highest alert recall, then "
             "grid order. If none meets them: the lowest false cut-in + miss (same ties).")
 
@@ -274,7 +300,7 @@ def score_candidate(cases: Sequence[Case], traces: Sequence[StreamTrace],
   Returns {"turns", "false_cut_in_rate", "miss_rate", "median_latency_s",
   "p90_latency_s", "events", "recall", "precision", "f1", "false_alarms_per_hour",
   "late_alerts", "benign_false_alarms_per_hour" (late alerts of real alarms left out,
-  `suites.alerts`; the choice reads "false_alarms_per_hour"), "benign_hours",
+  `suites.alerts`; the budget reads `Rule.false_alarm_figure`), "benign_hours",
   "alert_text_accuracy"}; NaN where a suite has no items.
   """
   runs = _runs(cases, traces)
@@ -332,7 +358,7 @@ def select(table: Sequence[dict[str, float]], reference_cut_in: float,
     raise ValueError("the reference timer's false cut-in rate is undefined: no turns to tune on")
 
   def b6_key(row: dict) -> tuple:
-    quiet = _finite(row["false_alarms_per_hour"], math.inf) <= rule.max_false_alarms_per_hour
+    quiet = rule.false_alarms(row) <= rule.max_false_alarms_per_hour
     return (not quiet, -_finite(row["recall"], -math.inf))
 
   def latency(row: dict) -> float:
@@ -359,11 +385,11 @@ def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule, off_index:
                        ) -> tuple[int, bool]:
   """(index of the chosen threshold's row, whether it is within the false-alarm budget)
   by the module docstring's rule; rows in threshold order, each with "recall", "f1",
-  "false_alarms_per_hour" and "alert_text_accuracy"; row `off_index` is alerts off,
+  "false_alarms_per_hour" (and `rule.false_alarm_figure`) and "alert_text_accuracy"; row `off_index` is alerts off,
   which alone within the budget does not end the search (its recall is the decoder's,
   near none: choosing it would switch the head's alerts off whenever none of them is
   within the budget)."""
-  fa = [_finite(row["false_alarms_per_hour"], math.inf) for row in table]
+  fa = [rule.false_alarms(row) for row in table]
   recall = [_finite(row["recall"], 0.0) for row in table]
   f1 = [_finite(row["f1"], 0.0) for row in table]
   text = [_finite(row["alert_text_accuracy"], 0.0) for row in table]
@@ -442,9 +468,11 @@ def goal_checks(figures: dict[str, float], reference_cut_in: float,
       "median_latency_s": (figures["median_latency_s"], GOAL_LATENCY_S, "<=",
                            "B5 median response latency"),
       "recall": (figures["recall"], GOAL_RECALL, ">=", "B6 alert recall"),
-      "false_alarms_per_hour": (figures["false_alarms_per_hour"],
-                                rule.max_false_alarms_per_hour, "<=",
-                                "B6 false alarms per hour of benign audio"),
+      "false_alarms_per_hour": (rule.false_alarms(figures), rule.max_false_alarms_per_hour,
+                                "<=", "B6 " + (
+                                    "false alarms per hour of benign audio (late alerts of "
+                                    "real alarms left out)" if rule.false_alarm_figure
+                                    .startswith("benign") else "false alarms per hour")),
       "alert_text_accuracy": (figures["alert_text_accuracy"], GOAL_ALERT_TEXT, ">=",
                               "B6 alerts naming the right class"),
   }
@@ -644,7 +672,8 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
   if "sound_alerts" in chosen:
     paths["alert_plot"] = plot_alert_tune(
         chosen["sound_alerts"]["candidates"], chosen["sound_alerts"]["index"],
-        out / "tune_alerts.png", budget=result["rule_constants"]["max_false_alarms_per_hour"])
+        out / "tune_alerts.png", budget=result["rule_constants"]["max_false_alarms_per_hour"],
+        figure=result["rule_constants"].get("false_alarm_figure", "false_alarms_per_hour"))
   paths["json"].write_text(json.dumps({**result, "note": note, "command": command}, indent=1))
   counts = result["counts"]
   alarm = warning(result)

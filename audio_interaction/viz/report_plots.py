@@ -220,8 +220,10 @@ def _saved_operating_points(fig, ax, path: pathlib.Path, *, x_label: str, y_labe
 
 
 def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path, *,
-                    half: str = "A", budget: float = 10.0) -> pathlib.Path:
-  """The sound-alert stage of `tune` on one half: false alarms per hour (x) vs alert
+                    half: str = "A", budget: float = 10.0,
+                    figure: str = "false_alarms_per_hour") -> pathlib.Path:
+  """The sound-alert stage of `tune` on one half: false alarms per hour (x: `figure`,
+  the one the budget reads; rows without it give their "false_alarms_per_hour") vs alert
   recall (y), one line per rule (chunks running, hold, per sound or per class) through its
   thresholds (each point labelled θ), the false-alarm budget dashed, alerts off as a
   cross, the chosen point ringed.
@@ -231,8 +233,11 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
   `chosen["sound_alerts"]["candidates"]`); chosen: index into it. A half without alert
   events has no recall: its points are left out.
   """
+  def alarms(figures: dict) -> float:
+    return figures.get(figure, figures["false_alarms_per_hour"])
+
   def point(row):
-    x, y = row[half]["false_alarms_per_hour"], row[half]["recall"]
+    x, y = alarms(row[half]), row[half]["recall"]
     ok = all(v is not None and math.isfinite(v) for v in (x, y))
     return (x, y) if ok else None
 
@@ -243,7 +248,7 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
       key = (row["chunks"], row["hold_seconds"], bool(row.get("once_per_sound", False)))
       rules.setdefault(key, {})[row["threshold"]] = row[half]
   for (chunks, hold, once), by_threshold in sorted(rules.items()):
-    _curve(ax, by_threshold, lambda p: p["false_alarms_per_hour"], lambda p: p["recall"],
+    _curve(ax, by_threshold, alarms, lambda p: p["recall"],
            lambda threshold: f"{threshold:g}",
            label=f"{chunks} chunk{'s' if chunks > 1 else ''} running, hold {hold:g} s, "
                  f"{'once per sound' if once else 'per class'}")
@@ -256,6 +261,8 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
                linewidths=1.8, label="chosen")
   ax.set_xlim(left=0)
   return _saved_operating_points(
-      fig, ax, path, x_label="false alarms per hour of benign audio", y_label="alert recall",
+      fig, ax, path, y_label="alert recall",
+      x_label=("false alarms per hour of benign audio" if figure == "false_alarms_per_hour"
+               else "false alarms per hour of benign audio, late alerts of real alarms left out"),
       legend="lower right",
       title=f"B6 sound-alert points on tuning half {half} (labels: threshold θ)")

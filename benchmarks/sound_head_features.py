@@ -1,0 +1,198 @@
+r"""What the sound-event head reads, and what that does to alerts.
+
+The head is linear over each chunk's *mean final encoder frame* (`AudioNetwork.
+sound_event_features`). Its remaining false alarms in benign audio are confusions a
+linear read of that vector cannot undo (footsteps taken for a crash, notification tones
+for a phone: README, "Where the false alarms come from"). Two cheap ways to give a linear
+head more to read, without training the encoder:
+
+* the *spread* of the chunk's frames beside their mean (a 160 ms chunk holds 8 frames:
+  an impact is one loud frame, a tone eight alike);
+* the mean of a *lower* block's frames beside the final one (Whisper's top block is
+  fine-tuned on speech tasks; lower blocks keep more of the sound's acoustics).
+
+This benchmark encodes the TRAIN-bank clips once (each at a uniform random place of the
+position window, as `fit-sound-head` does; optionally after a quiet lead), keeps every
+block's per-chunk mean and spread, fits the head (`sound_head.fit_head`: the same
+weighted logistic regression) on each set of features over the *same* examples, and
+scores each fit with the alert rule over DEV recordings (`sound_head_positions.score`:
+recall by the eval's deadline, alerts in benign audio, late alerts, naming).
+
+Run::
+
+  python benchmarks/sound_head_features.py --bundle real-audio --corpus data/wt_snd \
+      --dev data/real_dev_random30/events.jsonl --dev data/real_dev/events.jsonl   # ~20 min
+  python benchmarks/sound_head_features.py --quick   # smoke test: a random model, generated sounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audio_interaction.audio import io as audio_io
+from audio_interaction.corpus import real_audio, worlds
+from audio_interaction.data import storage
+from audio_interaction.export import portable
+from audio_interaction.model import clip_encoder
+from audio_interaction.model.encoder import EncoderBlock
+from audio_interaction.model.model import AudioInteractionModel, Params
+from audio_interaction.stream_format import NO_SOUND_EVENT
+from audio_interaction.train import sound_head
+
+# Sibling benchmark (scripts run with benchmarks/ on sys.path): the alert scoring and the
+# DEV rows are the ones `sound_head_positions.py` measured positions with.
+from sound_head_positions import LABELS, dev_recordings, quick_setup, score  # noqa: E402
+
+
+class LayerFeatures:
+  """audio [n] -> [chunks, 2 * (L + 1), D]: per chunk, the mean and the spread (std) of
+  its frames after each of the L encoder blocks and after the final norm (the last mean
+  is what the shipped head reads), encoded from `first` (an encoder frame)."""
+
+  def __init__(self, model: AudioInteractionModel, params: Params):
+    config = model.config
+    self.chunk_samples = config.chunk_samples
+    self.layers = config.encoder.num_layers
+    per_chunk = config.encoder_frames_per_chunk
+
+    def per_chunk_stats(frames):  # [1, F, D] -> [C, 2, D]
+      grouped = frames[0].reshape(-1, per_chunk, frames.shape[-1]).astype(jnp.float32)
+      return jnp.stack([grouped.mean(1), grouped.std(1)], axis=1)
+
+    def encode(net, mel, first):
+      return net.encoder(mel, None, first_position=first)[1]
+
+    def run(p, audio, first):
+      encoded, captured = model.network.apply(
+          p, model.features(audio), first, method=encode,
+          capture_intermediates=lambda module, _: isinstance(module, EncoderBlock))
+      blocks = captured["intermediates"]["encoder"]
+      stats = [per_chunk_stats(blocks[f"block{i}"]["__call__"][0][0])
+               for i in range(self.layers)] + [per_chunk_stats(encoded)]
+      return jnp.concatenate(stats, axis=1)  # [C, 2 (L + 1), D]
+
+    self._run = jax.jit(run)
+    self._params = params
+
+  def __call__(self, audio: np.ndarray, first: int) -> np.ndarray:
+    chunks = max(1, -(-audio.size // self.chunk_samples))
+    # Padded to a power of two of chunks (few shapes to compile); the encoder is causal.
+    padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
+                      np.float32)
+    padded[0, :audio.size] = audio
+    out = self._run(self._params, jnp.asarray(padded), jnp.full((1,), first, jnp.int32))
+    return np.asarray(out)[:chunks]
+
+
+def variants(layers: int) -> dict[str, list[int]]:
+  """{name: the rows of `LayerFeatures`' output a head reads}; row 2i is block i's mean,
+  2i + 1 its spread, 2L and 2L + 1 the final norm's."""
+  final_mean, final_std = 2 * layers, 2 * layers + 1
+  chosen = {"final mean (shipped)": [final_mean], "final mean + spread": [final_mean, final_std]}
+  for block in range(layers - 1):
+    chosen[f"block {block} mean + final mean"] = [2 * block, final_mean]
+  chosen["every block's mean"] = [2 * block for block in range(layers)] + [final_mean]
+  chosen["every block's mean + spread"] = list(range(2 * layers + 2))
+  return chosen
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--bundle", default="real-audio", help="a bundle with a sound-event head")
+  parser.add_argument("--corpus", default="data/wt_snd", help="a built corpus (build-data)")
+  parser.add_argument("--corpus-rows", type=int, default=600)
+  parser.add_argument("--dev", type=pathlib.Path, action="append",
+                      help="DEV event manifests (repeat); default the random-lead copy")
+  parser.add_argument("--train-audio", default=str(real_audio.default_cache() / "extracted"))
+  parser.add_argument("--per-class", type=int, default=64)
+  parser.add_argument("--quiet-lead", type=float, default=0.0,
+                      help="the longest quiet room before each clip (fit-sound-head's option)")
+  parser.add_argument("--thresholds", default="0.3,0.4,0.5,0.6")
+  parser.add_argument("--chunks", type=int, default=4)
+  parser.add_argument("--l2", type=float, default=1e-3)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--quick", action="store_true", help="smoke test without data")
+  args = parser.parse_args()
+  thresholds = [float(t) for t in args.thresholds.split(",")]
+
+  began = time.perf_counter()
+  rng = np.random.default_rng(args.seed)
+  if args.quick:
+    model, params = quick_setup(args.seed)
+    root, per_class, steps = None, 2, 20
+  else:
+    config, params, _ = portable.load_bundle(portable.resolve_bundle(args.bundle))
+    model = AudioInteractionModel(config)
+    root, per_class, steps = args.train_audio, args.per_class, 300
+  features = LayerFeatures(model, params)
+  # Uniform places of the position window, drawn as fit-sound-head draws them.
+  places = clip_encoder.ChunkEncoder(model, params, first_positions="random", seed=args.seed)
+  bank = sound_head.train_sound_bank(root)
+  examples_x, examples_y = [], []
+  for label in [label for label in bank.labels() if label in LABELS]:
+    for _ in range(per_class):
+      audio = bank.sample(label, rng).audio[:int(sound_head.MAX_CLIP_SECONDS * 16000)]
+      lead = sound_head.quiet_lead(rng, args.quiet_lead, features.chunk_samples)
+      examples_x.append(features(np.concatenate([lead, audio]), places.next_first_position()))
+      examples_y.append(np.concatenate([
+          np.full(lead.size // features.chunk_samples, NO_SOUND_EVENT, np.int32),
+          sound_head.clip_chunk_targets(audio, LABELS.index(label), features.chunk_samples)]))
+  if args.quick:
+    clips = [(label, bank.sample(label, rng).audio[:3 * 16000]) for label in bank.labels()
+             if label in LABELS][:4]
+    dev = [{"set": "quick", "features": features(clip, 0),
+            "alerts": ([(0.0, 2.5, 2.0, label)] if label in worlds.ALERT_LABELS else []),
+            "benign_seconds": clip.size / 16000} for label, clip in clips]
+    nones = [(0.05 * rng.normal(size=3 * 16000)).astype(np.float32)]
+    none_labels = [np.zeros(-(-nones[0].size // features.chunk_samples), np.int32)]
+  else:
+    rows = storage.load_split(args.corpus, "train")
+    picked = rng.permutation(len(rows))[:args.corpus_rows]
+    nones = [np.asarray(rows[int(i)]["audio"], np.float32) for i in picked]
+    none_labels = [np.asarray(rows[int(i)]["sound_events"], np.int32) for i in picked]
+    for path in sound_head.other_sound_paths(root):
+      nones.append(audio_io.load_audio(path)[:int(sound_head.MAX_CLIP_SECONDS * 16000)])
+      none_labels.append(None)
+    dev = dev_recordings(args.dev or [pathlib.Path("data/real_dev_random30/events.jsonl")],
+                         lambda audio, first: features(audio, first))
+  for audio, labels in zip(nones, none_labels):
+    chunk_features = features(audio, places.next_first_position())
+    keep = np.ones(len(chunk_features), bool)
+    if labels is not None:  # the row's "none" chunks only (as fit-sound-head's corpus rows)
+      keep = np.pad(labels == NO_SOUND_EVENT, (0, max(0, len(keep) - len(labels))))[:len(keep)]
+    examples_x.append(chunk_features[keep])
+    examples_y.append(np.full(int(keep.sum()), NO_SOUND_EVENT, np.int32))
+  x, y = np.concatenate(examples_x), np.concatenate(examples_y)
+  sets = sorted({row["set"] for row in dev})
+  print(f"encoded in {time.perf_counter() - began:.0f} s on {platform.machine()} "
+        f"({len(x)} chunk examples, {len(dev)} DEV rows: {', '.join(sets)}; quiet lead "
+        f"≤ {args.quiet_lead:g} s)")
+  print("| head reads | dims | DEV-free train recall | θ | " + " | ".join(
+      f"{name}: recall / benign false (per h) / late / named" for name in sets) + " |")
+  print("|---" * (4 + len(sets)) + "|")
+  for name, rows_read in variants(features.layers).items():
+    flat = lambda f: f[:, rows_read].reshape(len(f), -1)  # noqa: E731
+    fit = sound_head.fit_head(sound_head.ChunkExamples(flat(x), y), len(LABELS),
+                              l2=args.l2, steps=steps)
+    mean_recall = np.mean([r for k, r in fit.recall.items() if k != "none"] or [0.0])
+    for t in thresholds:
+      cells = []
+      for s in sets:
+        subset = [dict(row, features=flat(row["features"])) for row in dev if row["set"] == s]
+        r = score(fit, subset, t, args.chunks, model.config.chunk_seconds)
+        cells.append(f"{r['recall']:.0%} / {r['false']} ({r['per_hour']:.0f}) / {r['late']} / "
+                     f"{r['named']:.0%}")
+      print(f"| {name} | {flat(x[:1]).shape[1]} | {mean_recall:.0%} | {t:g} | "
+            + " | ".join(cells) + " |", flush=True)
+  print(f"total {time.perf_counter() - began:.0f} s on {platform.machine()}")
+
+
+if __name__ == "__main__":
+  main()
