@@ -131,6 +131,11 @@ def base_config() -> ml_collections.ConfigDict:
   # of corpus.worlds.SOUNDS; the corpus's `sound_events`): 0 = no head. A head must
   # have len(worlds.SOUND_EVENT_LABELS) outputs (`train.trainer` checks it).
   config.model.sound_event_classes = 0
+  # Lower encoder blocks whose per-chunk mean frames the sound-event head reads beside
+  # the final frames' mean (increasing block indices; () = the final mean alone): Whisper's
+  # top blocks are tuned to speech, lower ones keep more of a sound's acoustics (README,
+  # "What the head reads"). Set by `fit-sound-head --read-blocks`.
+  config.model.sound_event_blocks = ()
   # The encoder's turn-end head: per chunk, P(the user's turn has ended) from the mean
   # of its frames, fitted over a frozen encoder by `fit-turn-head`
   # (`train/turn_head.py`); what the hybrid policy reads with
@@ -454,6 +459,11 @@ _MIXTURE = (f"a mapping of abilities ({', '.join(sf.ABILITIES)}) to weights >= 0
 _MESH_AXES = ("data", "fsdp", "tensor")
 
 
+def _is_increasing_indices(value) -> bool:
+  return (isinstance(value, tuple) and all(_is_int(v) and v >= 0 for v in value)
+          and all(a < b for a, b in zip(value, value[1:])))
+
+
 def _is_mesh(value) -> bool:
   return (isinstance(value, Mapping) and set(value) <= set(_MESH_AXES)
           and all(_is_int(v) and (v == -1 or v >= 1) for v in value.values())
@@ -569,6 +579,8 @@ FIELD_RULES: dict[str, Rule] = {
     "model.norm_eps": number(0, lo_open=True),
     "model.cache_write": one_of("before", "after"),
     "model.sound_event_classes": integer(0),
+    "model.sound_event_blocks": Rule("a tuple of encoder block indices >= 0, increasing",
+                                     _is_increasing_indices),
     "model.turn_end_head": flag(),
     "sharding.mesh": Rule(
         f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
@@ -903,6 +915,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"train.sound_event_loss_weight={config.train.sound_event_loss_weight} trains a "
         f"sound-event head the model does not have: set model.sound_event_classes")
+  if model.sound_event_blocks and model.sound_event_classes == 0:
+    raise ConfigError(
+        f"model.sound_event_blocks={model.sound_event_blocks} feeds a sound-event head the "
+        f"model does not have: set model.sound_event_classes")
+  if any(block >= model.encoder.num_layers for block in model.sound_event_blocks):
+    raise ConfigError(
+        f"model.sound_event_blocks={model.sound_event_blocks}: the encoder has blocks "
+        f"0-{model.encoder.num_layers - 1} (model.encoder.num_layers="
+        f"{model.encoder.num_layers})")
   if config.infer.sound_alert_threshold and model.sound_event_classes == 0:
     raise ConfigError(
         f"infer.sound_alert_threshold={config.infer.sound_alert_threshold} reads a "

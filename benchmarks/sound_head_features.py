@@ -173,8 +173,8 @@ def main() -> None:
   sets = sorted({row["set"] for row in dev})
   print(f"encoded in {time.perf_counter() - began:.0f} s on {platform.machine()} "
         f"({len(x)} chunk examples, {len(dev)} DEV rows: {', '.join(sets)}; quiet lead "
-        f"≤ {args.quiet_lead:g} s)")
-  print("| head reads | dims | DEV-free train recall | θ | " + " | ".join(
+        f"≤ {args.quiet_lead:g} s)\n")
+  print("| head reads | dims | train recall (sound classes) | θ | " + " | ".join(
       f"{name}: recall / benign false (per h) / late / named" for name in sets) + " |")
   print("|---" * (4 + len(sets)) + "|")
   for name, rows_read in variants(features.layers).items():

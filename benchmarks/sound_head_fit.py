@@ -104,7 +104,7 @@ def quick_setup(seed: int):
                                   ["model.encoder.num_layers=1", "model.decoder.num_layers=1",
                                    f"model.sound_event_classes={len(LABELS)}"])
   model = AudioInteractionModel(config)
-  encode = sound_head.ChunkEncoder(model, model.init(jax.random.key(seed)))
+  encode = sound_head.SoundEventEncoder(model, model.init(jax.random.key(seed)))
   bank = sound_head.train_sound_bank(None)
   rng = np.random.default_rng(seed + 1)
   events = [(label, "alert" if label in worlds.ALERT_LABELS else "benign", 0.0,
@@ -138,7 +138,7 @@ def main() -> None:
   else:
     config, params, _ = portable.load_bundle(args.bundle)
     model = AudioInteractionModel(config)
-    encode = sound_head.ChunkEncoder(model, params)
+    encode = sound_head.SoundEventEncoder(model, params)
     bank = sound_head.train_sound_bank(args.train_audio)
     corpus = sound_head.corpus_examples(encode, storage.load_split(args.corpus, "train"),
                                         args.corpus_rows, args.seed)

@@ -88,7 +88,7 @@ class Pool:
                                     np.concatenate([self.targets[i] for i in clips]))
 
 
-def encode_bank(encode: clip_encoder.ChunkEncoder, clips: list[tuple[str, np.ndarray]],
+def encode_bank(encode: clip_encoder.SoundEventEncoder, clips: list[tuple[str, np.ndarray]],
                 leads: list[np.ndarray], seed: int) -> dict[str, Pool]:
   """The bank clips encoded four ways (the module docstring's places)."""
   rng = np.random.default_rng(seed)
@@ -207,7 +207,7 @@ def main() -> None:
     config, params, _ = portable.load_bundle(portable.resolve_bundle(args.bundle))
     model = AudioInteractionModel(config)
     root, per_class, steps = args.train_audio, args.per_class, 300
-  encode = clip_encoder.ChunkEncoder(model, params, first_positions="random", seed=args.seed)
+  encode = clip_encoder.SoundEventEncoder(model, params, first_positions="random", seed=args.seed)
   bank = sound_head.train_sound_bank(root)
   labels = [label for label in bank.labels() if label in LABELS]
   clips = [(label, bank.sample(label, rng).audio[:int(sound_head.MAX_CLIP_SECONDS * 16000)])

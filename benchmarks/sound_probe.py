@@ -132,7 +132,8 @@ class HeadClassifier:
 
     def log_probs(p, audio):
       def heads(net, mel):
-        return net.sound_event_logits(net.encoder(mel, None)[1])
+        encoded = net.encoder(mel, None)
+        return net.sound_event_logits(encoded.frames, encoded.taps)
       return jax.nn.log_softmax(model.network.apply(p, model.features(audio), method=heads))
 
     self._log_probs = jax.jit(log_probs)

@@ -24,7 +24,7 @@ def _streamed_frames(model, params, audio, first_position):
   cfg = model.config
   mel = model.features(jnp.asarray(audio[None]))
   state = dict(init_encoder_state(cfg, 1), next_frame=jnp.full((1,), first_position, jnp.int32))
-  _, frames, _ = model.network.apply(params, mel, state, method=lambda net, m, s: net.encoder(m, s))
+  _, frames, _, _ = model.network.apply(params, mel, state, method=lambda net, m, s: net.encoder(m, s))
   return np.asarray(frames[0])
 
 

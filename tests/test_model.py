@@ -121,6 +121,7 @@ def test_wrong_chunk_length_is_a_clear_error(setup):
 
 @pytest.mark.parametrize("head,option,classes", [
     ("sound_event", {"model.sound_event_classes": 5}, 5),
+    ("sound_event", {"model.sound_event_classes": 5, "model.sound_event_blocks": (0,)}, 5),
     ("turn_end", {"model.turn_end_head": True}, 2)])
 def test_chunk_head_reads_each_chunk_and_its_past_only(head, option, classes):
   model = AudioInteractionModel(model_testing.small_config(**option))

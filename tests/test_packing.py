@@ -91,8 +91,8 @@ def test_packed_encoder_frames_equal_each_example_alone(packed_setup):
       method=lambda module, mel, state, ids: module.encoder(mel, state, ids)))
   plain = jax.jit(lambda p, audio: model.network.apply(
       p, model.features(audio), method=lambda module, mel: module.encoder(mel)))
-  slots, frames, _ = encode(params, packed["audio"], packed["chunk_segment_ids"])
-  slots_alone, frames_alone, _ = plain(params, separate["audio"])
+  slots, frames, _, _ = encode(params, packed["audio"], packed["chunk_segment_ids"])
+  slots_alone, frames_alone, _, _ = plain(params, separate["audio"])
   unmasked_slots = plain(params, packed["audio"])[0]
   per_frame = frames.shape[1] // packed["chunk_segment_ids"].shape[1]
   per_slot = config.model.slots_per_chunk

@@ -63,7 +63,7 @@ def test_whisper_encoder_hidden_states_match(whisper_dir):
   # last frame is zero, ours(x) == Whisper([0, x[:-1]]) exactly.
   mel[:, -1] = 0.0
   delayed = np.concatenate([np.zeros_like(mel[:, :1]), mel[:, :-1]], axis=1)
-  _, encoded, _ = model.network.apply(params, jnp.asarray(mel), None,
+  _, encoded, _, _ = model.network.apply(params, jnp.asarray(mel), None,
                                       method=lambda net, m, s: net.encoder(m, s))
   with torch.no_grad():
     want = reference(torch.from_numpy(delayed).transpose(1, 2)).last_hidden_state.numpy()

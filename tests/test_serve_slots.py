@@ -235,7 +235,7 @@ def test_a_stream_in_a_slot_alerts_as_it_does_alone():
   # column is the direction from the quiet chunks' features to the loud ones'.
   loud = np.repeat([1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1], size)
   audio = ((0.2 * loud + 0.002) * rng.normal(size=loud.size)).astype(np.float32)
-  features = sound_head.ChunkEncoder(model, params)(audio)
+  features = sound_head.SoundEventEncoder(model, params)(audio)
   is_loud = loud[::size].astype(bool)
   direction = features[is_loud].mean(0) - features[~is_loud].mean(0)
   middle = 0.5 * (features[is_loud].mean(0) + features[~is_loud].mean(0))

@@ -4,6 +4,7 @@ separable data, and a bundle in, a bundle out with only the head changed."""
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from audio_interaction.apps import cli
 from audio_interaction.corpus import worlds
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable
+from audio_interaction.model import clip_encoder
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import sound_head
 import model_testing
@@ -198,6 +200,50 @@ def test_a_bundle_without_a_head_gets_one_and_keeps_everything_else(tmp_path):
                            fresh["params"]["sound_event_head"][name])
 
 
+def test_a_head_reading_lower_blocks_is_fitted_on_what_it_reads(tmp_path):
+  """`read_blocks` widens the head's input to the chunk means of those blocks and the
+  final frames; the written head gives, on a clip, the fit's own probabilities of the
+  features it was fitted on."""
+  source = _bundle(tmp_path)
+  summary = sound_head.fit_bundle_head(source, tmp_path / "wide", train_audio_root=None,
+                                       per_class=2, steps=20, progress=False,
+                                       read_blocks=(0,))
+  assert summary["read_blocks"] == [0] and not summary["head_added"]
+  config, params, _ = portable.load_bundle(tmp_path / "wide")
+  assert tuple(config.model.sound_event_blocks) == (0,)
+  model = AudioInteractionModel(config)
+  width = model.config.encoder.d_model
+  assert params["params"]["sound_event_head"]["kernel"].shape == (2 * width, len(LABELS))
+  features = clip_encoder.SoundEventEncoder(model, params)
+  rng = np.random.default_rng(0)
+  clip = (0.1 * rng.normal(size=3 * model.config.chunk_samples)).astype(np.float32)
+  read = features(clip)
+  assert read.shape == (3, 2 * width)
+  # The second half is the final frames' chunk means (what a head without blocks reads);
+  # the first is block 0's, which differs.
+  final = clip_encoder.ChunkEncoder(model, params)(clip)
+  np.testing.assert_allclose(read[:, width:], final, atol=1e-5)
+  assert np.abs(read[:, :width] - final).max() > 1e-2
+  # ... and it is block 0's output, chunk by chunk.
+  _, captured = model.network.apply(
+      params, model.features(jnp.asarray(clip[None])), None,
+      method=lambda net, mel, state: net.encoder(mel, state),
+      capture_intermediates=lambda module, _: type(module).__name__ == "EncoderBlock")
+  block0 = np.asarray(captured["intermediates"]["encoder"]["block0"]["__call__"][0][0][0])
+  np.testing.assert_allclose(read[:, :width], block0.reshape(3, -1, width).mean(1), atol=1e-5)
+  head = params["params"]["sound_event_head"]
+  logits = model.forward(params, jnp.zeros((1, 4), jnp.int32), jnp.asarray(clip[None]),
+                         jnp.zeros((1, 4), jnp.int32)).sound_event_logits[0]
+  np.testing.assert_allclose(logits, read @ np.asarray(head["kernel"]) + np.asarray(head["bias"]),
+                             atol=1e-4)
+  # Back to the final frames alone: the head is narrow again.
+  sound_head.fit_bundle_head(tmp_path / "wide", tmp_path / "narrow", train_audio_root=None,
+                             per_class=2, steps=20, progress=False, read_blocks=())
+  config, params, _ = portable.load_bundle(tmp_path / "narrow")
+  assert tuple(config.model.sound_event_blocks) == ()
+  assert params["params"]["sound_event_head"]["kernel"].shape == (width, len(LABELS))
+
+
 @pytest.mark.parametrize("positions, moved", [("rope", False), ("learned", True)])
 def test_random_clip_positions_reach_the_fit_where_positions_are_absolute(
     tmp_path, positions, moved):
@@ -243,3 +289,14 @@ def test_fit_sound_head_cli_passes_where_clips_start(tmp_path, capsys):
   assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "y"),
                    "--procedural-only", "--quiet-lead", "-1"]) != 0
   assert "--quiet-lead -1" in capsys.readouterr().err and not (tmp_path / "y").exists()
+  for blocks, error in (("0,x", "--read-blocks '0,x'"), ("5", "model.sound_event_blocks=(5,)"),
+                        ("1,0", "model.sound_event_blocks=(1, 0): must be a tuple of encoder block")):
+    assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "z"),
+                     "--procedural-only", "--per-class", "1", "--steps", "5",
+                     "--read-blocks", blocks]) != 0
+    assert error in capsys.readouterr().err and not (tmp_path / "z").exists()
+  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "z"),
+                   "--procedural-only", "--per-class", "1", "--steps", "5",
+                   "--read-blocks", "1"]) == 0, capsys.readouterr().err
+  fit = json.loads((tmp_path / "z" / "metadata.json").read_text())["sound_event_head_fit"]
+  assert fit["read_blocks"] == [1] and fit["head_added"]

@@ -524,6 +524,13 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
       raise UsageError(f"{name} {value}: must be >= 1")
   if not 0 <= args.quiet_lead <= 30:
     raise UsageError(f"--quiet-lead {args.quiet_lead}: must be in [0, 30] seconds")
+  read_blocks = None
+  if args.read_blocks is not None:
+    try:
+      read_blocks = tuple(int(b) for b in args.read_blocks.split(",") if b.strip())
+    except ValueError as error:
+      raise UsageError(f"--read-blocks {args.read_blocks!r}: comma-separated encoder block "
+                       f"indices (e.g. 0,1,2; '' for the final frames alone)") from error
   from audio_interaction.export import portable
   bundle = portable.resolve_bundle(args.bundle)
   try:
@@ -532,7 +539,8 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
         corpus_rows=args.corpus_rows, corpus_sounds=args.corpus_sounds,
         other_sounds=not args.no_other_sounds,
         per_class=args.per_class, seed=args.seed, l2=args.l2,
-        steps=args.steps, first_positions=args.clip_positions, lead_seconds=args.quiet_lead)
+        steps=args.steps, first_positions=args.clip_positions, lead_seconds=args.quiet_lead,
+        read_blocks=read_blocks)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -989,6 +997,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(labelled 'none'; default 0: the clip alone, as the shipped "
                              "head; 2 finds more alerts anywhere in a stream, and raises "
                              "more false ones: README)")
+  fit_head.add_argument("--read-blocks", default=None, metavar="I,J,...",
+                        help="lower encoder blocks whose chunk means the head reads beside "
+                             "the final frames (model.sound_event_blocks; e.g. 0,1,2; '' for "
+                             "the final frames alone; default: the bundle's). Another set "
+                             "starts the head afresh")
   fit_head.add_argument("--corpus-sounds", action="store_true",
                         help="also fit the corpus rows' labelled sounds (under speech/noise)")
   fit_head.add_argument("--no-other-sounds", action="store_true",

@@ -23,7 +23,7 @@ from audio_interaction.model.encoder import init_encoder_state
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 # What a ClipEncoder returns per clip.
-OUTPUTS = ("frames", "chunk_means", "ctc_logits")
+OUTPUTS = ("frames", "chunk_means", "sound_event_features", "ctc_logits")
 # Where each clip starts in the encoder's position window: "start" (0, as an offline
 # clip) or "random" (a seeded random chunk boundary, as anywhere in a live stream).
 FIRST_POSITIONS = ("start", "random")
@@ -36,8 +36,9 @@ MAX_FULL_PASS_CHUNKS = 256
 class ClipEncoder:
   """audio float32 [n] (16 kHz) -> per chunk of the clip (ceil(n / chunk) chunks):
   `output` "frames": the encoder's frames [chunks * F_c, D] (F_c encoder frames per
-  chunk); "chunk_means": each chunk's mean frame [chunks, D] (what the sound-event and
-  turn-end heads read); "ctc_logits": the CTC head's logits [chunks * F_c, V]."""
+  chunk); "chunk_means": each chunk's mean frame [chunks, D] (what the turn-end head
+  reads); "sound_event_features": what the sound-event head reads [chunks, D * (1 +
+  len(model.sound_event_blocks))]; "ctc_logits": the CTC head's logits [chunks * F_c, V]."""
 
   def __init__(self, model: AudioInteractionModel, params: Params, *, output: str,
                first_positions: str = "start", seed: int = 0):
@@ -48,21 +49,24 @@ class ClipEncoder:
     config = model.config
     self.chunk_samples = config.chunk_samples
     self._encoder_frames_per_chunk = config.encoder_frames_per_chunk
-    self.frames_per_chunk = 1 if output == "chunk_means" else config.encoder_frames_per_chunk
+    per_chunk_outputs = ("chunk_means", "sound_event_features")
+    self.frames_per_chunk = 1 if output in per_chunk_outputs else config.encoder_frames_per_chunk
     # Rotary positions are relative: where a clip starts changes nothing.
     self.position_period = (None if config.encoder.positions == "rope"
                             else config.encoder.positions_restart_every)
     self.first_positions = first_positions
     self._rng = np.random.default_rng(seed)
 
-    def read(net, encoded):
+    def read(net, encoded, taps):
       if output == "chunk_means":
-        return net.sound_event_features(encoded)
+        return net.chunk_means(encoded)
+      if output == "sound_event_features":
+        return net.sound_event_features(encoded, taps)
       return net.ctc_logits(encoded) if output == "ctc_logits" else encoded
 
     def encode(net, mel, state=None, first_position=None):
-      _, encoded, state = net.encoder(mel, state, first_position=first_position)
-      return read(net, encoded), state
+      _, encoded, state, taps = net.encoder(mel, state, first_position=first_position)
+      return read(net, encoded, taps), state
 
     self._encode = jax.jit(lambda p, audio, first: model.network.apply(
         p, model.features(audio), None, first, method=encode)[0])
@@ -110,11 +114,20 @@ class ClipEncoder:
 
 
 class ChunkEncoder(ClipEncoder):
-  """The sound-event and turn-end heads' inputs: audio [n] -> [chunks, D] mean frames."""
+  """The turn-end head's inputs: audio [n] -> [chunks, D] mean frames."""
 
   def __init__(self, model: AudioInteractionModel, params: Params, **options):
     """`options`: `ClipEncoder`'s first_positions and seed."""
     super().__init__(model, params, output="chunk_means", **options)
+
+
+class SoundEventEncoder(ClipEncoder):
+  """The sound-event head's inputs: audio [n] -> [chunks, D * (1 + len(model.
+  sound_event_blocks))] (`AudioInteractionNetwork.sound_event_features`)."""
+
+  def __init__(self, model: AudioInteractionModel, params: Params, **options):
+    """`options`: `ClipEncoder`'s first_positions and seed."""
+    super().__init__(model, params, output="sound_event_features", **options)
 
 
 class FrameEncoder(ClipEncoder):

@@ -10,7 +10,7 @@ holding the last `left_chunks` chunks (plus the conformer conv context).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,22 @@ from audio_interaction.model.layers import Array, DType
 from audio_interaction.model.model_config import ModelConfig
 
 EncoderState = dict[str, Any]
+
+
+class EncoderOutput(NamedTuple):
+  """What `AudioEncoder` returns (a tuple: `slots, frames, state, taps = encoder(...)`).
+
+  slots: [B, C*k, D_dec] audio-slot embeddings for the decoder.
+  frames: [B, F', D_enc] the encoder's final (normed) frames: CTC, the heads.
+  state: the new streaming state (None in the full forward).
+  taps: per block of `ModelConfig.sound_event_blocks`, its output frames [B, F', D_enc]
+    (what the sound-event head reads beside `frames`); () when there are none.
+  """
+
+  slots: Array
+  frames: Array
+  state: EncoderState | None
+  taps: tuple[Array, ...]
 
 
 class EncoderBlock(nn.Module):
@@ -98,7 +114,7 @@ class AudioEncoder(nn.Module):
   @nn.compact
   def __call__(self, frames: Array, state: EncoderState | None = None,
                chunk_segment_ids: Array | None = None, first_position: Array | None = None
-               ) -> tuple[Array, Array, EncoderState | None]:
+               ) -> EncoderOutput:
     """Encodes whole chunks of log-mel frames.
 
     Args:
@@ -115,8 +131,9 @@ class AudioEncoder(nn.Module):
         state holds in "next_frame"); None starts at 0. It moves absolute position
         embeddings only: the frames see no context before their first.
     Returns:
-      (slots [B, C*k, D_dec], encoder frames [B, F/subsampling, D_enc], new state),
-      C = number of chunks in `frames`, k = slots_per_chunk.
+      `EncoderOutput`: slots [B, C*k, D_dec], encoder frames [B, F/subsampling, D_enc],
+      the new state, the `sound_event_blocks` taps; C = number of chunks in `frames`,
+      k = slots_per_chunk.
     """
     cfg, enc = self.config, self.config.encoder
     if frames.shape[1] % cfg.frames_per_chunk:
@@ -160,7 +177,7 @@ class AudioEncoder(nn.Module):
     if enc.positions != "rope":
       x = self._positions(x, positions)
 
-    new_blocks = []
+    new_blocks, taps = [], []
     for i in range(enc.num_layers):
       block_state = None if state is None else state["blocks"][i]
       x, cache, conv = EncoderBlock(cfg, name=f"block{i}")(
@@ -170,6 +187,8 @@ class AudioEncoder(nn.Module):
           segment_ids=frame_segments)
       new_blocks.append({"attention": cache} if conv is None else
                         {"attention": cache, "conv": conv})
+      if i in cfg.sound_event_blocks:
+        taps.append(x)
     encoded = layers.make_norm(enc.norm, encoder_norm_eps(cfg), "final_norm",
                                dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)(x)
 
@@ -187,7 +206,7 @@ class AudioEncoder(nn.Module):
     if state is not None:
       new_state = {"conv": conv_state, "blocks": tuple(new_blocks),
                    "next_frame": start + length}
-    return slots, encoded, new_state
+    return EncoderOutput(slots, encoded, new_state, tuple(taps))
 
 
 def encoder_norm_eps(config: ModelConfig) -> float:

@@ -15,6 +15,7 @@ Two ways to run the same parameters:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -130,13 +131,13 @@ class AudioInteractionNetwork(nn.Module):
     """encoded [B, F', D] -> the CTC head's logits [B, F', V] float32."""
     return self.ctc_head(encoded).astype(jnp.float32)
 
-  def sound_event_logits(self, encoded: Array) -> Array | None:
-    """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, K]: the head over
-    the mean of each chunk's frames, so a chunk's answer depends on it and its past only;
-    None when the model has no sound-event head."""
+  def sound_event_logits(self, encoded: Array, taps: Sequence[Array] = ()) -> Array | None:
+    """encoded [B, F', D] (whole chunks), taps (`EncoderOutput.taps`) -> [B, F' / frames
+    per chunk, K]: the head over `sound_event_features`, so a chunk's answer depends on
+    it and its past only; None when the model has no sound-event head."""
     if not self.config.sound_event_classes:
       return None
-    return self.sound_event_head(self.sound_event_features(encoded)).astype(jnp.float32)
+    return self.sound_event_head(self.sound_event_features(encoded, taps)).astype(jnp.float32)
 
   def turn_end_logits(self, encoded: Array) -> Array | None:
     """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, 2] (class
@@ -144,31 +145,41 @@ class AudioInteractionNetwork(nn.Module):
     None when the model has no turn-end head."""
     if not self.config.turn_end_head:
       return None
-    return self.turn_end_head(self.sound_event_features(encoded)).astype(jnp.float32)
+    return self.turn_end_head(self.chunk_means(encoded)).astype(jnp.float32)
 
-  def sound_event_features(self, encoded: Array) -> Array:
-    """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, D]: the mean of
-    each chunk's frames, what the sound-event and turn-end heads read."""
-    batch, frames, width = encoded.shape
+  def chunk_means(self, frames: Array) -> Array:
+    """frames [B, F', D] (whole chunks) -> [B, F' / frames per chunk, D]: the mean of each
+    chunk's frames (what the turn-end head reads)."""
+    batch, length, width = frames.shape
     per_chunk = self.config.encoder_frames_per_chunk
-    return encoded.reshape(batch, frames // per_chunk, per_chunk, width).mean(axis=2)
+    return frames.reshape(batch, length // per_chunk, per_chunk, width).mean(axis=2)
+
+  def sound_event_features(self, encoded: Array, taps: Sequence[Array] = ()) -> Array:
+    """encoded [B, F', D] (whole chunks), taps: `sound_event_blocks`' frames, each
+    [B, F', D] -> [B, F' / frames per chunk, D * (len(taps) + 1)]: each chunk's mean
+    frame of every tap, in block order, then of the final frames (no taps: the final
+    mean alone), what the sound-event head reads."""
+    if len(taps) != len(self.config.sound_event_blocks):
+      raise ValueError(f"{len(taps)} encoder taps for model.sound_event_blocks="
+                       f"{self.config.sound_event_blocks}")
+    return jnp.concatenate([self.chunk_means(frames) for frames in (*taps, encoded)], axis=-1)
 
   def __call__(self, tokens: Array, mel: Array, audio_slot_index: Array,
                positions: Array, valid: Array, segment_ids: Array | None = None,
                chunk_segment_ids: Array | None = None):
     """Full forward. tokens/audio_slot_index/positions/valid/segment_ids: [B, L];
     mel: [B, F, n_mels]; chunk_segment_ids: [B, C] (packed rows)."""
-    slots, encoded, _ = self.encoder(mel, chunk_segment_ids=chunk_segment_ids)
+    slots, encoded, _, taps = self.encoder(mel, chunk_segment_ids=chunk_segment_ids)
     index = jnp.clip(audio_slot_index, 0, slots.shape[1] - 1)
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
     lm_logits, decision_logits, _ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
     return (lm_logits, decision_logits, self.ctc_logits(encoded),
-            self.sound_event_logits(encoded), self.turn_end_logits(encoded))
+            self.sound_event_logits(encoded, taps), self.turn_end_logits(encoded))
 
   def encode_step(self, mel: Array, state: EncoderState):
-    slots, encoded, state = self.encoder(mel, state)
-    return (slots, self.ctc_logits(encoded), self.sound_event_logits(encoded),
+    slots, encoded, state, taps = self.encoder(mel, state)
+    return (slots, self.ctc_logits(encoded), self.sound_event_logits(encoded, taps),
             self.turn_end_logits(encoded), state)
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,

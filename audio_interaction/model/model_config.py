@@ -80,6 +80,8 @@ class ModelConfig:
   cache_write: str = "before"
   # Outputs of the sound-event head on the encoder (0: no head).
   sound_event_classes: int = 0
+  # Lower encoder blocks whose per-chunk means the sound-event head reads beside the final.
+  sound_event_blocks: tuple[int, ...] = ()
   # A turn-end head on the encoder (per chunk: P(the user's turn has ended)).
   turn_end_head: bool = False
 
@@ -128,5 +130,6 @@ class ModelConfig:
         norm_eps=model.norm_eps,
         cache_write=model.cache_write,
         sound_event_classes=model.sound_event_classes,
+        sound_event_blocks=tuple(model.sound_event_blocks),
         turn_end_head=model.turn_end_head,
     )

@@ -47,7 +47,7 @@ from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
 from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel, Params
-from audio_interaction.model.clip_encoder import ChunkEncoder, ClipEncoder
+from audio_interaction.model.clip_encoder import ClipEncoder, SoundEventEncoder
 from audio_interaction.train.clip_encoding import (added_dense_head, save_fitted_bundle,
                                                   with_dense_head)
 from audio_interaction.stream_format import NO_SOUND_EVENT
@@ -63,8 +63,8 @@ QUIET_LEAD_DB = (-60.0, -40.0)
 
 @dataclasses.dataclass
 class ChunkExamples:
-  """Chunk features and their targets: `features` float32 [N, D] (each chunk's mean
-  encoder frame, what the head reads), `targets` int32 [N] (class ids of
+  """Chunk features and their targets: `features` float32 [N, D] (what the head reads of
+  each chunk, `SoundEventEncoder`), `targets` int32 [N] (class ids of
   `worlds.SOUND_EVENT_LABELS`)."""
 
   features: np.ndarray
@@ -262,13 +262,16 @@ def with_head(params: Params, fit: HeadFit) -> Params:
   return with_dense_head(params, "sound_event_head", fit.kernel, fit.bias)
 
 
-def added_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0
-               ) -> tuple[ml_collections.ConfigDict, Params]:
-  """(`config` with a sound-event head of every class of `worlds.SOUND_EVENT_LABELS`,
-  `params` with that head's freshly initialised kernel and bias) for a model that has
-  none: the rest of the model is unchanged, since the head only reads the encoder."""
+def added_head(config: ml_collections.ConfigDict, params: Params, seed: int = 0,
+               read_blocks: Sequence[int] = ()) -> tuple[ml_collections.ConfigDict, Params]:
+  """(`config` with a sound-event head of every class of `worlds.SOUND_EVENT_LABELS`
+  reading `read_blocks` beside the final frames (`model.sound_event_blocks`), `params`
+  with that head's freshly initialised kernel and bias) for a model that has none, or
+  one reading other blocks: the rest of the model is unchanged, since the head only
+  reads the encoder."""
   return added_dense_head(config, params, "sound_event_head", seed,
-                          sound_event_classes=len(worlds.SOUND_EVENT_LABELS))
+                          sound_event_classes=len(worlds.SOUND_EVENT_LABELS),
+                          sound_event_blocks=tuple(read_blocks))
 
 
 def class_counts(targets: np.ndarray) -> dict[str, int]:
@@ -282,8 +285,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                     corpus_split: str = "train", per_class: int = 64, corpus_rows: int = 1200,
                     corpus_sounds: bool = False, other_sounds: bool = True, seed: int = 0,
                     l2: float = 1e-3, steps: int = 300, progress: bool = True,
-                    first_positions: str = "random", lead_seconds: float = 0.0
-                    ) -> dict[str, Any]:
+                    first_positions: str = "random", lead_seconds: float = 0.0,
+                    read_blocks: Sequence[int] | None = None) -> dict[str, Any]:
   """Fits a bundle's sound-event head (`fit_head`) and writes the bundle with it to `out`.
 
   Args:
@@ -292,23 +295,27 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     train_audio_root: `fetch-train-audio`'s folder (the TRAIN sound bank's recordings);
       None: the procedural sounds only.
     lead_seconds: the longest quiet room before each clean clip (`bank_examples`).
+    read_blocks: the lower encoder blocks the head reads beside the final frames
+      (`model.sound_event_blocks`); None keeps the bundle's. A head of another input
+      width is initialised afresh before the fit.
     corpus_dir: a built corpus (`build-data`) whose `corpus_split` rows add "none"
       chunks (and with `corpus_sounds` their labelled sounds); None: clean clips only
       (a head that has never heard speech as "none").
     other_sounds: with `train_audio_root`, its recordings of sounds outside the head's
       classes join as "none" (`other_sound_examples`).
   A bundle whose model has no sound-event head gets one (`added_head`), every class
-  of `worlds.SOUND_EVENT_LABELS`.
+  of `worlds.SOUND_EVENT_LABELS`; so does one whose head reads other blocks.
 
   Returns:
     A summary: examples per class, the fit's loss and per-class training recall.
   """
   config, params, tokenizer = portable.load_bundle(bundle)
+  blocks = tuple(config.model.sound_event_blocks if read_blocks is None else read_blocks)
   head_added = not config.model.sound_event_classes
-  if head_added:
-    config, params = added_head(config, params, seed)
+  if head_added or blocks != tuple(config.model.sound_event_blocks):
+    config, params = added_head(config, params, seed, blocks)
   model = AudioInteractionModel(config)
-  encode = ChunkEncoder(model, params, first_positions=first_positions, seed=seed)
+  encode = SoundEventEncoder(model, params, first_positions=first_positions, seed=seed)
   bank = train_sound_bank(train_audio_root)
   parts = [bank_examples(encode, bank, per_class, seed, progress=progress,
                          lead_seconds=lead_seconds)]
@@ -327,6 +334,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "corpus_sounds": corpus_sounds, "other_sound_recordings": len(others),
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
              "seed": seed, "first_positions": first_positions, "lead_seconds": lead_seconds,
+             "read_blocks": list(blocks),
              "head_added": head_added,
              "chunks": class_counts(examples.targets),
              "loss": fit.loss, "train_recall": fit.recall}
