@@ -27,7 +27,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import platform
 import time
@@ -37,9 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from audio_interaction.audio import io as audio_io
-from audio_interaction.corpus import real_audio, worlds
+from audio_interaction.corpus import worlds
 from audio_interaction.data import storage
-from audio_interaction.export import portable
 from audio_interaction.model import clip_encoder
 from audio_interaction.model.encoder import EncoderBlock
 from audio_interaction.model.model import AudioInteractionModel, Params
@@ -48,7 +46,8 @@ from audio_interaction.train import sound_head
 
 # Sibling benchmark (scripts run with benchmarks/ on sys.path): the alert scoring and the
 # DEV rows are the ones `sound_head_positions.py` measured positions with.
-from sound_head_positions import LABELS, dev_recordings, quick_setup, score  # noqa: E402
+from sound_head_positions import (LABELS, dev_recordings, head_fit_arguments,  # noqa: E402
+                                  head_fit_setup, score)
 
 
 class LayerFeatures:
@@ -104,33 +103,16 @@ def variants(layers: int) -> dict[str, list[int]]:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--bundle", default="real-audio", help="a bundle with a sound-event head")
-  parser.add_argument("--corpus", default="data/wt_snd", help="a built corpus (build-data)")
-  parser.add_argument("--corpus-rows", type=int, default=600)
-  parser.add_argument("--dev", type=pathlib.Path, action="append",
-                      help="DEV event manifests (repeat); default the random-lead copy")
-  parser.add_argument("--train-audio", default=str(real_audio.default_cache() / "extracted"))
-  parser.add_argument("--per-class", type=int, default=64)
+  parser = head_fit_arguments(__doc__.split("\n\n")[0])
   parser.add_argument("--quiet-lead", type=float, default=0.0,
                       help="the longest quiet room before each clip (fit-sound-head's option)")
-  parser.add_argument("--thresholds", default="0.3,0.4,0.5,0.6")
-  parser.add_argument("--chunks", type=int, default=4)
   parser.add_argument("--l2", type=float, default=1e-3)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--quick", action="store_true", help="smoke test without data")
   args = parser.parse_args()
   thresholds = [float(t) for t in args.thresholds.split(",")]
 
   began = time.perf_counter()
   rng = np.random.default_rng(args.seed)
-  if args.quick:
-    model, params = quick_setup(args.seed)
-    root, per_class, steps = None, 2, 20
-  else:
-    config, params, _ = portable.load_bundle(portable.resolve_bundle(args.bundle))
-    model = AudioInteractionModel(config)
-    root, per_class, steps = args.train_audio, args.per_class, 300
+  model, params, root, per_class, steps = head_fit_setup(args)
   features = LayerFeatures(model, params)
   # Uniform places of the position window, drawn as fit-sound-head draws them.
   places = clip_encoder.ChunkEncoder(model, params, first_positions="random", seed=args.seed)

@@ -181,8 +181,10 @@ def quick_setup(seed: int):
   return model, model.init(jax.random.key(seed))
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def head_fit_arguments(description: str) -> argparse.ArgumentParser:
+  """The options every sound-head fit benchmark takes (this one's and
+  `sound_head_features.py`'s)."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--bundle", default="real-audio", help="a bundle with a sound-event head")
   parser.add_argument("--corpus", default="data/wt_snd", help="a built corpus (build-data)")
   parser.add_argument("--corpus-rows", type=int, default=600)
@@ -192,21 +194,30 @@ def main() -> None:
   parser.add_argument("--per-class", type=int, default=64)
   parser.add_argument("--thresholds", default="0.3,0.4,0.5,0.6")
   parser.add_argument("--chunks", type=int, default=4)
-  parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--quick", action="store_true", help="smoke test without data")
+  return parser
+
+
+def head_fit_setup(args: argparse.Namespace):
+  """(model, params, TRAIN audio root or None, clips per class, L-BFGS steps): the bundle
+  and the TRAIN bank, or with --quick a random model and the generated sounds."""
+  if args.quick:
+    model, params = quick_setup(args.seed)
+    return model, params, None, 2, 20
+  config, params, _ = portable.load_bundle(portable.resolve_bundle(args.bundle))
+  return AudioInteractionModel(config), params, args.train_audio, args.per_class, 300
+
+
+def main() -> None:
+  parser = head_fit_arguments(__doc__.split("\n\n")[0])
+  parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   thresholds = [float(t) for t in args.thresholds.split(",")]
 
   began = time.perf_counter()
   rng = np.random.default_rng(args.seed)
-  if args.quick:
-    model, params = quick_setup(args.seed)
-    root, per_class, steps = None, 2, 20
-  else:
-    config, params, _ = portable.load_bundle(portable.resolve_bundle(args.bundle))
-    model = AudioInteractionModel(config)
-    root, per_class, steps = args.train_audio, args.per_class, 300
+  model, params, root, per_class, steps = head_fit_setup(args)
   encode = clip_encoder.SoundEventEncoder(model, params, first_positions="random", seed=args.seed)
   bank = sound_head.train_sound_bank(root)
   labels = [label for label in bank.labels() if label in LABELS]
