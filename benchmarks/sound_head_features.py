@@ -1,22 +1,25 @@
 r"""What the sound-event head reads, and what that does to alerts.
 
-The head is linear over each chunk's *mean final encoder frame* (`AudioNetwork.
-sound_event_features`). Its remaining false alarms in benign audio are confusions a
-linear read of that vector cannot undo (footsteps taken for a crash, notification tones
-for a phone: README, "Where the false alarms come from"). Two cheap ways to give a linear
-head more to read, without training the encoder:
+The head was linear over each chunk's *mean final encoder frame*
+(`AudioInteractionNetwork.sound_event_features` without `model.sound_event_blocks`).
+Its remaining false alarms in benign audio were confusions a linear read of that vector
+could not undo (footsteps taken for a crash, notification tones for a phone: README,
+"Where the false alarms come from"). Two cheap ways to give a linear head more to read,
+without training the encoder:
 
 * the *spread* of the chunk's frames beside their mean (a 160 ms chunk holds 8 frames:
   an impact is one loud frame, a tone eight alike);
 * the mean of a *lower* block's frames beside the final one (Whisper's top block is
   fine-tuned on speech tasks; lower blocks keep more of the sound's acoustics).
 
-This benchmark encodes the TRAIN-bank clips once (each at a uniform random place of the
-position window, as `fit-sound-head` does; optionally after a quiet lead), keeps every
-block's per-chunk mean and spread, fits the head (`sound_head.fit_head`: the same
-weighted logistic regression) on each set of features over the *same* examples, and
-scores each fit with the alert rule over DEV recordings (`sound_head_positions.score`:
-recall by the eval's deadline, alerts in benign audio, late alerts, naming).
+This benchmark (which chose `model.sound_event_blocks=(0, 1, 2)` for the shipped head:
+README, "What the head reads") encodes the TRAIN-bank clips once (each at a uniform
+random place of the position window, as `fit-sound-head` does; optionally after a quiet
+lead), keeps every block's per-chunk mean and spread, fits the head
+(`sound_head.fit_head`: the same weighted logistic regression) on each set of features
+over the *same* examples, and scores each fit with the alert rule over DEV recordings
+(`sound_head_positions.score`: recall by the eval's deadline, alerts in benign audio,
+late alerts, naming).
 
 Run::
 

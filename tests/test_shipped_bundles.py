@@ -59,6 +59,11 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   # Both heads were fitted on clips from anywhere in Whisper's 30 s position window.
   for fit in ("turn_end_head_fit", "sound_event_head_fit"):
     assert metadata[fit]["first_positions"] == "random"
+  # The sound-event head reads every lower encoder block beside the final frames, as it
+  # was fitted (`fit-sound-head --read-blocks`), after a quiet lead before each clip.
+  fit = metadata["sound_event_head_fit"]
+  assert tuple(config.model.sound_event_blocks) == tuple(fit["read_blocks"]) == (0, 1, 2)
+  assert fit["lead_seconds"] == 2.0
 
 
 def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:

@@ -994,9 +994,9 @@ def build_parser() -> argparse.ArgumentParser:
   fit_head.add_argument("--corpus-rows", type=int, default=1200)
   fit_head.add_argument("--quiet-lead", type=float, default=0.0, metavar="SECONDS",
                         help="each clean clip after a quiet room of 0 to this many seconds "
-                             "(labelled 'none'; default 0: the clip alone, as the shipped "
-                             "head; 2 finds more alerts anywhere in a stream, and raises "
-                             "more false ones: README)")
+                             "(labelled 'none'; default 0: the clip alone; 2 finds more "
+                             "alerts anywhere in a stream, and with --read-blocks 0,1,2 "
+                             "(the shipped real-audio head) fewer false ones: README)")
   fit_head.add_argument("--read-blocks", default=None, metavar="I,J,...",
                         help="lower encoder blocks whose chunk means the head reads beside "
                              "the final frames (model.sound_event_blocks; e.g. 0,1,2; '' for "
