@@ -63,7 +63,7 @@ from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import turn_head
-from audio_interaction.model.clip_encoder import ChunkEncoder
+from audio_interaction.model.clip_encoder import ChunkEncoder, ClipEncoder, SoundEventEncoder
 
 UNFINISHED, FINISHED = turn_head.TURN_GOES_ON, turn_head.TURN_ENDED
 roc_auc = turn_head.roc_auc
@@ -111,7 +111,7 @@ def quick_data(directory: pathlib.Path) -> tuple[list[QuickLine], str]:
   return lines, str(dev)
 
 
-def encoded_row(encode: ChunkEncoder, row, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+def encoded_row(encode: ClipEncoder, row, cache: dict) -> tuple[np.ndarray, np.ndarray]:
   """(audio float32[S], encoder chunk features [C, D]) of a manifest row, each row encoded
   once: the probe's examples and the policy sweep read the same DEV streams."""
   key = (row.source, row.offset)
@@ -121,7 +121,7 @@ def encoded_row(encode: ChunkEncoder, row, cache: dict) -> tuple[np.ndarray, np.
   return cache[key]
 
 
-def dev_examples(encode: ChunkEncoder, path: str, chunks: int, min_pause: float,
+def dev_examples(encode: ClipEncoder, path: str, chunks: int, min_pause: float,
                  cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Chunk features [N, D], labels [N] and the turn each belongs to [N] of a manifest
   (`cache`: `encoded_row`'s)."""
@@ -180,7 +180,7 @@ def reply_starts(policy, audio: np.ndarray, finished: np.ndarray, chunk_samples:
   return starts
 
 
-def policy_sweep(fit, encode: ChunkEncoder, paths: list[str], thresholds, min_silences,
+def policy_sweep(fit, encode: ClipEncoder, paths: list[str], thresholds, min_silences,
                  backstops, reply_seconds: float, cache: dict) -> list[dict]:
   """B5 (false cut-in, miss, median latency; the suites' definitions, 2 s answer window)
   over the turns of `paths` of the silence timer at each of `backstops` (s) and of the
@@ -240,6 +240,9 @@ def main() -> None:
                       help="the hybrid's backstop silence timers (s); each also runs alone")
   parser.add_argument("--reply-seconds", type=float, default=1.5,
                       help="a reply nobody stops ends after this long")
+  parser.add_argument("--read-blocks", default="", metavar="I,J,...",
+                      help="lower encoder blocks whose chunk means the probe reads beside the "
+                           "final frames' (as `model.sound_event_blocks` gives the sound head)")
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
   if not args.quick and not args.dev:
@@ -261,14 +264,20 @@ def run(args: argparse.Namespace, lines) -> None:
   of their voices held out) and scores args.dev."""
   began = time.perf_counter()
   config, params, _ = portable.load_bundle(args.bundle)
-  encode = ChunkEncoder(AudioInteractionModel(config), params)
+  blocks = tuple(int(b) for b in args.read_blocks.split(",") if b.strip())
+  if blocks:  # the sound head's wider read (its own head's weights are not used here)
+    config.model.sound_event_blocks = blocks
+    config.model.sound_event_classes = config.model.sound_event_classes or 2
+    encode = SoundEventEncoder(AudioInteractionModel(config), params)
+  else:
+    encode = ChunkEncoder(AudioInteractionModel(config), params)
   fit, summary = turn_head.fit_turn_head(encode, lines, max_lines=args.max_lines,
                                          chunks=args.chunks, l2=args.l2, seed=args.seed)
   print(f"{pathlib.Path(args.bundle).name}: {summary['lines']} TRAIN lines, "
         f"{summary['examples']} chunks; AUC on them {summary['train_auc']:.3f}, on "
         f"{summary['held_out_lines']} lines of held-out TRAIN voices "
         f"{summary['held_out_auc']:.3f}")
-  report = {"bundle": args.bundle, "train_lines": summary["lines"],
+  report = {"bundle": args.bundle, "read_blocks": list(blocks), "train_lines": summary["lines"],
             "train_auc": summary["train_auc"], "held_out_lines": summary["held_out_lines"],
             "held_out_auc": summary["held_out_auc"]}
   encoded_rows: dict = {}

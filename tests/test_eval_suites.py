@@ -94,6 +94,21 @@ def test_what_a_timeline_warrants(speech, sounds):
   assert onset < alert.replies[0].ready_time and deadline == alert.replies[0].ready_time + 2.0
 
 
+def test_alert_sounds_of_generated_cases_come_from_their_timelines(speech, sounds):
+  """Without annotations, a case's alert sounds are its timeline's alert-role sounds, and
+  each alert event starts inside one (what `metrics.late_alerts` reads)."""
+  cases = suites.generated_cases(["B6"], speech, sounds, streams_per_subtask=1, seed=9000)
+  checked = 0
+  for case in cases:
+    spans = suites.alert_sounds(case)
+    assert spans == [(e.start, e.end) for e in case.timeline.sounds if e.role == "alert"]
+    assert all(start < end for start, end in spans)
+    for onset, _ in suites.case_alert_events(case, window=2.0):
+      assert any(start - 1e-6 <= onset < end for start, end in spans), (case.name, onset)
+      checked += 1
+  assert checked >= 2
+
+
 def _in_unit(value):
   return value is None or 0.0 <= value <= 1.0
 
