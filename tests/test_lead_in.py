@@ -83,6 +83,47 @@ def test_the_lead_in_is_heard_but_not_counted_as_benign_time(manifest, tmp_path)
   assert benign["later"]["labelled"] == pytest.approx(benign["before"]["labelled"], abs=0.01)
   assert lengths["whole"] >= 7 * RATE  # the stream does play the lead-in
 
+def test_approximate_word_times_and_sound_onsets_start_after_the_lead_in(tmp_path):
+  """Rows without word times get them spread over the voiced region; a lead-in's quiet
+  room is not voice: the words (and an unannotated sound's onset) move by the lead."""
+  from audio_interaction.corpus.manifest import ManifestSounds, ManifestSpeech
+  rng = np.random.default_rng(1)
+  audio = np.zeros(3 * RATE, np.float32)
+  audio[RATE // 2:2 * RATE] = 0.1 * rng.normal(size=3 * RATE // 2)  # "speech" at 0.5-2.0 s
+  soundfile.write(tmp_path / "said.wav", audio, RATE)
+  rows = [{"audio": "said.wav", "id": "said", "transcript": "hello there my friend"},
+          {"audio": "said.wav", "id": "rang", "duration": 3.0, "label": "smoke_alarm",
+           "lead_in": 0.0}]
+  path = tmp_path / "m.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  later = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=4.0), tmp_path / "out",
+                                         progress=False)["manifest"]
+  words = {}
+  for name, manifest_path in (("before", path), ("later", later)):
+    case, = suites.cases_from_manifest(str(manifest_path), ["B2"])
+    words[name] = [(w.start, w.end) for w in case.timeline.utterances[0].words]
+    said = read_manifest(manifest_path).rows[0]
+    clip_words = ManifestSpeech([said]).clip(said).words
+    assert [(w.start, w.end) for w in clip_words] == words[name]
+  assert words["before"][0][0] == pytest.approx(0.5, abs=0.02)
+  assert words["later"] == pytest.approx([(a + 4.0, b + 4.0) for a, b in words["before"]],
+                                         abs=0.02)
+  # A labelled row that keeps its label and declares its own lead-in: the sound's onset
+  # (and so when it is recognisable) is found after the lead.
+  room = effects.set_level(effects.colored_noise(np.random.default_rng(2), 4 * RATE, 1.0),
+                          lead_in.LEAD_IN_LEVEL_DB, active_only=False)
+  led = np.concatenate([room, audio]).astype(np.float32)
+  soundfile.write(tmp_path / "led.wav", led, RATE)
+  (tmp_path / "s.jsonl").write_text(json.dumps(
+      {"audio": "led.wav", "label": "smoke_alarm", "lead_in": 4.0}) + "\n")
+  row, = read_manifest(tmp_path / "s.jsonl").rows
+  clip = ManifestSounds([row]).sample("smoke_alarm", np.random.default_rng(0))
+  assert clip.recognisable_after == pytest.approx(
+      4.5 + suites.RECOGNISABLE_AFTER_S["smoke_alarm"], abs=0.02)
+  case, = suites.cases_from_manifest(str(tmp_path / "s.jsonl"), ["B6"])
+  assert case.timeline.sounds[0].start == pytest.approx(4.5, abs=0.02)
+
+
 def test_random_leads_are_seeded_draws_below_the_maximum(manifest, tmp_path):
   path, _ = manifest
   leads = [lead_in.write_lead_in_manifest(path, lead_in.Lead(up_to=10.0), tmp_path / name,

@@ -785,20 +785,32 @@ class ManifestClip(SpeechClip):
   source: str = ""
 
 
-def spread_words(text: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE
-                 ) -> tuple[Word, ...]:
+def loud_span(audio: np.ndarray, lead_in: float = 0.0, sample_rate: int = SAMPLE_RATE,
+              threshold_db: float = -40.0) -> tuple[int, int]:
+  """[lo, hi) samples of `audio` float32[n] between its first and last loud frame after
+  its first `lead_in` seconds (`effects.trim_silence` of the rest, in the whole clip's
+  samples): a lead-in is a quiet room no one speaks or sounds in, and its noise would
+  otherwise pass for the onset. (lo, lo) when the rest is silent."""
+  skip = min(len(audio), int(round(lead_in * sample_rate)))
+  lo, hi = effects.trim_silence(audio[skip:], threshold_db=threshold_db)
+  return lo + skip, hi + skip
+
+
+def spread_words(text: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                 lead_in: float = 0.0) -> tuple[Word, ...]:
   """Approximate word times for `text` spoken in `audio` float32[n].
 
   The words (`speech.split_words`) are laid end to end over the voiced region
-  (`effects.trim_silence`; the whole clip if it is silent), each taking a share
-  proportional to its normalized letters. Times in seconds from the clip's start.
+  (`loud_span` after the first `lead_in` seconds; all of the rest if it is silent), each
+  taking a share proportional to its normalized letters. Times in seconds from the
+  clip's start.
   """
   tokens = split_words(text)
   if not tokens:
     raise ValueError(f"no words in {text!r}")
-  lo, hi = effects.trim_silence(audio)
+  lo, hi = loud_span(audio, lead_in, sample_rate)
   if hi <= lo:
-    lo, hi = 0, len(audio)
+    lo, hi = min(len(audio), int(round(lead_in * sample_rate))), len(audio)
   weights = np.array([max(1, len(normalize_text(t).replace(" ", ""))) for t in tokens], float)
   edges = lo + (hi - lo) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
   return tuple(Word(t, edges[i] / sample_rate, edges[i + 1] / sample_rate)
@@ -843,7 +855,7 @@ class ManifestSpeech:
     audio = row.load()
     words = row.words
     if words is None:
-      words = spread_words(row.transcript, audio, row.sample_rate)
+      words = spread_words(row.transcript, audio, row.sample_rate, lead_in=row.lead_in)
     return ManifestClip(audio=audio, words=words, voice=row.voice,
                         approximate_timing=row.words is None, source=row.source)
 
@@ -867,8 +879,8 @@ class ManifestSpeech:
 class ManifestSounds:
   """A `SoundSource` over labelled manifest rows.
 
-  `recognisable_after` is the row's value if given, else the clip's first onset
-  (`effects.trim_silence`) plus `RECOGNISABLE_AFTER_S[label]`
+  `recognisable_after` is the row's value if given, else the clip's first onset after
+  its `lead_in` (`effects.trim_silence`) plus `RECOGNISABLE_AFTER_S[label]`
   (`DEFAULT_RECOGNISABLE_AFTER_S` for other classes), at most the clip's length.
   """
 
@@ -892,8 +904,8 @@ class ManifestSounds:
     row = rows[int(rng.integers(len(rows)))]
     audio = row.load()
     recognisable = row.recognisable_after
-    if recognisable is None:
-      onset, _ = effects.trim_silence(audio, threshold_db=-45.0)
+    if recognisable is None:  # the sound's onset after the row's quiet lead-in
+      onset, _ = loud_span(audio, row.lead_in, row.sample_rate, threshold_db=-45.0)
       recognisable = onset / row.sample_rate + RECOGNISABLE_AFTER_S.get(
           label, DEFAULT_RECOGNISABLE_AFTER_S)
     return SoundClip(audio=audio, label=label, source=row.source,

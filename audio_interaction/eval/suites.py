@@ -51,10 +51,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audio_interaction import config_lib
-from audio_interaction.corpus import effects, tasks, worlds
+from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.manifest import (
     DEFAULT_RECOGNISABLE_AFTER_S, RECOGNISABLE_AFTER_S, Event, ManifestReport, ManifestRow,
-    read_manifest, spread_words)
+    loud_span, read_manifest, spread_words)
 from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.corpus.timeline import (
@@ -391,7 +391,7 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
                             fillers=(False,) * len(words), holds=(), speaker=row.voice,
                             voice=row.voice, addressed=True, gain=1.0, level_db=0.0),)
   if sound is not None:
-    lo, _ = effects.trim_silence(audio)
+    lo, _ = loud_span(audio, row.lead_in)  # the sound's onset after any quiet lead-in
     onset = lo / SAMPLE_RATE
     after = row.recognisable_after
     if after is None:
@@ -521,7 +521,7 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
     words = row.words
     exact = words is not None
     if row.transcript is not None and words is None:
-      words = spread_words(row.transcript, clip)
+      words = spread_words(row.transcript, clip, lead_in=row.lead_in)
     name = f"{row.id or _file_name(row.source)}#{index}{'' if exact else '~'}"
 
     def add(suite, audio, mode, replies, *, suffix="", annotations=None, **kw):
