@@ -364,6 +364,7 @@ def test_the_alert_budget_reads_false_alarms_in_benign_audio_by_default():
                             0.2)
   assert checks["false_alarms_per_hour"]["value"] == 6.0
   assert checks["false_alarms_per_hour"]["met"] is True
+  assert "late alerts of real alarms left out" in checks["false_alarms_per_hour"]["label"]
   with pytest.raises(ValueError, match="false_alarm_figure 'benign'"):
     tune.Rule(false_alarm_figure="benign")
 

@@ -43,13 +43,14 @@ the policy is chosen, it runs again with alerts from the head at each threshold
 `Grid.sound_alert_holds` and `Grid.sound_alert_chunks`, each threshold at each
 `sound_alert_hold_seconds` and each `sound_alert_chunks`), one model
 pass per point per recording. On half A the highest alert recall among thresholds with at
-most `Rule.max_false_alarms_per_hour` false alarms per hour of benign audio wins (the
-goal's figure, `Rule.false_alarm_figure`: an alert raised while a real alarm still sounds,
-after its deadline, is a miss, which recall already counts, not an alarm in benign audio;
-`tune --budget-counts-late-alerts` reads the whole figure, as tunes before session 25
-did) (ties: the alert text accuracy, then the lower threshold); if no threshold is within it ("off" alone does not
-count), the highest alert F1 (ties: the fewer false alarms), flagged: "the fewest false
-alarms" would always pick "off", whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
+most `Rule.max_false_alarms_per_hour` false alarms per hour of benign audio wins (ties:
+the alert text accuracy, then the lower threshold). That is the goal's figure
+(`Rule.false_alarm_figure`): an alert raised while a real alarm still sounds, after its
+deadline, is a miss, which recall already counts, not an alarm in benign audio; `tune
+--budget-counts-late-alerts` reads the whole figure, as tunes before session 25 did. If
+no threshold is within the budget ("off" alone does not count), the highest alert F1
+(ties: the fewer false alarms), flagged: "the fewest false alarms" would always pick
+"off", whose few alerts are the decoder's. The chosen threshold joins the `infer` block.
 With `Grid.keep_policy` (`tune --keep-policy`) the policy is not searched: the bundle's
 own point is scored beside the reference timer and kept, and only the alerts are tuned.
 
@@ -191,22 +192,27 @@ class Rule:
       raise ValueError(f"false_alarm_figure {self.false_alarm_figure!r}: choose from "
                        f"{FALSE_ALARM_FIGURES}")
 
-  def false_alarms(self, figures: dict[str, float]) -> float:
-    """The false alarms per hour the budget reads from a candidate's `figures` (inf when
+  def false_alarm_rate(self, figures: dict[str, float]) -> float:
+    """The false alarms per hour the budget reads from a candidate's `figures` (NaN when
     undefined); rows written before the benign figure existed give their whole figure."""
-    value = figures.get(self.false_alarm_figure, figures["false_alarms_per_hour"])
-    return _finite(value, math.inf)
+    return figures.get(self.false_alarm_figure, figures["false_alarms_per_hour"])
 
-  def _false_alarm_name(self) -> str:
-    return ("false alarms/h in benign audio" if self.false_alarm_figure.startswith("benign")
-            else "false alarms/h")
+  def false_alarms(self, figures: dict[str, float]) -> float:
+    """`false_alarm_rate`, inf when undefined (for comparisons)."""
+    return _finite(self.false_alarm_rate(figures), math.inf)
+
+  def false_alarm_label(self) -> str:
+    """What the budgeted figure is, in words."""
+    if self.false_alarm_figure == "benign_false_alarms_per_hour":
+      return "false alarms per hour of benign audio (late alerts of real alarms left out)"
+    return "false alarms per hour"
 
   def describe(self) -> str:
     return (f"Among candidates with false cut-in <= the {self.reference_silence_seconds:g} s "
             f"silence timer's and miss <= {self.max_miss:.0%} (on tuning half A): of those "
             f"with a median response latency <= {self.target_latency_s:g} s, the lowest "
             f"false cut-in + miss, else the lowest median response latency; ties: latency, "
-            f"then {self._false_alarm_name()} <= "
+            f"then {self.false_alarm_label()} <= "
             f"{self.max_false_alarms_per_hour:g} first, then the highest alert recall, then "
             "grid order. If none meets them: the lowest false cut-in + miss (same ties).")
 
@@ -385,7 +391,8 @@ def select_sound_alert(table: Sequence[dict[str, float]], rule: Rule, off_index:
                        ) -> tuple[int, bool]:
   """(index of the chosen threshold's row, whether it is within the false-alarm budget)
   by the module docstring's rule; rows in threshold order, each with "recall", "f1",
-  "false_alarms_per_hour" (and `rule.false_alarm_figure`) and "alert_text_accuracy"; row `off_index` is alerts off,
+  "false_alarms_per_hour" (and `rule.false_alarm_figure`) and "alert_text_accuracy"; row
+  `off_index` is alerts off,
   which alone within the budget does not end the search (its recall is the decoder's,
   near none: choosing it would switch the head's alerts off whenever none of them is
   within the budget)."""
@@ -468,11 +475,9 @@ def goal_checks(figures: dict[str, float], reference_cut_in: float,
       "median_latency_s": (figures["median_latency_s"], GOAL_LATENCY_S, "<=",
                            "B5 median response latency"),
       "recall": (figures["recall"], GOAL_RECALL, ">=", "B6 alert recall"),
-      "false_alarms_per_hour": (rule.false_alarms(figures), rule.max_false_alarms_per_hour,
-                                "<=", "B6 " + (
-                                    "false alarms per hour of benign audio (late alerts of "
-                                    "real alarms left out)" if rule.false_alarm_figure
-                                    .startswith("benign") else "false alarms per hour")),
+      "false_alarms_per_hour": (rule.false_alarm_rate(figures),
+                                rule.max_false_alarms_per_hour, "<=",
+                                f"B6 {rule.false_alarm_label()}"),
       "alert_text_accuracy": (figures["alert_text_accuracy"], GOAL_ALERT_TEXT, ">=",
                               "B6 alerts naming the right class"),
   }
