@@ -4,8 +4,9 @@ Trained with everything else, from sounds laid under speech, rooms and noise in 
 corpus's streams, the head named 25-33 % of the real DEV sound events; a linear probe on
 the very same chunk features, fitted on clean clips of the TRAIN sound bank, named 61 %
 (`benchmarks/sound_probe.py --bundle B --chunk-window 1`). The head is linear over each
-chunk's mean encoder frame, so fitting it alone is a convex problem, a multinomial
-logistic regression: this module encodes
+chunk's mean encoder frame (and, with `model.sound_event_blocks`, lower blocks' chunk
+means beside it: `--read-blocks`), so fitting it alone is a convex problem, a
+multinomial logistic regression: this module encodes
 
 * clean clips of every class of the TRAIN sound bank, the same number per class (a
   chunk is labelled with the clip's class when it holds the sound: its loudest frame
