@@ -463,7 +463,7 @@ def test_alert_plot_draws_one_line_per_rule_and_leaves_out_halves_without_events
   plt.Axes.plot = recording_plot
   try:
     report_plots.plot_alert_tune(candidates, 3, tmp_path / "benign.png",
-                                 figure="benign_false_alarms_per_hour")
+                                 alarms=tune.Rule().false_alarm_rate)
   finally:
     plt.Axes.plot = original
   assert drawn[0][:2] == ([35.0, 40.0], [0.9, 0.7])

@@ -809,8 +809,8 @@ def spread_words(text: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
   if not tokens:
     raise ValueError(f"no words in {text!r}")
   lo, hi = loud_span(audio, lead_in, sample_rate)
-  if hi <= lo:
-    lo, hi = min(len(audio), int(round(lead_in * sample_rate))), len(audio)
+  if hi <= lo:  # silent after the lead: lo is where the lead ends
+    hi = len(audio)
   weights = np.array([max(1, len(normalize_text(t).replace(" ", ""))) for t in tokens], float)
   edges = lo + (hi - lo) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
   return tuple(Word(t, edges[i] / sample_rate, edges[i + 1] / sample_rate)

@@ -203,9 +203,10 @@ class Rule:
 
   def false_alarm_label(self) -> str:
     """What the budgeted figure is, in words."""
+    whole = "false alarms per hour of benign audio"
     if self.false_alarm_figure == "benign_false_alarms_per_hour":
-      return "false alarms per hour of benign audio (late alerts of real alarms left out)"
-    return "false alarms per hour"
+      return f"{whole} (late alerts of real alarms left out)"
+    return whole
 
   def describe(self) -> str:
     return (f"Among candidates with false cut-in <= the {self.reference_silence_seconds:g} s "
@@ -670,15 +671,17 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
   out.mkdir(parents=True, exist_ok=True)
   result = suites.json_safe(result)
   chosen = result["chosen"]
+  # Results written before the figure was a constant budgeted the whole figure.
+  rule = Rule(**{"false_alarm_figure": "false_alarms_per_hour", **result["rule_constants"]})
   paths = {"json": out / "tune.json", "markdown": out / "tune.md",
            "plot": plot_tune(result["candidates"], chosen["index"], result["reference"]["index"],
                              out / "tune.png",
-                             max_miss=result["rule_constants"]["max_miss"])}
+                             max_miss=rule.max_miss)}
   if "sound_alerts" in chosen:
     paths["alert_plot"] = plot_alert_tune(
         chosen["sound_alerts"]["candidates"], chosen["sound_alerts"]["index"],
-        out / "tune_alerts.png", budget=result["rule_constants"]["max_false_alarms_per_hour"],
-        figure=result["rule_constants"].get("false_alarm_figure", "false_alarms_per_hour"))
+        out / "tune_alerts.png", budget=rule.max_false_alarms_per_hour,
+        alarms=rule.false_alarm_rate, alarms_label=rule.false_alarm_label())
   paths["json"].write_text(json.dumps({**result, "note": note, "command": command}, indent=1))
   counts = result["counts"]
   alarm = warning(result)

@@ -5,8 +5,9 @@ latency), the threshold / silence-length sweeps, and per-sub-task accuracy."""
 from __future__ import annotations
 
 import math
+import operator
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib
 
@@ -221,9 +222,12 @@ def _saved_operating_points(fig, ax, path: pathlib.Path, *, x_label: str, y_labe
 
 def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path, *,
                     half: str = "A", budget: float = 10.0,
-                    figure: str = "false_alarms_per_hour") -> pathlib.Path:
-  """The sound-alert stage of `tune` on one half: false alarms per hour (x: `figure`,
-  the one the budget reads; rows without it give their "false_alarms_per_hour") vs alert
+                    alarms: Callable[[dict], float] = operator.itemgetter(
+                        "false_alarms_per_hour"),
+                    alarms_label: str = "false alarms per hour of benign audio"
+                    ) -> pathlib.Path:
+  """The sound-alert stage of `tune` on one half: false alarms per hour (x: `alarms` of a
+  half's figures, the figure the budget reads: `eval.tune.Rule.false_alarm_rate`) vs alert
   recall (y), one line per rule (chunks running, hold, per sound or per class) through its
   thresholds (each point labelled θ), the false-alarm budget dashed, alerts off as a
   cross, the chosen point ringed.
@@ -233,9 +237,6 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
   `chosen["sound_alerts"]["candidates"]`); chosen: index into it. A half without alert
   events has no recall: its points are left out.
   """
-  def alarms(figures: dict) -> float:
-    return figures.get(figure, figures["false_alarms_per_hour"])
-
   def point(row):
     x, y = alarms(row[half]), row[half]["recall"]
     ok = all(v is not None and math.isfinite(v) for v in (x, y))
@@ -261,8 +262,6 @@ def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path,
                linewidths=1.8, label="chosen")
   ax.set_xlim(left=0)
   return _saved_operating_points(
-      fig, ax, path, y_label="alert recall",
-      x_label=("false alarms per hour of benign audio" if figure == "false_alarms_per_hour"
-               else "false alarms per hour of benign audio, late alerts of real alarms left out"),
+      fig, ax, path, x_label=alarms_label, y_label="alert recall",
       legend="lower right",
       title=f"B6 sound-alert points on tuning half {half} (labels: threshold θ)")
