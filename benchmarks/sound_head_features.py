@@ -50,7 +50,7 @@ from audio_interaction.train import sound_head
 # Sibling benchmark (scripts run with benchmarks/ on sys.path): the alert scoring and the
 # DEV rows are the ones `sound_head_positions.py` measured positions with.
 from sound_head_positions import (LABELS, dev_recordings, head_fit_arguments,  # noqa: E402
-                                  head_fit_setup, score)
+                                  head_fit_setup, none_chunks, score)
 
 
 class LayerFeatures:
@@ -85,10 +85,7 @@ class LayerFeatures:
 
   def __call__(self, audio: np.ndarray, first: int) -> np.ndarray:
     chunks = max(1, -(-audio.size // self.chunk_samples))
-    # Padded to a power of two of chunks (few shapes to compile); the encoder is causal.
-    padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
-                      np.float32)
-    padded[0, :audio.size] = audio
+    padded = clip_encoder.padded_to_power_of_two(audio, self.chunk_samples)
     out = self._run(self._params, jnp.asarray(padded), jnp.full((1,), first, jnp.int32))
     return np.asarray(out)[:chunks]
 
@@ -146,14 +143,11 @@ def main() -> None:
       nones.append(audio_io.load_audio(path)[:int(sound_head.MAX_CLIP_SECONDS * 16000)])
       none_labels.append(None)
     dev = dev_recordings(args.dev or [pathlib.Path("data/real_dev_random30/events.jsonl")],
-                         lambda audio, first: features(audio, first))
+                         features)
   for audio, labels in zip(nones, none_labels):
-    chunk_features = features(audio, places.next_first_position())
-    keep = np.ones(len(chunk_features), bool)
-    if labels is not None:  # the row's "none" chunks only (as fit-sound-head's corpus rows)
-      keep = np.pad(labels == NO_SOUND_EVENT, (0, max(0, len(keep) - len(labels))))[:len(keep)]
-    examples_x.append(chunk_features[keep])
-    examples_y.append(np.full(int(keep.sum()), NO_SOUND_EVENT, np.int32))
+    chunk_features, targets = none_chunks(features(audio, places.next_first_position()), labels)
+    examples_x.append(chunk_features)
+    examples_y.append(targets)
   x, y = np.concatenate(examples_x), np.concatenate(examples_y)
   sets = sorted({row["set"] for row in dev})
   print(f"encoded in {time.perf_counter() - began:.0f} s on {platform.machine()} "
@@ -167,11 +161,12 @@ def main() -> None:
     fit = sound_head.fit_head(sound_head.ChunkExamples(flat(x), y), len(LABELS),
                               l2=args.l2, steps=steps)
     mean_recall = np.mean([r for k, r in fit.recall.items() if k != "none"] or [0.0])
+    read = {s: [dict(row, features=flat(row["features"])) for row in dev if row["set"] == s]
+            for s in sets}
     for t in thresholds:
       cells = []
       for s in sets:
-        subset = [dict(row, features=flat(row["features"])) for row in dev if row["set"] == s]
-        r = score(fit, subset, t, args.chunks, model.config.chunk_seconds)
+        r = score(fit, read[s], t, args.chunks, model.config.chunk_seconds)
         cells.append(f"{r['recall']:.0%} / {r['false']} ({r['per_hour']:.0f}) / {r['late']} / "
                      f"{r['named']:.0%}")
       print(f"| {name} | {flat(x[:1]).shape[1]} | {mean_recall:.0%} | {t:g} | "

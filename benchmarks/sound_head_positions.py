@@ -106,6 +106,18 @@ def encode_bank(encode: clip_encoder.SoundEventEncoder, clips: list[tuple[str, n
   return pools
 
 
+def none_chunks(features: np.ndarray, labels: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """The "none" examples of one recording's chunk features [c, D]: every chunk of a
+  recording without labels (a sound outside the classes), else the chunks its stored
+  per-chunk `labels` call `NO_SOUND_EVENT` (as fit-sound-head's corpus rows); (features,
+  targets)."""
+  keep = np.ones(len(features), bool)
+  if labels is not None:
+    keep = np.pad(labels == NO_SOUND_EVENT, (0, max(0, len(keep) - len(labels))))[:len(keep)]
+  return features[keep], np.full(int(keep.sum()), NO_SOUND_EVENT, np.int32)
+
+
 def mixture(pools: dict[str, Pool], lead: bool, start: bool, clips: np.ndarray,
             at_start: np.ndarray) -> sound_head.ChunkExamples:
   """The examples of `clips`, those with `at_start` from position 0 when `start`."""
@@ -244,11 +256,7 @@ def main() -> None:
   for audio, labels in audios:
     uniform = encode.next_first_position()
     for name, first in (("uniform", uniform), ("start", 0)):
-      features = encode(audio, first)
-      keep = (np.ones(len(features), bool) if labels is None else
-              np.pad(labels == NO_SOUND_EVENT, (0, max(0, len(features) - len(labels))))[
-                  :len(features)])
-      none_pools[name].add(features[keep], np.full(int(keep.sum()), NO_SOUND_EVENT, np.int32))
+      none_pools[name].add(*none_chunks(encode(audio, first), labels))
   none_at_start = rng.random(len(audios)) < START_SHARE
   none_items = np.arange(len(audios))
   at_start = rng.random(len(clips)) < START_SHARE

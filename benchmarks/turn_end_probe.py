@@ -62,7 +62,7 @@ from audio_interaction.infer import policies
 from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.model.model import AudioInteractionModel
-from audio_interaction.train import turn_head
+from audio_interaction.train import sound_head, turn_head
 from audio_interaction.model.clip_encoder import ChunkEncoder, ClipEncoder, SoundEventEncoder
 
 UNFINISHED, FINISHED = turn_head.TURN_GOES_ON, turn_head.TURN_ENDED
@@ -265,9 +265,8 @@ def run(args: argparse.Namespace, lines) -> None:
   began = time.perf_counter()
   config, params, _ = portable.load_bundle(args.bundle)
   blocks = tuple(int(b) for b in args.read_blocks.split(",") if b.strip())
-  if blocks:  # the sound head's wider read (its own head's weights are not used here)
-    config.model.sound_event_blocks = blocks
-    config.model.sound_event_classes = config.model.sound_event_classes or 2
+  if blocks:  # the sound head's wider read (the head itself is not used here)
+    config, params = sound_head.added_head(config, params, read_blocks=blocks)
     encode = SoundEventEncoder(AudioInteractionModel(config), params)
   else:
     encode = ChunkEncoder(AudioInteractionModel(config), params)

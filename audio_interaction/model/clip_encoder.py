@@ -33,6 +33,17 @@ FIRST_POSITIONS = ("start", "random")
 MAX_FULL_PASS_CHUNKS = 256
 
 
+def padded_to_power_of_two(audio: np.ndarray, chunk_samples: int) -> np.ndarray:
+  """audio [n] -> float32 [1, 2^k * chunk_samples], the clip then zeros, 2^k the fewest
+  whole chunks (a power of two) that hold it: a full pass over it compiles for few
+  shapes, and since the padding comes after the clip and the encoder is causal, it
+  changes none of the clip's chunks."""
+  chunks = max(1, -(-audio.size // chunk_samples))
+  padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * chunk_samples), np.float32)
+  padded[0, :audio.size] = audio
+  return padded
+
+
 class ClipEncoder:
   """audio float32 [n] (16 kHz) -> per chunk of the clip (ceil(n / chunk) chunks):
   `output` "frames": the encoder's frames [chunks * F_c, D] (F_c encoder frames per
@@ -103,11 +114,7 @@ class ClipEncoder:
       padded[:audio.size] = audio
       out = self._stream(self._params, jnp.asarray(padded.reshape(chunks, 1, -1)), first)
       return np.asarray(out).reshape(chunks * self.frames_per_chunk, -1)
-    # Padded to a power of two of chunks, so a few shapes compile; padding comes after
-    # the clip, and the encoder is causal, so it changes none of the clip's chunks.
-    padded = np.zeros((1, (1 << int(np.ceil(np.log2(chunks)))) * self.chunk_samples),
-                      np.float32)
-    padded[0, :audio.size] = audio
+    padded = padded_to_power_of_two(audio, self.chunk_samples)
     out = np.asarray(self._encode(self._params, jnp.asarray(padded),
                                   jnp.full((1,), first, jnp.int32)))[0]
     return out[:chunks * self.frames_per_chunk]
