@@ -68,6 +68,22 @@ def test_annotated_rows_map_into_the_suites(tmp_path):
   assert by_suite["B8"][0].annotations.barge_ins == (4.0,)
   assert by_suite["B8"][0].annotations.unaddressed == ((4.5, 5.0),)
   assert by_suite["B7"][0].timeline.replies[0].kind == "alert"
+  # B6 and B7 both know the alert sound's span (what tells a late alert from a false one).
+  assert b6.annotations.alert_sounds == by_suite["B7"][0].annotations.alert_sounds == (
+      (2.0, 3.0),)
+
+
+def test_a_labelled_alert_clip_knows_its_sounds_span(tmp_path):
+  """A whole-clip alert row: the alert sound runs from the clip's loud onset to its end."""
+  clip = np.zeros(2 * SR, np.float32)
+  clip[SR // 2:] = 0.1 * np.random.default_rng(3).normal(size=SR + SR // 2)
+  soundfile.write(tmp_path / "alarm.wav", clip, SR)
+  (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "alarm.wav", "label": "smoke_alarm"})
+                                    + "\n")
+  (b6,) = suites.cases_from_manifest(str(tmp_path / "m.jsonl"), ["B6"])
+  (span,) = b6.annotations.alert_sounds
+  assert span == pytest.approx((0.5, 2.0), abs=0.01)
+  assert b6.annotations.alerts[0][0] == span[0]
 
 
 def test_alert_latency_from_the_annotated_onset_and_false_alarms_over_benign_time(tmp_path):

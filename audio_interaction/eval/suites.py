@@ -548,7 +548,7 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
         alerts = ((event.start, event.recognisable_at),)
         add("B6", streamed, ONLINE, replies, sound=row.label, annotations=Annotations(
             alerts=alerts, benign_seconds=benign_seconds(length, alerts, answer_window_s),
-            alert_sounds=((event.start, event.end),)))
+            alert_sounds=((event.start, length),)))  # the clip's end, not the tail's
       else:
         add("B6", streamed, ONLINE, [], sound=row.label,
             quiet=[Span(0.0, length, "benign")],
