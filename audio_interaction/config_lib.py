@@ -118,6 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
   decoder.qkv_bias = False  # biases of the query/key/value projections (Qwen2)
   # The LM head reads the token table (Qwen2.5-0.5B) instead of its own kernel (Llama).
   decoder.tie_embeddings = False
+  # A bias on the decision head (P(SPEAK) at `<decide>`): trained models have none; a
+  # head refitted over the frozen decoder's hidden states has one (`fit-decision-head`).
+  decoder.decision_bias = False
 
   config.model.slots_per_chunk = 2
   config.model.tokens_per_chunk = 4
@@ -307,8 +310,10 @@ def base_config() -> ml_collections.ConfigDict:
   # listen, heldout and eval (each may override it on its command line).
   config.infer = ml_collections.ConfigDict()
   # Who decides when to speak: "model" (P(SPEAK) >= threshold), "silence_timer"
-  # (voice activity + `silence_seconds` of silence), or "hybrid" (the model once
-  # `min_silence_seconds` of silence have passed, or the timer at `silence_seconds`).
+  # (voice activity + `silence_seconds` of silence), "hybrid" (the model once
+  # `min_silence_seconds` of silence have passed, or the timer at `silence_seconds`), or
+  # "gated_timer" (after `silence_seconds` of silence, only if P(SPEAK) >= threshold:
+  # the VAD says when, the model whether).
   config.infer.policy = "model"
   config.infer.threshold = 0.5
   config.infer.vad = "silero"  # "silero", "webrtc" or "energy"
@@ -572,6 +577,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.decoder.rope_theta": number(0, lo_open=True),
     "model.decoder.qkv_bias": flag(),
     "model.decoder.tie_embeddings": flag(),
+    "model.decoder.decision_bias": flag(),
     "model.slots_per_chunk": _SIZE,
     "model.tokens_per_chunk": _SIZE,
     "model.dtype": _DTYPE,
@@ -669,7 +675,7 @@ FIELD_RULES: dict[str, Rule] = {
     "train.augment.spec_time_mask_frames": integer(0),
     "train.augment.spec_freq_masks": integer(0, 16),
     "train.augment.spec_freq_mask_bins": integer(0),
-    "infer.policy": one_of("model", "silence_timer", "hybrid"),
+    "infer.policy": one_of("model", "silence_timer", "hybrid", "gated_timer"),
     "infer.threshold": number(0, 1),
     "infer.vad": one_of("silero", "webrtc", "energy"),
     "infer.silence_seconds": number(0, lo_open=True),

@@ -154,6 +154,21 @@ def test_selection_rule_on_hand_made_tables():
   tie = [_row(0.2, 0.0, 0.5, recall=0.9, fa=40.0), _row(0.2, 0.0, 0.5, recall=0.6, fa=8.0),
          _row(0.2, 0.0, 0.5, recall=0.7, fa=9.0), _row(0.2, 0.0, 0.8, recall=1.0, fa=0.0)]
   assert tune.select(tie, 0.7).index == 2
+  # Over the budget and without alerts to find (unaddressed speech only): the fewer
+  # false alarms win the tie, whatever the grid order.
+  speech = [_row(0.2, 0.0, 0.7, fa=2600.0), _row(0.2, 0.0, 0.7, fa=300.0),
+            _row(0.2, 0.0, 0.7, fa=900.0)]
+  assert tune.select(speech, 0.7).index == 1
+  # The false-alarm budget joins the constraints when an eligible candidate meets it:
+  # the timer (0.7 s, answering every utterance) loses to a slower gated one within
+  # budget; among those, a latency tie goes to the fewer cut-ins + misses, not grid order.
+  gated = [_row(0.7, 0.0, 0.70, fa=2600.0), _row(0.7, 0.0, 0.73, fa=14.0),
+           _row(0.68, 0.0, 0.75, fa=0.0), _row(0.4, 0.02, 0.75, fa=0.0),
+           _row(0.1, 0.05, 0.87, fa=0.0), _row(0.9, 0.0, 0.70, fa=0.0)]
+  picked = tune.select(gated, 0.7)
+  assert (picked.index, picked.eligible) == (3, (0, 1, 2, 3, 4))
+  # Nobody within the budget: it only breaks ties, as before.
+  assert tune.select(gated[:2], 0.7).index == 0
   # No B6 figures at all: grid order decides a tie; an undefined latency is the worst.
   assert tune.select([_row(0.1, 0.0, math.nan), _row(0.1, 0.0, 0.4), _row(0.1, 0.0, 0.4)],
                      0.7).index == 1

@@ -11,8 +11,8 @@ Verbs:
   heldout     run a model alone over held-out streams: when it spoke, what it said.
   eval        the benchmark suites B1-B8 (model, silence-timer baseline, PocketSphinx),
               on held-out streams, a manifest or a TFDS set: JSON + Markdown report.
-  tune        choose the operating point (model threshold, hybrid model + VAD, or
-              silence timer) on dev-set manifests; optionally store it in the bundle.
+  tune        choose the operating point (model threshold, hybrid model + VAD, gated
+              timer, or silence timer) on dev-set manifests; optionally store it in the bundle.
   proactive-bench  the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip, accuracy.
   export      write a workdir's (or a bundle's) model as a bundle, as safetensors, or as
               serialized StableHLO streaming steps that run without the model code.
@@ -288,8 +288,8 @@ def _number_list(text: str) -> tuple[float, ...]:
 
 # `tune`'s grid flags, named as `eval.tune.Grid`'s fields (None: the Grid's default).
 GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silences",
-              "timer_silences", "sound_alert_thresholds", "sound_alert_holds",
-              "sound_alert_chunks", "sound_alert_once_per_sound")
+              "gated_thresholds", "gated_silences", "timer_silences", "sound_alert_thresholds",
+              "sound_alert_holds", "sound_alert_chunks", "sound_alert_once_per_sound")
 
 
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -302,11 +302,13 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
                       if getattr(args, name) is not None})
   for name, values in (("--thresholds", grid.thresholds),
                        ("--hybrid-thresholds", grid.hybrid_thresholds),
+                       ("--gated-thresholds", grid.gated_thresholds),
                        ("--sound-alert-thresholds", grid.sound_alert_thresholds)):
     if not all(0 <= v <= 1 for v in values):
       raise UsageError(f"{name} must be in [0, 1], got {values}")
   for name, values in (("--min-silences", grid.min_silences),
                        ("--hybrid-silences", grid.hybrid_silences),
+                       ("--gated-silences", grid.gated_silences),
                        ("--timer-silences", grid.timer_silences),
                        ("--sound-alert-holds", grid.sound_alert_holds)):
     if not all(v >= 0 for v in values) or (name != "--min-silences" and 0 in values):
@@ -472,8 +474,10 @@ def _lead_in(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
-def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParser:
-  """A verb that fits one head of a bundle over its frozen encoder: its common flags."""
+def _head_fit_parser(verbs, name: str, help_text: str, *, clip_positions: bool = True
+                     ) -> argparse.ArgumentParser:
+  """A verb that fits one head of a bundle over its frozen encoder (or decoder): its common
+  flags (`clip_positions`: whether it encodes clips, `ClipEncoder`)."""
   parser = verbs.add_parser(name, help=help_text)
   parser.add_argument("--bundle", required=True,
                       help=BUNDLE_HELP)
@@ -481,6 +485,8 @@ def _head_fit_parser(verbs, name: str, help_text: str) -> argparse.ArgumentParse
   parser.add_argument("--train-audio", default=None,
                       help="fetch-train-audio's folder (default: "
                            "~/.cache/audio_interaction/debs/extracted)")
+  if not clip_positions:
+    return parser
   parser.add_argument("--clip-positions", choices=("random", "start"), default="random",
                       help="where each clip starts in the encoder's position window: a seeded "
                            "random chunk boundary (default; the head then works anywhere in "
@@ -621,6 +627,32 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
   print(json.dumps(summary, indent=1))
   print(f"bundle with the fitted turn-end head written to {args.out} (its hybrid policy reads "
         f"the head; choose the operating point with `audio-interaction tune`)")
+  return 0
+
+
+def _fit_decision_head(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.train import decision_head
+  root, sources, bundle = _recorded_lines_fit(
+      args, overrides, "fit-decision-head", (("--steps", args.steps),
+                                             ("--max-lines", args.max_lines)))
+  if args.speech_chunks < 0:
+    raise UsageError(f"--speech-chunks {args.speech_chunks}: must be >= 0")
+  for name, value in (("--after-seconds", args.after_seconds),
+                      ("--max-lead-seconds", args.max_lead_seconds)):
+    if not value >= 0 or (name == "--after-seconds" and value == 0):
+      raise UsageError(f"{name} {value}: must be > 0 (>= 0 for --max-lead-seconds)")
+  try:
+    summary = decision_head.fit_bundle_decision_head(
+        bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
+        after_seconds=args.after_seconds, speech_chunks=args.speech_chunks,
+        max_lead_seconds=args.max_lead_seconds, held_out_share=args.held_out_share,
+        l2=args.l2, steps=args.steps, seed=args.seed)
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(_one_line(error)) from error
+  print(json.dumps(summary, indent=1))
+  print(f"bundle with the refitted decision head written to {args.out} (its infer block is "
+        "kept; choose the operating point with `audio-interaction tune --gated-thresholds`)")
   return 0
 
 
@@ -838,7 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--silence", type=float, default=None,
                         help="the baseline's silence before it answers, s "
                              "(default: the model's infer.silence_seconds)")
-  evaluate.add_argument("--policy", choices=("model", "hybrid", "silence_timer"), default=None,
+  evaluate.add_argument("--policy", choices=("model", "hybrid", "gated_timer", "silence_timer"),
+                        default=None,
                         help="the model's decision policy at the operating point (default: "
                              "the model's infer.policy); the sweep runs bare thresholds")
   evaluate.add_argument("--min-silence", type=float, default=None,
@@ -886,6 +919,11 @@ def build_parser() -> argparse.ArgumentParser:
   tuner.add_argument("--hybrid-silences", type=_number_list,
                      default=None,
                      help="the hybrid's backstop timer silence (s)")
+  tuner.add_argument("--gated-thresholds", type=_number_list, default=None,
+                     help="the gated timer's thresholds: after the silence it speaks only if "
+                          "P(SPEAK) >= θ (none by default: not searched)")
+  tuner.add_argument("--gated-silences", type=_number_list, default=None,
+                     help="the gated timer's silences (s), each at each --gated-thresholds")
   tuner.add_argument("--timer-silences", type=_number_list, default=None,
                      help="the silence-timer candidates (s); the 0.7 s reference is always run")
   tuner.add_argument("--sound-alert-thresholds", type=_number_list, default=None,
@@ -1058,6 +1096,26 @@ def build_parser() -> argparse.ArgumentParser:
   fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_turn.add_argument("--seed", type=int, default=0)
   fit_turn.set_defaults(run=_fit_turn_head)
+
+  fit_decision = _head_fit_parser(
+      verbs, "fit-decision-head", "refit the decoder's decision head (P(SPEAK)) over its "
+                                  "frozen hidden states on the TRAIN side's recorded "
+                                  "sentences, each under a chat and a monitoring instruction: "
+                                  "answer a finished turn, not a pause, not speech nobody "
+                                  "asked about; writes a new bundle", clip_positions=False)
+  _recorded_lines_flags(fit_decision, sources="amazon-queen-en,fillets-cs", held_out_share=0.2,
+                        held_out_use="to measure the fit (ROC AUC)", max_lines=800)
+  fit_decision.add_argument("--after-seconds", type=float, default=1.0,
+                            help="the chunks within this long after the speech are examples")
+  fit_decision.add_argument("--speech-chunks", type=int, default=2,
+                            help="chunks inside each whole sentence's speech taken as SILENT")
+  fit_decision.add_argument("--max-lead-seconds", type=float, default=10.0,
+                            help="the longest quiet room streamed before a sentence")
+  fit_decision.add_argument("--l2", type=float, default=1e-2,
+                            help="L2 on the standardised kernel")
+  fit_decision.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
+  fit_decision.add_argument("--seed", type=int, default=0)
+  fit_decision.set_defaults(run=_fit_decision_head)
 
   train_audio = verbs.add_parser(
       "fetch-train-audio",

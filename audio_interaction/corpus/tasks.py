@@ -199,11 +199,18 @@ def _play_quiet(c: Composer, label: str, kind: str, gap: tuple[float, float] = (
   return event
 
 
-_CHAT = ("You are a helpful voice assistant. Answer briefly.",
-         "Answer the user's questions and commands in a few words.",
-         "You are a voice assistant: listen, and reply when the user is done speaking.")
+# Instructions of the chat sub-tasks (speech is to be answered) and of the proactive ones
+# (watch for sounds that need attention; speech is not).
+CHAT_INSTRUCTIONS = (
+    "You are a helpful voice assistant. Answer briefly.",
+    "Answer the user's questions and commands in a few words.",
+    "You are a voice assistant: listen, and reply when the user is done speaking.")
 _LISTEN = ("You are an assistant who listens to the surroundings. Answer briefly.",
            "Answer questions about what you hear around you, in a few words.")
+MONITOR_INSTRUCTIONS = (
+    "Let me know if anything needs my attention.",
+    "Keep an ear on the house and tell me if something needs attention.",
+    "Warn me about anything important you hear; ignore ordinary sounds.")
 
 
 # ----------------------------------------------------------------------- scenarios
@@ -378,7 +385,7 @@ def chat(c: Composer, cfg: TaskConfig, *, turns: tuple[int, int] = (1, 1),
     c.hold_pauses(utterance)
     reply = c.reply(item.answer, utterance.speech_end, f"turn {turn + 1} ended")
     c.after_reply(reply)
-  return choose(c.rng, _CHAT)
+  return choose(c.rng, CHAT_INSTRUCTIONS)
 
 
 def proactive(c: Composer, cfg: TaskConfig, *, alerts: Sequence[str]) -> str:
@@ -398,9 +405,7 @@ def proactive(c: Composer, cfg: TaskConfig, *, alerts: Sequence[str]) -> str:
     if c.rng.random() < 0.5:
       c.after_reply(reply)
       _play_quiet(c, choose(c.rng, benign), "benign")
-  return choose(c.rng, ("Let me know if anything needs my attention.",
-                        "Keep an ear on the house and tell me if something needs attention.",
-                        "Warn me about anything important you hear; ignore ordinary sounds."))
+  return choose(c.rng, MONITOR_INSTRUCTIONS)
 
 
 def ask_about_sound(c: Composer, cfg: TaskConfig, *, when: str) -> str:
@@ -467,7 +472,7 @@ def long_reply(c: Composer, cfg: TaskConfig, *, interrupt: bool) -> str:
     for _ in range(int(c.rng.integers(1, 3))):
       c.say(choose(c.rng, worlds.BACKCHANNELS), at=onset, level_offset_db=c.uniform(-6, 0))
       onset = c.cursor + c.uniform(0.8, 2.0)
-    return choose(c.rng, _CHAT)
+    return choose(c.rng, CHAT_INSTRUCTIONS)
   if c.rng.random() < 0.5:
     stop = c.say(choose(c.rng, worlds.STOP_PHRASES), at=onset)
     c.reply(item.answer, ready, "question ended", interrupted_at=stop.speech_start)
@@ -479,7 +484,7 @@ def long_reply(c: Composer, cfg: TaskConfig, *, interrupt: bool) -> str:
     c.reply(item.answer, ready, "question ended", interrupted_at=new.speech_start)
     c.quiet(new.speech_start + BARGE_IN_AUDIBLE_S, new.speech_end, "yield")
     c.after_reply(c.reply(other.answer, new.speech_end, "new question ended"))
-  return choose(c.rng, _CHAT)
+  return choose(c.rng, CHAT_INSTRUCTIONS)
 
 
 def addressed_only(c: Composer, cfg: TaskConfig) -> str:

@@ -166,7 +166,7 @@ class EvalConfig:
   streams_per_subtask: generated streams per sub-task; seed: first stream seed.
   threshold: the model's operating decision threshold.
   policy, min_silence_seconds, hybrid_signal: the operating point's decision policy
-    (`infer.policy`: "model", "hybrid" or "silence_timer", as
+    (`infer.policy`: "model", "hybrid", "gated_timer" or "silence_timer", as
     `policies.policy_from_config`; the hybrid's probability, `infer.hybrid_signal`);
     the "our model" figures use it, the sweep always runs the bare thresholds.
   sweep_thresholds: thresholds run for the B5/B6 sweep (each a full run).

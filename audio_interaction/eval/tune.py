@@ -1,7 +1,8 @@
 """Choosing the operating point (`config.infer`) on a dev set: `audio-interaction tune`.
 
 Candidates (`Grid`): the model alone (`ThresholdPolicy`, θ over a grid), the hybrid
-(`HybridPolicy`: θ × `min_silence_seconds` × `silence_seconds`) and the silence timer
+(`HybridPolicy`: θ × `min_silence_seconds` × `silence_seconds`), the gated timer (θ ×
+`silence_seconds`, when `Grid.gated_thresholds` are given) and the silence timer
 (`SilenceTimerPolicy` over silence lengths: the baseline, and the fallback when nothing
 else is good enough). Each candidate is an `infer` block and runs as the policy
 `policy_from_config` builds from it, i.e. exactly what a bundle holding that block
@@ -24,7 +25,11 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
 1. The reference is the silence timer at `Rule.reference_silence_seconds` (0.7 s),
    scored on the same cases.
 2. A candidate *meets the turn-taking constraints* when its false cut-in rate is at
-   most the reference's and its miss rate at most `Rule.max_miss` (10 %).
+   most the reference's and its miss rate at most `Rule.max_miss` (10 %). If some of
+   those also keep the decoder's false alarms within the budget (below; B6 cases of
+   benign sounds or of speech nobody addressed to the assistant), only they go on: the
+   goal asks for all of it, and a timer that answers every utterance does not meet it
+   by answering it a chunk sooner.
 3. Among those, if some reach the latency goal (median ≤ `Rule.target_latency_s`,
    0.35 s), the one of them with the lowest false cut-in + miss wins (then the lower
    latency): within the latency the goal asks for, interrupting fewer users is worth
@@ -33,7 +38,9 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
    turn-end head in the model"). If none reaches it, the lowest median response latency wins. A tie
    (latencies are chunk quantised, so ties are common) goes to the candidate with
    false alarms/h within the budget (below), then the highest alert
-   recall, then the earlier candidate in grid order.
+   recall, then the fewer false alarms/h (replies to unaddressed speech count: a gated
+   timer that leaves it unanswered beats the timer at the same latency), then the
+   lower false cut-in + miss, then the earlier candidate in grid order.
 4. If none meets them, the one with the lowest false cut-in + miss rate (ties as in 3,
    latency first), and the result says so (`meets_constraints: false`, a warning).
 
@@ -88,7 +95,7 @@ from audio_interaction.model.model import Params
 from audio_interaction.viz.report_plots import plot_alert_tune, plot_tune
 
 TUNE_SUITES: Final[tuple[str, ...]] = ("B5", "B6")
-MODEL, HYBRID, TIMER = "model", "hybrid", "silence_timer"
+MODEL, HYBRID, GATED, TIMER = "model", "hybrid", "gated_timer", "silence_timer"
 # Where the issue's goal puts the figures the rule does not constrain (reported only).
 GOAL_LATENCY_S: Final[float] = 0.35
 GOAL_RECALL: Final[float] = 0.8
@@ -110,6 +117,8 @@ class Candidate:
       return f"model θ={self.threshold:g}"
     if self.policy == TIMER:
       return f"timer {self.silence_seconds:g}s"
+    if self.policy == GATED:
+      return f"gated timer θ={self.threshold:g} {self.silence_seconds:g}s"
     return (f"hybrid θ={self.threshold:g} min={self.min_silence_seconds:g}s "
             f"timer={self.silence_seconds:g}s")
 
@@ -120,12 +129,15 @@ class Candidate:
       return cls(MODEL, threshold=float(block.threshold))
     if block.policy == TIMER:
       return cls(TIMER, silence_seconds=float(block.silence_seconds))
+    if block.policy == GATED:
+      return cls(GATED, threshold=float(block.threshold),
+                 silence_seconds=float(block.silence_seconds))
     if block.policy == HYBRID:
       return cls(HYBRID, threshold=float(block.threshold),
                  min_silence_seconds=float(block.min_silence_seconds),
                  silence_seconds=float(block.silence_seconds))
     raise ValueError(f"infer.policy={block.policy!r}: not a policy tune knows "
-                     f"({MODEL}, {HYBRID}, {TIMER})")
+                     f"({MODEL}, {HYBRID}, {GATED}, {TIMER})")
 
   def infer_block(self, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`base` (a config's `infer`) with this candidate's policy and knobs."""
@@ -147,6 +159,9 @@ class Grid:
   min_silences: tuple[float, ...] = (0.2, 0.4)
   hybrid_silences: tuple[float, ...] = (0.7, 1.0, 1.5)
   timer_silences: tuple[float, ...] = (0.5, 0.7, 1.0, 1.5)
+  # The gated timer (θ × silence); no threshold: not searched (tunes before it existed).
+  gated_thresholds: tuple[float, ...] = ()
+  gated_silences: tuple[float, ...] = (0.5, 0.7, 1.0)
   sound_alert_thresholds: tuple[float, ...] = ()
   sound_alert_holds: tuple[float, ...] = ()
   sound_alert_chunks: tuple[int, ...] = ()
@@ -156,7 +171,7 @@ class Grid:
   keep_policy: Candidate | None = None
 
   def candidates(self, reference_silence_seconds: float = 0.7) -> list[Candidate]:
-    """Model, then hybrid, then timer candidates; the reference timer always included
+    """Model, then hybrid, gated-timer and timer candidates; the reference timer always included
     (with `keep_policy`: that point and the reference timer only)."""
     if self.keep_policy is not None:
       timer = Candidate(TIMER, silence_seconds=reference_silence_seconds)
@@ -166,6 +181,8 @@ class Grid:
     out += [Candidate(HYBRID, threshold=t, min_silence_seconds=m, silence_seconds=s)
             for t in self.hybrid_thresholds for m in self.min_silences
             for s in self.hybrid_silences if m <= s]
+    out += [Candidate(GATED, threshold=t, silence_seconds=s)
+            for t in self.gated_thresholds for s in self.gated_silences]
     out += [Candidate(TIMER, silence_seconds=s) for s in timers]
     return out
 
@@ -210,12 +227,14 @@ class Rule:
 
   def describe(self) -> str:
     return (f"Among candidates with false cut-in <= the {self.reference_silence_seconds:g} s "
-            f"silence timer's and miss <= {self.max_miss:.0%} (on tuning half A): of those "
-            f"with a median response latency <= {self.target_latency_s:g} s, the lowest "
-            f"false cut-in + miss, else the lowest median response latency; ties: latency, "
-            f"then {self.false_alarm_label()} <= "
-            f"{self.max_false_alarms_per_hour:g} first, then the highest alert recall, then "
-            "grid order. If none meets them: the lowest false cut-in + miss (same ties).")
+            f"silence timer's and miss <= {self.max_miss:.0%} (on tuning half A), and "
+            f"{self.false_alarm_label()} <= {self.max_false_alarms_per_hour:g} if some of "
+            f"them have it: of those with a median response latency <= "
+            f"{self.target_latency_s:g} s, the lowest false cut-in + miss, else the lowest "
+            f"median response latency; ties: latency, then false alarms within the budget "
+            f"first, then the highest alert recall, then the fewer false alarms, then the "
+            "lower false cut-in + miss, then grid order. If none meets them: the lowest "
+            "false cut-in + miss (same ties).")
 
 
 # ------------------------------------------------------------------------------ runs
@@ -365,8 +384,9 @@ def select(table: Sequence[dict[str, float]], reference_cut_in: float,
     raise ValueError("the reference timer's false cut-in rate is undefined: no turns to tune on")
 
   def b6_key(row: dict) -> tuple:
-    quiet = rule.false_alarms(row) <= rule.max_false_alarms_per_hour
-    return (not quiet, -_finite(row["recall"], -math.inf))
+    alarms = rule.false_alarms(row)
+    quiet = alarms <= rule.max_false_alarms_per_hour
+    return (not quiet, -_finite(row["recall"], -math.inf), alarms)
 
   def latency(row: dict) -> float:
     return round(_finite(row["median_latency_s"], math.inf), 9)
@@ -377,11 +397,14 @@ def select(table: Sequence[dict[str, float]], reference_cut_in: float,
   errors = [round(_finite(r["false_cut_in_rate"], math.inf) + _finite(r["miss_rate"], math.inf),
                   9) for r in table]
   if eligible:
-    fast = [i for i in eligible if latency(table[i]) <= rule.target_latency_s + 1e-9]
+    quiet = [i for i in eligible
+             if rule.false_alarms(table[i]) <= rule.max_false_alarms_per_hour]
+    competing = quiet or eligible
+    fast = [i for i in competing if latency(table[i]) <= rule.target_latency_s + 1e-9]
     if fast:
       best = min(fast, key=lambda i: (errors[i], latency(table[i]), *b6_key(table[i]), i))
     else:
-      best = min(eligible, key=lambda i: (latency(table[i]), *b6_key(table[i]), i))
+      best = min(competing, key=lambda i: (latency(table[i]), *b6_key(table[i]), errors[i], i))
     return Selection(best, True, reference_cut_in, eligible)
   best = min(range(len(table)), key=lambda i: (errors[i], latency(table[i]),
                                               *b6_key(table[i]), i))

@@ -66,7 +66,8 @@ class FusedHeads(nn.Module):
                       embedding.astype(cfg.compute_dtype))
     decision = nn.DenseGeneral(NUM_DECISIONS,
                                kernel_init=layers.dense_init(("embed", "decisions")),
-                               name="decision", **kw)(hidden)
+                               name="decision",
+                               **{**kw, "use_bias": cfg.decoder.decision_bias})(hidden)
     lm = layers.constrain(lm.astype(jnp.float32), ("batch", "length", "act_vocab"))
     return lm, decision.astype(jnp.float32)
 

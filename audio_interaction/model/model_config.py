@@ -58,6 +58,7 @@ class DecoderConfig:
   rope_theta: float
   qkv_bias: bool = False
   tie_embeddings: bool = False
+  decision_bias: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

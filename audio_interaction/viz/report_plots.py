@@ -154,7 +154,7 @@ def plot_per_subtask(results: dict, path: pathlib.Path) -> pathlib.Path:
 # ---------------------------------------------------------------------------- markdown
 
 
-_POLICY_MARKERS = {"model": "s", "hybrid": "o", "silence_timer": "^"}
+_POLICY_MARKERS = {"model": "s", "hybrid": "o", "gated_timer": "D", "silence_timer": "^"}
 
 
 def plot_tune(candidates: Sequence[dict], chosen: int, reference: int, path: pathlib.Path,
