@@ -503,6 +503,15 @@ def test_keep_policy_keeps_the_bundles_point_where_the_rule_would_not(tiny, tmp_
   loaded, _, _ = portable.load_bundle(bundle)
   assert (loaded.infer.policy, loaded.infer.threshold) == ("model", 1.0)
   assert "--keep-policy" in (out / "tune.md").read_text()
+  # Its record keeps the earlier tune's that chose the policy (here: none before it; a
+  # second keep-policy tune points back to the first, not to itself).
+  metadata = lambda: json.loads((bundle / portable.METADATA_FILE).read_text())
+  assert "policy_chosen_by" not in metadata()["operating_point"]
+  first = metadata()["operating_point"]
+  assert cli.main(["tune", "--checkpoint", str(bundle), "--manifest", str(streams),
+                   "--out", str(tmp_path / "again"), "--keep-policy", "--write-bundle",
+                   *SMALL_GRID]) == 0
+  assert metadata()["operating_point"]["policy_chosen_by"] == first
 
 
 def test_candidate_from_infer_is_the_inverse_of_infer_block(tiny):

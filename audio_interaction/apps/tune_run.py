@@ -5,6 +5,7 @@ optionally store the chosen `infer` block in the bundle."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 from collections.abc import Sequence
@@ -64,6 +65,16 @@ def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
   return cases, notes
 
 
+def _bundle_metadata(bundle: str | pathlib.Path) -> dict[str, Any]:
+  """A bundle's metadata.json, {} when it has none or it is not a JSON object."""
+  path = pathlib.Path(bundle) / portable.METADATA_FILE
+  try:
+    metadata = json.loads(path.read_text()) if path.exists() else {}
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    return {}
+  return metadata if isinstance(metadata, dict) else {}
+
+
 def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str | pathlib.Path,
              grid: tune.Grid = tune.Grid(), rule: tune.Rule = tune.Rule(), seed: int = 0,
              max_cases: int | None = None, resamples: int = 1000, write_bundle: bool = False,
@@ -101,8 +112,12 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
   if write_bundle:
     written = portable.write_bundle_infer(
         bundle, ml_collections.ConfigDict(result["chosen"]["infer"]))
-    portable.record_in_metadata(bundle, "operating_point", {
-        "chosen": result["chosen"]["name"], "manifests": result["manifests"],
-        "split_seed": seed, "command": command})
+    record = {"chosen": result["chosen"]["name"], "manifests": result["manifests"],
+              "split_seed": seed, "command": command}
+    if keep_policy:  # the policy kept was chosen by an earlier tune: say which
+      earlier = _bundle_metadata(bundle).get("operating_point")
+      if isinstance(earlier, dict):
+        record["policy_chosen_by"] = earlier.get("policy_chosen_by", earlier)
+    portable.record_in_metadata(bundle, "operating_point", record)
   return {"result": suites.json_safe(result), "paths": paths, "bundle": bundle,
           "written": written, "seconds": time.perf_counter() - began}

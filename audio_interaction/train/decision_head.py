@@ -48,14 +48,14 @@ import numpy as np
 import tqdm
 
 from audio_interaction import stream_format as sf
-from audio_interaction.corpus import effects, real_speech, tasks
+from audio_interaction.corpus import effects, tasks
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.export import portable
 from audio_interaction.infer.engine import Engine, dequantize_params
 from audio_interaction.model.model import AudioInteractionModel, Params
 from audio_interaction.train import ctc_head, sound_head
 from audio_interaction.train.clip_encoding import save_fitted_bundle
-from audio_interaction.train.turn_head import PausedLine, roc_auc
+from audio_interaction.train.turn_head import PausedLine, paused_lines, roc_auc
 
 CLASS_NAMES = tuple(d.name.lower() for d in sf.Decision)
 SPEAK, SILENT = int(sf.Decision.SPEAK), int(sf.Decision.SILENT)
@@ -279,8 +279,7 @@ def fit_bundle_decision_head(bundle: str | os.PathLike, out: str | os.PathLike, 
     `fit_decision_head`'s summary, with the bundle and the sources.
   """
   if lines is None:
-    lines = [l for l in real_speech.recorded_lines(train_audio_root, tuple(sources))
-             if l.pause_cut is not None]
+    lines = paused_lines(train_audio_root, sources)
   config, params, tokenizer = portable.load_bundle(bundle)
   model = AudioInteractionModel(config)
   fit = fit_decision_head(

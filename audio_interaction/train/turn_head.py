@@ -62,6 +62,14 @@ class PausedLine(Protocol):
     """float32 [S] 16 kHz samples."""
 
 
+def paused_lines(train_audio_root: str | os.PathLike, sources: Sequence[str]
+                 ) -> list[real_speech.RecordedLine]:
+  """The recorded lines of `sources` (`real_speech.recorded_lines`) that have an inner
+  pause to cut at (`RecordedLine.pause_cut`)."""
+  return [line for line in real_speech.recorded_lines(train_audio_root, tuple(sources))
+          if line.pause_cut is not None]
+
+
 def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: int = 2,
                   speech_chunks: int = 0, seed: int = 0, effects_share: float = 0.5,
                   progress: bool = True) -> sound_head.ChunkExamples:
@@ -224,8 +232,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     `fit_turn_head`'s summary, with the bundle, the sources and whether the head was added.
   """
   if lines is None:
-    lines = [l for l in real_speech.recorded_lines(train_audio_root, tuple(sources))
-             if l.pause_cut is not None]
+    lines = paused_lines(train_audio_root, sources)
   config, params, tokenizer = portable.load_bundle(bundle)
   head_added = not config.model.turn_end_head
   if head_added:
