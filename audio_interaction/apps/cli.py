@@ -1109,8 +1109,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the chunks within this long after the speech are examples")
   fit_decision.add_argument("--speech-chunks", type=int, default=2,
                             help="chunks inside each whole sentence's speech taken as SILENT")
-  fit_decision.add_argument("--max-lead-seconds", type=float, default=10.0,
-                            help="the longest quiet room streamed before a sentence")
+  fit_decision.add_argument("--max-lead-seconds", type=float, default=30.0,
+                            help="the longest quiet room streamed before a sentence (the head "
+                                 "then serves a turn anywhere in Whisper's 30 s window)")
   fit_decision.add_argument("--l2", type=float, default=1e-2,
                             help="L2 on the standardised kernel")
   fit_decision.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
