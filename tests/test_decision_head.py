@@ -18,11 +18,11 @@ from audio_interaction.eval import tune
 from audio_interaction.export import portable
 from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.infer.engine import Engine
-from audio_interaction.infer.policies import HybridPolicy, policy_from_config
+from audio_interaction.infer.policies import GatedTimerPolicy, HybridPolicy, policy_from_config
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import decision_head
 import model_testing
-from test_turn_head import _bundle, _decisions, _lines, _tone
+from test_turn_head import _bundle, _lines, _tone
 
 RATE = 16000
 
@@ -169,29 +169,52 @@ def _chunks(chunk_s: float):
   return voice(5) + quiet(15) + voice(5) + quiet(15)
 
 
-@pytest.mark.parametrize("probability,backstop,starts", [
-    # The model says no: the gated timer stays silent where the hybrid's backstop speaks
-    # (the 1 s timer: 7 chunks of 0.16 s into each silence).
-    (0.0, False, []),
-    (0.0, True, [11, 31]),
-    # The model says yes: once the 0.5 s silence has passed, once per turn.
-    (1.0, False, [8, 28])])
-def test_the_gated_timer_speaks_only_when_the_model_agrees(probability, backstop, starts):
+def _gated_decisions(policy, chunks, probabilities, reply_chunks: int) -> list[int]:
+  """The chunks where `policy` starts a reply, driven as the stepper does (a reply lasts
+  `reply_chunks`), with P(SPEAK) = probabilities[i] at chunk i."""
+  starts, left = [], 0
+  for index, chunk in enumerate(chunks):
+    replying = left > 0
+    speaks = policy.decide(index, chunk, probabilities[index], replying)
+    left = (left - 1 if replying else reply_chunks) if speaks else 0
+    if speaks and not replying:
+      starts.append(index)
+  return starts
+
+
+@pytest.mark.parametrize("probability,starts", [
+    (0.0, []),          # the model says no at each firing: nothing is answered
+    (1.0, [11, 31]),    # yes: the timer's own firings (1 s = 7 chunks into each silence)
+    (0.5, [11, 31])])   # the threshold itself counts as yes
+def test_the_gated_timer_speaks_at_the_timers_firings_when_the_model_agrees(probability,
+                                                                            starts):
   chunk_s = 0.16
-  timer = SilenceTimer(1.0, vad="energy", chunk_seconds=chunk_s)
-  policy = HybridPolicy(timer, threshold=0.5, min_silence_seconds=0.5 if not backstop else 1.0,
-                        backstop=backstop)
-  spoke = _decisions(policy, _chunks(chunk_s), probability=probability, reply_chunks=2)
-  assert [i for i, s in enumerate(spoke) if s] == starts
+  chunks = _chunks(chunk_s)
+  policy = GatedTimerPolicy(SilenceTimer(1.0, vad="energy", chunk_seconds=chunk_s),
+                            threshold=0.5)
+  assert _gated_decisions(policy, chunks, [probability] * len(chunks), 2) == starts
+  # The ungated timer fires at the same chunks whatever the model says.
+  timer = HybridPolicy(SilenceTimer(1.0, vad="energy", chunk_seconds=chunk_s), threshold=1.1,
+                       min_silence_seconds=1.0)
+  assert _gated_decisions(timer, chunks, [0.0] * len(chunks), 2) == [11, 31]
+
+
+def test_a_firing_the_model_turned_down_is_not_answered_later_in_the_silence():
+  chunk_s = 0.16
+  chunks = _chunks(chunk_s)
+  # P(SPEAK) low at the first firing (chunk 11), high everywhere after it.
+  probabilities = [0.0] * 12 + [1.0] * (len(chunks) - 12)
+  policy = GatedTimerPolicy(SilenceTimer(1.0, vad="energy", chunk_seconds=chunk_s),
+                            threshold=0.5)
+  assert _gated_decisions(policy, chunks, probabilities, 2) == [31]
 
 
 def test_the_infer_block_builds_the_gated_timer():
   infer = config_lib.base_config().infer
   infer.policy, infer.threshold, infer.silence_seconds = "gated_timer", 0.6, 0.9
   policy = policy_from_config(infer, chunk_seconds=0.16)
-  assert isinstance(policy, HybridPolicy) and not policy.backstop
-  assert policy.threshold == 0.6 and policy.min_silence_seconds == 0.9
-  assert policy.timer.silence_seconds == 0.9
+  assert isinstance(policy, GatedTimerPolicy)
+  assert policy.threshold == 0.6 and policy.timer.silence_seconds == 0.9
   config = config_lib.base_config()
   config.infer.policy = "gated_timr"
   with pytest.raises(config_lib.ConfigError, match="infer.policy"):

@@ -52,6 +52,19 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   manifests = [m.split(" ")[0] for m in metadata["operating_point"]["manifests"]]
   assert manifests == ["data/real_dev/streams_split.jsonl",
                        "data/real_dev_random30/events.jsonl"]
+  # The alerts were tuned with the policy kept, the policy chosen before on the turns and
+  # the unaddressed speech: the gated timer, reading the refitted decision head.
+  policy_tune = metadata["operating_point"]["policy_chosen_by"]
+  assert [m.split(" ")[0] for m in policy_tune["manifests"]] == [
+      "data/real_dev/streams.jsonl", "data/real_dev/streams_split.jsonl",
+      "data/real_dev_streams_random30/streams.jsonl",
+      "data/real_dev_split_random30/streams_split.jsonl",
+      "data/real_dev_speech_random30/speech_benign.jsonl"]
+  assert infer.policy == "gated_timer"
+  assert policy_tune["chosen"] == tune.Candidate.from_infer(infer).name
+  assert config.model.decoder.decision_bias
+  assert metadata["decision_head_fit"]["sources"] == ["amazon-queen-en", "fillets-cs"]
+  assert metadata["decision_head_fit"]["max_lead_seconds"] == 30.0
   chosen = metadata["operating_point"]["chosen"]
   assert chosen.startswith(tune.Candidate.from_infer(infer).name + ", ")
   assert f"sound alerts {infer.sound_alert_threshold:g} (" in chosen
@@ -84,7 +97,7 @@ def test_listen_cli_runs_the_real_audio_bundle_by_name(tmp_path):
   events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
   start = events[0]
   config = portable.bundle_config("real-audio")
-  policy = {"model": "ThresholdPolicy", "hybrid": "HybridPolicy",
+  policy = {"model": "ThresholdPolicy", "hybrid": "HybridPolicy", "gated_timer": "GatedTimerPolicy",
             "silence_timer": "SilenceTimerPolicy"}[config.infer.policy]
   assert start["event"] == "start" and start["policy"] == policy
   assert start["chunk_seconds"] == config.audio.chunk_ms / 1000

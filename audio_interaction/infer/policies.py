@@ -16,10 +16,10 @@ model and asks a row's policy whether to write after it. The policies differ onl
   (`min_silence_seconds`), or when the silence reaches `silence_seconds` whatever the
   model says; a running reply yields when the VAD hears voice the model does not
   want to talk over.
-* the gated timer (`infer.policy="gated_timer"`, a `HybridPolicy` without its
-  backstop): the VAD says *when* (a silence of `silence_seconds`), the model *whether*
-  (P(SPEAK) >= threshold then): an utterance nobody asked the assistant about, under
-  an instruction to watch for sounds, is left unanswered where the timer answers
+* `GatedTimerPolicy` (`infer.policy="gated_timer"`): the silence timer, whose firing
+  speaks only if the model agrees then (P(SPEAK) >= threshold at the firing chunk): the
+  VAD says *when*, the model *whether*; an utterance nobody asked the assistant about,
+  under an instruction to watch for sounds, is left unanswered where the timer answers
   every one.
 
 `policy_from_config(config.infer)` builds the operating point stored in a bundle.
@@ -144,6 +144,24 @@ class SilenceTimerPolicy(_TimerReplyRule):
     return self._rule(index, fires, voiced, replying)
 
 
+class GatedTimerPolicy(SilenceTimerPolicy):
+  """The silence timer, gated by the model: a firing starts a reply only if P(SPEAK) >=
+  `threshold` at that chunk (a firing the model turns down is not answered later in the
+  same silence: the model has decided). A running reply is the timer's (until `<eor>`,
+  yielding to voice)."""
+
+  def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
+               yield_on_voice: bool = True, barge_in_seconds: float = BARGE_IN_SECONDS):
+    self.threshold = threshold
+    super().__init__(timer, yield_on_voice=yield_on_voice, barge_in_seconds=barge_in_seconds)
+
+  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
+             replying: bool) -> bool:
+    fires = self._endpointer.push(chunk) and speak_probability >= self.threshold
+    voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
+    return self._rule(index, fires, voiced, replying)
+
+
 class HybridPolicy:
   """The model once a short silence has passed, the timer as a backstop.
 
@@ -161,23 +179,17 @@ class HybridPolicy:
   backstop timer is still armed, so without this the reply's end starts another one
   each chunk. (With P(SPEAK) a second reply in one silence is the model's call: an
   alarm after an answer.)
-
-  `backstop=False` (the gated timer): the timer never speaks alone; the model speaks
-  once the silence has lasted `min_silence_seconds` and P(SPEAK) >= `threshold`, and
-  answers a turn once, as with the turn-end signal (a head fitted on real speech,
-  `fit-decision-head`, never saw the silence after its own reply).
   """
 
   def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
                min_silence_seconds: float = 0.2,
-               barge_in_seconds: float = BARGE_IN_SECONDS, signal: str = "decision",
-               backstop: bool = True):
+               barge_in_seconds: float = BARGE_IN_SECONDS, signal: str = "decision"):
     if not 0 <= min_silence_seconds <= timer.silence_seconds:
       raise ValueError(f"min_silence_seconds must be in [0, silence_seconds="
                        f"{timer.silence_seconds}], got {min_silence_seconds}")
     if signal not in SIGNALS:
       raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
-    self.signal, self.backstop = signal, backstop
+    self.signal = signal
     self.timer, self.threshold = timer, threshold
     self.min_silence_seconds, self.barge_in_seconds = min_silence_seconds, barge_in_seconds
     self.start()
@@ -201,8 +213,7 @@ class HybridPolicy:
       return not (voiced and not confident)
     voice_end = self._endpointer.last_voice_end
     settled = voice_end is not None and self.silence_seconds() >= self.min_silence_seconds - 1e-9
-    fires = fires and self.backstop
-    if self.signal != "turn_end" and self.backstop:
+    if self.signal != "turn_end":
       return fires or (confident and settled)
     unanswered = voice_end != self._answered_voice_end
     speaks = unanswered and (fires or (confident and settled))
@@ -230,8 +241,7 @@ def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float
   if infer.policy == "silence_timer":
     return SilenceTimerPolicy(timer)
   if infer.policy == "gated_timer":
-    return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.silence_seconds,
-                        backstop=False)
+    return GatedTimerPolicy(timer, threshold=threshold)
   return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.min_silence_seconds,
                       signal=infer.get("hybrid_signal", "decision"))
 
