@@ -27,10 +27,10 @@ therefore exactly the decision head hidden @ (W_lm @ A) + b, which needs the hea
 (`model.decoder.decision_bias`, set by the fit). The fit is `sound_head.fit_head` with a
 share of the voices held out (their ROC AUC says whether it learned turns or voices).
 
-What it is for: the gated timer (`infer.policy="gated_timer"`) speaks after the VAD's
-silence only when this head agrees, so the VAD says *when* and the model *whether*
-(`infer.policies.HybridPolicy` without its backstop); `tune` chooses θ and the silence on
-the dev set. On the real-audio bundle the head tells the instruction apart perfectly
+What it is for: the gated timer (`infer.policy="gated_timer"`,
+`infer.policies.GatedTimerPolicy`) speaks at the VAD timer's firing only when this head
+agrees then, so the VAD says *when* and the model *whether*; `tune` chooses θ and the
+silence on the dev set. On the real-audio bundle the head tells the instruction apart perfectly
 anywhere in the first 30 s of a stream, but a finished sentence from a paused one only
 near the stream's start (README, "Whether to answer"), so the shipped point is a low θ
 after the timer's own silence: the timer's turn-taking, without its replies to speech
