@@ -236,7 +236,8 @@ def test_bench_scoring_per_domain_with_a_fixed_replier(tmp_path):
 
 
 def test_proactive_instruction_is_the_corpus_one():
-  assert proactive_bench.PROACTIVE_INSTRUCTION in inspect.getsource(tasks.proactive)
+  assert proactive_bench.PROACTIVE_INSTRUCTION in tasks.MONITOR_INSTRUCTIONS
+  assert "MONITOR_INSTRUCTIONS" in inspect.getsource(tasks.proactive)
 
 
 def test_cli_proactive_bench(bundle, tmp_path, capsys):
