@@ -136,10 +136,14 @@ class SilenceTimerPolicy(_TimerReplyRule):
     self._endpointer = self.timer.stream()
     self._reset_rule()
 
+  def _agrees(self, speak_probability: float) -> bool:
+    """Whether a firing may start a reply (the plain timer: always)."""
+    del speak_probability
+    return True
+
   def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
              replying: bool) -> bool:
-    del speak_probability
-    fires = self._endpointer.push(chunk)
+    fires = self._endpointer.push(chunk) and self._agrees(speak_probability)
     voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
     return self._rule(index, fires, voiced, replying)
 
@@ -155,11 +159,8 @@ class GatedTimerPolicy(SilenceTimerPolicy):
     self.threshold = threshold
     super().__init__(timer, yield_on_voice=yield_on_voice, barge_in_seconds=barge_in_seconds)
 
-  def decide(self, index: int, chunk: np.ndarray, speak_probability: float,
-             replying: bool) -> bool:
-    fires = self._endpointer.push(chunk) and speak_probability >= self.threshold
-    voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
-    return self._rule(index, fires, voiced, replying)
+  def _agrees(self, speak_probability: float) -> bool:
+    return speak_probability >= self.threshold
 
 
 class HybridPolicy:
