@@ -121,6 +121,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A bias on the decision head (P(SPEAK) at `<decide>`): trained models have none; a
   # head refitted over the frozen decoder's hidden states has one (`fit-decision-head`).
   decoder.decision_bias = False
+  # Positions at a stream's start (its instruction) that stay in every later query's
+  # view, an attention sink: without it the instruction leaves the window after
+  # `window` positions (the tiny decoder's 512: ~27 s of quiet listening).
+  decoder.pinned_prefix = 0
 
   config.model.slots_per_chunk = 2
   config.model.tokens_per_chunk = 4
@@ -578,6 +582,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.decoder.qkv_bias": flag(),
     "model.decoder.tie_embeddings": flag(),
     "model.decoder.decision_bias": flag(),
+    "model.decoder.pinned_prefix": integer(0),  # and leaves a chunk of window (validate)
     "model.slots_per_chunk": _SIZE,
     "model.tokens_per_chunk": _SIZE,
     "model.dtype": _DTYPE,
@@ -909,6 +914,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"model.decoder.window={decoder.window}: must hold at least one chunk's "
         f"{chunk_positions} positions (<audio>, {model.slots_per_chunk} slots, <decide> and "
         f"{model.tokens_per_chunk} reply tokens)")
+  if decoder.window - decoder.pinned_prefix < chunk_positions:
+    raise ConfigError(
+        f"model.decoder.pinned_prefix={decoder.pinned_prefix}: must leave at least one "
+        f"chunk's {chunk_positions} positions of model.decoder.window={decoder.window} "
+        f"for the recent stream")
   if infer.min_silence_seconds > infer.silence_seconds:
     raise ConfigError(
         f"infer.min_silence_seconds={infer.min_silence_seconds}: must be at most "

@@ -33,6 +33,8 @@ def test_defaults_and_every_experiment_pass_their_rules():
 @pytest.mark.parametrize("override,field", [
     ("model.decoder.window=0", "model.decoder.window"),
     ("model.decoder.window=3", "model.decoder.window"),  # less than one chunk's positions
+    ("model.decoder.pinned_prefix=-1", "model.decoder.pinned_prefix"),
+    ("model.decoder.pinned_prefix=510", "model.decoder.pinned_prefix"),  # no chunk left
     ("audio.chunk_ms=0", "audio.chunk_ms"),
     ("audio.chunk_ms=-160", "audio.chunk_ms"),
     ("model.decoder.num_layers=two", "model.decoder.num_layers"),

@@ -15,11 +15,14 @@ import model_testing
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module", params=["default", "qwen2"])
+PINNED = {"model.decoder.pinned_prefix": 6}
+
+
+@pytest.fixture(scope="module", params=["default", "qwen2", "pinned"])
 def decoder_setup(request):
   qwen2 = request.param == "qwen2"  # QKV biases and tied embeddings
-  model = AudioInteractionModel(model_testing.small_config(
-      **(model_testing.QWEN2_DECODER if qwen2 else {})))
+  overrides = {"default": {}, "qwen2": model_testing.QWEN2_DECODER, "pinned": PINNED}
+  model = AudioInteractionModel(model_testing.small_config(**overrides[request.param]))
   params = model.init(jax.random.key(2))
   if qwen2:
     params = model_testing.perturbed(params, seed=2)
@@ -70,6 +73,8 @@ def test_window_really_bounds_attention(decoder_setup):
   each layer looks back window - 1 positions and the layers chain."""
   model, params, _ = decoder_setup
   cfg = model.config
+  if cfg.decoder.pinned_prefix:
+    pytest.skip("a pinned prefix reaches every later position (the next test)")
   reach = cfg.decoder.num_layers * (cfg.decoder.window - 1)
   length = reach + 20
   rng = np.random.default_rng(3)
@@ -87,11 +92,38 @@ def test_cache_memory_is_fixed(decoder_setup):
   model, _, _ = decoder_setup
   cfg = model.config
   cache = init_decoder_cache(cfg, batch=3)
-  # The window, plus a chunk step's positions less one: the step writes before it reads.
-  size = cfg.decoder.window + sf.chunk_prefix_length(cfg.slots_per_chunk) - 1
+  # The pinned prefix, the window, plus a chunk step's positions less one: the step
+  # writes before it reads.
+  size = (cfg.decoder.pinned_prefix + cfg.decoder.window
+          + sf.chunk_prefix_length(cfg.slots_per_chunk) - 1)
   assert decoder_cache_size(cfg) == size
   assert all(layer["k"].shape == (3, cfg.decoder.num_kv_heads, size, cfg.decoder.head_dim)
              and layer["pos"].shape == (3, size) for layer in cache)
   older = dataclasses.replace(cfg, cache_write="after")
-  assert all(layer["pos"].shape == (3, cfg.decoder.window)
+  assert all(layer["pos"].shape == (3, cfg.decoder.pinned_prefix + cfg.decoder.window)
              for layer in init_decoder_cache(older, batch=3))
+
+
+@pytest.mark.parametrize("pinned", [0, 6])
+def test_a_pinned_prefix_stays_in_view_and_nothing_between_it_and_the_window(pinned):
+  """With `pinned_prefix` P, a token at position < P still moves the outputs 5 windows
+  later; a token just after the prefix stops mattering as the window passes it, as
+  every token does without pinning."""
+  model = AudioInteractionModel(model_testing.small_config(
+      **{"model.decoder.pinned_prefix": pinned}))
+  params = model.init(jax.random.key(4))
+  cfg = model.config
+  length = 5 * cfg.decoder.window
+  rng = np.random.default_rng(5)
+  tokens = rng.integers(0, cfg.decoder.vocab_size, (1, length)).astype(np.int32)
+  positions = jnp.arange(length, dtype=jnp.int32)[None]
+  base, _, _ = _full(model, params, jnp.asarray(tokens), None, positions)
+
+  def moved_by(index):
+    changed = tokens.copy()
+    changed[0, index] = (changed[0, index] + 1) % cfg.decoder.vocab_size
+    moved, _, _ = _full(model, params, jnp.asarray(changed), None, positions)
+    return np.abs(np.asarray(base[0, -1] - moved[0, -1])).max()
+
+  assert (moved_by(2) > 1e-4) == bool(pinned)
+  assert moved_by(6) == 0.0

@@ -13,8 +13,12 @@ from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
 
-def test_greedy_loop_equals_full_forward_on_its_own_sequence():
-  model = AudioInteractionModel(model_testing.small_config())
+@pytest.mark.parametrize("pinned", [0, 6])
+def test_greedy_loop_equals_full_forward_on_its_own_sequence(pinned):
+  """10 chunks and their replies outlive the window of 24 positions (pinned: the first 6
+  stay in view)."""
+  model = AudioInteractionModel(model_testing.small_config(
+      **{"model.decoder.pinned_prefix": pinned}))
   params = model.init(jax.random.key(4))
   engine = Engine(model)
   rng = np.random.default_rng(0)
@@ -52,6 +56,20 @@ def test_greedy_loop_equals_full_forward_on_its_own_sequence():
   for chunk in trace.chunks:
     assert len(chunk.reply_tokens) <= cfg.tokens_per_chunk
     assert sf.EOR_ID not in chunk.reply_tokens[:-1]
+
+
+def test_a_prompt_longer_than_the_pinned_prefix_is_named(caplog):
+  model = AudioInteractionModel(model_testing.small_config(
+      **{"model.decoder.pinned_prefix": 8}))
+  params = model.init(jax.random.key(0))
+  engine = Engine(model)
+  engine.init_state(params, [[20, 21, 22]])  # 7 positions with <bos> <online> <sys> </sys>
+  assert not caplog.records
+  state = engine.init_state(params, [[20, 21, 22], [20] * 9])
+  assert "prompt of 13 positions is longer than model.decoder.pinned_prefix=8" in caplog.text
+  caplog.clear()
+  engine.reset_rows(params, state, {0: [20] * 10})
+  assert "prompt of 14 positions" in caplog.text
 
 
 def test_nucleus_sampling_keeps_only_the_nucleus():

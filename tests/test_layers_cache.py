@@ -124,3 +124,73 @@ def test_a_query_with_no_visible_key_gives_zeros_and_finite_gradients():
   grads = jax.grad(lambda p: jnp.sum(attention.apply(p, x, positions, valid=valid)[0] ** 2))(
       params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_pinned_window_mask_by_hand():
+  mask = layers.pinned_window_mask(8, 2)
+  keys = jnp.arange(12)
+  seen = lambda q: [int(k) for k in keys if mask(jnp.int32(q), k)]
+  assert seen(5) == [0, 1, 2, 3, 4, 5]  # inside the window: everything before
+  assert seen(8) == [0, 1, 3, 4, 5, 6, 7, 8]  # the prefix and the last 6: 8 keys
+  assert seen(11) == [0, 1, 6, 7, 8, 9, 10, 11]
+  plain, unpinned = layers.sliding_window_mask(8), layers.pinned_window_mask(8, 0)
+  q, k = jnp.meshgrid(jnp.arange(30), jnp.arange(30), indexing="ij")
+  np.testing.assert_array_equal(unpinned(q, k), plain(q, k))
+  with pytest.raises(ValueError, match="pinned=8"):
+    layers.pinned_window_mask(8, 8)
+
+
+def test_write_ring_keeps_pinned_positions_in_their_slots():
+  cache = layers.init_kv_cache(1, 7, 1, 2, jnp.float32)
+  for start in range(0, 30, 4):  # 30 positions, four at a time, through 5 ring slots
+    positions = jnp.arange(start, start + 4)[None]
+    k = jnp.broadcast_to(positions[..., None, None], (1, 4, 1, 2)).astype(jnp.float32)
+    cache = layers.write_ring(cache, k, k, positions, jnp.ones((1, 4), bool), pinned=2)
+  pos = np.asarray(cache["pos"][0])
+  assert list(pos[:2]) == [0, 1]
+  assert sorted(pos[2:]) == [27, 28, 29, 30, 31]  # the newest five
+  np.testing.assert_array_equal(np.asarray(cache["k"][0, 0, :, 0]), pos)
+  with pytest.raises(ValueError, match="cannot pin 7"):
+    layers.write_ring(cache, k, k, positions, jnp.ones((1, 4), bool), pinned=7)
+
+
+@pytest.mark.parametrize("query", [9, 13, 40])
+def test_past_the_window_a_pinned_query_sees_what_the_window_s_last_query_sees(query):
+  """A query at q >= window attends to the prefix and its last window - P positions as
+  the query at window - 1 does over [prefix, those positions] laid at 0..window - 1:
+  the same keys at the same RoPE distances, so the same output."""
+  window, pinned, heads, kv_heads, head_dim, width = 8, 3, 4, 2, 8, 16
+  attention = layers.Attention(num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+                               mask_fn=layers.pinned_window_mask(window, pinned),
+                               pinned=pinned, pinned_horizon=window - 1)
+  x = jax.random.normal(jax.random.key(3), (1, query + 1, width))
+  positions = jnp.arange(query + 1, dtype=jnp.int32)[None]
+  params = attention.init(jax.random.key(1), x, positions)
+  long_run, _ = attention.apply(params, x, positions)
+  compressed = jnp.concatenate([x[:, :pinned], x[:, query + 1 - (window - pinned):]], axis=1)
+  short_run, _ = attention.apply(params, compressed, positions[:, :window])
+  np.testing.assert_allclose(long_run[0, -1], short_run[0, -1], atol=1e-5)
+  # Without the horizon the prefix sits at its true distance: a different output.
+  far, _ = attention.clone(pinned_horizon=10 ** 6).apply(params, x, positions)
+  assert np.abs(np.asarray(far[0, -1] - short_run[0, -1])).max() > 1e-3
+
+
+@pytest.mark.parametrize("step", [1, 3, 11])
+def test_pinned_ring_steps_equal_full_forward(step):
+  window, pinned, heads, kv_heads, head_dim, width = 6, 2, 4, 2, 8, 16
+  attention = layers.Attention(num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+                               mask_fn=layers.pinned_window_mask(window, pinned),
+                               pinned=pinned, pinned_horizon=window - 1, history=window - 1)
+  length = 8 * step + 5
+  x = jax.random.normal(jax.random.key(0), (1, length, width))
+  positions = jnp.arange(length, dtype=jnp.int32)[None]
+  params = attention.init(jax.random.key(1), x, positions)
+  full, _ = attention.apply(params, x, positions)
+  cache = layers.init_kv_cache(1, pinned + layers.ring_size(window - 1, 3), kv_heads,
+                               head_dim, jnp.float32)
+  outs = []
+  for start in range(0, length, step):  # step 11 > the ring: the read-then-write order
+    out, cache = attention.apply(params, x[:, start:start + step],
+                                 positions[:, start:start + step], cache=cache)
+    outs.append(out)
+  np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)

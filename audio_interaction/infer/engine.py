@@ -10,6 +10,7 @@ independent streams run as one batch; streams that stay silent do not advance.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import flax
 import jax
@@ -198,7 +199,19 @@ class Engine:
     """
     return self._start(params, [sf.online_prompt(ids) for ids in instruction_ids], seed)
 
+  def _check_pinned(self, prompts) -> None:
+    """Warns when a prompt is longer than the decoder's pinned prefix: its end will
+    leave the attention window like the rest of the stream."""
+    decoder = self.model.config.decoder
+    longest = max((len(p) for p in prompts), default=0)
+    if decoder.pinned_prefix and longest > decoder.pinned_prefix:
+      logging.getLogger(__name__).warning(
+          "an online prompt of %d positions is longer than model.decoder.pinned_prefix=%d: "
+          "its last %d positions leave the attention window after %d positions",
+          longest, decoder.pinned_prefix, longest - decoder.pinned_prefix, decoder.window)
+
   def _start(self, params: Params, prompts: list[list[int]], seed: int) -> EngineState:
+    self._check_pinned(prompts)
     batch, width = len(prompts), max(len(p) for p in prompts)
     tokens = np.zeros((batch, width), np.int32)
     valid = np.zeros((batch, width), bool)
@@ -296,6 +309,7 @@ class Engine:
     mask[list(rows)] = True
     state = self._reset_rows(state, jnp.asarray(mask))
     prompts = {row: sf.online_prompt(list(ids)) for row, ids in rows.items()}
+    self._check_pinned(prompts.values())
     return self.feed(params, state, *padded_rows(prompts, batch))
 
   def perceive_rows(self, params: Params, state: EngineState, chunk: Array,

@@ -3,7 +3,11 @@
 RMSNorm, RoPE, SwiGLU, grouped-query attention restricted to a sliding window, so
 the ring KV cache (one buffer per layer of `window` slots plus one chunk step's
 positions, see `decoder_cache_size`) bounds memory and compute per step however long
-the stream runs. The LM head and the fused decision head read
+the stream runs. With `decoder.pinned_prefix` = P > 0 the stream's first P positions
+(its instruction) stay in view for good: past the window a query sees them and its
+last `window - P` positions, at the distances a query at `window - 1` sees (an
+attention sink, `layers.pinned_window_mask`), so a model trained on sequences no
+longer than the window still reads its instruction after an hour of listening. The LM head and the fused decision head read
 the same final hidden state in one call.
 """
 
@@ -33,7 +37,8 @@ class DecoderBlock(nn.Module):
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
     h, cache = layers.Attention(
         num_heads=dec.num_heads, num_kv_heads=dec.num_kv_heads, head_dim=dec.head_dim,
-        mask_fn=layers.sliding_window_mask(dec.window), rope_theta=dec.rope_theta,
+        mask_fn=layers.pinned_window_mask(dec.window, dec.pinned_prefix),
+        pinned=dec.pinned_prefix, pinned_horizon=dec.window - 1, rope_theta=dec.rope_theta,
         history=dec.window - 1, cache_write=cfg.cache_write, qkv_bias=dec.qkv_bias,
         name="attention", **kw)(layers.RMSNorm(cfg.norm_eps, name="attention_norm", **kw)(x),
                                 positions, valid=valid, segment_ids=segment_ids, cache=cache)
@@ -126,13 +131,15 @@ class Decoder(nn.Module):
 
 
 def decoder_cache_size(config: ModelConfig) -> int:
-  """Ring slots per layer: `window`, plus a chunk step's positions less one when the
-  step writes before it attends (a query sees `window - 1` positions before its own,
-  and the step's writes must not evict them; `layers.ring_holds_step`)."""
+  """Cache slots per layer: the pinned prefix's (`decoder.pinned_prefix`), plus a ring of
+  `window` slots, plus a chunk step's positions less one when the step writes before it
+  attends (a query sees `window - 1` positions before its own, and the step's writes
+  must not evict them; `layers.ring_holds_step`)."""
   dec = config.decoder
   if config.cache_write == "after":
-    return dec.window
-  return layers.ring_size(dec.window - 1, sf.chunk_prefix_length(config.slots_per_chunk))
+    return dec.pinned_prefix + dec.window
+  return dec.pinned_prefix + layers.ring_size(
+      dec.window - 1, sf.chunk_prefix_length(config.slots_per_chunk))
 
 
 def init_decoder_cache(config: ModelConfig, batch: int, dtype: DType = jnp.float32

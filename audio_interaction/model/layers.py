@@ -216,8 +216,12 @@ def init_kv_cache(batch: int, size: int, num_kv_heads: int, head_dim: int,
 
 
 def write_ring(cache: dict[str, Array], k: Array, v: Array, positions: Array,
-               valid: Array) -> dict[str, Array]:
-  """Writes new keys/values at slot `position % size`; invalid entries leave slots untouched.
+               valid: Array, pinned: int = 0) -> dict[str, Array]:
+  """Writes new keys/values into the ring; invalid entries leave slots untouched.
+
+  Positions below `pinned` go to slots [0, pinned) and stay there for good (an
+  attention sink: the instruction at a stream's start); every later position p goes
+  to slot `pinned + (p - pinned) % (size - pinned)`, a ring over the other slots.
 
   Args:
     cache: ring cache from `init_kv_cache`: "k" [B, K, size, Dh], "v" [B, K, Dh, size],
@@ -225,15 +229,21 @@ def write_ring(cache: dict[str, Array], k: Array, v: Array, positions: Array,
     k, v: [B, T, K, Dh] new entries.
     positions: [B, T] int32 absolute positions of the entries.
     valid: [B, T] bool; False entries (padding) are not written.
+    pinned: leading positions kept in their own slots (0: a plain ring).
   Returns:
     The updated cache (same shapes).
   """
   size = cache["pos"].shape[1]
-  # Entries older than the newest `size` would collide with newer ones in the ring;
+  ring = size - pinned
+  if ring < 1:
+    raise ValueError(f"a cache of {size} slots cannot pin {pinned} positions and keep a ring")
+  # Entries older than the newest `ring` would collide with newer ones in the ring;
   # invalid entries are routed to slot `size`, out of bounds, and dropped.
   newest = jnp.max(jnp.where(valid, positions, EMPTY_POSITION), axis=1, keepdims=True)
-  keep = valid & (positions > newest - size)
-  slots = jnp.where(keep, jnp.mod(positions, size), size)
+  is_pinned = positions < pinned
+  keep = valid & (is_pinned | (positions > newest - ring))
+  ring_slots = pinned + jnp.mod(positions - pinned, ring)
+  slots = jnp.where(keep, jnp.where(is_pinned, positions, ring_slots), size)
 
   def write_keys(o, s, n):  # one row: o [K, size, Dh], n [T, K, Dh]
     return o.at[:, s].set(jnp.swapaxes(n, 0, 1).astype(o.dtype), mode="drop")
@@ -282,6 +292,13 @@ class Attention(nn.Module):
   # always the "after" order). Decoder: window - 1; encoder: left_chunks chunks.
   history: int | None = None
   cache_write: str = "before"
+  # An attention sink (with `pinned_window_mask`): keys at positions below `pinned` keep
+  # cache slots of their own, and a query later than `pinned_horizon` scores them as a
+  # query at `pinned_horizon` would (the RoPE rotation of its distance), so it sees the
+  # pinned prefix and its recent keys at the distances a query at `pinned_horizon` sees a
+  # sequence starting at 0 with: no distance the model has not attended over before.
+  pinned: int = 0
+  pinned_horizon: int = 0
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -325,6 +342,7 @@ class Attention(nn.Module):
     q = self._project(x, self.num_heads, "query", ("embed", "heads", "head_dim"))
     k = self._project(x, self.num_kv_heads, "key", ("embed", "kv_heads", "head_dim"))
     v = self._project(x, self.num_kv_heads, "value", ("embed", "kv_heads", "head_dim"))
+    q_unrotated = q
     if self.use_rope:
       q = apply_rope(q, positions, self.rope_theta)
       k = apply_rope(k, positions, self.rope_theta)
@@ -344,10 +362,10 @@ class Attention(nn.Module):
       if self.cache_write not in ("before", "after"):
         raise ValueError(f"cache_write={self.cache_write!r}: must be 'before' or 'after'")
       write_first = self.cache_write == "before" and ring_holds_step(
-          cache["pos"].shape[1], self.history, length=positions.shape[1])
+          cache["pos"].shape[1] - self.pinned, self.history, length=positions.shape[1])
       k_axes, v_axes = "bksd", "bkds"
       if write_first:
-        new_cache = write_ring(cache, k, v, positions, valid)
+        new_cache = write_ring(cache, k, v, positions, valid, self.pinned)
         keys, values = new_cache["k"].astype(k.dtype), new_cache["v"].astype(v.dtype)
         all_key_pos = new_cache["pos"]
       else:
@@ -365,6 +383,14 @@ class Attention(nn.Module):
     groups = self.num_heads // self.num_kv_heads
     q = q.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
     scores = jnp.einsum(f"btkgd,{k_axes}->bkgts", q, keys).astype(jnp.float32)
+    if self.pinned and self.use_rope:
+      q_horizon = apply_rope(q_unrotated, jnp.minimum(positions, self.pinned_horizon),
+                             self.rope_theta)
+      q_horizon = q_horizon.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
+      pinned_scores = jnp.einsum(f"btkgd,{k_axes}->bkgts", q_horizon, keys)
+      is_pinned_key = (all_key_pos >= 0) & (all_key_pos < self.pinned)
+      scores = jnp.where(is_pinned_key[:, None, None, None, :],
+                         pinned_scores.astype(jnp.float32), scores)
     # An additive mask, not a select: its gradient needs no second pass over the
     # scores, and a hidden key's weight is still exactly 0 (exp underflows).
     bias = jnp.where(visible, 0.0, MASKED_SCORE)[:, None, None]
@@ -384,7 +410,7 @@ class Attention(nn.Module):
     if cache is None:
       return out, None
     if not write_first:
-      new_cache = write_ring(cache, k, v, positions, valid)
+      new_cache = write_ring(cache, k, v, positions, valid, self.pinned)
     return out, new_cache
 
 
@@ -406,6 +432,23 @@ def sliding_window_mask(window: int) -> MaskFn:
   def mask(q_pos: Array, k_pos: Array) -> Array:
     distance = q_pos - k_pos
     return (distance >= 0) & (distance < window)
+  return mask
+
+
+def pinned_window_mask(window: int, pinned: int) -> MaskFn:
+  """Causal mask with an attention sink: a query at q < `window` sees every position up
+  to its own (as `sliding_window_mask(window)` does); a later one sees positions
+  [0, `pinned`) and its last `window - pinned` positions, `window` keys in all, so the
+  instruction at a stream's start never leaves its view. `pinned = 0` is
+  `sliding_window_mask(window)`."""
+  if not 0 <= pinned < window:
+    raise ValueError(f"pinned={pinned}: must be in [0, window={window})")
+
+  def mask(q_pos: Array, k_pos: Array) -> Array:
+    distance = q_pos - k_pos
+    is_pinned = (k_pos >= 0) & (k_pos < pinned)
+    recent = (q_pos < window) | (distance < window - pinned)
+    return (distance >= 0) & (is_pinned | recent)
   return mask
 
 

@@ -59,6 +59,8 @@ class DecoderConfig:
   qkv_bias: bool = False
   tie_embeddings: bool = False
   decision_bias: bool = False
+  # Leading positions (the instruction) that never leave the attention window.
+  pinned_prefix: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
