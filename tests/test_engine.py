@@ -8,7 +8,7 @@ import pytest
 from audio_interaction import stream_format as sf
 from audio_interaction.infer.engine import Engine, SamplingConfig, sample_tokens
 from audio_interaction.infer.policies import ThresholdPolicy
-from audio_interaction.infer.run_stream import run_stream
+from audio_interaction.infer.run_stream import StreamStepper, run_stream
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
@@ -129,3 +129,38 @@ def test_chunk_records_carry_the_sound_event_heads_answer():
   plain_trace = run_stream(Engine(plain), plain.init(jax.random.key(5)), audio, [20],
                            ThresholdPolicy(2.0))
   assert all(c.sound_event is None and c.sound_probability == 0 for c in plain_trace.chunks)
+
+
+def test_a_changed_instruction_is_pinned_and_the_first_one_forgotten():
+  """Pinned prefix: after a change to B (fed, then re-pinned), once the change has left
+  every layer's reach, a stream that started with A is the stream that started with B
+  and got the same change; fed only, it still reads A in its pinned prefix."""
+  model = AudioInteractionModel(model_testing.small_config(
+      **{"model.decoder.pinned_prefix": 8}))
+  params = model.init(jax.random.key(6))
+  engine = Engine(model)
+  cfg = model.config
+  rng = np.random.default_rng(2)
+  chunks = (0.1 * rng.normal(size=(40, cfg.chunk_samples))).astype(np.float32)
+  first, second = [20, 21, 22], [30, 31, 32]
+  # Never speaking: 4 positions a chunk, so every layer's reach (2 x 24 positions) is
+  # passed 12 chunks after the change.
+  change_at, settled = 5, 5 + 13
+
+  def run(start, repin=True):
+    stepper = StreamStepper(engine, params, [start], [ThresholdPolicy(2.0)])
+    probabilities = []
+    for index, chunk in enumerate(chunks):
+      if index == change_at:
+        if repin:
+          stepper.change_instruction(second)
+        else:
+          stepper.feed_text(sf.instruction_tokens(second))
+      probabilities.append(stepper.step(chunk).speak_probability)
+    return np.asarray(probabilities)
+
+  changed, started = run(first), run(second)
+  assert np.abs(changed[:change_at] - started[:change_at]).max() > 1e-4
+  np.testing.assert_allclose(changed[settled:], started[settled:], atol=1e-5)
+  fed_only = run(first, repin=False)
+  assert np.abs(fed_only[settled:] - started[settled:]).max() > 1e-4

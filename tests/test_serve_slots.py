@@ -1,6 +1,8 @@
 """Continuous batching (`infer/slots.py`): streams join and leave rows of one compiled
 batch, stall, change instruction; every stream decides and speaks exactly as alone."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -15,10 +17,11 @@ from audio_interaction.model.model import AudioInteractionModel
 import model_testing
 
 
-@pytest.fixture(scope="module")
-def setting():
+@functools.cache
+def _setting(pinned: int = 0):
   tokenizer = ByteTokenizer()
-  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size})
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                                         "model.decoder.pinned_prefix": pinned})
   model = AudioInteractionModel(config)
   params = model.init(jax.random.key(7))
   engine = Engine(model)
@@ -28,9 +31,16 @@ def setting():
             for n, scale in ((9, 0.1), (10, 0.05), (7, 0.2))]
   instructions = [tokenizer.encode(t) for t in
                   ("answer when asked", "say hi", "tell me when the kettle boils, please")]
-  probe = run_stream(engine, params, audios[0], instructions[0], ThresholdPolicy(2.0))
-  threshold = float(np.median([c.speak_probability for c in probe.chunks]))
+  # A threshold inside the observed range, so that each stream both speaks and is silent.
+  probes = [run_stream(engine, params, audios[i], instructions[i], ThresholdPolicy(2.0))
+            for i in ((0,) if not pinned else (2,))]
+  threshold = float(np.median([c.speak_probability for p in probes for c in p.chunks]))
   return engine, params, tokenizer, audios, instructions, threshold
+
+
+@pytest.fixture(scope="module")
+def setting():
+  return _setting()
 
 
 def _summary(records):
@@ -50,8 +60,11 @@ def _chunks(audio, size):
   return [audio[i:i + size] for i in range(0, len(audio), size)]
 
 
-def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
-  engine, params, _, audios, instructions, threshold = setting
+@pytest.mark.parametrize("pinned", [0, 8])
+def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(pinned):
+  """pinned: the changed instruction of C is also pinned (the window of 24 positions is
+  outlived by every stream)."""
+  engine, params, _, audios, instructions, threshold = _setting(pinned)
   size = engine.model.config.chunk_samples
   batcher = SlotBatcher(engine, params, slots=2, max_reply_tokens=6)
   batcher.warm_up()
@@ -65,7 +78,7 @@ def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
   plan = {"A": (0, audios[0], instructions[0]), "B": (2, audios[1], instructions[1]),
           "C": (10, audios[2], instructions[2])}
   stalls = {"B": {5, 6}}
-  new_instruction = sf.instruction_tokens(instructions[1])
+  new_instruction = instructions[1]
   joined, sent, got = {}, {k: 0 for k in plan}, {k: [] for k in plan}
   for tick in range(40):
     for name, (start, audio, ids) in plan.items():
@@ -74,7 +87,7 @@ def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
       if name in joined and tick not in stalls.get(name, ()) and sent[name] < len(audio) // size:
         row, sid = joined[name]
         if name == "C" and sent[name] == 3:
-          batcher.feed(row, sid, new_instruction)
+          batcher.change_instruction(row, sid, new_instruction)
         batcher.push(row, sid, _chunks(audio, size)[sent[name]])
         sent[name] += 1
     for step in batcher.tick():
@@ -99,7 +112,7 @@ def test_streams_joining_leaving_and_stalling_equal_each_stream_alone(setting):
     records = []
     for index, chunk in enumerate(_chunks(audio, size)):
       if name == "C" and index == 3:
-        alone.feed_text(new_instruction)
+        alone.change_instruction(new_instruction)
       records.append(alone.step(chunk))
     want = _summary(records)
     _assert_same(_summary(got[name]), want)

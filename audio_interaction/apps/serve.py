@@ -281,8 +281,9 @@ class Connection:
     kind = message.get("type")
     if kind == "instruction":
       text = _instruction(message, "")
-      tokens = sf.instruction_tokens(self.server.tokenizer.encode(text))
-      self.server.batcher.feed(self.row, self.stream_id, tokens)
+      ids = self.server.tokenizer.encode(text)
+      tokens = sf.instruction_tokens(ids)
+      self.server.batcher.change_instruction(self.row, self.stream_id, ids)
       self.emit({"event": "instruction", "time": round(self.stream_time, 4), "text": text,
                  "tokens": len(tokens)})
     elif kind == "threshold":

@@ -182,6 +182,7 @@ class Engine:
         lambda params, stream, chunk: model.feed_audio(dequantize_params(params), stream, chunk),
         donate_argnums=1)
     self._reset_rows = jax.jit(self._reset_rows_impl, donate_argnums=0)
+    self._repin = jax.jit(self._repin_impl, donate_argnums=0)
     self._perceive_rows = jax.jit(self._perceive_rows_impl, donate_argnums=1)
     self._perceive_some = jax.jit(self._perceive_some_impl, donate_argnums=1)
     self._speak_some = jax.jit(self._speak_some_impl, donate_argnums=1, static_argnames="n")
@@ -311,6 +312,44 @@ class Engine:
     prompts = {row: sf.online_prompt(list(ids)) for row, ids in rows.items()}
     self._check_pinned(prompts.values())
     return self.feed(params, state, *padded_rows(prompts, batch))
+
+  def repin_rows(self, params: Params, state: EngineState, rows: dict[int, list[int]]
+                 ) -> EngineState:
+    """Puts a changed instruction into the pinned prefix of some rows (a no-op without
+    `model.decoder.pinned_prefix`).
+
+    The pinned slots of each given row's decoder cache become those of a stream that
+    started with `stream_format.online_prompt(ids)`: a query past the window then reads
+    the instruction in force, not the one the stream started with, and once the change
+    has left the window the row is the stream that started with the new instruction.
+    Feed the change itself into the stream too (`feed`), as training streams hold it.
+
+    Args:
+      rows: {row: the new instruction's token ids}.
+    """
+    if not self.model.config.decoder.pinned_prefix or not rows:
+      return state
+    batch = state.next_logits.shape[0]
+    prompts = {row: sf.online_prompt(list(ids)) for row, ids in rows.items()}
+    self._check_pinned(prompts.values())
+    fresh = self.feed(params, self.empty_state(batch), *padded_rows(prompts, batch))
+    mask = np.zeros(batch, bool)
+    mask[list(rows)] = True
+    return self._repin(state, fresh.stream.decoder, jnp.asarray(mask))
+
+  def _repin_impl(self, state: EngineState, fresh_decoder, mask) -> EngineState:
+    pinned = self.model.config.decoder.pinned_prefix
+
+    def pinned_slots(name, old, new):
+      head = [slice(None)] * old.ndim
+      head[layers.RING_AXIS[name]] = slice(0, pinned)
+      head = tuple(head)
+      rows = mask.reshape((-1,) + (1,) * (old.ndim - 1))
+      return old.at[head].set(jnp.where(rows, new[head], old[head]))
+
+    decoder = tuple({name: pinned_slots(name, old[name], new[name]) for name in old}
+                    for old, new in zip(state.stream.decoder, fresh_decoder))
+    return state.replace(stream=state.stream.replace(decoder=decoder))
 
   def perceive_rows(self, params: Params, state: EngineState, chunk: Array,
                     advance: np.ndarray) -> tuple[EngineState, Array]:

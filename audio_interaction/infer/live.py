@@ -532,8 +532,9 @@ class LiveSession:
     time_s = index * self.chunk_seconds
     if self._reply is not None:  # the model hears new text: its reply is over
       self._end_reply("instruction_changed", time_s, index)
-    tokens = sf.instruction_tokens(self.tokenizer.encode(text))
-    await loop.run_in_executor(compute, self.stepper.feed_text, tokens)
+    ids = self.tokenizer.encode(text)
+    tokens = sf.instruction_tokens(ids)
+    await loop.run_in_executor(compute, self.stepper.change_instruction, ids)
     self.instruction = text
     self.emit("instruction", time_s, chunk=index, text=text, tokens=len(tokens))
 

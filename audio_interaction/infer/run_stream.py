@@ -224,6 +224,20 @@ class StreamStepper:
       self._reply_tokens[row] = 0
       self._alert_tokens[row] = []
 
+  def change_instruction(self, instruction_ids: Sequence[int],
+                         rows: Sequence[int] | None = None) -> None:
+    """The instruction of `rows` (default all) changes before the next chunk:
+    `<sys> new </sys>` is fed (`feed_text`) and, with a pinned prefix, becomes the
+    pinned instruction (`Engine.repin_rows`), so it stays in view as the first one did."""
+    rows = range(self.rows) if rows is None else list(rows)
+    self.feed_text(sf.instruction_tokens(instruction_ids), rows)
+    self.repin_rows({row: instruction_ids for row in rows})
+
+  def repin_rows(self, instructions: dict[int, Sequence[int]]) -> None:
+    """{row: instruction ids}: each row's pinned prefix becomes that instruction's."""
+    self.state = self.engine.repin_rows(self.params, self.state,
+                                        {row: list(ids) for row, ids in instructions.items()})
+
   def step(self, chunk: np.ndarray, index: int | None = None) -> ChunkRecord:
     """One row's step: chunk [chunk_samples] float32 (index: default the step count)."""
     if self.rows != 1:

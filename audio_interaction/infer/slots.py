@@ -105,6 +105,7 @@ class SlotBatcher:
     self._free = list(range(slots))
     self._next_id = 0
     self._feeds: dict[int, list[int]] = {}
+    self._repins: dict[int, list[int]] = {}  # {row: a changed instruction to pin}
     self.ticks = 0
     self.step_seconds: collections.deque[tuple[int, float]] = collections.deque(maxlen=4096)
 
@@ -127,6 +128,7 @@ class SlotBatcher:
       self._next_id += 1
       self._rows[row] = _Slot(self._next_id, [int(t) for t in instruction_ids], policy)
       self._feeds.pop(row, None)
+      self._repins.pop(row, None)
       return row, self._next_id
 
   def leave(self, row: int, stream_id: int) -> None:
@@ -136,6 +138,7 @@ class SlotBatcher:
       if slot is not None and slot.stream_id == stream_id:
         del self._rows[row]
         self._feeds.pop(row, None)
+        self._repins.pop(row, None)
         self._free.append(row)
         self._free.sort()
 
@@ -166,6 +169,20 @@ class SlotBatcher:
       slot = self._rows.get(row)
       if slot is not None and slot.stream_id == stream_id:
         self._feeds.setdefault(row, []).extend(int(t) for t in tokens)
+
+  def change_instruction(self, row: int, stream_id: int, instruction_ids: Sequence[int]
+                         ) -> None:
+    """The stream's instruction changes before its next chunk: `<sys> new </sys>` is fed
+    and, with a pinned prefix, pinned (`StreamStepper.change_instruction`)."""
+    length = len(sf.online_prompt(list(instruction_ids)))
+    if length > self.max_prompt_tokens:
+      raise ValueError(f"the instruction is {length} tokens with its markers; at most "
+                       f"{self.max_prompt_tokens}")
+    with self._lock:
+      slot = self._rows.get(row)
+      if slot is not None and slot.stream_id == stream_id:
+        self._feeds.setdefault(row, []).extend(sf.instruction_tokens(instruction_ids))
+        self._repins[row] = [int(t) for t in instruction_ids]
 
   def set_policy(self, row: int, stream_id: int, policy: DecisionPolicy) -> None:
     """Replaces the stream's policy from its next chunk on (e.g. a moved threshold)."""
@@ -205,6 +222,7 @@ class SlotBatcher:
       for slot in starts.values():
         slot.started = True
       feeds, self._feeds = self._feeds, {}
+      repins, self._repins = self._repins, {}
       taken: dict[int, tuple[int, np.ndarray, float, int]] = {}
       for row, slot in self._rows.items():
         if slot.chunks:
@@ -218,6 +236,8 @@ class SlotBatcher:
         self.stepper.policies[row] = slot.policy
     if feeds:
       self.stepper.feed_rows(feeds)
+    if repins:
+      self.stepper.repin_rows(repins)
     if not taken:
       return []
     chunks = np.zeros((self.slots, self.chunk_samples), np.float32)
