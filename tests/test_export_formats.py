@@ -274,3 +274,35 @@ def test_stablehlo_runner_refuses_other_platforms_and_weights(small, tmp_path):
 
   with pytest.raises(ValueError, match="platforms 'cpu,gpu'"):
     stablehlo.parse_platforms("cpu,gpu")
+
+
+def test_stablehlo_runner_pins_a_changed_instruction_as_the_engine(small, tmp_path):
+  """A model with a pinned prefix: row 1's instruction changes mid-stream; the exported
+  runner's P(SPEAK) afterwards, far past the window, equals the engine's."""
+  _, _, tokenizer, config = small
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                                         "model.decoder.pinned_prefix": 8})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(6))
+  first, second = tokenizer.encode("say hi"), tokenizer.encode("be quiet")
+  rng = np.random.default_rng(3)
+  chunks = (0.1 * rng.normal(size=(30, 2, model.config.chunk_samples))).astype(np.float32)
+  stepper = StreamStepper(Engine(model), params, [first, first],
+                          [ThresholdPolicy(2.0), ThresholdPolicy(2.0)])
+  cli.main(["export", "--bundle", str(portable.save_bundle(tmp_path / "b", params, tokenizer,
+                                                           config)),
+            "--format", "stablehlo", "--batch", "2", "--platforms", "cpu",
+            "--out", str(tmp_path / "hlo")])
+  exported = stablehlo_runner.ExportedModel.load(tmp_path / "hlo")
+  state = exported.start([first, first])
+  want, got = [], []
+  for index, chunk in enumerate(chunks):
+    if index == 4:
+      stepper.change_instruction(second, rows=[1])
+      state = exported.change_instruction(state, [None, second])
+    want.append([r.speak_probability for r in stepper.step_batch(chunk)])
+    state, probs = exported.perceive(state, chunk)
+    got.append(probs[:, sf.Decision.SPEAK])
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+  # Row 0 kept its instruction, row 1 reads the new one.
+  assert np.abs(np.asarray(want)[-5:, 0] - np.asarray(want)[-5:, 1]).max() > 1e-4

@@ -11,6 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks
+from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.eval import tune
 from audio_interaction.export import portable
 
@@ -65,6 +68,14 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   assert config.model.decoder.decision_bias
   assert metadata["decision_head_fit"]["sources"] == ["amazon-queen-en", "fillets-cs"]
   assert metadata["decision_head_fit"]["max_lead_seconds"] == 30.0
+  # The instruction stays in view: a window no longer than the rows the decoder was
+  # trained on, with the prompt pinned (and every built-in instruction fits the pin).
+  decoder = config.model.decoder
+  assert (decoder.window, decoder.pinned_prefix) == (config.data.max_len, 64) == (320, 64)
+  assert metadata["decoder_window"]["pinned_prefix"] == decoder.pinned_prefix
+  tokenizer = tokenizer_lib.Tokenizer.load(portable.REAL_AUDIO_BUNDLE / "tokenizer")
+  assert max(len(sf.online_prompt(tokenizer.encode(text))) for text in
+             tasks.CHAT_INSTRUCTIONS + tasks.MONITOR_INSTRUCTIONS) <= decoder.pinned_prefix
   chosen = metadata["operating_point"]["chosen"]
   assert chosen.startswith(tune.Candidate.from_infer(infer).name + ", ")
   assert f"sound alerts {infer.sound_alert_threshold:g} (" in chosen

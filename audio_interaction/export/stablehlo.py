@@ -40,6 +40,7 @@ from audio_interaction.export import portable, tensors
 from audio_interaction.export.stablehlo_runner import (FORMAT, FORMAT_VERSION, FUNCTION_SUFFIX,
                                                        FUNCTIONS, MANIFEST_FILE)
 from audio_interaction.infer import engine as engine_lib
+from audio_interaction.model import layers
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what `jax.export` lowers for
@@ -160,7 +161,13 @@ def export_stablehlo(directory: str | pathlib.Path, model: AudioInteractionModel
   tokenizer.save(directory / portable.TOKENIZER_DIR)
   (directory / portable.CONFIG_FILE).write_text(
       config.to_json_best_effort(sort_keys=True, indent=1))
+  pinned = cfg.decoder.pinned_prefix
+  decoder_slots = {e["name"]: layers.RING_AXIS[e["name"].rsplit("'", 2)[-2]]
+                   for e in state_entries if e["name"].startswith("stream.decoder[")}
   manifest = {
+      # The decoder cache entries' slot axes, for re-pinning a changed instruction
+      # (`ExportedModel.change_instruction`; `Engine.repin_rows`).
+      "pinned": {"prefix": pinned, "slot_axes": decoder_slots} if pinned else None,
       "format": FORMAT, "version": FORMAT_VERSION, "jax_version": jax.__version__,
       "batch": batch, "platforms": list(platforms), "prompt_width": prompt_width,
       "chunk_samples": cfg.chunk_samples, "sample_rate": cfg.sample_rate,

@@ -166,6 +166,29 @@ class ExportedModel:
       state = list(self.functions["feed"](self.params, state, tokens, valid))
     return state
 
+  def change_instruction(self, state: State, instructions: Sequence[Sequence[int] | None]
+                         ) -> State:
+    """Changes the instruction of the rows given one (None: the row keeps its own):
+    `<sys> new </sys>` is fed and, for a model with a pinned prefix, the row's pinned
+    decoder slots become those of a stream started with the new instruction, as
+    `Engine.repin_rows` does."""
+    self._check_rows(len(instructions), "instructions")
+    changed = np.asarray([ids is not None for ids in instructions])
+    state = self.feed(state, [[] if ids is None else sf.instruction_tokens(list(ids))
+                              for ids in instructions])
+    pinned = self.manifest.get("pinned")
+    if not pinned or not changed.any():
+      return state
+    fresh = self.start([[] if ids is None else list(ids) for ids in instructions])
+    for name, axis in pinned["slot_axes"].items():
+      index = self.state_index(name)
+      slots = [slice(None)] * len(self.manifest["state"][index]["shape"])
+      slots[0], slots[axis] = changed, slice(0, int(pinned["prefix"]))
+      merged = np.array(state[index])
+      merged[tuple(slots)] = np.asarray(fresh[index])[tuple(slots)]
+      state[index] = jax.device_put(merged)
+    return state
+
   def perceive(self, state: State, chunk: np.ndarray) -> tuple[State, np.ndarray]:
     """chunk: float32 [B, chunk_samples] -> (state, decision probabilities [B, 2])."""
     chunk = np.asarray(chunk, np.float32)
