@@ -151,3 +151,30 @@ def test_eval_loads_a_shipped_bundle_by_name():
   from audio_interaction.apps import eval_run
   *_, note = eval_run.load_checkpoint("real-audio")
   assert note == "trained weights from the embedded bundle assets/real_audio"
+
+
+def test_pin_instruction_copies_a_bundle_with_its_prompt_pinned(tmp_path, capsys):
+  from audio_interaction.apps import cli
+  assert cli.main(["pin-instruction", "--bundle", "embedded", "--out", str(tmp_path / "pinned"),
+                   "--pinned-prefix", "48", "--window", "320"]) == 0
+  assert "model.decoder.pinned_prefix=48, model.decoder.window=320" in capsys.readouterr().out
+  before = portable.bundle_config("embedded")
+  after = portable.bundle_config(tmp_path / "pinned")
+  assert (after.model.decoder.pinned_prefix, after.model.decoder.window) == (48, 320)
+  after.model.decoder.pinned_prefix, after.model.decoder.window = 0, before.model.decoder.window
+  assert after.to_dict() == before.to_dict()  # nothing else changed
+  metadata = json.loads((tmp_path / "pinned" / portable.METADATA_FILE).read_text())
+  assert metadata["decoder_window"] == {"pinned_prefix": 48, "window": 320, "was": {
+      "pinned_prefix": 0, "window": before.model.decoder.window}}
+  assert (tmp_path / "pinned" / "params.msgpack").read_bytes() == (
+      portable.EMBEDDED_BUNDLE / "params.msgpack").read_bytes()
+  portable.load_bundle(tmp_path / "pinned")  # the weights fit the new config
+  # A prefix that leaves no chunk of the window is refused, and nothing is left behind;
+  # an existing folder is not overwritten.
+  assert cli.main(["pin-instruction", "--bundle", "embedded", "--out", str(tmp_path / "bad"),
+                   "--pinned-prefix", "510"]) == 2
+  assert "model.decoder.pinned_prefix=510: must leave" in capsys.readouterr().err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["pinned"]
+  assert cli.main(["pin-instruction", "--bundle", "embedded", "--out", str(tmp_path / "pinned"),
+                   "--pinned-prefix", "8"]) == 2
+  assert "exists and is not empty" in capsys.readouterr().err

@@ -656,6 +656,21 @@ def _fit_decision_head(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _pin_instruction(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.export import portable
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: pin-instruction takes no config")
+  try:
+    record = portable.pin_instruction(args.bundle, args.out, pinned_prefix=args.pinned_prefix,
+                                      window=args.window)
+  except (ValueError, FileNotFoundError, FileExistsError, portable.BundleError) as error:
+    raise UsageError(_one_line(error)) from error
+  print(f"bundle written to {args.out}: model.decoder.pinned_prefix={record['pinned_prefix']}, "
+        f"model.decoder.window={record['window']} (was {record['was']['pinned_prefix']} and "
+        f"{record['was']['window']}); check its operating point with `audio-interaction tune`")
+  return 0
+
+
 def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import real_audio
   if overrides:
@@ -1117,6 +1132,21 @@ def build_parser() -> argparse.ArgumentParser:
   fit_decision.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_decision.add_argument("--seed", type=int, default=0)
   fit_decision.set_defaults(run=_fit_decision_head)
+
+  pin = verbs.add_parser(
+      "pin-instruction",
+      help="copy a bundle with its instruction pinned in the decoder's view (an attention "
+           "sink: `model.decoder.pinned_prefix`), so a long session still reads it")
+  pin.add_argument("--bundle", required=True,
+                   help="a model bundle directory, or a shipped model by name")
+  pin.add_argument("--out", required=True, help="the new bundle's directory")
+  pin.add_argument("--pinned-prefix", type=int, required=True,
+                   help="positions at the stream's start kept in view (the prompt: "
+                        "<bos> <online> <sys> instruction </sys>)")
+  pin.add_argument("--window", type=int, default=None,
+                   help="the decoder's attention window (default: kept); e.g. the length of "
+                        "the rows it was trained on (data.max_len)")
+  pin.set_defaults(run=_pin_instruction)
 
   train_audio = verbs.add_parser(
       "fetch-train-audio",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import flax.serialization
@@ -244,6 +246,21 @@ def write_bundle_infer(bundle: str | pathlib.Path, infer: ml_collections.ConfigD
     BundleError: config.json is not JSON, or the new block does not validate
       (`config_lib.from_dict`: e.g. min_silence_seconds > silence_seconds).
   """
+  return update_bundle_config(bundle, lambda values: values.update(infer=infer.to_dict()),
+                              "the new infer block")
+
+
+def update_bundle_config(bundle: str | pathlib.Path, update: Callable[[dict], Any],
+                         what: str, name: str | pathlib.Path | None = None) -> pathlib.Path:
+  """Applies `update` to a bundle's config.json values (a dict, changed in place) and
+  writes them back atomically if they still validate; `what` names the change and
+  `name` (default: `bundle`) the bundle in the error. The weights and other files are
+  not touched.
+
+  Raises:
+    FileNotFoundError: `bundle` has no config.json.
+    BundleError: config.json is not JSON, or the changed config does not validate.
+  """
   path = pathlib.Path(bundle) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{bundle} is not a model bundle: {CONFIG_FILE} is missing")
@@ -251,15 +268,58 @@ def write_bundle_infer(bundle: str | pathlib.Path, infer: ml_collections.ConfigD
     values = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise BundleError(f"bundle {bundle}: {CONFIG_FILE}: not JSON ({e})") from None
-  values["infer"] = infer.to_dict()
+  update(values)
   try:
     config_lib.from_dict(values)
   except config_lib.ConfigError as e:
-    raise BundleError(f"bundle {bundle}: the new infer block does not validate: {e}") from None
+    raise BundleError(f"bundle {name or bundle}: {what} does not validate: {e}") from None
   # `save_bundle`'s format (ConfigDict.to_json_best_effort(sort_keys=True, indent=1)).
   text = json.dumps(values, indent=1, sort_keys=True)
   return atomic_file.write_text(path, text)
 
+
+def pin_instruction(bundle: str | pathlib.Path, out: str | pathlib.Path, *,
+                    pinned_prefix: int, window: int | None = None) -> dict:
+  """Copies a bundle to `out` with its decoder's first `pinned_prefix` positions (the
+  instruction) pinned in view (`model.decoder.pinned_prefix`) and, when given, its
+  attention window set to `window` (e.g. the length of the rows it was trained on,
+  `data.max_len`, so that no query attends at a distance training never showed it).
+  The weights are the same: rows no longer than the window never reach a position where
+  the masks differ. Records `decoder_window` in the new bundle's metadata.
+
+  Returns:
+    The record: {"pinned_prefix", "window", "was": the old pair}.
+  Raises:
+    FileExistsError: `out` exists and is not empty.
+    BundleError: the new decoder settings do not validate (e.g. a prefix that leaves
+      the window less than one chunk).
+  """
+  source, out = resolve_bundle(bundle), pathlib.Path(out)
+  if out.exists() and any(out.iterdir()):
+    raise FileExistsError(f"{out} exists and is not empty: give a new folder")
+  decoder = bundle_config(source).model.decoder
+  record = {"pinned_prefix": int(pinned_prefix),
+            "window": int(decoder.window if window is None else window),
+            "was": {"pinned_prefix": int(decoder.get("pinned_prefix", 0)),
+                    "window": int(decoder.window)}}
+
+  def update(values: dict) -> None:
+    values["model"]["decoder"].update(pinned_prefix=record["pinned_prefix"],
+                                      window=record["window"])
+
+  staging = out.with_name(out.name + ".partial")
+  shutil.rmtree(staging, ignore_errors=True)
+  shutil.copytree(source, staging)
+  try:
+    update_bundle_config(staging, update, "the decoder with the pinned prefix", name=bundle)
+    record_in_metadata(staging, "decoder_window", record)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  if out.exists():
+    out.rmdir()
+  staging.rename(out)
+  return record
 
 
 def record_in_metadata(bundle: str | pathlib.Path, key: str, value: Any) -> pathlib.Path:
