@@ -165,3 +165,23 @@ def test_a_lead_in_longer_than_the_recording_is_a_bad_row(manifest, tmp_path):
                  json.dumps({"audio": "a.wav", "label": "dog_bark", "lead_in": 1.5}) + "\n")
   report = read_manifest(bad)
   assert report.skipped == {"bad_field": 2} and [r.lead_in for r in report.rows] == [1.5]
+
+
+def test_unaddressed_rows_are_b6_cases_of_benign_speech_after_their_lead(manifest, tmp_path):
+  path, _ = manifest
+  assert cli.main(["lead-in", "--manifest", str(path), "--lead", "3", "--unaddressed",
+                   "--max-rows", "2", "--out", str(tmp_path / "out")]) == 0
+  rows = read_manifest(tmp_path / "out" / "m.jsonl").rows
+  assert [r.name for r in rows] == ["whole", "segment"]  # the first two only
+  for row in rows:  # one benign speech event from the lead's end to the recording's end
+    assert [(e.onset, e.offset, e.label, e.role) for e in row.events] == [
+        (3.0, pytest.approx(row.duration), "speech", "benign")]
+    assert row.turns == [] or all(t.start >= 3.0 for t in row.turns)
+  cases = suites.cases_from_manifest(str(tmp_path / "out" / "m.jsonl"), ["B6"])
+  benign = {c.name.split(":", 1)[1].split("#")[0]: c.annotations.benign_seconds for c in cases}
+  # The speech is benign time, the lead is not: 3 s of "whole" and 1.5 s of "segment".
+  assert benign == {"whole": pytest.approx(3.0, abs=0.01), "segment": pytest.approx(1.5, abs=0.01)}
+  assert json.loads((tmp_path / "out" / "lead_in.json").read_text())["unaddressed"] is True
+  with pytest.raises(ValueError, match="max_rows=0"):
+    lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=1.0), tmp_path / "x", max_rows=0,
+                                   progress=False)

@@ -467,7 +467,9 @@ def _lead_in(args: argparse.Namespace, overrides: list[str]) -> int:
     raise UsageError(f"--manifest {args.manifest}: no such manifest")
   try:
     lead = lead_in.Lead.parse(args.lead)
-    summary = lead_in.write_lead_in_manifest(args.manifest, lead, args.out, seed=args.seed)
+    summary = lead_in.write_lead_in_manifest(args.manifest, lead, args.out, seed=args.seed,
+                                             unaddressed=args.unaddressed,
+                                             max_rows=args.max_rows)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary))
@@ -1032,6 +1034,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder of the copy: the manifest under its own name, audio/, "
                          "lead_in.json")
   lead.add_argument("--seed", type=int, default=0)
+  lead.add_argument("--unaddressed", action="store_true",
+                    help="make each recording one benign 'speech' event (after its lead): "
+                         "B6 cases of speech nobody addressed to the model, where any reply "
+                         "is a false alarm")
+  lead.add_argument("--max-rows", type=int, default=None,
+                    help="copy the manifest's first rows only")
   lead.set_defaults(run=_lead_in)
 
   fit_head = _head_fit_parser(

@@ -90,12 +90,28 @@ def shifted_row(row: dict[str, Any], lead: float) -> dict[str, Any]:
   return row
 
 
+def unaddressed_speech(row: dict[str, Any]) -> dict[str, Any]:
+  """A speech row as a B6 case of unaddressed speech: one benign "speech" event from
+  its `lead_in` to its `duration` (what it already had there is replaced)."""
+  if not isinstance(row.get("duration"), (int, float)):
+    raise ValueError(f"row {row.get('id', '?')}: unaddressed speech needs a duration")
+  return {**row, "events": [{"onset": float(row.get("lead_in", 0.0)),
+                             "offset": float(row["duration"]), "class": "speech",
+                             "role": "benign"}]}
+
+
 def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | os.PathLike,
-                           *, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                           *, seed: int = 0, progress: bool = True, unaddressed: bool = False,
+                           max_rows: int | None = None) -> dict[str, Any]:
   """Writes OUT/<manifest's name> and OUT/audio/NNNN.wav: each row's recording (the
   segment it names, at 16 kHz mono) after a lead-in of quiet noise, its annotations
   shifted (`shifted_row`) and its lead in "lead_in" (added to the row's own); OUT/lead_in.json
   says from what, how, and each row's lead.
+
+  `unaddressed`: each row's recording becomes one benign "speech" event from the end of
+  its lead to its end (`unaddressed_speech`), so that the eval scores it as B6 audio
+  where any reply is a false alarm: speech nobody addressed to the model, under the
+  row's (or the eval's monitoring) instruction. `max_rows`: the first rows only.
 
   Raises:
     ManifestError (a ValueError): a line that is not a JSON object (`read_rows`).
@@ -111,6 +127,10 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   if target.resolve() == source.resolve():
     raise ValueError(f"--out {out}: would overwrite the manifest {source}")
   rows = read_rows(source)
+  if max_rows is not None:
+    if max_rows < 1:
+      raise ValueError(f"max_rows={max_rows}: must be >= 1")
+    rows = rows[:max_rows]
   rng = np.random.default_rng(seed)
   (out / "audio").mkdir(parents=True, exist_ok=True)
   leads = []
@@ -136,12 +156,14 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
                        "duration": audio.size / RATE}, seconds)
     new.update(audio=name, lead_in=seconds + float(row.get("lead_in", 0.0)))
     new["duration"] = played.size / RATE
+    if unaddressed:
+      new = unaddressed_speech(new)
     written.append(json.dumps(new))
     leads.append(seconds)
   # The manifest last and whole: an interrupted run leaves no manifest naming missing audio.
   atomic_file.write_text(out / "lead_in.json", json.dumps(
       {"manifest": str(source), "lead": str(lead), "seed": seed, "level_db": LEAD_IN_LEVEL_DB,
-       "leads_s": leads}, indent=1))
+       "unaddressed": unaddressed, "max_rows": max_rows, "leads_s": leads}, indent=1))
   atomic_file.write_text(target, "".join(line + "\n" for line in written))
   return {"rows": len(rows), "lead": str(lead),
           "leads_s": [float(np.min(leads)), float(np.median(leads)), float(np.max(leads))]
