@@ -177,4 +177,4 @@ def test_pin_instruction_copies_a_bundle_with_its_prompt_pinned(tmp_path, capsys
   assert sorted(p.name for p in tmp_path.iterdir()) == ["pinned"]
   assert cli.main(["pin-instruction", "--bundle", "embedded", "--out", str(tmp_path / "pinned"),
                    "--pinned-prefix", "8"]) == 2
-  assert "exists and is not empty" in capsys.readouterr().err
+  assert "exists and is not an empty folder" in capsys.readouterr().err

@@ -295,8 +295,8 @@ def pin_instruction(bundle: str | pathlib.Path, out: str | pathlib.Path, *,
       the window less than one chunk).
   """
   source, out = resolve_bundle(bundle), pathlib.Path(out)
-  if out.exists() and any(out.iterdir()):
-    raise FileExistsError(f"{out} exists and is not empty: give a new folder")
+  if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    raise FileExistsError(f"{out} exists and is not an empty folder: give a new one")
   decoder = bundle_config(source).model.decoder
   record = {"pinned_prefix": int(pinned_prefix),
             "window": int(decoder.window if window is None else window),
