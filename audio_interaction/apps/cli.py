@@ -1145,8 +1145,7 @@ def build_parser() -> argparse.ArgumentParser:
       "pin-instruction",
       help="copy a bundle with its instruction pinned in the decoder's view (an attention "
            "sink: `model.decoder.pinned_prefix`), so a long session still reads it")
-  pin.add_argument("--bundle", required=True,
-                   help="a model bundle directory, or a shipped model by name")
+  pin.add_argument("--bundle", required=True, help=BUNDLE_HELP)
   pin.add_argument("--out", required=True, help="the new bundle's directory")
   pin.add_argument("--pinned-prefix", type=int, required=True,
                    help="positions at the stream's start kept in view (the prompt: "
