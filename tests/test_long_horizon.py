@@ -46,3 +46,28 @@ def test_phases_are_exact_integers_modulo_a_turn():
            % 2 ** 32) * 2 * np.pi / 2 ** 32
   np.testing.assert_allclose(np.asarray(cos[0]), np.cos(exact), atol=5e-7)
   np.testing.assert_allclose(np.asarray(sin[0]), np.sin(exact), atol=5e-7)
+
+
+@pytest.mark.parametrize("hours", [1, 100])
+def test_a_pinned_instruction_reads_the_same_hours_into_a_stream(hours):
+  """With a pinned prefix, the same recent tokens after the same instruction give the
+  same logits just past the window and `hours` into the stream: the pinned keys are
+  scored at the window end's distances, whatever the query's position."""
+  config = model_testing.small_config(**{"model.decoder.window": 64,
+                                         "model.decoder.pinned_prefix": 8})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(1))
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(12, 64, (1, 8 + 40)), jnp.int32)
+  audio = jnp.zeros((1, model.config.chunk_samples), jnp.float32)
+  slots = jnp.full((1, 48), -1, jnp.int32)
+
+  def logits_at(offset):  # the prompt at 0..7, the recent tokens from `offset` on
+    positions = jnp.concatenate([jnp.arange(8), offset + jnp.arange(40)]).astype(jnp.int32)
+    return np.asarray(model.forward(params, tokens, audio, slots,
+                                    positions=positions[None]).lm_logits)[0, 8:]
+
+  np.testing.assert_allclose(logits_at(int(hours * POSITIONS_PER_HOUR)), logits_at(64),
+                             atol=4e-6, rtol=0)
+  # Within the window the prompt sits at its true distance: other logits.
+  assert np.abs(logits_at(20) - logits_at(64)).max() > 1e-3
