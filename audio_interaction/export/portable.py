@@ -307,8 +307,7 @@ def pin_instruction(bundle: str | pathlib.Path, out: str | pathlib.Path, *,
     values["model"]["decoder"].update(pinned_prefix=record["pinned_prefix"],
                                       window=record["window"])
 
-  staging = out.with_name(out.name + ".partial")
-  shutil.rmtree(staging, ignore_errors=True)
+  staging = atomic_file.temporary_name(out)  # a hidden folder beside `out`, then renamed on
   shutil.copytree(source, staging)
   try:
     update_bundle_config(staging, update, "the decoder with the pinned prefix", name=bundle)

@@ -330,9 +330,7 @@ class Engine:
     if not self.model.config.decoder.pinned_prefix or not rows:
       return state
     batch = state.next_logits.shape[0]
-    prompts = {row: sf.online_prompt(list(ids)) for row, ids in rows.items()}
-    self._check_pinned(prompts.values())
-    fresh = self.feed(params, self.empty_state(batch), *padded_rows(prompts, batch))
+    fresh = self.reset_rows(params, self.empty_state(batch), rows)
     mask = np.zeros(batch, bool)
     mask[list(rows)] = True
     return self._repin(state, fresh.stream.decoder, jnp.asarray(mask))

@@ -117,10 +117,7 @@ class SlotBatcher:
   def join(self, instruction_ids: Sequence[int], policy: DecisionPolicy) -> tuple[int, int]:
     """Takes a free row for a new stream; returns (row, stream id). Raises `SlotsFull`,
     or ValueError for an instruction longer than `max_prompt_tokens` with its markers."""
-    length = len(sf.online_prompt(list(instruction_ids)))
-    if length > self.max_prompt_tokens:
-      raise ValueError(f"the instruction is {length} tokens with its markers; at most "
-                       f"{self.max_prompt_tokens}")
+    self._check_prompt(instruction_ids)
     with self._lock:
       if not self._free:
         raise SlotsFull(f"all {self.slots} slots are busy")
@@ -174,15 +171,19 @@ class SlotBatcher:
                          ) -> None:
     """The stream's instruction changes before its next chunk: `<sys> new </sys>` is fed
     and, with a pinned prefix, pinned (`StreamStepper.change_instruction`)."""
-    length = len(sf.online_prompt(list(instruction_ids)))
-    if length > self.max_prompt_tokens:
-      raise ValueError(f"the instruction is {length} tokens with its markers; at most "
-                       f"{self.max_prompt_tokens}")
+    self._check_prompt(instruction_ids)
     with self._lock:
       slot = self._rows.get(row)
       if slot is not None and slot.stream_id == stream_id:
         self._feeds.setdefault(row, []).extend(sf.instruction_tokens(instruction_ids))
         self._repins[row] = [int(t) for t in instruction_ids]
+
+  def _check_prompt(self, instruction_ids: Sequence[int]) -> None:
+    """ValueError for an instruction whose online prompt exceeds `max_prompt_tokens`."""
+    length = len(sf.online_prompt(list(instruction_ids)))
+    if length > self.max_prompt_tokens:
+      raise ValueError(f"the instruction is {length} tokens with its markers; at most "
+                       f"{self.max_prompt_tokens}")
 
   def set_policy(self, row: int, stream_id: int, policy: DecisionPolicy) -> None:
     """Replaces the stream's policy from its next chunk on (e.g. a moved threshold)."""

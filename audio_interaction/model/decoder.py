@@ -7,8 +7,8 @@ the stream runs. With `decoder.pinned_prefix` = P > 0 the stream's first P posit
 (its instruction) stay in view for good: past the window a query sees them and its
 last `window - P` positions, at the distances a query at `window - 1` sees (an
 attention sink, `layers.pinned_window_mask`), so a model trained on sequences no
-longer than the window still reads its instruction after an hour of listening. The LM head and the fused decision head read
-the same final hidden state in one call.
+longer than the window still reads its instruction after an hour of listening. The LM
+head and the fused decision head read the same final hidden state in one call.
 """
 
 from __future__ import annotations
