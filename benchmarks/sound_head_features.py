@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import worlds
 from audio_interaction.data import storage
 from audio_interaction.model import clip_encoder
@@ -139,8 +138,8 @@ def main() -> None:
     picked = rng.permutation(len(rows))[:args.corpus_rows]
     nones = [np.asarray(rows[int(i)]["audio"], np.float32) for i in picked]
     none_labels = [np.asarray(rows[int(i)]["sound_events"], np.int32) for i in picked]
-    for path in sound_head.other_sound_paths(root):
-      nones.append(audio_io.load_audio(path)[:int(sound_head.MAX_CLIP_SECONDS * 16000)])
+    for ref in sound_head.other_sound_refs(root):
+      nones.append(sound_head.load_other_sound(ref))
       none_labels.append(None)
     dev = dev_recordings(args.dev or [pathlib.Path("data/real_dev_random30/events.jsonl")],
                          features)

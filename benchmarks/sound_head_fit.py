@@ -144,7 +144,7 @@ def main() -> None:
                                         args.corpus_rows, args.seed)
     events, streams = dev_rows(args.dev, encode)
     others = sound_head.other_sound_examples(encode,
-                                             sound_head.other_sound_paths(args.train_audio))
+                                             sound_head.other_sound_refs(args.train_audio))
     chunk_seconds, per_class, steps = model.config.chunk_seconds, args.per_class, 300
   clean = sound_head.bank_examples(encode, bank, per_class, args.seed)
   none = corpus.targets == NO_SOUND_EVENT

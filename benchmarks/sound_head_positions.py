@@ -249,8 +249,8 @@ def main() -> None:
     picked = np.random.default_rng(args.seed).permutation(len(rows))[:args.corpus_rows]
     audios = [(np.asarray(rows[int(i)]["audio"], np.float32),
                np.asarray(rows[int(i)]["sound_events"], np.int32)) for i in picked]
-    audios += [(audio_io.load_audio(path)[:int(sound_head.MAX_CLIP_SECONDS * 16000)], None)
-               for path in sound_head.other_sound_paths(root)]
+    audios += [(sound_head.load_other_sound(ref), None)
+               for ref in sound_head.other_sound_refs(root)]
     dev = dev_recordings(args.dev or [pathlib.Path("data/real_dev_random30/events.jsonl")],
                          encode)
   for audio, labels in audios:

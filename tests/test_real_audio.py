@@ -355,6 +355,22 @@ def test_train_reader_lists_only_train_packages(dev_tree, tmp_path):
       "flare-game", "xmoto-data"}
 
 
+
+def test_the_earcons_are_notifications_but_not_the_animals_or_bare_percussion(tmp_path):
+  icons = tmp_path / "sound-icons" / "usr/share/sounds/sound-icons"
+  bells = tmp_path / "workrave-data" / "usr/share/sounds/workrave/subtle"
+  for folder, names in ((icons, ("cembalo-1", "xylofon", "pisk-up", "prompt", "percussion-10",
+                                 "canary-long", "gummy-cat-2", "glass-water-1")),
+                        (bells, ("daily-limit",))):
+    folder.mkdir(parents=True)
+    for name in names:
+      sf.write(folder / f"{name}.wav", np.zeros(1600, np.float32), 16000)
+  got = {(c.ref.relpath.rsplit("/", 1)[-1], c.label)
+         for c in real_audio.train_sound_clips(tmp_path)}
+  assert got == {("cembalo-1.wav", "notification"), ("xylofon.wav", "notification"),
+                 ("pisk-up.wav", "notification"), ("prompt.wav", "notification"),
+                 ("daily-limit.wav", "notification")}
+
 # ------------------------------------------------------------------ fetching
 
 APT_GET = """#!/bin/sh

@@ -131,7 +131,10 @@ def test_corpus_examples_drop_padding_chunks():
 
 
 def test_other_sounds_are_none_throughout_and_cut_to_the_clip_limit(tmp_path):
+  import io
+  import zipfile
   import soundfile
+  from audio_interaction.corpus import real_audio
   lengths = []
 
   def encode(audio):
@@ -139,14 +142,36 @@ def test_other_sounds_are_none_throughout_and_cut_to_the_clip_limit(tmp_path):
     return np.ones((-(-audio.size // 4000), 3), np.float32)
 
   soundfile.write(tmp_path / "engine.wav", np.full(16000 * 10, 0.1, np.float32), 16000)
-  soundfile.write(tmp_path / "applause.wav", np.full(8000, 0.1, np.float32), 16000)
-  examples = sound_head.other_sound_examples(
-      encode, [str(tmp_path / "engine.wav"), str(tmp_path / "applause.wav")], progress=False)
-  assert lengths == [int(sound_head.MAX_CLIP_SECONDS * 16000), 8000]
+  door = io.BytesIO()
+  soundfile.write(door, np.full(8000, 0.1, np.float32), 16000, format="WAV")
+  with zipfile.ZipFile(tmp_path / "pak0.pk3", "w") as archive:
+    archive.writestr("sound/movers/doors/door.wav", door.getvalue())
+  refs = [real_audio.AudioRef("engines", str(tmp_path / "engine.wav"), "engine.wav"),
+          real_audio.AudioRef("doors", str(tmp_path / "pak0.pk3"), "pak0.pk3",
+                              "sound/movers/doors/door.wav")]
+  examples = sound_head.other_sound_examples(encode, refs, progress=False)
+  assert lengths == [int(sound_head.MAX_CLIP_SECONDS * 16000), 8000]  # the member read too
   assert examples.targets.tolist() == [sf.NO_SOUND_EVENT] * (32 + 2)
   empty = sound_head.other_sound_examples(encode, [], progress=False)
   joined = sound_head.ChunkExamples.concatenate([examples, empty])
   assert len(joined.targets) == 34  # an empty part of another width joins nothing
+
+
+def test_other_sound_refs_are_the_unmapped_train_sounds_archive_members_too(tmp_path):
+  import soundfile
+  import zipfile
+  from audio_interaction.corpus import real_audio
+  sounds = tmp_path / "openarena-data" / "usr/share/games/openarena/baseoa"
+  sounds.mkdir(parents=True)
+  with zipfile.ZipFile(sounds / "pak0.pk3", "w") as archive:
+    archive.writestr("sound/movers/doors/dr1_strt.wav", b"")
+  warmux = tmp_path / "warmux-data" / "usr/share/games/warmux/sound/default/weapons"
+  warmux.mkdir(parents=True)
+  for name in ("explosion1.ogg", "flame.ogg", "m16.ogg"):
+    soundfile.write(warmux / name, np.zeros(1600, np.float32), 16000)
+  refs = sound_head.other_sound_refs(tmp_path)
+  assert sorted(r.relpath.rsplit("/", 1)[-1] for r in refs) == [
+      "dr1_strt.wav", "explosion1.ogg", "flame.ogg"]  # mapped or unruled sounds: not here
 
 
 def _bundle(tmp_path, with_head: bool = True):

@@ -130,7 +130,8 @@ TRAIN_EVENT_PACKAGES: Final[tuple[str, ...]] = (
     "heroes-sound-effects", "tuxmath-data", "tuxtype-data", "freedroidrpg-data", "ksirk",
     "ri-li-data", "oxygen-sounds", "yaru-theme-sound", "deepin-sound-theme", "psi-plus-sounds",
     "pidgin-data", "bucklespring-data", "linphone-common", "twinkle-common", "baresip-core",
-    "gajim", "scorched3d-data", "jami-daemon")
+    "gajim", "scorched3d-data", "jami-daemon", "sound-icons", "eiskaltdcpp-sounds",
+    "workrave-data", "warmux-data")
 TRAIN_NOISE_PACKAGES: Final[tuple[str, ...]] = (
     "colobot-common-sounds", "extremetuxracer-data", "lincity-ng-data", "openclonk-data",
     "marsshooter-data", "wesnoth-1.16-data", "sonic-pi-samples", "freeciv-data")
@@ -561,6 +562,21 @@ EVENT_RULES: Final[tuple[Rule, ...]] = (
     Rule("scorched3d-data", "**/misc/dog*.wav", "dog_bark"),
     Rule("scorched3d-data", "**/misc/policecar.wav", "siren"),
     Rule("scorched3d-data", "**/misc/thunder*.wav", "thunder"),
+    # More short UI chimes, a class the real DEV notifications (marimba, xylophone, bells)
+    # were taken for a phone or a doorbell from: a screen reader's sound icons (notes of
+    # harpsichord, piano, guitar, trumpet, xylophone; not the animals, the glass or the
+    # bare percussion), a file-sharing client's, and a break reminder's three themes.
+    *(Rule("sound-icons", f"**/sound-icons/{name}.wav", "notification") for name in (
+        "cembalo-*", "chord-*", "cymbaly-*", "electric-piano-*", "guitar-*", "klavichord-*",
+        "piano-*", "trumpet-*", "violoncello-*", "xylofon", "pisk-*", "prompt", "pipe")),
+    Rule("eiskaltdcpp-sounds", "**/sounds/*.wav", "notification"),
+    Rule("workrave-data", "**/workrave/*/*.wav", "notification"),
+    # Explosions and fire, no class of ours: more of what the head must call "none".
+    Rule("warmux-data", "**/weapons/explosion?.ogg", "explosion"),
+    Rule("warmux-data", "**/weapons/*_exp.ogg", "explosion"),
+    Rule("warmux-data", "**/weapons/flame.ogg", "fire"),
+    Rule("warmux-data", "**/weapons/embers?.ogg", "fire"),
+    Rule("warmux-data", "**/weapons/blowtorch.ogg", "fire"),
 )
 
 # Background noise: music and ambience loops. `label` is the project class the bed

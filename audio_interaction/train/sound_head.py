@@ -42,7 +42,6 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from audio_interaction.audio import io as audio_io
 from audio_interaction.corpus import build, effects, real_audio, worlds
 from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.data import storage
@@ -117,11 +116,17 @@ def train_sound_bank(train_audio_root: str | os.PathLike | None) -> SoundBank:
                                            "train_audio_root": str(train_audio_root)})
 
 
-def other_sound_paths(train_audio_root: str | os.PathLike) -> list[str]:
+def other_sound_refs(train_audio_root: str | os.PathLike) -> list[real_audio.AudioRef]:
   """The TRAIN packages' recordings of sounds outside the head's classes (unmapped
-  `real_audio.train_sound_clips`, whole files)."""
-  return [c.ref.path for c in real_audio.train_sound_clips(str(train_audio_root))
-          if not c.mapped and c.ref.member is None]
+  `real_audio.train_sound_clips`: files, and members of archives such as
+  `openarena-data`'s doors)."""
+  return [c.ref for c in real_audio.train_sound_clips(str(train_audio_root)) if not c.mapped]
+
+
+def load_other_sound(ref: real_audio.AudioRef) -> np.ndarray:
+  """float32 [samples] at 16 kHz: a recording of `other_sound_refs`, at most
+  `MAX_CLIP_SECONDS`."""
+  return ref.load()[:int(MAX_CLIP_SECONDS * 16000)]
 
 
 def bank_examples(encode: ClipEncoder, bank: SoundBank, per_class: int, seed: int,
@@ -146,14 +151,14 @@ def bank_examples(encode: ClipEncoder, bank: SoundBank, per_class: int, seed: in
   return ChunkExamples(np.concatenate(features), np.concatenate(targets))
 
 
-def other_sound_examples(encode: ClipEncoder, paths: Sequence[str], progress: bool = True
-                         ) -> ChunkExamples:
+def other_sound_examples(encode: ClipEncoder, refs: Sequence[real_audio.AudioRef],
+                         progress: bool = True) -> ChunkExamples:
   """Recordings of sounds outside the head's classes (the TRAIN packages' explosions,
-  fire, applause, engines: `real_audio.train_sound_clips` with no class of ours), every
-  chunk labelled `NO_SOUND_EVENT`, at most `MAX_CLIP_SECONDS` each: a head must say
-  "none" to a sound it has no name for, not the nearest class."""
-  features = [encode(audio_io.load_audio(path)[:int(MAX_CLIP_SECONDS * 16000)])
-              for path in tqdm(paths, desc="other sounds", disable=not progress, leave=False)]
+  fire, doors, applause, engines: `other_sound_refs`), every chunk labelled
+  `NO_SOUND_EVENT`, at most `MAX_CLIP_SECONDS` each: a head must say "none" to a sound it
+  has no name for, not the nearest class."""
+  features = [encode(load_other_sound(ref))
+              for ref in tqdm(refs, desc="other sounds", disable=not progress, leave=False)]
   if not features:
     return ChunkExamples(np.zeros((0, 0), np.float32), np.zeros(0, np.int32))
   stacked = np.concatenate(features)
@@ -322,7 +327,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          lead_seconds=lead_seconds)]
   others = []
   if train_audio_root is not None and other_sounds:
-    others = other_sound_paths(train_audio_root)
+    others = other_sound_refs(train_audio_root)
     parts.append(other_sound_examples(encode, others, progress=progress))
   if corpus_dir is not None:
     parts.append(corpus_examples(encode, storage.load_split(corpus_dir, corpus_split),
