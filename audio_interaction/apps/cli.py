@@ -13,6 +13,7 @@ Verbs:
               on held-out streams, a manifest or a TFDS set: JSON + Markdown report.
   tune        choose the operating point (model threshold, hybrid model + VAD, gated
               timer, or silence timer) on dev-set manifests; optionally store it in the bundle.
+  name-sound  what sound the sound-event head hears in audio files (its likeliest classes).
   proactive-bench  the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip, accuracy.
   export      write a workdir's (or a bundle's) model as a bundle, as safetensors, or as
               serialized StableHLO streaming steps that run without the model code.
@@ -384,6 +385,21 @@ def _transcribe(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.words:
       for word, time in result["words"]:
         print(f"  {time:7.2f} s  {word}")
+  if args.json:
+    pathlib.Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results))
+  return 0
+
+
+def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
+  import json
+  from audio_interaction.apps import name_sound
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: name-sound takes no config (the bundle "
+                     "brings its own)")
+  results = name_sound.name_sound_files(args.paths, args.checkpoint, args.top)
+  for result in results:
+    heard = ", ".join(f"{s['name']} ({s['probability']:.2f})" for s in result["sounds"])
+    print(f"{result['file']} ({result['seconds']:.1f} s): {heard}")
   if args.json:
     pathlib.Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results))
   return 0
@@ -975,6 +991,16 @@ def build_parser() -> argparse.ArgumentParser:
   transcriber.add_argument("--json", default=None, metavar="OUT",
                            help="write one JSON line per file: text, words with times")
   transcriber.set_defaults(run=_transcribe)
+
+  namer = verbs.add_parser(
+      "name-sound", help="what sound the model's sound-event head hears in audio files")
+  namer.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
+  namer.add_argument("--checkpoint", default=None, help=BUNDLE_HELP)
+  namer.add_argument("--top", type=int, default=3,
+                     help="how many sound classes to list per file, most probable first")
+  namer.add_argument("--json", default=None, metavar="OUT",
+                     help="write one JSON line per file: its classes and mean probabilities")
+  namer.set_defaults(run=_name_sound)
 
   bench = verbs.add_parser("proactive-bench",
                            help="the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip")

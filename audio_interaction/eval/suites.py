@@ -71,6 +71,7 @@ from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
+from audio_interaction.infer.sound_naming import SoundNamer
 from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import Params
 
@@ -131,6 +132,7 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B2", "LM beam search emission delay, median",
      ("model_ctc_lm", "emission_delay_s", "median"), "s"),
     ("B3", "accuracy", ("accuracy",), "%"),
+    ("B3", "name-the-sound cases: the sound-event head's class", ("sound_head", "accuracy"), "%"),
     ("B4", "exact-match accuracy", ("accuracy",), "%"),
     ("B5", "response latency, median", ("response_latency_s", "median"), "s"),
     ("B5", "response latency, p90", ("response_latency_s", "p90"), "s"),
@@ -155,7 +157,11 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B8", "backchannel yield rate (lower is better)", ("backchannel_yield_rate",), "%"),
     ("B8", "false reply rate, speech not addressed", ("false_reply_rate",), "%"),
 )
-OUR_SYSTEMS: Final[frozenset[str]] = frozenset({"model", "model_ctc", "model_ctc_lm"})
+OUR_SYSTEMS: Final[frozenset[str]] = frozenset({"model", "model_ctc", "model_ctc_lm",
+                                                 "sound_head"})
+# B3 cases whose answer is the sound's name ("what sound is this?"), which the sound-event
+# head can give beside the decoder (`infer.sound_naming`); not counts or questions.
+NAMING_SUBTASKS: Final[frozenset[str]] = frozenset({"offline_sound_label", "manifest_B3"})
 BASELINES: Final[tuple[str, ...]] = ("silence_timer", "pocketsphinx")  # "beside it"
 
 
@@ -299,6 +305,8 @@ class CaseRun:
   ctc_lm_words: (word, emission time s) of the CTC head's LM beam search (B2, with
     `EvalConfig.ctc_lm`), or None.
   answer: the model's offline answer (offline cases).
+  sound_head_answer: the sound-event head's name of the clip (`infer.sound_naming`; B3
+    cases of `NAMING_SUBTASKS`, models with the head), or None.
   seconds: wall time spent on the case (all systems).
   """
 
@@ -312,6 +320,7 @@ class CaseRun:
   peer_clip: str | None = None
   ctc_lm_words: tuple[tuple[str, float], ...] | None = None
   answer: str | None = None
+  sound_head_answer: str | None = None
   seconds: float = 0.0
   memo: dict = dataclasses.field(default_factory=dict, repr=False)  # decoded texts, scores
 
@@ -600,6 +609,7 @@ class Runner:
                               chunk_seconds=self.chunk_seconds)
     self._peer: Pocketsphinx | None = None
     self._ctc_lm: tuple[ClipEncoder, CtcLmDecoder] | None = None
+    self._sound_namer: SoundNamer | None = None
     self.sound_alerts = sound_alert_rule(
         ml_collections.ConfigDict({key: getattr(config, key)
                                    for key in SOUND_ALERT_KEYS}),
@@ -611,6 +621,13 @@ class Runner:
     if self._peer is None:  # loads its model only when B1/B2 run
       self._peer = Pocketsphinx()
     return self._peer
+
+  @property
+  def sound_namer(self) -> SoundNamer | None:
+    """The sound-event head's clip namer, or None for a model without the head."""
+    if self._sound_namer is None and self.engine.model.config.sound_event_classes:
+      self._sound_namer = SoundNamer(self.engine.model, dequantize_params(self.params))
+    return self._sound_namer
 
   def ctc_lm_words(self, audio: np.ndarray) -> tuple[tuple[str, float], ...]:
     """The CTC head's transcript of `audio` by LM beam search, fed chunk by chunk, with
@@ -640,6 +657,8 @@ class Runner:
           max_tokens=cfg.max_answer_tokens))
       if "B1" in case.suites:
         result.peer_clip = self.peer.transcribe_clip(case.audio)
+      if "B3" in case.suites and case.subtask in NAMING_SUBTASKS and self.sound_namer:
+        result.sound_head_answer = normalize_text(self.sound_namer(case.audio, top=1)[0].name)
       result.seconds = time.perf_counter() - began
       return result
     thresholds = [cfg.threshold]
@@ -897,8 +916,32 @@ def suite_b2(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
 
 
 def suite_b3(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
-  """B3 sound events: exact-match accuracy of sound answers (offline clips and online)."""
-  return {"cases": len(runs), "model": _accuracy(runs, tokenizer, cfg.window_chunks)}
+  """B3 sound events: exact-match accuracy of sound answers (offline clips and online);
+  "sound_head": of the sound-event head's names, on the cases it named."""
+  out = {"cases": len(runs), "model": _accuracy(runs, tokenizer, cfg.window_chunks)}
+  named = [r for r in runs if r.sound_head_answer is not None]
+  if named:
+    out["sound_head"] = _accuracy(
+        [dataclasses.replace(r, answer=r.sound_head_answer) for r in named], tokenizer,
+        cfg.window_chunks)
+    out["sound_head"]["per_sound"] = naming_counts(
+        [(r.case.timeline.replies[0].text, r.sound_head_answer) for r in named])
+  return out
+
+
+def naming_counts(pairs: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+  """(expected name, answer) pairs -> per expected name {"correct", "expected",
+  "answers": {wrong answer: count}} (names normalised as `metrics.exact_match` does)."""
+  out: dict[str, dict[str, Any]] = {}
+  for expected, answer in pairs:
+    expected, answer = normalize_text(expected), normalize_text(answer)
+    row = out.setdefault(expected, {"correct": 0, "expected": 0, "answers": {}})
+    row["expected"] += 1
+    if answer == expected:
+      row["correct"] += 1
+    else:
+      row["answers"][answer] = row["answers"].get(answer, 0) + 1
+  return dict(sorted(out.items()))
 
 
 def suite_b4(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
@@ -1121,6 +1164,8 @@ def case_record(run: CaseRun, tokenizer: Tokenizer) -> dict[str, Any]:
         systems["model_ctc"] = {"words": [[w, t] for w, t in trace.heard_words(tokenizer.decode)]}
   if run.ctc_lm_words is not None:
     systems["model_ctc_lm"] = {"words": [[w, t] for w, t in run.ctc_lm_words]}
+  if run.sound_head_answer is not None:
+    systems["sound_head"] = {"answer": run.sound_head_answer}
   if run.peer_clip is not None:
     systems["pocketsphinx"] = {"answer": run.peer_clip}
   if run.peer_stream is not None:

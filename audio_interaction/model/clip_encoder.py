@@ -1,4 +1,5 @@
-"""A model's encoder over whole clips: encoder frames, chunk means or CTC logits.
+"""A model's encoder over whole clips: encoder frames, chunk means, sound-event or CTC
+logits.
 
 The heads fitted on their own (`train/sound_head.py`, `train/ctc_head.py`,
 `train/turn_head.py`) encode thousands of clips of every length, and the eval's CTC
@@ -23,7 +24,7 @@ from audio_interaction.model.encoder import init_encoder_state
 from audio_interaction.model.model import AudioInteractionModel, Params
 
 # What a ClipEncoder returns per clip.
-OUTPUTS = ("frames", "chunk_means", "sound_event_features", "ctc_logits")
+OUTPUTS = ("frames", "chunk_means", "sound_event_features", "sound_event_logits", "ctc_logits")
 # Where each clip starts in the encoder's position window: "start" (0, as an offline
 # clip) or "random" (a seeded random chunk boundary, as anywhere in a live stream).
 FIRST_POSITIONS = ("start", "random")
@@ -49,7 +50,8 @@ class ClipEncoder:
   `output` "frames": the encoder's frames [chunks * F_c, D] (F_c encoder frames per
   chunk); "chunk_means": each chunk's mean frame [chunks, D] (what the turn-end head
   reads); "sound_event_features": what the sound-event head reads [chunks, D * (1 +
-  len(model.sound_event_blocks))]; "ctc_logits": the CTC head's logits [chunks * F_c, V]."""
+  len(model.sound_event_blocks))]; "sound_event_logits": the sound-event head's logits
+  [chunks, K]; "ctc_logits": the CTC head's logits [chunks * F_c, V]."""
 
   def __init__(self, model: AudioInteractionModel, params: Params, *, output: str,
                first_positions: str = "start", seed: int = 0):
@@ -60,7 +62,10 @@ class ClipEncoder:
     config = model.config
     self.chunk_samples = config.chunk_samples
     self._encoder_frames_per_chunk = config.encoder_frames_per_chunk
-    per_chunk_outputs = ("chunk_means", "sound_event_features")
+    if output == "sound_event_logits" and not config.sound_event_classes:
+      raise ValueError("output 'sound_event_logits': the model has no sound-event head "
+                       "(model.sound_event_classes is 0)")
+    per_chunk_outputs = ("chunk_means", "sound_event_features", "sound_event_logits")
     self.frames_per_chunk = 1 if output in per_chunk_outputs else config.encoder_frames_per_chunk
     # Rotary positions are relative: where a clip starts changes nothing.
     self.position_period = (None if config.encoder.positions == "rope"
@@ -73,6 +78,8 @@ class ClipEncoder:
         return net.chunk_means(encoded)
       if output == "sound_event_features":
         return net.sound_event_features(encoded, taps)
+      if output == "sound_event_logits":
+        return net.sound_event_logits(encoded, taps)
       return net.ctc_logits(encoded) if output == "ctc_logits" else encoded
 
     def encode(net, mel, state=None, first_position=None):

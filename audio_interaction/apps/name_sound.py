@@ -1,0 +1,45 @@
+"""`audio-interaction name-sound`: what sound a model's sound-event head hears in files.
+
+Each file is read (any rate and channel count: resampled to 16 kHz mono) and named as
+one clip (`infer.sound_naming`: the head's class probabilities averaged over the
+clip's chunks, the most probable sound classes first).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from audio_interaction import stream_format as sf
+from audio_interaction.audio import io as audio_io
+from audio_interaction.export import portable
+from audio_interaction.infer.sound_naming import SoundNamer
+from audio_interaction.model.model import AudioInteractionModel
+
+
+def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLike | None = None,
+                     top: int = 3) -> list[dict[str, Any]]:
+  """Per file: {"file", "seconds", "sounds": [{"label", "name", "probability"}, ...]}
+  (the `top` classes, most probable first).
+
+  Args:
+    paths: audio files (AudioError names a missing, empty or undecodable one before any
+      model work).
+    bundle: a model bundle with a sound-event head (default: the embedded model).
+  Raises:
+    ValueError: the bundle's model has no sound-event head, or `top` < 1.
+  """
+  if top < 1:
+    raise ValueError(f"--top must be >= 1, got {top}")
+  clips = [(str(path), audio_io.load_audio(path)) for path in paths]
+  config, params, _ = portable.load_bundle(portable.resolve_bundle(bundle))
+  if not config.model.sound_event_classes:
+    raise ValueError(f"{bundle or 'the embedded model'}: its model has no sound-event head "
+                     "(model.sound_event_classes is 0; `fit-sound-head` adds one)")
+  namer = SoundNamer(AudioInteractionModel(config), params)
+  return [{"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3),
+           "sounds": [{"label": heard.label, "name": heard.name,
+                       "probability": round(heard.probability, 4)}
+                      for heard in namer(audio, top)]}
+          for path, audio in clips]

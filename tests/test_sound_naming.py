@@ -1,0 +1,177 @@
+"""Naming a clip's sound from the sound-event head: the ranking by hand, the head over
+a whole clip against streaming, `name-sound`, and B3's "sound_head" system."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile
+
+from audio_interaction.apps import cli, name_sound
+from audio_interaction.corpus import worlds
+from audio_interaction.data.tokenizer import ByteTokenizer, normalize_text
+from audio_interaction.eval import report, suites
+from audio_interaction.export import portable
+from audio_interaction.infer import sound_naming
+from audio_interaction.infer.engine import Engine
+from audio_interaction.model.clip_encoder import ClipEncoder
+from audio_interaction.model.model import AudioInteractionModel
+import model_testing
+
+LABELS = worlds.SOUND_EVENT_LABELS
+K = len(LABELS)
+
+
+def _logits(rows: list[dict[str, float]]) -> np.ndarray:
+  """Per chunk {label or None: probability} (the rest spread evenly) -> log-probabilities."""
+  out = []
+  for row in rows:
+    rest = (1.0 - sum(row.values())) / (K - len(row))
+    probs = np.full(K, rest)
+    for label, p in row.items():
+      probs[LABELS.index(label)] = p
+    out.append(np.log(probs))
+  return np.asarray(out)
+
+
+def test_the_clip_is_named_by_mean_probability_over_its_chunks_never_none():
+  # A dog in one chunk at 0.9; a siren through three at 0.5; "none" most of all.
+  logits = _logits([{None: 0.05, "dog_bark": 0.9, "siren": 0.02},
+                    {None: 0.45, "siren": 0.5, "dog_bark": 0.01},
+                    {None: 0.45, "siren": 0.5, "dog_bark": 0.01},
+                    {None: 0.45, "siren": 0.5, "dog_bark": 0.01}])
+  means = sound_naming.clip_class_probabilities(logits)
+  assert means.sum() == pytest.approx(1.0)
+  assert means[LABELS.index("siren")] == pytest.approx((0.02 + 3 * 0.5) / 4)
+  assert means[LABELS.index("dog_bark")] == pytest.approx((0.9 + 3 * 0.01) / 4)
+  ranked = sound_naming.rank_sounds(logits, top=2)
+  assert [(h.label, round(h.probability, 4)) for h in ranked] == [
+      ("siren", 0.38), ("dog_bark", 0.2325)]  # the mean, not the peak; "none" (0.35) skipped
+  assert ranked[0].name == worlds.sound_name("siren")
+  assert len(sound_naming.rank_sounds(logits, top=K + 5)) == K - 1
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, K)), np.zeros(K), np.zeros((2, K - 1))])
+def test_logits_of_the_wrong_shape_are_refused(bad):
+  with pytest.raises(ValueError):
+    sound_naming.clip_class_probabilities(bad)
+
+
+def test_top_must_be_positive():
+  with pytest.raises(ValueError, match="top"):
+    sound_naming.rank_sounds(_logits([{"bird": 0.5}]), top=0)
+
+
+@pytest.fixture(scope="module")
+def headed():
+  """A random small model with a sound-event head reading block 0 beside the final frames."""
+  config = model_testing.small_config(**{"model.sound_event_classes": K,
+                                         "model.sound_event_blocks": (0,),
+                                         "model.decoder.vocab_size": 288})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(1))
+  audio = (0.2 * np.random.default_rng(0).normal(size=5 * model.config.chunk_samples + 900)
+           ).astype(np.float32)
+  return config, model, params, audio
+
+
+def test_the_whole_clip_pass_gives_the_streamed_head_chunk_by_chunk(headed):
+  config, model, params, audio = headed
+  whole = ClipEncoder(model, params, output="sound_event_logits")(audio)
+  size = model.config.chunk_samples
+  padded = np.zeros(-(-audio.size // size) * size, np.float32)
+  padded[:audio.size] = audio
+  state, streamed = model.init_state(1), []
+  for chunk in padded.reshape(-1, size):
+    state, _, _, chunk_logits, _ = model.encode_chunk(params, state, jnp.asarray(chunk[None]))
+    streamed.append(np.asarray(chunk_logits).reshape(K))
+  np.testing.assert_allclose(whole, np.stack(streamed), atol=1e-4)
+  assert whole.shape == (padded.size // size, K)
+
+
+def test_a_model_without_the_head_is_refused_by_name():
+  model = AudioInteractionModel(model_testing.small_config())
+  with pytest.raises(ValueError, match="no sound-event head"):
+    ClipEncoder(model, model.init(jax.random.key(0)), output="sound_event_logits")
+
+
+def test_cli_names_files(headed, tmp_path, capsys):
+  config, model, params, audio = headed
+  bundle = portable.save_bundle(tmp_path / "bundle", params, ByteTokenizer(), config)
+  wav = tmp_path / "clip.wav"
+  soundfile.write(wav, np.repeat(audio[:, None], 2, axis=1), 16000)  # stereo
+  out = tmp_path / "sounds.jsonl"
+  assert cli.main(["name-sound", str(wav), "--checkpoint", str(bundle), "--top", "2",
+                   "--json", str(out)]) == 0
+  (result,) = [json.loads(line) for line in out.read_text().splitlines()]
+  expected = sound_naming.SoundNamer(model, params)(audio, top=2)
+  assert [s["label"] for s in result["sounds"]] == [h.label for h in expected]
+  assert [s["probability"] for s in result["sounds"]] == pytest.approx(
+      [h.probability for h in expected], abs=1e-4)
+  printed = capsys.readouterr().out
+  assert printed.startswith(f"{wav} ({audio.size / 16000:.1f} s): {expected[0].name} (")
+  plain = portable.save_bundle(tmp_path / "plain", AudioInteractionModel(
+      model_testing.small_config()).init(jax.random.key(0)), ByteTokenizer(),
+      model_testing.small_config())
+  assert cli.main(["name-sound", str(wav), "--checkpoint", str(plain)]) == 2
+  assert "no sound-event head" in capsys.readouterr().err
+  assert cli.main(["name-sound", str(wav), "--checkpoint", str(bundle), "--top", "0"]) == 2
+  assert cli.main(["name-sound", str(tmp_path / "missing.wav"), "--checkpoint",
+                   str(bundle)]) == 2
+  assert "missing.wav" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="top"):
+    name_sound.name_sound_files([wav], bundle, top=0)
+
+
+def test_b3_scores_the_head_beside_the_decoder_on_naming_cases_only(headed, tmp_path):
+  config, model, params, audio = headed
+  namer = sound_naming.SoundNamer(model, params)
+  # Two clips labelled with what the head calls them, one with something else.
+  clips = [audio, audio[::-1].copy(), 0.5 * audio]
+  named = [namer(clip, top=1)[0].label for clip in clips]
+  wrong = next(label for label in worlds.SOUNDS if label not in named)
+  rows = []
+  for index, (clip, label) in enumerate(zip(clips, [named[0], named[1], wrong])):
+    soundfile.write(tmp_path / f"c{index}.wav", clip, 16000)
+    rows.append({"audio": f"c{index}.wav", "label": label})
+  manifest = tmp_path / "sounds.jsonl"
+  manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cases = suites.cases_from_manifest(str(manifest), ["B3"])
+  tokenizer = ByteTokenizer()
+  config_eval = suites.EvalConfig(vad="energy", sweep_thresholds=(), sweep_silences=(),
+                                  bootstrap_resamples=20)
+  runner = suites.Runner(Engine(model), params, tokenizer, config_eval)
+  runs = [runner.run(case) for case in cases]
+  assert [r.sound_head_answer for r in runs] == [
+      normalize_text(worlds.sound_name(label)) for label in named]
+  b3 = suites.suite_b3(runs, tokenizer, config_eval)
+  assert (b3["sound_head"]["correct"], b3["sound_head"]["expected"]) == (2, 3)
+  wrong_name = normalize_text(worlds.sound_name(wrong))
+  assert b3["sound_head"]["per_sound"][wrong_name] == {
+      "correct": 0, "expected": 1, "answers": {runs[2].sound_head_answer: 1}}
+  assert b3["model"]["expected"] == 3
+  record = suites.case_record(runs[0], tokenizer)
+  assert record["systems"]["sound_head"] == {"answer": runs[0].sound_head_answer}
+  results = suites.json_safe(suites.score_runs(runs, tokenizer, ["B3"], config_eval))
+  assert "the sound-event head's class | 67%" in report.summary_table(results)
+  # A question about a clip (how many, what happened) is not the head's to answer.
+  counting = suites.Case(cases[0].name, dataclasses.replace(
+      cases[0].timeline, task="offline_count_events"), cases[0].audio, cases[0].suites)
+  assert runner.run(counting).sound_head_answer is None
+  plain_model = AudioInteractionModel(model_testing.small_config(
+      **{"model.decoder.vocab_size": 288}))
+  plain = suites.Runner(Engine(plain_model), plain_model.init(jax.random.key(0)), tokenizer,
+                        config_eval)
+  headless = plain.run(cases[0])
+  assert headless.sound_head_answer is None  # no head: no such system
+  assert "sound_head" not in suites.suite_b3([headless], tokenizer, config_eval)
+
+
+def test_naming_counts_by_hand():
+  counts = suites.naming_counts([("a dog barking", "a dog barking"), ("rain", "water"),
+                                 ("rain", "Rain."), ("rain", "water")])
+  assert counts == {"a dog barking": {"correct": 1, "expected": 1, "answers": {}},
+                    "rain": {"correct": 1, "expected": 3, "answers": {"water": 2}}}
