@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 # the sound recordings the corpus builder mixes in (optional: it falls back to
 # procedural sounds without them), and PortAudio for live microphone input.
 DEBIAN_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-                 # tcmalloc: XLA:CPU train steps 1.33x faster than under glibc malloc (apps/cpu_host.py).
+                 # tcmalloc: XLA:CPU train steps 1.33-1.46x faster than under glibc malloc (apps/cpu_host.py).
                  libtcmalloc-minimal4
                  tuxpaint-stamps-default sound-theme-freedesktop klettres-data ktuberling-data
                  libportaudio2

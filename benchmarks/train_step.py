@@ -3,7 +3,8 @@ r"""Train-step throughput: tokens/s, TFLOP/s and MFU, against this machine's mat
   python benchmarks/train_step.py            # all sections below
   python benchmarks/train_step.py --sections packing --corpus /tmp/corpus
   python benchmarks/train_step.py --quick    # smoke test: 1+1 layers, short rows, 2 steps
-  python benchmarks/train_step.py --sections host
+  python benchmarks/train_step.py --sections host [--baseline-tree ../older_checkout]
+  python benchmarks/train_step.py --sections xla
 
 Sections (`--sections`):
 
@@ -11,7 +12,11 @@ Sections (`--sections`):
   synthetic full-length streams at the config's row shape.
 * host: the same tiny step under glibc's malloc, under tcmalloc, and under tcmalloc
   on one simulated device per core (what `audio-interaction train` runs,
-  `apps/cpu_host.py`), children in turns.
+  `apps/cpu_host.py`), children in turns; with `--baseline-tree`, first another
+  checkout's own code (e.g. a git worktree of an older commit) under glibc on one device,
+  what the rest is compared with.
+* xla: the step as `train` runs it under XLA:CPU options (`XLA_CPU_OPTIONS`: XNNPACK,
+  the classic runtime, fast math, fusion emitters), each against none, children in turns.
 * packing: useful (non-padding) tokens/s of padded vs packed rows of the tiny config
   on a real length distribution: a corpus split (`--corpus`, default data/tiny; e.g.
   ``audio-interaction build-data --config experiments/tiny.py
@@ -52,7 +57,8 @@ VARIANTS = {
 def _child(args: argparse.Namespace) -> None:
   """Compiles one train step per variant, then times them in turns (so load on the
   machine hits every variant alike); prints one JSON line, a list of results."""
-  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+  os.environ["XLA_FLAGS"] = " ".join(
+      [f"--xla_force_host_platform_device_count={args.devices}", *args.xla_flags.split()])
   import jax
   import numpy as np
 
@@ -118,7 +124,6 @@ def _batches(args: argparse.Namespace, config) -> list[dict]:
   read with the config's ability mixture)."""
   sys.path.insert(0, str(ROOT / "tests"))
   from synthetic_examples import SyntheticExamples  # a test fixture: tests/ is on sys.path
-  from audio_interaction.data import storage
   from audio_interaction.data.pipeline import PipelineConfig, load_dataset, make_dataset
 
   # Content varies from batch to batch: average the data figures over more batches
@@ -146,13 +151,20 @@ def _batches(args: argparse.Namespace, config) -> list[dict]:
 
 def _run(config: str, devices: int, batch: int, chunks: int, length: int, steps: int,
          layers: int = 0, data: str = "fixed", corpus: str = "",
-         variants: str = "padded", malloc: str = "tcmalloc") -> list[dict]:
-  command = [sys.executable, __file__, "--child", "--config", config, "--devices", str(devices),
-             "--batch", str(batch), "--chunks", str(chunks), "--length", str(length),
-             "--steps", str(steps), "--layers", str(layers), "--data", data,
+         variants: str = "padded", malloc: str = "tcmalloc", xla_flags: str = "",
+         tree: pathlib.Path | None = None) -> list[dict]:
+  """One child's results; `tree`: another checkout of the project whose own benchmark
+  and library the child runs (its code, this machine and run)."""
+  script = pathlib.Path(__file__) if tree is None else tree / "benchmarks" / "train_step.py"
+  command = [sys.executable, str(script), "--child", "--config", config, "--devices",
+             str(devices), "--batch", str(batch), "--chunks", str(chunks), "--length",
+             str(length), "--steps", str(steps), "--layers", str(layers), "--data", data,
              "--corpus", corpus, "--variants", variants]
-  result = subprocess.run(command, capture_output=True, text=True, check=False,
-                          env=_child_environment(malloc))
+  command += [f"--xla-flags={xla_flags}"] if xla_flags else []
+  env = _child_environment(malloc)
+  if tree is not None:
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
+  result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
   if result.returncode:
     raise RuntimeError(result.stderr[-3000:])
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -180,25 +192,69 @@ def _host(args: argparse.Namespace) -> None:
   batch, chunks, length = shape
   cores = len(os.sched_getaffinity(0))  # as `train` counts them (apps/cpu_host.py)
   per_core = cores if cores > 1 and batch % cores == 0 else 1
-  setups = {"glibc malloc, 1 device": ("system", 1), "tcmalloc, 1 device": ("tcmalloc", 1),
-            f"tcmalloc, {per_core} devices (one per core)": ("tcmalloc", per_core)}
+  setups = {"glibc malloc, 1 device": ("system", 1, None),
+            "tcmalloc, 1 device": ("tcmalloc", 1, None),
+            f"tcmalloc, {per_core} devices (one per core)": ("tcmalloc", per_core, None)}
+  if args.baseline_tree:
+    tree = pathlib.Path(args.baseline_tree).resolve()
+    setups = {f"{tree.name}'s code, glibc malloc, 1 device": ("system", 1, tree), **setups}
   rows = {name: [] for name in setups}
   for _ in range(1 if args.quick else 2):
-    for name, (malloc, devices) in setups.items():
+    for name, (malloc, devices, tree) in setups.items():
       rows[name].append(_run("tiny", devices, batch, chunks, length, steps, layers,
-                             malloc=malloc)[0])
+                             malloc=malloc, tree=tree)[0])
   print(f"\nCPU host set-up: tiny, global batch {batch} × {chunks} chunks ({length} positions), "
         f"{len(rows[name])} child process(es) each, in turns")
-  print("\n| set-up (malloc loaded) | step (median of children) | tokens/s | vs glibc, 1 device |")
+  print(f"\n| set-up (malloc loaded) | step (median of children) | tokens/s | vs {next(iter(rows))} |")
   print("|---|---|---|---|")
   baseline = None
   for name, runs in rows.items():
     step_s = float(np.median([r["step_s"] for r in runs]))
     tokens = float(np.median([r["tokens_per_s"] * r["step_s"] for r in runs]))
     baseline = baseline or step_s
-    loaded = ",".join(sorted({r["allocator"] for r in runs}))
+    loaded = ",".join(sorted({r.get("allocator", "not reported") for r in runs}))
     print(f"| {name} ({loaded}) | {1000 * step_s:.0f} ms | {tokens / step_s:.0f} | "
           f"{baseline / step_s:.2f}x |")
+
+
+# XLA:CPU options a host could run the step with (`--sections xla`), each against none.
+XLA_CPU_OPTIONS = {
+    "none": "",
+    "XNNPACK kernels": "--xla_cpu_use_xnnpack=true",
+    "the classic (non-thunk) runtime": "--xla_cpu_use_thunk_runtime=false",
+    "fast math": "--xla_cpu_enable_fast_math=true",
+    "fusion emitters": "--xla_cpu_use_fusion_emitters=true",
+}
+
+
+def _xla(args: argparse.Namespace) -> None:
+  """The tiny step as `train` runs it (tcmalloc, one device per core) under each of
+  `XLA_CPU_OPTIONS`: children in turns, each option's median step against none's."""
+  steps, layers, shape = (2, 1, (2, 8, 64)) if args.quick else (6, 0, (4, 64, 320))
+  batch, chunks, length = shape
+  cores = len(os.sched_getaffinity(0))
+  devices = cores if cores > 1 and batch % cores == 0 else 1
+  options = {name: flags for name, flags in XLA_CPU_OPTIONS.items()
+             if not args.xla_options or name == "none" or flags in args.xla_options}
+  if args.quick:  # the smoke test: one option beside none
+    options = dict(list(options.items())[:2])
+  rows = {name: [] for name in options}
+  for _ in range(1 if args.quick else 2):
+    for name, flags in options.items():
+      rows[name].append(_run("tiny", devices, batch, chunks, length, steps, layers,
+                             xla_flags=flags)[0])
+  print(f"\nXLA:CPU options: tiny, tcmalloc, {devices} device(s), global batch {batch} × "
+        f"{chunks} chunks ({length} positions), {len(rows['none'])} child process(es) each, "
+        "in turns")
+  print("\n| XLA_FLAGS | step (median of children) | tokens/s | vs none | compile |")
+  print("|---|---|---|---|---|")
+  baseline = float(np.median([r["step_s"] for r in rows["none"]]))
+  for name, runs in rows.items():
+    step_s = float(np.median([r["step_s"] for r in runs]))
+    tokens = float(np.median([r["tokens_per_s"] * r["step_s"] for r in runs]))
+    compile_s = float(np.median([r["compile_s"] for r in runs]))
+    print(f"| {name} (`{options[name] or '-'}`) | {1000 * step_s:.0f} ms | "
+          f"{tokens / step_s:.0f} | {baseline / step_s:.2f}x | {compile_s:.0f} s |")
 
 
 def _scaling(args: argparse.Namespace) -> None:
@@ -276,9 +332,16 @@ def main() -> None:
                            "without one the packing section uses synthetic lengths")
   parser.add_argument("--variants", default="padded",
                       help=f"(child) comma-separated, of {sorted(VARIANTS)}")
-  parser.add_argument("--sections", default="host,packing,scaling",
+  parser.add_argument("--sections", default="host,packing,scaling,xla",
                       help="comma-separated: host (malloc, devices per core), packing (padded "
-                           "vs packed rows), scaling (devices, MFU)")
+                           "vs packed rows), scaling (devices, MFU), xla (XLA:CPU options)")
+  parser.add_argument("--xla-flags", default="", help="(child) more XLA_FLAGS")
+  parser.add_argument("--baseline-tree", default="",
+                      help="(host section) another checkout of the project (e.g. a git "
+                           "worktree of an older commit): its code's step, glibc, 1 device, "
+                           "is the first row and what the others are compared with")
+  parser.add_argument("--xla-options", nargs="*", default=[],
+                      help="(xla section) only these of XLA_CPU_OPTIONS' flags, beside none")
   args = parser.parse_args()
   if args.child:
     _child(args)
@@ -293,7 +356,7 @@ def main() -> None:
     # encoder and one decoder layer at a short row (compiling is most of its time),
     # so the figures are not the README's.
     print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
-  sections = {"host": _host, "packing": _packing, "scaling": _scaling}
+  sections = {"host": _host, "packing": _packing, "scaling": _scaling, "xla": _xla}
   for name in args.sections.split(","):
     if name not in sections:
       parser.error(f"--sections: unknown section {name!r}; choose from {sorted(sections)}")

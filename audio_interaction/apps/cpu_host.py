@@ -8,7 +8,7 @@ XLA:CPU gives each execution of a compiled program its temporary buffer (366 MB 
 the tiny train step) from `malloc`; glibc serves a block that large with a fresh
 `mmap` and returns it with `munmap`, so every step page-faults its whole working set
 in again (~90,000 faults per tiny train step). tcmalloc keeps the freed pages for the
-next step: the same step runs 1.33x faster (`benchmarks/train_step.py --sections
+next step: the same step runs 1.33-1.46x faster (`benchmarks/train_step.py --sections
 host` measures both side by side). The library is Debian's
 `libtcmalloc-minimal4` (installed by `install.sh`).
 
@@ -18,7 +18,7 @@ notebooks get it with ``LD_PRELOAD=$(python -m audio_interaction.apps.cpu_host) 
 **One device per core** (`train` only). XLA:CPU runs one device's program with
 intra-op threads, which small ops use poorly; split over one simulated device per
 core, the same global batch trains data-parallel with each core running its own
-shard: the tiny step 1.14-1.3x faster again on 2 cores (same benchmark). The numbers are the single device's
+shard: the tiny step 1.07-1.3x faster again on 2 cores (same benchmark). The numbers are the single device's
 (sharded == single-device is tested). Done only when it changes nothing else: the
 config's mesh is the default (all devices on `data`), the micro-batch divides by
 the core count, one process, XLA_FLAGS names no device count, and
