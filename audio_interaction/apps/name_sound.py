@@ -36,7 +36,8 @@ def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLi
   config, params, _ = portable.load_bundle(portable.resolve_bundle(bundle))
   if not config.model.sound_event_classes:
     raise ValueError(f"{bundle or 'the embedded model'}: its model has no sound-event head "
-                     "(model.sound_event_classes is 0; `fit-sound-head` adds one)")
+                     "(model.sound_event_classes is 0; the real-audio bundle has one: "
+                     "--checkpoint real-audio; `fit-sound-head` adds one to a bundle)")
   namer = SoundNamer(AudioInteractionModel(config), params)
   return [{"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3),
            "sounds": [{"label": heard.label, "name": heard.name,
