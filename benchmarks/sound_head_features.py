@@ -89,16 +89,39 @@ class LayerFeatures:
     return np.asarray(out)[:chunks]
 
 
-def variants(layers: int) -> dict[str, list[int]]:
-  """{name: the rows of `LayerFeatures`' output a head reads}; row 2i is block i's mean,
-  2i + 1 its spread, 2L and 2L + 1 the final norm's."""
+def variants(layers: int) -> dict[str, tuple[list[int], int]]:
+  """{name: (the rows of `LayerFeatures`' output a head reads, context chunks)}; row 2i is
+  block i's mean, 2i + 1 its spread, 2L and 2L + 1 the final norm's. Context k > 0: beside
+  the chunk's rows, their mean over the chunk and the k - 1 before it (`with_context`)."""
   final_mean, final_std = 2 * layers, 2 * layers + 1
-  chosen = {"final mean (shipped)": [final_mean], "final mean + spread": [final_mean, final_std]}
+  chosen = {"final mean": ([final_mean], 0),
+            "final mean + spread": ([final_mean, final_std], 0)}
   for block in range(layers - 1):
-    chosen[f"block {block} mean + final mean"] = [2 * block, final_mean]
-  chosen["every block's mean"] = [2 * block for block in range(layers)] + [final_mean]
-  chosen["every block's mean + spread"] = list(range(2 * layers + 2))
+    chosen[f"block {block} mean + final mean"] = ([2 * block, final_mean], 0)
+  means = [2 * block for block in range(layers)] + [final_mean]
+  chosen["every block's mean (shipped)"] = (means, 0)
+  chosen["every block's mean + spread"] = (list(range(2 * layers + 2)), 0)
+  for context in CONTEXT_CHUNKS:
+    chosen[f"every block's mean + their mean over the last {context} chunks"] = (means, context)
   return chosen
+
+
+# Context lengths (chunks) of the variants that read what came before the chunk too: a
+# ringtone goes on and repeats, a notification chime is over in a second.
+CONTEXT_CHUNKS = (8, 16)
+
+
+def with_context(features: np.ndarray, context: int) -> np.ndarray:
+  """features [C, ...] of one clip -> [C, 2, ...] (context > 0: each chunk's own features
+  and their causal mean over it and the `context - 1` chunks before it, fewer at the
+  clip's start) or the features unchanged (context 0)."""
+  if context == 0:
+    return features
+  sums = np.cumsum(features, axis=0, dtype=np.float64)
+  before = np.concatenate([np.zeros((context,) + features.shape[1:]), sums])[:len(features)]
+  counts = np.minimum(np.arange(1, len(features) + 1), context).reshape(
+      (-1,) + (1,) * (features.ndim - 1))
+  return np.stack([features, ((sums - before) / counts).astype(features.dtype)], axis=1)
 
 
 def main() -> None:
@@ -143,21 +166,28 @@ def main() -> None:
       none_labels.append(None)
     dev = dev_recordings(args.dev or [pathlib.Path("data/real_dev_random30/events.jsonl")],
                          features)
+  # Which chunks of each clip are examples: all of a bank clip's; of a "none" recording
+  # the chunks `none_chunks` keeps (the context is still taken over the whole clip).
+  kept = [np.ones(len(clip), bool) for clip in examples_x]
   for audio, labels in zip(nones, none_labels):
-    chunk_features, targets = none_chunks(features(audio, places.next_first_position()), labels)
-    examples_x.append(chunk_features)
+    clip = features(audio, places.next_first_position())
+    keep, targets = none_chunks(np.arange(len(clip)), labels)
+    examples_x.append(clip)
+    kept.append(np.isin(np.arange(len(clip)), keep))
     examples_y.append(targets)
-  x, y = np.concatenate(examples_x), np.concatenate(examples_y)
+  y = np.concatenate(examples_y)
   sets = sorted({row["set"] for row in dev})
   print(f"encoded in {time.perf_counter() - began:.0f} s on {platform.machine()} "
-        f"({len(x)} chunk examples, {len(dev)} DEV rows: {', '.join(sets)}; quiet lead "
+        f"({len(y)} chunk examples, {len(dev)} DEV rows: {', '.join(sets)}; quiet lead "
         f"≤ {args.quiet_lead:g} s)\n")
   print("| head reads | dims | train recall (sound classes) | θ | " + " | ".join(
       f"{name}: recall / benign false (per h) / late / named" for name in sets) + " |")
   print("|---" * (4 + len(sets)) + "|")
-  for name, rows_read in variants(features.layers).items():
-    flat = lambda f: f[:, rows_read].reshape(len(f), -1)  # noqa: E731
-    fit = sound_head.fit_head(sound_head.ChunkExamples(flat(x), y), len(LABELS),
+  for name, (rows_read, context) in variants(features.layers).items():
+    # Per clip (the context must not reach into the clip before), then concatenated.
+    flat = lambda f: with_context(f[:, rows_read], context).reshape(len(f), -1)  # noqa: E731
+    x = np.concatenate([flat(clip)[keep] for clip, keep in zip(examples_x, kept)])
+    fit = sound_head.fit_head(sound_head.ChunkExamples(x, y), len(LABELS),
                               l2=args.l2, steps=steps)
     mean_recall = np.mean([r for k, r in fit.recall.items() if k != "none"] or [0.0])
     read = {s: [dict(row, features=flat(row["features"])) for row in dev if row["set"] == s]
@@ -168,7 +198,7 @@ def main() -> None:
         r = score(fit, read[s], t, args.chunks, model.config.chunk_seconds)
         cells.append(f"{r['recall']:.0%} / {r['false']} ({r['per_hour']:.0f}) / {r['late']} / "
                      f"{r['named']:.0%}")
-      print(f"| {name} | {flat(x[:1]).shape[1]} | {mean_recall:.0%} | {t:g} | "
+      print(f"| {name} | {x.shape[1]} | {mean_recall:.0%} | {t:g} | "
             + " | ".join(cells) + " |", flush=True)
   print(f"total {time.perf_counter() - began:.0f} s on {platform.machine()}")
 
