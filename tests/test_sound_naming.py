@@ -54,6 +54,28 @@ def test_the_clip_is_named_by_mean_probability_over_its_chunks_never_none():
   assert len(sound_naming.rank_sounds(logits, top=K + 5)) == K - 1
 
 
+def test_segments_are_runs_of_one_class_above_the_threshold():
+  quiet = {None: 0.9}
+  logits = _logits([quiet,
+                    {"phone_ring": 0.8}, {"phone_ring": 0.6}, {"phone_ring": 0.7},  # 3 chunks
+                    {"phone_ring": 0.3, None: 0.5},  # below the threshold: a gap
+                    {"dog_bark": 0.9},  # one chunk: too short
+                    quiet,
+                    {"siren": 0.55, None: 0.2}, {"siren": 0.65, "dog_bark": 0.1}])  # to the end
+  segments = sound_naming.sound_segments(logits, chunk_seconds=0.16, threshold=0.5,
+                                         min_chunks=2)
+  assert [(round(s.start_s, 2), round(s.end_s, 2), s.label, round(s.probability, 4))
+          for s in segments] == [(0.16, 0.64, "phone_ring", 0.7), (1.12, 1.44, "siren", 0.6)]
+  assert segments[1].name == worlds.sound_name("siren")
+  one = sound_naming.sound_segments(logits, 0.16, threshold=0.5, min_chunks=1)
+  assert [s.label for s in one] == ["phone_ring", "dog_bark", "siren"]
+  # "none" is never a segment, however sure the head is of it.
+  assert sound_naming.sound_segments(_logits([quiet] * 4), 0.16, min_chunks=1) == []
+  for threshold, chunks in ((0.0, 2), (1.5, 2), (0.5, 0)):
+    with pytest.raises(ValueError, match="segments"):
+      sound_naming.sound_segments(logits, 0.16, threshold, chunks)
+
+
 @pytest.mark.parametrize("bad", [np.zeros((0, K)), np.zeros(K), np.zeros((2, K - 1))])
 def test_logits_of_the_wrong_shape_are_refused(bad):
   with pytest.raises(ValueError):
@@ -119,6 +141,20 @@ def test_cli_names_files(headed, tmp_path, capsys):
   assert cli.main(["name-sound", str(wav), "--checkpoint", str(plain)]) == 2
   assert "no sound-event head" in capsys.readouterr().err
   assert cli.main(["name-sound", str(wav), "--checkpoint", str(bundle), "--top", "0"]) == 2
+  # Segments: what `sound_segments` finds in the head's logits, printed and written.
+  assert cli.main(["name-sound", str(wav), "--checkpoint", str(bundle), "--segments",
+                   "--segment-threshold", "0.05", "--segment-min-chunks", "1",
+                   "--json", str(out)]) == 0
+  (result,) = [json.loads(line) for line in out.read_text().splitlines()]
+  namer = sound_naming.SoundNamer(model, params)
+  found = sound_naming.sound_segments(namer.logits(audio), model.config.chunk_seconds, 0.05, 1)
+  assert found and [(s["start_s"], s["label"]) for s in result["segments"]] == [
+      (round(s.start_s, 3), s.label) for s in found]
+  assert f"{found[0].start_s:7.2f}-{found[0].end_s:.2f} s  {found[0].name}" in (
+      capsys.readouterr().out)
+  assert cli.main(["name-sound", str(wav), "--checkpoint", str(bundle), "--segments",
+                   "--segment-min-chunks", "0"]) == 2
+  assert "min_chunks" in capsys.readouterr().err
   assert cli.main(["name-sound", str(tmp_path / "missing.wav"), "--checkpoint",
                    str(bundle)]) == 2
   assert "missing.wav" in capsys.readouterr().err

@@ -396,10 +396,15 @@ def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
   if overrides:
     raise UsageError(f"{overrides[0].split('=')[0]}: name-sound takes no config (the bundle "
                      "brings its own)")
-  results = name_sound.name_sound_files(args.paths, args.checkpoint, args.top)
+  segments = (name_sound.SegmentSettings(args.segment_threshold, args.segment_min_chunks)
+              if args.segments else None)
+  results = name_sound.name_sound_files(args.paths, args.checkpoint, args.top, segments)
   for result in results:
     heard = ", ".join(f"{s['name']} ({s['probability']:.2f})" for s in result["sounds"])
     print(f"{result['file']} ({result['seconds']:.1f} s): {heard}")
+    for segment in result.get("segments", ()):
+      print(f"  {segment['start_s']:7.2f}-{segment['end_s']:.2f} s  {segment['name']} "
+            f"({segment['probability']:.2f})")
   if args.json:
     pathlib.Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results))
   return 0
@@ -998,8 +1003,15 @@ def build_parser() -> argparse.ArgumentParser:
   namer.add_argument("--checkpoint", default=None, help=BUNDLE_HELP)
   namer.add_argument("--top", type=int, default=3,
                      help="how many sound classes to list per file, most probable first")
+  namer.add_argument("--segments", action="store_true",
+                     help="also where in each file the head hears each sound (start-end s)")
+  namer.add_argument("--segment-threshold", type=float, default=0.5,
+                     help="--segments: a chunk hears its likeliest sound class at >= this")
+  namer.add_argument("--segment-min-chunks", type=int, default=2,
+                     help="--segments: the fewest chunks running that make a segment")
   namer.add_argument("--json", default=None, metavar="OUT",
-                     help="write one JSON line per file: its classes and mean probabilities")
+                     help="write one JSON line per file: its classes and mean probabilities "
+                          "(and segments)")
   namer.set_defaults(run=_name_sound)
 
   bench = verbs.add_parser("proactive-bench",

@@ -7,7 +7,8 @@ names the alerts it raises nearly always right. A clip's name from the head: eac
 chunk's class probabilities (softmax of the head's logits over the chunk-causal
 encoder, what streaming computes), averaged over the clip's chunks; the sound class
 (never "none") with the highest mean is the clip's sound. The mean, not the peak: a
-clip is named by what is heard through it, not by its loudest 160 ms.
+clip is named by what is heard through it, not by its loudest 160 ms. A longer recording can also be split where the head hears each sound
+(`sound_segments`).
 """
 
 from __future__ import annotations
@@ -59,12 +60,67 @@ def rank_sounds(logits: np.ndarray, top: int = 3) -> list[HeardSound]:
   return [HeardSound(worlds.SOUND_EVENT_LABELS[k], float(means[k])) for k in order]
 
 
+@dataclasses.dataclass(frozen=True)
+class SoundSegment:
+  """A stretch of a recording where the head hears one sound class: [start_s, end_s)
+  (chunk boundaries), the class, and its mean probability over the stretch."""
+
+  start_s: float
+  end_s: float
+  label: str
+  probability: float
+
+  @property
+  def name(self) -> str:
+    return worlds.sound_name(self.label)
+
+
+def check_segment_settings(threshold: float, min_chunks: int) -> None:
+  """ValueError unless 0 < threshold <= 1 and min_chunks >= 1 (`sound_segments`)."""
+  if not 0.0 < threshold <= 1.0 or min_chunks < 1:
+    raise ValueError(f"sound segments need 0 < threshold <= 1 and min_chunks >= 1, got "
+                     f"threshold {threshold} and min_chunks {min_chunks}")
+
+
+def sound_segments(logits: np.ndarray, chunk_seconds: float, threshold: float = 0.5,
+                   min_chunks: int = 2) -> list[SoundSegment]:
+  """logits [chunks, K] of a recording -> where each sound is heard, in time order.
+
+  A chunk hears the sound class (never "none") the head gives the highest probability,
+  if that probability is >= `threshold`; a run of at least `min_chunks` consecutive
+  chunks hearing the same class is a segment.
+  """
+  check_segment_settings(threshold, min_chunks)
+  clip_class_probabilities(logits)  # the shape checks
+  probabilities = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32), axis=-1))
+  sounds = probabilities.copy()
+  sounds[:, NO_SOUND_EVENT] = -1.0
+  heard = np.argmax(sounds, axis=-1)
+  heard = np.where(sounds[np.arange(len(heard)), heard] >= threshold, heard, NO_SOUND_EVENT)
+  segments, start = [], 0
+  for index in range(1, len(heard) + 1):
+    if index < len(heard) and heard[index] == heard[start]:
+      continue
+    label_id = int(heard[start])
+    if label_id != NO_SOUND_EVENT and index - start >= min_chunks:
+      segments.append(SoundSegment(
+          start * chunk_seconds, index * chunk_seconds, worlds.SOUND_EVENT_LABELS[label_id],
+          float(probabilities[start:index, label_id].mean())))
+    start = index
+  return segments
+
+
 class SoundNamer:
   """audio float32 [n] (16 kHz) -> `rank_sounds` of the clip, through a model's
   sound-event head over its encoder from the window's start (an offline clip)."""
 
   def __init__(self, model: AudioInteractionModel, params: Params):
     self._encode = ClipEncoder(model, params, output="sound_event_logits")
+    self.chunk_seconds = model.config.chunk_seconds
+
+  def logits(self, audio: np.ndarray) -> np.ndarray:
+    """audio [n] -> the sound-event head's logits [ceil(n / chunk), K]."""
+    return self._encode(np.asarray(audio, np.float32))
 
   def __call__(self, audio: np.ndarray, top: int = 3) -> list[HeardSound]:
-    return rank_sounds(self._encode(np.asarray(audio, np.float32)), top)
+    return rank_sounds(self.logits(audio), top)
