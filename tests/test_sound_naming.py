@@ -17,6 +17,7 @@ from audio_interaction.eval import report, suites
 from audio_interaction.export import portable
 from audio_interaction.infer import sound_naming
 from audio_interaction.infer.engine import Engine
+from audio_interaction.model import clip_encoder
 from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
@@ -100,9 +101,12 @@ def headed():
   return config, model, params, audio
 
 
-def test_the_whole_clip_pass_gives_the_streamed_head_chunk_by_chunk(headed):
+def test_the_whole_clip_pass_gives_the_streamed_head_chunk_by_chunk(headed, monkeypatch):
   config, model, params, audio = headed
   whole = ClipEncoder(model, params, output="sound_event_logits")(audio)
+  monkeypatch.setattr(clip_encoder, "MAX_FULL_PASS_CHUNKS", 2)  # a long clip: scanned
+  scanned = ClipEncoder(model, params, output="sound_event_logits")(audio)
+  np.testing.assert_allclose(scanned, whole, atol=2e-4)
   size = model.config.chunk_samples
   padded = np.zeros(-(-audio.size // size) * size, np.float32)
   padded[:audio.size] = audio
