@@ -7,8 +7,8 @@ names the alerts it raises nearly always right. A clip's name from the head: eac
 chunk's class probabilities (softmax of the head's logits over the chunk-causal
 encoder, what streaming computes), averaged over the clip's chunks; the sound class
 (never "none") with the highest mean is the clip's sound. The mean, not the peak: a
-clip is named by what is heard through it, not by its loudest 160 ms. A longer recording can also be split where the head hears each sound
-(`sound_segments`).
+clip is named by what is heard through it, not by its loudest 160 ms. A longer recording
+can also be split where the head hears each sound (`sound_segments`).
 """
 
 from __future__ import annotations
@@ -37,17 +37,22 @@ class HeardSound:
     return worlds.sound_name(self.label)
 
 
-def clip_class_probabilities(logits: np.ndarray) -> np.ndarray:
-  """logits float [chunks, K] of the sound-event head (K = len(SOUND_EVENT_LABELS))
-  -> float64 [K]: each class's probability averaged over the chunks ("none" included,
-  so the K means sum to 1)."""
-  logits = np.asarray(logits, np.float64)
+def chunk_probabilities(logits: np.ndarray) -> np.ndarray:
+  """logits [chunks, K] of the sound-event head (K = len(SOUND_EVENT_LABELS)) -> float32
+  [chunks, K], each chunk's class probabilities (softmax); ValueError on another shape."""
+  logits = np.asarray(logits, np.float32)
   if logits.ndim != 2 or logits.shape[0] == 0:
     raise ValueError(f"sound-event logits must be [chunks >= 1, classes], got {logits.shape}")
   if logits.shape[1] != len(worlds.SOUND_EVENT_LABELS):
     raise ValueError(f"{logits.shape[1]} sound-event classes; this project names "
                      f"{len(worlds.SOUND_EVENT_LABELS)} (worlds.SOUND_EVENT_LABELS)")
-  return np.asarray(jax.nn.softmax(logits, axis=-1)).mean(axis=0)
+  return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+
+def clip_class_probabilities(logits: np.ndarray) -> np.ndarray:
+  """logits [chunks, K] -> float64 [K]: each class's probability averaged over the
+  chunks ("none" included, so the K means sum to 1)."""
+  return chunk_probabilities(logits).mean(axis=0, dtype=np.float64)
 
 
 def rank_sounds(logits: np.ndarray, top: int = 3) -> list[HeardSound]:
@@ -91,8 +96,7 @@ def sound_segments(logits: np.ndarray, chunk_seconds: float, threshold: float = 
   chunks hearing the same class is a segment.
   """
   check_segment_settings(threshold, min_chunks)
-  clip_class_probabilities(logits)  # the shape checks
-  probabilities = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32), axis=-1))
+  probabilities = chunk_probabilities(logits)
   sounds = probabilities.copy()
   sounds[:, NO_SOUND_EVENT] = -1.0
   heard = np.argmax(sounds, axis=-1)
