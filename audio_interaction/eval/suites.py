@@ -161,7 +161,13 @@ OUR_SYSTEMS: Final[frozenset[str]] = frozenset({"model", "model_ctc", "model_ctc
                                                  "sound_head"})
 # B3 cases whose answer is the sound's name ("what sound is this?"), which the sound-event
 # head can give beside the decoder (`infer.sound_naming`); not counts or questions.
-NAMING_SUBTASKS: Final[frozenset[str]] = frozenset({"offline_sound_label", "manifest_B3"})
+def manifest_subtask(suite: str) -> str:
+  """The sub-task name of a manifest row's case of `suite` ("manifest_B3")."""
+  return f"manifest_{suite}"
+
+
+NAMING_SUBTASKS: Final[frozenset[str]] = frozenset({"offline_sound_label",
+                                                   manifest_subtask("B3")})
 BASELINES: Final[tuple[str, ...]] = ("silence_timer", "pocketsphinx")  # "beside it"
 
 
@@ -409,7 +415,7 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
     sounds = (SoundEvent(start=onset, audio=audio[lo:], label=sound, source=row.source,
                          recognisable_at=min(onset + after, len(audio) / SAMPLE_RATE),
                          role=role, gain=1.0, level_db=0.0),)
-  return Timeline(task=f"manifest_{suite}", ability=_ABILITY[suite], seed=0, split="manifest",
+  return Timeline(task=manifest_subtask(suite), ability=_ABILITY[suite], seed=0, split="manifest",
                   mode=mode, instruction=instruction or row.instruction or
                   MANIFEST_INSTRUCTIONS[suite],
                   duration=len(audio) / SAMPLE_RATE, speech_level_db=0.0,
