@@ -160,7 +160,6 @@ def test_other_sounds_are_none_throughout_and_cut_to_the_clip_limit(tmp_path):
 def test_other_sound_refs_are_the_unmapped_train_sounds_archive_members_too(tmp_path):
   import soundfile
   import zipfile
-  from audio_interaction.corpus import real_audio
   sounds = tmp_path / "openarena-data" / "usr/share/games/openarena/baseoa"
   sounds.mkdir(parents=True)
   with zipfile.ZipFile(sounds / "pak0.pk3", "w") as archive:
