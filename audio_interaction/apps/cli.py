@@ -296,9 +296,7 @@ GRID_FLAGS = ("thresholds", "hybrid_thresholds", "min_silences", "hybrid_silence
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import tune_run
   from audio_interaction.eval import tune
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: tune takes no config (the bundle brings "
-                     "its own; the grid is set by the flags)")
+  _refuse_config("tune", overrides, " (the bundle brings its own; the grid is set by the flags)")
   grid = tune.Grid(**{name: getattr(args, name) for name in GRID_FLAGS
                       if getattr(args, name) is not None})
   for name, values in (("--thresholds", grid.thresholds),
@@ -370,13 +368,34 @@ def _flag_tokens(name: str, value) -> list[str]:
   return [flag, str(value)]
 
 
+BUNDLE_BRINGS_CONFIG = " (the bundle brings its own)"
+
+
+def _refuse_config(verb: str, overrides: list[str], why: str = "") -> None:
+  """UsageError naming the first config override given to a verb that takes none."""
+  if overrides:
+    raise UsageError(f"{overrides[0].split('=')[0]}: {verb} takes no config{why}")
+
+
+def _write_json_lines(path: str | None, results: list[dict]) -> None:
+  """One JSON line per result to `path` (--json), when given."""
+  if path:
+    import json
+    pathlib.Path(path).write_text("".join(json.dumps(r) + "\n" for r in results))
+
+
+def _audio_file_flags(parser: argparse.ArgumentParser, json_help: str) -> None:
+  """The inputs of the verbs that read audio files with a bundle's head: the files,
+  --checkpoint and --json."""
+  parser.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
+  parser.add_argument("--checkpoint", default=None, help=BUNDLE_HELP)
+  parser.add_argument("--json", default=None, metavar="OUT", help=json_help)
+
+
 def _transcribe(args: argparse.Namespace, overrides: list[str]) -> int:
-  import json
   from audio_interaction.apps import transcribe
   from audio_interaction.infer import ctc_lm
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: transcribe takes no config (the bundle "
-                     "brings its own)")
+  _refuse_config("transcribe", overrides, BUNDLE_BRINGS_CONFIG)
   lm = (ctc_lm.BeamSettings(lm_weight=args.lm_weight, word_score=args.lm_word_score)
         if args.lm else None)
   results = transcribe.transcribe_files(args.paths, args.checkpoint, lm)
@@ -385,17 +404,13 @@ def _transcribe(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.words:
       for word, time in result["words"]:
         print(f"  {time:7.2f} s  {word}")
-  if args.json:
-    pathlib.Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results))
+  _write_json_lines(args.json, results)
   return 0
 
 
 def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
-  import json
   from audio_interaction.apps import name_sound
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: name-sound takes no config (the bundle "
-                     "brings its own)")
+  _refuse_config("name-sound", overrides, BUNDLE_BRINGS_CONFIG)
   segments = (name_sound.SegmentSettings(args.segment_threshold, args.segment_min_chunks)
               if args.segments else None)
   results = name_sound.name_sound_files(args.paths, args.checkpoint, args.top, segments)
@@ -405,8 +420,7 @@ def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
     for segment in result.get("segments", ()):
       print(f"  {segment['start_s']:7.2f}-{segment['end_s']:.2f} s  {segment['name']} "
             f"({segment['probability']:.2f})")
-  if args.json:
-    pathlib.Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results))
+  _write_json_lines(args.json, results)
   return 0
 
 
@@ -465,8 +479,7 @@ def _inspect(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import real_audio
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: build-real-dev takes no config")
+  _refuse_config("build-real-dev", overrides)
   if args.streams < 0:
     raise UsageError(f"--streams must be >= 0, got {args.streams}")
   try:
@@ -482,8 +495,7 @@ def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
 def _lead_in(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
   from audio_interaction.corpus import lead_in
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: lead-in takes no config")
+  _refuse_config("lead-in", overrides)
   if not pathlib.Path(args.manifest).is_file():
     raise UsageError(f"--manifest {args.manifest}: no such manifest")
   try:
@@ -543,9 +555,7 @@ def _train_audio_root(args: argparse.Namespace, alternative: str = "") -> str:
 def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
   import json
   from audio_interaction.train import sound_head
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: fit-sound-head takes no config "
-                     f"(the bundle brings its own)")
+  _refuse_config("fit-sound-head", overrides, BUNDLE_BRINGS_CONFIG)
   root = None if args.procedural_only else _train_audio_root(
       args, ", or pass --procedural-only")
   for name, value in (("--per-class", args.per_class), ("--steps", args.steps)):
@@ -587,9 +597,7 @@ def _recorded_lines_fit(args: argparse.Namespace, overrides: list[str], verb: st
   """
   from audio_interaction.corpus import real_speech
   from audio_interaction.export import portable
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: {verb} takes no config "
-                     f"(the bundle brings its own)")
+  _refuse_config(verb, overrides, BUNDLE_BRINGS_CONFIG)
   root = _train_audio_root(args)
   sources = tuple(s for s in args.sources.split(",") if s)
   unknown = [s for s in sources if s not in real_speech.SOURCES]
@@ -681,8 +689,7 @@ def _fit_decision_head(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _pin_instruction(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.export import portable
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: pin-instruction takes no config")
+  _refuse_config("pin-instruction", overrides)
   try:
     record = portable.pin_instruction(args.bundle, args.out, pinned_prefix=args.pinned_prefix,
                                       window=args.window)
@@ -696,8 +703,7 @@ def _pin_instruction(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _fetch_train_audio(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.corpus import real_audio
-  if overrides:
-    raise UsageError(f"{overrides[0].split('=')[0]}: fetch-train-audio takes no config")
+  _refuse_config("fetch-train-audio", overrides)
   cache = args.cache or real_audio.default_cache()
   try:
     root = real_audio.fetch_packages(real_audio.TRAIN_PACKAGES, cache)
@@ -987,20 +993,16 @@ def build_parser() -> argparse.ArgumentParser:
 
   transcriber = verbs.add_parser(
       "transcribe", help="what the model's CTC head hears in audio files (greedy, or --lm)")
-  transcriber.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
-  transcriber.add_argument("--checkpoint", default=None,
-                           help=BUNDLE_HELP)
+  _audio_file_flags(transcriber, "write one JSON line per file: text, words with times")
   _lm_search_flags(transcriber, "--lm", "beam search with an English word LM (infer/ctc_lm.py)")
   transcriber.add_argument("--words", action="store_true",
                            help="also each word with its time (s, end of its chunk)")
-  transcriber.add_argument("--json", default=None, metavar="OUT",
-                           help="write one JSON line per file: text, words with times")
   transcriber.set_defaults(run=_transcribe)
 
   namer = verbs.add_parser(
       "name-sound", help="what sound the model's sound-event head hears in audio files")
-  namer.add_argument("paths", nargs="+", help="audio files (any rate: resampled)")
-  namer.add_argument("--checkpoint", default=None, help=BUNDLE_HELP)
+  _audio_file_flags(namer, "write one JSON line per file: its classes and mean "
+                           "probabilities (and segments)")
   namer.add_argument("--top", type=int, default=3,
                      help="how many sound classes to list per file, most probable first")
   namer.add_argument("--segments", action="store_true",
@@ -1009,9 +1011,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--segments: a chunk hears its likeliest sound class at >= this")
   namer.add_argument("--segment-min-chunks", type=int, default=2,
                      help="--segments: the fewest chunks running that make a segment")
-  namer.add_argument("--json", default=None, metavar="OUT",
-                     help="write one JSON line per file: its classes and mean probabilities "
-                          "(and segments)")
   namer.set_defaults(run=_name_sound)
 
   bench = verbs.add_parser("proactive-bench",
