@@ -184,37 +184,59 @@ def _child_environment(malloc: str) -> dict[str, str]:
   return env
 
 
-def _host(args: argparse.Namespace) -> None:
-  """The tiny step as a CPU host can run it: glibc malloc on one device (what a plain
-  `python` process gets), tcmalloc on one device, and tcmalloc on one device per core
-  (what `audio-interaction train` runs, `apps/cpu_host.py`); children in turns."""
-  steps, layers, shape = (2, 1, (2, 8, 64)) if args.quick else (6, 0, (4, 64, 320))
-  batch, chunks, length = shape
-  cores = len(os.sched_getaffinity(0))  # as `train` counts them (apps/cpu_host.py)
+def _tiny_shape(args: argparse.Namespace) -> tuple[int, int, int, int, int, int]:
+  """(steps, layers, batch, chunks, length, devices per core) of the host sections' tiny
+  step: the README's shape, or the smoke test's; one device per core as `train` counts
+  the cores (apps/cpu_host.py) when the batch divides."""
+  steps, layers, (batch, chunks, length) = ((2, 1, (2, 8, 64)) if args.quick
+                                            else (6, 0, (4, 64, 320)))
+  cores = len(os.sched_getaffinity(0))
   per_core = cores if cores > 1 and batch % cores == 0 else 1
-  setups = {"glibc malloc, 1 device": ("system", 1, None),
-            "tcmalloc, 1 device": ("tcmalloc", 1, None),
-            f"tcmalloc, {per_core} devices (one per core)": ("tcmalloc", per_core, None)}
-  if args.baseline_tree:
-    tree = pathlib.Path(args.baseline_tree).resolve()
-    setups = {f"{tree.name}'s code, glibc malloc, 1 device": ("system", 1, tree), **setups}
+  return steps, layers, batch, chunks, length, per_core
+
+
+def _in_turns(args: argparse.Namespace, setups: dict[str, dict], title: str,
+              first_column: str) -> None:
+  """Runs the tiny step once per set-up (`_run` keywords) per round, rounds in turns (so
+  the machine's load hits every set-up alike), and prints each set-up's median step and
+  tokens/s against the first set-up's."""
+  steps, layers, batch, chunks, length, _ = _tiny_shape(args)
+  rounds = 1 if args.quick else 2
   rows = {name: [] for name in setups}
-  for _ in range(1 if args.quick else 2):
-    for name, (malloc, devices, tree) in setups.items():
-      rows[name].append(_run("tiny", devices, batch, chunks, length, steps, layers,
-                             malloc=malloc, tree=tree)[0])
-  print(f"\nCPU host set-up: tiny, global batch {batch} × {chunks} chunks ({length} positions), "
-        f"{len(rows[name])} child process(es) each, in turns")
-  print(f"\n| set-up (malloc loaded) | step (median of children) | tokens/s | vs {next(iter(rows))} |")
-  print("|---|---|---|---|")
-  baseline = None
+  for _ in range(rounds):
+    for name, options in setups.items():
+      rows[name].append(_run("tiny", batch=batch, chunks=chunks, length=length, steps=steps,
+                             layers=layers, **options)[0])
+  print(f"\n{title}: tiny, global batch {batch} × {chunks} chunks ({length} positions), "
+        f"{rounds} child process(es) each, in turns")
+  first = next(iter(rows))
+  print(f"\n| {first_column} (malloc loaded) | step (median of children) | tokens/s | vs {first} | compile |")
+  print("|---|---|---|---|---|")
+  baseline = float(np.median([r["step_s"] for r in rows[first]]))
   for name, runs in rows.items():
     step_s = float(np.median([r["step_s"] for r in runs]))
     tokens = float(np.median([r["tokens_per_s"] * r["step_s"] for r in runs]))
-    baseline = baseline or step_s
+    compile_s = float(np.median([r["compile_s"] for r in runs]))
     loaded = ",".join(sorted({r.get("allocator", "not reported") for r in runs}))
     print(f"| {name} ({loaded}) | {1000 * step_s:.0f} ms | {tokens / step_s:.0f} | "
-          f"{baseline / step_s:.2f}x |")
+          f"{baseline / step_s:.2f}x | {compile_s:.0f} s |")
+
+
+def _host(args: argparse.Namespace) -> None:
+  """The tiny step as a CPU host can run it: glibc malloc on one device (what a plain
+  `python` process gets), tcmalloc on one device, and tcmalloc on one device per core
+  (what `audio-interaction train` runs, `apps/cpu_host.py`); children in turns; with
+  `--baseline-tree`, that checkout's own code under glibc on one device first."""
+  per_core = _tiny_shape(args)[-1]
+  setups = {"glibc malloc, 1 device": dict(malloc="system", devices=1),
+            "tcmalloc, 1 device": dict(malloc="tcmalloc", devices=1),
+            f"tcmalloc, {per_core} devices (one per core)": dict(malloc="tcmalloc",
+                                                                 devices=per_core)}
+  if args.baseline_tree:
+    tree = pathlib.Path(args.baseline_tree).resolve()
+    setups = {f"{tree.name}'s code, glibc malloc, 1 device": dict(malloc="system", devices=1,
+                                                                  tree=tree), **setups}
+  _in_turns(args, setups, "CPU host set-up", "set-up")
 
 
 # XLA:CPU options a host could run the step with (`--sections xla`), each against none.
@@ -230,31 +252,14 @@ XLA_CPU_OPTIONS = {
 def _xla(args: argparse.Namespace) -> None:
   """The tiny step as `train` runs it (tcmalloc, one device per core) under each of
   `XLA_CPU_OPTIONS`: children in turns, each option's median step against none's."""
-  steps, layers, shape = (2, 1, (2, 8, 64)) if args.quick else (6, 0, (4, 64, 320))
-  batch, chunks, length = shape
-  cores = len(os.sched_getaffinity(0))
-  devices = cores if cores > 1 and batch % cores == 0 else 1
+  per_core = _tiny_shape(args)[-1]
   options = {name: flags for name, flags in XLA_CPU_OPTIONS.items()
              if not args.xla_options or name == "none" or flags in args.xla_options}
   if args.quick:  # the smoke test: one option beside none
     options = dict(list(options.items())[:2])
-  rows = {name: [] for name in options}
-  for _ in range(1 if args.quick else 2):
-    for name, flags in options.items():
-      rows[name].append(_run("tiny", devices, batch, chunks, length, steps, layers,
-                             xla_flags=flags)[0])
-  print(f"\nXLA:CPU options: tiny, tcmalloc, {devices} device(s), global batch {batch} × "
-        f"{chunks} chunks ({length} positions), {len(rows['none'])} child process(es) each, "
-        "in turns")
-  print("\n| XLA_FLAGS | step (median of children) | tokens/s | vs none | compile |")
-  print("|---|---|---|---|---|")
-  baseline = float(np.median([r["step_s"] for r in rows["none"]]))
-  for name, runs in rows.items():
-    step_s = float(np.median([r["step_s"] for r in runs]))
-    tokens = float(np.median([r["tokens_per_s"] * r["step_s"] for r in runs]))
-    compile_s = float(np.median([r["compile_s"] for r in runs]))
-    print(f"| {name} (`{options[name] or '-'}`) | {1000 * step_s:.0f} ms | "
-          f"{tokens / step_s:.0f} | {baseline / step_s:.2f}x | {compile_s:.0f} s |")
+  _in_turns(args, {f"{name} (`{flags or '-'}`)": dict(devices=per_core, xla_flags=flags)
+                   for name, flags in options.items()},
+            f"XLA:CPU options, tcmalloc, {per_core} device(s)", "XLA_FLAGS")
 
 
 def _scaling(args: argparse.Namespace) -> None:
@@ -293,11 +298,7 @@ def _packing(args: argparse.Namespace) -> None:
   where = (f"the corpus split {corpus}/train (config mixture)" if data == "corpus" else
            "tests/synthetic_examples.py's lengths (no corpus on disk; build one with "
            "`audio-interaction build-data --split train` and pass --corpus)")
-  if args.quick:
-    steps, layers, shape = 2, 1, (2, 8, 64)
-  else:
-    steps, layers, shape = 6, 0, (4, 64, 320)
-  batch, chunks, length = shape
+  steps, layers, batch, chunks, length, _ = _tiny_shape(args)
   print(f"\npacked vs padded rows: tiny, batch {batch} × {chunks} chunks ({length} positions), "
         f"data: {where}; each step a different batch")
   padded, packed = _run("tiny", 1, batch, chunks, length, steps, layers, data, corpus,
