@@ -166,14 +166,14 @@ def main() -> None:
       none_labels.append(None)
     dev = dev_recordings(args.dev or [pathlib.Path("data/real_dev_random30/events.jsonl")],
                          features)
-  # Which chunks of each clip are examples: all of a bank clip's; of a "none" recording
-  # the chunks `none_chunks` keeps (the context is still taken over the whole clip).
-  kept = [np.ones(len(clip), bool) for clip in examples_x]
+  # The indices of each clip's chunks that are examples: all of a bank clip's; of a "none"
+  # recording those `none_chunks` keeps (the context is still taken over the whole clip).
+  kept = [np.arange(len(clip)) for clip in examples_x]
   for audio, labels in zip(nones, none_labels):
     clip = features(audio, places.next_first_position())
     keep, targets = none_chunks(np.arange(len(clip)), labels)
     examples_x.append(clip)
-    kept.append(np.isin(np.arange(len(clip)), keep))
+    kept.append(keep)
     examples_y.append(targets)
   y = np.concatenate(examples_y)
   sets = sorted({row["set"] for row in dev})
