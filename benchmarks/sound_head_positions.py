@@ -44,8 +44,10 @@ import json
 import pathlib
 import platform
 import time
+from typing import Callable
 
 import jax
+import ml_collections
 import numpy as np
 
 from audio_interaction import config_lib
@@ -130,8 +132,8 @@ def mixture(pools: dict[str, Pool], lead: bool, start: bool, clips: np.ndarray,
 
 
 def dev_recordings(paths: list[pathlib.Path], encode) -> list[dict]:
-  """Each DEV row encoded from the stream's start: its features, alert (onset, deadline)
-  pairs and benign seconds (as the eval's B6: lead-in excluded)."""
+  """Each DEV row encoded from the stream's start: its features, alert (onset, deadline,
+  offset, class) tuples, benign seconds (as the eval's B6: lead-in excluded) and audio."""
   rows = []
   for path in paths:
     for line in path.read_text().splitlines():
@@ -147,13 +149,18 @@ def dev_recordings(paths: list[pathlib.Path], encode) -> list[dict]:
       benign = max(0.0, benign_seconds(duration, [(a, d - WINDOW_S) for a, d, _, _ in alerts],
                                        WINDOW_S) - float(row.get("lead_in", 0.0)))
       rows.append({"set": f"{path.parent.name}/{path.stem}", "features": encode(audio, 0),
-                   "alerts": alerts, "benign_seconds": benign})
+                   "alerts": alerts, "benign_seconds": benign, "audio": audio})
   return rows
 
 
 def score(fit: sound_head.HeadFit, rows: list[dict], threshold: float, chunks: int,
-          chunk_seconds: float) -> dict[str, float]:
-  """Alert recall, false alerts, their rate per benign hour and the share named right."""
+          chunk_seconds: float, verify: Callable[[dict, int], int | None] | None = None
+          ) -> dict[str, float]:
+  """Alert recall, false alerts, their rate per benign hour and the share named right.
+
+  `verify(row, chunk index)`, if given, is asked about each alert the rule raises: the
+  class id to name, or None to veto it (the rule then stays armed, and asks again at the
+  next chunk the sound is still heard)."""
   rule = SoundAlertRule(threshold=threshold, chunks=chunks,
                         hold_chunks=int(round(HOLD_S / chunk_seconds)),
                         replies={i: [sf.EOR_ID] for i in ALERT_IDS}, once_per_sound=True)
@@ -165,6 +172,13 @@ def score(fit: sound_head.HeadFit, rows: list[dict], threshold: float, chunks: i
     times, classes = [], []
     for index, p in enumerate(probabilities):
       fired = rule.fire(p[None], [0], np.array([index]), np.ones(1, bool))
+      if fired and verify is not None:
+        named_as = verify(row, index)
+        if named_as is None:
+          rule.rearm(0, fired[0])
+          fired = {}
+        else:
+          fired = {0: named_as}
       if fired:
         times.append((index + 1) * chunk_seconds)  # the alert starts after its chunk
         classes.append(LABELS[fired[0]])
@@ -183,13 +197,17 @@ def score(fit: sound_head.HeadFit, rows: list[dict], threshold: float, chunks: i
           "events": events}
 
 
-def quick_setup(seed: int):
-  """A random model with a head; generated sounds as bank and as the DEV rows."""
-  config = config_lib.load_config(
+def quick_config() -> ml_collections.ConfigDict:
+  """The --quick model's config: a one-layer tiny model with a sound-event head."""
+  return config_lib.load_config(
       str(config_lib.experiments_dir() / "tiny.py"),
       ["model.encoder.num_layers=1", "model.decoder.num_layers=1",
        f"model.sound_event_classes={len(LABELS)}"])
-  model = AudioInteractionModel(config)
+
+
+def quick_setup(seed: int):
+  """A random model with a head; generated sounds as bank and as the DEV rows."""
+  model = AudioInteractionModel(quick_config())
   return model, model.init(jax.random.key(seed))
 
 

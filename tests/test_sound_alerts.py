@@ -79,6 +79,25 @@ def test_once_per_sound_sums_the_alerting_classes_and_names_the_sound_by_its_evi
   assert _run_rule(once, [siren, siren, siren], free=[True, False, True]) == [None, None, SIREN]
 
 
+@pytest.mark.parametrize("once_per_sound", [False, True])
+def test_a_vetoed_alert_is_raised_again_at_the_next_chunk_heard(once_per_sound):
+  """`rearm` takes an alert back (a second stage said no): the rule asks again at the next
+  chunk the sound is still heard, not after the sound has gone for `hold_chunks`."""
+  replies = {SIREN: [5, sf.EOR_ID], KNOCK: [6, sf.EOR_ID]}
+  rule = SoundAlertRule(threshold=0.6, chunks=2, hold_chunks=3, replies=replies,
+                        once_per_sound=once_per_sound)
+  siren = _probabilities([{SIREN: 0.9}])
+  rule.start(1)
+  fired = [rule.fire(siren, [0], np.array([i]), np.ones(1, bool)).get(0) for i in range(2)]
+  assert fired == [None, SIREN]
+  rule.rearm(0, SIREN)
+  assert rule.fire(siren, [0], np.array([2]), np.ones(1, bool)) == {0: SIREN}
+  # Not taken back: the same siren goes on without a second alert.
+  assert rule.fire(siren, [0], np.array([3]), np.ones(1, bool)) == {}
+  with pytest.raises(ValueError, match="does not alert"):
+    rule.rearm(0, LABELS.index("rain"))
+
+
 def test_rule_validation_and_the_config_block():
   with pytest.raises(ValueError, match="threshold"):
     SoundAlertRule(threshold=0.0, chunks=1, hold_chunks=0, replies={})

@@ -90,6 +90,15 @@ class SoundAlertRule:
     self._armed[row] = True
     self._evidence[row] = 0.0
 
+  def rearm(self, row: int, class_id: int) -> None:
+    """Takes back the alert of `class_id` that `fire` just raised in `row` (a second
+    stage vetoed it): the rule may raise it again at the next chunk the sound is heard,
+    instead of holding until the sound has gone."""
+    if class_id not in self._classes:
+      raise ValueError(f"class {class_id} does not alert under this rule")
+    column = 0 if self.once_per_sound else int(np.searchsorted(self._classes, class_id))
+    self._armed[row, column] = True
+
   def fire(self, probabilities: np.ndarray, rows: Sequence[int], indices: np.ndarray,
            free: np.ndarray) -> dict[int, int]:
     """Updates the given rows with this chunk's head probabilities; the alerts to say.
