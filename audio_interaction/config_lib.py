@@ -323,9 +323,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.infer.vad = "silero"  # "silero", "webrtc" or "energy"
   config.infer.silence_seconds = 0.7
   config.infer.min_silence_seconds = 0.2
-  # What the hybrid policy's early reply reads: the decoder's P(SPEAK) ("decision") or
-  # the encoder's turn-end head's P(turn ended) ("turn_end", model.turn_end_head).
+  # What the hybrid policy's early reply reads: the decoder's P(SPEAK) ("decision"),
+  # the encoder's turn-end head's P(turn ended) ("turn_end", model.turn_end_head), or
+  # that probability from the prosody before the pause ("prosody": the logistic model
+  # `prosody_turn_end`, {"kernel": 14 x 2, "bias": 2}, `fit-turn-head --features
+  # prosody`), whose replies also need P(SPEAK) >= `hybrid_gate` (prosody says when,
+  # the model whether).
   config.infer.hybrid_signal = "decision"
+  config.infer.prosody_turn_end = {}
+  config.infer.hybrid_gate = 0.0
   # Sampling of reply tokens: temperature 0 is greedy; top_p < 1 is nucleus sampling.
   config.infer.temperature = 0.0
   config.infer.top_p = 1.0
@@ -477,6 +483,21 @@ def _is_mesh(value) -> bool:
   return (isinstance(value, Mapping) and set(value) <= set(_MESH_AXES)
           and all(_is_int(v) and (v == -1 or v >= 1) for v in value.values())
           and sum(v == -1 for v in value.values()) <= 1)
+
+
+def _is_prosody_model(value) -> bool:
+  if not isinstance(value, Mapping):
+    return False
+  if not value:
+    return True
+  if set(value) != {"kernel", "bias"}:
+    return False
+  kernel, bias = value["kernel"], value["bias"]
+  rows_ok = (isinstance(kernel, (list, tuple)) and len(kernel) == 14 and all(
+      isinstance(row, (list, tuple)) and len(row) == 2 and all(map(_is_number, row))
+      for row in kernel))
+  return rows_ok and isinstance(bias, (list, tuple)) and len(bias) == 2 and all(
+      map(_is_number, bias))
 
 
 def _is_axis_rules(value) -> bool:
@@ -685,7 +706,11 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.vad": one_of("silero", "webrtc", "energy"),
     "infer.silence_seconds": number(0, lo_open=True),
     "infer.min_silence_seconds": number(0),  # and <= silence_seconds (validate)
-    "infer.hybrid_signal": one_of("decision", "turn_end"),
+    "infer.hybrid_signal": one_of("decision", "turn_end", "prosody"),
+    "infer.prosody_turn_end": Rule(
+        "empty, or a mapping of 'kernel' (14 rows of 2 numbers) and 'bias' (2 numbers)",
+        _is_prosody_model),
+    "infer.hybrid_gate": number(0, 1),
     "infer.temperature": number(0),
     "infer.top_p": number(0, 1, lo_open=True),
     "infer.max_reply_tokens": _SIZE,
@@ -850,7 +875,7 @@ def _check_against_defaults(config: ml_collections.ConfigDict,
           f"known here: {sorted(defaults.keys())}"
       )
     if isinstance(config[key], ml_collections.ConfigDict) and isinstance(
-        defaults[key], ml_collections.ConfigDict):
+        defaults[key], ml_collections.ConfigDict) and where not in FIELD_RULES:
       _check_against_defaults(config[key], defaults[key], where + ".")
 
 
@@ -923,6 +948,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"infer.min_silence_seconds={infer.min_silence_seconds}: must be at most "
         f"infer.silence_seconds={infer.silence_seconds}")
+  if infer.hybrid_signal == "prosody" and not infer.prosody_turn_end:
+    raise ConfigError(
+        "infer.hybrid_signal='prosody' reads a prosody turn-end model infer.prosody_turn_end "
+        "does not hold: fit one with `audio-interaction fit-turn-head --features prosody`")
   if infer.hybrid_signal == "turn_end" and not model.turn_end_head:
     raise ConfigError(
         "infer.hybrid_signal='turn_end' reads a turn-end head the model does not have: "

@@ -28,13 +28,21 @@ fitted turn-end head would give, before one is built into the model.
 Prints, per DEV manifest: the probe's ROC AUC over chunks with a 95 % bootstrap
 interval over turns (0.5: it hears nothing), and at P(finished) >= 0.5 the share of
 pause chunks called finished (a cut-in's raw material) and of end chunks called
-unfinished (a late reply's).
+unfinished (a late reply's). Then the point half A of the streams picks by the goal's
+rule (cut-in at most the 700 ms timer's, miss at most 10 %, then the fastest), with its
+figures on half B, which chose nothing.
+
+`--features prosody` fits the probe on the pitch and level of the speech before each
+chunk (`audio/prosody.py`) instead of the encoder's chunk features; `both` on the two
+side by side.
 
 Run::
 
   audio-interaction fetch-train-audio && audio-interaction build-real-dev --out data/real_dev
   python benchmarks/turn_end_probe.py --bundle audio_interaction/assets/tiny \
       --dev data/real_dev/streams_split.jsonl --dev data/real_dev/streams.jsonl   # ~5 min, 2 cores
+  python benchmarks/turn_end_probe.py --bundle real-audio --features prosody \
+      --dev data/real_dev/streams_split.jsonl --dev data/real_dev/streams.jsonl   # ~3 min
   python benchmarks/turn_end_probe.py --quick   # smoke test: flite sentences, no data needed
 """
 
@@ -55,6 +63,7 @@ import tqdm
 
 from audio_interaction import stream_format as sf
 from audio_interaction.audio import io as audio_io
+from audio_interaction.audio.prosody import ProsodyEncoder
 from audio_interaction.corpus import manifest, real_speech
 from audio_interaction.eval import bootstrap
 from audio_interaction.eval import metrics as eval_metrics
@@ -109,6 +118,18 @@ def quick_data(directory: pathlib.Path) -> tuple[list[QuickLine], str]:
   dev = directory / "streams.jsonl"
   dev.write_text("\n".join(rows) + "\n")
   return lines, str(dev)
+
+
+class JoinedEncoder:
+  """Two chunk encoders' features side by side ([chunks, D1 + D2])."""
+
+  def __init__(self, first, second):
+    self.first, self.second, self.chunk_samples = first, second, first.chunk_samples
+
+  def __call__(self, audio: np.ndarray) -> np.ndarray:
+    a, b = self.first(audio), self.second(audio)
+    rows = min(len(a), len(b))
+    return np.concatenate([a[:rows], b[:rows]], axis=1).astype(np.float32)
 
 
 def encoded_row(encode: ClipEncoder, row, cache: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +201,25 @@ def reply_starts(policy, audio: np.ndarray, finished: np.ndarray, chunk_samples:
   return starts
 
 
+GOAL_TIMER_S = 0.7  # the goal's reference: cut in no more than a 700 ms silence timer
+GOAL_MAX_MISS = 0.10
+
+
+def pick_on_half_a(rows: list[dict]) -> dict | None:
+  """The hybrid row of `policy_sweep` that half A's turns pick by the goal's rule: cut-in
+  at most the 700 ms timer's (on half A) and miss at most 10 %, then the lowest median
+  latency (then the fewest cut-ins); None when no row qualifies. Its half B figures are
+  a held-out estimate: half B chose nothing."""
+  timer = next(r for r in rows if r["policy"] == f"silence timer {GOAL_TIMER_S:g} s")
+  allowed = [r for r in rows if r["policy"].startswith("hybrid")
+             and r["half_A"]["false_cut_in"] <= timer["half_A"]["false_cut_in"]
+             and r["half_A"]["miss"] <= GOAL_MAX_MISS]
+  if not allowed:
+    return None
+  return min(allowed, key=lambda r: (r["half_A"]["median_latency_s"],
+                                     r["half_A"]["false_cut_in"]))
+
+
 def policy_sweep(fit, encode: ClipEncoder, paths: list[str], thresholds, min_silences,
                  backstops, reply_seconds: float, cache: dict) -> list[dict]:
   """B5 (false cut-in, miss, median latency; the suites' definitions, 2 s answer window)
@@ -195,22 +235,29 @@ def policy_sweep(fit, encode: ClipEncoder, paths: list[str], thresholds, min_sil
         audio, encoded = encoded_row(encode, row, cache)
         streams.append((audio, fit.probabilities(encoded)[:, FINISHED], turns))
 
-  def score(name: str, make_policy) -> dict:
-    latencies, cut_ins = [], []
-    for audio, finished, turns in streams:
-      starts = reply_starts(make_policy(), audio, finished, encode.chunk_samples,
-                            max(1, round(reply_seconds / chunk_s)))
-      latencies += eval_metrics.response_latencies([e for _, e in turns], starts, 2.0)
-      cut_ins += eval_metrics.spans_with_reply(turns, starts)
+  def figures(latencies: list, cut_ins: list) -> dict:
     answered = [v for v in latencies if v is not None]
-    return {"policy": name, "turns": len(latencies),
+    return {"turns": len(latencies),
             "false_cut_in": eval_metrics.rate(sum(cut_ins), len(cut_ins)),
             "miss": eval_metrics.miss_rate(latencies),
             "median_latency_s": float(np.median(answered)) if answered else float("nan")}
 
-  rows = [score(f"silence timer {backstop:g} s",
-                lambda: policies.SilenceTimerPolicy(SilenceTimer(backstop, chunk_seconds=chunk_s)))
-          for backstop in backstops]
+  def score(name: str, make_policy) -> dict:
+    """The policy over every stream, and over each half (streams alternately: A, B)."""
+    per_half = {"A": ([], []), "B": ([], [])}
+    for index, (audio, finished, turns) in enumerate(streams):
+      starts = reply_starts(make_policy(), audio, finished, encode.chunk_samples,
+                            max(1, round(reply_seconds / chunk_s)))
+      latencies, cut_ins = per_half["AB"[index % 2]]
+      latencies += eval_metrics.response_latencies([e for _, e in turns], starts, 2.0)
+      cut_ins += eval_metrics.spans_with_reply(turns, starts)
+    both = [a + b for a, b in zip(*per_half.values())]
+    return {"policy": name, **figures(*both),
+            **{f"half_{half}": figures(*lists) for half, lists in per_half.items()}}
+
+  rows = [score(f"silence timer {timer:g} s",
+                lambda: policies.SilenceTimerPolicy(SilenceTimer(timer, chunk_seconds=chunk_s)))
+          for timer in sorted(set(backstops) | {GOAL_TIMER_S})]
   for backstop in backstops:
     for threshold in thresholds:
       for min_silence in (m for m in min_silences if m <= backstop):
@@ -243,6 +290,9 @@ def main() -> None:
   parser.add_argument("--read-blocks", default="", metavar="I,J,...",
                       help="lower encoder blocks whose chunk means the probe reads beside the "
                            "final frames' (as `model.sound_event_blocks` gives the sound head)")
+  parser.add_argument("--features", choices=("encoder", "prosody", "both"), default="encoder",
+                      help="what the probe reads per chunk: the bundle's encoder, the pitch and "
+                           "level of the speech before the chunk (audio/prosody.py), or both")
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
   if not args.quick and not args.dev:
@@ -270,13 +320,17 @@ def run(args: argparse.Namespace, lines) -> None:
     encode = SoundEventEncoder(AudioInteractionModel(config), params)
   else:
     encode = ChunkEncoder(AudioInteractionModel(config), params)
+  if args.features == "prosody":
+    encode = ProsodyEncoder(encode.chunk_samples)
+  elif args.features == "both":
+    encode = JoinedEncoder(encode, ProsodyEncoder(encode.chunk_samples))
   fit, summary = turn_head.fit_turn_head(encode, lines, max_lines=args.max_lines,
                                          chunks=args.chunks, l2=args.l2, seed=args.seed)
-  print(f"{pathlib.Path(args.bundle).name}: {summary['lines']} TRAIN lines, "
+  print(f"{pathlib.Path(args.bundle).name} ({args.features}): {summary['lines']} TRAIN lines, "
         f"{summary['examples']} chunks; AUC on them {summary['train_auc']:.3f}, on "
         f"{summary['held_out_lines']} lines of held-out TRAIN voices "
         f"{summary['held_out_auc']:.3f}")
-  report = {"bundle": args.bundle, "read_blocks": list(blocks), "train_lines": summary["lines"],
+  report = {"bundle": args.bundle, "features": args.features, "read_blocks": list(blocks), "train_lines": summary["lines"],
             "train_auc": summary["train_auc"], "held_out_lines": summary["held_out_lines"],
             "held_out_auc": summary["held_out_auc"]}
   encoded_rows: dict = {}
@@ -312,6 +366,18 @@ def run(args: argparse.Namespace, lines) -> None:
       print(f"  {r['policy']:<58} false cut-in {100 * r['false_cut_in']:3.0f} %, miss "
             f"{100 * r['miss']:3.0f} %, median latency {r['median_latency_s']:.2f} s "
             f"({r['turns']} turns)")
+    timer = next(r for r in report["policies"]
+                 if r["policy"] == f"silence timer {GOAL_TIMER_S:g} s")
+    picked = pick_on_half_a(report["policies"])
+    report["picked_on_half_a"] = picked and picked["policy"]
+
+    def halves(r):
+      return "; ".join(f"half {h}: false cut-in {100 * r[f'half_{h}']['false_cut_in']:.0f} %, "
+                       f"miss {100 * r[f'half_{h}']['miss']:.0f} %, median latency "
+                       f"{r[f'half_{h}']['median_latency_s']:.2f} s" for h in "AB")
+    print(f"  the {GOAL_TIMER_S:g} s timer: {halves(timer)}")
+    print("  picked on half A (cut-in <= the timer's, miss <= 10 %, then fastest): "
+          + ("none qualifies" if picked is None else f"{picked['policy']}: {halves(picked)}"))
   print(f"{time.perf_counter() - began:.0f} s on {platform.machine()} ({platform.processor() or 'cpu'})")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=1))

@@ -271,7 +271,7 @@ def test_a_turn_end_policy_needs_the_head():
                           [HybridPolicy(policy.timer)])
   assert trace.chunks[0].turn_end_probability is None
   with pytest.raises(ValueError, match="signal must be one of"):
-    HybridPolicy(policy.timer, signal="prosody")
+    HybridPolicy(policy.timer, signal="pitch")
 
 
 def test_the_infer_block_names_the_signal_and_needs_the_head():
@@ -286,7 +286,7 @@ def test_the_infer_block_names_the_signal_and_needs_the_head():
     config_lib.validate(config)
   config.model.turn_end_head = True
   config_lib.validate(config)
-  config.infer.hybrid_signal = "prosody"
+  config.infer.hybrid_signal = "pitch"
   with pytest.raises(config_lib.ConfigError, match="hybrid_signal"):
     config_lib.validate(config)
 

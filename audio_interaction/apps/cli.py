@@ -646,18 +646,23 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
   for name, value in (("--speech-chunks", args.speech_chunks), ("--sound-clips", args.sound_clips)):
     if value < 0:
       raise UsageError(f"{name} {value}: must be >= 0")
+  if not 0.0 <= args.hybrid_gate <= 1.0:
+    raise UsageError(f"--hybrid-gate {args.hybrid_gate}: must be in [0, 1] (a P(SPEAK))")
   try:
     summary = turn_head.fit_bundle_turn_head(
         bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
         chunks=args.chunks, speech_chunks=args.speech_chunks,
         sound_clips_per_class=args.sound_clips,
         held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
-        seed=args.seed, first_positions=args.clip_positions)
+        seed=args.seed, first_positions=args.clip_positions, features=args.features,
+        hybrid_gate=args.hybrid_gate)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
-  print(f"bundle with the fitted turn-end head written to {args.out} (its hybrid policy reads "
-        f"the head; choose the operating point with `audio-interaction tune`)")
+  what = ("turn-end head" if args.features == "encoder" else
+          "prosody turn-end model (infer.prosody_turn_end)")
+  print(f"bundle with the fitted {what} written to {args.out} (its hybrid policy reads "
+        f"it; choose the operating point with `audio-interaction tune`)")
   return 0
 
 
@@ -1152,6 +1157,14 @@ def build_parser() -> argparse.ArgumentParser:
   fit_turn.add_argument("--sound-clips", type=int, default=0,
                         help="clips per class of the TRAIN sound bank whose following silence "
                              "is taken as no turn's end")
+  fit_turn.add_argument("--features", choices=("encoder", "prosody"), default="encoder",
+                        help="what the turn-end model reads per chunk: the encoder's mean "
+                             "frame (a head in the network), or the pitch and level of the "
+                             "speech before the chunk (a 14-feature model in the bundle's "
+                             "infer block; the network is unchanged)")
+  fit_turn.add_argument("--hybrid-gate", type=float, default=0.0,
+                        help="with --features prosody: the P(SPEAK) a reply also needs "
+                             "(the model says whether, prosody when; 0: no gate)")
   fit_turn.add_argument("--l2", type=float, default=1e-2, help="L2 on the standardised kernel")
   fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_turn.add_argument("--seed", type=int, default=0)

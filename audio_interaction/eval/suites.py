@@ -171,15 +171,21 @@ NAMING_SUBTASKS: Final[frozenset[str]] = frozenset({"offline_sound_label",
 BASELINES: Final[tuple[str, ...]] = ("silence_timer", "pocketsphinx")  # "beside it"
 
 
+def _plain_dict(value) -> dict:
+  """A ConfigDict (or mapping) as a plain dict."""
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Knobs of a benchmark run (times in seconds).
 
   streams_per_subtask: generated streams per sub-task; seed: first stream seed.
   threshold: the model's operating decision threshold.
-  policy, min_silence_seconds, hybrid_signal: the operating point's decision policy
-    (`infer.policy`: "model", "hybrid", "gated_timer" or "silence_timer", as
-    `policies.policy_from_config`; the hybrid's probability, `infer.hybrid_signal`);
+  policy, min_silence_seconds, hybrid_signal, prosody_turn_end, hybrid_gate: the
+    operating point's decision policy (`infer.policy`: "model", "hybrid", "gated_timer"
+    or "silence_timer", as `policies.policy_from_config`; the hybrid's probability,
+    `infer.hybrid_signal`, its prosody model and P(SPEAK) gate);
     the "our model" figures use it, the sweep always runs the bare thresholds.
   sweep_thresholds: thresholds run for the B5/B6 sweep (each a full run).
   silence_seconds, vad: the baseline timer; sweep_silences: its swept silence lengths.
@@ -210,6 +216,8 @@ class EvalConfig:
   policy: str = _INFER.policy
   min_silence_seconds: float = _INFER.min_silence_seconds
   hybrid_signal: str = _INFER.hybrid_signal
+  prosody_turn_end: dict = dataclasses.field(default_factory=dict)
+  hybrid_gate: float = _INFER.hybrid_gate
   sweep_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
   silence_seconds: float = _INFER.silence_seconds
   vad: str = _INFER.vad
@@ -240,6 +248,8 @@ class EvalConfig:
     values = {"threshold": infer.threshold, "policy": infer.policy,
               "min_silence_seconds": infer.min_silence_seconds,
               "hybrid_signal": infer.hybrid_signal,
+              "prosody_turn_end": _plain_dict(infer.get("prosody_turn_end", {})),
+              "hybrid_gate": infer.get("hybrid_gate", _INFER.hybrid_gate),
               "silence_seconds": infer.silence_seconds,
               "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
               "max_answer_tokens": infer.max_answer_tokens,
@@ -682,7 +692,8 @@ class Runner:
             "policy": cfg.policy, "threshold": cfg.threshold, "vad": cfg.vad,
             "silence_seconds": cfg.silence_seconds,
             "min_silence_seconds": cfg.min_silence_seconds,
-            "hybrid_signal": cfg.hybrid_signal}),
+            "hybrid_signal": cfg.hybrid_signal,
+            "prosody_turn_end": cfg.prosody_turn_end, "hybrid_gate": cfg.hybrid_gate}),
         chunk_seconds=self.chunk_seconds,
         detector=ReplayDetector(scores, timer.frame_samples))
     if operating is not None:

@@ -711,6 +711,7 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
   infer = chosen["infer"]
   knobs = ", ".join(f"{k}={infer[k]}" for k in ("policy", "threshold", "min_silence_seconds",
                                                   "silence_seconds", "vad", "hybrid_signal",
+                                                  "hybrid_gate",
                                                   "sound_alert_threshold",
                                                   "sound_alert_chunks",
                                                   "sound_alert_hold_seconds",

@@ -16,6 +16,10 @@ model and asks a row's policy whether to write after it. The policies differ onl
   (`min_silence_seconds`), or when the silence reaches `silence_seconds` whatever the
   model says; a running reply yields when the VAD hears voice the model does not
   want to talk over.
+  Its early signal can also be the prosody of the speech before the pause
+  (`infer.hybrid_signal="prosody"`: `ProsodyTurnEnd`, fitted by `fit-turn-head
+  --features prosody`), with the model's P(SPEAK) as a gate (`infer.hybrid_gate`):
+  prosody says *when*, the model *whether*.
 * `GatedTimerPolicy` (`infer.policy="gated_timer"`): the silence timer, whose firing
   speaks only if the model agrees then (P(SPEAK) >= threshold at the firing chunk): the
   VAD says *when*, the model *whether*; an utterance nobody asked the assistant about,
@@ -34,13 +38,16 @@ import ml_collections
 import numpy as np
 
 from audio_interaction import config_lib
+from audio_interaction.audio.prosody import NUM_FEATURES, ProsodyTracker
+from audio_interaction.model.model import TURN_ENDED
 
 from audio_interaction.infer.endpointing import Endpointer, SilenceTimer, VoiceDetector
 
 POLICIES = ("model", "silence_timer", "hybrid", "gated_timer")
-# What a policy's probability is: the decoder's P(SPEAK) at `<decide>`, or the encoder's
-# turn-end head's P(the user's turn has ended) (`model.turn_end_head`).
-SIGNALS = ("decision", "turn_end")
+# What a hybrid policy's early reply reads: the decoder's P(SPEAK) at `<decide>`, the
+# encoder's turn-end head's P(the user's turn has ended) (`model.turn_end_head`), or
+# that probability from the prosody before the pause (`ProsodyTurnEnd`).
+SIGNALS = ("decision", "turn_end", "prosody")
 DEFAULT_THRESHOLD = config_lib.base_config().infer.threshold
 # Voice (s) a chunk must hold for a VAD-driven reply to stop (the usual VAD barge-in).
 BARGE_IN_SECONDS = 0.1
@@ -163,6 +170,43 @@ class GatedTimerPolicy(SilenceTimerPolicy):
     return speak_probability >= self.threshold
 
 
+class ProsodyTurnEnd:
+  """P(the user's turn has ended) from the prosody of the speech before now: a logistic
+  read (`kernel` [NUM_FEATURES, 2], `bias` [2]; column `TURN_ENDED`) of a
+  `ProsodyTracker` fed the stream's chunks. A host-side model beside the network: it
+  needs no encoder, and its 30 numbers live in the bundle's `infer.prosody_turn_end`."""
+
+  def __init__(self, kernel, bias):
+    self.kernel = np.asarray(kernel, np.float64)
+    self.bias = np.asarray(bias, np.float64)
+    if self.kernel.shape != (NUM_FEATURES, 2) or self.bias.shape != (2,):
+      raise ValueError(f"a prosody turn-end model is a kernel [{NUM_FEATURES}, 2] and a bias "
+                       f"[2], got {self.kernel.shape} and {self.bias.shape}")
+    self._tracker = ProsodyTracker()
+
+  @classmethod
+  def from_block(cls, block: ml_collections.ConfigDict | dict) -> "ProsodyTurnEnd":
+    """From `infer.prosody_turn_end` ({"kernel": [[..], ..], "bias": [..]})."""
+    if not block or "kernel" not in block or "bias" not in block:
+      raise ValueError("infer.hybrid_signal='prosody' needs infer.prosody_turn_end (a kernel "
+                       "and a bias): fit one with `audio-interaction fit-turn-head "
+                       "--features prosody`")
+    return cls(block["kernel"], block["bias"])
+
+  def to_block(self) -> dict:
+    """The JSON-able `infer.prosody_turn_end` block."""
+    return {"kernel": self.kernel.tolist(), "bias": self.bias.tolist()}
+
+  def start(self) -> None:
+    self._tracker.reset()
+
+  def push(self, chunk: np.ndarray) -> float:
+    """The stream's next chunk -> P(the turn has ended) after it."""
+    logits = self._tracker.push(chunk) @ self.kernel + self.bias
+    logits = logits - logits.max()
+    return float(np.exp(logits[TURN_ENDED]) / np.exp(logits).sum())
+
+
 class HybridPolicy:
   """The model once a short silence has passed, the timer as a backstop.
 
@@ -180,24 +224,39 @@ class HybridPolicy:
   backstop timer is still armed, so without this the reply's end starts another one
   each chunk. (With P(SPEAK) a second reply in one silence is the model's call: an
   alarm after an answer.)
+
+  `signal="prosody"`: the same, with P(turn ended) from `prosody` (`ProsodyTurnEnd`, fed
+  every chunk) and the stepper's probability, P(SPEAK), as a gate: a reply, early or
+  the backstop's, also needs P(SPEAK) >= `gate` at its chunk. A turn the gate turns
+  down is asked again each chunk until the backstop fires, then left unanswered (as the
+  gated timer leaves it): prosody says when a turn ends, the model whether it was
+  spoken to. A running reply yields to voice (the model's P(SPEAK) is not a turn-end
+  probability).
   """
 
   def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
                min_silence_seconds: float = 0.2,
-               barge_in_seconds: float = BARGE_IN_SECONDS, signal: str = "decision"):
+               barge_in_seconds: float = BARGE_IN_SECONDS, signal: str = "decision",
+               prosody: ProsodyTurnEnd | None = None, gate: float = 0.0):
     if not 0 <= min_silence_seconds <= timer.silence_seconds:
       raise ValueError(f"min_silence_seconds must be in [0, silence_seconds="
                        f"{timer.silence_seconds}], got {min_silence_seconds}")
     if signal not in SIGNALS:
       raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
-    self.signal = signal
+    if (signal == "prosody") != (prosody is not None):
+      raise ValueError("a prosody model goes with signal='prosody', and only with it")
+    self.signal, self.prosody, self.gate = signal, prosody, gate
     self.timer, self.threshold = timer, threshold
     self.min_silence_seconds, self.barge_in_seconds = min_silence_seconds, barge_in_seconds
     self.start()
 
   def start(self) -> None:
     self._endpointer = self.timer.stream()
-    self._answered_voice_end: float | None = None  # turn_end: the voice end last answered
+    # turn_end, prosody: the voice end last answered (or, prosody, turned down at the
+    # backstop by the gate).
+    self._answered_voice_end: float | None = None
+    if self.prosody is not None:
+      self.prosody.start()
 
   def silence_seconds(self) -> float:
     """Silence since the last voiced frame (s); 0 before any voice."""
@@ -208,17 +267,21 @@ class HybridPolicy:
              replying: bool) -> bool:
     del index
     fires = self._endpointer.push(chunk)
+    gate_open = speak_probability >= self.gate
+    if self.prosody is not None:
+      speak_probability = self.prosody.push(chunk)
     confident = speak_probability >= self.threshold
     if replying:
       voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9
-      return not (voiced and not confident)
+      return not (voiced and (self.signal == "prosody" or not confident))
     voice_end = self._endpointer.last_voice_end
     settled = voice_end is not None and self.silence_seconds() >= self.min_silence_seconds - 1e-9
-    if self.signal != "turn_end":
+    if self.signal == "decision":
       return fires or (confident and settled)
     unanswered = voice_end != self._answered_voice_end
-    speaks = unanswered and (fires or (confident and settled))
-    if speaks:
+    due = unanswered and (fires or (confident and settled))
+    speaks = due and (self.signal != "prosody" or gate_open)
+    if speaks or (due and fires):  # answered, or turned down at the backstop
       self._answered_voice_end = voice_end
     return speaks
 
@@ -243,8 +306,11 @@ def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float
     return SilenceTimerPolicy(timer)
   if infer.policy == "gated_timer":
     return GatedTimerPolicy(timer, threshold=threshold)
+  signal = infer.get("hybrid_signal", "decision")
+  prosody = (ProsodyTurnEnd.from_block(infer.get("prosody_turn_end", None))
+             if signal == "prosody" else None)
   return HybridPolicy(timer, threshold=threshold, min_silence_seconds=infer.min_silence_seconds,
-                      signal=infer.get("hybrid_signal", "decision"))
+                      signal=signal, prosody=prosody, gate=float(infer.get("hybrid_gate", 0.0)))
 
 
 def reads_turn_end(policy: DecisionPolicy) -> bool:

@@ -37,9 +37,11 @@ import tqdm
 from sklearn import metrics  # librosa's dependency
 
 from audio_interaction import stream_format as sf
+from audio_interaction.audio.prosody import ProsodyEncoder
 from audio_interaction.corpus import effects, real_speech, worlds
 from audio_interaction.corpus.sounds import SoundBank
 from audio_interaction.export import portable
+from audio_interaction.infer.policies import ProsodyTurnEnd
 from audio_interaction.model.model import TURN_ENDED, AudioInteractionModel
 from audio_interaction.train import ctc_head, sound_head
 from audio_interaction.model.clip_encoder import ChunkEncoder
@@ -50,6 +52,9 @@ TURN_GOES_ON = 1 - TURN_ENDED
 CLASS_NAMES = tuple("ended" if k == TURN_ENDED else "goes on" for k in range(2))
 # Silence after the speech of an example (s): more than the chunks read after it.
 SILENCE_AFTER_SECONDS = 1.0
+# What a fitted turn-end model reads per chunk: the encoder's mean frame (a head in the
+# network) or the prosody of the speech before the chunk (`audio.prosody`, host-side).
+TURN_END_FEATURES = ("encoder", "prosody")
 
 
 class PausedLine(Protocol):
@@ -209,10 +214,16 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True,
                          lines: Sequence[PausedLine] | None = None,
-                         first_positions: str = "random") -> dict[str, Any]:
+                         first_positions: str = "random", features: str = "encoder",
+                         hybrid_gate: float = 0.0) -> dict[str, Any]:
   """Fits a bundle's turn-end head (added if it has none; `fit_turn_head`) and writes the
   bundle to `out`, with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the
   head; its other `infer` settings are kept: `tune` chooses them).
+
+  With `features="prosody"` the same fit reads `audio.prosody`'s features of each chunk
+  instead of the encoder's: the network is unchanged, and the fitted model goes into
+  `infer.prosody_turn_end` with `infer.hybrid_signal="prosody"` and
+  `infer.hybrid_gate=hybrid_gate` (the P(SPEAK) a reply also needs).
 
   Args:
     bundle: a model bundle.
@@ -231,9 +242,27 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   Returns:
     `fit_turn_head`'s summary, with the bundle, the sources and whether the head was added.
   """
+  if features not in TURN_END_FEATURES:
+    raise ValueError(f"features must be one of {TURN_END_FEATURES}, got {features!r}")
+  if not 0.0 <= hybrid_gate <= 1.0:
+    raise ValueError(f"hybrid_gate must be in [0, 1], got {hybrid_gate}")
   if lines is None:
     lines = paused_lines(train_audio_root, sources)
   config, params, tokenizer = portable.load_bundle(bundle)
+  if features == "prosody":
+    fit, summary = fit_turn_head(
+        ProsodyEncoder(config.audio.sample_rate * config.audio.chunk_ms // 1000), lines,
+        max_lines=max_lines, chunks=chunks, speech_chunks=speech_chunks,
+        sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
+        sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
+        steps=steps, seed=seed, progress=progress)
+    summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources),
+               "features": features, "hybrid_gate": hybrid_gate, **summary}
+    config.infer.hybrid_signal = "prosody"
+    config.infer.prosody_turn_end = ProsodyTurnEnd(fit.kernel, fit.bias).to_block()
+    config.infer.hybrid_gate = float(hybrid_gate)
+    save_fitted_bundle(bundle, out, params, tokenizer, config, "prosody_turn_end_fit", summary)
+    return summary
   head_added = not config.model.turn_end_head
   if head_added:
     config, params = added_dense_head(config, params, "turn_end_head", seed,
