@@ -9,8 +9,9 @@ from a live stream: fed one chunk at a time, it gives after each chunk the
 
 Pitch is librosa's YIN over 40 ms frames every 10 ms, each frame computed from its own
 samples (a frame is final once its last sample has arrived, so chunk by chunk equals
-the whole recording at once). A frame is voiced when its pitch is in the speaking range
-and its level within `VOICED_BELOW_PEAK_DB` of the loudest frame of the history. Pitch
+the whole recording at once). A frame is voiced when it is periodic (`aperiodicity`),
+its pitch is in the speaking range and its level within `VOICED_BELOW_PEAK_DB` of the
+loudest frame of the history. Pitch
 (semitones) and level (dB) are read relative to the speaker's own median over the voiced
 frames of the history: a deep voice and a high one end a turn alike.
 
@@ -31,6 +32,9 @@ HOP = 160  # 10 ms
 FRAME = 640  # 40 ms: two periods of the lowest pitch tracked
 F0_RANGE_HZ = (60.0, 400.0)
 VOICED_BELOW_PEAK_DB = 30.0
+# YIN's usual voicing bound on the normalised difference (`aperiodicity`): below it a
+# frame repeats itself, as a voice does and room noise does not.
+MAX_APERIODICITY = 0.3
 SILENT_DB = -60.0  # frames below this are never voiced
 HISTORY_SECONDS = 10.0
 TAILS_S = (0.1, 0.3, 0.6)  # the stretches of the last voiced speech read
@@ -44,18 +48,40 @@ FEATURE_NAMES = (
 NUM_FEATURES = len(FEATURE_NAMES)
 
 
-def _frames(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(pitch in semitones re 100 Hz [F] or NaN out of range, level dB [F]) of the whole
-  frames of `samples` (F = (n - FRAME) // HOP + 1)."""
+def aperiodicity(frames: np.ndarray) -> np.ndarray:
+  """frames [FRAME, F] -> [F]: YIN's cumulative mean normalised difference, at its
+  lowest over the lags of the pitch range (de Cheveigné & Kawahara 2002): near 0 for a
+  periodic frame (a voice), near 1 for noise, coloured noise too (whose plain
+  autocorrelation is high at short lags)."""
+  window = FRAME // 2
+  x = frames.astype(np.float64).T  # [F, FRAME]
+  lags = np.arange(1, int(SAMPLE_RATE / F0_RANGE_HZ[0]) + 1)
+  # d(lag) = sum_j<window (x_j - x_j+lag)^2 = E(start) + E(shifted) - 2 r(lag), the
+  # cross term by FFT.
+  size = 2 * FRAME
+  cross = np.fft.irfft(np.conj(np.fft.rfft(x[:, :window], size)) * np.fft.rfft(x, size),
+                       size)[:, lags]
+  energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x * x, axis=1)], axis=1)
+  shifted = energy[:, lags + window] - energy[:, lags]
+  difference = np.maximum(energy[:, window:window + 1] + shifted - 2 * cross, 0.0).T
+  cumulative_mean = np.cumsum(difference, axis=0) / lags[:, None]
+  normalised = difference / np.maximum(cumulative_mean, 1e-12)
+  lowest_lag = int(SAMPLE_RATE / F0_RANGE_HZ[1])
+  return normalised[lowest_lag - 1:].min(0)
+
+
+def _frames(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(pitch in semitones re 100 Hz [F] or NaN out of range, level dB [F], aperiodicity
+  [F]) of the whole frames of `samples` (F = (n - FRAME) // HOP + 1)."""
   f0 = librosa.yin(samples, fmin=F0_RANGE_HZ[0], fmax=F0_RANGE_HZ[1], sr=SAMPLE_RATE,
                    frame_length=FRAME, hop_length=HOP, center=False)
   frames = librosa.util.frame(samples, frame_length=FRAME, hop_length=HOP)
   level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=0) + 1e-10)
   count = min(len(f0), len(level))
-  f0, level = f0[:count], level[:count]
+  f0, level, frames = f0[:count], level[:count], frames[:, :count]
   in_range = (f0 > F0_RANGE_HZ[0] * 1.05) & (f0 < F0_RANGE_HZ[1] * 0.95)
   semitones = np.where(in_range, 12 * np.log2(np.maximum(f0, 1.0) / 100.0), np.nan)
-  return semitones, level
+  return semitones, level, aperiodicity(frames)
 
 
 def _slope(values: np.ndarray, frames: np.ndarray) -> float:
@@ -121,11 +147,11 @@ class ProsodyTracker:
     first_end = self._heard - self._pending.size + FRAME  # end sample of the next frame
     self._heard += chunk.size
     if samples.size >= FRAME:
-      semitones, level = _frames(samples)
-      for i, (pitch, db) in enumerate(zip(semitones, level)):
+      semitones, level, aperiodic = _frames(samples)
+      for i, (pitch, db, ap) in enumerate(zip(semitones, level, aperiodic)):
         peak = max([db] + [f[1] for f in self._frames])
-        voiced = bool(not np.isnan(pitch) and db >= peak - VOICED_BELOW_PEAK_DB
-                      and db > SILENT_DB)
+        voiced = bool(not np.isnan(pitch) and ap <= MAX_APERIODICITY
+                      and db >= peak - VOICED_BELOW_PEAK_DB and db > SILENT_DB)
         self._frames.append((pitch, db, voiced, first_end + i * HOP))
       self._pending = samples[len(semitones) * HOP:]
     else:
