@@ -242,13 +242,17 @@ def policy_sweep(fit, encode: ClipEncoder, paths: list[str], thresholds, min_sil
             "miss": eval_metrics.miss_rate(latencies),
             "median_latency_s": float(np.median(answered)) if answered else float("nan")}
 
+  # Halves by a seeded shuffle: the manifests' rows come in patterns (a source's turns
+  # together, pause lengths in turn), which every other row would split unevenly.
+  in_half_b = np.random.default_rng(0).permutation(len(streams)) % 2 == 1
+
   def score(name: str, make_policy) -> dict:
-    """The policy over every stream, and over each half (streams alternately: A, B)."""
+    """The policy over every stream, and over each half (A, B)."""
     per_half = {"A": ([], []), "B": ([], [])}
     for index, (audio, finished, turns) in enumerate(streams):
       starts = reply_starts(make_policy(), audio, finished, encode.chunk_samples,
                             max(1, round(reply_seconds / chunk_s)))
-      latencies, cut_ins = per_half["AB"[index % 2]]
+      latencies, cut_ins = per_half["AB"[int(in_half_b[index])]]
       latencies += eval_metrics.response_latencies([e for _, e in turns], starts, 2.0)
       cut_ins += eval_metrics.spans_with_reply(turns, starts)
     both = [a + b for a, b in zip(*per_half.values())]

@@ -279,3 +279,8 @@ def test_the_stepper_feeds_the_prosody_hybrid_its_chunks_and_p_speak(gate, first
   spoke = [c.index for c in trace.chunks if c.spoke]
   assert (spoke[0] if spoke else None) == first_reply
   assert max(c.speak_probability for c in trace.chunks) < 1.0
+  # The chunk records carry the prosody model's P(turn ended), as they do a head's.
+  alone = _model_reading_silence()
+  alone.start()
+  expected = [alone.push(c) for c in audio.reshape(-1, size)]
+  np.testing.assert_allclose([c.turn_end_probability for c in trace.chunks], expected)

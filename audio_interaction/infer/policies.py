@@ -255,6 +255,9 @@ class HybridPolicy:
     # turn_end, prosody: the voice end last answered (or, prosody, turned down at the
     # backstop by the gate).
     self._answered_voice_end: float | None = None
+    # The prosody model's P(turn ended) at the last chunk (None before one, or without
+    # the model): the stepper's chunk records carry it.
+    self.turn_end_probability: float | None = None
     if self.prosody is not None:
       self.prosody.start()
 
@@ -269,7 +272,7 @@ class HybridPolicy:
     fires = self._endpointer.push(chunk)
     gate_open = speak_probability >= self.gate
     if self.prosody is not None:
-      speak_probability = self.prosody.push(chunk)
+      speak_probability = self.turn_end_probability = self.prosody.push(chunk)
     confident = speak_probability >= self.threshold
     if replying:
       voiced = _voiced_seconds(self._endpointer) >= self.barge_in_seconds - 1e-9

@@ -51,7 +51,8 @@ class ChunkRecord:
       (`infer/sound_alerts.py`; its reply tokens are this chunk's and the next ones'),
       None otherwise.
     turn_end_probability: the turn-end head's P(the user's turn has ended) at this
-      chunk, None when the model has no such head.
+      chunk, or the row's prosody model's (`infer.hybrid_signal="prosody"`); None
+      without either.
   """
 
   index: int
@@ -331,11 +332,17 @@ class StreamStepper:
       records.append(ChunkRecord(index, index * seconds, (index + 1) * seconds, probability,
                                  spoke, written[row, :count].tolist(), elapsed,
                                  self._fed[row], events, heard[row], *sounds[row],
-                                 alerts.get(row),
-                                 None if turn_ended is None else float(turn_ended[row])))
+                                 alerts.get(row), self._turn_end_of(row, turn_ended)))
       self._fed[row] = []
     self.steps += 1
     return records
+
+  def _turn_end_of(self, row: int, turn_ended: np.ndarray | None) -> float | None:
+    """The row's P(turn ended) at this chunk: the turn-end head's, else its policy's
+    prosody model's (`HybridPolicy.turn_end_probability`), else None."""
+    if turn_ended is not None:
+      return float(turn_ended[row])
+    return getattr(self.policies[row], "turn_end_probability", None)
 
   # ------------------------------------------------------ continuous batching
   # A server keeps one stepper of B slots and lets streams join and leave rows
