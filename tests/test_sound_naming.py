@@ -64,17 +64,41 @@ def test_segments_are_runs_of_one_class_above_the_threshold():
                     quiet,
                     {"siren": 0.55, None: 0.2}, {"siren": 0.65, "dog_bark": 0.1}])  # to the end
   segments = sound_naming.sound_segments(logits, chunk_seconds=0.16, threshold=0.5,
-                                         min_chunks=2)
+                                         min_chunks=2, by="class")
   assert [(round(s.start_s, 2), round(s.end_s, 2), s.label, round(s.probability, 4))
           for s in segments] == [(0.16, 0.64, "phone_ring", 0.7), (1.12, 1.44, "siren", 0.6)]
   assert segments[1].name == worlds.sound_name("siren")
-  one = sound_naming.sound_segments(logits, 0.16, threshold=0.5, min_chunks=1)
+  one = sound_naming.sound_segments(logits, 0.16, threshold=0.5, min_chunks=1, by="class")
   assert [s.label for s in one] == ["phone_ring", "dog_bark", "siren"]
   # "none" is never a segment, however sure the head is of it.
-  assert sound_naming.sound_segments(_logits([quiet] * 4), 0.16, min_chunks=1) == []
-  for threshold, chunks in ((0.0, 2), (1.5, 2), (0.5, 0)):
+  for by in sound_naming.SEGMENT_BY:
+    assert sound_naming.sound_segments(_logits([quiet] * 4), 0.16, min_chunks=1, by=by) == []
+  for threshold, chunks, by in ((0.0, 2, "sound"), (1.5, 2, "sound"), (0.5, 0, "sound"),
+                                (0.5, 2, "loudness")):
     with pytest.raises(ValueError, match="segments"):
-      sound_naming.sound_segments(logits, 0.16, threshold, chunks)
+      sound_naming.sound_segments(logits, 0.16, threshold, chunks, by)
+
+
+def test_segments_by_sound_keep_a_sound_the_head_calls_by_kindred_names_whole():
+  # A ringtone the head hears as a phone, an alarm clock and a notification in turn,
+  # then quiet, then a dog: by class, the ring falls apart into runs of one chunk.
+  quiet = {None: 0.9}
+  ring = [{"phone_ring": 0.5, "alarm_clock": 0.3, None: 0.1},
+          {"alarm_clock": 0.5, "phone_ring": 0.35, None: 0.05},
+          {"notification": 0.45, "phone_ring": 0.4, None: 0.1},
+          {"phone_ring": 0.6, "notification": 0.2, None: 0.1}]
+  logits = _logits([quiet] + ring + [quiet, {"dog_bark": 0.8}, {"dog_bark": 0.7}, quiet])
+  assert [s.label for s in sound_naming.sound_segments(logits, 0.16, 0.5, 2, by="class")
+          ] == ["dog_bark"]
+  segments = sound_naming.sound_segments(logits, 0.16, 0.5, 2, by="sound")
+  # One ring of 4 chunks, named by its mean: phone (0.5 + 0.35 + 0.4 + 0.6) / 4.
+  assert [(round(s.start_s, 2), round(s.end_s, 2), s.label, round(s.probability, 4))
+          for s in segments] == [(0.16, 0.8, "phone_ring", 0.4625),
+                                 (0.96, 1.28, "dog_bark", 0.75)]
+  # The threshold is on P(some sound) = 1 - P(none): at 0.92 the ring's first and third
+  # chunks (0.9 each) drop out and its runs left are a chunk long; the dog stays.
+  assert [s.label for s in sound_naming.sound_segments(logits, 0.16, 0.92, 2, by="sound")
+          ] == ["dog_bark"]
 
 
 @pytest.mark.parametrize("bad", [np.zeros((0, K)), np.zeros(K), np.zeros((2, K - 1))])

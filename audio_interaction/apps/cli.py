@@ -411,7 +411,8 @@ def _transcribe(args: argparse.Namespace, overrides: list[str]) -> int:
 def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import name_sound
   _refuse_config("name-sound", overrides, BUNDLE_BRINGS_CONFIG)
-  segments = (name_sound.SegmentSettings(args.segment_threshold, args.segment_min_chunks)
+  segments = (name_sound.SegmentSettings(args.segment_threshold, args.segment_min_chunks,
+                                         args.segment_by)
               if args.segments else None)
   results = name_sound.name_sound_files(args.paths, args.checkpoint, args.top, segments)
   for result in results:
@@ -1013,7 +1014,12 @@ def build_parser() -> argparse.ArgumentParser:
   namer.add_argument("--segments", action="store_true",
                      help="also where in each file the head hears each sound (start-end s)")
   namer.add_argument("--segment-threshold", type=float, default=0.5,
-                     help="--segments: a chunk hears its likeliest sound class at >= this")
+                     help="--segments: a chunk hears a sound when P(none) <= 1 - this "
+                          "(--segment-by class: its likeliest class at >= this)")
+  namer.add_argument("--segment-by", choices=("sound", "class"), default="sound",
+                     help="--segments: runs of chunks hearing some sound, each named by its "
+                          "mean class probabilities, or runs of one likeliest class (a long "
+                          "sound the head calls now one class, now a kindred one, splits)")
   namer.add_argument("--segment-min-chunks", type=int, default=2,
                      help="--segments: the fewest chunks running that make a segment")
   namer.set_defaults(run=_name_sound)

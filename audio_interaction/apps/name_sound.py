@@ -23,13 +23,15 @@ from audio_interaction.model.model import AudioInteractionModel
 
 @dataclasses.dataclass(frozen=True)
 class SegmentSettings:
-  """`sound_naming.sound_segments`' threshold and shortest run (chunks)."""
+  """`sound_naming.sound_segments`' threshold, shortest run (chunks) and what a run is
+  of (`SEGMENT_BY`)."""
 
   threshold: float = 0.5
   min_chunks: int = 2
+  by: str = "sound"
 
   def __post_init__(self):
-    sound_naming.check_segment_settings(self.threshold, self.min_chunks)
+    sound_naming.check_segment_settings(self.threshold, self.min_chunks, self.by)
 
 
 def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLike | None = None,
@@ -67,7 +69,8 @@ def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLi
           {"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "label": s.label,
            "name": s.name, "probability": round(s.probability, 4)}
           for s in sound_naming.sound_segments(logits, namer.chunk_seconds,
-                                               segments.threshold, segments.min_chunks)]
+                                               segments.threshold, segments.min_chunks,
+                                               segments.by)]
     out.append(result)
   return out
 

@@ -80,36 +80,53 @@ class SoundSegment:
     return worlds.sound_name(self.label)
 
 
-def check_segment_settings(threshold: float, min_chunks: int) -> None:
-  """ValueError unless 0 < threshold <= 1 and min_chunks >= 1 (`sound_segments`)."""
+# How `sound_segments` finds a stretch: where some sound is heard, named as a whole, or
+# where one class stays the likeliest.
+SEGMENT_BY = ("sound", "class")
+
+
+def check_segment_settings(threshold: float, min_chunks: int, by: str = "sound") -> None:
+  """ValueError unless 0 < threshold <= 1, min_chunks >= 1 and `by` is one of
+  `SEGMENT_BY` (`sound_segments`)."""
   if not 0.0 < threshold <= 1.0 or min_chunks < 1:
     raise ValueError(f"sound segments need 0 < threshold <= 1 and min_chunks >= 1, got "
                      f"threshold {threshold} and min_chunks {min_chunks}")
+  if by not in SEGMENT_BY:
+    raise ValueError(f"sound segments are found by one of {SEGMENT_BY}, got {by!r}")
 
 
 def sound_segments(logits: np.ndarray, chunk_seconds: float, threshold: float = 0.5,
-                   min_chunks: int = 2) -> list[SoundSegment]:
+                   min_chunks: int = 2, by: str = "sound") -> list[SoundSegment]:
   """logits [chunks, K] of a recording -> where each sound is heard, in time order.
 
-  A chunk hears the sound class (never "none") the head gives the highest probability,
-  if that probability is >= `threshold`; a run of at least `min_chunks` consecutive
-  chunks hearing the same class is a segment.
+  by="sound": a chunk hears a sound when the head's probability of "none" is at most
+  1 - `threshold`; a run of at least `min_chunks` such chunks is a segment, named as a
+  clip is (the class of the highest mean probability over the run). A long sound the
+  head hears now as one class and now as a kindred one (a ringtone: phone, alarm clock,
+  notification in turn) stays one segment.
+  by="class": a chunk hears the sound class (never "none") the head gives the highest
+  probability, if that probability is >= `threshold`; a run of at least `min_chunks`
+  consecutive chunks hearing the same class is a segment.
   """
-  check_segment_settings(threshold, min_chunks)
+  check_segment_settings(threshold, min_chunks, by)
   probabilities = chunk_probabilities(logits)
   sounds = probabilities.copy()
   sounds[:, NO_SOUND_EVENT] = -1.0
-  heard = np.argmax(sounds, axis=-1)
-  heard = np.where(sounds[np.arange(len(heard)), heard] >= threshold, heard, NO_SOUND_EVENT)
+  if by == "sound":
+    heard = np.where(1.0 - probabilities[:, NO_SOUND_EVENT] >= threshold, 1, NO_SOUND_EVENT)
+  else:
+    heard = np.argmax(sounds, axis=-1)
+    heard = np.where(sounds[np.arange(len(heard)), heard] >= threshold, heard, NO_SOUND_EVENT)
   segments, start = [], 0
   for index in range(1, len(heard) + 1):
     if index < len(heard) and heard[index] == heard[start]:
       continue
-    label_id = int(heard[start])
-    if label_id != NO_SOUND_EVENT and index - start >= min_chunks:
+    if heard[start] != NO_SOUND_EVENT and index - start >= min_chunks:
+      means = sounds[start:index].mean(axis=0)
+      label_id = int(heard[start]) if by == "class" else int(np.argmax(means))
       segments.append(SoundSegment(
           start * chunk_seconds, index * chunk_seconds, worlds.SOUND_EVENT_LABELS[label_id],
-          float(probabilities[start:index, label_id].mean())))
+          float(means[label_id])))
     start = index
   return segments
 
