@@ -81,24 +81,35 @@ def test_segments_are_runs_of_one_class_above_the_threshold():
 
 def test_segments_by_sound_keep_a_sound_the_head_calls_by_kindred_names_whole():
   # A ringtone the head hears as a phone, an alarm clock and a notification in turn,
-  # then quiet, then a dog: by class, the ring falls apart into runs of one chunk.
+  # with a one-chunk pause between rings; three quiet chunks, then a dog. By class, the
+  # ring falls apart into runs of one chunk.
   quiet = {None: 0.9}
   ring = [{"phone_ring": 0.5, "alarm_clock": 0.3, None: 0.1},
           {"alarm_clock": 0.5, "phone_ring": 0.35, None: 0.05},
+          quiet,
           {"notification": 0.45, "phone_ring": 0.4, None: 0.1},
           {"phone_ring": 0.6, "notification": 0.2, None: 0.1}]
-  logits = _logits([quiet] + ring + [quiet, {"dog_bark": 0.8}, {"dog_bark": 0.7}, quiet])
+  logits = _logits([quiet] + ring + [quiet] * 3 + [{"dog_bark": 0.8}, {"dog_bark": 0.7}])
   assert [s.label for s in sound_naming.sound_segments(logits, 0.16, 0.5, 2, by="class")
           ] == ["dog_bark"]
   segments = sound_naming.sound_segments(logits, 0.16, 0.5, 2, by="sound")
-  # One ring of 4 chunks, named by its mean: phone (0.5 + 0.35 + 0.4 + 0.6) / 4.
+  # One ring of 5 chunks, its pause bridged, named by the mean of the 4 that hear it:
+  # phone (0.5 + 0.35 + 0.4 + 0.6) / 4.
   assert [(round(s.start_s, 2), round(s.end_s, 2), s.label, round(s.probability, 4))
-          for s in segments] == [(0.16, 0.8, "phone_ring", 0.4625),
-                                 (0.96, 1.28, "dog_bark", 0.75)]
-  # The threshold is on P(some sound) = 1 - P(none): at 0.92 the ring's first and third
-  # chunks (0.9 each) drop out and its runs left are a chunk long; the dog stays.
-  assert [s.label for s in sound_naming.sound_segments(logits, 0.16, 0.92, 2, by="sound")
-          ] == ["dog_bark"]
+          for s in segments] == [(0.16, 0.96, "phone_ring", 0.4625),
+                                 (1.44, 1.76, "dog_bark", 0.75)]
+  # No bridging: the pause splits the ring in two (each named by its own chunks).
+  assert [(round(s.start_s, 2), s.label) for s in sound_naming.sound_segments(
+      logits, 0.16, 0.5, 2, by="sound", max_gap=0)] == [
+          (0.16, "phone_ring"), (0.64, "phone_ring"), (1.44, "dog_bark")]
+  # Three quiet chunks are bridged at max_gap 3: ring and dog become one stretch.
+  assert len(sound_naming.sound_segments(logits, 0.16, 0.5, 2, by="sound", max_gap=3)) == 1
+  # The threshold is on P(some sound) = 1 - P(none): at 0.92 the ring's chunks at 0.9
+  # drop out, and what is left of it is bridged into runs too short or split.
+  assert [s.label for s in sound_naming.sound_segments(logits, 0.16, 0.92, 2, by="sound",
+                                                       max_gap=0)] == ["dog_bark"]
+  with pytest.raises(ValueError, match="max_gap"):
+    sound_naming.sound_segments(logits, 0.16, max_gap=-1)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((0, K)), np.zeros(K), np.zeros((2, K - 1))])

@@ -412,7 +412,7 @@ def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import name_sound
   _refuse_config("name-sound", overrides, BUNDLE_BRINGS_CONFIG)
   segments = (name_sound.SegmentSettings(args.segment_threshold, args.segment_min_chunks,
-                                         args.segment_by)
+                                         args.segment_by, args.segment_max_gap)
               if args.segments else None)
   results = name_sound.name_sound_files(args.paths, args.checkpoint, args.top, segments)
   for result in results:
@@ -1020,6 +1020,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--segments: runs of chunks hearing some sound, each named by its "
                           "mean class probabilities, or runs of one likeliest class (a long "
                           "sound the head calls now one class, now a kindred one, splits)")
+  namer.add_argument("--segment-max-gap", type=int, default=2,
+                     help="--segments by sound: the longest gap (chunks) between heard "
+                          "chunks that stays inside one segment (a ringtone's pauses)")
   namer.add_argument("--segment-min-chunks", type=int, default=2,
                      help="--segments: the fewest chunks running that make a segment")
   namer.set_defaults(run=_name_sound)

@@ -23,15 +23,18 @@ from audio_interaction.model.model import AudioInteractionModel
 
 @dataclasses.dataclass(frozen=True)
 class SegmentSettings:
-  """`sound_naming.sound_segments`' threshold, shortest run (chunks) and what a run is
-  of (`SEGMENT_BY`)."""
+  """`sound_naming.sound_segments`' threshold, shortest run (chunks), what a run is of
+  (`SEGMENT_BY`) and the longest gap (chunks) a "sound" stretch bridges."""
 
   threshold: float = 0.5
   min_chunks: int = 2
   by: str = "sound"
+  max_gap: int = 2
 
   def __post_init__(self):
     sound_naming.check_segment_settings(self.threshold, self.min_chunks, self.by)
+    if self.max_gap < 0:
+      raise ValueError(f"--segment-max-gap must be >= 0 chunks, got {self.max_gap}")
 
 
 def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLike | None = None,
@@ -70,7 +73,7 @@ def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLi
            "name": s.name, "probability": round(s.probability, 4)}
           for s in sound_naming.sound_segments(logits, namer.chunk_seconds,
                                                segments.threshold, segments.min_chunks,
-                                               segments.by)]
+                                               segments.by, segments.max_gap)]
     out.append(result)
   return out
 

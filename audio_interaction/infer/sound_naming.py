@@ -95,25 +95,42 @@ def check_segment_settings(threshold: float, min_chunks: int, by: str = "sound")
     raise ValueError(f"sound segments are found by one of {SEGMENT_BY}, got {by!r}")
 
 
+def _bridged(heard: np.ndarray, max_gap: int) -> np.ndarray:
+  """heard [chunks] bool with every gap of at most `max_gap` chunks between two heard
+  chunks filled in."""
+  out = heard.copy()
+  indices = np.flatnonzero(heard)
+  for before, after in zip(indices[:-1], indices[1:]):
+    if 1 < after - before <= max_gap + 1:
+      out[before + 1:after] = True
+  return out
+
+
 def sound_segments(logits: np.ndarray, chunk_seconds: float, threshold: float = 0.5,
-                   min_chunks: int = 2, by: str = "sound") -> list[SoundSegment]:
+                   min_chunks: int = 2, by: str = "sound", max_gap: int = 2
+                   ) -> list[SoundSegment]:
   """logits [chunks, K] of a recording -> where each sound is heard, in time order.
 
   by="sound": a chunk hears a sound when the head's probability of "none" is at most
-  1 - `threshold`; a run of at least `min_chunks` such chunks is a segment, named as a
-  clip is (the class of the highest mean probability over the run). A long sound the
-  head hears now as one class and now as a kindred one (a ringtone: phone, alarm clock,
-  notification in turn) stays one segment.
+  1 - `threshold`; runs of such chunks with gaps of at most `max_gap` chunks between
+  them (a ringtone's pauses between rings) are one stretch, a segment if it is at least
+  `min_chunks` long, named as a clip is (the class of the highest mean probability over
+  the stretch's chunks that hear a sound). A long sound the head hears now as one class
+  and now as a kindred one (a ringtone: phone, alarm clock, notification in turn) stays
+  one segment.
   by="class": a chunk hears the sound class (never "none") the head gives the highest
   probability, if that probability is >= `threshold`; a run of at least `min_chunks`
   consecutive chunks hearing the same class is a segment.
   """
   check_segment_settings(threshold, min_chunks, by)
+  if max_gap < 0:
+    raise ValueError(f"sound segments' max_gap must be >= 0 chunks, got {max_gap}")
   probabilities = chunk_probabilities(logits)
   sounds = probabilities.copy()
   sounds[:, NO_SOUND_EVENT] = -1.0
+  some_sound = 1.0 - probabilities[:, NO_SOUND_EVENT] >= threshold
   if by == "sound":
-    heard = np.where(1.0 - probabilities[:, NO_SOUND_EVENT] >= threshold, 1, NO_SOUND_EVENT)
+    heard = np.where(_bridged(some_sound, max_gap), 1, NO_SOUND_EVENT)
   else:
     heard = np.argmax(sounds, axis=-1)
     heard = np.where(sounds[np.arange(len(heard)), heard] >= threshold, heard, NO_SOUND_EVENT)
@@ -122,8 +139,12 @@ def sound_segments(logits: np.ndarray, chunk_seconds: float, threshold: float = 
     if index < len(heard) and heard[index] == heard[start]:
       continue
     if heard[start] != NO_SOUND_EVENT and index - start >= min_chunks:
-      means = sounds[start:index].mean(axis=0)
-      label_id = int(heard[start]) if by == "class" else int(np.argmax(means))
+      if by == "class":
+        means = sounds[start:index].mean(axis=0)
+        label_id = int(heard[start])
+      else:  # the chunks of the stretch that hear a sound, not the gaps between them
+        means = sounds[start:index][some_sound[start:index]].mean(axis=0)
+        label_id = int(np.argmax(means))
       segments.append(SoundSegment(
           start * chunk_seconds, index * chunk_seconds, worlds.SOUND_EVENT_LABELS[label_id],
           float(means[label_id])))
