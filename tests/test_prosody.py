@@ -171,6 +171,11 @@ def _starts(policy: HybridPolicy, chunks, speak_probability) -> list[int]:
     (0.5, lambda i: 1.0 if i >= 13 else 0.0, [13]),
     # It opens only after the backstop turned the turn down (chunk 17): left unanswered.
     (0.5, lambda i: 1.0 if i >= 17 else 0.0, []),
+    # It opens for one chunk of the silence (chunk 8) and stays open for that silence:
+    # the reply comes when prosody says ended (chunk 11).
+    (0.5, lambda i: 1.0 if i == 8 else 0.0, [11]),
+    # Open for one chunk while the voice still goes on (chunk 3): not for the silence.
+    (0.5, lambda i: 1.0 if i == 3 else 0.0, []),
 ])
 def test_the_prosody_hybrid_speaks_when_prosody_and_the_gate_agree(gate, speak, starts):
   chunk_s = CHUNK / RATE

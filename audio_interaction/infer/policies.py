@@ -227,11 +227,13 @@ class HybridPolicy:
 
   `signal="prosody"`: the same, with P(turn ended) from `prosody` (`ProsodyTurnEnd`, fed
   every chunk) and the stepper's probability, P(SPEAK), as a gate: a reply, early or
-  the backstop's, also needs P(SPEAK) >= `gate` at its chunk. A turn the gate turns
-  down is asked again each chunk until the backstop fires, then left unanswered (as the
-  gated timer leaves it): prosody says when a turn ends, the model whether it was
-  spoken to. A running reply yields to voice (the model's P(SPEAK) is not a turn-end
-  probability).
+  the backstop's, also needs P(SPEAK) >= `gate` at some chunk since the voice ended (the
+  gate stays open through the silence once the model has said yes: its P(SPEAK) peaks
+  where its training put replies, ~0.7 s into a silence, and has fallen again by a
+  1.5 s backstop). A turn the gate has not opened for by the backstop is left
+  unanswered (as the gated timer leaves it): prosody says when a turn ends, the model
+  whether it was spoken to. A running reply yields to voice (the model's P(SPEAK) is
+  not a turn-end probability).
   """
 
   def __init__(self, timer: SilenceTimer, *, threshold: float = DEFAULT_THRESHOLD,
@@ -255,6 +257,7 @@ class HybridPolicy:
     # turn_end, prosody: the voice end last answered (or, prosody, turned down at the
     # backstop by the gate).
     self._answered_voice_end: float | None = None
+    self._gate_opened_for: float | None = None  # prosody: the voice end the gate opened after
     # The prosody model's P(turn ended) at the last chunk (None before one, or without
     # the model): the stepper's chunk records carry it.
     self.turn_end_probability: float | None = None
@@ -281,9 +284,11 @@ class HybridPolicy:
     settled = voice_end is not None and self.silence_seconds() >= self.min_silence_seconds - 1e-9
     if self.signal == "decision":
       return fires or (confident and settled)
+    if gate_open and voice_end is not None:
+      self._gate_opened_for = voice_end
     unanswered = voice_end != self._answered_voice_end
     due = unanswered and (fires or (confident and settled))
-    speaks = due and (self.signal != "prosody" or gate_open)
+    speaks = due and (self.signal != "prosody" or self._gate_opened_for == voice_end)
     if speaks or (due and fires):  # answered, or turned down at the backstop
       self._answered_voice_end = voice_end
     return speaks
