@@ -249,34 +249,32 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   if lines is None:
     lines = paused_lines(train_audio_root, sources)
   config, params, tokenizer = portable.load_bundle(bundle)
-  if features == "prosody":
-    fit, summary = fit_turn_head(
-        ProsodyEncoder(config.audio.sample_rate * config.audio.chunk_ms // 1000), lines,
-        max_lines=max_lines, chunks=chunks, speech_chunks=speech_chunks,
-        sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
-        sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
-        steps=steps, seed=seed, progress=progress)
-    summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources),
-               "features": features, "hybrid_gate": hybrid_gate, **summary}
-    config.infer.hybrid_signal = "prosody"
-    config.infer.prosody_turn_end = ProsodyTurnEnd(fit.kernel, fit.bias).to_block()
-    config.infer.hybrid_gate = float(hybrid_gate)
-    save_fitted_bundle(bundle, out, params, tokenizer, config, "prosody_turn_end_fit", summary)
-    return summary
-  head_added = not config.model.turn_end_head
+  head_added = features == "encoder" and not config.model.turn_end_head
   if head_added:
     config, params = added_dense_head(config, params, "turn_end_head", seed,
                                       turn_end_head=True)
+  if features == "prosody":
+    encode = ProsodyEncoder(config.audio.sample_rate * config.audio.chunk_ms // 1000)
+    described = {"features": features, "hybrid_gate": hybrid_gate}
+  else:
+    encode = ChunkEncoder(AudioInteractionModel(config), params,
+                          first_positions=first_positions, seed=seed)
+    described = {"head_added": head_added, "first_positions": first_positions}
   fit, summary = fit_turn_head(
-      ChunkEncoder(AudioInteractionModel(config), params, first_positions=first_positions,
-                   seed=seed), lines, max_lines=max_lines,
-      chunks=chunks, speech_chunks=speech_chunks,
+      encode, lines, max_lines=max_lines, chunks=chunks, speech_chunks=speech_chunks,
       sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
       sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
       steps=steps, seed=seed, progress=progress)
-  summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources),
-             "head_added": head_added, "first_positions": first_positions, **summary}
-  config.infer.hybrid_signal = "turn_end"
-  params = with_dense_head(params, "turn_end_head", fit.kernel, fit.bias)
-  save_fitted_bundle(bundle, out, params, tokenizer, config, "turn_end_head_fit", summary)
+  summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources), **described,
+             **summary}
+  if features == "prosody":
+    config.infer.hybrid_signal = "prosody"
+    config.infer.prosody_turn_end = ProsodyTurnEnd(fit.kernel, fit.bias).to_block()
+    config.infer.hybrid_gate = float(hybrid_gate)
+    fit_key = "prosody_turn_end_fit"
+  else:
+    config.infer.hybrid_signal = "turn_end"
+    params = with_dense_head(params, "turn_end_head", fit.kernel, fit.bias)
+    fit_key = "turn_end_head_fit"
+  save_fitted_bundle(bundle, out, params, tokenizer, config, fit_key, summary)
   return summary
