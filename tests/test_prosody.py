@@ -269,8 +269,9 @@ def test_fit_turn_head_cli_refuses_a_gate_out_of_range(tmp_path, capsys):
 def test_the_stepper_feeds_the_prosody_hybrid_its_chunks_and_p_speak(gate, first_reply):
   """Through `run_policies`: the policy hears the stream's own chunks (prosody says ended
   at chunk 11, as in the policy test above) and gates on the model's P(SPEAK), which a
-  random decoder never raises to 1."""
-  model = AudioInteractionModel(model_testing.small_config())
+  random decoder never raises to 1. The model has a turn-end head too: the records carry
+  what the policy decides on, prosody's P(turn ended)."""
+  model = AudioInteractionModel(model_testing.small_config(**{"model.turn_end_head": True}))
   params = model.init(jax.random.key(0))
   chunk_s = model.config.chunk_seconds
   size = model.config.chunk_samples

@@ -50,9 +50,9 @@ class ChunkRecord:
     sound_alert: the class whose alert the sound-event head started at this chunk
       (`infer/sound_alerts.py`; its reply tokens are this chunk's and the next ones'),
       None otherwise.
-    turn_end_probability: the turn-end head's P(the user's turn has ended) at this
-      chunk, or the row's prosody model's (`infer.hybrid_signal="prosody"`); None
-      without either.
+    turn_end_probability: P(the user's turn has ended) at this chunk: the row's prosody
+      model's when its policy reads one (`infer.hybrid_signal="prosody"`), else the
+      turn-end head's; None without either.
   """
 
   index: int
@@ -338,11 +338,13 @@ class StreamStepper:
     return records
 
   def _turn_end_of(self, row: int, turn_ended: np.ndarray | None) -> float | None:
-    """The row's P(turn ended) at this chunk: the turn-end head's, else its policy's
-    prosody model's (`HybridPolicy.turn_end_probability`), else None."""
-    if turn_ended is not None:
-      return float(turn_ended[row])
-    return getattr(self.policies[row], "turn_end_probability", None)
+    """The row's P(turn ended) at this chunk: its policy's prosody model's
+    (`HybridPolicy.turn_end_probability`: what the policy decides on), else the
+    turn-end head's, else None."""
+    from_policy = getattr(self.policies[row], "turn_end_probability", None)
+    if from_policy is not None:
+      return from_policy
+    return None if turn_ended is None else float(turn_ended[row])
 
   # ------------------------------------------------------ continuous batching
   # A server keeps one stepper of B slots and lets streams join and leave rows

@@ -98,9 +98,10 @@ def timeline_figure(audio: np.ndarray, sample_rate: int, trace: StreamTrace, *,
   # Each value spans its own chunk: decided at the chunk end, from what it heard in it.
   ax.step(ends, probs, where="pre", color="tab:red", label="P(SPEAK) at <decide>")
   turn_ended = [c.turn_end_probability for c in trace.chunks]
-  if trace.chunks and all(p is not None for p in turn_ended):  # a model with a turn-end head
+  # A turn-end head's, or the prosody model the policy decides on (`ChunkRecord`).
+  if trace.chunks and all(p is not None for p in turn_ended):
     ax.step(ends, turn_ended, where="pre", color="tab:blue", linewidth=1.0,
-            label="P(turn ended), turn-end head")
+            label="P(turn ended)")
   ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold}")
   for chunk in trace.chunks:
     if chunk.spoke:
