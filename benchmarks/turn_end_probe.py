@@ -63,7 +63,7 @@ import tqdm
 
 from audio_interaction import stream_format as sf
 from audio_interaction.audio import io as audio_io
-from audio_interaction.audio.prosody import ProsodyEncoder
+from audio_interaction.audio.prosody import FEATURE_NAMES, ProsodyEncoder
 from audio_interaction.corpus import manifest, real_speech
 from audio_interaction.eval import bootstrap
 from audio_interaction.eval import metrics as eval_metrics
@@ -118,6 +118,18 @@ def quick_data(directory: pathlib.Path) -> tuple[list[QuickLine], str]:
   dev = directory / "streams.jsonl"
   dev.write_text("\n".join(rows) + "\n")
   return lines, str(dev)
+
+
+class WithoutFeatures:
+  """A chunk encoder with some of its feature columns zeroed (what the fit cannot read)."""
+
+  def __init__(self, encode, columns: list[int]):
+    self.encode, self.columns, self.chunk_samples = encode, columns, encode.chunk_samples
+
+  def __call__(self, audio: np.ndarray) -> np.ndarray:
+    out = np.array(self.encode(audio), np.float32)
+    out[:, self.columns] = 0.0
+    return out
 
 
 class JoinedEncoder:
@@ -297,6 +309,9 @@ def main() -> None:
   parser.add_argument("--features", choices=("encoder", "prosody", "both"), default="encoder",
                       help="what the probe reads per chunk: the bundle's encoder, the pitch and "
                            "level of the speech before the chunk (audio/prosody.py), or both")
+  parser.add_argument("--prosody-without", default="", metavar="NAME,...",
+                      help="with --features prosody: features the probe may not read "
+                           "(audio.prosody.FEATURE_NAMES), e.g. to see what carries it")
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
   if not args.quick and not args.dev:
@@ -326,6 +341,13 @@ def run(args: argparse.Namespace, lines) -> None:
     encode = ChunkEncoder(AudioInteractionModel(config), params)
   if args.features == "prosody":
     encode = ProsodyEncoder(encode.chunk_samples)
+    if args.prosody_without:
+      dropped = [name.strip() for name in args.prosody_without.split(",") if name.strip()]
+      unknown = [name for name in dropped if name not in FEATURE_NAMES]
+      if unknown:
+        raise SystemExit(f"--prosody-without: unknown features {unknown}; choose from "
+                         f"{FEATURE_NAMES}")
+      encode = WithoutFeatures(encode, [FEATURE_NAMES.index(name) for name in dropped])
   elif args.features == "both":
     encode = JoinedEncoder(encode, ProsodyEncoder(encode.chunk_samples))
   fit, summary = turn_head.fit_turn_head(encode, lines, max_lines=args.max_lines,
@@ -334,7 +356,8 @@ def run(args: argparse.Namespace, lines) -> None:
         f"{summary['examples']} chunks; AUC on them {summary['train_auc']:.3f}, on "
         f"{summary['held_out_lines']} lines of held-out TRAIN voices "
         f"{summary['held_out_auc']:.3f}")
-  report = {"bundle": args.bundle, "features": args.features, "read_blocks": list(blocks), "train_lines": summary["lines"],
+  report = {"bundle": args.bundle, "features": args.features,
+            "prosody_without": args.prosody_without, "read_blocks": list(blocks), "train_lines": summary["lines"],
             "train_auc": summary["train_auc"], "held_out_lines": summary["held_out_lines"],
             "held_out_auc": summary["held_out_auc"]}
   encoded_rows: dict = {}

@@ -56,14 +56,18 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   assert manifests == ["data/real_dev/streams_split.jsonl",
                        "data/real_dev_random30/events.jsonl"]
   # The alerts were tuned with the policy kept, the policy chosen before on the turns and
-  # the unaddressed speech: the gated timer, reading the refitted decision head.
+  # the unaddressed speech: the hybrid whose early reply reads the prosody model (when),
+  # gated by the refitted decision head (whether), the 1.5 s timer as backstop.
   policy_tune = metadata["operating_point"]["policy_chosen_by"]
   assert [m.split(" ")[0] for m in policy_tune["manifests"]] == [
       "data/real_dev/streams.jsonl", "data/real_dev/streams_split.jsonl",
       "data/real_dev_streams_random30/streams.jsonl",
       "data/real_dev_split_random30/streams_split.jsonl",
       "data/real_dev_speech_random30/speech_benign.jsonl"]
-  assert infer.policy == "gated_timer"
+  assert (infer.policy, infer.hybrid_signal) == ("hybrid", "prosody")
+  assert 0 < infer.hybrid_gate < infer.threshold and infer.prosody_turn_end
+  assert metadata["prosody_turn_end_fit"]["sources"] == ["amazon-queen-en", "fillets-cs"]
+  assert metadata["prosody_turn_end_fit"]["hybrid_gate"] == infer.hybrid_gate
   assert policy_tune["chosen"] == tune.Candidate.from_infer(infer).name
   assert config.model.decoder.decision_bias
   assert metadata["decision_head_fit"]["sources"] == ["amazon-queen-en", "fillets-cs"]
