@@ -115,7 +115,22 @@ def test_the_history_is_bounded():
   tracker = ProsodyTracker(history_seconds=1.0)
   for _ in range(20):
     tracker.push(_glide(0.16, 200.0, 0.0))
-  assert len(tracker._frames) == 100
+  assert tracker.frames_held == 100
+
+
+def test_a_faint_voice_under_a_loud_one_is_not_voiced_until_the_loud_one_is_history():
+  # 0.48 s of a loud voice, then a periodic hum 40 dB under it (in the pitch range): within
+  # `VOICED_BELOW_PEAK_DB` of nothing the history holds, it is no voice while the loud
+  # one is in the history (1 s here), and a voice once it has left.
+  tracker = ProsodyTracker(history_seconds=1.0)
+  loud = _glide(3 * CHUNK / RATE, 200.0, 0.0, amplitude=0.3)
+  hum = _glide(20 * CHUNK / RATE, 150.0, 0.0, amplitude=0.003)
+  for c in range(3):
+    tracker.push(loud[c * CHUNK:(c + 1) * CHUNK])
+  silences = [_feature(tracker.push(hum[c * CHUNK:(c + 1) * CHUNK]),
+                       "silence since the last voiced frame") for c in range(20)]
+  assert silences[2] == pytest.approx(3 * CHUNK / RATE, abs=0.05)  # the hum: not a voice
+  assert silences[-1] < 0.05  # the loud voice forgotten: the hum is one now
 
 
 def _model_reading_silence(weight: float = 4.0, bias: float = -2.0) -> ProsodyTurnEnd:

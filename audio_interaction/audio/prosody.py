@@ -22,8 +22,6 @@ these 14 numbers tells a pause inside a turn from its end better than one of Whi
 
 from __future__ import annotations
 
-import collections
-
 import librosa
 import numpy as np
 
@@ -126,7 +124,8 @@ class ProsodyTracker:
   """A stream's prosody, chunk by chunk: `push(chunk)` -> the features after it.
 
   State: the samples of the frame not yet whole, and the last `HISTORY_SECONDS` of
-  frames (pitch, level, voiced, end sample).
+  frames as arrays (pitch, level, voiced, end sample), so a chunk costs its new frames
+  and one read of the history, not a pass over Python objects per frame.
   """
 
   def __init__(self, history_seconds: float = HISTORY_SECONDS):
@@ -137,7 +136,15 @@ class ProsodyTracker:
     """Forgets the stream (a new one begins)."""
     self._pending = np.zeros(0, np.float32)  # samples after the last whole frame's start
     self._heard = 0  # samples pushed
-    self._frames: collections.deque = collections.deque(maxlen=self.history_frames)
+    self._pitch = np.zeros(0)  # semitones, NaN out of range
+    self._level = np.zeros(0)  # dB
+    self._voiced = np.zeros(0, bool)
+    self._ends = np.zeros(0, np.int64)  # each frame's end sample
+
+  @property
+  def frames_held(self) -> int:
+    """Frames in the history (at most `history_frames`)."""
+    return len(self._level)
 
   def push(self, chunk: np.ndarray) -> np.ndarray:
     """chunk float32 [n] (16 kHz, the stream's next samples) -> float32 [NUM_FEATURES]:
@@ -146,27 +153,30 @@ class ProsodyTracker:
     samples = np.concatenate([self._pending, chunk])
     first_end = self._heard - self._pending.size + FRAME  # end sample of the next frame
     self._heard += chunk.size
-    if samples.size >= FRAME:
-      semitones, level, aperiodic = _frames(samples)
-      for i, (pitch, db, ap) in enumerate(zip(semitones, level, aperiodic)):
-        peak = max([db] + [f[1] for f in self._frames])
-        voiced = bool(not np.isnan(pitch) and ap <= MAX_APERIODICITY
-                      and db >= peak - VOICED_BELOW_PEAK_DB and db > SILENT_DB)
-        self._frames.append((pitch, db, voiced, first_end + i * HOP))
-      self._pending = samples[len(semitones) * HOP:]
-    else:
+    if samples.size < FRAME:
       self._pending = samples
+      return self.features()
+    semitones, level, aperiodic = _frames(samples)
+    held, keep = len(self._level), self.history_frames
+    levels = np.concatenate([self._level, level])
+    # Each new frame's loudest frame: itself and the `keep` frames before it.
+    peak = np.array([levels[max(0, held + i - keep):held + i + 1].max()
+                     for i in range(len(level))])
+    voiced = (~np.isnan(semitones) & (aperiodic <= MAX_APERIODICITY)
+              & (level >= peak - VOICED_BELOW_PEAK_DB) & (level > SILENT_DB))
+    self._pitch = np.concatenate([self._pitch, semitones])[-keep:]
+    self._level = levels[-keep:]
+    self._voiced = np.concatenate([self._voiced, voiced])[-keep:]
+    self._ends = np.concatenate(
+        [self._ends, first_end + HOP * np.arange(len(level), dtype=np.int64)])[-keep:]
+    self._pending = samples[len(semitones) * HOP:]
     return self.features()
 
   def features(self) -> np.ndarray:
     """The features of the history as it stands (float32 [NUM_FEATURES])."""
-    if not self._frames:
-      return features_of(np.zeros(0), np.zeros(0), np.zeros(0, bool), 0.0)
-    pitch, level, voiced, ends = (np.asarray(column) for column in zip(*self._frames))
-    voiced = voiced.astype(bool)
-    v = np.flatnonzero(voiced)
-    silence = (self._heard - ends[v[-1]]) / SAMPLE_RATE if len(v) else 0.0
-    return features_of(np.nan_to_num(pitch), level, voiced, silence)
+    v = np.flatnonzero(self._voiced)
+    silence = (self._heard - self._ends[v[-1]]) / SAMPLE_RATE if len(v) else 0.0
+    return features_of(np.nan_to_num(self._pitch), self._level, self._voiced, silence)
 
 
 def prosody_features(audio: np.ndarray, chunk_samples: int) -> np.ndarray:
