@@ -121,6 +121,13 @@ def verifier_examples(windows: WindowFeatures, root, corpus: str, per_class: int
   return np.stack(x), np.asarray(y, np.int32)
 
 
+class Precomputed:
+  """`score`'s fit for rows whose "features" are already the first stage's probabilities."""
+
+  def probabilities(self, features: np.ndarray) -> np.ndarray:
+    return features
+
+
 class Verifier:
   """A fitted window head: `(row, chunk index) -> class id or None` for `score`."""
 
@@ -179,8 +186,6 @@ def main() -> None:
   print(f"{len(y)} verifier windows of {args.window:g} s, {len(dev)} DEV rows; "
         f"prepared in {time.perf_counter() - began:.0f} s on {platform.machine()}\n")
 
-  identity = sound_head.HeadFit.__new__(sound_head.HeadFit)
-  identity.probabilities = lambda p: p  # the first stage's probabilities, precomputed
   layers = model.config.encoder.num_layers
   variants = {"means": [2 * b for b in range(layers + 1)],
               "means + spreads": list(range(2 * layers + 2))}
@@ -200,7 +205,7 @@ def main() -> None:
         cells = []
         for s in sets:
           rows = dev if s == "pooled" else [row for row in dev if row["set"] == s]
-          r = score(identity, rows, t, args.chunks, model.config.chunk_seconds, verifier)
+          r = score(Precomputed(), rows, t, args.chunks, model.config.chunk_seconds, verifier)
           cells.append(f"{r['recall']:.0%} / {r['false']} ({r['per_hour']:.0f}) / "
                        f"{r['late']} / {r['named']:.0%}")
         label = "— (first stage alone)" if phi is None else name

@@ -32,9 +32,8 @@ class SegmentSettings:
   max_gap: int = 2
 
   def __post_init__(self):
-    sound_naming.check_segment_settings(self.threshold, self.min_chunks, self.by)
-    if self.max_gap < 0:
-      raise ValueError(f"--segment-max-gap must be >= 0 chunks, got {self.max_gap}")
+    sound_naming.check_segment_settings(self.threshold, self.min_chunks, self.by,
+                                        self.max_gap)
 
 
 def name_sound_files(paths: Sequence[str | os.PathLike], bundle: str | os.PathLike | None = None,

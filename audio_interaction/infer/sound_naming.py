@@ -85,14 +85,17 @@ class SoundSegment:
 SEGMENT_BY = ("sound", "class")
 
 
-def check_segment_settings(threshold: float, min_chunks: int, by: str = "sound") -> None:
-  """ValueError unless 0 < threshold <= 1, min_chunks >= 1 and `by` is one of
-  `SEGMENT_BY` (`sound_segments`)."""
+def check_segment_settings(threshold: float, min_chunks: int, by: str = "sound",
+                           max_gap: int = 2) -> None:
+  """ValueError unless 0 < threshold <= 1, min_chunks >= 1, `by` is one of `SEGMENT_BY`
+  and max_gap >= 0 (`sound_segments`)."""
   if not 0.0 < threshold <= 1.0 or min_chunks < 1:
     raise ValueError(f"sound segments need 0 < threshold <= 1 and min_chunks >= 1, got "
                      f"threshold {threshold} and min_chunks {min_chunks}")
   if by not in SEGMENT_BY:
     raise ValueError(f"sound segments are found by one of {SEGMENT_BY}, got {by!r}")
+  if max_gap < 0:
+    raise ValueError(f"sound segments' max_gap must be >= 0 chunks, got {max_gap}")
 
 
 def _bridged(heard: np.ndarray, max_gap: int) -> np.ndarray:
@@ -122,9 +125,7 @@ def sound_segments(logits: np.ndarray, chunk_seconds: float, threshold: float = 
   probability, if that probability is >= `threshold`; a run of at least `min_chunks`
   consecutive chunks hearing the same class is a segment.
   """
-  check_segment_settings(threshold, min_chunks, by)
-  if max_gap < 0:
-    raise ValueError(f"sound segments' max_gap must be >= 0 chunks, got {max_gap}")
+  check_segment_settings(threshold, min_chunks, by, max_gap)
   probabilities = chunk_probabilities(logits)
   sounds = probabilities.copy()
   sounds[:, NO_SOUND_EVENT] = -1.0

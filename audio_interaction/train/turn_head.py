@@ -254,7 +254,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     config, params = added_dense_head(config, params, "turn_end_head", seed,
                                       turn_end_head=True)
   if features == "prosody":
-    encode = ProsodyEncoder(config.audio.sample_rate * config.audio.chunk_ms // 1000)
+    encode = ProsodyEncoder(sf.config_chunk_samples(config))
     described = {"features": features, "hybrid_gate": hybrid_gate}
   else:
     encode = ChunkEncoder(AudioInteractionModel(config), params,
