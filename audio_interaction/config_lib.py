@@ -485,6 +485,11 @@ def _is_mesh(value) -> bool:
           and sum(v == -1 for v in value.values()) <= 1)
 
 
+# The prosody turn-end model's inputs (`audio.prosody.NUM_FEATURES`: a sibling layer, so
+# named here too; tests/test_prosody.py holds the two equal).
+PROSODY_FEATURES = 14
+
+
 def _is_prosody_model(value) -> bool:
   if not isinstance(value, Mapping):
     return False
@@ -493,7 +498,7 @@ def _is_prosody_model(value) -> bool:
   if set(value) != {"kernel", "bias"}:
     return False
   kernel, bias = value["kernel"], value["bias"]
-  rows_ok = (isinstance(kernel, (list, tuple)) and len(kernel) == 14 and all(
+  rows_ok = (isinstance(kernel, (list, tuple)) and len(kernel) == PROSODY_FEATURES and all(
       isinstance(row, (list, tuple)) and len(row) == 2 and all(map(_is_number, row))
       for row in kernel))
   return rows_ok and isinstance(bias, (list, tuple)) and len(bias) == 2 and all(
@@ -708,7 +713,8 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.min_silence_seconds": number(0),  # and <= silence_seconds (validate)
     "infer.hybrid_signal": one_of("decision", "turn_end", "prosody"),
     "infer.prosody_turn_end": Rule(
-        "empty, or a mapping of 'kernel' (14 rows of 2 numbers) and 'bias' (2 numbers)",
+        f"empty, or a mapping of 'kernel' ({PROSODY_FEATURES} rows of 2 numbers) and 'bias' "
+        "(2 numbers)",
         _is_prosody_model),
     "infer.hybrid_gate": number(0, 1),
     "infer.temperature": number(0),

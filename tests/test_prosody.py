@@ -221,6 +221,7 @@ def test_the_infer_block_carries_the_model_through_bundles_and_the_eval(tmp_path
   evaluated = suites.EvalConfig.from_infer(again.infer)
   assert evaluated.hybrid_gate == 0.05
   assert evaluated.prosody_turn_end == _model_reading_silence().to_block()
+  assert config_lib.PROSODY_FEATURES == NUM_FEATURES
   values["infer"]["prosody_turn_end"] = {"kernel": [[1.0, 2.0]], "bias": [0.0, 0.0]}
   with pytest.raises(config_lib.ConfigError, match="14 rows of 2 numbers"):
     config_lib.from_dict(values)
