@@ -61,7 +61,8 @@ from audio_interaction.eval import suites as suites_lib
 from audio_interaction.eval.bootstrap import bootstrap_intervals
 from audio_interaction.eval.heldout import first_chunk_reaching, score_trace
 from audio_interaction.export import portable
-from audio_interaction.infer.endpointing import ReplayDetector, SilenceTimer
+from audio_interaction.audio.vad import ReplayDetector
+from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import (ScheduledTimerPolicy, ThresholdPolicy,
                                               policy_from_config)

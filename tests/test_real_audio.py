@@ -290,6 +290,29 @@ def test_streams_are_deterministic_for_a_seed(dev_tree, built, tmp_path):
   assert (other / "streams.jsonl").read_bytes() != (out / "streams.jsonl").read_bytes()
 
 
+def test_turn_ends_at_the_last_word_over_the_same_audio(dev_tree, tmp_path, monkeypatch):
+  # A VAD that hears the last word end 0.3 s before the utterance's trim.
+  monkeypatch.setattr(real_audio.vad_lib, "last_voice_end",
+                      lambda utterance: len(utterance) / 16000 - 0.3)
+  by_speech, by_recording = tmp_path / "speech", tmp_path / "recording"
+  real_audio.build_dev_set(dev_tree, by_speech, streams=4, seed=7)
+  real_audio.build_dev_set(dev_tree, by_recording, streams=4, seed=7, turn_end="recording")
+  for name in ("streams.jsonl", "streams_split.jsonl"):
+    for speech, recording in zip(_rows(by_speech / name), _rows(by_recording / name),
+                                 strict=True):
+      assert (by_speech / speech["audio"]).read_bytes() == (
+          by_recording / recording["audio"]).read_bytes()
+      (turn,), (whole,) = speech["turns"], recording["turns"]
+      assert turn["start"] == whole["start"]
+      assert turn["end"] == pytest.approx(whole["end"] - 0.3, abs=2e-3)
+      # The addressed speech event ends with the turn in both.
+      for row, end in ((speech, turn["end"]), (recording, whole["end"])):
+        (event,) = [e for e in row["events"] if e["role"] == "addressed_speech"]
+        assert event["offset"] == end
+  with pytest.raises(ValueError, match="turn_end"):
+    real_audio.build_dev_set(dev_tree, tmp_path / "bad", streams=1, seed=7, turn_end="file")
+
+
 def test_summary_counts(built):
   out, summary = built
   counts = {m.name: m for m in summary.manifests}

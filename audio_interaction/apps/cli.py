@@ -485,7 +485,7 @@ def _build_real_dev(args: argparse.Namespace, overrides: list[str]) -> int:
     raise UsageError(f"--streams must be >= 0, got {args.streams}")
   try:
     summary = real_audio.fetch_and_build(args.out, args.cache, streams=args.streams,
-                                         seed=args.seed)
+                                         seed=args.seed, turn_end=args.turn_end)
   except real_audio.FetchError as error:  # names the package; the rest is resumable
     print(f"audio-interaction build-real-dev: error: {error}", file=sys.stderr)
     return 1
@@ -1071,6 +1071,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "~/.cache/audio_interaction/debs)")
   real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
+  real_dev.add_argument("--turn-end", choices=("speech", "recording"), default="speech",  # real_audio.TURN_ENDS
+                        help="where a turn ends: its last word (Silero VAD on the clean "
+                             "utterance) or, as up to session 29, its recording's -35 dB trim")
   real_dev.set_defaults(run=_build_real_dev)
 
   lead = verbs.add_parser(

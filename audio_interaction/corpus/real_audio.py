@@ -44,6 +44,13 @@ kept).
   or ambience) under the whole stream, 20-35 dB below the speech. Deterministic for a
   seed.
 
+A turn ends where its last word ends (`TURN_ENDS` "speech", the default): the end of
+the last frame Silero VAD calls voiced in the clean last utterance, before any bed is
+mixed in. The utterance's audio runs on to its -35 dB trim, which in some recordings
+holds 0.3-0.8 s of a reverberant decay or room tone after the last word; up to session
+29 the turn ended there ("recording", kept to reproduce those figures), which scored a
+reply in that decay as a cut-in and a miss.
+
 Labels and texts come from file names, game scripts and config comments (tables
 below); nobody listened to every file. Reasons for each choice: docs/real_audio.md.
 """
@@ -67,6 +74,7 @@ import numpy as np
 import soundfile as sf
 
 from audio_interaction.audio import io as audio_io
+from audio_interaction.audio import vad as vad_lib
 from audio_interaction.corpus import effects, queen_archive, sounds, worlds
 from audio_interaction.data.tokenizer import number_to_words
 from audio_interaction.stream_format import SAMPLE_RATE
@@ -856,6 +864,27 @@ def _noise_segment(clip: LabelledClip, seconds: float, rng: np.random.Generator
   return samples[start:start + need]
 
 
+TURN_ENDS: Final[tuple[str, ...]] = ("speech", "recording")
+
+
+def check_turn_end(turn_end: str) -> None:
+  """Raises ValueError unless `turn_end` is one of `TURN_ENDS`."""
+  if turn_end not in TURN_ENDS:
+    raise ValueError(f"turn_end must be one of {TURN_ENDS}, got {turn_end!r}")
+
+
+def turn_end_in(utterance: np.ndarray, turn_end: str) -> float:
+  """Where a turn ending with `utterance` (float32[n], 16 kHz, clean) ends, in s from the
+  utterance's start: its last voiced frame's end ("speech") or its last sample
+  ("recording"; also "speech" when the VAD hears no voice in it)."""
+  check_turn_end(turn_end)
+  recording = len(utterance) / SAMPLE_RATE
+  if turn_end == "recording":
+    return recording
+  voice_end = vad_lib.last_voice_end(utterance)
+  return recording if voice_end is None else voice_end
+
+
 SENTENCE_END = re.compile(r"[.!?]\s+\S")
 SPLIT_MIN_GAP_S: Final[float] = 0.04  # an inner dip this long is a word boundary
 SPLIT_MIN_PART_S: Final[float] = 0.6  # each half of a split utterance lasts at least this
@@ -888,7 +917,8 @@ def split_at_inner_gap(utterance: np.ndarray, quiet_db: float = TURN_TRIM_DB
 
 def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str],
                        speech: Sequence[SpeechRow], events: Sequence[dict],
-                       num_streams: int, seed: int, *, split: bool = False) -> list[dict]:
+                       num_streams: int, seed: int, *, split: bool = False,
+                       turn_end: str = "speech") -> list[dict]:
   """Writes turn-taking streams (see the module docstring) and their manifest.
 
   `split=False`: `streams/turns_NNN.wav` and `streams.jsonl`; the turn is two whole
@@ -896,11 +926,14 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
   `streams/split_NNN.wav` and `streams_split.jsonl`; the turn is one single-sentence
   utterance cut at an inner word gap (`split_at_inner_gap`) with the pause put there,
   so the first part is unfinished in meaning and prosody, as a real mid-turn pause is.
+  `turn_end`: where the turn ends, one of `TURN_ENDS` (`turn_end_in`); the audio is the
+  same for both.
 
   Even-numbered streams are English when English clips allow it, odd ones another
   language (and the other way round when one side runs out). Each clip is used in at
   most two streams; fewer than `num_streams` rows come back when clips run out.
   """
+  check_turn_end(turn_end)
   root, out = pathlib.Path(root), pathlib.Path(out)
   rng = np.random.default_rng(seed)
   pools: dict[tuple[bool, str], list[SpeechRow]] = collections.defaultdict(list)
@@ -984,14 +1017,16 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
       noise = _noise_segment(bed, len(mix) / SAMPLE_RATE, rng)[:len(mix)]
       mix += effects.set_level(noise, SPEECH_DBFS - snr, active_only=False)
       labels.append(_event(0.0, len(mix) / SAMPLE_RATE, bed.label))
-    labels.append(_event(start, end, "speech", role="addressed_speech"))
+    # The audio runs to `end` whatever `turn_end` says, so both annotations share it.
+    speech_end = second + turn_end_in(xb, turn_end)
+    labels.append(_event(start, speech_end, "speech", role="addressed_speech"))
     stream_id = f"{'split' if split else 'turns'}_{index:03d}"
     rel = f"streams/{stream_id}.wav"
     _write_wav(out, rel, mix)
     rows.append({"id": stream_id, "audio": rel, "text": " ".join(c.row["text"] for c in used),
                  "duration": _r3(len(mix) / SAMPLE_RATE),
                  "events": sorted(labels, key=lambda e: (e["onset"], e["offset"])),
-                 "turns": [{"start": _r3(start), "end": _r3(end), "reply_expected": True}],
+                 "turns": [{"start": _r3(start), "end": _r3(speech_end), "reply_expected": True}],
                  "source_package": used[0].row["source_package"],
                  "speaker": used[0].row["speaker"]})
   _write_jsonl(out / ("streams_split.jsonl" if split else "streams.jsonl"), rows)
@@ -1080,13 +1115,16 @@ def summarize(out: str | os.PathLike[str]) -> DevSetSummary:
 
 
 def build_dev_set(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  streams: int = 40, seed: int = 1234) -> DevSetSummary:
-  """Builds the whole DEV set from extracted packages in `root` into `out`.
+                  streams: int = 40, seed: int = 1234, turn_end: str = "speech"
+                  ) -> DevSetSummary:
+  """Builds the whole DEV set from extracted packages in `root` into `out` (`turn_end`:
+  as `build_turn_streams`).
 
   Raises:
     ReservedPackageError: `root` holds a reserved package.
     FileNotFoundError: `root` is not a folder.
   """
+  check_turn_end(turn_end)
   root, out = pathlib.Path(root), pathlib.Path(out)
   check_root(root)
   out.mkdir(parents=True, exist_ok=True)
@@ -1094,8 +1132,9 @@ def build_dev_set(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
   speech = build_dev_speech(root, out, skipped)
   _, recordings = build_dev_events(root, out, skipped)
   (out / "skipped.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
-  build_turn_streams(root, out, speech, recordings, streams, seed)
-  build_turn_streams(root, out, speech, recordings, streams, seed + 1, split=True)
+  build_turn_streams(root, out, speech, recordings, streams, seed, turn_end=turn_end)
+  build_turn_streams(root, out, speech, recordings, streams, seed + 1, split=True,
+                     turn_end=turn_end)
   summary = summarize(out)
   (out / "summary.txt").write_text(summary.describe() + "\n", encoding="utf-8")
   return summary
@@ -1108,9 +1147,10 @@ def default_cache() -> pathlib.Path:
 
 
 def fetch_and_build(out: str | os.PathLike[str], cache: str | os.PathLike[str] | None = None,
-                    *, streams: int = 40, seed: int = 1234, log=print) -> DevSetSummary:
+                    *, streams: int = 40, seed: int = 1234, turn_end: str = "speech",
+                    log=print) -> DevSetSummary:
   """Fetches the DEV packages (or reuses `cache`), extracts them to `cache/extracted`
-  and builds the DEV set in `out`."""
+  and builds the DEV set in `out` (`turn_end`: as `build_turn_streams`)."""
   cache = pathlib.Path(cache) if cache is not None else default_cache()
   root = fetch_packages(DEV_PACKAGES, cache, log=log)
-  return build_dev_set(root, out, streams=streams, seed=seed)
+  return build_dev_set(root, out, streams=streams, seed=seed, turn_end=turn_end)

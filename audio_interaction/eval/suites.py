@@ -63,8 +63,9 @@ from audio_interaction.data.tokenizer import Tokenizer, normalize_text
 from audio_interaction.eval import bootstrap, metrics
 from audio_interaction.eval.asr_peer import Pocketsphinx, StreamingTranscript
 from audio_interaction.eval.heldout import score_trace
+from audio_interaction.audio.vad import ReplayDetector
 from audio_interaction.infer.endpointing import (
-    ReplayDetector, SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
+    SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
 from audio_interaction.infer.ctc_lm import BeamSettings, CtcLmDecoder
 from audio_interaction.infer.engine import Engine, dequantize_params
 from audio_interaction.infer.policies import (

@@ -10,7 +10,7 @@ deploys.
 
 Runs (`run_candidates`): every candidate of one recording is a row of one batch
 (`run_policies`: one model pass per recording), and the recording's VAD runs once: the
-timer-driven rows replay its scores (`endpointing.ReplayDetector`). Rows are exact: a
+timer-driven rows replay its scores (`audio.vad.ReplayDetector`). Rows are exact: a
 reply written changes the state, so every row is its own run of the model.
 
 Scores (`score_candidate`), with the evaluation's own definitions: B5 false cut-in
@@ -86,7 +86,8 @@ from tqdm.auto import tqdm
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.eval import report, suites
 from audio_interaction.eval.suites import Case, CaseRun, EvalConfig
-from audio_interaction.infer.endpointing import ReplayDetector, SilenceTimer
+from audio_interaction.audio.vad import ReplayDetector
+from audio_interaction.infer.endpointing import SilenceTimer
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.run_stream import StreamTrace, run_policies

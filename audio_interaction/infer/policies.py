@@ -41,7 +41,8 @@ from audio_interaction import config_lib
 from audio_interaction.audio.prosody import NUM_FEATURES, ProsodyTracker
 from audio_interaction.model.model import TURN_ENDED
 
-from audio_interaction.infer.endpointing import Endpointer, SilenceTimer, VoiceDetector
+from audio_interaction.audio.vad import VoiceDetector
+from audio_interaction.infer.endpointing import Endpointer, SilenceTimer
 
 POLICIES = ("model", "silence_timer", "hybrid", "gated_timer")
 # What a hybrid policy's early reply reads: the decoder's P(SPEAK) at `<decide>`, the
@@ -300,7 +301,7 @@ def policy_from_config(infer: ml_collections.ConfigDict, *, chunk_seconds: float
   """The decision policy a config's `infer` block names (`threshold` overrides its own).
 
   `detector`: the frame VAD of a timer-driven policy instead of a new `infer.vad` one,
-  e.g. an `endpointing.ReplayDetector` of that VAD's scores over the recording (the
+  e.g. an `audio.vad.ReplayDetector` of that VAD's scores over the recording (the
   tuning sweep runs the VAD once for all its policies).
   """
   threshold = infer.threshold if threshold is None else threshold
