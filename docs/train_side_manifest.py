@@ -80,7 +80,7 @@ def _turn_rows(config, out: pathlib.Path, source: str, count: int) -> list[dict]
   speech = [real_audio.SpeechRow(row, "en", True)
             for row in _speech_rows(config, out, source, 4 * count, pausable=True,
                                     folder="speech")]
-  return real_audio.build_turn_streams(root, out, speech, [], count, seed=0, split=True)
+  return real_audio.build_turn_streams(root, out, speech, [], count, seed=0, kind="split")
 
 
 def main() -> None:

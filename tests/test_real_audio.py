@@ -232,10 +232,11 @@ def test_turn_streams_draw_from_the_recordings_not_the_runs(dev_tree, tmp_path, 
   monkeypatch.setattr(real_audio, "build_turn_streams",
                       lambda root, out, speech, events, *a, **k: given.append(events) or [])
   real_audio.build_dev_set(dev_tree, tmp_path / "set", streams=2, seed=7)
-  assert len(given) == 2 and all(names(g) == names(recordings) for g in given)
+  assert len(given) == 3 and all(names(g) == names(recordings) for g in given)
 
 
-@pytest.mark.parametrize("manifest", ["streams.jsonl", "streams_split.jsonl"])
+@pytest.mark.parametrize("manifest", ["streams.jsonl", "streams_split.jsonl",
+                                      "streams_single.jsonl"])
 def test_turn_taking_streams(built, manifest):
   out, summary = built
   rows = _check_rows(out, manifest)
@@ -243,12 +244,12 @@ def test_turn_taking_streams(built, manifest):
   texts = {r["text"] for r in _rows(out / "speech_en.jsonl")} | {
       r["text"] for r in _rows(out / "speech_other.jsonl")}
   for row in rows:
-    # A split turn is one clip cut in two; a pair turn is two clips.
-    assert (row["text"] in texts) == (manifest == "streams_split.jsonl"), row["text"]
+    # A split turn is one clip cut in two, a single turn one clip; a pair turn is two clips.
+    assert (row["text"] in texts) == (manifest != "streams.jsonl"), row["text"]
   english_speakers = {r["speaker"] for r in _rows(out / "speech_en.jsonl")}
   assert any(r["speaker"] in english_speakers for r in rows)
   # The fake Dutch clips (1 s) are too short to split into two 0.6 s parts.
-  assert any(r["speaker"] not in english_speakers for r in rows) == (manifest == "streams.jsonl")
+  assert any(r["speaker"] not in english_speakers for r in rows) == (manifest != "streams_split.jsonl")
   for row in rows:
     (turn,) = row["turns"]
     assert turn["reply_expected"] is True
@@ -257,8 +258,8 @@ def test_turn_taking_streams(built, manifest):
     for event in row["events"]:
       if event["role"] in ("alert", "benign") and event["onset"] > 0:
         assert event["offset"] < turn["start"]  # the sound comes before the user speaks
-    # Inside the turn, exactly one pause of 0.5-0.9 s (the fake syllables' gaps are
-    # under 0.1 s; a noise bed lies 20 dB or more below the speech).
+    # Inside the turn, exactly one pause of 0.5-0.9 s, none in a single utterance (the fake
+    # syllables' gaps are under 0.1 s; a noise bed lies 20 dB or more below the speech).
     x, _ = sf.read(str(out / row["audio"]), dtype="float32")
     levels = effects.frame_rms_db(x, 160, 160)
     quiet = levels[int(turn["start"] * 100):int(turn["end"] * 100)] < -35.0
@@ -272,7 +273,10 @@ def test_turn_taking_streams(built, manifest):
     long_runs = [r for r in runs if r >= 0.3]
     # A split turn's pause also holds the word gap it was cut in (under 0.1 s here).
     longest = 0.95 if manifest == "streams.jsonl" else 1.05
-    assert len(long_runs) == 1 and 0.45 <= long_runs[0] <= longest, (row["id"], runs)
+    if manifest == "streams_single.jsonl":
+      assert long_runs == [], (row["id"], runs)
+    else:
+      assert len(long_runs) == 1 and 0.45 <= long_runs[0] <= longest, (row["id"], runs)
   assert manifest in summary.describe()
 
 
@@ -280,10 +284,10 @@ def test_streams_are_deterministic_for_a_seed(dev_tree, built, tmp_path):
   out, _ = built
   again = tmp_path / "again"
   real_audio.build_dev_set(dev_tree, again, streams=6, seed=7)
-  for name in ("speech_en.jsonl", "speech_other.jsonl", "events.jsonl", "streams.jsonl",
-               "streams_split.jsonl"):
+  turn_manifests = [name for name, _ in real_audio.TURN_KINDS.values()]
+  for name in ["speech_en.jsonl", "speech_other.jsonl", "events.jsonl"] + turn_manifests:
     assert (again / name).read_bytes() == (out / name).read_bytes(), name
-  for row in _rows(out / "streams.jsonl") + _rows(out / "streams_split.jsonl"):
+  for row in [r for name in turn_manifests for r in _rows(out / name)]:
     assert (again / row["audio"]).read_bytes() == (out / row["audio"]).read_bytes()
   other = tmp_path / "other_seed"
   real_audio.build_dev_set(dev_tree, other, streams=6, seed=8)
@@ -297,7 +301,7 @@ def test_turn_ends_at_the_last_word_over_the_same_audio(dev_tree, tmp_path, monk
   by_speech, by_recording = tmp_path / "speech", tmp_path / "recording"
   real_audio.build_dev_set(dev_tree, by_speech, streams=4, seed=7)
   real_audio.build_dev_set(dev_tree, by_recording, streams=4, seed=7, turn_end="recording")
-  for name in ("streams.jsonl", "streams_split.jsonl"):
+  for name, _ in real_audio.TURN_KINDS.values():
     for speech, recording in zip(_rows(by_speech / name), _rows(by_recording / name),
                                  strict=True):
       assert (by_speech / speech["audio"]).read_bytes() == (
@@ -321,6 +325,7 @@ def test_summary_counts(built):
   assert counts["events.jsonl"].rows == 4
   assert counts["streams.jsonl"].rows == 6
   assert counts["streams_split.jsonl"].rows == 6
+  assert counts["streams_single.jsonl"].rows == 6
   assert "gong" in counts["events.jsonl"].detail and "not project classes" in str(summary)
   assert summary == real_audio.summarize(out)
   assert (out / "summary.txt").read_text().strip() == summary.describe()

@@ -37,6 +37,9 @@ kept).
   there: its first part is unfinished in meaning and prosody, as in a real mid-turn
   pause (in `streams.jsonl` the first utterance is complete, so nothing a listener
   hears tells the pause from the turn's end).
+* `streams_single.jsonl`: turn-taking streams like `streams.jsonl` whose turn is one
+  whole utterance with no pause: nothing to cut into, only how long a reply waits
+  after a turn of one short sentence.
 * `streams.jsonl`: turn-taking streams. Two real utterances of one speaker with a
   0.5-0.9 s pause between them form one turn (`reply_expected` at its end; a reply
   inside the pause is a cut-in); half the streams have a real DEV sound event (class
@@ -865,6 +868,10 @@ def _noise_segment(clip: LabelledClip, seconds: float, rng: np.random.Generator
 
 
 TURN_ENDS: Final[tuple[str, ...]] = ("speech", "recording")
+# What a DEV turn is made of, and the manifest and stream names it is written under.
+TURN_KINDS: Final[dict[str, tuple[str, str]]] = {
+    "pair": ("streams.jsonl", "turns"), "split": ("streams_split.jsonl", "split"),
+    "single": ("streams_single.jsonl", "single")}
 
 
 def check_turn_end(turn_end: str) -> None:
@@ -917,12 +924,14 @@ def split_at_inner_gap(utterance: np.ndarray, quiet_db: float = TURN_TRIM_DB
 
 def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str],
                        speech: Sequence[SpeechRow], events: Sequence[dict],
-                       num_streams: int, seed: int, *, split: bool = False,
+                       num_streams: int, seed: int, *, kind: str = "pair",
                        turn_end: str = "speech") -> list[dict]:
   """Writes turn-taking streams (see the module docstring) and their manifest.
 
-  `split=False`: `streams/turns_NNN.wav` and `streams.jsonl`; the turn is two whole
-  utterances of one speaker with a pause between. `split=True`:
+  `kind` (one of `TURN_KINDS`) "pair": `streams/turns_NNN.wav` and `streams.jsonl`; the
+  turn is two whole utterances of one speaker with a pause between. "single":
+  `streams/single_NNN.wav` and `streams_single.jsonl`; the turn is one whole utterance,
+  no pause (how long a reply waits after a short turn). "split":
   `streams/split_NNN.wav` and `streams_split.jsonl`; the turn is one single-sentence
   utterance cut at an inner word gap (`split_at_inner_gap`) with the pause put there,
   so the first part is unfinished in meaning and prosody, as a real mid-turn pause is.
@@ -934,6 +943,10 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
   most two streams; fewer than `num_streams` rows come back when clips run out.
   """
   check_turn_end(turn_end)
+  if kind not in TURN_KINDS:
+    raise ValueError(f"kind must be one of {tuple(TURN_KINDS)}, got {kind!r}")
+  split = kind == "split"
+  manifest_name, stream_prefix = TURN_KINDS[kind]
   root, out = pathlib.Path(root), pathlib.Path(out)
   rng = np.random.default_rng(seed)
   pools: dict[tuple[bool, str], list[SpeechRow]] = collections.defaultdict(list)
@@ -941,7 +954,7 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
     if s.exact and s.row["duration"] <= 8.0 and not (
         split and SENTENCE_END.search(s.row["text"].strip())):
       pools[(s.language == "en", s.row["speaker"])].append(s)
-  needed = 1 if split else 2
+  needed = 2 if kind == "pair" else 1
   english = sorted(k for k in pools if k[0] and len(pools[k]) >= needed)
   other = sorted(k for k in pools if not k[0] and len(pools[k]) >= needed)
   # Sounds before the turn: a class drawn uniformly, then one of its recordings (the
@@ -970,8 +983,10 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
       clips = [prepare(c) for c in chosen]
       if any(c is None for c in clips):
         continue
-      if not split:
+      if kind == "pair":
         return chosen, clips[0], clips[1]
+      if kind == "single":
+        return chosen, clips[0], None
       halves = split_at_inner_gap(clips[0])
       if halves is not None:
         return chosen, halves[0], halves[1]
@@ -1003,12 +1018,15 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
         parts.append((0.3, piece))
         labels.append(_event(0.3, 0.3 + len(piece) / SAMPLE_RATE, label["class"]))
         start = 0.3 + len(piece) / SAMPLE_RATE + float(rng.uniform(0.5, 1.0))
-    first_end = start + len(xa) / SAMPLE_RATE
-    second = first_end + float(rng.uniform(*PAUSE_SECONDS))
+    if xb is None:  # a single utterance: it is the turn's last one
+      second, xb, turn_parts = start, xa, [(start, xa)]
+    else:
+      second = start + len(xa) / SAMPLE_RATE + float(rng.uniform(*PAUSE_SECONDS))
+      turn_parts = [(start, xa), (second, xb)]
     end = second + len(xb) / SAMPLE_RATE
     total = end + float(rng.uniform(2.0, 3.0))
     mix = np.zeros(int(np.ceil(total * SAMPLE_RATE)), np.float32)
-    for at, piece in parts + [(start, xa), (second, xb)]:
+    for at, piece in parts + turn_parts:
       k = int(round(at * SAMPLE_RATE))
       mix[k:k + len(piece)] += piece[:len(mix) - k]
     if beds and rng.random() < 0.5:  # a real noise bed under the whole stream
@@ -1020,7 +1038,7 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
     # The audio runs to `end` whatever `turn_end` says, so both annotations share it.
     speech_end = second + turn_end_in(xb, turn_end)
     labels.append(_event(start, speech_end, "speech", role="addressed_speech"))
-    stream_id = f"{'split' if split else 'turns'}_{index:03d}"
+    stream_id = f"{stream_prefix}_{index:03d}"
     rel = f"streams/{stream_id}.wav"
     _write_wav(out, rel, mix)
     rows.append({"id": stream_id, "audio": rel, "text": " ".join(c.row["text"] for c in used),
@@ -1029,7 +1047,7 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
                  "turns": [{"start": _r3(start), "end": _r3(speech_end), "reply_expected": True}],
                  "source_package": used[0].row["source_package"],
                  "speaker": used[0].row["speaker"]})
-  _write_jsonl(out / ("streams_split.jsonl" if split else "streams.jsonl"), rows)
+  _write_jsonl(out / manifest_name, rows)
   return rows
 
 
@@ -1096,7 +1114,7 @@ def summarize(out: str | os.PathLike[str]) -> DevSetSummary:
       + _counts(e["class"] for e in labels)
       + (f"; not project classes: {', '.join(unmapped)}" if unmapped else "")))
   english_speakers = {r.get("speaker") for r in read("speech_en.jsonl")}
-  for name in ("streams.jsonl", "streams_split.jsonl"):
+  for name, _ in TURN_KINDS.values():
     rows = read(name)
     english = sum(r.get("speaker") in english_speakers for r in rows)
     with_event = sum(any(e["role"] in ("alert", "benign") and e["onset"] > 0
@@ -1132,9 +1150,9 @@ def build_dev_set(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
   speech = build_dev_speech(root, out, skipped)
   _, recordings = build_dev_events(root, out, skipped)
   (out / "skipped.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
-  build_turn_streams(root, out, speech, recordings, streams, seed, turn_end=turn_end)
-  build_turn_streams(root, out, speech, recordings, streams, seed + 1, split=True,
-                     turn_end=turn_end)
+  for offset, kind in enumerate(TURN_KINDS):  # seed, seed + 1, seed + 2
+    build_turn_streams(root, out, speech, recordings, streams, seed + offset, kind=kind,
+                       turn_end=turn_end)
   summary = summarize(out)
   (out / "summary.txt").write_text(summary.describe() + "\n", encoding="utf-8")
   return summary
