@@ -312,6 +312,25 @@ def test_the_operating_policy_is_what_the_model_rows_measure(tiny, speech, sound
   assert plain.operating is None and plain.model is plain.sweep[FAST.threshold]
 
 
+def test_the_baseline_timer_is_the_reference_whatever_the_backstop(tiny, speech, sounds):
+  # A hybrid with a 1.5 s backstop still stands beside the 0.7 s timer, unless told.
+  import dataclasses
+  _, _, params, engine = tiny
+  backstop = dataclasses.replace(FAST, policy="hybrid", silence_seconds=1.5)
+  runner = suites.Runner(engine, params, ByteTokenizer(), backstop)
+  assert runner.timer.silence_seconds == suites.REFERENCE_SILENCE_SECONDS == 0.7
+  case = next(c for c in suites.generated_cases(["B5"], speech, sounds, streams_per_subtask=1,
+                                                seed=9000) if "B5" in c.suites)
+  # The timer's replies do not move with the operating point's silence.
+  timer = runner.run(case).timer
+  short = suites.Runner(engine, params, ByteTokenizer(),
+                        dataclasses.replace(backstop, silence_seconds=0.7)).run(case).timer
+  assert any(c.spoke for c in timer.chunks)
+  assert [c.spoke for c in timer.chunks] == [c.spoke for c in short.chunks]
+  told = dataclasses.replace(backstop, baseline_silence_seconds=1.0)
+  assert suites.Runner(engine, params, ByteTokenizer(), told).timer.silence_seconds == 1.0
+
+
 def test_head_alerts_speak_in_the_model_rows_and_never_in_the_timers(speech, sounds):
   import dataclasses
   from audio_interaction.corpus import worlds

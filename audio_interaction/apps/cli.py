@@ -240,6 +240,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   infer = saved.infer
   chosen = {name: value for name, value in (("threshold", args.threshold), ("vad", args.vad),
                                             ("silence_seconds", args.silence),
+                                            ("baseline_silence_seconds", args.baseline_silence),
                                             ("policy", args.policy),
                                             ("min_silence_seconds", args.min_silence),
                                             ("sound_alert_threshold", args.sound_alert),
@@ -255,6 +256,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   defaults = build_parser().parse_args(["eval"])
   extra = tuple(token for name, flag in (
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
+      ("baseline_silence", "--baseline-silence"),
       ("policy", "--policy"), ("min_silence", "--min-silence"), ("sound_alert", "--sound-alert"),
       ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"),
@@ -918,8 +920,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the silence-timer baseline's voice activity detector "
                              "(default: the model's infer.vad)")
   evaluate.add_argument("--silence", type=float, default=None,
-                        help="the baseline's silence before it answers, s "
-                             "(default: the model's infer.silence_seconds)")
+                        help="the operating point's silence, s: the timer policy's wait, the "
+                             "hybrid's backstop (default: the model's infer.silence_seconds)")
+  evaluate.add_argument("--baseline-silence", type=float, default=None,
+                        help="the silence of the baseline timer beside the model, s "
+                             "(default: 0.7, the issue's reference, whatever the model's own)")
   evaluate.add_argument("--policy", choices=("model", "hybrid", "gated_timer", "silence_timer"),
                         default=None,
                         help="the model's decision policy at the operating point (default: "

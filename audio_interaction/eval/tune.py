@@ -171,7 +171,8 @@ class Grid:
   # reference timer): only the sound alerts are tuned.
   keep_policy: Candidate | None = None
 
-  def candidates(self, reference_silence_seconds: float = 0.7) -> list[Candidate]:
+  def candidates(self, reference_silence_seconds: float = suites.REFERENCE_SILENCE_SECONDS
+                 ) -> list[Candidate]:
     """Model, then hybrid, gated-timer and timer candidates; the reference timer always included
     (with `keep_policy`: that point and the reference timer only)."""
     if self.keep_policy is not None:
@@ -196,7 +197,7 @@ FALSE_ALARM_FIGURES = ("benign_false_alarms_per_hour", "false_alarms_per_hour")
 class Rule:
   """The selection rule's constants (see the module docstring)."""
 
-  reference_silence_seconds: float = 0.7
+  reference_silence_seconds: float = suites.REFERENCE_SILENCE_SECONDS
   max_miss: float = 0.10
   max_false_alarms_per_hour: float = 10.0
   target_latency_s: float = GOAL_LATENCY_S
@@ -593,7 +594,7 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
             "eligible_on_A": [candidates[i].name for i in selection.eligible],
             "halves": {}, "goal": {}}
   # The suites' silence-timer block is the reference timer (its label reads the config).
-  beside = dataclasses.replace(config, silence_seconds=rule.reference_silence_seconds,
+  beside = dataclasses.replace(config, baseline_silence_seconds=rule.reference_silence_seconds,
                                vad=base_infer.vad)
   if grid.sound_alert_thresholds:
     if not engine.model.config.sound_event_classes:
