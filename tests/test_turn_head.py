@@ -106,6 +106,32 @@ def test_examples_are_the_chunks_right_after_the_speech_cut_and_whole():
     turn_head.line_examples(encode, [_Line("v", None, lines[0].samples)], progress=False)
 
 
+def test_second_parts_are_short_turns_that_ended():
+  model = AudioInteractionModel(model_testing.small_config())
+  encode = ChunkEncoder(model, model.init(jax.random.key(1)))
+  lines = _lines(2, voices=2)
+  examples = turn_head.line_examples(encode, lines, chunks=2, second_parts=True, seed=5,
+                                     effects_share=0.0, progress=False)
+  per_line = [turn_head.TURN_GOES_ON] * 2 + [TURN_ENDED] * 4
+  assert examples.targets.tolist() == per_line * 2
+  # The third turn of each line is its part after the pause, alone, then silence.
+  rng = np.random.default_rng(5)
+  size = encode.chunk_samples
+  for index, line in enumerate(lines):
+    parts = (line.samples[:line.pause_cut], line.samples, line.samples[line.pause_cut:])
+    for k, speech in enumerate(parts):
+      lead = int(rng.uniform(0.2, 1.0) * RATE)
+      rng.uniform()
+      if k < 2:
+        continue
+      stream = np.concatenate([np.zeros(lead, np.float32), speech,
+                               np.zeros(int(turn_head.SILENCE_AFTER_SECONDS * RATE), np.float32)])
+      first = -(-(lead + len(speech)) // size)
+      row = 6 * index + 4
+      np.testing.assert_allclose(examples.features[row:row + 2],
+                                 encode(stream)[first:first + 2], atol=1e-5)
+
+
 def test_sounds_then_silence_are_no_turn_that_ended():
   model = AudioInteractionModel(model_testing.small_config())
   encode = ChunkEncoder(model, model.init(jax.random.key(1)))

@@ -655,7 +655,7 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
     summary = turn_head.fit_bundle_turn_head(
         bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
         chunks=args.chunks, speech_chunks=args.speech_chunks,
-        sound_clips_per_class=args.sound_clips,
+        second_parts=args.second_parts, sound_clips_per_class=args.sound_clips,
         held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
         seed=args.seed, first_positions=args.clip_positions, features=args.features,
         hybrid_gate=args.hybrid_gate)
@@ -1171,6 +1171,9 @@ def build_parser() -> argparse.ArgumentParser:
   fit_turn.add_argument("--speech-chunks", type=int, default=0,
                         help="chunks inside each whole sentence's speech taken as turns "
                              "that go on")
+  fit_turn.add_argument("--second-parts", action="store_true",
+                        help="also each sentence's part after its pause, alone, as a turn "
+                             "that has ended (a short turn ends too)")
   fit_turn.add_argument("--sound-clips", type=int, default=0,
                         help="clips per class of the TRAIN sound bank whose following silence "
                              "is taken as no turn's end")

@@ -12,7 +12,9 @@ Its examples come from recorded single sentences of real voices on the TRAIN sid
 the whole line, then silence, a turn that has ended. The examples are the first
 `chunks` chunks wholly after the speech (a random lead-in moves the chunk grid), half
 of the streams through the corpus's per-utterance effects (rooms, telephone, noise).
-Optionally chunks inside the whole line's words (`speech_chunks`: the head is read as
+Optionally the line's second part alone, then silence, as a turn that has ended
+(`second_parts`: a short turn ends too, so how much was said no longer tells an end from
+a pause by itself), chunks inside the whole line's words (`speech_chunks`: the head is read as
 soon as a VAD hears a short silence, sometimes with a word's end in the chunk) and
 sounds then silence (`sound_clips_per_class`: a door slam is no turn to answer) join as
 turns that go on. The head is a logistic regression over those features
@@ -76,8 +78,9 @@ def paused_lines(train_audio_root: str | os.PathLike, sources: Sequence[str]
 
 
 def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: int = 2,
-                  speech_chunks: int = 0, seed: int = 0, effects_share: float = 0.5,
-                  progress: bool = True) -> sound_head.ChunkExamples:
+                  speech_chunks: int = 0, second_parts: bool = False, seed: int = 0,
+                  effects_share: float = 0.5, progress: bool = True
+                  ) -> sound_head.ChunkExamples:
   """The turn-end examples of `lines` (each must have a `pause_cut`).
 
   Returns:
@@ -85,7 +88,9 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
     targets [N] (`TURN_GOES_ON` for the line cut at its pause, `TURN_ENDED` for the
     whole line): the first `chunks` chunks wholly after the speech of each; then, with
     `speech_chunks`, that many chunks wholly inside the whole line's speech (drawn at
-    random), `TURN_GOES_ON`: a turn has not ended while its words go on.
+    random), `TURN_GOES_ON`: a turn has not ended while its words go on; with
+    `second_parts`, also the chunks after the line's part after its pause, alone,
+    `TURN_ENDED` (a short turn that has ended).
   """
   rng = np.random.default_rng(seed)
   inside_rng = np.random.default_rng([seed, 1])  # its own stream: the rest draws the same
@@ -96,7 +101,10 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
     if line.pause_cut is None:
       raise ValueError(f"a line of voice {line.voice!r} has no pause to cut at")
     audio = np.asarray(line.audio(), np.float32)
-    for target, speech in ((TURN_GOES_ON, audio[:line.pause_cut]), (TURN_ENDED, audio)):
+    turns = [(TURN_GOES_ON, audio[:line.pause_cut]), (TURN_ENDED, audio)]
+    if second_parts:
+      turns.append((TURN_ENDED, audio[line.pause_cut:]))
+    for target, speech in turns:
       lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
       stream = np.concatenate([np.zeros(lead, np.float32), speech, silence])
       start, end = lead, lead + len(speech)
@@ -110,7 +118,7 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
         features.append(encoded[k])
         targets.append(target)
       inside = np.arange(-(-start // size), end // size)
-      if target == TURN_ENDED and speech_chunks and len(inside):
+      if target == TURN_ENDED and speech is audio and speech_chunks and len(inside):
         for k in inside_rng.choice(inside, min(speech_chunks, len(inside)), replace=False):
           features.append(encoded[k])
           targets.append(TURN_GOES_ON)
@@ -163,6 +171,7 @@ def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
 
 def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
                   max_lines: int | None = 1500, chunks: int = 2, speech_chunks: int = 0,
+                  second_parts: bool = False,
                   sound_bank: SoundBank | None = None, sound_clips_per_class: int = 0,
                   held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                   seed: int = 0, progress: bool = True
@@ -181,7 +190,7 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
     lines = [lines[i] for i in sorted(keep)]
   fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
   examples = line_examples(encode, fitted, chunks=chunks, speech_chunks=speech_chunks,
-                           seed=seed, progress=progress)
+                           second_parts=second_parts, seed=seed, progress=progress)
   if sound_clips_per_class:
     examples = sound_head.ChunkExamples.concatenate([examples, sound_examples(
         encode, sound_bank, sound_clips_per_class, chunks=chunks, seed=seed,
@@ -191,6 +200,7 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
   summary: dict[str, Any] = {
       "lines": len(fitted), "voices": len({l.voice for l in fitted}),
       "chunks_per_line": chunks, "speech_chunks_per_line": speech_chunks,
+      "second_parts": second_parts,
       "sound_clips_per_class": sound_clips_per_class,
       "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
       "loss": fit.loss, "train_recall": fit.recall,
@@ -198,7 +208,7 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
                            examples.targets)}
   if held:
     held_examples = line_examples(encode, held, chunks=chunks, speech_chunks=speech_chunks,
-                                  seed=seed + 1, progress=progress)
+                                  second_parts=second_parts, seed=seed + 1, progress=progress)
     summary.update(held_out_lines=len(held), held_out_voices=len({l.voice for l in held}),
                    held_out_auc=roc_auc(
                        fit.probabilities(held_examples.features)[:, TURN_ENDED],
@@ -210,8 +220,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          train_audio_root: str | os.PathLike,
                          sources: tuple[str, ...] = ("amazon-queen-en", "fillets-cs"),
                          max_lines: int | None = 1500, chunks: int = 2,
-                         speech_chunks: int = 0, sound_clips_per_class: int = 0,
-                         held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
+                         speech_chunks: int = 0, second_parts: bool = False,
+                         sound_clips_per_class: int = 0, held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True,
                          lines: Sequence[PausedLine] | None = None,
                          first_positions: str = "random", features: str = "encoder",
@@ -233,6 +243,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     chunks: chunks after the speech per example.
     speech_chunks: chunks inside each whole line's speech, as turns that go on
       (`line_examples`).
+    second_parts: each line's part after its pause, alone, as a turn that has ended.
     sound_clips_per_class: clips of every class of the TRAIN sound bank whose
       following silence is no turn's end (`sound_examples`).
     held_out_share: share of the voices whose lines only measure the fit (AUC).
@@ -262,7 +273,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     described = {"head_added": head_added, "first_positions": first_positions}
   fit, summary = fit_turn_head(
       encode, lines, max_lines=max_lines, chunks=chunks, speech_chunks=speech_chunks,
-      sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
+      second_parts=second_parts, sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
       sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
       steps=steps, seed=seed, progress=progress)
   summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources), **described,
