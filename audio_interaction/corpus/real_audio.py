@@ -50,7 +50,7 @@ kept).
 A turn ends where its last word ends (`TURN_ENDS` "speech", the default): the end of
 the last frame Silero VAD calls voiced in the clean last utterance, before any bed is
 mixed in. The utterance's audio runs on to its -35 dB trim, which in some recordings
-holds 0.3-0.8 s of a reverberant decay or room tone after the last word; up to session
+holds up to 0.6 s of a reverberant decay after the last word; up to session
 29 the turn ended there ("recording", kept to reproduce those figures), which scored a
 reply in that decay as a cut-in and a miss.
 
@@ -882,8 +882,8 @@ def check_turn_end(turn_end: str) -> None:
 
 def turn_end_in(utterance: np.ndarray, turn_end: str) -> float:
   """Where a turn ending with `utterance` (float32[n], 16 kHz, clean) ends, in s from the
-  utterance's start: its last voiced frame's end ("speech") or its last sample
-  ("recording"; also "speech" when the VAD hears no voice in it)."""
+  utterance's start: its last voiced frame's end ("speech"), or its last sample
+  ("recording", and "speech" when the VAD hears no voice in it)."""
   check_turn_end(turn_end)
   recording = len(utterance) / SAMPLE_RATE
   if turn_end == "recording":
@@ -1019,11 +1019,11 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
         labels.append(_event(0.3, 0.3 + len(piece) / SAMPLE_RATE, label["class"]))
         start = 0.3 + len(piece) / SAMPLE_RATE + float(rng.uniform(0.5, 1.0))
     if xb is None:  # a single utterance: it is the turn's last one
-      second, xb, turn_parts = start, xa, [(start, xa)]
+      last_start, xb, turn_parts = start, xa, [(start, xa)]
     else:
-      second = start + len(xa) / SAMPLE_RATE + float(rng.uniform(*PAUSE_SECONDS))
-      turn_parts = [(start, xa), (second, xb)]
-    end = second + len(xb) / SAMPLE_RATE
+      last_start = start + len(xa) / SAMPLE_RATE + float(rng.uniform(*PAUSE_SECONDS))
+      turn_parts = [(start, xa), (last_start, xb)]
+    end = last_start + len(xb) / SAMPLE_RATE
     total = end + float(rng.uniform(2.0, 3.0))
     mix = np.zeros(int(np.ceil(total * SAMPLE_RATE)), np.float32)
     for at, piece in parts + turn_parts:
@@ -1036,7 +1036,7 @@ def build_turn_streams(root: str | os.PathLike[str], out: str | os.PathLike[str]
       mix += effects.set_level(noise, SPEECH_DBFS - snr, active_only=False)
       labels.append(_event(0.0, len(mix) / SAMPLE_RATE, bed.label))
     # The audio runs to `end` whatever `turn_end` says, so both annotations share it.
-    speech_end = second + turn_end_in(xb, turn_end)
+    speech_end = last_start + turn_end_in(xb, turn_end)
     labels.append(_event(start, speech_end, "speech", role="addressed_speech"))
     stream_id = f"{stream_prefix}_{index:03d}"
     rel = f"streams/{stream_id}.wav"
