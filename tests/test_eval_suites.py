@@ -355,3 +355,11 @@ def test_head_alerts_speak_in_the_model_rows_and_never_in_the_timers(speech, sou
   infer.sound_alert_threshold, infer.sound_alert_chunks = 0.4, 3
   carried = suites.EvalConfig.from_infer(infer)
   assert (carried.sound_alert_threshold, carried.sound_alert_chunks) == (0.4, 3)
+
+
+@pytest.mark.parametrize("flag", ["--silence", "--baseline-silence"])
+def test_eval_refuses_a_silence_that_is_not_positive(flag, tmp_path, capsys):
+  assert cli.main(["eval", "--suites", "B5", "--streams", "1", flag, "0",
+                   "--out", str(tmp_path / "run")]) == 2
+  assert f"{flag} 0.0: must be > 0" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()

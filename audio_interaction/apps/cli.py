@@ -238,6 +238,9 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   is_workdir = args.checkpoint and (pathlib.Path(args.checkpoint) / "checkpoints").is_dir()
   saved = config if is_workdir else bundle_config(args.checkpoint)
   infer = saved.infer
+  for flag, seconds in (("--silence", args.silence), ("--baseline-silence", args.baseline_silence)):
+    if seconds is not None and not seconds > 0:
+      raise UsageError(f"{flag} {seconds}: must be > 0 (seconds of silence)")
   chosen = {name: value for name, value in (("threshold", args.threshold), ("vad", args.vad),
                                             ("silence_seconds", args.silence),
                                             ("baseline_silence_seconds", args.baseline_silence),
