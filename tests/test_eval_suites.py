@@ -363,3 +363,23 @@ def test_eval_refuses_a_silence_that_is_not_positive(flag, tmp_path, capsys):
                    "--out", str(tmp_path / "run")]) == 2
   assert f"{flag} 0.0: must be > 0" in capsys.readouterr().err
   assert not (tmp_path / "run").exists()
+
+
+def test_the_operating_point_round_trips_through_the_eval_config():
+  # A bundle's policy fields come back as the block the eval deploys, each by name.
+  infer = config_lib.base_config().infer
+  infer.policy, infer.threshold, infer.silence_seconds = "hybrid", 0.95, 1.5
+  infer.min_silence_seconds, infer.hybrid_signal, infer.hybrid_gate = 0.1, "prosody", 0.05
+  infer.prosody_turn_end = {"kernel": [[0.0, 1.0]] * 14, "bias": [0.0, -1.0]}
+  cfg = suites.EvalConfig.from_infer(infer, threshold=0.9)
+  block = cfg.policy_block()
+  assert set(block) == set(suites.POLICY_KEYS)
+  assert {k: block[k] for k in suites.POLICY_KEYS if k != "prosody_turn_end"} == {
+      **{k: infer[k] for k in suites.POLICY_KEYS if k != "prosody_turn_end"}, "threshold": 0.9}
+  assert block.prosody_turn_end.to_dict() == infer.prosody_turn_end.to_dict()
+  # An infer block from before a field existed reads the default config's value.
+  old = config_lib.base_config().infer
+  old.threshold = 0.6
+  del old["hybrid_signal"]
+  cfg = suites.EvalConfig.from_infer(old)
+  assert (cfg.hybrid_signal, cfg.threshold) == (config_lib.base_config().infer.hybrid_signal, 0.6)

@@ -78,6 +78,12 @@ from audio_interaction.model.model import Params
 
 # The default operating point (`config.infer`): one owner for threshold, VAD, lengths.
 _INFER = config_lib.base_config().infer
+# The `infer` fields of the operating point's decision policy (`policies.policy_from_config`):
+# `EvalConfig` carries each under the same name, read by `from_infer`, given back by
+# `policy_block`.
+POLICY_KEYS: Final[tuple[str, ...]] = (
+    "policy", "threshold", "vad", "silence_seconds", "min_silence_seconds", "hybrid_signal",
+    "prosody_turn_end", "hybrid_gate")
 
 SUITE_NAMES: Final[dict[str, str]] = {
     "B1": "offline ASR", "B2": "streaming ASR", "B3": "sound events",
@@ -253,16 +259,17 @@ class EvalConfig:
   @classmethod
   def from_infer(cls, infer: ml_collections.ConfigDict, **overrides: Any) -> EvalConfig:
     """The operating point of a config's (or bundle's) `infer` block, with overrides."""
-    values = {"threshold": infer.threshold, "policy": infer.policy,
-              "min_silence_seconds": infer.min_silence_seconds,
-              "hybrid_signal": infer.hybrid_signal,
-              "prosody_turn_end": _plain_dict(infer.get("prosody_turn_end", {})),
-              "hybrid_gate": infer.get("hybrid_gate", _INFER.hybrid_gate),
-              "silence_seconds": infer.silence_seconds,
-              "vad": infer.vad, "max_reply_tokens": infer.max_reply_tokens,
-              "max_answer_tokens": infer.max_answer_tokens,
-              **{key: infer[key] for key in SOUND_ALERT_KEYS}}
+    # A bundle saved before a field existed lacks it: the default config's value.
+    values = {key: infer.get(key, _INFER[key]) for key in POLICY_KEYS}
+    values["prosody_turn_end"] = _plain_dict(values["prosody_turn_end"])
+    values.update({"max_reply_tokens": infer.max_reply_tokens,
+                   "max_answer_tokens": infer.max_answer_tokens,
+                   **{key: infer[key] for key in SOUND_ALERT_KEYS}})
     return cls(**{**values, **overrides})
+
+  def policy_block(self) -> ml_collections.ConfigDict:
+    """The operating point's decision policy as an `infer` block (`POLICY_KEYS`)."""
+    return ml_collections.ConfigDict({key: getattr(self, key) for key in POLICY_KEYS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -696,13 +703,7 @@ class Runner:
     scores = (timer.speech_probabilities(np.pad(case.audio, (0, -len(case.audio) % chunk)))
               if case.suites & TIMER_SUITES or cfg.policy != "model" else None)
     operating = None if cfg.policy == "model" else policy_from_config(
-        ml_collections.ConfigDict({
-            "policy": cfg.policy, "threshold": cfg.threshold, "vad": cfg.vad,
-            "silence_seconds": cfg.silence_seconds,
-            "min_silence_seconds": cfg.min_silence_seconds,
-            "hybrid_signal": cfg.hybrid_signal,
-            "prosody_turn_end": cfg.prosody_turn_end, "hybrid_gate": cfg.hybrid_gate}),
-        chunk_seconds=self.chunk_seconds,
+        cfg.policy_block(), chunk_seconds=self.chunk_seconds,
         detector=ReplayDetector(scores, timer.frame_samples))
     if operating is not None:
       policies.append(operating)
