@@ -196,7 +196,7 @@ def test_split_halves_is_stratified_seeded_and_complete(tmp_path):
 
   # --max-cases: a seeded subset of at most that many cases per suite, in manifest order.
   def names(seed):
-    subset, _ = tune_run.load_cases([str(streams), str(events)], 160, 2.0, max_cases=3,
+    subset, _, _ = tune_run.load_cases([str(streams), str(events)], 160, 2.0, max_cases=3,
                                     seed=seed)
     return [c.name for c in subset]
   every = [c.name for c in cases]
@@ -221,7 +221,7 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   names = [c["name"] for c in result["candidates"]]
   assert names == ["model θ=0.5", "hybrid θ=0.5 min=0.2s timer=0.7s", "timer 0.5s",
                    "timer 0.7s"]
-  cases, _ = tune_run.load_cases([str(streams), str(events)], model.config.chunk_ms, 2.0)
+  cases, _, _ = tune_run.load_cases([str(streams), str(events)], model.config.chunk_ms, 2.0)
   chunks = sum(len(c.audio) // model.config.chunk_samples for c in cases)
   assert {k: result["timing"][k] for k in ("recordings", "chunks", "rows", "model_passes")} == {
       "recordings": 6, "chunks": chunks, "rows": 4, "model_passes": 6}
@@ -238,6 +238,16 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   assert b5["model"]["false_cut_in_rate"] == chosen["B"]["false_cut_in_rate"]
   assert b5["silence_timer"]["miss_rate"] == result["candidates"][3]["B"]["miss_rate"]
   assert "model:false_cut_in_rate" in b5["intervals"]
+  # Per manifest: the turns are the streams', the alert event the events'; both add up
+  # to all, and each row is the chosen candidate's and the timer's over its cases.
+  by_source = result["chosen"]["by_source"]
+  assert [r["source"] for r in by_source] == [str(streams), str(events)]
+  assert [r["cases"] for r in by_source] == [4, 2]
+  assert [r["chosen"]["turns"] for r in by_source] == [4, 0]
+  assert [r["chosen"]["events"] for r in by_source] == [0, 1]
+  assert by_source[0]["chosen"]["false_cut_in_rate"] == chosen["all"]["false_cut_in_rate"]
+  assert by_source[0]["reference"]["miss_rate"] == result["candidates"][3]["all"]["miss_rate"]
+  assert "## The chosen point by manifest" in (out / "tune.md").read_text()
   assert (out / "tune.png").stat().st_size > 1000
   assert not (out / "tune_alerts.png").exists()  # no alert stage, no alert picture
   text = (out / "tune.md").read_text()

@@ -25,8 +25,9 @@ TUNE_FILES = ("tune.json", "tune.md")
 
 def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
                *, max_cases: int | None = None, seed: int = 0
-               ) -> tuple[list[suites.Case], list[str]]:
-  """The B5/B6 cases of the manifests (`tune.tune_cases`) and a note per manifest.
+               ) -> tuple[list[suites.Case], list[str], list[str]]:
+  """The B5/B6 cases of the manifests (`tune.tune_cases`), a note per manifest, and
+  each case's manifest.
 
   `max_cases`: at most this many cases per suite, a seeded random subset (the order of
   the manifests kept).
@@ -37,7 +38,7 @@ def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
   """
   if not manifests:
     raise ValueError("tune needs at least one --manifest")
-  cases, notes = [], []
+  cases, notes, sources = [], [], []
   for path in manifests:
     report = read_manifest(path)
     if not report.rows:
@@ -47,6 +48,7 @@ def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
     notes.append(f"{path}{skip_note(report)}: " + ", ".join(
         f"{s} {sum(s in c.suites for c in found)} cases" for s in tune.TUNE_SUITES))
     cases += found
+    sources += [str(path)] * len(found)
   if max_cases is not None:
     rng = np.random.default_rng(seed)
     keep = set()
@@ -54,6 +56,7 @@ def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
       where = [i for i, c in enumerate(cases) if suite in c.suites]
       keep |= set(rng.permutation(where)[:max_cases].tolist())
     cases = [c for i, c in enumerate(cases) if i in keep]
+    sources = [s for i, s in enumerate(sources) if i in keep]
   turns = sum(suites.case_units(c, "B5") for c in cases if "B5" in c.suites)
   if not turns:
     events = sum(suites.case_units(c, "B6") for c in cases if "B6" in c.suites)
@@ -62,7 +65,7 @@ def load_cases(manifests: Sequence[str], chunk_ms: int, answer_window_s: float,
         f"{events} alert events): tune chooses on B5 turns, so give a manifest of "
         "turn-taking streams (rows with `turns`, or addressed speech with a `reply`; "
         "docs/manifests.md)")
-  return cases, notes
+  return cases, notes, sources
 
 
 def _bundle_metadata(bundle: str | pathlib.Path) -> dict[str, Any]:
@@ -101,10 +104,10 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
     grid = dataclasses.replace(grid, keep_policy=tune.Candidate.from_infer(base_infer))
   eval_config = suites.EvalConfig.from_infer(base_infer, bootstrap_resamples=resamples)
   model, params, tokenizer, note = portable.load_model(None, bundle)
-  cases, notes = load_cases(manifests, model.config.chunk_ms, eval_config.answer_window_s,
-                            max_cases=max_cases, seed=seed)
+  cases, notes, sources = load_cases(manifests, model.config.chunk_ms,
+                                     eval_config.answer_window_s, max_cases=max_cases, seed=seed)
   result = tune.tune(Engine(model), params, tokenizer, cases, base_infer, grid, rule,
-                     config=eval_config, seed=seed, progress=progress)
+                     config=eval_config, seed=seed, progress=progress, sources=sources)
   result["manifests"] = notes
   result["timing"]["wall_seconds"] = time.perf_counter() - began
   paths = tune.write_tune_report(result, out_dir, note=note, command=command)

@@ -543,8 +543,8 @@ def chosen_report(cases: Sequence[Case], chosen: Sequence[StreamTrace],
 
 def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[Case],
          base_infer: ml_collections.ConfigDict, grid: Grid = Grid(), rule: Rule = Rule(), *,
-         config: EvalConfig | None = None, seed: int = 0, progress: bool = True
-         ) -> dict[str, Any]:
+         config: EvalConfig | None = None, seed: int = 0, progress: bool = True,
+         sources: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs every candidate over `cases`, picks on half A, reports on half B and all.
 
   Args:
@@ -552,6 +552,8 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
     base_infer: the bundle's `infer` block: the candidates change only policy,
       threshold, min_silence_seconds and silence_seconds (`vad`: the timer's VAD).
     config: answer window, reply cap, bootstrap settings (default: `EvalConfig.from_infer`).
+    sources: each case's manifest: the chosen point and the reference timer are also
+      scored per manifest over all its cases (`chosen["by_source"]`).
   Returns:
     JSON-able (after `suites.json_safe`): {"rule", "grid", "split", "candidates":
     [{"name", "policy", knobs, "A", "B", "all"}], "reference", "chosen": {"name",
@@ -559,6 +561,8 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
     "timing"}.
   """
   config = config or EvalConfig.from_infer(base_infer)
+  if sources is not None and len(sources) != len(cases):
+    raise ValueError(f"{len(sources)} sources for {len(cases)} cases")
   turns = [c for c in cases if "B5" in c.suites and suites.case_units(c, "B5")]
   if len(turns) < 2:
     raise ValueError(f"tune needs at least 2 turn-taking recordings with turns (one per half); "
@@ -620,6 +624,14 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
         [traces[i][reference] for i in idx], tokenizer, beside)
     chosen["goal"][half] = goal_checks(chosen_figures[half],
                                        table[reference][half]["false_cut_in_rate"], rule)
+  if sources is not None:
+    chosen["by_source"] = [
+        {"source": source, "cases": len(idx),
+         "chosen": score_candidate([cases[i] for i in idx], [chosen_traces[i] for i in idx],
+                                   tokenizer, config),
+         "reference": figures(reference, idx)}
+        for source in dict.fromkeys(sources)
+        for idx in [[i for i, s in enumerate(sources) if s == source]]]
   return {
       "rule": rule.describe(), "rule_constants": dataclasses.asdict(rule),
       "grid": dataclasses.asdict(grid),
@@ -736,6 +748,22 @@ def write_tune_report(result: dict, out_dir: str | pathlib.Path, *, note: str = 
              "timer driving the same model on the same cases.", "",
              report.summary_table({"suites": chosen["halves"][half]}), "",
              *_goal_lines(chosen["goal"][half]), ""]
+  if chosen.get("by_source"):
+    text += ["## The chosen point by manifest (all cases)", "",
+             "Each manifest's cases alone; beside each, the reference timer on them.", "",
+             "| manifest | recordings | turns | cut-in | miss | median latency | "
+             "timer: cut-in / miss / latency | alert recall | FA/h |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in chosen["by_source"]:
+      mine, timer = row["chosen"], row["reference"]
+      text.append(
+          f"| {row['source']} | {row['cases']} | {mine['turns']} | "
+          f"{_pct(mine['false_cut_in_rate'])} | {_pct(mine['miss_rate'])} | "
+          f"{report.fmt(mine['median_latency_s'], 's')} | "
+          f"{_pct(timer['false_cut_in_rate'])} / {_pct(timer['miss_rate'])} / "
+          f"{report.fmt(timer['median_latency_s'], 's')} | {_pct(mine['recall'])} | "
+          f"{_alarms(mine)} |")
+    text.append("")
   if "sound_alerts" in chosen:
     stage = chosen["sound_alerts"]
     text += ["## Sound alerts (the chosen policy, alerts from the sound-event head)", "",
