@@ -23,6 +23,7 @@ import numpy as np
 
 from audio_interaction.stream_format import SAMPLE_RATE
 from audio_interaction.audio.io import to_pcm16
+from audio_interaction.audio.level import rms_db
 
 VADS: Final[tuple[str, ...]] = ("silero", "webrtc", "energy")
 ENERGY_FLOOR_DB: Final[float] = -60.0
@@ -100,8 +101,7 @@ class EnergyDetector:
     self.frame_samples = SAMPLE_RATE // 50
 
   def score(self, frame: np.ndarray) -> float:
-    frame = np.asarray(frame, np.float64)
-    level = 10.0 * np.log10(np.mean(frame * frame) + 1e-20) if frame.size else -200.0
+    level = rms_db(np.asarray(frame, np.float64))
     return float(np.clip((level - ENERGY_FLOOR_DB) / ENERGY_RANGE_DB, 0.0, 1.0))
 
   def reset(self) -> None:

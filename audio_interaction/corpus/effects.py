@@ -23,28 +23,13 @@ import pyroomacoustics
 from scipy import signal as sps
 
 from audio_interaction.audio import io as audio_io
+from audio_interaction.audio.level import POWER_FLOOR, power, rms_db
 from audio_interaction.stream_format import SAMPLE_RATE
-
-# Power floor (about -200 dBFS) so levels of digital silence are finite.
-_EPS = 1e-20
 
 
 def db_to_gain(db: float) -> float:
   """Amplitude factor for a level change of `db` decibels."""
   return float(10.0 ** (db / 20.0))
-
-
-def power(x: np.ndarray) -> float:
-  """Mean square of `x` (float[n]); 0.0 for an empty array."""
-  if x.size == 0:
-    return 0.0
-  x64 = x.astype(np.float64)
-  return float(np.mean(x64 * x64))
-
-
-def rms_db(x: np.ndarray) -> float:
-  """RMS level of `x` in dBFS (full scale = 1.0); about -200 for silence."""
-  return 10.0 * math.log10(power(x) + _EPS)
 
 
 def active_rms_db(x: np.ndarray, threshold: float = 1e-4) -> float:
@@ -261,7 +246,7 @@ def frame_rms_db(x: np.ndarray, frame: int, hop: int) -> np.ndarray:
   x64 = x.astype(np.float64)
   c = np.concatenate([[0.0], np.cumsum(x64 * x64)])
   p = (c[idx + frame] - c[idx]) / frame
-  return 10.0 * np.log10(np.maximum(p, 0.0) + _EPS)
+  return 10.0 * np.log10(np.maximum(p, 0.0) + POWER_FLOOR)
 
 
 def trim_silence(x: np.ndarray, threshold_db: float = -40.0, floor_db: float = -60.0,
