@@ -245,8 +245,11 @@ def test_tune_cli_writes_the_report_and_only_the_bundles_infer_block(tiny, tmp_p
   assert [r["cases"] for r in by_source] == [4, 2]
   assert [r["chosen"]["turns"] for r in by_source] == [4, 0]
   assert [r["chosen"]["events"] for r in by_source] == [0, 1]
-  assert by_source[0]["chosen"]["false_cut_in_rate"] == chosen["all"]["false_cut_in_rate"]
-  assert by_source[0]["reference"]["miss_rate"] == result["candidates"][3]["all"]["miss_rate"]
+  timer = result["candidates"][3]["all"]
+  for key in ("false_cut_in_rate", "miss_rate", "median_latency_s"):
+    assert by_source[0]["chosen"][key] == chosen["all"][key], key
+    assert by_source[0]["reference"][key] == timer[key], key
+  assert chosen["all"]["median_latency_s"] != timer["median_latency_s"]  # rows tell apart
   assert "## The chosen point by manifest" in (out / "tune.md").read_text()
   assert (out / "tune.png").stat().st_size > 1000
   assert not (out / "tune_alerts.png").exists()  # no alert stage, no alert picture

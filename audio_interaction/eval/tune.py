@@ -625,13 +625,15 @@ def tune(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[C
     chosen["goal"][half] = goal_checks(chosen_figures[half],
                                        table[reference][half]["false_cut_in_rate"], rule)
   if sources is not None:
+    of_source: dict[str, list[int]] = collections.defaultdict(list)  # in the manifests' order
+    for i, source in enumerate(sources):
+      of_source[source].append(i)
     chosen["by_source"] = [
         {"source": source, "cases": len(idx),
          "chosen": score_candidate([cases[i] for i in idx], [chosen_traces[i] for i in idx],
                                    tokenizer, config),
          "reference": figures(reference, idx)}
-        for source in dict.fromkeys(sources)
-        for idx in [[i for i, s in enumerate(sources) if s == source]]]
+        for source, idx in of_source.items()]
   return {
       "rule": rule.describe(), "rule_constants": dataclasses.asdict(rule),
       "grid": dataclasses.asdict(grid),
