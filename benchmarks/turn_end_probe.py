@@ -357,7 +357,8 @@ def run(args: argparse.Namespace, lines) -> None:
         f"{summary['held_out_lines']} lines of held-out TRAIN voices "
         f"{summary['held_out_auc']:.3f}")
   report = {"bundle": args.bundle, "features": args.features,
-            "prosody_without": args.prosody_without, "read_blocks": list(blocks), "train_lines": summary["lines"],
+            "prosody_without": args.prosody_without, "read_blocks": list(blocks),
+            "train_lines": summary["lines"],
             "train_auc": summary["train_auc"], "held_out_lines": summary["held_out_lines"],
             "held_out_auc": summary["held_out_auc"]}
   encoded_rows: dict = {}

@@ -38,7 +38,8 @@ def main() -> None:
     moved = [s["source_package"] for s, d in zip(speech, shift) if d > 0.1]
     print(f"{name}: {len(shift)} turns; the end moves earlier by "
           f"p50 {np.percentile(shift, 50):.2f} s, p75 {np.percentile(shift, 75):.2f} s, "
-          f"p90 {np.percentile(shift, 90):.2f} s, max {shift.max():.2f} s (min {shift.min():.2f} s); "
+          f"p90 {np.percentile(shift, 90):.2f} s, max {shift.max():.2f} s "
+          f"(min {shift.min():.2f} s); "
           f"within 0.05 s: {int((shift <= 0.05).sum())}; more than 0.1 s: {len(moved)} "
           f"({', '.join(f'{k} {v}' for k, v in sorted(collections.Counter(moved).items()))})")
 

@@ -30,7 +30,8 @@ def _decay(seconds: float, start_db: float, seed: int = 0) -> np.ndarray:
 
 def test_last_voice_end_is_the_end_of_the_last_loud_frame():
   # 20 ms energy frames: the tone's 0.5 s end is a frame edge; the 0.53 s one is not.
-  audio = np.concatenate([np.zeros(RATE // 4, np.float32), _tone(0.25), np.zeros(RATE // 2, np.float32)])
+  quiet = np.zeros(RATE // 4, np.float32)
+  audio = np.concatenate([quiet, _tone(0.25), quiet, quiet])
   assert vad_lib.last_voice_end(audio, vad="energy") == pytest.approx(0.5)
   odd = np.concatenate([_tone(0.53), np.zeros(RATE // 2, np.float32)])
   assert vad_lib.last_voice_end(odd, vad="energy") == pytest.approx(0.54)

@@ -1079,7 +1079,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "~/.cache/audio_interaction/debs)")
   real_dev.add_argument("--streams", type=int, default=40, help="turn-taking streams to build")
   real_dev.add_argument("--seed", type=int, default=1234, help="seed of the turn-taking streams")
-  real_dev.add_argument("--turn-end", choices=("speech", "recording"), default="speech",  # real_audio.TURN_ENDS
+  # choices: real_audio.TURN_ENDS (the CLI imports the corpus lazily, to start fast)
+  real_dev.add_argument("--turn-end", choices=("speech", "recording"), default="speech",
                         help="where a turn ends: its last word (Silero VAD on the clean "
                              "utterance) or, as up to session 29, its recording's -35 dB trim")
   real_dev.set_defaults(run=_build_real_dev)

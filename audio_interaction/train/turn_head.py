@@ -101,10 +101,11 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
     if line.pause_cut is None:
       raise ValueError(f"a line of voice {line.voice!r} has no pause to cut at")
     audio = np.asarray(line.audio(), np.float32)
-    turns = [(TURN_GOES_ON, audio[:line.pause_cut]), (TURN_ENDED, audio)]
+    # (target, speech, whether it is the whole line: only its words give inside chunks)
+    turns = [(TURN_GOES_ON, audio[:line.pause_cut], False), (TURN_ENDED, audio, True)]
     if second_parts:
-      turns.append((TURN_ENDED, audio[line.pause_cut:]))
-    for target, speech in turns:
+      turns.append((TURN_ENDED, audio[line.pause_cut:], False))
+    for target, speech, whole in turns:
       lead = int(rng.uniform(0.2, 1.0) * sf.SAMPLE_RATE)
       stream = np.concatenate([np.zeros(lead, np.float32), speech, silence])
       start, end = lead, lead + len(speech)
@@ -118,7 +119,7 @@ def line_examples(encode: ChunkEncoder, lines: Sequence[PausedLine], *, chunks: 
         features.append(encoded[k])
         targets.append(target)
       inside = np.arange(-(-start // size), end // size)
-      if target == TURN_ENDED and speech is audio and speech_chunks and len(inside):
+      if whole and speech_chunks and len(inside):
         for k in inside_rng.choice(inside, min(speech_chunks, len(inside)), replace=False):
           features.append(encoded[k])
           targets.append(TURN_GOES_ON)
@@ -221,7 +222,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          sources: tuple[str, ...] = ("amazon-queen-en", "fillets-cs"),
                          max_lines: int | None = 1500, chunks: int = 2,
                          speech_chunks: int = 0, second_parts: bool = False,
-                         sound_clips_per_class: int = 0, held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
+                         sound_clips_per_class: int = 0, held_out_share: float = 0.2,
+                         l2: float = 1e-2, steps: int = 300,
                          seed: int = 0, progress: bool = True,
                          lines: Sequence[PausedLine] | None = None,
                          first_positions: str = "random", features: str = "encoder",
@@ -273,7 +275,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     described = {"head_added": head_added, "first_positions": first_positions}
   fit, summary = fit_turn_head(
       encode, lines, max_lines=max_lines, chunks=chunks, speech_chunks=speech_chunks,
-      second_parts=second_parts, sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
+      second_parts=second_parts,
+      sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
       sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
       steps=steps, seed=seed, progress=progress)
   summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources), **described,
