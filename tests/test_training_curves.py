@@ -64,3 +64,62 @@ def test_no_train_rows_are_explained_and_the_png_is_written(tmp_path):
     plt.close(figure)
   out = training_curves.plot_training_curves(history, tmp_path / "curves.png")
   assert out.stat().st_size > 0
+
+
+def _run(steps: list[int], scale: float) -> list[dict]:
+  """A run's history: train rows, and eval rows whose figures depend on the step."""
+  rows = [_train_row(s, 3.0 * scale) for s in steps]
+  rows += [{"step": s, "eval/loss": scale * 10 / s, "eval/token_accuracy": s / 1000,
+            "eval/decision_f1": 0.5, "eval/ctc_loss": scale} for s in steps if s % 100 == 0]
+  return rows
+
+
+def test_the_comparison_draws_each_runs_held_out_series_in_its_own_colour():
+  runs = {"small corpus": _run(list(range(50, 401, 50)), 1.0),
+          "large corpus": _run(list(range(50, 601, 50)), 0.5)}
+  figure = training_curves.comparison_figure(runs)
+  try:
+    loss_panel = figure.axes[0]
+    held_out = {line.get_label(): line for line in loss_panel.get_lines()
+                if not line.get_label().startswith("_")}
+    assert set(held_out) == {"small corpus", "large corpus"}
+    assert list(held_out["large corpus"].get_xdata()) == [100, 200, 300, 400, 500, 600]
+    assert held_out["small corpus"].get_ydata()[-1] == pytest.approx(10 / 400)
+    assert held_out["small corpus"].get_color() != held_out["large corpus"].get_color()
+    # each run's faint train line shares its colour
+    faint = [line for line in loss_panel.get_lines() if line.get_label().startswith("_")]
+    assert {line.get_color() for line in faint} == {
+        line.get_color() for line in held_out.values()}
+  finally:
+    plt.close(figure)
+
+
+def test_the_table_compares_runs_at_their_last_eval_or_at_an_equal_step():
+  runs = {"a": _run(list(range(50, 401, 50)), 1.0), "b": _run(list(range(50, 601, 50)), 0.5),
+          "no evals": [_train_row(10, 1.0)]}
+  lines = training_curves.held_out_table(runs).splitlines()
+  assert lines[0].startswith("| run | step | eval/loss | eval/token_accuracy")
+  assert lines[2] == "| a | 400 | 0.025 | 0.4 | 0.5 | 1 |"
+  assert lines[3] == "| b | 600 | 0.008333 | 0.6 | 0.5 | 0.5 |"
+  assert lines[4].startswith("| no evals | — |")
+  at_400 = training_curves.held_out_table(runs, step=450).splitlines()
+  assert at_400[3] == "| b | 400 | 0.0125 | 0.4 | 0.5 | 0.5 |"
+
+
+def test_compare_runs_on_the_command_line(tmp_path, capsys):
+  from audio_interaction.apps import cli
+  workdirs = []
+  for name, scale in (("ctl", 1.0), ("big", 0.5)):
+    history = tmp_path / name / "tensorboard" / "history.jsonl"
+    history.parent.mkdir(parents=True)
+    history.write_text("".join(json.dumps(r) + "\n" for r in _run([100, 200], scale)))
+    workdirs.append(str(tmp_path / name))
+  out = tmp_path / "compare.png"
+  assert cli.main(["compare-runs", *workdirs, "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "| ctl | 200 | 0.05 |" in printed and "| big | 200 | 0.025 |" in printed
+  assert out.stat().st_size > 0
+  assert cli.main(["compare-runs", *workdirs, "--names", "one"]) == 2
+  assert "2 workdirs" in capsys.readouterr().err
+  assert cli.main(["compare-runs", str(tmp_path)]) == 2
+  assert "no tensorboard/history.jsonl" in capsys.readouterr().err

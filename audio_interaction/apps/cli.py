@@ -148,6 +148,28 @@ def _dataset_card(args: argparse.Namespace, overrides: list[str]) -> int:
   return 0
 
 
+def _compare_runs(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.viz import training_curves
+  del overrides
+  names = args.names.split(",") if args.names else [pathlib.Path(w).name for w in args.workdirs]
+  if len(names) != len(args.workdirs):
+    raise UsageError(f"--names gives {len(names)} names for {len(args.workdirs)} workdirs")
+  if len(set(names)) != len(names):
+    raise UsageError(f"two runs share a name ({', '.join(names)}): give --names")
+  histories = {}
+  for name, workdir in zip(names, args.workdirs):
+    history = pathlib.Path(workdir) / "tensorboard" / "history.jsonl"
+    if not history.is_file():
+      raise UsageError(f"{workdir}: no tensorboard/history.jsonl (the loop writes it when a "
+                       f"run ends; is this a train --workdir?)")
+    histories[name] = training_curves.read_history(history)
+  print(training_curves.held_out_table(histories, args.step))
+  figure = training_curves.comparison_figure(histories, args.title)
+  out = training_curves.save_figure(figure, args.out)
+  print(f"wrote {out}")
+  return 0
+
+
 def _show_example(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.viz import example as show
   config = _config_from(args, overrides)
@@ -873,6 +895,18 @@ def build_parser() -> argparse.ArgumentParser:
   show.add_argument("--out", default="runs/show", help="where example.png/.wav/.txt go")
   show.add_argument("--play", action="store_true", help="also play the audio (sounddevice)")
   show.set_defaults(run=_show_example)
+
+  compare = verbs.add_parser("compare-runs",
+                             help="several train runs' held-out curves on shared axes, and a table")
+  compare.add_argument("workdirs", nargs="+", help="train --workdir directories")
+  compare.add_argument("--names", default="", help="comma-separated run names (default: the "
+                                                   "workdirs' names)")
+  compare.add_argument("--step", type=int, default=None,
+                       help="the table's figures at the last eval at or before this step "
+                            "(default: each run's last)")
+  compare.add_argument("--title", default="", help="the picture's title")
+  compare.add_argument("--out", default="runs/compare_runs.png", help="the picture")
+  compare.set_defaults(run=_compare_runs)
 
   train = verbs.add_parser("train", help="train a config; resumes from --workdir")
   add_config(train)
