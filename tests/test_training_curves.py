@@ -119,7 +119,10 @@ def test_compare_runs_on_the_command_line(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "| ctl | 200 | 0.05 |" in printed and "| big | 200 | 0.025 |" in printed
   assert out.stat().st_size > 0
-  assert cli.main(["compare-runs", *workdirs, "--names", "one"]) == 2
-  assert "2 workdirs" in capsys.readouterr().err
+  assert cli.main(["compare-runs", *workdirs, "--name", "2,400 streams", "--name", "24,000",
+                   "--out", str(out)]) == 0
+  assert "| 2,400 streams | 200 |" in capsys.readouterr().out
+  assert cli.main(["compare-runs", *workdirs, "--name", "one"]) == 2
+  assert "1 times for 2 workdirs" in capsys.readouterr().err
   assert cli.main(["compare-runs", str(tmp_path)]) == 2
   assert "no tensorboard/history.jsonl" in capsys.readouterr().err

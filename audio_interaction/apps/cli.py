@@ -151,11 +151,11 @@ def _dataset_card(args: argparse.Namespace, overrides: list[str]) -> int:
 def _compare_runs(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.viz import training_curves
   del overrides
-  names = args.names.split(",") if args.names else [pathlib.Path(w).name for w in args.workdirs]
+  names = args.name or [pathlib.Path(w).name for w in args.workdirs]
   if len(names) != len(args.workdirs):
-    raise UsageError(f"--names gives {len(names)} names for {len(args.workdirs)} workdirs")
+    raise UsageError(f"--name is given {len(names)} times for {len(args.workdirs)} workdirs")
   if len(set(names)) != len(names):
-    raise UsageError(f"two runs share a name ({', '.join(names)}): give --names")
+    raise UsageError(f"two runs share a name ({', '.join(names)}): give each a --name")
   histories = {}
   for name, workdir in zip(names, args.workdirs):
     history = pathlib.Path(workdir) / "tensorboard" / "history.jsonl"
@@ -899,8 +899,9 @@ def build_parser() -> argparse.ArgumentParser:
   compare = verbs.add_parser("compare-runs",
                              help="several train runs' held-out curves on shared axes, and a table")
   compare.add_argument("workdirs", nargs="+", help="train --workdir directories")
-  compare.add_argument("--names", default="", help="comma-separated run names (default: the "
-                                                   "workdirs' names)")
+  compare.add_argument("--name", action="append", default=None,
+                       help="a run's name, once per workdir in their order (default: the "
+                            "workdirs' folder names)")
   compare.add_argument("--step", type=int, default=None,
                        help="the table's figures at the last eval at or before this step "
                             "(default: each run's last)")
