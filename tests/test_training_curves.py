@@ -106,6 +106,16 @@ def test_the_table_compares_runs_at_their_last_eval_or_at_an_equal_step():
   assert at_400[3] == "| b | 400 | 0.0125 | 0.4 | 0.5 | 0.5 |"
 
 
+def test_the_table_reads_only_the_last_eval_step_and_its_newest_row():
+  """A resumed run logs its last eval step again; a figure missing there is not taken
+  from an earlier step."""
+  rows = [{"step": 100, "eval/loss": 3.0, "eval/ctc_loss": 9.0},
+          {"step": 200, "eval/loss": 2.5},
+          {"step": 200, "eval/loss": 2.0, "eval/token_accuracy": 0.5}]
+  line = training_curves.held_out_table({"resumed": rows}).splitlines()[2]
+  assert line == "| resumed | 200 | 2 | 0.5 | — | — |"
+
+
 def test_compare_runs_on_the_command_line(tmp_path, capsys):
   from audio_interaction.apps import cli
   workdirs = []
