@@ -133,13 +133,6 @@ def comparison_figure(runs: Mapping[str, Sequence[dict]], title: str = ""):
   return figure
 
 
-def plot_comparison(histories: Mapping[str, str | pathlib.Path], out: str | pathlib.Path,
-                    title: str = "") -> pathlib.Path:
-  """`comparison_figure` of {run name: history.jsonl path} into a PNG; returns its path."""
-  runs = {name: read_history(path) for name, path in histories.items()}
-  return save_figure(comparison_figure(runs, title), out)
-
-
 def held_out_table(runs: Mapping[str, Sequence[dict]], step: int | None = None) -> str:
   """A Markdown table of each run's held-out figures (`COMPARISON_PANELS`) at its last
   eval step, or at `step` (the last eval at or before it: runs of different lengths
