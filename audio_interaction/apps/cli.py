@@ -149,7 +149,7 @@ def _dataset_card(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _compare_runs(args: argparse.Namespace, overrides: list[str]) -> int:
-  from audio_interaction.viz import training_curves
+  from audio_interaction.viz import figures, training_curves
   del overrides
   names = args.name or [pathlib.Path(w).name for w in args.workdirs]
   if len(names) != len(args.workdirs):
@@ -165,7 +165,7 @@ def _compare_runs(args: argparse.Namespace, overrides: list[str]) -> int:
     histories[name] = training_curves.read_history(history)
   print(training_curves.held_out_table(histories, args.step))
   figure = training_curves.comparison_figure(histories, args.title)
-  out = training_curves.save_figure(figure, args.out)
+  out = figures.save_figure(figure, args.out)
   print(f"wrote {out}")
   return 0
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from audio_interaction.corpus import tasks  # pylint: disable=wrong-import-position
+from audio_interaction.viz.figures import save_figure  # pylint: disable=wrong-import-position
 
 _COLORS = {"model": "tab:blue", "silence_timer": "tab:orange", "pocketsphinx": "tab:green",
            "model_ctc": "tab:purple"}
@@ -63,9 +64,7 @@ def plot_latency_cdfs(results: dict, path: pathlib.Path) -> pathlib.Path:
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def _curve(ax, points: dict, x_key, y_key, label_of, *, label: str, color=None) -> None:
@@ -120,9 +119,7 @@ def plot_sweeps(results: dict, path: pathlib.Path) -> pathlib.Path:
     else:
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def plot_per_subtask(results: dict, path: pathlib.Path) -> pathlib.Path:
@@ -146,9 +143,7 @@ def plot_per_subtask(results: dict, path: pathlib.Path) -> pathlib.Path:
   ax.set_xlabel("exact-match accuracy (replies in time with the exact normalized text)")
   ax.set_title("accuracy per sub-task (colour: ability)", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- markdown
@@ -215,9 +210,7 @@ def _saved_operating_points(fig, ax, path: pathlib.Path, *, x_label: str, y_labe
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc=legend)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def plot_alert_tune(candidates: Sequence[dict], chosen: int, path: pathlib.Path, *,

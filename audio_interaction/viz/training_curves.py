@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from audio_interaction.viz.figures import save_figure  # noqa: E402
+
 PANELS = (
     ("loss", ("loss", "eval/loss")),
     ("reply", ("reply_loss", "eval/reply_loss", "token_accuracy", "eval/token_accuracy")),
@@ -70,15 +72,6 @@ def read_history(history_file: str | pathlib.Path) -> list[dict]:
   """The rows of a `history.jsonl` (dicts with a "step")."""
   return [json.loads(line) for line in pathlib.Path(history_file).read_text().splitlines()
           if line.strip()]
-
-
-def save_figure(figure, out: str | pathlib.Path) -> pathlib.Path:
-  """Writes `figure` as a PNG at `out` (its folder made) and closes it; returns `out`."""
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  figure.savefig(out, dpi=110)
-  plt.close(figure)
-  return out
 
 
 def plot_training_curves(history_file: str | pathlib.Path, out: str | pathlib.Path,
