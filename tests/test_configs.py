@@ -29,6 +29,23 @@ def test_variant_selects_conformer():
     _load("tiny.py:conformr")
 
 
+def test_whole_streams_variant_has_the_tiny_weights_and_rows_of_thirty_seconds():
+  import jax
+  from audio_interaction.train import loop
+  tiny, whole = _load("tiny.py"), _load("tiny.py:whole_streams")
+
+  def shapes(config):
+    return jax.tree_util.tree_map(
+        lambda a: a.shape, jax.eval_shape(AudioInteractionModel(config).init, jax.random.key(0)))
+  assert shapes(tiny) == shapes(whole)  # the embedded bundle can start it (train.init_from)
+  assert loop.ATTENTION_REACH_FIELDS >= {
+      f"decoder.{k}" for k in ("window", "pinned_prefix")
+      if tiny.model.decoder[k] != whole.model.decoder[k]}
+  assert whole.data.max_chunks * whole.audio.chunk_ms >= 30_000 > tiny.data.max_chunks * tiny.audio.chunk_ms
+  # The live loop's layout: the pinned prompt and a recent window the rows were trained on.
+  assert whole.model.decoder.window <= whole.data.max_len and whole.model.decoder.pinned_prefix
+
+
 def test_override_typo_is_an_error():
   with pytest.raises(config_lib.ConfigError, match="no field 'model.decoder.num_layer'"):
     _load("tiny.py", ["model.decoder.num_layer=3"])

@@ -64,7 +64,8 @@ def test_run_wrote_metrics_and_exports_a_bundle(data_dir, uninterrupted_workdir,
              (uninterrupted_workdir / "tensorboard" / "history.jsonl").read_text().splitlines()]
   logged = [row for row in history if "decision_f1" in row]
   assert logged and {"tokens_per_second_per_device", "tflops_per_device", "mfu",
-                     "learning_rate", "step_time"} <= set(logged[-1])
+                     "learning_rate", "step_time", "truncated_fraction",
+                     "dropped_fraction"} <= set(logged[-1])
   assert list((uninterrupted_workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert [row["step"] for row in history if "eval/loss" in row] == [STEPS]
   config = train_testing.loop_config(data_dir)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from audio_interaction import config_lib
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer
 import train_testing
@@ -166,9 +167,15 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
 
   with pytest.raises(ValueError, match="tokenizer differs"):
     loop.initial_params(config, ByteTokenizer())
+  # How far attention reaches shapes no weight: a run may start at another window.
+  reach = config.copy_and_resolve_references()
+  reach.model.decoder.window, reach.model.decoder.pinned_prefix = 320, 64
+  for want, have in zip(jax.tree_util.tree_leaves(params),
+                        jax.tree_util.tree_leaves(loop.initial_params(reach, tokenizer))):
+    np.testing.assert_array_equal(np.asarray(have), want)
   other = config.copy_and_resolve_references()
   other.model.decoder.num_layers = 2
-  with pytest.raises(ValueError, match="model.decoder"):
+  with pytest.raises(ValueError, match=r"model\.decoder\.num_layers"):
     loop.initial_params(other, tokenizer)
   with pytest.raises(ValueError, match="do not fit the model config"):
     Trainer(other).state_from_params(params)
@@ -233,3 +240,19 @@ def test_a_freeze_pattern_that_matches_nothing_is_named():
   config = train_testing.train_config(**{"train.freeze": ("encoder/*", "decodr/*")})
   with pytest.raises(ValueError, match="'decodr/\\*' matches no parameter"):
     Trainer(config)
+
+
+def test_train_reports_the_streams_cut_to_fit_a_row():
+  from audio_interaction.data.pipeline import PipelineCounters
+  from audio_interaction.train import loop
+  config = config_lib.load_config("experiments/tiny.py")
+  assert loop.truncation_rates(PipelineCounters()) == {}
+  assert loop.truncation_warning(config, PipelineCounters()) is None
+  counters = PipelineCounters(examples=40, truncated=18, dropped=2)
+  assert loop.truncation_rates(counters) == {"truncated_fraction": 0.45, "dropped_fraction": 0.05}
+  warning = loop.truncation_warning(config, counters)
+  assert "45% of the 40 training streams" in warning
+  assert "data.max_chunks=64, 10.2 s" in warning and "max_len=320" in warning
+  # Under a tenth cut: no warning.
+  assert loop.truncation_warning(config, PipelineCounters(examples=40, truncated=3)) is None
+  assert loop.truncation_warning(config, PipelineCounters(examples=40, truncated=4)) is not None

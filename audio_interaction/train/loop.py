@@ -21,6 +21,7 @@ from typing import Any
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
+from flax import traverse_util
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
@@ -72,22 +73,31 @@ def _vocabulary(tokenizer: tokenizer_lib.Tokenizer) -> list[str]:
   return [tokenizer.decode([i], keep_special=True) for i in range(tokenizer.vocab_size)]
 
 
+# Model fields that set how far the decoder's attention reaches, not any weight: a
+# bundle trained at one window may start a run at another (e.g. whole streams with the
+# instruction pinned, `experiments/tiny.py:whole_streams`).
+ATTENTION_REACH_FIELDS = frozenset({"decoder.window", "decoder.pinned_prefix"})
+
+
 def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
                    ) -> dict:
   """The weights of `config.train.init_from` (a bundle folder or "embedded").
 
   Raises:
-    ValueError: the bundle's model config or tokenizer differs from this run's (a
-      model trained on other token ids would start from nonsense).
+    ValueError: the bundle's model config (but for `ATTENTION_REACH_FIELDS`) or
+      tokenizer differs from this run's (a model trained on other token ids would
+      start from nonsense).
   """
   source = config.train.init_from
   directory = portable.resolve_bundle(source)
   bundle_config, params, bundle_tokenizer = portable.load_bundle(directory)
-  if bundle_config.model.to_dict() != config.model.to_dict():
-    mine, theirs = config.model.to_dict(), bundle_config.model.to_dict()
-    first = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+  mine, theirs = (traverse_util.flatten_dict(c.model.to_dict(), sep=".")
+                  for c in (config, bundle_config))
+  differ = sorted(k for k in set(mine) | set(theirs)
+                  if mine.get(k) != theirs.get(k) and k not in ATTENTION_REACH_FIELDS)
+  if differ:
     raise ValueError(f"train.init_from={source!r}: its model config differs from this "
-                     f"config's (first at model.{first})")
+                     f"config's (first at model.{differ[0]})")
   if _vocabulary(bundle_tokenizer) != _vocabulary(tokenizer):
     raise ValueError(f"train.init_from={source!r}: its tokenizer differs from the data's "
                      f"({config.data.dir}/tokenizer); copy the bundle's tokenizer there "
@@ -123,15 +133,44 @@ def load_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer
 
 
 def make_iterator(config: ml_collections.ConfigDict, split: str, mixture,
-                  num_epochs: int | None = None, training: bool = True):
+                  num_epochs: int | None = None, training: bool = True,
+                  counters: pipeline_lib.PipelineCounters | None = None):
   """A Grain iterator over a built split with this process's shard (`training=False`:
-  batches as stored, no reply delays)."""
+  batches as stored, no reply delays); `counters` count the streams cut to fit a row."""
   overrides = {} if training else {"reply_delay_chunks": 0}
   pipeline = pipeline_lib.PipelineConfig.from_config(config, mixture=mixture,
                                                      num_epochs=num_epochs, **overrides)
   tokenizer = load_tokenizer(config) if pipeline.ctc_targets == "characters" else None
-  dataset = pipeline_lib.load_dataset(data_dir(config), split, pipeline, tokenizer=tokenizer)
+  dataset = pipeline_lib.load_dataset(data_dir(config), split, pipeline, tokenizer=tokenizer,
+                                      counters=counters)
   return iter(dataset), pipeline
+
+
+# From this share of cut streams on, `train` warns once: what comes after a row's end
+# is never trained (e.g. the replies late in long instruction-following streams).
+TRUNCATION_WARNING_FRACTION = 0.1
+
+
+def truncation_rates(counters: pipeline_lib.PipelineCounters) -> dict[str, float]:
+  """{"truncated_fraction", "dropped_fraction"} of the examples read so far ({} before any)."""
+  if not counters.examples:
+    return {}
+  return {"truncated_fraction": counters.truncated / counters.examples,
+          "dropped_fraction": counters.dropped / counters.examples}
+
+
+def truncation_warning(config: ml_collections.ConfigDict,
+                       counters: pipeline_lib.PipelineCounters) -> str | None:
+  """The warning `train` logs when many streams do not fit a row, else None."""
+  rates = truncation_rates(counters)
+  if not rates or rates["truncated_fraction"] < TRUNCATION_WARNING_FRACTION:
+    return None
+  seconds = config.data.max_chunks * config.audio.chunk_ms / 1000
+  return (f"{rates['truncated_fraction']:.0%} of the {counters.examples} training streams read "
+          f"so far are longer than a row (data.max_chunks={config.data.max_chunks}, "
+          f"{seconds:.1f} s; data.max_len={config.data.max_len} positions): only their "
+          "first part is trained, never what comes later in them. Longer rows (with "
+          "data.packing=True) train on whole streams: experiments/tiny.py:whole_streams")
 
 
 def sound_event_class_counts(directory: str | os.PathLike, split: str, classes: int
@@ -268,13 +307,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
   latest = checkpointer.latest_step() or 0
   stage = stage_index(config, latest)
-  iterator, pipeline = make_iterator(config, config.data.train_split, stage_mixture(config, latest))
+  counters = pipeline_lib.PipelineCounters()
+  iterator, pipeline = make_iterator(config, config.data.train_split, stage_mixture(config, latest),
+                                     counters=counters)
   restored = checkpointer.restore_latest(trainer.abstract_state(), data_iterator=iterator)
   if restored is not None and stage_index(config, restored.step) != stage:
     # The newest step was unreadable and an older one of another stage restored.
     stage = stage_index(config, restored.step)
     iterator, pipeline = make_iterator(config, config.data.train_split,
-                                       stage_mixture(config, restored.step))
+                                       stage_mixture(config, restored.step), counters=counters)
     restored = checkpointer.restore(restored.step, trainer.abstract_state(),
                                     data_iterator=iterator)
   if restored is not None:
@@ -304,7 +345,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   writer = MetricWriter(workdir / "tensorboard")
   bar = tqdm(total=train_config.steps, initial=start, disable=not progress or jax.process_index(),
              desc="train", dynamic_ncols=True)
-  run = {"train": {}, "eval": {}, "eval_metrics": None, "iterator": iterator}
+  run = {"train": {}, "eval": {}, "eval_metrics": None, "iterator": iterator,
+         "warned_truncation": False}
   window = _MetricWindow()
 
   def log_window(info: StepInfo) -> None:
@@ -319,6 +361,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                  step_time=step_time,
                  tokens_per_second_per_device=window.tokens / elapsed / devices,
                  tflops_per_device=flops / 1e12, mfu=flops / peak)
+    rates.update(truncation_rates(counters))
+    if not run["warned_truncation"] and (warning := truncation_warning(config, counters)):
+      logger.warning(warning)
+      run["warned_truncation"] = True
     # The window holds steps up to the previous one (metrics are read one step late).
     writer.write(info.step - 1, rates)
     run["train"] = rates
@@ -372,7 +418,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       if stage_index(config, step) != stage:
         stage = stage_index(config, step)
         iterator, pipeline = make_iterator(config, config.data.train_split,
-                                           stage_mixture(config, step))
+                                           stage_mixture(config, step), counters=counters)
         run["iterator"] = iterator
         logger.info("step %d: curriculum stage %d", step, stage)
       local = next(iterator)
