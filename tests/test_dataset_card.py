@@ -97,3 +97,11 @@ def test_card_of_a_corpus_split_matches_its_records(tmp_path, capsys):
   assert sum(card["sounds"].values()) >= 1  # alert_alarm sounds an alert
   assert sum(card["voices"].values()) >= 1  # chat_single: the user asks something
   assert printed.startswith("# Dataset card: split `eval`")
+  # --rows reads the records: what rows of the config's shape keep of them.
+  assert cli.main(["dataset-card", "--config", TINY, f"--config.data.dir={tmp_path}",
+                   "--config.data.max_chunks=4", "--split", "eval", "--rows",
+                   "--json", str(tmp_path / "card.json")]) == 0
+  assert "## What a training row keeps (4 chunks = 0.6 s," in capsys.readouterr().out
+  rows = json.loads((tmp_path / "card.json").read_text())["rows"]
+  assert rows["all"]["examples"] == 2 and rows["all"]["cut"] == 2  # both streams last > 0.6 s
+  assert rows["all"]["speak_targets"] >= rows["all"]["speak_targets_kept"]

@@ -138,13 +138,24 @@ def _build_data(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _dataset_card(args: argparse.Namespace, overrides: list[str]) -> int:
+  import dataclasses
   import json
   from audio_interaction.data import dataset_card
-  directory = args.dir or _config_from(args, overrides).data.dir
+  config = _config_from(args, overrides) if (args.rows or not args.dir) else None
+  directory = args.dir or config.data.dir
   card = dataset_card.dataset_card(directory, args.split)
   print(card.markdown())
+  payload = card.to_json()
+  if args.rows:
+    from audio_interaction.data import pipeline, row_coverage, storage
+    settings = pipeline.PipelineConfig.from_config(config)
+    coverage = row_coverage.row_coverage(
+        storage.load_split(directory, args.split),
+        storage.read_split_metadata(directory, args.split).abilities, settings)
+    print("\n" + row_coverage.markdown(coverage, settings, config.audio.chunk_ms))
+    payload["rows"] = {name: dataclasses.asdict(c) for name, c in coverage.items()}
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(card.to_json(), indent=1) + "\n")
+    pathlib.Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
   return 0
 
 
@@ -880,6 +891,10 @@ def build_parser() -> argparse.ArgumentParser:
   card.add_argument("--split", default="train")
   card.add_argument("--dir", default="", help="the split's directory (default: config.data.dir)")
   card.add_argument("--json", default="", help="also write the card as JSON here")
+  card.add_argument("--rows", action="store_true",
+                    help="also read every record: what rows of the config's shape keep "
+                         "(streams cut, examples dropped, reply and SPEAK targets kept, "
+                         "per ability)")
   card.set_defaults(run=_dataset_card)
 
   show = verbs.add_parser("show-example", help="picture, audio and text of one corpus example")
