@@ -67,11 +67,11 @@ def _targets(example: Mapping[str, np.ndarray] | None) -> tuple[int, int]:
 def example_coverage(record: Mapping[str, Any], config: pipeline.PipelineConfig) -> Coverage:
   """The `Coverage` of one stored record under `config`'s row shape."""
   example = pipeline.select_fields(record)
-  fitted = pipeline.fit_example(example, config)
+  counters = pipeline.PipelineCounters()  # what the training pipeline counts of the fit
+  fitted = pipeline.fit_example(example, config, counters)
   replies, speaks = _targets(example)
   replies_kept, speaks_kept = _targets(fitted)
-  cut = fitted is not None and int(fitted["num_chunks"]) < int(example["num_chunks"])
-  return Coverage(examples=1, cut=int(cut), dropped=int(fitted is None),
+  return Coverage(examples=counters.examples, cut=counters.truncated, dropped=counters.dropped,
                   reply_tokens=replies, reply_tokens_kept=replies_kept,
                   speak_targets=speaks, speak_targets_kept=speaks_kept)
 
