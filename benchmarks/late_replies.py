@@ -35,6 +35,7 @@ import tempfile
 
 import jax
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from audio_interaction import config_lib, stream_format as sf
@@ -68,10 +69,9 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
   """
   position = np.arange(len(row["lm_targets"]))
   side = (position >= cut_position).astype(int)
-  log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
   targets = np.asarray(row["lm_targets"])
   is_reply = np.asarray(row["lm_weights"]) > 0
-  nll = -np.take_along_axis(log_probs, targets[:, None], axis=-1)[:, 0]
+  nll = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, targets), np.float64)
   correct = logits.argmax(-1) == targets
   decision = np.asarray(row["decision_targets"])
   speaks = decision_logits[:, int(sf.Decision.SPEAK)] >= decision_logits[:, int(sf.Decision.SILENT)]
@@ -89,17 +89,17 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
           "silent_spoken": by_side(is_silent & speaks)}
 
 
+# Each rate of `pooled_rates`: (numerator, denominator) among the `stream_scores` sums.
+RATES = {"token_accuracy": ("correct", "tokens"), "nll": ("nll", "tokens"),
+         "speak_recall": ("speak_hit", "speak"), "false_speak": ("silent_spoken", "silent")}
+SIDES = ("before", "after")
+
+
 def pooled_rates(sums: dict[str, np.ndarray]) -> dict[str, float]:
-  """Rates of summed `stream_scores` (NaN where nothing was counted)."""
-  out = {}
-  for side, name in ((0, "before"), (1, "after")):
-    def rate(num, den):
-      return float(sums[num][side] / sums[den][side]) if sums[den][side] else math.nan
-    out[f"{name}/token_accuracy"] = rate("correct", "tokens")
-    out[f"{name}/nll"] = rate("nll", "tokens")
-    out[f"{name}/speak_recall"] = rate("speak_hit", "speak")
-    out[f"{name}/false_speak"] = rate("silent_spoken", "silent")
-  return out
+  """Rates of summed `stream_scores`, "before/nll" and so on (NaN where nothing was counted)."""
+  return {f"{name}/{rate}": (float(sums[num][side] / sums[den][side]) if sums[den][side]
+                             else math.nan)
+          for side, name in enumerate(SIDES) for rate, (num, den) in RATES.items()}
 
 
 def score_bundle(bundle: str, source, indices: list[int], cut_chunks: int,
@@ -108,40 +108,37 @@ def score_bundle(bundle: str, source, indices: list[int], cut_chunks: int,
   config, params, _ = portable.load_bundle(portable.resolve_bundle(bundle))
   model = AudioInteractionModel(config)
   forward = jax.jit(model.forward)
-  chunk_samples = config.audio.sample_rate * config.audio.chunk_ms // 1000
   per_ability = collections.defaultdict(list)
   for index in tqdm(indices, desc=pathlib.Path(bundle).name or bundle):
     example = pipeline.select_fields(source[index])
     length, chunks = len(example["tokens"]), int(example["num_chunks"])
-    shape = pipeline.PipelineConfig(
-        batch_size=1, max_len=_round_up(length, ROUND_POSITIONS),
+    shape = pipeline.PipelineConfig.from_config(
+        config, batch_size=1, max_len=_round_up(length, ROUND_POSITIONS),
         max_chunks=_round_up(chunks, ROUND_CHUNKS),
-        max_transcript=max(1, len(example["transcript"])), chunk_samples=chunk_samples,
-        slots_per_chunk=config.model.slots_per_chunk)
+        max_transcript=max(1, len(example["transcript"])))
     row = pipeline.pad_example(example, shape)
     out = forward(params, row["tokens"][None], row["audio"][None],
                   row["audio_slot_index"][None])
     starts = np.flatnonzero(example["tokens"] == sf.AUDIO_ID)
     cut_position = int(starts[cut_chunks]) if chunks > cut_chunks else length
     per_ability[str(abilities[index])].append(stream_scores(
-        np.asarray(out.lm_logits[0], np.float64), np.asarray(out.decision_logits[0]), row,
+        np.asarray(out.lm_logits[0]), np.asarray(out.decision_logits[0]), row,
         cut_position))
   return per_ability
 
 
 def summarize(streams: list[dict[str, np.ndarray]], resamples: int) -> dict[str, dict]:
-  """Pooled rates over `streams` and their bootstrap intervals over streams."""
+  """Pooled rates over `streams`, their bootstrap intervals over streams, and each rate's
+  denominator ("count": tokens, SPEAK or SILENT targets)."""
+  stacked = {k: np.stack([s[k] for s in streams]) for k in streams[0]}  # [N, 2] each
   def total(idx):
-    return {k: sum(streams[i][k] for i in idx) for k in streams[0]}
-  rates = pooled_rates(total(range(len(streams))))
+    return {k: v[idx].sum(axis=0) for k, v in stacked.items()}
+  counts = total(np.arange(len(streams)))
   intervals = bootstrap.bootstrap_intervals(len(streams), lambda idx: pooled_rates(total(idx)),
                                             resamples=resamples)
-  counts = total(range(len(streams)))
   return {name: {"value": value, **intervals.get(name, {}),
-                 "count": float(counts["tokens" if name.endswith(("accuracy", "nll")) else
-                                       "speak" if "speak_recall" in name else "silent"]
-                                [0 if name.startswith("before") else 1])}
-          for name, value in rates.items()}
+                 "count": float(counts[RATES[name.split("/")[1]][1]][SIDES.index(name.split("/")[0])])}
+          for name, value in pooled_rates(counts).items()}
 
 
 def _cell(entry: dict, percent: bool) -> str:
