@@ -169,8 +169,9 @@ def truncation_warning(config: ml_collections.ConfigDict,
   return (f"{rates['truncated_fraction']:.0%} of the {counters.examples} training streams read "
           f"so far are longer than a row (data.max_chunks={config.data.max_chunks}, "
           f"{seconds:.1f} s; data.max_len={config.data.max_len} positions): only their "
-          "first part is trained, never what comes later in them. Longer rows (with "
-          "data.packing=True) train on whole streams: experiments/tiny.py:whole_streams")
+          "first part is trained, never what comes later in them. Raise data.max_chunks "
+          "and data.max_len (data.packing=True fills the longer rows) to train on whole "
+          "streams, as experiments/tiny.py:whole_streams does for the tiny config")
 
 
 def sound_event_class_counts(directory: str | os.PathLike, split: str, classes: int
