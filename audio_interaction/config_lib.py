@@ -125,6 +125,11 @@ def base_config() -> ml_collections.ConfigDict:
   # view, an attention sink: without it the instruction leaves the window after
   # `window` positions (the tiny decoder's 512: ~27 s of quiet listening).
   decoder.pinned_prefix = 0
+  # A copy head (a pointer over the current instruction's first `copy_memory` text
+  # tokens, mixed into the LM head's distribution by a learned gate): replies that name
+  # the instruction's keyword or sound class copy it instead of recalling it.
+  decoder.copy_instruction = False
+  decoder.copy_memory = 64
 
   config.model.slots_per_chunk = 2
   config.model.tokens_per_chunk = 4
@@ -609,6 +614,8 @@ FIELD_RULES: dict[str, Rule] = {
     "model.decoder.tie_embeddings": flag(),
     "model.decoder.decision_bias": flag(),
     "model.decoder.pinned_prefix": integer(0),  # and leaves a chunk of window (validate)
+    "model.decoder.copy_instruction": flag(),
+    "model.decoder.copy_memory": _SIZE,
     "model.slots_per_chunk": _SIZE,
     "model.tokens_per_chunk": _SIZE,
     "model.dtype": _DTYPE,

@@ -16,7 +16,8 @@ trains with on-the-fly augmentation (gain, noise, SpecAugment) and replies held 
 up to 5 chunks (as a timer-driven policy starts them), in its own data directory
 (data/tiny_randomized), and ``experiments/tiny.py:whole_streams`` trains on whole
 streams (rows of 30.7 s, packed) with the instruction pinned in the decoder's view,
-as the live loop runs it. Any field can be overridden: ``--config.model.decoder.num_layers=2``.
+as the live loop runs it; ``experiments/tiny.py:whole_streams,copy`` adds the copy head
+(replies copy the instruction's keyword or sound class, `model/instruction_copy.py`). Any field can be overridden: ``--config.model.decoder.num_layers=2``.
 """
 
 import ml_collections
@@ -26,7 +27,7 @@ from audio_interaction import config_lib
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the tiny config; `arg` is a comma-separated list of variant names."""
-  variants = config_lib.parse_variants(arg, allowed=("conformer", "randomize", "whole_streams"))
+  variants = config_lib.parse_variants(arg, allowed=("conformer", "randomize", "whole_streams", "copy"))
   config = config_lib.base_config()
 
   encoder = config.model.encoder
@@ -99,4 +100,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_len = 960
     config.data.packing = True
     config.data.batch_size = 2
+  if "copy" in variants:
+    # A pointer over the instruction's tokens mixed into the LM head's distribution: the
+    # tiny decoder answered late replies at the right time with another stream's keyword
+    # or sound class (README, "Whole streams (session 32)"). New weights only, so the
+    # embedded bundle starts it (train.init_from).
+    config.model.decoder.copy_instruction = True
   return config

@@ -53,13 +53,13 @@ def test_cached_steps_equal_full_forward_beyond_window(decoder_setup, seed, max_
   tokens = jnp.asarray(rng.integers(0, cfg.decoder.vocab_size, (2, length)), jnp.int32)
   emb = jnp.asarray(rng.normal(size=(2, length, cfg.decoder.d_model)), jnp.float32)
   positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (2, length))
-  want_lm, want_decision, _ = _full(model, params, tokens, emb, positions)
+  want_lm, want_decision, *_ = _full(model, params, tokens, emb, positions)
 
   cache = init_decoder_cache(cfg, batch=2)
   got_lm, got_decision, start = [], [], 0
   for piece in model_testing.random_splits(rng, length, max_piece):
     stop = start + piece
-    lm, decision, cache = decode(params, tokens[:, start:stop], emb[:, start:stop],
+    lm, decision, cache, _ = decode(params, tokens[:, start:stop], emb[:, start:stop],
                                  positions[:, start:stop], jnp.ones((2, piece), bool), cache)
     got_lm.append(lm)
     got_decision.append(decision)
@@ -80,10 +80,10 @@ def test_window_really_bounds_attention(decoder_setup):
   rng = np.random.default_rng(3)
   tokens = rng.integers(0, cfg.decoder.vocab_size, (1, length)).astype(np.int32)
   positions = jnp.arange(length, dtype=jnp.int32)[None]
-  base, _, _ = _full(model, params, jnp.asarray(tokens), None, positions)
+  base, *_ = _full(model, params, jnp.asarray(tokens), None, positions)
   changed = tokens.copy()
   changed[0, 5] = (changed[0, 5] + 1) % cfg.decoder.vocab_size
-  moved, _, _ = _full(model, params, jnp.asarray(changed), None, positions)
+  moved, *_ = _full(model, params, jnp.asarray(changed), None, positions)
   np.testing.assert_array_equal(base[0, 5 + reach + 1:], moved[0, 5 + reach + 1:])
   assert np.abs(np.asarray(base[0, 5 + reach] - moved[0, 5 + reach])).max() > 1e-6
 
@@ -117,12 +117,12 @@ def test_a_pinned_prefix_stays_in_view_and_nothing_between_it_and_the_window(pin
   rng = np.random.default_rng(5)
   tokens = rng.integers(0, cfg.decoder.vocab_size, (1, length)).astype(np.int32)
   positions = jnp.arange(length, dtype=jnp.int32)[None]
-  base, _, _ = _full(model, params, jnp.asarray(tokens), None, positions)
+  base, *_ = _full(model, params, jnp.asarray(tokens), None, positions)
 
   def moved_by(index):
     changed = tokens.copy()
     changed[0, index] = (changed[0, index] + 1) % cfg.decoder.vocab_size
-    moved, _, _ = _full(model, params, jnp.asarray(changed), None, positions)
+    moved, *_ = _full(model, params, jnp.asarray(changed), None, positions)
     return np.abs(np.asarray(base[0, -1] - moved[0, -1])).max()
 
   assert (moved_by(2) > 1e-4) == bool(pinned)

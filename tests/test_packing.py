@@ -38,16 +38,19 @@ def _packed_and_separate(config, num_examples: int = 12):
 # The decoder as `experiments/tiny.py:whole_streams` trains it: a window shorter than
 # the examples, with each example's first positions pinned in view.
 PINNED_WINDOW = {"model.decoder.window": 20, "model.decoder.pinned_prefix": 6}
+VARIANTS = {"pinned_window": PINNED_WINDOW,
+            "copy_instruction": {"model.decoder.copy_instruction": True}}
 
 
-@pytest.fixture(scope="module", params=["transformer", "conformer", "pinned_window"])
+@pytest.fixture(scope="module",
+                params=["transformer", "conformer", "pinned_window", "copy_instruction"])
 def packed_setup(request):
   config = train_testing.train_config(**{
       "model.encoder.block": "conformer" if request.param == "conformer" else "transformer",
       "model.encoder.num_layers": 2,
       "data.packing": True, "data.max_segments": 4, "data.batch_size": 2,
       "data.max_len": 96, "data.max_chunks": 8, "train.ctc_loss_weight": 0.5,
-      **(PINNED_WINDOW if request.param == "pinned_window" else {})})
+      **VARIANTS.get(request.param, {})})
   packed, separate = _packed_and_separate(config)
   # The case under test: rows that hold more than one example.
   assert (packed["segment_num_chunks"] > 0).sum(axis=1).max() > 1

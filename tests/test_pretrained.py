@@ -161,7 +161,7 @@ def test_decoder_logits_match(tmp_path, kind, tied):
   theirs = rng.integers(0, 100, size=(2, 20))
   ours = theirs + pretrained.checkpoint_token_offset()
   positions = jnp.broadcast_to(jnp.arange(20, dtype=jnp.int32), ours.shape)
-  logits, _, _ = model.network.apply(
+  logits, *_ = model.network.apply(
       params, jnp.asarray(ours, jnp.int32), None, positions, jnp.ones(ours.shape, bool), None,
       False, method=AudioInteractionNetwork.decode_step)
   with torch.no_grad():

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 
 from audio_interaction import stream_format as sf
 from audio_interaction.stream_format import AUDIO_SLOT_ID, NUM_DECISIONS
-from audio_interaction.model import layers
+from audio_interaction.model import instruction_copy, layers
+from audio_interaction.model.instruction_copy import CopyMemory, InstructionCopy
 from audio_interaction.model.layers import Array, DType
 from audio_interaction.model.model_config import ModelConfig
 
@@ -85,8 +86,9 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens: Array, audio_embeddings: Array | None, positions: Array, *,
                valid: Array | None = None, segment_ids: Array | None = None,
-               cache: DecoderCache | None = None, heads_at_last: bool = False
-               ) -> tuple[Array, Array, DecoderCache | None]:
+               cache: DecoderCache | None = None, heads_at_last: bool = False,
+               copy_memory: CopyMemory | None = None
+               ) -> tuple[Array, Array, DecoderCache | None, CopyMemory | None]:
     """Runs the decoder over T positions (a whole sequence, or one step after `cache`).
 
     Args:
@@ -99,9 +101,13 @@ class Decoder(nn.Module):
       cache: per-layer ring caches for the step mode (see `init_decoder_cache`).
       heads_at_last: compute the heads at the last position only ([B, 1, ...]); the
         streaming step needs only the `<decide>` position.
+      copy_memory: the copy head's sources before these positions (step mode with
+        `decoder.copy_instruction`); None: a sequence's start.
     Returns:
-      (lm logits [B, T', V], decision logits [B, T', NUM_DECISIONS], new cache or None),
-      with T' = 1 when `heads_at_last` else T.
+      (lm logits [B, T', V], decision logits [B, T', NUM_DECISIONS], new cache or None,
+      the copy memory after these positions or None without a copy head), with T' = 1
+      when `heads_at_last` else T. With a copy head the LM logits are the mixture's
+      log-probabilities.
     """
     cfg = self.config
     if valid is None:
@@ -121,13 +127,23 @@ class Decoder(nn.Module):
       x, layer_cache = DecoderBlock(cfg, name=f"block{i}")(
           x, positions, valid, segment_ids, None if cache is None else cache[i])
       new_cache.append(layer_cache)
-    if heads_at_last:
-      x = x[:, -1:]
     hidden = layers.RMSNorm(cfg.norm_eps, dtype=cfg.compute_dtype,
                             param_dtype=cfg.weight_dtype, name="final_norm")(x)
     lm_logits, decision_logits = FusedHeads(cfg, name="heads")(
-        hidden, embed.embedding if cfg.decoder.tie_embeddings else None)
-    return lm_logits, decision_logits, (None if cache is None else tuple(new_cache))
+        hidden[:, -1:] if heads_at_last else hidden,
+        embed.embedding if cfg.decoder.tie_embeddings else None)
+    if cfg.decoder.copy_instruction:
+      # Every position's hidden state: a run's instruction tokens become copy sources
+      # even when only its last position asks for the heads.
+      lm_logits, copy_memory = InstructionCopy(
+          cfg.decoder.head_dim, cfg.decoder.copy_memory, dtype=cfg.compute_dtype,
+          param_dtype=cfg.weight_dtype, name="copy")(
+              lm_logits, hidden, tokens, valid, copy_memory, segment_ids,
+              queries_at_last=heads_at_last)
+    else:
+      copy_memory = None
+    return (lm_logits, decision_logits, (None if cache is None else tuple(new_cache)),
+            copy_memory)
 
 
 def decoder_cache_size(config: ModelConfig) -> int:
@@ -140,6 +156,15 @@ def decoder_cache_size(config: ModelConfig) -> int:
     return dec.pinned_prefix + dec.window
   return dec.pinned_prefix + layers.ring_size(
       dec.window - 1, sf.chunk_prefix_length(config.slots_per_chunk))
+
+
+def init_copy_memory(config: ModelConfig, batch: int, dtype: DType = jnp.float32
+                     ) -> CopyMemory | None:
+  """The copy head's empty memory (`instruction_copy.CopyMemory`), None without one."""
+  dec = config.decoder
+  if not dec.copy_instruction:
+    return None
+  return instruction_copy.init_copy_memory(batch, dec.copy_memory, dec.head_dim, dtype)
 
 
 def init_decoder_cache(config: ModelConfig, batch: int, dtype: DType = jnp.float32

@@ -28,7 +28,9 @@ from audio_interaction.audio.features import (LogMelConfig, StreamingLogMel, log
                                               segmented_log_mel)
 from audio_interaction import stream_format as sf
 from audio_interaction.model import augment as augment_lib
-from audio_interaction.model.decoder import Decoder, DecoderCache, init_decoder_cache
+from audio_interaction.model.decoder import (Decoder, DecoderCache, init_copy_memory,
+                                             init_decoder_cache)
+from audio_interaction.model.instruction_copy import CopyMemory
 from audio_interaction.model.encoder import AudioEncoder, EncoderState, init_encoder_state
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
@@ -50,12 +52,15 @@ class StreamState:
     encoder: encoder conv contexts and ring KV caches (see `init_encoder_state`).
     decoder: per-layer ring KV caches of `window` slots.
     next_position: [B] int32 decoder position of the next token.
+    copy: the copy head's instruction memory (`instruction_copy.CopyMemory`), or None
+      when the decoder has no copy head.
   """
 
   mel: Array
   encoder: EncoderState
   decoder: DecoderCache
   next_position: Array
+  copy: CopyMemory | None = None
 
 
 @flax.struct.dataclass
@@ -172,7 +177,7 @@ class AudioInteractionNetwork(nn.Module):
     slots, encoded, _, taps = self.encoder(mel, chunk_segment_ids=chunk_segment_ids)
     index = jnp.clip(audio_slot_index, 0, slots.shape[1] - 1)
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
-    lm_logits, decision_logits, _ = self.decoder(
+    lm_logits, decision_logits, *_ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
     return (lm_logits, decision_logits, self.ctc_logits(encoded),
             self.sound_event_logits(encoded, taps), self.turn_end_logits(encoded))
@@ -183,9 +188,10 @@ class AudioInteractionNetwork(nn.Module):
             self.turn_end_logits(encoded), state)
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
-                  valid: Array, cache: DecoderCache, heads_at_last: bool):
+                  valid: Array, cache: DecoderCache, heads_at_last: bool,
+                  copy_memory: CopyMemory | None = None):
     return self.decoder(tokens, audio_embeddings, positions, valid=valid, cache=cache,
-                        heads_at_last=heads_at_last)
+                        heads_at_last=heads_at_last, copy_memory=copy_memory)
 
 
 class AudioInteractionModel:
@@ -299,6 +305,7 @@ class AudioInteractionModel:
         encoder=init_encoder_state(self.config, batch, dtype),
         decoder=init_decoder_cache(self.config, batch, dtype),
         next_position=jnp.zeros((batch,), jnp.int32),
+        copy=init_copy_memory(self.config, batch, dtype),
     )
 
   def decode_positions(self, params: Params, state: StreamState, tokens: Array,
@@ -311,10 +318,10 @@ class AudioInteractionModel:
       when `heads_at_last`.
     """
     positions = state.next_position[:, None] + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
-    lm_logits, decision_logits, cache = self.network.apply(
+    lm_logits, decision_logits, cache, copy_memory = self.network.apply(
         params, tokens, audio_embeddings, positions, valid, state.decoder, heads_at_last,
-        method=AudioInteractionNetwork.decode_step)
-    state = state.replace(decoder=cache,
+        state.copy, method=AudioInteractionNetwork.decode_step)
+    state = state.replace(decoder=cache, copy=copy_memory,
                           next_position=state.next_position + valid.sum(1, dtype=jnp.int32))
     return state, lm_logits, decision_logits
 

@@ -61,6 +61,10 @@ class DecoderConfig:
   decision_bias: bool = False
   # Leading positions (the instruction) that never leave the attention window.
   pinned_prefix: int = 0
+  # A copy head over the current instruction's tokens (`instruction_copy.py`), keeping
+  # the first `copy_memory` of them.
+  copy_instruction: bool = False
+  copy_memory: int = 64
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from audio_interaction.data import pipeline as pipeline_lib
 from audio_interaction.data import storage
 from audio_interaction.data import tokenizer as tokenizer_lib
 from audio_interaction.export import portable
+from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import checkpoint as checkpoint_lib
 from audio_interaction.train import losses
 from audio_interaction.train.evaluators import evaluators_from_config
@@ -77,24 +78,33 @@ def _vocabulary(tokenizer: tokenizer_lib.Tokenizer) -> list[str]:
 # bundle trained at one window may start a run at another (e.g. whole streams with the
 # instruction pinned, `experiments/tiny.py:whole_streams`).
 ATTENTION_REACH_FIELDS = frozenset({"decoder.window", "decoder.pinned_prefix"})
+# Model fields that add a head on top of the same network: a bundle without the head
+# starts a run with it, the head's weights freshly initialised (`config.seed`).
+ADDED_HEAD_FIELDS = {"decoder.copy_instruction": "decoder.copy_memory"}
 
 
 def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
                    ) -> dict:
   """The weights of `config.train.init_from` (a bundle folder or "embedded").
 
+  A bundle without a head this config adds (`ADDED_HEAD_FIELDS`: the copy head) gives
+  every weight it has; the head's are freshly initialised.
+
   Raises:
-    ValueError: the bundle's model config (but for `ATTENTION_REACH_FIELDS`) or
-      tokenizer differs from this run's (a model trained on other token ids would
-      start from nonsense).
+    ValueError: the bundle's model config (but for `ATTENTION_REACH_FIELDS` and heads
+      it lacks) or tokenizer differs from this run's (a model trained on other token ids
+      would start from nonsense).
   """
   source = config.train.init_from
   directory = portable.resolve_bundle(source)
   bundle_config, params, bundle_tokenizer = portable.load_bundle(directory)
   mine, theirs = (traverse_util.flatten_dict(c.model.to_dict(), sep=".")
                   for c in (config, bundle_config))
+  added = {field for switch, setting in ADDED_HEAD_FIELDS.items()
+           if mine.get(switch) and not theirs.get(switch) for field in (switch, setting)}
   differ = sorted(k for k in set(mine) | set(theirs)
-                  if mine.get(k) != theirs.get(k) and k not in ATTENTION_REACH_FIELDS)
+                  if mine.get(k) != theirs.get(k)
+                  and k not in ATTENTION_REACH_FIELDS and k not in added)
   if differ:
     raise ValueError(f"train.init_from={source!r}: its model config differs from this "
                      f"config's (first at model.{differ[0]})")
@@ -102,6 +112,11 @@ def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.T
     raise ValueError(f"train.init_from={source!r}: its tokenizer differs from the data's "
                      f"({config.data.dir}/tokenizer); copy the bundle's tokenizer there "
                      "before building the corpus")
+  if added:
+    fresh = traverse_util.flatten_dict(AudioInteractionModel(config).init(
+        jax.random.key(config.seed)))
+    fresh.update(traverse_util.flatten_dict(params))
+    params = traverse_util.unflatten_dict(fresh)
   return params
 
 
