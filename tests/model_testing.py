@@ -128,3 +128,12 @@ def added_parameters(before, after) -> list[str]:
     np.testing.assert_array_equal(value, flat_after.pop(path),
                                   err_msg=jax.tree_util.keystr(path))
   return sorted(jax.tree_util.keystr(p) for p in flat_after)
+
+
+def with_copy_gate(params, bias: float):
+  """`params` whose copy head's gate has bias `bias` (large: the replies are copies of
+  the instruction's tokens)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  decoder = params["params"]["decoder"]
+  copy = dict(decoder["copy"], gate=dict(decoder["copy"]["gate"], bias=jnp.full((1,), bias)))
+  return {"params": dict(params["params"], decoder=dict(decoder, copy=copy))}

@@ -33,11 +33,17 @@ CHUNKS = 10
 
 
 @pytest.fixture(scope="module")
-def small():
+def small(request):
+  """(model, params, tokenizer, config); `request.param` "copy" adds the copy head."""
   tokenizer = ByteTokenizer()
-  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size})
+  config = model_testing.small_config(**{
+      "model.decoder.vocab_size": tokenizer.vocab_size,
+      "model.decoder.copy_instruction": getattr(request, "param", "plain") == "copy"})
   model = AudioInteractionModel(config)
-  return model, model.init(jax.random.key(5)), tokenizer, config
+  params = model.init(jax.random.key(5))
+  if config.model.decoder.copy_instruction:  # copies win: the replies to reproduce are copies
+    params = model_testing.with_copy_gate(params, 3.0)
+  return model, params, tokenizer, config
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +217,7 @@ print(json.dumps({"platforms": exported.manifest["platforms"],
 """
 
 
+@pytest.mark.parametrize("small", ["plain", "copy"], indirect=True)
 def test_stablehlo_export_runs_without_the_model_code_as_the_engine(small, streams, tmp_path):
   model, params, tokenizer, config = small
   audio, instructions = streams

@@ -50,10 +50,7 @@ def _copy_model(memory=4, gate_bias=1.0, seed=0):
   model = AudioInteractionModel(model_testing.small_config(**{
       "model.decoder.copy_instruction": True, "model.decoder.copy_memory": memory}))
   params = model_testing.perturbed(model.init(jax.random.key(seed)), seed)
-  copy = dict(params["params"]["decoder"]["copy"])
-  copy["gate"] = dict(copy["gate"], bias=jnp.full((1,), gate_bias))
-  decoder = dict(params["params"]["decoder"], copy=copy)
-  return model, {"params": dict(params["params"], decoder=decoder)}
+  return model, model_testing.with_copy_gate(params, gate_bias)
 
 
 def _stream_with_changed_instruction(rng, cfg):
