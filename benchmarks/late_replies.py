@@ -7,7 +7,9 @@ row of its own length, as the corpus stored it), runs one forward pass of each b
 over it -- its decoder attending as it does live (its own window, pinned prefix) -- and
 scores, separately for the positions before chunk `--cut-chunks` and after it:
 
-* reply tokens: the share the model's argmax gets right and their mean NLL (nats);
+* reply tokens: the share the model's argmax gets right and their mean NLL (nats), and
+  the share right of those found in the current instruction (what a copy head,
+  `decoder.copy_instruction`, can copy: the keyword, the sound class, the count's noun);
 * decisions: SPEAK recall (P(SPEAK) >= 0.5 at the chunks that warrant speaking) and the
   share of SILENT chunks it would speak at;
 
@@ -43,6 +45,7 @@ from audio_interaction.apps import cli
 from audio_interaction.data import pipeline, storage
 from audio_interaction.eval import bootstrap
 from audio_interaction.export import portable
+from audio_interaction.model import instruction_copy
 from audio_interaction.model.model import AudioInteractionModel
 
 # Rows are padded to a multiple of this many positions (and chunks), so a few shapes
@@ -60,12 +63,12 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
 
   Args:
     logits: [L, V] reply-token logits of one row; decision_logits: [L, 2].
-    row: the padded row (`pipeline.pad_example`): lm_targets, lm_weights,
+    row: the padded row (`pipeline.pad_example`): tokens, lm_targets, lm_weights,
       decision_targets [L].
     cut_position: the first position of the cut chunk (the row's length if none).
   Returns:
-    {"tokens", "correct", "nll", "speak", "speak_hit", "silent", "silent_spoken"}: each
-    float64[2].
+    {"tokens", "correct", "nll", "copyable", "copyable_correct", "speak", "speak_hit",
+    "silent", "silent_spoken"}: each float64[2].
   """
   position = np.arange(len(row["lm_targets"]))
   side = (position >= cut_position).astype(int)
@@ -73,6 +76,8 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
   is_reply = np.asarray(row["lm_weights"]) > 0
   nll = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, targets), np.float64)
   correct = logits.argmax(-1) == targets
+  copyable = is_reply & np.asarray(instruction_copy.copyable_targets(
+      np.asarray(row["tokens"])[None], targets[None])[0])
   decision = np.asarray(row["decision_targets"])
   speaks = decision_logits[:, int(sf.Decision.SPEAK)] >= decision_logits[:, int(sf.Decision.SILENT)]
   is_speak, is_silent = decision == int(sf.Decision.SPEAK), decision == int(sf.Decision.SILENT)
@@ -84,13 +89,15 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
     return np.bincount(side[mask], weights=values[mask], minlength=2)
 
   return {"tokens": by_side(is_reply), "correct": by_side(is_reply & correct),
-          "nll": weighted(is_reply, nll), "speak": by_side(is_speak),
+          "nll": weighted(is_reply, nll), "copyable": by_side(copyable),
+          "copyable_correct": by_side(copyable & correct), "speak": by_side(is_speak),
           "speak_hit": by_side(is_speak & speaks), "silent": by_side(is_silent),
           "silent_spoken": by_side(is_silent & speaks)}
 
 
 # Each rate of `pooled_rates`: (numerator, denominator) among the `stream_scores` sums.
 RATES = {"token_accuracy": ("correct", "tokens"), "nll": ("nll", "tokens"),
+         "instruction_token_accuracy": ("copyable_correct", "copyable"),
          "speak_recall": ("speak_hit", "speak"), "false_speak": ("silent_spoken", "silent")}
 SIDES = ("before", "after")
 
@@ -201,6 +208,7 @@ def main() -> None:
               "all": [s for streams in per_ability.values() for s in streams]}
     results[bundle] = {name: summarize(streams, resamples) for name, streams in groups.items()}
   metrics = (("token_accuracy", "reply-token accuracy", True), ("nll", "reply NLL, nats", False),
+             ("instruction_token_accuracy", "accuracy on reply tokens of the instruction", True),
              ("speak_recall", "SPEAK recall", True), ("false_speak", "speaks at SILENT", True))
   for group in results[bundles[0]]:
     print(f"## {group}\n")

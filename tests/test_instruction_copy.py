@@ -151,3 +151,25 @@ def test_a_bundle_without_the_head_starts_a_run_with_it(tmp_path):
   config.model.decoder.mlp_dim += 8
   with pytest.raises(ValueError, match="decoder.mlp_dim"):
     loop.initial_params(config, ByteTokenizer())
+
+
+def test_one_run_with_two_instructions_keeps_the_second():
+  model, params = _copy_model(memory=4)
+  state = model.init_state(1)
+  run = [*sf.online_prompt([W, W + 1, W + 2]), *sf.instruction_tokens([W + 7])]
+  state, _ = model.prefill(params, state, jnp.asarray([run], jnp.int32))
+  assert int(state.copy.count[0]) == 1 and int(state.copy.tokens[0, 0]) == W + 7
+  full = instruction_copy.source_layout(jnp.asarray([run]), jnp.ones((1, len(run)), bool),
+                                        None, 4)
+  assert int(full.count[0]) == 1
+
+
+def test_copyable_targets_are_next_tokens_found_in_the_current_instruction():
+  #    0      1  2    3    4  5   6      7      8  9      10 11 12     13
+  # <bos> <sys>  a    b </sys> <decide> b  c  <sys>  c  </sys> <decide> a  c
+  tokens = [sf.BOS_ID, S, W, W + 1, E, D, W + 1, W + 2, S, W + 2, E, D, W, W + 2]
+  targets = tokens[1:] + [sf.PAD_ID]
+  found = instruction_copy.copyable_targets(jnp.asarray([tokens]), jnp.asarray([targets]))
+  # 5: b is in view (a, b); 2: b is not yet (a only); 6: c is in no instruction so far;
+  # 11: a was replaced by the changed instruction (c only); 12: c is in it.
+  assert set(np.flatnonzero(np.asarray(found[0]))) == {5, 12}

@@ -126,6 +126,34 @@ def source_layout(tokens: Array, valid: Array, memory: CopyMemory | None,
                  count=jnp.minimum(count, memory_size), in_instruction=inside[:, -1])
 
 
+def sources_in_view(sources: Sources, query_index: Array) -> Array:
+  """[B, Tq, T] bool: which of a run's positions a query at each of `query_index` [Tq]
+  (indices into the run) copies from: sources of its own block, at or before it."""
+  index = jnp.arange(sources.block.shape[1])
+  query_block = sources.block[:, query_index]
+  return (sources.is_source[:, None, :] & (index[None, None, :] <= query_index[None, :, None])
+          & (sources.block[:, None, :] == query_block[..., None]))
+
+
+def copyable_targets(tokens: Array, targets: Array, valid: Array | None = None,
+                     memory_size: int = 64) -> Array:
+  """Which next tokens a copy head could copy: the target is one of the sources in view.
+
+  Args:
+    tokens: [B, T] int32 a whole sequence; targets: [B, T] int32 each position's next
+      token; valid: [B, T] bool (None: all).
+    memory_size: M, as `decoder.copy_memory`.
+  Returns:
+    [B, T] bool: the target equals a source token of the position's instruction block,
+    at or before it.
+  """
+  if valid is None:
+    valid = jnp.ones(jnp.shape(tokens), bool)
+  layout = source_layout(jnp.asarray(tokens), jnp.asarray(valid), None, memory_size)
+  in_view = sources_in_view(layout, jnp.arange(jnp.shape(tokens)[1]))
+  return (in_view & (jnp.asarray(tokens)[:, None, :] == jnp.asarray(targets)[:, :, None])).any(-1)
+
+
 class InstructionCopy(nn.Module):
   """The copy head: mixes the LM head's distribution with copies of instruction tokens."""
 
@@ -171,9 +199,7 @@ class InstructionCopy(nn.Module):
     # The memory's slots are in view until the run opens a new block.
     memory_visible = ((jnp.arange(self.memory)[None, None, :] < memory.count[:, None, None])
                       & (query_block[..., None] == 0))
-    run_visible = (sources.is_source[:, None, :]
-                   & (jnp.arange(length)[None, None, :] <= query_index[None, :, None])
-                   & (sources.block[:, None, :] == query_block[..., None]))
+    run_visible = sources_in_view(sources, query_index)
     if segment_ids is not None:
       run_visible &= segment_ids[:, None, :] == segment_ids[:, query_index, None]
     visible = jnp.concatenate([memory_visible, run_visible], axis=-1)
