@@ -17,6 +17,8 @@ Sections (`--sections`):
   what the rest is compared with.
 * xla: the step as `train` runs it under XLA:CPU options (`XLA_CPU_OPTIONS`: XNNPACK,
   the classic runtime, fast math, fusion emitters), each against none, children in turns.
+* copy: the tiny step with the copy head (`model.decoder.copy_instruction`) against
+  without, in one child, timed in turns.
 * packing: useful (non-padding) tokens/s of padded vs packed rows of the tiny config
   on a real length distribution: a corpus split (`--corpus`, default data/tiny; e.g.
   ``audio-interaction build-data --config experiments/tiny.py
@@ -51,6 +53,8 @@ VARIANTS = {
     "packed": ["data.packing=True"],
     # bfloat16 activations and matmul inputs (issue 13.5: this CPU has avx512_bf16).
     "bf16": ["data.packing=False", "model.dtype=bfloat16"],
+    # The copy head over the instruction (`decoder.copy_instruction`).
+    "copy": ["data.packing=False", "model.decoder.copy_instruction=True"],
 }
 
 
@@ -314,6 +318,20 @@ def _packing(args: argparse.Namespace) -> None:
         f"{packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
 
+def _copy(args: argparse.Namespace) -> None:
+  """The tiny step with and without the copy head, in one child, timed in turns."""
+  steps, layers, batch, chunks, length, _ = _tiny_shape(args)
+  plain, copying = _run("tiny", 1, batch, chunks, length, steps, layers, variants="padded,copy")
+  print(f"\ncopy head: tiny, batch {batch} × {chunks} chunks ({length} positions), full rows")
+  print("\n| decoder | parameters | step | tokens/s | FLOPs per step (XLA) |")
+  print("|---|---|---|---|---|")
+  for name, row in (("LM head", plain), ("LM head + copy head", copying)):
+    print(f"| {name} | {row['params'] / 1e6:.3f} M | {1000 * row['step_s']:.0f} ms | "
+          f"{row['tokens_per_s']:.0f} | {row['flops_per_step'] / 1e9:.1f} G |")
+  print(f"\nstep time with the copy head vs without: {copying['step_s'] / plain['step_s']:.2f}x; "
+        f"FLOPs {copying['flops_per_step'] / plain['flops_per_step']:.2f}x")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--quick", action="store_true")
@@ -333,9 +351,10 @@ def main() -> None:
                            "without one the packing section uses synthetic lengths")
   parser.add_argument("--variants", default="padded",
                       help=f"(child) comma-separated, of {sorted(VARIANTS)}")
-  parser.add_argument("--sections", default="host,packing,scaling,xla",
+  parser.add_argument("--sections", default="host,packing,scaling,xla,copy",
                       help="comma-separated: host (malloc, devices per core), packing (padded "
-                           "vs packed rows), scaling (devices, MFU), xla (XLA:CPU options)")
+                           "vs packed rows), scaling (devices, MFU), xla (XLA:CPU options), "
+                           "copy (the copy head against none)")
   parser.add_argument("--xla-flags", default="", help="(child) more XLA_FLAGS")
   parser.add_argument("--baseline-tree", default="",
                       help="(host section) another checkout of the project (e.g. a git "
@@ -357,7 +376,8 @@ def main() -> None:
     # encoder and one decoder layer at a short row (compiling is most of its time),
     # so the figures are not the README's.
     print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
-  sections = {"host": _host, "packing": _packing, "scaling": _scaling, "xla": _xla}
+  sections = {"host": _host, "packing": _packing, "scaling": _scaling, "xla": _xla,
+              "copy": _copy}
   for name in args.sections.split(","):
     if name not in sections:
       parser.error(f"--sections: unknown section {name!r}; choose from {sorted(sections)}")

@@ -214,3 +214,11 @@ def test_false_reply_rate_to_unaddressed_speech():
 def test_exact_match_normalizes():
   assert m.exact_match("Four.", "four")
   assert not m.exact_match("four", "for")
+
+
+def test_matching_answers_counts_each_said_answer_once_whenever_said():
+  expected = ["heard ten", "I hear rain.", "heard ten", "that is two crashes"]
+  said = ["Heard ten", "i hear rain", "i hear music", "heard ten", "heard ten"]
+  assert m.matching_answers(expected, said) == 3  # two "heard ten", one rain; no crashes
+  assert m.matching_answers(expected, []) == 0
+  assert m.matching_answers(["heard ten"], ["heard ten", "heard ten"]) == 1

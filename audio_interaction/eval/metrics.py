@@ -12,6 +12,8 @@ hold None for items that were never answered.
 
 from __future__ import annotations
 
+import collections
+
 import dataclasses
 import functools
 import math
@@ -141,6 +143,13 @@ def emission_delays(reference: Sequence[tuple[str, float, float]],
 def exact_match(expected: str, said: str) -> bool:
   """Whether two answers are equal after `normalize_text` (B3, B4, B7 accuracy)."""
   return normalize_text(expected) == normalize_text(said)
+
+
+def matching_answers(expected: Sequence[str], said: Sequence[str]) -> int:
+  """How many expected answers some answer of `said` equals (after `normalize_text`),
+  each of `said` used once, whenever it was said: what a model says, apart from when."""
+  wanted = collections.Counter(normalize_text(t) for t in expected)
+  return sum((wanted & collections.Counter(normalize_text(t) for t in said)).values())
 
 
 # ----------------------------------------------------------------------- summaries

@@ -158,6 +158,7 @@ HEADLINES: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
     ("B7", "accuracy of triggered replies", ("accuracy",), "%"),
     ("B7", "triggered in time (recall)", ("recall",), "%"),
     ("B7", "latency from ready, median", ("latency_from_ready_s", "median"), "s"),
+    ("B7", "replies with the right words, at any time", ("words_right",), "%"),
     ("B8", "barge-ins heard while speaking", ("barge_ins_while_speaking", "barge_ins"), "k/n"),
     ("B8", "barge-in yield rate", ("barge_in_yield_rate",), "%"),
     ("B8", "yield latency, median", ("yield_latency_s", "median"), "s"),
@@ -1051,13 +1052,19 @@ def suite_b6(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> 
 
 
 def suite_b7(runs: Sequence[CaseRun], tokenizer: Tokenizer, cfg: EvalConfig) -> dict:
-  """B7 instruction following: accuracy of triggered replies, recall in time, latency."""
+  """B7 instruction following: accuracy of triggered replies, recall in time, latency,
+  and the share of expected replies whose words the model said at any time (what to
+  say, apart from when: `metrics.matching_answers`)."""
   scores = [_score(r, tokenizer, cfg.window_chunks) for r in runs]
   latencies = [v for s in scores for v in s.latencies]
   expected = sum(s.expected for s in scores)
+  words_right = sum(metrics.matching_answers(
+      [reply.text for reply in r.case.timeline.replies],
+      [text for _, text in r.model.reply_texts(tokenizer.decode)]) for r in runs)
   return {"cases": len(runs), "model": {
       **_accuracy(runs, tokenizer, cfg.window_chunks),
       "recall": metrics.rate(sum(s.hits for s in scores), expected),
+      "words_right": metrics.rate(words_right, expected),
       "false_triggers_per_stream": metrics.rate(sum(s.false_triggers for s in scores),
                                                 len(scores)),
       "latency_from_ready_s": metrics.summarize(latencies)}}
