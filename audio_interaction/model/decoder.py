@@ -127,6 +127,8 @@ class Decoder(nn.Module):
       x, layer_cache = DecoderBlock(cfg, name=f"block{i}")(
           x, positions, valid, segment_ids, None if cache is None else cache[i])
       new_cache.append(layer_cache)
+    if heads_at_last and not cfg.decoder.copy_instruction:
+      x = x[:, -1:]  # only the copy head reads the hidden state of every position
     hidden = layers.RMSNorm(cfg.norm_eps, dtype=cfg.compute_dtype,
                             param_dtype=cfg.weight_dtype, name="final_norm")(x)
     lm_logits, decision_logits = FusedHeads(cfg, name="heads")(
