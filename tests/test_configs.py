@@ -46,6 +46,23 @@ def test_whole_streams_variant_has_the_tiny_weights_and_rows_of_thirty_seconds()
   assert whole.model.decoder.window <= whole.data.max_len and whole.model.decoder.pinned_prefix
 
 
+def test_every_head_a_tiny_variant_adds_can_start_from_the_embedded_bundle():
+  from flax import traverse_util
+  from audio_interaction.corpus import worlds
+  from audio_interaction.train import loop
+
+  def fields(config):
+    return traverse_util.flatten_dict(config.model.to_dict(), sep=".")
+  tiny = fields(_load("tiny.py"))
+  for variant in ("copy", "sound_events"):
+    mine = fields(_load(f"tiny.py:whole_streams,{variant}"))
+    switched = [s for s in loop.ADDED_HEAD_FIELDS if mine.get(s) and not tiny.get(s)]
+    assert len(switched) == 1, (variant, switched)
+  sound = _load("tiny.py:sound_events")
+  assert sound.model.sound_event_classes == len(worlds.SOUND_EVENT_LABELS)
+  assert sound.train.sound_event_loss_weight > 0
+
+
 def test_override_typo_is_an_error():
   with pytest.raises(config_lib.ConfigError, match="no field 'model.decoder.num_layer'"):
     _load("tiny.py", ["model.decoder.num_layer=3"])

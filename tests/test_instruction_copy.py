@@ -131,28 +131,6 @@ def test_without_an_instruction_the_lm_head_is_unchanged():
   np.testing.assert_allclose(copied, jax.nn.log_softmax(reference, axis=-1), atol=1e-5)
 
 
-def test_a_bundle_without_the_head_starts_a_run_with_it(tmp_path):
-  from audio_interaction.data.tokenizer import ByteTokenizer
-  from audio_interaction.export import portable
-  from audio_interaction.train import loop
-  plain = model_testing.small_config()
-  params = model_testing.perturbed(AudioInteractionModel(plain).init(jax.random.key(0)), 3)
-  portable.save_bundle(tmp_path / "plain", params, ByteTokenizer(), plain)
-  config = model_testing.small_config(**{
-      "model.decoder.copy_instruction": True, "model.decoder.copy_memory": 5,
-      "train.init_from": f"'{tmp_path / 'plain'}'"})
-  started = loop.initial_params(config, ByteTokenizer())
-  added = model_testing.added_parameters(params, started)
-  assert added and all("['copy']" in path for path in added)
-  fresh = AudioInteractionModel(config).init(jax.random.key(config.seed))
-  np.testing.assert_array_equal(started["params"]["decoder"]["copy"]["key"]["kernel"],
-                                fresh["params"]["decoder"]["copy"]["key"]["kernel"])
-  # Any other difference is still refused.
-  config.model.decoder.mlp_dim += 8
-  with pytest.raises(ValueError, match="decoder.mlp_dim"):
-    loop.initial_params(config, ByteTokenizer())
-
-
 def test_one_run_with_two_instructions_keeps_the_second():
   model, params = _copy_model(memory=4)
   state = model.init_state(1)

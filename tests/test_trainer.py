@@ -6,13 +6,16 @@ import pathlib
 import subprocess
 import sys
 
+from flax import traverse_util
 import jax
 import numpy as np
 import pytest
 
 from audio_interaction import config_lib
+from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import losses
 from audio_interaction.train.trainer import Trainer
+import model_testing
 import train_testing
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "train_steps.py"
@@ -179,6 +182,34 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
     loop.initial_params(other, tokenizer)
   with pytest.raises(ValueError, match="do not fit the model config"):
     Trainer(other).state_from_params(params)
+@pytest.mark.parametrize("head,fields,prefix", [
+    ("copy", {"model.decoder.copy_instruction": True, "model.decoder.copy_memory": 5},
+     "['params']['decoder']['copy']"),
+    ("sound_events", {"model.sound_event_classes": 7, "model.sound_event_blocks": (0,)},
+     "['params']['sound_event_head']")])
+def test_a_bundle_without_a_head_starts_a_run_with_it(tmp_path, head, fields, prefix):
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  from audio_interaction.export import portable
+  from audio_interaction.train import loop
+  plain = model_testing.small_config()
+  params = model_testing.perturbed(AudioInteractionModel(plain).init(jax.random.key(0)), 3)
+  portable.save_bundle(tmp_path / "plain", params, ByteTokenizer(), plain)
+  config = model_testing.small_config(**fields, **{"train.init_from": f"'{tmp_path / 'plain'}'"})
+  started = loop.initial_params(config, ByteTokenizer())
+  # Every weight the bundle has, unchanged; the head's, as a fresh init gives them.
+  added = model_testing.added_parameters(params, started)
+  assert added and all(path.startswith(prefix) for path in added), (head, added)
+  fresh = traverse_util.flatten_dict(AudioInteractionModel(config).init(jax.random.key(config.seed)))
+  bundle_has = traverse_util.flatten_dict(params)
+  for path, value in traverse_util.flatten_dict(started).items():
+    if path not in bundle_has:
+      np.testing.assert_array_equal(value, fresh[path], err_msg=str(path))
+  # Any other difference is still refused.
+  config.model.decoder.mlp_dim += 8
+  with pytest.raises(ValueError, match="decoder.mlp_dim"):
+    loop.initial_params(config, ByteTokenizer())
+
+
 def _two_steps(config):
   """(params before, train state after two steps on one fixed batch)."""
   trainer = Trainer(config)

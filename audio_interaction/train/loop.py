@@ -78,16 +78,19 @@ def _vocabulary(tokenizer: tokenizer_lib.Tokenizer) -> list[str]:
 # bundle trained at one window may start a run at another (e.g. whole streams with the
 # instruction pinned, `experiments/tiny.py:whole_streams`).
 ATTENTION_REACH_FIELDS = frozenset({"decoder.window", "decoder.pinned_prefix"})
-# Model fields that add a head on top of the same network: a bundle without the head
-# starts a run with it, the head's weights freshly initialised (`config.seed`).
-ADDED_HEAD_FIELDS = {"decoder.copy_instruction": "decoder.copy_memory"}
+# Model fields that add a head on top of the same network, each with the fields that only
+# shape that head: a bundle without the head starts a run with it, the head's weights
+# freshly initialised (`config.seed`).
+ADDED_HEAD_FIELDS = {"decoder.copy_instruction": ("decoder.copy_memory",),
+                     "sound_event_classes": ("sound_event_blocks",)}
 
 
 def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
                    ) -> dict:
   """The weights of `config.train.init_from` (a bundle folder or "embedded").
 
-  A bundle without a head this config adds (`ADDED_HEAD_FIELDS`: the copy head) gives
+  A bundle without a head this config adds (`ADDED_HEAD_FIELDS`: the copy head, the
+  sound-event head) gives
   every weight it has; the head's are freshly initialised.
 
   Raises:
@@ -100,8 +103,8 @@ def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.T
   bundle_config, params, bundle_tokenizer = portable.load_bundle(directory)
   mine, theirs = (traverse_util.flatten_dict(c.model.to_dict(), sep=".")
                   for c in (config, bundle_config))
-  added = {field for switch, setting in ADDED_HEAD_FIELDS.items()
-           if mine.get(switch) and not theirs.get(switch) for field in (switch, setting)}
+  added = {field for switch, settings in ADDED_HEAD_FIELDS.items()
+           if mine.get(switch) and not theirs.get(switch) for field in (switch, *settings)}
   differ = sorted(k for k in set(mine) | set(theirs)
                   if mine.get(k) != theirs.get(k)
                   and k not in ATTENTION_REACH_FIELDS and k not in added)
