@@ -148,6 +148,11 @@ def base_config() -> ml_collections.ConfigDict:
   # top blocks are tuned to speech, lower ones keep more of a sound's acoustics (README,
   # "What the head reads"). Set by `fit-sound-head --read-blocks`.
   config.model.sound_event_blocks = ()
+  # The decoder hears what the sound-event head heard: each chunk's class probabilities,
+  # through a learned embedding (zero at the start, so a trained model is unchanged),
+  # added to the chunk's audio slots. A head that names 100 % of the held-out sounds fed a
+  # decoder that named 13 % (README, "Sounds the encoder is taught").
+  config.model.sound_event_feed = False
   # The encoder's turn-end head: per chunk, P(the user's turn has ended) from the mean
   # of its frames, fitted over a frozen encoder by `fit-turn-head`
   # (`train/turn_head.py`); what the hybrid policy reads with
@@ -625,6 +630,7 @@ FIELD_RULES: dict[str, Rule] = {
     "model.sound_event_classes": integer(0),
     "model.sound_event_blocks": Rule("a tuple of encoder block indices >= 0, increasing",
                                      _is_increasing_indices),
+    "model.sound_event_feed": flag(),
     "model.turn_end_head": flag(),
     "sharding.mesh": Rule(
         f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
@@ -977,6 +983,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"model.sound_event_blocks={model.sound_event_blocks} feeds a sound-event head the "
         f"model does not have: set model.sound_event_classes")
+  if model.sound_event_feed and model.sound_event_classes == 0:
+    raise ConfigError(
+        "model.sound_event_feed=True feeds the decoder a sound-event head the model does "
+        "not have: set model.sound_event_classes")
   if any(block >= model.encoder.num_layers for block in model.sound_event_blocks):
     raise ConfigError(
         f"model.sound_event_blocks={model.sound_event_blocks}: the encoder has blocks "

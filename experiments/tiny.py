@@ -19,8 +19,9 @@ streams (rows of 30.7 s, packed) with the instruction pinned in the decoder's vi
 as the live loop runs it; ``experiments/tiny.py:whole_streams,copy`` adds the copy head
 (replies copy the instruction's keyword or sound class, `model/instruction_copy.py`), and
 ``:sound_events`` puts the sound-event head on the encoder and trains it with the rest
-(per chunk: which of the corpus's sound classes is heard, or none). Any field can be
-overridden: ``--config.model.decoder.num_layers=2``.
+(per chunk: which of the corpus's sound classes is heard, or none), and
+``:sound_events,sound_feed`` also adds what that head hears to the decoder's audio slots.
+Any field can be overridden: ``--config.model.decoder.num_layers=2``.
 """
 
 import ml_collections
@@ -32,7 +33,7 @@ from audio_interaction.corpus import worlds
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the tiny config; `arg` is a comma-separated list of variant names."""
   variants = config_lib.parse_variants(arg, allowed=("conformer", "randomize", "whole_streams", "copy",
-                                                        "sound_events"))
+                                                        "sound_events", "sound_feed"))
   config = config_lib.base_config()
 
   encoder = config.model.encoder
@@ -118,4 +119,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # New weights only, so the embedded bundle starts it.
     config.model.sound_event_classes = len(worlds.SOUND_EVENT_LABELS)
     config.train.sound_event_loss_weight = 1.0
+  if "sound_feed" in variants:
+    # The head named the held-out sounds its decoder did not: give the decoder what the
+    # head hears, each chunk's class probabilities embedded into its audio slots
+    # (`model.sound_event_feed`, zero at the start).
+    if "sound_events" not in variants:
+      raise ValueError("tiny.py:sound_feed feeds the sound-event head: add sound_events")
+    config.model.sound_event_feed = True
   return config

@@ -54,10 +54,10 @@ def test_every_head_a_tiny_variant_adds_can_start_from_the_embedded_bundle():
   def fields(config):
     return traverse_util.flatten_dict(config.model.to_dict(), sep=".")
   tiny = fields(_load("tiny.py"))
-  for variant in ("copy", "sound_events"):
+  for variant, heads in (("copy", 1), ("sound_events", 1), ("sound_events,sound_feed", 2)):
     mine = fields(_load(f"tiny.py:whole_streams,{variant}"))
     switched = [s for s in loop.ADDED_HEAD_FIELDS if mine.get(s) and not tiny.get(s)]
-    assert len(switched) == 1, (variant, switched)
+    assert len(switched) == heads, (variant, switched)
   sound = _load("tiny.py:sound_events")
   assert sound.model.sound_event_classes == len(worlds.SOUND_EVENT_LABELS)
   assert sound.train.sound_event_loss_weight > 0

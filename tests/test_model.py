@@ -19,6 +19,18 @@ def setup():
   return model, params, jax.jit(model.prefill), jax.jit(model.perceive)
 
 
+@pytest.fixture(scope="module")
+def heard_sounds_setup():
+  """A model whose decoder hears the sound-event head (`model.sound_event_feed`), its
+  feed weights perturbed away from their zero start."""
+  model = AudioInteractionModel(model_testing.small_config(**{
+      "model.sound_event_classes": 5, "model.sound_event_feed": True}))
+  params = model_testing.perturbed(model.init(jax.random.key(0)), 1)
+  feed = params["params"]["sound_event_feed"]
+  feed["kernel"] = 4 * feed["kernel"]  # heard sounds move the slots as much as the audio
+  return model, params, jax.jit(model.prefill), jax.jit(model.perceive)
+
+
 def _stream(model, params, prefill, perceive, tokens, audio, prompt_length, replies, batch=1):
   """Runs the streaming steps over a sequence in the online layout; returns the logits
   they produced, keyed by the sequence position whose next token they predict."""
@@ -41,9 +53,10 @@ def _stream(model, params, prefill, perceive, tokens, audio, prompt_length, repl
   return state, lm_at, decision_at, np.concatenate(ctc_chunks)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_streaming_steps_equal_full_forward(setup, seed):
-  model, params, prefill, perceive = setup
+@pytest.mark.parametrize("seed,model_setup", [(0, "setup"), (1, "setup"),
+                                               (0, "heard_sounds_setup")])
+def test_streaming_steps_equal_full_forward(request, seed, model_setup):
+  model, params, prefill, perceive = request.getfixturevalue(model_setup)
   cfg = model.config
   rng = np.random.default_rng(seed)
   num_chunks = 12  # long enough that the decoder window (24) and encoder ring wrap
@@ -152,3 +165,27 @@ def test_chunk_head_reads_each_chunk_and_its_past_only(head, option, classes):
   # Without the option the model has no head and no such output.
   plain = AudioInteractionModel(model_testing.small_config())
   assert f"{head}_head" not in plain.init(jax.random.key(3))["params"]
+
+
+def test_the_sound_event_feed_starts_at_zero_and_then_changes_what_the_decoder_hears():
+  config = model_testing.small_config(**{"model.sound_event_classes": 5,
+                                         "model.sound_event_feed": True})
+  model = AudioInteractionModel(config)
+  params = model.init(jax.random.key(0))
+  assert params["params"]["sound_event_feed"]["kernel"].shape == (5, config.model.decoder.d_model)
+  plain = AudioInteractionModel(model_testing.small_config(**{"model.sound_event_classes": 5}))
+  without_feed = {"params": {k: v for k, v in params["params"].items() if k != "sound_event_feed"}}
+  rng = np.random.default_rng(2)
+  cfg = model.config
+  tokens, slot_index, _, _ = model_testing.online_sequence(
+      rng, 4, cfg.slots_per_chunk, cfg.tokens_per_chunk, cfg.decoder.vocab_size)
+  audio = (0.1 * rng.normal(size=4 * cfg.chunk_samples)).astype(np.float32)
+  run = lambda m, p: m.forward(p, jnp.asarray(tokens[None]), jnp.asarray(audio[None]),
+                               jnp.asarray(slot_index[None])).lm_logits
+  # Zero at the start: the model answers as the same weights without the feed do.
+  np.testing.assert_allclose(run(model, params), run(plain, without_feed), atol=1e-6, rtol=0)
+  fed = jax.tree_util.tree_map(lambda x: x, params)
+  fed["params"]["sound_event_feed"]["kernel"] = jnp.ones_like(fed["params"]["sound_event_feed"]["kernel"])
+  assert np.abs(run(model, fed) - run(plain, without_feed)).max() > 1e-3
+  with pytest.raises(Exception, match="sound_event_feed=True feeds the decoder"):
+    model_testing.small_config(**{"model.sound_event_feed": True})

@@ -184,9 +184,11 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
     Trainer(other).state_from_params(params)
 @pytest.mark.parametrize("head,fields,prefix", [
     ("copy", {"model.decoder.copy_instruction": True, "model.decoder.copy_memory": 5},
-     "['params']['decoder']['copy']"),
+     ("['params']['decoder']['copy']",)),
     ("sound_events", {"model.sound_event_classes": 7, "model.sound_event_blocks": (0,)},
-     "['params']['sound_event_head']")])
+     ("['params']['sound_event_head']",)),
+    ("sound_feed", {"model.sound_event_classes": 7, "model.sound_event_feed": True},
+     ("['params']['sound_event_head']", "['params']['sound_event_feed']"))])
 def test_a_bundle_without_a_head_starts_a_run_with_it(tmp_path, head, fields, prefix):
   from audio_interaction.data.tokenizer import ByteTokenizer
   from audio_interaction.export import portable

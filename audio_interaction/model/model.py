@@ -125,6 +125,13 @@ class AudioInteractionNetwork(nn.Module):
       self.sound_event_head = nn.DenseGeneral(
           cfg.sound_event_classes, kernel_init=layers.dense_init(("embed", "sound_events")),
           dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="sound_event_head")
+    if cfg.sound_event_feed:
+      # Zero at the start: a trained model given the feed answers as it did.
+      self.sound_event_feed = nn.DenseGeneral(
+          cfg.decoder.d_model, use_bias=False,
+          kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                   ("sound_events", "embed")),
+          dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="sound_event_feed")
     # The turn-end head: whether the user's turn has ended at each chunk, from the same
     # per-chunk features (fitted alone over a frozen encoder, `train/turn_head.py`).
     if cfg.turn_end_head:
@@ -143,6 +150,15 @@ class AudioInteractionNetwork(nn.Module):
     if not self.config.sound_event_classes:
       return None
     return self.sound_event_head(self.sound_event_features(encoded, taps)).astype(jnp.float32)
+
+  def heard_slots(self, slots: Array, sound_event_logits: Array | None) -> Array:
+    """slots [B, C*k, D_dec], sound_event_logits [B, C, K] or None -> slots [B, C*k, D_dec]
+    with each chunk's class probabilities, embedded, added to its k slots
+    (`model.sound_event_feed`); the slots as they are without the feed."""
+    if not self.config.sound_event_feed:
+      return slots
+    heard = self.sound_event_feed(jax.nn.softmax(sound_event_logits, axis=-1))
+    return slots + jnp.repeat(heard.astype(slots.dtype), self.config.slots_per_chunk, axis=1)
 
   def turn_end_logits(self, encoded: Array) -> Array | None:
     """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, 2] (class
@@ -175,17 +191,20 @@ class AudioInteractionNetwork(nn.Module):
     """Full forward. tokens/audio_slot_index/positions/valid/segment_ids: [B, L];
     mel: [B, F, n_mels]; chunk_segment_ids: [B, C] (packed rows)."""
     slots, encoded, _, taps = self.encoder(mel, chunk_segment_ids=chunk_segment_ids)
+    sound_event_logits = self.sound_event_logits(encoded, taps)
+    slots = self.heard_slots(slots, sound_event_logits)
     index = jnp.clip(audio_slot_index, 0, slots.shape[1] - 1)
     audio_embeddings = jnp.take_along_axis(slots, index[..., None], axis=1)
     lm_logits, decision_logits, *_ = self.decoder(
         tokens, audio_embeddings, positions, valid=valid, segment_ids=segment_ids)
     return (lm_logits, decision_logits, self.ctc_logits(encoded),
-            self.sound_event_logits(encoded, taps), self.turn_end_logits(encoded))
+            sound_event_logits, self.turn_end_logits(encoded))
 
   def encode_step(self, mel: Array, state: EncoderState):
     slots, encoded, state, taps = self.encoder(mel, state)
-    return (slots, self.ctc_logits(encoded), self.sound_event_logits(encoded, taps),
-            self.turn_end_logits(encoded), state)
+    sound_event_logits = self.sound_event_logits(encoded, taps)
+    return (self.heard_slots(slots, sound_event_logits), self.ctc_logits(encoded),
+            sound_event_logits, self.turn_end_logits(encoded), state)
 
   def decode_step(self, tokens: Array, audio_embeddings: Array | None, positions: Array,
                   valid: Array, cache: DecoderCache, heads_at_last: bool,

@@ -89,6 +89,8 @@ class ModelConfig:
   sound_event_classes: int = 0
   # Lower encoder blocks whose per-chunk means the sound-event head reads beside the final.
   sound_event_blocks: tuple[int, ...] = ()
+  # The sound-event head's per-chunk class probabilities added to that chunk's audio slots.
+  sound_event_feed: bool = False
   # A turn-end head on the encoder (per chunk: P(the user's turn has ended)).
   turn_end_head: bool = False
 
@@ -138,5 +140,6 @@ class ModelConfig:
         cache_write=model.cache_write,
         sound_event_classes=model.sound_event_classes,
         sound_event_blocks=tuple(model.sound_event_blocks),
+        sound_event_feed=model.sound_event_feed,
         turn_end_head=model.turn_end_head,
     )

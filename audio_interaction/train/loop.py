@@ -82,7 +82,8 @@ ATTENTION_REACH_FIELDS = frozenset({"decoder.window", "decoder.pinned_prefix"})
 # shape that head: a bundle without the head starts a run with it, the head's weights
 # freshly initialised (`config.seed`).
 ADDED_HEAD_FIELDS = {"decoder.copy_instruction": ("decoder.copy_memory",),
-                     "sound_event_classes": ("sound_event_blocks",)}
+                     "sound_event_classes": ("sound_event_blocks",),
+                     "sound_event_feed": ()}
 
 
 def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
