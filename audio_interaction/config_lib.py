@@ -150,8 +150,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.sound_event_blocks = ()
   # The decoder hears what the sound-event head heard: each chunk's class probabilities,
   # through a learned embedding (zero at the start, so a trained model is unchanged),
-  # added to the chunk's audio slots. A head that names 100 % of the held-out sounds fed a
-  # decoder that named 13 % (README, "Sounds the encoder is taught").
+  # added to the chunk's audio slots. The tiny model's head named 16 of 20 held-out sounds
+  # its decoder named 3 of (README, "Sounds the encoder is taught").
   config.model.sound_event_feed = False
   # The encoder's turn-end head: per chunk, P(the user's turn has ended) from the mean
   # of its frames, fitted over a frozen encoder by `fit-turn-head`
