@@ -91,8 +91,8 @@ def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.T
   """The weights of `config.train.init_from` (a bundle folder or "embedded").
 
   A bundle without a head this config adds (`ADDED_HEAD_FIELDS`: the copy head, the
-  sound-event head) gives
-  every weight it has; the head's are freshly initialised.
+  sound-event head, its feed to the decoder) gives every weight it has; the head's are
+  freshly initialised.
 
   Raises:
     ValueError: the bundle's model config (but for `ATTENTION_REACH_FIELDS` and heads
