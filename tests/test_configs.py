@@ -47,16 +47,12 @@ def test_whole_streams_variant_has_the_tiny_weights_and_rows_of_thirty_seconds()
 
 
 def test_every_head_a_tiny_variant_adds_can_start_from_the_embedded_bundle():
-  from flax import traverse_util
   from audio_interaction.corpus import worlds
   from audio_interaction.train import loop
-
-  def fields(config):
-    return traverse_util.flatten_dict(config.model.to_dict(), sep=".")
-  tiny = fields(_load("tiny.py"))
+  tiny = _load("tiny.py")
   for variant, heads in (("copy", 1), ("sound_events", 1), ("sound_events,sound_feed", 2)):
-    mine = fields(_load(f"tiny.py:whole_streams,{variant}"))
-    switched = [s for s in loop.ADDED_HEAD_FIELDS if mine.get(s) and not tiny.get(s)]
+    added = loop.added_head_fields(_load(f"tiny.py:whole_streams,{variant}"), tiny)
+    switched = sorted(added & set(loop.ADDED_HEAD_FIELDS))
     assert len(switched) == heads, (variant, switched)
   sound = _load("tiny.py:sound_events")
   assert sound.model.sound_event_classes == len(worlds.SOUND_EVENT_LABELS)

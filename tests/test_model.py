@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from audio_interaction import config_lib
 from audio_interaction import stream_format as sf
 from audio_interaction.model.model import AudioInteractionModel
 import model_testing
@@ -187,5 +188,5 @@ def test_the_sound_event_feed_starts_at_zero_and_then_changes_what_the_decoder_h
   fed = jax.tree_util.tree_map(lambda x: x, params)
   fed["params"]["sound_event_feed"]["kernel"] = jnp.ones_like(fed["params"]["sound_event_feed"]["kernel"])
   assert np.abs(run(model, fed) - run(plain, without_feed)).max() > 1e-3
-  with pytest.raises(Exception, match="sound_event_feed=True feeds the decoder"):
+  with pytest.raises(config_lib.ConfigError, match="sound_event_feed=True feeds the decoder"):
     model_testing.small_config(**{"model.sound_event_feed": True})

@@ -182,6 +182,8 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
     loop.initial_params(other, tokenizer)
   with pytest.raises(ValueError, match="do not fit the model config"):
     Trainer(other).state_from_params(params)
+
+
 @pytest.mark.parametrize("head,fields,prefix", [
     ("copy", {"model.decoder.copy_instruction": True, "model.decoder.copy_memory": 5},
      ("['params']['decoder']['copy']",)),

@@ -86,6 +86,20 @@ ADDED_HEAD_FIELDS = {"decoder.copy_instruction": ("decoder.copy_memory",),
                      "sound_event_feed": ()}
 
 
+def _model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return traverse_util.flatten_dict(config.model.to_dict(), sep=".")
+
+
+def added_head_fields(config: ml_collections.ConfigDict,
+                      bundle_config: ml_collections.ConfigDict) -> set[str]:
+  """The model fields (dotted, below `model.`) of the heads `config` adds to a bundle
+  trained with `bundle_config`: each switch of `ADDED_HEAD_FIELDS` on here and off
+  there, with the fields that only shape its head."""
+  mine, theirs = _model_fields(config), _model_fields(bundle_config)
+  return {field for switch, settings in ADDED_HEAD_FIELDS.items()
+          if mine.get(switch) and not theirs.get(switch) for field in (switch, *settings)}
+
+
 def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer
                    ) -> dict:
   """The weights of `config.train.init_from` (a bundle folder or "embedded").
@@ -102,10 +116,8 @@ def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.T
   source = config.train.init_from
   directory = portable.resolve_bundle(source)
   bundle_config, params, bundle_tokenizer = portable.load_bundle(directory)
-  mine, theirs = (traverse_util.flatten_dict(c.model.to_dict(), sep=".")
-                  for c in (config, bundle_config))
-  added = {field for switch, settings in ADDED_HEAD_FIELDS.items()
-           if mine.get(switch) and not theirs.get(switch) for field in (switch, *settings)}
+  mine, theirs = (_model_fields(c) for c in (config, bundle_config))
+  added = added_head_fields(config, bundle_config)
   differ = sorted(k for k in set(mine) | set(theirs)
                   if mine.get(k) != theirs.get(k)
                   and k not in ATTENTION_REACH_FIELDS and k not in added)
