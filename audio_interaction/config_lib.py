@@ -153,6 +153,16 @@ def base_config() -> ml_collections.ConfigDict:
   # added to the chunk's audio slots. The tiny model's head named 16 of 20 held-out sounds
   # its decoder named 3 of (README, "Sounds the encoder is taught").
   config.model.sound_event_feed = False
+  # The decoder hears each class as the words of its name: the head's class probabilities
+  # over the mean token embeddings of each class's name ("a clock ticking"), through a
+  # gain and a projection started at zero, added to the chunk's audio slots. Unlike the
+  # learned feed above, nothing in it is one class's own: what the decoder learns from
+  # the few streams that name one sound carries to every sound whose name it can read.
+  config.model.sound_event_feed_names = False
+  # The token ids of each class's name (one tuple per class, () for "no sound"), filled
+  # from the data's tokenizer by the train loop and the export when the names are fed
+  # (`train/sound_names.py`); a bundle keeps them in its config.
+  config.model.sound_event_name_tokens = ()
   # The encoder's turn-end head: per chunk, P(the user's turn has ended) from the mean
   # of its frames, fitted over a frozen encoder by `fit-turn-head`
   # (`train/turn_head.py`); what the hybrid policy reads with
@@ -484,6 +494,12 @@ _MIXTURE = (f"a mapping of abilities ({', '.join(sf.ABILITIES)}) to weights >= 0
 _MESH_AXES = ("data", "fsdp", "tensor")
 
 
+def _is_name_tokens(value) -> bool:
+  return (isinstance(value, (tuple, list))
+          and all(isinstance(name, (tuple, list)) and all(_is_int(t) and t >= 0 for t in name)
+                  for name in value))
+
+
 def _is_increasing_indices(value) -> bool:
   return (isinstance(value, tuple) and all(_is_int(v) and v >= 0 for v in value)
           and all(a < b for a, b in zip(value, value[1:])))
@@ -631,6 +647,9 @@ FIELD_RULES: dict[str, Rule] = {
     "model.sound_event_blocks": Rule("a tuple of encoder block indices >= 0, increasing",
                                      _is_increasing_indices),
     "model.sound_event_feed": flag(),
+    "model.sound_event_feed_names": flag(),
+    "model.sound_event_name_tokens": Rule(
+        "a tuple of tuples of token ids >= 0, one per sound-event class", _is_name_tokens),
     "model.turn_end_head": flag(),
     "sharding.mesh": Rule(
         f"a mapping of mesh axes ({', '.join(_MESH_AXES)}) to sizes >= 1, at most one -1",
@@ -987,6 +1006,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         "model.sound_event_feed=True feeds the decoder a sound-event head the model does "
         "not have: set model.sound_event_classes")
+  if model.sound_event_feed_names and model.sound_event_classes == 0:
+    raise ConfigError(
+        "model.sound_event_feed_names=True feeds the decoder a sound-event head the model "
+        "does not have: set model.sound_event_classes")
+  if model.sound_event_name_tokens and len(model.sound_event_name_tokens) != model.sound_event_classes:
+    raise ConfigError(
+        f"model.sound_event_name_tokens has {len(model.sound_event_name_tokens)} names for "
+        f"model.sound_event_classes={model.sound_event_classes} classes")
+  if any(t >= model.decoder.vocab_size for name in model.sound_event_name_tokens for t in name):
+    raise ConfigError(
+        "model.sound_event_name_tokens holds ids >= model.decoder.vocab_size="
+        f"{model.decoder.vocab_size}")
   if any(block >= model.encoder.num_layers for block in model.sound_event_blocks):
     raise ConfigError(
         f"model.sound_event_blocks={model.sound_event_blocks}: the encoder has blocks "

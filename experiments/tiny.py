@@ -20,7 +20,8 @@ as the live loop runs it; ``experiments/tiny.py:whole_streams,copy`` adds the co
 (replies copy the instruction's keyword or sound class, `model/instruction_copy.py`), and
 ``:sound_events`` puts the sound-event head on the encoder and trains it with the rest
 (per chunk: which of the corpus's sound classes is heard, or none), and
-``:sound_events,sound_feed`` also adds what that head hears to the decoder's audio slots.
+``:sound_events,sound_feed`` also adds what that head hears to the decoder's audio slots,
+``:sound_events,sound_names`` adds it as the words of each heard class's name.
 Any field can be overridden: ``--config.model.decoder.num_layers=2``.
 """
 
@@ -33,7 +34,8 @@ from audio_interaction.corpus import worlds
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the tiny config; `arg` is a comma-separated list of variant names."""
   variants = config_lib.parse_variants(arg, allowed=("conformer", "randomize", "whole_streams", "copy",
-                                                        "sound_events", "sound_feed"))
+                                                        "sound_events", "sound_feed",
+                                                        "sound_names"))
   config = config_lib.base_config()
 
   encoder = config.model.encoder
@@ -126,4 +128,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "sound_events" not in variants:
       raise ValueError("tiny.py:sound_feed feeds the sound-event head: add sound_events")
     config.model.sound_event_feed = True
+  if "sound_names" in variants:
+    # The learned feed's class embeddings are learned from the few streams that name
+    # each class (~3 per class in 2,400): feed each class as its name's words instead,
+    # so what the decoder learns from one sound's streams reaches the others
+    # (`model.sound_event_feed_names`; the ids come from the data's tokenizer).
+    if "sound_events" not in variants:
+      raise ValueError("tiny.py:sound_names feeds the sound-event head: add sound_events")
+    config.model.sound_event_feed_names = True
   return config

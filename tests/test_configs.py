@@ -50,7 +50,8 @@ def test_every_head_a_tiny_variant_adds_can_start_from_the_embedded_bundle():
   from audio_interaction.corpus import worlds
   from audio_interaction.train import loop
   tiny = _load("tiny.py")
-  for variant, heads in (("copy", 1), ("sound_events", 1), ("sound_events,sound_feed", 2)):
+  for variant, heads in (("copy", 1), ("sound_events", 1), ("sound_events,sound_feed", 2),
+                         ("sound_events,sound_names", 2)):
     added = loop.added_head_fields(_load(f"tiny.py:whole_streams,{variant}"), tiny)
     switched = sorted(added & set(loop.ADDED_HEAD_FIELDS))
     assert len(switched) == heads, (variant, switched)

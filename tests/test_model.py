@@ -32,6 +32,24 @@ def heard_sounds_setup():
   return model, params, jax.jit(model.prefill), jax.jit(model.perceive)
 
 
+# Five classes' names in the small config's 64 ids: "no sound" has none, names of 1-3 tokens.
+NAME_TOKENS = ((), (20, 21), (22,), (23, 24, 25), (21,))
+
+
+@pytest.fixture(scope="module")
+def heard_names_setup():
+  """A model whose decoder hears each class as its name's words
+  (`model.sound_event_feed_names`), gain and projection perturbed from their zero start."""
+  model = AudioInteractionModel(model_testing.small_config(**{
+      "model.sound_event_classes": 5, "model.sound_event_feed_names": True,
+      "model.sound_event_name_tokens": NAME_TOKENS}))
+  params = model_testing.perturbed(model.init(jax.random.key(0)), 1)
+  params["params"]["sound_event_name_gain"] = jnp.asarray(2.0)
+  projection = params["params"]["sound_event_name_projection"]
+  projection["kernel"] = 4 * projection["kernel"]
+  return model, params, jax.jit(model.prefill), jax.jit(model.perceive)
+
+
 def _stream(model, params, prefill, perceive, tokens, audio, prompt_length, replies, batch=1):
   """Runs the streaming steps over a sequence in the online layout; returns the logits
   they produced, keyed by the sequence position whose next token they predict."""
@@ -55,7 +73,8 @@ def _stream(model, params, prefill, perceive, tokens, audio, prompt_length, repl
 
 
 @pytest.mark.parametrize("seed,model_setup", [(0, "setup"), (1, "setup"),
-                                               (0, "heard_sounds_setup")])
+                                               (0, "heard_sounds_setup"),
+                                               (0, "heard_names_setup")])
 def test_streaming_steps_equal_full_forward(request, seed, model_setup):
   model, params, prefill, perceive = request.getfixturevalue(model_setup)
   cfg = model.config
@@ -190,3 +209,55 @@ def test_the_sound_event_feed_starts_at_zero_and_then_changes_what_the_decoder_h
   assert np.abs(run(model, fed) - run(plain, without_feed)).max() > 1e-3
   with pytest.raises(config_lib.ConfigError, match="sound_event_feed=True feeds the decoder"):
     model_testing.small_config(**{"model.sound_event_feed": True})
+
+
+def test_the_name_feed_adds_each_heard_class_as_the_mean_embedding_of_its_name():
+  names = {"model.sound_event_classes": 5, "model.sound_event_name_tokens": NAME_TOKENS}
+  model = AudioInteractionModel(model_testing.small_config(
+      **names, **{"model.sound_event_feed_names": True}))
+  params = model_testing.perturbed(model.init(jax.random.key(0)), 4)
+  assert params["params"]["sound_event_name_projection"]["kernel"].shape == (
+      model.config.decoder.d_model, model.config.decoder.d_model)
+  fresh = model.init(jax.random.key(0))["params"]
+  assert float(fresh["sound_event_name_gain"]) == 0
+  assert not np.any(fresh["sound_event_name_projection"]["kernel"])
+  network = model.network
+  rng = np.random.default_rng(5)
+  slots = jnp.asarray(rng.normal(size=(2, 3 * model.config.slots_per_chunk,
+                                      model.config.decoder.d_model)), jnp.float32)
+  logits = jnp.asarray(4 * rng.normal(size=(2, 3, 5)), jnp.float32)
+  heard = lambda p: network.apply(p, slots, logits, method=type(network).heard_slots)
+  # At its zero start the feed adds nothing (the same weights without it answer alike).
+  start = {"params": {**params["params"], "sound_event_name_gain": jnp.asarray(0.0),
+                      "sound_event_name_projection": {"kernel": jnp.zeros_like(
+                          params["params"]["sound_event_name_projection"]["kernel"])}}}
+  np.testing.assert_allclose(heard(start), slots, atol=1e-6)
+  # Gain 1, no projection: each slot gets sum_k p_k * mean(E[name_k]), by hand.
+  gain = {"params": {**start["params"], "sound_event_name_gain": jnp.asarray(1.0)}}
+  table = np.asarray(params["params"]["decoder"]["embed"]["embedding"])
+  name_vectors = np.stack([table[list(t)].mean(0) if t else np.zeros(table.shape[1])
+                           for t in NAME_TOKENS])
+  expected = np.asarray(jax.nn.softmax(logits, -1)) @ name_vectors
+  np.testing.assert_allclose(heard(gain) - slots,
+                             np.repeat(expected, model.config.slots_per_chunk, axis=1),
+                             atol=1e-5, rtol=1e-5)
+  # The names are read from the decoder's table, which the feed does not train.
+  moved = jax.tree_util.tree_map(lambda x: x, gain)
+  moved["params"]["decoder"]["embed"]["embedding"] = (
+      moved["params"]["decoder"]["embed"]["embedding"].at[22].add(1.0))
+  changed = np.abs(np.asarray(heard(moved) - heard(gain))).max(-1)
+  assert changed.min() > 0  # class 2 ("22") has some probability in every chunk
+  grad = jax.grad(lambda p: heard(p).sum())(gain)
+  assert not np.any(grad["params"]["decoder"]["embed"]["embedding"])
+  assert np.abs(grad["params"]["sound_event_name_gain"]) > 0
+  # Names missing from the config, or for another number of classes: a clear error.
+  unnamed = AudioInteractionModel(model_testing.small_config(**{
+      "model.sound_event_classes": 5, "model.sound_event_feed_names": True}))
+  with pytest.raises(ValueError, match="needs the 5 classes' name tokens"):
+    unnamed.network.apply(params, slots, logits, method=type(network).heard_slots)
+  with pytest.raises(config_lib.ConfigError, match="sound_event_feed_names=True feeds"):
+    model_testing.small_config(**{"model.sound_event_feed_names": True})
+  with pytest.raises(config_lib.ConfigError, match="has 5 names for"):
+    model_testing.small_config(**{**names, "model.sound_event_classes": 4})
+  with pytest.raises(config_lib.ConfigError, match="ids >= model.decoder.vocab_size=64"):
+    model_testing.small_config(**{**names, "model.sound_event_name_tokens": ((), (64,), (), (), ())})

@@ -190,7 +190,11 @@ def test_init_from_a_bundle_starts_from_its_weights_and_refuses_another_model(tm
     ("sound_events", {"model.sound_event_classes": 7, "model.sound_event_blocks": (0,)},
      ("['params']['sound_event_head']",)),
     ("sound_feed", {"model.sound_event_classes": 7, "model.sound_event_feed": True},
-     ("['params']['sound_event_head']", "['params']['sound_event_feed']"))])
+     ("['params']['sound_event_head']", "['params']['sound_event_feed']")),
+    ("sound_names", {"model.sound_event_classes": 3, "model.sound_event_feed_names": True,
+                     "model.sound_event_name_tokens": ((), (20,), (21, 22))},
+     ("['params']['sound_event_head']", "['params']['sound_event_name_")),
+])
 def test_a_bundle_without_a_head_starts_a_run_with_it(tmp_path, head, fields, prefix):
   from audio_interaction.data.tokenizer import ByteTokenizer
   from audio_interaction.export import portable

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from audio_interaction.audio.features import (LogMelConfig, StreamingLogMel, log_mel,
                                               segmented_log_mel)
@@ -132,6 +133,16 @@ class AudioInteractionNetwork(nn.Module):
           kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                    ("sound_events", "embed")),
           dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name="sound_event_feed")
+    if cfg.sound_event_feed_names:
+      # Both zero at the start, as the learned feed: a trained model answers as it did.
+      self.sound_event_name_gain = self.param(
+          "sound_event_name_gain", nn.with_logical_partitioning(nn.initializers.zeros_init(), ()),
+          (), cfg.weight_dtype)
+      self.sound_event_name_projection = nn.DenseGeneral(
+          cfg.decoder.d_model, use_bias=False,
+          kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp", "embed")),
+          dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+          name="sound_event_name_projection")
     # The turn-end head: whether the user's turn has ended at each chunk, from the same
     # per-chunk features (fitted alone over a frozen encoder, `train/turn_head.py`).
     if cfg.turn_end_head:
@@ -153,12 +164,42 @@ class AudioInteractionNetwork(nn.Module):
 
   def heard_slots(self, slots: Array, sound_event_logits: Array | None) -> Array:
     """slots [B, C*k, D_dec], sound_event_logits [B, C, K] or None -> slots [B, C*k, D_dec]
-    with each chunk's class probabilities, embedded, added to its k slots
-    (`model.sound_event_feed`); the slots as they are without the feed."""
-    if not self.config.sound_event_feed:
+    with each chunk's class probabilities added to its k slots: through a learned
+    embedding (`model.sound_event_feed`) and as its classes' name words
+    (`model.sound_event_feed_names`); the slots as they are without either feed."""
+    cfg = self.config
+    if not (cfg.sound_event_feed or cfg.sound_event_feed_names):
       return slots
-    heard = self.sound_event_feed(jax.nn.softmax(sound_event_logits, axis=-1))
-    return slots + jnp.repeat(heard.astype(slots.dtype), self.config.slots_per_chunk, axis=1)
+    probabilities = jax.nn.softmax(sound_event_logits, axis=-1)
+    heard = jnp.zeros(probabilities.shape[:-1] + (cfg.decoder.d_model,), jnp.float32)
+    if cfg.sound_event_feed:
+      heard += self.sound_event_feed(probabilities)
+    if cfg.sound_event_feed_names:
+      words = probabilities @ self.sound_name_embeddings()
+      heard += (self.sound_event_name_gain * words
+                + self.sound_event_name_projection(words.astype(cfg.compute_dtype)))
+    return slots + jnp.repeat(heard.astype(slots.dtype), cfg.slots_per_chunk, axis=1)
+
+  def sound_name_embeddings(self) -> Array:
+    """[K, D_dec] float32: each sound-event class's name as the mean of its tokens'
+    embeddings in the decoder's table (`model.sound_event_name_tokens`; zeros for a
+    class without a name, e.g. "no sound"). The table is read, not trained, through
+    here: a name keeps the meaning the decoder's text gives its words."""
+    cfg = self.config
+    if self.is_initializing() and "decoder" not in self.variables.get("params", {}):
+      # The decoder's table is made when it first runs; the shapes are what init needs.
+      return jnp.zeros((cfg.sound_event_classes, cfg.decoder.d_model), jnp.float32)
+    if len(cfg.sound_event_name_tokens) != cfg.sound_event_classes:
+      raise ValueError(
+          f"model.sound_event_feed_names needs the {cfg.sound_event_classes} classes' name "
+          f"tokens, model.sound_event_name_tokens has {len(cfg.sound_event_name_tokens)} "
+          "(the train loop and the export fill them from the tokenizer)")
+    averaging = np.zeros((cfg.sound_event_classes, cfg.decoder.vocab_size), np.float32)
+    for label, name in enumerate(cfg.sound_event_name_tokens):
+      for token in name:
+        averaging[label, token] += 1.0 / len(name)
+    table = self.decoder.variables["params"]["embed"]["embedding"]
+    return jnp.asarray(averaging) @ jax.lax.stop_gradient(table).astype(jnp.float32)
 
   def turn_end_logits(self, encoded: Array) -> Array | None:
     """encoded [B, F', D] (whole chunks) -> [B, F' / frames per chunk, 2] (class

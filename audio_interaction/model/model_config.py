@@ -91,6 +91,9 @@ class ModelConfig:
   sound_event_blocks: tuple[int, ...] = ()
   # The sound-event head's per-chunk class probabilities added to that chunk's audio slots.
   sound_event_feed: bool = False
+  # Each class fed as the mean embedding of its name's tokens (`sound_event_name_tokens`).
+  sound_event_feed_names: bool = False
+  sound_event_name_tokens: tuple[tuple[int, ...], ...] = ()
   # A turn-end head on the encoder (per chunk: P(the user's turn has ended)).
   turn_end_head: bool = False
 
@@ -141,5 +144,8 @@ class ModelConfig:
         sound_event_classes=model.sound_event_classes,
         sound_event_blocks=tuple(model.sound_event_blocks),
         sound_event_feed=model.sound_event_feed,
+        sound_event_feed_names=model.sound_event_feed_names,
+        sound_event_name_tokens=tuple(tuple(int(t) for t in name)
+                                      for name in model.sound_event_name_tokens),
         turn_end_head=model.turn_end_head,
     )

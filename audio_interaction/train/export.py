@@ -18,6 +18,7 @@ from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.export import portable, stablehlo
 from audio_interaction.model.model import AudioInteractionModel, Params
 from audio_interaction.train import checkpoint as checkpoint_lib
+from audio_interaction.train import sound_names
 from audio_interaction.train.trainer import Trainer
 
 FORMATS = ("bundle", "safetensors", "stablehlo")
@@ -57,6 +58,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
   if restored.tokenizer is None:
     raise ValueError(f"checkpoint step {restored.step} in {workdir} has no tokenizer")
   info = {"step": restored.step, "checkpoint_metrics": restored.metrics, **(metadata or {})}
+  config = sound_names.with_sound_name_tokens(config, restored.tokenizer)
   return export_model(out, config, restored.state.params, restored.tokenizer,
                       export_format=export_format, metadata=info, batch=batch,
                       platforms=platforms)

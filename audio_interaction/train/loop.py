@@ -33,6 +33,7 @@ from audio_interaction.export import portable
 from audio_interaction.model.model import AudioInteractionModel
 from audio_interaction.train import checkpoint as checkpoint_lib
 from audio_interaction.train import losses
+from audio_interaction.train import sound_names
 from audio_interaction.train.evaluators import evaluators_from_config
 from audio_interaction.train.hooks import Hooks, StepInfo
 from audio_interaction.train.trainer import Trainer
@@ -83,7 +84,8 @@ ATTENTION_REACH_FIELDS = frozenset({"decoder.window", "decoder.pinned_prefix"})
 # freshly initialised (`config.seed`).
 ADDED_HEAD_FIELDS = {"decoder.copy_instruction": ("decoder.copy_memory",),
                      "sound_event_classes": ("sound_event_blocks",),
-                     "sound_event_feed": ()}
+                     "sound_event_feed": (),
+                     "sound_event_feed_names": ("sound_event_name_tokens",)}
 
 
 def _model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def initial_params(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.T
   """The weights of `config.train.init_from` (a bundle folder or "embedded").
 
   A bundle without a head this config adds (`ADDED_HEAD_FIELDS`: the copy head, the
-  sound-event head, its feed to the decoder) gives every weight it has; the head's are
+  sound-event head, its feeds to the decoder) gives every weight it has; the head's are
   freshly initialised.
 
   Raises:
@@ -325,8 +327,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   workdir = pathlib.Path(workdir).resolve()  # Orbax's tensorstore needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   train_config = config.train
-  trainer = Trainer(config, sound_event_class_weights=sound_event_class_weights(config))
   tokenizer = load_tokenizer(config)
+  config = sound_names.with_sound_name_tokens(config, tokenizer)
+  trainer = Trainer(config, sound_event_class_weights=sound_event_class_weights(config))
   if tokenizer.vocab_size > config.model.decoder.vocab_size:
     raise ValueError(f"the data's tokenizer has {tokenizer.vocab_size} ids but "
                      f"model.decoder.vocab_size is {config.model.decoder.vocab_size}")
