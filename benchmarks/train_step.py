@@ -19,6 +19,8 @@ Sections (`--sections`):
   the classic runtime, fast math, fusion emitters), each against none, children in turns.
 * copy: the tiny step with the copy head (`model.decoder.copy_instruction`) against
   without, in one child, timed in turns.
+* sounds: the same with the sound-event head, and with its classes' names fed to the
+  decoder (`model.sound_event_feed_names`), against neither.
 * packing: useful (non-padding) tokens/s of padded vs packed rows of the tiny config
   on a real length distribution: a corpus split (`--corpus`, default data/tiny; e.g.
   ``audio-interaction build-data --config experiments/tiny.py
@@ -55,6 +57,12 @@ VARIANTS = {
     "bf16": ["data.packing=False", "model.dtype=bfloat16"],
     # The copy head over the instruction (`decoder.copy_instruction`).
     "copy": ["data.packing=False", "model.decoder.copy_instruction=True"],
+    # The sound-event head on the encoder, and with it the decoder hearing each class as
+    # its name's words (`model.sound_event_feed_names`).
+    "sound_head": ["data.packing=False", "model.sound_event_classes=27",
+                   "train.sound_event_loss_weight=1.0"],
+    "sound_names": ["data.packing=False", "model.sound_event_classes=27",
+                    "train.sound_event_loss_weight=1.0", "model.sound_event_feed_names=True"],
 }
 
 
@@ -69,6 +77,8 @@ def _child(args: argparse.Namespace) -> None:
   from audio_interaction import config_lib
   from audio_interaction.apps import cpu_host
   from audio_interaction.data.pipeline import PipelineConfig, batch_spec
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  from audio_interaction.train import sound_names
   from audio_interaction.train.loop import measure_peak_flops
   from audio_interaction.train.trainer import Trainer
 
@@ -82,6 +92,8 @@ def _child(args: argparse.Namespace) -> None:
   for variant in args.variants.split(","):
     config = config_lib.load_config(str(ROOT / "experiments" / f"{args.config}.py"),
                                      overrides + VARIANTS[variant])
+    # The names' ids, as the train loop fills them (their cost does not depend on which).
+    config = sound_names.with_sound_name_tokens(config, ByteTokenizer())
     trainer = Trainer(config)
     batches = _batches(args, config)
     began = time.perf_counter()
@@ -318,18 +330,35 @@ def _packing(args: argparse.Namespace) -> None:
         f"{packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
 
-def _copy(args: argparse.Namespace) -> None:
-  """The tiny step with and without the copy head, in one child, timed in turns."""
+def _added_heads(args: argparse.Namespace, what: str, rows: list[tuple[str, str]]) -> None:
+  """The tiny step with each of `rows` (label, variant; the first the baseline), in one
+  child, timed in turns."""
   steps, layers, batch, chunks, length, _ = _tiny_shape(args)
-  plain, copying = _run("tiny", 1, batch, chunks, length, steps, layers, variants="padded,copy")
-  print(f"\ncopy head: tiny, batch {batch} × {chunks} chunks ({length} positions), full rows")
-  print("\n| decoder | parameters | step | tokens/s | FLOPs per step (XLA) |")
+  results = _run("tiny", 1, batch, chunks, length, steps, layers,
+                 variants=",".join(variant for _, variant in rows))
+  print(f"\n{what}: tiny, batch {batch} × {chunks} chunks ({length} positions), full rows")
+  print("\n| model | parameters | step | tokens/s | FLOPs per step (XLA) |")
   print("|---|---|---|---|---|")
-  for name, row in (("LM head", plain), ("LM head + copy head", copying)):
-    print(f"| {name} | {row['params'] / 1e6:.3f} M | {1000 * row['step_s']:.0f} ms | "
+  for (label, _), row in zip(rows, results):
+    print(f"| {label} | {row['params'] / 1e6:.3f} M | {1000 * row['step_s']:.0f} ms | "
           f"{row['tokens_per_s']:.0f} | {row['flops_per_step'] / 1e9:.1f} G |")
-  print(f"\nstep time with the copy head vs without: {copying['step_s'] / plain['step_s']:.2f}x; "
-        f"FLOPs {copying['flops_per_step'] / plain['flops_per_step']:.2f}x")
+  base = results[0]
+  for (label, _), row in zip(rows[1:], results[1:]):
+    print(f"\n{label} vs {rows[0][0]}: step time {row['step_s'] / base['step_s']:.2f}x; "
+          f"FLOPs {row['flops_per_step'] / base['flops_per_step']:.2f}x")
+
+
+def _copy(args: argparse.Namespace) -> None:
+  """The tiny step with and without the copy head."""
+  _added_heads(args, "copy head", [("LM head", "padded"), ("LM head + copy head", "copy")])
+
+
+def _sounds(args: argparse.Namespace) -> None:
+  """The tiny step without a sound-event head, with one, and with its classes' names
+  fed to the decoder."""
+  _added_heads(args, "sound-event head and its names fed to the decoder",
+               [("no sound-event head", "padded"), ("+ sound-event head", "sound_head"),
+                ("+ its classes' names fed to the decoder", "sound_names")])
 
 
 def main() -> None:
@@ -351,7 +380,7 @@ def main() -> None:
                            "without one the packing section uses synthetic lengths")
   parser.add_argument("--variants", default="padded",
                       help=f"(child) comma-separated, of {sorted(VARIANTS)}")
-  parser.add_argument("--sections", default="host,packing,scaling,xla,copy",
+  parser.add_argument("--sections", default="host,packing,scaling,xla,copy,sounds",
                       help="comma-separated: host (malloc, devices per core), packing (padded "
                            "vs packed rows), scaling (devices, MFU), xla (XLA:CPU options), "
                            "copy (the copy head against none)")
@@ -377,7 +406,7 @@ def main() -> None:
     # so the figures are not the README's.
     print("mode: quick (smoke test; 1+1 layers, short rows: not comparable to the full run)")
   sections = {"host": _host, "packing": _packing, "scaling": _scaling, "xla": _xla,
-              "copy": _copy}
+              "copy": _copy, "sounds": _sounds}
   for name in args.sections.split(","):
     if name not in sections:
       parser.error(f"--sections: unknown section {name!r}; choose from {sorted(sections)}")
