@@ -46,3 +46,16 @@ def test_a_configured_heldout_evaluator_runs_during_training(tmp_path):
   assert all(row["free/streams"] == 1 and 0.0 <= row["free/recall"] <= 1.0 for row in free)
   # The teacher-forced eval runs at the end even though eval_every is past the run.
   assert [row["step"] for row in rows if "eval/loss" in row] == [3]
+
+
+def test_each_logged_row_is_on_disk_before_the_run_ends(tmp_path):
+  """A run killed midway keeps the curves it logged: rows reach history.jsonl as they
+  are written, not at close."""
+  writer = loop.MetricWriter(tmp_path)
+  writer.write(10, {"loss": 2.5})
+  writer.write(20, {"loss": 2.0, "eval/loss": 2.2})
+  rows = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+  assert rows == [{"step": 10, "loss": 2.5}, {"step": 20, "loss": 2.0, "eval/loss": 2.2}]
+  writer.close()
+  # Closing adds nothing (each row once).
+  assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2

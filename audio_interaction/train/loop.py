@@ -236,7 +236,8 @@ def sound_event_class_weights(config: ml_collections.ConfigDict) -> np.ndarray |
 
 @dataclasses.dataclass
 class MetricWriter:
-  """TensorBoard scalars (process 0 only) plus an in-memory history for curves."""
+  """TensorBoard scalars (process 0 only), each row also appended to history.jsonl as
+  it is written (a run killed midway keeps what it logged), and held in memory."""
 
   directory: pathlib.Path
   history: list[dict[str, float]] = dataclasses.field(default_factory=list)
@@ -248,19 +249,18 @@ class MetricWriter:
       self._writer = SummaryWriter(str(self.directory))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    self.history.append({"step": step, **scalars})
+    row = {"step": step, **scalars}
+    self.history.append(row)
     if self._writer is not None:
       for name, value in scalars.items():
         self._writer.add_scalar(name, value, step)
       self._writer.flush()
+      with open(self.directory / "history.jsonl", "a") as file:
+        file.write(json.dumps(row) + "\n")
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
-    if jax.process_index() == 0:
-      with open(self.directory / "history.jsonl", "a") as file:
-        for row in self.history:
-          file.write(json.dumps(row) + "\n")
 
 
 class _MetricWindow:
