@@ -10,6 +10,9 @@ scores, separately for the positions before chunk `--cut-chunks` and after it:
 * reply tokens: the share the model's argmax gets right and their mean NLL (nats), and
   the share right of those found in the current instruction (what a copy head,
   `decoder.copy_instruction`, can copy: the keyword, the sound class, the count's noun);
+* the share right of the reply tokens that name a sound the stream holds (tokens of
+  the name of a class its chunks are labelled with, `train/sound_names.py`'s words):
+  what the decoder must take from what it heard, not from the instruction;
 * decisions: SPEAK recall (P(SPEAK) >= 0.5 at the chunks that warrant speaking) and the
   share of SILENT chunks it would speak at;
 
@@ -34,6 +37,7 @@ import pathlib
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -47,6 +51,7 @@ from audio_interaction.eval import bootstrap
 from audio_interaction.export import portable
 from audio_interaction.model import instruction_copy
 from audio_interaction.model.model import AudioInteractionModel
+from audio_interaction.train import sound_names
 
 # Rows are padded to a multiple of this many positions (and chunks), so a few shapes
 # compile instead of one per stream.
@@ -58,7 +63,8 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
-                  cut_position: int) -> dict[str, np.ndarray]:
+                  cut_position: int, name_tokens: Sequence[Sequence[int]] = ()
+                  ) -> dict[str, np.ndarray]:
   """Per-stream sums, index 0 before `cut_position` and 1 from it on.
 
   Args:
@@ -66,9 +72,11 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
     row: the padded row (`pipeline.pad_example`): tokens, lm_targets, lm_weights,
       decision_targets [L].
     cut_position: the first position of the cut chunk (the row's length if none).
+    name_tokens: each sound-event class's name token ids (`sound_names.name_tokens`);
+      with them the row needs its chunks' "sound_events".
   Returns:
-    {"tokens", "correct", "nll", "copyable", "copyable_correct", "speak", "speak_hit",
-    "silent", "silent_spoken"}: each float64[2].
+    {"tokens", "correct", "nll", "copyable", "copyable_correct", "sound_name",
+    "sound_name_correct", "speak", "speak_hit", "silent", "silent_spoken"}: each float64[2].
   """
   position = np.arange(len(row["lm_targets"]))
   side = (position >= cut_position).astype(int)
@@ -78,6 +86,9 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
   correct = logits.argmax(-1) == targets
   copyable = is_reply & np.asarray(instruction_copy.copyable_targets(
       np.asarray(row["tokens"])[None], targets[None])[0])
+  heard = {int(c) for c in np.asarray(row.get("sound_events", ())) if 0 < c < len(name_tokens)}
+  heard_names = np.asarray(sorted({t for c in heard for t in name_tokens[c]}), np.int64)
+  sound_name = is_reply & np.isin(targets, heard_names)
   decision = np.asarray(row["decision_targets"])
   speaks = decision_logits[:, int(sf.Decision.SPEAK)] >= decision_logits[:, int(sf.Decision.SILENT)]
   is_speak, is_silent = decision == int(sf.Decision.SPEAK), decision == int(sf.Decision.SILENT)
@@ -90,7 +101,8 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
 
   return {"tokens": by_side(is_reply), "correct": by_side(is_reply & correct),
           "nll": weighted(is_reply, nll), "copyable": by_side(copyable),
-          "copyable_correct": by_side(copyable & correct), "speak": by_side(is_speak),
+          "copyable_correct": by_side(copyable & correct), "sound_name": by_side(sound_name),
+          "sound_name_correct": by_side(sound_name & correct), "speak": by_side(is_speak),
           "speak_hit": by_side(is_speak & speaks), "silent": by_side(is_silent),
           "silent_spoken": by_side(is_silent & speaks)}
 
@@ -98,6 +110,7 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
 # Each rate of `pooled_rates`: (numerator, denominator) among the `stream_scores` sums.
 RATES = {"token_accuracy": ("correct", "tokens"), "nll": ("nll", "tokens"),
          "instruction_token_accuracy": ("copyable_correct", "copyable"),
+         "sound_name_accuracy": ("sound_name_correct", "sound_name"),
          "speak_recall": ("speak_hit", "speak"), "false_speak": ("silent_spoken", "silent")}
 SIDES = ("before", "after")
 
@@ -112,8 +125,9 @@ def pooled_rates(sums: dict[str, np.ndarray]) -> dict[str, float]:
 def score_bundle(bundle: str, source, indices: list[int], cut_chunks: int,
                  abilities: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
   """Ability -> per-stream `stream_scores` of one bundle over the online streams."""
-  config, params, _ = portable.load_bundle(portable.resolve_bundle(bundle))
+  config, params, tokenizer = portable.load_bundle(portable.resolve_bundle(bundle))
   model = AudioInteractionModel(config)
+  name_tokens = sound_names.name_tokens(tokenizer)
   forward = jax.jit(model.forward)
   per_ability = collections.defaultdict(list)
   for index in tqdm(indices, desc=pathlib.Path(bundle).name or bundle):
@@ -130,7 +144,7 @@ def score_bundle(bundle: str, source, indices: list[int], cut_chunks: int,
     cut_position = int(starts[cut_chunks]) if chunks > cut_chunks else length
     per_ability[str(abilities[index])].append(stream_scores(
         np.asarray(out.lm_logits[0]), np.asarray(out.decision_logits[0]), row,
-        cut_position))
+        cut_position, name_tokens))
   return per_ability
 
 
@@ -209,6 +223,8 @@ def main() -> None:
     results[bundle] = {name: summarize(streams, resamples) for name, streams in groups.items()}
   metrics = (("token_accuracy", "reply-token accuracy", True), ("nll", "reply NLL, nats", False),
              ("instruction_token_accuracy", "accuracy on reply tokens of the instruction", True),
+             ("sound_name_accuracy", "accuracy on reply tokens naming a sound the stream holds",
+              True),
              ("speak_recall", "SPEAK recall", True), ("false_speak", "speaks at SILENT", True))
   for group in results[bundles[0]]:
     print(f"## {group}\n")

@@ -1,0 +1,41 @@
+"""benchmarks/late_replies.py's per-stream sums, on a hand-made row."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+
+from audio_interaction import stream_format as sf
+
+_PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "late_replies.py"
+_SPEC = importlib.util.spec_from_file_location("late_replies", _PATH)
+late_replies = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(late_replies)
+
+
+def test_sums_count_reply_tokens_naming_a_heard_sound_on_each_side_of_the_cut():
+  vocab = sf.NUM_SPECIAL_TOKENS + 40
+  text = sf.NUM_SPECIAL_TOKENS
+  # Six positions; replies at 1-5 (targets below); the cut at position 3.
+  tokens = np.array([sf.ONLINE_ID, text, text + 1, text + 2, text + 3, text + 4])
+  targets = np.array([text, text + 10, text + 11, text + 10, text + 12, text + 20])
+  weights = np.array([0, 1, 1, 1, 1, 1], np.float32)
+  # The model's argmax: right at 1, 3 and 5, wrong at 2 and 4.
+  guesses = np.array([text, text + 10, text + 30, text + 10, text + 30, text + 20])
+  logits = np.full((6, vocab), -5.0, np.float32)
+  logits[np.arange(6), guesses] = 5.0
+  row = {"tokens": tokens, "lm_targets": targets, "lm_weights": weights,
+         "decision_targets": np.full(6, sf.NO_INDEX), "sound_events": np.array([0, 2, -1])}
+  # Class 2 is heard; its name is tokens text+10 and text+11. Class 1 (text+12) is not.
+  names = ((), (text + 12,), (text + 10, text + 11))
+  sums = late_replies.stream_scores(logits, np.zeros((6, 2), np.float32), row, 3, names)
+  np.testing.assert_array_equal(sums["tokens"], [2, 3])
+  np.testing.assert_array_equal(sums["correct"], [1, 2])
+  # Naming the heard sound: positions 1, 2 (before the cut), 3 (after); right at 1 and 3.
+  np.testing.assert_array_equal(sums["sound_name"], [2, 1])
+  np.testing.assert_array_equal(sums["sound_name_correct"], [1, 1])
+  rates = late_replies.pooled_rates(sums)
+  assert rates["before/sound_name_accuracy"] == 0.5 and rates["after/sound_name_accuracy"] == 1.0
+  # Without names nothing counts as naming a sound.
+  plain = late_replies.stream_scores(logits, np.zeros((6, 2), np.float32), row, 3)
+  np.testing.assert_array_equal(plain["sound_name"], [0, 0])
