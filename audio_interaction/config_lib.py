@@ -355,6 +355,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Sampling of reply tokens: temperature 0 is greedy; top_p < 1 is nucleus sampling.
   config.infer.temperature = 0.0
   config.infer.top_p = 1.0
+  # Replies biased towards the sounds the sound-event head heard: this many nats times
+  # each class's lately heard probability (decayed by `sound_name_decay` per chunk) are
+  # added to the logits of its name's tokens before sampling (`infer/engine.py`). The
+  # tiny decoder answers held-out sounds with a few stock names where its head names
+  # them (README, "Naming what the head heard"); 0 = off.
+  config.infer.sound_name_bias = 0.0
+  config.infer.sound_name_decay = 0.95
   # The longest reply (tokens, <eor> included) and the longest offline answer.
   config.infer.max_reply_tokens = 64
   config.infer.max_answer_tokens = 96
@@ -751,6 +758,8 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.hybrid_gate": number(0, 1),
     "infer.temperature": number(0),
     "infer.top_p": number(0, 1, lo_open=True),
+    "infer.sound_name_bias": number(0),
+    "infer.sound_name_decay": number(0, 1),
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),
@@ -1023,6 +1032,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"model.sound_event_blocks={model.sound_event_blocks}: the encoder has blocks "
         f"0-{model.encoder.num_layers - 1} (model.encoder.num_layers="
         f"{model.encoder.num_layers})")
+  if config.infer.sound_name_bias and model.sound_event_classes == 0:
+    raise ConfigError(
+        f"infer.sound_name_bias={config.infer.sound_name_bias} biases replies towards what a "
+        "sound-event head heard, and the model has none: set model.sound_event_classes")
   if config.infer.sound_alert_threshold and model.sound_event_classes == 0:
     raise ConfigError(
         f"infer.sound_alert_threshold={config.infer.sound_alert_threshold} reads a "

@@ -11,7 +11,7 @@ scores, separately for the positions before chunk `--cut-chunks` and after it:
   the share right of those found in the current instruction (what a copy head,
   `decoder.copy_instruction`, can copy: the keyword, the sound class, the count's noun);
 * the share right of the reply tokens that name a sound the stream holds (tokens of
-  the name of a class its chunks are labelled with, `train/sound_names.py`'s words):
+  the name of a class its chunks are labelled with, `worlds.sound_name_words`):
   what the decoder must take from what it heard, not from the instruction;
 * decisions: SPEAK recall (P(SPEAK) >= 0.5 at the chunks that warrant speaking) and the
   share of SILENT chunks it would speak at;
@@ -46,12 +46,12 @@ from tqdm.auto import tqdm
 
 from audio_interaction import config_lib, stream_format as sf
 from audio_interaction.apps import cli
+from audio_interaction.corpus import worlds
 from audio_interaction.data import pipeline, storage
 from audio_interaction.eval import bootstrap
 from audio_interaction.export import portable
 from audio_interaction.model import instruction_copy
 from audio_interaction.model.model import AudioInteractionModel
-from audio_interaction.train import sound_names
 
 # Rows are padded to a multiple of this many positions (and chunks), so a few shapes
 # compile instead of one per stream.
@@ -72,7 +72,7 @@ def stream_scores(logits: np.ndarray, decision_logits: np.ndarray, row: dict,
     row: the padded row (`pipeline.pad_example`): tokens, lm_targets, lm_weights,
       decision_targets [L].
     cut_position: the first position of the cut chunk (the row's length if none).
-    name_tokens: each sound-event class's name token ids (`sound_names.name_tokens`);
+    name_tokens: each sound-event class's name token ids (`worlds.sound_name_tokens`);
       with them the row needs its chunks' "sound_events".
   Returns:
     {"tokens", "correct", "nll", "copyable", "copyable_correct", "sound_name",
@@ -127,7 +127,7 @@ def score_bundle(bundle: str, source, indices: list[int], cut_chunks: int,
   """Ability -> per-stream `stream_scores` of one bundle over the online streams."""
   config, params, tokenizer = portable.load_bundle(portable.resolve_bundle(bundle))
   model = AudioInteractionModel(config)
-  name_tokens = sound_names.name_tokens(tokenizer)
+  name_tokens = worlds.sound_name_tokens(tokenizer)
   forward = jax.jit(model.forward)
   per_ability = collections.defaultdict(list)
   for index in tqdm(indices, desc=pathlib.Path(bundle).name or bundle):

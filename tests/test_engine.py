@@ -164,3 +164,88 @@ def test_a_changed_instruction_is_pinned_and_the_first_one_forgotten():
   np.testing.assert_allclose(changed[settled:], started[settled:], atol=1e-5)
   fed_only = run(first, repin=False)
   assert np.abs(fed_only[settled:] - started[settled:]).max() > 1e-4
+
+
+# Five sound classes' names in the small config's 64 ids ("no sound" has none).
+SOUND_NAMES = ((), (30, 31), (32,), (33, 34, 35), (36,))
+
+
+@pytest.fixture(scope="module")
+def sound_model():
+  model = AudioInteractionModel(model_testing.small_config(**{"model.sound_event_classes": 5}))
+  params = model_testing.perturbed(model.init(jax.random.key(2)), 5, scale=0.3)
+  return model, params
+
+
+def test_heard_sounds_keep_each_class_decayed_max_in_every_path(sound_model):
+  model, params = sound_model
+  decay = 0.8
+  engine = Engine(model, SamplingConfig(name_bias=1.0, name_decay=decay), SOUND_NAMES)
+  rng = np.random.default_rng(3)
+  chunks = (0.3 * rng.normal(size=(4, 3, model.config.chunk_samples))).astype(np.float32)
+  state = engine.init_state(params, [[20, 21], [22], [23]])
+  expected = np.zeros((3, 5))
+  for chunk in chunks:
+    state, _ = engine.perceive(params, state, chunk)
+    heard_now = np.array(state.sound_events)
+    heard_now[:, 0] = 0.0  # "no sound" is never a name to say
+    expected = np.maximum(decay * expected, heard_now)
+    np.testing.assert_allclose(state.heard_sounds, expected, rtol=1e-6, atol=1e-7)
+  assert expected[:, 1:].min() > 0
+  # Served rows: a row held back keeps what it heard, whether the step runs the whole
+  # batch (2 of 3 rows advance) or gathers the rows that advance (1 of 3); a reset row
+  # forgets it.
+  for advance in ([True, True, False], [False, True, False]):
+    held = np.array(state.heard_sounds)
+    state, _ = engine.perceive_rows(params, state, 3 * chunks[0], np.array(advance))
+    for row, moved in enumerate(advance):
+      assert np.array_equal(state.heard_sounds[row], held[row]) != moved, (advance, row)
+  state = engine.reset_rows(params, state, {0: [20]})
+  assert not np.any(state.heard_sounds[0]) and np.array_equal(state.heard_sounds[2], held[2])
+
+
+def test_the_name_bias_makes_a_reply_say_the_heard_sound(sound_model):
+  model, params = sound_model
+  plain = Engine(model)
+  state = plain.init_state(params, [[20, 21]])
+  unbiased = int(np.argmax(state.next_logits[0]))
+  names = tuple(tuple(t for t in name if t != unbiased) or (name and (37,)) for name in SOUND_NAMES)
+  biased = Engine(model, SamplingConfig(name_bias=100.0), names)
+  heard = np.zeros((1, 5), np.float32)
+  heard[0, 3], heard[0, 2] = 0.9, 0.2
+  hearing = lambda: plain.init_state(params, [[20, 21]]).replace(heard_sounds=jnp.asarray(heard))
+  _, tokens, _ = biased.speak(params, hearing(), np.ones(1, bool), n=1)
+  assert int(tokens[0, 0]) in names[3]  # the most heard class's name, not another's
+  _, tokens, _ = plain.speak(params, hearing(), np.ones(1, bool), n=1)
+  assert int(tokens[0, 0]) == unbiased  # without the bias the heard sounds change nothing
+  # An offline answer hears its clip the same way: its first word is a heard class's name.
+  clip = (0.3 * np.random.default_rng(4).normal(size=3 * model.config.chunk_samples)
+          ).astype(np.float32)
+  first = plain.answer(params, clip, [20], max_tokens=1)
+  offline_names = tuple(tuple(t for t in name if t not in first) for name in names)
+  answer = Engine(model, SamplingConfig(name_bias=100.0), offline_names).answer(
+      params, clip, [20], max_tokens=1)
+  assert answer and answer[0] in {t for name in offline_names for t in name}
+  with pytest.raises(ValueError, match="the name tokens of each of its classes"):
+    Engine(model, SamplingConfig(name_bias=1.0))
+  with pytest.raises(ValueError, match="the model has 0 classes"):
+    Engine(AudioInteractionModel(model_testing.small_config()), SamplingConfig(name_bias=1.0),
+           SOUND_NAMES)
+
+
+def test_an_infer_block_with_a_name_bias_builds_an_engine_with_the_tokenizers_names(sound_model):
+  from audio_interaction import config_lib
+  from audio_interaction.corpus import worlds
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  config = model_testing.small_config(**{"model.sound_event_classes": 27,
+                                         "model.decoder.vocab_size": 272,
+                                         "infer.sound_name_bias": 4.0})
+  model = AudioInteractionModel(config)
+  engine = Engine.from_infer(model, config.infer, ByteTokenizer())
+  assert engine.sampling.name_bias == 4.0
+  matrix = np.asarray(engine._name_matrix)  # pylint: disable=protected-access
+  tokens = worlds.sound_name_tokens(ByteTokenizer())
+  assert {int(t) for t in np.flatnonzero(matrix[1])} == set(tokens[1]) and not matrix[0].any()
+  assert Engine.from_infer(model, model_testing.small_config().infer, ByteTokenizer())._name_matrix is None  # pylint: disable=protected-access
+  with pytest.raises(config_lib.ConfigError, match="sound_name_bias=4.0 biases replies"):
+    model_testing.small_config(**{"infer.sound_name_bias": 4.0})

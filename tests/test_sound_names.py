@@ -19,10 +19,10 @@ import train_testing
 
 
 def test_a_name_is_fed_as_its_words_without_articles():
-  assert sound_names.name_words("dog_bark") == "dog barking"
-  assert sound_names.name_words("alarm_clock") == "alarm clock"
-  assert sound_names.name_words("rain") == "rain"
-  assert sound_names.name_words(None) == ""
+  assert worlds.sound_name_words("dog_bark") == "dog barking"
+  assert worlds.sound_name_words("alarm_clock") == "alarm clock"
+  assert worlds.sound_name_words("rain") == "rain"
+  assert worlds.sound_name_words(None) == ""
 
 
 def test_the_tokens_are_filled_from_the_tokenizer_and_other_ids_are_refused():
@@ -32,7 +32,7 @@ def test_the_tokens_are_filled_from_the_tokenizer_and_other_ids_are_refused():
   tokens = filled.model.sound_event_name_tokens
   assert len(tokens) == len(worlds.SOUND_EVENT_LABELS) and tokens[0] == ()
   for label, ids in zip(worlds.SOUND_EVENT_LABELS[1:], tokens[1:]):
-    assert tokenizer.decode(ids) == sound_names.name_words(label)
+    assert tokenizer.decode(ids) == worlds.sound_name_words(label)
   assert config.model.sound_event_name_tokens == ()  # the caller's config is left as it was
   # Filling again with the same tokenizer (a resumed run) keeps them; another's are refused.
   assert sound_names.with_sound_name_tokens(filled, tokenizer).model.sound_event_name_tokens == tokens
@@ -60,7 +60,7 @@ def test_a_trained_run_exports_a_bundle_that_keeps_the_names(tmp_path):
   assert config.model.sound_event_name_tokens == ()
   train_export.export_checkpoint(config, tmp_path / "run", tmp_path / "bundle", use_best=False)
   bundle_config, params, tokenizer = portable.load_bundle(tmp_path / "bundle")
-  assert bundle_config.model.sound_event_name_tokens == sound_names.name_tokens(tokenizer)
+  assert bundle_config.model.sound_event_name_tokens == worlds.sound_name_tokens(tokenizer)
   # The bundle runs, and its names reach the decoder: with the feed's gain up, a chunk's
   # answer moves.
   model = AudioInteractionModel(bundle_config)

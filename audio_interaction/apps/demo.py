@@ -17,7 +17,7 @@ from rich.console import Console
 from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.timeline import render
 from audio_interaction.viz.timeline import TimelinePicture, timeline_spans
-from audio_interaction.infer.engine import Engine, SamplingConfig, params_for
+from audio_interaction.infer.engine import Engine, params_for
 from audio_interaction.apps.live_view import LiveView
 from audio_interaction.corpus.build import heldout_sources
 from audio_interaction.export.portable import bundle_infer_config, load_model
@@ -71,7 +71,7 @@ def run_demo(config: ml_collections.ConfigDict | None, out_dir: str | pathlib.Pa
                                  decode=tokenizer.decode, frontend=model.frontend,
                                  reference=timeline_spans(timeline),
                                  title=f"{subtask}: {weights_note}")
-  session = LiveSession(Engine(model, SamplingConfig.from_infer(infer)), params, tokenizer,
+  session = LiveSession(Engine.from_infer(model, infer, tokenizer), params, tokenizer,
                         live_config, [JsonlLog(log_path), LiveView(console, every_chunk=True),
                                       picture_sink])
   result = asyncio.run(session.run(ArraySource(audio, speed=float("inf"))))

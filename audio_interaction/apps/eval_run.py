@@ -16,7 +16,6 @@ from audio_interaction.eval import suites as suites_lib
 from audio_interaction.eval import tfds_sources
 from audio_interaction.eval.report import write_report
 from audio_interaction.export import portable
-from audio_interaction.infer.engine import Engine
 from audio_interaction.train import export as train_export
 
 
@@ -139,7 +138,8 @@ def run_eval(*, checkpoint: str | None, suites: str, manifest: str | None, strea
               f"{eval_config.min_turns} turns / {eval_config.min_alert_events} alert events)")
   if not cases:
     raise ValueError(f"no cases for suites {names} from {source}")
-  results = suites_lib.evaluate(Engine(model), params, tokenizer, cases, names, eval_config,
+  engine = suites_lib.evaluation_engine(model, tokenizer, eval_config)
+  results = suites_lib.evaluate(engine, params, tokenizer, cases, names, eval_config,
                                 progress=progress)
   results["source"] = source
   for key, where, report in (("manifest", manifest, manifest_report),

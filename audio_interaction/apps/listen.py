@@ -14,7 +14,7 @@ from rich.console import Console
 
 from audio_interaction.apps.live_view import LiveView, SpokenReplies
 from audio_interaction.export.portable import bundle_infer_config, load_model
-from audio_interaction.infer.engine import Engine, SamplingConfig, params_for
+from audio_interaction.infer.engine import Engine, params_for
 from audio_interaction.infer.live import DEFAULT_INSTRUCTION, JsonlLog, LiveConfig, LiveSession
 from audio_interaction.viz.timeline import TimelinePicture
 
@@ -70,7 +70,7 @@ def listen(source: AsyncIterable[np.ndarray], *, bundle: str | os.PathLike[str] 
   sinks = [JsonlLog(out / "events.jsonl"),
            _ListenView(console, every_chunk=every_chunk, transcript_lines=TRANSCRIPT_LINES),
            *([speaker] if speaker else []), timeline]
-  session = LiveSession(Engine(model, SamplingConfig.from_infer(infer)), params, tokenizer,
+  session = LiveSession(Engine.from_infer(model, infer, tokenizer), params, tokenizer,
                         config, sinks)
   try:
     result = asyncio.run(session.run(source))

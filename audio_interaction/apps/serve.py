@@ -57,7 +57,7 @@ from audio_interaction.audio.chunking import ChunkAssembler
 from audio_interaction.audio.io import AudioError, Resampler, validate_samples
 from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.export.portable import bundle_infer_config, load_model
-from audio_interaction.infer.engine import Engine, SamplingConfig
+from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.live import DEFAULT_INSTRUCTION
 from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.slots import SlotBatcher, SlotsFull, StreamEvents
@@ -626,7 +626,7 @@ def run_server(config: ServeConfig, *, bundle: str | None = None,
   infer = infer if infer is not None else bundle_infer_config(bundle)
   model, params, tokenizer, note = load_model(config_lib.load_config(
       str(config_lib.experiments_dir() / "tiny.py")), bundle)
-  engine = Engine(model, SamplingConfig.from_infer(infer))
+  engine = Engine.from_infer(model, infer, tokenizer)
   server = Server(engine, params, tokenizer, infer, config)
   print(f"serve: {note}; {config.slots} slots; compiling ...", flush=True)
 

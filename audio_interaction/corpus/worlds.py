@@ -29,7 +29,7 @@ from typing import Final
 
 import numpy as np
 
-from audio_interaction.data.tokenizer import normalize_text, number_to_words
+from audio_interaction.data.tokenizer import Tokenizer, normalize_text, number_to_words
 
 TRAIN: Final[str] = "train"
 HELDOUT: Final[str] = "heldout"
@@ -339,6 +339,26 @@ def sound_info(label: str) -> SoundInfo:
 def sound_name(label: str) -> str:
   """"dog_bark" -> "a dog barking"."""
   return sound_info(label).name
+
+
+# Words that name no sound: "a clock ticking" is spoken of as "clock ticking".
+ARTICLES: Final[frozenset[str]] = frozenset({"a", "an", "the"})
+
+
+def sound_name_words(label: str | None) -> str:
+  """A class label -> the content words of its name ("dog_bark" -> "dog barking");
+  "" for `None`, the "no labelled sound" class."""
+  if label is None:
+    return ""
+  return " ".join(w for w in sound_name(label).split() if w not in ARTICLES)
+
+
+def sound_name_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], ...]:
+  """One tuple of `tokenizer` ids per sound-event class (`SOUND_EVENT_LABELS` order,
+  () for "no sound"): the words a model fed the names (`model.sound_event_feed_names`)
+  hears and a reply biased towards heard sounds (`infer.sound_name_bias`) says."""
+  return tuple(tuple(tokenizer.encode(sound_name_words(label))) if label is not None else ()
+               for label in SOUND_EVENT_LABELS)
 
 
 def alert_message(label: str) -> str:

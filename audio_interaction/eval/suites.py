@@ -67,14 +67,14 @@ from audio_interaction.audio.vad import ReplayDetector
 from audio_interaction.infer.endpointing import (
     SilenceTimer, fire_chunks_from_scores, voice_chunks_from_scores)
 from audio_interaction.infer.ctc_lm import BeamSettings, CtcLmDecoder
-from audio_interaction.infer.engine import Engine, dequantize_params
+from audio_interaction.infer.engine import Engine, SamplingConfig, dequantize_params
 from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
 from audio_interaction.infer.sound_naming import SoundNamer
 from audio_interaction.model.clip_encoder import ClipEncoder
-from audio_interaction.model.model import Params
+from audio_interaction.model.model import AudioInteractionModel, Params
 
 # The default operating point (`config.infer`): one owner for threshold, VAD, lengths.
 _INFER = config_lib.base_config().infer
@@ -218,6 +218,9 @@ class EvalConfig:
     sound_alert_once_per_sound: alerts from the
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
+  sound_name_bias, sound_name_decay: replies and answers biased towards the names of
+    the sounds the head heard (`infer.sound_name_bias`; `evaluation_engine` builds the
+    engine with them).
   ctc_lm, ctc_lm_weight, ctc_lm_word_score, ctc_lm_spelling: B2 also writes the CTC
     head's transcript by beam search with the English word LM (`infer/ctc_lm.py`; its
     LM weight, word score, and how the head spells words: `data.ctc_targets`), as
@@ -252,6 +255,8 @@ class EvalConfig:
   sound_alert_chunks: int = _INFER.sound_alert_chunks
   sound_alert_hold_seconds: float = _INFER.sound_alert_hold_seconds
   sound_alert_once_per_sound: bool = _INFER.sound_alert_once_per_sound
+  sound_name_bias: float = _INFER.sound_name_bias
+  sound_name_decay: float = _INFER.sound_name_decay
   ctc_lm: bool = False
   ctc_lm_weight: float = BeamSettings.lm_weight
   ctc_lm_word_score: float = BeamSettings.word_score
@@ -265,7 +270,9 @@ class EvalConfig:
     values["prosody_turn_end"] = _plain_dict(values["prosody_turn_end"])
     values.update({"max_reply_tokens": infer.max_reply_tokens,
                    "max_answer_tokens": infer.max_answer_tokens,
-                   **{key: infer[key] for key in SOUND_ALERT_KEYS}})
+                   **{key: infer[key] for key in SOUND_ALERT_KEYS},
+                   **{key: infer.get(key, _INFER[key])
+                      for key in ("sound_name_bias", "sound_name_decay")}})
     return cls(**{**values, **overrides})
 
   def policy_block(self) -> ml_collections.ConfigDict:
@@ -1124,6 +1131,14 @@ def _strip(result: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- the whole run
+
+def evaluation_engine(model: AudioInteractionModel, tokenizer: Tokenizer, config: EvalConfig
+                      ) -> Engine:
+  """The engine the suites run: greedy, with the operating point's sound-name bias."""
+  sampling = SamplingConfig(name_bias=config.sound_name_bias, name_decay=config.sound_name_decay)
+  names = worlds.sound_name_tokens(tokenizer) if config.sound_name_bias > 0 else ()
+  return Engine(model, sampling, names)
+
 
 def evaluate(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[Case],
              suites: Sequence[str], config: EvalConfig = EvalConfig(), *,

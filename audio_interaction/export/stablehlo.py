@@ -105,8 +105,7 @@ def export_stablehlo(directory: str | pathlib.Path, model: AudioInteractionModel
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   params = jax.device_get(engine_lib.params_for(params, "float32"))
-  sampling = engine_lib.SamplingConfig.from_infer(config.infer)
-  engine = engine_lib.Engine(model, sampling)
+  engine = engine_lib.Engine.from_infer(model, config.infer, tokenizer)
   cfg = model.config
   n = cfg.tokens_per_chunk
 
@@ -174,7 +173,8 @@ def export_stablehlo(directory: str | pathlib.Path, model: AudioInteractionModel
       "tokens_per_chunk": n, "vocab_size": cfg.decoder.vocab_size,
       "decisions": [d.name for d in sf.Decision],
       "threshold": float(config.infer.threshold),
-      "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p},
+      "sampling": {"temperature": engine.sampling.temperature, "top_p": engine.sampling.top_p,
+                   "sound_name_bias": engine.sampling.name_bias},
       "weights": portable.SAFETENSORS_FILE, "tokenizer": portable.TOKENIZER_DIR,
       "params": param_entries, "state": state_entries, "functions": manifest_functions,
       "metadata": metadata or {},

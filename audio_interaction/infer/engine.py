@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 
 import flax
 import jax
@@ -18,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from audio_interaction import stream_format as sf
+from audio_interaction.corpus import worlds
+from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import (TURN_END_CLASSES, AudioInteractionModel, Params,
@@ -38,6 +41,10 @@ class EngineState:
       last chunk (K = 0 for a model without the head).
     turn_end: [B, 2] float32 probabilities of the turn-end head at the last chunk
       (class `model.TURN_ENDED`: the turn has ended; [B, 0] without the head).
+    heard_sounds: [B, K] float32 the sounds heard lately: per class, the largest of its
+      probabilities over the chunks so far, each chunk's decayed by
+      `SamplingConfig.name_decay` per chunk since ("no sound" held at 0); what
+      `SamplingConfig.name_bias` biases replies towards.
   """
 
   stream: StreamState
@@ -46,19 +53,31 @@ class EngineState:
   heard: Array
   sound_events: Array
   turn_end: Array
+  heard_sounds: Array
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-  """temperature 0 means greedy; top_p < 1 keeps the smallest nucleus of that mass."""
+  """temperature 0 means greedy; top_p < 1 keeps the smallest nucleus of that mass.
+
+  name_bias > 0 adds, before sampling, name_bias x (the lately heard probability of each
+  sound class, `EngineState.heard_sounds`) to the logits of the tokens of its name
+  (`infer.sound_name_bias`): the sound-event head names held-out sounds its decoder
+  answers with a few stock names, and this hands the reply the head's words.
+  name_decay: per chunk, how much of a heard sound's probability stays in view.
+  """
 
   temperature: float = 0.0
   top_p: float = 1.0
+  name_bias: float = 0.0
+  name_decay: float = 0.95
 
   @classmethod
   def from_infer(cls, infer) -> SamplingConfig:
     """The sampling of a config's (or bundle's) `infer` block."""
-    return cls(float(infer.temperature), float(infer.top_p))
+    return cls(float(infer.temperature), float(infer.top_p),
+               float(infer.get("sound_name_bias", 0.0)),
+               float(infer.get("sound_name_decay", 0.95)))
 
 
 def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
@@ -172,20 +191,35 @@ class Engine:
       state, tokens, count = engine.speak(params, state, active, n=4)
   """
 
-  def __init__(self, model: AudioInteractionModel, sampling: SamplingConfig = SamplingConfig()):
+  def __init__(self, model: AudioInteractionModel, sampling: SamplingConfig = SamplingConfig(),
+               sound_name_tokens: Sequence[Sequence[int]] = ()):
+    """`sound_name_tokens`: each sound-event class's name token ids
+    (`worlds.sound_name_tokens` of the model's tokenizer), needed with
+    `sampling.name_bias` > 0."""
     self.model = model
     self.sampling = sampling
+    self._name_matrix = None
+    if sampling.name_bias > 0:
+      self._name_matrix = jnp.asarray(
+          sound_name_matrix(sound_name_tokens, model.config.sound_event_classes,
+                            model.config.decoder.vocab_size))
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
     self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
-    self._feed_audio = jax.jit(
-        lambda params, stream, chunk: model.feed_audio(dequantize_params(params), stream, chunk),
-        donate_argnums=1)
+    self._feed_audio = jax.jit(self._feed_audio_impl, donate_argnums=1)
     self._reset_rows = jax.jit(self._reset_rows_impl, donate_argnums=0)
     self._repin = jax.jit(self._repin_impl, donate_argnums=0)
     self._perceive_rows = jax.jit(self._perceive_rows_impl, donate_argnums=1)
     self._perceive_some = jax.jit(self._perceive_some_impl, donate_argnums=1)
     self._speak_some = jax.jit(self._speak_some_impl, donate_argnums=1, static_argnames="n")
+
+  @classmethod
+  def from_infer(cls, model: AudioInteractionModel, infer, tokenizer: Tokenizer) -> Engine:
+    """The engine a config's (or bundle's) `infer` block asks for: its sampling, with
+    the sound classes' names in `tokenizer`'s ids when replies are biased towards them."""
+    sampling = SamplingConfig.from_infer(infer)
+    names = worlds.sound_name_tokens(tokenizer) if sampling.name_bias > 0 else ()
+    return cls(model, sampling, names)
 
   @property
   def vocab_size(self) -> int:
@@ -229,7 +263,8 @@ class Engine:
                        jax.random.key(seed), jnp.full((batch, frames), sf.PAD_ID, jnp.int32),
                        jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32),
                        jnp.zeros((batch, TURN_END_CLASSES if self.model.config.turn_end_head
-                                  else 0), jnp.float32))
+                                  else 0), jnp.float32),
+                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
            valid: np.ndarray | None = None) -> EngineState:
@@ -274,8 +309,7 @@ class Engine:
     padded[:len(audio)] = audio
     state = self._start(params, [sf.offline_prefix()], seed=0)
     for start in range(0, len(padded), size):
-      state = state.replace(stream=self._feed_audio(params, state.stream,
-                                                    jnp.asarray(padded[None, start:start + size])))
+      state = self._feed_audio(params, state, jnp.asarray(padded[None, start:start + size]))
     state = self.feed(params, state, np.asarray([sf.instruction_tokens(instruction_ids)]))
     state, tokens, count = self.speak(params, state, np.ones(1, bool), n=max_tokens)
     answer = [int(t) for t in np.asarray(tokens[0, :int(count[0])])]
@@ -416,6 +450,25 @@ class Engine:
     fed = valid.any(1)[:, None]
     return state.replace(stream=stream, next_logits=jnp.where(fed, last_logits, state.next_logits))
 
+  def _feed_audio_impl(self, params, state: EngineState, chunk) -> EngineState:
+    params = dequantize_params(params)
+    stream, sound_event_logits = self.model.feed_audio(params, state.stream, chunk)
+    return state.replace(stream=stream, heard_sounds=self._heard_sounds(
+        state.heard_sounds, sound_event_logits))
+
+  def _heard_sounds(self, heard_sounds: Array, sound_event_logits: Array | None) -> Array:
+    """`EngineState.heard_sounds` after a chunk whose head gave `sound_event_logits`."""
+    if sound_event_logits is None:
+      return heard_sounds
+    probabilities = jax.nn.softmax(sound_event_logits, axis=-1).at[:, sf.NO_SOUND_EVENT].set(0.0)
+    return jnp.maximum(self.sampling.name_decay * heard_sounds, probabilities)
+
+  def _reply_logits(self, state: EngineState) -> Array:
+    """The next token's logits [B, V], with the heard sounds' names biased up."""
+    if self._name_matrix is None:
+      return state.next_logits
+    return state.next_logits + self.sampling.name_bias * (state.heard_sounds @ self._name_matrix)
+
   def _perceive_impl(self, params, state: EngineState, chunk):
     params = dequantize_params(params)
     stream, outputs = self.model.perceive_all(params, state.stream, chunk)
@@ -425,7 +478,9 @@ class Engine:
                          sound_events=_head_probabilities(outputs.sound_event_logits,
                                                           state.sound_events),
                          turn_end=_head_probabilities(outputs.turn_end_logits,
-                                                      state.turn_end)), probs
+                                                      state.turn_end),
+                         heard_sounds=self._heard_sounds(state.heard_sounds,
+                                                         outputs.sound_event_logits)), probs
 
   def _speak_impl(self, params, state: EngineState, active, limit, n: int):
     params = dequantize_params(params)
@@ -434,7 +489,7 @@ class Engine:
     def write_one(i, carry):
       state, tokens, done = carry
       rng, key = jax.random.split(state.rng)
-      token = sample_tokens(state.next_logits, key, self.sampling)
+      token = sample_tokens(self._reply_logits(state), key, self.sampling)
       writing = active & ~done & (i < limit)
       token = jnp.where(writing, token, sf.PAD_ID)
       stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])
@@ -455,7 +510,8 @@ class Engine:
         next_logits=jnp.where(mask[:, None], 0.0, state.next_logits),
         heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard),
         sound_events=jnp.where(mask[:, None], 0.0, state.sound_events),
-        turn_end=jnp.where(mask[:, None], 0.0, state.turn_end))
+        turn_end=jnp.where(mask[:, None], 0.0, state.turn_end),
+        heard_sounds=jnp.where(mask[:, None], 0.0, state.heard_sounds))
 
   def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
     # `model.perceive` with rows held back, without copying the big caches: the
@@ -494,7 +550,11 @@ class Engine:
                          turn_end=jnp.where(
                              advance[:, None],
                              _head_probabilities(turn_end_logits, state.turn_end),
-                             state.turn_end)), probs
+                             state.turn_end),
+                         heard_sounds=jnp.where(
+                             advance[:, None],
+                             self._heard_sounds(state.heard_sounds, sound_event_logits),
+                             state.heard_sounds)), probs
 
   def _perceive_some_impl(self, params, state: EngineState, rows, chunk, advance):
     sub, probs = self._perceive_rows_impl(params, take_rows(state, rows), chunk, advance)
@@ -515,6 +575,23 @@ class Engine:
     positions = stream.encoder["next_frame"][:, None] + jnp.arange(frames, dtype=jnp.int32)
     return {ring["pos"].shape[1]: jnp.mod(positions, ring["pos"].shape[1])
             for ring in _rings(stream.encoder)}
+
+
+def sound_name_matrix(name_tokens: Sequence[Sequence[int]], classes: int, vocab: int
+                      ) -> np.ndarray:
+  """[K, V] float32: 1 where token v is in class k's name (`worlds.sound_name_tokens`).
+
+  Raises:
+    ValueError: not one name per class of the model's sound-event head (or no head).
+  """
+  if not classes or len(name_tokens) != classes:
+    raise ValueError(
+        f"infer.sound_name_bias needs a sound-event head and the name tokens of each of its "
+        f"classes: the model has {classes} classes, {len(name_tokens)} names were given")
+  matrix = np.zeros((classes, vocab), np.float32)
+  for label, name in enumerate(name_tokens):
+    matrix[label, list(name)] = 1.0
+  return matrix
 
 
 def _head_probabilities(logits: Array | None, previous: Array) -> Array:
@@ -582,7 +659,8 @@ def take_rows(state: EngineState, rows: Array) -> EngineState:
   take = lambda x: x[rows]
   return state.replace(stream=jax.tree_util.tree_map(take, state.stream),
                        next_logits=take(state.next_logits), heard=take(state.heard),
-                       sound_events=take(state.sound_events), turn_end=take(state.turn_end))
+                       sound_events=take(state.sound_events), turn_end=take(state.turn_end),
+                       heard_sounds=take(state.heard_sounds))
 
 
 def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
@@ -592,7 +670,8 @@ def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
                        next_logits=put(state.next_logits, sub.next_logits),
                        heard=put(state.heard, sub.heard),
                        sound_events=put(state.sound_events, sub.sound_events),
-                       turn_end=put(state.turn_end, sub.turn_end), rng=sub.rng)
+                       turn_end=put(state.turn_end, sub.turn_end),
+                       heard_sounds=put(state.heard_sounds, sub.heard_sounds), rng=sub.rng)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)

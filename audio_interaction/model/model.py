@@ -432,19 +432,22 @@ class AudioInteractionModel:
     return state, PerceiveOutputs(decision_logits[:, 0], lm_logits[:, 0], ctc_logits,
                                   sound_event_logits, turn_end_logits)
 
-  def feed_audio(self, params: Params, state: StreamState, chunk: Array) -> StreamState:
+  def feed_audio(self, params: Params, state: StreamState, chunk: Array
+                 ) -> tuple[StreamState, Array | None]:
     """Feeds one chunk's k audio slots with no `<audio>`/`<decide>` around them: the
     offline layout, where a clip's slots follow one `<audio>` (`stream_format.offline_prompt`).
 
     Args:
       chunk: [B, chunk_samples] float32 samples.
+    Returns:
+      (state, the chunk's sound-event logits [B, K], None without the head).
     """
-    state, slots, *_ = self.encode_chunk(params, state, chunk)
+    state, slots, _, sound_event_logits, _ = self.encode_chunk(params, state, chunk)
     batch, k = slots.shape[:2]
     tokens = jnp.full((batch, k), sf.AUDIO_SLOT_ID, jnp.int32)
     state, _, _ = self.decode_positions(params, state, tokens, slots, jnp.ones(tokens.shape, bool),
                                heads_at_last=True)
-    return state
+    return state, sound_event_logits
 
   def encode_chunk(self, params: Params, state: StreamState, chunk: Array
                    ) -> tuple[StreamState, Array, Array, Array | None, Array | None]:

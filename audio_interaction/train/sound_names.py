@@ -13,23 +13,6 @@ import ml_collections
 from audio_interaction.corpus import worlds
 from audio_interaction.data.tokenizer import Tokenizer
 
-# Words that name no sound: "a clock ticking" is fed as "clock ticking".
-ARTICLES = frozenset({"a", "an", "the"})
-
-
-def name_words(label: str | None) -> str:
-  """A class label -> the words its name is fed as ("dog_bark" -> "dog barking");
-  "" for `None`, the "no labelled sound" class."""
-  if label is None:
-    return ""
-  return " ".join(w for w in worlds.sound_name(label).split() if w not in ARTICLES)
-
-
-def name_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], ...]:
-  """One tuple of token ids per sound-event class (`worlds.SOUND_EVENT_LABELS` order)."""
-  return tuple(tuple(tokenizer.encode(name_words(label)) if label is not None else ())
-               for label in worlds.SOUND_EVENT_LABELS)
-
 
 def with_sound_name_tokens(config: ml_collections.ConfigDict, tokenizer: Tokenizer
                            ) -> ml_collections.ConfigDict:
@@ -47,7 +30,7 @@ def with_sound_name_tokens(config: ml_collections.ConfigDict, tokenizer: Tokeniz
     raise ValueError(
         f"model.sound_event_feed_names names the {len(worlds.SOUND_EVENT_LABELS)} classes of "
         f"the corpus's sound events; model.sound_event_classes={model.sound_event_classes}")
-  tokens = name_tokens(tokenizer)
+  tokens = worlds.sound_name_tokens(tokenizer)
   held = tuple(tuple(name) for name in model.sound_event_name_tokens)
   if held and held != tokens:
     raise ValueError(
