@@ -362,6 +362,9 @@ def base_config() -> ml_collections.ConfigDict:
   # them (README, "Naming what the head heard"); 0 = off.
   config.infer.sound_name_bias = 0.0
   config.infer.sound_name_decay = 0.95
+  # ... only where the decoder gives the names' tokens (of any class) at least this
+  # probability: the decoder says when a sound is named, the head which.
+  config.infer.sound_name_gate = 0.1
   # The longest reply (tokens, <eor> included) and the longest offline answer.
   config.infer.max_reply_tokens = 64
   config.infer.max_answer_tokens = 96
@@ -760,6 +763,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.top_p": number(0, 1, lo_open=True),
     "infer.sound_name_bias": number(0),
     "infer.sound_name_decay": number(0, 1),
+    "infer.sound_name_gate": number(0, 1),
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),

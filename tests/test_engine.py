@@ -204,33 +204,46 @@ def test_heard_sounds_keep_each_class_decayed_max_in_every_path(sound_model):
   assert not np.any(state.heard_sounds[0]) and np.array_equal(state.heard_sounds[2], held[2])
 
 
-def test_the_name_bias_makes_a_reply_say_the_heard_sound(sound_model):
+def test_the_name_bias_makes_a_reply_naming_a_sound_say_the_heard_one(sound_model):
   model, params = sound_model
-  plain = Engine(model)
-  state = plain.init_state(params, [[20, 21]])
-  unbiased = int(np.argmax(state.next_logits[0]))
-  names = tuple(tuple(t for t in name if t != unbiased) or (name and (37,)) for name in SOUND_NAMES)
-  biased = Engine(model, SamplingConfig(name_bias=100.0), names)
+  vocab = model.config.decoder.vocab_size
   heard = np.zeros((1, 5), np.float32)
-  heard[0, 3], heard[0, 2] = 0.9, 0.2
-  hearing = lambda: plain.init_state(params, [[20, 21]]).replace(heard_sounds=jnp.asarray(heard))
-  _, tokens, _ = biased.speak(params, hearing(), np.ones(1, bool), n=1)
-  assert int(tokens[0, 0]) in names[3]  # the most heard class's name, not another's
-  _, tokens, _ = plain.speak(params, hearing(), np.ones(1, bool), n=1)
-  assert int(tokens[0, 0]) == unbiased  # without the bias the heard sounds change nothing
-  # An offline answer hears its clip the same way: its first word is a heard class's name.
-  clip = (0.3 * np.random.default_rng(4).normal(size=3 * model.config.chunk_samples)
-          ).astype(np.float32)
-  first = plain.answer(params, clip, [20], max_tokens=1)
-  offline_names = tuple(tuple(t for t in name if t not in first) for name in names)
-  answer = Engine(model, SamplingConfig(name_bias=100.0), offline_names).answer(
-      params, clip, [20], max_tokens=1)
-  assert answer and answer[0] in {t for name in offline_names for t in name}
+  heard[0, 3], heard[0, 2], heard[0, 1] = 0.9, 0.2, 0.1
+  plain = Engine(model)
+
+  def first_token(engine, name_mass):
+    """The first reply token when the decoder's own next-token distribution puts
+    `name_mass` on token 30 (class 1's name) and the rest on token 50 (no name's)."""
+    logits = np.full((1, vocab), -30.0, np.float32)
+    logits[0, 30], logits[0, 50] = np.log(name_mass), np.log(1 - name_mass)
+    state = plain.init_state(params, [[20, 21]]).replace(
+        next_logits=jnp.asarray(logits), heard_sounds=jnp.asarray(heard))
+    return int(engine.speak(params, state, np.ones(1, bool), n=1)[1][0, 0])
+
+  biased = Engine(model, SamplingConfig(name_bias=100.0, name_gate=0.2), SOUND_NAMES)
+  # The decoder is naming a sound (class 1's, 30 % likely): the head heard class 3 most.
+  assert first_token(biased, 0.3) in SOUND_NAMES[3]
+  assert first_token(plain, 0.3) == 50  # without the bias the heard sounds change nothing
+  # Where the decoder is not naming a sound (10 % < the gate), its words stand, however
+  # strong the bias.
+  assert first_token(biased, 0.1) == 50
   with pytest.raises(ValueError, match="the name tokens of each of its classes"):
     Engine(model, SamplingConfig(name_bias=1.0))
   with pytest.raises(ValueError, match="the model has 0 classes"):
     Engine(AudioInteractionModel(model_testing.small_config()), SamplingConfig(name_bias=1.0),
            SOUND_NAMES)
+
+
+def test_an_offline_answer_hears_its_clip(sound_model):
+  model, params = sound_model
+  engine = Engine(model, SamplingConfig(name_bias=1.0), SOUND_NAMES)
+  chunk = (0.3 * np.random.default_rng(4).normal(size=(1, model.config.chunk_samples))
+           ).astype(np.float32)
+  state = engine._feed_audio(params, engine.empty_state(1), jnp.asarray(chunk))  # pylint: disable=protected-access
+  _, logits = model.feed_audio(params, model.init_state(1), jnp.asarray(chunk))
+  expected = np.array(jax.nn.softmax(logits, axis=-1))
+  expected[:, 0] = 0.0
+  np.testing.assert_allclose(state.heard_sounds, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_an_infer_block_with_a_name_bias_builds_an_engine_with_the_tokenizers_names(sound_model):

@@ -282,7 +282,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                             ("sound_alert_threshold", args.sound_alert),
                                             ("sound_alert_once_per_sound",
                                              args.sound_alert_once_per_sound or None),
-                                            ("sound_name_bias", args.sound_name_bias))
+                                            ("sound_name_bias", args.sound_name_bias),
+                                            ("seed", args.seed))
             if value is not None}
   if args.sound_name_bias is not None and not args.sound_name_bias >= 0:
     raise UsageError(f"--sound-name-bias {args.sound_name_bias}: must be >= 0 (nats)")
@@ -297,7 +298,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
       ("baseline_silence", "--baseline-silence"),
       ("policy", "--policy"), ("min_silence", "--min-silence"), ("sound_alert", "--sound-alert"),
-      ("sound_name_bias", "--sound-name-bias"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
+      ("sound_name_bias", "--sound-name-bias"), ("seed", "--seed"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"),
       ("ctc_lm_weight", "--ctc-lm-weight"), ("ctc_lm_word_score", "--ctc-lm-word-score"))
       if getattr(args, name) != getattr(defaults, name)
@@ -991,6 +992,10 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-alert", type=_probability, default=None, metavar="P",
                         help="alerts from the sound-event head at this probability, 0: off "
                              "(default: the model's infer.sound_alert_threshold)")
+  evaluate.add_argument("--seed", type=int, default=None,
+                        help="first seed of the generated streams (default 9000; another "
+                             "seed draws other held-out streams, e.g. to confirm a choice "
+                             "made on the default ones)")
   evaluate.add_argument("--sound-name-bias", type=float, default=None, metavar="NATS",
                         help="bias replies towards the names of the sounds the sound-event "
                              "head heard, 0: off (default: the model's infer.sound_name_bias)")

@@ -65,19 +65,23 @@ class SamplingConfig:
   (`infer.sound_name_bias`): the sound-event head names held-out sounds its decoder
   answers with a few stock names, and this hands the reply the head's words.
   name_decay: per chunk, how much of a heard sound's probability stays in view.
+  name_gate: the bias applies where the decoder gives the names' tokens (of any class)
+  at least this probability.
   """
 
   temperature: float = 0.0
   top_p: float = 1.0
   name_bias: float = 0.0
   name_decay: float = 0.95
+  name_gate: float = 0.1
 
   @classmethod
   def from_infer(cls, infer) -> SamplingConfig:
     """The sampling of a config's (or bundle's) `infer` block."""
     return cls(float(infer.temperature), float(infer.top_p),
                float(infer.get("sound_name_bias", 0.0)),
-               float(infer.get("sound_name_decay", 0.95)))
+               float(infer.get("sound_name_decay", 0.95)),
+               float(infer.get("sound_name_gate", 0.1)))
 
 
 def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
@@ -464,10 +468,19 @@ class Engine:
     return jnp.maximum(self.sampling.name_decay * heard_sounds, probabilities)
 
   def _reply_logits(self, state: EngineState) -> Array:
-    """The next token's logits [B, V], with the heard sounds' names biased up."""
+    """The next token's logits [B, V], with the heard sounds' names biased up where the
+    decoder is naming a sound (its own probability of the tokens of any class's name is
+    at least `SamplingConfig.name_gate`): the decoder says when, the head which. Biased
+    everywhere, the names broke the reply's other words ("breaking" for "i heard glass
+    breaking", README)."""
     if self._name_matrix is None:
       return state.next_logits
-    return state.next_logits + self.sampling.name_bias * (state.heard_sounds @ self._name_matrix)
+    is_name_token = self._name_matrix.max(axis=0) > 0
+    naming_mass = jnp.sum(jnp.where(is_name_token, jax.nn.softmax(state.next_logits, -1), 0.0),
+                          axis=-1)
+    bias = self.sampling.name_bias * (state.heard_sounds @ self._name_matrix)
+    return state.next_logits + jnp.where(naming_mass[:, None] >= self.sampling.name_gate,
+                                         bias, 0.0)
 
   def _perceive_impl(self, params, state: EngineState, chunk):
     params = dequantize_params(params)
