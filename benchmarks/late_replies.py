@@ -23,6 +23,8 @@ Run::
 
   python benchmarks/late_replies.py --bundle embedded --bundle runs/X_bundle \
       --data data/tiny --split eval                       # ~1 min per bundle
+  python benchmarks/late_replies.py --bundle runs/X_bundle --zeroed sound_event_feed \
+      --data data/tiny --split eval       # and with its sound_event_feed* modules zeroed
   python benchmarks/late_replies.py --quick                # smoke test: 8 new streams, cut at 16 chunks
 """
 
@@ -122,10 +124,27 @@ def pooled_rates(sums: dict[str, np.ndarray]) -> dict[str, float]:
           for side, name in enumerate(SIDES) for rate, (num, den) in RATES.items()}
 
 
+def zeroed(params: dict, prefix: str) -> dict:
+  """`params` with every top-level module whose name starts with `prefix` set to zero
+  (e.g. "sound_event_feed": does the decoder use what it is fed?)."""
+  modules = params["params"]
+  hit = [name for name in modules if name.startswith(prefix)]
+  if not hit:
+    raise SystemExit(f"--zeroed {prefix}: no such module (the bundle has "
+                     f"{', '.join(sorted(modules))})")
+  return {**params, "params": {name: (jax.tree_util.tree_map(np.zeros_like, value)
+                                      if name in hit else value)
+                               for name, value in modules.items()}}
+
+
 def score_bundle(bundle: str, source, indices: list[int], cut_chunks: int,
-                 abilities: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-  """Ability -> per-stream `stream_scores` of one bundle over the online streams."""
+                 abilities: np.ndarray, zeroed_prefix: str = ""
+                 ) -> dict[str, list[dict[str, np.ndarray]]]:
+  """Ability -> per-stream `stream_scores` of one bundle over the online streams (with
+  `zeroed_prefix`: its modules of that name zeroed first, `zeroed`)."""
   config, params, tokenizer = portable.load_bundle(portable.resolve_bundle(bundle))
+  if zeroed_prefix:
+    params = zeroed(params, zeroed_prefix)
   model = AudioInteractionModel(config)
   name_tokens = worlds.sound_name_tokens(tokenizer)
   forward = jax.jit(model.forward)
@@ -199,6 +218,8 @@ def main() -> None:
   parser.add_argument("--max-streams", type=int, default=0, help="0: every online stream")
   parser.add_argument("--resamples", type=int, default=bootstrap.RESAMPLES)
   parser.add_argument("--json", default="", help="also write every figure here")
+  parser.add_argument("--zeroed", default="", metavar="PREFIX",
+                      help="also score each bundle with its modules named PREFIX... zeroed")
   parser.add_argument("--quick", action="store_true", help="smoke test: 8 streams")
   args = parser.parse_args()
   bundles = args.bundle or ["embedded"]
@@ -216,11 +237,16 @@ def main() -> None:
         f"({len(indices)} online streams of {args.data}:{args.split}; "
         f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s))\n")
   results = {}
-  for bundle in bundles:
-    per_ability = score_bundle(bundle, source, indices, args.cut_chunks, abilities)
+  runs = [(bundle, "") for bundle in bundles]
+  if args.zeroed:
+    runs += [(bundle, args.zeroed) for bundle in bundles]
+  for bundle, prefix in runs:
+    per_ability = score_bundle(bundle, source, indices, args.cut_chunks, abilities, prefix)
     groups = {**{a: per_ability[a] for a in sorted(per_ability)},
               "all": [s for streams in per_ability.values() for s in streams]}
-    results[bundle] = {name: summarize(streams, resamples) for name, streams in groups.items()}
+    name = f"{bundle}, {prefix}* zeroed" if prefix else bundle
+    results[name] = {group: summarize(streams, resamples) for group, streams in groups.items()}
+  bundles = list(results)
   metrics = (("token_accuracy", "reply-token accuracy", True), ("nll", "reply NLL, nats", False),
              ("instruction_token_accuracy", "accuracy on reply tokens of the instruction", True),
              ("sound_name_accuracy", "accuracy on reply tokens naming a sound the stream holds",

@@ -39,3 +39,16 @@ def test_sums_count_reply_tokens_naming_a_heard_sound_on_each_side_of_the_cut():
   # Without names nothing counts as naming a sound.
   plain = late_replies.stream_scores(logits, np.zeros((6, 2), np.float32), row, 3)
   np.testing.assert_array_equal(plain["sound_name"], [0, 0])
+
+
+def test_zeroed_sets_only_the_named_modules_to_zero():
+  params = {"params": {"sound_event_feed": {"kernel": np.ones((2, 3))},
+                       "sound_event_head": {"kernel": np.ones((3, 2)), "bias": np.ones(2)},
+                       "decoder": {"embed": {"embedding": np.ones((4, 3))}}}}
+  out = late_replies.zeroed(params, "sound_event_feed")
+  assert not out["params"]["sound_event_feed"]["kernel"].any()
+  assert out["params"]["sound_event_head"]["kernel"].all() and out["params"]["decoder"]["embed"]["embedding"].all()
+  assert params["params"]["sound_event_feed"]["kernel"].all()  # the bundle's own are left
+  import pytest
+  with pytest.raises(SystemExit, match="no such module"):
+    late_replies.zeroed(params, "copy")

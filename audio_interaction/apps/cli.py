@@ -283,6 +283,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                             ("sound_alert_once_per_sound",
                                              args.sound_alert_once_per_sound or None),
                                             ("sound_name_bias", args.sound_name_bias),
+                                            ("sound_name_gate", args.sound_name_gate),
                                             ("seed", args.seed))
             if value is not None}
   if args.sound_name_bias is not None and not args.sound_name_bias >= 0:
@@ -298,7 +299,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
       ("baseline_silence", "--baseline-silence"),
       ("policy", "--policy"), ("min_silence", "--min-silence"), ("sound_alert", "--sound-alert"),
-      ("sound_name_bias", "--sound-name-bias"), ("seed", "--seed"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
+      ("sound_name_bias", "--sound-name-bias"), ("sound_name_gate", "--sound-name-gate"),
+      ("seed", "--seed"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"),
       ("ctc_lm_weight", "--ctc-lm-weight"), ("ctc_lm_word_score", "--ctc-lm-word-score"))
       if getattr(args, name) != getattr(defaults, name)
@@ -999,6 +1001,10 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-name-bias", type=float, default=None, metavar="NATS",
                         help="bias replies towards the names of the sounds the sound-event "
                              "head heard, 0: off (default: the model's infer.sound_name_bias)")
+  evaluate.add_argument("--sound-name-gate", type=_probability, default=None, metavar="P",
+                        help="the name bias applies where the decoder gives the names' tokens "
+                             "at least this probability, 0: everywhere (default: the "
+                             "model's infer.sound_name_gate)")
   evaluate.add_argument("--sound-alert-once-per-sound", action="store_true",
                         help="one alert per sound of any alerting class, not one per class "
                              "(default: the model's infer.sound_alert_once_per_sound)")
