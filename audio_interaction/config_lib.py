@@ -365,6 +365,9 @@ def base_config() -> ml_collections.ConfigDict:
   # ... only where the decoder gives the names' tokens (of any class) at least this
   # probability: the decoder says when a sound is named, the head which.
   config.infer.sound_name_gate = 0.1
+  # ... and each name token once per reply (held on, the bias could make a reply run on
+  # through names).
+  config.infer.sound_name_once = False
   # The longest reply (tokens, <eor> included) and the longest offline answer.
   config.infer.max_reply_tokens = 64
   config.infer.max_answer_tokens = 96
@@ -764,6 +767,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.sound_name_bias": number(0),
     "infer.sound_name_decay": number(0, 1),
     "infer.sound_name_gate": number(0, 1),
+    "infer.sound_name_once": flag(),
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),

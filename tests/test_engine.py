@@ -234,6 +234,38 @@ def test_the_name_bias_makes_a_reply_naming_a_sound_say_the_heard_one(sound_mode
            SOUND_NAMES)
 
 
+def test_with_name_once_a_reply_says_each_name_token_biased_once(sound_model):
+  model, params = sound_model
+  vocab = model.config.decoder.vocab_size
+  heard = np.zeros((1, 5), np.float32)
+  heard[0, 3] = 0.9
+  plain = Engine(model)
+
+  def speak_one(engine, said=(), top=50):
+    """The first reply token and the state after it, when the decoder names a sound
+    (30 % on class 1's token 30) and the reply has said `said` already."""
+    logits = np.full((1, vocab), -30.0, np.float32)
+    logits[0, 30], logits[0, top] = np.log(0.3), np.log(0.7)
+    reply_said = np.zeros((1, vocab), bool)
+    reply_said[0, list(said)] = True
+    state = plain.init_state(params, [[20, 21]]).replace(
+        next_logits=jnp.asarray(logits), heard_sounds=jnp.asarray(heard),
+        reply_said=jnp.asarray(reply_said))
+    state, tokens, _ = engine.speak(params, state, np.ones(1, bool), n=1)
+    return int(tokens[0, 0]), np.asarray(state.reply_said[0])
+
+  once = Engine(model, SamplingConfig(name_bias=100.0, name_once=True), SOUND_NAMES)
+  held = Engine(model, SamplingConfig(name_bias=100.0), SOUND_NAMES)
+  # Class 3's name is 33 34 35: said 33 and 34, only 35 is still biased.
+  assert speak_one(once, said=(33, 34))[0] == 35
+  assert speak_one(held, said=(33, 34))[0] == 33  # held on, the first of them again
+  assert speak_one(once, said=(33, 34, 35))[0] == 50  # the whole name said: the decoder's word
+  token, said = speak_one(once)
+  assert said[token] and said.sum() == 1  # what the reply says is remembered ...
+  _, said = speak_one(plain, said=(33,), top=sf.EOR_ID)  # (no bias: the decoder ends it)
+  assert not said.any()  # ... until it ends
+
+
 def test_an_offline_answer_hears_its_clip(sound_model):
   model, params = sound_model
   engine = Engine(model, SamplingConfig(name_bias=1.0), SOUND_NAMES)

@@ -284,6 +284,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                              args.sound_alert_once_per_sound or None),
                                             ("sound_name_bias", args.sound_name_bias),
                                             ("sound_name_gate", args.sound_name_gate),
+                                            ("sound_name_once", args.sound_name_once or None),
                                             ("seed", args.seed))
             if value is not None}
   if args.sound_name_bias is not None and not args.sound_name_bias >= 0:
@@ -306,6 +307,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
       if getattr(args, name) != getattr(defaults, name)
       for token in (flag, str(getattr(args, name)))) + (
           ("--sound-alert-once-per-sound",) if args.sound_alert_once_per_sound else ()
+      ) + (
+          ("--sound-name-once",) if args.sound_name_once else ()
       ) + (("--ctc-lm",) if args.ctc_lm else ()) + tuple(overrides)
   command = eval_run.eval_command(
       suites=args.suites, manifest=args.manifest, tfds=args.tfds, classes=args.classes,
@@ -1005,6 +1008,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the name bias applies where the decoder gives the names' tokens "
                              "at least this probability, 0: everywhere (default: the "
                              "model's infer.sound_name_gate)")
+  evaluate.add_argument("--sound-name-once", action="store_true",
+                        help="bias each name token once per reply (default: the model's "
+                             "infer.sound_name_once)")
   evaluate.add_argument("--sound-alert-once-per-sound", action="store_true",
                         help="one alert per sound of any alerting class, not one per class "
                              "(default: the model's infer.sound_alert_once_per_sound)")

@@ -45,6 +45,8 @@ class EngineState:
       probabilities over the chunks so far, each chunk's decayed by
       `SamplingConfig.name_decay` per chunk since ("no sound" held at 0); what
       `SamplingConfig.name_bias` biases replies towards.
+    reply_said: [B, V] bool the tokens the current reply has said (cleared at `<eor>`):
+      with `SamplingConfig.name_once` a name token is biased up once per reply.
   """
 
   stream: StreamState
@@ -54,6 +56,7 @@ class EngineState:
   sound_events: Array
   turn_end: Array
   heard_sounds: Array
+  reply_said: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,8 @@ class SamplingConfig:
   name_decay: per chunk, how much of a heard sound's probability stays in view.
   name_gate: the bias applies where the decoder gives the names' tokens (of any class)
   at least this probability.
+  name_once: a name token the current reply has said is not biased again (the bias held
+  on, a reply could run on through names: "i hear a sm smoke alarm sm smoke alarm ...").
   """
 
   temperature: float = 0.0
@@ -74,6 +79,7 @@ class SamplingConfig:
   name_bias: float = 0.0
   name_decay: float = 0.95
   name_gate: float = 0.1
+  name_once: bool = False
 
   @classmethod
   def from_infer(cls, infer) -> SamplingConfig:
@@ -81,7 +87,8 @@ class SamplingConfig:
     return cls(float(infer.temperature), float(infer.top_p),
                float(infer.get("sound_name_bias", 0.0)),
                float(infer.get("sound_name_decay", 0.95)),
-               float(infer.get("sound_name_gate", 0.1)))
+               float(infer.get("sound_name_gate", 0.1)),
+               bool(infer.get("sound_name_once", False)))
 
 
 def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
@@ -268,7 +275,8 @@ class Engine:
                        jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32),
                        jnp.zeros((batch, TURN_END_CLASSES if self.model.config.turn_end_head
                                   else 0), jnp.float32),
-                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32))
+                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32),
+                       jnp.zeros((batch, self.vocab_size), bool))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
            valid: np.ndarray | None = None) -> EngineState:
@@ -479,6 +487,8 @@ class Engine:
     naming_mass = jnp.sum(jnp.where(is_name_token, jax.nn.softmax(state.next_logits, -1), 0.0),
                           axis=-1)
     bias = self.sampling.name_bias * (state.heard_sounds @ self._name_matrix)
+    if self.sampling.name_once:
+      bias = jnp.where(state.reply_said, 0.0, bias)
     return state.next_logits + jnp.where(naming_mass[:, None] >= self.sampling.name_gate,
                                          bias, 0.0)
 
@@ -507,9 +517,13 @@ class Engine:
       token = jnp.where(writing, token, sf.PAD_ID)
       stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])
       next_logits = jnp.where(writing[:, None], logits[:, 0], state.next_logits)
+      said = state.reply_said | (jax.nn.one_hot(token, self.vocab_size, dtype=bool)
+                                 & writing[:, None])
+      said = jnp.where((writing & (token == sf.EOR_ID))[:, None], False, said)
       tokens = tokens.at[:, i].set(token)
       done = done | (token == sf.EOR_ID) | ~active
-      return state.replace(stream=stream, next_logits=next_logits, rng=rng), tokens, done
+      return state.replace(stream=stream, next_logits=next_logits, rng=rng,
+                           reply_said=said), tokens, done
 
     tokens = jnp.zeros((batch, n), jnp.int32)
     state, tokens, _ = jax.lax.fori_loop(0, n, write_one, (state, tokens, ~active))
@@ -524,7 +538,8 @@ class Engine:
         heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard),
         sound_events=jnp.where(mask[:, None], 0.0, state.sound_events),
         turn_end=jnp.where(mask[:, None], 0.0, state.turn_end),
-        heard_sounds=jnp.where(mask[:, None], 0.0, state.heard_sounds))
+        heard_sounds=jnp.where(mask[:, None], 0.0, state.heard_sounds),
+        reply_said=jnp.where(mask[:, None], False, state.reply_said))
 
   def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
     # `model.perceive` with rows held back, without copying the big caches: the
@@ -673,7 +688,7 @@ def take_rows(state: EngineState, rows: Array) -> EngineState:
   return state.replace(stream=jax.tree_util.tree_map(take, state.stream),
                        next_logits=take(state.next_logits), heard=take(state.heard),
                        sound_events=take(state.sound_events), turn_end=take(state.turn_end),
-                       heard_sounds=take(state.heard_sounds))
+                       heard_sounds=take(state.heard_sounds), reply_said=take(state.reply_said))
 
 
 def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
@@ -684,7 +699,8 @@ def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
                        heard=put(state.heard, sub.heard),
                        sound_events=put(state.sound_events, sub.sound_events),
                        turn_end=put(state.turn_end, sub.turn_end),
-                       heard_sounds=put(state.heard_sounds, sub.heard_sounds), rng=sub.rng)
+                       heard_sounds=put(state.heard_sounds, sub.heard_sounds),
+                       reply_said=put(state.reply_said, sub.reply_said), rng=sub.rng)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)
