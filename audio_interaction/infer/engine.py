@@ -24,7 +24,7 @@ from audio_interaction.data.tokenizer import Tokenizer
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import (TURN_END_CLASSES, AudioInteractionModel, Params,
-                                           StreamState)
+                                           StreamState, name_token_counts)
 
 
 @flax.struct.dataclass
@@ -209,11 +209,11 @@ class Engine:
     `sampling.name_bias` > 0."""
     self.model = model
     self.sampling = sampling
-    self._name_matrix = None
+    self._name_matrix = self._is_name_token = None
     if sampling.name_bias > 0:
-      self._name_matrix = jnp.asarray(
-          sound_name_matrix(sound_name_tokens, model.config.sound_event_classes,
-                            model.config.decoder.vocab_size))
+      matrix = sound_name_matrix(sound_name_tokens, model.config.sound_event_classes,
+                                 model.config.decoder.vocab_size)
+      self._name_matrix, self._is_name_token = jnp.asarray(matrix), jnp.asarray(matrix.max(0) > 0)
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
     self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
@@ -483,9 +483,8 @@ class Engine:
     breaking", README)."""
     if self._name_matrix is None:
       return state.next_logits
-    is_name_token = self._name_matrix.max(axis=0) > 0
-    naming_mass = jnp.sum(jnp.where(is_name_token, jax.nn.softmax(state.next_logits, -1), 0.0),
-                          axis=-1)
+    naming_mass = jnp.sum(jnp.where(self._is_name_token, jax.nn.softmax(state.next_logits, -1),
+                                    0.0), axis=-1)
     bias = self.sampling.name_bias * (state.heard_sounds @ self._name_matrix)
     if self.sampling.name_once:
       bias = jnp.where(state.reply_said, 0.0, bias)
@@ -616,10 +615,7 @@ def sound_name_matrix(name_tokens: Sequence[Sequence[int]], classes: int, vocab:
     raise ValueError(
         f"infer.sound_name_bias needs a sound-event head and the name tokens of each of its "
         f"classes: the model has {classes} classes, {len(name_tokens)} names were given")
-  matrix = np.zeros((classes, vocab), np.float32)
-  for label, name in enumerate(name_tokens):
-    matrix[label, list(name)] = 1.0
-  return matrix
+  return (name_token_counts(name_tokens, vocab) > 0).astype(np.float32)
 
 
 def _head_probabilities(logits: Array | None, previous: Array) -> Array:

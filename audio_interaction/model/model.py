@@ -194,10 +194,8 @@ class AudioInteractionNetwork(nn.Module):
           f"model.sound_event_feed_names needs the {cfg.sound_event_classes} classes' name "
           f"tokens, model.sound_event_name_tokens has {len(cfg.sound_event_name_tokens)} "
           "(the train loop and the export fill them from the tokenizer)")
-    averaging = np.zeros((cfg.sound_event_classes, cfg.decoder.vocab_size), np.float32)
-    for label, name in enumerate(cfg.sound_event_name_tokens):
-      for token in name:
-        averaging[label, token] += 1.0 / len(name)
+    counts = name_token_counts(cfg.sound_event_name_tokens, cfg.decoder.vocab_size)
+    averaging = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
     table = self.decoder.variables["params"]["embed"]["embedding"]
     return jnp.asarray(averaging) @ jax.lax.stop_gradient(table).astype(jnp.float32)
 
@@ -464,6 +462,15 @@ class AudioInteractionModel:
     one_chunk = lambda logits: None if logits is None else logits[:, 0]
     return (state.replace(mel=mel_state, encoder=encoder_state), slots, ctc_logits,
             one_chunk(sound_event_logits), one_chunk(turn_end_logits))
+
+
+def name_token_counts(name_tokens: Sequence[Sequence[int]], vocab: int) -> np.ndarray:
+  """[K, V] float32: how often token v occurs in class k's name (one name per class,
+  `worlds.sound_name_tokens`), the matrix the name feed and the name bias read."""
+  counts = np.zeros((len(name_tokens), vocab), np.float32)
+  for label, name in enumerate(name_tokens):
+    np.add.at(counts[label], list(name), 1.0)
+  return counts
 
 
 def param_mismatches(expected: Params, params: Params, *, given: str = "given",
