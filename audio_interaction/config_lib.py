@@ -370,6 +370,10 @@ def base_config() -> ml_collections.ConfigDict:
   # ... and each name token once per reply (held on, the bias could make a reply run on
   # through names).
   config.infer.sound_name_once = False
+  # ... and each name whole: a name's first token where a name may start, then, once
+  # the reply has started one, its next tokens until it is said ("sm" + "oke alarm", not
+  # "sm" + "cat meowing"); otherwise every token of a name, in any order.
+  config.infer.sound_name_whole = False
   # The longest reply (tokens, <eor> included) and the longest offline answer.
   config.infer.max_reply_tokens = 64
   config.infer.max_answer_tokens = 96
@@ -770,6 +774,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.sound_name_decay": number(0, 1),
     "infer.sound_name_gate": number(0, 1),
     "infer.sound_name_once": flag(),
+    "infer.sound_name_whole": flag(),
     "infer.max_reply_tokens": _SIZE,
     "infer.max_answer_tokens": _SIZE,
     "infer.weights": one_of("float32", "int8"),

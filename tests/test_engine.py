@@ -266,6 +266,42 @@ def test_with_name_once_a_reply_says_each_name_token_biased_once(sound_model):
   assert not said.any()  # ... until it ends
 
 
+def test_a_whole_name_bias_says_the_heard_name_to_its_end(sound_model):
+  model, params = sound_model
+  vocab = model.config.decoder.vocab_size
+  heard = np.zeros((1, 5), np.float32)
+  heard[0, 3] = 0.9
+  logits = np.full((1, vocab), -30.0, np.float32)
+  logits[0, 30], logits[0, 50] = np.log(0.3), np.log(0.7)  # naming (class 1's first token)
+  plain = Engine(model)
+
+  def naming_state():  # (speak donates the state it is given)
+    return plain.init_state(params, [[20, 21]]).replace(
+        next_logits=jnp.asarray(logits), heard_sounds=jnp.asarray(heard))
+
+  whole = Engine(model, SamplingConfig(name_bias=100.0, name_whole=True), SOUND_NAMES)
+  after, tokens, _ = whole.speak(params, naming_state(), np.ones(1, bool), n=3)
+  # Class 3's name (33 34 35) from its first token to its end, whatever the decoder's
+  # own next tokens were, and forgotten once said.
+  assert tokens[0].tolist() == [33, 34, 35]
+  assert not np.asarray(after.name_progress).any()
+  midway, tokens, _ = whole.speak(params, naming_state(), np.ones(1, bool), n=2)
+  assert tokens[0].tolist() == [33, 34] and np.asarray(midway.name_progress)[0, 3] == 2
+  assert int(whole.speak(params, midway, np.ones(1, bool), n=1)[1][0, 0]) == 35
+  midway, _, _ = whole.speak(params, naming_state(), np.ones(1, bool), n=2)
+  assert not np.asarray(whole.reset_rows(params, midway, {0: [20]}).name_progress).any()
+  # A reply that ends midway through a name (an unheard one: a nudge, which <eor> beats)
+  # leaves no name under way for the next reply.
+  ending = np.full((1, vocab), -30.0, np.float32)
+  ending[0, sf.EOR_ID] = 0.0
+  progress = np.zeros((1, 5), np.int32)
+  progress[0, 3] = 1
+  state = plain.init_state(params, [[20, 21]]).replace(next_logits=jnp.asarray(ending),
+                                                       name_progress=jnp.asarray(progress))
+  after, tokens, _ = whole.speak(params, state, np.ones(1, bool), n=1)
+  assert int(tokens[0, 0]) == sf.EOR_ID and not np.asarray(after.name_progress).any()
+
+
 def test_an_offline_answer_hears_its_clip(sound_model):
   model, params = sound_model
   engine = Engine(model, SamplingConfig(name_bias=1.0), SOUND_NAMES)
@@ -288,9 +324,16 @@ def test_an_infer_block_with_a_name_bias_builds_an_engine_with_the_tokenizers_na
   model = AudioInteractionModel(config)
   engine = Engine.from_infer(model, config.infer, ByteTokenizer())
   assert engine.sampling.name_bias == 4.0
-  matrix = np.asarray(engine._name_matrix)  # pylint: disable=protected-access
+  bias = engine._name_bias  # pylint: disable=protected-access
   tokens = worlds.sound_name_tokens(ByteTokenizer())
-  assert {int(t) for t in np.flatnonzero(matrix[1])} == set(tokens[1]) and not matrix[0].any()
-  assert Engine.from_infer(model, model_testing.small_config().infer, ByteTokenizer())._name_matrix is None  # pylint: disable=protected-access
+  assert {int(t) for t in np.flatnonzero(bias.matrix[1])} == set(tokens[1])
+  assert not np.asarray(bias.matrix[0]).any() and not bias.whole
+  assert Engine.from_infer(model, model_testing.small_config().infer, ByteTokenizer())._name_bias is None  # pylint: disable=protected-access
+  # Whole names are the phrase a reply says, articles inside it kept.
+  config.infer.sound_name_whole = True
+  whole = Engine.from_infer(model, config.infer, ByteTokenizer())._name_bias  # pylint: disable=protected-access
+  keyboard = worlds.SOUND_EVENT_LABELS.index("keyboard")
+  assert whole.whole and ByteTokenizer().decode(
+      [int(t) for t in whole.sequences[keyboard] if t >= 0]) == "typing on a keyboard"
   with pytest.raises(config_lib.ConfigError, match="sound_name_bias=4.0 biases replies"):
     model_testing.small_config(**{"infer.sound_name_bias": 4.0})

@@ -239,9 +239,10 @@ def test_stablehlo_export_runs_without_the_model_code_as_the_engine(small, strea
   assert manifest["batch"] == 2 and manifest["platforms"] == ["cpu", "cuda", "tpu"]
   assert manifest["functions"]["perceive"]["outputs"][1] == {
       "name": "probs", "shape": [2, sf.NUM_DECISIONS], "dtype": "float32"}
-  assert [e["name"] for e in manifest["state"]][-7:] == ["next_logits", "rng", "heard",
+  assert [e["name"] for e in manifest["state"]][-8:] == ["next_logits", "rng", "heard",
                                                           "sound_events", "turn_end",
-                                                          "heard_sounds", "reply_said"]
+                                                          "heard_sounds", "reply_said",
+                                                          "name_progress"]
 
   np.savez(tmp_path / "streams.npz", audio=np.stack(audio), instructions=json.dumps(instructions))
   done = subprocess.run([sys.executable, "-c", _RUNNER, str(tmp_path / "hlo"),

@@ -361,6 +361,16 @@ def sound_name_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], ...]:
                for label in SOUND_EVENT_LABELS)
 
 
+def sound_name_phrase_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], ...]:
+  """As `sound_name_tokens`, the whole name as a reply says it after its article
+  ("typing on a keyboard", "alarm clock"): what `infer.sound_name_whole` biases."""
+  def phrase(label: str) -> str:
+    first, _, rest = sound_name(label).partition(" ")
+    return rest if first in ARTICLES and rest else sound_name(label)
+  return tuple(tuple(tokenizer.encode(phrase(label))) if label is not None else ()
+               for label in SOUND_EVENT_LABELS)
+
+
 def alert_message(label: str) -> str:
   info = sound_info(label)
   if info.alert is None:

@@ -218,7 +218,8 @@ class EvalConfig:
     sound_alert_once_per_sound: alerts from the
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
-  sound_name_bias, sound_name_decay, sound_name_gate, sound_name_once: replies and
+  sound_name_bias, sound_name_decay, sound_name_gate, sound_name_once,
+    sound_name_whole: replies and
     answers biased towards the names of the sounds the head heard
     (`infer.sound_name_bias`; `evaluation_engine` builds the engine with them).
   ctc_lm, ctc_lm_weight, ctc_lm_word_score, ctc_lm_spelling: B2 also writes the CTC
@@ -259,6 +260,7 @@ class EvalConfig:
   sound_name_decay: float = _INFER.sound_name_decay
   sound_name_gate: float = _INFER.sound_name_gate
   sound_name_once: bool = _INFER.sound_name_once
+  sound_name_whole: bool = _INFER.sound_name_whole
   ctc_lm: bool = False
   ctc_lm_weight: float = BeamSettings.lm_weight
   ctc_lm_word_score: float = BeamSettings.word_score
@@ -275,7 +277,7 @@ class EvalConfig:
                    **{key: infer[key] for key in SOUND_ALERT_KEYS},
                    **{key: infer.get(key, _INFER[key])
                       for key in ("sound_name_bias", "sound_name_decay", "sound_name_gate",
-                                  "sound_name_once")}})
+                                  "sound_name_once", "sound_name_whole")}})
     return cls(**{**values, **overrides})
 
   def policy_block(self) -> ml_collections.ConfigDict:
@@ -1139,9 +1141,9 @@ def evaluation_engine(model: AudioInteractionModel, tokenizer: Tokenizer, config
                       ) -> Engine:
   """The engine the suites run: greedy, with the operating point's sound-name bias."""
   sampling = SamplingConfig(name_bias=config.sound_name_bias, name_decay=config.sound_name_decay,
-                            name_gate=config.sound_name_gate, name_once=config.sound_name_once)
-  names = worlds.sound_name_tokens(tokenizer) if config.sound_name_bias > 0 else ()
-  return Engine(model, sampling, names)
+                            name_gate=config.sound_name_gate, name_once=config.sound_name_once,
+                            name_whole=config.sound_name_whole)
+  return Engine(model, sampling, sampling.name_tokens(tokenizer))
 
 
 def evaluate(engine: Engine, params: Params, tokenizer: Tokenizer, cases: Sequence[Case],

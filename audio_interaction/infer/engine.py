@@ -21,10 +21,11 @@ import numpy as np
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import worlds
 from audio_interaction.data.tokenizer import Tokenizer
+from audio_interaction.infer.name_bias import NameBias
 from audio_interaction.model import layers
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import (TURN_END_CLASSES, AudioInteractionModel, Params,
-                                           StreamState, name_token_counts)
+                                           StreamState)
 
 
 @flax.struct.dataclass
@@ -47,6 +48,9 @@ class EngineState:
       `SamplingConfig.name_bias` biases replies towards.
     reply_said: [B, V] bool the tokens the current reply has said (cleared at `<eor>`):
       with `SamplingConfig.name_once` a name token is biased up once per reply.
+    name_progress: [B, K] int32 how many tokens of each class's name the reply has just
+      said (0: none; `name_bias.NameBias.advance`): with `SamplingConfig.name_whole` a
+      started name is biased on to its end.
   """
 
   stream: StreamState
@@ -57,6 +61,7 @@ class EngineState:
   turn_end: Array
   heard_sounds: Array
   reply_said: Array
+  name_progress: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +77,8 @@ class SamplingConfig:
   at least this probability.
   name_once: a name token the current reply has said is not biased again (the bias held
   on, a reply could run on through names: "i hear a sm smoke alarm sm smoke alarm ...").
+  name_whole: names biased whole, not as bags of tokens: a name's first token where a
+  name may start, then its next tokens until it is said (`infer/name_bias.py`).
   """
 
   temperature: float = 0.0
@@ -80,6 +87,7 @@ class SamplingConfig:
   name_decay: float = 0.95
   name_gate: float = 0.1
   name_once: bool = False
+  name_whole: bool = False
 
   @classmethod
   def from_infer(cls, infer) -> SamplingConfig:
@@ -88,7 +96,16 @@ class SamplingConfig:
                float(infer.get("sound_name_bias", 0.0)),
                float(infer.get("sound_name_decay", 0.95)),
                float(infer.get("sound_name_gate", 0.1)),
-               bool(infer.get("sound_name_once", False)))
+               bool(infer.get("sound_name_once", False)),
+               bool(infer.get("sound_name_whole", False)))
+
+  def name_tokens(self, tokenizer: Tokenizer) -> tuple[tuple[int, ...], ...]:
+    """Each sound-event class's name in `tokenizer`'s ids, as this sampling biases it
+    (the whole name phrase, or its content words); () when names are not biased."""
+    if self.name_bias <= 0:
+      return ()
+    return (worlds.sound_name_phrase_tokens(tokenizer) if self.name_whole
+            else worlds.sound_name_tokens(tokenizer))
 
 
 def sample_tokens(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
@@ -209,11 +226,12 @@ class Engine:
     `sampling.name_bias` > 0."""
     self.model = model
     self.sampling = sampling
-    self._name_matrix = self._is_name_token = None
+    self._name_bias = None
     if sampling.name_bias > 0:
-      matrix = sound_name_matrix(sound_name_tokens, model.config.sound_event_classes,
-                                 model.config.decoder.vocab_size)
-      self._name_matrix, self._is_name_token = jnp.asarray(matrix), jnp.asarray(matrix.max(0) > 0)
+      self._name_bias = NameBias(sound_name_tokens, model.config.sound_event_classes,
+                                 model.config.decoder.vocab_size, strength=sampling.name_bias,
+                                 gate=sampling.name_gate, once=sampling.name_once,
+                                 whole=sampling.name_whole)
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._perceive = jax.jit(self._perceive_impl, donate_argnums=1)
     self._speak = jax.jit(self._speak_impl, donate_argnums=1, static_argnames="n")
@@ -229,8 +247,7 @@ class Engine:
     """The engine a config's (or bundle's) `infer` block asks for: its sampling, with
     the sound classes' names in `tokenizer`'s ids when replies are biased towards them."""
     sampling = SamplingConfig.from_infer(infer)
-    names = worlds.sound_name_tokens(tokenizer) if sampling.name_bias > 0 else ()
-    return cls(model, sampling, names)
+    return cls(model, sampling, sampling.name_tokens(tokenizer))
 
   @property
   def vocab_size(self) -> int:
@@ -276,7 +293,8 @@ class Engine:
                        jnp.zeros((batch, TURN_END_CLASSES if self.model.config.turn_end_head
                                   else 0), jnp.float32),
                        jnp.zeros((batch, self.model.config.sound_event_classes), jnp.float32),
-                       jnp.zeros((batch, self.vocab_size), bool))
+                       jnp.zeros((batch, self.vocab_size), bool),
+                       jnp.zeros((batch, self.model.config.sound_event_classes), jnp.int32))
 
   def feed(self, params: Params, state: EngineState, tokens: np.ndarray,
            valid: np.ndarray | None = None) -> EngineState:
@@ -475,21 +493,13 @@ class Engine:
     probabilities = jax.nn.softmax(sound_event_logits, axis=-1).at[:, sf.NO_SOUND_EVENT].set(0.0)
     return jnp.maximum(self.sampling.name_decay * heard_sounds, probabilities)
 
-  def _reply_logits(self, state: EngineState) -> Array:
+  def _reply_logits(self, state: EngineState) -> tuple[Array, Array]:
     """The next token's logits [B, V], with the heard sounds' names biased up where the
-    decoder is naming a sound (its own probability of the tokens of any class's name is
-    at least `SamplingConfig.name_gate`): the decoder says when, the head which. Biased
-    everywhere, the names broke the reply's other words ("breaking" for "i heard glass
-    breaking", README)."""
-    if self._name_matrix is None:
-      return state.next_logits
-    naming_mass = jnp.sum(jnp.where(self._is_name_token, jax.nn.softmax(state.next_logits, -1),
-                                    0.0), axis=-1)
-    bias = self.sampling.name_bias * (state.heard_sounds @ self._name_matrix)
-    if self.sampling.name_once:
-      bias = jnp.where(state.reply_said, 0.0, bias)
-    return state.next_logits + jnp.where(naming_mass[:, None] >= self.sampling.name_gate,
-                                         bias, 0.0)
+    decoder is naming a sound (`name_bias.NameBias`), and whether a name may start [B]."""
+    if self._name_bias is None:
+      return state.next_logits, jnp.zeros(state.next_logits.shape[:1], bool)
+    return self._name_bias.logits(state.next_logits, state.heard_sounds, state.reply_said,
+                                  state.name_progress)
 
   def _perceive_impl(self, params, state: EngineState, chunk):
     params = dequantize_params(params)
@@ -511,7 +521,8 @@ class Engine:
     def write_one(i, carry):
       state, tokens, done = carry
       rng, key = jax.random.split(state.rng)
-      token = sample_tokens(self._reply_logits(state), key, self.sampling)
+      logits, naming = self._reply_logits(state)
+      token = sample_tokens(logits, key, self.sampling)
       writing = active & ~done & (i < limit)
       token = jnp.where(writing, token, sf.PAD_ID)
       stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])
@@ -519,10 +530,14 @@ class Engine:
       said = state.reply_said | (jax.nn.one_hot(token, self.vocab_size, dtype=bool)
                                  & writing[:, None])
       said = jnp.where((writing & (token == sf.EOR_ID))[:, None], False, said)
+      progress = state.name_progress
+      if self._name_bias is not None:
+        progress = jnp.where(writing[:, None],
+                             self._name_bias.advance(progress, token, naming), progress)
       tokens = tokens.at[:, i].set(token)
       done = done | (token == sf.EOR_ID) | ~active
       return state.replace(stream=stream, next_logits=next_logits, rng=rng,
-                           reply_said=said), tokens, done
+                           reply_said=said, name_progress=progress), tokens, done
 
     tokens = jnp.zeros((batch, n), jnp.int32)
     state, tokens, _ = jax.lax.fori_loop(0, n, write_one, (state, tokens, ~active))
@@ -530,15 +545,9 @@ class Engine:
     return state, tokens, count
 
   def _reset_rows_impl(self, state: EngineState, mask) -> EngineState:
-    batch = mask.shape[0]
-    return state.replace(
-        stream=select_rows(mask, self.model.init_state(batch), state.stream),
-        next_logits=jnp.where(mask[:, None], 0.0, state.next_logits),
-        heard=jnp.where(mask[:, None], sf.PAD_ID, state.heard),
-        sound_events=jnp.where(mask[:, None], 0.0, state.sound_events),
-        turn_end=jnp.where(mask[:, None], 0.0, state.turn_end),
-        heard_sounds=jnp.where(mask[:, None], 0.0, state.heard_sounds),
-        reply_said=jnp.where(mask[:, None], False, state.reply_said))
+    # Every per-row field back to a new stream's; the shared PRNG key goes on.
+    fresh = self.empty_state(mask.shape[0]).replace(rng=None)
+    return select_rows(mask, fresh, state.replace(rng=None)).replace(rng=state.rng)
 
   def _perceive_rows_impl(self, params, state: EngineState, chunk, advance):
     # `model.perceive` with rows held back, without copying the big caches: the
@@ -604,20 +613,6 @@ class Engine:
             for ring in _rings(stream.encoder)}
 
 
-def sound_name_matrix(name_tokens: Sequence[Sequence[int]], classes: int, vocab: int
-                      ) -> np.ndarray:
-  """[K, V] float32: 1 where token v is in class k's name (`worlds.sound_name_tokens`).
-
-  Raises:
-    ValueError: not one name per class of the model's sound-event head (or no head).
-  """
-  if not classes or len(name_tokens) != classes:
-    raise ValueError(
-        f"infer.sound_name_bias needs a sound-event head and the name tokens of each of its "
-        f"classes: the model has {classes} classes, {len(name_tokens)} names were given")
-  return (name_token_counts(name_tokens, vocab) > 0).astype(np.float32)
-
-
 def _head_probabilities(logits: Array | None, previous: Array) -> Array:
   """A chunk head's class probabilities [B, K]; `previous` ([B, 0]) without the head."""
   return previous if logits is None else jax.nn.softmax(logits, axis=-1)
@@ -680,23 +675,15 @@ def gathered_rows(mask: np.ndarray) -> np.ndarray | None:
 
 def take_rows(state: EngineState, rows: Array) -> EngineState:
   """The sub-state of `rows` [R] (every leaf but the shared PRNG key has the batch first)."""
-  take = lambda x: x[rows]
-  return state.replace(stream=jax.tree_util.tree_map(take, state.stream),
-                       next_logits=take(state.next_logits), heard=take(state.heard),
-                       sound_events=take(state.sound_events), turn_end=take(state.turn_end),
-                       heard_sounds=take(state.heard_sounds), reply_said=take(state.reply_said))
+  sub = jax.tree_util.tree_map(lambda x: x[rows], state.replace(rng=None))
+  return sub.replace(rng=state.rng)
 
 
 def put_rows(state: EngineState, rows: Array, sub: EngineState) -> EngineState:
   """`state` with `rows` [R] replaced by the sub-state `sub` (and `sub`'s PRNG key)."""
-  put = lambda x, y: x.at[rows].set(y)
-  return state.replace(stream=jax.tree_util.tree_map(put, state.stream, sub.stream),
-                       next_logits=put(state.next_logits, sub.next_logits),
-                       heard=put(state.heard, sub.heard),
-                       sound_events=put(state.sound_events, sub.sound_events),
-                       turn_end=put(state.turn_end, sub.turn_end),
-                       heard_sounds=put(state.heard_sounds, sub.heard_sounds),
-                       reply_said=put(state.reply_said, sub.reply_said), rng=sub.rng)
+  merged = jax.tree_util.tree_map(lambda x, y: x.at[rows].set(y), state.replace(rng=None),
+                                  sub.replace(rng=None))
+  return merged.replace(rng=sub.rng)
 
 
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple of this (one compile each)
