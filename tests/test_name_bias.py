@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audio_interaction.infer.name_bias import NameBias
+from audio_interaction.infer.name_bias import GOING_ON_FACTOR, NameBias
 
 VOCAB = 64
 # Class 0 is "no sound"; 1: one token; 2: three; 3 and 4 share a token (as "smoke alarm"
@@ -51,15 +51,17 @@ def test_a_whole_name_starts_with_its_first_token_and_goes_on_ungated():
   assert raised(bias(True), decoder_logits(0.3), HEARD) == ({20: 5.0}, True)
   assert raised(bias(True), decoder_logits(0.3, on=21), HEARD) == ({}, False)
   # Midway through class 2's name: its next token at full strength, though the decoder
-  # gives no name any probability; no name may start meanwhile.
+  # gives no name any probability, and stronger; no name may start meanwhile.
   progress = np.array([[0, 0, 1, 0, 0]])
-  assert raised(bias(True), decoder_logits(0.01), HEARD, progress=progress) == ({21: 10.0}, False)
+  going_on = 10.0 * GOING_ON_FACTOR
+  assert raised(bias(True), decoder_logits(0.01), HEARD, progress=progress) == (
+      {21: going_on}, False)
   progress[0, 2] = 2
-  assert raised(bias(True), decoder_logits(0.01), HEARD, progress=progress)[0] == {22: 10.0}
+  assert raised(bias(True), decoder_logits(0.01), HEARD, progress=progress)[0] == {22: going_on}
   # A name the decoder started itself, of a class not heard: a nudge, not the strength.
   started_unheard = np.array([[0, 0, 0, 1, 0]])
   assert raised(bias(True), decoder_logits(0.01), HEARD, progress=started_unheard)[0] == {
-      31: 0.5}
+      31: 0.05 * going_on}
   # Once: a name already started in this reply is not started again.
   assert raised(bias(True, once=True), decoder_logits(0.3), HEARD, said=(20,)) == ({}, True)
 
