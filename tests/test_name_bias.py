@@ -69,15 +69,20 @@ def test_a_whole_name_starts_with_its_first_token_and_goes_on_ungated():
 def test_advance_counts_a_name_through_and_forgets_it_at_its_end():
   name_bias = bias(True)
 
-  def advance(progress, token, naming=True):
+  def advance(progress, token, naming=True, own=60):
+    """With the decoder's own most likely token `own` (60: no name's)."""
     return np.asarray(name_bias.advance(jnp.asarray([progress], jnp.int32),
-                                        jnp.asarray([token]), jnp.asarray([naming])))[0].tolist()
+                                        jnp.asarray([token]), jnp.asarray([naming]),
+                                        decoder_logits(0.9, on=own)))[0].tolist()
 
   assert advance([0, 0, 0, 0, 0], 20) == [0, 0, 1, 0, 0]
   assert advance([0, 0, 1, 0, 0], 21) == [0, 0, 2, 0, 0]
   assert advance([0, 0, 2, 0, 0], 22) == [0, 0, 0, 0, 0]   # said in full
   assert advance([0, 0, 1, 0, 0], 5, naming=False) == [0, 0, 0, 0, 0]  # broken off
   assert advance([0, 0, 0, 0, 0], 20, naming=False) == [0, 0, 0, 0, 0]  # not a naming step
+  # A first token the decoder chose itself is its own word ("b" of "the baby is crying").
+  assert advance([0, 0, 0, 0, 0], 20, own=20) == [0, 0, 0, 0, 0]
+  assert advance([0, 0, 1, 0, 0], 21, own=21) == [0, 0, 2, 0, 0]  # (a started name goes on)
   assert advance([0, 0, 0, 0, 0], 10) == [0, 0, 0, 0, 0]   # a one-token name is said at once
   # "30 31" said in full does not start "31 32": the engine passes naming=False mid-name.
   _, naming = raised(name_bias, decoder_logits(0.3, on=31), HEARD,

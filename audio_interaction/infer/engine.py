@@ -532,8 +532,8 @@ class Engine:
       said = jnp.where((writing & (token == sf.EOR_ID))[:, None], False, said)
       progress = state.name_progress
       if self._name_bias is not None:
-        progress = jnp.where(writing[:, None],
-                             self._name_bias.advance(progress, token, naming), progress)
+        advanced = self._name_bias.advance(progress, token, naming, state.next_logits)
+        progress = jnp.where(writing[:, None], advanced, progress)
       tokens = tokens.at[:, i].set(token)
       done = done | (token == sf.EOR_ID) | ~active
       return state.replace(stream=stream, next_logits=next_logits, rng=rng,

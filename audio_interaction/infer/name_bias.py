@@ -12,11 +12,13 @@ Two ways to bias a name:
   A name's pieces then come out in any order or mixed with another name's ("smcat
   meowing", "a keyboard" for "typing on a keyboard"), and sub-word pieces ("i", "a",
   "s") pull on any word.
-- whole (`whole=True`): only a name's first token where a name may start; once a reply
-  has started a name at a naming step, the name's next token until it is said in full,
-  ungated and `GOING_ON_FACTOR` times as strong (the decoder does not expect the rest
-  of a name it did not choose). Which name a started prefix continues is weighed by how
-  surely each was heard.
+- whole (`whole=True`): only a name's first token where a name may start; once the bias
+  has started a name (at a naming step, a name's first token the decoder would not have
+  chosen itself), the name's next token until it is said in full, ungated and
+  `GOING_ON_FACTOR` times as strong: the decoder does not expect the rest of a name it
+  did not choose. A first piece the decoder chose itself is its own word, whatever it
+  shares with a name ("f" of "something fell", "b" of "the baby is crying"). Which name
+  a started prefix continues is weighed by how surely each was heard.
 """
 
 from __future__ import annotations
@@ -109,12 +111,16 @@ class NameBias:
     # A name said in full is not the start of another ("smoke alarm" + "clock").
     return next_logits + jnp.where(in_name[:, None], going_on, bias), naming & ~in_name
 
-  def advance(self, name_progress: Array, token: Array, naming: Array) -> Array:
+  def advance(self, name_progress: Array, token: Array, naming: Array,
+              decoder_logits: Array) -> Array:
     """`name_progress` [B, K] after the reply wrote `token` [B] at a step that was
-    `naming` [B] or not: a name goes on where the token is its next one, starts (at a
-    naming step) where the token is its first, and is forgotten once said in full."""
+    `naming` [B] or not, where the decoder's own logits were `decoder_logits` [B, V]: a
+    name goes on where the token is its next one, starts where the bias chose its first
+    token at a naming step (the decoder's own most likely token was another), and is
+    forgotten once said in full."""
     next_ids = jnp.take_along_axis(self.sequences[None], name_progress[..., None], axis=-1)[..., 0]
     goes_on = (name_progress > 0) & (next_ids == token[:, None])
-    starts = naming[:, None] & (self.sequences[None, :, 0] == token[:, None])
+    by_bias = naming & (token != jnp.argmax(decoder_logits, axis=-1))
+    starts = by_bias[:, None] & (self.sequences[None, :, 0] == token[:, None])
     progress = jnp.where(goes_on, name_progress + 1, jnp.where(starts, 1, 0))
     return jnp.where(progress >= self.lengths[None], 0, progress).astype(jnp.int32)
