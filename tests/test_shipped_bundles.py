@@ -92,6 +92,10 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   fit = metadata["sound_event_head_fit"]
   assert tuple(config.model.sound_event_blocks) == tuple(fit["read_blocks"]) == (0, 1, 2)
   assert fit["lead_seconds"] == 2.0
+  # Replies name what the sound-event head heard, whole names, at the strength chosen on
+  # synthetic streams (README, "Whole names").
+  assert (infer.sound_name_bias, infer.sound_name_whole) == (8.0, True)
+  assert metadata["sound_name_bias"]["strength"] == infer.sound_name_bias
 
 
 def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:

@@ -285,7 +285,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                             ("sound_name_bias", args.sound_name_bias),
                                             ("sound_name_gate", args.sound_name_gate),
                                             ("sound_name_once", args.sound_name_once or None),
-                                            ("sound_name_whole", args.sound_name_whole or None),
+                                            ("sound_name_whole", args.sound_name_whole),
                                             ("seed", args.seed))
             if value is not None}
   if args.sound_name_bias is not None and not args.sound_name_bias >= 0:
@@ -311,7 +311,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
       ) + (
           ("--sound-name-once",) if args.sound_name_once else ()
       ) + (
-          ("--sound-name-whole",) if args.sound_name_whole else ()
+          () if args.sound_name_whole is None else
+          ("--sound-name-whole" if args.sound_name_whole else "--no-sound-name-whole",)
       ) + (("--ctc-lm",) if args.ctc_lm else ()) + tuple(overrides)
   command = eval_run.eval_command(
       suites=args.suites, manifest=args.manifest, tfds=args.tfds, classes=args.classes,
@@ -1014,9 +1015,11 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-name-once", action="store_true",
                         help="bias each name token once per reply (default: the model's "
                              "infer.sound_name_once)")
-  evaluate.add_argument("--sound-name-whole", action="store_true",
+  evaluate.add_argument("--sound-name-whole", action=argparse.BooleanOptionalAction,
+                        default=None,
                         help="bias each name whole: its first token, then the rest of a "
-                             "started name (default: the model's infer.sound_name_whole)")
+                             "started name; --no-sound-name-whole: as a bag of tokens "
+                             "(default: the model's infer.sound_name_whole)")
   evaluate.add_argument("--sound-alert-once-per-sound", action="store_true",
                         help="one alert per sound of any alerting class, not one per class "
                              "(default: the model's infer.sound_alert_once_per_sound)")
