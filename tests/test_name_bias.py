@@ -58,7 +58,7 @@ def test_a_whole_name_starts_with_its_first_token_and_goes_on_ungated():
       {21: going_on}, False)
   progress[0, 2] = 2
   assert raised(bias(True), decoder_logits(0.01), HEARD, progress=progress)[0] == {22: going_on}
-  # A name the decoder started itself, of a class not heard: a nudge, not the strength.
+  # A started name of a class hardly heard: a nudge, not the strength.
   started_unheard = np.array([[0, 0, 0, 1, 0]])
   assert raised(bias(True), decoder_logits(0.01), HEARD, progress=started_unheard)[0] == {
       31: 0.05 * going_on}

@@ -32,8 +32,10 @@ import numpy as np
 from audio_interaction.model.layers import Array
 from audio_interaction.model.model import name_token_counts
 
-# A continued name's weights are each candidate's heard probability over the largest
-# candidate's, floored so that names heard at all but faintly are not inflated.
+# A started name's weight: its heard probability over the largest started candidate's
+# (the surest goes on at full strength), the divisor at least this much so that names
+# heard only faintly are not raised to full strength, and the weight at least this much
+# so that a started name heard faintly is still nudged on.
 _HEARD_FLOOR = 0.05
 # A started name goes on at this many times the strength: the decoder, which did not
 # choose it, is sure of its own next piece ("sm" + "cat meowing" at 8 nats, `listen` on
