@@ -20,7 +20,7 @@ import safetensors.numpy
 
 from audio_interaction import stream_format as sf
 from audio_interaction.apps import cli
-from audio_interaction.corpus import tasks
+from audio_interaction.corpus import tasks, worlds
 from audio_interaction.corpus.timeline import render
 from audio_interaction.data.tokenizer import ByteTokenizer
 from audio_interaction.export import portable, stablehlo, stablehlo_runner, tensors
@@ -34,11 +34,17 @@ CHUNKS = 10
 
 @pytest.fixture(scope="module")
 def small(request):
-  """(model, params, tokenizer, config); `request.param` "copy" adds the copy head."""
+  """(model, params, tokenizer, config); `request.param` "copy" adds the copy head,
+  "names" a sound-event head whose heard classes' names bias every reply token (whole
+  names, gate 0: the bias's tables and state go through the export too)."""
   tokenizer = ByteTokenizer()
+  variant = getattr(request, "param", "plain")
+  names = {"model.sound_event_classes": len(worlds.SOUND_EVENT_LABELS),
+           "infer.sound_name_bias": 200.0, "infer.sound_name_gate": 0.0,
+           "infer.sound_name_whole": True} if variant == "names" else {}
   config = model_testing.small_config(**{
       "model.decoder.vocab_size": tokenizer.vocab_size,
-      "model.decoder.copy_instruction": getattr(request, "param", "plain") == "copy"})
+      "model.decoder.copy_instruction": variant == "copy", **names})
   model = AudioInteractionModel(config)
   params = model.init(jax.random.key(5))
   if config.model.decoder.copy_instruction:  # copies win: the replies to reproduce are copies
@@ -217,18 +223,21 @@ print(json.dumps({"platforms": exported.manifest["platforms"],
 """
 
 
-@pytest.mark.parametrize("small", ["plain", "copy"], indirect=True)
+@pytest.mark.parametrize("small", ["plain", "copy", "names"], indirect=True)
 def test_stablehlo_export_runs_without_the_model_code_as_the_engine(small, streams, tmp_path):
   model, params, tokenizer, config = small
   audio, instructions = streams
   ids = [tokenizer.encode(i) for i in instructions]
-  engine = Engine(model)
+  engine = Engine.from_infer(model, config.infer, tokenizer)
   probe = _engine_run(engine, params, audio, ids, 2.0)
   # A threshold inside the range of P(SPEAK), so the run both speaks and stays silent.
   threshold = float(np.median([c[0] for row in probe for c in row]))
   expected = _engine_run(engine, params, audio, ids, threshold)
   spoke = [c[1] for row in expected for c in row]
   assert any(spoke) and not all(spoke)
+  if config.infer.sound_name_bias:  # the names change what is said, so the export must carry them
+    unbiased = _engine_run(Engine(model), params, audio, ids, threshold)
+    assert [c[2] for row in unbiased for c in row] != [c[2] for row in expected for c in row]
 
   out = cli.main(["export", "--bundle", str(portable.save_bundle(tmp_path / "b", params,
                                                                   tokenizer, config)),
