@@ -3,7 +3,7 @@ r"""What does biasing replies towards the heard sounds' names cost per reply tok
 Run::
 
   python benchmarks/name_bias.py                 # the real-audio bundle, 200 calls per setting
-  python benchmarks/name_bias.py --calls 20      # a smoke test
+  python benchmarks/name_bias.py --quick         # a smoke test (10 calls)
 
 The shipped real-audio bundle (it has a sound-event head) writes reply tokens through
 the jitted, donated `Engine.speak` (4 tokens a call, as the live loop writes per chunk)
@@ -51,7 +51,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", default="real-audio")
   parser.add_argument("--calls", type=int, default=200)
+  parser.add_argument("--quick", action="store_true", help="10 calls per setting")
   args = parser.parse_args()
+  if args.quick:
+    args.calls = 10
   model, params, tokenizer, note = portable.load_model(None, args.checkpoint)
   infer = portable.bundle_config(args.checkpoint).infer
   engines = {}
