@@ -28,9 +28,10 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(REPO))
 
-# One XLA thread (see benchmarks/stream_step.py, ONE_THREAD_ENV): set before jax loads.
-for _name, _value in {"NPROC": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
-                      "OMP_NUM_THREADS": "1", "JAX_PLATFORMS": "cpu"}.items():
+from benchmarks.stream_step import ONE_THREAD_ENV, machine  # noqa: E402  (no jax there)
+
+# One XLA thread: set before jax loads.
+for _name, _value in ONE_THREAD_ENV.items():
   os.environ.setdefault(_name, _value)
 
 import jax  # noqa: E402  (after the thread settings)
@@ -39,7 +40,6 @@ import numpy as np  # noqa: E402
 from audio_interaction.corpus import sounds  # noqa: E402
 from audio_interaction.export import portable  # noqa: E402
 from audio_interaction.infer.engine import Engine  # noqa: E402
-from benchmarks.stream_step import machine  # noqa: E402
 
 TOKENS_PER_CALL = 4
 SETTINGS = {"no bias": {"sound_name_bias": 0.0},

@@ -32,9 +32,10 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(REPO))
 
-# One XLA thread (see benchmarks/stream_step.py, ONE_THREAD_ENV): set before jax loads.
-for _name, _value in {"NPROC": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
-                      "OMP_NUM_THREADS": "1", "JAX_PLATFORMS": "cpu"}.items():
+from benchmarks.stream_step import ONE_THREAD_ENV  # noqa: E402  (no jax there)
+
+# One XLA thread: set before jax loads.
+for _name, _value in ONE_THREAD_ENV.items():
   os.environ.setdefault(_name, _value)
 
 import jax  # noqa: E402  (after the thread settings)
