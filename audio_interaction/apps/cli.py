@@ -14,6 +14,7 @@ Verbs:
   tune        choose the operating point (model threshold, hybrid model + VAD, gated
               timer, or silence timer) on dev-set manifests; optionally store it in the bundle.
   name-sound  what sound the sound-event head hears in audio files (its likeliest classes).
+  ask         a question about each audio file, answered by the decoder ("What sound is this?").
   proactive-bench  the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip, accuracy.
   export      write a workdir's (or a bundle's) model as a bundle, as safetensors, or as
               serialized StableHLO streaming steps that run without the model code.
@@ -472,6 +473,19 @@ def _name_sound(args: argparse.Namespace, overrides: list[str]) -> int:
     for segment in result.get("segments", ()):
       print(f"  {segment['start_s']:7.2f}-{segment['end_s']:.2f} s  {segment['name']} "
             f"({segment['probability']:.2f})")
+  _write_json_lines(args.json, results)
+  return 0
+
+
+def _ask(args: argparse.Namespace, overrides: list[str]) -> int:
+  from audio_interaction.apps import ask
+  _refuse_config("ask", overrides, BUNDLE_BRINGS_CONFIG)
+  try:
+    results = ask.ask_files(args.paths, args.question, args.checkpoint)
+  except ValueError as error:
+    raise UsageError(str(error)) from error
+  for result in results:
+    print(f"{result['file']} ({result['seconds']:.1f} s): {result['answer']}")
   _write_json_lines(args.json, results)
   return 0
 
@@ -1116,6 +1130,13 @@ def build_parser() -> argparse.ArgumentParser:
   namer.add_argument("--segment-min-chunks", type=int, default=2,
                      help="--segments: the fewest chunks running that make a segment")
   namer.set_defaults(run=_name_sound)
+
+  asker = verbs.add_parser(
+      "ask", help="a question about each audio file, answered by the model's decoder")
+  _audio_file_flags(asker, "write one JSON line per file: its question and answer")
+  asker.add_argument("--question", default="What sound is this?",
+                     help="what to ask about each file (the offline prompt's instruction)")
+  asker.set_defaults(run=_ask)
 
   bench = verbs.add_parser("proactive-bench",
                            help="the Proactive-Sound-Bench layout: RESPOND/IGNORE per clip")

@@ -1,0 +1,49 @@
+"""`audio-interaction ask`: a question about each audio file, answered by the model's decoder.
+
+The offline tasks ("what sound is this?", "how many times did the dog bark?",
+"transcribe this") are one prompt layout (`stream_format.offline_prompt`): the clip's
+audio slots after `<offline> <audio>`, then the question as the instruction, then the
+answer. Each file is read (any rate and channel count: resampled to 16 kHz mono) and
+answered through the engine's cache (`Engine.answer`) with the bundle's own `infer`
+block: its sampling, its longest answer and, where it has a sound-event head and
+`infer.sound_name_bias`, the names of what the head heard biased into the answer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from audio_interaction import stream_format as sf
+from audio_interaction.audio import io as audio_io
+from audio_interaction.export import portable
+from audio_interaction.infer.engine import Engine
+
+DEFAULT_QUESTION = "What sound is this?"
+
+
+def ask_files(paths: Sequence[str | os.PathLike], question: str = DEFAULT_QUESTION,
+              bundle: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+  """Per file: {"file", "seconds", "question", "answer"}.
+
+  Args:
+    paths: audio files (AudioError names a missing, empty or undecodable one before any
+      model work).
+    question: what to ask about each (the instruction of the offline prompt).
+    bundle: a model bundle (default: the embedded model).
+
+  Raises:
+    ValueError: an empty question.
+  """
+  if not question.strip():
+    raise ValueError("the question is empty: ask something about the audio")
+  clips = [(str(path), audio_io.load_audio(path)) for path in paths]
+  model, params, tokenizer, _ = portable.load_model(None, bundle)
+  infer = portable.bundle_config(bundle).infer
+  engine = Engine.from_infer(model, infer, tokenizer)
+  asked = tokenizer.encode(question)
+  return [{"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3), "question": question,
+           "answer": tokenizer.decode(engine.answer(params, audio, asked,
+                                                    max_tokens=infer.max_answer_tokens))}
+          for path, audio in clips]
