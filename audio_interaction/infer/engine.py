@@ -521,8 +521,8 @@ class Engine:
     def write_one(i, carry):
       state, tokens, done = carry
       rng, key = jax.random.split(state.rng)
-      logits, naming = self._reply_logits(state)
-      token = sample_tokens(logits, key, self.sampling)
+      biased, naming = self._reply_logits(state)
+      token = sample_tokens(biased, key, self.sampling)
       writing = active & ~done & (i < limit)
       token = jnp.where(writing, token, sf.PAD_ID)
       stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])

@@ -5,7 +5,9 @@ names (README, "Naming what the head heard"). `NameBias` hands the reply the hea
 at sampling time, untrained: where the decoder is about to name a sound (it gives the
 names' tokens at least `gate` of its probability), each class's name is biased up by
 `strength` times how lately and how surely the class was heard
-(`EngineState.heard_sounds`). The decoder says when a sound is named, the head which.
+(`EngineState.heard_sounds`). The decoder says when a sound is named, the head which;
+biased everywhere, the names broke the replies' other words ("breaking" for "i heard
+glass breaking", README).
 
 Two ways to bias a name:
 - as a bag of tokens (`whole=False`): every token of the name, at every naming step.
