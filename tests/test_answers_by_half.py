@@ -1,0 +1,41 @@
+"""docs/answers_by_half.py: answer accuracy per tuning half, against counts by hand."""
+
+import importlib.util
+import json
+import pathlib
+
+SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "answers_by_half.py"
+
+
+def _module():
+  spec = importlib.util.spec_from_file_location("answers_by_half", SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _run(path, answers):
+  """An eval run directory whose cases.jsonl holds {case: (expected, said)}."""
+  path.mkdir()
+  lines = [json.dumps({"case": name, "expected": [{"text": text, "kind": "answer"}],
+                       "systems": {"model": {"answer": said}}})
+           for name, (text, said) in answers.items()]
+  (path / "cases.jsonl").write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_each_half_counts_its_own_cases_right_after_normalising(tmp_path):
+  by_half = _module()
+  run = _run(tmp_path / "run", {
+      "a1": ("a dog barking", "A dog, barking."),  # right: normalised equal
+      "a2": ("rain", "a doorbell"),
+      "b1": ("a siren", "a siren"),
+      "b2": ("thunder", None),                      # no answer: wrong
+      "b3": ("music", "music"),
+      "b4": ("footsteps", "a phone ringing")})
+  assert by_half.right_by_case(run) == {"a1": True, "a2": False, "b1": True, "b2": False,
+                                        "b3": True, "b4": False}
+  [row] = by_half.rows([("β 8", run)], {"A": ["a1", "a2"], "B": ["b1", "b2", "b3", "b4"]})
+  label, half_a, half_b = [cell.strip() for cell in row.strip("|").split("|")]
+  assert label == "β 8"
+  assert half_a.startswith("1 of 2, 50% [") and half_b.startswith("2 of 4, 50% [")
