@@ -1,17 +1,8 @@
 """docs/answers_by_half.py: answer accuracy per tuning half, against counts by hand."""
 
-import importlib.util
 import json
-import pathlib
 
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "answers_by_half.py"
-
-
-def _module():
-  spec = importlib.util.spec_from_file_location("answers_by_half", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from repo_scripts import load_script
 
 
 def _run(path, answers):
@@ -25,7 +16,7 @@ def _run(path, answers):
 
 
 def test_each_half_counts_its_own_cases_right_after_normalising(tmp_path):
-  by_half = _module()
+  by_half = load_script("docs/answers_by_half.py")
   run = _run(tmp_path / "run", {
       "a1": ("a dog barking", "A dog, barking."),  # right: normalised equal
       "a2": ("rain", "a doorbell"),

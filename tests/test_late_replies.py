@@ -1,16 +1,11 @@
 """benchmarks/late_replies.py's per-stream sums, on a hand-made row."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
+from repo_scripts import load_script
 
 from audio_interaction import stream_format as sf
 
-_PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "late_replies.py"
-_SPEC = importlib.util.spec_from_file_location("late_replies", _PATH)
-late_replies = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(late_replies)
+late_replies = load_script("benchmarks/late_replies.py")
 
 
 def test_sums_count_reply_tokens_naming_a_heard_sound_on_each_side_of_the_cut():

@@ -1,19 +1,9 @@
 """docs/pooled_turns.py: B5 pooled over eval runs, against counts worked out by hand."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "pooled_turns.py"
-
-
-def _module():
-  spec = importlib.util.spec_from_file_location("pooled_turns", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from repo_scripts import load_script
 
 
 def _run(path, turns, cut_in, miss, latencies, timer_latencies):
@@ -27,7 +17,7 @@ def _run(path, turns, cut_in, miss, latencies, timer_latencies):
 
 
 def test_turns_are_pooled_as_counts_and_one_median(tmp_path, capsys, monkeypatch):
-  pooled = _module()
+  pooled = load_script("docs/pooled_turns.py")
   a = _run(tmp_path / "a", 4, 0.5, 0.25, [0.1, 0.2, 0.9], [0.7, 0.7, 0.7, 0.7])
   b = _run(tmp_path / "b", 6, 1 / 3, 0.0, [0.3, 0.4, 0.5, 0.6, 0.8, 1.0], [0.8] * 6)
   # 2 + 2 cut-ins, 1 + 0 misses of 10 turns; the median of all 9 latencies is 0.5

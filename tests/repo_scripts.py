@@ -1,0 +1,16 @@
+"""Loads a script of the repository (docs/*.py, benchmarks/*.py) as a module, for its tests."""
+
+import importlib.util
+import pathlib
+import types
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path: str) -> types.ModuleType:
+  """The script at `relative_path` (from the repository root), executed as a module."""
+  path = REPO / relative_path
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
