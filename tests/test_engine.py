@@ -262,8 +262,9 @@ def test_with_name_once_a_reply_says_each_name_token_biased_once(sound_model):
   assert speak_one(once, said=(33, 34, 35))[0] == 50  # the whole name said: the decoder's word
   token, said = speak_one(once)
   assert said[token] and said.sum() == 1  # what the reply says is remembered ...
-  _, said = speak_one(plain, said=(33,), top=sf.EOR_ID)  # (no bias: the decoder ends it)
-  assert not said.any()  # ... until it ends
+  # (the whole name said, nothing biased: the decoder ends the reply)
+  token, said = speak_one(once, said=(33, 34, 35), top=sf.EOR_ID)
+  assert token == sf.EOR_ID and not said.any()  # ... until it ends
 
 
 def test_a_whole_name_bias_says_the_heard_name_to_its_end(sound_model):

@@ -47,10 +47,11 @@ class EngineState:
       `SamplingConfig.name_decay` per chunk since ("no sound" held at 0); what
       `SamplingConfig.name_bias` biases replies towards.
     reply_said: [B, V] bool the tokens the current reply has said (cleared at `<eor>`):
-      with `SamplingConfig.name_once` a name token is biased up once per reply.
+      with `SamplingConfig.name_once` a name token is biased up once per reply (kept
+      only then; all False otherwise).
     name_progress: [B, K] int32 how many tokens of each class's name the reply has just
       said (0: none; `name_bias.NameBias.advance`): with `SamplingConfig.name_whole` a
-      started name is biased on to its end.
+      started name is biased on to its end (kept only then; 0 otherwise).
   """
 
   stream: StreamState
@@ -527,11 +528,11 @@ class Engine:
       token = jnp.where(writing, token, sf.PAD_ID)
       stream, logits = self.model.prefill(params, state.stream, token[:, None], writing[:, None])
       next_logits = jnp.where(writing[:, None], logits[:, 0], state.next_logits)
-      said = state.reply_said | (jax.nn.one_hot(token, self.vocab_size, dtype=bool)
-                                 & writing[:, None])
-      said = jnp.where((writing & (token == sf.EOR_ID))[:, None], False, said)
-      progress = state.name_progress
-      if self._name_bias is not None:
+      said, progress = state.reply_said, state.name_progress
+      if self._name_bias is not None and self._name_bias.once:  # only `once` reads it
+        said = said | (jax.nn.one_hot(token, self.vocab_size, dtype=bool) & writing[:, None])
+        said = jnp.where((writing & (token == sf.EOR_ID))[:, None], False, said)
+      if self._name_bias is not None and self._name_bias.whole:  # only whole names read it
         advanced = self._name_bias.advance(progress, token, naming, state.next_logits)
         progress = jnp.where(writing[:, None], advanced, progress)
       tokens = tokens.at[:, i].set(token)

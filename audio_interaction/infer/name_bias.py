@@ -108,7 +108,7 @@ class NameBias:
     candidates = jnp.where(started, heard_sounds, 0.0)
     weights = candidates / jnp.maximum(jnp.max(candidates, -1, keepdims=True), _HEARD_FLOOR)
     weights = jnp.where(started, jnp.maximum(weights, _HEARD_FLOOR), 0.0)
-    next_ids = jnp.take_along_axis(self.sequences[None], name_progress[..., None], axis=-1)[..., 0]
+    next_ids = self._next_ids(name_progress)
     going_on = GOING_ON_FACTOR * self.strength * jnp.sum(
         weights[..., None] * jax.nn.one_hot(next_ids, vocab), 1)
     in_name = jnp.any(started, axis=-1)
@@ -122,9 +122,13 @@ class NameBias:
     name goes on where the token is its next one, starts where the bias chose its first
     token at a naming step (the decoder's own most likely token was another), and is
     forgotten once said in full."""
-    next_ids = jnp.take_along_axis(self.sequences[None], name_progress[..., None], axis=-1)[..., 0]
+    next_ids = self._next_ids(name_progress)
     goes_on = (name_progress > 0) & (next_ids == token[:, None])
     by_bias = naming & (token != jnp.argmax(decoder_logits, axis=-1))
     starts = by_bias[:, None] & (self.sequences[None, :, 0] == token[:, None])
     progress = jnp.where(goes_on, name_progress + 1, jnp.where(starts, 1, 0))
     return jnp.where(progress >= self.lengths[None], 0, progress).astype(jnp.int32)
+
+  def _next_ids(self, name_progress: Array) -> Array:
+    """[B, K] each class's name token after the `name_progress` [B, K] said so far."""
+    return jnp.take_along_axis(self.sequences[None], name_progress[..., None], axis=-1)[..., 0]
