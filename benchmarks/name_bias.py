@@ -56,7 +56,10 @@ def main() -> None:
   if args.quick:
     args.calls = 10
   model, params, tokenizer, note = portable.load_model(None, args.checkpoint)
-  infer = portable.bundle_config(args.checkpoint).infer
+  if not model.config.sound_event_classes:
+    parser.error(f"--checkpoint {args.checkpoint}: the model has no sound-event head, so "
+                 "there are no heard sounds to name (try real-audio)")
+  infer = portable.bundle_infer_config(args.checkpoint)
   engines = {}
   for name, values in SETTINGS.items():
     setting = infer.copy_and_resolve_references()

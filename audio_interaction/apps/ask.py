@@ -40,7 +40,7 @@ def ask_files(paths: Sequence[str | os.PathLike], question: str = DEFAULT_QUESTI
     raise ValueError("the question is empty: ask something about the audio")
   clips = [(str(path), audio_io.load_audio(path)) for path in paths]
   model, params, tokenizer, _ = portable.load_model(None, bundle)
-  infer = portable.bundle_config(bundle).infer
+  infer = portable.bundle_infer_config(bundle)
   engine = Engine.from_infer(model, infer, tokenizer)
   asked = tokenizer.encode(question)
   return [{"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3), "question": question,

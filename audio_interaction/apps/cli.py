@@ -250,7 +250,8 @@ def _heldout(args: argparse.Namespace, overrides: list[str]) -> int:
   policy = policy_from_config(infer, chunk_seconds=model.config.chunk_seconds,
                               threshold=args.threshold)
   speech, sounds = heldout_sources()
-  result = heldout.evaluate_heldout(Engine(model), params, tokenizer, speech, sounds,
+  result = heldout.evaluate_heldout(Engine.from_infer(model, infer, tokenizer), params,
+                                    tokenizer, speech, sounds,
                                     policy=policy, streams_per_subtask=args.streams,
                                     max_reply_tokens=infer.max_reply_tokens)
   print(f"model: {note}; {args.streams} held-out streams per online sub-task, "

@@ -35,7 +35,7 @@ def run_proactive_bench(*, manifest: str | pathlib.Path, root: str | pathlib.Pat
   reference = bench.read_answers(answers) if answers else None
   model, params, tokenizer, _ = load_model(None, bundle)
   infer = infer if infer is not None else bundle_infer_config(bundle)
-  engine = Engine(model)
+  engine = Engine.from_infer(model, infer, tokenizer)
   instruction_ids = tokenizer.encode(instruction)
 
   def replies_of(audio):

@@ -18,7 +18,6 @@ from audio_interaction.apps.eval_run import check_out_dir, skip_note
 from audio_interaction.corpus.manifest import read_manifest
 from audio_interaction.eval import suites, tune
 from audio_interaction.export import portable
-from audio_interaction.infer.engine import Engine
 
 TUNE_FILES = ("tune.json", "tune.md")
 
@@ -106,7 +105,9 @@ def run_tune(*, checkpoint: str | None, manifests: Sequence[str], out_dir: str |
   model, params, tokenizer, note = portable.load_model(None, bundle)
   cases, notes, sources = load_cases(manifests, model.config.chunk_ms,
                                      eval_config.answer_window_s, max_cases=max_cases, seed=seed)
-  result = tune.tune(Engine(model), params, tokenizer, cases, base_infer, grid, rule,
+  # The engine the eval runs, with the bundle's sampling (e.g. its name bias).
+  engine = suites.evaluation_engine(model, tokenizer, eval_config)
+  result = tune.tune(engine, params, tokenizer, cases, base_infer, grid, rule,
                      config=eval_config, seed=seed, progress=progress, sources=sources)
   result["manifests"] = notes
   result["timing"]["wall_seconds"] = time.perf_counter() - began
