@@ -8,8 +8,11 @@ setting of the answers (e.g. `--sound-name-bias`) is chosen the same way by runn
   python docs/answers_by_half.py --manifest data/real_dev/events.jsonl --suite B3 \\
       --run "beta 4=runs/b4" --run "beta 8=runs/b8"
 
-A case is right when some expected answer equals the model's (`metrics.exact_match`);
-each half's accuracy has its 95 % bootstrap interval over cases.
+An offline case is right when some expected answer equals the model's
+(`metrics.exact_match`); an online one (B7 on a manifest of requests,
+docs/watch_requests.py) when every reply it warrants was answered in time with the
+exact words (cases.jsonl's `in_time_exact`, as B7's accuracy counts). Each half's
+accuracy has its 95 % bootstrap interval over cases.
 """
 
 import argparse
@@ -26,7 +29,11 @@ def right_by_case(run: pathlib.Path) -> dict[str, bool]:
   right = {}
   for line in (run / "cases.jsonl").read_text().splitlines():
     case = json.loads(line)
-    said = case["systems"]["model"].get("answer") or ""
+    model = case["systems"]["model"]
+    if "in_time_exact" in model:
+      right[case["case"]] = model["in_time_exact"] == len(case["expected"])
+      continue
+    said = model.get("answer") or ""
     right[case["case"]] = any(exact_match(e["text"], said) for e in case["expected"])
   return right
 

@@ -30,3 +30,17 @@ def test_each_half_counts_its_own_cases_right_after_normalising(tmp_path):
   label, half_a, half_b = [cell.strip() for cell in row.strip("|").split("|")]
   assert label == "β 8"
   assert half_a.startswith("1 of 2, 50% [") and half_b.startswith("2 of 4, 50% [")
+
+
+def test_an_online_case_is_right_when_every_reply_was_said_in_time_exactly(tmp_path):
+  by_half = load_script("docs/answers_by_half.py")
+  (tmp_path / "run").mkdir()
+  expected = [{"text": "i hear rain", "ready_s": 3.0, "kind": "alert"}]
+  lines = [json.dumps({"case": name, "expected": expected * count,
+                       "systems": {"model": {"replies": [], "in_time": hits,
+                                             "in_time_exact": exact}}})
+           for name, count, hits, exact in (("all", 1, 1, 1), ("late", 1, 0, 0),
+                                           ("wrong words", 1, 1, 0), ("half", 2, 2, 1))]
+  (tmp_path / "run" / "cases.jsonl").write_text("\n".join(lines) + "\n")
+  assert by_half.right_by_case(tmp_path / "run") == {
+      "all": True, "late": False, "wrong words": False, "half": False}

@@ -282,6 +282,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                             ("policy", args.policy),
                                             ("min_silence_seconds", args.min_silence),
                                             ("sound_alert_threshold", args.sound_alert),
+                                            ("sound_watch_threshold", args.sound_watch),
                                             ("sound_alert_once_per_sound",
                                              args.sound_alert_once_per_sound or None),
                                             ("sound_name_bias", args.sound_name_bias),
@@ -303,6 +304,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
       ("threshold", "--threshold"), ("vad", "--vad"), ("silence", "--silence"),
       ("baseline_silence", "--baseline-silence"),
       ("policy", "--policy"), ("min_silence", "--min-silence"), ("sound_alert", "--sound-alert"),
+      ("sound_watch", "--sound-watch"),
       ("sound_name_bias", "--sound-name-bias"), ("sound_name_gate", "--sound-name-gate"),
       ("seed", "--seed"), ("sweep", "--sweep"), ("min_turns", "--min-turns"),
       ("min_alert_events", "--min-alert-events"), ("resamples", "--resamples"),
@@ -1016,6 +1018,10 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--sound-alert", type=_probability, default=None, metavar="P",
                         help="alerts from the sound-event head at this probability, 0: off "
                              "(default: the model's infer.sound_alert_threshold)")
+  evaluate.add_argument("--sound-watch", type=_probability, default=None, metavar="P",
+                        help="the sound an instruction asks for (\"tell me when you hear "
+                             "...\") watched by the sound-event head at this probability, "
+                             "0: off (default: the model's infer.sound_watch_threshold)")
   evaluate.add_argument("--seed", type=int, default=None,
                         help="first seed of the generated streams (default 9000; another "
                              "seed draws other held-out streams, e.g. to confirm a choice "

@@ -187,10 +187,6 @@ def _with_fillers(c: Composer, text: str) -> list:
   return pieces + [" ".join(words[previous:])]
 
 
-def _react(label: str) -> str:
-  return f"i hear {worlds.sound_name(label)}"
-
-
 def _play_quiet(c: Composer, label: str, kind: str, gap: tuple[float, float] = (0.4, 1.5)):
   """Plays an event that must not be answered, then leaves a gap."""
   event = c.play(label, role=kind)
@@ -326,7 +322,7 @@ def follow_sound(c: Composer, cfg: TaskConfig) -> str:
   for _ in range(int(c.rng.integers(1, 4))):
     _play_quiet(c, choose(c.rng, others), "distractor")
   event = c.play(target, role="target")
-  c.reply(_react(target), event.recognisable_at, f"{target} recognisable")
+  c.reply(worlds.heard_message(target), event.recognisable_at, f"{target} recognisable")
   return f"Tell me when you hear {worlds.sound_name(target)}."
 
 
@@ -516,13 +512,14 @@ def instruction_change(c: Composer, cfg: TaskConfig) -> str:
   if c.rng.random() < 0.5:
     _play_quiet(c, new, "not the target yet")
   event = c.play(old, role="target")
-  c.after_reply(c.reply(_react(old), event.recognisable_at, f"{old} recognisable"))
+  c.after_reply(c.reply(worlds.heard_message(old), event.recognisable_at,
+                        f"{old} recognisable"))
   change = c.say(f"from now on, tell me when you hear {worlds.sound_name(new)} instead")
   c.after_reply(c.reply(f"ok, i will listen for {worlds.sound_name(new)}", change.speech_end,
                         "instruction change ended"))
   _play_quiet(c, old, "old target")
   event = c.play(new, role="target")
-  c.reply(_react(new), event.recognisable_at, f"{new} recognisable")
+  c.reply(worlds.heard_message(new), event.recognisable_at, f"{new} recognisable")
   return f"Tell me when you hear {worlds.sound_name(old)}."
 
 

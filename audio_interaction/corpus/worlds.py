@@ -378,6 +378,12 @@ def alert_message(label: str) -> str:
   return info.alert
 
 
+def heard_message(label: str) -> str:
+  """What a model says when it hears a sound it was asked to listen for: "i hear a dog
+  barking"."""
+  return f"i hear {sound_name(label)}"
+
+
 def countable(label: str) -> bool:
   return sound_info(label).noun is not None
 

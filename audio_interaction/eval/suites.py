@@ -72,6 +72,7 @@ from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
+from audio_interaction.infer.sound_watch import SOUND_WATCH_KEYS, parse_watch, sound_watches
 from audio_interaction.infer.sound_naming import SoundNamer
 from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import AudioInteractionModel, Params
@@ -218,6 +219,10 @@ class EvalConfig:
     sound_alert_once_per_sound: alerts from the
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
+  sound_watch_threshold, sound_watch_chunks, sound_watch_gap_seconds,
+    sound_watch_hold_seconds: the sound an instruction asks for ("tell me when you
+    hear ...") watched by the sound-event head (`infer/sound_watch.py`; threshold 0:
+    off), in the same rows as the alerts.
   sound_name_bias, sound_name_decay, sound_name_gate, sound_name_once,
     sound_name_whole: replies and
     answers biased towards the names of the sounds the head heard
@@ -256,6 +261,10 @@ class EvalConfig:
   sound_alert_chunks: int = _INFER.sound_alert_chunks
   sound_alert_hold_seconds: float = _INFER.sound_alert_hold_seconds
   sound_alert_once_per_sound: bool = _INFER.sound_alert_once_per_sound
+  sound_watch_threshold: float = _INFER.sound_watch_threshold
+  sound_watch_chunks: int = _INFER.sound_watch_chunks
+  sound_watch_gap_seconds: float = _INFER.sound_watch_gap_seconds
+  sound_watch_hold_seconds: float = _INFER.sound_watch_hold_seconds
   sound_name_bias: float = _INFER.sound_name_bias
   sound_name_decay: float = _INFER.sound_name_decay
   sound_name_gate: float = _INFER.sound_name_gate
@@ -276,7 +285,7 @@ class EvalConfig:
                    "max_answer_tokens": infer.max_answer_tokens,
                    **{key: infer[key] for key in SOUND_ALERT_KEYS},
                    **{key: infer.get(key, _INFER[key])
-                      for key in ("sound_name_bias", "sound_name_decay", "sound_name_gate",
+                      for key in (*SOUND_WATCH_KEYS, "sound_name_bias", "sound_name_decay", "sound_name_gate",
                                   "sound_name_once", "sound_name_whole")}})
     return cls(**{**values, **overrides})
 
@@ -461,8 +470,13 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
                   replies=tuple(replies), quiet=tuple(quiet))
 
 
-def alert_text(label: str) -> str:
-  """The alert a class warrants: its `worlds.alert_message`, else "i hear <class>"."""
+def alert_text(label: str, instruction: str | None = None) -> str:
+  """The reply a class warrants: under an instruction that asks for it ("tell me when
+  you hear a dog barking", `sound_watch.parse_watch`), what it asks to be told ("i
+  hear a dog barking"); else its `worlds.alert_message`, else "i hear <class>"."""
+  request = None if instruction is None else parse_watch(instruction)
+  if request is not None and request.label == label and request.count is None:
+    return request.reply
   info = worlds.SOUNDS.get(label)
   if info is not None and info.alert is not None:
     return info.alert
@@ -506,8 +520,8 @@ def _annotated_cases(row: ManifestRow, clip: np.ndarray, streamed: np.ndarray,
         suffix=f"@{event.onset:g}s")
   alerts = tuple((e.onset, recognisable_at(e)) for e in alert_events)
   spans = tuple((e.onset, e.offset) for e in alert_events)
-  alert_replies = [Reply(alert_text(e.label), ready, f"{e.label} recognisable", kind="alert")
-                   for e, (_, ready) in zip(alert_events, alerts)]
+  alert_replies = [Reply(alert_text(e.label, row.instruction), ready, f"{e.label} recognisable",
+                         kind="alert") for e, (_, ready) in zip(alert_events, alerts)]
   if sound_events:
     add("B6", streamed, ONLINE, alert_replies,
         quiet=[Span(e.onset, e.offset, "benign") for e in sound_events if e.role == "benign"],
@@ -596,7 +610,7 @@ def cases_from_manifest(path: str | ManifestReport, suites: Sequence[str], *,
       event = timeline.sounds[0]
       length = len(clip) / SAMPLE_RATE
       if event.role == "alert":
-        replies = [Reply(alert_text(row.label), event.recognisable_at,
+        replies = [Reply(alert_text(row.label, row.instruction), event.recognisable_at,
                          "alert recognisable", kind="alert")]
         alerts = ((event.start, event.recognisable_at),)
         add("B6", streamed, ONLINE, replies, sound=row.label, annotations=Annotations(
@@ -658,6 +672,10 @@ class Runner:
         ml_collections.ConfigDict({key: getattr(config, key)
                                    for key in SOUND_ALERT_KEYS}),
         tokenizer.encode, chunk_seconds=self.chunk_seconds,
+        sound_event_classes=model_config.sound_event_classes)
+    self.sound_watches = sound_watches(
+        ml_collections.ConfigDict({key: getattr(config, key) for key in SOUND_WATCH_KEYS}),
+        tokenizer.encode, tokenizer.decode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
 
   @property
@@ -736,7 +754,8 @@ class Runner:
                           self.tokenizer.encode(timeline.instruction), policies,
                           max_reply_tokens=cfg.max_reply_tokens,
                           sound_alerts=self.sound_alerts,
-                          sound_alert_rows=range(model_rows))
+                          sound_alert_rows=range(model_rows),
+                          sound_watches=self.sound_watches)
     result.sweep = dict(zip(thresholds, traces))
     if operating is not None:
       result.operating = traces[len(thresholds)]
@@ -1202,9 +1221,12 @@ def headline_intervals(suite: str, runs: Sequence[CaseRun], tokenizer: Tokenizer
                                        seed=config.bootstrap_seed)
 
 
-def case_record(run: CaseRun, tokenizer: Tokenizer) -> dict[str, Any]:
+def case_record(run: CaseRun, tokenizer: Tokenizer, window_chunks: int = EvalConfig.window_chunks
+                ) -> dict[str, Any]:
   """One line of cases.jsonl: the case, what should happen, and per system what it said
-  and when (stream seconds)."""
+  and when (stream seconds); for the model online, how many expected replies it
+  answered in time (`in_time`) and of those with the exact words (`in_time_exact`), as
+  the accuracy of B4/B7 counts them, so a subset of cases can be scored from the file."""
   case, timeline = run.case, run.case.timeline
   systems: dict[str, Any] = {}
   if run.answer is not None:
@@ -1214,6 +1236,9 @@ def case_record(run: CaseRun, tokenizer: Tokenizer) -> dict[str, Any]:
       systems[name] = {"threshold": run.threshold} if name == "model" else {}
       systems[name]["replies"] = [{"start_s": start, "text": text}
                                   for start, text in trace.reply_texts(tokenizer.decode)]
+      if name == "model":
+        score = _score(run, tokenizer, window_chunks)
+        systems[name].update(in_time=score.hits, in_time_exact=score.exact)
       if name == "model" and "B2" in case.suites:
         systems["model_ctc"] = {"words": [[w, t] for w, t in trace.heard_words(tokenizer.decode)]}
   if run.ctc_lm_words is not None:
@@ -1250,7 +1275,7 @@ def score_runs(runs: Sequence[CaseRun], tokenizer: Tokenizer, suites: Sequence[s
     results["suites"][suite] = result
   results["case_counts"] = {s: results["suites"][s]["cases"] for s in suites}
   results["suites_without_cases"] = [s for s in suites if not results["suites"][s]["cases"]]
-  results["per_case"] = [case_record(r, tokenizer) for r in runs]
+  results["per_case"] = [case_record(r, tokenizer, config.window_chunks) for r in runs]
   results["per_subtask"] = _accuracy(runs, tokenizer, config.window_chunks)["per_subtask"]
   online = [r for r in runs if r.model is not None]
   chunks = sum(len(r.model.chunks) for r in online)

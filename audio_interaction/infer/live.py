@@ -53,6 +53,7 @@ from audio_interaction.infer.policies import (DEFAULT_THRESHOLD, DecisionPolicy,
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper, StreamTrace)
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
+from audio_interaction.infer.sound_watch import SOUND_WATCH_KEYS, sound_watches
 from audio_interaction.model.model import Params
 
 # One of the chat instructions the corpus trains on (data/tasks.py), so the default
@@ -116,6 +117,9 @@ class LiveConfig:
     sound_alerts: `infer.sound_alert_*` settings (threshold, chunks, hold_seconds) of
       alerts from the sound-event head (`infer/sound_alerts.py`); None or threshold 0:
       the policy alone decides.
+    sound_watch: `infer.sound_watch_*` settings: the sound the instruction asks for
+      ("tell me when you hear ...") watched by the head (`infer/sound_watch.py`); None
+      or threshold 0: the decoder alone answers.
   """
 
   instruction: str = DEFAULT_INSTRUCTION
@@ -128,6 +132,7 @@ class LiveConfig:
   keep_seconds: float = 120.0
   warm_up: bool = True
   sound_alerts: ml_collections.ConfigDict | None = None
+  sound_watch: ml_collections.ConfigDict | None = None
 
   def __post_init__(self):
     if self.overflow not in OVERFLOW_POLICIES:
@@ -143,10 +148,13 @@ class LiveConfig:
     """The operating point of a config's (or bundle's) `infer` block, with overrides."""
     threshold = infer.threshold if threshold is None else threshold
     alerts = ml_collections.ConfigDict({key: infer[key] for key in SOUND_ALERT_KEYS})
+    # A bundle saved before the watches existed has none of their keys: no watch.
+    watch = ml_collections.ConfigDict({key: infer[key] for key in SOUND_WATCH_KEYS
+                                       if key in infer})
     return cls(policy=policy_from_config(infer, chunk_seconds=chunk_seconds,
                                          threshold=threshold),
                threshold=threshold, max_reply_tokens=infer.max_reply_tokens,
-               **{"sound_alerts": alerts, **fields})
+               **{"sound_alerts": alerts, "sound_watch": watch, **fields})
 
 
 # ------------------------------------------------------------------ the queue
@@ -289,6 +297,9 @@ class LiveSession:
     self.sound_alerts = None if config.sound_alerts is None else sound_alert_rule(
         config.sound_alerts, tokenizer.encode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
+    self.sound_watches = None if config.sound_watch is None else sound_watches(
+        config.sound_watch, tokenizer.encode, tokenizer.decode,
+        chunk_seconds=self.chunk_seconds, sound_event_classes=model_config.sound_event_classes)
     self.sinks: list[EventSink] = list(sinks)
     keep_seconds = config.keep_seconds
     keep = max(1, math.ceil(keep_seconds / self.chunk_seconds))
@@ -483,7 +494,8 @@ class LiveSession:
       self.stepper = await loop.run_in_executor(
           compute, lambda: StreamStepper(self.engine, self.params, [instruction_ids],
                                          [self.policy], max_reply_tokens=config.max_reply_tokens,
-                                         sound_alerts=self.sound_alerts))
+                                         sound_alerts=self.sound_alerts,
+                                         sound_watches=self.sound_watches))
       reader = asyncio.create_task(self._read(source, queue))
       while (item := await queue.get()) is not None:
         if self._pending_instruction is not None:

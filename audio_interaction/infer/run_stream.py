@@ -24,6 +24,7 @@ from audio_interaction.infer.engine import Engine, EngineState, padded_rows
 from audio_interaction.infer import policies as policies_lib
 from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.sound_alerts import SoundAlertRule
+from audio_interaction.infer.sound_watch import SoundWatches
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
 from audio_interaction.model.model import TURN_ENDED, Params
 
@@ -148,7 +149,9 @@ class StreamStepper:
   With `sound_alerts` (`infer/sound_alerts.py`), a free row whose sound-event head hears
   a class that needs attention says that class's alert instead, whatever its policy:
   the alert's tokens are written into the stream `tokens_per_chunk` per chunk, as the
-  model's own replies are.
+  model's own replies are. With `sound_watches` (`infer/sound_watch.py`), a row whose
+  instruction asks for a sound ("tell me when you hear a dog barking") answers it when
+  the head hears it, the same way, and says no alerts of other sounds.
 
   Attributes:
     policies: one per row; may be replaced between steps.
@@ -159,7 +162,8 @@ class StreamStepper:
                instructions: Sequence[Sequence[int]], policies: Sequence[DecisionPolicy], *,
                max_reply_tokens: int | None = None, seed: int = 0,
                sound_alerts: SoundAlertRule | None = None,
-               sound_alert_rows: Sequence[int] | None = None):
+               sound_alert_rows: Sequence[int] | None = None,
+               sound_watches: SoundWatches | None = None):
     """Starts each row with `<bos> <online> <sys> instruction </sys>` (compiles on first use).
 
     Args:
@@ -167,8 +171,10 @@ class StreamStepper:
       policies: B decision policies (`infer/policies.py`), started here.
       max_reply_tokens: the longest reply (tokens, `<eor>` included); None: no cap.
       sound_alerts: alerts from the sound-event head; None: the policies alone decide.
-      sound_alert_rows: the rows the alerts speak in (default: all), e.g. not a
-        baseline's row.
+      sound_alert_rows: the rows the alerts and watches speak in (default: all), e.g.
+        not a baseline's row.
+      sound_watches: the sounds each row's instruction asks for, watched by the head;
+        None: the decoder alone answers such instructions.
     """
     if len(instructions) != len(policies):
       raise ValueError(f"{len(instructions)} instructions but {len(policies)} policies")
@@ -190,6 +196,7 @@ class StreamStepper:
     self.replying = np.zeros(self.rows, bool)
     self._reply_tokens = np.zeros(self.rows, np.int64)
     self._capped = np.zeros(self.rows, bool)
+    self._said: list[list[int]] = [[] for _ in range(self.rows)]  # the running reply's tokens
     self.steps = 0
     self._fed: list[list[int]] = [[] for _ in range(self.rows)]
     self._last_label = np.full(self.rows, BLANK_ID)
@@ -201,6 +208,11 @@ class StreamStepper:
     self._alert_rows = np.zeros(self.rows, bool)
     self._alert_rows[list(range(self.rows) if sound_alert_rows is None
                           else sound_alert_rows)] = True
+    self.sound_watches = sound_watches
+    if sound_watches is not None:
+      sound_watches.start(self.rows)
+      for row, ids in enumerate(instructions):
+        sound_watches.set_instruction(row, ids)
 
   @property
   def chunk_seconds(self) -> float:
@@ -238,6 +250,9 @@ class StreamStepper:
     """{row: instruction ids}: each row's pinned prefix becomes that instruction's."""
     self.state = self.engine.repin_rows(self.params, self.state,
                                         {row: list(ids) for row, ids in instructions.items()})
+    if self.sound_watches is not None:
+      for row, ids in instructions.items():
+        self.sound_watches.set_instruction(row, ids)
 
   def step(self, chunk: np.ndarray, index: int | None = None) -> ChunkRecord:
     """One row's step: chunk [chunk_samples] float32 (index: default the step count)."""
@@ -321,6 +336,7 @@ class StreamStepper:
         self._reply_tokens >= (self.max_reply_tokens or 0))
     self._capped |= capped
     self.replying = np.where(stepped, going & ~capped, self.replying)
+    self._heard_replies(started, wrote, ended, written, counts)
     seconds = self.chunk_seconds
     records = []
     flags = np.stack([yielded, started, ended, capped], axis=1)[rows].tolist()
@@ -336,6 +352,19 @@ class StreamStepper:
       self._fed[row] = []
     self.steps += 1
     return records
+
+  def _heard_replies(self, started: np.ndarray, wrote: np.ndarray, ended: np.ndarray,
+                     written: np.ndarray, counts: np.ndarray) -> None:
+    """Keeps each row's running reply; a finished one goes to the sound watches (a reply
+    saying what the model will listen for moves the row's watch: `SoundWatches.heard_reply`)."""
+    if self.sound_watches is None:
+      return
+    for row in np.flatnonzero(wrote).tolist():
+      self._said[row] = ([] if started[row] else self._said[row]) + (
+          written[row, :counts[row]].tolist())
+      if ended[row]:
+        self.sound_watches.heard_reply(row, self._said[row])
+        self._said[row] = []
 
   def _turn_end_of(self, row: int, turn_ended: np.ndarray | None) -> float | None:
     """The row's P(turn ended) at this chunk: its policy's prosody model's
@@ -363,7 +392,7 @@ class StreamStepper:
     self.state = self.engine.reset_rows(self.params, self.state,
                                         {row: [int(t) for t in ids]
                                          for row, (ids, _) in rows.items()})
-    for row, (_, policy) in rows.items():
+    for row, (ids, policy) in rows.items():
       _check_signal(policy, self.engine)
       policy.start()
       self.policies[row] = policy
@@ -374,6 +403,8 @@ class StreamStepper:
       self._alert_tokens[row] = []
       if self.sound_alerts is not None:
         self.sound_alerts.reset_row(row)
+      if self.sound_watches is not None:
+        self.sound_watches.set_instruction(row, ids)
 
   def feed_rows(self, tokens_per_row: dict[int, Sequence[int]]) -> None:
     """`feed_text` with different tokens per row (padded to a `prompt_width` bucket, so
@@ -445,12 +476,17 @@ class StreamStepper:
 
   def _alerts(self, rows, indices: np.ndarray, sounds: np.ndarray
               ) -> tuple[dict[int, str], dict[int, list[int]]]:
-    """({row: class} of the sound alerts starting now, {row: alert tokens to write now}
-    for every row with an alert running)."""
+    """({row: class} of the sound alerts and watched sounds answered from now, {row:
+    their tokens to write now} for every row with one running)."""
     started = {}
+    free = np.array([not t for t in self._alert_tokens])
+    listening = [row for row in rows if self._alert_rows[row]]
+    if self.sound_watches is not None:
+      watching = [row for row in listening if self.sound_watches.watching(row)]
+      listening = [row for row in listening if not self.sound_watches.watching(row)]
+      for row, (label, tokens) in self.sound_watches.fire(sounds, watching, free).items():
+        self._alert_tokens[row], started[row] = tokens, label
     if self.sound_alerts is not None:
-      free = np.array([not t for t in self._alert_tokens])
-      listening = [row for row in rows if self._alert_rows[row]]
       for row, class_id in self.sound_alerts.fire(sounds, listening, indices, free).items():
         self._alert_tokens[row] = list(self.sound_alerts.replies[class_id])
         started[row] = worlds.SOUND_EVENT_LABELS[class_id]
@@ -533,7 +569,8 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
                  max_reply_tokens: int | None = None, seed: int = 0,
                  on_chunk: Callable[[list[ChunkRecord]], None] | None = None,
                  sound_alerts: SoundAlertRule | None = None,
-                 sound_alert_rows: Sequence[int] | None = None) -> list[StreamTrace]:
+                 sound_alert_rows: Sequence[int] | None = None,
+                 sound_watches: SoundWatches | None = None) -> list[StreamTrace]:
   """Runs the model once over `audio` for several decision policies, as one batch.
 
   Every row perceives the same chunks and holds its own replies (rows are
@@ -544,15 +581,17 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
     audio: float32[S] 16 kHz samples; a partial last chunk is zero-padded.
     instruction_ids: the instruction's token ids (the same for every row).
     policies: one per row.
-    sound_alerts, sound_alert_rows: alerts from the sound-event head in those rows
-      (default all; `StreamStepper`).
+    sound_alerts, sound_alert_rows, sound_watches: alerts from the sound-event head,
+      and the sounds the instruction asks for, in those rows (default all;
+      `StreamStepper`).
   Returns:
     One `StreamTrace` per policy.
   """
   padded = _padded(engine, audio, "run_policies")
   stepper = StreamStepper(engine, params, [list(instruction_ids)] * len(policies), policies,
                           max_reply_tokens=max_reply_tokens, seed=seed,
-                          sound_alerts=sound_alerts, sound_alert_rows=sound_alert_rows)
+                          sound_alerts=sound_alerts, sound_alert_rows=sound_alert_rows,
+                          sound_watches=sound_watches)
   size = stepper.chunk_samples
   records: list[list[ChunkRecord]] = [[] for _ in policies]
   for index in range(len(padded) // size):
@@ -567,7 +606,8 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
 def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_ids: list[int],
                policy: DecisionPolicy, *, max_reply_tokens: int | None = None,
                on_chunk: Callable[[ChunkRecord], None] | None = None,
-               sound_alerts: SoundAlertRule | None = None) -> StreamTrace:
+               sound_alerts: SoundAlertRule | None = None,
+               sound_watches: SoundWatches | None = None) -> StreamTrace:
   """Perceives `audio` chunk by chunk and speaks when `policy` says so.
 
   Args:
@@ -578,11 +618,12 @@ def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_id
     max_reply_tokens: the longest reply; None: no cap.
     on_chunk: optional callback(ChunkRecord) for live views.
     sound_alerts: alerts from the sound-event head (`infer/sound_alerts.py`).
+    sound_watches: the sounds the instruction asks for (`infer/sound_watch.py`).
   """
   callback = None if on_chunk is None else (lambda records: on_chunk(records[0]))
   (trace,) = run_policies(engine, params, audio, instruction_ids, [policy],
                           max_reply_tokens=max_reply_tokens, on_chunk=callback,
-                          sound_alerts=sound_alerts)
+                          sound_alerts=sound_alerts, sound_watches=sound_watches)
   return trace
 
 

@@ -43,6 +43,7 @@ from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper)
 from audio_interaction.infer.sound_alerts import SoundAlertRule
+from audio_interaction.infer.sound_watch import SoundWatches
 from audio_interaction.model.model import Params
 
 
@@ -78,13 +79,16 @@ class SlotBatcher:
   Thread use: `join`, `leave`, `push`, `feed`, `ready` may be called from one thread
   (the server's event loop) while `tick` runs in another (the compute thread).
   `sound_alerts` (`infer/sound_alerts.py`): alerts from the sound-event head in every
-  stream (a new stream in a row starts with that row's alert history forgotten).
+  stream (a new stream in a row starts with that row's alert history forgotten);
+  `sound_watches` (`infer/sound_watch.py`): the sound each stream's instruction asks
+  for, watched by the head (a new stream or instruction starts its row's watch afresh).
   """
 
   def __init__(self, engine: Engine, params: Params, slots: int, *,
                max_reply_tokens: int | None = None, queue_chunks: int = 8,
                max_wait: float | None = None, max_prompt_tokens: int = 128,
-               sound_alerts: SoundAlertRule | None = None):
+               sound_alerts: SoundAlertRule | None = None,
+               sound_watches: SoundWatches | None = None):
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
     if queue_chunks < 1:
@@ -99,7 +103,8 @@ class SlotBatcher:
     # never advanced, so neither matters.
     self.stepper = StreamStepper(engine, params, [[]] * slots,
                                  [ThresholdPolicy(2.0) for _ in range(slots)],
-                                 max_reply_tokens=max_reply_tokens, sound_alerts=sound_alerts)
+                                 max_reply_tokens=max_reply_tokens, sound_alerts=sound_alerts,
+                                 sound_watches=sound_watches)
     self._lock = threading.Lock()
     self._rows: dict[int, _Slot] = {}
     self._free = list(range(slots))

@@ -31,7 +31,10 @@ def collapse_ctc(labels: np.ndarray, previous: np.ndarray) -> tuple[list[list[in
   previous = np.asarray(previous)
   before = np.concatenate([previous[:, None], labels[:, :-1]], axis=1)
   emit = (labels != before) & (labels != BLANK_ID)
-  return [row[keep].astype(int).tolist() for row, keep in zip(labels, emit)], labels[:, -1]
+  # A copy: `labels` may be a read-only view of a device array, and callers reset rows
+  # of the returned state in place.
+  return ([row[keep].astype(int).tolist() for row, keep in zip(labels, emit)],
+          labels[:, -1].copy())
 
 
 def stable_emissions(partials: Sequence[Sequence[str]], chunk_seconds: float
