@@ -391,17 +391,21 @@ def base_config() -> ml_collections.ConfigDict:
   # threshold, the class named by the most evidence, the row quiet until no alerting
   # class has been heard for the hold.
   config.infer.sound_alert_once_per_sound = False
-  # Sounds the instruction asks for, watched by the sound-event head
-  # (`infer/sound_watch.py`): "tell me when you hear a dog barking" answered "i hear a
-  # dog barking" when the class is heard with probability >= this for
-  # `sound_watch_chunks` chunks running, "tell me when you have heard three crashes" at
-  # the third; 0 turns it off (the decoder alone answers). A sound ends after
+  # What the instruction asks to be told, watched by the heads
+  # (`infer/instruction_watch.py`): "tell me when you hear a dog barking" answered "i
+  # hear a dog barking" when the sound-event head gives the class probability >= this
+  # for `sound_watch_chunks` chunks running, "tell me when you have heard three crashes"
+  # at the third; 0 turns it off (the decoder alone answers). A sound ends after
   # `sound_watch_gap_seconds` unheard (the corpus's counted sounds are >= 0.3 s apart);
   # a watched class is answered again only after `sound_watch_hold_seconds` unheard.
+  # `word_watch`: words the instruction names ("whenever you hear the word seven", "when
+  # I say report, list the sounds you heard") and spoken requests ("tell me when you
+  # hear rain instead") are heard in the CTC transcript.
   config.infer.sound_watch_threshold = 0.0
   config.infer.sound_watch_chunks = 1
   config.infer.sound_watch_gap_seconds = 0.3
   config.infer.sound_watch_hold_seconds = 10.0
+  config.infer.word_watch = False
 
   # Starting weights: local `transformers` checkpoint directories (config.json +
   # *.safetensors) imported when training starts (`model/pretrained.py`). Empty: random.
@@ -745,6 +749,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.sound_watch_chunks": _SIZE,
     "infer.sound_watch_gap_seconds": number(0, lo_open=True),
     "infer.sound_watch_hold_seconds": number(0),
+    "infer.word_watch": flag(),
     "train.speak_class_weight": number(0, lo_open=True),
     "train.log_every": _SIZE,
     "train.eval_every": _SIZE,

@@ -272,7 +272,10 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   # The operating point: the bundle's (or the training config's) `infer`, then the flags.
   is_workdir = args.checkpoint and (pathlib.Path(args.checkpoint) / "checkpoints").is_dir()
   saved = config if is_workdir else bundle_config(args.checkpoint)
-  infer = saved.infer
+  # A bundle's own `infer`, with the command line's `--config.infer.*` over it (a
+  # workdir's config has them already).
+  infer = saved.infer if is_workdir else _infer_config(
+      "eval", args.checkpoint, [o for o in overrides if o.startswith(INFER_PREFIX)])
   for flag, seconds in (("--silence", args.silence), ("--baseline-silence", args.baseline_silence)):
     if seconds is not None and not seconds > 0:
       raise UsageError(f"{flag} {seconds}: must be > 0 (seconds of silence)")
@@ -283,6 +286,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
                                             ("min_silence_seconds", args.min_silence),
                                             ("sound_alert_threshold", args.sound_alert),
                                             ("sound_watch_threshold", args.sound_watch),
+                                            ("word_watch", args.word_watch),
                                             ("sound_alert_once_per_sound",
                                              args.sound_alert_once_per_sound or None),
                                             ("sound_name_bias", args.sound_name_bias),
@@ -314,6 +318,9 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
           ("--sound-alert-once-per-sound",) if args.sound_alert_once_per_sound else ()
       ) + (
           ("--sound-name-once",) if args.sound_name_once else ()
+      ) + (
+          () if args.word_watch is None else
+          ("--word-watch" if args.word_watch else "--no-word-watch",)
       ) + (
           () if args.sound_name_whole is None else
           ("--sound-name-whole" if args.sound_name_whole else "--no-sound-name-whole",)
@@ -1022,6 +1029,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the sound an instruction asks for (\"tell me when you hear "
                              "...\") watched by the sound-event head at this probability, "
                              "0: off (default: the model's infer.sound_watch_threshold)")
+  evaluate.add_argument("--word-watch", action=argparse.BooleanOptionalAction, default=None,
+                        help="the word or cue an instruction names (\"whenever you hear the "
+                             "word ...\", \"when I say ..., list the sounds\") and spoken "
+                             "requests heard in the CTC transcript (default: the model's "
+                             "infer.word_watch)")
   evaluate.add_argument("--seed", type=int, default=None,
                         help="first seed of the generated streams (default 9000; another "
                              "seed draws other held-out streams, e.g. to confirm a choice "

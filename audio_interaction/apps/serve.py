@@ -62,7 +62,7 @@ from audio_interaction.infer.live import DEFAULT_INSTRUCTION
 from audio_interaction.infer.policies import policy_from_config
 from audio_interaction.infer.slots import SlotBatcher, SlotsFull, StreamEvents
 from audio_interaction.infer.sound_alerts import sound_alert_rule
-from audio_interaction.infer.sound_watch import sound_watches
+from audio_interaction.infer.instruction_watch import instruction_watches
 from audio_interaction.infer.sources import PcmDecoder
 from audio_interaction.model.model import Params
 
@@ -388,7 +388,7 @@ class Server:
                                sound_alerts=sound_alert_rule(
                                    infer, tokenizer.encode, chunk_seconds=self.chunk_seconds,
                                    sound_event_classes=model_config.sound_event_classes),
-                               sound_watches=sound_watches(
+                               watches=instruction_watches(
                                    infer, tokenizer.encode, tokenizer.decode,
                                    chunk_seconds=self.chunk_seconds,
                                    sound_event_classes=model_config.sound_event_classes))

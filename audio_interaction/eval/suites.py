@@ -72,7 +72,8 @@ from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
-from audio_interaction.infer.sound_watch import SOUND_WATCH_KEYS, parse_watch, sound_watches
+from audio_interaction.infer.instruction_watch import (WATCH_KEYS, instruction_watches,
+                                                       parse_watch)
 from audio_interaction.infer.sound_naming import SoundNamer
 from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import AudioInteractionModel, Params
@@ -220,9 +221,10 @@ class EvalConfig:
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
   sound_watch_threshold, sound_watch_chunks, sound_watch_gap_seconds,
-    sound_watch_hold_seconds: the sound an instruction asks for ("tell me when you
-    hear ...") watched by the sound-event head (`infer/sound_watch.py`; threshold 0:
-    off), in the same rows as the alerts.
+    sound_watch_hold_seconds, word_watch: what an instruction asks to be told ("tell me
+    when you hear ...", "whenever you hear the word ...") watched by the heads
+    (`infer/instruction_watch.py`; threshold 0 and word_watch off: off), in the same
+    rows as the alerts.
   sound_name_bias, sound_name_decay, sound_name_gate, sound_name_once,
     sound_name_whole: replies and
     answers biased towards the names of the sounds the head heard
@@ -265,6 +267,7 @@ class EvalConfig:
   sound_watch_chunks: int = _INFER.sound_watch_chunks
   sound_watch_gap_seconds: float = _INFER.sound_watch_gap_seconds
   sound_watch_hold_seconds: float = _INFER.sound_watch_hold_seconds
+  word_watch: bool = _INFER.word_watch
   sound_name_bias: float = _INFER.sound_name_bias
   sound_name_decay: float = _INFER.sound_name_decay
   sound_name_gate: float = _INFER.sound_name_gate
@@ -285,7 +288,8 @@ class EvalConfig:
                    "max_answer_tokens": infer.max_answer_tokens,
                    **{key: infer[key] for key in SOUND_ALERT_KEYS},
                    **{key: infer.get(key, _INFER[key])
-                      for key in (*SOUND_WATCH_KEYS, "sound_name_bias", "sound_name_decay", "sound_name_gate",
+                      for key in (*WATCH_KEYS, "sound_name_bias", "sound_name_decay",
+                                  "sound_name_gate",
                                   "sound_name_once", "sound_name_whole")}})
     return cls(**{**values, **overrides})
 
@@ -472,10 +476,10 @@ def _manifest_timeline(suite: str, row: ManifestRow, audio: np.ndarray, mode: st
 
 def alert_text(label: str, instruction: str | None = None) -> str:
   """The reply a class warrants: under an instruction that asks for it ("tell me when
-  you hear a dog barking", `sound_watch.parse_watch`), what it asks to be told ("i
+  you hear a dog barking", `instruction_watch.parse_watch`), what it asks to be told ("i
   hear a dog barking"); else its `worlds.alert_message`, else "i hear <class>"."""
   request = None if instruction is None else parse_watch(instruction)
-  if request is not None and request.label == label and request.count is None:
+  if request is not None and request.kind == "sound" and request.label == label:
     return request.reply
   info = worlds.SOUNDS.get(label)
   if info is not None and info.alert is not None:
@@ -673,8 +677,8 @@ class Runner:
                                    for key in SOUND_ALERT_KEYS}),
         tokenizer.encode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
-    self.sound_watches = sound_watches(
-        ml_collections.ConfigDict({key: getattr(config, key) for key in SOUND_WATCH_KEYS}),
+    self.watches = instruction_watches(
+        ml_collections.ConfigDict({key: getattr(config, key) for key in WATCH_KEYS}),
         tokenizer.encode, tokenizer.decode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
 
@@ -755,7 +759,7 @@ class Runner:
                           max_reply_tokens=cfg.max_reply_tokens,
                           sound_alerts=self.sound_alerts,
                           sound_alert_rows=range(model_rows),
-                          sound_watches=self.sound_watches)
+                          watches=self.watches)
     result.sweep = dict(zip(thresholds, traces))
     if operating is not None:
       result.operating = traces[len(thresholds)]

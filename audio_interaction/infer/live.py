@@ -53,7 +53,7 @@ from audio_interaction.infer.policies import (DEFAULT_THRESHOLD, DecisionPolicy,
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper, StreamTrace)
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
-from audio_interaction.infer.sound_watch import SOUND_WATCH_KEYS, sound_watches
+from audio_interaction.infer.instruction_watch import WATCH_KEYS, instruction_watches
 from audio_interaction.model.model import Params
 
 # One of the chat instructions the corpus trains on (data/tasks.py), so the default
@@ -117,9 +117,10 @@ class LiveConfig:
     sound_alerts: `infer.sound_alert_*` settings (threshold, chunks, hold_seconds) of
       alerts from the sound-event head (`infer/sound_alerts.py`); None or threshold 0:
       the policy alone decides.
-    sound_watch: `infer.sound_watch_*` settings: the sound the instruction asks for
-      ("tell me when you hear ...") watched by the head (`infer/sound_watch.py`); None
-      or threshold 0: the decoder alone answers.
+    watch: `infer.sound_watch_*` and `infer.word_watch` settings: what the instruction
+      asks to be told ("tell me when you hear ...", "whenever you hear the word ...")
+      watched by the heads (`infer/instruction_watch.py`); None or both off: the decoder
+      alone answers.
   """
 
   instruction: str = DEFAULT_INSTRUCTION
@@ -132,7 +133,7 @@ class LiveConfig:
   keep_seconds: float = 120.0
   warm_up: bool = True
   sound_alerts: ml_collections.ConfigDict | None = None
-  sound_watch: ml_collections.ConfigDict | None = None
+  watch: ml_collections.ConfigDict | None = None
 
   def __post_init__(self):
     if self.overflow not in OVERFLOW_POLICIES:
@@ -149,12 +150,12 @@ class LiveConfig:
     threshold = infer.threshold if threshold is None else threshold
     alerts = ml_collections.ConfigDict({key: infer[key] for key in SOUND_ALERT_KEYS})
     # A bundle saved before the watches existed has none of their keys: no watch.
-    watch = ml_collections.ConfigDict({key: infer[key] for key in SOUND_WATCH_KEYS
+    watch = ml_collections.ConfigDict({key: infer[key] for key in WATCH_KEYS
                                        if key in infer})
     return cls(policy=policy_from_config(infer, chunk_seconds=chunk_seconds,
                                          threshold=threshold),
                threshold=threshold, max_reply_tokens=infer.max_reply_tokens,
-               **{"sound_alerts": alerts, "sound_watch": watch, **fields})
+               **{"sound_alerts": alerts, "watch": watch, **fields})
 
 
 # ------------------------------------------------------------------ the queue
@@ -297,8 +298,8 @@ class LiveSession:
     self.sound_alerts = None if config.sound_alerts is None else sound_alert_rule(
         config.sound_alerts, tokenizer.encode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
-    self.sound_watches = None if config.sound_watch is None else sound_watches(
-        config.sound_watch, tokenizer.encode, tokenizer.decode,
+    self.watches = None if config.watch is None else instruction_watches(
+        config.watch, tokenizer.encode, tokenizer.decode,
         chunk_seconds=self.chunk_seconds, sound_event_classes=model_config.sound_event_classes)
     self.sinks: list[EventSink] = list(sinks)
     keep_seconds = config.keep_seconds
@@ -495,7 +496,7 @@ class LiveSession:
           compute, lambda: StreamStepper(self.engine, self.params, [instruction_ids],
                                          [self.policy], max_reply_tokens=config.max_reply_tokens,
                                          sound_alerts=self.sound_alerts,
-                                         sound_watches=self.sound_watches))
+                                         watches=self.watches))
       reader = asyncio.create_task(self._read(source, queue))
       while (item := await queue.get()) is not None:
         if self._pending_instruction is not None:

@@ -24,7 +24,7 @@ from audio_interaction.infer.engine import Engine, EngineState, padded_rows
 from audio_interaction.infer import policies as policies_lib
 from audio_interaction.infer.policies import DecisionPolicy
 from audio_interaction.infer.sound_alerts import SoundAlertRule
-from audio_interaction.infer.sound_watch import SoundWatches
+from audio_interaction.infer.instruction_watch import InstructionWatches
 from audio_interaction.infer.transcript import BLANK_ID, collapse_ctc, heard_words
 from audio_interaction.model.model import TURN_ENDED, Params
 
@@ -149,9 +149,10 @@ class StreamStepper:
   With `sound_alerts` (`infer/sound_alerts.py`), a free row whose sound-event head hears
   a class that needs attention says that class's alert instead, whatever its policy:
   the alert's tokens are written into the stream `tokens_per_chunk` per chunk, as the
-  model's own replies are. With `sound_watches` (`infer/sound_watch.py`), a row whose
-  instruction asks for a sound ("tell me when you hear a dog barking") answers it when
-  the head hears it, the same way, and says no alerts of other sounds.
+  model's own replies are. With `watches` (`infer/instruction_watch.py`), a row whose
+  instruction asks for something the heads can hear ("tell me when you hear a dog
+  barking", "whenever you hear the word seven") answers it when they hear it, the same
+  way, and says no alerts of other sounds.
 
   Attributes:
     policies: one per row; may be replaced between steps.
@@ -163,7 +164,7 @@ class StreamStepper:
                max_reply_tokens: int | None = None, seed: int = 0,
                sound_alerts: SoundAlertRule | None = None,
                sound_alert_rows: Sequence[int] | None = None,
-               sound_watches: SoundWatches | None = None):
+               watches: InstructionWatches | None = None):
     """Starts each row with `<bos> <online> <sys> instruction </sys>` (compiles on first use).
 
     Args:
@@ -173,7 +174,7 @@ class StreamStepper:
       sound_alerts: alerts from the sound-event head; None: the policies alone decide.
       sound_alert_rows: the rows the alerts and watches speak in (default: all), e.g.
         not a baseline's row.
-      sound_watches: the sounds each row's instruction asks for, watched by the head;
+      watches: what each row's instruction asks to be told, watched by the heads;
         None: the decoder alone answers such instructions.
     """
     if len(instructions) != len(policies):
@@ -208,11 +209,11 @@ class StreamStepper:
     self._alert_rows = np.zeros(self.rows, bool)
     self._alert_rows[list(range(self.rows) if sound_alert_rows is None
                           else sound_alert_rows)] = True
-    self.sound_watches = sound_watches
-    if sound_watches is not None:
-      sound_watches.start(self.rows)
+    self.watches = watches
+    if watches is not None:
+      watches.start(self.rows)
       for row, ids in enumerate(instructions):
-        sound_watches.set_instruction(row, ids)
+        watches.set_instruction(row, ids)
 
   @property
   def chunk_seconds(self) -> float:
@@ -250,9 +251,9 @@ class StreamStepper:
     """{row: instruction ids}: each row's pinned prefix becomes that instruction's."""
     self.state = self.engine.repin_rows(self.params, self.state,
                                         {row: list(ids) for row, ids in instructions.items()})
-    if self.sound_watches is not None:
+    if self.watches is not None:
       for row, ids in instructions.items():
-        self.sound_watches.set_instruction(row, ids)
+        self.watches.set_instruction(row, ids)
 
   def step(self, chunk: np.ndarray, index: int | None = None) -> ChunkRecord:
     """One row's step: chunk [chunk_samples] float32 (index: default the step count)."""
@@ -282,7 +283,7 @@ class StreamStepper:
     turn_ended = _turn_ended(turn_end)
     active, written, counts, alerts = self._decide_and_speak(rows, indices, chunks,
                                                              speak_probability, sounds,
-                                                             turn_ended)
+                                                             turn_ended, heard)
     elapsed = (time.perf_counter() - began) / self.rows
     return self._records(rows, indices, speak_probability, active, written, counts, elapsed,
                          heard, sound_events_heard(sounds), alerts, turn_ended)
@@ -356,14 +357,14 @@ class StreamStepper:
   def _heard_replies(self, started: np.ndarray, wrote: np.ndarray, ended: np.ndarray,
                      written: np.ndarray, counts: np.ndarray) -> None:
     """Keeps each row's running reply; a finished one goes to the sound watches (a reply
-    saying what the model will listen for moves the row's watch: `SoundWatches.heard_reply`)."""
-    if self.sound_watches is None:
+    saying what the model will listen for moves the row's watch: `InstructionWatches.heard_reply`)."""
+    if self.watches is None:
       return
     for row in np.flatnonzero(wrote).tolist():
       self._said[row] = ([] if started[row] else self._said[row]) + (
           written[row, :counts[row]].tolist())
       if ended[row]:
-        self.sound_watches.heard_reply(row, self._said[row])
+        self.watches.heard_reply(row, self._said[row])
         self._said[row] = []
 
   def _turn_end_of(self, row: int, turn_ended: np.ndarray | None) -> float | None:
@@ -403,8 +404,8 @@ class StreamStepper:
       self._alert_tokens[row] = []
       if self.sound_alerts is not None:
         self.sound_alerts.reset_row(row)
-      if self.sound_watches is not None:
-        self.sound_watches.set_instruction(row, ids)
+      if self.watches is not None:
+        self.watches.set_instruction(row, ids)
 
   def feed_rows(self, tokens_per_row: dict[int, Sequence[int]]) -> None:
     """`feed_text` with different tokens per row (padded to a `prompt_width` bucket, so
@@ -423,12 +424,14 @@ class StreamStepper:
 
   def _decide_and_speak(self, rows, indices, chunks: np.ndarray, speak_probability: np.ndarray,
                         sounds: np.ndarray, turn_ended: np.ndarray | None,
-                        gathered: bool = False
+                        heard: Sequence[Sequence[int]], gathered: bool = False
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-    """Asks each of `rows`' policies (and the sound alerts), then writes the replies of
-    those that speak (`gathered`: computing only their rows, `Engine.speak_rows`) and
-    the alerts' next tokens. A policy reads P(SPEAK), or `turn_ended` [B] when it
-    decides on the turn-end head (`policies.reads_turn_end`).
+    """Asks each of `rows`' policies (and the sound alerts and watches), then writes the
+    replies of those that speak (`gathered`: computing only their rows,
+    `Engine.speak_rows`) and the alerts' next tokens. A policy reads P(SPEAK), or
+    `turn_ended` [B] when it decides on the turn-end head (`policies.reads_turn_end`);
+    the watches read the head's `sounds` [B, K] and the transcript tokens `heard` (B
+    lists).
 
     Returns:
       (active [B] bool, written tokens [B, n] int32, counts [B], {row: class} of the
@@ -448,7 +451,7 @@ class StreamStepper:
         self._capped[row] = wants
         wants = False
       active[row] = wants
-    alerts, alert_tokens = self._alerts(rows, indices, sounds)
+    alerts, alert_tokens = self._alerts(rows, indices, sounds, heard)
     alerting = np.zeros(self.rows, bool)
     alerting[list(alert_tokens)] = True
     active &= ~alerting
@@ -474,18 +477,19 @@ class StreamStepper:
         counts[row] = len(tokens)
     return active | alerting, written, counts, alerts
 
-  def _alerts(self, rows, indices: np.ndarray, sounds: np.ndarray
-              ) -> tuple[dict[int, str], dict[int, list[int]]]:
-    """({row: class} of the sound alerts and watched sounds answered from now, {row:
-    their tokens to write now} for every row with one running)."""
+  def _alerts(self, rows, indices: np.ndarray, sounds: np.ndarray,
+              heard: Sequence[Sequence[int]]) -> tuple[dict[int, str], dict[int, list[int]]]:
+    """({row: class, or the watched word} of the sound alerts and watches answered from
+    now, {row: their tokens to write now} for every row with one running)."""
     started = {}
     free = np.array([not t for t in self._alert_tokens])
     listening = [row for row in rows if self._alert_rows[row]]
-    if self.sound_watches is not None:
-      watching = [row for row in listening if self.sound_watches.watching(row)]
-      listening = [row for row in listening if not self.sound_watches.watching(row)]
-      for row, (label, tokens) in self.sound_watches.fire(sounds, watching, free).items():
+    if self.watches is not None:
+      # Every listening row: one without a request still keeps the sounds it heard and
+      # its transcript, where a spoken request may come.
+      for row, (label, tokens) in self.watches.fire(sounds, heard, listening, free).items():
         self._alert_tokens[row], started[row] = tokens, label
+      listening = [row for row in listening if not self.watches.watching(row)]
     if self.sound_alerts is not None:
       for row, class_id in self.sound_alerts.fire(sounds, listening, indices, free).items():
         self._alert_tokens[row] = list(self.sound_alerts.replies[class_id])
@@ -533,7 +537,7 @@ class StreamStepper:
     turn_ended = _turn_ended(turn_end)
     active, written, counts, alerts = self._decide_and_speak(rows, indices, chunks,
                                                              speak_probability, sounds,
-                                                             turn_ended, gathered=True)
+                                                             turn_ended, heard, gathered=True)
     elapsed = time.perf_counter() - began
     records: list[ChunkRecord | None] = [None] * self.rows
     for row, record in zip(rows.tolist(), self._records(rows, indices, speak_probability, active,
@@ -570,7 +574,7 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
                  on_chunk: Callable[[list[ChunkRecord]], None] | None = None,
                  sound_alerts: SoundAlertRule | None = None,
                  sound_alert_rows: Sequence[int] | None = None,
-                 sound_watches: SoundWatches | None = None) -> list[StreamTrace]:
+                 watches: InstructionWatches | None = None) -> list[StreamTrace]:
   """Runs the model once over `audio` for several decision policies, as one batch.
 
   Every row perceives the same chunks and holds its own replies (rows are
@@ -581,9 +585,8 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
     audio: float32[S] 16 kHz samples; a partial last chunk is zero-padded.
     instruction_ids: the instruction's token ids (the same for every row).
     policies: one per row.
-    sound_alerts, sound_alert_rows, sound_watches: alerts from the sound-event head,
-      and the sounds the instruction asks for, in those rows (default all;
-      `StreamStepper`).
+    sound_alerts, sound_alert_rows, watches: alerts from the sound-event head, and
+      what the instruction asks to be told, in those rows (default all; `StreamStepper`).
   Returns:
     One `StreamTrace` per policy.
   """
@@ -591,7 +594,7 @@ def run_policies(engine: Engine, params: Params, audio: np.ndarray,
   stepper = StreamStepper(engine, params, [list(instruction_ids)] * len(policies), policies,
                           max_reply_tokens=max_reply_tokens, seed=seed,
                           sound_alerts=sound_alerts, sound_alert_rows=sound_alert_rows,
-                          sound_watches=sound_watches)
+                          watches=watches)
   size = stepper.chunk_samples
   records: list[list[ChunkRecord]] = [[] for _ in policies]
   for index in range(len(padded) // size):
@@ -607,7 +610,7 @@ def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_id
                policy: DecisionPolicy, *, max_reply_tokens: int | None = None,
                on_chunk: Callable[[ChunkRecord], None] | None = None,
                sound_alerts: SoundAlertRule | None = None,
-               sound_watches: SoundWatches | None = None) -> StreamTrace:
+               watches: InstructionWatches | None = None) -> StreamTrace:
   """Perceives `audio` chunk by chunk and speaks when `policy` says so.
 
   Args:
@@ -618,12 +621,12 @@ def run_stream(engine: Engine, params: Params, audio: np.ndarray, instruction_id
     max_reply_tokens: the longest reply; None: no cap.
     on_chunk: optional callback(ChunkRecord) for live views.
     sound_alerts: alerts from the sound-event head (`infer/sound_alerts.py`).
-    sound_watches: the sounds the instruction asks for (`infer/sound_watch.py`).
+    watches: what the instruction asks to be told (`infer/instruction_watch.py`).
   """
   callback = None if on_chunk is None else (lambda records: on_chunk(records[0]))
   (trace,) = run_policies(engine, params, audio, instruction_ids, [policy],
                           max_reply_tokens=max_reply_tokens, on_chunk=callback,
-                          sound_alerts=sound_alerts, sound_watches=sound_watches)
+                          sound_alerts=sound_alerts, watches=watches)
   return trace
 
 

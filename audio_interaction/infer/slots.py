@@ -43,7 +43,7 @@ from audio_interaction.infer.policies import DecisionPolicy, ThresholdPolicy
 from audio_interaction.infer.run_stream import (REPLY_CAPPED, REPLY_END, REPLY_START, YIELD,
                                                 ChunkRecord, StreamStepper)
 from audio_interaction.infer.sound_alerts import SoundAlertRule
-from audio_interaction.infer.sound_watch import SoundWatches
+from audio_interaction.infer.instruction_watch import InstructionWatches
 from audio_interaction.model.model import Params
 
 
@@ -80,7 +80,7 @@ class SlotBatcher:
   (the server's event loop) while `tick` runs in another (the compute thread).
   `sound_alerts` (`infer/sound_alerts.py`): alerts from the sound-event head in every
   stream (a new stream in a row starts with that row's alert history forgotten);
-  `sound_watches` (`infer/sound_watch.py`): the sound each stream's instruction asks
+  `watches` (`infer/instruction_watch.py`): the sound each stream's instruction asks
   for, watched by the head (a new stream or instruction starts its row's watch afresh).
   """
 
@@ -88,7 +88,7 @@ class SlotBatcher:
                max_reply_tokens: int | None = None, queue_chunks: int = 8,
                max_wait: float | None = None, max_prompt_tokens: int = 128,
                sound_alerts: SoundAlertRule | None = None,
-               sound_watches: SoundWatches | None = None):
+               watches: InstructionWatches | None = None):
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
     if queue_chunks < 1:
@@ -104,7 +104,7 @@ class SlotBatcher:
     self.stepper = StreamStepper(engine, params, [[]] * slots,
                                  [ThresholdPolicy(2.0) for _ in range(slots)],
                                  max_reply_tokens=max_reply_tokens, sound_alerts=sound_alerts,
-                                 sound_watches=sound_watches)
+                                 watches=watches)
     self._lock = threading.Lock()
     self._rows: dict[int, _Slot] = {}
     self._free = list(range(slots))

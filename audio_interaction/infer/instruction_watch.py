@@ -1,0 +1,358 @@
+"""What an instruction asks to be told, watched by the model's heads.
+
+The corpus's instruction-following sub-tasks ask for things a head hears better than the
+decoder decides them on real audio: "Tell me when you hear a dog barking.", "Tell me when
+you have heard three crashes." (`follow_sound_class`, `follow_count`: the sound-event
+head), 'Whenever you hear the word "seven", say "heard seven".' and 'When I say
+"report", list the sounds you heard, in order.' (`follow_keyword`,
+`follow_summary_cue`: the encoder's CTC transcript, and for the list the head). The
+decoder is trained to answer them, but its decision comes from its own training world.
+A row whose instruction asks for one of these (`parse_watch`) has it watched chunk by
+chunk:
+
+- a *sound* of a class starts when the head gives it probability >= `threshold` for
+  `chunks` chunks running, and ends after `gap_chunks` chunks unheard (one doorbell is
+  one sound, three crashes a third of a second apart three);
+- "tell me when you hear X": each sound of X is answered "i hear X"
+  (`worlds.heard_message`), and X is not answered again until it has gone unheard for
+  `hold_chunks` (a dog barking for a minute is one answer);
+- "tell me when you have heard N Xs": the N-th sound of X is answered "that is N Xs"
+  (`worlds.count_phrase`), once;
+- with `words` on, "whenever you hear the word W": W in the streaming CTC transcript is
+  answered with what the instruction says to say ("heard W"), each time it is heard;
+- with `words` on, "when I say C, list the sounds you heard": C in the transcript is
+  answered with the sounds of every class heard since the start, or since the last
+  list, in order, each once ("a dog barking, then a doorbell", `worlds.list_sounds`).
+
+A watched row follows its instruction, not the alert rule: its alerts for other sounds
+are off, as the corpus's streams under such an instruction keep quiet over every other
+sound. A new instruction (`set_instruction`: a stream starting in the row, or a typed
+instruction change) replaces the watch, or ends it when it asks for nothing watched. A
+change asked for by voice ("from now on, tell me when you hear rain instead") reaches no
+instruction text: with `words` on, the transcript's "tell me when you hear X" moves a
+sound watch to X; and whenever the model's own reply says what it will listen for ("ok,
+i will listen for rain", the corpus's answer to such a change; `heard_reply`), the watch
+moves to that: the head keeps the decoder's word.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import ml_collections
+import numpy as np
+
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import worlds
+from audio_interaction.data.tokenizer import normalize_text, number_to_words
+
+# The `infer` keys of the watches (`instruction_watches` reads them).
+WATCH_KEYS: Final[tuple[str, ...]] = ("sound_watch_threshold", "sound_watch_chunks",
+                                      "sound_watch_gap_seconds", "sound_watch_hold_seconds",
+                                      "word_watch")
+
+SOUND, COUNT, WORD, SUMMARY = "sound", "count", "word", "summary"
+
+# "... when you hear X", "... once you have heard X", "... if you hear X", and the
+# model's own "ok, i will listen for X" (normalized text).
+_ASKS_FOR = re.compile(r"(?:\b(?:when|whenever|once|if)\s+(?:you\s+)?(?:hear|have\s+heard)"
+                       r"|\blisten\s+for)\s+(?P<what>.+)$")
+# 'whenever you hear the word "seven", say "heard seven"' (normalized: no quotes).
+_ASKS_FOR_WORD = re.compile(r"\bhear\s+the\s+word\s+(?P<word>\S+)(?:\s+say\s+(?P<say>.+))?$")
+# 'when I say "report", list the sounds you heard' (normalized).
+_ASKS_FOR_LIST = re.compile(r"\bwhen\s+i\s+say\s+(?P<cue>.+?)\s+list\s+the\s+sounds\b")
+_NUMBERS: Final[dict[str, int]] = {number_to_words(n): n for n in range(1, 100)}
+# Transcript tokens kept per row for finding a word or a spoken request in.
+_TRANSCRIPT_TOKENS: Final[int] = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchRequest:
+  """What an instruction asks to be told (module docstring).
+
+  Attributes:
+    kind: SOUND, COUNT, WORD or SUMMARY.
+    label: the `worlds.SOUNDS` class (SOUND, COUNT).
+    count: how many sounds of it (COUNT).
+    word: the word (WORD) or the cue (SUMMARY), normalized.
+    say: what to answer the word with (WORD; default "heard <word>").
+  """
+
+  kind: str
+  label: str | None = None
+  count: int | None = None
+  word: str | None = None
+  say: str | None = None
+
+  @property
+  def reply(self) -> str:
+    """The answer's words ("i hear a dog barking", "that is three crashes", "heard
+    seven"); a SUMMARY's depend on the sounds heard (`worlds.list_sounds`)."""
+    if self.kind == SOUND:
+      return worlds.heard_message(self.label)
+    if self.kind == COUNT:
+      return f"that is {worlds.count_phrase(self.count, self.label)}"
+    if self.kind == WORD:
+      return self.say or f"heard {self.word}"
+    raise ValueError("a summary's answer is the sounds heard: worlds.list_sounds")
+
+
+def _names(label: str) -> list[tuple[str, bool]]:
+  """(words, counted) a sentence may call `label` by: its spoken name with and without
+  the article, its label's words ("dog bark"), and, counted, its noun and plural."""
+  info = worlds.sound_info(label)
+  names = [(normalize_text(info.name), False), (worlds.sound_name_words(label), False),
+           (normalize_text(label), False)]
+  if info.noun is not None:
+    names += [(info.noun, True), (info.plural, True)]
+  return [(name, counted) for name, counted in names if name]
+
+
+_NAMES: Final[tuple[tuple[str, str, bool], ...]] = tuple(
+    (name, label, counted) for label in worlds.SOUNDS for name, counted in _names(label))
+
+
+def parse_watch(instruction: str) -> WatchRequest | None:
+  """What an instruction asks to be told, or None.
+
+  A word: "whenever you hear the word W[, say S]". A list: "when I say C, list the
+  sounds you heard". A sound: the words after "when you hear" / "when you have heard"
+  (also "whenever", "once", "if", "listen for") matched against every class's names
+  (`_names`); a name inside a longer one found there does not count ("alarm" in "a
+  smoke alarm"); a number word right before a countable name asks for that many
+  ("three doorbell rings"). None when nothing is asked for, or two classes are ("rain
+  or music": one watch per row).
+  """
+  text = normalize_text(instruction)
+  if (word := _ASKS_FOR_WORD.search(text)) is not None:
+    return WatchRequest(WORD, word=word.group("word"), say=word.group("say"))
+  if (cue := _ASKS_FOR_LIST.search(text)) is not None:
+    return WatchRequest(SUMMARY, word=cue.group("cue"))
+  asked = _ASKS_FOR.search(text)
+  if asked is None:
+    return None
+  what = f" {asked.group('what')} "
+  found: list[tuple[int, int, str, int | None]] = []  # (start, end, label, count)
+  for name, label, counted in _NAMES:
+    at = what.find(f" {name} ")
+    if at < 0:
+      continue
+    count = None
+    if counted:
+      before = what[:at].split()
+      count = _NUMBERS.get(before[-1]) if before else None
+      if count is None:
+        continue
+    found.append((at, at + len(name) + 1, label, count))
+  outermost = [(label, count) for start, end, label, count in found
+               if not any(s <= start and end <= e and (s, e) != (start, end)
+                          for s, e, _, _ in found)]
+  if len({label for label, _ in outermost}) != 1:
+    return None
+  label, count = max(outermost, key=lambda found: found[1] or 0)
+  return WatchRequest(SOUND if count is None else COUNT, label, count)
+
+
+def _has_words(text: str, words: str) -> bool:
+  return f" {words} " in f" {text} "
+
+
+class InstructionWatches:
+  """Each row's watch (module docstring), updated chunk by chunk.
+
+  Attributes:
+    threshold: a class's probability that counts as heard (0: no sound-event head is
+      read; sounds and lists are not watched).
+    chunks: chunks it must be heard for running to start a sound.
+    gap_chunks: chunks unheard that end a sound.
+    hold_chunks: chunks a "tell me when" class must go unheard before it is answered
+      again.
+    words: words, cues and spoken requests are watched in the CTC transcript.
+    requests: each row's request (None: nothing watched).
+  """
+
+  def __init__(self, *, threshold: float, chunks: int, gap_chunks: int, hold_chunks: int,
+               words: bool, encode: Callable[[str], list[int]],
+               decode: Callable[[Sequence[int]], str]):
+    if not 0.0 <= threshold <= 1.0:
+      raise ValueError(f"sound watch threshold must be in [0, 1], got {threshold}")
+    if chunks < 1 or gap_chunks < 1 or hold_chunks < 0:
+      raise ValueError(f"sound watches need chunks >= 1, gap_chunks >= 1 and hold_chunks "
+                       f">= 0, got {chunks}, {gap_chunks} and {hold_chunks}")
+    self.threshold, self.chunks = threshold, chunks
+    self.gap_chunks, self.hold_chunks = gap_chunks, hold_chunks
+    self.words = words
+    self.encode, self.decode = encode, decode
+    self.start(0)
+
+  def start(self, rows: int) -> None:
+    """`rows` rows, none watching."""
+    classes = len(worlds.SOUND_EVENT_LABELS)
+    self.requests: list[WatchRequest | None] = [None] * rows
+    self._streak = np.zeros((rows, classes), np.int64)  # chunks heard running
+    self._unheard = np.zeros((rows, classes), np.int64)  # chunks unheard running
+    self._in_sound = np.zeros((rows, classes), bool)
+    self._sounds = np.zeros(rows, np.int64)  # sounds of the asked class since the request
+    self._armed = np.zeros(rows, bool)  # a "tell me when" row may answer its next sound
+    self._due: list[list[int] | None] = [None] * rows  # an answer waiting for a free row
+    self._history: list[list[str]] = [[] for _ in range(rows)]  # classes heard, in order
+    self._transcript: list[list[int]] = [[] for _ in range(rows)]  # not yet acted on
+
+  def serves(self, request: WatchRequest | None) -> bool:
+    """Whether these watches can answer `request`: sounds, counts and lists read the
+    sound-event head (`threshold` > 0), words and lists the transcript (`words`)."""
+    if request is None:
+      return False
+    needs_head = request.kind in (SOUND, COUNT, SUMMARY)
+    needs_words = request.kind in (WORD, SUMMARY)
+    return (bool(self.threshold) or not needs_head) and (self.words or not needs_words)
+
+  def set_instruction(self, row: int, instruction_ids: Sequence[int]) -> WatchRequest | None:
+    """The row's instruction is now `instruction_ids`: its watch starts afresh (None:
+    the instruction asks for nothing these watches answer). Returns the request."""
+    request = parse_watch(self.decode(list(instruction_ids)))
+    request = request if self.serves(request) else None
+    self._watch(row, request)
+    self._history[row] = []
+    return request
+
+  def heard_reply(self, row: int, reply_ids: Sequence[int]) -> WatchRequest | None:
+    """The model's own reply `reply_ids` ended in `row`: when it says what it will
+    listen for ("ok, i will listen for rain"), the row watches that from now on.
+    Returns the new request, or None (the watch is unchanged)."""
+    return self._moved_by(row, self.decode(list(reply_ids)))
+
+  def _moved_by(self, row: int, text: str) -> WatchRequest | None:
+    """A sound asked for in `text` (a reply, the transcript) moves the row's watch."""
+    request = parse_watch(text)
+    if (not self.serves(request) or request.kind not in (SOUND, COUNT)
+        or request == self.requests[row]):
+      return None
+    self._watch(row, request)
+    return request
+
+  def _watch(self, row: int, request: WatchRequest | None) -> None:
+    self.requests[row] = request
+    if request is not None and request.label is not None:
+      # A sound of the class running when it is asked for counts as beginning now.
+      self._in_sound[row, worlds.SOUND_EVENT_LABELS.index(request.label)] = False
+    self._sounds[row] = 0
+    self._armed[row] = True
+    self._due[row] = None
+    self._transcript[row] = []
+
+  def watching(self, row: int) -> bool:
+    return self.requests[row] is not None
+
+  def fire(self, probabilities: np.ndarray, transcript: Sequence[Sequence[int]],
+           rows: Sequence[int], free: np.ndarray) -> dict[int, tuple[str, list[int]]]:
+    """Updates `rows` with this chunk's head probabilities and transcript tokens.
+
+    Args:
+      probabilities: [B, K] the head's class probabilities of each row's chunk (K may be
+        0 when no sound is watched).
+      transcript: B lists of the CTC transcript's tokens emitted at this chunk.
+      rows: the rows that perceived a chunk now (the others keep their history).
+      free: [B] bool, the row may start an answer now (it is not saying one).
+    Returns:
+      {row: (what was watched: a class, the word or the cue; the answer's token ids,
+      `<eor>` last)} of the rows that answer now.
+    """
+    rows = np.asarray(rows, np.int64)
+    if self.threshold and len(rows):
+      self._hear_sounds(probabilities, rows)
+    if self.words:
+      for row in rows.tolist():
+        self._hear_words(row, transcript[row])
+    out = {}
+    for row in rows.tolist():
+      if self._due[row] is not None and free[row]:
+        request = self.requests[row]
+        out[row] = (request.label or request.word, self._due[row])
+        self._due[row] = None
+    return out
+
+  def _hear_sounds(self, probabilities: np.ndarray, rows: np.ndarray) -> None:
+    """Sounds of every class, for the rows' sound, count and list requests."""
+    if probabilities.shape[1] == 0:
+      raise ValueError("sound watches need a model with a sound-event head "
+                       "(model.sound_event_classes > 0)")
+    heard = probabilities[rows] >= self.threshold  # [R, K]
+    heard[:, sf.NO_SOUND_EVENT] = False
+    self._streak[rows] = streak = np.where(heard, self._streak[rows] + 1, 0)
+    self._unheard[rows] = unheard = np.where(heard, 0, self._unheard[rows] + 1)
+    self._in_sound[rows] &= unheard < self.gap_chunks
+    begins = ~self._in_sound[rows] & (streak >= self.chunks)  # [R, K]
+    self._in_sound[rows] |= begins
+    for i, row in enumerate(rows.tolist()):
+      request = self.requests[row]
+      for class_id in np.flatnonzero(begins[i]).tolist():
+        label = worlds.SOUND_EVENT_LABELS[class_id]
+        if label not in self._history[row]:
+          self._history[row].append(label)
+      if request is None or request.kind not in (SOUND, COUNT):
+        continue
+      column = worlds.SOUND_EVENT_LABELS.index(request.label)
+      if request.kind == SOUND and unheard[i, column] >= max(self.hold_chunks, 1):
+        self._armed[row] = True
+      if not begins[i, column]:
+        continue
+      self._sounds[row] += 1
+      if request.kind == COUNT and self._sounds[row] == request.count:
+        self._due[row] = self._answer(request.reply)
+      elif request.kind == SOUND and self._armed[row]:
+        self._due[row] = self._answer(request.reply)
+        self._armed[row] = False
+
+  def _hear_words(self, row: int, tokens: Sequence[int]) -> None:
+    """The row's transcript so far: its word, its cue, or a spoken request."""
+    if not len(tokens):
+      return
+    kept = (self._transcript[row] + [int(t) for t in tokens])[-_TRANSCRIPT_TOKENS:]
+    self._transcript[row] = kept
+    text = normalize_text(self.decode(kept))
+    request = self.requests[row]
+    if request is not None and request.kind in (WORD, SUMMARY):
+      if not _has_words(text, request.word):
+        return
+      self._transcript[row] = []
+      if request.kind == WORD:
+        self._due[row] = self._answer(request.reply)
+      elif self._history[row]:
+        self._due[row] = self._answer(worlds.list_sounds(self._history[row]))
+        self._history[row] = []
+      return
+    if self._moved_by(row, text) is not None:
+      self._transcript[row] = []
+
+  def _answer(self, text: str) -> list[int]:
+    return list(self.encode(text)) + [sf.EOR_ID]
+
+
+def instruction_watches(infer: ml_collections.ConfigDict, encode: Callable[[str], list[int]],
+                        decode: Callable[[Sequence[int]], str], *, chunk_seconds: float,
+                        sound_event_classes: int) -> InstructionWatches | None:
+  """The watches a config's `infer` block asks for (`infer.sound_watch_threshold` > 0:
+  sounds, counts and lists; `infer.word_watch`: words, cues and spoken requests), None
+  when both are off (or the block predates them).
+
+  Args:
+    encode, decode: the tokenizer's (the answers' ids; the instructions' text).
+    sound_event_classes: the model's head size (0: no head; an error when sounds are
+      watched).
+  """
+  threshold = float(infer.get("sound_watch_threshold", 0.0))
+  words = bool(infer.get("word_watch", False))
+  if not threshold and not words:
+    return None
+  if threshold and not sound_event_classes:
+    raise ValueError(f"infer.sound_watch_threshold={threshold} reads the sound-event head, "
+                     f"and this model has none (model.sound_event_classes=0)")
+  return InstructionWatches(
+      threshold=threshold, chunks=int(infer.sound_watch_chunks),
+      gap_chunks=max(1, int(round(infer.sound_watch_gap_seconds / chunk_seconds))),
+      hold_chunks=int(round(infer.sound_watch_hold_seconds / chunk_seconds)),
+      words=words, encode=encode, decode=decode)
