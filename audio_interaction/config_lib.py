@@ -399,8 +399,9 @@ def base_config() -> ml_collections.ConfigDict:
   # `sound_watch_gap_seconds` unheard (the corpus's counted sounds are >= 0.3 s apart);
   # a watched class is answered again only after `sound_watch_hold_seconds` unheard.
   # `word_watch`: words the instruction names ("whenever you hear the word seven", "when
-  # I say report, list the sounds you heard") and spoken requests ("tell me when you
-  # hear rain instead") are heard in the CTC transcript.
+  # I say report, list the sounds you heard") are heard in the CTC transcript, and a
+  # spoken request ("tell me when you hear rain instead") in it, or the model's own "ok,
+  # i will listen for rain", moves a sound watch.
   config.infer.sound_watch_threshold = 0.0
   config.infer.sound_watch_chunks = 1
   config.infer.sound_watch_gap_seconds = 0.3

@@ -231,19 +231,22 @@ def test_a_reply_saying_what_the_model_will_listen_for_moves_the_watch():
   # Any reply that ends in the stream counts: here the alert rule's, whose words are the
   # acknowledgement of a spoken instruction change.
   said = TOKENIZER.encode("ok, i will listen for a dog barking") + [sf.EOR_ID]
-  rule = SoundAlertRule(threshold=0.5, chunks=1, hold_chunks=100, replies={SIREN: said})
-  watches = _watches()
-  stepper = run_stream_lib.StreamStepper(
-      Engine(model), model_testing.hearing(params, SIREN),
-      [TOKENIZER.encode("Answer my questions.")], [ThresholdPolicy(2.0)],
-      sound_alerts=rule, watches=watches)
   chunk = np.zeros(cfg.chunk_samples, np.float32)
   chunks_to_say = -(-len(said) // cfg.tokens_per_chunk)
-  for _ in range(chunks_to_say):
-    assert watches.requests[0] is None  # not before the reply has ended
-    record = stepper.step(chunk)
-  assert run_stream_lib.REPLY_END in record.events
-  assert watches.requests[0] == WatchRequest(SOUND, "dog_bark")
+  for words in (True, False):
+    rule = SoundAlertRule(threshold=0.5, chunks=1, hold_chunks=100, replies={SIREN: said})
+    watches = _watches(words=words)
+    stepper = run_stream_lib.StreamStepper(
+        Engine(model), model_testing.hearing(params, SIREN),
+        [TOKENIZER.encode("Answer my questions.")], [ThresholdPolicy(2.0)],
+        sound_alerts=rule, watches=watches)
+    for _ in range(chunks_to_say):
+      assert watches.requests[0] is None  # not before the reply has ended
+      record = stepper.step(chunk)
+    assert run_stream_lib.REPLY_END in record.events
+    # Only with the spoken words watched: a decoder's unasked "i will listen for" must
+    # not move a watch the user set.
+    assert watches.requests[0] == (WatchRequest(SOUND, "dog_bark") if words else None)
   assert parse_watch("i hear a dog barking") is None  # a watch's own answer moves nothing
 
 
@@ -256,9 +259,13 @@ def test_a_word_the_instruction_names_is_answered_each_time_the_transcript_says_
   heard = TOKENIZER.encode("heard seven") + [sf.EOR_ID]
   assert _fire(watches, {}, "what is ") == {}
   assert _fire(watches, {}, "eleven plus sev") == {}  # "eleven" is not "seven"
-  assert _fire(watches, {}, "en") == {0: ("seven", heard)}  # across chunks
-  assert _fire(watches, {}, " times") == {}  # not again for the same word
-  assert _fire(watches, {}, " seven", free=False) == {}  # busy: it waits
+  assert _fire(watches, {}, "en") == {}  # "seven" now, whole or not yet
+  assert _fire(watches, {}, " times") == {0: ("seven", heard)}  # whole: another word follows
+  assert _fire(watches, {}, " two") == {}  # not again for the same word
+  assert _fire(watches, {}, " sevent") == {}
+  assert _fire(watches, {}, "y") == {} and _fire(watches, {}) == {}  # "seventy" is no "seven"
+  assert _fire(watches, {}, " seven") == {}
+  assert _fire(watches, {}, free=False) == {}  # the pause makes it whole; busy: it waits
   assert _fire(watches, {}) == {0: ("seven", heard)}
   # Without the transcript watched, the instruction asks for nothing these watches hear.
   plain = _watches()
@@ -272,13 +279,17 @@ def test_a_cue_lists_the_sounds_heard_since_the_start_in_order_each_once():
   watches.start(1)
   watches.set_instruction(0, TOKENIZER.encode(
       'When I say "recap", list the sounds you heard, in order.'))
-  dog, crash = {DOG: 0.9}, {CRASH: 0.9}
-  for probabilities in (dog, dog, {}, {}, crash, crash, {SIREN: 0.9}, {}, {}, dog, dog):
-    assert _fire(watches, probabilities) == {}  # one chunk of siren is no sound
+  dog, crash, step = {DOG: 0.9}, {CRASH: 0.9}, {LABELS.index("footsteps"): 0.9}
+  # Footsteps are heard step by step, not in chunks running: two chunks list them; one
+  # chunk of siren does not.
+  for probabilities in (dog, dog, {}, {}, crash, crash, {SIREN: 0.9}, step, {}, {}, step,
+                        dog, dog):
+    assert _fire(watches, probabilities) == {}
   assert _fire(watches, {}, "okay ") == {}
-  assert _fire(watches, {}, "recap") == {
-      0: ("recap", TOKENIZER.encode("a dog barking, then a crash") + [sf.EOR_ID])}
-  assert _fire(watches, {}, " recap") == {}  # nothing heard since the last list
+  assert _fire(watches, {}, "recap") == {} and _fire(watches, {}, " please") == {}
+  assert _fire(watches, {}) == {  # the request has ended
+      0: ("recap", TOKENIZER.encode("a dog barking, then a crash, then footsteps") + [sf.EOR_ID])}
+  assert _fire(watches, {}, " recap") == {} and _fire(watches, {}) == {}  # nothing new heard
 
 
 def test_a_spoken_request_in_the_transcript_moves_the_watch():
@@ -330,6 +341,7 @@ def test_eval_answers_a_recorded_request_with_the_watch_set_on_the_command_line(
     accuracy[watch] = result["suites"]["B7"]["model"]["accuracy"]
     case = json.loads((out / "cases.jsonl").read_text().splitlines()[0])
     assert case["expected"][0]["text"] == "i hear a siren"
+    assert case["systems"]["model"]["in_time_exact"] == (1 if watch else 0)
     assert all(flag in (out / "report.md").read_text() for flag in watch)
   # The mute model says nothing; the watch answers once it has heard the siren for 8
   # chunks (1.28 s: in time, the siren being recognisable 1.2 s in).

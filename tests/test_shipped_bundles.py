@@ -96,6 +96,14 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   # synthetic streams (README, "Whole names").
   assert (infer.sound_name_bias, infer.sound_name_whole) == (8.0, True)
   assert metadata["sound_name_bias"]["strength"] == infer.sound_name_bias
+  # "Tell me when you hear ..." is answered from the head (README, "Instructions the
+  # heads answer"): at the alerts' threshold, for the chunks chosen on DEV half A; the
+  # transcript is not read (its CTC does not hear real speech).
+  watch = metadata["instruction_watch"]
+  assert infer.sound_watch_threshold == infer.sound_alert_threshold == watch[
+      "sound_watch_threshold"]
+  assert infer.sound_watch_chunks == watch["sound_watch_chunks"] == 2
+  assert not infer.word_watch and watch["word_watch"] is False
 
 
 def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:

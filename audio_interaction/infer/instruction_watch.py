@@ -19,10 +19,13 @@ chunk:
 - "tell me when you have heard N Xs": the N-th sound of X is answered "that is N Xs"
   (`worlds.count_phrase`), once;
 - with `words` on, "whenever you hear the word W": W in the streaming CTC transcript is
-  answered with what the instruction says to say ("heard W"), each time it is heard;
+  answered with what the instruction says to say ("heard W"), each time it is heard,
+  once it is whole (the transcript goes on with another word, or pauses);
 - with `words` on, "when I say C, list the sounds you heard": C in the transcript is
-  answered with the sounds of every class heard since the start, or since the last
-  list, in order, each once ("a dog barking, then a doorbell", `worlds.list_sounds`).
+  answered, once the transcript pauses after it, with every class heard since the
+  start, or since the last list (in `LISTED_AFTER_CHUNKS` chunks, running or not), in
+  the order they were heard, each once ("a dog barking, then a doorbell",
+  `worlds.list_sounds`).
 
 A watched row follows its instruction, not the alert rule: its alerts for other sounds
 are off, as the corpus's streams under such an instruction keep quiet over every other
@@ -30,9 +33,11 @@ sound. A new instruction (`set_instruction`: a stream starting in the row, or a 
 instruction change) replaces the watch, or ends it when it asks for nothing watched. A
 change asked for by voice ("from now on, tell me when you hear rain instead") reaches no
 instruction text: with `words` on, the transcript's "tell me when you hear X" moves a
-sound watch to X; and whenever the model's own reply says what it will listen for ("ok,
-i will listen for rain", the corpus's answer to such a change; `heard_reply`), the watch
-moves to that: the head keeps the decoder's word.
+sound watch to X, and so does the model's own reply saying what it will listen for
+("ok, i will listen for rain", the corpus's answer to such a change; `heard_reply`):
+the head keeps the decoder's word. Off, neither moves it: a decoder that says "ok, i
+will listen for ..." unasked (the real-audio one does, on real recordings) cannot move
+a watch the user set.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ _ASKS_FOR_LIST = re.compile(r"\bwhen\s+i\s+say\s+(?P<cue>.+?)\s+list\s+the\s+sou
 _NUMBERS: Final[dict[str, int]] = {number_to_words(n): n for n in range(1, 100)}
 # Transcript tokens kept per row for finding a word or a spoken request in.
 _TRANSCRIPT_TOKENS: Final[int] = 48
+# Chunks, running or not, a class must be heard in to join the list of sounds heard: a
+# list names footsteps and a ticking clock, which the head hears stroke by stroke, not
+# for `chunks` chunks running.
+LISTED_AFTER_CHUNKS: Final[int] = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +165,6 @@ def parse_watch(instruction: str) -> WatchRequest | None:
   return WatchRequest(SOUND if count is None else COUNT, label, count)
 
 
-def _has_words(text: str, words: str) -> bool:
-  return f" {words} " in f" {text} "
-
-
 class InstructionWatches:
   """Each row's watch (module docstring), updated chunk by chunk.
 
@@ -199,6 +204,7 @@ class InstructionWatches:
     self._armed = np.zeros(rows, bool)  # a "tell me when" row may answer its next sound
     self._due: list[list[int] | None] = [None] * rows  # an answer waiting for a free row
     self._history: list[list[str]] = [[] for _ in range(rows)]  # classes heard, in order
+    self._heard_chunks = np.zeros((rows, classes), np.int64)  # since the last list
     self._transcript: list[list[int]] = [[] for _ in range(rows)]  # not yet acted on
 
   def serves(self, request: WatchRequest | None) -> bool:
@@ -217,12 +223,15 @@ class InstructionWatches:
     request = request if self.serves(request) else None
     self._watch(row, request)
     self._history[row] = []
+    self._heard_chunks[row] = 0
     return request
 
   def heard_reply(self, row: int, reply_ids: Sequence[int]) -> WatchRequest | None:
-    """The model's own reply `reply_ids` ended in `row`: when it says what it will
-    listen for ("ok, i will listen for rain"), the row watches that from now on.
-    Returns the new request, or None (the watch is unchanged)."""
+    """The model's own reply `reply_ids` ended in `row`: with `words` on, when it says
+    what it will listen for ("ok, i will listen for rain"), the row watches that from
+    now on. Returns the new request, or None (the watch is unchanged)."""
+    if not self.words:
+      return None
     return self._moved_by(row, self.decode(list(reply_ids)))
 
   def _moved_by(self, row: int, text: str) -> WatchRequest | None:
@@ -287,12 +296,12 @@ class InstructionWatches:
     self._in_sound[rows] &= unheard < self.gap_chunks
     begins = ~self._in_sound[rows] & (streak >= self.chunks)  # [R, K]
     self._in_sound[rows] |= begins
+    self._heard_chunks[rows] += heard
+    listed = heard & (self._heard_chunks[rows] == LISTED_AFTER_CHUNKS)  # [R, K]
     for i, row in enumerate(rows.tolist()):
       request = self.requests[row]
-      for class_id in np.flatnonzero(begins[i]).tolist():
-        label = worlds.SOUND_EVENT_LABELS[class_id]
-        if label not in self._history[row]:
-          self._history[row].append(label)
+      for class_id in np.flatnonzero(listed[i]).tolist():
+        self._history[row].append(worlds.SOUND_EVENT_LABELS[class_id])
       if request is None or request.kind not in (SOUND, COUNT):
         continue
       column = worlds.SOUND_EVENT_LABELS.index(request.label)
@@ -308,15 +317,28 @@ class InstructionWatches:
         self._armed[row] = False
 
   def _hear_words(self, row: int, tokens: Sequence[int]) -> None:
-    """The row's transcript so far: its word, its cue, or a spoken request."""
-    if not len(tokens):
+    """The row's transcript so far (`tokens`: this chunk's): its word, its cue, or a
+    spoken request.
+
+    A word is answered once it is whole: at the first chunk after it appeared in which
+    the transcript goes on with another word, or adds nothing (a pause), so "seven" is
+    not answered in "seventy", nor before the speaker has finished saying it. A cue is
+    answered at the first chunk after it that adds nothing: when the request has ended
+    ("recap please").
+    """
+    added = [int(t) for t in tokens]
+    request = self.requests[row]
+    listening_for = request is not None and request.kind in (WORD, SUMMARY)
+    if not added and not listening_for:
       return
-    kept = (self._transcript[row] + [int(t) for t in tokens])[-_TRANSCRIPT_TOKENS:]
+    kept = (self._transcript[row] + added)[-_TRANSCRIPT_TOKENS:]
     self._transcript[row] = kept
     text = normalize_text(self.decode(kept))
-    request = self.requests[row]
-    if request is not None and request.kind in (WORD, SUMMARY):
-      if not _has_words(text, request.word):
+    if listening_for:
+      words, wanted = text.split(), request.word.split()
+      ends = [i + len(wanted) for i in range(len(words) - len(wanted) + 1)
+              if words[i:i + len(wanted)] == wanted]
+      if not ends or (added and (request.kind == SUMMARY or ends[0] == len(words))):
         return
       self._transcript[row] = []
       if request.kind == WORD:
@@ -324,6 +346,7 @@ class InstructionWatches:
       elif self._history[row]:
         self._due[row] = self._answer(worlds.list_sounds(self._history[row]))
         self._history[row] = []
+        self._heard_chunks[row] = 0
       return
     if self._moved_by(row, text) is not None:
       self._transcript[row] = []

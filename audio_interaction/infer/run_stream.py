@@ -356,8 +356,9 @@ class StreamStepper:
 
   def _heard_replies(self, started: np.ndarray, wrote: np.ndarray, ended: np.ndarray,
                      written: np.ndarray, counts: np.ndarray) -> None:
-    """Keeps each row's running reply; a finished one goes to the sound watches (a reply
-    saying what the model will listen for moves the row's watch: `InstructionWatches.heard_reply`)."""
+    """Keeps each row's running reply; a finished one goes to the watches (a reply saying
+    what the model will listen for may move the row's watch:
+    `InstructionWatches.heard_reply`)."""
     if self.watches is None:
       return
     for row in np.flatnonzero(wrote).tolist():
