@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
 import time
 
@@ -28,7 +27,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(REPO))
 
-from benchmarks.stream_step import ONE_THREAD_ENV, machine  # noqa: E402  (no jax there)
+# No jax in stream_step's module scope: the thread settings below still apply.
+from benchmarks.stream_step import ONE_THREAD_ENV, print_interleaved_medians  # noqa: E402
 
 # One XLA thread: set before jax loads.
 for _name, _value in ONE_THREAD_ENV.items():
@@ -82,18 +82,9 @@ def main() -> None:
       jax.block_until_ready(tokens)
       if call:  # the first call compiles
         times[name].append(time.perf_counter() - began)
-  base = statistics.median(times["no bias"])
-  where = machine()
-  print(f"{note}; {where['cpu']}, {where['usable_cores']} usable cores, one XLA thread, "
-        f"load {where['load_1min']:.1f}, jax {where['jax']}; {args.calls} interleaved calls "
-        f"of {TOKENS_PER_CALL} reply tokens each\n")
-  print("| setting | median per call | per token | against no bias |")
-  print("|---|---|---|---|")
-  for name, values in times.items():
-    median = statistics.median(values)
-    print(f"| {name} | {1e3 * median:.2f} ms | {1e3 * median / TOKENS_PER_CALL:.2f} ms | "
-          f"{median / base:.2f}x |")
-
+  print_interleaved_medians(times, "no bias", note=note, per=TOKENS_PER_CALL,
+                            per_label="token", what=f"{args.calls} interleaved calls of "
+                            f"{TOKENS_PER_CALL} reply tokens each")
 
 if __name__ == "__main__":
   main()

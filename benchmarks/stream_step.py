@@ -478,6 +478,28 @@ def machine() -> dict:
   }
 
 
+def print_interleaved_medians(times: dict[str, list[float]], baseline: str, *, note: str,
+                              what: str, per: int, per_label: str) -> None:
+  """Prints the machine line and a Markdown table of settings timed interleaved: each
+  one's median per call, per `per_label` (the median over `per`), and its ratio to
+  `baseline`'s median.
+
+  Args:
+    times: {setting: seconds of each timed call}, `baseline` among them.
+    note: what ran (the model's note); what: the calls ("8 rows, 60 chunks ...").
+  """
+  where = machine()
+  print(f"{note}; {where['cpu']}, {where['usable_cores']} usable cores, one XLA thread, "
+        f"load {where['load_1min']:.1f}, jax {where['jax']}; {what}\n")
+  print(f"| setting | median per call | per {per_label} | against {baseline} |")
+  print("|---|---|---|---|")
+  base = statistics.median(times[baseline])
+  for name, values in times.items():
+    median = statistics.median(values)
+    print(f"| {name} | {1e3 * median:.2f} ms | {1e3 * median / per:.2f} ms | "
+          f"{median / base:.2f}x |")
+
+
 def run_workers(sections: list[str], quick: bool, simulate: bool, cache_dir: str
                 ) -> dict[str, dict]:
   """Runs `sections` in order in one one-thread subprocess; returns {section: result}.

@@ -100,6 +100,17 @@ def sound_head_model(seed: int, vocab_size: int = 64):
   return model, model.init(jax.random.key(seed))
 
 
+def class_probabilities(rows: list[dict[int, float]]):
+  """[len(rows), K] sound-event head probabilities over `worlds.SOUND_EVENT_LABELS`, zero
+  but for each row's {class id: probability}."""
+  from audio_interaction.corpus import worlds  # pylint: disable=import-outside-toplevel
+  out = np.zeros((len(rows), len(worlds.SOUND_EVENT_LABELS)))
+  for i, row in enumerate(rows):
+    for class_id, p in row.items():
+      out[i, class_id] = p
+  return out
+
+
 def with_sound_head(params, kernel=None, bias=None):
   """`params` with the sound-event head's kernel [D, K] and bias [K] replaced (None: 0)."""
   head = params["params"]["sound_event_head"]

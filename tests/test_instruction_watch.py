@@ -62,14 +62,6 @@ def test_every_class_and_count_parses_and_what_does_not():
   assert WatchRequest(WORD, word="seven").reply == "heard seven"
 
 
-def _probabilities(rows: list[dict[int, float]]) -> np.ndarray:
-  out = np.zeros((len(rows), len(LABELS)))
-  for i, row in enumerate(rows):
-    for class_id, p in row.items():
-      out[i, class_id] = p
-  return out
-
-
 def _watches(**settings) -> InstructionWatches:
   return InstructionWatches(**{"threshold": 0.5, "chunks": 2, "gap_chunks": 2,
                                "hold_chunks": 4, "words": False, **settings},
@@ -79,7 +71,7 @@ def _watches(**settings) -> InstructionWatches:
 def _fire(watches: InstructionWatches, probabilities: dict[int, float], words: str = "",
           free: bool = True) -> dict:
   """One row's chunk: the head's probabilities and the transcript's new words."""
-  return watches.fire(_probabilities([probabilities]), [TOKENIZER.encode(words)], [0],
+  return watches.fire(model_testing.class_probabilities([probabilities]), [TOKENIZER.encode(words)], [0],
                       np.array([free]))
 
 

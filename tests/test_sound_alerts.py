@@ -19,21 +19,13 @@ LABELS = worlds.SOUND_EVENT_LABELS
 SIREN, KNOCK = LABELS.index("siren"), LABELS.index("knock")
 
 
-def _probabilities(rows: list[dict[int, float]]) -> np.ndarray:
-  out = np.zeros((len(rows), len(LABELS)))
-  for i, row in enumerate(rows):
-    for class_id, p in row.items():
-      out[i, class_id] = p
-  return out
-
-
 def _run_rule(rule: SoundAlertRule, chunks: list[dict[int, float]], free=None) -> list:
   """The alerts of one row over its chunks' probabilities (row free unless told)."""
   rule.start(1)
   fired = []
   for index, probabilities in enumerate(chunks):
     is_free = np.array([True if free is None else free[index]])
-    out = rule.fire(_probabilities([probabilities]), [0], np.array([index]), is_free)
+    out = rule.fire(model_testing.class_probabilities([probabilities]), [0], np.array([index]), is_free)
     fired.append(out.get(0))
   return fired
 
@@ -86,7 +78,7 @@ def test_a_vetoed_alert_is_raised_again_at_the_next_chunk_heard(once_per_sound):
   replies = {SIREN: [5, sf.EOR_ID], KNOCK: [6, sf.EOR_ID]}
   rule = SoundAlertRule(threshold=0.6, chunks=2, hold_chunks=3, replies=replies,
                         once_per_sound=once_per_sound)
-  siren = _probabilities([{SIREN: 0.9}])
+  siren = model_testing.class_probabilities([{SIREN: 0.9}])
   rule.start(1)
   fired = [rule.fire(siren, [0], np.array([i]), np.ones(1, bool)).get(0) for i in range(2)]
   assert fired == [None, SIREN]
