@@ -30,6 +30,9 @@ def right_by_case(run: pathlib.Path) -> dict[str, bool]:
   for line in (run / "cases.jsonl").read_text().splitlines():
     case = json.loads(line)
     model = case["systems"]["model"]
+    if "replies" in model and "in_time_exact" not in model:
+      raise ValueError(f"{run}: online case {case['case']} has no in_time_exact (an eval "
+                       f"run older than that field): run eval again")
     if "in_time_exact" in model:
       right[case["case"]] = model["in_time_exact"] == len(case["expected"])
       continue

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from repo_scripts import load_script
 
 
@@ -44,3 +46,8 @@ def test_an_online_case_is_right_when_every_reply_was_said_in_time_exactly(tmp_p
   (tmp_path / "run" / "cases.jsonl").write_text("\n".join(lines) + "\n")
   assert by_half.right_by_case(tmp_path / "run") == {
       "all": True, "late": False, "wrong words": False, "half": False}
+  (tmp_path / "old").mkdir()
+  (tmp_path / "old" / "cases.jsonl").write_text(json.dumps(
+      {"case": "c", "expected": expected, "systems": {"model": {"replies": []}}}) + "\n")
+  with pytest.raises(ValueError, match="in_time_exact"):
+    by_half.right_by_case(tmp_path / "old")

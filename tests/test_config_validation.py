@@ -170,10 +170,14 @@ def _edit_config(bundle, edit):
   file.write_text(json.dumps(values))
 
 
-def test_embedded_bundle_without_infer_block_loads_with_defaults(bundle):
-  assert "infer" not in json.loads((bundle / "config.json").read_text())
+def test_a_bundle_without_infer_block_or_with_part_of_one_loads_with_defaults(bundle):
+  _edit_config(bundle, lambda values: values.pop("infer", None))  # saved before it existed
   config, _, _ = portable.load_bundle(bundle)
   assert config.infer.threshold == 0.5 and config.infer.max_reply_tokens >= 1
+  assert not config.infer.word_watch
+  _edit_config(bundle, lambda values: values.update(infer={"word_watch": True}))
+  config, _, _ = portable.load_bundle(bundle)
+  assert config.infer.word_watch and config.infer.threshold == 0.5
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])

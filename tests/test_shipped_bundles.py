@@ -43,6 +43,15 @@ def test_every_shipped_bundle_loads_by_name(name):
   assert tokenizer.vocab_size <= model.config.decoder.vocab_size
 
 
+def test_the_embedded_bundle_watches_the_words_its_instruction_names():
+  # It has no sound-event head: words and cues only ("Instructions the heads answer").
+  config = portable.bundle_config("embedded")
+  assert config.infer.word_watch and not config.infer.sound_watch_threshold
+  assert not config.model.sound_event_classes
+  metadata = json.loads((portable.EMBEDDED_BUNDLE / portable.METADATA_FILE).read_text())
+  assert metadata["word_watch"]["on"] is True
+
+
 def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   config = portable.bundle_config("real-audio")
   assert config.model.turn_end_head and config.model.sound_event_classes
