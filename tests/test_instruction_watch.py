@@ -343,3 +343,28 @@ def test_eval_answers_a_recorded_request_with_the_watch_set_on_the_command_line(
   assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
                    "--config.infer.sound_watch_chunks=0", "--out", str(tmp_path / "bad")]) == 2
   assert "infer.sound_watch_chunks=0: must be an int >= 1" in capsys.readouterr().err
+
+
+def test_a_served_stream_joins_watching_and_an_instruction_change_moves_its_watch():
+  from audio_interaction.infer.slots import SlotBatcher
+  model, params = model_testing.sound_head_model(3, vocab_size=TOKENIZER.vocab_size)
+  params = model_testing.hearing(params, SIREN)  # a siren in every chunk
+  watches = _watches(chunks=2)
+  batcher = SlotBatcher(Engine(model), params, slots=2, watches=watches)
+  chunk = np.zeros(model.config.chunk_samples, np.float32)
+  row, sid = batcher.join(TOKENIZER.encode("Tell me when you hear a dog barking."),
+                          ThresholdPolicy(2.0))
+  other = batcher.join(TOKENIZER.encode("Tell me when you hear a siren."), ThresholdPolicy(2.0))
+
+  def step() -> dict[int, list[int]]:
+    batcher.push(row, sid, chunk)
+    batcher.push(*other, chunk)
+    return {s.row: s.record.reply_tokens for s in batcher.tick()}
+
+  said = [step() for _ in range(8)]
+  assert all(s[row] == [] for s in said)  # a dog is asked for: the siren is not
+  assert TOKENIZER.decode([t for s in said for t in s[other[0]]]) == "i hear a siren"
+  batcher.change_instruction(row, sid, TOKENIZER.encode("Tell me when you hear a siren."))
+  said = [step() for _ in range(8)]  # the siren heard all along: answered after the change
+  assert watches.requests[row] == WatchRequest(SOUND, "siren")
+  assert "i hear a siren" in TOKENIZER.decode([t for s in said for t in s[row]])
