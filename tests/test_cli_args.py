@@ -116,7 +116,7 @@ def test_model_config_overrides_are_refused_on_a_bundle(verb, tmp_path, capsys, 
 @pytest.mark.parametrize("override, message", [
     ("--config.infer.threshhold=0.3", "threshhold"),
     ("--config.infer.threshold=abc", "threshold"),
-    ("--config.infer.threshold=3.0", "infer.threshold must be in [0, 1]"),
+    ("--config.infer.threshold=3.0", "infer.threshold=3.0: must be a number in [0, 1]"),
 ])
 def test_bad_infer_overrides_are_one_line(override, message, tmp_path, capsys, no_model):
   assert cli.main(["listen", str(wav(tmp_path)), override]) == 2

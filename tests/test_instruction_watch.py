@@ -343,6 +343,14 @@ def test_eval_answers_a_recorded_request_with_the_watch_set_on_the_command_line(
   assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
                    "--config.infer.sound_watch_chunks=0", "--out", str(tmp_path / "bad")]) == 2
   assert "infer.sound_watch_chunks=0: must be an int >= 1" in capsys.readouterr().err
+  # A bundle brings its own model: a model override is refused, not ignored; an infer
+  # override is checked against the bundle's model (this one has a sound-event head).
+  assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
+                   "--config.model.sound_event_classes=0", "--out", str(tmp_path / "bad")]) == 2
+  assert "runs a model bundle" in capsys.readouterr().err
+  assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
+                   "--suites", "B7", "--sweep", "", "--config.infer.sound_name_bias=8",
+                   "--out", str(tmp_path / "biased")]) == 0, capsys.readouterr().err
 
 
 def test_a_served_stream_joins_watching_and_an_instruction_change_moves_its_watch():

@@ -59,12 +59,14 @@ def _config_from(args: argparse.Namespace, overrides: list[str]):
 
 
 def _infer_config(verb: str, bundle, overrides: list[str]):
-  """The bundle's `config.infer` with the command line's `--config.infer.*` applied.
+  """The bundle's `config.infer` with the command line's `--config.infer.*` applied and
+  checked.
 
-  A bundle brings its own model config, so on demo and listen only the inference
-  settings can be overridden; any other field is refused rather than ignored.
+  A bundle brings its own model config, so on demo, listen and eval (of a bundle) only
+  the inference settings can be overridden; any other field is refused rather than
+  ignored.
   """
-  from audio_interaction.export.portable import bundle_infer_config
+  from audio_interaction.export.portable import bundle_config
   refused = [o for o in overrides if not o.startswith(INFER_PREFIX)]
   if refused:
     raise UsageError(
@@ -73,13 +75,14 @@ def _infer_config(verb: str, bundle, overrides: list[str]):
         f"({INFER_PREFIX}NAME=value with NAME one of "
         f"{', '.join(sorted(config_lib.base_config().infer.keys()))})")
   try:
-    infer = bundle_infer_config(bundle)
-    config_lib.apply_overrides(infer, [o.removeprefix(INFER_PREFIX) for o in overrides])
+    # Checked whole, against the bundle's own model: a range ("sound_watch_chunks=0")
+    # and a relation (a name bias on a model with no sound-event head) alike.
+    config = bundle_config(bundle)
+    config_lib.apply_overrides(config, overrides)
+    config_lib.validate(config)
   except (ValueError, KeyError, TypeError) as error:
     raise UsageError(_one_line(error)) from error
-  if not 0.0 <= infer.threshold <= 1.0:
-    raise UsageError(f"infer.threshold must be in [0, 1], got {infer.threshold}")
-  return infer
+  return config.infer
 
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -268,14 +271,13 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
   from audio_interaction.apps import eval_run
   from audio_interaction.eval import report, suites
   from audio_interaction.export.portable import bundle_config
-  config = _config_from(args, overrides) if args.checkpoint else None
-  # The operating point: the bundle's (or the training config's) `infer`, then the flags.
+  # The operating point: a workdir's training config (overrides applied), or a bundle's
+  # own `infer` with the command line's `--config.infer.*` over it (a bundle brings its
+  # own config: any other override is refused, not ignored); then the flags.
   is_workdir = args.checkpoint and (pathlib.Path(args.checkpoint) / "checkpoints").is_dir()
+  config = _config_from(args, overrides) if is_workdir else None
   saved = config if is_workdir else bundle_config(args.checkpoint)
-  # A bundle's own `infer`, with the command line's `--config.infer.*` over it (a
-  # workdir's config has them already).
-  infer = saved.infer if is_workdir else _infer_config(
-      "eval", args.checkpoint, [o for o in overrides if o.startswith(INFER_PREFIX)])
+  infer = saved.infer if is_workdir else _infer_config("eval", args.checkpoint, overrides)
   for flag, seconds in (("--silence", args.silence), ("--baseline-silence", args.baseline_silence)):
     if seconds is not None and not seconds > 0:
       raise UsageError(f"{flag} {seconds}: must be > 0 (seconds of silence)")
