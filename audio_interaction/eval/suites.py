@@ -72,8 +72,8 @@ from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
-from audio_interaction.infer.instruction_watch import (WATCH_KEYS, instruction_watches,
-                                                       parse_watch)
+from audio_interaction.infer.instruction_watch import (SOUND, WATCH_KEYS,
+                                                       instruction_watches, parse_watch)
 from audio_interaction.infer.sound_naming import SoundNamer
 from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import AudioInteractionModel, Params
@@ -479,7 +479,7 @@ def alert_text(label: str, instruction: str | None = None) -> str:
   you hear a dog barking", `instruction_watch.parse_watch`), what it asks to be told ("i
   hear a dog barking"); else its `worlds.alert_message`, else "i hear <class>"."""
   request = None if instruction is None else parse_watch(instruction)
-  if request is not None and request.kind == "sound" and request.label == label:
+  if request is not None and request.kind == SOUND and request.label == label:
     return request.reply
   info = worlds.SOUNDS.get(label)
   if info is not None and info.alert is not None:
