@@ -46,6 +46,11 @@ def test_every_class_and_count_parses_and_what_does_not():
   assert parse_watch("Tell me when you hear the smoke alarm") == WatchRequest(SOUND, "smoke_alarm")
   assert parse_watch("Tell me when you hear an alarm clock") == WatchRequest(SOUND, "alarm_clock")
   assert parse_watch("ok, i will listen for rain") == WatchRequest(SOUND, "rain")
+  # What sounds, as a user says it; a word two labels share names neither.
+  assert parse_watch("Let me know if you hear the phone.") == WatchRequest(SOUND, "phone_ring")
+  assert parse_watch("tell me when you hear the baby") == WatchRequest(SOUND, "baby_cry")
+  assert parse_watch("tell me when you hear the alarm") is None  # a clock or smoke?
+  assert parse_watch("tell me when you hear the clock") is None
   # A word, not a dog.
   assert parse_watch('Whenever you hear the word "dog", say "heard dog".') == WatchRequest(
       WORD, word="dog", say="heard dog")

@@ -109,12 +109,24 @@ class WatchRequest:
     raise ValueError("a summary's answer is the sounds heard: worlds.list_sounds")
 
 
+def _head_word(label: str) -> str:
+  """What a user calls the thing that sounds ("the phone", "the dog", "the baby"): the
+  first word of a two-word label, unless another label has it too ("alarm": an alarm
+  clock, or a smoke alarm?); "" for one-word labels (their label is their name)."""
+  words = label.split("_")
+  if len(words) < 2 or any(words[0] in other.split("_") for other in worlds.SOUNDS
+                           if other != label):
+    return ""
+  return words[0]
+
+
 def _names(label: str) -> list[tuple[str, bool]]:
   """(words, counted) a sentence may call `label` by: its spoken name with and without
-  the article, its label's words ("dog bark"), and, counted, its noun and plural."""
+  the article, its label's words ("dog bark"), what sounds ("phone": `_head_word`), and,
+  counted, its noun and plural."""
   info = worlds.sound_info(label)
   names = [(normalize_text(info.name), False), (worlds.sound_name_words(label), False),
-           (normalize_text(label), False)]
+           (normalize_text(label), False), (_head_word(label), False)]
   if info.noun is not None:
     names += [(info.noun, True), (info.plural, True)]
   return [(name, counted) for name, counted in names if name]
