@@ -20,7 +20,6 @@ fetches: they add no device work.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 import time
@@ -29,12 +28,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(REPO))
 
-# No jax in stream_step's module scope: the thread settings below still apply.
-from benchmarks.stream_step import ONE_THREAD_ENV, print_interleaved_medians  # noqa: E402
+from benchmarks.stream_step import use_one_xla_thread, print_interleaved_medians  # noqa: E402  (no jax there)
 
-# One XLA thread: set before jax loads.
-for _name, _value in ONE_THREAD_ENV.items():
-  os.environ.setdefault(_name, _value)
+use_one_xla_thread()  # before jax loads
 
 import numpy as np  # noqa: E402
 

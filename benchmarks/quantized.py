@@ -32,11 +32,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(REPO))
 
-from benchmarks.stream_step import ONE_THREAD_ENV  # noqa: E402  (no jax there)
+from benchmarks.stream_step import use_one_xla_thread  # noqa: E402  (no jax there)
 
-# One XLA thread: set before jax loads.
-for _name, _value in ONE_THREAD_ENV.items():
-  os.environ.setdefault(_name, _value)
+use_one_xla_thread()  # before jax loads
 
 import jax  # noqa: E402  (after the thread settings)
 import numpy as np  # noqa: E402

@@ -71,6 +71,13 @@ ONE_THREAD_ENV = {
 }
 
 
+def use_one_xla_thread() -> None:
+  """Sets `ONE_THREAD_ENV` where not set already: call it before jax is imported (a
+  benchmark script's preamble; this module imports no jax at its top)."""
+  for name, value in ONE_THREAD_ENV.items():
+    os.environ.setdefault(name, value)
+
+
 # --------------------------------------------------------------------- helpers
 def rss_mb() -> float:
   """Resident set size of this process in MB (VmRSS from /proc/self/status)."""

@@ -27,10 +27,6 @@ import numpy as np
 from audio_interaction.corpus import worlds
 
 
-def _instruction(label: str) -> str:
-  return f"Tell me when you hear {worlds.sound_name(label)}."
-
-
 def watch_rows(rows: Iterable[dict], seed: int = 0) -> list[dict]:
   """The request rows of an events manifest's rows (one event each; module docstring)."""
   rows = [row for row in rows if len(row.get("events", ())) == 1]
@@ -44,10 +40,12 @@ def watch_rows(rows: Iterable[dict], seed: int = 0) -> list[dict]:
     event = row["events"][0]
     label = event["class"]
     if label in worlds.SOUNDS:
-      out.append({**row, "id": f"{row['id']}#asked", "instruction": _instruction(label),
+      out.append({**row, "id": f"{row['id']}#asked",
+                  "instruction": worlds.listen_instruction(label),
                   "events": [{**event, "role": "alert"}]})
     other = str(rng.choice([c for c in ours if c != label]))
-    out.append({**row, "id": f"{row['id']}#other", "instruction": _instruction(other),
+    out.append({**row, "id": f"{row['id']}#other",
+                "instruction": worlds.listen_instruction(other),
                 "events": [{**event, "role": "benign"}]})
   return out
 

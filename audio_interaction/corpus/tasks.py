@@ -323,7 +323,7 @@ def follow_sound(c: Composer, cfg: TaskConfig) -> str:
     _play_quiet(c, choose(c.rng, others), "distractor")
   event = c.play(target, role="target")
   c.reply(worlds.heard_message(target), event.recognisable_at, f"{target} recognisable")
-  return f"Tell me when you hear {worlds.sound_name(target)}."
+  return worlds.listen_instruction(target)
 
 
 def follow_count(c: Composer, cfg: TaskConfig) -> str:
@@ -520,7 +520,7 @@ def instruction_change(c: Composer, cfg: TaskConfig) -> str:
   _play_quiet(c, old, "old target")
   event = c.play(new, role="target")
   c.reply(worlds.heard_message(new), event.recognisable_at, f"{new} recognisable")
-  return f"Tell me when you hear {worlds.sound_name(old)}."
+  return worlds.listen_instruction(old)
 
 
 def demo_tour(c: Composer, cfg: TaskConfig) -> str:

@@ -378,6 +378,12 @@ def alert_message(label: str) -> str:
   return info.alert
 
 
+def listen_instruction(label: str) -> str:
+  """The instruction that asks to be told of `label`: "Tell me when you hear a dog
+  barking."."""
+  return f"Tell me when you hear {sound_name(label)}."
+
+
 def heard_message(label: str) -> str:
   """What a model says when it hears a sound it was asked to listen for: "i hear a dog
   barking"."""

@@ -70,6 +70,8 @@ _ASKS_FOR_WORD = re.compile(r"\bhear\s+the\s+word\s+(?P<word>\S+)(?:\s+say\s+(?P
 # 'when I say "report", list the sounds you heard' (normalized).
 _ASKS_FOR_LIST = re.compile(r"\bwhen\s+i\s+say\s+(?P<cue>.+?)\s+list\s+the\s+sounds\b")
 _NUMBERS: Final[dict[str, int]] = {number_to_words(n): n for n in range(1, 100)}
+_COLUMNS: Final[dict[str | None, int]] = {label: i for i, label in
+                                          enumerate(worlds.SOUND_EVENT_LABELS)}
 # Transcript tokens kept per row for finding a word or a spoken request in.
 _TRANSCRIPT_TOKENS: Final[int] = 48
 # Chunks, running or not, a class must be heard in to join the list of sounds heard: a
@@ -95,6 +97,11 @@ class WatchRequest:
   count: int | None = None
   word: str | None = None
   say: str | None = None
+
+  @property
+  def column(self) -> int:
+    """The label's column of the sound-event head's probabilities."""
+    return _COLUMNS[self.label]
 
   @property
   def reply(self) -> str:
@@ -259,7 +266,7 @@ class InstructionWatches:
     self.requests[row] = request
     if request is not None and request.label is not None:
       # A sound of the class running when it is asked for counts as beginning now.
-      self._in_sound[row, worlds.SOUND_EVENT_LABELS.index(request.label)] = False
+      self._in_sound[row, request.column] = False
     self._sounds[row] = 0
     self._armed[row] = True
     self._due[row] = None
@@ -316,7 +323,7 @@ class InstructionWatches:
         self._history[row].append(worlds.SOUND_EVENT_LABELS[class_id])
       if request is None or request.kind not in (SOUND, COUNT):
         continue
-      column = worlds.SOUND_EVENT_LABELS.index(request.label)
+      column = request.column
       if request.kind == SOUND and unheard[i, column] >= max(self.hold_chunks, 1):
         self._armed[row] = True
       if not begins[i, column]:
