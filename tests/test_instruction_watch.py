@@ -147,8 +147,12 @@ def test_settings_are_checked_and_the_config_block_builds_them():
     build(0)
   watches = build(27)
   assert (watches.threshold, watches.chunks, watches.gap_chunks, watches.hold_chunks,
-          watches.words) == (0.4, 3, 2, 20, False)
+          watches.words, watches.pause_chunks) == (0.4, 3, 2, 20, False, 3)  # key absent
   assert not watches.serves(WatchRequest(WORD, word="seven"))
+  infer.word_watch_pause_seconds = 0.48
+  assert build(27).pause_chunks == 3
+  with pytest.raises(ValueError, match="pause_chunks"):
+    _watches(pause_chunks=0)
 
 
 def test_a_watched_row_answers_in_the_stream_and_says_no_other_alerts():
@@ -269,6 +273,25 @@ def test_a_word_the_instruction_names_is_answered_each_time_the_transcript_says_
   plain.start(1)
   assert plain.set_instruction(0, TOKENIZER.encode("Whenever you hear the word seven.")) is None
   assert not plain.watching(0)
+
+
+def test_a_word_waits_for_the_pause_that_ends_it_unless_another_word_follows():
+  watches = _watches(words=True, pause_chunks=3)
+  watches.start(1)
+  watches.set_instruction(0, TOKENIZER.encode('Whenever you hear the word "seven".'))
+  heard = TOKENIZER.encode("heard seven") + [sf.EOR_ID]
+  assert _fire(watches, {}, "one seven") == {}
+  assert _fire(watches, {}) == {} and _fire(watches, {}) == {}  # still saying it, maybe
+  assert _fire(watches, {}) == {0: ("seven", heard)}  # three chunks of nothing: it is over
+  assert _fire(watches, {}, " seven") == {}
+  assert _fire(watches, {}, " times") == {0: ("seven", heard)}  # another word: over at once
+  cue = _watches(words=True, pause_chunks=2)
+  cue.start(1)
+  cue.set_instruction(0, TOKENIZER.encode('When I say "recap", list the sounds you heard.'))
+  for _ in range(2):
+    assert _fire(cue, {DOG: 0.9}) == {}
+  assert _fire(cue, {}, "recap") == {} and _fire(cue, {}) == {}  # "recap please" may follow
+  assert _fire(cue, {}) == {0: ("recap", TOKENIZER.encode("a dog barking") + [sf.EOR_ID])}
 
 
 def test_a_cue_lists_the_sounds_heard_since_the_start_in_order_each_once():

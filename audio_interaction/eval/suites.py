@@ -221,10 +221,10 @@ class EvalConfig:
     sound-event head (`infer/sound_alerts.py`; threshold 0: off) in every model row,
     the sweep's included; never in the silence timer's.
   sound_watch_threshold, sound_watch_chunks, sound_watch_gap_seconds,
-    sound_watch_hold_seconds, word_watch: what an instruction asks to be told ("tell me
-    when you hear ...", "whenever you hear the word ...") watched by the heads
-    (`infer/instruction_watch.py`; threshold 0 and word_watch off: off), in the same
-    rows as the alerts.
+    sound_watch_hold_seconds, word_watch, word_watch_pause_seconds: what an instruction
+    asks to be told ("tell me when you hear ...", "whenever you hear the word ...")
+    watched by the heads (`infer/instruction_watch.py`; threshold 0 and word_watch
+    off: off), in the same rows as the alerts.
   sound_name_bias, sound_name_decay, sound_name_gate, sound_name_once,
     sound_name_whole: replies and
     answers biased towards the names of the sounds the head heard
@@ -268,6 +268,7 @@ class EvalConfig:
   sound_watch_gap_seconds: float = _INFER.sound_watch_gap_seconds
   sound_watch_hold_seconds: float = _INFER.sound_watch_hold_seconds
   word_watch: bool = _INFER.word_watch
+  word_watch_pause_seconds: float = _INFER.word_watch_pause_seconds
   sound_name_bias: float = _INFER.sound_name_bias
   sound_name_decay: float = _INFER.sound_name_decay
   sound_name_gate: float = _INFER.sound_name_gate

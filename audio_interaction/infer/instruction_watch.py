@@ -50,6 +50,7 @@ from typing import Final
 import ml_collections
 import numpy as np
 
+from audio_interaction import config_lib
 from audio_interaction import stream_format as sf
 from audio_interaction.corpus import worlds
 from audio_interaction.data.tokenizer import normalize_text, number_to_words
@@ -57,7 +58,7 @@ from audio_interaction.data.tokenizer import normalize_text, number_to_words
 # The `infer` keys of the watches (`instruction_watches` reads them).
 WATCH_KEYS: Final[tuple[str, ...]] = ("sound_watch_threshold", "sound_watch_chunks",
                                       "sound_watch_gap_seconds", "sound_watch_hold_seconds",
-                                      "word_watch")
+                                      "word_watch", "word_watch_pause_seconds")
 
 SOUND, COUNT, WORD, SUMMARY = "sound", "count", "word", "summary"
 
@@ -78,6 +79,7 @@ _TRANSCRIPT_TOKENS: Final[int] = 48
 # list names footsteps and a ticking clock, which the head hears stroke by stroke, not
 # for `chunks` chunks running.
 LISTED_AFTER_CHUNKS: Final[int] = 2
+_DEFAULT_PAUSE_SECONDS: Final[float] = config_lib.base_config().infer.word_watch_pause_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,20 +197,24 @@ class InstructionWatches:
     hold_chunks: chunks a "tell me when" class must go unheard before it is answered
       again.
     words: words, cues and spoken requests are watched in the CTC transcript.
+    pause_chunks: chunks the transcript must add nothing for, after a watched word or
+      cue, before it is answered (a word followed by another is answered at once).
     requests: each row's request (None: nothing watched).
   """
 
   def __init__(self, *, threshold: float, chunks: int, gap_chunks: int, hold_chunks: int,
                words: bool, encode: Callable[[str], list[int]],
-               decode: Callable[[Sequence[int]], str]):
+               decode: Callable[[Sequence[int]], str], pause_chunks: int = 1):
     if not 0.0 <= threshold <= 1.0:
       raise ValueError(f"sound watch threshold must be in [0, 1], got {threshold}")
     if chunks < 1 or gap_chunks < 1 or hold_chunks < 0:
       raise ValueError(f"sound watches need chunks >= 1, gap_chunks >= 1 and hold_chunks "
                        f">= 0, got {chunks}, {gap_chunks} and {hold_chunks}")
+    if pause_chunks < 1:
+      raise ValueError(f"word watches need pause_chunks >= 1, got {pause_chunks}")
     self.threshold, self.chunks = threshold, chunks
     self.gap_chunks, self.hold_chunks = gap_chunks, hold_chunks
-    self.words = words
+    self.words, self.pause_chunks = words, pause_chunks
     self.encode, self.decode = encode, decode
     self.start(0)
 
@@ -225,6 +231,7 @@ class InstructionWatches:
     self._history: list[list[str]] = [[] for _ in range(rows)]  # classes heard, in order
     self._heard_chunks = np.zeros((rows, classes), np.int64)  # since the last list
     self._transcript: list[list[int]] = [[] for _ in range(rows)]  # not yet acted on
+    self._quiet = np.zeros(rows, np.int64)  # chunks the transcript added nothing, running
 
   def serves(self, request: WatchRequest | None) -> bool:
     """Whether these watches can answer `request`: sounds, counts and lists read the
@@ -339,13 +346,15 @@ class InstructionWatches:
     """The row's transcript so far (`tokens`: this chunk's): its word, its cue, or a
     spoken request.
 
-    A word is answered once it is whole: at the first chunk after it appeared in which
-    the transcript goes on with another word, or adds nothing (a pause), so "seven" is
-    not answered in "seventy", nor before the speaker has finished saying it. A cue is
-    answered at the first chunk after it that adds nothing: when the request has ended
-    ("recap please").
+    A word is answered once it is whole: when the transcript goes on with another word,
+    or has added nothing for `pause_chunks` chunks (a pause), so "seven" is not
+    answered in "seventy", nor while the speaker is still saying it (the CTC head often
+    writes a word before its last sound). A cue is answered once the
+    transcript has paused as long after it: when the request has ended ("recap
+    please").
     """
     added = [int(t) for t in tokens]
+    self._quiet[row] = 0 if added else self._quiet[row] + 1
     request = self.requests[row]
     listening_for = request is not None and request.kind in (WORD, SUMMARY)
     if not added and not listening_for:
@@ -357,7 +366,8 @@ class InstructionWatches:
       words, wanted = text.split(), request.word.split()
       ends = [i + len(wanted) for i in range(len(words) - len(wanted) + 1)
               if words[i:i + len(wanted)] == wanted]
-      if not ends or (added and (request.kind == SUMMARY or ends[0] == len(words))):
+      followed = bool(ends) and request.kind == WORD and ends[0] < len(words)
+      if not ends or not (followed or self._quiet[row] >= self.pause_chunks):
         return
       self._transcript[row] = []
       if request.kind == WORD:
@@ -397,4 +407,7 @@ def instruction_watches(infer: ml_collections.ConfigDict, encode: Callable[[str]
       threshold=threshold, chunks=int(infer.sound_watch_chunks),
       gap_chunks=max(1, int(round(infer.sound_watch_gap_seconds / chunk_seconds))),
       hold_chunks=int(round(infer.sound_watch_hold_seconds / chunk_seconds)),
-      words=words, encode=encode, decode=decode)
+      words=words, encode=encode, decode=decode,
+      # A bundle saved before the key gets today's default, in eval as in listen.
+      pause_chunks=max(1, int(round(infer.get("word_watch_pause_seconds",
+                                              _DEFAULT_PAUSE_SECONDS) / chunk_seconds))))
