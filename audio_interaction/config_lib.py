@@ -410,6 +410,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.infer.sound_watch_hold_seconds = 10.0
   config.infer.word_watch = False
   config.infer.word_watch_pause_seconds = 0.48
+  # Questions about a clip's sounds ("what sound is this?", "how many doorbell rings
+  # ...?", "is there a dog barking ...?", "which sound comes first?") answered from the
+  # sound-event head (`infer/clip_questions.py`), a sound being what the sound watch
+  # hears (its threshold must be > 0). Off: the decoder answers every question.
+  config.infer.sound_questions = False
 
   # Starting weights: local `transformers` checkpoint directories (config.json +
   # *.safetensors) imported when training starts (`model/pretrained.py`). Empty: random.
@@ -755,6 +760,7 @@ FIELD_RULES: dict[str, Rule] = {
     "infer.sound_watch_hold_seconds": number(0),
     "infer.word_watch": flag(),
     "infer.word_watch_pause_seconds": number(0, lo_open=True),
+    "infer.sound_questions": flag(),
     "train.speak_class_weight": number(0, lo_open=True),
     "train.log_every": _SIZE,
     "train.eval_every": _SIZE,

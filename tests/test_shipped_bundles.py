@@ -113,6 +113,9 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
       "sound_watch_threshold"]
   assert infer.sound_watch_chunks == watch["sound_watch_chunks"] == 2
   assert not infer.word_watch and watch["word_watch"] is False
+  # Questions about a clip's sounds are the head's too (README, "Questions the head
+  # answers"), a sound being the watch's.
+  assert infer.sound_questions and metadata["sound_questions"]["on"] is True
 
 
 def _tone(path: pathlib.Path, seconds: float) -> pathlib.Path:

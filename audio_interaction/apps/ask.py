@@ -1,4 +1,4 @@
-"""`audio-interaction ask`: a question about each audio file, answered by the model's decoder.
+"""`audio-interaction ask`: a question about each audio file, answered by the model.
 
 The offline tasks ("what sound is this?", "how many times did the dog bark?",
 "transcribe this") are one prompt layout (`stream_format.offline_prompt`): the clip's
@@ -6,7 +6,10 @@ audio slots after `<offline> <audio>`, then the question as the instruction, the
 answer. Each file is read (any rate and channel count: resampled to 16 kHz mono) and
 answered through the engine's cache (`Engine.answer`) with the bundle's own `infer`
 block: its sampling, its longest answer and, where it has a sound-event head and
-`infer.sound_name_bias`, the names of what the head heard biased into the answer.
+`infer.sound_name_bias`, the names of what the head heard biased into the answer. With
+`infer.sound_questions`, a question about the clip's sounds ("what sound is this?", "how
+many doorbell rings are in the clip?") is answered by the head instead
+(`infer/clip_questions.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 from audio_interaction import stream_format as sf
 from audio_interaction.audio import io as audio_io
 from audio_interaction.export import portable
-from audio_interaction.infer.engine import Engine
+from audio_interaction.infer.clip_questions import answer_clip, clip_answers
+from audio_interaction.infer.engine import Engine, dequantize_params
+from audio_interaction.infer.sound_naming import SoundNamer
 
 DEFAULT_QUESTION = "What sound is this?"
 
@@ -42,8 +47,11 @@ def ask_files(paths: Sequence[str | os.PathLike], question: str = DEFAULT_QUESTI
   model, params, tokenizer, _ = portable.load_model(None, bundle)
   infer = portable.bundle_infer_config(bundle)
   engine = Engine.from_infer(model, infer, tokenizer)
-  asked = tokenizer.encode(question)
+  answers = clip_answers(infer, chunk_seconds=model.config.chunk_seconds,
+                         sound_event_classes=model.config.sound_event_classes)
+  namer = None if answers is None else SoundNamer(model, dequantize_params(params))
   return [{"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3), "question": question,
-           "answer": tokenizer.decode(engine.answer(params, audio, asked,
-                                                    max_tokens=infer.max_answer_tokens))}
+           "answer": answer_clip(engine, params, tokenizer, audio, question,
+                                 max_tokens=infer.max_answer_tokens, answers=answers,
+                                 namer=namer)}
           for path, audio in clips]

@@ -72,6 +72,8 @@ from audio_interaction.infer.policies import (
     ScheduledTimerPolicy, ThresholdPolicy, policy_from_config)
 from audio_interaction.infer.run_stream import StreamTrace, run_policies
 from audio_interaction.infer.sound_alerts import SOUND_ALERT_KEYS, sound_alert_rule
+from audio_interaction.infer.clip_questions import (CLIP_QUESTION_KEYS, answer_clip,
+                                                    clip_answers)
 from audio_interaction.infer.instruction_watch import (SOUND, WATCH_KEYS,
                                                        instruction_watches, parse_watch)
 from audio_interaction.infer.sound_naming import SoundNamer
@@ -225,6 +227,8 @@ class EvalConfig:
     asks to be told ("tell me when you hear ...", "whenever you hear the word ...")
     watched by the heads (`infer/instruction_watch.py`; threshold 0 and word_watch
     off: off), in the same rows as the alerts.
+  sound_questions: offline questions about a clip's sounds answered by the sound-event
+    head, a sound being the watch's (`infer/clip_questions.py`; off: the decoder).
   sound_name_bias, sound_name_decay, sound_name_gate, sound_name_once,
     sound_name_whole: replies and
     answers biased towards the names of the sounds the head heard
@@ -269,6 +273,7 @@ class EvalConfig:
   sound_watch_hold_seconds: float = _INFER.sound_watch_hold_seconds
   word_watch: bool = _INFER.word_watch
   word_watch_pause_seconds: float = _INFER.word_watch_pause_seconds
+  sound_questions: bool = _INFER.sound_questions
   sound_name_bias: float = _INFER.sound_name_bias
   sound_name_decay: float = _INFER.sound_name_decay
   sound_name_gate: float = _INFER.sound_name_gate
@@ -289,7 +294,8 @@ class EvalConfig:
                    "max_answer_tokens": infer.max_answer_tokens,
                    **{key: infer[key] for key in SOUND_ALERT_KEYS},
                    **{key: infer.get(key, _INFER[key])
-                      for key in (*WATCH_KEYS, "sound_name_bias", "sound_name_decay",
+                      for key in (*WATCH_KEYS, *CLIP_QUESTION_KEYS, "sound_name_bias",
+                                  "sound_name_decay",
                                   "sound_name_gate",
                                   "sound_name_once", "sound_name_whole")}})
     return cls(**{**values, **overrides})
@@ -682,6 +688,10 @@ class Runner:
         ml_collections.ConfigDict({key: getattr(config, key) for key in WATCH_KEYS}),
         tokenizer.encode, tokenizer.decode, chunk_seconds=self.chunk_seconds,
         sound_event_classes=model_config.sound_event_classes)
+    self.clip_answers = clip_answers(
+        ml_collections.ConfigDict({key: getattr(config, key)
+                                   for key in (*CLIP_QUESTION_KEYS, *WATCH_KEYS)}),
+        chunk_seconds=self.chunk_seconds, sound_event_classes=model_config.sound_event_classes)
 
   @property
   def peer(self) -> Pocketsphinx:
@@ -719,9 +729,9 @@ class Runner:
     result = CaseRun(case, cfg.threshold)
     timeline = case.timeline
     if timeline.mode == OFFLINE:
-      result.answer = self.tokenizer.decode(self.engine.answer(
-          self.params, case.audio, self.tokenizer.encode(timeline.instruction),
-          max_tokens=cfg.max_answer_tokens))
+      result.answer = answer_clip(self.engine, self.params, self.tokenizer, case.audio,
+                                  timeline.instruction, max_tokens=cfg.max_answer_tokens,
+                                  answers=self.clip_answers, namer=self.sound_namer)
       if "B1" in case.suites:
         result.peer_clip = self.peer.transcribe_clip(case.audio)
       if "B3" in case.suites and case.subtask in NAMING_SUBTASKS and self.sound_namer:

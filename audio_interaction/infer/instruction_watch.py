@@ -164,7 +164,20 @@ def parse_watch(instruction: str) -> WatchRequest | None:
   asked = _ASKS_FOR.search(text)
   if asked is None:
     return None
-  what = f" {asked.group('what')} "
+  outermost = named_sounds(asked.group("what"))
+  if len({label for label, _ in outermost}) != 1:
+    return None
+  label, count = max(outermost, key=lambda found: found[1] or 0)
+  return WatchRequest(SOUND if count is None else COUNT, label, count)
+
+
+def named_sounds(what: str, counted_alone: bool = False) -> list[tuple[str, int | None]]:
+  """(class, count) of every class normalized text `what` names (`_names`), in the order
+  of `_NAMES`; a name inside a longer one found there does not count ("alarm" in "a
+  smoke alarm"). A countable name counts with the number word right before it ("three
+  doorbell rings": 3); without one it names nothing, unless `counted_alone` (count
+  None: "how many doorbell rings")."""
+  what = f" {what} "
   found: list[tuple[int, int, str, int | None]] = []  # (start, end, label, count)
   for name, label, counted in _NAMES:
     at = what.find(f" {name} ")
@@ -174,16 +187,49 @@ def parse_watch(instruction: str) -> WatchRequest | None:
     if counted:
       before = what[:at].split()
       count = _NUMBERS.get(before[-1]) if before else None
-      if count is None:
+      if count is None and not counted_alone:
         continue
     found.append((at, at + len(name) + 1, label, count))
-  outermost = [(label, count) for start, end, label, count in found
-               if not any(s <= start and end <= e and (s, e) != (start, end)
-                          for s, e, _, _ in found)]
-  if len({label for label, _ in outermost}) != 1:
-    return None
-  label, count = max(outermost, key=lambda found: found[1] or 0)
-  return WatchRequest(SOUND if count is None else COUNT, label, count)
+  return [(label, count) for start, end, label, count in found
+          if not any(s <= start and end <= e and (s, e) != (start, end)
+                     for s, e, _, _ in found)]
+
+
+class SoundTracker:
+  """Sounds of every class in each row, chunk by chunk: a class heard (probability >=
+  `threshold`) for `chunks` chunks running begins a sound, which ends once the class has
+  gone unheard for `gap_chunks` chunks ("none" is never heard).
+
+  Attributes:
+    unheard: [rows, K] chunks each class has gone unheard, running.
+  """
+
+  def __init__(self, threshold: float, chunks: int, gap_chunks: int):
+    self.threshold, self.chunks, self.gap_chunks = threshold, chunks, gap_chunks
+    self.start(0)
+
+  def start(self, rows: int) -> None:
+    """`rows` rows, no sound heard."""
+    classes = len(worlds.SOUND_EVENT_LABELS)
+    self._streak = np.zeros((rows, classes), np.int64)  # chunks heard running
+    self.unheard = np.zeros((rows, classes), np.int64)
+    self._in_sound = np.zeros((rows, classes), bool)
+
+  def hear(self, probabilities: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`rows`' chunk: probabilities [B, K] (rows indexes B) -> (heard, begins), each
+    [len(rows), K] bool: the classes heard in the chunk, and those whose sound begins."""
+    heard = probabilities[rows] >= self.threshold
+    heard[:, sf.NO_SOUND_EVENT] = False
+    self._streak[rows] = streak = np.where(heard, self._streak[rows] + 1, 0)
+    self.unheard[rows] = unheard = np.where(heard, 0, self.unheard[rows] + 1)
+    self._in_sound[rows] &= unheard < self.gap_chunks
+    begins = ~self._in_sound[rows] & (streak >= self.chunks)
+    self._in_sound[rows] |= begins
+    return heard, begins
+
+  def restart(self, row: int, column: int) -> None:
+    """A sound of the class running in the row counts as beginning when next heard."""
+    self._in_sound[row, column] = False
 
 
 class InstructionWatches:
@@ -215,6 +261,7 @@ class InstructionWatches:
     self.threshold, self.chunks = threshold, chunks
     self.gap_chunks, self.hold_chunks = gap_chunks, hold_chunks
     self.words, self.pause_chunks = words, pause_chunks
+    self._sounds_heard = SoundTracker(threshold, chunks, gap_chunks)
     self.encode, self.decode = encode, decode
     self.start(0)
 
@@ -222,9 +269,7 @@ class InstructionWatches:
     """`rows` rows, none watching."""
     classes = len(worlds.SOUND_EVENT_LABELS)
     self.requests: list[WatchRequest | None] = [None] * rows
-    self._streak = np.zeros((rows, classes), np.int64)  # chunks heard running
-    self._unheard = np.zeros((rows, classes), np.int64)  # chunks unheard running
-    self._in_sound = np.zeros((rows, classes), bool)
+    self._sounds_heard.start(rows)
     self._sounds = np.zeros(rows, np.int64)  # sounds of the asked class since the request
     self._armed = np.zeros(rows, bool)  # a "tell me when" row may answer its next sound
     self._due: list[list[int] | None] = [None] * rows  # an answer waiting for a free row
@@ -273,7 +318,7 @@ class InstructionWatches:
     self.requests[row] = request
     if request is not None and request.label is not None:
       # A sound of the class running when it is asked for counts as beginning now.
-      self._in_sound[row, request.column] = False
+      self._sounds_heard.restart(row, request.column)
     self._sounds[row] = 0
     self._armed[row] = True
     self._due[row] = None
@@ -315,13 +360,8 @@ class InstructionWatches:
     if probabilities.shape[1] == 0:
       raise ValueError("sound watches need a model with a sound-event head "
                        "(model.sound_event_classes > 0)")
-    heard = probabilities[rows] >= self.threshold  # [R, K]
-    heard[:, sf.NO_SOUND_EVENT] = False
-    self._streak[rows] = streak = np.where(heard, self._streak[rows] + 1, 0)
-    self._unheard[rows] = unheard = np.where(heard, 0, self._unheard[rows] + 1)
-    self._in_sound[rows] &= unheard < self.gap_chunks
-    begins = ~self._in_sound[rows] & (streak >= self.chunks)  # [R, K]
-    self._in_sound[rows] |= begins
+    heard, begins = self._sounds_heard.hear(probabilities, rows)  # [R, K] each
+    unheard = self._sounds_heard.unheard[rows]
     self._heard_chunks[rows] += heard
     listed = heard & (self._heard_chunks[rows] == LISTED_AFTER_CHUNKS)  # [R, K]
     for i, row in enumerate(rows.tolist()):

@@ -1,0 +1,147 @@
+"""Questions about a clip's sounds answered by the sound-event head: the parse of every
+question the corpus asks, the answers by hand, and eval answering with it (`ask`:
+tests/test_ask.py)."""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import model_testing
+from audio_interaction import stream_format as sf
+from audio_interaction.corpus import tasks, worlds
+from audio_interaction.infer.clip_questions import (COUNT, NAME, ORDER, PRESENCE, ClipAnswers,
+                                                    ClipQuestion, clip_answers,
+                                                    parse_clip_question)
+
+LABELS = worlds.SOUND_EVENT_LABELS
+DOG, DOORBELL, RAIN = LABELS.index("dog_bark"), LABELS.index("doorbell"), LABELS.index("rain")
+STEPS = LABELS.index("footsteps")
+
+
+def _logits(rows: list[dict[int, float]]) -> np.ndarray:
+  """[chunks, K] logits whose softmax is each row's {class: probability}, the rest of
+  the mass on "none"."""
+  out = np.full((len(rows), len(LABELS)), 1e-6)
+  for i, row in enumerate(rows):
+    for class_id, p in row.items():
+      out[i, class_id] = p
+    out[i, sf.NO_SOUND_EVENT] = max(1e-6, 1.0 - sum(row.values()))
+  return np.log(out)
+
+
+@pytest.mark.parametrize("subtask", ["offline_sound_label", "offline_count_events",
+                                     "offline_clip_qa"])
+def test_every_question_the_corpus_asks_parses_to_what_it_asks(subtask):
+  for seed in range(16):
+    timeline = tasks.build(subtask, seed, tasks._TextOnlySpeech(), tasks._TextOnlySounds())
+    question = parse_clip_question(timeline.instruction)
+    assert question is not None, timeline.instruction
+    answer = timeline.replies[0].text
+    played = [e.label for e in timeline.sounds]
+    if question.kind == PRESENCE:
+      assert worlds.sound_name(question.label) in timeline.instruction
+      assert ("yes" if question.label in played else "no") == answer
+    if question.kind == COUNT:
+      plays = [e.label for e in timeline.sounds if e.role == "target"]
+      assert {question.label} == set(plays) and worlds.number_to_words(len(plays)) == answer
+    if question.kind == ORDER:
+      assert worlds.sound_name(played[0 if question.which == "first" else -1]) == answer
+    if question.kind == NAME:
+      assert worlds.sound_name(played[0]) == answer
+
+
+def test_what_is_not_a_question_about_the_clip_sounds_parses_to_nothing():
+  assert parse_clip_question("Transcribe the audio.") is None
+  assert parse_clip_question("How many dogs or cats are in the clip?") is None  # two
+  assert parse_clip_question("Is there a trumpet in the clip?") is None  # not ours
+  assert parse_clip_question("What is five plus four?") is None
+  assert parse_clip_question("Name the sound.") == ClipQuestion(NAME)
+  assert parse_clip_question("Do you hear the doorbell?") == ClipQuestion(PRESENCE, "doorbell")
+  assert parse_clip_question("How many crashes did you hear?") == ClipQuestion(COUNT, "crash")
+  assert parse_clip_question("Which sound comes last?") == ClipQuestion(ORDER, which="last")
+
+
+def test_answers_from_the_head_name_count_and_order_its_sounds():
+  answers = ClipAnswers(threshold=0.5, chunks=2, gap_chunks=1)
+  ring, bark = {DOORBELL: 0.9}, {DOG: 0.8}
+  # A ring, a bark, a one-chunk ring (too short to begin a sound), a ring, a faint dog.
+  logits = _logits([ring, ring, {}, bark, bark, bark, {}, ring, {}, ring, ring, {DOG: 0.4}])
+  assert answers.answer(ClipQuestion(NAME), logits) == "a doorbell"  # the highest mean
+  assert answers.answer(ClipQuestion(COUNT, "doorbell"), logits) == "two"
+  assert answers.answer(ClipQuestion(COUNT, "dog_bark"), logits) == "one"
+  assert answers.answer(ClipQuestion(COUNT, "rain"), logits) == "zero"
+  assert answers.answer(ClipQuestion(PRESENCE, "dog_bark"), logits) == "yes"
+  assert answers.answer(ClipQuestion(PRESENCE, "rain"), logits) == "no"
+  assert answers.answer(ClipQuestion(ORDER, which="first"), logits) == "a doorbell"
+  assert answers.answer(ClipQuestion(ORDER, which="last"), logits) == "a doorbell"
+  assert answers.answer(ClipQuestion(ORDER, which="last"), logits[:7]) == "a dog barking"
+  # Footsteps heard step by step are in the clip, never a sound lasting two chunks.
+  steps = _logits([{STEPS: 0.9}, {}, {STEPS: 0.9}, {}])
+  assert answers.answer(ClipQuestion(PRESENCE, "footsteps"), steps) == "yes"
+  assert answers.answer(ClipQuestion(COUNT, "footsteps"), steps) == "zero"
+  # Rings 1 chunk apart are one sound when a sound lasts through 2 chunks unheard.
+  rings = _logits([ring, ring, {}, ring, ring])
+  assert answers.answer(ClipQuestion(COUNT, "doorbell"), rings) == "two"
+  assert ClipAnswers(0.5, 2, 2).answer(ClipQuestion(COUNT, "doorbell"), rings) == "one"
+  # No sound lasts: the clip's likeliest class is the best guess of the first.
+  assert answers.answer(ClipQuestion(ORDER, which="first"), _logits([{RAIN: 0.6}, {}])) == "rain"
+
+
+def test_settings_are_checked_and_the_config_block_builds_them():
+  with pytest.raises(ValueError, match="threshold"):
+    ClipAnswers(threshold=0.0, chunks=2, gap_chunks=1)
+  with pytest.raises(ValueError, match="chunks"):
+    ClipAnswers(threshold=0.5, chunks=0, gap_chunks=1)
+  infer = ml_collections.ConfigDict({"sound_questions": True, "sound_watch_threshold": 0.3,
+                                     "sound_watch_chunks": 3, "sound_watch_gap_seconds": 0.3})
+  assert clip_answers(infer, chunk_seconds=0.16, sound_event_classes=27) == ClipAnswers(
+      0.3, 3, 2)
+  with pytest.raises(ValueError, match="has none"):
+    clip_answers(infer, chunk_seconds=0.16, sound_event_classes=0)
+  infer.sound_watch_threshold = 0.0
+  with pytest.raises(ValueError, match="sound_watch_threshold"):
+    clip_answers(infer, chunk_seconds=0.16, sound_event_classes=27)
+  infer.sound_questions = False
+  assert clip_answers(infer, chunk_seconds=0.16, sound_event_classes=27) is None
+  assert clip_answers(ml_collections.ConfigDict({}), chunk_seconds=0.16,
+                      sound_event_classes=27) is None  # a bundle saved before the key
+
+
+def test_eval_names_a_recorded_sound_with_the_head_when_the_setting_is_on(tmp_path, capsys):
+  import soundfile
+  from audio_interaction.apps import cli
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  from audio_interaction.export import portable
+  from audio_interaction.model.model import AudioInteractionModel
+  tokenizer = ByteTokenizer()
+  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                                         "model.sound_event_classes": len(LABELS),
+                                         "infer.max_answer_tokens": 6})
+  model = AudioInteractionModel(config)
+  params = model_testing.hearing(model.init(jax.random.key(4)), DOORBELL)
+  bundle = portable.save_bundle(tmp_path / "bundle", params, tokenizer, config)
+  audio = 0.2 * np.random.default_rng(0).normal(size=sf.SAMPLE_RATE).astype(np.float32)
+  soundfile.write(tmp_path / "ring.wav", audio, sf.SAMPLE_RATE)
+  manifest = tmp_path / "events.jsonl"
+  manifest.write_text(json.dumps({"audio": "ring.wav", "events": [
+      {"onset": 0.0, "offset": 1.0, "class": "doorbell", "role": "alert"}]}) + "\n")
+  answers = {}
+  for setting in ((), ("--config.infer.sound_questions=True",
+                       "--config.infer.sound_watch_threshold=0.5")):
+    out = tmp_path / f"eval{len(setting)}"
+    assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
+                     "--suites", "B3", "--sweep", "", "--out", str(out), *setting]) == 0, (
+                         capsys.readouterr().err)
+    case = json.loads((out / "cases.jsonl").read_text().splitlines()[0])
+    assert case["expected"][0]["text"] == "a doorbell"
+    answers[setting] = case["systems"]["model"]["answer"]
+  # The random decoder says something else; the head's name is the answer when asked for.
+  assert answers[()] != "a doorbell" and list(answers.values())[1] == "a doorbell"
+  capsys.readouterr()
+  assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
+                   "--suites", "B3", "--config.infer.sound_questions=True",
+                   "--out", str(tmp_path / "bad")]) == 2
+  assert "sound_watch_threshold" in capsys.readouterr().err
