@@ -12,7 +12,8 @@ chunk:
 
 - a *sound* of a class starts when the head gives it probability >= `threshold` for
   `chunks` chunks running, and ends after `gap_chunks` chunks unheard (one doorbell is
-  one sound, three crashes a third of a second apart three);
+  one sound, three crashes a third of a second apart three; `SoundTracker`, which the
+  offline questions of `clip_questions` count with too);
 - "tell me when you hear X": each sound of X is answered "i hear X"
   (`worlds.heard_message`), and X is not answered again until it has gone unheard for
   `hold_chunks` (a dog barking for a minute is one answer);
@@ -20,7 +21,8 @@ chunk:
   (`worlds.count_phrase`), once;
 - with `words` on, "whenever you hear the word W": W in the streaming CTC transcript is
   answered with what the instruction says to say ("heard W"), each time it is heard,
-  once it is whole (the transcript goes on with another word, or pauses);
+  once it is whole (the transcript goes on with another word, or adds nothing for
+  `pause_chunks`: the CTC head writes a word before its last sound);
 - with `words` on, "when I say C, list the sounds you heard": C in the transcript is
   answered, once the transcript pauses after it, with every class heard since the
   start, or since the last list (in `LISTED_AFTER_CHUNKS` chunks, running or not), in
