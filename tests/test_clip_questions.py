@@ -53,6 +53,15 @@ def test_every_question_the_corpus_asks_parses_to_what_it_asks(subtask):
       assert worlds.sound_name(played[0]) == answer
 
 
+def test_no_other_instruction_of_the_corpus_is_taken_for_one():
+  sound_questions = {"offline_sound_label", "offline_count_events", "offline_clip_qa"}
+  for subtask in tasks.SUBTASKS:
+    for seed in range(4):
+      timeline = tasks.build(subtask, seed, tasks._TextOnlySpeech(), tasks._TextOnlySounds())
+      parsed = parse_clip_question(timeline.instruction) is not None
+      assert parsed == (subtask in sound_questions), (subtask, timeline.instruction)
+
+
 def test_what_is_not_a_question_about_the_clip_sounds_parses_to_nothing():
   assert parse_clip_question("Transcribe the audio.") is None
   assert parse_clip_question("How many dogs or cats are in the clip?") is None  # two
@@ -62,6 +71,20 @@ def test_what_is_not_a_question_about_the_clip_sounds_parses_to_nothing():
   assert parse_clip_question("Do you hear the doorbell?") == ClipQuestion(PRESENCE, "doorbell")
   assert parse_clip_question("How many crashes did you hear?") == ClipQuestion(COUNT, "crash")
   assert parse_clip_question("Which sound comes last?") == ClipQuestion(ORDER, which="last")
+  # How people ask, beside the corpus's templates.
+  for question in ("What's that noise?", "What was that?", "What can you hear?"):
+    assert parse_clip_question(question) == ClipQuestion(NAME), question
+  for question, asked in (("How many times did the doorbell ring?", (COUNT, "doorbell")),
+                          ("How many times did the dog bark?", (COUNT, "dog_bark")),
+                          ("Did the dog bark?", (PRESENCE, "dog_bark")),
+                          ("Is the phone ringing?", (PRESENCE, "phone_ring")),
+                          ("Was there a crash?", (PRESENCE, "crash")),
+                          ("Did you hear footsteps?", (PRESENCE, "footsteps"))):
+    assert parse_clip_question(question) == ClipQuestion(*asked), question
+  for question in ("Is it raining in London?", "Is five plus four nine?",
+                   "Is there speech in the clip?", "How many people are speaking?",
+                   "What sound is this? Then transcribe it."):
+    assert parse_clip_question(question) is None, question
 
 
 def test_answers_from_the_head_name_count_and_order_its_sounds():

@@ -8,13 +8,14 @@ right for 46. With `infer.sound_questions` on, a question these answers cover
 other by the decoder; a sound is what the instruction watch calls one
 (`infer.sound_watch_threshold`, `sound_watch_chunks`, `sound_watch_gap_seconds`):
 
-- "What sound is this?", "Name the sound in the clip.": the class of the highest mean
-  probability over the clip, never "none" (`sound_naming.rank_sounds`: what `name-sound`
-  says);
-- "How many doorbell rings are in the clip?": the sounds of that class, as a number word;
-- "Is there a dog barking in the clip? Answer yes or no.": "yes" when the class is heard
-  in the clip (in `LISTED_AFTER_CHUNKS` chunks, running or not, as a watched list hears
-  it);
+- "What sound is this?", "Name the sound in the clip." (also "What's that noise?", "What
+  can you hear?"): the class of the highest mean probability over the clip, never
+  "none" (`sound_naming.rank_sounds`: what `name-sound` says);
+- "How many doorbell rings are in the clip?" ("How many times did the dog bark?"): the
+  sounds of that class, as a number word;
+- "Is there a dog barking in the clip? Answer yes or no." ("Did the dog bark?", "Is the
+  phone ringing?"): "yes" when the class is heard in the clip (in `LISTED_AFTER_CHUNKS`
+  chunks, running or not, as a watched list hears it);
 - "Which sound comes first in the clip?" (or last): of the classes heard in the clip,
   the first to be, or the last one heard (the clip's name when none is).
 
@@ -40,14 +41,17 @@ from audio_interaction.model.model import Params
 
 NAME, COUNT, PRESENCE, ORDER = "name", "count", "presence", "order"
 
-# Normalized questions (no punctuation, lower case).
+# Normalized questions (no punctuation, lower case): the corpus's, and how people ask.
 _NAME = re.compile(r"^(?:what sound is (?:this|that|it|in the clip)|name the sound(?: in the "
-                   r"clip)?|what is (?:this|that) sound|what do you hear(?: in the clip)?)\b")
-_COUNT = re.compile(r"^how many (?P<what>.+?)(?: are| were| do you hear| did you hear)?"
+                   r"clip)?|what is (?:this|that) (?:sound|noise)|what'?s (?:this|that)(?: sound|"
+                   r" noise)?|what (?:sound|noise) (?:is|was) (?:this|that)|what was that"
+                   r"(?: sound| noise)?|what (?:do|can) you hear(?: in the clip)?)$")
+_COUNT = re.compile(r"^how many (?:times )?(?P<what>.+?)(?: are| were| do you hear| did you hear)?"
                     r"(?: in the clip)?$")
-_PRESENCE = re.compile(r"^(?:is there|do you hear|can you hear) (?P<what>.+?)(?: in the clip)?"
+_PRESENCE = re.compile(r"^(?:is there|are there|was there|were there|do you hear|did you hear|"
+                       r"can you hear|is|was|did) (?P<what>.+?)(?: in the clip)?"
                        r"(?: answer yes or no)?$")
-_ORDER = re.compile(r"^which sound comes (?P<which>first|last)(?: in the clip)?$")
+_ORDER = re.compile(r"^which sound (?:comes|came) (?P<which>first|last)(?: in the clip)?$")
 
 
 @dataclasses.dataclass(frozen=True)
