@@ -51,7 +51,7 @@ SETTINGS = {"no watches": {"sound_watch_threshold": 0.0, "word_watch": False},
             "sound and word watches": {"word_watch": True}}
 
 
-def _audio(seconds: float, rng: np.random.Generator) -> np.ndarray:
+def alarm_then_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
   """1 s of quiet, a smoke alarm, then noise: float32 [seconds * 16 kHz]."""
   alarm, _ = sounds.gen_smoke_alarm(rng)
   noise = 0.02 * rng.standard_normal(int(seconds * 16000))
@@ -91,7 +91,7 @@ def main() -> None:
         watches=instruction_watches(setting, tokenizer.encode, tokenizer.decode,
                                     chunk_seconds=config.chunk_seconds,
                                     sound_event_classes=config.sound_event_classes))
-  audio = _audio((args.chunks + 1) * config.chunk_seconds, np.random.default_rng(0))
+  audio = alarm_then_noise((args.chunks + 1) * config.chunk_seconds, np.random.default_rng(0))
   size = config.chunk_samples
   times = {name: [] for name in steppers}
   for index in range(args.chunks + 1):
