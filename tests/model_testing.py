@@ -100,6 +100,41 @@ def sound_head_model(seed: int, vocab_size: int = 64):
   return model, model.init(jax.random.key(seed))
 
 
+def hearing_bundle(directory, class_id: int, seed: int = 4, **overrides):
+  """(bundle path, model, params, config): `small_config` (byte tokenizer, a sound-event
+  head over every class, `overrides`) whose head hears `class_id` in every chunk, saved
+  as a bundle in `directory`."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from audio_interaction.corpus import worlds
+  from audio_interaction.data.tokenizer import ByteTokenizer
+  from audio_interaction.export import portable
+  from audio_interaction.model.model import AudioInteractionModel
+  tokenizer = ByteTokenizer()
+  config = small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
+                           "model.sound_event_classes": len(worlds.SOUND_EVENT_LABELS),
+                           **overrides})
+  model = AudioInteractionModel(config)
+  params = hearing(model.init(jax.random.key(seed)), class_id)
+  return portable.save_bundle(directory, params, tokenizer, config), model, params, config
+
+
+def event_manifest(directory, audio, label: str, instruction: str | None = None):
+  """A one-row events manifest in `directory` (its audio written beside it as
+  `<label>.wav`, 16 kHz): `label` over the whole clip, with `instruction` if given."""
+  # pylint: disable=import-outside-toplevel
+  import json
+  import soundfile
+  soundfile.write(directory / f"{label}.wav", np.asarray(audio, np.float32), sf.SAMPLE_RATE)
+  row = {"audio": f"{label}.wav", "events": [
+      {"onset": 0.0, "offset": len(audio) / sf.SAMPLE_RATE, "class": label, "role": "alert"}]}
+  if instruction is not None:
+    row["instruction"] = instruction
+  path = directory / f"{label}.jsonl"
+  path.write_text(json.dumps(row) + "\n")
+  return path
+
+
 def class_probabilities(rows: list[dict[int, float]]):
   """[len(rows), K] sound-event head probabilities over `worlds.SOUND_EVENT_LABELS`, zero
   but for each row's {class id: probability}."""

@@ -78,15 +78,10 @@ def test_bad_input_is_named_before_any_model_work(clip, tmp_path, capsys):
 def test_a_question_about_the_clips_sounds_is_answered_by_the_head_when_asked_to(clip, tmp_path):
   path, audio = clip
   tokenizer = ByteTokenizer()
-  config = model_testing.small_config(**{
-      "model.decoder.vocab_size": tokenizer.vocab_size,
-      "model.sound_event_classes": len(worlds.SOUND_EVENT_LABELS),
-      "infer.max_answer_tokens": 8, "infer.sound_questions": True,
-      "infer.sound_watch_threshold": 0.5, "infer.sound_watch_chunks": 2})
-  model = AudioInteractionModel(config)
-  params = model_testing.hearing(model_testing.perturbed(model.init(jax.random.key(3)), 7),
-                                 worlds.SOUND_EVENT_LABELS.index("doorbell"))
-  bundle = portable.save_bundle(tmp_path / "head", params, tokenizer, config)
+  bundle, model, params, config = model_testing.hearing_bundle(
+      tmp_path / "head", worlds.SOUND_EVENT_LABELS.index("doorbell"), seed=3, **{
+          "infer.max_answer_tokens": 8, "infer.sound_questions": True,
+          "infer.sound_watch_threshold": 0.5, "infer.sound_watch_chunks": 2})
   answers = {q: ask.ask_files([path], q, bundle)[0]["answer"] for q in (
       "What sound is this?", "How many doorbell rings are in the clip?",
       "Is there a dog barking in the clip? Answer yes or no.", "Transcribe the audio.")}

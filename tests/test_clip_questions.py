@@ -4,7 +4,6 @@ tests/test_ask.py)."""
 
 import json
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -134,23 +133,11 @@ def test_settings_are_checked_and_the_config_block_builds_them():
 
 
 def test_eval_names_a_recorded_sound_with_the_head_when_the_setting_is_on(tmp_path, capsys):
-  import soundfile
   from audio_interaction.apps import cli
-  from audio_interaction.data.tokenizer import ByteTokenizer
-  from audio_interaction.export import portable
-  from audio_interaction.model.model import AudioInteractionModel
-  tokenizer = ByteTokenizer()
-  config = model_testing.small_config(**{"model.decoder.vocab_size": tokenizer.vocab_size,
-                                         "model.sound_event_classes": len(LABELS),
-                                         "infer.max_answer_tokens": 6})
-  model = AudioInteractionModel(config)
-  params = model_testing.hearing(model.init(jax.random.key(4)), DOORBELL)
-  bundle = portable.save_bundle(tmp_path / "bundle", params, tokenizer, config)
-  audio = 0.2 * np.random.default_rng(0).normal(size=sf.SAMPLE_RATE).astype(np.float32)
-  soundfile.write(tmp_path / "ring.wav", audio, sf.SAMPLE_RATE)
-  manifest = tmp_path / "events.jsonl"
-  manifest.write_text(json.dumps({"audio": "ring.wav", "events": [
-      {"onset": 0.0, "offset": 1.0, "class": "doorbell", "role": "alert"}]}) + "\n")
+  bundle = model_testing.hearing_bundle(tmp_path / "bundle", DOORBELL,
+                                        **{"infer.max_answer_tokens": 6})[0]
+  audio = 0.2 * np.random.default_rng(0).normal(size=sf.SAMPLE_RATE)
+  manifest = model_testing.event_manifest(tmp_path, audio, "doorbell")
   answers = {}
   for setting in ((), ("--config.infer.sound_questions=True",
                        "--config.infer.sound_watch_threshold=0.5")):

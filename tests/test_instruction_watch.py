@@ -1,7 +1,6 @@
 """What an instruction asks to be told, watched by the heads: the instruction's parse,
 the watches by hand, and the stepper answering in the stream."""
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -332,24 +331,12 @@ def test_a_spoken_request_in_the_transcript_moves_the_watch():
 
 def test_eval_answers_a_recorded_request_with_the_watch_set_on_the_command_line(tmp_path, capsys):
   import json
-  import soundfile
   from audio_interaction.apps import cli
-  from audio_interaction.export import portable
-  from audio_interaction.model.model import AudioInteractionModel
-  config = model_testing.small_config(**{"model.decoder.vocab_size": TOKENIZER.vocab_size,
-                                         "infer.vad": "energy",
-                                         "model.sound_event_classes": len(LABELS)})
-  model = AudioInteractionModel(config)
-  params = model_testing.hearing(model.init(jax.random.key(4)), SIREN)  # a siren throughout
-  bundle = portable.save_bundle(tmp_path / "bundle", params, TOKENIZER, config)
-  rate = sf.SAMPLE_RATE
-  t = np.arange(int(3.0 * rate)) / rate
-  soundfile.write(tmp_path / "siren.wav", (0.3 * np.sin(2 * np.pi * 900 * t)).astype(np.float32),
-                  rate)
-  manifest = tmp_path / "asked.jsonl"
-  manifest.write_text(json.dumps({"audio": "siren.wav", "instruction":
-                                  "Tell me when you hear a siren.", "events": [
-      {"onset": 0.0, "offset": 3.0, "class": "siren", "role": "alert"}]}) + "\n")
+  bundle = model_testing.hearing_bundle(tmp_path / "bundle", SIREN,  # a siren throughout
+                                        **{"infer.vad": "energy"})[0]
+  t = np.arange(int(3.0 * sf.SAMPLE_RATE)) / sf.SAMPLE_RATE
+  manifest = model_testing.event_manifest(tmp_path, 0.3 * np.sin(2 * np.pi * 900 * t), "siren",
+                                          "Tell me when you hear a siren.")
   accuracy = {}
   for watch in ((), ("--config.infer.sound_watch_threshold=0.5",
                      "--config.infer.sound_watch_chunks=8")):
