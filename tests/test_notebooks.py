@@ -15,6 +15,7 @@ WRITES = {
     "data_gallery": "gallery_chat_single.png",
     "train_anywhere": "runs/train_anywhere/bundle/params.msgpack",
     "decide_when_to_speak": "tuned_bundle/config.json",
+    "what_the_head_hears": "head_hears.png",
 }
 
 
