@@ -35,7 +35,7 @@ from audio_interaction.corpus import worlds
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text, number_to_words
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.instruction_watch import (LISTED_AFTER_CHUNKS, SoundTracker,
-                                                       named_sounds)
+                                                       named_sounds, sound_settings)
 from audio_interaction.infer.sound_naming import SoundNamer, chunk_probabilities, rank_sounds
 from audio_interaction.model.model import Params
 
@@ -158,15 +158,14 @@ def clip_answers(infer, *, chunk_seconds: float, sound_event_classes: int
   """
   if not infer.get("sound_questions", False):
     return None
-  threshold = float(infer.get("sound_watch_threshold", 0.0))
-  if not threshold:
+  sound = sound_settings(infer, chunk_seconds)
+  if not sound["threshold"]:
     raise ValueError("infer.sound_questions answers from what the sound watch hears: set "
                      "infer.sound_watch_threshold > 0 too")
   if not sound_event_classes:
     raise ValueError("infer.sound_questions reads the sound-event head, and this model has "
                      "none (model.sound_event_classes=0)")
-  return ClipAnswers(threshold, int(infer.sound_watch_chunks),
-                     max(1, int(round(infer.sound_watch_gap_seconds / chunk_seconds))))
+  return ClipAnswers(**sound)
 
 
 def answer_clip(engine: Engine, params: Params, tokenizer: Tokenizer, audio: np.ndarray,

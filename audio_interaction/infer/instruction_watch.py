@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import ml_collections
 import numpy as np
@@ -81,7 +81,8 @@ _TRANSCRIPT_TOKENS: Final[int] = 48
 # list names footsteps and a ticking clock, which the head hears stroke by stroke, not
 # for `chunks` chunks running.
 LISTED_AFTER_CHUNKS: Final[int] = 2
-_DEFAULT_PAUSE_SECONDS: Final[float] = config_lib.base_config().infer.word_watch_pause_seconds
+# Today's settings, for a bundle saved before a key existed (in eval as in listen).
+_DEFAULTS: Final[ml_collections.ConfigDict] = config_lib.base_config().infer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,6 +427,18 @@ class InstructionWatches:
     return list(self.encode(text)) + [sf.EOR_ID]
 
 
+def sound_settings(infer: ml_collections.ConfigDict, chunk_seconds: float) -> dict[str, Any]:
+  """What a *sound* is under a config's `infer` block, in chunks: `SoundTracker`'s
+  {"threshold", "chunks", "gap_chunks"} from `infer.sound_watch_threshold`,
+  `sound_watch_chunks` and `sound_watch_gap_seconds` (today's defaults where the block
+  predates them); the watches' and the clip questions' (`clip_questions.clip_answers`)
+  alike."""
+  threshold, chunks, gap_seconds = (infer.get(key, _DEFAULTS[key]) for key in (
+      "sound_watch_threshold", "sound_watch_chunks", "sound_watch_gap_seconds"))
+  return {"threshold": float(threshold), "chunks": int(chunks),
+          "gap_chunks": max(1, int(round(gap_seconds / chunk_seconds)))}
+
+
 def instruction_watches(infer: ml_collections.ConfigDict, encode: Callable[[str], list[int]],
                         decode: Callable[[Sequence[int]], str], *, chunk_seconds: float,
                         sound_event_classes: int) -> InstructionWatches | None:
@@ -438,18 +451,16 @@ def instruction_watches(infer: ml_collections.ConfigDict, encode: Callable[[str]
     sound_event_classes: the model's head size (0: no head; an error when sounds are
       watched).
   """
-  threshold = float(infer.get("sound_watch_threshold", 0.0))
+  sound = sound_settings(infer, chunk_seconds)
   words = bool(infer.get("word_watch", False))
-  if not threshold and not words:
+  if not sound["threshold"] and not words:
     return None
-  if threshold and not sound_event_classes:
-    raise ValueError(f"infer.sound_watch_threshold={threshold} reads the sound-event head, "
-                     f"and this model has none (model.sound_event_classes=0)")
+  if sound["threshold"] and not sound_event_classes:
+    raise ValueError(f"infer.sound_watch_threshold={sound['threshold']} reads the "
+                     f"sound-event head, and this model has none (model.sound_event_classes=0)")
   return InstructionWatches(
-      threshold=threshold, chunks=int(infer.sound_watch_chunks),
-      gap_chunks=max(1, int(round(infer.sound_watch_gap_seconds / chunk_seconds))),
-      hold_chunks=int(round(infer.sound_watch_hold_seconds / chunk_seconds)),
+      **sound, hold_chunks=int(round(infer.sound_watch_hold_seconds / chunk_seconds)),
       words=words, encode=encode, decode=decode,
-      # A bundle saved before the key gets today's default, in eval as in listen.
       pause_chunks=max(1, int(round(infer.get("word_watch_pause_seconds",
-                                              _DEFAULT_PAUSE_SECONDS) / chunk_seconds))))
+                                              _DEFAULTS.word_watch_pause_seconds)
+                                    / chunk_seconds))))
