@@ -17,6 +17,7 @@ answer and its ratio to the decoder's, with the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import sys
 import time
@@ -56,8 +57,10 @@ def main() -> None:
                      "(infer.sound_questions)")
   namer = SoundNamer(model, dequantize_params(params))
   audio = alarm_then_noise(seconds, np.random.default_rng(0))
-  ways = {"the decoder": dict(answers=None, namer=None),
-          "the sound-event head": dict(answers=answers, namer=namer)}
+  # Not cached: every answer encodes the clip, as `ask` does.
+  ways = {"the decoder": dict(answers=None, head_logits=None),
+          "the sound-event head": dict(answers=answers,
+                                       head_logits=functools.partial(namer.logits, audio))}
   said = {}
   for name, way in ways.items():  # compile and warm up
     said[name] = [answer_clip(engine, params, tokenizer, audio, q,

@@ -132,13 +132,19 @@ def test_settings_are_checked_and_the_config_block_builds_them():
                       sound_event_classes=27) is None  # a bundle saved before the key
 
 
-def test_eval_names_a_recorded_sound_with_the_head_when_the_setting_is_on(tmp_path, capsys):
+def test_eval_names_a_recorded_sound_with_the_head_when_the_setting_is_on(tmp_path, capsys,
+                                                                         monkeypatch):
   from audio_interaction.apps import cli
+  from audio_interaction.infer.sound_naming import SoundNamer
+  encoded = []  # the clips the head's encoder read
+  logits = SoundNamer.logits
+  monkeypatch.setattr(SoundNamer, "logits", lambda self, audio: encoded.append(len(audio))
+                      or logits(self, audio))
   bundle = model_testing.hearing_bundle(tmp_path / "bundle", DOORBELL,
                                         **{"infer.max_answer_tokens": 6})[0]
   audio = 0.2 * np.random.default_rng(0).normal(size=sf.SAMPLE_RATE)
   manifest = model_testing.event_manifest(tmp_path, audio, "doorbell")
-  answers = {}
+  answers, passes = {}, []
   for setting in ((), ("--config.infer.sound_questions=True",
                        "--config.infer.sound_watch_threshold=0.5")):
     out = tmp_path / f"eval{len(setting)}"
@@ -148,8 +154,14 @@ def test_eval_names_a_recorded_sound_with_the_head_when_the_setting_is_on(tmp_pa
     case = json.loads((out / "cases.jsonl").read_text().splitlines()[0])
     assert case["expected"][0]["text"] == "a doorbell"
     answers[setting] = case["systems"]["model"]["answer"]
+    # The head's own name of the clip is reported beside it either way (B3's row), from
+    # the same encoder pass as the head's answer.
+    assert case["systems"]["sound_head"]["answer"] == "a doorbell"
+    passes.append(len(encoded))
+    encoded.clear()
   # The random decoder says something else; the head's name is the answer when asked for.
   assert answers[()] != "a doorbell" and list(answers.values())[1] == "a doorbell"
+  assert passes == [1, 1]
   capsys.readouterr()
   assert cli.main(["eval", "--checkpoint", str(bundle), "--manifest", str(manifest),
                    "--suites", "B3", "--config.infer.sound_questions=True",

@@ -14,6 +14,7 @@ many doorbell rings are in the clip?") is answered by the head instead
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -53,5 +54,5 @@ def ask_files(paths: Sequence[str | os.PathLike], question: str = DEFAULT_QUESTI
   return [{"file": path, "seconds": round(len(audio) / sf.SAMPLE_RATE, 3), "question": question,
            "answer": answer_clip(engine, params, tokenizer, audio, question,
                                  max_tokens=infer.max_answer_tokens, answers=answers,
-                                 namer=namer)}
+                                 head_logits=namer and functools.partial(namer.logits, audio))}
           for path, audio in clips]

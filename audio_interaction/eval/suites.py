@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -76,7 +77,7 @@ from audio_interaction.infer.clip_questions import (CLIP_QUESTION_KEYS, answer_c
                                                     clip_answers)
 from audio_interaction.infer.instruction_watch import (SOUND, WATCH_KEYS,
                                                        instruction_watches, parse_watch)
-from audio_interaction.infer.sound_naming import SoundNamer
+from audio_interaction.infer.sound_naming import SoundNamer, rank_sounds
 from audio_interaction.model.clip_encoder import ClipEncoder
 from audio_interaction.model.model import AudioInteractionModel, Params
 
@@ -729,13 +730,16 @@ class Runner:
     result = CaseRun(case, cfg.threshold)
     timeline = case.timeline
     if timeline.mode == OFFLINE:
+      # One encoder pass for the head's answer and its name of the clip.
+      head_logits = self.sound_namer and functools.cache(
+          functools.partial(self.sound_namer.logits, case.audio))
       result.answer = answer_clip(self.engine, self.params, self.tokenizer, case.audio,
                                   timeline.instruction, max_tokens=cfg.max_answer_tokens,
-                                  answers=self.clip_answers, namer=self.sound_namer)
+                                  answers=self.clip_answers, head_logits=head_logits)
       if "B1" in case.suites:
         result.peer_clip = self.peer.transcribe_clip(case.audio)
-      if "B3" in case.suites and case.subtask in NAMING_SUBTASKS and self.sound_namer:
-        result.sound_head_answer = normalize_text(self.sound_namer(case.audio, top=1)[0].name)
+      if "B3" in case.suites and case.subtask in NAMING_SUBTASKS and head_logits:
+        result.sound_head_answer = normalize_text(rank_sounds(head_logits(), top=1)[0].name)
       result.seconds = time.perf_counter() - began
       return result
     thresholds = [cfg.threshold]

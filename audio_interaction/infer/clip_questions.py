@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -36,7 +37,7 @@ from audio_interaction.data.tokenizer import Tokenizer, normalize_text, number_t
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.instruction_watch import (LISTED_AFTER_CHUNKS, SoundTracker,
                                                        named_sounds, sound_settings)
-from audio_interaction.infer.sound_naming import SoundNamer, chunk_probabilities, rank_sounds
+from audio_interaction.infer.sound_naming import chunk_probabilities, rank_sounds
 from audio_interaction.model.model import Params
 
 NAME, COUNT, PRESENCE, ORDER = "name", "count", "presence", "order"
@@ -170,20 +171,21 @@ def clip_answers(infer, *, chunk_seconds: float, sound_event_classes: int
 
 def answer_clip(engine: Engine, params: Params, tokenizer: Tokenizer, audio: np.ndarray,
                 question: str, *, max_tokens: int, answers: ClipAnswers | None = None,
-                namer: SoundNamer | None = None) -> str:
+                head_logits: Callable[[], np.ndarray] | None = None) -> str:
   """The model's answer to `question` about a clip: from the sound-event head when
   `answers` covers it (`parse_clip_question`), else the decoder's (`Engine.answer`).
 
   Args:
     audio: float32 [n] 16 kHz samples.
     max_tokens: the decoder's longest answer.
-    answers, namer: the head's answers and the namer that reads the head (both, or
-      neither: the decoder answers everything).
+    answers, head_logits: the head's answers, and what gives this clip's head logits
+      [chunks, K] (`SoundNamer.logits` of the clip; a caller that needs them too can
+      pass a cached one): both, or neither (the decoder answers everything).
   """
   asked = parse_clip_question(question) if answers is not None else None
   if asked is not None:
-    if namer is None:
-      raise ValueError("answers from the sound-event head need its SoundNamer")
-    return answers.answer(asked, namer.logits(audio))
+    if head_logits is None:
+      raise ValueError("answers from the sound-event head need the clip's head logits")
+    return answers.answer(asked, head_logits())
   return tokenizer.decode(engine.answer(params, audio, tokenizer.encode(question),
                                         max_tokens=max_tokens))
