@@ -38,6 +38,8 @@ def test_every_question_the_corpus_asks_parses_to_what_it_asks(subtask):
     timeline = tasks.build(subtask, seed, tasks._TextOnlySpeech(), tasks._TextOnlySounds())
     question = parse_clip_question(timeline.instruction)
     assert question is not None, timeline.instruction
+    assert question.kind in {"offline_sound_label": {NAME}, "offline_count_events": {COUNT},
+                             "offline_clip_qa": {ORDER, PRESENCE}}[subtask], question
     answer = timeline.replies[0].text
     played = [e.label for e in timeline.sounds]
     if question.kind == PRESENCE:
