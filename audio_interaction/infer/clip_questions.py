@@ -36,7 +36,8 @@ from audio_interaction.corpus import worlds
 from audio_interaction.data.tokenizer import Tokenizer, normalize_text, number_to_words
 from audio_interaction.infer.engine import Engine
 from audio_interaction.infer.instruction_watch import (LISTED_AFTER_CHUNKS, SoundTracker,
-                                                       named_sounds, sound_settings)
+                                                       class_column, named_sounds,
+                                                       sound_settings)
 from audio_interaction.infer.sound_naming import chunk_probabilities, rank_sounds
 from audio_interaction.model.model import Params
 
@@ -123,8 +124,7 @@ class ClipAnswers:
     heard, begins = zip(*(tracker.hear(probabilities[t:t + 1], np.zeros(1, np.int64))
                           for t in range(len(probabilities))))
     heard, begins = np.concatenate(heard), np.concatenate(begins)  # [chunks, K]
-    asked = (None if question.label is None
-             else worlds.SOUND_EVENT_LABELS.index(question.label))
+    asked = None if question.label is None else class_column(question.label)
     if question.kind == COUNT:
       return number_to_words(int(begins[:, asked].sum()))
     # When each class has been heard in enough chunks to be in the clip, in order.

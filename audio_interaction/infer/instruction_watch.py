@@ -106,7 +106,7 @@ class WatchRequest:
   @property
   def column(self) -> int:
     """The label's column of the sound-event head's probabilities."""
-    return _COLUMNS[self.label]
+    return class_column(self.label)
 
   @property
   def reply(self) -> str:
@@ -119,6 +119,11 @@ class WatchRequest:
     if self.kind == WORD:
       return self.say or f"heard {self.word}"
     raise ValueError("a summary's answer is the sounds heard: worlds.list_sounds")
+
+
+def class_column(label: str) -> int:
+  """`label`'s column of the sound-event head's probabilities (one table, no search)."""
+  return _COLUMNS[label]
 
 
 def _head_word(label: str) -> str:
