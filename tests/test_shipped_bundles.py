@@ -113,8 +113,8 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
       "sound_watch_threshold"]
   assert infer.sound_watch_chunks == watch["sound_watch_chunks"] == 2
   assert not infer.word_watch and watch["word_watch"] is False
-  # Questions about a clip's sounds are the head's too (README, "Questions the head
-  # answers"), a sound being the watch's.
+  # Questions about a clip's sounds are the head's too (README, "Words answered once said,
+  # and questions the head answers"), a sound being the watch's.
   assert infer.sound_questions and metadata["sound_questions"]["on"] is True
 
 
@@ -206,3 +206,17 @@ def test_pin_instruction_copies_a_bundle_with_its_prompt_pinned(tmp_path, capsys
   assert cli.main(["pin-instruction", "--bundle", "embedded", "--out", str(tmp_path / "pinned"),
                    "--pinned-prefix", "8"]) == 2
   assert "exists and is not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["embedded", "real-audio"])
+def test_every_readme_pointer_in_a_bundles_metadata_names_a_readme_heading(name):
+  import re
+  readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+  headings = re.findall(r"^#+ (.+)$", readme, re.MULTILINE)
+  directory = portable.resolve_bundle(name)
+  metadata = json.loads((directory / portable.METADATA_FILE).read_text())
+  pointers = [entry["readme"] for entry in metadata.values()
+              if isinstance(entry, dict) and "readme" in entry]
+  assert pointers
+  for pointer in pointers:
+    assert any(pointer in heading for heading in headings), pointer
