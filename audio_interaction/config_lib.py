@@ -151,15 +151,15 @@ def base_config() -> ml_collections.ConfigDict:
   # The decoder hears what the sound-event head heard: each chunk's class probabilities,
   # through a learned embedding (zero at the start, so a trained model is unchanged),
   # added to the chunk's audio slots. The tiny model's head named 16 of 20 held-out sounds
-  # its decoder named 3 of (README, "Sounds the encoder is taught").
+  # its decoder named 3 of (docs/real_audio_log.md, "Sounds the encoder is taught").
   config.model.sound_event_feed = False
   # The decoder hears each class as the words of its name: the head's class probabilities
   # over the mean token embeddings of each class's name ("a clock ticking"), through a
   # gain and a projection started at zero, added to the chunk's audio slots. Unlike the
   # learned feed above, nothing in it is one class's own, so what the decoder learns of
   # one name could carry to the others; measured, the tiny decoder ignores it (zeroing the
-  # trained feed changes no figure: README, "Naming what the head heard"). What moves the
-  # replies is the untrained `infer.sound_name_bias`.
+  # trained feed changes no figure: docs/real_audio_log.md, "Naming what the head heard"). What
+  # moves the replies is the untrained `infer.sound_name_bias`.
   config.model.sound_event_feed_names = False
   # The token ids of each class's name (one tuple per class, () for "no sound"), filled
   # from the data's tokenizer by the train loop and the export when the names are fed
@@ -361,7 +361,7 @@ def base_config() -> ml_collections.ConfigDict:
   # each class's lately heard probability (decayed by `sound_name_decay` per chunk) are
   # added to the logits of its name's tokens before sampling (`infer/engine.py`). The
   # tiny decoder answers held-out sounds with a few stock names where its head names
-  # them (README, "Naming what the head heard"); 0 = off.
+  # them (docs/real_audio_log.md, "Naming what the head heard"); 0 = off.
   config.infer.sound_name_bias = 0.0
   config.infer.sound_name_decay = 0.95
   # ... only where the decoder gives the names' tokens (of any class) at least this

@@ -3,7 +3,7 @@ r"""A second stage for the alerts: Whisper's encoder, as trained, over the last 
 The streaming head (first stage) reads each 160 ms chunk through the chunk-causal
 encoder; its false alarms in benign audio are confusions (notification tones taken for
 a phone, doors and fire for crashes and bells) that more TRAIN sounds and more context
-in the head did not undo (README, "More notification tones, more sounds to call
+in the head did not undo (docs/real_audio_log.md, "More notification tones, more sounds to call
 'none'"). Wake-word systems answer the same problem with a cascade: a cheap detector
 runs on every frame, and a stronger model checks the few moments it fires on. Here the
 stronger model is Whisper tiny.en's own encoder with full attention over the last

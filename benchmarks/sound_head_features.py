@@ -3,7 +3,7 @@ r"""What the sound-event head reads, and what that does to alerts.
 The head was linear over each chunk's *mean final encoder frame*
 (`AudioInteractionNetwork.sound_event_features` without `model.sound_event_blocks`).
 Its remaining false alarms in benign audio were confusions a linear read of that vector
-could not undo (footsteps taken for a crash, notification tones for a phone: README,
+could not undo (footsteps taken for a crash, notification tones for a phone: docs/real_audio_log.md,
 "Where the false alarms come from"). Two cheap ways to give a linear head more to read,
 without training the encoder:
 
@@ -13,7 +13,7 @@ without training the encoder:
   fine-tuned on speech tasks; lower blocks keep more of the sound's acoustics).
 
 This benchmark (which chose `model.sound_event_blocks=(0, 1, 2)` for the shipped head:
-README, "What the head reads") encodes the TRAIN-bank clips once (each at a uniform
+docs/real_audio_log.md, "What the head reads") encodes the TRAIN-bank clips once (each at a uniform
 random place of the position window, as `fit-sound-head` does; optionally after a quiet
 lead), keeps every block's per-chunk mean and spread, fits the head
 (`sound_head.fit_head`: the same weighted logistic regression) on each set of features

@@ -2,7 +2,7 @@ r"""Can a frozen encoder hear that a turn has ended? A linear probe, TRAIN lines
 
 The decision head, trained on TTS turns, cuts into 82-92 % of the real DEV turns, and
 trained on ~1,000 real paused turns of one game's cast it learned those voices only
-(README, "Four hours of real English voices"). Before a turn-end head is fitted over
+(docs/real_audio_log.md, "Four hours of real English voices"). Before a turn-end head is fitted over
 a frozen encoder (as `fit-sound-head` fits the sound head), this measures whether the
 encoder's chunk features carry the difference at all, on voices the probe never heard:
 

@@ -3,8 +3,8 @@ r"""Small streaming audio-interaction model: ~21 M parameters, the next size up 
 The same corpus, stream format and recipe as `experiments/tiny.py:randomize` (domain
 randomisation, real TRAIN-package sounds and beds, on-the-fly augmentation), with a
 wider and deeper encoder and decoder. Sized to be compared with tiny at equal CPU
-wall-clock on the real dev set (README, "`small` against `tiny` at equal CPU time": at
-7.7 min each from scratch, tiny learns more of everything); it shares tiny's randomised
+wall-clock on the real dev set (docs/real_audio_log.md, "`small` against `tiny` at equal CPU time":
+at 7.7 min each from scratch, tiny learns more of everything); it shares tiny's randomised
 corpus and tokenizer::
 
   audio-interaction fetch-train-audio

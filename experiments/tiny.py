@@ -111,14 +111,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "copy" in variants:
     # A pointer over the instruction's tokens mixed into the LM head's distribution: the
     # tiny decoder answered late replies at the right time with another stream's keyword
-    # or sound class (README, "Whole streams (session 32)"). New weights only, so the
-    # embedded bundle starts it (train.init_from).
+    # or sound class (docs/real_audio_log.md, "Whole streams (session 32)"). New weights only, so
+    # the embedded bundle starts it (train.init_from).
     config.model.decoder.copy_instruction = True
   if "sound_events" in variants:
     # The encoder is trained by CTC on speech; a sound's class reached it only through a
     # few answer tokens, and the streams' sound replies (alerts, a class to follow, a
-    # count, a summary) were the ones it missed (README, "Sounds the encoder is taught").
-    # New weights only, so the embedded bundle starts it.
+    # count, a summary) were the ones it missed (docs/real_audio_log.md, "Sounds the encoder is
+    # taught"). New weights only, so the embedded bundle starts it.
     config.model.sound_event_classes = len(worlds.SOUND_EVENT_LABELS)
     config.train.sound_event_loss_weight = 1.0
   if "sound_feed" in variants:

@@ -27,6 +27,6 @@ def test_configs_page_lists_every_field_with_its_rule():
 
 def test_docs_pages_exist_and_are_linked_from_the_readme():
   readme = (DOCS.parent / "README.md").read_text()
-  for name in ("stream_format.md", "configs.md", "cli.md"):
+  for name in ("stream_format.md", "configs.md", "cli.md", "real_audio_log.md"):
     assert (DOCS / name).is_file()
     assert f"docs/{name}" in readme, name

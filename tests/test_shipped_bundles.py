@@ -102,10 +102,10 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
   assert tuple(config.model.sound_event_blocks) == tuple(fit["read_blocks"]) == (0, 1, 2)
   assert fit["lead_seconds"] == 2.0
   # Replies name what the sound-event head heard, whole names, at the strength chosen on
-  # synthetic streams (README, "Whole names").
+  # synthetic streams (docs/real_audio_log.md, "Whole names").
   assert (infer.sound_name_bias, infer.sound_name_whole) == (8.0, True)
   assert metadata["sound_name_bias"]["strength"] == infer.sound_name_bias
-  # "Tell me when you hear ..." is answered from the head (README, "Instructions the
+  # "Tell me when you hear ..." is answered from the head (docs/real_audio_log.md, "Instructions the
   # heads answer"): at the alerts' threshold, for the chunks chosen on DEV half A; the
   # transcript is not read (its CTC does not hear real speech).
   watch = metadata["instruction_watch"]
@@ -113,8 +113,8 @@ def test_the_real_audio_bundle_has_its_heads_and_its_dev_set_operating_point():
       "sound_watch_threshold"]
   assert infer.sound_watch_chunks == watch["sound_watch_chunks"] == 2
   assert not infer.word_watch and watch["word_watch"] is False
-  # Questions about a clip's sounds are the head's too (README, "Words answered once said,
-  # and questions the head answers"), a sound being the watch's.
+  # Questions about a clip's sounds are the head's too (docs/real_audio_log.md, "Words answered once
+  # said, and questions the head answers"), a sound being the watch's.
   assert infer.sound_questions and metadata["sound_questions"]["on"] is True
 
 
@@ -209,10 +209,12 @@ def test_pin_instruction_copies_a_bundle_with_its_prompt_pinned(tmp_path, capsys
 
 
 @pytest.mark.parametrize("name", ["embedded", "real-audio"])
-def test_every_readme_pointer_in_a_bundles_metadata_names_a_readme_heading(name):
+def test_every_readme_pointer_in_a_bundles_metadata_names_a_heading_of_the_docs(name):
+  # A pointer names a heading of the README or of the real-audio log the README links to.
   import re
-  readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-  headings = re.findall(r"^#+ (.+)$", readme, re.MULTILINE)
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  text = "\n".join((repo / page).read_text() for page in ("README.md", "docs/real_audio_log.md"))
+  headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
   directory = portable.resolve_bundle(name)
   metadata = json.loads((directory / portable.METADATA_FILE).read_text())
   pointers = [entry["readme"] for entry in metadata.values()

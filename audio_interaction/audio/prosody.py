@@ -15,8 +15,8 @@ loudest frame of the history. Pitch
 (semitones) and level (dB) are read relative to the speaker's own median over the voiced
 frames of the history: a deep voice and a high one end a turn alike.
 
-Measured on the real DEV turns (README, "Prosody hears a turn's end"): a linear read of
-these 14 numbers tells a pause inside a turn from its end better than one of Whisper's
+Measured on the real DEV turns (docs/real_audio_log.md, "Prosody hears a turn's end"): a linear read
+of these 14 numbers tells a pause inside a turn from its end better than one of Whisper's
 384-wide chunk features, on voices neither was fitted on.
 """
 

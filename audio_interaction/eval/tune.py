@@ -34,7 +34,7 @@ miss ≤ 10 %, median latency ≤ 0.35 s, alert recall ≥ 80 % at ≤ 10 false 
    0.35 s), the one of them with the lowest false cut-in + miss wins (then the lower
    latency): within the latency the goal asks for, interrupting fewer users is worth
    more than answering sooner (a rule that always takes the fastest picks the point
-   at the edge of the cut-in constraint, which held-out turns then cross: README, "A
+   at the edge of the cut-in constraint, which held-out turns then cross: docs/real_audio_log.md, "A
    turn-end head in the model"). If none reaches it, the lowest median response latency wins. A tie
    (latencies are chunk quantised, so ties are common) goes to the candidate with
    false alarms/h within the budget (below), then the highest alert

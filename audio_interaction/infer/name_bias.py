@@ -1,8 +1,8 @@
 """Replies biased towards the names of the sounds the sound-event head heard.
 
 The sound-event head names held-out sounds that its decoder answers with a few stock
-names (README, "Naming what the head heard"). `NameBias` hands the reply the head's words
-at sampling time, untrained: where the decoder is about to name a sound (it gives the
+names (docs/real_audio_log.md, "Naming what the head heard"). `NameBias` hands the reply the head's
+words at sampling time, untrained: where the decoder is about to name a sound (it gives the
 names' tokens at least `gate` of its probability), each class's name is biased up by
 `strength` times how lately and how surely the class was heard
 (`EngineState.heard_sounds`). The decoder says when a sound is named, the head which;

@@ -2,7 +2,7 @@
 
 Trained inside the full mixture, the CTC head reads a few hundred real lines among
 thousands of TTS streams for ~1,000 steps, and on the 389 real English DEV clips it
-wrote 98-101 % WER whatever the encoder (README, "Four hours of real English
+wrote 98-101 % WER whatever the encoder (docs/real_audio_log.md, "Four hours of real English
 voices"). The head is linear over each encoder frame, so once a frozen encoder has
 turned every recorded line into frames, the head can be fitted alone: every line many
 times over, in minutes, with a held-out set of *voices* telling when to stop. This

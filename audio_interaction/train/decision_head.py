@@ -4,8 +4,8 @@
 The decision head (P(SPEAK) at each chunk's `<decide>`) was trained on the synthetic
 world only, and on real speech it has it backwards: on TRAIN-side real lines its
 P(SPEAK) ranks chunks inside the words *above* the silence after a finished turn
-(README, "Whether to answer"). What the decoder's hidden state at `<decide>` holds is
-better than what the head reads of it: which instruction the stream runs under, and
+(docs/real_audio_log.md, "Whether to answer"). What the decoder's hidden state at `<decide>` holds
+is better than what the head reads of it: which instruction the stream runs under, and
 whether speech has just ended. This module fits the head again, as a logistic
 regression over that state, on recorded lines of real voices (TRAIN side,
 `corpus.real_speech.recorded_lines`, the lines with an inner quiet dip), each streamed
@@ -32,8 +32,8 @@ What it is for: the gated timer (`infer.policy="gated_timer"`,
 agrees then, so the VAD says *when* and the model *whether*; `tune` chooses θ and the
 silence on the dev set. On the real-audio bundle the head tells the instruction apart perfectly
 anywhere in the first 30 s of a stream, but a finished sentence from a paused one only
-near the stream's start (README, "Whether to answer"), so the shipped point is a low θ
-after the timer's own silence: the timer's turn-taking, without its replies to speech
+near the stream's start (docs/real_audio_log.md, "Whether to answer"), so the shipped point is a low
+θ after the timer's own silence: the timer's turn-taking, without its replies to speech
 under an instruction to watch for sounds. Alerts stay the sound-event head's
 (`infer/sound_alerts.py`): no sound example is fitted here.
 """

@@ -14,7 +14,7 @@ multinomial logistic regression: this module encodes
   after a quiet room of a random length (`quiet_lead`, labelled "none"): in a stream a
   sound comes after something, not into an empty encoder memory (on the DEV events at
   random leads it found 77 % of the alerts instead of 60 %, and raised 9 false alarms in
-  benign audio instead of 4: README, "Where the false alarms come from"), and
+  benign audio instead of 4: docs/real_audio_log.md, "Where the false alarms come from"), and
 * rows of a built corpus split: their "none" chunks (speech, silence, rooms, benign
   beds), without which the head calls speech an alarm (on the 40 real DEV turn-taking
   streams, 95 false alerts at 0.8 from clean clips alone, 2 with these), and on request

@@ -1,7 +1,7 @@
 """The turn-end head, fitted alone over a frozen encoder (`audio-interaction fit-turn-head`).
 
 The decision head learns *when to speak* from the corpus's turns, and on real voices it
-cuts into most mid-turn pauses (README, "Towards real audio"). Whether a user has
+cuts into most mid-turn pauses (docs/real_audio_log.md, "Towards real audio"). Whether a user has
 finished is also in the sound of their last words (a falling or level pitch, a
 lengthened last syllable, a clipped sentence); `model.turn_end_head` reads it from the
 encoder, per chunk, over the mean of the chunk's frames, as the sound-event head does.
