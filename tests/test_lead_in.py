@@ -185,3 +185,56 @@ def test_unaddressed_rows_are_b6_cases_of_benign_speech_after_their_lead(manifes
   with pytest.raises(ValueError, match="max_rows=0"):
     lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=1.0), tmp_path / "x", max_rows=0,
                                    progress=False)
+
+
+def test_a_channel_plays_each_recording_through_it_with_its_annotations_unchanged(manifest,
+                                                                                 tmp_path):
+  path, _ = manifest
+  plain = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.5), tmp_path / "plain",
+                                         progress=False, seed=3)
+  phone = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.5), tmp_path / "phone",
+                                         progress=False, seed=3, channel="telephone")
+  assert phone["channel"] == "telephone"
+  assert json.loads((tmp_path / "phone" / "lead_in.json").read_text())["channel"] == "telephone"
+  plain_rows, phone_rows = (read_manifest(s["manifest"]).rows for s in (plain, phone))
+  # The same rows, the same times: only the sound changed.
+  assert [json.loads(line) for line in (tmp_path / "phone" / "m.jsonl").read_text().splitlines()] \
+      == [json.loads(line) for line in (tmp_path / "plain" / "m.jsonl").read_text().splitlines()]
+  for index, (clean, heard) in enumerate(zip(plain_rows, phone_rows)):
+    clean_samples, heard_samples = clean.load(), heard.load()
+    assert heard_samples.size == clean_samples.size
+    expected = effects.telephone(clean_samples, np.random.default_rng([3, index]))
+    # Both copies were written as 16-bit audio, and mu-law rounds a level either way.
+    error = np.sqrt(np.mean((heard_samples - expected) ** 2))
+    assert error < 0.01 * np.sqrt(np.mean(expected ** 2))
+    spectrum = np.abs(np.fft.rfft(heard_samples)) ** 2
+    frequencies = np.fft.rfftfreq(heard_samples.size, 1 / RATE)
+    clean_spectrum = np.abs(np.fft.rfft(clean_samples)) ** 2
+    # White noise keeps half its energy above 4 kHz; a phone line keeps next to none.
+    assert spectrum[frequencies > 4000].sum() < 1e-3 * spectrum.sum()
+    assert clean_spectrum[frequencies > 4000].sum() > 0.3 * clean_spectrum.sum()
+  # A row's channel is drawn from its own seed: the first row alone sounds the same.
+  first = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.5), tmp_path / "first",
+                                         progress=False, seed=3, channel="telephone",
+                                         max_rows=1)
+  np.testing.assert_array_equal(read_manifest(first["manifest"]).rows[0].load(),
+                                phone_rows[0].load())
+
+
+def test_every_channel_keeps_length_and_an_unknown_one_is_named(manifest, tmp_path, capsys):
+  path, _ = manifest
+  for name in lead_in.CHANNELS:
+    summary = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.0), tmp_path / name,
+                                             progress=False, channel=name, max_rows=1)
+    row, = read_manifest(summary["manifest"]).rows
+    assert row.load().size == 3 * RATE
+  with pytest.raises(ValueError, match="channel 'radio': choose from"):
+    lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.0), tmp_path / "radio",
+                                   progress=False, channel="radio")
+  # The CLI offers exactly these channels.
+  for name in lead_in.CHANNELS:
+    assert cli.main(["lead-in", "--manifest", str(path), "--lead", "0", "--channel", name,
+                     "--max-rows", "1", "--out", str(tmp_path / f"cli_{name}")]) == 0
+  assert cli.main(["lead-in", "--manifest", str(path), "--lead", "0", "--channel", "radio",
+                   "--out", str(tmp_path / "cli_radio")]) == 2
+  assert "invalid choice: 'radio'" in capsys.readouterr().err

@@ -580,7 +580,7 @@ def _lead_in(args: argparse.Namespace, overrides: list[str]) -> int:
     lead = lead_in.Lead.parse(args.lead)
     summary = lead_in.write_lead_in_manifest(args.manifest, lead, args.out, seed=args.seed,
                                              unaddressed=args.unaddressed,
-                                             max_rows=args.max_rows)
+                                             max_rows=args.max_rows, channel=args.channel)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary))
@@ -1212,7 +1212,8 @@ def build_parser() -> argparse.ArgumentParser:
   lead = verbs.add_parser(
       "lead-in", help="copy a manifest with its recordings played later in the stream (quiet "
                       "noise before each, annotations shifted): score a model away from the "
-                      "start of its position window")
+                      "start of its position window; with --channel, as heard over a phone "
+                      "line, across a room or through another microphone")
   lead.add_argument("--manifest", required=True, help="the manifest (JSONL) to copy")
   lead.add_argument("--lead", required=True,
                     help="seconds of quiet before each recording (5), or random:MAX for a "
@@ -1227,6 +1228,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "is a false alarm")
   lead.add_argument("--max-rows", type=int, default=None,
                     help="copy the manifest's first rows only")
+  # choices: lead_in.CHANNELS (the CLI imports the corpus lazily, to start fast)
+  lead.add_argument("--channel", choices=("telephone", "room", "microphone"), default=None,
+                    help="play each recording through a channel too (telephone: 300-3400 Hz, "
+                         "8 kHz mu-law; room: a simulated room; microphone: a random mic "
+                         "response), timings unchanged")
   lead.set_defaults(run=_lead_in)
 
   fit_head = _head_fit_parser(

@@ -11,6 +11,11 @@ stream. The lead is fixed (`Lead(seconds=5)`) or drawn per recording
 window). Each row says its lead in "lead_in": the eval hears it (an alert there is a
 false alarm) but does not count its quiet as benign time, which would flatter the
 false alarms per hour.
+
+With a `channel` each played recording (its lead-in too) also goes through a channel of
+the corpus's domain randomisation (`CHANNELS`: a telephone line, a room, a microphone),
+seeded per row, timings unchanged: the same DEV turns and sounds, heard as over the phone
+or across a room, ask how far a model's figures carry to audio recorded otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import json
 import os
 import pathlib
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import numpy as np
 import soundfile
@@ -35,6 +41,13 @@ RATE = 16000
 LEAD_IN_LEVEL_DB = -50.0  # a quiet room: far below speech (-20 to -30 dBFS)
 # The row keys that hold a time in seconds from the recording's start.
 _TIME_KEYS = ("recognisable_after", "reply_time")
+# What a copy's recordings may be played through: each keeps a recording's length and
+# level (`corpus.effects`), so every annotation still holds.
+CHANNELS: Final[dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
+    "telephone": effects.telephone,  # ~300-3400 Hz, 8 kHz, 8-bit mu-law
+    "room": effects.simulated_room,  # a random room's impulse response, RT60 0.15-0.8 s
+    "microphone": effects.mic_colouration,  # a random mic/loudspeaker response
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +115,8 @@ def unaddressed_speech(row: dict[str, Any]) -> dict[str, Any]:
 
 def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | os.PathLike,
                            *, seed: int = 0, progress: bool = True, unaddressed: bool = False,
-                           max_rows: int | None = None) -> dict[str, Any]:
+                           max_rows: int | None = None, channel: str | None = None
+                           ) -> dict[str, Any]:
   """Writes OUT/<manifest's name> and OUT/audio/NNNN.wav: each row's recording (the
   segment it names, at 16 kHz mono) after a lead-in of quiet noise, its annotations
   shifted (`shifted_row`) and its lead in "lead_in" (added to the row's own); OUT/lead_in.json
@@ -112,11 +126,13 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   its lead to its end (`unaddressed_speech`), so that the eval scores it as B6 audio
   where any reply is a false alarm: speech nobody addressed to the model, under the
   row's (or the eval's monitoring) instruction. `max_rows`: the first rows only.
+  `channel`: a name of `CHANNELS` each played recording goes through (drawn from its own
+  seed per row, so a row's channel does not depend on the rows before it).
 
   Raises:
     ManifestError (a ValueError): a line that is not a JSON object (`read_rows`).
-    ValueError: a row without an audio path, or an output manifest that would overwrite
-      the input.
+    ValueError: a row without an audio path, an output manifest that would overwrite
+      the input, or an unknown channel.
     FileNotFoundError: the manifest or a recording is missing.
   Returns:
     {"rows", "lead", "leads_s": [min, median, max], "manifest": the written path}.
@@ -126,6 +142,8 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   target = out / source.name
   if target.resolve() == source.resolve():
     raise ValueError(f"--out {out}: would overwrite the manifest {source}")
+  if channel is not None and channel not in CHANNELS:
+    raise ValueError(f"channel {channel!r}: choose from {sorted(CHANNELS)}")
   rows = read_rows(source)
   if max_rows is not None:
     if max_rows < 1:
@@ -150,6 +168,8 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
       noise = effects.set_level(effects.colored_noise(rng, noise.size, 1.0), LEAD_IN_LEVEL_DB,
                                 active_only=False)
     played = np.concatenate([noise, audio]).astype(np.float32)
+    if channel is not None:
+      played = CHANNELS[channel](played, np.random.default_rng([seed, index])).astype(np.float32)
     name = f"audio/{index:04d}.wav"
     soundfile.write(out / name, played, RATE)
     new = shifted_row({**{k: v for k, v in row.items() if k not in ("offset", *AUDIO_KEYS)},
@@ -163,8 +183,9 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   # The manifest last and whole: an interrupted run leaves no manifest naming missing audio.
   atomic_file.write_text(out / "lead_in.json", json.dumps(
       {"manifest": str(source), "lead": str(lead), "seed": seed, "level_db": LEAD_IN_LEVEL_DB,
-       "unaddressed": unaddressed, "max_rows": max_rows, "leads_s": leads}, indent=1))
+       "unaddressed": unaddressed, "max_rows": max_rows, "channel": channel,
+       "leads_s": leads}, indent=1))
   atomic_file.write_text(target, "".join(line + "\n" for line in written))
-  return {"rows": len(rows), "lead": str(lead),
+  return {"rows": len(rows), "lead": str(lead), "channel": channel,
           "leads_s": [float(np.min(leads)), float(np.median(leads)), float(np.max(leads))]
           if leads else [], "manifest": str(target)}
