@@ -87,6 +87,49 @@ def test_bank_examples_put_a_none_lead_before_the_same_clips():
       plain.targets)
 
 
+def test_bank_examples_hear_a_share_of_the_same_clips_through_a_channel():
+  from audio_interaction.corpus import effects
+  from audio_interaction.corpus.sounds import SoundBank
+  inputs = []
+
+  def encode(audio):
+    inputs.append(np.asarray(audio))
+    chunks = -(-audio.size // encode.chunk_samples)
+    return np.zeros((chunks, 1), np.float32)
+
+  encode.chunk_samples = 1600
+  bank = SoundBank(use_recordings=False)
+
+  def examples(share):
+    inputs.clear()
+    got = sound_head.bank_examples(encode, bank, 8, seed=0, labels=["doorbell"],
+                                   progress=False, lead_seconds=1.0, channel_share=share)
+    return got, list(inputs)
+
+  plain, plain_inputs = examples(0.0)
+  heard, heard_inputs = examples(1.0)
+  half, half_inputs = examples(0.5)
+  # The same clips and leads, the same targets (those of the clip as recorded), whatever
+  # the channel; only the sound differs.
+  np.testing.assert_array_equal(heard.targets, plain.targets)
+  np.testing.assert_array_equal(half.targets, plain.targets)
+  assert [a.size for a in heard_inputs] == [a.size for a in plain_inputs]
+  changed = [not np.allclose(a, b, atol=1e-6) for a, b in zip(heard_inputs, plain_inputs)]
+  assert all(changed)
+  half_changed = [not np.allclose(a, b, atol=1e-6) for a, b in zip(half_inputs, plain_inputs)]
+  assert 0 < sum(half_changed) < len(half_changed)
+  # Each heard clip is one of the room or microphone channels applied to the plain one.
+  channel_rng = np.random.default_rng([0, 2])
+  for plain_audio, heard_audio in zip(plain_inputs, heard_inputs):
+    channel_rng.uniform()
+    name = sound_head.HEARD_THROUGH[int(channel_rng.integers(len(sound_head.HEARD_THROUGH)))]
+    expected = effects.CHANNELS[name](plain_audio, channel_rng)
+    np.testing.assert_allclose(heard_audio, expected, atol=1e-6)
+  with pytest.raises(ValueError, match="radio"):
+    sound_head.bank_examples(encode, bank, 1, seed=0, labels=["doorbell"], progress=False,
+                             channel_share=0.5, channels=("radio",))
+
+
 def test_example_weights_by_hand():
   # none x4, a x2, b x1: class totals none 2 (= the 2 sound classes), a 1, b 1; so
   # per example none 1/2, a 1/2, b 1, then scaled to mean 1 (the mean was 4/7).

@@ -193,6 +193,20 @@ def test_fit_bundle_adds_the_head_and_switches_the_hybrid_to_it(tmp_path):
     assert (p_ended > 0.5) == (target == TURN_ENDED), (target, p_ended)
 
 
+def test_the_fit_hears_the_share_of_lines_through_the_effects_it_is_told(tmp_path):
+  source = _bundle(tmp_path)
+  options = dict(train_audio_root="unused", lines=_lines(20, voices=5), max_lines=None,
+                 steps=50, seed=0, progress=False)
+  plain = turn_head.fit_bundle_turn_head(source, tmp_path / "plain", effects_share=0.0, **options)
+  heard = turn_head.fit_bundle_turn_head(source, tmp_path / "heard", effects_share=1.0, **options)
+  assert plain["effects_share"] == 0.0 and heard["effects_share"] == 1.0
+  assert plain["examples"] == heard["examples"] and plain["loss"] != heard["loss"]
+  metadata = json.loads((tmp_path / "heard" / "metadata.json").read_text())
+  assert metadata["turn_end_head_fit"]["effects_share"] == 1.0
+  with pytest.raises(ValueError, match="effects_share must be in"):
+    turn_head.fit_bundle_turn_head(source, tmp_path / "bad", effects_share=1.5, **options)
+
+
 def _turn_end_model(logit: float):
   """A small model whose turn-end head says P(ended) = sigmoid(logit) at every chunk."""
   model = AudioInteractionModel(model_testing.small_config(**{"model.turn_end_head": True}))

@@ -641,6 +641,8 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
       raise UsageError(f"{name} {value}: must be >= 1")
   if not 0 <= args.quiet_lead <= 30:
     raise UsageError(f"--quiet-lead {args.quiet_lead}: must be in [0, 30] seconds")
+  if not 0 <= args.channel_share <= 1:
+    raise UsageError(f"--channel-share {args.channel_share}: must be in [0, 1]")
   read_blocks = None
   if args.read_blocks is not None:
     try:
@@ -657,7 +659,7 @@ def _fit_sound_head(args: argparse.Namespace, overrides: list[str]) -> int:
         other_sounds=not args.no_other_sounds,
         per_class=args.per_class, seed=args.seed, l2=args.l2,
         steps=args.steps, first_positions=args.clip_positions, lead_seconds=args.quiet_lead,
-        read_blocks=read_blocks)
+        read_blocks=read_blocks, channel_share=args.channel_share)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -733,7 +735,7 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
         second_parts=args.second_parts, sound_clips_per_class=args.sound_clips,
         held_out_share=args.held_out_share, l2=args.l2, steps=args.steps,
         seed=args.seed, first_positions=args.clip_positions, features=args.features,
-        hybrid_gate=args.hybrid_gate)
+        hybrid_gate=args.hybrid_gate, effects_share=args.effects_share)
   except (ValueError, FileNotFoundError) as error:
     raise UsageError(_one_line(error)) from error
   print(json.dumps(summary, indent=1))
@@ -1251,6 +1253,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(labelled 'none'; default 0: the clip alone; 2 finds more "
                              "alerts anywhere in a stream, and with --read-blocks 0,1,2 "
                              "(the shipped real-audio head) fewer false ones: README)")
+  fit_head.add_argument("--channel-share", type=float, default=0.0, metavar="P",
+                        help="share of the clean clips heard through a simulated room or "
+                             "another microphone (default 0: as recorded)")
   fit_head.add_argument("--read-blocks", default=None, metavar="I,J,...",
                         help="lower encoder blocks whose chunk means the head reads beside "
                              "the final frames (model.sound_event_blocks; e.g. 0,1,2; '' for "
@@ -1319,6 +1324,9 @@ def build_parser() -> argparse.ArgumentParser:
   fit_turn.add_argument("--hybrid-gate", type=float, default=0.0,
                         help="with --features prosody: the P(SPEAK) a reply also needs "
                              "(the model says whether, prosody when; 0: no gate)")
+  fit_turn.add_argument("--effects-share", type=float, default=0.5,
+                        help="share of the examples played through the corpus's per-utterance "
+                             "effects first (rooms, microphones, telephone, noise, speed)")
   fit_turn.add_argument("--l2", type=float, default=1e-2, help="L2 on the standardised kernel")
   fit_turn.add_argument("--steps", type=int, default=300, help="L-BFGS iterations")
   fit_turn.add_argument("--seed", type=int, default=0)

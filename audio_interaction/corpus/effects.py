@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Final
 
 import librosa
 import numpy as np
@@ -455,6 +457,16 @@ def mic_colouration(x: np.ndarray, rng: np.random.Generator, bands: int = 3,
   before = active_rms_db(x)
   return set_level(y, before) if before > -199.0 else y.astype(np.float32)
 
+
+
+
+# Channels a whole recording can be heard through, each keeping its length and level
+# (`lead-in --channel`, and the sound-event head's fit on clips heard otherwise).
+CHANNELS: Final[dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
+    "telephone": telephone,  # ~300-3400 Hz, 8 kHz, 8-bit mu-law
+    "room": simulated_room,  # a random room's impulse response, RT60 0.15-0.8 s
+    "microphone": mic_colouration,  # a random mic/loudspeaker response
+}
 
 def background_noise(x: np.ndarray, rng: np.random.Generator,
                      noise: np.ndarray | None = None,

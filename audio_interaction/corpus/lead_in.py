@@ -25,7 +25,6 @@ import json
 import os
 import pathlib
 import re
-from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
@@ -41,13 +40,9 @@ RATE = 16000
 LEAD_IN_LEVEL_DB = -50.0  # a quiet room: far below speech (-20 to -30 dBFS)
 # The row keys that hold a time in seconds from the recording's start.
 _TIME_KEYS = ("recognisable_after", "reply_time")
-# What a copy's recordings may be played through: each keeps a recording's length and
-# level (`corpus.effects`), so every annotation still holds.
-CHANNELS: Final[dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
-    "telephone": effects.telephone,  # ~300-3400 Hz, 8 kHz, 8-bit mu-law
-    "room": effects.simulated_room,  # a random room's impulse response, RT60 0.15-0.8 s
-    "microphone": effects.mic_colouration,  # a random mic/loudspeaker response
-}
+# What a copy's recordings may be played through (each keeps a recording's length and
+# level, so every annotation still holds).
+CHANNELS: Final = effects.CHANNELS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,9 @@ MAX_CLIP_SECONDS = 8.0
 # The quiet room before a clean clip: coloured noise between these levels (dBFS), far
 # below any sound of the bank.
 QUIET_LEAD_DB = (-60.0, -40.0)
+# The channels a clip may be heard through in the fit (`bank_examples`): a far room and
+# another microphone, where a user's device hears a sound.
+HEARD_THROUGH = ("room", "microphone")
 
 
 @dataclasses.dataclass
@@ -131,19 +134,31 @@ def load_other_sound(ref: real_audio.AudioRef) -> np.ndarray:
 
 def bank_examples(encode: ClipEncoder, bank: SoundBank, per_class: int, seed: int,
                   labels: Iterable[str] | None = None, progress: bool = True,
-                  lead_seconds: float = 0.0) -> ChunkExamples:
+                  lead_seconds: float = 0.0, channel_share: float = 0.0,
+                  channels: Sequence[str] = HEARD_THROUGH) -> ChunkExamples:
   """`per_class` clean clips of every class of `bank` (known to `worlds.SOUND_EVENT_LABELS`),
   each after a `quiet_lead` of at most `lead_seconds` (its chunks "none"), encoded chunk
-  by chunk with `clip_chunk_targets`."""
+  by chunk with `clip_chunk_targets`; a `channel_share` of them (lead and clip) heard
+  through one of `channels` (`effects.CHANNELS`, drawn uniformly), their targets those of
+  the clip as recorded (a room's tail is not the sound)."""
+  unknown = sorted(set(channels) - set(effects.CHANNELS))
+  if unknown or not 0.0 <= channel_share <= 1.0:
+    raise ValueError(f"channels {unknown} (choose from {sorted(effects.CHANNELS)}) or "
+                     f"channel_share {channel_share} (must be in [0, 1])")
   rng = np.random.default_rng(seed)
   lead_rng = np.random.default_rng([seed, 1])  # the clips drawn do not depend on the leads
+  channel_rng = np.random.default_rng([seed, 2])  # ... nor on the channels
   names = [label for label in (labels or bank.labels()) if label in worlds.SOUND_EVENT_LABELS]
   features, targets = [], []
   for label in tqdm(names, desc="clean clips per class", disable=not progress, leave=False):
     for _ in range(per_class):
       audio = bank.sample(label, rng).audio[:int(MAX_CLIP_SECONDS * 16000)]
       lead = quiet_lead(lead_rng, lead_seconds, encode.chunk_samples)
-      features.append(encode(np.concatenate([lead, audio])))
+      played = np.concatenate([lead, audio])
+      if channel_share and channel_rng.uniform() < channel_share:
+        channel = effects.CHANNELS[channels[int(channel_rng.integers(len(channels)))]]
+        played = channel(played, channel_rng).astype(np.float32)
+      features.append(encode(played))
       targets.append(np.concatenate([
           np.full(lead.size // encode.chunk_samples, NO_SOUND_EVENT, np.int32),
           clip_chunk_targets(audio, worlds.SOUND_EVENT_LABELS.index(label),
@@ -292,7 +307,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                     corpus_sounds: bool = False, other_sounds: bool = True, seed: int = 0,
                     l2: float = 1e-3, steps: int = 300, progress: bool = True,
                     first_positions: str = "random", lead_seconds: float = 0.0,
-                    read_blocks: Sequence[int] | None = None) -> dict[str, Any]:
+                    read_blocks: Sequence[int] | None = None,
+                    channel_share: float = 0.0) -> dict[str, Any]:
   """Fits a bundle's sound-event head (`fit_head`) and writes the bundle with it to `out`.
 
   Args:
@@ -301,6 +317,8 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     train_audio_root: `fetch-train-audio`'s folder (the TRAIN sound bank's recordings);
       None: the procedural sounds only.
     lead_seconds: the longest quiet room before each clean clip (`bank_examples`).
+    channel_share: the share of clean clips heard through a room or another microphone
+      (`bank_examples`, `HEARD_THROUGH`).
     read_blocks: the lower encoder blocks the head reads beside the final frames
       (`model.sound_event_blocks`); None keeps the bundle's. A head of another input
       width is initialised afresh before the fit.
@@ -324,7 +342,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   encode = SoundEventEncoder(model, params, first_positions=first_positions, seed=seed)
   bank = train_sound_bank(train_audio_root)
   parts = [bank_examples(encode, bank, per_class, seed, progress=progress,
-                         lead_seconds=lead_seconds)]
+                         lead_seconds=lead_seconds, channel_share=channel_share)]
   others = []
   if train_audio_root is not None and other_sounds:
     others = other_sound_refs(train_audio_root)
@@ -340,6 +358,7 @@ def fit_bundle_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
              "corpus_sounds": corpus_sounds, "other_sound_recordings": len(others),
              "train_audio": train_audio_root is not None, "l2": l2, "steps": steps,
              "seed": seed, "first_positions": first_positions, "lead_seconds": lead_seconds,
+             "channel_share": channel_share, "channels": list(HEARD_THROUGH),
              "read_blocks": list(blocks),
              "head_added": head_added,
              "chunks": class_counts(examples.targets),

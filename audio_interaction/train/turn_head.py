@@ -175,7 +175,7 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
                   second_parts: bool = False,
                   sound_bank: SoundBank | None = None, sound_clips_per_class: int = 0,
                   held_out_share: float = 0.2, l2: float = 1e-2, steps: int = 300,
-                  seed: int = 0, progress: bool = True
+                  seed: int = 0, progress: bool = True, effects_share: float = 0.5
                   ) -> tuple[sound_head.HeadFit, dict[str, Any]]:
   """Fits a turn-end head over `encode`'s features (the arguments: `fit_bundle_turn_head`'s;
   `sound_bank`: where the `sound_clips_per_class` clips come from).
@@ -190,18 +190,21 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
     keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
     lines = [lines[i] for i in sorted(keep)]
   fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
+  if not 0.0 <= effects_share <= 1.0:
+    raise ValueError(f"effects_share must be in [0, 1], got {effects_share}")
   examples = line_examples(encode, fitted, chunks=chunks, speech_chunks=speech_chunks,
-                           second_parts=second_parts, seed=seed, progress=progress)
+                           second_parts=second_parts, seed=seed, progress=progress,
+                           effects_share=effects_share)
   if sound_clips_per_class:
     examples = sound_head.ChunkExamples.concatenate([examples, sound_examples(
         encode, sound_bank, sound_clips_per_class, chunks=chunks, seed=seed,
-        progress=progress)])
+        progress=progress, effects_share=effects_share)])
   fit = sound_head.fit_head(examples, len(CLASS_NAMES), l2=l2, steps=steps,
                             class_names=CLASS_NAMES)
   summary: dict[str, Any] = {
       "lines": len(fitted), "voices": len({l.voice for l in fitted}),
       "chunks_per_line": chunks, "speech_chunks_per_line": speech_chunks,
-      "second_parts": second_parts,
+      "second_parts": second_parts, "effects_share": effects_share,
       "sound_clips_per_class": sound_clips_per_class,
       "examples": int(len(examples.targets)), "l2": l2, "steps": steps, "seed": seed,
       "loss": fit.loss, "train_recall": fit.recall,
@@ -209,7 +212,8 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
                            examples.targets)}
   if held:
     held_examples = line_examples(encode, held, chunks=chunks, speech_chunks=speech_chunks,
-                                  second_parts=second_parts, seed=seed + 1, progress=progress)
+                                  second_parts=second_parts, seed=seed + 1, progress=progress,
+                                  effects_share=effects_share)
     summary.update(held_out_lines=len(held), held_out_voices=len({l.voice for l in held}),
                    held_out_auc=roc_auc(
                        fit.probabilities(held_examples.features)[:, TURN_ENDED],
@@ -227,7 +231,8 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
                          seed: int = 0, progress: bool = True,
                          lines: Sequence[PausedLine] | None = None,
                          first_positions: str = "random", features: str = "encoder",
-                         hybrid_gate: float = 0.0) -> dict[str, Any]:
+                         hybrid_gate: float = 0.0, effects_share: float = 0.5
+                         ) -> dict[str, Any]:
   """Fits a bundle's turn-end head (added if it has none; `fit_turn_head`) and writes the
   bundle to `out`, with `infer.hybrid_signal="turn_end"` (its hybrid policy reads the
   head; its other `infer` settings are kept: `tune` chooses them).
@@ -252,6 +257,9 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
     lines: the lines themselves instead of reading `sources` (`PausedLine`s).
     first_positions: where each example starts in the encoder's position window
       (`ClipEncoder`): "random" fits a head that works anywhere in a stream.
+    effects_share: the share of examples played through the corpus's per-utterance
+      effects (`effects.randomize`: speed, pitch, rooms, microphones, telephone, noise)
+      before they are read; the rest as recorded.
   Returns:
     `fit_turn_head`'s summary, with the bundle, the sources and whether the head was added.
   """
@@ -278,7 +286,7 @@ def fit_bundle_turn_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
       second_parts=second_parts,
       sound_bank=sound_head.train_sound_bank(train_audio_root) if sound_clips_per_class else None,
       sound_clips_per_class=sound_clips_per_class, held_out_share=held_out_share, l2=l2,
-      steps=steps, seed=seed, progress=progress)
+      steps=steps, seed=seed, progress=progress, effects_share=effects_share)
   summary = {"bundle": pathlib.Path(bundle).name, "sources": list(sources), **described,
              **summary}
   if features == "prosody":
