@@ -349,13 +349,17 @@ def test_fit_sound_head_cli_passes_where_clips_start(tmp_path, capsys):
   plain = _bundle(tmp_path, with_head=False)
   assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "x"),
                    "--procedural-only", "--per-class", "1", "--steps", "5",
-                   "--clip-positions", "start", "--quiet-lead", "0.5"]) == 0, (
-                       capsys.readouterr().err)
+                   "--clip-positions", "start", "--quiet-lead", "0.5",
+                   "--channel-share", "0.25"]) == 0, capsys.readouterr().err
   fit = json.loads((tmp_path / "x" / "metadata.json").read_text())["sound_event_head_fit"]
   assert fit["first_positions"] == "start" and fit["lead_seconds"] == 0.5
+  assert fit["channel_share"] == 0.25 and fit["channels"] == ["room", "microphone"]
   assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "y"),
                    "--procedural-only", "--quiet-lead", "-1"]) != 0
   assert "--quiet-lead -1" in capsys.readouterr().err and not (tmp_path / "y").exists()
+  assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "y"),
+                   "--procedural-only", "--channel-share", "1.5"]) != 0
+  assert "--channel-share 1.5" in capsys.readouterr().err and not (tmp_path / "y").exists()
   for blocks, error in (("0,x", "--read-blocks '0,x'"), ("5", "model.sound_event_blocks=(5,)"),
                         ("1,0", "model.sound_event_blocks=(1, 0): must be a tuple of encoder block")):
     assert cli.main(["fit-sound-head", "--bundle", str(plain), "--out", str(tmp_path / "z"),

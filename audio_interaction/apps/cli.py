@@ -1252,7 +1252,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="each clean clip after a quiet room of 0 to this many seconds "
                              "(labelled 'none'; default 0: the clip alone; 2 finds more "
                              "alerts anywhere in a stream, and with --read-blocks 0,1,2 "
-                             "(the shipped real-audio head) fewer false ones: README)")
+                             "(the shipped real-audio head) fewer false ones: "
+                             "docs/real_audio_log.md)")
   fit_head.add_argument("--channel-share", type=float, default=0.0, metavar="P",
                         help="share of the clean clips heard through a simulated room or "
                              "another microphone (default 0: as recorded)")

@@ -458,8 +458,6 @@ def mic_colouration(x: np.ndarray, rng: np.random.Generator, bands: int = 3,
   return set_level(y, before) if before > -199.0 else y.astype(np.float32)
 
 
-
-
 # Channels a whole recording can be heard through, each keeping its length and level
 # (`lead-in --channel`, and the sound-event head's fit on clips heard otherwise).
 CHANNELS: Final[dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
@@ -467,6 +465,7 @@ CHANNELS: Final[dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray
     "room": simulated_room,  # a random room's impulse response, RT60 0.15-0.8 s
     "microphone": mic_colouration,  # a random mic/loudspeaker response
 }
+
 
 def background_noise(x: np.ndarray, rng: np.random.Generator,
                      noise: np.ndarray | None = None,
