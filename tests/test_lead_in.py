@@ -223,7 +223,7 @@ def test_a_channel_plays_each_recording_through_it_with_its_annotations_unchange
 
 def test_every_channel_keeps_length_and_an_unknown_one_is_named(manifest, tmp_path, capsys):
   path, _ = manifest
-  for name in lead_in.CHANNELS:
+  for name in effects.CHANNELS:
     summary = lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.0), tmp_path / name,
                                              progress=False, channel=name, max_rows=1)
     row, = read_manifest(summary["manifest"]).rows
@@ -232,7 +232,11 @@ def test_every_channel_keeps_length_and_an_unknown_one_is_named(manifest, tmp_pa
     lead_in.write_lead_in_manifest(path, lead_in.Lead(seconds=0.0), tmp_path / "radio",
                                    progress=False, channel="radio")
   # The CLI offers exactly these channels.
-  for name in lead_in.CHANNELS:
+  lead_parser = next(action for action in cli.build_parser()._subparsers._group_actions
+                     if action.choices and "lead-in" in action.choices).choices["lead-in"]
+  offered = next(a.choices for a in lead_parser._actions if a.dest == "channel")
+  assert sorted(offered) == sorted(effects.CHANNELS)
+  for name in effects.CHANNELS:
     assert cli.main(["lead-in", "--manifest", str(path), "--lead", "0", "--channel", name,
                      "--max-rows", "1", "--out", str(tmp_path / f"cli_{name}")]) == 0
   assert cli.main(["lead-in", "--manifest", str(path), "--lead", "0", "--channel", "radio",

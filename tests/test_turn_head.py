@@ -341,4 +341,6 @@ def test_fit_turn_head_cli_names_what_is_wrong(tmp_path, capsys):
   assert "--sources klingon" in capsys.readouterr().err
   assert cli.main(argv + ["--train-audio", str(tmp_path / "audio"), "--chunks", "0"]) != 0
   assert "--chunks 0" in capsys.readouterr().err
+  assert cli.main(argv + ["--train-audio", str(tmp_path / "audio"), "--effects-share", "2"]) != 0
+  assert "--effects-share 2" in capsys.readouterr().err
   assert not (tmp_path / "x").exists()  # nothing written

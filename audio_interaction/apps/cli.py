@@ -728,6 +728,8 @@ def _fit_turn_head(args: argparse.Namespace, overrides: list[str]) -> int:
       raise UsageError(f"{name} {value}: must be >= 0")
   if not 0.0 <= args.hybrid_gate <= 1.0:
     raise UsageError(f"--hybrid-gate {args.hybrid_gate}: must be in [0, 1] (a P(SPEAK))")
+  if not 0.0 <= args.effects_share <= 1.0:
+    raise UsageError(f"--effects-share {args.effects_share}: must be in [0, 1]")
   try:
     summary = turn_head.fit_bundle_turn_head(
         bundle, args.out, train_audio_root=root, sources=sources, max_lines=args.max_lines,
@@ -1230,7 +1232,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "is a false alarm")
   lead.add_argument("--max-rows", type=int, default=None,
                     help="copy the manifest's first rows only")
-  # choices: lead_in.CHANNELS (the CLI imports the corpus lazily, to start fast)
+  # choices: effects.CHANNELS (the CLI imports the corpus lazily, to start fast)
   lead.add_argument("--channel", choices=("telephone", "room", "microphone"), default=None,
                     help="play each recording through a channel too (telephone: 300-3400 Hz, "
                          "8 kHz mu-law; room: a simulated room; microphone: a random mic "

@@ -13,7 +13,8 @@ false alarm) but does not count its quiet as benign time, which would flatter th
 false alarms per hour.
 
 With a `channel` each played recording (its lead-in too) also goes through a channel of
-the corpus's domain randomisation (`CHANNELS`: a telephone line, a room, a microphone),
+the corpus's domain randomisation (`effects.CHANNELS`: a telephone line, a room, a
+microphone; each keeps a recording's length and level, so every annotation holds),
 seeded per row, timings unchanged: the same DEV turns and sounds, heard as over the phone
 or across a room, ask how far a model's figures carry to audio recorded otherwise.
 """
@@ -25,7 +26,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -40,9 +41,6 @@ RATE = 16000
 LEAD_IN_LEVEL_DB = -50.0  # a quiet room: far below speech (-20 to -30 dBFS)
 # The row keys that hold a time in seconds from the recording's start.
 _TIME_KEYS = ("recognisable_after", "reply_time")
-# What a copy's recordings may be played through (each keeps a recording's length and
-# level, so every annotation still holds).
-CHANNELS: Final = effects.CHANNELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +119,7 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   its lead to its end (`unaddressed_speech`), so that the eval scores it as B6 audio
   where any reply is a false alarm: speech nobody addressed to the model, under the
   row's (or the eval's monitoring) instruction. `max_rows`: the first rows only.
-  `channel`: a name of `CHANNELS` each played recording goes through (drawn from its own
+  `channel`: a name of `effects.CHANNELS` each played recording goes through (drawn from its own
   seed per row, so a row's channel does not depend on the rows before it).
 
   Raises:
@@ -137,8 +135,8 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
   target = out / source.name
   if target.resolve() == source.resolve():
     raise ValueError(f"--out {out}: would overwrite the manifest {source}")
-  if channel is not None and channel not in CHANNELS:
-    raise ValueError(f"channel {channel!r}: choose from {sorted(CHANNELS)}")
+  if channel is not None and channel not in effects.CHANNELS:
+    raise ValueError(f"channel {channel!r}: choose from {sorted(effects.CHANNELS)}")
   rows = read_rows(source)
   if max_rows is not None:
     if max_rows < 1:
@@ -164,7 +162,8 @@ def write_lead_in_manifest(manifest: str | os.PathLike, lead: Lead, out: str | o
                                 active_only=False)
     played = np.concatenate([noise, audio]).astype(np.float32)
     if channel is not None:
-      played = CHANNELS[channel](played, np.random.default_rng([seed, index])).astype(np.float32)
+      played = effects.CHANNELS[channel](played, np.random.default_rng([seed, index]))
+      played = played.astype(np.float32)
     name = f"audio/{index:04d}.wav"
     soundfile.write(out / name, played, RATE)
     new = shifted_row({**{k: v for k, v in row.items() if k not in ("offset", *AUDIO_KEYS)},

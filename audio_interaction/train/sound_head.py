@@ -142,9 +142,10 @@ def bank_examples(encode: ClipEncoder, bank: SoundBank, per_class: int, seed: in
   through one of `channels` (`effects.CHANNELS`, drawn uniformly), their targets those of
   the clip as recorded (a room's tail is not the sound)."""
   unknown = sorted(set(channels) - set(effects.CHANNELS))
-  if unknown or not 0.0 <= channel_share <= 1.0:
-    raise ValueError(f"channels {unknown} (choose from {sorted(effects.CHANNELS)}) or "
-                     f"channel_share {channel_share} (must be in [0, 1])")
+  if unknown:
+    raise ValueError(f"channels {unknown}: choose from {sorted(effects.CHANNELS)}")
+  if not 0.0 <= channel_share <= 1.0:
+    raise ValueError(f"channel_share {channel_share}: must be in [0, 1]")
   rng = np.random.default_rng(seed)
   lead_rng = np.random.default_rng([seed, 1])  # the clips drawn do not depend on the leads
   channel_rng = np.random.default_rng([seed, 2])  # ... nor on the channels
