@@ -68,10 +68,6 @@ WINDOW_S = 2.0  # the eval's answer window after the recognisable time
 HOLD_S = 30.0  # `--rule-chunks`: the shipped rule's hold
 
 
-def rising_edges(fire: np.ndarray) -> int:
-  return int(fire[0]) + int((fire[1:] & ~fire[:-1]).sum()) if fire.size else 0
-
-
 def edge_alerts(p: np.ndarray, theta: float) -> list[tuple[int, int]]:
   """(chunk, class id) of each rising edge of "some alerting class has P >= theta",
   named by the most probable alerting class there."""
