@@ -125,8 +125,10 @@ class BlockFrames:
         variables, self.model.features(audio), first, method=encode))
 
   def __call__(self, audio: np.ndarray, first_position: int | None = None) -> np.ndarray:
-    """`first_position` None: a random chunk boundary of the position window (as
-    `fit-ctc-head` encodes its lines)."""
+    """`first_position` None: a random chunk boundary of the position window, as
+    `fit-ctc-head` places its lines (a whole chunk must fit: not the same draws as
+    `ClipEncoder.next_first_position`, which may also start a clip in the last,
+    partial chunk)."""
     per_chunk = self.config.encoder_frames_per_chunk
     if first_position is None:
       first_position = 0 if self.position_period is None else int(self._rng.integers(
