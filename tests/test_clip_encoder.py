@@ -36,12 +36,27 @@ def test_a_clip_from_position_p_is_what_a_stream_at_p_gives(monkeypatch, long_cl
   audio = (0.1 * np.random.default_rng(0).normal(size=4 * cfg.chunk_samples)).astype(np.float32)
   if long_clip:  # encoded by the streaming scan instead of one full pass
     monkeypatch.setattr(clip_encoder, "MAX_FULL_PASS_CHUNKS", 2)
+    monkeypatch.setattr(clip_encoder, "STREAM_BUCKET_CHUNKS", 3)  # 4 chunks padded to 6
   encode = ClipEncoder(model, params, output="frames")
   at_zero = encode(audio, first_position=0)
   for first in (per_chunk, 2 * per_chunk, 3 * per_chunk):  # 3 * 8 > 20: wraps mid-clip
     got = encode(audio, first_position=first)
     np.testing.assert_allclose(got, _streamed_frames(model, params, audio, first), atol=2e-4)
     assert np.abs(got - at_zero).max() > 1e-2  # the position table moved the frames
+
+
+def test_long_clips_of_one_bucket_share_one_compiled_scan(monkeypatch):
+  model, params = _model()
+  monkeypatch.setattr(clip_encoder, "MAX_FULL_PASS_CHUNKS", 2)
+  monkeypatch.setattr(clip_encoder, "STREAM_BUCKET_CHUNKS", 4)
+  chunk = model.config.chunk_samples
+  audio = (0.1 * np.random.default_rng(2).normal(size=8 * chunk)).astype(np.float32)
+  encode = ClipEncoder(model, params, output="chunk_means")
+  whole = encode(audio, first_position=0)
+  for chunks in (5, 6, 7):  # one bucket of 8 chunks with the whole clip
+    np.testing.assert_allclose(encode(audio[:chunks * chunk], first_position=0),
+                               whole[:chunks], atol=2e-4)
+  assert encode._stream._cache_size() == 1
 
 
 def test_rotary_positions_make_the_first_position_irrelevant():

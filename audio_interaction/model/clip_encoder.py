@@ -32,6 +32,9 @@ FIRST_POSITIONS = ("start", "random")
 # pass's attention over all frames at once would need memory quadratic in the length
 # (a 3-minute file asked for 26 GB).
 MAX_FULL_PASS_CHUNKS = 256
+# Such clips are padded to whole buckets of this many chunks: one compiled scan per
+# bucket, not one per length (recordings of every length once compiled a scan each).
+STREAM_BUCKET_CHUNKS = 64
 
 
 def padded_to_power_of_two(audio: np.ndarray, chunk_samples: int) -> np.ndarray:
@@ -117,10 +120,13 @@ class ClipEncoder:
     first = self.next_first_position() if first_position is None else int(first_position)
     chunks = max(1, -(-audio.size // self.chunk_samples))
     if chunks > MAX_FULL_PASS_CHUNKS:
-      padded = np.zeros(chunks * self.chunk_samples, np.float32)
+      # The padding comes after the clip and the encoder is causal: the clip's chunks
+      # are the same.
+      bucketed = -(-chunks // STREAM_BUCKET_CHUNKS) * STREAM_BUCKET_CHUNKS
+      padded = np.zeros(bucketed * self.chunk_samples, np.float32)
       padded[:audio.size] = audio
-      out = self._stream(self._params, jnp.asarray(padded.reshape(chunks, 1, -1)), first)
-      return np.asarray(out).reshape(chunks * self.frames_per_chunk, -1)
+      out = self._stream(self._params, jnp.asarray(padded.reshape(bucketed, 1, -1)), first)
+      return np.asarray(out)[:chunks].reshape(chunks * self.frames_per_chunk, -1)
     padded = padded_to_power_of_two(audio, self.chunk_samples)
     out = np.asarray(self._encode(self._params, jnp.asarray(padded),
                                   jnp.full((1,), first, jnp.int32)))[0]
