@@ -211,9 +211,7 @@ def main() -> None:
     else:
       lines = list(real_speech.recorded_lines(args.train_audio, tuple(args.sources.split(","))))
       held_share = 0.05
-    if args.max_lines < len(lines):
-      keep = np.random.default_rng(args.seed).permutation(len(lines))[:args.max_lines]
-      lines = [lines[i] for i in sorted(keep)]
+    lines = ctc_head.seeded_subset(lines, args.max_lines, args.seed)
     train_lines, held_lines = ctc_head.split_voices(lines, held_share, args.seed)
     train = ctc_head.encode_lines(encoder, train_lines, seed=args.seed,
                                   description="encoding training lines")

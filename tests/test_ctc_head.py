@@ -70,6 +70,18 @@ def test_split_holds_out_whole_voices():
   assert ctc_head.split_voices(lines, 0.0, 0)[1] == []
 
 
+def test_seeded_subset_keeps_order_and_is_the_same_for_a_seed():
+  lines = _lines(40, voices=10)
+  subset = ctc_head.seeded_subset(lines, 7, seed=1)
+  assert len(subset) == 7 and len(set(map(id, subset))) == 7
+  positions = [lines.index(line) for line in subset]
+  assert positions == sorted(positions)  # in the lines' order, not the draw's
+  assert ctc_head.seeded_subset(lines, 7, seed=1) == subset
+  assert ctc_head.seeded_subset(lines, 7, seed=2) != subset
+  assert ctc_head.seeded_subset(lines, None, 0) == lines
+  assert ctc_head.seeded_subset(lines, 40, 0) == lines
+
+
 def _frames(lengths, label_lengths, width=4):
   return ctc_head.TranscribedFrames(
       [np.full((n, width), i, np.float16) for i, n in enumerate(lengths)],

@@ -109,6 +109,16 @@ def ctc_labels(tokenizer: Tokenizer, text: str, targets: str = "tokens") -> np.n
   return np.asarray(ids, np.int32)
 
 
+def seeded_subset(lines: Sequence[real_speech.RecordedLine], max_lines: int | None,
+                  seed: int) -> list[real_speech.RecordedLine]:
+  """At most `max_lines` of `lines` (None: all), a seeded random subset in their order:
+  every fit over recorded lines draws its `--max-lines` the same way."""
+  if max_lines is None or len(lines) <= max_lines:
+    return list(lines)
+  keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
+  return [lines[i] for i in sorted(keep)]
+
+
 def split_voices(lines: Sequence[real_speech.RecordedLine], held_out_share: float,
                  seed: int) -> tuple[list[real_speech.RecordedLine], list[real_speech.RecordedLine]]:
   """(training lines, held-out lines): every line of a random `held_out_share` of the
@@ -420,9 +430,7 @@ def fit_bundle_ctc_head(bundle: str | os.PathLike, out: str | os.PathLike, *,
   targets = targets or config.data.get("ctc_targets", "tokens")
   model = AudioInteractionModel(config)
   lines = list(real_speech.recorded_lines(train_audio_root, tuple(sources)))
-  if max_lines is not None and max_lines < len(lines):
-    keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
-    lines = [lines[i] for i in sorted(keep)]
+  lines = seeded_subset(lines, max_lines, seed)
   train_lines, held_lines = split_voices(lines, held_out_share, seed)
   encode = FrameEncoder(model, params, first_positions=first_positions, seed=seed)
   made_by = {"params": bundle_weights_id(bundle),

@@ -204,9 +204,7 @@ def fit_decision_head(engine: Engine, params: Params, tokenizer: Tokenizer,
   """
   if not lines:
     raise ValueError("no recorded line with a pause to cut at")
-  if max_lines is not None and len(lines) > max_lines:
-    keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
-    lines = [lines[i] for i in sorted(keep)]
+  lines = ctc_head.seeded_subset(lines, max_lines, seed)
   fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
   options = dict(after_seconds=after_seconds, speech_chunks=speech_chunks,
                  max_lead_seconds=max_lead_seconds, progress=progress)

@@ -186,9 +186,7 @@ def fit_turn_head(encode: ChunkEncoder, lines: Sequence[PausedLine], *,
   """
   if not lines:
     raise ValueError("no recorded line with a pause to cut at")
-  if max_lines is not None and len(lines) > max_lines:
-    keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
-    lines = [lines[i] for i in sorted(keep)]
+  lines = ctc_head.seeded_subset(lines, max_lines, seed)
   fitted, held = ctc_head.split_voices(lines, held_out_share, seed)
   if not 0.0 <= effects_share <= 1.0:
     raise ValueError(f"effects_share must be in [0, 1], got {effects_share}")
