@@ -28,7 +28,7 @@ import logging
 import os
 import pathlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -109,10 +109,13 @@ def ctc_labels(tokenizer: Tokenizer, text: str, targets: str = "tokens") -> np.n
   return np.asarray(ids, np.int32)
 
 
-def seeded_subset(lines: Sequence[real_speech.RecordedLine], max_lines: int | None,
-                  seed: int) -> list[real_speech.RecordedLine]:
+Line = TypeVar("Line")
+
+
+def seeded_subset(lines: Sequence[Line], max_lines: int | None, seed: int) -> list[Line]:
   """At most `max_lines` of `lines` (None: all), a seeded random subset in their order:
-  every fit over recorded lines draws its `--max-lines` the same way."""
+  every fit over recorded lines (`RecordedLine`s, the turn-end fits' `PausedLine`s)
+  draws its `--max-lines` the same way."""
   if max_lines is None or len(lines) <= max_lines:
     return list(lines)
   keep = np.random.default_rng(seed).permutation(len(lines))[:max_lines]
