@@ -127,10 +127,22 @@ def alerts(recordings: Recordings, rows: np.ndarray, weights: np.ndarray, thresh
   free = np.ones(len(rows), bool)
   everyone = np.arange(len(rows))
   out: list[list[tuple[float, int]]] = [[] for _ in rows]
+  # Past a case's end its probabilities are zeros, under any θ > 0: nothing fires there.
   for index in range(int(recordings.chunks[rows].max())):
     for row, class_id in rule.fire(probabilities[:, index], everyone, everyone, free).items():
-      if index < recordings.chunks[rows[row]]:
-        out[row].append(((index + 1) * chunk_seconds, class_id))
+      out[row].append(((index + 1) * chunk_seconds, class_id))
+  return out
+
+
+def matched(recordings: Recordings, rows: np.ndarray, raised: list[list[tuple[float, int]]],
+            window_s: float) -> list[tuple[list[tuple[float, float, str]], metrics.AlertMatch]]:
+  """Per row: its alert events (onset, deadline, the alert text they warrant) and how the
+  raised alerts matched them (`metrics.match_alerts`, as the eval's B6)."""
+  out = []
+  for i, row in zip(rows, raised):
+    events = suites.case_named_alert_events(recordings.cases[i], window_s)
+    out.append((events, metrics.match_alerts([(on, deadline) for on, deadline, _ in events],
+                                             [t for t, _ in row])))
   return out
 
 
@@ -138,23 +150,21 @@ def score(recordings: Recordings, rows: np.ndarray, raised: list[list[tuple[floa
           window_s: float) -> Score:
   """The eval's B6 figures of the alerts raised in `rows` (`suites.alerts`), and the share
   of detected events whose alert names the event's class."""
-  runs = [types.SimpleNamespace(case=recordings.cases[i]) for i in rows]
-  starts = {id(run): [t for t, _ in row] for run, row in zip(runs, raised)}
-  cfg = types.SimpleNamespace(answer_window_s=window_s)
-  figures = suites.alerts(runs, lambda run: starts[id(run)], cfg)
-  named = detected = 0
-  for run, row in zip(runs, raised):
-    events = suites.case_named_alert_events(run.case, window_s)
-    match = metrics.match_alerts([(on, deadline) for on, deadline, _ in events],
-                                        [t for t, _ in row])
-    for (_, _, text), detector in zip(events, match.detectors):
+  runs = [types.SimpleNamespace(case=recordings.cases[i], starts=[t for t, _ in row])
+          for i, row in zip(rows, raised)]
+  figures = suites.alerts(runs, lambda run: run.starts,
+                          types.SimpleNamespace(answer_window_s=window_s))
+  named = detected = events = false = 0
+  for row, (named_events, match) in zip(raised, matched(recordings, rows, raised, window_s)):
+    events += len(named_events)
+    false += match.false_alarms
+    for (_, _, text), detector in zip(named_events, match.detectors):
       if detector is not None:
         detected += 1
         named += suites.alert_text(LABELS[row[detector][1]]) == text
-  events = sum(len(suites.case_alert_events(run.case, window_s)) for run in runs)
-  false = round(figures["benign_false_alarms_per_hour"] * figures["hours"])
   return Score(recall=figures["recall"], f1=figures["f1"],
-               false_per_hour=figures["benign_false_alarms_per_hour"], false_alarms=false,
+               false_per_hour=figures["benign_false_alarms_per_hour"],
+               false_alarms=false - figures["late_alerts"],
                named=named / max(detected, 1), detected=detected, events=events)
 
 
@@ -285,21 +295,17 @@ def main() -> None:
   print("\nPer alerting class on all recordings, shipped rule: events / detected / "
         "false alarms naming it")
   raised = alerts(recordings, sets["all"], ones, shipped, args.chunks, hold, chunk_seconds)
+  matches = matched(recordings, sets["all"], raised, eval_window)
   for class_id in ALERT_IDS:
-    label = LABELS[class_id]
-    text = suites.alert_text(label)
+    text = suites.alert_text(LABELS[class_id])
     events = detected = false = 0
-    for row, alerts_of_row in zip(sets["all"], raised):
-      case = recordings.cases[row]
-      named = suites.case_named_alert_events(case, eval_window)
-      match = metrics.match_alerts([(on, dl) for on, dl, _ in named],
-                                          [t for t, _ in alerts_of_row])
-      events += sum(t == text for _, _, t in named)
-      detected += sum(d is not None and t == text for (_, _, t), d in zip(named,
-                                                                           match.detectors))
+    for row, (named_events, match) in zip(raised, matches):
+      events += sum(t == text for _, _, t in named_events)
+      detected += sum(d is not None and t == text
+                      for (_, _, t), d in zip(named_events, match.detectors))
       used = {d for d in match.detectors if d is not None}
-      false += sum(1 for j, (_, c) in enumerate(alerts_of_row) if j not in used and c == class_id)
-    print(f"  {label}: {events} / {detected} / {false}")
+      false += sum(j not in used and c == class_id for j, (_, c) in enumerate(row))
+    print(f"  {LABELS[class_id]}: {events} / {detected} / {false}")
   print(f"total {time.perf_counter() - began:.0f} s on {platform.machine()} "
         f"({jax.device_count()} CPU devices)")
 
